@@ -1,0 +1,174 @@
+//! The traits a user implements ([`Matcher`], [`Mailet`]), what they are configured with, and
+//! what they may ask of the server ([`MailetContext`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::{Mail, MailAddress};
+
+/// Why a matcher or mailet failed. The SpoolManager handles it as `onMatchException` /
+/// `onMailetException` say (by default the mail moves to the `error` processor with this
+/// text as its error message).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct MailetError {
+    message: String,
+}
+
+impl MailetError {
+    /// An error with a message for the log and the mail's error message.
+    pub fn new(message: impl Into<String>) -> Self {
+        MailetError {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<std::io::Error> for MailetError {
+    fn from(e: std::io::Error) -> Self {
+        MailetError::new(format!("I/O error: {e}"))
+    }
+}
+
+/// How a matcher is configured: `match="Name=condition"`.
+#[derive(Clone, Debug, Default)]
+pub struct MatcherConfig {
+    /// The short name (`RecipientIs`).
+    pub name: String,
+    /// The text after the first `=`, trimmed, if any.
+    pub condition: Option<String>,
+}
+
+impl MatcherConfig {
+    /// The condition, or an error naming the matcher when it is absent or empty.
+    pub fn required_condition(&self) -> Result<&str, MailetError> {
+        match self.condition.as_deref() {
+            Some(c) if !c.is_empty() => Ok(c),
+            _ => Err(MailetError::new(format!(
+                "matcher {} needs a condition ({}=...)",
+                self.name, self.name
+            ))),
+        }
+    }
+}
+
+/// How a mailet is configured: its class and its parameters (the child elements of
+/// `<mailet>`; a repeated name is joined with `,`).
+#[derive(Clone, Debug, Default)]
+pub struct MailetConfig {
+    /// The short name (`LocalDelivery`).
+    pub name: String,
+    /// Parameter name → trimmed value.
+    pub params: BTreeMap<String, String>,
+}
+
+impl MailetConfig {
+    /// A parameter's value.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// A parameter that must be present and non-empty.
+    pub fn required(&self, name: &str) -> Result<&str, MailetError> {
+        match self.param(name) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(MailetError::new(format!(
+                "mailet {} needs the parameter <{name}>",
+                self.name
+            ))),
+        }
+    }
+
+    /// A boolean parameter (`true`/`false`/`yes`/`no`), or `default` when absent.
+    pub fn bool_param(&self, name: &str, default: bool) -> Result<bool, MailetError> {
+        match self.param(name).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("") => Ok(default),
+            Some("true") | Some("yes") => Ok(true),
+            Some("false") | Some("no") => Ok(false),
+            Some(other) => Err(MailetError::new(format!(
+                "mailet {}: <{name}> must be true or false, got {other:?}",
+                self.name
+            ))),
+        }
+    }
+}
+
+/// Picks the recipients of a mail that a mailet applies to.
+pub trait Matcher: Send + Sync {
+    /// The recipients matched: none skips the mailet, all of them hands it the mail, some of
+    /// them splits the mail.
+    fn matches(
+        &self,
+        mail: &Mail,
+        ctx: &dyn MailetContext,
+    ) -> Result<Vec<MailAddress>, MailetError>;
+}
+
+/// Acts on a mail: delivers, stores, rewrites, or moves it to another processor by changing its
+/// state.
+pub trait Mailet: Send + Sync {
+    /// Processes the mail.
+    fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError>;
+}
+
+/// What the users repository says about a local user, as far as delivery cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The user's name as stored (the Maildir name).
+    pub name: String,
+    /// Another local user whose mailbox receives this user's mail, when aliasing is on.
+    pub alias: Option<String>,
+    /// An address this user's mail is forwarded to, when forwarding is on.
+    pub forward: Option<MailAddress>,
+}
+
+/// What mailets and matchers may ask of the server. Implemented by the SpoolManager.
+pub trait MailetContext: Send + Sync {
+    /// Whether `domain` is one of this server's names (`<servernames>`).
+    fn is_local_server(&self, domain: &str) -> bool;
+
+    /// The user called `name`, if the users repository has one (enabled alias and forward
+    /// only).
+    fn local_user(&self, name: &str) -> Result<Option<UserRecord>, MailetError>;
+
+    /// Whether `address` is a local mailbox: a local domain and an existing user.
+    fn is_local_email(&self, address: &MailAddress) -> bool {
+        self.is_local_server(address.domain())
+            && matches!(self.local_user(address.local_part()), Ok(Some(_)))
+    }
+
+    /// The postmaster's address.
+    fn postmaster(&self) -> &MailAddress;
+
+    /// Puts a new mail in the spool (its state says where processing starts). Durable on
+    /// return.
+    fn send_mail(&self, mail: Mail) -> Result<(), MailetError>;
+
+    /// Stores a copy of the mail in the mail repository at `url` (`file://var/mail/error/`...).
+    fn store_mail(&self, url: &str, mail: &Mail) -> Result<(), MailetError>;
+
+    /// Delivers the message to a local user's inbox, with `trace_header` (Return-Path,
+    /// Delivered-To) put above its header section. Durable on return.
+    fn deliver_to_inbox(
+        &self,
+        user: &str,
+        trace_header: &[u8],
+        mail: &Mail,
+    ) -> Result<(), MailetError>;
+
+    /// Writes a line to the server log on behalf of a mailet.
+    fn log(&self, message: &str) {
+        tracing_free_log(message)
+    }
+}
+
+/// The default [`MailetContext::log`]: standard error, since this crate has no logger.
+fn tracing_free_log(message: &str) {
+    eprintln!("{message}");
+}
+
+impl fmt::Debug for dyn MailetContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MailetContext")
+    }
+}
