@@ -177,7 +177,9 @@ fn parse_local_part(raw: &str) -> Result<String, AddressError> {
         out
     } else {
         let ok = !raw.is_empty()
-            && raw.split('.').all(|atom| !atom.is_empty() && atom.chars().all(is_atext));
+            && raw
+                .split('.')
+                .all(|atom| !atom.is_empty() && atom.chars().all(is_atext));
         if !ok {
             return Err(AddressError::BadLocalPart);
         }
@@ -191,8 +193,10 @@ fn parse_local_part(raw: &str) -> Result<String, AddressError> {
 
 /// Quotes a local part when it is not a valid dot-string.
 fn quote_local(local: &str) -> String {
-    let dot_string =
-        !local.is_empty() && local.split('.').all(|a| !a.is_empty() && a.chars().all(is_atext));
+    let dot_string = !local.is_empty()
+        && local
+            .split('.')
+            .all(|a| !a.is_empty() && a.chars().all(is_atext));
     if dot_string {
         return local.to_string();
     }
@@ -218,18 +222,26 @@ pub fn check_domain(domain: &str) -> Result<(), AddressError> {
     }
     if let Some(literal) = domain.strip_prefix('[') {
         let literal = literal.strip_suffix(']').ok_or(AddressError::BadDomain)?;
-        let valid = match literal.strip_prefix("IPv6:").or(literal.strip_prefix("ipv6:")) {
+        let valid = match literal
+            .strip_prefix("IPv6:")
+            .or(literal.strip_prefix("ipv6:"))
+        {
             Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
             None => literal.parse::<std::net::Ipv4Addr>().is_ok(),
         };
-        return if valid { Ok(()) } else { Err(AddressError::BadDomain) };
+        return if valid {
+            Ok(())
+        } else {
+            Err(AddressError::BadDomain)
+        };
     }
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
     };
     if domain.split('.').all(label_ok) {
         Ok(())
@@ -259,17 +271,35 @@ mod tests {
         assert_eq!(MailAddress::parse_path("<>").unwrap(), None);
         let a = MailAddress::parse_path("<@relay.example:bob@example.org>").unwrap();
         assert_eq!(a.unwrap().to_string(), "bob@example.org");
-        assert_eq!(MailAddress::parse_path("bob@example.org"), Err(AddressError::Brackets));
-        assert_eq!(MailAddress::parse_path("<bob@example.org"), Err(AddressError::Brackets));
-        assert!(MailAddress::parse_path("<bob@[127.0.0.1]>").unwrap().is_some());
-        assert!(MailAddress::parse_path("<bob@[IPv6:::1]>").unwrap().is_some());
+        assert_eq!(
+            MailAddress::parse_path("bob@example.org"),
+            Err(AddressError::Brackets)
+        );
+        assert_eq!(
+            MailAddress::parse_path("<bob@example.org"),
+            Err(AddressError::Brackets)
+        );
+        assert!(MailAddress::parse_path("<bob@[127.0.0.1]>")
+            .unwrap()
+            .is_some());
+        assert!(MailAddress::parse_path("<bob@[IPv6:::1]>")
+            .unwrap()
+            .is_some());
     }
 
     #[test]
     fn rejects_malformed() {
         for bad in [
-            "", "bob", "@example.org", "bob@", "a..b@example.org", ".a@example.org",
-            "bob@-x.org", "bob@ex ample.org", "bob@[300.1.1.1]", "a b@example.org",
+            "",
+            "bob",
+            "@example.org",
+            "bob@",
+            "a..b@example.org",
+            ".a@example.org",
+            "bob@-x.org",
+            "bob@ex ample.org",
+            "bob@[300.1.1.1]",
+            "a b@example.org",
             "\"unterminated@example.org",
         ] {
             assert!(MailAddress::parse(bad).is_err(), "{bad:?} should not parse");

@@ -79,7 +79,10 @@ mod tests {
             AttributeValue::Map(map),
         ]);
         let json = serde_json::to_string(&value).unwrap();
-        assert_eq!(serde_json::from_str::<AttributeValue>(&json).unwrap(), value);
+        assert_eq!(
+            serde_json::from_str::<AttributeValue>(&json).unwrap(),
+            value
+        );
         assert_eq!(AttributeValue::Number(3.0).to_string(), "3");
         assert_eq!(AttributeValue::Number(2.5).to_string(), "2.5");
     }

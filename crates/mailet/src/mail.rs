@@ -152,7 +152,8 @@ mod tests {
     fn envelope_round_trips_with_null_sender() {
         let rcpt = MailAddress::parse("b@example.org").unwrap();
         let mut env = Envelope::new("m1", None, vec![rcpt]);
-        env.attributes.insert("n".into(), AttributeValue::Number(1.0));
+        env.attributes
+            .insert("n".into(), AttributeValue::Number(1.0));
         let json = serde_json::to_string(&env).unwrap();
         assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), env);
     }

@@ -1,1 +1,145 @@
-//! placeholder
+//! Repositories: where Mailroom keeps users, mails, the spool and news.
+//!
+//! Each kind of repository is a trait, so that the file, SQLite, PostgreSQL and DBFile backends
+//! are interchangeable behind a `destinationURL`; [`conformance`] holds the test-suite every
+//! backend runs. The traits are synchronous: the SpoolManager's workers are threads, and the
+//! network servers call them from blocking tasks.
+//!
+//! Durability is part of every contract here: when a call that writes returns `Ok`, the data
+//! survives a crash (written, fsync'd, renamed or committed).
+#![deny(missing_docs)]
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use mailroom_mailet::{Envelope, Mail, Message};
+
+pub mod conformance;
+pub mod file;
+mod names;
+mod news;
+pub mod password;
+mod users;
+
+pub use names::{new_mail_name, validate_mail_name, validate_user_name};
+pub use news::{GroupInfo, NewsRepository, Overview};
+pub use users::User;
+
+/// What can go wrong in a repository.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The operating system or database failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// A user or mail name that could escape the repository or is otherwise not allowed.
+    #[error("invalid name {0:?}: {1}")]
+    InvalidName(String, &'static str),
+    /// The named entry does not exist.
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// The named entry exists already.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// Stored data that cannot be read back.
+    #[error("corrupt entry {0}: {1}")]
+    Corrupt(String, String),
+}
+
+/// The result of a repository call.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A repository of mails (envelope + message) keyed by name: the error repository, the
+/// `local-address-error` repository, anything `ToRepository` writes to.
+pub trait MailRepository: Send + Sync {
+    /// Stores the mail under its name, replacing any mail of that name. The message is written
+    /// when the repository does not hold it yet or when its header was modified.
+    fn store(&self, mail: &Mail) -> Result<()>;
+
+    /// The mail called `name`.
+    fn retrieve(&self, name: &str) -> Result<Option<Mail>>;
+
+    /// Removes the mail called `name`; returns whether it existed.
+    fn remove(&self, name: &str) -> Result<bool>;
+
+    /// The names of every mail, oldest first.
+    fn list(&self) -> Result<Vec<String>>;
+
+    /// Starts a new mail whose message is streamed in: write the message, then
+    /// [`IncomingMessage::commit`] it with its envelope. Dropping it uncommitted discards it.
+    fn incoming(&self) -> Result<Box<dyn IncomingMessage>>;
+}
+
+/// A message being streamed into a repository (SMTP DATA, a fetched POP3 message).
+pub trait IncomingMessage: Write + Send {
+    /// The name the mail will have.
+    fn name(&self) -> &str;
+
+    /// Makes the mail durable with `envelope` (whose name and size are set from this message).
+    /// Only after this returns may a server acknowledge the mail.
+    fn commit(self: Box<Self>, envelope: Envelope) -> Result<()>;
+}
+
+/// The spool: a mail repository from which the SpoolManager's workers take mails one at a time.
+///
+/// A mail handed out by [`SpoolRepository::lease`] is locked: no other worker (and, on a shared
+/// database, no other node) gets it until it is removed or released. Locks do not survive a
+/// crash, so a mail whose processing was cut short is processed again after a restart.
+pub trait SpoolRepository: MailRepository {
+    /// Waits up to `timeout` for an unlocked mail, locks it and returns it.
+    fn lease(&self, timeout: Duration) -> Result<Option<Mail>>;
+
+    /// Unlocks a leased mail without removing it; it will be handed out again later.
+    fn release(&self, name: &str);
+}
+
+/// Users' inboxes: where `LocalDelivery` puts mail and POP3 reads it.
+pub trait InboxRepository: Send + Sync {
+    /// Appends a message to `user`'s inbox, with `trace_header` (Return-Path, Delivered-To)
+    /// above its header section. Durable on return.
+    fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()>;
+}
+
+/// The users repository: accounts, password hashes, aliases and forwards.
+pub trait UsersRepository: Send + Sync {
+    /// Adds a new user; fails with [`StoreError::AlreadyExists`] if the name is taken.
+    fn add(&self, user: &User) -> Result<()>;
+
+    /// The user called `name`. Names are case-insensitive: `Bob` finds `bob`.
+    fn get(&self, name: &str) -> Result<Option<User>>;
+
+    /// Replaces an existing user's record; fails with [`StoreError::NotFound`] otherwise.
+    fn update(&self, user: &User) -> Result<()>;
+
+    /// Removes a user; returns whether it existed.
+    fn remove(&self, name: &str) -> Result<bool>;
+
+    /// Every user name, sorted.
+    fn list(&self) -> Result<Vec<String>>;
+
+    /// How many users there are.
+    fn count(&self) -> Result<usize> {
+        Ok(self.list()?.len())
+    }
+
+    /// Checks a password. A hash in an older scheme (James's SHA-1) that matches is upgraded to
+    /// argon2id on the way.
+    fn verify_password(&self, name: &str, password: &str) -> Result<bool> {
+        let Some(mut user) = self.get(name)? else {
+            // Spend the time a real check takes so that timing does not reveal user names.
+            password::verify(password::DUMMY_HASH, password);
+            return Ok(false);
+        };
+        match password::verify(&user.password_hash, password) {
+            password::Verified::No => Ok(false),
+            password::Verified::Yes => Ok(true),
+            password::Verified::YesButUpgrade => {
+                user.password_hash = password::hash(password);
+                self.update(&user)?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// A timeout long enough that a lease call blocks until mail arrives.
+pub const FOREVER: Duration = Duration::from_secs(3600);

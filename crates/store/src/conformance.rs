@@ -1,0 +1,177 @@
+//! The test-suite every backend runs: call these from a backend's tests with a fresh, empty
+//! repository. They panic on the first broken contract.
+
+use std::io::Write;
+use std::time::Duration;
+
+use mailroom_mailet::{AttributeValue, Envelope, Mail, MailAddress, Message};
+
+use crate::{MailRepository, SpoolRepository, StoreError, User, UsersRepository};
+
+fn sample_mail(name: &str) -> Mail {
+    let mut env = Envelope::new(
+        name,
+        None,
+        vec![MailAddress::parse("a@example.org").unwrap()],
+    );
+    env.attributes
+        .insert("n".into(), AttributeValue::Number(7.0));
+    env.error_message = Some("why".into());
+    Mail::new(
+        env,
+        Message::from_bytes(b"Subject: test\r\n\r\nline 1\r\n.line 2\r\n"),
+    )
+}
+
+/// Store, retrieve, replace, list and remove in a mail repository.
+pub fn mail_repository(repo: &dyn MailRepository) {
+    assert!(repo.list().unwrap().is_empty());
+    let mut mail = sample_mail("m-1");
+    repo.store(&mail).unwrap();
+    let back = repo.retrieve("m-1").unwrap().expect("stored mail");
+    assert_eq!(back.envelope.recipients, mail.envelope.recipients);
+    assert_eq!(back.envelope.sender, None);
+    assert_eq!(back.envelope.attributes, mail.envelope.attributes);
+    assert_eq!(back.envelope.size, mail.message.size());
+    assert_eq!(
+        back.message.to_bytes().unwrap(),
+        mail.message.to_bytes().unwrap()
+    );
+
+    // Replacing: the envelope alone, then a modified header.
+    mail.set_state("spam");
+    repo.store(&mail).unwrap();
+    assert_eq!(repo.retrieve("m-1").unwrap().unwrap().state(), "spam");
+    let mut changed = repo.retrieve("m-1").unwrap().unwrap();
+    changed.message.set_header("X-Changed", "yes");
+    repo.store(&changed).unwrap();
+    let back = repo.retrieve("m-1").unwrap().unwrap();
+    assert_eq!(back.message.header("x-changed").as_deref(), Some("yes"));
+    // The body read from the old version is still intact after the rewrite.
+    assert!(changed
+        .message
+        .to_bytes()
+        .unwrap()
+        .ends_with(b".line 2\r\n"));
+
+    repo.store(&sample_mail("m-2")).unwrap();
+    assert_eq!(repo.list().unwrap(), vec!["m-1", "m-2"]);
+    assert!(repo.remove("m-1").unwrap());
+    assert!(!repo.remove("m-1").unwrap());
+    assert!(repo.retrieve("m-1").unwrap().is_none());
+    assert!(matches!(
+        repo.retrieve("../../etc/passwd"),
+        Err(StoreError::InvalidName(..))
+    ));
+
+    // Streaming a new message in.
+    let mut incoming = repo.incoming().unwrap();
+    let name = incoming.name().to_string();
+    incoming.write_all(b"Subject: streamed\r\n\r\n").unwrap();
+    incoming.write_all(b"body\r\n").unwrap();
+    incoming
+        .commit(Envelope::new("ignored", None, vec![]))
+        .unwrap();
+    let back = repo.retrieve(&name).unwrap().unwrap();
+    assert_eq!(back.envelope.name, name);
+    assert_eq!(back.envelope.size, 27);
+    assert_eq!(back.message.header("subject").as_deref(), Some("streamed"));
+
+    // An uncommitted message leaves nothing behind.
+    let mut dropped = repo.incoming().unwrap();
+    let dropped_name = dropped.name().to_string();
+    dropped.write_all(b"x").unwrap();
+    drop(dropped);
+    assert!(repo.retrieve(&dropped_name).unwrap().is_none());
+}
+
+/// Leases: one holder at a time, release hands the mail out again, remove ends it, new mail
+/// wakes a waiting worker.
+pub fn spool_repository(spool: &dyn SpoolRepository) {
+    assert!(spool.lease(Duration::from_millis(10)).unwrap().is_none());
+    spool.store(&sample_mail("s-1")).unwrap();
+    spool.store(&sample_mail("s-2")).unwrap();
+    let first = spool.lease(Duration::from_secs(1)).unwrap().unwrap();
+    let second = spool.lease(Duration::from_secs(1)).unwrap().unwrap();
+    assert_ne!(first.name(), second.name());
+    assert!(spool.lease(Duration::from_millis(10)).unwrap().is_none());
+
+    // Storing a leased mail (a processor hop) keeps it leased.
+    let mut hop = first.clone();
+    hop.set_state("transport");
+    spool.store(&hop).unwrap();
+    assert!(spool.lease(Duration::from_millis(10)).unwrap().is_none());
+
+    spool.release(first.name());
+    let again = spool.lease(Duration::from_secs(1)).unwrap().unwrap();
+    assert_eq!(again.name(), first.name());
+    assert_eq!(again.state(), "transport");
+    assert!(spool.remove(again.name()).unwrap());
+    assert!(spool.remove(second.name()).unwrap());
+    assert!(spool.lease(Duration::from_millis(10)).unwrap().is_none());
+
+    // A committed incoming mail wakes a waiting lease.
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| spool.lease(Duration::from_secs(5)).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+        let mut incoming = spool.incoming().unwrap();
+        incoming.write_all(b"Subject: wake\r\n\r\n").unwrap();
+        incoming.commit(Envelope::new("x", None, vec![])).unwrap();
+        let got = waiter.join().unwrap().expect("woken by the new mail");
+        assert_eq!(got.message.header("subject").as_deref(), Some("wake"));
+        spool.remove(got.name()).unwrap();
+    });
+}
+
+/// Add, get (case-insensitively), update, list, count, remove and password checks.
+pub fn users_repository(users: &dyn UsersRepository) {
+    assert_eq!(users.count().unwrap(), 0);
+    users.add(&User::new("Alice", "pass word")).unwrap();
+    users.add(&User::new("bob", "secret")).unwrap();
+    assert!(matches!(
+        users.add(&User::new("alice", "x")),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        users.add(&User::new("../../etc/x", "y")),
+        Err(StoreError::InvalidName(..))
+    ));
+    let alice = users.get("ALICE").unwrap().expect("case-insensitive");
+    assert_eq!(alice.name, "Alice");
+    assert!(users.verify_password("alice", "pass word").unwrap());
+    assert!(!users.verify_password("alice", "pass").unwrap());
+    assert!(!users.verify_password("nobody", "pass").unwrap());
+
+    let mut bob = users.get("bob").unwrap().unwrap();
+    bob.alias = Some("Alice".into());
+    bob.alias_enabled = true;
+    users.update(&bob).unwrap();
+    assert_eq!(
+        users.get("bob").unwrap().unwrap().alias.as_deref(),
+        Some("Alice")
+    );
+    assert!(matches!(
+        users.update(&User::new("carol", "x")),
+        Err(StoreError::NotFound(_))
+    ));
+
+    // An imported James SHA-1 hash works and is upgraded.
+    let mut legacy = User::new("legacy", "unused");
+    legacy.password_hash = "5en6G6MezRroT3XKqkdPOmY/BfQ=".into();
+    users.add(&legacy).unwrap();
+    assert!(users.verify_password("legacy", "secret").unwrap());
+    assert!(users
+        .get("legacy")
+        .unwrap()
+        .unwrap()
+        .password_hash
+        .starts_with("$argon2id$"));
+    assert!(users.verify_password("legacy", "secret").unwrap());
+
+    assert_eq!(users.list().unwrap(), vec!["Alice", "bob", "legacy"]);
+    assert_eq!(users.count().unwrap(), 3);
+    assert!(users.remove("BOB").unwrap());
+    assert!(!users.remove("bob").unwrap());
+    assert!(users.get("bob").unwrap().is_none());
+    assert!(users.get("../x").unwrap().is_none());
+}

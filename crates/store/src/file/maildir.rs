@@ -1,0 +1,108 @@
+//! Inboxes as Maildirs: `<root>/<user>/{tmp,new,cur}`.
+//!
+//! Delivery follows the Maildir protocol: write `tmp/<unique>`, fsync, rename into
+//! `new/<unique>`, fsync `new/`. The unique name is `<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>`
+//! (the `,S=` size field is the one Dovecot writes and reads).
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mailroom_mailet::Message;
+
+use super::fsutil::{create_dir_durable, sync_dir};
+use crate::{validate_user_name, InboxRepository, Result};
+
+/// The inbox repository of Maildirs under one root.
+#[derive(Debug)]
+pub struct Maildir {
+    root: PathBuf,
+    host: String,
+}
+
+impl Maildir {
+    /// Opens (creating if needed) the root directory.
+    pub fn open(root: &Path) -> Result<Self> {
+        create_dir_durable(root)?;
+        Ok(Maildir {
+            root: root.to_path_buf(),
+            host: host_name(),
+        })
+    }
+
+    /// The Maildir of `user`, created on first use.
+    pub fn user_dir(&self, user: &str) -> Result<PathBuf> {
+        validate_user_name(user)?;
+        let dir = self.root.join(user);
+        for sub in ["tmp", "new", "cur"] {
+            create_dir_durable(&dir.join(sub))?;
+        }
+        Ok(dir)
+    }
+
+    fn unique_name(&self) -> String {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{}.M{}P{}Q{}.{}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            self.host
+        )
+    }
+}
+
+impl InboxRepository for Maildir {
+    fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()> {
+        let dir = self.user_dir(user)?;
+        let unique = self.unique_name();
+        let tmp = dir.join("tmp").join(&unique);
+        let size = trace_header.len() as u64 + message.size();
+        let result = (|| -> io::Result<PathBuf> {
+            let mut out = BufWriter::with_capacity(64 * 1024, File::create(&tmp)?);
+            out.write_all(trace_header)?;
+            io::copy(&mut message.reader()?, &mut out)?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            let new = dir.join("new").join(format!("{unique},S={size}"));
+            fs::rename(&tmp, &new)?;
+            Ok(new)
+        })();
+        match result {
+            Ok(_) => {
+                sync_dir(&dir.join("new"))?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// This host's name for unique file names, with the characters Maildir reserves (`/`, `:`)
+/// escaped as its specification asks.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
+    // truncates, and we stop at the first NUL either way.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let raw = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let name = if raw.is_empty() {
+        "localhost".to_string()
+    } else {
+        raw
+    };
+    name.replace('/', "\\057").replace(':', "\\072")
+}

@@ -1,0 +1,166 @@
+//! The file spool: a [`FileMailRepository`] whose mails are handed to one worker at a time.
+//!
+//! Locks live in memory: the file backend serves one process, and a crash drops every lock, so
+//! mails whose processing was cut short are simply handed out again after the restart. New
+//! mails wake a waiting worker at once; the directory is also rescanned now and then so that
+//! released or externally added mails are found.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mailroom_mailet::Mail;
+
+use super::FileMailRepository;
+use crate::{IncomingMessage, MailRepository, Result, SpoolRepository};
+
+/// How often an idle spool looks at its directory for mails it was not told about.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A spool in a directory. See the [module docs](self).
+pub struct FileSpool {
+    repo: FileMailRepository,
+    queue: Arc<Queue>,
+}
+
+/// Which mails wait and which are leased.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    /// Mails waiting for a worker, oldest first.
+    waiting: VecDeque<String>,
+    /// Names in `waiting` or leased: never queued twice.
+    known: HashSet<String>,
+    /// Names currently handed to a worker.
+    leased: HashSet<String>,
+    /// When the directory was last listed.
+    last_scan: Option<Instant>,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push(&self, name: &str) {
+        let mut state = self.lock();
+        if state.known.insert(name.to_string()) {
+            state.waiting.push_back(name.to_string());
+            self.wake.notify_one();
+        }
+    }
+}
+
+impl FileSpool {
+    /// Opens (creating if needed) the spool in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(FileSpool {
+            repo: FileMailRepository::open(dir)?,
+            queue: Arc::default(),
+        })
+    }
+
+    /// Queues every mail in the directory that is neither waiting nor leased.
+    fn rescan(&self, state: &mut QueueState) -> Result<()> {
+        for name in self.repo.list()? {
+            if state.known.insert(name.clone()) {
+                state.waiting.push_back(name);
+            }
+        }
+        state.last_scan = Some(Instant::now());
+        Ok(())
+    }
+}
+
+impl MailRepository for FileSpool {
+    fn store(&self, mail: &Mail) -> Result<()> {
+        self.repo.store(mail)?;
+        // A mail stored by its leaseholder stays with it; any other is queued.
+        if !self.queue.lock().leased.contains(mail.name()) {
+            self.queue.push(mail.name());
+        }
+        Ok(())
+    }
+
+    fn retrieve(&self, name: &str) -> Result<Option<Mail>> {
+        self.repo.retrieve(name)
+    }
+
+    fn remove(&self, name: &str) -> Result<bool> {
+        let existed = self.repo.remove(name)?;
+        let mut state = self.queue.lock();
+        state.leased.remove(name);
+        state.known.remove(name);
+        state.waiting.retain(|n| n != name);
+        Ok(existed)
+    }
+
+    fn list(&self) -> Result<Vec<String>> {
+        self.repo.list()
+    }
+
+    fn incoming(&self) -> Result<Box<dyn IncomingMessage>> {
+        let queue = self.queue.clone();
+        let on_commit = Box::new(move |name: &str| queue.push(name));
+        Ok(Box::new(self.repo.incoming_with(Some(on_commit))?))
+    }
+}
+
+impl SpoolRepository for FileSpool {
+    fn lease(&self, timeout: Duration) -> Result<Option<Mail>> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.queue.lock();
+        loop {
+            if state
+                .last_scan
+                .is_none_or(|at| at.elapsed() >= RESCAN_INTERVAL)
+            {
+                self.rescan(&mut state)?;
+            }
+            while let Some(name) = state.waiting.pop_front() {
+                match self.repo.retrieve(&name) {
+                    Ok(Some(mail)) => {
+                        state.leased.insert(name);
+                        return Ok(Some(mail));
+                    }
+                    // Removed since it was queued.
+                    Ok(None) => {
+                        state.known.remove(&name);
+                    }
+                    Err(e) => {
+                        // Left in place for an administrator; not handed out again until the
+                        // next restart.
+                        tracing::error!(mail = %name, error = %e, "cannot read spooled mail");
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let wait = (deadline - now).min(RESCAN_INTERVAL);
+            state = self
+                .queue
+                .wake
+                .wait_timeout(state, wait)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+
+    fn release(&self, name: &str) {
+        let mut state = self.queue.lock();
+        if state.leased.remove(name) {
+            state.waiting.push_back(name.to_string());
+            self.queue.wake.notify_one();
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The conformance suite and Maildir checks against the file backend.
+
+use std::fs;
+
+use mailroom_mailet::Message;
+use mailroom_store::file::{FileMailRepository, FileSpool, FileUsersRepository, Maildir};
+use mailroom_store::{conformance, InboxRepository};
+
+#[test]
+fn file_mail_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::mail_repository(&FileMailRepository::open(dir.path()).unwrap());
+}
+
+#[test]
+fn file_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::mail_repository(&FileSpool::open(dir.path()).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    conformance::spool_repository(&FileSpool::open(dir.path()).unwrap());
+}
+
+#[test]
+fn file_users_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::users_repository(&FileUsersRepository::open(dir.path()).unwrap());
+}
+
+#[test]
+fn reopening_cleans_crash_leftovers_and_keeps_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = FileSpool::open(dir.path()).unwrap();
+    let mut incoming = mailroom_store::MailRepository::incoming(&spool).unwrap();
+    std::io::Write::write_all(&mut incoming, b"Subject: half\r\n").unwrap();
+    std::mem::forget(incoming); // as if the process died mid-write
+    fs::write(dir.path().join("Orphan.eml"), b"x").unwrap();
+    let spool = FileSpool::open(dir.path()).unwrap();
+    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert!(!dir.path().join("Orphan.eml").exists());
+    assert!(mailroom_store::MailRepository::list(&spool)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn maildir_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Maildir::open(dir.path()).unwrap();
+    let msg = Message::from_bytes(b"Subject: hi\r\n\r\nbody\r\n");
+    inbox
+        .deliver("alice", b"Return-Path: <>\r\n", &msg)
+        .unwrap();
+    inbox.deliver("alice", b"", &msg).unwrap();
+    let new: Vec<_> = fs::read_dir(dir.path().join("alice/new"))
+        .unwrap()
+        .collect();
+    assert_eq!(new.len(), 2);
+    for sub in ["tmp", "cur"] {
+        assert!(dir.path().join("alice").join(sub).is_dir());
+    }
+    let mut contents: Vec<Vec<u8>> = new
+        .into_iter()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let bytes = fs::read(&path).unwrap();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            assert!(name.ends_with(&format!(",S={}", bytes.len())), "{name}");
+            bytes
+        })
+        .collect();
+    contents.sort();
+    assert_eq!(
+        contents[0],
+        b"Return-Path: <>\r\nSubject: hi\r\n\r\nbody\r\n"
+    );
+    assert_eq!(contents[1], b"Subject: hi\r\n\r\nbody\r\n");
+    assert!(inbox.deliver("../escape", b"", &msg).is_err());
+    assert!(!dir.path().parent().unwrap().join("escape").exists());
+}
