@@ -1,1 +1,25 @@
-//! placeholder
+//! The SpoolManager: the mailet container.
+//!
+//! Worker threads lease mails from the spool and run each through the processor named by its
+//! state, starting at `root`, following the contract of DESIGN.md §2: matchers split mails by
+//! recipient, mailets act on them, every move to another processor is persisted to the spool,
+//! and a mail leaves the spool only when it is ghosted.
+//!
+//! * [`registry`]: short names (and Java-qualified names) → matcher and mailet factories.
+//! * [`tree`]: the processor tree built from `<spoolmanager>`, checked at start-up.
+//! * [`manager`]: the workers and the processing rules.
+//! * [`context`]: what mailets may ask of the server.
+//! * [`matchers`] and [`mailets`]: the standard library.
+#![deny(missing_docs)]
+
+pub mod context;
+pub mod mailets;
+pub mod manager;
+pub mod matchers;
+pub mod registry;
+pub mod tree;
+
+pub use context::{ServerContext, UsernameRules};
+pub use manager::{SpoolManager, SpoolManagerHandle};
+pub use registry::Registry;
+pub use tree::ProcessorTree;

@@ -1,0 +1,360 @@
+//! IP network lists in the forms James accepts for `authorizedAddresses` and the
+//! `RemoteAddrInNetwork` / `RemoteAddrNotInNetwork` matchers.
+//!
+//! Accepted entries, separated by commas and/or whitespace:
+//! * a plain address: `192.168.1.10`, `::1`, `[::1]`;
+//! * CIDR: `10.0.0.0/8`, `2001:db8::/32`;
+//! * an IPv4 netmask: `127.0.0.0/255.0.0.0` (the mask must be contiguous);
+//! * IPv4 wildcards: `127.*`, `192.168.1.*` (`*` stands for every remaining octet);
+//! * `localhost` (optionally with a prefix, `localhost/8`), meaning `127.0.0.1` (and `::1` when
+//!   no prefix is given).
+//!
+//! Other host names are **rejected**: resolving them needs DNS at start-up (which may be down or
+//! slow) and the answer can change while the server runs, so a relay permission granted to a name
+//! would silently follow whoever controls its DNS. Write the addresses instead.
+//!
+//! IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`, what a dual-stack socket reports for IPv4
+//! clients) match the IPv4 networks, and IPv4-mapped IPv6 networks are stored as IPv4 ones.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// A list entry that could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{entry}\": {reason}")]
+pub struct NetworkError {
+    /// The entry as written.
+    pub entry: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// One IP network: an address with its host bits cleared and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// The network `addr/prefix`; host bits of `addr` are cleared. IPv4-mapped IPv6 networks
+    /// (`::ffff:a.b.c.d/96+n`) become the IPv4 network `a.b.c.d/n`.
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<Network, String> {
+        match addr {
+            IpAddr::V4(v4) => {
+                if prefix > 32 {
+                    return Err(format!("prefix /{prefix} is longer than 32 bits"));
+                }
+                let bits = u32::from(v4) & mask32(prefix);
+                Ok(Network {
+                    addr: IpAddr::V4(Ipv4Addr::from(bits)),
+                    prefix,
+                })
+            }
+            IpAddr::V6(v6) => {
+                if prefix > 128 {
+                    return Err(format!("prefix /{prefix} is longer than 128 bits"));
+                }
+                if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+                    return Network::new(IpAddr::V4(v4), prefix - 96);
+                }
+                let bits = u128::from(v6) & mask128(prefix);
+                Ok(Network {
+                    addr: IpAddr::V6(Ipv6Addr::from(bits)),
+                    prefix,
+                })
+            }
+        }
+    }
+
+    /// Parses one entry (see the module documentation for the forms).
+    pub fn parse(entry: &str) -> Result<Vec<Network>, NetworkError> {
+        let fail = |reason: String| NetworkError {
+            entry: entry.to_string(),
+            reason,
+        };
+        let (host, mask) = match entry.split_once('/') {
+            Some((h, m)) => (h, Some(m)),
+            None => (entry, None),
+        };
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+
+        if host.contains('*') {
+            if mask.is_some() {
+                return Err(fail("a wildcard cannot also have a mask".into()));
+            }
+            return wildcard(host).map(|n| vec![n]).map_err(fail);
+        }
+        let addrs: Vec<IpAddr> =
+            if host.eq_ignore_ascii_case("localhost") {
+                let mut v = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+                if mask.is_none() {
+                    v.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
+                }
+                v
+            } else {
+                match host.parse::<IpAddr>() {
+                    Ok(a) => vec![a],
+                    Err(_) => return Err(fail(
+                        "not an IP address or network; host names are not accepted because they \
+                         would need DNS at start-up (write the addresses instead)"
+                            .into(),
+                    )),
+                }
+            };
+        addrs
+            .into_iter()
+            .map(|addr| {
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                let prefix = match mask {
+                    None => max,
+                    Some(m) => parse_mask(m, addr).map_err(&fail)?,
+                };
+                Network::new(addr, prefix).map_err(&fail)
+            })
+            .collect()
+    }
+
+    /// Whether `ip` is inside this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                u32::from(a) & mask32(self.prefix) == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                u128::from(a) & mask128(self.prefix) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+
+    /// The network address (host bits cleared).
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn mask32(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    }
+}
+
+fn mask128(prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix))
+    }
+}
+
+/// `/8` or, for IPv4, `/255.0.0.0`.
+fn parse_mask(mask: &str, addr: IpAddr) -> Result<u8, String> {
+    let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    if let Ok(n) = mask.parse::<u8>() {
+        if n > max {
+            return Err(format!("prefix /{n} is longer than {max} bits"));
+        }
+        return Ok(n);
+    }
+    match (addr, mask.parse::<Ipv4Addr>()) {
+        (IpAddr::V4(_), Ok(m)) => {
+            let bits = u32::from(m);
+            let ones = bits.leading_ones();
+            if bits.checked_shl(ones).unwrap_or(0) != 0 {
+                return Err(format!("netmask {m} is not contiguous"));
+            }
+            Ok(ones as u8)
+        }
+        _ => Err(format!("\"{mask}\" is not a prefix length from 0 to {max}")),
+    }
+}
+
+/// `192.168.*` → `192.168.0.0/16`; `*` may only stand for trailing octets.
+fn wildcard(host: &str) -> Result<Network, String> {
+    let parts: Vec<&str> = host.split('.').collect();
+    let stars = parts.iter().position(|p| *p == "*").unwrap_or(parts.len());
+    if parts.len() > 4 || parts[stars..].iter().any(|p| *p != "*") {
+        return Err("a wildcard must look like 192.168.* (whole trailing octets only)".into());
+    }
+    let mut octets = [0u8; 4];
+    for (i, p) in parts[..stars].iter().enumerate() {
+        octets[i] = p
+            .parse()
+            .map_err(|_| format!("\"{p}\" is not an octet from 0 to 255"))?;
+    }
+    Network::new(IpAddr::V4(Ipv4Addr::from(octets)), (stars * 8) as u8)
+}
+
+/// A set of networks; an address is in the list when any network contains it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkList {
+    networks: Vec<Network>,
+}
+
+impl NetworkList {
+    /// Parses entries separated by commas and/or whitespace. Every bad entry is reported.
+    pub fn parse(list: &str) -> Result<NetworkList, Vec<NetworkError>> {
+        let mut networks = Vec::new();
+        let mut errors = Vec::new();
+        for entry in list
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|e| !e.is_empty())
+        {
+            match Network::parse(entry) {
+                Ok(n) => networks.extend(n),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(NetworkList { networks })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// `127.0.0.0/8` and `::1/128`: who may relay when nothing else is configured.
+    pub fn loopback() -> NetworkList {
+        NetworkList {
+            networks: vec![
+                Network::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8).expect("valid"),
+                Network::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128).expect("valid"),
+            ],
+        }
+    }
+
+    /// Whether any network of the list contains `ip`.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.networks.iter().any(|n| n.contains(ip))
+    }
+
+    /// The networks, in the order written.
+    pub fn networks(&self) -> &[Network] {
+        &self.networks
+    }
+
+    /// Whether the list has no network (contains nothing).
+    pub fn is_empty(&self) -> bool {
+        self.networks.is_empty()
+    }
+}
+
+impl fmt::Display for NetworkList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, n) in self.networks.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{n}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forms() {
+        let l = NetworkList::parse(
+            "127.0.0.0/8, 192.168.1.*  10.0.0.0/255.255.0.0,2001:db8::/32 172.16.5.4\n::1",
+        )
+        .unwrap();
+        for yes in [
+            "127.1.2.3",
+            "192.168.1.77",
+            "10.0.200.1",
+            "2001:db8:1::5",
+            "172.16.5.4",
+            "::1",
+        ] {
+            assert!(l.contains(ip(yes)), "{yes}");
+        }
+        for no in [
+            "128.0.0.1",
+            "192.168.2.1",
+            "10.1.0.1",
+            "2001:db9::1",
+            "172.16.5.5",
+            "::2",
+        ] {
+            assert!(!l.contains(ip(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn wildcards_and_equivalents() {
+        let a = NetworkList::parse("127.*").unwrap();
+        let b = NetworkList::parse("127.0.0.0/255.0.0.0").unwrap();
+        let c = NetworkList::parse("localhost/8").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(a.to_string(), "127.0.0.0/8");
+        assert!(NetworkList::parse("1.2.*.*")
+            .unwrap()
+            .contains(ip("1.2.3.4")));
+        assert!(NetworkList::parse("1.*.3").is_err());
+    }
+
+    #[test]
+    fn ipv4_mapped() {
+        let l = NetworkList::parse("10.0.0.0/8").unwrap();
+        assert!(l.contains(ip("::ffff:10.9.8.7")));
+        assert!(!l.contains(ip("::ffff:11.9.8.7")));
+        let m = NetworkList::parse("::ffff:192.168.0.0/112").unwrap();
+        assert_eq!(m.to_string(), "192.168.0.0/16");
+        assert!(m.contains(ip("192.168.4.4")));
+    }
+
+    #[test]
+    fn host_bits_are_cleared_and_localhost_covers_both() {
+        assert_eq!(
+            NetworkList::parse("10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        let l = NetworkList::parse("localhost").unwrap();
+        assert!(l.contains(ip("127.0.0.1")) && l.contains(ip("::1")));
+        assert!(!l.contains(ip("127.0.0.2")));
+    }
+
+    #[test]
+    fn errors() {
+        let e = NetworkList::parse("mail.example.com, 10.0.0.0/33, 10.0.0.0/255.0.255.0, 300.1.*")
+            .unwrap_err();
+        assert_eq!(e.len(), 4);
+        assert!(
+            e[0].to_string().contains("host names are not accepted"),
+            "{}",
+            e[0]
+        );
+        assert!(e[1].reason.contains("longer than 32"));
+        assert!(e[2].reason.contains("not contiguous"));
+        assert!(e[3].reason.contains("octet"));
+        assert!(NetworkList::parse("").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,560 @@
+//! The listening services (`<smtpserver>`, `<pop3server>`, `<nntpserver>`, `<remotemanager>`)
+//! and the network plumbing shared by them (`<connections>`, `<dnsserver>`, the global `<tls>`).
+//!
+//! Every service block may appear several times: each block is one listener (say SMTP on 2525
+//! with STARTTLS and on 4465 with implicit TLS). Only the options are parsed here; binding,
+//! TLS and limits are the `net` and protocol crates' work.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::Location;
+use crate::network::NetworkList;
+use crate::values::Ctx;
+use crate::xml::Element;
+
+/// Options every service block has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceCommon {
+    /// The `enabled` attribute (default true). A disabled block is parsed and checked but does
+    /// not listen.
+    pub enabled: bool,
+    /// `<port>`; the protocol's well-known port when absent.
+    pub port: u16,
+    /// `<bind>`: the address to listen on (0.0.0.0 by default, 127.0.0.1 for the RemoteManager).
+    pub bind: IpAddr,
+    /// `<helloName>` in the handler: the name announced in greetings (default: the first
+    /// servername).
+    pub hello_name: String,
+    /// `autodetect` attribute of `<helloName>` (default false): when true, the server should
+    /// announce the machine's host name instead of `hello_name`, falling back to it.
+    pub hello_name_autodetect: bool,
+    /// `<connectiontimeout>` in the handler (milliseconds in the file): idle time before the
+    /// server closes the connection.
+    pub connection_timeout: Duration,
+    /// `<connectionLimit>` in the handler: concurrent connections on this listener; `None`
+    /// means `<connections><max-connections>`.
+    pub connection_limit: Option<u32>,
+    /// TLS for this listener.
+    pub tls: ServiceTls,
+    /// Where the block starts.
+    pub location: Location,
+}
+
+/// TLS settings of one listener, in James 3's shape
+/// (`<tls socketTLS="false" startTLS="true"><certificate/><privateKey/></tls>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceTls {
+    /// Implicit TLS on the port (`socketTLS="true"`, or James 2.3's `<useTLS>true</useTLS>`).
+    pub socket_tls: bool,
+    /// Offer STARTTLS/STLS. Defaults to true for SMTP, POP3 and NNTP (unless `socket_tls`), so
+    /// that `requireTLSForAuth` leaves a way to log in; false for the RemoteManager, whose
+    /// protocol has no STARTTLS.
+    pub start_tls: bool,
+    /// PEM certificate chain overriding the global `<tls>` one (resolved against the home).
+    pub certificate: Option<PathBuf>,
+    /// PEM private key overriding the global `<tls>` one (resolved against the home).
+    pub private_key: Option<PathBuf>,
+}
+
+impl ServiceTls {
+    /// Whether this listener uses TLS at all.
+    pub fn enabled(&self) -> bool {
+        self.socket_tls || self.start_tls
+    }
+
+    /// The certificate and key to use: this block's pair, else the global one; `None` means
+    /// "generate a self-signed pair under `var/tls/`".
+    pub fn files(&self, global: &TlsFiles) -> Option<(PathBuf, PathBuf)> {
+        match (&self.certificate, &self.private_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            _ => global.certificate.clone().zip(global.private_key.clone()),
+        }
+    }
+}
+
+/// `<authRequired>` of the SMTP handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthRequired {
+    /// No AUTH (default).
+    False,
+    /// AUTH required to relay from outside `authorizedAddresses`; announced only to those
+    /// clients.
+    True,
+    /// Like `True`, but AUTH is always announced.
+    Announce,
+}
+
+/// One `<smtpserver>` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpServer {
+    /// Port, bind, hello name, timeouts, TLS.
+    pub common: ServiceCommon,
+    /// `<maxmessagesize>` in KiB; 0 (default) means no limit. See [`SmtpServer::max_message_bytes`].
+    pub max_message_size_kib: u64,
+    /// `<authRequired>`.
+    pub auth_required: AuthRequired,
+    /// `<authorizedAddresses>` as written; `None` when absent. See [`SmtpServer::relay_networks`].
+    pub authorized_addresses: Option<NetworkList>,
+    /// `<verifyIdentity>` (default true): an authenticated user may only send as themselves.
+    pub verify_identity: bool,
+    /// `<heloEhloEnforcement>` (default true): HELO/EHLO required before MAIL.
+    pub helo_ehlo_enforcement: bool,
+    /// `<maxRcpt>`: recipients per transaction; 0 (default) means no limit.
+    pub max_rcpt: u32,
+    /// `<requireTLSForAuth>` (default true): AUTH only over TLS.
+    pub require_tls_for_auth: bool,
+    /// `<addressBracketsEnforcement>` (default true): `MAIL FROM:<...>` needs the brackets.
+    pub address_brackets_enforcement: bool,
+    /// `<smtpGreeting>`: replaces the default greeting text.
+    pub greeting: Option<String>,
+}
+
+impl SmtpServer {
+    /// The message size limit in bytes; `None` when unlimited.
+    pub fn max_message_bytes(&self) -> Option<u64> {
+        (self.max_message_size_kib > 0).then(|| self.max_message_size_kib.saturating_mul(1024))
+    }
+
+    /// Who may relay without authenticating: `authorizedAddresses` when configured, else only
+    /// loopback (127.0.0.0/8 and ::1). Unlike James 2.3, there is never an open relay by
+    /// default.
+    pub fn relay_networks(&self) -> NetworkList {
+        self.authorized_addresses
+            .clone()
+            .unwrap_or_else(NetworkList::loopback)
+    }
+}
+
+/// One `<pop3server>` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pop3Server {
+    /// Port, bind, hello name, timeouts, TLS.
+    pub common: ServiceCommon,
+    /// `<enableAPOP>` (default false).
+    pub enable_apop: bool,
+    /// `<requireTLSForAuth>` (default true): USER/PASS and AUTH only over TLS.
+    pub require_tls_for_auth: bool,
+}
+
+/// One `<nntpserver>` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NntpServer {
+    /// Port, bind, hello name, timeouts, TLS.
+    pub common: ServiceCommon,
+    /// `<authRequired>` (default false): AUTHINFO needed before reading or posting.
+    pub auth_required: bool,
+}
+
+/// One `<remotemanager>` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteManager {
+    /// Port, bind (127.0.0.1 by default), hello name, timeouts, TLS.
+    pub common: ServiceCommon,
+    /// `<administrator_accounts><account login= password=/>`. There is no built-in account:
+    /// with none configured the RemoteManager does not start.
+    pub administrators: Vec<AdminAccount>,
+    /// `<prompt>`: text added before every reply (James's default: none).
+    pub prompt: String,
+}
+
+impl RemoteManager {
+    /// Whether this listener should start (enabled and at least one administrator).
+    pub fn can_start(&self) -> bool {
+        self.common.enabled && !self.administrators.is_empty()
+    }
+}
+
+/// A RemoteManager administrator.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminAccount {
+    /// Login name.
+    pub login: String,
+    /// Password as written in the config.
+    pub password: String,
+}
+
+impl std::fmt::Debug for AdminAccount {
+    /// Never prints the password (configs end up in logs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAccount")
+            .field("login", &self.login)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The global `<tls>` block: certificate and key used by every listener without its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain (resolved against the home).
+    pub certificate: Option<PathBuf>,
+    /// PEM private key (resolved against the home).
+    pub private_key: Option<PathBuf>,
+}
+
+/// `<connections>`: defaults for every listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connections {
+    /// `<idle-timeout>` (ms in the file, default 300000).
+    pub idle_timeout: Duration,
+    /// `<max-connections>` per listener (default 30).
+    pub max_connections: u32,
+    /// `<max-connections-per-ip>` (default 0 = no limit).
+    pub max_connections_per_ip: u32,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            idle_timeout: Duration::from_millis(300_000),
+            max_connections: 30,
+            max_connections_per_ip: 0,
+        }
+    }
+}
+
+/// `<dnsserver>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsServer {
+    /// `<servers><server>`: resolver addresses.
+    pub servers: Vec<IpAddr>,
+    /// `<autodiscover>` (default true): also use the system's resolvers.
+    pub autodiscover: bool,
+    /// `<authoritative>` (default false): only accept authoritative answers.
+    pub authoritative: bool,
+    /// `<maxcachesize>` (default 50000 entries).
+    pub max_cache_size: u32,
+}
+
+impl Default for DnsServer {
+    fn default() -> Self {
+        DnsServer {
+            servers: Vec::new(),
+            autodiscover: true,
+            authoritative: false,
+            max_cache_size: 50_000,
+        }
+    }
+}
+
+/// Protocol-specific defaults of the common options.
+struct Defaults {
+    port: u16,
+    bind: IpAddr,
+    timeout_ms: u64,
+    start_tls: bool,
+}
+
+const SMTP: Defaults = Defaults {
+    port: 25,
+    bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    timeout_ms: 360_000,
+    start_tls: true,
+};
+const POP3: Defaults = Defaults {
+    port: 110,
+    bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    // RFC 1939: at least 10 minutes.
+    timeout_ms: 600_000,
+    start_tls: true,
+};
+const NNTP: Defaults = Defaults {
+    port: 119,
+    bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    // RFC 3977: at least 3 minutes.
+    timeout_ms: 180_000,
+    start_tls: true,
+};
+const REMOTE_MANAGER: Defaults = Defaults {
+    port: 4555,
+    bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    timeout_ms: 60_000,
+    start_tls: false,
+};
+
+/// Children of a service block handled by [`common`].
+const BLOCK_KNOWN: &[&str] = &["port", "bind", "useTLS", "tls", "handler"];
+/// Handler children handled by [`common`].
+const HANDLER_COMMON: &[&str] = &["helloName", "connectiontimeout", "connectionLimit"];
+
+fn common(ctx: &mut Ctx, el: &Element, d: &Defaults, first_servername: &str) -> ServiceCommon {
+    let enabled = ctx.bool_attr(el, "enabled", true);
+    let port = ctx.num_child(el, "port", 1u16, 65535, d.port);
+    let bind = match ctx.single(el, "bind") {
+        Some(b) if !b.text.is_empty() => b.text.parse().unwrap_or_else(|_| {
+            ctx.err(
+                b,
+                format!("<bind> must be an IP address, got \"{}\"", b.text),
+            );
+            d.bind
+        }),
+        _ => d.bind,
+    };
+    let empty = Element {
+        name: "handler".into(),
+        attrs: Vec::new(),
+        children: Vec::new(),
+        text: String::new(),
+        file: el.file.clone(),
+        line: el.line,
+    };
+    let handler = ctx.single(el, "handler").unwrap_or(&empty);
+    let (hello_name, hello_name_autodetect) = match ctx.single(handler, "helloName") {
+        Some(h) => {
+            let auto = ctx.bool_attr(h, "autodetect", false);
+            let name = if h.text.is_empty() {
+                first_servername.to_string()
+            } else {
+                h.text.clone()
+            };
+            (name, auto)
+        }
+        None => (first_servername.to_string(), false),
+    };
+    let timeout = ctx.num_child(handler, "connectiontimeout", 1u64, 86_400_000, d.timeout_ms);
+    let connection_limit = ctx
+        .single(handler, "connectionLimit")
+        .and_then(|c| ctx.number(c, "<connectionLimit>", &c.text, 1u32, 1_000_000));
+
+    let mut tls = ServiceTls {
+        socket_tls: ctx.bool_child(el, "useTLS", false),
+        start_tls: d.start_tls,
+        certificate: None,
+        private_key: None,
+    };
+    if let Some(t) = ctx.single(el, "tls") {
+        tls.socket_tls = ctx.bool_attr(t, "socketTLS", tls.socket_tls);
+        tls.start_tls = ctx.bool_attr(t, "startTLS", d.start_tls && !tls.socket_tls);
+        let files = tls_files(ctx, t);
+        tls.certificate = files.certificate;
+        tls.private_key = files.private_key;
+    } else if tls.socket_tls {
+        tls.start_tls = false;
+    }
+    ServiceCommon {
+        enabled,
+        port,
+        bind,
+        hello_name,
+        hello_name_autodetect,
+        connection_timeout: Duration::from_millis(timeout),
+        connection_limit,
+        tls,
+        location: el.location(),
+    }
+}
+
+/// `<certificate>` and `<privateKey>` children of a `<tls>` element; both or neither.
+pub(crate) fn tls_files(ctx: &mut Ctx, t: &Element) -> TlsFiles {
+    let get = |ctx: &mut Ctx, name: &str| {
+        ctx.nonempty_text(t, name)
+            .map(|p| crate::url::resolve_path(&ctx.home, &p))
+    };
+    let files = TlsFiles {
+        certificate: get(ctx, "certificate"),
+        private_key: get(ctx, "privateKey"),
+    };
+    if files.certificate.is_some() != files.private_key.is_some() {
+        ctx.err(
+            t,
+            "<tls> needs both <certificate> and <privateKey>, or neither",
+        );
+        return TlsFiles::default();
+    }
+    files
+}
+
+fn handler_of(el: &Element) -> Option<&Element> {
+    el.child("handler")
+}
+
+fn known(extra: &[&'static str]) -> Vec<&'static str> {
+    HANDLER_COMMON.iter().chain(extra).copied().collect()
+}
+
+pub(crate) fn smtp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> SmtpServer {
+    ctx.warn_unknown(el, BLOCK_KNOWN);
+    let common = common(ctx, el, &SMTP, first_servername);
+    let mut s = SmtpServer {
+        common,
+        max_message_size_kib: 0,
+        auth_required: AuthRequired::False,
+        authorized_addresses: None,
+        verify_identity: true,
+        helo_ehlo_enforcement: true,
+        max_rcpt: 0,
+        require_tls_for_auth: true,
+        address_brackets_enforcement: true,
+        greeting: None,
+    };
+    let Some(h) = handler_of(el) else { return s };
+    ctx.warn_unknown(
+        h,
+        &known(&[
+            "maxmessagesize",
+            "authRequired",
+            "authorizedAddresses",
+            "verifyIdentity",
+            "heloEhloEnforcement",
+            "maxRcpt",
+            "requireTLSForAuth",
+            "addressBracketsEnforcement",
+            "smtpGreeting",
+            "handlerchain",
+        ]),
+    );
+    s.max_message_size_kib = ctx.num_child(h, "maxmessagesize", 0u64, u64::MAX / 1024, 0);
+    if let Some(a) = ctx.single(h, "authRequired") {
+        s.auth_required = match a.text.to_ascii_lowercase().as_str() {
+            "true" | "yes" => AuthRequired::True,
+            "false" | "no" => AuthRequired::False,
+            "announce" => AuthRequired::Announce,
+            other => {
+                ctx.err(
+                    a,
+                    format!("<authRequired> must be false, true or announce, got \"{other}\""),
+                );
+                AuthRequired::False
+            }
+        };
+    }
+    if let Some(a) = ctx.single(h, "authorizedAddresses") {
+        match NetworkList::parse(&a.text) {
+            Ok(list) => s.authorized_addresses = Some(list),
+            Err(errors) => {
+                for e in errors {
+                    ctx.err(a, format!("<authorizedAddresses>: {e}"));
+                }
+            }
+        }
+    }
+    s.verify_identity = ctx.bool_child(h, "verifyIdentity", true);
+    s.helo_ehlo_enforcement = ctx.bool_child(h, "heloEhloEnforcement", true);
+    s.max_rcpt = ctx.num_child(h, "maxRcpt", 0u32, 1_000_000, 0);
+    s.require_tls_for_auth = ctx.bool_child(h, "requireTLSForAuth", true);
+    s.address_brackets_enforcement = ctx.bool_child(h, "addressBracketsEnforcement", true);
+    s.greeting = ctx
+        .text(h, "smtpGreeting")
+        .filter(|g| !g.is_empty())
+        .map(str::to_string);
+    s
+}
+
+pub(crate) fn pop3(ctx: &mut Ctx, el: &Element, first_servername: &str) -> Pop3Server {
+    ctx.warn_unknown(el, BLOCK_KNOWN);
+    let common = common(ctx, el, &POP3, first_servername);
+    let mut s = Pop3Server {
+        common,
+        enable_apop: false,
+        require_tls_for_auth: true,
+    };
+    if let Some(h) = handler_of(el) {
+        ctx.warn_unknown(h, &known(&["enableAPOP", "requireTLSForAuth"]));
+        s.enable_apop = ctx.bool_child(h, "enableAPOP", false);
+        s.require_tls_for_auth = ctx.bool_child(h, "requireTLSForAuth", true);
+    }
+    s
+}
+
+pub(crate) fn nntp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> NntpServer {
+    ctx.warn_unknown(el, BLOCK_KNOWN);
+    let common = common(ctx, el, &NNTP, first_servername);
+    let auth_required = match handler_of(el) {
+        Some(h) => {
+            ctx.warn_unknown(h, &known(&["authRequired"]));
+            ctx.bool_child(h, "authRequired", false)
+        }
+        None => false,
+    };
+    NntpServer {
+        common,
+        auth_required,
+    }
+}
+
+pub(crate) fn remote_manager(ctx: &mut Ctx, el: &Element, first_servername: &str) -> RemoteManager {
+    ctx.warn_unknown(el, BLOCK_KNOWN);
+    let common = common(ctx, el, &REMOTE_MANAGER, first_servername);
+    let mut r = RemoteManager {
+        common,
+        administrators: Vec::new(),
+        prompt: String::new(),
+    };
+    let Some(h) = handler_of(el) else { return r };
+    ctx.warn_unknown(h, &known(&["administrator_accounts", "prompt"]));
+    if let Some(accounts) = ctx.single(h, "administrator_accounts") {
+        for a in &accounts.children {
+            if a.name != "account" {
+                ctx.err(
+                    a,
+                    format!(
+                        "<{}> is not allowed in <administrator_accounts>; only <account>",
+                        a.name
+                    ),
+                );
+                continue;
+            }
+            let (Some(login), Some(password)) = (
+                ctx.required_attr(a, "login"),
+                ctx.required_attr(a, "password"),
+            ) else {
+                continue;
+            };
+            if r.administrators.iter().any(|x| x.login == login) {
+                ctx.err(a, format!("administrator \"{login}\" is listed twice"));
+                continue;
+            }
+            r.administrators.push(AdminAccount { login, password });
+        }
+    }
+    // Trimmed like every value: `<prompt>james&gt;</prompt>` is `james>`.
+    r.prompt = ctx.text(h, "prompt").unwrap_or_default().to_string();
+    r
+}
+
+pub(crate) fn connections(ctx: &mut Ctx, el: &Element) -> Connections {
+    ctx.warn_unknown(
+        el,
+        &["idle-timeout", "max-connections", "max-connections-per-ip"],
+    );
+    let d = Connections::default();
+    Connections {
+        idle_timeout: Duration::from_millis(ctx.num_child(
+            el,
+            "idle-timeout",
+            0u64,
+            86_400_000,
+            300_000,
+        )),
+        max_connections: ctx.num_child(el, "max-connections", 1u32, 1_000_000, d.max_connections),
+        max_connections_per_ip: ctx.num_child(el, "max-connections-per-ip", 0u32, 1_000_000, 0),
+    }
+}
+
+pub(crate) fn dns(ctx: &mut Ctx, el: &Element) -> DnsServer {
+    ctx.warn_unknown(
+        el,
+        &["servers", "autodiscover", "authoritative", "maxcachesize"],
+    );
+    let mut d = DnsServer::default();
+    if let Some(servers) = ctx.single(el, "servers") {
+        for s in servers.children_named("server") {
+            match s.text.parse::<IpAddr>() {
+                Ok(ip) => d.servers.push(ip),
+                Err(_) => ctx.err(
+                    s,
+                    format!(
+                        "<server> must be the IP address of a DNS server, got \"{}\"",
+                        s.text
+                    ),
+                ),
+            }
+        }
+    }
+    d.autodiscover = ctx.bool_child(el, "autodiscover", true);
+    d.authoritative = ctx.bool_child(el, "authoritative", false);
+    d.max_cache_size = ctx.num_child(el, "maxcachesize", 0u32, 100_000_000, 50_000);
+    d
+}

@@ -1,0 +1,201 @@
+//! `<spoolmanager>`: the worker count and the processor tree, checked for the structural rules
+//! of DESIGN §2 (`root` and `error` present, no `ghost`, unique names, `match` and `class` on
+//! every mailet).
+//!
+//! Matcher and mailet names, their conditions and parameters, and the processor names used by
+//! `onMatchException`/`onMailetException` or `ToProcessor` are *not* checked here: the spool crate
+//! owns the registry of matchers and mailets and validates them against these locations.
+
+use crate::error::Location;
+use crate::values::Ctx;
+use crate::xml::Element;
+
+/// The SpoolManager block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolManager {
+    /// Number of spool worker tasks (`<threads>`, default 1, at least 1).
+    pub threads: usize,
+    /// The processors in document order.
+    pub processors: Vec<ProcessorConfig>,
+    /// Where the `<spoolmanager>` element is (for errors about the tree as a whole).
+    pub location: Location,
+}
+
+impl SpoolManager {
+    /// The processor called `name`.
+    pub fn processor(&self, name: &str) -> Option<&ProcessorConfig> {
+        self.processors.iter().find(|p| p.name == name)
+    }
+}
+
+/// One `<processor name="...">`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessorConfig {
+    /// The processor (and mail state) name, trimmed.
+    pub name: String,
+    /// James 2.3's `class` attribute (`org.apache.james.transport.LinearProcessor`), accepted
+    /// and kept for messages; every processor is linear.
+    pub class: Option<String>,
+    /// The matcher/mailet pairs in order.
+    pub mailets: Vec<MailetConfig>,
+    /// Where the `<processor>` element is.
+    pub location: Location,
+}
+
+/// One `<mailet match="..." class="...">` with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailetConfig {
+    /// The `match` attribute, trimmed: `Name` or `Name=condition`. See [`split_matcher`].
+    pub matcher: String,
+    /// The `class` attribute, trimmed: a short name or a Java-qualified one.
+    pub class: String,
+    /// `onMatchException` as written (`error`, `noMatch`, `matchAll` or a processor name);
+    /// `None` means the default, `error`.
+    pub on_match_exception: Option<String>,
+    /// `onMailetException` as written (`error`, `ignore` or a processor name); `None` means the
+    /// default, `error`.
+    pub on_mailet_exception: Option<String>,
+    /// Parameters: child element name → trimmed text, in order of first appearance; a name
+    /// written several times has its values joined with `,`.
+    pub params: Vec<(String, String)>,
+    /// The raw `<mailet>` element, for mailets whose configuration is not a flat list.
+    pub element: Element,
+    /// Where the `<mailet>` element is.
+    pub location: Location,
+}
+
+impl MailetConfig {
+    /// The value of parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The matcher name (before the first `=`).
+    pub fn matcher_name(&self) -> &str {
+        split_matcher(&self.matcher).0
+    }
+
+    /// The matcher condition (after the first `=`), if any.
+    pub fn matcher_condition(&self) -> Option<&str> {
+        split_matcher(&self.matcher).1
+    }
+}
+
+/// Splits `Name=condition` at the first `=`: `("RelayLimit", Some("30"))`; `("All", None)`.
+/// The name is trimmed; the condition is kept as written (it may itself contain `=`).
+pub fn split_matcher(matcher: &str) -> (&str, Option<&str>) {
+    match matcher.split_once('=') {
+        Some((name, cond)) => (name.trim(), Some(cond)),
+        None => (matcher.trim(), None),
+    }
+}
+
+/// Parses `<spoolmanager>`.
+pub(crate) fn parse(ctx: &mut Ctx, el: &Element) -> SpoolManager {
+    let threads = ctx.num_child(el, "threads", 1u32, 1024, 1) as usize;
+    let mut processors: Vec<ProcessorConfig> = Vec::new();
+    for child in &el.children {
+        match child.name.as_str() {
+            "threads" => {}
+            "processor" => {
+                if let Some(p) = processor(ctx, child) {
+                    if let Some(first) = processors.iter().find(|q| q.name == p.name) {
+                        ctx.err(
+                            child,
+                            format!(
+                                "processor \"{}\" is defined twice (first at {})",
+                                p.name, first.location
+                            ),
+                        );
+                    } else {
+                        processors.push(p);
+                    }
+                }
+            }
+            other => tracing::info!("{}: <{other}> in <spoolmanager> ignored", child.location()),
+        }
+    }
+    for required in ["root", "error"] {
+        if !processors.iter().any(|p| p.name == required) {
+            ctx.err(
+                el,
+                format!("<spoolmanager> has no <processor name=\"{required}\">; the {required} processor is required"),
+            );
+        }
+    }
+    SpoolManager {
+        threads,
+        processors,
+        location: el.location(),
+    }
+}
+
+fn processor(ctx: &mut Ctx, el: &Element) -> Option<ProcessorConfig> {
+    let name = ctx.required_attr(el, "name")?;
+    if name == "ghost" {
+        ctx.err(el, "\"ghost\" cannot be a processor name: it is the state of a mail whose processing is over");
+        return None;
+    }
+    let mut mailets = Vec::new();
+    for child in &el.children {
+        if child.name == "mailet" {
+            mailets.extend(mailet(ctx, child));
+        } else {
+            ctx.err(
+                child,
+                format!(
+                    "<{}> is not allowed in <processor name=\"{name}\">; only <mailet> is",
+                    child.name
+                ),
+            );
+        }
+    }
+    Some(ProcessorConfig {
+        name,
+        class: el.attr("class").map(str::to_string),
+        mailets,
+        location: el.location(),
+    })
+}
+
+fn mailet(ctx: &mut Ctx, el: &Element) -> Option<MailetConfig> {
+    let matcher = ctx.required_attr(el, "match");
+    let class = ctx.required_attr(el, "class");
+    let mut params: Vec<(String, String)> = Vec::new();
+    for p in &el.children {
+        match params.iter_mut().find(|(n, _)| *n == p.name) {
+            Some((_, v)) => {
+                v.push(',');
+                v.push_str(&p.text);
+            }
+            None => params.push((p.name.clone(), p.text.clone())),
+        }
+    }
+    Some(MailetConfig {
+        matcher: matcher?,
+        class: class?,
+        on_match_exception: el.attr("onMatchException").map(str::to_string),
+        on_mailet_exception: el.attr("onMailetException").map(str::to_string),
+        params,
+        element: el.clone(),
+        location: el.location(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matcher_split() {
+        assert_eq!(split_matcher("RelayLimit=30"), ("RelayLimit", Some("30")));
+        assert_eq!(split_matcher("All"), ("All", None));
+        assert_eq!(
+            split_matcher("HasMailAttributeWithValue=a, b=c"),
+            ("HasMailAttributeWithValue", Some("a, b=c"))
+        );
+    }
+}

@@ -1,0 +1,427 @@
+//! Storage configuration: `<mailstore>` (James's table of repository classes, accepted and
+//! checked), `<users-store>`, `<database-connections>` and `<nntp-repository>`.
+//!
+//! Java class names are mapped to what Mailroom has built in; the URL scheme, not the class,
+//! decides the backend (see [`crate::url`]).
+
+use std::path::PathBuf;
+
+use crate::error::Location;
+use crate::url::RepositoryUrl;
+use crate::values::Ctx;
+use crate::xml::Element;
+
+/// One `<repository class=...>` row of the `<mailstore>` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailstoreEntry {
+    /// The Java class, kept for messages (Mailroom picks its backend by URL scheme).
+    pub class: String,
+    /// `<protocols><protocol>`: URL schemes served (file, db, dbfile).
+    pub protocols: Vec<String>,
+    /// `<types><type>`: repository types served.
+    pub types: Vec<RepositoryType>,
+}
+
+/// A repository type of the `<mailstore>` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepositoryType {
+    /// Mail repositories (inboxes, error and address-error stores).
+    Mail,
+    /// Spool repositories.
+    Spool,
+    /// James's stream repositories.
+    Stream,
+    /// James's object repositories.
+    Object,
+}
+
+/// What a users repository class stores its users in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsersRepositoryKind {
+    /// `org.apache.james.userrepository.UsersFileRepository`.
+    File,
+    /// `JamesUsersJdbcRepository`, `DefaultUsersJdbcRepository`, `ListUsersJdbcRepository`.
+    Database,
+}
+
+/// One `<users-store><repository>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsersRepository {
+    /// `name` (`LocalUsers` is the server's own users; others serve mailets such as Listserv).
+    pub name: String,
+    /// The `class` attribute as written, if any.
+    pub class: Option<String>,
+    /// What the class stores into (derived from the URL when there is no class).
+    pub kind: UsersRepositoryKind,
+    /// The URL as written (`destinationURL=` or `<destination URL=.../>`).
+    pub url: String,
+    /// The parsed URL: this decides the backend.
+    pub target: RepositoryUrl,
+    /// Where the `<repository>` element is.
+    pub location: Location,
+}
+
+/// One `<data-source name=...>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DataSource {
+    /// The name used in `db://NAME/...` URLs.
+    pub name: String,
+    /// James 2.3's pool `class`, accepted and ignored.
+    pub class: Option<String>,
+    /// `<driver>`: a JDBC driver class in James configs; informational.
+    pub driver: Option<String>,
+    /// `<dburl>`: `sqlite://var/mail.db` or `postgres://user:pass@host/db`. Which URLs work is
+    /// decided by the store crate.
+    pub url: String,
+    /// `<user>` (empty elements mean none).
+    pub user: Option<String>,
+    /// `<password>` (empty elements mean none).
+    pub password: Option<String>,
+    /// `<max>`: connection pool size (default 10).
+    pub max: u32,
+    /// Where the `<data-source>` element is.
+    pub location: Location,
+}
+
+impl std::fmt::Debug for DataSource {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataSource")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+/// `<nntp-repository>`: where news is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NntpRepository {
+    /// `<readOnly>` (default false): posting disallowed.
+    pub read_only: bool,
+    /// `<rootPath>` (default `file://var/nntp/groups`).
+    pub root_path: PathBuf,
+    /// `<tempPath>` (default `file://var/nntp/temp`).
+    pub temp_path: PathBuf,
+    /// `<articleIDPath>` (default `file://var/nntp/articleid`).
+    pub article_id_path: PathBuf,
+    /// `<articleIDDomainSuffix>`: right-hand side of generated Message-IDs (default: the first
+    /// servername).
+    pub article_id_domain_suffix: String,
+    /// `<newsgroups><newsgroup>`: groups created at start-up.
+    pub newsgroups: Vec<String>,
+    /// `<newsgroups only="true">`: only the listed groups exist.
+    pub newsgroups_only: bool,
+    /// `<spool><configuration><spoolPath>` (default `file://var/nntp/spool`).
+    pub spool_path: PathBuf,
+    /// `<spool><configuration><threadCount>` (default 1).
+    pub spool_threads: u32,
+}
+
+impl NntpRepository {
+    /// The defaults, with `domain` as the article-ID suffix.
+    pub fn defaults(ctx_home: &std::path::Path, domain: &str) -> NntpRepository {
+        let p = |s: &str| crate::url::resolve_path(ctx_home, s);
+        NntpRepository {
+            read_only: false,
+            root_path: p("file://var/nntp/groups"),
+            temp_path: p("file://var/nntp/temp"),
+            article_id_path: p("file://var/nntp/articleid"),
+            article_id_domain_suffix: domain.to_string(),
+            newsgroups: Vec::new(),
+            newsgroups_only: false,
+            spool_path: p("file://var/nntp/spool"),
+            spool_threads: 1,
+        }
+    }
+}
+
+/// Protocols of the mailstore table Mailroom serves.
+const PROTOCOLS: &[&str] = &["file", "db", "dbfile"];
+
+pub(crate) fn mailstore(ctx: &mut Ctx, el: &Element) -> Vec<MailstoreEntry> {
+    let mut entries = Vec::new();
+    let Some(repos) = ctx.single(el, "repositories") else {
+        return entries;
+    };
+    for r in &repos.children {
+        if r.name != "repository" {
+            ctx.err(
+                r,
+                format!(
+                    "<{}> is not allowed in <repositories>; only <repository>",
+                    r.name
+                ),
+            );
+            continue;
+        }
+        let class = ctx.required_attr(r, "class").unwrap_or_default();
+        let mut protocols = Vec::new();
+        for p in r
+            .child("protocols")
+            .iter()
+            .flat_map(|p| p.children_named("protocol"))
+        {
+            let proto = p.text.to_ascii_lowercase();
+            if PROTOCOLS.contains(&proto.as_str()) {
+                protocols.push(proto);
+            } else if proto == "mbox" {
+                // Stock James 2.3 configs list an mbox repository; accept the row so they load,
+                // but any mbox:// URL is rejected where it is used.
+                tracing::warn!(
+                    "{}: mbox repositories are not supported; row ignored",
+                    p.location()
+                );
+            } else {
+                ctx.err(
+                    p,
+                    format!(
+                        "unknown repository protocol \"{}\" (known: file, db, dbfile)",
+                        p.text
+                    ),
+                );
+            }
+        }
+        let mut types = Vec::new();
+        for t in r
+            .child("types")
+            .iter()
+            .flat_map(|t| t.children_named("type"))
+        {
+            match t.text.as_str() {
+                "MAIL" => types.push(RepositoryType::Mail),
+                "SPOOL" => types.push(RepositoryType::Spool),
+                "STREAM" => types.push(RepositoryType::Stream),
+                "OBJECT" => types.push(RepositoryType::Object),
+                other => ctx.err(
+                    t,
+                    format!(
+                        "unknown repository type \"{other}\" (known: MAIL, SPOOL, STREAM, OBJECT)"
+                    ),
+                ),
+            }
+        }
+        if !protocols.is_empty() {
+            entries.push(MailstoreEntry {
+                class,
+                protocols,
+                types,
+            });
+        }
+    }
+    entries
+}
+
+/// Maps a users repository class (qualified or short) to its kind.
+fn users_class_kind(class: &str) -> Option<UsersRepositoryKind> {
+    let short = class.rsplit('.').next().unwrap_or(class);
+    match short {
+        "UsersFileRepository" => Some(UsersRepositoryKind::File),
+        "JamesUsersJdbcRepository" | "DefaultUsersJdbcRepository" | "ListUsersJdbcRepository" => {
+            Some(UsersRepositoryKind::Database)
+        }
+        _ => None,
+    }
+}
+
+pub(crate) fn users_store(ctx: &mut Ctx, el: &Element) -> Vec<UsersRepository> {
+    let mut repos: Vec<UsersRepository> = Vec::new();
+    for r in &el.children {
+        if r.name != "repository" {
+            ctx.err(
+                r,
+                format!(
+                    "<{}> is not allowed in <users-store>; only <repository>",
+                    r.name
+                ),
+            );
+            continue;
+        }
+        let Some(name) = ctx.required_attr(r, "name") else {
+            continue;
+        };
+        let url = match (
+            r.attr("destinationURL"),
+            r.child("destination").and_then(|d| d.attr("URL")),
+        ) {
+            (Some(u), _) | (None, Some(u)) => u.to_string(),
+            (None, None) => {
+                ctx.err(
+                    r,
+                    format!("users repository \"{name}\" needs destinationURL=\"...\" or <destination URL=\"...\"/>"),
+                );
+                continue;
+            }
+        };
+        let Some(target) = ctx.url(r, &url) else {
+            continue;
+        };
+        let url_kind = match target {
+            RepositoryUrl::File(_) => UsersRepositoryKind::File,
+            _ => UsersRepositoryKind::Database,
+        };
+        let class = r.attr("class").map(str::to_string);
+        if let Some(c) = &class {
+            match users_class_kind(c) {
+                None => {
+                    ctx.err(
+                        r,
+                        format!(
+                            "unknown users repository class \"{c}\" (known: UsersFileRepository, \
+                             JamesUsersJdbcRepository, DefaultUsersJdbcRepository, ListUsersJdbcRepository)"
+                        ),
+                    );
+                    continue;
+                }
+                Some(k) if k != url_kind => tracing::warn!(
+                    "{}: users repository \"{name}\": class {c} does not match URL {url}; the URL decides",
+                    r.location()
+                ),
+                Some(_) => {}
+            }
+        }
+        if repos.iter().any(|x| x.name == name) {
+            ctx.err(r, format!("users repository \"{name}\" is defined twice"));
+            continue;
+        }
+        repos.push(UsersRepository {
+            name,
+            class,
+            kind: url_kind,
+            url,
+            target,
+            location: r.location(),
+        });
+    }
+    repos
+}
+
+pub(crate) fn data_sources(ctx: &mut Ctx, el: &Element) -> Vec<DataSource> {
+    let mut out: Vec<DataSource> = Vec::new();
+    // James 3 wraps them in <data-sources>; James 2.3 puts them directly in the block.
+    let candidates: Vec<&Element> = el
+        .children
+        .iter()
+        .flat_map(|c| {
+            if c.name == "data-sources" {
+                c.children.iter().collect()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    for d in candidates {
+        if d.name != "data-source" {
+            ctx.err(
+                d,
+                format!(
+                    "<{}> is not allowed in <database-connections>; only <data-source>",
+                    d.name
+                ),
+            );
+            continue;
+        }
+        let Some(name) = ctx.required_attr(d, "name") else {
+            continue;
+        };
+        let Some(url) = ctx.nonempty_text(d, "dburl") else {
+            if d.child("dburl").is_none() {
+                ctx.err(d, format!("data source \"{name}\" needs a <dburl>"));
+            }
+            continue;
+        };
+        let opt =
+            |ctx: &mut Ctx, n: &str| ctx.text(d, n).filter(|t| !t.is_empty()).map(str::to_string);
+        let ds = DataSource {
+            class: d.attr("class").map(str::to_string),
+            driver: opt(ctx, "driver"),
+            user: opt(ctx, "user"),
+            password: opt(ctx, "password"),
+            max: ctx.num_child(d, "max", 1u32, 10_000, 10),
+            url,
+            location: d.location(),
+            name,
+        };
+        if let Some(first) = out.iter().find(|x| x.name == ds.name) {
+            ctx.err(
+                d,
+                format!(
+                    "data source \"{}\" is defined twice (first at {})",
+                    ds.name, first.location
+                ),
+            );
+            continue;
+        }
+        out.push(ds);
+    }
+    out
+}
+
+pub(crate) fn nntp_repository(ctx: &mut Ctx, el: &Element, domain: &str) -> NntpRepository {
+    ctx.warn_unknown(
+        el,
+        &[
+            "readOnly",
+            "rootPath",
+            "tempPath",
+            "articleIDPath",
+            "articleIDDomainSuffix",
+            "newsgroups",
+            "spool",
+        ],
+    );
+    let d = NntpRepository::defaults(&ctx.home, domain);
+    let mut r = NntpRepository {
+        read_only: ctx.bool_child(el, "readOnly", false),
+        root_path: ctx.path_child(el, "rootPath", "file://var/nntp/groups"),
+        temp_path: ctx.path_child(el, "tempPath", "file://var/nntp/temp"),
+        article_id_path: ctx.path_child(el, "articleIDPath", "file://var/nntp/articleid"),
+        article_id_domain_suffix: ctx
+            .text(el, "articleIDDomainSuffix")
+            .filter(|s| !s.is_empty())
+            .unwrap_or(domain)
+            .to_string(),
+        ..d
+    };
+    if let Some(groups) = ctx.single(el, "newsgroups") {
+        r.newsgroups_only = ctx.bool_attr(groups, "only", false);
+        for g in groups.children_named("newsgroup") {
+            if g.text.is_empty()
+                || g.text
+                    .contains(|c: char| c.is_whitespace() || c == ',' || c == '*')
+            {
+                ctx.err(g, format!("\"{}\" is not a valid newsgroup name", g.text));
+            } else if !r.newsgroups.contains(&g.text) {
+                r.newsgroups.push(g.text.clone());
+            }
+        }
+    }
+    if let Some(conf) = ctx
+        .single(el, "spool")
+        .and_then(|s| s.child("configuration"))
+    {
+        r.spool_path = ctx.path_child(conf, "spoolPath", "file://var/nntp/spool");
+        r.spool_threads = ctx.num_child(conf, "threadCount", 0u32, 1024, 1);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_mapping() {
+        assert_eq!(
+            users_class_kind("org.apache.james.userrepository.UsersFileRepository"),
+            Some(UsersRepositoryKind::File)
+        );
+        assert_eq!(
+            users_class_kind("org.apache.james.userrepository.ListUsersJdbcRepository"),
+            Some(UsersRepositoryKind::Database)
+        );
+        assert_eq!(users_class_kind("com.example.LdapUsers"), None);
+    }
+}

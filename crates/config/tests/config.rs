@@ -1,0 +1,538 @@
+//! Loading whole configurations: the sample James 2.3 file, the built-in default, and the
+//! located errors of broken ones.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mailroom_config::{AuthRequired, Config, ConfigErrors, RepositoryUrl, UsersRepositoryKind};
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// Parses `body` wrapped in `<config>` (the wrapper adds no line: `<config>` is on line 1).
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::from_str_with_name(
+        text,
+        "config.xml",
+        Path::new("."),
+        Some(Path::new("/home/m")),
+    )
+}
+
+/// A minimal valid spoolmanager, on one line.
+const SPOOL: &str = r#"<spoolmanager><processor name="root"><mailet match="All" class="Null"/></processor><processor name="error"><mailet match="All" class="Null"/></processor></spoolmanager>"#;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn sample_james_config_loads() {
+    let path = data_dir().join("james-config.xml");
+    let c = Config::load(&path, Some(Path::new("/srv/james"))).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.home, Path::new("/srv/james"));
+    assert_eq!(c.james.postmaster, "Postmaster@Example.com");
+    assert_eq!(c.james.servernames, ["example.com", "localhost"]);
+    assert!(c.james.servernames_autodetect && !c.james.usernames.enable_forwarding);
+    assert_eq!(
+        c.james.inbox_repository.target,
+        RepositoryUrl::DbFile {
+            source: "maildb".into(),
+            path: vec!["inbox".into()]
+        }
+    );
+    assert_eq!(c.mailet_packages.len(), 2);
+
+    // Spool manager: trimmed threads, processors in order, James's processor class accepted.
+    let sm = &c.spool_manager;
+    assert_eq!(sm.threads, 10);
+    let names: Vec<&str> = sm.processors.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "root",
+            "error",
+            "transport",
+            "virus",
+            "local-address-error",
+            "relay-denied",
+            "bounces"
+        ]
+    );
+    let root = sm.processor("root").unwrap();
+    assert_eq!(
+        root.class.as_deref(),
+        Some("org.apache.james.transport.LinearProcessor")
+    );
+    assert_eq!(root.mailets[2].matcher_name(), "HasMailAttributeWithValue");
+    assert_eq!(
+        root.mailets[2].matcher_condition(),
+        Some("org.apache.james.infected, true")
+    );
+    assert_eq!(root.mailets[2].param("processor"), Some("virus"));
+    let transport = sm.processor("transport").unwrap();
+    let vut = &transport.mailets[1];
+    assert_eq!(
+        vut.param("mapping"),
+        Some("postmaster@example.com=root@example.com,abuse@example.com=root@example.com")
+    );
+    let rd = transport.mailets.last().unwrap();
+    assert_eq!(rd.class, "RemoteDelivery");
+    assert_eq!(rd.on_mailet_exception.as_deref(), Some("ignore"));
+    assert_eq!(rd.param("delayTime"), Some("5 minutes,10 minutes"));
+    assert_eq!(
+        rd.params
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["outgoing", "delayTime", "maxRetries", "bounceProcessor"]
+    );
+    assert_eq!(
+        transport.mailets[4].on_match_exception.as_deref(),
+        Some("noMatch")
+    );
+    assert_eq!(rd.location.file.as_ref(), path.as_path());
+
+    // Fetchmail came from the included file, with that file's lines.
+    let f = c.fetchmail.as_ref().expect("fetchmail included");
+    assert!(f.enabled);
+    assert!(f.location.file.ends_with("james-fetchmail.xml"));
+    assert_eq!(f.location.line, 3);
+    let t = &f.tasks[0];
+    assert_eq!(
+        (t.name.as_str(), t.host.as_str()),
+        ("example.net", "pop.example.net")
+    );
+    assert_eq!(t.interval, Duration::from_secs(600));
+    assert_eq!(t.accounts[0].user, "catchall");
+    assert_eq!(
+        t.all_local.as_ref().unwrap().recipient_suffix,
+        "@example.com"
+    );
+    assert_eq!(
+        t.blacklist_addresses,
+        ["spam@example.com", "junk@example.com"]
+    );
+    assert_eq!(t.max_message_size_kib, 10240);
+    assert!(!t.fetched.leave_on_server && t.fetched.mark_seen);
+    // Elements after the include are back in the main file, on their own lines.
+    assert_eq!(sm.location.file.as_ref(), path.as_path());
+    assert_eq!(sm.location.line, 31);
+    assert_eq!(c.smtp[0].common.location.line, 134);
+
+    // Services.
+    assert_eq!(c.smtp.len(), 1);
+    let smtp = &c.smtp[0];
+    assert_eq!(smtp.common.port, 25);
+    assert_eq!(smtp.common.bind, "0.0.0.0".parse::<IpAddr>().unwrap());
+    assert_eq!(smtp.common.hello_name, "mx.example.com");
+    assert_eq!(smtp.auth_required, AuthRequired::Announce);
+    assert_eq!(smtp.max_message_bytes(), Some(10240 * 1024));
+    let relay = smtp.relay_networks();
+    assert!(
+        relay.contains("192.168.44.1".parse().unwrap())
+            && relay.contains("10.2.3.4".parse().unwrap())
+    );
+    assert!(!relay.contains("8.8.8.8".parse().unwrap()));
+    assert_eq!(c.pop3.len(), 2, "two listeners");
+    assert!(!c.pop3[0].common.tls.socket_tls && c.pop3[1].common.tls.socket_tls);
+    assert!(!c.pop3[1].common.tls.start_tls);
+    assert_eq!(
+        c.pop3[1].common.hello_name, "example.com",
+        "defaults to the first servername"
+    );
+    assert!(!c.nntp[0].common.enabled);
+    let rm = &c.remote_manager[0];
+    assert_eq!(rm.common.bind, "127.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(rm.common.connection_timeout, Duration::from_secs(60));
+    assert_eq!(rm.prompt, "james>");
+    assert!(rm.can_start());
+    assert!(
+        !format!("{rm:?}").contains("s3cret"),
+        "passwords are not printed"
+    );
+
+    // Stores.
+    assert_eq!(
+        c.nntp_repository.newsgroups,
+        ["example.dev", "example.users"]
+    );
+    assert_eq!(
+        c.nntp_repository.root_path,
+        Path::new("/srv/james/var/nntp/groups")
+    );
+    assert_eq!(c.spool_repository.url, "dbfile://maildb/spool/spool");
+    assert_eq!(c.mailstore.len(), 4, "the mbox row is accepted but dropped");
+    let users = c.local_users().unwrap();
+    assert_eq!(users.kind, UsersRepositoryKind::Database);
+    assert_eq!(
+        users.target,
+        RepositoryUrl::Db {
+            source: "maildb".into(),
+            path: vec!["users".into()]
+        }
+    );
+    assert_eq!(
+        c.users_repositories[1].target,
+        RepositoryUrl::File("/srv/james/var/lists/list-james".into())
+    );
+    let db = c.data_source("maildb").unwrap();
+    assert_eq!(
+        (db.url.as_str(), db.max),
+        ("postgres://james@127.0.0.1/mail", 20)
+    );
+    assert_eq!(c.dns.servers, ["127.0.0.1".parse::<IpAddr>().unwrap()]);
+    assert!(!c.dns.autodiscover);
+}
+
+#[test]
+fn default_config_parses() {
+    let c = Config::embedded_default(Some(Path::new("/opt/mr"))).unwrap_or_else(|e| panic!("{e}"));
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!(c.james.servernames, ["localhost"]);
+    assert_eq!(c.james.postmaster, "postmaster@localhost");
+    assert_eq!((c.smtp[0].common.port, c.smtp[0].common.bind), (2525, lo));
+    assert_eq!((c.pop3[0].common.port, c.pop3[0].common.bind), (1110, lo));
+    assert_eq!((c.nntp[0].common.port, c.nntp[0].common.bind), (1119, lo));
+    assert_eq!(
+        (
+            c.remote_manager[0].common.port,
+            c.remote_manager[0].common.bind
+        ),
+        (4555, lo)
+    );
+    assert!(
+        !c.remote_manager[0].can_start(),
+        "no administrator by default"
+    );
+    assert_eq!(c.spool_manager.threads, 2);
+    let names: Vec<&str> = c
+        .spool_manager
+        .processors
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["root", "transport", "error", "local-address-error"]);
+    let t = c.spool_manager.processor("transport").unwrap();
+    assert_eq!(
+        t.mailets[1].param("notice"),
+        Some("550 - Requested action not taken: no such user here")
+    );
+    assert_eq!(
+        c.repository_url(t.mailets[2].param("repositoryPath").unwrap())
+            .unwrap(),
+        RepositoryUrl::File("/opt/mr/var/mail/outgoing".into())
+    );
+    assert_eq!(
+        c.spool_repository.target,
+        RepositoryUrl::File("/opt/mr/var/mail/spool/".into())
+    );
+    assert_eq!(
+        c.james.inbox_repository.target,
+        RepositoryUrl::File("/opt/mr/var/mail/inboxes".into())
+    );
+    assert_eq!(
+        c.local_users().unwrap().target,
+        RepositoryUrl::File("/opt/mr/var/users".into())
+    );
+    assert!(!c.smtp[0]
+        .relay_networks()
+        .contains("10.0.0.1".parse().unwrap()));
+
+    // The shipped file is the same text.
+    let file =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("default-config.xml"))
+            .unwrap();
+    assert_eq!(file, mailroom_config::DEFAULT_CONFIG);
+}
+
+#[test]
+fn error_inside_included_file_names_that_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fetch.xml"),
+        "<!-- fetch -->\n<fetchmail>\n  <fetch name=\"x\">\n    <accounts><account user=\"u\" password=\"p\" recipient=\"r@localhost\"/></accounts>\n    <host>pop.example.com</host>\n    <interval>soon</interval>\n  </fetch>\n</fetchmail>\n",
+    )
+    .unwrap();
+    let main = format!(
+        "<?xml version=\"1.0\"?>\n<!DOCTYPE config [\n<!ENTITY fetch SYSTEM \"fetch.xml\">\n]>\n<config>\n&fetch;\n{SPOOL}\n<bogus/>\n</config>\n"
+    );
+    let path = dir.path().join("config.xml");
+    std::fs::write(&path, main).unwrap();
+    let e = Config::load(&path, None).unwrap_err();
+    let msgs: Vec<String> = e.0.iter().map(|e| e.to_string()).collect();
+    let fetch = dir.path().join("fetch.xml");
+    assert_eq!(
+        msgs[1],
+        format!(
+            "{}:6: <interval> must be a number from 1 to 31536000000, got \"soon\"",
+            fetch.display()
+        ),
+        "{e}"
+    );
+    // The main file's lines are unchanged by the include (the DOCTYPE lines were blanked, the
+    // reference replaced on its own line).
+    assert!(
+        msgs[0].starts_with(&format!("{}:8: unknown block <bogus>", path.display())),
+        "{e}"
+    );
+}
+
+#[test]
+fn syntax_error_in_included_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("inc.xml"),
+        "<fetchmail>\n\n<fetch>\n</fetchmail>",
+    )
+    .unwrap();
+    let text = format!(
+        "<!DOCTYPE config [<!ENTITY inc SYSTEM \"inc.xml\">]>\n<config>&inc;{SPOOL}</config>"
+    );
+    let e = Config::from_str_with_name(&text, "main.xml", dir.path(), None).unwrap_err();
+    assert_eq!(e.0[0].line, 4, "{e}");
+    assert!(e.0[0].file.ends_with("inc.xml"), "{e}");
+}
+
+#[test]
+fn trimming_and_repeated_params() {
+    let text = "<config>\n<spoolmanager>\n<processor name=\" root \">\n<mailet match=\" RecipientIs=a@b \" class=\" ToProcessor \">\n<processor> spam </processor>\n<x>1</x><x> 2 </x>\n</mailet>\n</processor>\n<processor name=\"error\"/>\n</spoolmanager>\n</config>";
+    let c = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let root = c.spool_manager.processor("root").expect("name trimmed");
+    let m = &root.mailets[0];
+    assert_eq!(
+        (m.matcher.as_str(), m.class.as_str()),
+        ("RecipientIs=a@b", "ToProcessor")
+    );
+    assert_eq!(m.param("processor"), Some("spam"));
+    assert_eq!(m.param("x"), Some("1,2"));
+    assert_eq!(m.location.line, 4);
+    assert_eq!(c.spool_manager.threads, 1, "default");
+}
+
+#[test]
+fn processor_tree_errors_have_lines() {
+    let e =
+        errors("<config>\n<spoolmanager>\n<processor name=\"root\"/>\n</spoolmanager>\n</config>");
+    assert_eq!(e, ["config.xml:2: <spoolmanager> has no <processor name=\"error\">; the error processor is required"]);
+
+    let e =
+        errors("<config>\n<spoolmanager>\n<processor name=\"error\"/>\n</spoolmanager>\n</config>");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("config.xml:2: ") && e[0].contains("root"),
+        "{e:?}"
+    );
+
+    let e = errors(
+        "<config>\n<spoolmanager>\n<processor name=\"root\"/>\n<processor name=\"error\"/>\n<processor name=\"ghost\"/>\n<processor name=\"root\"/>\n</spoolmanager>\n</config>",
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("config.xml:5: \"ghost\" cannot be a processor name"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with(
+            "config.xml:6: processor \"root\" is defined twice (first at config.xml:3)"
+        ),
+        "{e:?}"
+    );
+
+    let e = errors(
+        "<config>\n<spoolmanager>\n<threads>0</threads>\n<processor name=\"root\">\n<mailet class=\"Null\"/>\n<mailet match=\"All\"/>\n</processor>\n<processor name=\"error\"/>\n</spoolmanager>\n</config>",
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert_eq!(
+        e[0],
+        "config.xml:3: <threads> must be a number from 1 to 1024, got \"0\""
+    );
+    assert_eq!(
+        e[1],
+        "config.xml:5: <mailet> needs a match=\"...\" attribute"
+    );
+    assert_eq!(
+        e[2],
+        "config.xml:6: <mailet> needs a class=\"...\" attribute"
+    );
+
+    let e = errors("<config>\n</config>");
+    assert!(e[0].contains("no <spoolmanager>"), "{e:?}");
+}
+
+#[test]
+fn bad_values_are_all_reported() {
+    let text = format!(
+        "<config>{SPOOL}\n<smtpserver enabled=\"maybe\">\n<port>abc</port>\n<bind>localhost</bind>\n<handler>\n<authRequired>sometimes</authRequired>\n<authorizedAddresses>10.0.0.0/8, mail.example.com</authorizedAddresses>\n<maxRcpt>-1</maxRcpt>\n</handler>\n</smtpserver>\n<pop3server><port>70000</port></pop3server>\n</config>"
+    );
+    let e = errors(&text);
+    assert_eq!(e[0], "config.xml:2: attribute enabled of <smtpserver> must be true or false (or yes/no), got \"maybe\"");
+    assert_eq!(
+        e[1],
+        "config.xml:3: <port> must be a number from 1 to 65535, got \"abc\""
+    );
+    assert_eq!(
+        e[2],
+        "config.xml:4: <bind> must be an IP address, got \"localhost\""
+    );
+    assert!(
+        e[3].starts_with("config.xml:6: <authRequired> must be false, true or announce"),
+        "{e:?}"
+    );
+    assert!(
+        e[4].starts_with("config.xml:7: <authorizedAddresses>: \"mail.example.com\": not an IP"),
+        "{e:?}"
+    );
+    assert_eq!(
+        e[5],
+        "config.xml:8: <maxRcpt> must be a number from 0 to 1000000, got \"-1\""
+    );
+    assert_eq!(
+        e[6],
+        "config.xml:11: <port> must be a number from 1 to 65535, got \"70000\""
+    );
+    assert_eq!(e.len(), 7, "{e:?}");
+}
+
+#[test]
+fn blocks_unknown_ignored_and_duplicated() {
+    let e = errors(&format!("<config>{SPOOL}\n<objectstorage/>\n<sockets/>\n<imapserver/>\n<James/>\n<James/>\n</config>"));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("config.xml:4: unknown block <imapserver> (known: James, "),
+        "{e:?}"
+    );
+    assert_eq!(
+        e[1],
+        "config.xml:6: <James> appears more than once (first at line 5)"
+    );
+}
+
+#[test]
+fn service_defaults_tls_and_listener_clash() {
+    let text = format!(
+        "<config>{SPOOL}<James><servernames><servername>Mail.Example.ORG</servername></servernames></James>\
+         <smtpserver/><smtpserver><port>465</port><tls socketTLS=\"true\"><certificate>c.pem</certificate><privateKey>file:///k.pem</privateKey></tls></smtpserver>\
+         <pop3server/><nntpserver/><remotemanager/><tls><certificate>g.pem</certificate><privateKey>g.key</privateKey></tls></config>"
+    );
+    let c = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let s = &c.smtp[0];
+    assert_eq!(
+        (s.common.port, s.common.hello_name.as_str()),
+        (25, "mail.example.org")
+    );
+    assert_eq!(s.common.connection_timeout, Duration::from_millis(360_000));
+    assert!(
+        s.verify_identity
+            && s.helo_ehlo_enforcement
+            && s.require_tls_for_auth
+            && s.address_brackets_enforcement
+    );
+    assert_eq!(
+        (s.max_message_bytes(), s.max_rcpt, s.auth_required),
+        (None, 0, AuthRequired::False)
+    );
+    assert!(s.authorized_addresses.is_none());
+    assert!(
+        s.relay_networks().contains("127.0.0.1".parse().unwrap())
+            && s.relay_networks().contains("::1".parse().unwrap())
+    );
+    assert!(s.common.tls.start_tls && !s.common.tls.socket_tls);
+    assert_eq!(
+        s.common.tls.files(&c.tls),
+        Some(("/home/m/g.pem".into(), "/home/m/g.key".into()))
+    );
+    let s2 = &c.smtp[1].common.tls;
+    assert!(s2.socket_tls && !s2.start_tls);
+    assert_eq!(
+        s2.files(&c.tls),
+        Some(("/home/m/c.pem".into(), "/k.pem".into()))
+    );
+    assert_eq!(c.pop3[0].common.port, 110);
+    assert!(!c.pop3[0].enable_apop && c.pop3[0].require_tls_for_auth);
+    assert_eq!(c.nntp[0].common.port, 119);
+    assert_eq!(c.remote_manager[0].common.port, 4555);
+    assert!(!c.remote_manager[0].common.tls.start_tls);
+    assert_eq!(c.james.postmaster, "postmaster@localhost");
+
+    let e = errors(&format!("<config>{SPOOL}\n<smtpserver><port>2525</port></smtpserver>\n<pop3server><port>2525</port><bind>127.0.0.1</bind></pop3server>\n</config>"));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("config.xml:3: <pop3server> listens on 127.0.0.1:2525, which <smtpserver> at config.xml:2"), "{e:?}");
+    // A disabled block does not clash.
+    parse(&format!(
+        "<config>{SPOOL}<smtpserver/><smtpserver enabled=\"no\"/></config>"
+    ))
+    .unwrap();
+}
+
+#[test]
+fn stores_and_urls() {
+    let text = format!(
+        "<config>{SPOOL}\n<users-store>\n<repository name=\"LocalUsers\" class=\"org.example.LdapRepository\" destinationURL=\"file://var/users/\"/>\n</users-store>\n<spoolrepository>\n<repository destinationURL=\"db://nosuch/spool\" type=\"SPOOL\"/>\n</spoolrepository>\n<mailstore><repositories><repository class=\"X\">\n<protocols><protocol>ftp</protocol></protocols>\n<types><type>BLOB</type></types>\n</repository></repositories></mailstore>\n</config>"
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 5, "{e:?}");
+    assert!(
+        e[0].starts_with("config.xml:2: <users-store> needs a <repository name=\"LocalUsers\""),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with(
+            "config.xml:3: unknown users repository class \"org.example.LdapRepository\""
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e[2], "config.xml:6: \"db://nosuch/spool\" uses data source \"nosuch\", which <database-connections> does not define");
+    assert_eq!(
+        e[3],
+        "config.xml:9: unknown repository protocol \"ftp\" (known: file, db, dbfile)"
+    );
+    assert_eq!(
+        e[4],
+        "config.xml:10: unknown repository type \"BLOB\" (known: MAIL, SPOOL, STREAM, OBJECT)"
+    );
+
+    let e = errors(&format!("<config>{SPOOL}\n<James><inboxRepository><repository destinationURL=\"mbox:///var/mail\" type=\"MAIL\"/></inboxRepository></James></config>"));
+    assert!(
+        e[0].starts_with("config.xml:2: \"mbox:///var/mail\": mbox repositories are not supported"),
+        "{e:?}"
+    );
+
+    let c = parse(&format!("<config>{SPOOL}</config>")).unwrap();
+    assert_eq!(
+        c.resolve_path("file://var/mail/spool/"),
+        Path::new("/home/m/var/mail/spool/")
+    );
+    assert_eq!(c.resolve_path("file:///abs/x"), Path::new("/abs/x"));
+    assert_eq!(c.resolve_path("conf/x"), Path::new("/home/m/conf/x"));
+    assert_eq!(
+        c.repository_url("db://maildb/inbox/").unwrap(),
+        RepositoryUrl::Db {
+            source: "maildb".into(),
+            path: vec!["inbox".into()]
+        }
+    );
+    assert!(c.repository_url("ftp://x").is_err());
+    assert_eq!(
+        c.local_users().unwrap().target,
+        RepositoryUrl::File("/home/m/var/users".into())
+    );
+}
+
+#[test]
+fn home_defaults_to_the_config_directory() {
+    let path = data_dir().join("james-config.xml");
+    let c = Config::load(&path, None).unwrap();
+    assert_eq!(c.home, data_dir());
+    let e = Config::load(Path::new("/nonexistent/config.xml"), None).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/config.xml: cannot read"),
+        "{e}"
+    );
+}

@@ -1,0 +1,136 @@
+//! The server side of [`MailetContext`]: local domains, the users repository, the inboxes, the
+//! spool and the mail repositories that mailets name by URL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mailroom_mailet::{Mail, MailAddress, MailetContext, MailetError, UserRecord};
+use mailroom_store::{InboxRepository, MailRepository, SpoolRepository, UsersRepository};
+
+/// Opens the mail repository at a URL (`file://var/mail/error/`...).
+pub type RepositoryOpener =
+    Box<dyn Fn(&str) -> Result<Arc<dyn MailRepository>, String> + Send + Sync>;
+
+/// How user names and their aliases and forwards are looked up (`<usernames>` of `<James>`).
+#[derive(Clone, Copy, Debug)]
+pub struct UsernameRules {
+    /// `Bob@domain` finds the user `bob`.
+    pub ignore_case: bool,
+    /// Users' aliases are honoured.
+    pub enable_aliases: bool,
+    /// Users' forwards are honoured.
+    pub enable_forwarding: bool,
+}
+
+/// The MailetContext the SpoolManager hands to matchers and mailets.
+pub struct ServerContext {
+    /// This server's domains, lower-cased.
+    servernames: Vec<String>,
+    postmaster: MailAddress,
+    rules: UsernameRules,
+    users: Arc<dyn UsersRepository>,
+    inbox: Arc<dyn InboxRepository>,
+    spool: Arc<dyn SpoolRepository>,
+    opener: RepositoryOpener,
+    /// Repositories opened so far, by URL: opened once, shared by all workers.
+    repositories: Mutex<HashMap<String, Arc<dyn MailRepository>>>,
+}
+
+impl ServerContext {
+    /// A context over the given repositories.
+    pub fn new(
+        servernames: Vec<String>,
+        postmaster: MailAddress,
+        rules: UsernameRules,
+        users: Arc<dyn UsersRepository>,
+        inbox: Arc<dyn InboxRepository>,
+        spool: Arc<dyn SpoolRepository>,
+        opener: RepositoryOpener,
+    ) -> Self {
+        ServerContext {
+            servernames: servernames.iter().map(|s| s.to_lowercase()).collect(),
+            postmaster,
+            rules,
+            users,
+            inbox,
+            spool,
+            opener,
+            repositories: Mutex::default(),
+        }
+    }
+
+    /// The spool.
+    pub fn spool(&self) -> &Arc<dyn SpoolRepository> {
+        &self.spool
+    }
+
+    fn repository(&self, url: &str) -> Result<Arc<dyn MailRepository>, MailetError> {
+        let mut open = self.repositories.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(repo) = open.get(url) {
+            return Ok(repo.clone());
+        }
+        let repo = (self.opener)(url)
+            .map_err(|e| MailetError::new(format!("cannot open repository {url}: {e}")))?;
+        open.insert(url.to_string(), repo.clone());
+        Ok(repo)
+    }
+}
+
+fn store_error(e: mailroom_store::StoreError) -> MailetError {
+    MailetError::new(e.to_string())
+}
+
+impl MailetContext for ServerContext {
+    fn is_local_server(&self, domain: &str) -> bool {
+        let domain = domain.to_lowercase();
+        self.servernames.contains(&domain)
+    }
+
+    fn local_user(&self, name: &str) -> Result<Option<UserRecord>, MailetError> {
+        let Some(user) = self.users.get(name).map_err(store_error)? else {
+            return Ok(None);
+        };
+        if !self.rules.ignore_case && user.name != name {
+            return Ok(None);
+        }
+        let alias = user
+            .alias
+            .filter(|_| self.rules.enable_aliases && user.alias_enabled);
+        let forward = user
+            .forward
+            .filter(|_| self.rules.enable_forwarding && user.forward_enabled)
+            .and_then(|f| MailAddress::parse(&f).ok());
+        Ok(Some(UserRecord {
+            name: user.name,
+            alias,
+            forward,
+        }))
+    }
+
+    fn postmaster(&self) -> &MailAddress {
+        &self.postmaster
+    }
+
+    fn send_mail(&self, mail: Mail) -> Result<(), MailetError> {
+        self.spool.store(&mail).map_err(store_error)
+    }
+
+    fn store_mail(&self, url: &str, mail: &Mail) -> Result<(), MailetError> {
+        self.repository(url)?.store(mail).map_err(store_error)
+    }
+
+    fn deliver_to_inbox(
+        &self,
+        user: &str,
+        trace_header: &[u8],
+        mail: &Mail,
+    ) -> Result<(), MailetError> {
+        self.inbox
+            .deliver(user, trace_header, &mail.message)
+            .map_err(store_error)
+    }
+
+    fn log(&self, message: &str) {
+        tracing::info!(target: "mailet", "{message}");
+    }
+}

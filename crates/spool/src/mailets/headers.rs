@@ -1,0 +1,76 @@
+//! Mailets that edit the header or attributes: SetMimeHeader (alias AddHeader),
+//! RemoveMimeHeader, SetMailAttribute.
+
+use mailroom_mailet::{Mail, Mailet, MailetContext, MailetError};
+
+use crate::Registry;
+
+pub(super) fn register(registry: &mut Registry) {
+    let set_header: crate::registry::MailetFactory = |c| {
+        Ok(Box::new(SetMimeHeader {
+            name: c.required("name")?.to_string(),
+            value: c.param("value").unwrap_or_default().to_string(),
+        }))
+    };
+    registry.add_mailet("SetMimeHeader", set_header);
+    registry.add_mailet("AddHeader", set_header);
+    registry.add_mailet("RemoveMimeHeader", |c| {
+        let names = c
+            .required("name")?
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        Ok(Box::new(RemoveMimeHeader(names)))
+    });
+    registry.add_mailet("SetMailAttribute", |c| {
+        if c.params.is_empty() {
+            return Err(MailetError::new(
+                "SetMailAttribute needs at least one <attributeName>value</attributeName>",
+            ));
+        }
+        Ok(Box::new(SetMailAttribute(
+            c.params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )))
+    });
+}
+
+/// `<name>X-Header</name><value>text</value>`: sets the header, replacing any of that name.
+struct SetMimeHeader {
+    name: String,
+    value: String,
+}
+
+impl Mailet for SetMimeHeader {
+    fn service(&self, mail: &mut Mail, _: &dyn MailetContext) -> Result<(), MailetError> {
+        mail.message.set_header(&self.name, &self.value);
+        Ok(())
+    }
+}
+
+/// `<name>X-A,X-B</name>`: removes these headers.
+struct RemoveMimeHeader(Vec<String>);
+
+impl Mailet for RemoveMimeHeader {
+    fn service(&self, mail: &mut Mail, _: &dyn MailetContext) -> Result<(), MailetError> {
+        for name in &self.0 {
+            mail.message.remove_header(name);
+        }
+        Ok(())
+    }
+}
+
+/// Every parameter `<name>value</name>` becomes a string attribute of the mail.
+struct SetMailAttribute(Vec<(String, String)>);
+
+impl Mailet for SetMailAttribute {
+    fn service(&self, mail: &mut Mail, _: &dyn MailetContext) -> Result<(), MailetError> {
+        for (name, value) in &self.0 {
+            mail.set_attribute(name.clone(), value.as_str().into());
+        }
+        Ok(())
+    }
+}

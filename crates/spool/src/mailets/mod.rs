@@ -1,0 +1,14 @@
+//! The standard mailets, with James 2.3's names and parameters.
+
+mod delivery;
+mod headers;
+mod routing;
+
+use crate::Registry;
+
+/// Registers every standard mailet.
+pub fn register(registry: &mut Registry) {
+    delivery::register(registry);
+    routing::register(registry);
+    headers::register(registry);
+}

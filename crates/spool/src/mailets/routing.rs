@@ -1,0 +1,91 @@
+//! Mailets that route or store mail: ToProcessor, ToRepository, Null, PostmasterAlias.
+
+use mailroom_mailet::{state, Mail, Mailet, MailetContext, MailetError};
+
+use crate::Registry;
+
+pub(super) fn register(registry: &mut Registry) {
+    registry.add_mailet("ToProcessor", |c| {
+        Ok(Box::new(ToProcessor {
+            processor: c.required("processor")?.to_string(),
+            notice: c.param("notice").map(str::to_string),
+        }))
+    });
+    registry.add_mailet("ToRepository", |c| {
+        Ok(Box::new(ToRepository {
+            url: c.required("repositoryPath")?.to_string(),
+            pass_through: c.bool_param("passThrough", false)?,
+        }))
+    });
+    registry.add_mailet("Null", |_| Ok(Box::new(Null)));
+    registry.add_mailet("PostmasterAlias", |_| Ok(Box::new(PostmasterAlias)));
+}
+
+/// `<processor>name</processor>`: moves the mail to another processor; `<notice>` becomes its
+/// error message (what a bounce will say).
+struct ToProcessor {
+    processor: String,
+    notice: Option<String>,
+}
+
+impl Mailet for ToProcessor {
+    fn service(&self, mail: &mut Mail, _: &dyn MailetContext) -> Result<(), MailetError> {
+        if let Some(notice) = &self.notice {
+            mail.envelope.error_message = Some(notice.clone());
+        }
+        mail.set_state(&self.processor);
+        Ok(())
+    }
+}
+
+/// `<repositoryPath>URL</repositoryPath>`: stores the mail there and ghosts it, unless
+/// `<passThrough>true</passThrough>`.
+struct ToRepository {
+    url: String,
+    pass_through: bool,
+}
+
+impl Mailet for ToRepository {
+    fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
+        ctx.store_mail(&self.url, mail)?;
+        if !self.pass_through {
+            mail.set_state(state::GHOST);
+        }
+        Ok(())
+    }
+}
+
+/// Ends processing: the mail is deleted.
+struct Null;
+
+impl Mailet for Null {
+    fn service(&self, mail: &mut Mail, _: &dyn MailetContext) -> Result<(), MailetError> {
+        mail.set_state(state::GHOST);
+        Ok(())
+    }
+}
+
+/// Rewrites `postmaster@<local domain>` recipients to the configured postmaster.
+struct PostmasterAlias;
+
+impl Mailet for PostmasterAlias {
+    fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
+        let postmaster = ctx.postmaster().clone();
+        let mut recipients: Vec<_> = mail
+            .recipients()
+            .iter()
+            .map(|r| {
+                if r.local_part().eq_ignore_ascii_case("postmaster")
+                    && ctx.is_local_server(r.domain())
+                {
+                    postmaster.clone()
+                } else {
+                    r.clone()
+                }
+            })
+            .collect();
+        recipients.dedup();
+        mail.set_recipients(recipients);
+        Ok(())
+    }
+}

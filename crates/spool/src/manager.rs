@@ -1,0 +1,251 @@
+//! The workers and the processing rules of DESIGN.md §2.
+//!
+//! Each worker leases a mail and runs it to completion in this thread:
+//! * a matcher's result is reduced to the mail's own recipients; none skips the step, all
+//!   hands the mail to the mailet, some splits it: a copy with the matched recipients goes to
+//!   the mailet (and then goes on in its own right), the rest continues down the processor;
+//! * when a mailet changes the state, the move is persisted before processing goes on, so a
+//!   crash resumes in the new processor. A split copy that has never been stored is instead
+//!   stored as a new spool mail, and any worker takes it from there;
+//! * `ghost`, no recipients left, or the end of a processor end processing and remove the mail
+//!   from the spool;
+//! * an unknown processor sends the mail to `error`; a failure inside `error` ghosts the mail
+//!   after logging it, so mails never loop.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mailroom_mailet::{state, Mail, MailAddress, MailetContext, MailetError};
+use mailroom_store::{new_mail_name, SpoolRepository, StoreError};
+
+use crate::tree::{OnMailetError, OnMatchError, ProcessorTree, Step};
+use crate::ServerContext;
+
+/// How long a worker waits for mail before checking for shutdown.
+const POLL: Duration = Duration::from_millis(250);
+
+/// The mailet container.
+pub struct SpoolManager {
+    tree: ProcessorTree,
+    context: Arc<ServerContext>,
+}
+
+/// The running workers.
+pub struct SpoolManagerHandle {
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl SpoolManagerHandle {
+    /// Asks every worker to stop after its current mail and waits for them.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for worker in self.workers {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl SpoolManager {
+    /// A SpoolManager running `tree` with `context`.
+    pub fn new(tree: ProcessorTree, context: Arc<ServerContext>) -> Arc<Self> {
+        Arc::new(SpoolManager { tree, context })
+    }
+
+    /// Starts `threads` workers.
+    pub fn start(self: &Arc<Self>, threads: usize) -> SpoolManagerHandle {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..threads.max(1))
+            .map(|i| {
+                let manager = self.clone();
+                let stop = stop.clone();
+                std::thread::Builder::new()
+                    .name(format!("spool-{i}"))
+                    .spawn(move || manager.work(&stop))
+                    .expect("cannot start a spool worker thread")
+            })
+            .collect();
+        SpoolManagerHandle { stop, workers }
+    }
+
+    fn spool(&self) -> &Arc<dyn SpoolRepository> {
+        self.context.spool()
+    }
+
+    fn work(&self, stop: &AtomicBool) {
+        while !stop.load(Ordering::SeqCst) {
+            match self.spool().lease(POLL) {
+                Ok(Some(mail)) => {
+                    let name = mail.name().to_string();
+                    let processor = mail.state().to_string();
+                    if let Err(e) = self.run(mail, processor, 0, true) {
+                        tracing::error!(mail = %name, error = %e, "spool storage failed; will retry");
+                        self.spool().release(&name);
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the spool");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Processes one leased spool mail until it leaves this worker (ghosted, or stored for
+    /// another try when storage fails).
+    pub fn process(&self, mail: Mail) -> Result<(), StoreError> {
+        let processor = mail.state().to_string();
+        self.run(mail, processor, 0, true)
+    }
+
+    /// Runs a mail from `step` of `processor`. `stored` says whether it has a spool entry of
+    /// its own (a leased mail) or is a split copy held only in memory.
+    fn run(
+        &self,
+        mut mail: Mail,
+        mut processor: String,
+        mut step: usize,
+        stored: bool,
+    ) -> Result<(), StoreError> {
+        let ctx: &dyn MailetContext = &*self.context;
+        loop {
+            if mail.state() == state::GHOST {
+                return self.finish(&mail, stored);
+            }
+            if mail.state() != processor || self.tree.get(&processor).is_none() {
+                if self.tree.get(mail.state()).is_none() {
+                    let unknown = mail.state().to_string();
+                    if processor == state::ERROR {
+                        tracing::error!(mail = %mail.name(), processor = %unknown,
+                            "mail in the error processor sent to an unknown processor; deleted");
+                        return self.finish(&mail, stored);
+                    }
+                    tracing::warn!(mail = %mail.name(), processor = %unknown, "unknown processor");
+                    mail.envelope.error_message = Some(format!("Unknown processor {unknown}"));
+                    mail.set_state(state::ERROR);
+                }
+                mail.envelope.touch();
+                self.spool().store(&mail)?;
+                mail.message.mark_saved();
+                if !stored {
+                    // A split copy: from now on it is a spool mail of its own.
+                    return Ok(());
+                }
+                processor = mail.state().to_string();
+                step = 0;
+            }
+            if mail.recipients().is_empty() {
+                tracing::debug!(mail = %mail.name(), "no recipients left");
+                return self.finish(&mail, stored);
+            }
+            let Some(current) = self.tree.get(&processor).and_then(|p| p.steps.get(step)) else {
+                if processor != state::ERROR {
+                    tracing::warn!(mail = %mail.name(), %processor,
+                        "mail reached the end of its processor and is deleted; \
+                         this may be a configuration error");
+                }
+                return self.finish(&mail, stored);
+            };
+            step += 1;
+
+            let matched = match guarded(|| current.matcher.matches(&mail, ctx)) {
+                Ok(matched) => own_recipients(&mail, matched),
+                Err(e) => match &current.on_match_error {
+                    OnMatchError::NoMatch => Vec::new(),
+                    OnMatchError::MatchAll => mail.recipients().to_vec(),
+                    OnMatchError::Error => {
+                        fail(&mut mail, &processor, current, "matcher", &e, state::ERROR);
+                        continue;
+                    }
+                    OnMatchError::Processor(target) => {
+                        fail(&mut mail, &processor, current, "matcher", &e, target);
+                        continue;
+                    }
+                },
+            };
+            if matched.is_empty() {
+                continue;
+            }
+            if matched.len() < mail.recipients().len() {
+                let rest = mail
+                    .recipients()
+                    .iter()
+                    .filter(|r| !matched.contains(r))
+                    .cloned()
+                    .collect();
+                let mut copy = mail.split_off(new_mail_name(), matched);
+                mail.set_recipients(rest);
+                service(current, &mut copy, &processor, ctx);
+                self.run(copy, processor.clone(), step, false)?;
+            } else {
+                service(current, &mut mail, &processor, ctx);
+            }
+        }
+    }
+
+    /// A mail leaves processing: a spool mail is removed from the spool.
+    fn finish(&self, mail: &Mail, stored: bool) -> Result<(), StoreError> {
+        if stored {
+            self.spool().remove(mail.name())?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a matcher or mailet call, turning a panic into an error so that one bad mailet cannot
+/// take a worker down.
+fn guarded<T>(call: impl FnOnce() -> Result<T, MailetError>) -> Result<T, MailetError> {
+    catch_unwind(AssertUnwindSafe(call))
+        .unwrap_or_else(|_| Err(MailetError::new("panicked (see the log)")))
+}
+
+/// The matched recipients that really are the mail's, each once, in the mail's order.
+fn own_recipients(mail: &Mail, matched: Vec<MailAddress>) -> Vec<MailAddress> {
+    mail.recipients()
+        .iter()
+        .filter(|r| matched.contains(r))
+        .cloned()
+        .collect()
+}
+
+/// Runs the mailet of `current`, applying `onMailetException` when it fails.
+fn service(current: &Step, mail: &mut Mail, processor: &str, ctx: &dyn MailetContext) {
+    if let Err(e) = guarded(|| current.mailet.service(mail, ctx)) {
+        match &current.on_mailet_error {
+            OnMailetError::Ignore => {
+                tracing::warn!(mail = %mail.name(), step = %current.label, error = %e,
+                    "mailet failed; ignored as configured");
+            }
+            OnMailetError::Error => fail(mail, processor, current, "mailet", &e, state::ERROR),
+            OnMailetError::Processor(target) => {
+                fail(mail, processor, current, "mailet", &e, target)
+            }
+        }
+    }
+}
+
+/// Records a failure on the mail and moves it to `target`; inside `error` the mail is ghosted
+/// instead, so that it cannot loop.
+fn fail(
+    mail: &mut Mail,
+    processor: &str,
+    current: &Step,
+    what: &str,
+    error: &MailetError,
+    target: &str,
+) {
+    let message = format!("{what} {} failed: {error}", current.label);
+    if processor == state::ERROR {
+        tracing::error!(mail = %mail.name(), %message, "failure in the error processor; mail deleted");
+        mail.set_state(state::GHOST);
+        return;
+    }
+    tracing::warn!(mail = %mail.name(), %processor, %message, to = %target, "moving mail");
+    mail.envelope.error_message = Some(message);
+    mail.set_state(target);
+}

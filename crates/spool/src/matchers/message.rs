@@ -1,0 +1,97 @@
+//! Matchers on the message: SubjectStartsWith, SubjectIs, SizeGreaterThan, RelayLimit,
+//! HasHeader.
+
+use mailroom_mailet::{Mail, MailAddress, MailetContext, MailetError, Matcher, MatcherConfig};
+
+use super::all_if;
+use crate::Registry;
+
+pub(super) fn register(registry: &mut Registry) {
+    registry.add_matcher("SubjectStartsWith", |c| {
+        Ok(Box::new(Subject {
+            text: c.required_condition()?.to_string(),
+            whole: false,
+        }))
+    });
+    registry.add_matcher("SubjectIs", |c| {
+        Ok(Box::new(Subject {
+            text: c.required_condition()?.to_string(),
+            whole: true,
+        }))
+    });
+    registry.add_matcher("SizeGreaterThan", |c| {
+        Ok(Box::new(SizeGreaterThan(size(c)?)))
+    });
+    registry.add_matcher("RelayLimit", |c| {
+        let limit = c.required_condition()?.parse().map_err(|_| {
+            MailetError::new("RelayLimit needs a number of Received headers (RelayLimit=30)")
+        })?;
+        Ok(Box::new(RelayLimit(limit)))
+    });
+    registry.add_matcher("HasHeader", |c| {
+        Ok(Box::new(HasHeader(c.required_condition()?.to_string())))
+    });
+}
+
+/// `SizeGreaterThan=1m`: a size in octets with an optional `k` or `m` suffix.
+fn size(config: &MatcherConfig) -> Result<u64, MailetError> {
+    let text = config.required_condition()?.to_ascii_lowercase();
+    let (digits, unit) = match text.strip_suffix('k') {
+        Some(d) => (d, 1024),
+        None => match text.strip_suffix('m') {
+            Some(d) => (d, 1024 * 1024),
+            None => (text.as_str(), 1),
+        },
+    };
+    digits.trim().parse::<u64>().map(|n| n * unit).map_err(|_| {
+        MailetError::new(format!(
+            "SizeGreaterThan: {text:?} is not a size like 100k or 2m"
+        ))
+    })
+}
+
+/// Every recipient when the decoded subject starts with (or, `whole`, equals) the text.
+struct Subject {
+    text: String,
+    whole: bool,
+}
+
+impl Matcher for Subject {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        let hit = mail.message.subject().is_some_and(|s| {
+            if self.whole {
+                s == self.text
+            } else {
+                s.starts_with(&self.text)
+            }
+        });
+        all_if(mail, hit)
+    }
+}
+
+/// Every recipient when the message is larger than this many octets.
+struct SizeGreaterThan(u64);
+
+impl Matcher for SizeGreaterThan {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        all_if(mail, mail.size() > self.0)
+    }
+}
+
+/// Every recipient when the message has at least this many `Received:` headers: a mail loop.
+struct RelayLimit(usize);
+
+impl Matcher for RelayLimit {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        all_if(mail, mail.message.headers("Received").len() >= self.0)
+    }
+}
+
+/// `HasHeader=X-Spam-Flag`: every recipient when the header is present.
+struct HasHeader(String);
+
+impl Matcher for HasHeader {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        all_if(mail, mail.message.header(&self.0).is_some())
+    }
+}

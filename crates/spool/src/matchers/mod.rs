@@ -1,0 +1,45 @@
+//! The standard matchers, with James 2.3's names and condition syntax.
+
+mod attribute;
+mod message;
+mod network;
+mod recipient;
+
+use mailroom_mailet::{Mail, MailAddress, MailetError};
+
+use crate::Registry;
+
+/// Registers every standard matcher.
+pub fn register(registry: &mut Registry) {
+    recipient::register(registry);
+    network::register(registry);
+    message::register(registry);
+    attribute::register(registry);
+}
+
+/// All recipients when `yes`, none otherwise: for matchers that judge the mail as a whole.
+fn all_if(mail: &Mail, yes: bool) -> Result<Vec<MailAddress>, MailetError> {
+    Ok(if yes {
+        mail.recipients().to_vec()
+    } else {
+        Vec::new()
+    })
+}
+
+/// Splits a comma- or space-separated condition into its non-empty items.
+fn list(condition: &str) -> impl Iterator<Item = &str> {
+    condition
+        .split([',', ' ', '\t'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// Parses a list of addresses, naming the matcher on error.
+fn addresses(name: &str, condition: &str) -> Result<Vec<MailAddress>, MailetError> {
+    list(condition)
+        .map(|a| {
+            MailAddress::parse(a)
+                .map_err(|e| MailetError::new(format!("{name}: {a:?} is not an address: {e}")))
+        })
+        .collect()
+}

@@ -1,0 +1,235 @@
+//! The processing rules of DESIGN.md §2, run in-process over a file spool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailroom_config::Config;
+use mailroom_mailet::{
+    state, Envelope, Mail, MailAddress, MailetContext, MailetError, Matcher, Message,
+};
+use mailroom_spool::{ProcessorTree, Registry, ServerContext, SpoolManager, UsernameRules};
+use mailroom_store::file::{FileMailRepository, FileSpool, FileUsersRepository, Maildir};
+use mailroom_store::{MailRepository, SpoolRepository, User, UsersRepository};
+
+/// A matcher that always fails, registered the way a user registers their own.
+struct Explode;
+
+impl Matcher for Explode {
+    fn matches(&self, _: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        Err(MailetError::new("boom"))
+    }
+}
+
+struct Fixture {
+    home: tempfile::TempDir,
+    spool: Arc<FileSpool>,
+    manager: Arc<SpoolManager>,
+}
+
+fn fixture(processors: &str) -> Fixture {
+    let home = tempfile::tempdir().unwrap();
+    let xml = format!(
+        "<config><James><servernames><servername>localhost</servername></servernames></James>\
+         <spoolmanager>{processors}</spoolmanager></config>"
+    );
+    let config =
+        Config::from_str_with_name(&xml, "test.xml", home.path(), Some(home.path())).unwrap();
+    let mut registry = Registry::standard();
+    registry.add_matcher("Explode", |_| Ok(Box::new(Explode)));
+    let tree = ProcessorTree::build(&config.spool_manager, &registry, &[], &[])
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let users = Arc::new(FileUsersRepository::open(&home.path().join("users")).unwrap());
+    users.add(&User::new("alice", "x")).unwrap();
+    let spool = Arc::new(FileSpool::open(&home.path().join("spool")).unwrap());
+    let root = home.path().to_path_buf();
+    let context = ServerContext::new(
+        vec!["localhost".into()],
+        MailAddress::parse("postmaster@localhost").unwrap(),
+        UsernameRules {
+            ignore_case: true,
+            enable_aliases: true,
+            enable_forwarding: true,
+        },
+        users,
+        Arc::new(Maildir::open(&home.path().join("inboxes")).unwrap()),
+        spool.clone(),
+        Box::new(move |url| {
+            let dir = root.join(url.trim_start_matches("file://"));
+            FileMailRepository::open(&dir)
+                .map(|r| Arc::new(r) as Arc<dyn MailRepository>)
+                .map_err(|e| e.to_string())
+        }),
+    );
+    let manager = SpoolManager::new(tree, Arc::new(context));
+    Fixture {
+        home,
+        spool,
+        manager,
+    }
+}
+
+fn mail(state_name: &str, rcpts: &[&str]) -> Mail {
+    let mut env = Envelope::new(
+        mailroom_store::new_mail_name(),
+        MailAddress::parse("s@example.net").ok(),
+        rcpts
+            .iter()
+            .map(|r| MailAddress::parse(r).unwrap())
+            .collect(),
+    );
+    env.state = state_name.to_string();
+    Mail::new(env, Message::from_bytes(b"Subject: t\r\n\r\nbody\r\n"))
+}
+
+impl Fixture {
+    /// Spools a mail and processes every mail until the spool is empty.
+    fn run(&self, mail: Mail) {
+        self.spool.store(&mail).unwrap();
+        while let Some(leased) = self.spool.lease(Duration::from_millis(50)).unwrap() {
+            self.manager.process(leased).unwrap();
+        }
+        assert!(self.spool.list().unwrap().is_empty());
+    }
+
+    fn repo(&self, name: &str) -> Vec<Mail> {
+        let repo = FileMailRepository::open(&self.home.path().join(name)).unwrap();
+        repo.list()
+            .unwrap()
+            .iter()
+            .map(|n| repo.retrieve(n).unwrap().unwrap())
+            .collect()
+    }
+}
+
+const ERROR_STORE: &str = r#"<processor name="error">
+    <mailet match="All" class="ToRepository"><repositoryPath>file://error</repositoryPath></mailet>
+  </processor>"#;
+
+#[test]
+fn matcher_failure_policies() {
+    let f = fixture(&format!(
+        r#"<processor name="root">
+             <mailet match="Explode" class="SetMimeHeader" onMatchException="noMatch"><name>X-No</name><value>1</value></mailet>
+             <mailet match="Explode" class="SetMimeHeader" onMatchException="matchAll"><name>X-All</name><value>1</value></mailet>
+             <mailet match="All" class="ToRepository"><repositoryPath>file://seen</repositoryPath><passThrough>true</passThrough></mailet>
+             <mailet match="Explode" class="Null" onMatchException="quarantine"/>
+           </processor>
+           <processor name="quarantine">
+             <mailet match="All" class="ToRepository"><repositoryPath>file://quarantine</repositoryPath></mailet>
+           </processor>
+           {ERROR_STORE}"#
+    ));
+    f.run(mail(state::ROOT, &["alice@localhost"]));
+    let seen = f.repo("seen");
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].message.header("X-No").is_none());
+    assert!(seen[0].message.header("X-All").is_some());
+    let quarantined = f.repo("quarantine");
+    assert_eq!(quarantined.len(), 1);
+    assert!(quarantined[0]
+        .envelope
+        .error_message
+        .as_ref()
+        .unwrap()
+        .contains("boom"));
+    assert!(f.repo("error").is_empty());
+}
+
+#[test]
+fn failures_inside_error_do_not_loop() {
+    let f = fixture(
+        r#"<processor name="root">
+             <mailet match="All" class="ToProcessor"><processor>nowhere</processor></mailet>
+           </processor>
+           <processor name="error">
+             <mailet match="Explode" class="Null"/>
+             <mailet match="All" class="ToRepository"><repositoryPath>file://never</repositoryPath></mailet>
+           </processor>"#,
+    );
+    f.run(mail(state::ROOT, &["alice@localhost"]));
+    assert!(f.repo("never").is_empty());
+}
+
+#[test]
+fn a_spooled_mail_resumes_in_its_persisted_processor() {
+    // As after a crash: the mail was persisted in `transport` and is processed from there.
+    let f = fixture(&format!(
+        r#"<processor name="root">
+             <mailet match="All" class="ToRepository"><repositoryPath>file://from-root</repositoryPath></mailet>
+           </processor>
+           <processor name="transport">
+             <mailet match="All" class="ToRepository"><repositoryPath>file://from-transport</repositoryPath></mailet>
+           </processor>
+           {ERROR_STORE}"#
+    ));
+    f.run(mail(state::TRANSPORT, &["alice@localhost"]));
+    assert_eq!(f.repo("from-transport").len(), 1);
+    assert!(f.repo("from-root").is_empty());
+    // A mail in a processor that no longer exists goes to error.
+    f.run(mail("retired", &["alice@localhost"]));
+    let errors = f.repo("error");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0].envelope.error_message.as_deref(),
+        Some("Unknown processor retired")
+    );
+}
+
+#[test]
+fn split_mails_and_state_changes_are_persisted_hops() {
+    let f = fixture(&format!(
+        r#"<processor name="root">
+             <mailet match="RecipientIs=bob@example.net" class="ToProcessor"><processor>remote</processor></mailet>
+             <mailet match="All" class="SetMailAttribute"><seen>root</seen></mailet>
+             <mailet match="All" class="ToProcessor"><processor>local</processor></mailet>
+           </processor>
+           <processor name="remote">
+             <mailet match="All" class="ToRepository"><repositoryPath>file://remote</repositoryPath></mailet>
+           </processor>
+           <processor name="local">
+             <mailet match="HasMailAttributeWithValue=seen, root" class="LocalDelivery"/>
+           </processor>
+           {ERROR_STORE}"#
+    ));
+    f.run(mail(state::ROOT, &["alice@localhost", "bob@example.net"]));
+    let remote = f.repo("remote");
+    assert_eq!(remote.len(), 1);
+    assert_eq!(
+        remote[0].recipients(),
+        [MailAddress::parse("bob@example.net").unwrap()]
+    );
+    assert!(
+        remote[0].attribute("seen").is_none(),
+        "split before the attribute was set"
+    );
+    let inbox = f.home.path().join("inboxes/alice/new");
+    assert_eq!(std::fs::read_dir(inbox).unwrap().count(), 1);
+}
+
+#[test]
+fn unknown_names_and_bad_parameters_are_reported_with_lines() {
+    let home = tempfile::tempdir().unwrap();
+    let xml = "<config>\n<spoolmanager>\n<processor name=\"root\">\n\
+               <mailet match=\"NoSuchMatcher\" class=\"Null\"/>\n\
+               <mailet match=\"All\" class=\"ToRepository\"/>\n\
+               <mailet match=\"All\" class=\"org.example.Custom\"/>\n\
+               </processor>\n<processor name=\"error\"/>\n</spoolmanager>\n</config>";
+    let config = Config::from_str_with_name(xml, "c.xml", home.path(), None).unwrap();
+    let errors = ProcessorTree::build(&config.spool_manager, &Registry::standard(), &[], &[])
+        .err()
+        .unwrap();
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 3, "{text:?}");
+    assert!(
+        text[0].starts_with("c.xml:4: unknown matcher \"NoSuchMatcher\""),
+        "{text:?}"
+    );
+    assert!(
+        text[1].starts_with("c.xml:5: mailet ToRepository needs the parameter <repositoryPath>"),
+        "{text:?}"
+    );
+    assert!(
+        text[2].starts_with("c.xml:6: org.example.Custom: package org.example"),
+        "{text:?}"
+    );
+}
