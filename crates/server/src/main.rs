@@ -1,1 +1,36 @@
-fn main() {}
+//! `mailroom`: the server binary. Parses the command line, then either runs the server or one
+//! of the administration commands.
+
+mod cli;
+mod repositories;
+mod server;
+mod users;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match &cli.command {
+        None => server::run(&cli),
+        Some(Command::CheckConfig { file }) => server::check_config(file, cli.home.as_deref()),
+        Some(Command::User { action }) => users::run(&cli, action),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailroom: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

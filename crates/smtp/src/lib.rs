@@ -1,1 +1,116 @@
-//! placeholder
+//! The SMTP server of Mailroom: RFC 5321 with PIPELINING, SIZE, 8BITMIME and
+//! ENHANCEDSTATUSCODES, DSN parameters passed through to the spool.
+//!
+//! The layers, bottom up, each in its own module:
+//!
+//! * [`codec`]: bytes → bounded command lines, typed [`codec::Command`]s, and the DATA
+//!   scanner (dot-unstuffing, `CRLF.CRLF` only, bare CR/LF detection against SMTP smuggling);
+//! * [`reply`]: typed [`Reply`] values → bytes (multi-line for EHLO);
+//! * [`session`]: the state machine. It owns no socket, no clock and no store: the driver feeds
+//!   it bytes with [`Session::ingest`], it appends replies and message octets to buffers the
+//!   driver owns, and it returns an [`Outcome`] when it needs the driver to act (open a message
+//!   in the spool, commit it, close);
+//! * [`server`]: the tokio driver: banner, read loop, idle timeout, shutdown, spool calls.
+//!
+//! The caller (the `mailroom` binary) builds an [`SmtpSettings`] from `<smtpserver>`, binds a
+//! [`mailroom_net::Listener`] and runs [`server::serve`] with the spool and a
+//! [`mailroom_net::ShutdownWatch`].
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub mod codec;
+pub mod reply;
+pub mod server;
+pub mod session;
+
+pub use reply::Reply;
+pub use server::serve;
+pub use session::{DataStart, Outcome, Session};
+
+/// A predicate on a domain name (lower case, as [`mailroom_mailet::MailAddress`] keeps it).
+pub type DomainPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// A predicate on a client's IP address.
+pub type AddressPredicate = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// Envelope attribute: `BODY=` of MAIL FROM (`7BIT` or `8BITMIME`), when given.
+pub const ATTR_BODY: &str = "mailroom.smtp.body";
+/// Envelope attribute: `RET=` of MAIL FROM (RFC 3461: `FULL` or `HDRS`), when given.
+pub const ATTR_DSN_RET: &str = "mailroom.smtp.dsn.ret";
+/// Envelope attribute: `ENVID=` of MAIL FROM (RFC 3461, xtext as sent), when given.
+pub const ATTR_DSN_ENVID: &str = "mailroom.smtp.dsn.envid";
+/// Envelope attribute: a map from each recipient with DSN parameters to a map with its
+/// `notify` and/or `orcpt` values (RFC 3461, as sent).
+pub const ATTR_DSN_RECIPIENTS: &str = "mailroom.smtp.dsn.recipients";
+/// Envelope attribute: the name the client gave in HELO/EHLO.
+pub const ATTR_HELO: &str = "mailroom.smtp.helo";
+
+/// The settings of one SMTP listener, built from an `<smtpserver>` block.
+#[derive(Clone)]
+pub struct SmtpSettings {
+    /// The server's name in the banner, replies and `Received:` headers (`<helloName>`).
+    pub hello_name: String,
+    /// The largest message accepted, in octets; 0 means unlimited (`<maxmessagesize>` is in
+    /// KiB: multiply by 1024). Checked against `SIZE=` at MAIL FROM and against the octets
+    /// actually received.
+    pub max_message_size: u64,
+    /// The most recipients per message; 0 means unlimited (`<maxRcpt>`). More get `452`.
+    pub max_rcpt: usize,
+    /// Whether MAIL FROM before HELO/EHLO is refused with `503` (`<heloEhloEnforcement>`).
+    pub helo_ehlo_enforcement: bool,
+    /// How long a client may stay silent before it gets `421 4.4.2` and is disconnected
+    /// (`<connectiontimeout>`, in ms there). Also bounds each write to a client that does not
+    /// read.
+    pub connection_timeout: Duration,
+    /// The most simultaneous connections (`<connectionLimit>`); further clients wait in the
+    /// kernel's backlog. `None`: no limit.
+    pub connection_limit: Option<usize>,
+    /// Whether MAIL FROM / RCPT TO addresses must be in angle brackets, as RFC 5321 says; when
+    /// false, `MAIL FROM:a@b` is accepted for old clients.
+    pub address_brackets_enforcement: bool,
+    /// Whether a domain is one of ours (`<servernames>`): mail to it is always accepted, even
+    /// for unknown users (the spool routes those to an error repository).
+    pub is_local_domain: DomainPredicate,
+    /// Whether a client may relay, that is send mail to domains that are not local
+    /// (`<authorizedAddresses>`).
+    pub relay_allowed: AddressPredicate,
+}
+
+impl Default for SmtpSettings {
+    /// `localhost`, no size or recipient limits, 5 minutes idle timeout, no connection limit,
+    /// brackets and HELO enforced, and relaying for loopback clients only (never an open relay).
+    fn default() -> Self {
+        SmtpSettings {
+            hello_name: "localhost".to_string(),
+            max_message_size: 0,
+            max_rcpt: 0,
+            helo_ehlo_enforcement: true,
+            connection_timeout: Duration::from_secs(300),
+            connection_limit: None,
+            address_brackets_enforcement: true,
+            is_local_domain: Arc::new(|domain| domain == "localhost"),
+            relay_allowed: Arc::new(|ip| ip.is_loopback()),
+        }
+    }
+}
+
+impl fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("hello_name", &self.hello_name)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_rcpt", &self.max_rcpt)
+            .field("helo_ehlo_enforcement", &self.helo_ehlo_enforcement)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("connection_limit", &self.connection_limit)
+            .field(
+                "address_brackets_enforcement",
+                &self.address_brackets_enforcement,
+            )
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,154 @@
+//! Running the server: configuration, repositories, the SpoolManager, the listeners, and a
+//! two-phase shutdown on SIGTERM/SIGINT (every session says goodbye, then the workers finish
+//! the mail in hand).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use mailroom_config::{Config, ConfigError, SmtpServer};
+use mailroom_mailet::MailAddress;
+use mailroom_net::{Listener, Shutdown};
+use mailroom_smtp::SmtpSettings;
+use mailroom_spool::{ProcessorTree, Registry, ServerContext, SpoolManager, UsernameRules};
+use mailroom_store::SpoolRepository;
+
+use crate::cli::Cli;
+use crate::repositories;
+
+/// Loads `--config FILE`, or the embedded default.
+pub fn load_config(cli: &Cli) -> Result<Config> {
+    let loaded = match &cli.config {
+        Some(path) => Config::load(path, cli.home.as_deref()),
+        None => Config::embedded_default(cli.home.as_deref()),
+    };
+    loaded.map_err(|errors| anyhow!("invalid configuration:\n{errors}"))
+}
+
+/// Builds the processor tree, reporting unknown names and bad parameters at file:line.
+fn build_tree(config: &Config) -> Result<ProcessorTree> {
+    ProcessorTree::build(
+        &config.spool_manager,
+        &Registry::standard(),
+        &config.matcher_packages,
+        &config.mailet_packages,
+    )
+    .map_err(|errors: Vec<ConfigError>| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow!("invalid configuration:\n{}", lines.join("\n"))
+    })
+}
+
+/// `mailroom check-config FILE`.
+pub fn check_config(file: &Path, home: Option<&Path>) -> Result<()> {
+    let config =
+        Config::load(file, home).map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
+    build_tree(&config)?;
+    println!("{}: configuration is valid", file.display());
+    Ok(())
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub fn run(cli: &Cli) -> Result<()> {
+    let config = load_config(cli)?;
+    let tree = build_tree(&config)?;
+    tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
+
+    let spool = repositories::spool(&config)?;
+    let postmaster = MailAddress::parse(&config.james.postmaster)
+        .map_err(|e| anyhow!("<postmaster> {:?}: {e}", config.james.postmaster))?;
+    let opener_config = config.clone();
+    let context = Arc::new(ServerContext::new(
+        config.james.servernames.clone(),
+        postmaster,
+        UsernameRules {
+            ignore_case: config.james.usernames.ignore_case,
+            enable_aliases: config.james.usernames.enable_aliases,
+            enable_forwarding: config.james.usernames.enable_forwarding,
+        },
+        repositories::users(&config)?,
+        repositories::inbox(&config)?,
+        spool.clone(),
+        Box::new(move |url| repositories::mail_repository(&opener_config, url)),
+    ));
+    let workers = SpoolManager::new(tree, context).start(config.spool_manager.threads);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let served = runtime.block_on(serve(&config, spool));
+    workers.stop();
+    tracing::info!("stopped");
+    served
+}
+
+/// Binds every enabled listener, serves until a signal, then drains the sessions.
+async fn serve(config: &Config, spool: Arc<dyn SpoolRepository>) -> Result<()> {
+    let shutdown = Shutdown::new();
+    let mut tasks = Vec::new();
+    for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
+        let addr = SocketAddr::new(smtp.common.bind, smtp.common.port);
+        let listener = Listener::bind(addr)
+            .with_context(|| format!("{}: cannot listen on {addr}", smtp.common.location))?;
+        tracing::info!(%addr, "SMTP listening");
+        let settings = Arc::new(smtp_settings(config, smtp));
+        tasks.push(tokio::spawn(mailroom_smtp::serve(
+            listener,
+            settings,
+            spool.clone(),
+            shutdown.watch(),
+        )));
+    }
+    for (name, enabled) in [
+        ("POP3", config.pop3.iter().any(|s| s.common.enabled)),
+        ("NNTP", config.nntp.iter().any(|s| s.common.enabled)),
+        (
+            "RemoteManager",
+            config.remote_manager.iter().any(|s| s.common.enabled),
+        ),
+    ] {
+        if enabled {
+            tracing::warn!("{name} is configured but not part of this build yet; not started");
+        }
+    }
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: closing sessions");
+    shutdown.trigger();
+    for task in tasks {
+        let _ = task.await;
+    }
+    shutdown.wait().await;
+    Ok(())
+}
+
+/// The SMTP listener settings of one `<smtpserver>` block.
+fn smtp_settings(config: &Config, smtp: &SmtpServer) -> SmtpSettings {
+    let relay = smtp.relay_networks();
+    let james = config.james.clone();
+    SmtpSettings {
+        hello_name: smtp.common.hello_name.clone(),
+        max_message_size: smtp.max_message_bytes().unwrap_or(0),
+        max_rcpt: smtp.max_rcpt as usize,
+        helo_ehlo_enforcement: smtp.helo_ehlo_enforcement,
+        connection_timeout: smtp.common.connection_timeout,
+        connection_limit: smtp.common.connection_limit.map(|n| n as usize),
+        address_brackets_enforcement: smtp.address_brackets_enforcement,
+        is_local_domain: Arc::new(move |domain| james.is_local_domain(domain)),
+        relay_allowed: Arc::new(move |ip| relay.contains(ip)),
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! `mailroom user add|del|list|passwd`: edits the configured users repository directly. A
+//! running server reads the repository on every lookup, so it sees the change at once.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{bail, Context, Result};
+use mailroom_store::User;
+
+use crate::cli::{Cli, UserAction};
+
+/// Runs one user command.
+pub fn run(cli: &Cli, action: &UserAction) -> Result<()> {
+    let config = crate::server::load_config(cli)?;
+    let users = crate::repositories::users(&config)?;
+    match action {
+        UserAction::Add { name, password } => {
+            let password = password_or_stdin(password.as_deref())?;
+            users.add(&User::new(name, &password))?;
+            println!("User {name} added");
+        }
+        UserAction::Del { name } => {
+            if !users.remove(name)? {
+                bail!("no user {name}");
+            }
+            println!("User {name} deleted");
+        }
+        UserAction::List => {
+            for name in users.list()? {
+                println!("{name}");
+            }
+        }
+        UserAction::Passwd { name, password } => {
+            let Some(mut user) = users.get(name)? else {
+                bail!("no user {name}");
+            };
+            let password = password_or_stdin(password.as_deref())?;
+            user.password_hash = mailroom_store::password::hash(&password);
+            users.update(&user)?;
+            println!("Password of {name} changed");
+        }
+    }
+    Ok(())
+}
+
+/// The `--password` value, else one line of standard input (the whole line: passwords may
+/// contain spaces).
+fn password_or_stdin(flag: Option<&str>) -> Result<String> {
+    if let Some(password) = flag {
+        return Ok(password.to_string());
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password: ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password")?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        bail!("empty password");
+    }
+    Ok(password)
+}

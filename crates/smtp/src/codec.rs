@@ -1,0 +1,742 @@
+//! Bytes → SMTP command lines and DATA content, with every input bounded.
+//!
+//! Three resumable pieces, none of which does I/O or keeps more than one line:
+//!
+//! * [`LineReader`] splits command input into lines of at most [`MAX_LINE`] octets. A longer
+//!   line is discarded up to its end and reported once as [`LineEvent::TooLong`], so that the
+//!   next command starts clean. Command lines end in CRLF; a bare LF is accepted as the end of
+//!   a *command* line for lenient clients.
+//! * [`parse_command`] turns one line into a typed [`Command`] or a [`CommandError`] whose
+//!   [`CommandError::reply`] is the one place where parse errors meet reply codes.
+//! * [`DotScanner`] reads DATA content: it removes dot-stuffing, finds the end of data, which is
+//!   *only* `CRLF.CRLF`, and reports any bare CR or LF, so that `\n.\n`, `\r.\r`, `\n.\r\n`
+//!   and `\r\n.\n` never end the data and what follows them never runs as a command (SMTP
+//!   smuggling).
+
+use mailroom_mailet::{AddressError, MailAddress};
+
+use crate::reply::Reply;
+
+/// The longest command line, terminator included (RFC 5321 asks for at least 512).
+pub const MAX_LINE: usize = 4096;
+
+/// What the [`LineReader`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineEvent {
+    /// A complete line, without its CRLF (or bare LF).
+    Line(Vec<u8>),
+    /// A line longer than [`MAX_LINE`] ended; its content was discarded.
+    TooLong,
+}
+
+/// Splits command input into bounded lines, across any number of reads.
+#[derive(Debug, Default)]
+pub struct LineReader {
+    /// The start of a line that has not ended yet; never longer than `MAX_LINE - 1`.
+    partial: Vec<u8>,
+    /// The current line overflowed: drop its bytes until its LF.
+    discarding: bool,
+}
+
+impl LineReader {
+    /// Reads `input` up to and including the next LF. Returns how many octets were consumed and
+    /// the event if a line ended; without an event every octet was consumed and more input is
+    /// needed.
+    pub fn read(&mut self, input: &[u8]) -> (usize, Option<LineEvent>) {
+        match input.iter().position(|&b| b == b'\n') {
+            None => {
+                self.append(input);
+                (input.len(), None)
+            }
+            Some(lf) => {
+                self.append(&input[..lf]);
+                let event = if std::mem::take(&mut self.discarding) {
+                    LineEvent::TooLong
+                } else {
+                    let mut line = std::mem::take(&mut self.partial);
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    LineEvent::Line(line)
+                };
+                (lf + 1, Some(event))
+            }
+        }
+    }
+
+    /// Whether part of a line is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.partial.is_empty() && !self.discarding
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        if self.discarding {
+            return;
+        }
+        // The line plus its LF must fit in MAX_LINE.
+        if self.partial.len() + bytes.len() >= MAX_LINE {
+            self.partial = Vec::new();
+            self.discarding = true;
+        } else {
+            self.partial.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// A parsed SMTP command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `EHLO <domain>`.
+    Ehlo(String),
+    /// `HELO <domain>`.
+    Helo(String),
+    /// `MAIL FROM:<path> [params]`; `sender` is `None` for the null path `<>`.
+    Mail {
+        /// The reverse-path.
+        sender: Option<MailAddress>,
+        /// The ESMTP parameters.
+        params: MailParams,
+    },
+    /// `RCPT TO:<path> [params]`.
+    Rcpt {
+        /// The forward-path.
+        recipient: Recipient,
+        /// The ESMTP parameters.
+        params: RcptParams,
+    },
+    /// `DATA`.
+    Data,
+    /// `RSET`.
+    Rset,
+    /// `NOOP [text]`.
+    Noop,
+    /// `QUIT`.
+    Quit,
+    /// `VRFY <string>`.
+    Vrfy,
+    /// `EXPN <string>`.
+    Expn,
+    /// `HELP [topic]`.
+    Help,
+}
+
+/// A forward-path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recipient {
+    /// An ordinary address.
+    Address(MailAddress),
+    /// `<postmaster>` without a domain, which RFC 5321 §4.5.1 says must be accepted.
+    Postmaster,
+}
+
+/// ESMTP parameters of MAIL FROM that Mailroom understands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailParams {
+    /// `SIZE=n` (RFC 1870): the size the client announces.
+    pub size: Option<u64>,
+    /// `BODY=7BIT|8BITMIME` (RFC 6152), upper-cased.
+    pub body: Option<String>,
+    /// `RET=FULL|HDRS` (RFC 3461), upper-cased.
+    pub ret: Option<String>,
+    /// `ENVID=xtext` (RFC 3461), as sent.
+    pub envid: Option<String>,
+}
+
+/// ESMTP parameters of RCPT TO that Mailroom understands (RFC 3461 DSN).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RcptParams {
+    /// `NOTIFY=NEVER` or a list of `SUCCESS,FAILURE,DELAY`, upper-cased.
+    pub notify: Option<String>,
+    /// `ORCPT=addr-type;xtext`, as sent.
+    pub orcpt: Option<String>,
+}
+
+/// Why a command line was refused. [`CommandError::reply`] maps each to its reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// A line longer than [`MAX_LINE`].
+    TooLong,
+    /// The line holds a NUL octet.
+    Nul,
+    /// The line holds a CR that is not part of its CRLF.
+    BareCr,
+    /// The line holds octets above 127 (SMTPUTF8 is not offered).
+    EightBit,
+    /// The verb is not an SMTP command.
+    Unknown,
+    /// The arguments do not follow the command's syntax; the text says what was expected.
+    Syntax(&'static str),
+    /// A path without `<` `>` while brackets are enforced.
+    MissingBrackets(&'static str),
+    /// The MAIL FROM address does not parse.
+    BadSender(AddressError),
+    /// The RCPT TO address does not parse (or is the null path).
+    BadRecipient(AddressError),
+    /// An ESMTP parameter that is not supported.
+    UnsupportedParameter(String),
+}
+
+impl CommandError {
+    /// The reply that answers this error.
+    pub fn reply(&self) -> Reply {
+        match self {
+            CommandError::TooLong => Reply::line_too_long(),
+            CommandError::Nul => Reply::bad_characters("NUL characters are"),
+            CommandError::BareCr => Reply::bad_characters("a bare CR is"),
+            CommandError::EightBit => Reply::bad_characters("8-bit characters are"),
+            CommandError::Unknown => Reply::unknown_command(),
+            CommandError::Syntax(text) => Reply::syntax(*text),
+            CommandError::MissingBrackets(usage) => Reply::syntax(format!(
+                "Syntax error: the address must be enclosed in <>, as in {usage}"
+            )),
+            CommandError::BadSender(e) => Reply::bad_sender(&e.to_string()),
+            CommandError::BadRecipient(e) => Reply::bad_recipient(&e.to_string()),
+            CommandError::UnsupportedParameter(name) => Reply::unsupported_parameter(name),
+        }
+    }
+}
+
+/// Parses one command line (without its line ending). `require_brackets` refuses
+/// `MAIL FROM:a@b` without angle brackets.
+pub fn parse_command(line: &[u8], require_brackets: bool) -> Result<Command, CommandError> {
+    if line.contains(&0) {
+        return Err(CommandError::Nul);
+    }
+    if line.contains(&b'\r') {
+        return Err(CommandError::BareCr);
+    }
+    if !line.is_ascii() {
+        return Err(CommandError::EightBit);
+    }
+    // ASCII was checked just above.
+    let line = std::str::from_utf8(line).map_err(|_| CommandError::EightBit)?;
+    let (verb, args) = match line.find(' ') {
+        Some(i) => (&line[..i], line[i + 1..].trim()),
+        None => (line.trim_end(), ""),
+    };
+    let no_args = |cmd: Command, usage: &'static str| {
+        if args.is_empty() {
+            Ok(cmd)
+        } else {
+            Err(CommandError::Syntax(usage))
+        }
+    };
+    match verb.to_ascii_uppercase().as_str() {
+        "EHLO" | "HELO" => {
+            let name = args.split_whitespace().next().ok_or(CommandError::Syntax(
+                if verb.eq_ignore_ascii_case("EHLO") {
+                    "Syntax: EHLO hostname"
+                } else {
+                    "Syntax: HELO hostname"
+                },
+            ))?;
+            let name = name.to_string();
+            Ok(if verb.eq_ignore_ascii_case("EHLO") {
+                Command::Ehlo(name)
+            } else {
+                Command::Helo(name)
+            })
+        }
+        "MAIL" => parse_mail(args, require_brackets),
+        "RCPT" => parse_rcpt(args, require_brackets),
+        "DATA" => no_args(Command::Data, "Syntax: DATA"),
+        "RSET" => no_args(Command::Rset, "Syntax: RSET"),
+        "QUIT" => no_args(Command::Quit, "Syntax: QUIT"),
+        "NOOP" => Ok(Command::Noop),
+        "HELP" => Ok(Command::Help),
+        "VRFY" if args.is_empty() => Err(CommandError::Syntax("Syntax: VRFY address")),
+        "VRFY" => Ok(Command::Vrfy),
+        "EXPN" if args.is_empty() => Err(CommandError::Syntax("Syntax: EXPN list")),
+        "EXPN" => Ok(Command::Expn),
+        _ => Err(CommandError::Unknown),
+    }
+}
+
+const MAIL_USAGE: &str = "MAIL FROM:<user@domain>";
+const RCPT_USAGE: &str = "RCPT TO:<user@domain>";
+
+fn parse_mail(args: &str, require_brackets: bool) -> Result<Command, CommandError> {
+    let rest = strip_keyword(args, "FROM:").ok_or(CommandError::Syntax(
+        "Syntax: MAIL FROM:<address> [parameters]",
+    ))?;
+    let (path, params) = split_path(rest, require_brackets, MAIL_USAGE)?;
+    let sender = MailAddress::parse_path(&path).map_err(CommandError::BadSender)?;
+    let mut parsed = MailParams::default();
+    for (key, value) in parse_params(params)? {
+        let dup = || CommandError::Syntax("Syntax error: duplicate parameter");
+        match key.to_ascii_uppercase().as_str() {
+            "SIZE" => {
+                let size = value
+                    .filter(|v| {
+                        !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or(CommandError::Syntax(
+                        "Syntax error: SIZE needs a number of octets",
+                    ))?;
+                if parsed.size.replace(size).is_some() {
+                    return Err(dup());
+                }
+            }
+            "BODY" => {
+                let body = value
+                    .map(str::to_ascii_uppercase)
+                    .filter(|v| v == "7BIT" || v == "8BITMIME")
+                    .ok_or(CommandError::Syntax(
+                        "Syntax error: BODY must be 7BIT or 8BITMIME",
+                    ))?;
+                if parsed.body.replace(body).is_some() {
+                    return Err(dup());
+                }
+            }
+            "RET" => {
+                let ret = value
+                    .map(str::to_ascii_uppercase)
+                    .filter(|v| v == "FULL" || v == "HDRS")
+                    .ok_or(CommandError::Syntax(
+                        "Syntax error: RET must be FULL or HDRS",
+                    ))?;
+                if parsed.ret.replace(ret).is_some() {
+                    return Err(dup());
+                }
+            }
+            "ENVID" => {
+                let envid = value.filter(|v| !v.is_empty() && v.len() <= 100).ok_or(
+                    CommandError::Syntax(
+                        "Syntax error: ENVID needs a value of at most 100 characters",
+                    ),
+                )?;
+                if parsed.envid.replace(envid.to_string()).is_some() {
+                    return Err(dup());
+                }
+            }
+            _ => return Err(CommandError::UnsupportedParameter(key.to_string())),
+        }
+    }
+    Ok(Command::Mail {
+        sender,
+        params: parsed,
+    })
+}
+
+fn parse_rcpt(args: &str, require_brackets: bool) -> Result<Command, CommandError> {
+    let rest = strip_keyword(args, "TO:").ok_or(CommandError::Syntax(
+        "Syntax: RCPT TO:<address> [parameters]",
+    ))?;
+    let (path, params) = split_path(rest, require_brackets, RCPT_USAGE)?;
+    let inner = &path[1..path.len() - 1];
+    let recipient = if inner.eq_ignore_ascii_case("postmaster") {
+        Recipient::Postmaster
+    } else {
+        match MailAddress::parse_path(&path).map_err(CommandError::BadRecipient)? {
+            Some(address) => Recipient::Address(address),
+            None => return Err(CommandError::BadRecipient(AddressError::Empty)),
+        }
+    };
+    let mut parsed = RcptParams::default();
+    for (key, value) in parse_params(params)? {
+        let dup = || CommandError::Syntax("Syntax error: duplicate parameter");
+        match key.to_ascii_uppercase().as_str() {
+            "NOTIFY" => {
+                let notify = value.map(str::to_ascii_uppercase).filter(|v| {
+                    v == "NEVER"
+                        || v.split(',')
+                            .all(|w| matches!(w, "SUCCESS" | "FAILURE" | "DELAY"))
+                });
+                let notify = notify.ok_or(CommandError::Syntax(
+                    "Syntax error: NOTIFY must be NEVER or a list of SUCCESS,FAILURE,DELAY",
+                ))?;
+                if parsed.notify.replace(notify).is_some() {
+                    return Err(dup());
+                }
+            }
+            "ORCPT" => {
+                let orcpt = value.filter(|v| v.contains(';') && v.len() <= 500).ok_or(
+                    CommandError::Syntax("Syntax error: ORCPT must be addr-type;address"),
+                )?;
+                if parsed.orcpt.replace(orcpt.to_string()).is_some() {
+                    return Err(dup());
+                }
+            }
+            _ => return Err(CommandError::UnsupportedParameter(key.to_string())),
+        }
+    }
+    Ok(Command::Rcpt {
+        recipient,
+        params: parsed,
+    })
+}
+
+/// Strips `FROM:` / `TO:` (any case) and the spaces lenient clients put after the colon.
+fn strip_keyword<'a>(args: &'a str, keyword: &str) -> Option<&'a str> {
+    let head = args.get(..keyword.len())?;
+    head.eq_ignore_ascii_case(keyword)
+        .then(|| args[keyword.len()..].trim_start())
+}
+
+/// Splits `<path> params` into the bracketed path and the parameter text. Without brackets
+/// (when allowed) the path is the first word and is returned with brackets added.
+fn split_path<'a>(
+    rest: &'a str,
+    require_brackets: bool,
+    usage: &'static str,
+) -> Result<(String, &'a str), CommandError> {
+    if rest.starts_with('<') {
+        let end = closing_bracket(rest).ok_or(CommandError::Syntax(
+            "Syntax error: unbalanced angle brackets in the address",
+        ))?;
+        let params = &rest[end + 1..];
+        if !params.is_empty() && !params.starts_with(' ') {
+            return Err(CommandError::Syntax(
+                "Syntax error: a space must separate the address from the parameters",
+            ));
+        }
+        Ok((rest[..=end].to_string(), params))
+    } else if rest.is_empty() {
+        Err(CommandError::Syntax(if usage == MAIL_USAGE {
+            "Syntax: MAIL FROM:<address> [parameters]"
+        } else {
+            "Syntax: RCPT TO:<address> [parameters]"
+        }))
+    } else if require_brackets {
+        Err(CommandError::MissingBrackets(usage))
+    } else {
+        let end = rest.find(' ').unwrap_or(rest.len());
+        let word = &rest[..end];
+        if word.contains(['<', '>']) {
+            return Err(CommandError::Syntax(
+                "Syntax error: unbalanced angle brackets in the address",
+            ));
+        }
+        Ok((format!("<{word}>"), &rest[end..]))
+    }
+}
+
+/// The index of the `>` closing a path that starts with `<`, skipping quoted strings.
+fn closing_bracket(text: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices().skip(1) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '>' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `KEY[=VALUE]` words.
+fn parse_params(text: &str) -> Result<Vec<(&str, Option<&str>)>, CommandError> {
+    text.split_whitespace()
+        .map(|word| {
+            let (key, value) = match word.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (word, None),
+            };
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(CommandError::Syntax("Syntax error: bad parameter"));
+            }
+            Ok((key, value))
+        })
+        .collect()
+}
+
+/// Where the [`DotScanner`] is within the DATA stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+enum ScanState {
+    /// Just after a CRLF (or at the very start of the data).
+    #[default]
+    LineStart,
+    /// Inside a line.
+    Text,
+    /// After a CR that may start a CRLF.
+    Cr,
+    /// After a `.` at the start of a line.
+    Dot,
+    /// After `CRLF.CR`.
+    DotCr,
+}
+
+/// What one [`DotScanner::scan`] call found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// Octets of the input consumed (up to and including the final `CRLF.CRLF` if `ended`).
+    pub consumed: usize,
+    /// The end of data was reached.
+    pub ended: bool,
+    /// A bare CR or bare LF was seen in the consumed part.
+    pub bare: bool,
+}
+
+/// Reads DATA content: removes dot-stuffing and finds the end of data, which is only
+/// `CRLF.CRLF` (the data's start counts as following a CRLF). A CR not followed by LF and an LF
+/// not preceded by CR are reported as bare and never end a line.
+#[derive(Clone, Debug, Default)]
+pub struct DotScanner {
+    state: ScanState,
+}
+
+impl DotScanner {
+    /// A scanner at the start of the data.
+    pub fn new() -> DotScanner {
+        DotScanner::default()
+    }
+
+    /// Scans `input`, appending the unstuffed message octets to `body` when given (a discarding
+    /// caller passes `None`). Stops right after the end of data.
+    pub fn scan(&mut self, input: &[u8], mut body: Option<&mut Vec<u8>>) -> Scan {
+        fn emit(body: &mut Option<&mut Vec<u8>>, bytes: &[u8]) {
+            if let Some(body) = body.as_deref_mut() {
+                body.extend_from_slice(bytes);
+            }
+        }
+        let mut bare = false;
+        let mut i = 0;
+        while i < input.len() {
+            if self.state == ScanState::Text {
+                // Fast path: copy up to the next CR or LF in one go.
+                let rest = &input[i..];
+                let n = rest
+                    .iter()
+                    .position(|&b| b == b'\r' || b == b'\n')
+                    .unwrap_or(rest.len());
+                emit(&mut body, &rest[..n]);
+                i += n;
+                if i == input.len() {
+                    break;
+                }
+            }
+            let b = input[i];
+            i += 1;
+            self.state = match (self.state, b) {
+                (ScanState::Text | ScanState::LineStart, b'\r') => {
+                    emit(&mut body, b"\r");
+                    ScanState::Cr
+                }
+                (ScanState::Text | ScanState::LineStart, b'\n') => {
+                    bare = true;
+                    emit(&mut body, b"\n");
+                    ScanState::Text
+                }
+                (ScanState::LineStart, b'.') => ScanState::Dot,
+                (ScanState::Text | ScanState::LineStart, b) => {
+                    emit(&mut body, &[b]);
+                    ScanState::Text
+                }
+                (ScanState::Cr, b'\n') => {
+                    emit(&mut body, b"\n");
+                    ScanState::LineStart
+                }
+                (ScanState::Cr, b'\r') => {
+                    bare = true;
+                    emit(&mut body, b"\r");
+                    ScanState::Cr
+                }
+                (ScanState::Cr, b) => {
+                    bare = true;
+                    emit(&mut body, &[b]);
+                    ScanState::Text
+                }
+                (ScanState::Dot, b'\r') => ScanState::DotCr,
+                (ScanState::Dot, b'\n') => {
+                    // `CRLF.LF`: not an end of data.
+                    bare = true;
+                    emit(&mut body, b".\n");
+                    ScanState::Text
+                }
+                (ScanState::Dot, b) => {
+                    // A stuffed dot: drop it, keep the rest of the line.
+                    emit(&mut body, &[b]);
+                    ScanState::Text
+                }
+                (ScanState::DotCr, b'\n') => {
+                    self.state = ScanState::LineStart;
+                    return Scan {
+                        consumed: i,
+                        ended: true,
+                        bare,
+                    };
+                }
+                (ScanState::DotCr, b) => {
+                    // `CRLF.CR` then something else: that CR was bare.
+                    bare = true;
+                    emit(&mut body, &[b'\r', b]);
+                    if b == b'\r' {
+                        ScanState::Cr
+                    } else {
+                        ScanState::Text
+                    }
+                }
+            };
+        }
+        Scan {
+            consumed: input.len(),
+            ended: false,
+            bare,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(input: &[u8]) -> (Vec<u8>, Option<usize>, bool) {
+        let mut s = DotScanner::new();
+        let mut body = Vec::new();
+        let r = s.scan(input, Some(&mut body));
+        (body, r.ended.then_some(r.consumed), r.bare)
+    }
+
+    #[test]
+    fn unstuffs_and_ends_only_on_crlf_dot_crlf() {
+        assert_eq!(scan_all(b".\r\n"), (vec![], Some(3), false));
+        assert_eq!(
+            scan_all(b"a\r\n..b\r\n.\r\nNOOP"),
+            (b"a\r\n.b\r\n".to_vec(), Some(11), false)
+        );
+        for trick in [
+            &b"a\n.\nb"[..],
+            b"a\r.\rb",
+            b"a\n.\r\nb",
+            b"a\r\n.\nb",
+            b"a\r\n.\rb",
+        ] {
+            let (_, end, bare) = scan_all(trick);
+            assert_eq!(end, None, "{trick:?} ended the data");
+            assert!(bare, "{trick:?} not reported bare");
+        }
+    }
+
+    #[test]
+    fn scanner_is_resumable_at_every_byte() {
+        let input = b"x\r\n..y\r\n\r\n.\r\nrest";
+        let mut s = DotScanner::new();
+        let mut body = Vec::new();
+        let mut total = 0;
+        for (i, b) in input.iter().enumerate() {
+            let r = s.scan(std::slice::from_ref(b), Some(&mut body));
+            total += r.consumed;
+            if r.ended {
+                assert_eq!(i + 1, 13);
+                break;
+            }
+        }
+        assert_eq!(total, 13);
+        assert_eq!(body, b"x\r\n.y\r\n\r\n");
+    }
+
+    #[test]
+    fn line_reader_bounds_and_resynchronises() {
+        let mut r = LineReader::default();
+        let long = vec![b'a'; MAX_LINE + 10];
+        assert_eq!(r.read(&long), (long.len(), None));
+        assert_eq!(r.read(b"aaa\r\nNOOP\r\n"), (5, Some(LineEvent::TooLong)));
+        assert_eq!(
+            r.read(b"NOOP\r\n"),
+            (6, Some(LineEvent::Line(b"NOOP".to_vec())))
+        );
+        assert_eq!(
+            r.read(b"NOOP\n"),
+            (5, Some(LineEvent::Line(b"NOOP".to_vec())))
+        );
+        // Exactly at the limit with CRLF: accepted.
+        let mut exact = vec![b'a'; MAX_LINE - 2];
+        exact.extend_from_slice(b"\r\n");
+        assert!(matches!(r.read(&exact), (n, Some(LineEvent::Line(_))) if n == MAX_LINE));
+        let mut over = vec![b'a'; MAX_LINE - 1];
+        over.extend_from_slice(b"\r\n");
+        assert_eq!(r.read(&over).1, Some(LineEvent::TooLong));
+    }
+
+    #[test]
+    fn parses_commands() {
+        let p = |s: &str| parse_command(s.as_bytes(), true);
+        assert_eq!(
+            p("ehlo client.example"),
+            Ok(Command::Ehlo("client.example".into()))
+        );
+        assert_eq!(
+            p("EHLO"),
+            Err(CommandError::Syntax("Syntax: EHLO hostname"))
+        );
+        assert_eq!(p("NOOP hello"), Ok(Command::Noop));
+        assert_eq!(p("DATA x"), Err(CommandError::Syntax("Syntax: DATA")));
+        assert_eq!(p("FOO"), Err(CommandError::Unknown));
+        match p("MAIL FROM:<a@b.example> SIZE=100 BODY=8bitmime RET=HDRS ENVID=x+2B1") {
+            Ok(Command::Mail { sender, params }) => {
+                assert_eq!(sender.unwrap().to_string(), "a@b.example");
+                assert_eq!(params.size, Some(100));
+                assert_eq!(params.body.as_deref(), Some("8BITMIME"));
+                assert_eq!(params.ret.as_deref(), Some("HDRS"));
+                assert_eq!(params.envid.as_deref(), Some("x+2B1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            p("mail from: <>"),
+            Ok(Command::Mail { sender: None, .. })
+        ));
+        assert!(matches!(
+            p("MAIL FROM:<\"a b\"@c.example> SIZE=1"),
+            Ok(Command::Mail {
+                sender: Some(_),
+                params: MailParams { size: Some(1), .. }
+            })
+        ));
+        assert_eq!(
+            p("MAIL FROM:a@b.example"),
+            Err(CommandError::MissingBrackets(MAIL_USAGE))
+        );
+        assert!(matches!(
+            parse_command(b"MAIL FROM:a@b.example SIZE=5", false),
+            Ok(Command::Mail {
+                sender: Some(_),
+                params: MailParams { size: Some(5), .. }
+            })
+        ));
+        assert_eq!(
+            p("MAIL FROM:<a@b.example> FOO=1"),
+            Err(CommandError::UnsupportedParameter("FOO".into()))
+        );
+        assert!(matches!(
+            p("MAIL FROM:<a@b.example> SIZE=x"),
+            Err(CommandError::Syntax(_))
+        ));
+        assert!(matches!(
+            p("MAIL FROM:<a@@b>"),
+            Err(CommandError::BadSender(_))
+        ));
+        assert!(matches!(
+            p("MAIL FROM:<a@b.example"),
+            Err(CommandError::Syntax(_))
+        ));
+        assert_eq!(
+            p("RCPT TO:<Postmaster>"),
+            Ok(Command::Rcpt {
+                recipient: Recipient::Postmaster,
+                params: RcptParams::default()
+            })
+        );
+        assert!(matches!(
+            p("RCPT TO:<>"),
+            Err(CommandError::BadRecipient(_))
+        ));
+        match p("RCPT TO:<c@d.example> NOTIFY=success,failure ORCPT=rfc822;c@d.example") {
+            Ok(Command::Rcpt { params, .. }) => {
+                assert_eq!(params.notify.as_deref(), Some("SUCCESS,FAILURE"));
+                assert_eq!(params.orcpt.as_deref(), Some("rfc822;c@d.example"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_command(b"NO\0OP", true), Err(CommandError::Nul));
+        assert_eq!(parse_command(b"NOOP\r", true), Err(CommandError::BareCr));
+        assert_eq!(
+            parse_command("NOOP é".as_bytes(), true),
+            Err(CommandError::EightBit)
+        );
+    }
+}

@@ -1,0 +1,516 @@
+//! The SMTP session: a state machine from client bytes to replies, with no socket, no clock
+//! and no store.
+//!
+//! The driver feeds it what it reads with [`Session::ingest`]; the session appends replies to
+//! the driver's `out` buffer (one write per read, which is what PIPELINING needs) and the
+//! message octets of DATA — dot-unstuffed, preceded by the `Received:` header — to the driver's
+//! `body` buffer, which the driver drains into the spool after every call, so a message is
+//! never held whole in memory. When the session needs the outside world it stops and says so
+//! in its [`Outcome`]:
+//!
+//! * [`Outcome::OpenMessage`]: DATA was accepted; the driver opens a message in the spool and
+//!   calls [`Session::begin_data`] with its name and the date (or a failure);
+//! * [`Outcome::Commit`]: the end of data arrived and the message is good; the driver commits
+//!   the envelope and calls [`Session::committed`]. Only then is `250` written, and only then
+//!   are the commands pipelined after the data processed;
+//! * [`Outcome::Discard`]: the message was refused (size, bare CR/LF); the reply is written and
+//!   the driver drops the open message;
+//! * [`Outcome::Close`]: the session is over; flush `out` and close.
+//!
+//! *What kind of bytes come next* (`Mode`) is kept apart from *the transaction so far*
+//! (`Transaction`), and which command is allowed when is decided in one place
+//! (`Session::gate`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use mailroom_mailet::{AttributeValue, Envelope, MailAddress};
+
+use crate::codec::{
+    parse_command, Command, CommandError, DotScanner, LineEvent, LineReader, MailParams,
+    RcptParams, Recipient,
+};
+use crate::reply::Reply;
+use crate::{
+    SmtpSettings, ATTR_BODY, ATTR_DSN_ENVID, ATTR_DSN_RECIPIENTS, ATTR_DSN_RET, ATTR_HELO,
+};
+
+/// After this many protocol errors (unknown commands, syntax, bad sequence) the client is
+/// disconnected with `421 4.7.0` (as Postfix's `smtpd_hard_error_limit`).
+pub const MAX_ERRORS: u32 = 20;
+
+/// What the driver must do after [`Session::ingest`].
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every input octet was consumed; read more.
+    Continue,
+    /// DATA was accepted: open a message in the spool, then call [`Session::begin_data`].
+    OpenMessage,
+    /// The message is complete: commit it with this envelope, then call
+    /// [`Session::committed`] with the result. Input after the end of data was not consumed.
+    Commit(Box<Envelope>),
+    /// The message was refused and the reply written: drop the open message.
+    Discard,
+    /// The session is over: write `out` and close the connection.
+    Close,
+}
+
+/// What the driver hands the session when a message has been opened in the spool.
+#[derive(Clone, Debug)]
+pub struct DataStart {
+    /// The name (queue id) of the mail in the spool.
+    pub id: String,
+    /// The current date in RFC 5322 form (`Mon, 23 Nov 2026 09:07:51 +0000`).
+    pub date: String,
+}
+
+/// What kind of input comes next.
+#[derive(Debug)]
+enum Mode {
+    /// Command lines.
+    Command,
+    /// DATA was accepted; waiting for [`Session::begin_data`].
+    AwaitOpen,
+    /// Message content being written to the body buffer.
+    Data {
+        /// Dot-unstuffing and end-of-data detection.
+        scanner: DotScanner,
+        /// The mail's name, for the envelope and the final reply.
+        id: String,
+        /// Client octets received so far (the `Received:` header is not counted).
+        size: u64,
+    },
+    /// Message content being read and dropped until the end of data, then `reply` is sent.
+    Discard {
+        /// End-of-data detection.
+        scanner: DotScanner,
+        /// The one reply to send at the end of data.
+        reply: Reply,
+    },
+    /// The end of data arrived; waiting for [`Session::committed`].
+    AwaitCommit {
+        /// The mail's name, for the `250` reply.
+        id: String,
+    },
+    /// QUIT, timeout, shutdown or too many errors.
+    Closed,
+}
+
+/// The client's HELO/EHLO.
+#[derive(Clone, Debug)]
+struct Helo {
+    /// The name the client gave.
+    name: String,
+    /// EHLO (ESMTP) rather than HELO.
+    extended: bool,
+}
+
+/// The mail transaction so far (between MAIL FROM and the end of DATA or RSET).
+#[derive(Clone, Debug)]
+struct Transaction {
+    /// The reverse-path; `None` is `<>`.
+    sender: Option<MailAddress>,
+    /// MAIL FROM parameters, kept for the envelope's attributes.
+    params: MailParams,
+    /// Accepted recipients, without duplicates, with their DSN parameters.
+    rcpts: Vec<(MailAddress, RcptParams)>,
+}
+
+/// One SMTP session. See the module documentation for the protocol between it and its driver.
+#[derive(Debug)]
+pub struct Session {
+    /// Limits, names and relay policy of the listener.
+    settings: Arc<SmtpSettings>,
+    /// The client's address: relay decisions, `Received:` and the envelope.
+    peer: IpAddr,
+    /// What kind of input comes next.
+    mode: Mode,
+    /// Splits command input into bounded lines.
+    lines: LineReader,
+    /// Set by HELO/EHLO.
+    helo: Option<Helo>,
+    /// Set by MAIL FROM, cleared by RSET, HELO/EHLO and the end of a message.
+    txn: Option<Transaction>,
+    /// Protocol errors so far; see [`MAX_ERRORS`].
+    errors: u32,
+}
+
+impl Session {
+    /// A new session for a client at `peer`.
+    pub fn new(settings: Arc<SmtpSettings>, peer: IpAddr) -> Session {
+        Session {
+            settings,
+            peer,
+            mode: Mode::Command,
+            lines: LineReader::default(),
+            helo: None,
+            txn: None,
+            errors: 0,
+        }
+    }
+
+    /// Writes the `220` banner.
+    pub fn greet(&mut self, out: &mut Vec<u8>) {
+        Reply::greeting(&self.settings.hello_name).write_to(out);
+    }
+
+    /// Whether the session is over (the driver should close once `out` is written).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.mode, Mode::Closed)
+    }
+
+    /// Whether message content is being received (the driver has a message open).
+    pub fn in_data(&self) -> bool {
+        matches!(self.mode, Mode::Data { .. } | Mode::Discard { .. })
+    }
+
+    /// The client was idle too long: writes `421 4.4.2` and ends the session.
+    pub fn timeout(&mut self, out: &mut Vec<u8>) {
+        Reply::timeout(&self.settings.hello_name).write_to(out);
+        self.mode = Mode::Closed;
+    }
+
+    /// The server is stopping: writes `421 4.3.2` and ends the session.
+    pub fn shutdown(&mut self, out: &mut Vec<u8>) {
+        Reply::shutting_down(&self.settings.hello_name).write_to(out);
+        self.mode = Mode::Closed;
+    }
+
+    /// Processes client input. Returns how many octets of `input` were consumed and what the
+    /// driver must do; with [`Outcome::Continue`] all of it was consumed. Replies are appended
+    /// to `out`, message octets to `body`. While an [`Outcome::OpenMessage`] or
+    /// [`Outcome::Commit`] has not been answered, nothing is consumed. Never panics.
+    pub fn ingest(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        body: &mut Vec<u8>,
+    ) -> (usize, Outcome) {
+        let mut pos = 0;
+        loop {
+            let rest = &input[pos..];
+            match &mut self.mode {
+                Mode::Closed => return (input.len(), Outcome::Close),
+                Mode::AwaitOpen => return (pos, Outcome::OpenMessage),
+                Mode::AwaitCommit { .. } => return (pos, Outcome::Continue),
+                _ if rest.is_empty() => return (pos, Outcome::Continue),
+                Mode::Command => {
+                    let (used, event) = self.lines.read(rest);
+                    pos += used;
+                    let Some(event) = event else { continue };
+                    let result = match event {
+                        LineEvent::TooLong => Err(CommandError::TooLong),
+                        LineEvent::Line(line) => {
+                            parse_command(&line, self.settings.address_brackets_enforcement)
+                        }
+                    };
+                    let reply = match result {
+                        Ok(command) => match self.gate(&command) {
+                            Ok(()) => self.execute(command),
+                            Err(reply) => Some(reply),
+                        },
+                        Err(error) => Some(error.reply()),
+                    };
+                    if let Some(reply) = reply {
+                        self.reply(reply, out);
+                    }
+                    match self.mode {
+                        Mode::Closed => return (input.len(), Outcome::Close),
+                        Mode::AwaitOpen => return (pos, Outcome::OpenMessage),
+                        _ => {}
+                    }
+                }
+                Mode::Data { scanner, id, size } => {
+                    let before = body.len();
+                    let scan = scanner.scan(rest, Some(body));
+                    pos += scan.consumed;
+                    *size += (body.len() - before) as u64;
+                    let max = self.settings.max_message_size;
+                    let refusal = if scan.bare {
+                        Some(Reply::bare_line_ending())
+                    } else if max > 0 && *size > max {
+                        Some(Reply::too_big())
+                    } else {
+                        None
+                    };
+                    if let Some(reply) = refusal {
+                        // Stop emitting; the driver drops what it already wrote.
+                        body.truncate(before);
+                        let scanner = std::mem::take(scanner);
+                        self.mode = Mode::Discard { scanner, reply };
+                        if scan.ended {
+                            return (pos, self.end_discard(out));
+                        }
+                    } else if scan.ended {
+                        let (id, size) = (std::mem::take(id), *size);
+                        let envelope = self.envelope(&id, size);
+                        self.mode = Mode::AwaitCommit { id };
+                        return (pos, Outcome::Commit(Box::new(envelope)));
+                    }
+                }
+                Mode::Discard { scanner, .. } => {
+                    let scan = scanner.scan(rest, None);
+                    pos += scan.consumed;
+                    if scan.ended {
+                        return (pos, self.end_discard(out));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers [`Outcome::OpenMessage`]: with the spool's name for the mail and the date,
+    /// writes `354` and the `Received:` header (into `body`); on failure, `451` and the
+    /// session stays in command mode. Does nothing in any other state.
+    pub fn begin_data<E>(
+        &mut self,
+        opened: Result<DataStart, E>,
+        out: &mut Vec<u8>,
+        body: &mut Vec<u8>,
+    ) {
+        if !matches!(self.mode, Mode::AwaitOpen) {
+            return;
+        }
+        match opened {
+            Ok(start) => {
+                self.received_header(&start, body);
+                Reply::start_data().write_to(out);
+                self.mode = Mode::Data {
+                    scanner: DotScanner::new(),
+                    id: start.id,
+                    size: 0,
+                };
+            }
+            Err(_) => {
+                Reply::local_error().write_to(out);
+                self.mode = Mode::Command;
+            }
+        }
+    }
+
+    /// Answers [`Outcome::Commit`]: `250` with the mail's name when the spool committed it,
+    /// `451` otherwise. Either way the transaction ends and command input resumes. Does nothing
+    /// in any other state.
+    pub fn committed<E>(&mut self, result: Result<(), E>, out: &mut Vec<u8>) {
+        let Mode::AwaitCommit { id } = &self.mode else {
+            return;
+        };
+        match result {
+            Ok(()) => Reply::accepted(id).write_to(out),
+            Err(_) => Reply::local_error().write_to(out),
+        }
+        self.txn = None;
+        self.mode = Mode::Command;
+    }
+
+    /// Writes a reply, counting protocol errors and closing after too many.
+    fn reply(&mut self, reply: Reply, out: &mut Vec<u8>) {
+        let protocol_error = matches!(reply.code, 500..=504 | 555);
+        reply.write_to(out);
+        if protocol_error {
+            self.errors += 1;
+            if self.errors >= MAX_ERRORS && !matches!(self.mode, Mode::Closed) {
+                Reply::too_many_errors(&self.settings.hello_name).write_to(out);
+                self.mode = Mode::Closed;
+            }
+        }
+    }
+
+    /// The end of a refused message: its one reply, and the transaction is over.
+    fn end_discard(&mut self, out: &mut Vec<u8>) -> Outcome {
+        if let Mode::Discard { reply, .. } = std::mem::replace(&mut self.mode, Mode::Command) {
+            reply.write_to(out);
+        }
+        self.txn = None;
+        Outcome::Discard
+    }
+
+    /// The permission gate: whether `command` may run now. The one place that knows the order
+    /// of SMTP commands.
+    fn gate(&self, command: &Command) -> Result<(), Reply> {
+        match command {
+            Command::Mail { .. } if self.helo.is_none() && self.settings.helo_ehlo_enforcement => {
+                Err(Reply::bad_sequence("send HELO/EHLO first"))
+            }
+            Command::Mail { .. } if self.txn.is_some() => {
+                Err(Reply::bad_sequence("nested MAIL command"))
+            }
+            Command::Rcpt { .. } if self.txn.is_none() => {
+                Err(Reply::bad_sequence("need MAIL before RCPT"))
+            }
+            Command::Data if self.txn.is_none() => Err(Reply::bad_sequence("need MAIL command")),
+            Command::Data if self.txn.as_ref().is_some_and(|t| t.rcpts.is_empty()) => {
+                Err(Reply::no_recipients())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs a command the gate allowed. Returns its reply, or `None` when the reply comes
+    /// later (DATA: from [`Session::begin_data`]).
+    fn execute(&mut self, command: Command) -> Option<Reply> {
+        Some(match command {
+            Command::Ehlo(name) => {
+                self.helo = Some(Helo {
+                    name,
+                    extended: true,
+                });
+                self.txn = None;
+                Reply::ehlo(&self.settings.hello_name, self.extensions())
+            }
+            Command::Helo(name) => {
+                self.helo = Some(Helo {
+                    name,
+                    extended: false,
+                });
+                self.txn = None;
+                Reply::helo(&self.settings.hello_name)
+            }
+            Command::Mail { sender, params } => {
+                let max = self.settings.max_message_size;
+                if max > 0 && params.size.is_some_and(|size| size > max) {
+                    return Some(Reply::too_big());
+                }
+                self.txn = Some(Transaction {
+                    sender,
+                    params,
+                    rcpts: Vec::new(),
+                });
+                Reply::sender_ok()
+            }
+            Command::Rcpt { recipient, params } => self.rcpt(recipient, params),
+            Command::Data => {
+                // The 354 is written by `begin_data`, once the spool has a place for the mail.
+                self.mode = Mode::AwaitOpen;
+                return None;
+            }
+            Command::Rset => {
+                self.txn = None;
+                Reply::ok()
+            }
+            Command::Noop => Reply::ok(),
+            Command::Quit => {
+                self.mode = Mode::Closed;
+                Reply::bye(&self.settings.hello_name)
+            }
+            Command::Vrfy => Reply::cannot_vrfy(),
+            Command::Expn => Reply::disabled("EXPN"),
+            Command::Help => Reply::help(),
+        })
+    }
+
+    /// The EHLO keywords.
+    fn extensions(&self) -> Vec<String> {
+        let size = match self.settings.max_message_size {
+            0 => "SIZE".to_string(),
+            max => format!("SIZE {max}"),
+        };
+        vec![
+            "PIPELINING".to_string(),
+            size,
+            "8BITMIME".to_string(),
+            "ENHANCEDSTATUSCODES".to_string(),
+        ]
+    }
+
+    /// RCPT TO: the recipient limit, then the relay policy.
+    fn rcpt(&mut self, recipient: Recipient, params: RcptParams) -> Reply {
+        let settings = &self.settings;
+        let address = match recipient {
+            // RFC 5321 §4.5.1: always accepted, whatever the relay policy.
+            Recipient::Postmaster => MailAddress::new("postmaster", &settings.hello_name)
+                .or_else(|_| MailAddress::new("postmaster", "localhost"))
+                .expect("postmaster@localhost is a valid address"),
+            Recipient::Address(address) => {
+                if !(settings.is_local_domain)(address.domain())
+                    && !(settings.relay_allowed)(self.peer)
+                {
+                    return Reply::relay_denied();
+                }
+                address
+            }
+        };
+        let Some(txn) = self.txn.as_mut() else {
+            return Reply::bad_sequence("need MAIL before RCPT");
+        };
+        if txn.rcpts.iter().any(|(a, _)| *a == address) {
+            return Reply::recipient_ok();
+        }
+        if settings.max_rcpt > 0 && txn.rcpts.len() >= settings.max_rcpt {
+            return Reply::too_many_recipients();
+        }
+        txn.rcpts.push((address, params));
+        Reply::recipient_ok()
+    }
+
+    /// The envelope to commit for the current transaction.
+    fn envelope(&self, id: &str, size: u64) -> Envelope {
+        let ip = self.peer.to_string();
+        let (sender, params, rcpts) = match &self.txn {
+            Some(t) => (t.sender.clone(), t.params.clone(), t.rcpts.clone()),
+            None => (None, MailParams::default(), Vec::new()),
+        };
+        let mut envelope = Envelope::new(
+            id,
+            sender,
+            rcpts.iter().map(|(address, _)| address.clone()).collect(),
+        );
+        envelope.remote_addr = ip.clone();
+        envelope.remote_host = self.helo.as_ref().map_or(ip, |h| h.name.clone());
+        envelope.size = size;
+        let attributes = &mut envelope.attributes;
+        if let Some(helo) = &self.helo {
+            attributes.insert(ATTR_HELO.into(), helo.name.clone().into());
+        }
+        if let Some(body) = params.body {
+            attributes.insert(ATTR_BODY.into(), body.into());
+        }
+        if let Some(ret) = params.ret {
+            attributes.insert(ATTR_DSN_RET.into(), ret.into());
+        }
+        if let Some(envid) = params.envid {
+            attributes.insert(ATTR_DSN_ENVID.into(), envid.into());
+        }
+        let mut dsn = BTreeMap::new();
+        for (address, p) in rcpts {
+            let mut entry = BTreeMap::new();
+            if let Some(notify) = p.notify {
+                entry.insert("notify".to_string(), notify.into());
+            }
+            if let Some(orcpt) = p.orcpt {
+                entry.insert("orcpt".to_string(), orcpt.into());
+            }
+            if !entry.is_empty() {
+                dsn.insert(address.to_string(), AttributeValue::Map(entry));
+            }
+        }
+        if !dsn.is_empty() {
+            attributes.insert(ATTR_DSN_RECIPIENTS.into(), AttributeValue::Map(dsn));
+        }
+        envelope
+    }
+
+    /// The trace header of RFC 5321 §4.4, folded over three lines.
+    fn received_header(&self, start: &DataStart, body: &mut Vec<u8>) {
+        let literal = match self.peer {
+            IpAddr::V4(ip) => format!("[{ip}]"),
+            IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
+        };
+        let (helo, protocol) = match &self.helo {
+            Some(h) => (h.name.as_str(), if h.extended { "ESMTP" } else { "SMTP" }),
+            None => (literal.as_str(), "SMTP"),
+        };
+        let single = match self.txn.as_ref().map(|t| t.rcpts.as_slice()) {
+            Some([(only, _)]) => format!("\r\n\tfor <{only}>"),
+            _ => String::new(),
+        };
+        let header = format!(
+            "Received: from {helo} ({literal})\r\n\tby {host} (Mailroom) with {protocol} id {id}{single};\r\n\t{date}\r\n",
+            host = self.settings.hello_name,
+            id = start.id,
+            date = start.date,
+        );
+        body.extend_from_slice(header.as_bytes());
+    }
+}

@@ -1,0 +1,281 @@
+//! Starts the real `mailroom` binary on free loopback ports with a temporary home, and stops
+//! it (kill, then wait) when the handle is dropped, even when the test fails.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_mailroom");
+
+/// A free TCP port on 127.0.0.1 (bound then released; the server binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The processor tree most tests use: James's default tree.
+pub const DEFAULT_TREE: &str = r#"
+    <processor name="root">
+      <mailet match="RelayLimit=30" class="Null"/>
+      <mailet match="All" class="PostmasterAlias"/>
+      <mailet match="All" class="ToProcessor"><processor>transport</processor></mailet>
+    </processor>
+    <processor name="transport">
+      <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+      <mailet match="HostIsLocal" class="ToProcessor">
+        <processor>local-address-error</processor>
+        <notice>550 - Requested action not taken: no such user here</notice>
+      </mailet>
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/outgoing/</repositoryPath></mailet>
+    </processor>
+    <processor name="error">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>
+    </processor>
+    <processor name="local-address-error">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/address-error/</repositoryPath></mailet>
+    </processor>
+"#;
+
+/// A running server.
+pub struct Server {
+    child: Option<Child>,
+    /// Its home directory (removed on drop).
+    pub home: tempfile::TempDir,
+    /// The SMTP port.
+    pub smtp_port: u16,
+    /// The config file.
+    pub config: PathBuf,
+}
+
+/// Builds a config.xml with the given processors and SMTP handler options.
+pub fn config_xml(smtp_port: u16, tree: &str, smtp_handler: &str) -> String {
+    format!(
+        r#"<?xml version="1.0"?>
+<config>
+  <James>
+    <postmaster>postmaster@localhost</postmaster>
+    <servernames autodetect="false"><servername>localhost</servername><servername>example.test</servername></servernames>
+    <usernames ignoreCase="true" enableAliases="true" enableForwarding="true"/>
+    <inboxRepository><repository destinationURL="file://var/mail/inboxes/" type="MAIL"/></inboxRepository>
+  </James>
+  <spoolmanager>
+    <threads>2</threads>
+    {tree}
+  </spoolmanager>
+  <spoolrepository><repository destinationURL="file://var/mail/spool/" type="SPOOL"/></spoolrepository>
+  <users-store><repository name="LocalUsers" class="org.apache.james.userrepository.UsersFileRepository" destinationURL="file://var/users/"/></users-store>
+  <smtpserver enabled="true">
+    <port>{smtp_port}</port>
+    <bind>127.0.0.1</bind>
+    <handler>
+      <helloName autodetect="false">mail.example.test</helloName>
+      <connectiontimeout>20000</connectiontimeout>
+      {smtp_handler}
+    </handler>
+  </smtpserver>
+  <pop3server enabled="false"/>
+  <nntpserver enabled="false"/>
+  <remotemanager enabled="false"/>
+</config>
+"#
+    )
+}
+
+impl Server {
+    /// Starts a server with the default tree.
+    pub fn start() -> Server {
+        Server::start_with(DEFAULT_TREE, "")
+    }
+
+    /// Starts a server with this processor tree and these extra SMTP handler options.
+    pub fn start_with(tree: &str, smtp_handler: &str) -> Server {
+        let home = tempfile::tempdir().unwrap();
+        let smtp_port = free_port();
+        let config = home.path().join("config.xml");
+        std::fs::write(&config, config_xml(smtp_port, tree, smtp_handler)).unwrap();
+        let mut server = Server {
+            child: None,
+            home,
+            smtp_port,
+            config,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts (again) the binary over the same home.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--home")
+            .arg(self.home.path())
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.smtp_port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("server exited with {status}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs the server and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// A path under the home directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.home.path().join(rel)
+    }
+
+    /// Runs `mailroom <args> --config <config>` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--home")
+            .arg(self.home.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Adds a user through the CLI.
+    pub fn add_user(&self, name: &str, password: &str) {
+        let out = self.cli(&["user", "add", name, "--password", password]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Connects to SMTP and reads the banner.
+    pub fn smtp(&self) -> Smtp {
+        Smtp::connect(self.smtp_port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The files in a Maildir's `new/`, read, sorted by content.
+pub fn maildir_messages(dir: &Path) -> Vec<Vec<u8>> {
+    let Ok(entries) = std::fs::read_dir(dir.join("new")) else {
+        return Vec::new();
+    };
+    let mut all: Vec<Vec<u8>> = entries
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    all.sort();
+    all
+}
+
+/// Number of mails (envelope files) in a file mail repository.
+pub fn repository_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "env")
+            })
+            .count()
+    })
+}
+
+/// Waits until `check` holds, up to 20 s.
+pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal raw SMTP client for protocol tests.
+pub struct Smtp {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Smtp {
+    /// Connects and reads the 220 banner.
+    pub fn connect(port: u16) -> Smtp {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut smtp = Smtp {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        let banner = smtp.reply();
+        assert!(banner.starts_with("220"), "{banner}");
+        smtp
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// Reads one (possibly multi-line) reply; returns all its lines joined with `\n`.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).unwrap();
+            assert!(n > 0, "connection closed; got so far: {all:?}");
+            all.push_str(line.trim_end());
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+            all.push('\n');
+        }
+    }
+
+    /// Sends a command line and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+}

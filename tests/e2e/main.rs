@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `mailroom` binary on free loopback ports, driven by real clients
+//! (Python's smtplib and a raw SMTP client).
+
+mod cli;
+mod crash;
+mod delivery;
+mod harness;
+mod processor_tree;
+mod smtp_input;
