@@ -1,7 +1,7 @@
 //! Starts the real `mailroom` binary on free loopback ports with a temporary home, and stops
 //! it (kill, then wait) when the handle is dropped, even when the test fails.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -9,6 +9,9 @@ use mailroom_mailet::{Envelope, Mail};
 use super::fsutil::{self, create_dir_durable, sync_dir, write_atomic};
 use crate::{validate_mail_name, IncomingMessage, MailRepository, Result, StoreError};
 
+/// Called with the mail's name once an incoming mail is durable (the spool queues it).
+pub(crate) type OnCommit = Box<dyn FnOnce(&str) + Send>;
+
 /// A mail repository in a directory. See the [module docs](super).
 #[derive(Debug, Clone)]
 pub struct FileMailRepository {
@@ -51,7 +54,7 @@ impl FileMailRepository {
     /// Starts a new mail; `on_commit` runs after the mail became durable.
     pub(crate) fn incoming_with(
         &self,
-        on_commit: Option<Box<dyn FnOnce(&str) + Send>>,
+        on_commit: Option<OnCommit>,
     ) -> Result<FileIncoming> {
         let name = crate::new_mail_name();
         let tmp_path = self.tmp.join(format!("{name}.eml"));
@@ -155,7 +158,7 @@ pub struct FileIncoming {
     tmp_path: PathBuf,
     file: Option<BufWriter<File>>,
     written: u64,
-    on_commit: Option<Box<dyn FnOnce(&str) + Send>>,
+    on_commit: Option<OnCommit>,
 }
 
 impl Write for FileIncoming {
