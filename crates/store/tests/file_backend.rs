@@ -28,18 +28,26 @@ fn file_users_repository() {
 
 #[test]
 fn reopening_cleans_crash_leftovers_and_keeps_mail() {
+    use mailroom_store::MailRepository;
     let dir = tempfile::tempdir().unwrap();
     let spool = FileSpool::open(dir.path()).unwrap();
-    let mut incoming = mailroom_store::MailRepository::incoming(&spool).unwrap();
+    let mut incoming = spool.incoming().unwrap();
     std::io::Write::write_all(&mut incoming, b"Subject: half\r\n").unwrap();
     std::mem::forget(incoming); // as if the process died mid-write
-    fs::write(dir.path().join("Orphan.eml"), b"x").unwrap();
+    let mut kept = spool.incoming().unwrap();
+    std::io::Write::write_all(&mut kept, b"Subject: kept\r\n\r\nbody\r\n").unwrap();
+    let kept_name = kept.name().to_string();
+    kept.commit(mailroom_mailet::Envelope::new("x", None, vec![]))
+        .unwrap();
+    drop(spool);
     let spool = FileSpool::open(dir.path()).unwrap();
     assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-    assert!(!dir.path().join("Orphan.eml").exists());
-    assert!(mailroom_store::MailRepository::list(&spool)
-        .unwrap()
-        .is_empty());
+    assert_eq!(spool.list().unwrap(), vec![kept_name.clone()]);
+    let mail = spool.retrieve(&kept_name).unwrap().unwrap();
+    assert_eq!(
+        mail.message.to_bytes().unwrap(),
+        b"Subject: kept\r\n\r\nbody\r\n"
+    );
 }
 
 #[test]

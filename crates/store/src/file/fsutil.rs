@@ -105,10 +105,9 @@ impl Read for FileRangeReader {
     }
 }
 
-/// Opens a message file: reads its header section into memory and leaves the body in the file.
-pub fn open_message(path: &Path) -> io::Result<mailroom_mailet::Message> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
+/// A message stored in the first `len` octets of `file`: reads its header section into memory
+/// and leaves the body in the file.
+pub fn open_message(file: File, len: u64) -> io::Result<mailroom_mailet::Message> {
     let mut head = vec![0u8; (len as usize).min(MAX_HEADER_SECTION + 4096)];
     let mut filled = 0;
     while filled < head.len() {
@@ -123,7 +122,78 @@ pub fn open_message(path: &Path) -> io::Result<mailroom_mailet::Message> {
     let body = FileBody {
         file: Arc::new(file),
         offset: split as u64,
-        len: len - split as u64,
+        len: len.saturating_sub(split as u64),
     };
     Ok(mailroom_mailet::Message::new(head, Arc::new(body)))
+}
+
+/// Group commit of a directory's fsync: makes the renames done in a directory durable, sharing
+/// one `fsync` between every caller that asked while another was running.
+///
+/// With many SMTP sessions committing at once, each waits for at most one fsync that started
+/// after its rename, instead of queueing one fsync each. A failed directory fsync poisons the
+/// syncer: after such a failure the kernel's view of what is on disk cannot be trusted, so every
+/// later call fails too and nothing more is acknowledged.
+#[derive(Debug)]
+pub struct DirSync {
+    dir: File,
+    state: std::sync::Mutex<SyncState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Tickets handed out so far.
+    requested: u64,
+    /// Every ticket up to this one is durable.
+    completed: u64,
+    /// Whether a caller is running the fsync now.
+    running: bool,
+    /// Set for good by the first failure.
+    poisoned: Option<io::ErrorKind>,
+}
+
+impl DirSync {
+    /// A syncer for `dir` (kept open).
+    pub fn open(dir: &Path) -> io::Result<DirSync> {
+        Ok(DirSync {
+            dir: File::open(dir)?,
+            state: Default::default(),
+            done: Default::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns once everything done in the directory before the call is durable.
+    pub fn sync(&self) -> io::Result<()> {
+        let mut state = self.lock();
+        state.requested += 1;
+        let ticket = state.requested;
+        loop {
+            if let Some(kind) = state.poisoned {
+                return Err(io::Error::new(kind, "an earlier directory fsync failed"));
+            }
+            if state.completed >= ticket {
+                return Ok(());
+            }
+            if state.running {
+                state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.running = true;
+            let covers = state.requested;
+            drop(state);
+            let result = self.dir.sync_all();
+            state = self.lock();
+            state.running = false;
+            match &result {
+                Ok(()) => state.completed = covers,
+                Err(e) => state.poisoned = Some(e.kind()),
+            }
+            self.done.notify_all();
+        }
+    }
 }

@@ -4,15 +4,17 @@
 //! `new/<unique>`, fsync `new/`. The unique name is `<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>`
 //! (the `,S=` size field is the one Dovecot writes and reads).
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mailroom_mailet::Message;
 
-use super::fsutil::{create_dir_durable, sync_dir};
+use super::fsutil::{create_dir_durable, DirSync};
 use crate::{validate_user_name, InboxRepository, Result};
 
 /// The inbox repository of Maildirs under one root.
@@ -20,6 +22,8 @@ use crate::{validate_user_name, InboxRepository, Result};
 pub struct Maildir {
     root: PathBuf,
     host: String,
+    /// The `new/` syncer of every Maildir delivered to so far (which also says it exists).
+    new_dirs: Mutex<HashMap<String, Arc<DirSync>>>,
 }
 
 impl Maildir {
@@ -29,6 +33,7 @@ impl Maildir {
         Ok(Maildir {
             root: root.to_path_buf(),
             host: host_name(),
+            new_dirs: Mutex::default(),
         })
     }
 
@@ -40,6 +45,19 @@ impl Maildir {
             create_dir_durable(&dir.join(sub))?;
         }
         Ok(dir)
+    }
+
+    /// The `new/` syncer of `user`'s Maildir, creating the Maildir on first use.
+    fn new_dir_sync(&self, user: &str) -> Result<(PathBuf, Arc<DirSync>)> {
+        let mut known = self.new_dirs.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.root.join(user);
+        if let Some(sync) = known.get(user) {
+            return Ok((dir, sync.clone()));
+        }
+        let dir = self.user_dir(user)?;
+        let sync = Arc::new(DirSync::open(&dir.join("new"))?);
+        known.insert(user.to_string(), sync.clone());
+        Ok((dir, sync))
     }
 
     fn unique_name(&self) -> String {
@@ -60,7 +78,8 @@ impl Maildir {
 
 impl InboxRepository for Maildir {
     fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()> {
-        let dir = self.user_dir(user)?;
+        validate_user_name(user)?;
+        let (dir, new_sync) = self.new_dir_sync(user)?;
         let unique = self.unique_name();
         let tmp = dir.join("tmp").join(&unique);
         let size = trace_header.len() as u64 + message.size();
@@ -75,7 +94,7 @@ impl InboxRepository for Maildir {
         })();
         match result {
             Ok(_) => {
-                sync_dir(&dir.join("new"))?;
+                new_sync.sync()?;
                 Ok(())
             }
             Err(e) => {
