@@ -78,10 +78,10 @@ pub fn only_envelope(dir: &std::path::Path) -> serde_json::Value {
     let envs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "env"))
+        .filter(|p| p.extension().is_some_and(|x| x == "mail"))
         .collect();
     assert_eq!(envs.len(), 1, "{envs:?}");
-    serde_json::from_slice(&std::fs::read(&envs[0]).unwrap()).unwrap()
+    crate::harness::envelope_of(&envs[0])
 }
 
 /// Every envelope in a file repository.
@@ -90,8 +90,8 @@ pub fn envelopes(dir: &std::path::Path) -> Vec<serde_json::Value> {
         .map(|entries| {
             entries
                 .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|x| x == "env"))
-                .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+                .filter(|p| p.extension().is_some_and(|x| x == "mail"))
+                .map(|p| crate::harness::envelope_of(&p))
                 .collect()
         })
         .unwrap_or_default()

@@ -216,7 +216,7 @@ pub fn repository_count(dir: &Path) -> usize {
                     .unwrap()
                     .path()
                     .extension()
-                    .is_some_and(|x| x == "env")
+                    .is_some_and(|x| x == "mail")
             })
             .count()
     })
@@ -278,4 +278,17 @@ impl Smtp {
         self.send(format!("{line}\r\n").as_bytes());
         self.reply()
     }
+}
+
+/// The envelope of a mail file of a file repository: its last record (see the store crate's
+/// `file::mail` module for the format).
+pub fn envelope_of(path: &Path) -> serde_json::Value {
+    const MAGIC: &[u8] = b"\xffMRENV\x00\x01";
+    let bytes = std::fs::read(path).unwrap();
+    let at = bytes
+        .windows(MAGIC.len())
+        .rposition(|w| w == MAGIC)
+        .expect("an envelope record");
+    let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+    serde_json::from_slice(&bytes[at - len..at]).unwrap()
 }
