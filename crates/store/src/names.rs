@@ -53,15 +53,24 @@ pub fn validate_mail_name(name: &str) -> Result<()> {
     }
 }
 
-/// A new mail name, unique in this process and across restarts: `Mail<millis>-<pid>-<n>`.
-/// The time prefix makes names sort in arrival order.
+/// A new mail name, unique in this process and across restarts, and unpredictable:
+/// `Mail<millis>-<n>-<64 random bits>`. The time prefix makes names sort in arrival order; the
+/// random part keeps a client from guessing the name its message will be stored under (the
+/// file repository relies on that to tell its own envelope records from forged ones).
 pub fn new_mail_name() -> String {
+    use std::hash::{BuildHasher, RandomState};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static KEYS: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("Mail{millis:013}-{}-{n}", std::process::id())
+    // SipHash under random keys (seeded by the OS) of the counter and time: unpredictable
+    // without the keys, which never leave the process.
+    let random = KEYS
+        .get_or_init(RandomState::new)
+        .hash_one((n, millis, std::process::id()));
+    format!("Mail{millis:013}-{n}-{random:016x}")
 }
 
 #[cfg(test)]

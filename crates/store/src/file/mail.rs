@@ -92,6 +92,22 @@ impl FileMailRepository {
         self.dir.join(format!("{name}.mail"))
     }
 
+    /// Moves a mail file without a whole envelope record of its own aside, into `corrupt/`.
+    /// Mailroom never renames such a file into place (files are fsync'd with their first record
+    /// first), so it comes from a disk error or a hand edit; it is kept for an administrator to
+    /// look at rather than deleted.
+    fn quarantine(&self, name: &str, why: &str) -> Result<()> {
+        let corrupt = self.dir.join("corrupt");
+        create_dir_durable(&corrupt)?;
+        tracing::error!(repository = %self.dir.display(), mail = %name, why,
+            "mail file without a valid envelope; moved to corrupt/");
+        match fs::rename(self.path(name), corrupt.join(format!("{name}.mail"))) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn free_list(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
         self.free_files.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -122,7 +138,8 @@ impl FileMailRepository {
         })
     }
 
-    /// Writes a whole new file for `mail` (message and one record) and renames it into place.
+    /// Writes a whole new file for `mail` (message and one record), fsyncs it and renames it
+    /// into place.
     fn write_whole(&self, mail: &Mail, envelope: &Envelope) -> io::Result<()> {
         let path = self.path(mail.name());
         let tmp = self
@@ -170,19 +187,34 @@ fn last_envelope(file: &File, len: u64, name: &str) -> Result<Envelope> {
                 u32::from_le_bytes(tail[at + 8..at + 12].try_into().expect("4 octets")) as usize;
             let crc = u32::from_le_bytes(tail[at + 12..at + 16].try_into().expect("4 octets"));
             if let Some(json) = at.checked_sub(json_len).map(|from| &tail[from..at]) {
-                if crc32fast::hash(json) == crc {
-                    let envelope: Envelope =
-                        serde_json::from_slice(json).map_err(|e| corrupt(&e.to_string()))?;
-                    if start + (at - json_len) as u64 >= envelope.size {
-                        return Ok(envelope);
-                    }
-                    return Err(corrupt("envelope size beyond the message"));
+                // A record counts only if it names this very mail: the message octets before it
+                // come from clients, and mail names are unpredictable, so a record forged in a
+                // message never does, even should the real records be lost.
+                let envelope = (crc32fast::hash(json) == crc)
+                    .then(|| serde_json::from_slice::<Envelope>(json).ok())
+                    .flatten()
+                    .filter(|e| e.name == name && start + (at - json_len) as u64 >= e.size);
+                if let Some(envelope) = envelope {
+                    return Ok(envelope);
                 }
             }
         }
         end = at;
     }
     Err(corrupt("no whole envelope record"))
+}
+
+/// Truncates a file to nothing, by path (one system call).
+fn truncate(path: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c_path` is a valid NUL-terminated string for the duration of the call.
+    if unsafe { libc::truncate(c_path.as_ptr(), 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Position of the last occurrence of `needle` in `haystack`.
@@ -204,6 +236,7 @@ impl MailRepository for FileMailRepository {
         match existing {
             // Same message, new envelope: one append. Whether this mail file holds this very
             // message is known from the name, which is unique to one mail.
+            // A torn append is harmless: readers fall back to the previous record.
             Some(mut file) if !mail.message.is_modified() => {
                 file.write_all(&record(&envelope)?)?;
                 file.sync_data()?;
@@ -227,7 +260,14 @@ impl MailRepository for FileMailRepository {
             Err(e) => return Err(e.into()),
         };
         let len = file.metadata()?.len();
-        let envelope = last_envelope(&file, len, name)?;
+        let envelope = match last_envelope(&file, len, name) {
+            Ok(envelope) => envelope,
+            Err(StoreError::Corrupt(_, why)) => {
+                self.quarantine(name, &why)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         let message = fsutil::open_message(file, envelope.size)?;
         Ok(Some(Mail { envelope, message }))
     }
@@ -243,10 +283,7 @@ impl MailRepository for FileMailRepository {
             let free_path = self.free.join(&free_name);
             fs::rename(&path, &free_path).and_then(|()| {
                 // Give the space back now; the inode waits for reuse.
-                OpenOptions::new()
-                    .write(true)
-                    .open(&free_path)?
-                    .set_len(0)?;
+                truncate(&free_path)?;
                 self.free_list().push(free_name);
                 Ok(())
             })
@@ -372,5 +409,21 @@ mod tests {
         // Garbage in place of the trailer is no better.
         file.write_all(&[0u8; 40]).unwrap();
         assert_eq!(repo.retrieve("m").unwrap().unwrap().state(), "second");
+    }
+
+    #[test]
+    fn a_record_forged_in_the_message_is_never_taken_for_the_envelope() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = FileMailRepository::open(dir.path()).unwrap();
+        // A client's message ending with a well-formed record naming some guessed mail.
+        let mut forged = Envelope::new("Mail-guess", None, vec![]);
+        forged.state = "transport".into();
+        let mut body = b"Subject: x\r\n\r\n".to_vec();
+        body.extend_from_slice(&record(&forged).unwrap());
+        // As if the file had lost everything after the message, the real record included.
+        std::fs::write(repo.path("Mail-real"), &body).unwrap();
+        assert!(repo.retrieve("Mail-real").unwrap().is_none());
+        assert!(dir.path().join("corrupt/Mail-real.mail").exists());
+        assert!(repo.list().unwrap().is_empty());
     }
 }
