@@ -5,5 +5,6 @@ mod cli;
 mod crash;
 mod delivery;
 mod harness;
+mod interop;
 mod processor_tree;
 mod smtp_input;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use mailroom_config::{Config, ConfigError, SmtpServer};
 use mailroom_mailet::MailAddress;
 use mailroom_net::{Listener, Shutdown};
@@ -90,6 +90,16 @@ async fn serve(config: &Config, spool: Arc<dyn SpoolRepository>) -> Result<()> {
     let mut tasks = Vec::new();
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
         let addr = SocketAddr::new(smtp.common.bind, smtp.common.port);
+        if smtp.common.tls.socket_tls {
+            bail!(
+                "{}: implicit TLS (socketTLS) is not available in this build yet; \
+                 refusing to serve plain SMTP where clients expect TLS",
+                smtp.common.location
+            );
+        }
+        if smtp.common.tls.start_tls {
+            tracing::warn!(%addr, "STARTTLS is not available in this build yet; not offered");
+        }
         let listener = Listener::bind(addr)
             .with_context(|| format!("{}: cannot listen on {addr}", smtp.common.location))?;
         tracing::info!(%addr, "SMTP listening");
