@@ -41,7 +41,17 @@ fn reopening_cleans_crash_leftovers_and_keeps_mail() {
         .unwrap();
     drop(spool);
     let spool = FileSpool::open(dir.path()).unwrap();
-    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    let leftovers = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
     assert_eq!(spool.list().unwrap(), vec![kept_name.clone()]);
     let mail = spool.retrieve(&kept_name).unwrap().unwrap();
     assert_eq!(

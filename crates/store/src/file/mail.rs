@@ -14,11 +14,13 @@
 //! The envelope's `size` is the message length, so every record also says where the message
 //! ends.
 //!
-//! Files of removed mails are recycled: renamed into `free/` and truncated, then renamed back
-//! into use for the next new mail. A mail server creates and deletes files at a high rate, and
+//! Files being written are `<name>.<n>.tmp` in the same directory, and files of removed mails
+//! are recycled as `<name>.<n>.free`: truncated, then renamed back into use for the next new
+//! mail. A mail server creates and deletes files at a high rate, and
 //! an inode freed and allocated again costs far more than a rename (ext4 without a journal even
 //! scans every recently deleted inode on each allocation); recycling keeps the spool from
-//! allocating or freeing inodes in steady state.
+//! allocating or freeing inodes in steady state. Every rename stays within the one directory:
+//! renames across directories serialise on a filesystem-wide lock in Linux.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -39,7 +41,7 @@ const TRAILER: usize = 16;
 /// How far back from the end of a file a reader looks for a whole record.
 const MAX_RECORD_SCAN: u64 = 4 * 1024 * 1024;
 
-/// How many recycled files `free/` keeps at most; beyond that, removed mails are unlinked.
+/// How many recycled files are kept at most; beyond that, removed mails are unlinked.
 const MAX_FREE_FILES: usize = 4096;
 
 /// Called with the mail's name once an incoming mail is durable (the spool queues it).
@@ -49,11 +51,9 @@ pub(crate) type OnCommit = Box<dyn FnOnce(&str) + Send>;
 #[derive(Debug, Clone)]
 pub struct FileMailRepository {
     dir: PathBuf,
-    tmp: PathBuf,
-    free: PathBuf,
     /// Makes new entries durable, one shared fsync for concurrent writers.
     dir_sync: Arc<DirSync>,
-    /// Names of the files waiting in `free/` for reuse.
+    /// Names of the `.free` files waiting for reuse.
     free_files: Arc<Mutex<Vec<String>>>,
 }
 
@@ -61,24 +61,23 @@ impl FileMailRepository {
     /// Opens (creating if needed) the repository in `dir`. Temporary files of writes that a
     /// crash cut short are removed.
     pub fn open(dir: &Path) -> Result<Self> {
-        let tmp = dir.join("tmp");
-        let free = dir.join("free");
-        create_dir_durable(&tmp)?;
-        create_dir_durable(&free)?;
-        for entry in fs::read_dir(&tmp)? {
-            let _ = fs::remove_file(entry?.path());
-        }
+        create_dir_durable(dir)?;
         let mut free_files = Vec::new();
-        for entry in fs::read_dir(&free)? {
-            if let Some(name) = entry?.file_name().to_str() {
-                free_files.push(name.to_string());
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if name.ends_with(".tmp") {
+                // A write cut short by a crash: never acknowledged.
+                let _ = fs::remove_file(entry.path());
+            } else if name.ends_with(".free") {
+                free_files.push(name);
             }
         }
         Ok(FileMailRepository {
             dir_sync: Arc::new(DirSync::open(dir)?),
             dir: dir.to_path_buf(),
-            tmp,
-            free,
             free_files: Arc::new(Mutex::new(free_files)),
         })
     }
@@ -112,11 +111,17 @@ impl FileMailRepository {
         self.free_files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An empty file at `tmp_path`: a recycled one when `free/` has one, else a new one.
+    /// A temporary file name for `name` in the repository directory.
+    fn tmp_path(&self, name: &str) -> PathBuf {
+        self.dir
+            .join(format!("{name}.{}.tmp", fsutil::unique_suffix()))
+    }
+
+    /// An empty file at `tmp_path`: a recycled one when there is one, else a new one.
     fn create_tmp(&self, tmp_path: &Path) -> io::Result<File> {
         let recycled = self.free_list().pop();
         if let Some(name) = recycled {
-            if fs::rename(self.free.join(&name), tmp_path).is_ok() {
+            if fs::rename(self.dir.join(&name), tmp_path).is_ok() {
                 return OpenOptions::new().write(true).truncate(true).open(tmp_path);
             }
         }
@@ -126,7 +131,7 @@ impl FileMailRepository {
     /// Starts a new mail; `on_commit` runs after the mail became durable.
     pub(crate) fn incoming_with(&self, on_commit: Option<OnCommit>) -> Result<FileIncoming> {
         let name = crate::new_mail_name();
-        let tmp_path = self.tmp.join(format!("{name}.mail"));
+        let tmp_path = self.tmp_path(&name);
         let file = self.create_tmp(&tmp_path)?;
         Ok(FileIncoming {
             repo: self.clone(),
@@ -142,9 +147,7 @@ impl FileMailRepository {
     /// into place.
     fn write_whole(&self, mail: &Mail, envelope: &Envelope) -> io::Result<()> {
         let path = self.path(mail.name());
-        let tmp = self
-            .tmp
-            .join(format!("{}.{}.mail", mail.name(), fsutil::unique_suffix()));
+        let tmp = self.tmp_path(mail.name());
         let result = (|| -> io::Result<()> {
             let mut out = BufWriter::with_capacity(64 * 1024, self.create_tmp(&tmp)?);
             io::copy(&mut mail.message.reader()?, &mut out)?;
@@ -279,8 +282,8 @@ impl MailRepository for FileMailRepository {
         // duplicate at worst, never a loss.
         let recycle = self.free_list().len() < MAX_FREE_FILES;
         let result = if recycle {
-            let free_name = format!("{name}.{}", fsutil::unique_suffix());
-            let free_path = self.free.join(&free_name);
+            let free_name = format!("{name}.{}.free", fsutil::unique_suffix());
+            let free_path = self.dir.join(&free_name);
             fs::rename(&path, &free_path).and_then(|()| {
                 // Give the space back now; the inode waits for reuse.
                 truncate(&free_path)?;
