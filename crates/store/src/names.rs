@@ -53,6 +53,12 @@ pub fn validate_mail_name(name: &str) -> Result<()> {
     }
 }
 
+/// This process's id, asked of the kernel once (each `std::process::id()` is a system call).
+pub(crate) fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// A new mail name, unique in this process and across restarts, and unpredictable:
 /// `Mail<millis>-<n>-<64 random bits>`. The time prefix makes names sort in arrival order; the
 /// random part keeps a client from guessing the name its message will be stored under (the
@@ -69,7 +75,7 @@ pub fn new_mail_name() -> String {
     // without the keys, which never leave the process.
     let random = KEYS
         .get_or_init(RandomState::new)
-        .hash_one((n, millis, std::process::id()));
+        .hash_one((n, millis, pid()));
     format!("Mail{millis:013}-{n}-{random:016x}")
 }
 

@@ -57,7 +57,7 @@ pub fn unique_suffix() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
         "{}-{}",
-        std::process::id(),
+        crate::names::pid(),
         N.fetch_add(1, Ordering::Relaxed)
     )
 }

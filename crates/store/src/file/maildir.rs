@@ -69,7 +69,7 @@ impl Maildir {
             "{}.M{}P{}Q{}.{}",
             now.as_secs(),
             now.subsec_micros(),
-            std::process::id(),
+            crate::names::pid(),
             COUNTER.fetch_add(1, Ordering::Relaxed),
             self.host
         )

@@ -2,12 +2,16 @@
 //! names are case-insensitive (`Bob` and `bob` are one account) while keeping the case they
 //! were created with.
 //!
-//! Every call reads the disk, so a change made by another process (`mailroom user add` while
-//! the server runs) is seen at once.
+//! Every lookup checks the user's file on disk, so a change made by another process
+//! (`mailroom user add` while the server runs) is seen at once; a record is parsed again only
+//! when its file changed (another inode, size or modification time).
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::fsutil::{create_dir_durable, sync_dir, write_atomic};
 use crate::{validate_user_name, Result, StoreError, User, UsersRepository};
@@ -17,6 +21,26 @@ use crate::{validate_user_name, Result, StoreError, User, UsersRepository};
 pub struct FileUsersRepository {
     dir: PathBuf,
     tmp: PathBuf,
+    /// Parsed records by file, with the identity of the file version they came from.
+    cache: Mutex<HashMap<PathBuf, (FileVersion, User)>>,
+}
+
+/// What tells one version of a user file from another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileVersion {
+    inode: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl FileVersion {
+    fn of(meta: &fs::Metadata) -> Self {
+        FileVersion {
+            inode: meta.ino(),
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
 }
 
 impl FileUsersRepository {
@@ -27,6 +51,7 @@ impl FileUsersRepository {
         Ok(FileUsersRepository {
             dir: dir.to_path_buf(),
             tmp,
+            cache: Mutex::default(),
         })
     }
 
@@ -58,13 +83,29 @@ impl UsersRepository for FileUsersRepository {
             Err(StoreError::InvalidName(..)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        match fs::read(&path) {
-            Ok(json) => serde_json::from_slice(&json)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("user {name}"), e.to_string())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
+        let version = match fs::metadata(&path) {
+            Ok(meta) => FileVersion::of(&meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached, user)) = cache.get(&path) {
+            if *cached == version {
+                return Ok(Some(user.clone()));
+            }
         }
+        let json = match fs::read(&path) {
+            Ok(json) => json,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let user: User = serde_json::from_slice(&json)
+            .map_err(|e| StoreError::Corrupt(format!("user {name}"), e.to_string()))?;
+        // The version read may be newer than the one stat'd; record it only if unchanged.
+        if fs::metadata(&path).is_ok_and(|m| FileVersion::of(&m) == version) {
+            cache.insert(path, (version, user.clone()));
+        }
+        Ok(Some(user))
     }
 
     fn update(&self, user: &User) -> Result<()> {
