@@ -81,3 +81,15 @@ fn user_commands_and_live_changes() {
     let list = server.cli(&["user", "list"]);
     assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "dave");
 }
+
+#[test]
+fn sigterm_says_goodbye_to_sessions_and_exits_cleanly() {
+    let mut server = Server::start();
+    let mut smtp = server.smtp();
+    assert!(smtp.cmd("EHLO t").starts_with("250"));
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    let goodbye = smtp.reply();
+    assert!(goodbye.starts_with("421 4.3.2"), "{goodbye}");
+    assert!(server.log().contains("stopped"));
+}

@@ -40,6 +40,21 @@ fn fixture(processors: &str) -> Fixture {
         .unwrap_or_else(|e| panic!("{e:?}"));
     let users = Arc::new(FileUsersRepository::open(&home.path().join("users")).unwrap());
     users.add(&User::new("alice", "x")).unwrap();
+    // bob's mail goes to alice's mailbox; carol's is forwarded to alice; dave and erin forward
+    // to each other (a loop).
+    for (name, alias, forward) in [
+        ("bob", Some("alice"), None),
+        ("carol", None, Some("alice@localhost")),
+        ("dave", None, Some("erin@localhost")),
+        ("erin", None, Some("dave@localhost")),
+    ] {
+        let mut user = User::new(name, "x");
+        user.alias = alias.map(str::to_string);
+        user.alias_enabled = alias.is_some();
+        user.forward = forward.map(str::to_string);
+        user.forward_enabled = forward.is_some();
+        users.add(&user).unwrap();
+    }
     let spool = Arc::new(FileSpool::open(&home.path().join("spool")).unwrap());
     let root = home.path().to_path_buf();
     let context = ServerContext::new(
@@ -232,4 +247,55 @@ fn unknown_names_and_bad_parameters_are_reported_with_lines() {
         text[2].starts_with("c.xml:6: org.example.Custom: package org.example"),
         "{text:?}"
     );
+}
+
+#[test]
+fn local_delivery_follows_aliases_and_forwards_and_stops_loops() {
+    let f = fixture(&format!(
+        r#"<processor name="root">
+             <mailet match="All" class="ToProcessor"><processor>transport</processor></mailet>
+           </processor>
+           <processor name="transport">
+             <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+             <mailet match="All" class="ToRepository"><repositoryPath>file://unknown</repositoryPath></mailet>
+           </processor>
+           {ERROR_STORE}"#
+    ));
+    f.run(mail(
+        state::ROOT,
+        &["bob@localhost", "carol@localhost", "dave@localhost"],
+    ));
+    let inbox = f.home.path().join("inboxes/alice/new");
+    let mut delivered: Vec<String> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    delivered.sort();
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+    // bob's copy: delivered to alice's mailbox under bob's address.
+    assert!(delivered
+        .iter()
+        .any(|m| m.starts_with("Return-Path: <s@example.net>\r\nDelivered-To: bob@localhost\r\n")));
+    // carol's copy: forwarded as a new mail, then delivered to alice.
+    assert!(delivered
+        .iter()
+        .any(|m| m.contains("Delivered-To: alice@localhost\r\n")
+            && m.contains("Delivered-To: carol@localhost\r\n")));
+    assert!(!inbox
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("bob")
+        .exists());
+    // dave -> erin -> dave: the loop is caught and ends in the error processor.
+    let errors = f.repo("error");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0]
+        .envelope
+        .error_message
+        .as_ref()
+        .unwrap()
+        .contains("forwarding loop"));
+    assert!(f.repo("unknown").is_empty());
 }
