@@ -51,17 +51,12 @@ pub type MessageReader = io::Chain<io::Cursor<Vec<u8>>, Box<dyn Read + Send>>;
 pub struct Message {
     header: Vec<u8>,
     body: Arc<dyn BodySource>,
-    modified: bool,
 }
 
 impl Message {
     /// A message from its header section (up to and including the empty line) and its body.
     pub fn new(header: Vec<u8>, body: Arc<dyn BodySource>) -> Self {
-        Message {
-            header,
-            body,
-            modified: false,
-        }
+        Message { header, body }
     }
 
     /// A message held wholly in memory, split into header and body.
@@ -86,17 +81,6 @@ impl Message {
     /// Size in octets of the whole message.
     pub fn size(&self) -> u64 {
         self.header.len() as u64 + self.body.len()
-    }
-
-    /// Whether a mailet changed the header section since the message was loaded or
-    /// [`Message::mark_saved`] was called; storage rewrites the message only then.
-    pub fn is_modified(&self) -> bool {
-        self.modified
-    }
-
-    /// Records that the current form is what storage holds.
-    pub fn mark_saved(&mut self) {
-        self.modified = false;
     }
 
     /// A reader over the whole message.
@@ -154,7 +138,6 @@ impl Message {
                     self.header.drain(start..end);
                 }
                 self.header.splice(first.0..first.1, line);
-                self.modified = true;
             }
         }
     }
@@ -163,13 +146,11 @@ impl Message {
     pub fn add_header(&mut self, name: &str, value: &str) {
         let at = self.fields_end();
         self.header.splice(at..at, field_line(name, value));
-        self.modified = true;
     }
 
     /// Inserts a field at the top of the header section (trace fields such as `Received:`).
     pub fn prepend_header(&mut self, name: &str, value: &str) {
         self.header.splice(0..0, field_line(name, value));
-        self.modified = true;
     }
 
     /// Removes every field called `name`. Returns whether one was present.
@@ -182,7 +163,6 @@ impl Message {
         for (start, end) in spans.iter().rev() {
             self.header.drain(start..end);
         }
-        self.modified |= !spans.is_empty();
         !spans.is_empty()
     }
 
@@ -316,12 +296,10 @@ mod tests {
     #[test]
     fn edits_headers() {
         let mut m = Message::from_bytes(SAMPLE);
-        assert!(!m.is_modified());
         m.set_header("X-Dup", "3");
         assert_eq!(m.headers("X-Dup"), vec!["3"]);
         m.prepend_header("Return-Path", "<a@example.org>");
         m.add_header("X-New", "evil\r\nBcc: x");
-        assert!(m.is_modified());
         let text = String::from_utf8(m.to_bytes().unwrap()).unwrap();
         assert!(text.starts_with("Return-Path: <a@example.org>\r\nFrom:"));
         assert!(text.contains("X-Dup: 3\r\nX-New: evil  Bcc: x\r\n\r\nbody"));

@@ -131,7 +131,6 @@ impl SpoolManager {
                 }
                 mail.envelope.touch();
                 self.spool().store(&mail)?;
-                mail.message.mark_saved();
                 if !stored {
                     // A split copy: from now on it is a spool mail of its own.
                     return Ok(());

@@ -106,7 +106,7 @@ impl ProcessorTree {
                         .map_err(|e| e.to_string())
                     })
                     .map_err(err);
-                let on_match_error = match entry.on_match_exception.as_deref() {
+                let on_match_error = match entry.on_match_exception.as_deref().map(str::trim) {
                     None | Some("error") => Ok(OnMatchError::Error),
                     Some("noMatch") => Ok(OnMatchError::NoMatch),
                     Some("matchAll") => Ok(OnMatchError::MatchAll),
@@ -115,7 +115,7 @@ impl ProcessorTree {
                         "onMatchException {p:?} is not error, noMatch, matchAll or a processor name"
                     ))),
                 };
-                let on_mailet_error = match entry.on_mailet_exception.as_deref() {
+                let on_mailet_error = match entry.on_mailet_exception.as_deref().map(str::trim) {
                     None | Some("error") => Ok(OnMailetError::Error),
                     Some("ignore") => Ok(OnMailetError::Ignore),
                     Some(p) if names.contains(&p) => Ok(OnMailetError::Processor(p.to_string())),

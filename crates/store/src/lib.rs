@@ -51,8 +51,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A repository of mails (envelope + message) keyed by name: the error repository, the
 /// `local-address-error` repository, anything `ToRepository` writes to.
 pub trait MailRepository: Send + Sync {
-    /// Stores the mail under its name, replacing any mail of that name. The message is written
-    /// when the repository does not hold it yet or when its header was modified.
+    /// Stores the mail under its name, replacing any mail of that name. Durable on return.
     fn store(&self, mail: &Mail) -> Result<()>;
 
     /// The mail called `name`.

@@ -38,8 +38,6 @@ use crate::{validate_mail_name, IncomingMessage, MailRepository, Result, StoreEr
 const MAGIC: &[u8; 8] = b"\xffMRENV\x00\x01";
 /// Length of a trailer.
 const TRAILER: usize = 16;
-/// How far back from the end of a file a reader looks for a whole record.
-const MAX_RECORD_SCAN: u64 = 4 * 1024 * 1024;
 
 /// How many recycled files are kept at most; beyond that, removed mails are unlinked.
 const MAX_FREE_FILES: usize = 4096;
@@ -173,38 +171,86 @@ fn record(envelope: &Envelope) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The last whole envelope record of a mail file of `len` octets.
+/// The last whole envelope record of a mail file of `len` octets that names this mail.
+///
+/// The usual case costs two small reads: the trailer at the end, then exactly the JSON it
+/// describes. Only when that record is torn (a crash during an append) are earlier trailers
+/// searched for, backwards, chunk by chunk, as far as needed.
 fn last_envelope(file: &File, len: u64, name: &str) -> Result<Envelope> {
-    let corrupt = |why: &str| StoreError::Corrupt(name.to_string(), why.to_string());
-    let start = len.saturating_sub(MAX_RECORD_SCAN);
-    let mut tail = vec![0u8; (len - start) as usize];
-    file.read_exact_at(&mut tail, start)?;
-    // Try every trailer from the end backwards: the last one may be a torn append.
-    let mut end = tail.len();
-    while end >= TRAILER {
-        let Some(at) = find_last(&tail[..end], MAGIC) else {
-            break;
-        };
-        if at + TRAILER <= tail.len() {
-            let json_len =
-                u32::from_le_bytes(tail[at + 8..at + 12].try_into().expect("4 octets")) as usize;
-            let crc = u32::from_le_bytes(tail[at + 12..at + 16].try_into().expect("4 octets"));
-            if let Some(json) = at.checked_sub(json_len).map(|from| &tail[from..at]) {
-                // A record counts only if it names this very mail: the message octets before it
-                // come from clients, and mail names are unpredictable, so a record forged in a
-                // message never does, even should the real records be lost.
-                let envelope = (crc32fast::hash(json) == crc)
-                    .then(|| serde_json::from_slice::<Envelope>(json).ok())
-                    .flatten()
-                    .filter(|e| e.name == name && start + (at - json_len) as u64 >= e.size);
-                if let Some(envelope) = envelope {
-                    return Ok(envelope);
-                }
-            }
+    let mut end = len;
+    while let Some(at) = previous_magic(file, end)? {
+        if let Some(envelope) = record_at(file, at, len, name)? {
+            return Ok(envelope);
         }
         end = at;
     }
-    Err(corrupt("no whole envelope record"))
+    Err(StoreError::Corrupt(
+        name.to_string(),
+        "no whole envelope record".to_string(),
+    ))
+}
+
+/// The envelope of the record whose trailer starts at `at`, if it is whole and names `name`.
+fn record_at(file: &File, at: u64, len: u64, name: &str) -> io::Result<Option<Envelope>> {
+    if at + TRAILER as u64 > len {
+        return Ok(None);
+    }
+    let mut trailer = [0u8; TRAILER];
+    file.read_exact_at(&mut trailer, at)?;
+    let json_len = u64::from(u32::from_le_bytes(
+        trailer[8..12].try_into().expect("4 octets"),
+    ));
+    let crc = u32::from_le_bytes(trailer[12..16].try_into().expect("4 octets"));
+    let Some(json_start) = at.checked_sub(json_len) else {
+        return Ok(None);
+    };
+    let mut json = vec![0u8; json_len as usize];
+    file.read_exact_at(&mut json, json_start)?;
+    // A record counts only if it names this very mail: the message octets before it come from
+    // clients, and mail names are unpredictable, so a record forged in a message never does,
+    // even should the real records be lost.
+    Ok((crc32fast::hash(&json) == crc)
+        .then(|| serde_json::from_slice::<Envelope>(&json).ok())
+        .flatten()
+        .filter(|e| e.name == name && json_start >= e.size))
+}
+
+/// Where the last [`MAGIC`] that starts before `end` is, reading backwards in chunks.
+fn previous_magic(file: &File, end: u64) -> io::Result<Option<u64>> {
+    const CHUNK: u64 = 64 * 1024;
+    // The trailer right at the end is the usual answer.
+    let mut hi = end;
+    while hi >= MAGIC.len() as u64 {
+        let lo = hi.saturating_sub(CHUNK);
+        let mut buf = vec![0u8; (hi - lo) as usize];
+        file.read_exact_at(&mut buf, lo)?;
+        if let Some(i) = find_last(&buf, MAGIC) {
+            return Ok(Some(lo + i as u64));
+        }
+        if lo == 0 {
+            break;
+        }
+        // Overlap so that a magic split across two chunks is found.
+        hi = lo + MAGIC.len() as u64 - 1;
+    }
+    Ok(None)
+}
+
+/// Whether the mail file `file` holds `mail`'s message as it is now.
+fn holds_message(file: &File, mail: &Mail) -> Result<bool> {
+    let len = file.metadata()?.len();
+    let stored = match last_envelope(file, len, mail.name()) {
+        Ok(envelope) => envelope,
+        Err(StoreError::Corrupt(..)) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let header = mail.message.header_section();
+    if stored.size != mail.message.size() || (header.len() as u64) > stored.size {
+        return Ok(false);
+    }
+    let mut on_disk = vec![0u8; header.len()];
+    file.read_exact_at(&mut on_disk, 0)?;
+    Ok(on_disk == header)
 }
 
 /// Truncates a file to nothing, by path (one system call).
@@ -231,25 +277,29 @@ impl MailRepository for FileMailRepository {
         let mut envelope = mail.envelope.clone();
         envelope.size = mail.message.size();
         let path = self.path(mail.name());
-        let existing = match OpenOptions::new().append(true).open(&path) {
+        let existing = match OpenOptions::new().read(true).append(true).open(&path) {
             Ok(file) => Some(file),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e.into()),
         };
         match existing {
-            // Same message, new envelope: one append. Whether this mail file holds this very
-            // message is known from the name, which is unique to one mail.
-            // A torn append is harmless: readers fall back to the previous record.
-            Some(mut file) if !mail.message.is_modified() => {
+            // The file holds this very message (bodies never change, so the same size and
+            // header section say so): a new envelope is one append. A torn append is
+            // harmless: readers fall back to the previous record.
+            Some(mut file) if holds_message(&file, mail)? => {
                 file.write_all(&record(&envelope)?)?;
                 file.sync_data()?;
             }
-            // A new header: a new file replaces the old one; the old or the new version
+            // Another header: a new file replaces the old one; the old or the new version
             // survives a crash, both whole, so no directory fsync is needed.
             Some(_) => self.write_whole(mail, &envelope)?,
             None => {
                 self.write_whole(mail, &envelope)?;
-                self.dir_sync.sync()?;
+                if let Err(e) = self.dir_sync.sync() {
+                    // Not durable, so not stored: leave nothing for a rescan to pick up.
+                    let _ = fs::remove_file(&path);
+                    return Err(e.into());
+                }
             }
         }
         Ok(())
@@ -428,5 +478,37 @@ mod tests {
         assert!(repo.retrieve("Mail-real").unwrap().is_none());
         assert!(dir.path().join("corrupt/Mail-real.mail").exists());
         assert!(repo.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn large_envelopes_and_changed_headers_are_stored_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = FileMailRepository::open(dir.path()).unwrap();
+        let mut mail = Mail::new(
+            Envelope::new("big", None, vec![]),
+            Message::from_bytes(b"Subject: a long subject line\r\n\r\nbody\r\n"),
+        );
+        // Records far larger than one read chunk, the last one torn.
+        mail.set_attribute("blob", "x".repeat(300_000).into());
+        repo.store(&mail).unwrap();
+        mail.set_state("second");
+        repo.store(&mail).unwrap();
+        let torn = record(&mail.envelope).unwrap();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(repo.path("big"))
+            .unwrap();
+        file.write_all(&torn[..200_000]).unwrap();
+        assert_eq!(repo.retrieve("big").unwrap().unwrap().state(), "second");
+
+        // A copy whose header changed since this repository stored it (an archive written to
+        // twice) is rewritten, not appended to, even if the header got shorter.
+        mail.message.set_header("Subject", "short");
+        repo.store(&mail).unwrap();
+        let back = repo.retrieve("big").unwrap().unwrap();
+        assert_eq!(
+            back.message.to_bytes().unwrap(),
+            mail.message.to_bytes().unwrap()
+        );
     }
 }
