@@ -1,6 +1,8 @@
 //! Opens the repositories a configuration names, choosing the backend by URL.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Result};
 use mailroom_config::{Config, RepositoryUrl};
@@ -11,7 +13,7 @@ use mailroom_store::{InboxRepository, MailRepository, SpoolRepository, UsersRepo
 const LOCAL_USERS: &str = "LocalUsers";
 
 /// Only the file backend exists so far; database URLs are refused with a clear message.
-fn file_path<'a>(url: &'a RepositoryUrl, what: &str) -> Result<&'a std::path::Path> {
+fn file_path<'a>(url: &'a RepositoryUrl, what: &str) -> Result<&'a Path> {
     match url {
         RepositoryUrl::File(path) => Ok(path),
         other => bail!(
@@ -43,11 +45,48 @@ pub fn spool(config: &Config) -> Result<Arc<dyn SpoolRepository>> {
     Ok(Arc::new(FileSpool::open(path)?))
 }
 
-/// Opens the mail repository at a URL, for mailets such as ToRepository.
-pub fn mail_repository(config: &Config, url: &str) -> Result<Arc<dyn MailRepository>, String> {
-    let target = RepositoryUrl::parse(url, &config.home)?;
-    let path = file_path(&target, "mail repository").map_err(|e| e.to_string())?;
-    Ok(Arc::new(
-        FileMailRepository::open(path).map_err(|e| e.to_string())?,
-    ))
+/// The mail repositories that mailets name by URL (ToRepository...), opened once per directory:
+/// `file://var/mail/error` and `file://var/mail/error/` are one repository, not two that clean
+/// up each other's files.
+pub struct MailRepositories {
+    home: PathBuf,
+    /// The spool's directory, which no mailet may use as a plain mail repository.
+    spool_dir: PathBuf,
+    open: Mutex<HashMap<PathBuf, Arc<dyn MailRepository>>>,
+}
+
+impl MailRepositories {
+    /// The repositories of `config`.
+    pub fn new(config: &Config) -> Result<Self> {
+        let spool = file_path(&config.spool_repository.target, "spool repository")?;
+        Ok(MailRepositories {
+            home: config.home.clone(),
+            spool_dir: canonical_dir(spool).map_err(|e| anyhow!(e))?,
+            open: Mutex::default(),
+        })
+    }
+
+    /// The repository at `url`.
+    pub fn open(&self, url: &str) -> Result<Arc<dyn MailRepository>, String> {
+        let target = RepositoryUrl::parse(url, &self.home)?;
+        let dir = canonical_dir(file_path(&target, "mail repository").map_err(|e| e.to_string())?)?;
+        if dir == self.spool_dir {
+            return Err(format!("{url} is the spool; store mails elsewhere"));
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(repo) = open.get(&dir) {
+            return Ok(repo.clone());
+        }
+        let repo: Arc<dyn MailRepository> =
+            Arc::new(FileMailRepository::open(&dir).map_err(|e| e.to_string())?);
+        open.insert(dir, repo.clone());
+        Ok(repo)
+    }
+}
+
+/// A directory's canonical path, creating it first.
+fn canonical_dir(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir)
+        .and_then(|()| dir.canonicalize())
+        .map_err(|e| format!("{}: {e}", dir.display()))
 }

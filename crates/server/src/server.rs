@@ -58,7 +58,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let spool = repositories::spool(&config)?;
     let postmaster = MailAddress::parse(&config.james.postmaster)
         .map_err(|e| anyhow!("<postmaster> {:?}: {e}", config.james.postmaster))?;
-    let opener_config = config.clone();
+    let mail_repositories = repositories::MailRepositories::new(&config)?;
     let context = Arc::new(ServerContext::new(
         config.james.servernames.clone(),
         postmaster,
@@ -70,7 +70,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         repositories::users(&config)?,
         repositories::inbox(&config)?,
         spool.clone(),
-        Box::new(move |url| repositories::mail_repository(&opener_config, url)),
+        Box::new(move |url| mail_repositories.open(url)),
     ));
     let workers = SpoolManager::new(tree, context).start(config.spool_manager.threads);
 

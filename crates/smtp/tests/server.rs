@@ -83,7 +83,7 @@ impl SpoolRepository for Handle {
     fn lease(&self, _timeout: Duration) -> Result<Option<Mail>> {
         Ok(None)
     }
-    fn release(&self, _name: &str) {}
+    fn release(&self, _name: &str, _retry_after: std::time::Duration) {}
 }
 
 /// Reads one (possibly multi-line) reply.

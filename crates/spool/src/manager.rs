@@ -12,9 +12,10 @@
 //! * an unknown processor sends the mail to `error`; a failure inside `error` ghosts the mail
 //!   after logging it, so mails never loop.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -26,11 +27,15 @@ use crate::ServerContext;
 
 /// How long a worker waits for mail before checking for shutdown.
 const POLL: Duration = Duration::from_millis(250);
+/// The longest wait before a mail whose storage failed is tried again.
+const MAX_RETRY: Duration = Duration::from_secs(3600);
 
 /// The mailet container.
 pub struct SpoolManager {
     tree: ProcessorTree,
     context: Arc<ServerContext>,
+    /// Mails whose processing failed on storage errors, with the number of attempts.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 /// The running workers.
@@ -52,7 +57,11 @@ impl SpoolManagerHandle {
 impl SpoolManager {
     /// A SpoolManager running `tree` with `context`.
     pub fn new(tree: ProcessorTree, context: Arc<ServerContext>) -> Arc<Self> {
-        Arc::new(SpoolManager { tree, context })
+        Arc::new(SpoolManager {
+            tree,
+            context,
+            failures: Mutex::default(),
+        })
     }
 
     /// Starts `threads` workers.
@@ -71,6 +80,10 @@ impl SpoolManager {
         SpoolManagerHandle { stop, workers }
     }
 
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn spool(&self) -> &Arc<dyn SpoolRepository> {
         self.context.spool()
     }
@@ -81,10 +94,24 @@ impl SpoolManager {
                 Ok(Some(mail)) => {
                     let name = mail.name().to_string();
                     let processor = mail.state().to_string();
-                    if let Err(e) = self.run(mail, processor, 0, true) {
-                        tracing::error!(mail = %name, error = %e, "spool storage failed; will retry");
-                        self.spool().release(&name);
-                        std::thread::sleep(Duration::from_secs(1));
+                    match self.run(mail, processor, 0, true) {
+                        Ok(()) => {
+                            self.failures().remove(&name);
+                        }
+                        Err(e) => {
+                            // Storage is failing (a full disk, say): retry later, less and
+                            // less often, rather than re-running the mailets every second.
+                            let attempts = {
+                                let mut failures = self.failures();
+                                let n = failures.entry(name.clone()).or_insert(0);
+                                *n += 1;
+                                *n
+                            };
+                            let delay = Duration::from_secs(1 << attempts.min(12)).min(MAX_RETRY);
+                            tracing::error!(mail = %name, error = %e, attempts, retry_in = ?delay,
+                                "spool storage failed; will retry");
+                            self.spool().release(&name, delay);
+                        }
                     }
                 }
                 Ok(None) => {}

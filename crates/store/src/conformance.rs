@@ -102,7 +102,9 @@ pub fn spool_repository(spool: &dyn SpoolRepository) {
     spool.store(&hop).unwrap();
     assert!(spool.lease(Duration::from_millis(10)).unwrap().is_none());
 
-    spool.release(first.name());
+    // A delayed release hides the mail until its time.
+    spool.release(first.name(), Duration::from_millis(300));
+    assert!(spool.lease(Duration::from_millis(10)).unwrap().is_none());
     let again = spool.lease(Duration::from_secs(1)).unwrap().unwrap();
     assert_eq!(again.name(), first.name());
     assert_eq!(again.state(), "transport");

@@ -87,8 +87,9 @@ pub trait SpoolRepository: MailRepository {
     /// Waits up to `timeout` for an unlocked mail, locks it and returns it.
     fn lease(&self, timeout: Duration) -> Result<Option<Mail>>;
 
-    /// Unlocks a leased mail without removing it; it will be handed out again later.
-    fn release(&self, name: &str);
+    /// Unlocks a leased mail without removing it; it is handed out again once `retry_after`
+    /// has passed (at once for zero).
+    fn release(&self, name: &str, retry_after: Duration);
 }
 
 /// Users' inboxes: where `LocalDelivery` puts mail and POP3 reads it.

@@ -92,6 +92,13 @@ fn maildir_delivery() {
         b"Return-Path: <>\r\nSubject: hi\r\n\r\nbody\r\n"
     );
     assert_eq!(contents[1], b"Subject: hi\r\n\r\nbody\r\n");
+    // A Maildir removed while the server runs is made again.
+    fs::remove_dir_all(dir.path().join("alice")).unwrap();
+    inbox.deliver("alice", b"", &msg).unwrap();
+    assert_eq!(
+        fs::read_dir(dir.path().join("alice/new")).unwrap().count(),
+        1
+    );
     assert!(inbox.deliver("../escape", b"", &msg).is_err());
     assert!(!dir.path().parent().unwrap().join("escape").exists());
 }

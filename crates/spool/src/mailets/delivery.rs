@@ -66,12 +66,14 @@ impl Mailet for LocalDelivery {
             "Return-Path: <{}>\r\n",
             mail.sender().map(|s| s.to_string()).unwrap_or_default()
         );
-        let mut failed = Vec::new();
+        // Each recipient succeeds or fails on its own: a failure for one must not send the
+        // others, who already have the mail, to `error` (and so to a second copy or a bounce).
+        let mut failed: Vec<(MailAddress, String)> = Vec::new();
         for rcpt in mail.recipients() {
-            match Self::target(rcpt, mail, ctx)? {
+            let outcome = Self::target(rcpt, mail, ctx).and_then(|target| match target {
                 Target::Inbox(user) => {
                     let trace = format!("{return_path}Delivered-To: {rcpt}\r\n");
-                    ctx.deliver_to_inbox(&user, trace.as_bytes(), &delivery)?;
+                    ctx.deliver_to_inbox(&user, trace.as_bytes(), &delivery)
                 }
                 Target::Forward(to) => {
                     let mut envelope =
@@ -80,23 +82,37 @@ impl Mailet for LocalDelivery {
                     envelope.remote_host = mail.envelope.remote_host.clone();
                     let mut message = mail.message.clone();
                     message.prepend_header("Delivered-To", &rcpt.to_string());
-                    ctx.send_mail(Mail::new(envelope, message))?;
+                    ctx.send_mail(Mail::new(envelope, message))
                 }
-                Target::Fail(why) => failed.push((rcpt.clone(), why)),
+                Target::Fail(why) => Err(MailetError::new(why)),
+            });
+            if let Err(e) = outcome {
+                failed.push((rcpt.clone(), e.to_string()));
             }
+        }
+        if failed.len() == mail.recipients().len() && !failed.is_empty() {
+            // Nothing was delivered: the mail as a whole goes where onMailetException says.
+            let why: Vec<String> = failed
+                .iter()
+                .map(|(r, why)| format!("{r}: {why}"))
+                .collect();
+            return Err(MailetError::new(format!(
+                "LocalDelivery: {}",
+                why.join("; ")
+            )));
         }
         if !failed.is_empty() {
             let why: Vec<String> = failed
                 .iter()
                 .map(|(r, why)| format!("{r}: {why}"))
                 .collect();
-            let mut bounce = mail.split_off(
+            let mut rest = mail.split_off(
                 new_mail_name(),
                 failed.into_iter().map(|(r, _)| r).collect(),
             );
-            bounce.envelope.error_message = Some(format!("LocalDelivery: {}", why.join("; ")));
-            bounce.set_state(state::ERROR);
-            ctx.send_mail(bounce)?;
+            rest.envelope.error_message = Some(format!("LocalDelivery: {}", why.join("; ")));
+            rest.set_state(state::ERROR);
+            ctx.send_mail(rest)?;
         }
         mail.set_state(state::GHOST);
         Ok(())

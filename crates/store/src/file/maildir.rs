@@ -60,6 +60,14 @@ impl Maildir {
         Ok((dir, sync))
     }
 
+    /// Forgets what is known of `user`'s Maildir.
+    fn forget(&self, user: &str) {
+        self.new_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user);
+    }
+
     fn unique_name(&self) -> String {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let now = SystemTime::now()
@@ -79,12 +87,22 @@ impl Maildir {
 impl InboxRepository for Maildir {
     fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()> {
         validate_user_name(user)?;
-        let (dir, new_sync) = self.new_dir_sync(user)?;
+        let (mut dir, mut new_sync) = self.new_dir_sync(user)?;
         let unique = self.unique_name();
-        let tmp = dir.join("tmp").join(&unique);
+        let mut tmp = dir.join("tmp").join(&unique);
         let size = trace_header.len() as u64 + message.size();
+        let file = match File::create(&tmp) {
+            // The Maildir was removed while the server ran: make it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.forget(user);
+                (dir, new_sync) = self.new_dir_sync(user)?;
+                tmp = dir.join("tmp").join(&unique);
+                File::create(&tmp)?
+            }
+            other => other?,
+        };
         let result = (|| -> io::Result<PathBuf> {
-            let mut out = BufWriter::with_capacity(64 * 1024, File::create(&tmp)?);
+            let mut out = BufWriter::with_capacity(64 * 1024, file);
             out.write_all(trace_header)?;
             io::copy(&mut message.reader()?, &mut out)?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;

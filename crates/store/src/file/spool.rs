@@ -39,6 +39,8 @@ struct QueueState {
     known: HashSet<String>,
     /// Names currently handed to a worker.
     leased: HashSet<String>,
+    /// Released mails waiting for their retry time (also in `known`).
+    delayed: Vec<(Instant, String)>,
     /// When the directory was last listed.
     last_scan: Option<Instant>,
 }
@@ -125,6 +127,11 @@ impl SpoolRepository for FileSpool {
             {
                 self.rescan(&mut state)?;
             }
+            let now = Instant::now();
+            let (due, later): (Vec<_>, Vec<_>) =
+                state.delayed.drain(..).partition(|(at, _)| *at <= now);
+            state.delayed = later;
+            state.waiting.extend(due.into_iter().map(|(_, name)| name));
             while let Some(name) = state.waiting.pop_front() {
                 match self.repo.retrieve(&name) {
                     Ok(Some(mail)) => {
@@ -136,9 +143,10 @@ impl SpoolRepository for FileSpool {
                         state.known.remove(&name);
                     }
                     Err(e) => {
-                        // Left in place for an administrator; not handed out again until the
-                        // next restart.
+                        // Forgotten for now: the next rescan queues it again (a full file
+                        // table, say, passes).
                         tracing::error!(mail = %name, error = %e, "cannot read spooled mail");
+                        state.known.remove(&name);
                     }
                 }
             }
@@ -146,7 +154,10 @@ impl SpoolRepository for FileSpool {
             if now >= deadline {
                 return Ok(None);
             }
-            let wait = (deadline - now).min(RESCAN_INTERVAL);
+            let next_due = state.delayed.iter().map(|(at, _)| *at).min();
+            let wait = (deadline - now)
+                .min(RESCAN_INTERVAL)
+                .min(next_due.map_or(RESCAN_INTERVAL, |at| at.saturating_duration_since(now)));
             state = self
                 .queue
                 .wake
@@ -156,10 +167,16 @@ impl SpoolRepository for FileSpool {
         }
     }
 
-    fn release(&self, name: &str) {
+    fn release(&self, name: &str, retry_after: Duration) {
         let mut state = self.queue.lock();
         if state.leased.remove(name) {
-            state.waiting.push_back(name.to_string());
+            if retry_after.is_zero() {
+                state.waiting.push_back(name.to_string());
+            } else {
+                state
+                    .delayed
+                    .push((Instant::now() + retry_after, name.to_string()));
+            }
             self.queue.wake.notify_one();
         }
     }

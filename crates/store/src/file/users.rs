@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::fsutil::{create_dir_durable, sync_dir, write_atomic};
+use super::fsutil::{create_dir_durable, sync_dir, unique_suffix, write_atomic};
 use crate::{validate_user_name, Result, StoreError, User, UsersRepository};
 
 /// The file users repository.
@@ -70,10 +70,32 @@ impl FileUsersRepository {
 
 impl UsersRepository for FileUsersRepository {
     fn add(&self, user: &User) -> Result<()> {
-        if self.path(&user.name)?.exists() {
-            return Err(StoreError::AlreadyExists(format!("user {}", user.name)));
+        let path = self.path(&user.name)?;
+        let json = serde_json::to_vec_pretty(user).map_err(io::Error::other)?;
+        // Written aside, then linked into place: link() fails if the name exists, so two
+        // concurrent adds (the CLI and the server, say) cannot overwrite each other.
+        let tmp = self.tmp.join(format!(
+            "{}.{}.new",
+            user.name.to_lowercase(),
+            unique_suffix()
+        ));
+        let result = (|| -> io::Result<()> {
+            let mut file = fs::File::create(&tmp)?;
+            io::Write::write_all(&mut file, &json)?;
+            file.sync_all()?;
+            fs::hard_link(&tmp, &path)
+        })();
+        let _ = fs::remove_file(&tmp);
+        match result {
+            Ok(()) => {
+                sync_dir(&self.dir)?;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(StoreError::AlreadyExists(format!("user {}", user.name)))
+            }
+            Err(e) => Err(e.into()),
         }
-        self.write(user)
     }
 
     fn get(&self, name: &str) -> Result<Option<User>> {
