@@ -90,14 +90,14 @@ impl FileMailRepository {
     }
 
     /// Moves a mail file without a whole envelope record of its own aside, into `corrupt/`.
-    /// Mailroom never renames such a file into place (files are fsync'd with their first record
-    /// first), so it comes from a disk error or a hand edit; it is kept for an administrator to
-    /// look at rather than deleted.
+    /// Such a file was being committed when the machine crashed (and so was never
+    /// acknowledged), or comes from a disk error or a hand edit; it is kept for an
+    /// administrator to look at rather than deleted.
     fn quarantine(&self, name: &str, why: &str) -> Result<()> {
         let corrupt = self.dir.join("corrupt");
         create_dir_durable(&corrupt)?;
         tracing::error!(repository = %self.dir.display(), mail = %name, why,
-            "mail file without a valid envelope; moved to corrupt/");
+            "mail file without a whole envelope record; moved to corrupt/");
         match fs::rename(self.path(name), corrupt.join(format!("{name}.mail"))) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -403,16 +403,29 @@ impl IncomingMessage for FileIncoming {
             .file
             .take()
             .ok_or(io::Error::from(io::ErrorKind::BrokenPipe))?;
+        // Renamed into place before the fsyncs, so that the directory fsync that follows the
+        // file's own can cover the renames of other mails committed meanwhile. Until both
+        // fsyncs return, nothing is acknowledged; a crash before then can leave the file
+        // incomplete, and readers treat a file without a whole record of its own as such.
+        let path = self.repo.path(&self.name);
         let result = (|| -> io::Result<()> {
             file.write_all(&record(&envelope)?)?;
-            file.into_inner().map_err(|e| e.into_error())?.sync_data()?;
-            fs::rename(&self.tmp_path, self.repo.path(&self.name))
+            let file = file.into_inner().map_err(|e| e.into_error())?;
+            fs::rename(&self.tmp_path, &path)?;
+            let ticket = self.repo.dir_sync.ticket();
+            let synced = file
+                .sync_data()
+                .and_then(|()| self.repo.dir_sync.wait(ticket));
+            if synced.is_err() {
+                // Not durable, so not accepted: nothing may process it.
+                let _ = fs::remove_file(&path);
+            }
+            synced
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&self.tmp_path);
             return Err(e.into());
         }
-        self.repo.dir_sync.sync()?;
         if let Some(on_commit) = self.on_commit.take() {
             on_commit(&self.name);
         }
