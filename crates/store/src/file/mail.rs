@@ -89,6 +89,41 @@ impl FileMailRepository {
         self.dir.join(format!("{name}.mail"))
     }
 
+    /// Stores `mail`. `known_same` says whether the caller knows that the file holds this very
+    /// message already (the spool knows it of the mails it leased); `None` makes the file tell.
+    pub(crate) fn store_checked(&self, mail: &Mail, known_same: Option<bool>) -> Result<()> {
+        validate_mail_name(mail.name())?;
+        let mut envelope = mail.envelope.clone();
+        envelope.size = mail.message.size();
+        let path = self.path(mail.name());
+        let existing = match OpenOptions::new().read(true).append(true).open(&path) {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        match existing {
+            // The file holds this very message (bodies never change, so the same size and
+            // header section say so): a new envelope is one append. A torn append is
+            // harmless: readers fall back to the previous record.
+            Some(mut file) if known_same.map_or_else(|| holds_message(&file, mail), Ok)? => {
+                file.write_all(&record(&envelope)?)?;
+                file.sync_data()?;
+            }
+            // Another header: a new file replaces the old one; the old or the new version
+            // survives a crash, both whole, so no directory fsync is needed.
+            Some(_) => self.write_whole(mail, &envelope)?,
+            None => {
+                self.write_whole(mail, &envelope)?;
+                if let Err(e) = self.dir_sync.sync() {
+                    // Not durable, so not stored: leave nothing for a rescan to pick up.
+                    let _ = fs::remove_file(&path);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Moves a mail file without a whole envelope record of its own aside, into `corrupt/`.
     /// Such a file was being committed when the machine crashed (and so was never
     /// acknowledged), or comes from a disk error or a hand edit; it is kept for an
@@ -273,36 +308,7 @@ fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 impl MailRepository for FileMailRepository {
     fn store(&self, mail: &Mail) -> Result<()> {
-        validate_mail_name(mail.name())?;
-        let mut envelope = mail.envelope.clone();
-        envelope.size = mail.message.size();
-        let path = self.path(mail.name());
-        let existing = match OpenOptions::new().read(true).append(true).open(&path) {
-            Ok(file) => Some(file),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e.into()),
-        };
-        match existing {
-            // The file holds this very message (bodies never change, so the same size and
-            // header section say so): a new envelope is one append. A torn append is
-            // harmless: readers fall back to the previous record.
-            Some(mut file) if holds_message(&file, mail)? => {
-                file.write_all(&record(&envelope)?)?;
-                file.sync_data()?;
-            }
-            // Another header: a new file replaces the old one; the old or the new version
-            // survives a crash, both whole, so no directory fsync is needed.
-            Some(_) => self.write_whole(mail, &envelope)?,
-            None => {
-                self.write_whole(mail, &envelope)?;
-                if let Err(e) = self.dir_sync.sync() {
-                    // Not durable, so not stored: leave nothing for a rescan to pick up.
-                    let _ = fs::remove_file(&path);
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(())
+        self.store_checked(mail, None)
     }
 
     fn retrieve(&self, name: &str) -> Result<Option<Mail>> {

@@ -5,7 +5,7 @@
 //! mails wake a waiting worker at once; the directory is also rescanned now and then so that
 //! released or externally added mails are found.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -37,8 +37,9 @@ struct QueueState {
     waiting: VecDeque<String>,
     /// Names in `waiting` or leased: never queued twice.
     known: HashSet<String>,
-    /// Names currently handed to a worker.
-    leased: HashSet<String>,
+    /// Names currently handed to a worker, with the form of the message the file holds, so
+    /// that a processor hop of an unchanged message is a plain append.
+    leased: HashMap<String, MessageForm>,
     /// Released mails waiting for their retry time (also in `known`).
     delayed: Vec<(Instant, String)>,
     /// When the directory was last listed.
@@ -84,10 +85,20 @@ impl FileSpool {
 
 impl MailRepository for FileSpool {
     fn store(&self, mail: &Mail) -> Result<()> {
-        self.repo.store(mail)?;
         // A mail stored by its leaseholder stays with it; any other is queued.
-        if !self.queue.lock().leased.contains(mail.name()) {
-            self.queue.push(mail.name());
+        let held = self.queue.lock().leased.get(mail.name()).cloned();
+        match held {
+            Some(held) => {
+                let now = MessageForm::of(mail);
+                self.repo.store_checked(mail, Some(held == now))?;
+                if let Some(held) = self.queue.lock().leased.get_mut(mail.name()) {
+                    *held = now;
+                }
+            }
+            None => {
+                self.repo.store(mail)?;
+                self.queue.push(mail.name());
+            }
         }
         Ok(())
     }
@@ -135,7 +146,7 @@ impl SpoolRepository for FileSpool {
             while let Some(name) = state.waiting.pop_front() {
                 match self.repo.retrieve(&name) {
                     Ok(Some(mail)) => {
-                        state.leased.insert(name);
+                        state.leased.insert(name, MessageForm::of(&mail));
                         return Ok(Some(mail));
                     }
                     // Removed since it was queued.
@@ -169,7 +180,7 @@ impl SpoolRepository for FileSpool {
 
     fn release(&self, name: &str, retry_after: Duration) {
         let mut state = self.queue.lock();
-        if state.leased.remove(name) {
+        if state.leased.remove(name).is_some() {
             if retry_after.is_zero() {
                 state.waiting.push_back(name.to_string());
             } else {
@@ -178,6 +189,22 @@ impl SpoolRepository for FileSpool {
                     .push((Instant::now() + retry_after, name.to_string()));
             }
             self.queue.wake.notify_one();
+        }
+    }
+}
+
+/// What can change of a mail's message: its header section and size (bodies never change).
+#[derive(Clone, PartialEq, Eq)]
+struct MessageForm {
+    header: Vec<u8>,
+    size: u64,
+}
+
+impl MessageForm {
+    fn of(mail: &Mail) -> Self {
+        MessageForm {
+            header: mail.message.header_section().to_vec(),
+            size: mail.message.size(),
         }
     }
 }
