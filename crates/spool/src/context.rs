@@ -64,6 +64,11 @@ impl ServerContext {
         &self.spool
     }
 
+    /// Makes every inbox delivery made so far durable.
+    pub fn sync_inbox(&self) -> Result<(), mailroom_store::StoreError> {
+        self.inbox.sync()
+    }
+
     fn repository(&self, url: &str) -> Result<Arc<dyn MailRepository>, MailetError> {
         let mut open = self.repositories.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(repo) = open.get(url) {

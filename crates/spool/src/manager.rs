@@ -27,6 +27,8 @@ use crate::ServerContext;
 
 /// How long a worker waits for mail before checking for shutdown.
 const POLL: Duration = Duration::from_millis(250);
+/// How many finished mails a worker removes at once, after one inbox sync.
+const FINISHED_BATCH: usize = 32;
 /// The longest wait before a mail whose storage failed is tried again.
 const MAX_RETRY: Duration = Duration::from_secs(3600);
 
@@ -89,12 +91,20 @@ impl SpoolManager {
     }
 
     fn work(&self, stop: &AtomicBool) {
+        let mut finished = Vec::new();
         while !stop.load(Ordering::SeqCst) {
-            match self.spool().lease(POLL) {
+            // With finished mails waiting, only take mail that is already there: before
+            // waiting for more, those are made durable and removed.
+            let wait = if finished.is_empty() {
+                POLL
+            } else {
+                Duration::ZERO
+            };
+            match self.spool().lease(wait) {
                 Ok(Some(mail)) => {
                     let name = mail.name().to_string();
                     let processor = mail.state().to_string();
-                    match self.run(mail, processor, 0, true) {
+                    match self.run(mail, processor, 0, true, &mut finished) {
                         Ok(()) => {
                             self.failures().remove(&name);
                         }
@@ -113,12 +123,37 @@ impl SpoolManager {
                             self.spool().release(&name, delay);
                         }
                     }
+                    if finished.len() >= FINISHED_BATCH {
+                        self.remove_finished(&mut finished);
+                    }
                 }
-                Ok(None) => {}
+                Ok(None) => self.remove_finished(&mut finished),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the spool");
                     std::thread::sleep(Duration::from_secs(1));
                 }
+            }
+        }
+        self.remove_finished(&mut finished);
+    }
+
+    /// Removes finished mails from the spool, once their deliveries are durable. One inbox
+    /// sync serves the whole batch.
+    fn remove_finished(&self, finished: &mut Vec<String>) {
+        if finished.is_empty() {
+            return;
+        }
+        if let Err(e) = self.context.sync_inbox() {
+            tracing::error!(error = %e, "cannot make deliveries durable; mails will be retried");
+            for name in finished.drain(..) {
+                self.spool().release(&name, Duration::from_secs(60));
+            }
+            return;
+        }
+        for name in finished.drain(..) {
+            if let Err(e) = self.spool().remove(&name) {
+                tracing::error!(mail = %name, error = %e, "cannot remove a finished mail");
+                self.spool().release(&name, Duration::from_secs(60));
             }
         }
     }
@@ -127,7 +162,10 @@ impl SpoolManager {
     /// another try when storage fails).
     pub fn process(&self, mail: Mail) -> Result<(), StoreError> {
         let processor = mail.state().to_string();
-        self.run(mail, processor, 0, true)
+        let mut finished = Vec::new();
+        let result = self.run(mail, processor, 0, true, &mut finished);
+        self.remove_finished(&mut finished);
+        result
     }
 
     /// Runs a mail from `step` of `processor`. `stored` says whether it has a spool entry of
@@ -138,11 +176,12 @@ impl SpoolManager {
         mut processor: String,
         mut step: usize,
         stored: bool,
+        finished: &mut Vec<String>,
     ) -> Result<(), StoreError> {
         let ctx: &dyn MailetContext = &*self.context;
         loop {
             if mail.state() == state::GHOST {
-                return self.finish(&mail, stored);
+                return self.finish(&mail, stored, finished);
             }
             if mail.state() != processor || self.tree.get(&processor).is_none() {
                 if self.tree.get(mail.state()).is_none() {
@@ -150,7 +189,7 @@ impl SpoolManager {
                     if processor == state::ERROR {
                         tracing::error!(mail = %mail.name(), processor = %unknown,
                             "mail in the error processor sent to an unknown processor; deleted");
-                        return self.finish(&mail, stored);
+                        return self.finish(&mail, stored, finished);
                     }
                     tracing::warn!(mail = %mail.name(), processor = %unknown, "unknown processor");
                     mail.envelope.error_message = Some(format!("Unknown processor {unknown}"));
@@ -167,7 +206,7 @@ impl SpoolManager {
             }
             if mail.recipients().is_empty() {
                 tracing::debug!(mail = %mail.name(), "no recipients left");
-                return self.finish(&mail, stored);
+                return self.finish(&mail, stored, finished);
             }
             let Some(current) = self.tree.get(&processor).and_then(|p| p.steps.get(step)) else {
                 if processor != state::ERROR {
@@ -175,7 +214,7 @@ impl SpoolManager {
                         "mail reached the end of its processor and is deleted; \
                          this may be a configuration error");
                 }
-                return self.finish(&mail, stored);
+                return self.finish(&mail, stored, finished);
             };
             step += 1;
 
@@ -207,17 +246,23 @@ impl SpoolManager {
                 let mut copy = mail.split_off(new_mail_name(), matched);
                 mail.set_recipients(rest);
                 service(current, &mut copy, &processor, ctx);
-                self.run(copy, processor.clone(), step, false)?;
+                self.run(copy, processor.clone(), step, false, finished)?;
             } else {
                 service(current, &mut mail, &processor, ctx);
             }
         }
     }
 
-    /// A mail leaves processing: a spool mail is removed from the spool.
-    fn finish(&self, mail: &Mail, stored: bool) -> Result<(), StoreError> {
+    /// A mail leaves processing: a spool mail is set aside for removal from the spool, which
+    /// happens once its deliveries are durable (see [`SpoolManager::remove_finished`]).
+    fn finish(
+        &self,
+        mail: &Mail,
+        stored: bool,
+        finished: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
         if stored {
-            self.spool().remove(mail.name())?;
+            finished.push(mail.name().to_string());
         }
         Ok(())
     }

@@ -95,8 +95,13 @@ pub trait SpoolRepository: MailRepository {
 /// Users' inboxes: where `LocalDelivery` puts mail and POP3 reads it.
 pub trait InboxRepository: Send + Sync {
     /// Appends a message to `user`'s inbox, with `trace_header` (Return-Path, Delivered-To)
-    /// above its header section. Durable on return.
+    /// above its header section. The message is whole and visible on return, and durable once
+    /// [`InboxRepository::sync`] has returned: the spool removes a delivered mail only after
+    /// that, and syncs once for a batch of deliveries.
     fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()>;
+
+    /// Makes every delivery that returned before this call durable.
+    fn sync(&self) -> Result<()>;
 }
 
 /// The users repository: accounts, password hashes, aliases and forwards.

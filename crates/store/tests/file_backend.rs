@@ -69,6 +69,7 @@ fn maildir_delivery() {
         .deliver("alice", b"Return-Path: <>\r\n", &msg)
         .unwrap();
     inbox.deliver("alice", b"", &msg).unwrap();
+    inbox.sync().unwrap();
     let new: Vec<_> = fs::read_dir(dir.path().join("alice/new"))
         .unwrap()
         .collect();

@@ -24,6 +24,9 @@ pub struct Maildir {
     host: String,
     /// The `new/` syncer of every Maildir delivered to so far (which also says it exists).
     new_dirs: Mutex<HashMap<String, Arc<DirSync>>>,
+    /// Maildirs with renames into `new/` that may not be durable yet: the `new/` syncer and
+    /// the ticket taken after the last rename.
+    unsynced: Mutex<HashMap<String, (Arc<DirSync>, u64)>>,
 }
 
 impl Maildir {
@@ -34,6 +37,7 @@ impl Maildir {
             root: root.to_path_buf(),
             host: host_name(),
             new_dirs: Mutex::default(),
+            unsynced: Mutex::default(),
         })
     }
 
@@ -85,6 +89,26 @@ impl Maildir {
 }
 
 impl InboxRepository for Maildir {
+    fn sync(&self) -> Result<()> {
+        let pending: Vec<(String, Arc<DirSync>, u64)> = self
+            .unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(user, (sync, ticket))| (user.clone(), sync.clone(), *ticket))
+            .collect();
+        for (user, sync, ticket) in pending {
+            // Another caller may be running this very fsync: waiting on the ticket covers
+            // that case too.
+            sync.wait(ticket)?;
+            let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+            if unsynced.get(&user).is_some_and(|(_, t)| *t == ticket) {
+                unsynced.remove(&user);
+            }
+        }
+        Ok(())
+    }
+
     fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()> {
         validate_user_name(user)?;
         let (mut dir, mut new_sync) = self.new_dir_sync(user)?;
@@ -112,7 +136,12 @@ impl InboxRepository for Maildir {
         })();
         match result {
             Ok(_) => {
-                new_sync.sync()?;
+                // The file is fsync'd; the rename becomes durable with the next `sync`.
+                let ticket = new_sync.ticket();
+                self.unsynced
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(user.to_string(), (new_sync, ticket));
                 Ok(())
             }
             Err(e) => {
