@@ -1,32 +1,61 @@
 //! Inboxes as Maildirs: `<root>/<user>/{tmp,new,cur}`.
 //!
-//! Delivery follows the Maildir protocol: write `tmp/<unique>`, fsync, rename into
-//! `new/<unique>`, fsync `new/`. The unique name is `<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>`
-//! (the `,S=` size field is the one Dovecot writes and reads).
+//! Delivery follows the Maildir protocol — a message is written to `tmp/<unique>`, made durable,
+//! and only then renamed into `new/<unique>` — with a group commit in the middle:
+//! [`InboxRepository::deliver`] writes the file to `tmp/`, and [`InboxRepository::sync`] makes a
+//! whole batch durable at once (one `syncfs` for all the files, the renames into `new/`, then
+//! the directories). A reader never sees a message in `new/` that is not whole and durable. The
+//! unique name is `<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>` (the `,S=` size field is the one
+//! Dovecot writes and reads).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mailroom_mailet::Message;
 
-use super::fsutil::{create_dir_durable, DirSync};
+use super::fsutil::{create_dir_durable, sync_dir};
 use crate::{validate_user_name, InboxRepository, Result};
 
 /// The inbox repository of Maildirs under one root.
 #[derive(Debug)]
 pub struct Maildir {
     root: PathBuf,
+    /// The root, kept open for `syncfs`.
+    root_dir: File,
     host: String,
-    /// The `new/` syncer of every Maildir delivered to so far (which also says it exists).
-    new_dirs: Mutex<HashMap<String, Arc<DirSync>>>,
-    /// Maildirs with renames into `new/` that may not be durable yet: the `new/` syncer and
-    /// the ticket taken after the last rename.
-    unsynced: Mutex<HashMap<String, (Arc<DirSync>, u64)>>,
+    /// Users whose Maildir is known to exist.
+    known_users: Mutex<HashSet<String>>,
+    /// Deliveries written to `tmp/` and waiting for the next group commit.
+    commits: Mutex<Commits>,
+    committed: Condvar,
+}
+
+/// The group commit's state.
+#[derive(Debug, Default)]
+struct Commits {
+    /// Sequence number of the last delivery written.
+    written: u64,
+    /// Every delivery up to this number is durable and in `new/`.
+    done: u64,
+    /// Whether a caller is committing a batch now.
+    running: bool,
+    /// Deliveries not yet in a batch.
+    pending: Vec<Pending>,
+    /// Set for good by the first failure: after a failed sync nothing more is trusted.
+    poisoned: Option<io::ErrorKind>,
+}
+
+/// One delivery waiting for the group commit.
+#[derive(Debug)]
+struct Pending {
+    tmp: PathBuf,
+    new: PathBuf,
 }
 
 impl Maildir {
@@ -34,10 +63,12 @@ impl Maildir {
     pub fn open(root: &Path) -> Result<Self> {
         create_dir_durable(root)?;
         Ok(Maildir {
+            root_dir: File::open(root)?,
             root: root.to_path_buf(),
             host: host_name(),
-            new_dirs: Mutex::default(),
-            unsynced: Mutex::default(),
+            known_users: Mutex::default(),
+            commits: Mutex::default(),
+            committed: Condvar::new(),
         })
     }
 
@@ -51,25 +82,15 @@ impl Maildir {
         Ok(dir)
     }
 
-    /// The `new/` syncer of `user`'s Maildir, creating the Maildir on first use.
-    fn new_dir_sync(&self, user: &str) -> Result<(PathBuf, Arc<DirSync>)> {
-        let mut known = self.new_dirs.lock().unwrap_or_else(|p| p.into_inner());
-        let dir = self.root.join(user);
-        if let Some(sync) = known.get(user) {
-            return Ok((dir, sync.clone()));
+    /// `user`'s Maildir, created on first use (and again if it was removed).
+    fn maildir_of(&self, user: &str, again: bool) -> Result<PathBuf> {
+        let mut known = self.known_users.lock().unwrap_or_else(|p| p.into_inner());
+        if !again && known.contains(user) {
+            return Ok(self.root.join(user));
         }
         let dir = self.user_dir(user)?;
-        let sync = Arc::new(DirSync::open(&dir.join("new"))?);
-        known.insert(user.to_string(), sync.clone());
-        Ok((dir, sync))
-    }
-
-    /// Forgets what is known of `user`'s Maildir.
-    fn forget(&self, user: &str) {
-        self.new_dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(user);
+        known.insert(user.to_string());
+        Ok(dir)
     }
 
     fn unique_name(&self) -> String {
@@ -86,68 +107,97 @@ impl Maildir {
             self.host
         )
     }
-}
 
-impl InboxRepository for Maildir {
-    fn sync(&self) -> Result<()> {
-        let pending: Vec<(String, Arc<DirSync>, u64)> = self
-            .unsynced
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(user, (sync, ticket))| (user.clone(), sync.clone(), *ticket))
-            .collect();
-        for (user, sync, ticket) in pending {
-            // Another caller may be running this very fsync: waiting on the ticket covers
-            // that case too.
-            sync.wait(ticket)?;
-            let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
-            if unsynced.get(&user).is_some_and(|(_, t)| *t == ticket) {
-                unsynced.remove(&user);
+    fn lock(&self) -> MutexGuard<'_, Commits> {
+        self.commits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes a batch durable and visible: one `syncfs` for the files' contents, the renames
+    /// into `new/`, then an fsync of each `new/` touched.
+    fn commit(&self, batch: Vec<Pending>) -> io::Result<()> {
+        // SAFETY: the descriptor is open for the lifetime of `self`.
+        if unsafe { libc::syncfs(self.root_dir.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut dirs = BTreeSet::new();
+        for pending in &batch {
+            fs::rename(&pending.tmp, &pending.new)?;
+            if let Some(dir) = pending.new.parent() {
+                dirs.insert(dir.to_path_buf());
             }
+        }
+        for dir in dirs {
+            sync_dir(&dir)?;
         }
         Ok(())
     }
+}
 
+impl InboxRepository for Maildir {
     fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()> {
         validate_user_name(user)?;
-        let (mut dir, mut new_sync) = self.new_dir_sync(user)?;
+        let mut dir = self.maildir_of(user, false)?;
         let unique = self.unique_name();
         let mut tmp = dir.join("tmp").join(&unique);
-        let size = trace_header.len() as u64 + message.size();
         let file = match File::create(&tmp) {
             // The Maildir was removed while the server ran: make it again.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.forget(user);
-                (dir, new_sync) = self.new_dir_sync(user)?;
+                dir = self.maildir_of(user, true)?;
                 tmp = dir.join("tmp").join(&unique);
                 File::create(&tmp)?
             }
             other => other?,
         };
-        let result = (|| -> io::Result<PathBuf> {
+        let written = (|| -> io::Result<()> {
             let mut out = BufWriter::with_capacity(64 * 1024, file);
             out.write_all(trace_header)?;
             io::copy(&mut message.reader()?, &mut out)?;
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            let new = dir.join("new").join(format!("{unique},S={size}"));
-            fs::rename(&tmp, &new)?;
-            Ok(new)
+            out.flush()
         })();
-        match result {
-            Ok(_) => {
-                // The file is fsync'd; the rename becomes durable with the next `sync`.
-                let ticket = new_sync.ticket();
-                self.unsynced
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(user.to_string(), (new_sync, ticket));
-                Ok(())
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        let size = trace_header.len() as u64 + message.size();
+        let new = dir.join("new").join(format!("{unique},S={size}"));
+        let mut commits = self.lock();
+        commits.written += 1;
+        commits.pending.push(Pending { tmp, new });
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        let mut commits = self.lock();
+        let target = commits.written;
+        loop {
+            if let Some(kind) = commits.poisoned {
+                return Err(io::Error::new(kind, "an earlier Maildir commit failed").into());
             }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e.into())
+            if commits.done >= target {
+                return Ok(());
             }
+            if commits.running {
+                commits = self
+                    .committed
+                    .wait(commits)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            commits.running = true;
+            let covers = commits.written;
+            let batch = std::mem::take(&mut commits.pending);
+            drop(commits);
+            let result = self.commit(batch);
+            commits = self.lock();
+            commits.running = false;
+            match result {
+                Ok(()) => commits.done = covers,
+                Err(e) => {
+                    tracing::error!(error = %e, "Maildir commit failed; refusing further deliveries");
+                    commits.poisoned = Some(e.kind());
+                }
+            }
+            self.committed.notify_all();
         }
     }
 }
