@@ -125,9 +125,9 @@ impl FileMailRepository {
     }
 
     /// Moves a mail file without a whole envelope record of its own aside, into `corrupt/`.
-    /// Such a file was being committed when the machine crashed (and so was never
-    /// acknowledged), or comes from a disk error or a hand edit; it is kept for an
-    /// administrator to look at rather than deleted.
+    /// Mailroom never puts such a file under a mail's name (files are fsync'd with their first
+    /// record before the rename), so it comes from a disk error or a hand edit; it is kept for
+    /// an administrator to look at rather than deleted.
     fn quarantine(&self, name: &str, why: &str) -> Result<()> {
         let corrupt = self.dir.join("corrupt");
         create_dir_durable(&corrupt)?;
@@ -409,24 +409,19 @@ impl IncomingMessage for FileIncoming {
             .file
             .take()
             .ok_or(io::Error::from(io::ErrorKind::BrokenPipe))?;
-        // Renamed into place before the fsyncs, so that the directory fsync that follows the
-        // file's own can cover the renames of other mails committed meanwhile. Until both
-        // fsyncs return, nothing is acknowledged; a crash before then can leave the file
-        // incomplete, and readers treat a file without a whole record of its own as such.
+        // Fsync'd before the rename: a file under a mail's name is always whole, never a
+        // write cut short whose last block happened to reach the disk before the others.
         let path = self.repo.path(&self.name);
         let result = (|| -> io::Result<()> {
             file.write_all(&record(&envelope)?)?;
-            let file = file.into_inner().map_err(|e| e.into_error())?;
+            file.into_inner().map_err(|e| e.into_error())?.sync_data()?;
             fs::rename(&self.tmp_path, &path)?;
-            let ticket = self.repo.dir_sync.ticket();
-            let synced = file
-                .sync_data()
-                .and_then(|()| self.repo.dir_sync.wait(ticket));
-            if synced.is_err() {
+            if let Err(e) = self.repo.dir_sync.sync() {
                 // Not durable, so not accepted: nothing may process it.
                 let _ = fs::remove_file(&path);
+                return Err(e);
             }
-            synced
+            Ok(())
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&self.tmp_path);
