@@ -104,3 +104,45 @@ fn maildir_delivery() {
     assert!(inbox.deliver("../escape", b"", &msg).is_err());
     assert!(!dir.path().parent().unwrap().join("escape").exists());
 }
+
+#[test]
+fn a_mail_cut_short_by_a_crash_is_not_handed_out_after_a_restart() {
+    use mailroom_store::{MailRepository, SpoolRepository};
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = FileSpool::open(dir.path()).unwrap();
+    let mut names = Vec::new();
+    for body in [&b"first"[..], b"second"] {
+        let mut incoming = spool.incoming().unwrap();
+        std::io::Write::write_all(&mut incoming, b"Subject: x\r\n\r\n").unwrap();
+        std::io::Write::write_all(&mut incoming, body).unwrap();
+        names.push(incoming.name().to_string());
+        incoming
+            .commit(mailroom_mailet::Envelope::new("x", None, vec![]))
+            .unwrap();
+    }
+    drop(spool);
+    // The second file's record reached the disk but a block of its message did not.
+    let damaged = dir.path().join(format!("{}.mail", names[1]));
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&damaged)
+        .unwrap()
+        .write_all_at(b"\0\0\0\0", 2)
+        .unwrap();
+    let spool = FileSpool::open(dir.path()).unwrap();
+    let first = spool
+        .lease(std::time::Duration::from_secs(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.name(), names[0]);
+    assert!(spool
+        .lease(std::time::Duration::from_millis(50))
+        .unwrap()
+        .is_none());
+    assert!(dir
+        .path()
+        .join("corrupt")
+        .join(format!("{}.mail", names[1]))
+        .exists());
+}

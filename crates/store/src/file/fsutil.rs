@@ -169,9 +169,21 @@ impl DirSync {
 
     /// Returns once everything done in the directory before the call is durable.
     pub fn sync(&self) -> io::Result<()> {
+        self.wait(self.ticket())
+    }
+
+    /// A ticket for what has been done in the directory so far. Taking it right after a
+    /// rename and waiting only after other work (the file's own fsync) lets more renames share
+    /// one directory fsync.
+    pub fn ticket(&self) -> u64 {
         let mut state = self.lock();
         state.requested += 1;
-        let ticket = state.requested;
+        state.requested
+    }
+
+    /// Returns once everything done before `ticket` was taken is durable.
+    pub fn wait(&self, ticket: u64) -> io::Result<()> {
+        let mut state = self.lock();
         loop {
             if let Some(kind) = state.poisoned {
                 return Err(io::Error::new(kind, "an earlier directory fsync failed"));

@@ -4,6 +4,7 @@
 //! ```text
 //! [message octets][envelope JSON][trailer][envelope JSON][trailer]...
 //! trailer = MAGIC (8 octets) | JSON length (u32 LE) | CRC-32 of the JSON (u32 LE)
+//!           | CRC-32 of the message octets (u32 LE)
 //! ```
 //!
 //! Why one file with appended envelopes: a processor hop (a new state) is one append and one
@@ -37,7 +38,7 @@ use crate::{validate_mail_name, IncomingMessage, MailRepository, Result, StoreEr
 /// scan cannot mistake an envelope for a trailer.
 const MAGIC: &[u8; 8] = b"\xffMRENV\x00\x01";
 /// Length of a trailer.
-const TRAILER: usize = 16;
+const TRAILER: usize = 20;
 
 /// How many recycled files are kept at most; beyond that, removed mails are unlinked.
 const MAX_FREE_FILES: usize = 4096;
@@ -89,9 +90,10 @@ impl FileMailRepository {
         self.dir.join(format!("{name}.mail"))
     }
 
-    /// Stores `mail`. `known_same` says whether the caller knows that the file holds this very
-    /// message already (the spool knows it of the mails it leased); `None` makes the file tell.
-    pub(crate) fn store_checked(&self, mail: &Mail, known_same: Option<bool>) -> Result<()> {
+    /// Stores `mail`. `known` is what the caller knows of the file (the spool knows it of the
+    /// mails it leased); [`Known::Unknown`] makes the file tell. Returns the CRC-32 of the
+    /// message now in the file.
+    pub(crate) fn store_checked(&self, mail: &Mail, known: Known) -> Result<u32> {
         validate_mail_name(mail.name())?;
         let mut envelope = mail.envelope.clone();
         envelope.size = mail.message.size();
@@ -101,38 +103,66 @@ impl FileMailRepository {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e.into()),
         };
-        match existing {
+        let Some(mut file) = existing else {
+            let crc = self.write_whole(mail, &envelope)?;
+            if let Err(e) = self.dir_sync.sync() {
+                // Not durable, so not stored: leave nothing for a rescan to pick up.
+                let _ = fs::remove_file(&path);
+                return Err(e.into());
+            }
+            return Ok(crc);
+        };
+        let crc = match known.message_crc(&file, mail)? {
             // The file holds this very message (bodies never change, so the same size and
             // header section say so): a new envelope is one append. A torn append is
             // harmless: readers fall back to the previous record.
-            Some(mut file) if known_same.map_or_else(|| holds_message(&file, mail), Ok)? => {
-                file.write_all(&record(&envelope)?)?;
+            Some(crc) => {
+                file.write_all(&record(&envelope, crc)?)?;
                 file.sync_data()?;
+                crc
             }
             // Another header: a new file replaces the old one; the old or the new version
             // survives a crash, both whole, so no directory fsync is needed.
-            Some(_) => self.write_whole(mail, &envelope)?,
-            None => {
-                self.write_whole(mail, &envelope)?;
-                if let Err(e) = self.dir_sync.sync() {
-                    // Not durable, so not stored: leave nothing for a rescan to pick up.
-                    let _ = fs::remove_file(&path);
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(())
+            None => self.write_whole(mail, &envelope)?,
+        };
+        Ok(crc)
     }
 
-    /// Moves a mail file without a whole envelope record of its own aside, into `corrupt/`.
-    /// Mailroom never puts such a file under a mail's name (files are fsync'd with their first
-    /// record before the rename), so it comes from a disk error or a hand edit; it is kept for
-    /// an administrator to look at rather than deleted.
+    /// The mail called `name` and the CRC-32 of its message. With `verify`, the message is read
+    /// and checked against that CRC first: a mail found on disk after a crash may have been
+    /// cut short while it was being committed (see [`FileIncoming::commit`]).
+    pub(crate) fn retrieve_checked(&self, name: &str, verify: bool) -> Result<Option<(Mail, u32)>> {
+        validate_mail_name(name)?;
+        let file = match File::open(self.path(name)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let len = file.metadata()?.len();
+        let (envelope, crc) = match last_envelope(&file, len, name) {
+            Ok(found) => found,
+            Err(StoreError::Corrupt(_, why)) => {
+                self.quarantine(name, &why)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if verify && message_crc(&file, envelope.size)? != crc {
+            self.quarantine(name, "the message does not match its envelope record")?;
+            return Ok(None);
+        }
+        let message = fsutil::open_message(file, envelope.size)?;
+        Ok(Some((Mail { envelope, message }, crc)))
+    }
+
+    /// Moves a mail file that is not whole aside, into `corrupt/`: a commit cut short by a
+    /// crash (never acknowledged), a disk error or a hand edit. It is kept for an
+    /// administrator to look at rather than deleted.
     fn quarantine(&self, name: &str, why: &str) -> Result<()> {
         let corrupt = self.dir.join("corrupt");
         create_dir_durable(&corrupt)?;
         tracing::error!(repository = %self.dir.display(), mail = %name, why,
-            "mail file without a whole envelope record; moved to corrupt/");
+            "mail file is not whole; moved to corrupt/");
         match fs::rename(self.path(name), corrupt.join(format!("{name}.mail"))) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -172,21 +202,30 @@ impl FileMailRepository {
             tmp_path,
             file: Some(BufWriter::with_capacity(64 * 1024, file)),
             written: 0,
+            crc: crc32fast::Hasher::new(),
             on_commit,
         })
     }
 
     /// Writes a whole new file for `mail` (message and one record), fsyncs it and renames it
-    /// into place.
-    fn write_whole(&self, mail: &Mail, envelope: &Envelope) -> io::Result<()> {
+    /// into place. Returns the CRC-32 of the message.
+    fn write_whole(&self, mail: &Mail, envelope: &Envelope) -> io::Result<u32> {
         let path = self.path(mail.name());
         let tmp = self.tmp_path(mail.name());
-        let result = (|| -> io::Result<()> {
-            let mut out = BufWriter::with_capacity(64 * 1024, self.create_tmp(&tmp)?);
+        let result = (|| -> io::Result<u32> {
+            let mut out = CrcWriter {
+                inner: BufWriter::with_capacity(64 * 1024, self.create_tmp(&tmp)?),
+                crc: crc32fast::Hasher::new(),
+            };
             io::copy(&mut mail.message.reader()?, &mut out)?;
-            out.write_all(&record(envelope)?)?;
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            fs::rename(&tmp, &path)
+            let crc = out.crc.finalize();
+            out.inner.write_all(&record(envelope, crc)?)?;
+            out.inner
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()?;
+            fs::rename(&tmp, &path)?;
+            Ok(crc)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -195,14 +234,68 @@ impl FileMailRepository {
     }
 }
 
-/// An envelope as a record: JSON and trailer.
-fn record(envelope: &Envelope) -> io::Result<Vec<u8>> {
+/// What a caller knows of the file of the mail it stores.
+pub(crate) enum Known {
+    /// Nothing: the file is read to tell.
+    Unknown,
+    /// It holds this very message, whose CRC-32 is this.
+    Same(u32),
+    /// It holds another form of the message.
+    Different,
+}
+
+impl Known {
+    /// The CRC-32 of the message in `file` if that is `mail`'s message as it is now.
+    fn message_crc(&self, file: &File, mail: &Mail) -> Result<Option<u32>> {
+        match self {
+            Known::Same(crc) => Ok(Some(*crc)),
+            Known::Different => Ok(None),
+            Known::Unknown => holds_message(file, mail),
+        }
+    }
+}
+
+/// A writer that computes the CRC-32 of what goes through it.
+struct CrcWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The CRC-32 of the first `len` octets of `file`.
+fn message_crc(file: &File, len: u64) -> io::Result<u32> {
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pos = 0;
+    while pos < len {
+        let want = buf.len().min((len - pos) as usize);
+        file.read_exact_at(&mut buf[..want], pos)?;
+        crc.update(&buf[..want]);
+        pos += want as u64;
+    }
+    Ok(crc.finalize())
+}
+
+/// An envelope as a record: JSON and trailer, with the CRC-32 of the message it describes.
+fn record(envelope: &Envelope, message_crc: u32) -> io::Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec(envelope).map_err(io::Error::other)?;
     let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("envelope too large"))?;
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&len.to_le_bytes());
     bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes.extend_from_slice(&message_crc.to_le_bytes());
     Ok(bytes)
 }
 
@@ -211,11 +304,11 @@ fn record(envelope: &Envelope) -> io::Result<Vec<u8>> {
 /// The usual case costs two small reads: the trailer at the end, then exactly the JSON it
 /// describes. Only when that record is torn (a crash during an append) are earlier trailers
 /// searched for, backwards, chunk by chunk, as far as needed.
-fn last_envelope(file: &File, len: u64, name: &str) -> Result<Envelope> {
+fn last_envelope(file: &File, len: u64, name: &str) -> Result<(Envelope, u32)> {
     let mut end = len;
     while let Some(at) = previous_magic(file, end)? {
-        if let Some(envelope) = record_at(file, at, len, name)? {
-            return Ok(envelope);
+        if let Some(found) = record_at(file, at, len, name)? {
+            return Ok(found);
         }
         end = at;
     }
@@ -225,8 +318,9 @@ fn last_envelope(file: &File, len: u64, name: &str) -> Result<Envelope> {
     ))
 }
 
-/// The envelope of the record whose trailer starts at `at`, if it is whole and names `name`.
-fn record_at(file: &File, at: u64, len: u64, name: &str) -> io::Result<Option<Envelope>> {
+/// The envelope and message CRC of the record whose trailer starts at `at`, if it is whole
+/// and names `name`.
+fn record_at(file: &File, at: u64, len: u64, name: &str) -> io::Result<Option<(Envelope, u32)>> {
     if at + TRAILER as u64 > len {
         return Ok(None);
     }
@@ -236,6 +330,7 @@ fn record_at(file: &File, at: u64, len: u64, name: &str) -> io::Result<Option<En
         trailer[8..12].try_into().expect("4 octets"),
     ));
     let crc = u32::from_le_bytes(trailer[12..16].try_into().expect("4 octets"));
+    let message_crc = u32::from_le_bytes(trailer[16..20].try_into().expect("4 octets"));
     let Some(json_start) = at.checked_sub(json_len) else {
         return Ok(None);
     };
@@ -247,7 +342,8 @@ fn record_at(file: &File, at: u64, len: u64, name: &str) -> io::Result<Option<En
     Ok((crc32fast::hash(&json) == crc)
         .then(|| serde_json::from_slice::<Envelope>(&json).ok())
         .flatten()
-        .filter(|e| e.name == name && json_start >= e.size))
+        .filter(|e| e.name == name && json_start >= e.size)
+        .map(|e| (e, message_crc)))
 }
 
 /// Where the last [`MAGIC`] that starts before `end` is, reading backwards in chunks.
@@ -271,21 +367,21 @@ fn previous_magic(file: &File, end: u64) -> io::Result<Option<u64>> {
     Ok(None)
 }
 
-/// Whether the mail file `file` holds `mail`'s message as it is now.
-fn holds_message(file: &File, mail: &Mail) -> Result<bool> {
+/// The message CRC of the mail file `file` if it holds `mail`'s message as it is now.
+fn holds_message(file: &File, mail: &Mail) -> Result<Option<u32>> {
     let len = file.metadata()?.len();
-    let stored = match last_envelope(file, len, mail.name()) {
-        Ok(envelope) => envelope,
-        Err(StoreError::Corrupt(..)) => return Ok(false),
+    let (stored, crc) = match last_envelope(file, len, mail.name()) {
+        Ok(found) => found,
+        Err(StoreError::Corrupt(..)) => return Ok(None),
         Err(e) => return Err(e),
     };
     let header = mail.message.header_section();
     if stored.size != mail.message.size() || (header.len() as u64) > stored.size {
-        return Ok(false);
+        return Ok(None);
     }
     let mut on_disk = vec![0u8; header.len()];
     file.read_exact_at(&mut on_disk, 0)?;
-    Ok(on_disk == header)
+    Ok((on_disk == header).then_some(crc))
 }
 
 /// Truncates a file to nothing, by path (one system call).
@@ -308,27 +404,11 @@ fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 impl MailRepository for FileMailRepository {
     fn store(&self, mail: &Mail) -> Result<()> {
-        self.store_checked(mail, None)
+        self.store_checked(mail, Known::Unknown).map(drop)
     }
 
     fn retrieve(&self, name: &str) -> Result<Option<Mail>> {
-        validate_mail_name(name)?;
-        let file = match File::open(self.path(name)) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let len = file.metadata()?.len();
-        let envelope = match last_envelope(&file, len, name) {
-            Ok(envelope) => envelope,
-            Err(StoreError::Corrupt(_, why)) => {
-                self.quarantine(name, &why)?;
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        let message = fsutil::open_message(file, envelope.size)?;
-        Ok(Some(Mail { envelope, message }))
+        Ok(self.retrieve_checked(name, false)?.map(|(mail, _)| mail))
     }
 
     fn remove(&self, name: &str) -> Result<bool> {
@@ -380,6 +460,8 @@ pub struct FileIncoming {
     tmp_path: PathBuf,
     file: Option<BufWriter<File>>,
     written: u64,
+    /// CRC-32 of the message so far.
+    crc: crc32fast::Hasher,
     on_commit: Option<OnCommit>,
 }
 
@@ -388,6 +470,7 @@ impl Write for FileIncoming {
         let file = self.file.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
         let n = file.write(buf)?;
         self.written += n as u64;
+        self.crc.update(&buf[..n]);
         Ok(n)
     }
 
@@ -409,19 +492,26 @@ impl IncomingMessage for FileIncoming {
             .file
             .take()
             .ok_or(io::Error::from(io::ErrorKind::BrokenPipe))?;
-        // Fsync'd before the rename: a file under a mail's name is always whole, never a
-        // write cut short whose last block happened to reach the disk before the others.
+        // Renamed into place before the fsyncs, so that the directory fsync that follows the
+        // file's own covers the renames of other mails committed meanwhile. Nothing is
+        // acknowledged before both return; a crash in between can leave the file cut short
+        // (its last block on disk, not an earlier one), which is why the record carries the
+        // message's CRC and the spool checks it for every mail it finds at start-up.
         let path = self.repo.path(&self.name);
+        let message_crc = self.crc.clone().finalize();
         let result = (|| -> io::Result<()> {
-            file.write_all(&record(&envelope)?)?;
-            file.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+            file.write_all(&record(&envelope, message_crc)?)?;
+            let file = file.into_inner().map_err(|e| e.into_error())?;
             fs::rename(&self.tmp_path, &path)?;
-            if let Err(e) = self.repo.dir_sync.sync() {
+            let ticket = self.repo.dir_sync.ticket();
+            let synced = file
+                .sync_data()
+                .and_then(|()| self.repo.dir_sync.wait(ticket));
+            if synced.is_err() {
                 // Not durable, so not accepted: nothing may process it.
                 let _ = fs::remove_file(&path);
-                return Err(e);
             }
-            Ok(())
+            synced
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&self.tmp_path);
@@ -461,7 +551,7 @@ mod tests {
         repo.store(&mail).unwrap();
         // A third append cut short by a crash: half a record.
         mail.set_state("third");
-        let torn = record(&mail.envelope).unwrap();
+        let torn = record(&mail.envelope, 0).unwrap();
         let mut file = OpenOptions::new()
             .append(true)
             .open(repo.path("m"))
@@ -486,7 +576,7 @@ mod tests {
         let mut forged = Envelope::new("Mail-guess", None, vec![]);
         forged.state = "transport".into();
         let mut body = b"Subject: x\r\n\r\n".to_vec();
-        body.extend_from_slice(&record(&forged).unwrap());
+        body.extend_from_slice(&record(&forged, 0).unwrap());
         // As if the file had lost everything after the message, the real record included.
         std::fs::write(repo.path("Mail-real"), &body).unwrap();
         assert!(repo.retrieve("Mail-real").unwrap().is_none());
@@ -507,7 +597,7 @@ mod tests {
         repo.store(&mail).unwrap();
         mail.set_state("second");
         repo.store(&mail).unwrap();
-        let torn = record(&mail.envelope).unwrap();
+        let torn = record(&mail.envelope, 0).unwrap();
         let mut file = OpenOptions::new()
             .append(true)
             .open(repo.path("big"))

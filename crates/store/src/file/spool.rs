@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use mailroom_mailet::Mail;
 
+use super::mail::Known;
 use super::FileMailRepository;
 use crate::{IncomingMessage, MailRepository, Result, SpoolRepository};
 
@@ -40,6 +41,9 @@ struct QueueState {
     /// Names currently handed to a worker, with the form of the message the file holds, so
     /// that a processor hop of an unchanged message is a plain append.
     leased: HashMap<String, MessageForm>,
+    /// Mails this process wrote or has checked whole; any other (found by a rescan, say after
+    /// a crash) has its message checked against its record before it is handed out.
+    trusted: HashSet<String>,
     /// Released mails waiting for their retry time (also in `known`).
     delayed: Vec<(Instant, String)>,
     /// When the directory was last listed.
@@ -53,8 +57,10 @@ impl Queue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Queues a mail this process wrote whole (and so need not check).
     fn push(&self, name: &str) {
         let mut state = self.lock();
+        state.trusted.insert(name.to_string());
         if state.known.insert(name.to_string()) {
             state.waiting.push_back(name.to_string());
             self.wake.notify_one();
@@ -89,10 +95,15 @@ impl MailRepository for FileSpool {
         let held = self.queue.lock().leased.get(mail.name()).cloned();
         match held {
             Some(held) => {
-                let now = MessageForm::of(mail);
-                self.repo.store_checked(mail, Some(held == now))?;
+                let now = MessageForm::of(mail, held.crc);
+                let known = if held == now {
+                    Known::Same(held.crc)
+                } else {
+                    Known::Different
+                };
+                let crc = self.repo.store_checked(mail, known)?;
                 if let Some(held) = self.queue.lock().leased.get_mut(mail.name()) {
-                    *held = now;
+                    *held = MessageForm::of(mail, crc);
                 }
             }
             None => {
@@ -112,6 +123,7 @@ impl MailRepository for FileSpool {
         let mut state = self.queue.lock();
         state.leased.remove(name);
         state.known.remove(name);
+        state.trusted.remove(name);
         state.waiting.retain(|n| n != name);
         Ok(existed)
     }
@@ -144,9 +156,11 @@ impl SpoolRepository for FileSpool {
             state.delayed = later;
             state.waiting.extend(due.into_iter().map(|(_, name)| name));
             while let Some(name) = state.waiting.pop_front() {
-                match self.repo.retrieve(&name) {
-                    Ok(Some(mail)) => {
-                        state.leased.insert(name, MessageForm::of(&mail));
+                let verify = !state.trusted.contains(&name);
+                match self.repo.retrieve_checked(&name, verify) {
+                    Ok(Some((mail, crc))) => {
+                        state.trusted.insert(name.clone());
+                        state.leased.insert(name, MessageForm::of(&mail, crc));
                         return Ok(Some(mail));
                     }
                     // Removed since it was queued.
@@ -193,18 +207,28 @@ impl SpoolRepository for FileSpool {
     }
 }
 
-/// What can change of a mail's message: its header section and size (bodies never change).
-#[derive(Clone, PartialEq, Eq)]
+/// What can change of a mail's message (its header section and size: bodies never change),
+/// and the CRC-32 of the message the file holds.
+#[derive(Clone)]
 struct MessageForm {
     header: Vec<u8>,
     size: u64,
+    crc: u32,
 }
 
 impl MessageForm {
-    fn of(mail: &Mail) -> Self {
+    fn of(mail: &Mail, crc: u32) -> Self {
         MessageForm {
             header: mail.message.header_section().to_vec(),
             size: mail.message.size(),
+            crc,
         }
+    }
+}
+
+impl PartialEq for MessageForm {
+    /// The same message: the CRC belongs to the file, not to the form.
+    fn eq(&self, other: &Self) -> bool {
+        self.header == other.header && self.size == other.size
     }
 }
