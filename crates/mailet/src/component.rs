@@ -2,7 +2,6 @@
 //! what they may ask of the server ([`MailetContext`]).
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use crate::{Mail, MailAddress};
 
@@ -157,18 +156,5 @@ pub trait MailetContext: Send + Sync {
     ) -> Result<(), MailetError>;
 
     /// Writes a line to the server log on behalf of a mailet.
-    fn log(&self, message: &str) {
-        tracing_free_log(message)
-    }
-}
-
-/// The default [`MailetContext::log`]: standard error, since this crate has no logger.
-fn tracing_free_log(message: &str) {
-    eprintln!("{message}");
-}
-
-impl fmt::Debug for dyn MailetContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MailetContext")
-    }
+    fn log(&self, message: &str);
 }

@@ -181,7 +181,7 @@ impl SpoolManager {
         let ctx: &dyn MailetContext = &*self.context;
         loop {
             if mail.state() == state::GHOST {
-                return self.finish(&mail, stored, finished);
+                return Self::finish(&mail, stored, finished);
             }
             if mail.state() != processor || self.tree.get(&processor).is_none() {
                 if self.tree.get(mail.state()).is_none() {
@@ -189,7 +189,7 @@ impl SpoolManager {
                     if processor == state::ERROR {
                         tracing::error!(mail = %mail.name(), processor = %unknown,
                             "mail in the error processor sent to an unknown processor; deleted");
-                        return self.finish(&mail, stored, finished);
+                        return Self::finish(&mail, stored, finished);
                     }
                     tracing::warn!(mail = %mail.name(), processor = %unknown, "unknown processor");
                     mail.envelope.error_message = Some(format!("Unknown processor {unknown}"));
@@ -206,7 +206,7 @@ impl SpoolManager {
             }
             if mail.recipients().is_empty() {
                 tracing::debug!(mail = %mail.name(), "no recipients left");
-                return self.finish(&mail, stored, finished);
+                return Self::finish(&mail, stored, finished);
             }
             let Some(current) = self.tree.get(&processor).and_then(|p| p.steps.get(step)) else {
                 if processor != state::ERROR {
@@ -214,7 +214,7 @@ impl SpoolManager {
                         "mail reached the end of its processor and is deleted; \
                          this may be a configuration error");
                 }
-                return self.finish(&mail, stored, finished);
+                return Self::finish(&mail, stored, finished);
             };
             step += 1;
 
@@ -255,12 +255,7 @@ impl SpoolManager {
 
     /// A mail leaves processing: a spool mail is set aside for removal from the spool, which
     /// happens once its deliveries are durable (see [`SpoolManager::remove_finished`]).
-    fn finish(
-        &self,
-        mail: &Mail,
-        stored: bool,
-        finished: &mut Vec<String>,
-    ) -> Result<(), StoreError> {
+    fn finish(mail: &Mail, stored: bool, finished: &mut Vec<String>) -> Result<(), StoreError> {
         if stored {
             finished.push(mail.name().to_string());
         }

@@ -145,6 +145,3 @@ pub trait UsersRepository: Send + Sync {
         }
     }
 }
-
-/// A timeout long enough that a lease call blocks until mail arrives.
-pub const FOREVER: Duration = Duration::from_secs(3600);

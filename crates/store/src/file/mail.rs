@@ -81,11 +81,6 @@ impl FileMailRepository {
         })
     }
 
-    /// The directory of the repository.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.mail"))
     }
