@@ -7,6 +7,17 @@ use std::sync::{Arc, Mutex};
 use mailroom_mailet::{Mail, MailAddress, MailetContext, MailetError, UserRecord};
 use mailroom_store::{InboxRepository, MailRepository, SpoolRepository, UsersRepository};
 
+thread_local! {
+    /// Inbox deliveries made on this thread: a worker runs all of a mail's mailets on its own
+    /// thread, so this tells it whether processing a mail delivered anything.
+    static DELIVERIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many inbox deliveries this thread has made.
+pub(crate) fn deliveries_on_this_thread() -> u64 {
+    DELIVERIES.with(std::cell::Cell::get)
+}
+
 /// Opens the mail repository at a URL (`file://var/mail/error/`...).
 pub type RepositoryOpener =
     Box<dyn Fn(&str) -> Result<Arc<dyn MailRepository>, String> + Send + Sync>;
@@ -132,7 +143,9 @@ impl MailetContext for ServerContext {
     ) -> Result<(), MailetError> {
         self.inbox
             .deliver(user, trace_header, &mail.message)
-            .map_err(store_error)
+            .map_err(store_error)?;
+        DELIVERIES.with(|n| n.set(n.get() + 1));
+        Ok(())
     }
 
     fn log(&self, message: &str) {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use mailroom_mailet::{state, Mail, MailAddress, MailetContext, MailetError};
 use mailroom_store::{new_mail_name, SpoolRepository, StoreError};
 
+use crate::context::deliveries_on_this_thread;
 use crate::tree::{OnMailetError, OnMatchError, ProcessorTree, Step};
 use crate::ServerContext;
 
@@ -179,6 +180,7 @@ impl SpoolManager {
         finished: &mut Vec<String>,
     ) -> Result<(), StoreError> {
         let ctx: &dyn MailetContext = &*self.context;
+        let mut deliveries = deliveries_on_this_thread();
         loop {
             if mail.state() == state::GHOST {
                 return Self::finish(&mail, stored, finished);
@@ -194,6 +196,14 @@ impl SpoolManager {
                     tracing::warn!(mail = %mail.name(), processor = %unknown, "unknown processor");
                     mail.envelope.error_message = Some(format!("Unknown processor {unknown}"));
                     mail.set_state(state::ERROR);
+                }
+                // Inbox deliveries are made durable in batches, before the spool forgets a
+                // mail. A hop is such a moment too: the mail stored now may have fewer
+                // recipients than before (split copies delivered them), so their deliveries
+                // must be durable first.
+                if deliveries_on_this_thread() != deliveries {
+                    self.context.sync_inbox()?;
+                    deliveries = deliveries_on_this_thread();
                 }
                 mail.envelope.touch();
                 self.spool().store(&mail)?;

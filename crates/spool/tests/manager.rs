@@ -11,6 +11,21 @@ use mailroom_spool::{ProcessorTree, Registry, ServerContext, SpoolManager, Usern
 use mailroom_store::file::{FileMailRepository, FileSpool, FileUsersRepository, Maildir};
 use mailroom_store::{MailRepository, SpoolRepository, User, UsersRepository};
 
+/// A mailet that fails unless the Maildir `<dir>` already shows a delivered message: it
+/// checks that deliveries are durable (committed) before a hop is persisted.
+struct RequireDelivered(std::path::PathBuf);
+
+impl mailroom_mailet::Mailet for RequireDelivered {
+    fn service(&self, _: &mut Mail, _: &dyn MailetContext) -> Result<(), MailetError> {
+        let delivered = std::fs::read_dir(self.0.join("new")).map_or(0, |e| e.count());
+        if delivered > 0 {
+            Ok(())
+        } else {
+            Err(MailetError::new("the delivery is not committed"))
+        }
+    }
+}
+
 /// A matcher that always fails, registered the way a user registers their own.
 struct Explode;
 
@@ -28,6 +43,7 @@ struct Fixture {
 
 fn fixture(processors: &str) -> Fixture {
     let home = tempfile::tempdir().unwrap();
+    let processors = processors.replace("{HOME}", home.path().to_str().unwrap());
     let xml = format!(
         "<config><James><servernames><servername>localhost</servername></servernames></James>\
          <spoolmanager>{processors}</spoolmanager></config>"
@@ -36,6 +52,9 @@ fn fixture(processors: &str) -> Fixture {
         Config::from_str_with_name(&xml, "test.xml", home.path(), Some(home.path())).unwrap();
     let mut registry = Registry::standard();
     registry.add_matcher("Explode", |_| Ok(Box::new(Explode)));
+    registry.add_mailet("RequireDelivered", |c| {
+        Ok(Box::new(RequireDelivered(c.required("dir")?.into())))
+    });
     let tree = ProcessorTree::build(&config.spool_manager, &registry, &[], &[])
         .unwrap_or_else(|e| panic!("{e:?}"));
     let users = Arc::new(FileUsersRepository::open(&home.path().join("users")).unwrap());
@@ -298,4 +317,28 @@ fn local_delivery_follows_aliases_and_forwards_and_stops_loops() {
         .unwrap()
         .contains("forwarding loop"));
     assert!(f.repo("unknown").is_empty());
+}
+
+#[test]
+fn deliveries_are_committed_before_a_hop_that_drops_their_recipients() {
+    // alice's copy is split off and delivered; the rest (bob) then moves to `remote`. When it
+    // gets there, alice's delivery must already be committed: the spool now only knows of bob.
+    let f = fixture(&format!(
+        r#"<processor name="root">
+             <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+             <mailet match="All" class="ToProcessor"><processor>remote</processor></mailet>
+           </processor>
+           <processor name="remote">
+             <mailet match="All" class="RequireDelivered"><dir>{{HOME}}/inboxes/alice</dir></mailet>
+             <mailet match="All" class="ToRepository"><repositoryPath>file://remote</repositoryPath></mailet>
+           </processor>
+           {ERROR_STORE}"#
+    ));
+    f.run(mail(state::ROOT, &["alice@localhost", "bob@example.net"]));
+    assert!(
+        f.repo("error").is_empty(),
+        "{:?}",
+        f.repo("error")[0].envelope.error_message
+    );
+    assert_eq!(f.repo("remote").len(), 1);
 }
