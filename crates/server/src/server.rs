@@ -102,7 +102,6 @@ async fn serve(config: &Config, spool: Arc<dyn SpoolRepository>) -> Result<()> {
         }
         let listener = Listener::bind(addr)
             .with_context(|| format!("{}: cannot listen on {addr}", smtp.common.location))?;
-        tracing::info!(%addr, "SMTP listening");
         let settings = Arc::new(smtp_settings(config, smtp));
         tasks.push(tokio::spawn(mailroom_smtp::serve(
             listener,
