@@ -52,7 +52,15 @@ pub struct MailRepositories {
     home: PathBuf,
     /// The spool's directory, which no mailet may use as a plain mail repository.
     spool_dir: PathBuf,
-    open: Mutex<HashMap<PathBuf, Arc<dyn MailRepository>>>,
+    open: Mutex<Opened>,
+}
+
+/// The repositories opened so far: by directory (one object each), and by the URL text they
+/// were asked for (so that a URL is resolved once).
+#[derive(Default)]
+struct Opened {
+    by_dir: HashMap<PathBuf, Arc<dyn MailRepository>>,
+    by_url: HashMap<String, Arc<dyn MailRepository>>,
 }
 
 impl MailRepositories {
@@ -68,19 +76,30 @@ impl MailRepositories {
 
     /// The repository at `url`.
     pub fn open(&self, url: &str) -> Result<Arc<dyn MailRepository>, String> {
+        if let Some(repo) = self.lock().by_url.get(url) {
+            return Ok(repo.clone());
+        }
         let target = RepositoryUrl::parse(url, &self.home)?;
         let dir = canonical_dir(file_path(&target, "mail repository").map_err(|e| e.to_string())?)?;
         if dir == self.spool_dir {
             return Err(format!("{url} is the spool; store mails elsewhere"));
         }
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(repo) = open.get(&dir) {
-            return Ok(repo.clone());
-        }
-        let repo: Arc<dyn MailRepository> =
-            Arc::new(FileMailRepository::open(&dir).map_err(|e| e.to_string())?);
-        open.insert(dir, repo.clone());
+        let mut open = self.lock();
+        let repo = match open.by_dir.get(&dir) {
+            Some(repo) => repo.clone(),
+            None => {
+                let repo: Arc<dyn MailRepository> =
+                    Arc::new(FileMailRepository::open(&dir).map_err(|e| e.to_string())?);
+                open.by_dir.insert(dir, repo.clone());
+                repo
+            }
+        };
+        open.by_url.insert(url.to_string(), repo.clone());
         Ok(repo)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Opened> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -1,8 +1,7 @@
 //! The server side of [`MailetContext`]: local domains, the users repository, the inboxes, the
 //! spool and the mail repositories that mailets name by URL.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use mailroom_mailet::{Mail, MailAddress, MailetContext, MailetError, UserRecord};
 use mailroom_store::{InboxRepository, MailRepository, SpoolRepository, UsersRepository};
@@ -18,7 +17,8 @@ pub(crate) fn deliveries_on_this_thread() -> u64 {
     DELIVERIES.with(std::cell::Cell::get)
 }
 
-/// Opens the mail repository at a URL (`file://var/mail/error/`...).
+/// Opens the mail repository at a URL (`file://var/mail/error/`...). Called for every store,
+/// so it keeps what it opened.
 pub type RepositoryOpener =
     Box<dyn Fn(&str) -> Result<Arc<dyn MailRepository>, String> + Send + Sync>;
 
@@ -43,8 +43,6 @@ pub struct ServerContext {
     inbox: Arc<dyn InboxRepository>,
     spool: Arc<dyn SpoolRepository>,
     opener: RepositoryOpener,
-    /// Repositories opened so far, by URL: opened once, shared by all workers.
-    repositories: Mutex<HashMap<String, Arc<dyn MailRepository>>>,
 }
 
 impl ServerContext {
@@ -66,7 +64,6 @@ impl ServerContext {
             inbox,
             spool,
             opener,
-            repositories: Mutex::default(),
         }
     }
 
@@ -78,17 +75,6 @@ impl ServerContext {
     /// Makes every inbox delivery made so far durable.
     pub fn sync_inbox(&self) -> Result<(), mailroom_store::StoreError> {
         self.inbox.sync()
-    }
-
-    fn repository(&self, url: &str) -> Result<Arc<dyn MailRepository>, MailetError> {
-        let mut open = self.repositories.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(repo) = open.get(url) {
-            return Ok(repo.clone());
-        }
-        let repo = (self.opener)(url)
-            .map_err(|e| MailetError::new(format!("cannot open repository {url}: {e}")))?;
-        open.insert(url.to_string(), repo.clone());
-        Ok(repo)
     }
 }
 
@@ -132,7 +118,10 @@ impl MailetContext for ServerContext {
     }
 
     fn store_mail(&self, url: &str, mail: &Mail) -> Result<(), MailetError> {
-        self.repository(url)?.store(mail).map_err(store_error)
+        (self.opener)(url)
+            .map_err(|e| MailetError::new(format!("cannot open repository {url}: {e}")))?
+            .store(mail)
+            .map_err(store_error)
     }
 
     fn deliver_to_inbox(
