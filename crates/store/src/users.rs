@@ -21,6 +21,10 @@ pub struct User {
     /// Whether `forward` is in force.
     #[serde(default)]
     pub forward_enabled: bool,
+    /// The shared secret for POP3 APOP (RFC 1939 §7), which must be kept readable. Set with the
+    /// password only where APOP is enabled (`<enableAPOP>`); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apop_secret: Option<String>,
 }
 
 impl User {
@@ -33,6 +37,14 @@ impl User {
             alias_enabled: false,
             forward: None,
             forward_enabled: false,
+            apop_secret: None,
         }
+    }
+
+    /// Sets a new password: its argon2id hash, and the password itself as the APOP secret when
+    /// `keep_apop_secret` (APOP is enabled); otherwise any old APOP secret is dropped.
+    pub fn set_password(&mut self, password: &str, keep_apop_secret: bool) {
+        self.password_hash = crate::password::hash(password);
+        self.apop_secret = keep_apop_secret.then(|| password.to_string());
     }
 }
