@@ -49,12 +49,86 @@ pub struct Server {
     pub home: tempfile::TempDir,
     /// The SMTP port.
     pub smtp_port: u16,
+    /// The POP3 port (listening only when the setup enables POP3).
+    pub pop3_port: u16,
+    /// The RemoteManager port (listening only when the setup enables it).
+    pub remote_manager_port: u16,
+    /// Every port the server listens on; [`Server::spawn`] waits for all of them.
+    listening: Vec<u16>,
     /// The config file.
     pub config: PathBuf,
 }
 
+/// What a test server runs: its processor tree and the contents of each service's `<handler>`
+/// (`None`: that service is disabled).
+pub struct Setup<'a> {
+    /// The `<processor>` elements of the spoolmanager.
+    pub tree: &'a str,
+    /// Extra `<handler>` options of the SMTP server.
+    pub smtp_handler: &'a str,
+    /// Extra `<handler>` options of the POP3 server, which is enabled when this is set.
+    pub pop3_handler: Option<&'a str>,
+    /// Extra `<handler>` options of the RemoteManager (its administrator accounts...), which
+    /// is enabled when this is set.
+    pub remote_manager_handler: Option<&'a str>,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            tree: DEFAULT_TREE,
+            smtp_handler: "",
+            pop3_handler: None,
+            remote_manager_handler: None,
+        }
+    }
+}
+
+/// A service block listening on `port` with these `<handler>` options, or disabled.
+fn service_xml(element: &str, port: u16, handler: Option<&str>) -> String {
+    match handler {
+        None => format!(r#"<{element} enabled="false"/>"#),
+        Some(handler) => format!(
+            r#"<{element} enabled="true">
+    <port>{port}</port>
+    <bind>127.0.0.1</bind>
+    <handler>
+      <helloName autodetect="false">mail.example.test</helloName>
+      <connectiontimeout>20000</connectiontimeout>
+      {handler}
+    </handler>
+  </{element}>"#
+        ),
+    }
+}
+
 /// Builds a config.xml with the given processors and SMTP handler options.
 pub fn config_xml(smtp_port: u16, tree: &str, smtp_handler: &str) -> String {
+    let ports = (smtp_port, 0, 0);
+    config_xml_for(
+        ports,
+        &Setup {
+            tree,
+            smtp_handler,
+            ..Setup::default()
+        },
+    )
+}
+
+/// Builds a config.xml for `setup`, with SMTP, POP3 and RemoteManager on these ports.
+pub fn config_xml_for(
+    (smtp_port, pop3_port, remote_manager_port): (u16, u16, u16),
+    setup: &Setup,
+) -> String {
+    let Setup {
+        tree, smtp_handler, ..
+    } = setup;
+    let pop3 = service_xml("pop3server", pop3_port, setup.pop3_handler);
+    let remote_manager = service_xml(
+        "remotemanager",
+        remote_manager_port,
+        setup.remote_manager_handler,
+    );
     format!(
         r#"<?xml version="1.0"?>
 <config>
@@ -79,9 +153,9 @@ pub fn config_xml(smtp_port: u16, tree: &str, smtp_handler: &str) -> String {
       {smtp_handler}
     </handler>
   </smtpserver>
-  <pop3server enabled="false"/>
+  {pop3}
   <nntpserver enabled="false"/>
-  <remotemanager enabled="false"/>
+  {remote_manager}
 </config>
 "#
     )
@@ -95,14 +169,34 @@ impl Server {
 
     /// Starts a server with this processor tree and these extra SMTP handler options.
     pub fn start_with(tree: &str, smtp_handler: &str) -> Server {
+        Server::start_setup(&Setup {
+            tree,
+            smtp_handler,
+            ..Setup::default()
+        })
+    }
+
+    /// Starts a server as `setup` says.
+    pub fn start_setup(setup: &Setup) -> Server {
         let home = tempfile::tempdir().unwrap();
-        let smtp_port = free_port();
+        let (smtp_port, pop3_port, remote_manager_port) = (free_port(), free_port(), free_port());
         let config = home.path().join("config.xml");
-        std::fs::write(&config, config_xml(smtp_port, tree, smtp_handler)).unwrap();
+        let xml = config_xml_for((smtp_port, pop3_port, remote_manager_port), setup);
+        std::fs::write(&config, xml).unwrap();
+        let mut listening = vec![smtp_port];
+        if setup.pop3_handler.is_some() {
+            listening.push(pop3_port);
+        }
+        if setup.remote_manager_handler.is_some() {
+            listening.push(remote_manager_port);
+        }
         let mut server = Server {
             child: None,
             home,
             smtp_port,
+            pop3_port,
+            remote_manager_port,
+            listening,
             config,
         };
         server.spawn();
@@ -129,7 +223,11 @@ impl Server {
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.smtp_port)).is_err() {
+        while !self
+            .listening
+            .iter()
+            .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok())
+        {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("server exited with {status}: {}", self.log());
             }
