@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use mailroom_mailet::{AttributeValue, Envelope, Mail, MailAddress, Message};
 
-use crate::{MailRepository, SpoolRepository, StoreError, User, UsersRepository};
+use crate::{
+    MailRepository, MappingsRepository, SpoolRepository, StoreError, User, UsersRepository,
+};
 
 fn sample_mail(name: &str) -> Mail {
     let mut env = Envelope::new(
@@ -176,4 +178,43 @@ pub fn users_repository(users: &dyn UsersRepository) {
     assert!(!users.remove("bob").unwrap());
     assert!(users.get("bob").unwrap().is_none());
     assert!(users.get("../x").unwrap().is_none());
+}
+
+/// Add, list and remove mappings, in two tables that do not see each other's entries.
+pub fn mappings_repository(repo: &dyn MappingsRepository) {
+    use crate::mappings::{Source, Target, DEFAULT_TABLE};
+    let source = Source::parse("Info@Example.org").unwrap();
+    let alice = Target::parse("alice@example.org").unwrap();
+    let refuse = Target::parse("error:550 gone").unwrap();
+    assert!(repo.all(DEFAULT_TABLE).unwrap().is_empty());
+    assert!(repo.get(DEFAULT_TABLE, &source).unwrap().is_empty());
+
+    assert!(repo.add(DEFAULT_TABLE, &source, &alice).unwrap());
+    assert!(!repo.add(DEFAULT_TABLE, &source, &alice).unwrap(), "added twice");
+    assert!(repo.add(DEFAULT_TABLE, &source, &refuse).unwrap());
+    let wildcard = Source::parse("*@example.net").unwrap();
+    assert!(repo.add(DEFAULT_TABLE, &wildcard, &alice).unwrap());
+    // Sources are case-insensitive; targets keep their order.
+    let lower = Source::parse("info@example.org").unwrap();
+    assert_eq!(
+        repo.get(DEFAULT_TABLE, &lower).unwrap(),
+        vec![alice.clone(), refuse.clone()]
+    );
+    assert_eq!(
+        repo.all(DEFAULT_TABLE).unwrap(),
+        vec![
+            (wildcard.clone(), vec![alice.clone()]),
+            (lower.clone(), vec![alice.clone(), refuse.clone()]),
+        ]
+    );
+    assert!(repo.all("other").unwrap().is_empty());
+    assert!(repo.add("other", &source, &refuse).unwrap());
+    assert_eq!(repo.get("other", &source).unwrap(), vec![refuse.clone()]);
+
+    assert!(repo.remove(DEFAULT_TABLE, &source, &alice).unwrap());
+    assert!(!repo.remove(DEFAULT_TABLE, &source, &alice).unwrap(), "removed twice");
+    assert!(repo.remove(DEFAULT_TABLE, &source, &refuse).unwrap());
+    assert!(repo.get(DEFAULT_TABLE, &source).unwrap().is_empty());
+    assert_eq!(repo.all(DEFAULT_TABLE).unwrap().len(), 1, "empty sources are dropped");
+    assert!(!repo.remove(DEFAULT_TABLE, &source, &alice).unwrap());
 }

@@ -16,11 +16,13 @@ use mailroom_mailet::{Envelope, Mail, Message};
 
 pub mod conformance;
 pub mod file;
+pub mod mappings;
 mod names;
 mod news;
 pub mod password;
 mod users;
 
+pub use mappings::MappingsRepository;
 pub use names::{new_mail_name, validate_mail_name, validate_user_name};
 pub use news::{GroupInfo, NewsRepository, Overview};
 pub use users::User;
