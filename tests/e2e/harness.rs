@@ -69,7 +69,8 @@ pub struct Setup<'a> {
     /// Extra `<handler>` options of the POP3 server, which is enabled when this is set.
     pub pop3_handler: Option<&'a str>,
     /// Extra `<handler>` options of the RemoteManager (its administrator accounts...), which
-    /// is enabled when this is set.
+    /// is enabled when this is set. Start-up waits for its port only when these options name
+    /// an `<account>`: without one the console does not start.
     pub remote_manager_handler: Option<&'a str>,
 }
 
@@ -187,7 +188,10 @@ impl Server {
         if setup.pop3_handler.is_some() {
             listening.push(pop3_port);
         }
-        if setup.remote_manager_handler.is_some() {
+        if setup
+            .remote_manager_handler
+            .is_some_and(|h| h.contains("<account"))
+        {
             listening.push(remote_manager_port);
         }
         let mut server = Server {
@@ -250,9 +254,14 @@ impl Server {
 
     /// Sends SIGTERM and waits (up to 20 s) for the server to exit; returns its status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
+        let pid = self.child.as_ref().expect("running").id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.wait()
+    }
+
+    /// Waits (up to 20 s) for the server to exit on its own; returns its status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -260,7 +269,7 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("server did not stop on SIGTERM: {}", self.log());
+                panic!("server did not stop: {}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -393,6 +402,22 @@ impl Smtp {
     pub fn cmd(&mut self, line: &str) -> String {
         self.send(format!("{line}\r\n").as_bytes());
         self.reply()
+    }
+
+    /// Sends one mail (`message` with LF or CRLF line ends, no dot-stuffing needed for the
+    /// tests' texts) and asserts every reply up to the final `250`.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], message: &str) {
+        assert!(self.cmd("EHLO client.test").starts_with("250"));
+        assert!(self.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+        for rcpt in to {
+            let reply = self.cmd(&format!("RCPT TO:<{rcpt}>"));
+            assert!(reply.starts_with("250"), "RCPT {rcpt}: {reply}");
+        }
+        assert!(self.cmd("DATA").starts_with("354"));
+        let body = message.replace("\r\n", "\n").replace('\n', "\r\n");
+        self.send(format!("{body}\r\n.\r\n").as_bytes());
+        let reply = self.reply();
+        assert!(reply.starts_with("250"), "DATA: {reply}");
     }
 }
 

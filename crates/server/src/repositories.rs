@@ -6,8 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Result};
 use mailroom_config::{Config, RepositoryUrl};
-use mailroom_store::file::{FileMailRepository, FileSpool, FileUsersRepository, Maildir};
-use mailroom_store::{InboxRepository, MailRepository, SpoolRepository, UsersRepository};
+use mailroom_store::file::{
+    FileMailRepository, FileMappingsRepository, FileSpool, FileUsersRepository, Maildir,
+};
+use mailroom_store::{
+    InboxRepository, MailRepository, MappingsRepository, SpoolRepository, UsersRepository,
+};
 
 /// The name of the server's own users repository in `<users-store>`.
 const LOCAL_USERS: &str = "LocalUsers";
@@ -31,6 +35,30 @@ pub fn users(config: &Config) -> Result<Arc<dyn UsersRepository>> {
         .ok_or_else(|| anyhow!("<users-store> has no repository named {LOCAL_USERS}"))?;
     let path = file_path(&repo.target, "users repository")?;
     Ok(Arc::new(FileUsersRepository::open(path)?))
+}
+
+/// Every users repository of `<users-store>` by name, `LocalUsers` first (reusing `local`).
+pub fn all_users(
+    config: &Config,
+    local: Arc<dyn UsersRepository>,
+) -> Result<Vec<(String, Arc<dyn UsersRepository>)>> {
+    let mut all = vec![(LOCAL_USERS.to_string(), local)];
+    for repo in config
+        .users_repositories
+        .iter()
+        .filter(|r| r.name != LOCAL_USERS)
+    {
+        let path = file_path(&repo.target, "users repository")?;
+        let opened: Arc<dyn UsersRepository> = Arc::new(FileUsersRepository::open(path)?);
+        all.push((repo.name.clone(), opened));
+    }
+    Ok(all)
+}
+
+/// The virtual user tables, under `var/virtual/` in the home.
+pub fn mappings(config: &Config) -> Result<Arc<dyn MappingsRepository>> {
+    let dir = config.home.join("var/virtual");
+    Ok(Arc::new(FileMappingsRepository::open(&dir)?))
 }
 
 /// The inbox repository (`<inboxRepository>`).

@@ -5,14 +5,17 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use mailroom_config::{Config, ConfigError, SmtpServer};
+use mailroom_config::{Config, ConfigError, RemoteManager, SmtpServer};
 use mailroom_mailet::MailAddress;
 use mailroom_net::{Listener, Shutdown};
+use mailroom_remotemanager::{Console, RemoteManagerSettings};
 use mailroom_smtp::SmtpSettings;
 use mailroom_spool::{ProcessorTree, Registry, ServerContext, SpoolManager, UsernameRules};
 use mailroom_store::SpoolRepository;
+use tokio::sync::Notify;
 
 use crate::cli::Cli;
 use crate::repositories;
@@ -58,7 +61,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     let spool = repositories::spool(&config)?;
     let postmaster = MailAddress::parse(&config.james.postmaster)
         .map_err(|e| anyhow!("<postmaster> {:?}: {e}", config.james.postmaster))?;
-    let mail_repositories = repositories::MailRepositories::new(&config)?;
+    let mail_repositories = Arc::new(repositories::MailRepositories::new(&config)?);
+    let users = repositories::users(&config)?;
+    let opener = mail_repositories.clone();
     let context = Arc::new(ServerContext::new(
         config.james.servernames.clone(),
         postmaster,
@@ -67,25 +72,51 @@ pub fn run(cli: &Cli) -> Result<()> {
             enable_aliases: config.james.usernames.enable_aliases,
             enable_forwarding: config.james.usernames.enable_forwarding,
         },
-        repositories::users(&config)?,
+        users.clone(),
         repositories::inbox(&config)?,
         spool.clone(),
-        Box::new(move |url| mail_repositories.open(url)),
+        Box::new(move |url| opener.open(url)),
     ));
+    let stop = Arc::new(Notify::new());
+    let console = Arc::new(Console {
+        users: repositories::all_users(&config, users)?,
+        keep_apop_secret: keeps_apop_secrets(&config),
+        spool: spool.clone(),
+        open_repository: Arc::new(move |url| mail_repositories.open(url)),
+        mappings: repositories::mappings(&config)?,
+        request_shutdown: {
+            let stop = stop.clone();
+            Arc::new(move || stop.notify_one())
+        },
+    });
     let workers = SpoolManager::new(tree, context).start(config.spool_manager.threads);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let served = runtime.block_on(serve(&config, spool));
+    let served = runtime.block_on(serve(&config, spool, console, &stop));
     workers.stop();
     tracing::info!("stopped");
     served
 }
 
-/// Binds every enabled listener, serves until a signal, then drains the sessions.
-async fn serve(config: &Config, spool: Arc<dyn SpoolRepository>) -> Result<()> {
+/// Whether passwords are also kept as APOP secrets: when an enabled POP3 server offers APOP.
+pub fn keeps_apop_secrets(config: &Config) -> bool {
+    config
+        .pop3
+        .iter()
+        .any(|p| p.common.enabled && p.enable_apop)
+}
+
+/// Binds every enabled listener, serves until a signal or the RemoteManager's `shutdown`
+/// (`stop`), then drains the sessions.
+async fn serve(
+    config: &Config,
+    spool: Arc<dyn SpoolRepository>,
+    console: Arc<Console>,
+    stop: &Notify,
+) -> Result<()> {
     let shutdown = Shutdown::new();
     let mut tasks = Vec::new();
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
@@ -110,20 +141,38 @@ async fn serve(config: &Config, spool: Arc<dyn SpoolRepository>) -> Result<()> {
             shutdown.watch(),
         )));
     }
+    for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
+        if !manager.can_start() {
+            tracing::warn!(
+                "{}: the RemoteManager has no <administrator_accounts><account>; there is no \
+                 built-in administrator, so it is not started",
+                manager.common.location
+            );
+            continue;
+        }
+        let addr = SocketAddr::new(manager.common.bind, manager.common.port);
+        let listener = Listener::bind(addr)
+            .with_context(|| format!("{}: cannot listen on {addr}", manager.common.location))?;
+        tasks.push(tokio::spawn(mailroom_remotemanager::serve(
+            listener,
+            Arc::new(remote_manager_settings(manager)),
+            console.clone(),
+            shutdown.watch(),
+        )));
+    }
     for (name, enabled) in [
         ("POP3", config.pop3.iter().any(|s| s.common.enabled)),
         ("NNTP", config.nntp.iter().any(|s| s.common.enabled)),
-        (
-            "RemoteManager",
-            config.remote_manager.iter().any(|s| s.common.enabled),
-        ),
     ] {
         if enabled {
             tracing::warn!("{name} is configured but not part of this build yet; not started");
         }
     }
 
-    wait_for_signal().await?;
+    tokio::select! {
+        signal = wait_for_signal() => signal?,
+        () = stop.notified() => tracing::info!("shutdown requested on the RemoteManager"),
+    }
     tracing::info!("shutting down: closing sessions");
     shutdown.trigger();
     for task in tasks {
@@ -147,6 +196,22 @@ fn smtp_settings(config: &Config, smtp: &SmtpServer) -> SmtpSettings {
         address_brackets_enforcement: smtp.address_brackets_enforcement,
         is_local_domain: Arc::new(move |domain| james.is_local_domain(domain)),
         relay_allowed: Arc::new(move |ip| relay.contains(ip)),
+    }
+}
+
+/// The settings of one `<remotemanager>` block.
+fn remote_manager_settings(manager: &RemoteManager) -> RemoteManagerSettings {
+    RemoteManagerSettings {
+        administrators: manager
+            .administrators
+            .iter()
+            .map(|a| (a.login.clone(), a.password.clone()))
+            .collect(),
+        prompt: manager.prompt.clone(),
+        connection_timeout: manager.common.connection_timeout,
+        connection_limit: manager.common.connection_limit.map(|n| n as usize),
+        login_failure_delay: Duration::from_secs(1),
+        max_login_failures: 3,
     }
 }
 

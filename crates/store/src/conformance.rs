@@ -190,7 +190,10 @@ pub fn mappings_repository(repo: &dyn MappingsRepository) {
     assert!(repo.get(DEFAULT_TABLE, &source).unwrap().is_empty());
 
     assert!(repo.add(DEFAULT_TABLE, &source, &alice).unwrap());
-    assert!(!repo.add(DEFAULT_TABLE, &source, &alice).unwrap(), "added twice");
+    assert!(
+        !repo.add(DEFAULT_TABLE, &source, &alice).unwrap(),
+        "added twice"
+    );
     assert!(repo.add(DEFAULT_TABLE, &source, &refuse).unwrap());
     let wildcard = Source::parse("*@example.net").unwrap();
     assert!(repo.add(DEFAULT_TABLE, &wildcard, &alice).unwrap());
@@ -212,9 +215,16 @@ pub fn mappings_repository(repo: &dyn MappingsRepository) {
     assert_eq!(repo.get("other", &source).unwrap(), vec![refuse.clone()]);
 
     assert!(repo.remove(DEFAULT_TABLE, &source, &alice).unwrap());
-    assert!(!repo.remove(DEFAULT_TABLE, &source, &alice).unwrap(), "removed twice");
+    assert!(
+        !repo.remove(DEFAULT_TABLE, &source, &alice).unwrap(),
+        "removed twice"
+    );
     assert!(repo.remove(DEFAULT_TABLE, &source, &refuse).unwrap());
     assert!(repo.get(DEFAULT_TABLE, &source).unwrap().is_empty());
-    assert_eq!(repo.all(DEFAULT_TABLE).unwrap().len(), 1, "empty sources are dropped");
+    assert_eq!(
+        repo.all(DEFAULT_TABLE).unwrap().len(),
+        1,
+        "empty sources are dropped"
+    );
     assert!(!repo.remove(DEFAULT_TABLE, &source, &alice).unwrap());
 }

@@ -167,8 +167,14 @@ mod tests {
 
     #[test]
     fn sources() {
-        assert_eq!(Source::parse("Bob@Example.ORG").unwrap().as_str(), "bob@example.org");
-        assert_eq!(Source::parse("*@example.org").unwrap().as_str(), "*@example.org");
+        assert_eq!(
+            Source::parse("Bob@Example.ORG").unwrap().as_str(),
+            "bob@example.org"
+        );
+        assert_eq!(
+            Source::parse("*@example.org").unwrap().as_str(),
+            "*@example.org"
+        );
         assert_eq!(Source::parse("bob@*").unwrap().as_str(), "bob@*");
         for bad in ["bob", "@example.org", "bob@", "*@*", "a b@example.org", ""] {
             assert!(Source::parse(bad).is_err(), "{bad:?} accepted");

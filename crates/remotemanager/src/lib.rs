@@ -1,0 +1,67 @@
+//! The RemoteManager: James 2.3.2's telnet administration console, with its command set and
+//! its reply strings byte for byte (administrators' expect and Net::Telnet scripts parse them),
+//! plus the spool and mapping commands James added later.
+//!
+//! * [`session`]: the dialogue with no socket in it — login, command parsing, dispatch — fed
+//!   one line at a time; it answers with a [`session::Step`] (the bytes to write, a delay,
+//!   whether to close or stop the server);
+//! * `commands`, `spool`, `mappings`, `memory`: what the commands do, over the repositories of
+//!   a [`Console`];
+//! * [`server`]: the tokio driver: lines, telnet option bytes, timeouts, connection limits.
+//!
+//! Unlike James 2.3 there is no built-in administrator: the binary does not start the console
+//! without a configured account. Failed logins are delayed, counted and logged.
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailroom_store::{MailRepository, MappingsRepository, SpoolRepository, UsersRepository};
+
+mod commands;
+mod mappings;
+mod memory;
+pub mod server;
+pub mod session;
+mod spool;
+
+pub use server::serve;
+pub use session::{Session, Step};
+
+/// Opens the mail repository at a URL (`file://var/mail/error/`), as mailets do.
+pub type RepositoryOpener =
+    Arc<dyn Fn(&str) -> Result<Arc<dyn MailRepository>, String> + Send + Sync>;
+
+/// The settings of one RemoteManager listener (`<remotemanager>`).
+#[derive(Clone, Debug)]
+pub struct RemoteManagerSettings {
+    /// The administrator accounts: login → password, as configured.
+    pub administrators: Vec<(String, String)>,
+    /// Written before reading each command (`<prompt>`; empty: nothing).
+    pub prompt: String,
+    /// A session idle this long is closed (`<connectiontimeout>`).
+    pub connection_timeout: Duration,
+    /// At most this many sessions at once (`<connectionLimit>`).
+    pub connection_limit: Option<usize>,
+    /// How long a failed login waits before its answer.
+    pub login_failure_delay: Duration,
+    /// Failed logins after which the connection is closed.
+    pub max_login_failures: u32,
+}
+
+/// What the commands act on: the server's repositories.
+pub struct Console {
+    /// The users repositories of `<users-store>`, by configured name; the first is the one a
+    /// session starts with (`LocalUsers`).
+    pub users: Vec<(String, Arc<dyn UsersRepository>)>,
+    /// Whether passwords are also kept as APOP secrets (POP3 `<enableAPOP>`).
+    pub keep_apop_secret: bool,
+    /// The spool, where flushed mails go back for processing.
+    pub spool: Arc<dyn SpoolRepository>,
+    /// Opens the repositories that spool commands name.
+    pub open_repository: RepositoryOpener,
+    /// The virtual user tables.
+    pub mappings: Arc<dyn MappingsRepository>,
+    /// Stops the whole server, as SIGTERM does (the `shutdown` command).
+    pub request_shutdown: Arc<dyn Fn() + Send + Sync>,
+}

@@ -1,0 +1,164 @@
+//! `listspool`, `flushspool`, `deletespool`: the mails in `error` state of a mail repository
+//! (the error repository, where the `error` processor stores what could not be processed).
+//!
+//! The repository is named by its URL, as in `ToRepository` (`file://var/mail/error/`). A
+//! selection is every mail in `error` state, narrowed by `key=<name>` or by
+//! `header=<name> regex=<pattern>` (a mail matches when one of its values of that header
+//! matches the whole pattern). Flushing sends a mail back to the spool in state `root`, with
+//! its error message cleared: it is stored in the spool first and removed from the
+//! repository after, so a crash in between duplicates it but never loses it.
+
+use std::sync::Arc;
+
+use mailroom_mailet::Mail;
+use mailroom_store::MailRepository;
+use regex::Regex;
+
+use crate::session::Out;
+use crate::Console;
+
+const LIST_USAGE: &str =
+    "Usage: LISTSPOOL [spoolrepositoryname] ([header=headername] [regex=regexValue])";
+const FLUSH_USAGE: &str = "Usage: FLUSHSPOOL [spoolrepositoryname] ([key=mKey] | [header=headername] [regex=regexValue] )";
+const DELETE_USAGE: &str = "Usage: DELETESPOOL [spoolrepositoryname] ([key=mKey] | [header=headername] [regex=regexValue])";
+
+/// Which mails of the repository a command acts on.
+struct Selection {
+    url: String,
+    key: Option<String>,
+    header: Option<(String, Regex)>,
+}
+
+impl Selection {
+    /// Parses `<url> [key=k | header=h regex=r]`; `allow_key` for flush and delete.
+    fn parse(argument: Option<&str>, allow_key: bool) -> Option<Selection> {
+        let args: Vec<&str> = argument?.split(' ').filter(|a| !a.is_empty()).collect();
+        let (url, rest) = args.split_first()?;
+        let mut selection = Selection {
+            url: url.to_string(),
+            key: None,
+            header: None,
+        };
+        match rest {
+            [] => {}
+            [key] if allow_key => selection.key = Some(key.strip_prefix("key=")?.to_string()),
+            [header, regex] => {
+                let header = header.strip_prefix("header=")?;
+                let regex = regex.strip_prefix("regex=")?;
+                let whole = Regex::new(&format!("^(?:{regex})$")).ok()?;
+                selection.header = Some((header.to_string(), whole));
+            }
+            _ => return None,
+        }
+        Some(selection)
+    }
+
+    fn matches(&self, mail: &Mail) -> bool {
+        mail.state() == mailroom_mailet::state::ERROR
+            && self.key.as_ref().is_none_or(|key| mail.name() == key)
+            && self.header.as_ref().is_none_or(|(name, regex)| {
+                mail.message
+                    .headers(name)
+                    .iter()
+                    .any(|value| regex.is_match(value.trim()))
+            })
+    }
+
+    /// The repository and its selected mails. `Err` carries the reason to print.
+    fn select(&self, console: &Console) -> Result<(Arc<dyn MailRepository>, Vec<Mail>), String> {
+        let repository = (console.open_repository)(&self.url)?;
+        let mut selected = Vec::new();
+        for name in repository.list().map_err(|e| e.to_string())? {
+            // A mail removed since the listing is simply not selected.
+            if let Some(mail) = repository.retrieve(&name).map_err(|e| e.to_string())? {
+                if self.matches(&mail) {
+                    selected.push(mail);
+                }
+            }
+        }
+        Ok((repository, selected))
+    }
+}
+
+/// `listspool <url> [header=h regex=r]`.
+pub fn list(console: &Console, argument: Option<&str>, out: &mut Out) {
+    let Some(selection) = Selection::parse(argument, false) else {
+        return out.line(LIST_USAGE);
+    };
+    let mails = match selection.select(console) {
+        Ok((_, mails)) => mails,
+        Err(e) => return out.line(format!("Error opening the spoolrepository {e}")),
+    };
+    if !mails.is_empty() {
+        out.line("Messages in spool:");
+    }
+    for mail in &mails {
+        let sender = mail
+            .sender()
+            .map_or_else(|| "<>".to_string(), ToString::to_string);
+        let mut line = format!("key: {} sender: {sender} recipient:", mail.name());
+        for recipient in mail.recipients() {
+            line.push(' ');
+            line.push_str(&recipient.to_string());
+        }
+        out.line(line);
+    }
+    out.line(format!("Number of spooled mails: {}", mails.len()));
+}
+
+/// `flushspool <url> [key=k | header=h regex=r]`: back to the spool, state `root`.
+pub fn flush(console: &Console, argument: Option<&str>, out: &mut Out) {
+    let Some(selection) = Selection::parse(argument, true) else {
+        return out.line(FLUSH_USAGE);
+    };
+    let (repository, mails) = match selection.select(console) {
+        Ok(selected) => selected,
+        Err(e) => return out.line(format!("Error accessing the spoolrepository {e}")),
+    };
+    let mut flushed = 0;
+    for mut mail in mails {
+        mail.set_state(mailroom_mailet::state::ROOT);
+        mail.envelope.error_message = None;
+        mail.envelope.touch();
+        let moved = console
+            .spool
+            .store(&mail)
+            .and_then(|()| repository.remove(mail.name()));
+        match moved {
+            Ok(_) => flushed += 1,
+            Err(e) => {
+                tracing::error!(mail = %mail.name(), error = %e, "RemoteManager: flushing failed");
+                out.line(format!(
+                    "Error flushing the mail with key: {} {e}",
+                    mail.name()
+                ));
+            }
+        }
+    }
+    tracing::info!(url = %selection.url, flushed, "RemoteManager: spool flushed");
+    out.line(format!("Number of flushed mails: {flushed}"));
+}
+
+/// `deletespool <url> [key=k | header=h regex=r]`.
+pub fn delete(console: &Console, argument: Option<&str>, out: &mut Out) {
+    let Some(selection) = Selection::parse(argument, true) else {
+        return out.line(DELETE_USAGE);
+    };
+    let (repository, mails) = match selection.select(console) {
+        Ok(selected) => selected,
+        Err(e) => return out.line(format!("Error opening the spoolrepository {e}")),
+    };
+    let mut deleted = 0;
+    for mail in &mails {
+        match repository.remove(mail.name()) {
+            Ok(true) => deleted += 1,
+            Ok(false) => {}
+            Err(e) => out.line(format!(
+                "Error deleting the mail with key: {} {e}",
+                mail.name()
+            )),
+        }
+    }
+    tracing::info!(url = %selection.url, deleted, "RemoteManager: mails deleted");
+    out.line(format!("Number of deleted mails: {deleted}"));
+}
