@@ -274,3 +274,139 @@ fn help(out: &mut Out) {
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailroom_store::file::{FileMappingsRepository, FileSpool, FileUsersRepository};
+    use mailroom_store::UsersRepository;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        session: Session,
+        users: Arc<dyn UsersRepository>,
+        stopped: Arc<AtomicBool>,
+    }
+
+    fn fixture(keep_apop_secret: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let users: Arc<dyn UsersRepository> =
+            Arc::new(FileUsersRepository::open(&dir.path().join("users")).unwrap());
+        let archive: Arc<dyn UsersRepository> =
+            Arc::new(FileUsersRepository::open(&dir.path().join("archive")).unwrap());
+        let stopped = Arc::new(AtomicBool::new(false));
+        let flag = stopped.clone();
+        let console = Console {
+            users: vec![
+                ("LocalUsers".into(), users.clone()),
+                ("Archive".into(), archive),
+            ],
+            keep_apop_secret,
+            spool: Arc::new(FileSpool::open(&dir.path().join("spool")).unwrap()),
+            open_repository: Arc::new(|url| Err(format!("no repository {url}"))),
+            mappings: Arc::new(FileMappingsRepository::open(&dir.path().join("virtual")).unwrap()),
+            request_shutdown: Arc::new(move || flag.store(true, Ordering::SeqCst)),
+        };
+        let settings = RemoteManagerSettings {
+            administrators: vec![
+                ("root".into(), "pw".into()),
+                ("empty".into(), String::new()),
+            ],
+            prompt: String::new(),
+            connection_timeout: Duration::from_secs(60),
+            connection_limit: None,
+            login_failure_delay: Duration::from_millis(1500),
+            max_login_failures: 2,
+        };
+        Fixture {
+            _dir: dir,
+            session: Session::new(Arc::new(settings), Arc::new(console)),
+            users,
+            stopped,
+        }
+    }
+
+    fn logged_in(keep_apop_secret: bool) -> Fixture {
+        let mut f = fixture(keep_apop_secret);
+        f.session.line("root");
+        assert_eq!(
+            f.session.line("pw").output,
+            "Welcome root. HELP for a list of commands\r\n"
+        );
+        f
+    }
+
+    #[test]
+    fn empty_password_never_logs_in_and_failures_are_delayed_then_close() {
+        let mut f = fixture(false);
+        assert_eq!(f.session.line("empty").output, "Password:\r\n");
+        let step = f.session.line("");
+        assert_eq!(step.output, "Login failed for empty\r\nLogin id:\r\n");
+        assert_eq!(step.delay, Some(Duration::from_millis(1500)));
+        assert!(!step.close);
+        f.session.line("root");
+        let step = f.session.line("PW");
+        assert_eq!(step.output, "Login failed for root\r\n");
+        assert!(step.close, "second failure closes");
+        assert_eq!(f.session.administrator(), None);
+    }
+
+    #[test]
+    fn commands_are_case_insensitive_and_passwords_keep_spaces() {
+        let mut f = logged_in(true);
+        assert_eq!(
+            f.session.line("AdDuSeR Bob  two  spaces ").output,
+            "User Bob added\r\n"
+        );
+        let bob = f.users.get("bob").unwrap().unwrap();
+        // The line is trimmed at its ends; inner spaces are the password's.
+        assert!(f.users.verify_password("bob", " two  spaces").unwrap());
+        assert_eq!(bob.apop_secret.as_deref(), Some(" two  spaces"));
+        assert_eq!(
+            f.session.line("setpassword bob a b").output,
+            "Password for bob reset\r\n"
+        );
+        assert!(f.users.verify_password("bob", "a b").unwrap());
+    }
+
+    #[test]
+    fn apop_secret_is_kept_only_when_apop_is_enabled() {
+        let mut f = logged_in(false);
+        f.session.line("adduser bob secret");
+        assert_eq!(f.users.get("bob").unwrap().unwrap().apop_secret, None);
+    }
+
+    #[test]
+    fn user_switches_repository_for_later_commands() {
+        let mut f = logged_in(false);
+        f.session.line("adduser bob secret");
+        assert_eq!(
+            f.session.line("user ARCHIVE").output,
+            "Changed to repository 'archive'.\r\n"
+        );
+        assert_eq!(
+            f.session.line("countusers").output,
+            "Existing accounts 0\r\n"
+        );
+        f.session.line("user localusers");
+        assert_eq!(
+            f.session.line("countusers").output,
+            "Existing accounts 1\r\n"
+        );
+    }
+
+    #[test]
+    fn spool_errors_and_shutdown() {
+        let mut f = logged_in(false);
+        assert_eq!(
+            f.session.line("listspool file://nowhere/").output,
+            "Error opening the spoolrepository no repository file://nowhere/\r\n"
+        );
+        let step = f.session.line("shutdown");
+        assert_eq!(step.output, "Shutting down, bye bye\r\n");
+        assert!(step.shutdown && step.close);
+        // The driver calls request_shutdown; the session only asks for it.
+        assert!(!f.stopped.load(Ordering::SeqCst));
+    }
+}
