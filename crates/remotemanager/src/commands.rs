@@ -26,7 +26,10 @@ fn lookup(users: &dyn UsersRepository, name: &str, out: &mut Out) -> Result<Opti
     match users.get(name) {
         Ok(user) => Ok(user),
         Err(StoreError::InvalidName(..)) => Ok(None),
-        Err(e) => Err(failed("reading the users repository", &e, out)),
+        Err(e) => {
+            failed("reading the users repository", &e, out);
+            Err(())
+        }
     }
 }
 
