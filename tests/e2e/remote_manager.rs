@@ -9,17 +9,20 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::delivery::envelopes;
 use crate::harness::{maildir_messages, repository_count, wait_for, Server, Setup, DEFAULT_TREE};
 
 const ADMIN: &str = r#"<administrator_accounts><account login="root" password="secret pass"/></administrator_accounts>"#;
 
 /// Mails whose subject starts with FAIL are sent to a processor that does not exist, so they
-/// end in the error repository — until the configuration is fixed.
+/// end in the error repository — until the configuration is fixed. Recipients go through the
+/// default virtual user table.
 fn failing_tree() -> String {
     DEFAULT_TREE.replacen(
         r#"<processor name="root">"#,
         r#"<processor name="root">
-      <mailet match="SubjectStartsWith=FAIL" class="ToProcessor"><processor>missing</processor></mailet>"#,
+      <mailet match="SubjectStartsWith=FAIL" class="ToProcessor"><processor>missing</processor></mailet>
+      <mailet match="All" class="VirtualUserTable"/>"#,
         1,
     )
 }
@@ -75,12 +78,15 @@ fn administer_with(client: impl Fn() -> Command) {
     assert!(!server.home.path().join("../etc/x.user").exists());
 
     // The users exist at once for LocalDelivery: alice is aliased to bob, carol forwards to
-    // bob, so bob gets all three; alice and carol get nothing.
+    // bob, info is mapped to alice, so bob gets all four; alice and carol get nothing. gone is
+    // mapped to an error: its mail goes to the error repository with that reply.
     let mut smtp = server.smtp();
     for (rcpt, text) in [
         ("alice@localhost", "to alice"),
         ("carol@localhost", "to carol"),
         ("bob@localhost", "to bob"),
+        ("info@localhost", "to info"),
+        ("gone@localhost", "to gone\nX-Tag: gone"),
     ] {
         smtp.send_mail(
             "sender@example.org",
@@ -89,11 +95,11 @@ fn administer_with(client: impl Fn() -> Command) {
         );
     }
     let inboxes = server.path("var/mail/inboxes");
-    wait_for("three mails for bob", || {
-        maildir_messages(&inboxes.join("bob")).len() == 3
+    wait_for("four mails for bob", || {
+        maildir_messages(&inboxes.join("bob")).len() == 4
     });
     let bob = maildir_messages(&inboxes.join("bob"));
-    for text in ["to alice", "to carol", "to bob"] {
+    for text in ["to alice", "to carol", "to bob", "to info"] {
         let subject = format!("Subject: {text}\r\n");
         assert!(
             bob.iter()
@@ -104,6 +110,15 @@ fn administer_with(client: impl Fn() -> Command) {
     assert!(maildir_messages(&inboxes.join("alice")).is_empty());
     assert!(maildir_messages(&inboxes.join("Carol")).is_empty());
     assert!(maildir_messages(&inboxes.join("carol")).is_empty());
+    wait_for("the refused mail in the error repository", || {
+        repository_count(&error_repository) == 2
+    });
+    let refused: Vec<_> = envelopes(&error_repository)
+        .into_iter()
+        .filter(|e| e["recipients"] == serde_json::json!(["gone@localhost"]))
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["error_message"], "550 5.1.1 gone away");
 
     // Fix the configuration, restart, and flush the mail that is left in the error repository.
     server.terminate();

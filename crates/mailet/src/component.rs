@@ -155,6 +155,18 @@ pub trait MailetContext: Send + Sync {
         mail: &Mail,
     ) -> Result<(), MailetError>;
 
+    /// The targets `address` maps to in the virtual user table `table`, as text in the
+    /// mapping syntax (`user@domain`, `user`, `error:550 text`, `regex:pattern:replacement`,
+    /// `domain:other.example`). The most specific source wins: `user@domain`, then `user@*`,
+    /// then `*@domain`. Empty when nothing maps it (and in contexts without tables).
+    fn address_mappings(
+        &self,
+        _table: &str,
+        _address: &MailAddress,
+    ) -> Result<Vec<String>, MailetError> {
+        Ok(Vec::new())
+    }
+
     /// Writes a line to the server log on behalf of a mailet.
     fn log(&self, message: &str);
 }

@@ -64,7 +64,8 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mail_repositories = Arc::new(repositories::MailRepositories::new(&config)?);
     let users = repositories::users(&config)?;
     let opener = mail_repositories.clone();
-    let context = Arc::new(ServerContext::new(
+    let mappings = repositories::mappings(&config)?;
+    let context = ServerContext::new(
         config.james.servernames.clone(),
         postmaster,
         UsernameRules {
@@ -76,20 +77,21 @@ pub fn run(cli: &Cli) -> Result<()> {
         repositories::inbox(&config)?,
         spool.clone(),
         Box::new(move |url| opener.open(url)),
-    ));
+    )
+    .with_mappings(mappings.clone());
     let stop = Arc::new(Notify::new());
     let console = Arc::new(Console {
         users: repositories::all_users(&config, users)?,
         keep_apop_secret: keeps_apop_secrets(&config),
         spool: spool.clone(),
         open_repository: Arc::new(move |url| mail_repositories.open(url)),
-        mappings: repositories::mappings(&config)?,
+        mappings,
         request_shutdown: {
             let stop = stop.clone();
             Arc::new(move || stop.notify_one())
         },
     });
-    let workers = SpoolManager::new(tree, context).start(config.spool_manager.threads);
+    let workers = SpoolManager::new(tree, Arc::new(context)).start(config.spool_manager.threads);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

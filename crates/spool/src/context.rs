@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use mailroom_mailet::{Mail, MailAddress, MailetContext, MailetError, UserRecord};
-use mailroom_store::{InboxRepository, MailRepository, SpoolRepository, UsersRepository};
+use mailroom_store::mappings::Source;
+use mailroom_store::{
+    InboxRepository, MailRepository, MappingsRepository, SpoolRepository, UsersRepository,
+};
 
 thread_local! {
     /// Inbox deliveries made on this thread: a worker runs all of a mail's mailets on its own
@@ -43,6 +46,8 @@ pub struct ServerContext {
     inbox: Arc<dyn InboxRepository>,
     spool: Arc<dyn SpoolRepository>,
     opener: RepositoryOpener,
+    /// The virtual user tables, when the server has them.
+    mappings: Option<Arc<dyn MappingsRepository>>,
 }
 
 impl ServerContext {
@@ -64,7 +69,14 @@ impl ServerContext {
             inbox,
             spool,
             opener,
+            mappings: None,
         }
+    }
+
+    /// Gives the mapping mailets these virtual user tables.
+    pub fn with_mappings(mut self, mappings: Arc<dyn MappingsRepository>) -> Self {
+        self.mappings = Some(mappings);
+        self
     }
 
     /// The spool.
@@ -135,6 +147,32 @@ impl MailetContext for ServerContext {
             .map_err(store_error)?;
         DELIVERIES.with(|n| n.set(n.get() + 1));
         Ok(())
+    }
+
+    fn address_mappings(
+        &self,
+        table: &str,
+        address: &MailAddress,
+    ) -> Result<Vec<String>, MailetError> {
+        let Some(mappings) = &self.mappings else {
+            return Ok(Vec::new());
+        };
+        let (user, domain) = (address.local_part(), address.domain());
+        for source in [
+            format!("{user}@{domain}"),
+            format!("{user}@*"),
+            format!("*@{domain}"),
+        ] {
+            // A local part that cannot be a source (quoted, odd characters) has no mapping.
+            let Ok(source) = Source::parse(&source) else {
+                continue;
+            };
+            let targets = mappings.get(table, &source).map_err(store_error)?;
+            if !targets.is_empty() {
+                return Ok(targets.iter().map(ToString::to_string).collect());
+            }
+        }
+        Ok(Vec::new())
     }
 
     fn log(&self, message: &str) {

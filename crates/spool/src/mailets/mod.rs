@@ -2,6 +2,7 @@
 
 mod delivery;
 mod headers;
+mod mapping;
 mod routing;
 
 use crate::Registry;
@@ -11,4 +12,5 @@ pub fn register(registry: &mut Registry) {
     delivery::register(registry);
     routing::register(registry);
     headers::register(registry);
+    mapping::register(registry);
 }
