@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailroom_store::password::constant_time_eq;
+
 use crate::{commands, mappings, memory, spool, Console, RemoteManagerSettings};
 
 /// What the driver does after a line.
@@ -268,11 +270,6 @@ fn help(out: &mut Out) {
     for (syntax, what) in HELP {
         out.line(format!("{syntax:<72}{what}"));
     }
-}
-
-/// Compares two secrets in time that does not depend on where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
