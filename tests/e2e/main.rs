@@ -1,10 +1,11 @@
 //! End-to-end tests: the real `mailroom` binary on free loopback ports, driven by real clients
-//! (Python's smtplib and a raw SMTP client).
+//! (Python's smtplib and poplib, raw SMTP and POP3 clients, and Debian's clients in `.ci/run`).
 
 mod cli;
 mod crash;
 mod delivery;
 mod harness;
 mod interop;
+mod pop3;
 mod processor_tree;
 mod smtp_input;

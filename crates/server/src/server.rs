@@ -5,14 +5,17 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use mailroom_config::{Config, ConfigError, SmtpServer};
+use mailroom_config::{Config, ConfigError, Pop3Server, SmtpServer};
 use mailroom_mailet::MailAddress;
 use mailroom_net::{Listener, Shutdown};
+use mailroom_pop3::server::Pop3Store;
+use mailroom_pop3::Pop3Settings;
 use mailroom_smtp::SmtpSettings;
 use mailroom_spool::{ProcessorTree, Registry, ServerContext, SpoolManager, UsernameRules};
-use mailroom_store::SpoolRepository;
+use mailroom_store::{SpoolRepository, VerifiedLogins};
 
 use crate::cli::Cli;
 use crate::repositories;
@@ -59,6 +62,16 @@ pub fn run(cli: &Cli) -> Result<()> {
     let postmaster = MailAddress::parse(&config.james.postmaster)
         .map_err(|e| anyhow!("<postmaster> {:?}: {e}", config.james.postmaster))?;
     let mail_repositories = repositories::MailRepositories::new(&config)?;
+    let users = repositories::users(&config)?;
+    let inbox = repositories::inbox(&config)?;
+    let pop3_store = Arc::new(Pop3Store {
+        logins: Arc::new(VerifiedLogins::new(
+            users.clone(),
+            LOGIN_CACHE_TTL,
+            LOGIN_CACHE_ENTRIES,
+        )),
+        inbox: inbox.clone(),
+    });
     let context = Arc::new(ServerContext::new(
         config.james.servernames.clone(),
         postmaster,
@@ -67,8 +80,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             enable_aliases: config.james.usernames.enable_aliases,
             enable_forwarding: config.james.usernames.enable_forwarding,
         },
-        repositories::users(&config)?,
-        repositories::inbox(&config)?,
+        users,
+        inbox,
         spool.clone(),
         Box::new(move |url| mail_repositories.open(url)),
     ));
@@ -78,14 +91,18 @@ pub fn run(cli: &Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let served = runtime.block_on(serve(&config, spool));
+    let served = runtime.block_on(serve(&config, spool, pop3_store));
     workers.stop();
     tracing::info!("stopped");
     served
 }
 
 /// Binds every enabled listener, serves until a signal, then drains the sessions.
-async fn serve(config: &Config, spool: Arc<dyn SpoolRepository>) -> Result<()> {
+async fn serve(
+    config: &Config,
+    spool: Arc<dyn SpoolRepository>,
+    pop3_store: Arc<Pop3Store>,
+) -> Result<()> {
     let shutdown = Shutdown::new();
     let mut tasks = Vec::new();
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
@@ -110,8 +127,29 @@ async fn serve(config: &Config, spool: Arc<dyn SpoolRepository>) -> Result<()> {
             shutdown.watch(),
         )));
     }
+    for pop3 in config.pop3.iter().filter(|s| s.common.enabled) {
+        let addr = SocketAddr::new(pop3.common.bind, pop3.common.port);
+        if pop3.common.tls.socket_tls {
+            bail!(
+                "{}: implicit TLS (socketTLS) is not available in this build yet; \
+                 refusing to serve plain POP3 where clients expect TLS",
+                pop3.common.location
+            );
+        }
+        if pop3.require_tls_for_auth {
+            tracing::warn!(%addr, "requireTLSForAuth: STLS is not available in this build yet; \
+                plaintext logins are allowed until it is");
+        }
+        let listener = Listener::bind(addr)
+            .with_context(|| format!("{}: cannot listen on {addr}", pop3.common.location))?;
+        tasks.push(tokio::spawn(mailroom_pop3::serve(
+            listener,
+            Arc::new(pop3_settings(pop3)),
+            pop3_store.clone(),
+            shutdown.watch(),
+        )));
+    }
     for (name, enabled) in [
-        ("POP3", config.pop3.iter().any(|s| s.common.enabled)),
         ("NNTP", config.nntp.iter().any(|s| s.common.enabled)),
         (
             "RemoteManager",
@@ -147,6 +185,24 @@ fn smtp_settings(config: &Config, smtp: &SmtpServer) -> SmtpSettings {
         address_brackets_enforcement: smtp.address_brackets_enforcement,
         is_local_domain: Arc::new(move |domain| james.is_local_domain(domain)),
         relay_allowed: Arc::new(move |ip| relay.contains(ip)),
+    }
+}
+
+/// How long a login verified with argon2 is trusted by the login cache.
+const LOGIN_CACHE_TTL: Duration = Duration::from_secs(3600);
+/// The most logins the cache remembers.
+const LOGIN_CACHE_ENTRIES: usize = 100_000;
+
+/// The POP3 listener settings of one `<pop3server>` block.
+fn pop3_settings(pop3: &Pop3Server) -> Pop3Settings {
+    Pop3Settings {
+        hello_name: pop3.common.hello_name.clone(),
+        connection_timeout: pop3.common.connection_timeout,
+        connection_limit: pop3.common.connection_limit.map(|n| n as usize),
+        enable_apop: pop3.enable_apop,
+        // Until STLS exists there is no way to satisfy requireTLSForAuth; see serve().
+        plaintext_auth: true,
+        ..Pop3Settings::default()
     }
 }
 
