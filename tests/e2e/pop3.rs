@@ -613,7 +613,18 @@ fn mpop_retrieves_and_deletes() {
     let fetched = files_in(&maildir.join("new"));
     assert_eq!(fetched.len(), 2, "{text}");
     for message in sent {
-        assert!(fetched.iter().any(|f| f.ends_with(message)), "{text}");
+        // mpop stores LF line ends in the Maildir, after its own Received: header.
+        let lf: Vec<u8> = String::from_utf8_lossy(message)
+            .replace("\r\n", "\n")
+            .into_bytes();
+        assert!(
+            fetched.iter().any(|f| f.ends_with(&lf)),
+            "{text}{:?}",
+            fetched
+                .iter()
+                .map(|f| String::from_utf8_lossy(f))
+                .collect::<Vec<_>>()
+        );
     }
     // Deleted on the server after the retrieval.
     assert_eq!(maildir_messages(&inbox).len(), 0);
