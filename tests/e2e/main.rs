@@ -1,11 +1,13 @@
 //! End-to-end tests: the real `mailroom` binary on free loopback ports, driven by real clients
-//! (Python's smtplib and a raw SMTP client, Python sockets and telnet for the RemoteManager).
+//! (Python's smtplib and poplib, raw SMTP and POP3 clients, Python sockets for the
+//! RemoteManager, and Debian's clients in `.ci/run`: swaks, fetchmail, mpop, expect + telnet).
 
 mod cli;
 mod crash;
 mod delivery;
 mod harness;
 mod interop;
+mod pop3;
 mod processor_tree;
 mod remote_manager;
 mod smtp_input;

@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use mailroom_config::{Config, ConfigError, RemoteManager, SmtpServer};
+use mailroom_config::{Config, ConfigError, Pop3Server, RemoteManager, SmtpServer};
 use mailroom_mailet::MailAddress;
 use mailroom_net::{Listener, Shutdown};
+use mailroom_pop3::server::Pop3Store;
+use mailroom_pop3::Pop3Settings;
 use mailroom_remotemanager::{Console, RemoteManagerSettings};
 use mailroom_smtp::SmtpSettings;
 use mailroom_spool::{ProcessorTree, Registry, ServerContext, SpoolManager, UsernameRules};
-use mailroom_store::SpoolRepository;
+use mailroom_store::{SpoolRepository, VerifiedLogins};
 use tokio::sync::Notify;
 
 use crate::cli::Cli;
@@ -63,6 +65,15 @@ pub fn run(cli: &Cli) -> Result<()> {
         .map_err(|e| anyhow!("<postmaster> {:?}: {e}", config.james.postmaster))?;
     let mail_repositories = Arc::new(repositories::MailRepositories::new(&config)?);
     let users = repositories::users(&config)?;
+    let inbox = repositories::inbox(&config)?;
+    let pop3_store = Arc::new(Pop3Store {
+        logins: Arc::new(VerifiedLogins::new(
+            users.clone(),
+            LOGIN_CACHE_TTL,
+            LOGIN_CACHE_ENTRIES,
+        )),
+        inbox: inbox.clone(),
+    });
     let opener = mail_repositories.clone();
     let mappings = repositories::mappings(&config)?;
     let context = ServerContext::new(
@@ -74,7 +85,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             enable_forwarding: config.james.usernames.enable_forwarding,
         },
         users.clone(),
-        repositories::inbox(&config)?,
+        inbox,
         spool.clone(),
         Box::new(move |url| opener.open(url)),
     )
@@ -97,7 +108,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let served = runtime.block_on(serve(&config, spool, console, &stop));
+    let served = runtime.block_on(serve(&config, spool, pop3_store, console, &stop));
     workers.stop();
     tracing::info!("stopped");
     served
@@ -116,6 +127,7 @@ pub fn keeps_apop_secrets(config: &Config) -> bool {
 async fn serve(
     config: &Config,
     spool: Arc<dyn SpoolRepository>,
+    pop3_store: Arc<Pop3Store>,
     console: Arc<Console>,
     stop: &Notify,
 ) -> Result<()> {
@@ -143,6 +155,28 @@ async fn serve(
             shutdown.watch(),
         )));
     }
+    for pop3 in config.pop3.iter().filter(|s| s.common.enabled) {
+        let addr = SocketAddr::new(pop3.common.bind, pop3.common.port);
+        if pop3.common.tls.socket_tls {
+            bail!(
+                "{}: implicit TLS (socketTLS) is not available in this build yet; \
+                 refusing to serve plain POP3 where clients expect TLS",
+                pop3.common.location
+            );
+        }
+        if pop3.require_tls_for_auth {
+            tracing::warn!(%addr, "requireTLSForAuth: STLS is not available in this build yet; \
+                plaintext logins are allowed until it is");
+        }
+        let listener = Listener::bind(addr)
+            .with_context(|| format!("{}: cannot listen on {addr}", pop3.common.location))?;
+        tasks.push(tokio::spawn(mailroom_pop3::serve(
+            listener,
+            Arc::new(pop3_settings(pop3)),
+            pop3_store.clone(),
+            shutdown.watch(),
+        )));
+    }
     for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
         if !manager.can_start() {
             tracing::warn!(
@@ -162,10 +196,7 @@ async fn serve(
             shutdown.watch(),
         )));
     }
-    for (name, enabled) in [
-        ("POP3", config.pop3.iter().any(|s| s.common.enabled)),
-        ("NNTP", config.nntp.iter().any(|s| s.common.enabled)),
-    ] {
+    for (name, enabled) in [("NNTP", config.nntp.iter().any(|s| s.common.enabled))] {
         if enabled {
             tracing::warn!("{name} is configured but not part of this build yet; not started");
         }
@@ -198,6 +229,24 @@ fn smtp_settings(config: &Config, smtp: &SmtpServer) -> SmtpSettings {
         address_brackets_enforcement: smtp.address_brackets_enforcement,
         is_local_domain: Arc::new(move |domain| james.is_local_domain(domain)),
         relay_allowed: Arc::new(move |ip| relay.contains(ip)),
+    }
+}
+
+/// How long a login verified with argon2 is trusted by the login cache.
+const LOGIN_CACHE_TTL: Duration = Duration::from_secs(3600);
+/// The most logins the cache remembers.
+const LOGIN_CACHE_ENTRIES: usize = 100_000;
+
+/// The POP3 listener settings of one `<pop3server>` block.
+fn pop3_settings(pop3: &Pop3Server) -> Pop3Settings {
+    Pop3Settings {
+        hello_name: pop3.common.hello_name.clone(),
+        connection_timeout: pop3.common.connection_timeout,
+        connection_limit: pop3.common.connection_limit.map(|n| n as usize),
+        enable_apop: pop3.enable_apop,
+        // Until STLS exists there is no way to satisfy requireTLSForAuth; see serve().
+        plaintext_auth: true,
+        ..Pop3Settings::default()
     }
 }
 

@@ -12,10 +12,15 @@ use crate::cli::{Cli, UserAction};
 pub fn run(cli: &Cli, action: &UserAction) -> Result<()> {
     let config = crate::server::load_config(cli)?;
     let users = crate::repositories::users(&config)?;
+    // APOP needs the password itself (RFC 1939 §7): keep it only where a POP3 listener
+    // offers APOP.
+    let keep_apop_secret = crate::server::keeps_apop_secrets(&config);
     match action {
         UserAction::Add { name, password } => {
             let password = password_or_stdin(password.as_deref())?;
-            users.add(&User::new(name, &password))?;
+            let mut user = User::new(name, &password);
+            user.apop_secret = keep_apop_secret.then_some(password);
+            users.add(&user)?;
             println!("User {name} added");
         }
         UserAction::Del { name } => {
@@ -34,7 +39,7 @@ pub fn run(cli: &Cli, action: &UserAction) -> Result<()> {
                 bail!("no user {name}");
             };
             let password = password_or_stdin(password.as_deref())?;
-            user.password_hash = mailroom_store::password::hash(&password);
+            user.set_password(&password, keep_apop_secret);
             users.update(&user)?;
             println!("Password of {name} changed");
         }

@@ -1,13 +1,14 @@
 //! The test-suite every backend runs: call these from a backend's tests with a fresh, empty
 //! repository. They panic on the first broken contract.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use mailroom_mailet::{AttributeValue, Envelope, Mail, MailAddress, Message};
 
 use crate::{
-    MailRepository, MappingsRepository, SpoolRepository, StoreError, User, UsersRepository,
+    InboxRepository, MailRepository, Mailbox, MappingsRepository, SpoolRepository, StoreError,
+    User, UsersRepository,
 };
 
 fn sample_mail(name: &str) -> Mail {
@@ -227,4 +228,99 @@ pub fn mappings_repository(repo: &dyn MappingsRepository) {
         "empty sources are dropped"
     );
     assert!(!repo.remove(DEFAULT_TABLE, &source, &alice).unwrap());
+}
+
+/// Every message of a mailbox, read whole.
+fn read_all(mailbox: &dyn Mailbox) -> Vec<Vec<u8>> {
+    (0..mailbox.messages().len())
+        .map(|i| {
+            let mut bytes = Vec::new();
+            mailbox
+                .open_message(i)
+                .unwrap()
+                .read_to_end(&mut bytes)
+                .unwrap();
+            bytes
+        })
+        .collect()
+}
+
+/// Delivery and reading: a mailbox lists what was delivered, oldest first, with stable UIDs
+/// and exact CRLF sizes; it is locked while open; mail delivered meanwhile shows next time;
+/// deletes take effect once committed and only for the messages named.
+pub fn inbox_repository(inbox: &dyn InboxRepository) {
+    let empty = inbox.open_mailbox("Alice").unwrap();
+    assert!(empty.messages().is_empty());
+    drop(empty);
+
+    let bodies: [&[u8]; 3] = [
+        b"Subject: one\r\n\r\nfirst\r\n",
+        b"Subject: two\r\n\r\n.starts with a dot\r\n..two dots\r\n.\r\nend\r\n",
+        b"Subject: three\r\n\r\nthird\r\n",
+    ];
+    for body in bodies {
+        inbox
+            .deliver("Alice", b"Return-Path: <>\r\n", &Message::from_bytes(body))
+            .unwrap();
+        // Distinct delivery times, so that the order is the delivery order on every backend.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    inbox.sync().unwrap();
+
+    let mut mailbox = inbox.open_mailbox("Alice").unwrap();
+    let listed = mailbox.messages().to_vec();
+    assert_eq!(listed.len(), 3);
+    let contents = read_all(mailbox.as_ref());
+    for ((message, body), content) in listed.iter().zip(bodies).zip(&contents) {
+        let expected = [&b"Return-Path: <>\r\n"[..], body].concat();
+        assert_eq!(content, &expected);
+        assert_eq!(message.size, expected.len() as u64);
+        assert!(!message.uid.is_empty() && message.uid.len() <= 70);
+        assert!(message.uid.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+    }
+    assert!(listed[0].uid != listed[1].uid && listed[1].uid != listed[2].uid);
+    assert!(mailbox.open_message(3).is_err());
+
+    // One session at a time.
+    assert!(matches!(
+        inbox.open_mailbox("Alice"),
+        Err(StoreError::InUse(_))
+    ));
+    // Mail delivered during the session is not in its snapshot.
+    inbox
+        .deliver(
+            "Alice",
+            b"",
+            &Message::from_bytes(b"Subject: four\r\n\r\n4\r\n"),
+        )
+        .unwrap();
+    inbox.sync().unwrap();
+    assert_eq!(mailbox.messages().len(), 3);
+    mailbox.delete(&[1]).unwrap();
+    drop(mailbox);
+
+    // Reopened: the deleted one is gone, the others keep their UIDs, the new one is last.
+    let mailbox = inbox.open_mailbox("Alice").unwrap();
+    let uids: Vec<&str> = mailbox.messages().iter().map(|m| m.uid.as_str()).collect();
+    assert_eq!(uids.len(), 3);
+    assert_eq!(
+        &uids[..2],
+        &[listed[0].uid.as_str(), listed[2].uid.as_str()]
+    );
+    assert!(!uids[..2].contains(&listed[1].uid.as_str()));
+    assert_eq!(read_all(mailbox.as_ref())[2], b"Subject: four\r\n\r\n4\r\n");
+    // Dropping a mailbox without delete changes nothing.
+    drop(mailbox);
+    let mut mailbox = inbox.open_mailbox("Alice").unwrap();
+    assert_eq!(mailbox.messages().len(), 3);
+    // Mailboxes are per user.
+    let other = inbox.open_mailbox("bob").unwrap();
+    assert!(other.messages().is_empty());
+    mailbox.delete(&[0, 1, 2]).unwrap();
+    drop(mailbox);
+    assert!(inbox.open_mailbox("Alice").unwrap().messages().is_empty());
+    assert!(matches!(
+        inbox.open_mailbox("../escape"),
+        Err(StoreError::InvalidName(..))
+    ));
 }

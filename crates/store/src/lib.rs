@@ -9,7 +9,7 @@
 //! survives a crash (written, fsync'd, renamed or committed).
 #![deny(missing_docs)]
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use mailroom_mailet::{Envelope, Mail, Message};
@@ -21,11 +21,13 @@ mod names;
 mod news;
 pub mod password;
 mod users;
+mod verified;
 
 pub use mappings::MappingsRepository;
 pub use names::{new_mail_name, validate_mail_name, validate_user_name};
 pub use news::{GroupInfo, NewsRepository, Overview};
 pub use users::User;
+pub use verified::VerifiedLogins;
 
 /// What can go wrong in a repository.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,9 @@ pub enum StoreError {
     /// Stored data that cannot be read back.
     #[error("corrupt entry {0}: {1}")]
     Corrupt(String, String),
+    /// The entry is locked by another holder (a mailbox open in another POP3 session).
+    #[error("{0} is in use")]
+    InUse(String),
 }
 
 /// The result of a repository call.
@@ -104,6 +109,42 @@ pub trait InboxRepository: Send + Sync {
 
     /// Makes every delivery that returned before this call durable.
     fn sync(&self) -> Result<()>;
+
+    /// Opens `user`'s inbox for a reader (a POP3 session): locks it exclusively — a second
+    /// open fails with [`StoreError::InUse`] until the returned [`Mailbox`] is dropped, also
+    /// across processes where the backend can — and takes a snapshot of its messages. Mail
+    /// delivered while it is open is not in the snapshot; it shows in the next one. `user` is
+    /// the canonical name [`UsersRepository::get`] returns, which is what delivery uses. A user
+    /// without mail yet has an empty inbox.
+    fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>>;
+}
+
+/// One message in a [`Mailbox`] snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxMessage {
+    /// A name that never changes while the message exists, across sessions and restarts, and
+    /// is never given to another message of the mailbox: 1 to 70 octets from `!` to `~`, as
+    /// POP3's UIDL requires (RFC 1939 §7).
+    pub uid: String,
+    /// The exact size in octets of the message with every line ending as CRLF, as POP3 sends
+    /// it (before dot-stuffing).
+    pub size: u64,
+}
+
+/// A user's inbox opened by [`InboxRepository::open_mailbox`]; dropping it releases the lock
+/// without changing anything.
+pub trait Mailbox: Send {
+    /// The messages of the snapshot, oldest first. Indexes into this slice name messages in
+    /// the other methods.
+    fn messages(&self) -> &[MailboxMessage];
+
+    /// Streams message `index` as stored, never whole in memory. Lines may end in a bare LF
+    /// (a Maildir written by another program); [`MailboxMessage::size`] counts each as CRLF.
+    fn open_message(&self, index: usize) -> Result<Box<dyn Read + Send>>;
+
+    /// Removes the messages at `indexes` (a message removed meanwhile by someone else is not
+    /// an error). Durable on return: a POP3 server answers QUIT only after this.
+    fn delete(&mut self, indexes: &[usize]) -> Result<()>;
 }
 
 /// The users repository: accounts, password hashes, aliases and forwards.

@@ -61,6 +61,56 @@ fn reopening_cleans_crash_leftovers_and_keeps_mail() {
 }
 
 #[test]
+fn maildir_inbox_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::inbox_repository(&Maildir::open(dir.path()).unwrap());
+}
+
+#[test]
+fn maildir_reads_what_other_programs_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Maildir::open(dir.path()).unwrap();
+    let user = inbox.user_dir("carol").unwrap();
+    // LF line ends and no ,W= (as an MDA writes), seen and flagged by a mail reader; a
+    // hidden file; a name too long for UIDL.
+    fs::write(
+        user.join("cur/1700000000.M5P1.host,S=11:2,S"),
+        b"A: b\n\nbody\n",
+    )
+    .unwrap();
+    fs::write(user.join("new/.hidden"), b"x").unwrap();
+    let long = format!("1700000001.M1P1.{}", "h".repeat(80));
+    fs::write(user.join("new").join(&long), b"A: b\r\n\r\nx\r\n").unwrap();
+    // Delivered later in the same second: ordered by microseconds, not as text.
+    fs::write(user.join("new/1700000000.M40P1.host,S=3,W=3"), b"x\r\n").unwrap();
+
+    let mut mailbox = inbox.open_mailbox("carol").unwrap();
+    let listed = mailbox.messages().to_vec();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0].uid, "1700000000.M5P1.host");
+    assert_eq!(listed[0].size, 14);
+    assert_eq!(listed[1].uid, "1700000000.M40P1.host");
+    assert_eq!(listed[1].size, 3);
+    assert_eq!(listed[2].uid.len(), 40, "{}", listed[2].uid);
+    assert_eq!(listed[2].size, 11);
+
+    // A reader renamed it meanwhile (new flags): still readable and deletable by UID.
+    fs::rename(
+        user.join("cur/1700000000.M5P1.host,S=11:2,S"),
+        user.join("cur/1700000000.M5P1.host,S=11:2,ST"),
+    )
+    .unwrap();
+    let mut first = String::new();
+    std::io::Read::read_to_string(&mut mailbox.open_message(0).unwrap(), &mut first).unwrap();
+    assert_eq!(first, "A: b\n\nbody\n");
+    mailbox.delete(&[0, 2]).unwrap();
+    drop(mailbox);
+    let mailbox = inbox.open_mailbox("carol").unwrap();
+    assert_eq!(mailbox.messages().len(), 1);
+    assert_eq!(mailbox.messages()[0].uid, "1700000000.M40P1.host");
+}
+
+#[test]
 fn maildir_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let inbox = Maildir::open(dir.path()).unwrap();
@@ -83,7 +133,9 @@ fn maildir_delivery() {
             let path = e.unwrap().path();
             let bytes = fs::read(&path).unwrap();
             let name = path.file_name().unwrap().to_str().unwrap().to_string();
-            assert!(name.ends_with(&format!(",S={}", bytes.len())), "{name}");
+            // CRLF throughout: the size with CRLF line ends is the file's size.
+            let len = bytes.len();
+            assert!(name.ends_with(&format!(",S={len},W={len}")), "{name}");
             bytes
         })
         .collect();

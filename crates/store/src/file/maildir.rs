@@ -5,12 +5,20 @@
 //! [`InboxRepository::deliver`] writes the file to `tmp/`, and [`InboxRepository::sync`] makes a
 //! whole batch durable at once (one `syncfs` for all the files, the renames into `new/`, then
 //! the directories). A reader never sees a message in `new/` that is not whole and durable. The
-//! unique name is `<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>` (the `,S=` size field is the one
-//! Dovecot writes and reads).
+//! file name is `<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>,W=<size with CRLF line ends>` (the
+//! size fields Dovecot writes and reads).
+//!
+//! Reading ([`InboxRepository::open_mailbox`]) lists `new/` and `cur/` without opening a file:
+//! the UID is the unique name (the file name without its `,S=`/`,W=` fields and `:2,` flags,
+//! which other Maildir readers may change), and the size comes from `,W=`. Only a file another
+//! program put there without `,W=` is read once to count its line ends. Messages stay where
+//! they are (no move from `new/` to `cur/`), so a session costs two directory reads. The
+//! exclusive lock is an `flock` on `<maildir>/.mailroom-pop3.lock`, which the kernel releases
+//! when the session ends or the process dies.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +28,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mailroom_mailet::Message;
 
 use super::fsutil::{create_dir_durable, sync_dir};
-use crate::{validate_user_name, InboxRepository, Result};
+use crate::{validate_user_name, InboxRepository, Mailbox, MailboxMessage, Result, StoreError};
+
+/// The lock file in each Maildir that a reading session holds `flock`ed.
+const LOCK_FILE: &str = ".mailroom-pop3.lock";
 
 /// The inbox repository of Maildirs under one root.
 #[derive(Debug)]
@@ -34,6 +45,9 @@ pub struct Maildir {
     /// Deliveries written to `tmp/` and waiting for the next group commit.
     commits: Mutex<Commits>,
     committed: Condvar,
+    /// CRLF sizes of files without a `,W=` field (put there by other programs), by path, so
+    /// that each is read only once.
+    counted_sizes: Mutex<HashMap<PathBuf, u64>>,
 }
 
 /// The group commit's state.
@@ -69,6 +83,7 @@ impl Maildir {
             known_users: Mutex::default(),
             commits: Mutex::default(),
             committed: Condvar::new(),
+            counted_sizes: Mutex::default(),
         })
     }
 
@@ -148,18 +163,21 @@ impl InboxRepository for Maildir {
             }
             other => other?,
         };
-        let written = (|| -> io::Result<()> {
-            let mut out = BufWriter::with_capacity(64 * 1024, file);
+        let written = (|| -> io::Result<(u64, u64)> {
+            let mut out = LineEnds::new(BufWriter::with_capacity(64 * 1024, file));
             out.write_all(trace_header)?;
             io::copy(&mut message.reader()?, &mut out)?;
-            out.flush()
+            out.flush()?;
+            Ok((out.size, out.crlf_size()))
         })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e.into());
-        }
-        let size = trace_header.len() as u64 + message.size();
-        let new = dir.join("new").join(format!("{unique},S={size}"));
+        let (size, wire) = match written {
+            Ok(sizes) => sizes,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        let new = dir.join("new").join(format!("{unique},S={size},W={wire}"));
         let mut commits = self.lock();
         commits.written += 1;
         commits.pending.push(Pending { tmp, new });
@@ -199,6 +217,263 @@ impl InboxRepository for Maildir {
             }
             self.committed.notify_all();
         }
+    }
+
+    fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>> {
+        validate_user_name(user)?;
+        let mut dir = self.maildir_of(user, false)?;
+        let lock = match lock_maildir(&dir) {
+            // The Maildir was removed while the server ran: make it again.
+            Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                dir = self.maildir_of(user, true)?;
+                lock_maildir(&dir)?
+            }
+            other => other?,
+        };
+        let mut files = Vec::new();
+        for sub in ["new", "cur"] {
+            for entry in fs::read_dir(dir.join(sub))? {
+                let entry = entry?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue; // not a name any Maildir writer makes
+                };
+                if name.starts_with('.') {
+                    continue;
+                }
+                files.push((sort_key(&name), sub, name));
+            }
+        }
+        files.sort_unstable();
+        let mut messages = Vec::with_capacity(files.len());
+        let mut paths = Vec::with_capacity(files.len());
+        for (_, sub, name) in files {
+            let path = dir.join(sub).join(&name);
+            let size = match size_field(&name, 'W') {
+                Some(size) => size,
+                None => match self.count_crlf_size(&path) {
+                    Ok(size) => size,
+                    // Taken away by another reader since the listing.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            messages.push(MailboxMessage {
+                uid: uid_of(&name),
+                size,
+            });
+            paths.push(path);
+        }
+        Ok(Box::new(MaildirMailbox {
+            dir,
+            messages,
+            paths,
+            _lock: lock,
+        }))
+    }
+}
+
+impl Maildir {
+    /// The CRLF size of a file without a `,W=` field, read once and then remembered.
+    fn count_crlf_size(&self, path: &Path) -> io::Result<u64> {
+        let mut sizes = self.counted_sizes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(size) = sizes.get(path) {
+            return Ok(*size);
+        }
+        let mut counter = LineEnds::new(io::sink());
+        io::copy(&mut File::open(path)?, &mut counter)?;
+        let size = counter.crlf_size();
+        sizes.insert(path.to_path_buf(), size);
+        Ok(size)
+    }
+}
+
+/// Takes the reading lock of the Maildir `dir`, without waiting.
+fn lock_maildir(dir: &Path) -> Result<File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    // SAFETY: a valid open descriptor; flock does not touch memory.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.kind() == io::ErrorKind::WouldBlock {
+            StoreError::InUse(format!("mailbox {}", dir.display()))
+        } else {
+            e.into()
+        });
+    }
+    Ok(file)
+}
+
+/// A Maildir opened by [`InboxRepository::open_mailbox`].
+struct MaildirMailbox {
+    /// The user's Maildir.
+    dir: PathBuf,
+    /// The snapshot.
+    messages: Vec<MailboxMessage>,
+    /// The file of each message, as listed.
+    paths: Vec<PathBuf>,
+    /// Holds the `flock` until dropped.
+    _lock: File,
+}
+
+impl Mailbox for MaildirMailbox {
+    fn messages(&self) -> &[MailboxMessage] {
+        &self.messages
+    }
+
+    fn open_message(&self, index: usize) -> Result<Box<dyn Read + Send>> {
+        let path = self
+            .paths
+            .get(index)
+            .ok_or_else(|| StoreError::NotFound(format!("message {}", index + 1)))?;
+        match File::open(path) {
+            Ok(file) => Ok(Box::new(file)),
+            // Another Maildir reader changed its flags (a rename within cur/): find it by UID.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let path = self
+                    .find(&self.messages[index].uid)?
+                    .ok_or_else(|| StoreError::NotFound(format!("message {}", index + 1)))?;
+                Ok(Box::new(File::open(path)?))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn delete(&mut self, indexes: &[usize]) -> Result<()> {
+        let mut dirs = BTreeSet::new();
+        for &index in indexes {
+            let Some(path) = self.paths.get(index) else {
+                continue;
+            };
+            let removed = match fs::remove_file(path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    match self.find(&self.messages[index].uid)? {
+                        Some(renamed) => fs::remove_file(&renamed).map(|()| renamed),
+                        None => continue,
+                    }
+                }
+                other => other.map(|()| path.clone()),
+            };
+            let removed = removed?;
+            if let Some(dir) = removed.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl MaildirMailbox {
+    /// The current file of the message with this UID, wherever it moved.
+    fn find(&self, uid: &str) -> io::Result<Option<PathBuf>> {
+        for sub in ["cur", "new"] {
+            for entry in fs::read_dir(self.dir.join(sub))? {
+                let entry = entry?;
+                if entry.file_name().to_str().is_some_and(|n| uid_of(n) == uid) {
+                    return Ok(Some(entry.path()));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The UID of a Maildir file: its unique name, without the `:2,` flags and the `,S=`/`,W=`
+/// fields. A unique name that POP3 cannot carry (over 70 octets, or octets outside `!`..`~`)
+/// is replaced by its SHA-1 in hex, which is as stable.
+fn uid_of(file_name: &str) -> String {
+    let base = file_name.split(':').next().unwrap_or(file_name);
+    let unique = base.split(',').next().unwrap_or(base);
+    if !unique.is_empty()
+        && unique.len() <= 70
+        && unique.bytes().all(|b| (0x21..=0x7e).contains(&b))
+    {
+        return unique.to_string();
+    }
+    use sha1::{Digest, Sha1};
+    Sha1::digest(unique.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The value of a `,<field>=<number>` field of a Maildir file name (`S`: the file's size, `W`:
+/// the size with CRLF line ends).
+fn size_field(file_name: &str, field: char) -> Option<u64> {
+    let base = file_name.split(':').next()?;
+    base.split(',')
+        .skip(1)
+        .find_map(|part| part.strip_prefix(field)?.strip_prefix('=')?.parse().ok())
+}
+
+/// Orders Maildir files by delivery time: the seconds and microseconds that start the usual
+/// unique names (`<secs>.M<usecs>...`), numerically, then the name.
+fn sort_key(file_name: &str) -> (u64, u64, String) {
+    let digits = |s: &str| -> (u64, usize) {
+        let end = s
+            .bytes()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(s.len());
+        (s[..end].parse().unwrap_or(0), end)
+    };
+    let (secs, end) = digits(file_name);
+    let micros = file_name[end..]
+        .strip_prefix(".M")
+        .map_or(0, |rest| digits(rest).0);
+    (secs, micros, file_name.to_string())
+}
+
+/// A writer that counts what passes through it: the octets, and the LFs without a CR before
+/// them, which POP3 sends as CRLF.
+struct LineEnds<W> {
+    inner: W,
+    /// Octets written.
+    size: u64,
+    /// LFs not preceded by CR.
+    bare_lf: u64,
+    /// Whether the last octet written was CR.
+    after_cr: bool,
+}
+
+impl<W: Write> LineEnds<W> {
+    fn new(inner: W) -> Self {
+        LineEnds {
+            inner,
+            size: 0,
+            bare_lf: 0,
+            after_cr: false,
+        }
+    }
+
+    /// The size once every bare LF is a CRLF.
+    fn crlf_size(&self) -> u64 {
+        self.size + self.bare_lf
+    }
+}
+
+impl<W: Write> Write for LineEnds<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let written = &buf[..n];
+        let mut after_cr = self.after_cr;
+        for &b in written {
+            if b == b'\n' && !after_cr {
+                self.bare_lf += 1;
+            }
+            after_cr = b == b'\r';
+        }
+        self.after_cr = after_cr;
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -1,0 +1,458 @@
+//! POP3 wire formats, with no I/O: client bytes → bounded lines → typed commands, and message
+//! octets → the multi-line form sent on the wire.
+//!
+//! * [`LineReader`] splits client input into lines of at most [`MAX_LINE`] octets. A longer
+//!   line (say 10 MB) is discarded up to its end and reported once as [`LineEvent::TooLong`],
+//!   so that the next command starts clean. Lines end in CRLF; a bare LF is accepted too.
+//! * [`parse_command`] turns one line into a [`Command`] or a [`CommandError`] whose text is
+//!   the `-ERR` the client gets.
+//! * [`BodyEncoder`] turns a stored message into the body of a RETR or TOP reply: every line
+//!   end becomes CRLF, a line beginning with `.` gets a second one (RFC 1939 §3), TOP stops
+//!   after the header section and the requested number of body lines, and [`BodyEncoder::finish`]
+//!   writes the terminating `.` line.
+
+/// The longest command line, CRLF included. RFC 2449 allows 255 octets for a command; an AUTH
+/// PLAIN initial response with long names and passwords needs more.
+pub const MAX_LINE: usize = 4096;
+
+/// What the [`LineReader`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineEvent {
+    /// A complete line, without its CRLF (or bare LF).
+    Line(Vec<u8>),
+    /// A line longer than [`MAX_LINE`] ended; its content was discarded.
+    TooLong,
+}
+
+/// Splits client input into bounded lines, across any number of reads.
+#[derive(Debug, Default)]
+pub struct LineReader {
+    /// The start of a line that has not ended yet; never longer than `MAX_LINE - 1`.
+    partial: Vec<u8>,
+    /// The current line overflowed: drop its octets until its LF.
+    discarding: bool,
+}
+
+impl LineReader {
+    /// Reads `input` up to and including the next LF. Returns how many octets were consumed and
+    /// the event if a line ended; without an event every octet was consumed and more input is
+    /// needed.
+    pub fn read(&mut self, input: &[u8]) -> (usize, Option<LineEvent>) {
+        match input.iter().position(|&b| b == b'\n') {
+            None => {
+                self.append(input);
+                (input.len(), None)
+            }
+            Some(lf) => {
+                self.append(&input[..lf]);
+                let event = if std::mem::take(&mut self.discarding) {
+                    LineEvent::TooLong
+                } else {
+                    let mut line = std::mem::take(&mut self.partial);
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    LineEvent::Line(line)
+                };
+                (lf + 1, Some(event))
+            }
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        if self.discarding {
+            return;
+        }
+        // The line plus its LF must fit in MAX_LINE.
+        if self.partial.len() + bytes.len() >= MAX_LINE {
+            self.partial = Vec::new();
+            self.discarding = true;
+        } else {
+            self.partial.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// A POP3 command (RFC 1939, RFC 2449 CAPA, RFC 2595 STLS, RFC 5034 AUTH).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `USER name`.
+    User(String),
+    /// `PASS password`: everything after `PASS `, spaces included.
+    Pass(String),
+    /// `APOP name digest`.
+    Apop {
+        /// The user name.
+        name: String,
+        /// MD5 of the banner's timestamp and the shared secret, in hex.
+        digest: String,
+    },
+    /// `AUTH [mechanism [initial-response]]`.
+    Auth {
+        /// The SASL mechanism, upper-cased; `None` asks for the list.
+        mechanism: Option<String>,
+        /// The initial response (base64, or `=` for an empty one).
+        initial: Option<String>,
+    },
+    /// `CAPA`.
+    Capa,
+    /// `STLS`.
+    Stls,
+    /// `STAT`.
+    Stat,
+    /// `LIST [msg]`.
+    List(Option<u64>),
+    /// `RETR msg`.
+    Retr(u64),
+    /// `DELE msg`.
+    Dele(u64),
+    /// `NOOP`.
+    Noop,
+    /// `RSET`.
+    Rset,
+    /// `QUIT`.
+    Quit,
+    /// `TOP msg n`.
+    Top {
+        /// The message number.
+        msg: u64,
+        /// Body lines wanted.
+        lines: u64,
+    },
+    /// `UIDL [msg]`.
+    Uidl(Option<u64>),
+}
+
+/// Why a line is not a valid command; its [`Display`](std::fmt::Display) is the `-ERR` text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// An empty line.
+    Empty,
+    /// A keyword POP3 does not have.
+    Unknown(String),
+    /// Arguments missing, extra, or not numbers; the usage of the command.
+    Usage(&'static str),
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::Empty => f.write_str("empty command"),
+            CommandError::Unknown(keyword) => write!(f, "unknown command {keyword}"),
+            CommandError::Usage(usage) => write!(f, "syntax: {usage}"),
+        }
+    }
+}
+
+/// Parses one command line (without its CRLF). Keywords are case-insensitive; arguments are
+/// separated by spaces, except PASS, whose argument is the rest of the line as sent.
+pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
+    let line = String::from_utf8_lossy(line);
+    let (keyword, rest) = match line.split_once(' ') {
+        Some((k, r)) => (k, r),
+        None => (&*line, ""),
+    };
+    if keyword.is_empty() && rest.trim().is_empty() {
+        return Err(CommandError::Empty);
+    }
+    let keyword = keyword.to_ascii_uppercase();
+    let args: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let none = |cmd: Command, u: &'static str| if args.is_empty() { Ok(cmd) } else { usage(u) };
+    let optional_number = |u: &'static str| match args[..] {
+        [] => Ok(None),
+        [n] => number(n).map(Some).ok_or(CommandError::Usage(u)),
+        _ => usage(u),
+    };
+    let one_number = |u: &'static str| match args[..] {
+        [n] => number(n).ok_or(CommandError::Usage(u)),
+        _ => usage(u),
+    };
+    match keyword.as_str() {
+        "USER" => match args[..] {
+            [name] => Ok(Command::User(name.to_string())),
+            _ => usage("USER name"),
+        },
+        // A password may contain (and begin or end with) spaces.
+        "PASS" if !rest.is_empty() => Ok(Command::Pass(rest.to_string())),
+        "PASS" => usage("PASS password"),
+        "APOP" => match args[..] {
+            [name, digest] => Ok(Command::Apop {
+                name: name.to_string(),
+                digest: digest.to_string(),
+            }),
+            _ => usage("APOP name digest"),
+        },
+        "AUTH" => match args[..] {
+            [] => Ok(Command::Auth {
+                mechanism: None,
+                initial: None,
+            }),
+            [mechanism] => Ok(Command::Auth {
+                mechanism: Some(mechanism.to_ascii_uppercase()),
+                initial: None,
+            }),
+            [mechanism, initial] => Ok(Command::Auth {
+                mechanism: Some(mechanism.to_ascii_uppercase()),
+                initial: Some(initial.to_string()),
+            }),
+            _ => usage("AUTH mechanism [initial-response]"),
+        },
+        "CAPA" => none(Command::Capa, "CAPA"),
+        "STLS" => none(Command::Stls, "STLS"),
+        "STAT" => none(Command::Stat, "STAT"),
+        "NOOP" => none(Command::Noop, "NOOP"),
+        "RSET" => none(Command::Rset, "RSET"),
+        "QUIT" => none(Command::Quit, "QUIT"),
+        "LIST" => optional_number("LIST [message-number]").map(Command::List),
+        "UIDL" => optional_number("UIDL [message-number]").map(Command::Uidl),
+        "RETR" => one_number("RETR message-number").map(Command::Retr),
+        "DELE" => one_number("DELE message-number").map(Command::Dele),
+        "TOP" => match args[..] {
+            [msg, lines] => match (number(msg), number(lines)) {
+                (Some(msg), Some(lines)) => Ok(Command::Top { msg, lines }),
+                _ => usage("TOP message-number lines"),
+            },
+            _ => usage("TOP message-number lines"),
+        },
+        _ => Err(CommandError::Unknown(printable(&keyword))),
+    }
+}
+
+fn usage<T>(usage: &'static str) -> Result<T, CommandError> {
+    Err(CommandError::Usage(usage))
+}
+
+/// A non-negative decimal number; one too large to represent saturates (it then names no
+/// message, or all of a body's lines), so that only non-digits are a syntax error.
+fn number(arg: &str) -> Option<u64> {
+    if arg.is_empty() || !arg.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(arg.parse().unwrap_or(u64::MAX))
+}
+
+/// What the client sent, safe to quote in a reply: at most 40 characters, controls replaced.
+fn printable(text: &str) -> String {
+    text.chars()
+        .take(40)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Encodes a stored message as the body of a RETR or TOP reply, chunk by chunk, so that a
+/// message of any size passes through in bounded memory.
+#[derive(Debug)]
+pub struct BodyEncoder {
+    /// The next octet starts a line.
+    line_start: bool,
+    /// Octets of the current line so far (before its LF).
+    line_len: u64,
+    /// The last octet seen was CR.
+    after_cr: bool,
+    /// Still in the header section (only tracked for TOP).
+    in_header: bool,
+    /// TOP: body lines still to send; `None` for RETR (everything).
+    lines_left: Option<u64>,
+    /// TOP has sent all it must; the rest of the message is skipped.
+    done: bool,
+}
+
+impl BodyEncoder {
+    /// An encoder for RETR (`body_lines: None`) or for TOP with that many body lines.
+    pub fn new(body_lines: Option<u64>) -> Self {
+        BodyEncoder {
+            line_start: true,
+            line_len: 0,
+            after_cr: false,
+            in_header: body_lines.is_some(),
+            lines_left: body_lines,
+            done: false,
+        }
+    }
+
+    /// Whether everything to send has been sent (TOP): the caller may stop reading.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Appends the wire form of the next `input` octets of the message to `out`.
+    pub fn encode(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        out.reserve(input.len() + input.len() / 32);
+        while !input.is_empty() && !self.done {
+            if self.line_start {
+                if !self.in_header && self.lines_left == Some(0) {
+                    self.done = true;
+                    return;
+                }
+                if input[0] == b'.' {
+                    out.push(b'.');
+                }
+                self.line_start = false;
+                self.line_len = 0;
+            }
+            match input.iter().position(|&b| b == b'\n') {
+                None => {
+                    out.extend_from_slice(input);
+                    self.line_len += input.len() as u64;
+                    self.after_cr = input.last() == Some(&b'\r');
+                    return;
+                }
+                Some(lf) => {
+                    let text = &input[..lf];
+                    out.extend_from_slice(text);
+                    self.line_len += lf as u64;
+                    let cr = if lf > 0 {
+                        text[lf - 1] == b'\r'
+                    } else {
+                        self.after_cr
+                    };
+                    if !cr {
+                        out.push(b'\r');
+                    }
+                    out.push(b'\n');
+                    let empty = self.line_len == u64::from(cr);
+                    self.end_of_line(empty);
+                    input = &input[lf + 1..];
+                }
+            }
+        }
+    }
+
+    fn end_of_line(&mut self, empty: bool) {
+        self.line_start = true;
+        self.after_cr = false;
+        if self.in_header {
+            self.in_header = !empty;
+        } else if let Some(left) = &mut self.lines_left {
+            *left = left.saturating_sub(1);
+        }
+    }
+
+    /// Ends the reply: a CRLF if the message did not end with one, then the `.` line.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if !self.line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_bounded_and_resynchronised() {
+        let mut r = LineReader::default();
+        assert_eq!(r.read(b"NO"), (2, None));
+        assert_eq!(
+            r.read(b"OP\r\nSTAT\r\n"),
+            (4, Some(LineEvent::Line(b"NOOP".to_vec())))
+        );
+        let long = vec![b'a'; 10 * 1024 * 1024];
+        assert_eq!(r.read(&long), (long.len(), None));
+        assert_eq!(r.read(b"aaa\r\nSTAT\r\n"), (5, Some(LineEvent::TooLong)));
+        assert_eq!(
+            r.read(b"STAT\n"),
+            (5, Some(LineEvent::Line(b"STAT".to_vec())))
+        );
+        let mut exact = vec![b'a'; MAX_LINE - 2];
+        exact.extend_from_slice(b"\r\n");
+        assert!(matches!(r.read(&exact), (n, Some(LineEvent::Line(_))) if n == MAX_LINE));
+        let mut over = vec![b'a'; MAX_LINE - 1];
+        over.extend_from_slice(b"\r\n");
+        assert_eq!(r.read(&over).1, Some(LineEvent::TooLong));
+    }
+
+    #[test]
+    fn commands_parse() {
+        let ok = |line: &str, cmd: Command| assert_eq!(parse_command(line.as_bytes()), Ok(cmd));
+        ok("user alice", Command::User("alice".into()));
+        ok("PASS  two  spaces ", Command::Pass(" two  spaces ".into()));
+        ok(
+            "APOP bob c4c9334bac560ecc979e58001b3e22fb",
+            Command::Apop {
+                name: "bob".into(),
+                digest: "c4c9334bac560ecc979e58001b3e22fb".into(),
+            },
+        );
+        ok(
+            "auth plain AGEAYg==",
+            Command::Auth {
+                mechanism: Some("PLAIN".into()),
+                initial: Some("AGEAYg==".into()),
+            },
+        );
+        ok("Stat", Command::Stat);
+        ok("LIST", Command::List(None));
+        ok("LIST 2", Command::List(Some(2)));
+        ok(
+            "UIDL 99999999999999999999999",
+            Command::Uidl(Some(u64::MAX)),
+        );
+        ok("TOP 1 0", Command::Top { msg: 1, lines: 0 });
+        ok("RETR 1", Command::Retr(1));
+        ok("DELE 3", Command::Dele(3));
+        ok("QUIT", Command::Quit);
+
+        let err = |line: &str| parse_command(line.as_bytes()).unwrap_err().to_string();
+        assert_eq!(err(""), "empty command");
+        assert_eq!(err("XYZZY 1"), "unknown command XYZZY");
+        assert_eq!(err("RETR"), "syntax: RETR message-number");
+        assert_eq!(err("RETR one"), "syntax: RETR message-number");
+        assert_eq!(err("RETR -1"), "syntax: RETR message-number");
+        assert_eq!(err("TOP 1"), "syntax: TOP message-number lines");
+        assert_eq!(err("STAT 1"), "syntax: STAT");
+        assert_eq!(err("PASS"), "syntax: PASS password");
+        assert_eq!(err("USER a b"), "syntax: USER name");
+    }
+
+    /// Encodes `message` split at every octet boundary and checks each gives `expected`.
+    fn encodes(message: &[u8], lines: Option<u64>, expected: &[u8]) {
+        for split in 0..=message.len() {
+            let mut encoder = BodyEncoder::new(lines);
+            let mut out = Vec::new();
+            encoder.encode(&message[..split], &mut out);
+            encoder.encode(&message[split..], &mut out);
+            encoder.finish(&mut out);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(expected),
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn retr_stuffs_dots_and_ends_lines_with_crlf() {
+        encodes(
+            b"A: b\r\n\r\n.one\r\n..two\r\n.\r\nx.\r\n",
+            None,
+            b"A: b\r\n\r\n..one\r\n...two\r\n..\r\nx.\r\n.\r\n",
+        );
+        encodes(
+            b"A: b\n\n.lf\nbare\rcr\nlast",
+            None,
+            b"A: b\r\n\r\n..lf\r\nbare\rcr\r\nlast\r\n.\r\n",
+        );
+        encodes(b"", None, b".\r\n");
+    }
+
+    #[test]
+    fn top_sends_the_header_and_n_body_lines() {
+        let message = b"A: b\r\nC: d\r\n\r\n1\r\n.2\r\n3\r\n";
+        encodes(message, Some(0), b"A: b\r\nC: d\r\n\r\n.\r\n");
+        encodes(message, Some(2), b"A: b\r\nC: d\r\n\r\n1\r\n..2\r\n.\r\n");
+        encodes(
+            message,
+            Some(9),
+            b"A: b\r\nC: d\r\n\r\n1\r\n..2\r\n3\r\n.\r\n",
+        );
+        encodes(b"A: b\n\nx\ny\n", Some(1), b"A: b\r\n\r\nx\r\n.\r\n");
+        // No body at all.
+        encodes(b"A: b\r\n", Some(1), b"A: b\r\n.\r\n");
+        let mut encoder = BodyEncoder::new(Some(0));
+        encoder.encode(message, &mut Vec::new());
+        assert!(encoder.is_done());
+    }
+}

@@ -1,0 +1,69 @@
+//! The POP3 server of Mailroom: RFC 1939 (USER, PASS, APOP, STAT, LIST, RETR, DELE, NOOP,
+//! RSET, QUIT, TOP, UIDL), CAPA and response codes (RFC 2449, RFC 3206) and AUTH PLAIN
+//! (RFC 5034), over any [`mailroom_store::InboxRepository`].
+//!
+//! The layers, bottom up, each in its own module:
+//!
+//! * [`codec`]: bytes → bounded command lines → typed [`codec::Command`]s, and the
+//!   [`codec::BodyEncoder`] that sends a stored message as CRLF lines with dot-stuffing;
+//! * [`reply`]: `+OK` / `-ERR [CODE]` status lines;
+//! * [`session`]: the state machine (AUTHORIZATION, TRANSACTION, UPDATE). It owns no socket,
+//!   no clock and no store: the driver feeds it bytes, it appends replies to the driver's
+//!   buffer, and it returns an [`Outcome`] when it needs the outside world (check a login and
+//!   open the mailbox, send a message, delete at QUIT);
+//! * [`server`]: the tokio driver: banner, read loop, timeouts, shutdown, password checks on
+//!   blocking threads, delayed failed logins, streaming messages from the store.
+//!
+//! The caller (the `mailroom` binary) builds a [`Pop3Settings`] from a `<pop3server>` block,
+//! binds a [`mailroom_net::Listener`] and runs [`server::serve`].
+#![deny(missing_docs)]
+
+use std::time::Duration;
+
+pub mod codec;
+pub mod reply;
+pub mod server;
+pub mod session;
+
+pub use reply::Reply;
+pub use server::serve;
+pub use session::{Login, LoginFailure, Outcome, Secret, Session};
+
+/// The settings of one POP3 listener, built from a `<pop3server>` block.
+#[derive(Clone, Debug)]
+pub struct Pop3Settings {
+    /// The server's name in the banner and the APOP timestamp (`<helloName>`).
+    pub hello_name: String,
+    /// How long a client may stay silent before it is disconnected (`<connectiontimeout>`, in
+    /// ms there; RFC 1939 asks for at least 10 minutes). Also bounds each write to a client
+    /// that does not read.
+    pub connection_timeout: Duration,
+    /// The most simultaneous connections (`<connectionLimit>`); further clients wait in the
+    /// kernel's backlog. `None`: no limit.
+    pub connection_limit: Option<usize>,
+    /// Whether APOP is offered (`<enableAPOP>`): the banner then carries a timestamp. It needs
+    /// the users' APOP secrets, which the users repository keeps only where this is on.
+    pub enable_apop: bool,
+    /// Whether USER/PASS and AUTH PLAIN are allowed on a connection without TLS. This is where
+    /// `<requireTLSForAuth>` applies once STLS exists; until then the server allows them, so
+    /// that nobody is locked out.
+    pub plaintext_auth: bool,
+    /// How long the answer to a failed login is held back, to slow password guessing. Other
+    /// sessions are not held up.
+    pub failed_login_delay: Duration,
+}
+
+impl Default for Pop3Settings {
+    /// `localhost`, 10 minutes idle timeout, no connection limit, no APOP, plaintext logins
+    /// allowed, failed logins answered after 2 s.
+    fn default() -> Self {
+        Pop3Settings {
+            hello_name: "localhost".to_string(),
+            connection_timeout: Duration::from_secs(600),
+            connection_limit: None,
+            enable_apop: false,
+            plaintext_auth: true,
+            failed_login_delay: Duration::from_secs(2),
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The tokio driver of the POP3 session: everything with a socket, a clock or a store.
+//!
+//! Per connection: the banner, then a read loop that feeds each read to the [`Session`] and
+//! writes what it produced in one write (a pipelined batch is answered in one segment). The
+//! driver enforces the idle timeout and says `-ERR` on shutdown. It checks logins on a
+//! blocking thread (argon2 takes tens of milliseconds, and must not stall the async workers),
+//! holds back the answer to a failed login without holding up other sessions, keeps the
+//! opened [`Mailbox`] (and so its lock) for the session, streams messages from the store in
+//! chunks through the [`BodyEncoder`], and deletes at QUIT on a blocking thread (it fsyncs)
+//! before the session answers `+OK`. It parses nothing itself and formats no reply.
+//!
+//! Message files are read with small blocking reads inside the task, as the SMTP driver
+//! writes them: they are usually in the page cache, and a thread hop per 64 KiB would cost
+//! more than it saves.
+//!
+//! The connection handler is generic over the stream, so implicit TLS (a later issue) passes
+//! a TLS stream here unchanged, and STLS will replace the stream and the session in
+//! [`handle_connection`].
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mailroom_net::{Listener, ShutdownWatch};
+use mailroom_store::{InboxRepository, Mailbox, StoreError, User, VerifiedLogins};
+use md5::{Digest, Md5};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::codec::BodyEncoder;
+use crate::session::{Login, LoginFailure, Outcome, Secret, Session};
+use crate::Pop3Settings;
+
+/// Octets read from the client at a time.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Octets of a message read from the store at a time.
+const MESSAGE_CHUNK: usize = 64 * 1024;
+
+/// Replies are written once this much is pending, so that a large RETR streams in bounded
+/// memory; smaller batches are written whole, once per read.
+const FLUSH_AT: usize = 128 * 1024;
+
+/// What POP3 reads: the users (behind the verified-logins cache) and their inboxes.
+pub struct Pop3Store {
+    /// Password checks, cached after argon2; also the users repository for APOP.
+    pub logins: Arc<VerifiedLogins>,
+    /// Where the mailboxes are.
+    pub inbox: Arc<dyn InboxRepository>,
+}
+
+/// Runs a POP3 listener until `shutdown`: accepts connections (at most
+/// `settings.connection_limit` at once) and serves each with [`handle_connection`]. Returns
+/// when the accept loop has stopped; the sessions end on their own with `-ERR` and are awaited
+/// through [`mailroom_net::Shutdown::wait`].
+pub async fn serve(
+    listener: Listener,
+    settings: Arc<Pop3Settings>,
+    store: Arc<Pop3Store>,
+    shutdown: ShutdownWatch,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, host = %settings.hello_name, apop = settings.enable_apop,
+            "POP3 server listening");
+    }
+    let limit = settings.connection_limit;
+    mailroom_net::serve(listener, limit, shutdown, move |stream, peer, shutdown| {
+        handle_connection(stream, peer, settings.clone(), store.clone(), shutdown)
+    })
+    .await;
+}
+
+/// How a session ended, for the log.
+#[derive(Debug)]
+enum End {
+    /// QUIT, or too many failed logins.
+    Closed,
+    /// The client disconnected (nothing deleted).
+    PeerClosed,
+    /// The idle timeout expired (nothing deleted).
+    Timeout,
+    /// The server is stopping (nothing deleted).
+    Shutdown,
+}
+
+/// Serves one POP3 connection over any byte stream (plain TCP today, TLS later) until QUIT,
+/// disconnection, timeout or shutdown, and logs how it ended.
+pub async fn handle_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    settings: Arc<Pop3Settings>,
+    store: Arc<Pop3Store>,
+    mut shutdown: ShutdownWatch,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    tracing::debug!(%peer, "POP3 connection");
+    let nonce = getrandom::u64().unwrap_or_else(|_| {
+        // Uniqueness is what matters for the APOP timestamp; the clock gives that.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let mut connection = Connection {
+        session: Session::new(settings.clone(), nonce),
+        stream,
+        settings,
+        store,
+        peer,
+        out: Vec::new(),
+        chunk: Vec::new(),
+        mailbox: None,
+        sent: 0,
+        deleted: 0,
+    };
+    let result = connection.run(&mut shutdown).await;
+    let user = connection.session.user().unwrap_or("-").to_string();
+    let (sent, deleted) = (connection.sent, connection.deleted);
+    match result {
+        Ok(end) => tracing::info!(%peer, %user, ?end, sent, deleted, "POP3 session ended"),
+        Err(error) => {
+            tracing::info!(%peer, %user, %error, sent, deleted, "POP3 session failed")
+        }
+    }
+    let _ = connection.stream.shutdown().await;
+}
+
+/// One connection's state on the driver side.
+struct Connection<S> {
+    /// The protocol state machine.
+    session: Session,
+    /// The client.
+    stream: S,
+    /// Timeouts and delays.
+    settings: Arc<Pop3Settings>,
+    /// Users and inboxes.
+    store: Arc<Pop3Store>,
+    /// The client's address, for the log.
+    peer: SocketAddr,
+    /// Replies waiting to be written.
+    out: Vec<u8>,
+    /// The buffer message chunks are read into (allocated at the first RETR or TOP).
+    chunk: Vec<u8>,
+    /// The mailbox after login; dropping it releases the lock without deleting anything.
+    mailbox: Option<Box<dyn Mailbox>>,
+    /// Messages sent (RETR and TOP), for the log.
+    sent: u64,
+    /// Messages deleted at QUIT, for the log.
+    deleted: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    async fn run(&mut self, shutdown: &mut ShutdownWatch) -> io::Result<End> {
+        self.session.greet(&mut self.out);
+        self.flush().await?;
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            let timeout = self.settings.connection_timeout;
+            let read = tokio::select! {
+                read = tokio::time::timeout(timeout, self.stream.read(&mut buf)) => read,
+                _ = shutdown.recv() => {
+                    self.session.shutdown(&mut self.out);
+                    self.flush().await?;
+                    return Ok(End::Shutdown);
+                }
+            };
+            let n = match read {
+                Err(_elapsed) => {
+                    self.session.timeout(&mut self.out);
+                    self.flush().await?;
+                    return Ok(End::Timeout);
+                }
+                Ok(Ok(0)) => return Ok(End::PeerClosed),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(e),
+            };
+            let mut input = &buf[..n];
+            while !input.is_empty() {
+                let (used, outcome) = self.session.ingest(input, &mut self.out);
+                input = &input[used..];
+                let outcome = match outcome {
+                    Outcome::Continue => break,
+                    Outcome::Login(login) => self.login(login, shutdown).await,
+                    Outcome::Send { index, body_lines } => {
+                        self.send(index, body_lines).await?;
+                        Outcome::Continue
+                    }
+                    Outcome::Commit(indexes) => self.commit(indexes).await,
+                    Outcome::Close => Outcome::Close,
+                };
+                if outcome == Outcome::Close {
+                    self.flush().await?;
+                    return Ok(End::Closed);
+                }
+            }
+            self.flush().await?;
+        }
+    }
+
+    /// Writes the pending replies in one write, bounded by the connection timeout.
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.settings.connection_timeout;
+        match tokio::time::timeout(timeout, self.stream.write_all(&self.out)).await {
+            Ok(result) => result?,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        }
+        self.out.clear();
+        self.stream.flush().await
+    }
+
+    /// Checks a login and opens the mailbox on a blocking thread; a failure is answered after
+    /// the configured delay (or at once on shutdown, which then closes the session).
+    async fn login(&mut self, login: Login, shutdown: &mut ShutdownWatch) -> Outcome {
+        let store = self.store.clone();
+        let name = login.user.clone();
+        let opened = tokio::task::spawn_blocking(move || open_mailbox(&store, &login))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "POP3 login task failed");
+                Err(LoginFailure::Temporary)
+            });
+        let result = match opened {
+            Ok(mailbox) => {
+                let messages = mailbox.messages().to_vec();
+                tracing::debug!(peer = %self.peer, user = %name, messages = messages.len(),
+                    "POP3 login");
+                self.mailbox = Some(mailbox);
+                Ok(messages)
+            }
+            Err(LoginFailure::Credentials) => {
+                tracing::warn!(peer = %self.peer, user = %name, "POP3 login failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(self.settings.failed_login_delay) => {}
+                    _ = shutdown.recv() => {}
+                }
+                Err(LoginFailure::Credentials)
+            }
+            Err(failure) => {
+                tracing::info!(peer = %self.peer, user = %name, ?failure, "POP3 mailbox not opened");
+                Err(failure)
+            }
+        };
+        self.session.logged_in(result, &mut self.out)
+    }
+
+    /// RETR or TOP: the status line, then the message streamed in chunks.
+    async fn send(&mut self, index: usize, body_lines: Option<u64>) -> io::Result<()> {
+        let opened = match &self.mailbox {
+            Some(mailbox) => mailbox.open_message(index),
+            None => Err(StoreError::NotFound("mailbox".into())),
+        };
+        let mut reader = match opened {
+            Ok(reader) => reader,
+            Err(error) => {
+                tracing::warn!(peer = %self.peer, message = index + 1, %error,
+                    "cannot open a message");
+                self.session.message_opened(false, &mut self.out);
+                return Ok(());
+            }
+        };
+        self.session.message_opened(true, &mut self.out);
+        self.chunk.resize(MESSAGE_CHUNK, 0);
+        let mut encoder = BodyEncoder::new(body_lines);
+        loop {
+            // After `+OK` a failed read cannot be reported in the protocol: the error closes
+            // the connection, so the client never takes a cut message for a whole one.
+            let n = match reader.read(&mut self.chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                break;
+            }
+            encoder.encode(&self.chunk[..n], &mut self.out);
+            if encoder.is_done() {
+                break;
+            }
+            if self.out.len() >= FLUSH_AT {
+                self.flush().await?;
+            }
+        }
+        encoder.finish(&mut self.out);
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// QUIT in TRANSACTION: deletes the marked messages durably, then lets the session answer.
+    async fn commit(&mut self, indexes: Vec<usize>) -> Outcome {
+        let ok = match self.mailbox.take() {
+            None => false,
+            Some(mut mailbox) => {
+                let count = indexes.len();
+                let task = tokio::task::spawn_blocking(move || mailbox.delete(&indexes));
+                match task.await {
+                    Ok(Ok(())) => {
+                        self.deleted = count;
+                        true
+                    }
+                    Ok(Err(error)) => {
+                        tracing::error!(peer = %self.peer, %error, "cannot delete messages");
+                        false
+                    }
+                    Err(error) => {
+                        tracing::error!(peer = %self.peer, %error, "delete task failed");
+                        false
+                    }
+                }
+            }
+        };
+        self.session.committed(ok, &mut self.out)
+    }
+}
+
+/// Checks `login` and opens the user's own mailbox, under the canonical name the users
+/// repository stores (which is the name delivery uses). Blocking.
+fn open_mailbox(store: &Pop3Store, login: &Login) -> Result<Box<dyn Mailbox>, LoginFailure> {
+    let temporary = |error: StoreError| {
+        tracing::error!(user = %login.user, %error, "POP3 login: store failure");
+        LoginFailure::Temporary
+    };
+    let user = match &login.secret {
+        Secret::Password(password) => store.logins.login(&login.user, password),
+        Secret::Apop { timestamp, digest } => store
+            .logins
+            .users()
+            .get(&login.user)
+            .map(|user| user.filter(|u| apop_matches(u, timestamp, digest))),
+    }
+    .map_err(temporary)?
+    .ok_or(LoginFailure::Credentials)?;
+    match store.inbox.open_mailbox(&user.name) {
+        Ok(mailbox) => Ok(mailbox),
+        Err(StoreError::InUse(_)) => Err(LoginFailure::InUse),
+        Err(error) => Err(temporary(error)),
+    }
+}
+
+/// Whether `digest` is MD5(`timestamp` + the user's APOP secret) in hex (RFC 1939 §7). A user
+/// without a secret (set while APOP was off) cannot use APOP.
+fn apop_matches(user: &User, timestamp: &str, digest: &str) -> bool {
+    let Some(secret) = &user.apop_secret else {
+        return false;
+    };
+    let mut md5 = Md5::new();
+    md5.update(timestamp.as_bytes());
+    md5.update(secret.as_bytes());
+    let expected: String = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let digest = digest.to_ascii_lowercase();
+    // Compare in constant time: the digest is a guess at the secret.
+    expected.len() == digest.len()
+        && expected
+            .bytes()
+            .zip(digest.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apop_digest_of_rfc_1939() {
+        // The example of RFC 1939 §7.
+        let mut user = User::new("mrose", "x");
+        user.apop_secret = Some("tanstaaf".into());
+        let ts = "<1896.697170952@dbc.mtview.ca.us>";
+        assert!(apop_matches(&user, ts, "c4c9334bac560ecc979e58001b3e22fb"));
+        assert!(apop_matches(&user, ts, "C4C9334BAC560ECC979E58001B3E22FB"));
+        assert!(!apop_matches(&user, ts, "c4c9334bac560ecc979e58001b3e22fa"));
+        assert!(!apop_matches(&user, ts, ""));
+        user.apop_secret = None;
+        assert!(!apop_matches(&user, ts, "c4c9334bac560ecc979e58001b3e22fb"));
+    }
+}

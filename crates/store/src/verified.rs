@@ -1,0 +1,227 @@
+//! Logins verified recently: a cache in front of the deliberately slow argon2 check, in the
+//! manner of Dovecot's auth cache.
+//!
+//! A mail client logs in every few minutes with the same password; checking argon2id each time
+//! costs tens of milliseconds of CPU per login. After one successful check the cache remembers,
+//! for that user and that stored hash, a keyed BLAKE2b MAC of the password under a key drawn at
+//! start-up and never stored. A later login with the same password is then verified by one MAC
+//! instead of argon2. The password itself is never kept, the MAC is worthless outside this
+//! process, an entry only counts while the user's stored hash is the one it was made for (a
+//! changed password invalidates it at once, also when changed by another process), and
+//! entries expire after a time to live. The cache is bounded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use blake2::digest::{KeyInit, Mac};
+use blake2::Blake2bMac512;
+
+use crate::password::{self, Verified};
+use crate::{Result, User, UsersRepository};
+
+/// Checks passwords against a users repository, remembering the logins it verified.
+pub struct VerifiedLogins {
+    /// Where users and their password hashes live.
+    users: Arc<dyn UsersRepository>,
+    /// The MAC key: random per process, so that a leaked entry cannot be attacked offline.
+    key: [u8; 32],
+    /// How long a verified login is trusted without argon2.
+    ttl: Duration,
+    /// The most entries kept.
+    capacity: usize,
+    /// By lower-cased user name.
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+/// One verified login.
+struct Entry {
+    /// The stored hash the password was verified against: the entry only counts while the user
+    /// still has this hash.
+    password_hash: String,
+    /// The keyed MAC of the password.
+    mac: [u8; 64],
+    /// When argon2 verified it.
+    verified_at: Instant,
+}
+
+impl std::fmt::Debug for VerifiedLogins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedLogins")
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifiedLogins {
+    /// A cache in front of `users` trusting a verified login for `ttl`, with at most
+    /// `capacity` entries (0 disables the cache).
+    pub fn new(users: Arc<dyn UsersRepository>, ttl: Duration, capacity: usize) -> Self {
+        let mut key = [0u8; 32];
+        // Without randomness the cache would be predictable: run without it rather than fail.
+        let capacity = match getrandom::fill(&mut key) {
+            Ok(()) => capacity,
+            Err(e) => {
+                tracing::warn!(error = %e, "no random key; login cache disabled");
+                0
+            }
+        };
+        VerifiedLogins {
+            users,
+            key,
+            ttl,
+            capacity,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// The users repository behind the cache.
+    pub fn users(&self) -> &Arc<dyn UsersRepository> {
+        &self.users
+    }
+
+    /// Checks `password` for the user called `name` (case-insensitively) and returns the user
+    /// when it is right. Blocking: it reads the repository and may run argon2 (tens of
+    /// milliseconds), so call it from a blocking thread. A hash in an older scheme is upgraded
+    /// to argon2id on the way, as [`UsersRepository::verify_password`] does.
+    pub fn login(&self, name: &str, password: &str) -> Result<Option<User>> {
+        let Some(mut user) = self.users.get(name)? else {
+            // Spend the time a real check takes so that timing does not reveal user names.
+            password::verify(password::DUMMY_HASH, password);
+            return Ok(None);
+        };
+        let key = user.name.to_lowercase();
+        let mac = self.mac(password);
+        if self.is_cached(&key, &user.password_hash, &mac) {
+            return Ok(Some(user));
+        }
+        match password::verify(&user.password_hash, password) {
+            Verified::No => return Ok(None),
+            Verified::Yes => {}
+            Verified::YesButUpgrade => {
+                user.password_hash = password::hash(password);
+                self.users.update(&user)?;
+            }
+        }
+        self.remember(key, &user.password_hash, mac);
+        Ok(Some(user))
+    }
+
+    fn mac(&self, password: &str) -> [u8; 64] {
+        let mut mac =
+            <Blake2bMac512 as KeyInit>::new_from_slice(&self.key).expect("a 32-octet key fits");
+        mac.update(password.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_cached(&self, key: &str, password_hash: &str, mac: &[u8; 64]) -> bool {
+        let entries = self.lock();
+        entries.get(key).is_some_and(|e| {
+            e.password_hash == password_hash
+                && e.verified_at.elapsed() < self.ttl
+                && password::constant_time_eq(&e.mac, mac)
+        })
+    }
+
+    fn remember(&self, key: String, password_hash: &str, mac: [u8; 64]) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            entries.retain(|_, e| e.verified_at.elapsed() < self.ttl);
+            if entries.len() >= self.capacity {
+                // Still full of live entries: drop the oldest. Rare, and linear only then.
+                if let Some(oldest) = entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.verified_at)
+                    .map(|(k, _)| k.clone())
+                {
+                    entries.remove(&oldest);
+                }
+            }
+        }
+        entries.insert(
+            key,
+            Entry {
+                password_hash: password_hash.to_string(),
+                mac,
+                verified_at: Instant::now(),
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file::FileUsersRepository;
+
+    fn setup(capacity: usize) -> (tempfile::TempDir, VerifiedLogins) {
+        let dir = tempfile::tempdir().unwrap();
+        let users = Arc::new(FileUsersRepository::open(dir.path()).unwrap());
+        users.add(&User::new("Alice", "pass word")).unwrap();
+        users.add(&User::new("bob", "secret")).unwrap();
+        let logins = VerifiedLogins::new(users, Duration::from_secs(3600), capacity);
+        (dir, logins)
+    }
+
+    #[test]
+    fn verifies_caches_and_forgets_a_changed_password() {
+        let (_dir, logins) = setup(10);
+        assert!(logins.login("alice", "wrong").unwrap().is_none());
+        assert!(logins.lock().is_empty(), "a failure is not cached");
+        let user = logins.login("ALICE", "pass word").unwrap().unwrap();
+        assert_eq!(user.name, "Alice");
+        assert_eq!(logins.lock().len(), 1);
+        // Cached now: the right password passes, a wrong one still fails.
+        assert!(logins.login("alice", "pass word").unwrap().is_some());
+        assert!(logins.login("alice", "pass wor").unwrap().is_none());
+        assert!(logins.login("nobody", "pass word").unwrap().is_none());
+
+        // A new password (another hash) invalidates the entry: the old one fails at once.
+        let mut alice = logins.users().get("alice").unwrap().unwrap();
+        alice.set_password("new one", false);
+        logins.users().update(&alice).unwrap();
+        assert!(logins.login("alice", "pass word").unwrap().is_none());
+        assert!(logins.login("alice", "new one").unwrap().is_some());
+    }
+
+    #[test]
+    fn stays_within_its_capacity_and_ttl() {
+        let (_dir, logins) = setup(1);
+        assert!(logins.login("alice", "pass word").unwrap().is_some());
+        assert!(logins.login("bob", "secret").unwrap().is_some());
+        let entries = logins.lock();
+        assert_eq!(entries.len(), 1);
+        assert!(entries.contains_key("bob"));
+        drop(entries);
+
+        let (_dir, expired) = setup(10);
+        let expired = VerifiedLogins {
+            ttl: Duration::ZERO,
+            ..expired
+        };
+        let alice = expired.users().get("alice").unwrap().unwrap();
+        let mac = expired.mac("pass word");
+        expired.remember("alice".into(), &alice.password_hash, mac);
+        assert!(!expired.is_cached("alice", &alice.password_hash, &mac));
+    }
+
+    #[test]
+    fn upgrades_a_james_hash() {
+        let (_dir, logins) = setup(10);
+        let mut legacy = User::new("legacy", "unused");
+        legacy.password_hash = "5en6G6MezRroT3XKqkdPOmY/BfQ=".into();
+        logins.users().add(&legacy).unwrap();
+        assert!(logins.login("legacy", "secret").unwrap().is_some());
+        let stored = logins.users().get("legacy").unwrap().unwrap().password_hash;
+        assert!(stored.starts_with("$argon2id$"));
+        assert!(logins.login("legacy", "secret").unwrap().is_some());
+    }
+}
