@@ -56,6 +56,7 @@ fn administer_with(client: impl Fn() -> Command) {
     let tree = failing_tree();
     let mut server = Server::start_setup(&Setup {
         tree: &tree,
+        pop3_handler: Some("<enableAPOP>true</enableAPOP>"),
         remote_manager_handler: Some(ADMIN),
         ..Setup::default()
     });
@@ -120,6 +121,19 @@ fn administer_with(client: impl Fn() -> Command) {
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0]["error_message"], "550 5.1.1 gone away");
 
+    // bob, added on the console with a password with spaces, reads his four mails over POP3
+    // at once, with USER/PASS and with APOP (the console kept the APOP secret).
+    let pop3 = Command::new("python3")
+        .args(["-c", POP3_LOGINS, &server.pop3_port.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&pop3.stdout),
+        "(4, 4)\n",
+        "{}",
+        String::from_utf8_lossy(&pop3.stderr)
+    );
+
     // Fix the configuration, restart, and flush the mail that is left in the error repository.
     server.terminate();
     let fixed = std::fs::read_to_string(&server.config)
@@ -146,6 +160,21 @@ fn administer_with(client: impl Fn() -> Command) {
     }
     assert!(server.wait().success(), "exit status: {}", server.log());
 }
+
+/// Logs bob in with USER/PASS, then with APOP, and prints the message count of each session.
+const POP3_LOGINS: &str = r#"
+import poplib, sys
+port = int(sys.argv[1])
+plain = poplib.POP3("127.0.0.1", port)
+plain.user("bob")
+plain.pass_("bob pass word")
+count = plain.stat()[0]
+plain.quit()
+apop = poplib.POP3("127.0.0.1", port)
+apop.apop("bob", "bob pass word")
+print((count, apop.stat()[0]))
+apop.quit()
+"#;
 
 #[test]
 fn python_session_runs_every_command_with_james_replies() {
