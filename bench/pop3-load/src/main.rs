@@ -5,6 +5,9 @@
 //! pop3-load HOST:PORT USER PASSWORD SESSIONS CONCURRENCY
 //! ```
 //!
+//! A POP3 mailbox serves one session at a time, so each thread logs in as its own user: `%`
+//! in USER is replaced by the thread's number (1 to CONCURRENCY).
+//!
 //! Each session is what a mail client does when it reads a whole mailbox: connect, read the
 //! banner, USER, PASS, STAT, UIDL, TOP n 0 of every message, RETR of every message, QUIT, one
 //! command at a time (no pipelining: most clients wait for each answer). CONCURRENCY threads
@@ -33,7 +36,10 @@ impl Client {
         let stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         let mut client = Client {
-            reader: BufReader::with_capacity(64 * 1024, stream.try_clone().map_err(|e| e.to_string())?),
+            reader: BufReader::with_capacity(
+                64 * 1024,
+                stream.try_clone().map_err(|e| e.to_string())?,
+            ),
             writer: stream,
             octets: 0,
         };
@@ -119,8 +125,9 @@ fn main() {
     let octets = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let threads: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (addr, user, password) = (addr.clone(), user.clone(), password.clone());
+        .map(|thread| {
+            let user = user.replace('%', &(thread + 1).to_string());
+            let (addr, password) = (addr.clone(), password.clone());
             let (next, octets) = (next.clone(), octets.clone());
             std::thread::spawn(move || -> Result<()> {
                 while next.fetch_add(1, Ordering::Relaxed) < sessions {

@@ -64,14 +64,14 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mail_repositories = repositories::MailRepositories::new(&config)?;
     let users = repositories::users(&config)?;
     let inbox = repositories::inbox(&config)?;
-    let pop3_store = Arc::new(Pop3Store {
-        logins: Arc::new(VerifiedLogins::new(
+    let pop3_store = Arc::new(Pop3Store::new(
+        Arc::new(VerifiedLogins::new(
             users.clone(),
             LOGIN_CACHE_TTL,
             LOGIN_CACHE_ENTRIES,
         )),
-        inbox: inbox.clone(),
-    });
+        inbox.clone(),
+    ));
     let context = Arc::new(ServerContext::new(
         config.james.servernames.clone(),
         postmaster,
