@@ -25,6 +25,7 @@ use mailroom_net::{Listener, ShutdownWatch};
 use mailroom_store::{InboxRepository, Mailbox, StoreError, User, VerifiedLogins};
 use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
 
 use crate::codec::BodyEncoder;
 use crate::session::{Login, LoginFailure, Outcome, Secret, Session};
@@ -43,9 +44,26 @@ const FLUSH_AT: usize = 128 * 1024;
 /// What POP3 reads: the users (behind the verified-logins cache) and their inboxes.
 pub struct Pop3Store {
     /// Password checks, cached after argon2; also the users repository for APOP.
-    pub logins: Arc<VerifiedLogins>,
+    logins: Arc<VerifiedLogins>,
     /// Where the mailboxes are.
-    pub inbox: Arc<dyn InboxRepository>,
+    inbox: Arc<dyn InboxRepository>,
+    /// Logins checked at once. An argon2id check takes tens of milliseconds of CPU and 19 MiB
+    /// of memory: a flood of failing logins must queue here rather than fill the blocking
+    /// thread pool and the memory.
+    login_slots: Semaphore,
+}
+
+impl Pop3Store {
+    /// The store of every POP3 listener of a server, checking as many logins at once as there
+    /// are CPUs.
+    pub fn new(logins: Arc<VerifiedLogins>, inbox: Arc<dyn InboxRepository>) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Pop3Store {
+            logins,
+            inbox,
+            login_slots: Semaphore::new(cpus),
+        }
+    }
 }
 
 /// Runs a POP3 listener until `shutdown`: accepts connections (at most
@@ -113,6 +131,7 @@ pub async fn handle_connection<S>(
         deleted: 0,
     };
     let result = connection.run(&mut shutdown).await;
+    connection.mailbox = None;
     let user = connection.session.user().unwrap_or("-").to_string();
     let (sent, deleted) = (connection.sent, connection.deleted);
     match result {
@@ -188,6 +207,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Outcome::Close => Outcome::Close,
                 };
                 if outcome == Outcome::Close {
+                    // Unlock before the goodbye, so that a client that reconnects at once
+                    // finds its mailbox free.
+                    self.mailbox = None;
                     self.flush().await?;
                     return Ok(End::Closed);
                 }
@@ -215,12 +237,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     async fn login(&mut self, login: Login, shutdown: &mut ShutdownWatch) -> Outcome {
         let store = self.store.clone();
         let name = login.user.clone();
+        // The semaphore is never closed.
+        let slot = self.store.login_slots.acquire().await.ok();
         let opened = tokio::task::spawn_blocking(move || open_mailbox(&store, &login))
             .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "POP3 login task failed");
                 Err(LoginFailure::Temporary)
             });
+        drop(slot);
         let result = match opened {
             Ok(mailbox) => {
                 let messages = mailbox.messages().to_vec();

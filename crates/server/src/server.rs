@@ -66,14 +66,14 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mail_repositories = Arc::new(repositories::MailRepositories::new(&config)?);
     let users = repositories::users(&config)?;
     let inbox = repositories::inbox(&config)?;
-    let pop3_store = Arc::new(Pop3Store {
-        logins: Arc::new(VerifiedLogins::new(
+    let pop3_store = Arc::new(Pop3Store::new(
+        Arc::new(VerifiedLogins::new(
             users.clone(),
             LOGIN_CACHE_TTL,
             LOGIN_CACHE_ENTRIES,
         )),
-        inbox: inbox.clone(),
-    });
+        inbox.clone(),
+    ));
     let opener = mail_repositories.clone();
     let mappings = repositories::mappings(&config)?;
     let context = ServerContext::new(

@@ -30,6 +30,9 @@ use mailroom_mailet::Message;
 use super::fsutil::{create_dir_durable, sync_dir};
 use crate::{validate_user_name, InboxRepository, Mailbox, MailboxMessage, Result, StoreError};
 
+/// The most remembered sizes of files without `,W=`.
+const MAX_COUNTED_SIZES: usize = 100_000;
+
 /// The lock file in each Maildir that a reading session holds `flock`ed.
 const LOCK_FILE: &str = ".mailroom-pop3.lock";
 
@@ -282,6 +285,11 @@ impl Maildir {
         let mut counter = LineEnds::new(io::sink());
         io::copy(&mut File::open(path)?, &mut counter)?;
         let size = counter.crlf_size();
+        // Entries of deleted files are never looked up again: start over rather than grow
+        // without bound (a later session counts again, once).
+        if sizes.len() >= MAX_COUNTED_SIZES {
+            sizes.clear();
+        }
         sizes.insert(path.to_path_buf(), size);
         Ok(size)
     }
