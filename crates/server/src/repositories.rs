@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Result};
 use mailroom_config::{Config, RepositoryUrl};
 use mailroom_store::file::{
-    FileMailRepository, FileMappingsRepository, FileSpool, FileUsersRepository, Maildir,
+    FileMailRepository, FileMappingsRepository, FileUsersRepository, LogSpool, Maildir,
 };
 use mailroom_store::{
     InboxRepository, MailRepository, MappingsRepository, SpoolRepository, UsersRepository,
@@ -70,7 +70,7 @@ pub fn inbox(config: &Config) -> Result<Arc<dyn InboxRepository>> {
 /// The spool (`<spoolrepository>`).
 pub fn spool(config: &Config) -> Result<Arc<dyn SpoolRepository>> {
     let path = file_path(&config.spool_repository.target, "spool repository")?;
-    Ok(Arc::new(FileSpool::open(path)?))
+    Ok(Arc::new(LogSpool::open(path)?))
 }
 
 /// The mail repositories that mailets name by URL (ToRepository...), opened once per directory:

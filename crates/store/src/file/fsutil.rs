@@ -108,10 +108,20 @@ impl Read for FileRangeReader {
 /// A message stored in the first `len` octets of `file`: reads its header section into memory
 /// and leaves the body in the file.
 pub fn open_message(file: File, len: u64) -> io::Result<mailroom_mailet::Message> {
+    open_message_at(Arc::new(file), 0, len)
+}
+
+/// A message stored in `file` at `offset..offset + len`: reads its header section into memory
+/// and leaves the body in the file.
+pub fn open_message_at(
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+) -> io::Result<mailroom_mailet::Message> {
     let mut head = vec![0u8; (len as usize).min(MAX_HEADER_SECTION + 4096)];
     let mut filled = 0;
     while filled < head.len() {
-        match file.read_at(&mut head[filled..], filled as u64)? {
+        match file.read_at(&mut head[filled..], offset + filled as u64)? {
             0 => break,
             n => filled += n,
         }
@@ -120,8 +130,8 @@ pub fn open_message(file: File, len: u64) -> io::Result<mailroom_mailet::Message
     let split = mailroom_mailet::header_section_len(&head);
     head.truncate(split);
     let body = FileBody {
-        file: Arc::new(file),
-        offset: split as u64,
+        file,
+        offset: offset + split as u64,
         len: len.saturating_sub(split as u64),
     };
     Ok(mailroom_mailet::Message::new(head, Arc::new(body)))

@@ -1,12 +1,15 @@
 //! Mapping tables in a directory: one JSON file per table, `<table>.json`, holding
-//! `{ "source": ["target", ...] }`. Tables are small and edited rarely, so every call reads
-//! the file, and every change rewrites it atomically (tmp, fsync, rename, directory fsync).
+//! `{ "source": ["target", ...] }`. Every change rewrites the file atomically (tmp, fsync,
+//! rename, directory fsync). Tables are read for every mail, so a parsed table is kept and
+//! used for up to [`RECHECK`] before its file is looked at again; changes made through this
+//! repository are seen at once, hand edits of the file within that time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::fsutil::{create_dir_durable, sync_dir, write_atomic};
 use crate::mappings::{MappingsRepository, Source, Target};
@@ -15,6 +18,9 @@ use crate::{validate_user_name, Result, StoreError};
 /// A table as stored: source → targets, as text.
 type Table = BTreeMap<String, Vec<String>>;
 
+/// How long a parsed table is used before its file is read again.
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// The file mappings repository.
 #[derive(Debug)]
 pub struct FileMappingsRepository {
@@ -22,6 +28,8 @@ pub struct FileMappingsRepository {
     tmp: PathBuf,
     /// Serialises read-modify-write cycles.
     writing: Mutex<()>,
+    /// Parsed tables by file, with when they were read.
+    cache: Mutex<HashMap<PathBuf, (Instant, Arc<Table>)>>,
 }
 
 impl FileMappingsRepository {
@@ -33,6 +41,7 @@ impl FileMappingsRepository {
             dir: dir.to_path_buf(),
             tmp,
             writing: Mutex::default(),
+            cache: Mutex::default(),
         })
     }
 
@@ -42,9 +51,26 @@ impl FileMappingsRepository {
         Ok(self.dir.join(format!("{}.json", table.to_lowercase())))
     }
 
-    fn read(&self, table: &str) -> Result<Table> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (Instant, Arc<Table>)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The table, from the cache when it was read less than [`RECHECK`] ago.
+    fn read(&self, table: &str) -> Result<Arc<Table>> {
         let path = self.path(table)?;
-        match fs::read(&path) {
+        if let Some((at, cached)) = self.cache().get(&path) {
+            if at.elapsed() < RECHECK {
+                return Ok(cached.clone());
+            }
+        }
+        let contents = Arc::new(self.read_file(&path)?);
+        self.cache()
+            .insert(path, (Instant::now(), contents.clone()));
+        Ok(contents)
+    }
+
+    fn read_file(&self, path: &Path) -> Result<Table> {
+        match fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| StoreError::Corrupt(path.display().to_string(), e.to_string())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Table::new()),
@@ -63,10 +89,13 @@ impl FileMappingsRepository {
     /// Reads `table`, lets `change` edit it, and writes it back if `change` returns true.
     fn modify(&self, table: &str, change: impl FnOnce(&mut Table) -> bool) -> Result<bool> {
         let _guard = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        let mut contents = self.read(table)?;
+        let path = self.path(table)?;
+        let mut contents = self.read_file(&path)?;
         let changed = change(&mut contents);
         if changed {
             self.write(table, &contents)?;
+            self.cache()
+                .insert(path, (Instant::now(), Arc::new(contents)));
         }
         Ok(changed)
     }
@@ -118,10 +147,11 @@ impl MappingsRepository for FileMappingsRepository {
 
     fn all(&self, table: &str) -> Result<Vec<(Source, Vec<Target>)>> {
         self.read(table)?
-            .into_iter()
+            .iter()
             .map(|(source, targets)| {
-                let parsed = parse_targets(&source, &targets)?;
-                let source = Source::parse(&source).map_err(|e| StoreError::Corrupt(source, e))?;
+                let parsed = parse_targets(source, targets)?;
+                let source =
+                    Source::parse(source).map_err(|e| StoreError::Corrupt(source.clone(), e))?;
                 Ok((source, parsed))
             })
             .collect()

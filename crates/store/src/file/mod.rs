@@ -12,12 +12,14 @@
 //! fsync'd, so that a crash leaves either the old or the new version.
 
 mod fsutil;
+mod log_spool;
 mod mail;
 mod maildir;
 mod mappings;
 mod spool;
 mod users;
 
+pub use log_spool::LogSpool;
 pub use mail::FileMailRepository;
 pub use maildir::Maildir;
 pub use mappings::FileMappingsRepository;
