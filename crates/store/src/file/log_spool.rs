@@ -1293,13 +1293,17 @@ mod tests {
                 .find(|n| n.starts_with("seg-"))
                 .unwrap(),
         );
-        // Cut the second record short, as a crash during its write would.
-        let len = fs::metadata(&segment).unwrap().len();
-        File::options()
-            .write(true)
-            .open(&segment)
+        // Damage the second record, as a crash during its write would.
+        let bytes = fs::read(&segment).unwrap();
+        let second_record = bytes
+            .windows(MAGIC.len())
+            .enumerate()
+            .filter(|(_, w)| w == MAGIC)
+            .nth(1)
             .unwrap()
-            .set_len(len - 5)
+            .0;
+        let file = File::options().write(true).open(&segment).unwrap();
+        file.write_all_at(b"?", (second_record + HEADER + 3) as u64)
             .unwrap();
         let spool = LogSpool::open(dir.path()).unwrap();
         assert_eq!(spool.list().unwrap(), [first]);
