@@ -275,7 +275,7 @@ fn help(out: &mut Out) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mailroom_store::file::{FileMappingsRepository, FileSpool, FileUsersRepository};
+    use mailroom_store::file::{FileMappingsRepository, FileUsersRepository, LogSpool};
     use mailroom_store::UsersRepository;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -300,7 +300,7 @@ mod tests {
                 ("Archive".into(), archive),
             ],
             keep_apop_secret,
-            spool: Arc::new(FileSpool::open(&dir.path().join("spool")).unwrap()),
+            spool: Arc::new(LogSpool::open(&dir.path().join("spool")).unwrap()),
             open_repository: Arc::new(|url| Err(format!("no repository {url}"))),
             mappings: Arc::new(FileMappingsRepository::open(&dir.path().join("virtual")).unwrap()),
             request_shutdown: Arc::new(move || flag.store(true, Ordering::SeqCst)),

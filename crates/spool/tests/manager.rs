@@ -8,7 +8,7 @@ use mailroom_mailet::{
     state, Envelope, Mail, MailAddress, MailetContext, MailetError, Matcher, Message,
 };
 use mailroom_spool::{ProcessorTree, Registry, ServerContext, SpoolManager, UsernameRules};
-use mailroom_store::file::{FileMailRepository, FileSpool, FileUsersRepository, Maildir};
+use mailroom_store::file::{FileMailRepository, FileUsersRepository, LogSpool, Maildir};
 use mailroom_store::{MailRepository, SpoolRepository, User, UsersRepository};
 
 /// A mailet that fails unless the Maildir `<dir>` already shows a delivered message: it
@@ -37,7 +37,7 @@ impl Matcher for Explode {
 
 struct Fixture {
     home: tempfile::TempDir,
-    spool: Arc<FileSpool>,
+    spool: Arc<LogSpool>,
     manager: Arc<SpoolManager>,
 }
 
@@ -74,7 +74,7 @@ fn fixture(processors: &str) -> Fixture {
         user.forward_enabled = forward.is_some();
         users.add(&user).unwrap();
     }
-    let spool = Arc::new(FileSpool::open(&home.path().join("spool")).unwrap());
+    let spool = Arc::new(LogSpool::open(&home.path().join("spool")).unwrap());
     let root = home.path().to_path_buf();
     let context = ServerContext::new(
         vec!["localhost".into()],

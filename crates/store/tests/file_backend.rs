@@ -3,7 +3,7 @@
 use std::fs;
 
 use mailroom_mailet::Message;
-use mailroom_store::file::{FileMailRepository, FileSpool, FileUsersRepository, Maildir};
+use mailroom_store::file::{FileMailRepository, FileUsersRepository, LogSpool, Maildir};
 use mailroom_store::{conformance, InboxRepository};
 
 #[test]
@@ -13,11 +13,11 @@ fn file_mail_repository() {
 }
 
 #[test]
-fn file_spool() {
+fn log_spool() {
     let dir = tempfile::tempdir().unwrap();
-    conformance::mail_repository(&FileSpool::open(dir.path()).unwrap());
+    conformance::mail_repository(&LogSpool::open(dir.path()).unwrap());
     let dir = tempfile::tempdir().unwrap();
-    conformance::spool_repository(&FileSpool::open(dir.path()).unwrap());
+    conformance::spool_repository(&LogSpool::open(dir.path()).unwrap());
 }
 
 #[test]
@@ -30,7 +30,7 @@ fn file_users_repository() {
 fn reopening_cleans_crash_leftovers_and_keeps_mail() {
     use mailroom_store::MailRepository;
     let dir = tempfile::tempdir().unwrap();
-    let spool = FileSpool::open(dir.path()).unwrap();
+    let spool = LogSpool::open(dir.path()).unwrap();
     let mut incoming = spool.incoming().unwrap();
     std::io::Write::write_all(&mut incoming, b"Subject: half\r\n").unwrap();
     std::mem::forget(incoming); // as if the process died mid-write
@@ -40,7 +40,7 @@ fn reopening_cleans_crash_leftovers_and_keeps_mail() {
     kept.commit(mailroom_mailet::Envelope::new("x", None, vec![]))
         .unwrap();
     drop(spool);
-    let spool = FileSpool::open(dir.path()).unwrap();
+    let spool = LogSpool::open(dir.path()).unwrap();
     let leftovers = fs::read_dir(dir.path())
         .unwrap()
         .filter(|e| {
@@ -158,14 +158,15 @@ fn maildir_delivery() {
 }
 
 #[test]
-fn a_mail_cut_short_by_a_crash_is_not_handed_out_after_a_restart() {
+fn an_old_spool_file_cut_short_by_a_crash_is_not_imported() {
     use mailroom_store::{MailRepository, SpoolRepository};
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
-    let spool = FileSpool::open(dir.path()).unwrap();
+    // A spool of the one-file-per-mail format, as an older version left it.
+    let old = FileMailRepository::open(dir.path()).unwrap();
     let mut names = Vec::new();
     for body in [&b"first"[..], b"second"] {
-        let mut incoming = spool.incoming().unwrap();
+        let mut incoming = old.incoming().unwrap();
         std::io::Write::write_all(&mut incoming, b"Subject: x\r\n\r\n").unwrap();
         std::io::Write::write_all(&mut incoming, body).unwrap();
         names.push(incoming.name().to_string());
@@ -173,7 +174,7 @@ fn a_mail_cut_short_by_a_crash_is_not_handed_out_after_a_restart() {
             .commit(mailroom_mailet::Envelope::new("x", None, vec![]))
             .unwrap();
     }
-    drop(spool);
+    drop(old);
     // The second file's record reached the disk but a block of its message did not.
     let damaged = dir.path().join(format!("{}.mail", names[1]));
     fs::OpenOptions::new()
@@ -182,7 +183,7 @@ fn a_mail_cut_short_by_a_crash_is_not_handed_out_after_a_restart() {
         .unwrap()
         .write_all_at(b"\0\0\0\0", 2)
         .unwrap();
-    let spool = FileSpool::open(dir.path()).unwrap();
+    let spool = LogSpool::open(dir.path()).unwrap();
     let first = spool
         .lease(std::time::Duration::from_secs(1))
         .unwrap()

@@ -19,8 +19,8 @@
 //! are recycled as `<name>.<n>.free`: truncated, then renamed back into use for the next new
 //! mail. A mail server creates and deletes files at a high rate, and
 //! an inode freed and allocated again costs far more than a rename (ext4 without a journal even
-//! scans every recently deleted inode on each allocation); recycling keeps the spool from
-//! allocating or freeing inodes in steady state. Every rename stays within the one directory:
+//! scans every recently deleted inode on each allocation); recycling keeps a busy repository
+//! from allocating or freeing inodes in steady state. Every rename stays within the one directory:
 //! renames across directories serialise on a filesystem-wide lock in Linux.
 
 use std::fs::{self, File, OpenOptions};
@@ -42,9 +42,6 @@ const TRAILER: usize = 20;
 
 /// How many recycled files are kept at most; beyond that, removed mails are unlinked.
 const MAX_FREE_FILES: usize = 4096;
-
-/// Called with the mail's name once an incoming mail is durable (the spool queues it).
-pub(crate) type OnCommit = Box<dyn FnOnce(&str) + Send>;
 
 /// A mail repository in a directory. See the [module docs](self).
 #[derive(Debug, Clone)]
@@ -85,10 +82,8 @@ impl FileMailRepository {
         self.dir.join(format!("{name}.mail"))
     }
 
-    /// Stores `mail`. `known` is what the caller knows of the file (the spool knows it of the
-    /// mails it leased); [`Known::Unknown`] makes the file tell. Returns the CRC-32 of the
-    /// message now in the file.
-    pub(crate) fn store_checked(&self, mail: &Mail, known: Known) -> Result<u32> {
+    /// Stores `mail`: a new file, or one appended record when the file holds this very message.
+    fn store_mail(&self, mail: &Mail) -> Result<()> {
         validate_mail_name(mail.name())?;
         let mut envelope = mail.envelope.clone();
         envelope.size = mail.message.size();
@@ -99,28 +94,29 @@ impl FileMailRepository {
             Err(e) => return Err(e.into()),
         };
         let Some(mut file) = existing else {
-            let crc = self.write_whole(mail, &envelope)?;
+            self.write_whole(mail, &envelope)?;
             if let Err(e) = self.dir_sync.sync() {
                 // Not durable, so not stored: leave nothing for a rescan to pick up.
                 let _ = fs::remove_file(&path);
                 return Err(e.into());
             }
-            return Ok(crc);
+            return Ok(());
         };
-        let crc = match known.message_crc(&file, mail)? {
+        match holds_message(&file, mail)? {
             // The file holds this very message (bodies never change, so the same size and
             // header section say so): a new envelope is one append. A torn append is
             // harmless: readers fall back to the previous record.
             Some(crc) => {
                 file.write_all(&record(&envelope, crc)?)?;
                 file.sync_data()?;
-                crc
             }
             // Another header: a new file replaces the old one; the old or the new version
             // survives a crash, both whole, so no directory fsync is needed.
-            None => self.write_whole(mail, &envelope)?,
-        };
-        Ok(crc)
+            None => {
+                self.write_whole(mail, &envelope)?;
+            }
+        }
+        Ok(())
     }
 
     /// The mail called `name` and the CRC-32 of its message. With `verify`, the message is read
@@ -186,8 +182,8 @@ impl FileMailRepository {
         File::create(tmp_path)
     }
 
-    /// Starts a new mail; `on_commit` runs after the mail became durable.
-    pub(crate) fn incoming_with(&self, on_commit: Option<OnCommit>) -> Result<FileIncoming> {
+    /// Starts a new mail.
+    fn start_incoming(&self) -> Result<FileIncoming> {
         let name = crate::new_mail_name();
         let tmp_path = self.tmp_path(&name);
         let file = self.create_tmp(&tmp_path)?;
@@ -198,7 +194,6 @@ impl FileMailRepository {
             file: Some(BufWriter::with_capacity(64 * 1024, file)),
             written: 0,
             crc: crc32fast::Hasher::new(),
-            on_commit,
         })
     }
 
@@ -226,27 +221,6 @@ impl FileMailRepository {
             let _ = fs::remove_file(&tmp);
         }
         result
-    }
-}
-
-/// What a caller knows of the file of the mail it stores.
-pub(crate) enum Known {
-    /// Nothing: the file is read to tell.
-    Unknown,
-    /// It holds this very message, whose CRC-32 is this.
-    Same(u32),
-    /// It holds another form of the message.
-    Different,
-}
-
-impl Known {
-    /// The CRC-32 of the message in `file` if that is `mail`'s message as it is now.
-    fn message_crc(&self, file: &File, mail: &Mail) -> Result<Option<u32>> {
-        match self {
-            Known::Same(crc) => Ok(Some(*crc)),
-            Known::Different => Ok(None),
-            Known::Unknown => holds_message(file, mail),
-        }
     }
 }
 
@@ -399,7 +373,7 @@ fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 impl MailRepository for FileMailRepository {
     fn store(&self, mail: &Mail) -> Result<()> {
-        self.store_checked(mail, Known::Unknown).map(drop)
+        self.store_mail(mail)
     }
 
     fn retrieve(&self, name: &str) -> Result<Option<Mail>> {
@@ -444,7 +418,7 @@ impl MailRepository for FileMailRepository {
     }
 
     fn incoming(&self) -> Result<Box<dyn IncomingMessage>> {
-        Ok(Box::new(self.incoming_with(None)?))
+        Ok(Box::new(self.start_incoming()?))
     }
 }
 
@@ -457,7 +431,6 @@ pub struct FileIncoming {
     written: u64,
     /// CRC-32 of the message so far.
     crc: crc32fast::Hasher,
-    on_commit: Option<OnCommit>,
 }
 
 impl Write for FileIncoming {
@@ -491,7 +464,7 @@ impl IncomingMessage for FileIncoming {
         // file's own covers the renames of other mails committed meanwhile. Nothing is
         // acknowledged before both return; a crash in between can leave the file cut short
         // (its last block on disk, not an earlier one), which is why the record carries the
-        // message's CRC and the spool checks it for every mail it finds at start-up.
+        // message's CRC, for readers that must check (the log spool importing old mails).
         let path = self.repo.path(&self.name);
         let message_crc = self.crc.clone().finalize();
         let result = (|| -> io::Result<()> {
@@ -511,9 +484,6 @@ impl IncomingMessage for FileIncoming {
         if let Err(e) = result {
             let _ = fs::remove_file(&self.tmp_path);
             return Err(e.into());
-        }
-        if let Some(on_commit) = self.on_commit.take() {
-            on_commit(&self.name);
         }
         Ok(())
     }

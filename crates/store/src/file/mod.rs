@@ -2,7 +2,7 @@
 //!
 //! * [`FileMailRepository`]: one directory of mails, one file `<name>.mail` each: the message
 //!   followed by checksummed envelope records, the last of which is in force.
-//! * [`FileSpool`]: a mail repository plus the in-process locks and wake-ups of a spool.
+//! * [`LogSpool`]: the spool, as segments of appended records with group commit.
 //! * [`Maildir`]: one Maildir per user (`<root>/<user>/{tmp,new,cur}`), readable by Dovecot,
 //!   mutt and friends.
 //! * [`FileUsersRepository`]: one JSON file per user.
@@ -16,12 +16,10 @@ mod log_spool;
 mod mail;
 mod maildir;
 mod mappings;
-mod spool;
 mod users;
 
 pub use log_spool::LogSpool;
 pub use mail::FileMailRepository;
 pub use maildir::Maildir;
 pub use mappings::FileMappingsRepository;
-pub use spool::FileSpool;
 pub use users::FileUsersRepository;
