@@ -80,6 +80,8 @@ const KIND_DONE: u8 = 3;
 /// The log spool. See the [module docs](self).
 pub struct LogSpool {
     shared: Arc<Shared>,
+    /// Held open with an exclusive `flock`: one process per spool.
+    _lock: File,
 }
 
 struct Shared {
@@ -89,12 +91,19 @@ struct Shared {
     inner: Mutex<Inner>,
     /// Wakes workers waiting in `lease`.
     wake: Condvar,
+    /// Group commit; shared with the flusher thread, which must not keep the spool open.
+    commits: Arc<Commits>,
+    /// Incoming messages being received: each will soon want an `fdatasync`.
+    receiving: std::sync::atomic::AtomicUsize,
+}
+
+/// The group commit's state and its wake-ups.
+#[derive(Default)]
+struct Commits {
     sync: Mutex<SyncState>,
     synced: Condvar,
     /// Wakes the flusher thread when a passive waiter arrives.
     flush_needed: Condvar,
-    /// Incoming messages being received: each will soon want an `fdatasync`.
-    receiving: std::sync::atomic::AtomicUsize,
 }
 
 /// Group commit state: appends are numbered; `durable` says up to which one an `fdatasync`
@@ -125,6 +134,8 @@ struct Inner {
     /// Leased mails, with the form of the message they had when leased.
     leased: HashMap<String, MessageForm>,
     delayed: Vec<(Instant, String)>,
+    /// Mails whose new large version is being written to its own segment.
+    committing_big: HashSet<String>,
 }
 
 struct Segment {
@@ -306,6 +317,7 @@ impl LogSpool {
 
     fn open_with(dir: &Path, segment_max: u64) -> Result<Self> {
         create_dir_durable(dir)?;
+        let lock_file = lock_directory(dir)?;
         let mut found: Vec<(u64, bool, PathBuf)> = Vec::new();
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
@@ -328,6 +340,9 @@ impl LogSpool {
         let mut records: Vec<(u64, Scanned)> = Vec::new();
         for (number, big, path) in found {
             let file = File::options().read(true).write(true).open(&path)?;
+            // After a kill -9 the last records may be in the page cache only: make them
+            // durable before trusting them to supersede older ones.
+            file.sync_data()?;
             let scanned = scan(&file)?;
             records.extend(scanned.into_iter().map(|r| (number, r)));
             segments.insert(
@@ -358,6 +373,7 @@ impl LogSpool {
             waiting: VecDeque::new(),
             leased: HashMap::new(),
             delayed: Vec::new(),
+            committing_big: HashSet::new(),
         };
         replay(&mut inner, records);
         let shared = Arc::new(Shared {
@@ -365,15 +381,13 @@ impl LogSpool {
             segment_max,
             inner: Mutex::new(inner),
             wake: Condvar::new(),
-            sync: Mutex::default(),
-            synced: Condvar::new(),
-            flush_needed: Condvar::new(),
+            commits: Arc::default(),
             receiving: Default::default(),
         });
-        let weak = Arc::downgrade(&shared);
+        let (weak, commits) = (Arc::downgrade(&shared), shared.commits.clone());
         std::thread::Builder::new()
             .name("spool-flusher".into())
-            .spawn(move || flusher(weak))?;
+            .spawn(move || flusher(weak, &commits))?;
         {
             let mut inner = lock(&shared.inner);
             shared.new_active_segment(&mut inner)?;
@@ -386,7 +400,10 @@ impl LogSpool {
             inner.waiting = live.into_iter().map(|(_, name)| name).collect();
             shared.collect_garbage(&mut inner)?;
         }
-        let spool = LogSpool { shared };
+        let spool = LogSpool {
+            shared,
+            _lock: lock_file,
+        };
         spool.import_mail_files(dir)?;
         Ok(spool)
     }
@@ -431,18 +448,18 @@ const PASSIVE_DELAY: Duration = Duration::from_micros(100);
 
 /// Makes the appends of passive waiters durable when no incoming mail does it for them.
 /// Ends once the spool is dropped.
-fn flusher(spool: std::sync::Weak<Shared>) {
+fn flusher(spool: std::sync::Weak<Shared>, commits: &Commits) {
     loop {
-        let Some(shared) = spool.upgrade() else {
-            return;
-        };
         let wanted = {
-            let sync = lock(&shared.sync);
-            let (sync, _) = shared
+            let sync = lock(&commits.sync);
+            let (sync, _) = commits
                 .flush_needed
                 .wait_timeout_while(sync, Duration::from_millis(200), |s| s.passive_waiters == 0)
                 .unwrap_or_else(|p| p.into_inner());
             sync.passive_waiters > 0 && sync.poisoned.is_none()
+        };
+        let Some(shared) = spool.upgrade() else {
+            return;
         };
         if wanted {
             std::thread::sleep(PASSIVE_DELAY);
@@ -451,6 +468,23 @@ fn flusher(spool: std::sync::Weak<Shared>) {
             let _ = shared.wait_durable(target);
         }
     }
+}
+
+/// Locks the spool directory for this process: a second process on the same spool would
+/// delete segments the first one still writes.
+fn lock_directory(dir: &Path) -> Result<File> {
+    use std::os::fd::AsRawFd;
+    let file = File::create(dir.join("lock"))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = io::Error::last_os_error();
+        return Err(io::Error::new(
+            error.kind(),
+            format!("{} is in use by another process: {error}", dir.display()),
+        )
+        .into());
+    }
+    Ok(file)
 }
 
 /// Rebuilds the index from the records of every segment.
@@ -540,13 +574,29 @@ fn unpin(inner: &mut Inner, segment: u64) {
 }
 
 impl Shared {
+    /// Makes every append so far durable. A failure poisons the spool: after a failed
+    /// `fdatasync` the kernel may have dropped the pages, and a later one would succeed
+    /// without writing them.
+    fn sync_appended(&self, inner: &Inner) -> io::Result<()> {
+        if lock(&self.commits.sync).durable >= inner.appended {
+            return Ok(());
+        }
+        let result = match inner.segments.get(&inner.active) {
+            Some(active) => active.file.sync_data(),
+            None => Ok(()),
+        };
+        let mut sync = lock(&self.commits.sync);
+        match &result {
+            Ok(()) => sync.durable = sync.durable.max(inner.appended),
+            Err(e) => sync.poisoned = Some(e.kind()),
+        }
+        self.commits.synced.notify_all();
+        result
+    }
+
     /// Starts a new active segment (the old one, if any, made durable first).
     fn new_active_segment(&self, inner: &mut Inner) -> io::Result<()> {
-        if let Some(old) = inner.segments.get(&inner.active) {
-            old.file.sync_data()?;
-            let mut sync = lock(&self.sync);
-            sync.durable = sync.durable.max(inner.appended);
-        }
+        self.sync_appended(inner)?;
         let number = inner.next_segment;
         inner.next_segment += 1;
         let path = segment_path(&self.dir, number, false);
@@ -626,7 +676,7 @@ impl Shared {
     /// Returns once the append numbered `ticket` is durable, sharing `fdatasync`s between
     /// concurrent callers.
     fn wait_durable(&self, ticket: u64) -> io::Result<()> {
-        let mut sync = lock(&self.sync);
+        let mut sync = lock(&self.commits.sync);
         loop {
             if let Some(kind) = sync.poisoned {
                 return Err(io::Error::new(
@@ -638,7 +688,11 @@ impl Shared {
                 return Ok(());
             }
             if sync.running {
-                sync = self.synced.wait(sync).unwrap_or_else(|p| p.into_inner());
+                sync = self
+                    .commits
+                    .synced
+                    .wait(sync)
+                    .unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             sync.running = true;
@@ -653,13 +707,13 @@ impl Shared {
                 (inner.appended, inner.segments[&inner.active].file.clone())
             };
             let result = file.sync_data();
-            sync = lock(&self.sync);
+            sync = lock(&self.commits.sync);
             sync.running = false;
             match &result {
                 Ok(()) => sync.durable = sync.durable.max(covers),
                 Err(e) => sync.poisoned = Some(e.kind()),
             }
-            self.synced.notify_all();
+            self.commits.synced.notify_all();
         }
     }
 
@@ -668,9 +722,9 @@ impl Shared {
     /// otherwise the flusher thread syncs after [`PASSIVE_DELAY`]. For processor hops, whose
     /// worker can wait a little longer than an SMTP client.
     fn wait_durable_passively(&self, ticket: u64) -> io::Result<()> {
-        let mut sync = lock(&self.sync);
+        let mut sync = lock(&self.commits.sync);
         sync.passive_waiters += 1;
-        self.flush_needed.notify_one();
+        self.commits.flush_needed.notify_one();
         let result = loop {
             if let Some(kind) = sync.poisoned {
                 break Err(io::Error::new(
@@ -681,7 +735,11 @@ impl Shared {
             if sync.durable >= ticket {
                 break Ok(());
             }
-            sync = self.synced.wait(sync).unwrap_or_else(|p| p.into_inner());
+            sync = self
+                .commits
+                .synced
+                .wait(sync)
+                .unwrap_or_else(|p| p.into_inner());
         };
         sync.passive_waiters -= 1;
         result
@@ -733,11 +791,16 @@ impl Shared {
         inner.next_seq += 1;
         let number = inner.next_segment;
         inner.next_segment += 1;
+        // Until indexed, compaction must not copy the older version with a later seq.
+        inner.committing_big.insert(envelope.name.clone());
         drop(inner);
         let path = segment_path(&self.dir, number, true);
-        let (file, content) = big.finish(envelope, seq, &path)?;
-        sync_dir(&self.dir)?;
+        let finished = big
+            .finish(envelope, seq, &path)
+            .and_then(|done| sync_dir(&self.dir).map(|()| done));
         let mut inner = lock(&self.inner);
+        inner.committing_big.remove(&envelope.name);
+        let (file, content) = finished?;
         inner.segments.insert(
             number,
             Segment {
@@ -806,13 +869,16 @@ impl Shared {
             if deletable.is_empty() {
                 return Ok(());
             }
+            // What superseded these segments' records (new MAIL and ENVELOPE records, DONE
+            // records) must be on disk before the segments go.
+            self.sync_appended(inner)?;
             for number in deletable {
-                let segment = inner.segments.remove(&number).expect("listed");
-                if !segment.done_refs.is_empty() {
+                if !inner.segments[&number].done_refs.is_empty() {
                     // The deletions its DONE records stood in for must be durable first.
                     sync_dir(&self.dir)?;
                 }
-                fs::remove_file(&segment.path)?;
+                fs::remove_file(&inner.segments[&number].path)?;
+                inner.segments.remove(&number);
                 for entry in inner.mails.values_mut() {
                     entry.mail_segments.retain(|s| *s != number);
                 }
@@ -835,7 +901,10 @@ impl Shared {
         let moving: Vec<String> = inner
             .mails
             .iter()
-            .filter(|(_, e)| e.content.segment == oldest || e.envelope_segment == oldest)
+            .filter(|(name, e)| {
+                (e.content.segment == oldest || e.envelope_segment == oldest)
+                    && !inner.committing_big.contains(*name)
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in moving {
@@ -862,11 +931,7 @@ impl Shared {
                 self.append_envelope(inner, &name, &envelope)?;
             }
         }
-        inner.segments[&inner.active].file.sync_data()?;
-        {
-            let mut sync = lock(&self.sync);
-            sync.durable = sync.durable.max(inner.appended);
-        }
+        self.sync_appended(inner)?;
         self.collect_garbage(inner)
     }
 
@@ -920,7 +985,13 @@ struct BigWriter {
 impl BigWriter {
     fn create(dir: &Path, name: &str) -> io::Result<BigWriter> {
         let tmp = dir.join(format!("{name}.{}.log.tmp", super::fsutil::unique_suffix()));
-        let mut out = BufWriter::with_capacity(64 * 1024, File::create(&tmp)?);
+        // Readable too: the finished segment is read through this very file.
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        let mut out = BufWriter::with_capacity(64 * 1024, file);
         out.write_all(&[0u8; HEADER])?;
         out.write_all(name.as_bytes())?;
         let mut crc = crc32fast::Hasher::new();
@@ -1143,12 +1214,13 @@ impl MailRepository for LogSpool {
         inner.leased.remove(name);
         inner.waiting.retain(|n| n != name);
         inner.delayed.retain(|(_, n)| n != name);
-        let Some(entry) = inner.mails.remove(name) else {
+        if !inner.mails.contains_key(name) {
             return Ok(false);
-        };
+        }
         shared.make_room(&mut inner)?;
         // Not waited for: lost in a crash, the mail is processed again.
         shared.append(&mut inner, KIND_DONE, name, &[])?;
+        let entry = inner.mails.remove(name).expect("checked above");
         let active = inner.active;
         let refs = entry.mail_segments.iter().copied().filter(|s| *s != active);
         let active_segment = inner.segments.get_mut(&active).expect("active segment");
@@ -1379,6 +1451,60 @@ mod tests {
         assert_eq!(spool.list().unwrap(), std::slice::from_ref(&kept));
         let back = spool.retrieve(&kept).unwrap().unwrap();
         assert!(back.message.to_bytes().unwrap().ends_with(&[b'k'; 1000]));
+    }
+
+    #[test]
+    fn a_large_mail_is_readable_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = LogSpool::open(dir.path()).unwrap();
+        let big = incoming(&spool, &vec![b'x'; INLINE_MAX + 10]);
+        assert!(spool.retrieve(&big).unwrap().is_some());
+        let leased = spool.lease(Duration::from_secs(1)).unwrap().unwrap();
+        assert_eq!(leased.name(), big);
+        assert_eq!(leased.message.size(), INLINE_MAX as u64 + 10 + 15);
+    }
+
+    #[test]
+    fn a_superseded_segment_outlives_the_records_that_supersede_it_until_they_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = LogSpool::open_with(dir.path(), 4096).unwrap();
+        let m = incoming(&spool, &[b'm'; 3000]);
+        let y = incoming(&spool, &[b'y'; 1500]);
+        let z = incoming(&spool, &[b'z'; 100]); // in the next segment
+        let old_segment = lock(&spool.shared.inner).mails[&m].content.segment;
+        assert_ne!(
+            old_segment,
+            lock(&spool.shared.inner).mails[&z].content.segment
+        );
+        assert!(spool.remove(&y).unwrap());
+        // The leaseholder stores m with a changed header; before it waits for durability,
+        // another worker's removal collects garbage.
+        let mut mail = spool.lease(Duration::from_secs(1)).unwrap().unwrap();
+        assert_eq!(mail.name(), m);
+        mail.message.set_header("X-Changed", "yes");
+        let ticket = spool
+            .shared
+            .write_mail(&mail, &mail.envelope.clone())
+            .unwrap();
+        assert!(spool.remove(&z).unwrap());
+        let durable = lock(&spool.shared.commits.sync).durable;
+        assert!(
+            segment_path(dir.path(), old_segment, false).exists() || durable >= ticket,
+            "the only durable copy of a mail was deleted"
+        );
+    }
+
+    #[test]
+    fn one_process_per_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = LogSpool::open(dir.path()).unwrap();
+        let second = LogSpool::open(dir.path());
+        assert!(
+            second.is_err(),
+            "a second spool on the same directory opened"
+        );
+        drop(spool);
+        LogSpool::open(dir.path()).unwrap();
     }
 
     #[test]
