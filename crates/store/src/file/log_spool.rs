@@ -147,6 +147,8 @@ struct Segment {
     pins: usize,
     /// Segments holding MAIL records of the mails this segment's DONE records ended.
     done_refs: HashSet<u64>,
+    /// Never deleted: damaged, kept for an administrator.
+    keep: bool,
 }
 
 struct Entry {
@@ -237,7 +239,9 @@ struct Scanned {
 }
 
 /// Reads the whole records of a segment, in order; stops at the first one that is not whole.
-fn scan(file: &File) -> io::Result<Vec<Scanned>> {
+/// Also says whether what follows looks like damage rather than a torn last record: a whole
+/// record header further on.
+fn scan(file: &File) -> io::Result<(Vec<Scanned>, bool)> {
     let len = file.metadata()?.len();
     let mut records = Vec::new();
     let mut at = 0u64;
@@ -305,7 +309,37 @@ fn scan(file: &File) -> io::Result<Vec<Scanned>> {
         records.push(scanned);
         at = end;
     }
-    Ok(records)
+    let damaged = at < len && header_after(file, at + 1, len)?;
+    Ok((records, damaged))
+}
+
+/// Whether a record header with a valid CRC starts anywhere in `from..len`.
+fn header_after(file: &File, from: u64, len: u64) -> io::Result<bool> {
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut pos = from;
+    while pos + HEADER as u64 <= len {
+        let n = (chunk.len() as u64).min(len - pos) as usize;
+        file.read_exact_at(&mut chunk[..n], pos)?;
+        for i in chunk[..n]
+            .windows(MAGIC.len())
+            .enumerate()
+            .filter(|(_, w)| w == MAGIC)
+            .map(|(i, _)| i)
+        {
+            let mut h = [0u8; HEADER];
+            let at = pos + i as u64;
+            if at + HEADER as u64 <= len {
+                file.read_exact_at(&mut h, at)?;
+                let crc = u32::from_le_bytes(h[32..36].try_into().expect("4 octets"));
+                if crc == crc32fast::hash(&h[0..32]) {
+                    return Ok(true);
+                }
+            }
+        }
+        // Overlap so that a header across two chunks is seen.
+        pos += n.saturating_sub(HEADER) as u64 + 1;
+    }
+    Ok(false)
 }
 
 impl LogSpool {
@@ -343,7 +377,13 @@ impl LogSpool {
             // After a kill -9 the last records may be in the page cache only: make them
             // durable before trusting them to supersede older ones.
             file.sync_data()?;
-            let scanned = scan(&file)?;
+            let (scanned, damaged) = scan(&file)?;
+            if damaged {
+                // Records after a damaged one cannot be trusted (nor found safely), and
+                // acknowledged mails may be among them: keep the file for an administrator.
+                tracing::error!(segment = %path.display(), records = scanned.len(),
+                    "spool segment damaged in the middle; reading stopped there, and the file is kept");
+            }
             records.extend(scanned.into_iter().map(|r| (number, r)));
             segments.insert(
                 number,
@@ -353,6 +393,7 @@ impl LogSpool {
                     big,
                     pins: 0,
                     done_refs: HashSet::new(),
+                    keep: damaged,
                 },
             );
         }
@@ -614,6 +655,7 @@ impl Shared {
                 big: false,
                 pins: 0,
                 done_refs: HashSet::new(),
+                keep: false,
             },
         );
         inner.active = number;
@@ -809,6 +851,7 @@ impl Shared {
                 big: true,
                 pins: 0,
                 done_refs: HashSet::new(),
+                keep: false,
             },
         );
         let content = Content {
@@ -861,6 +904,7 @@ impl Shared {
                 .iter()
                 .filter(|(number, s)| {
                     **number != inner.active
+                        && !s.keep
                         && s.pins == 0
                         && s.done_refs.iter().all(|r| !inner.segments.contains_key(r))
                 })
@@ -1505,6 +1549,43 @@ mod tests {
         );
         drop(spool);
         LogSpool::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_segment_damaged_in_the_middle_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = {
+            let spool = LogSpool::open(dir.path()).unwrap();
+            ["one", "two", "three"]
+                .iter()
+                .map(|body| incoming(&spool, body.as_bytes()))
+                .collect()
+        };
+        let segment = dir.path().join(
+            segments(dir.path())
+                .into_iter()
+                .find(|n| n.starts_with("seg-"))
+                .unwrap(),
+        );
+        let bytes = fs::read(&segment).unwrap();
+        let second = bytes
+            .windows(MAGIC.len())
+            .enumerate()
+            .filter(|(_, w)| w == MAGIC)
+            .nth(1)
+            .unwrap()
+            .0;
+        let file = File::options().write(true).open(&segment).unwrap();
+        file.write_all_at(b"?", (second + HEADER + 3) as u64)
+            .unwrap();
+        let spool = LogSpool::open(dir.path()).unwrap();
+        assert_eq!(spool.list().unwrap(), names[..1]);
+        // The first mail leaves; the segment stays for an administrator.
+        assert!(spool.remove(&names[0]).unwrap());
+        drop(spool);
+        let spool = LogSpool::open(dir.path()).unwrap();
+        assert!(segment.exists());
+        assert!(spool.list().unwrap().is_empty());
     }
 
     #[test]
