@@ -131,6 +131,9 @@ struct Inner {
     appended: u64,
     mails: HashMap<String, Entry>,
     waiting: VecDeque<String>,
+    /// The names in `waiting` or `delayed` that still count; others there are stale (removed
+    /// or leased since) and skipped, so that no removal has to search the queues.
+    queued: HashSet<String>,
     /// Leased mails, with the form of the message they had when leased.
     leased: HashMap<String, MessageForm>,
     delayed: Vec<(Instant, String)>,
@@ -412,6 +415,7 @@ impl LogSpool {
             appended: 0,
             mails: HashMap::new(),
             waiting: VecDeque::new(),
+            queued: HashSet::new(),
             leased: HashMap::new(),
             delayed: Vec::new(),
             committing_big: HashSet::new(),
@@ -439,6 +443,7 @@ impl LogSpool {
                 .collect();
             live.sort();
             inner.waiting = live.into_iter().map(|(_, name)| name).collect();
+            inner.queued = inner.waiting.iter().cloned().collect();
             shared.collect_garbage(&mut inner)?;
         }
         let spool = LogSpool {
@@ -1185,7 +1190,10 @@ impl Shared {
     /// Queues a mail for the workers.
     fn enqueue(&self, name: &str) {
         let mut inner = lock(&self.inner);
-        if inner.mails.contains_key(name) && !inner.leased.contains_key(name) {
+        if inner.mails.contains_key(name)
+            && !inner.leased.contains_key(name)
+            && inner.queued.insert(name.to_string())
+        {
             inner.waiting.push_back(name.to_string());
             self.wake.notify_one();
         }
@@ -1256,8 +1264,7 @@ impl MailRepository for LogSpool {
         let shared = &self.shared;
         let mut inner = lock(&shared.inner);
         inner.leased.remove(name);
-        inner.waiting.retain(|n| n != name);
-        inner.delayed.retain(|(_, n)| n != name);
+        inner.queued.remove(name);
         if !inner.mails.contains_key(name) {
             return Ok(false);
         }
@@ -1308,7 +1315,7 @@ impl SpoolRepository for LogSpool {
             inner.delayed = later;
             inner.waiting.extend(due.into_iter().map(|(_, name)| name));
             while let Some(name) = inner.waiting.pop_front() {
-                if inner.leased.contains_key(&name) {
+                if !inner.queued.remove(&name) {
                     continue;
                 }
                 match shared.mail(&inner, &name) {
@@ -1320,6 +1327,7 @@ impl SpoolRepository for LogSpool {
                     Ok(None) => {}
                     Err(e) => {
                         tracing::error!(mail = %name, error = %e, "cannot read spooled mail; retrying later");
+                        inner.queued.insert(name.clone());
                         inner.delayed.push((now + Duration::from_secs(10), name));
                     }
                 }
@@ -1340,7 +1348,10 @@ impl SpoolRepository for LogSpool {
 
     fn release(&self, name: &str, retry_after: Duration) {
         let mut inner = lock(&self.shared.inner);
-        if inner.leased.remove(name).is_some() && inner.mails.contains_key(name) {
+        if inner.leased.remove(name).is_some()
+            && inner.mails.contains_key(name)
+            && inner.queued.insert(name.to_string())
+        {
             if retry_after.is_zero() {
                 inner.waiting.push_back(name.to_string());
             } else {
