@@ -11,9 +11,10 @@
 //! * [`Shutdown`] / [`ShutdownWatch`]: two-phase shutdown. `main` triggers the signal, every
 //!   session says its protocol's goodbye and ends, and [`Shutdown::wait`] returns when the last
 //!   [`ShutdownWatch`] (each session holds one) has been dropped — the mpsc-senders trick of
-//!   mini-redis.
+//!   mini-redis;
+//! * [`lines`]: bounded line framing, the same for every line-based protocol.
 //!
-//! It must not parse any protocol, and it holds no reply text.
+//! It parses no protocol's commands, and it holds no reply text.
 //!
 //! **TLS plugs in here** (a later issue): the handler receives a plain [`TcpStream`] today, and
 //! the protocol drivers are written against a generic `AsyncRead + AsyncWrite + Unpin` stream,
@@ -21,6 +22,8 @@
 //! inside [`serve`] (or in the handler) before handing it on, and STARTTLS wraps it in the
 //! driver.
 #![deny(missing_docs)]
+
+pub mod lines;
 
 use std::future::Future;
 use std::io;

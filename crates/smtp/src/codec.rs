@@ -2,7 +2,7 @@
 //!
 //! Three resumable pieces, none of which does I/O or keeps more than one line:
 //!
-//! * [`LineReader`] splits command input into lines of at most [`MAX_LINE`] octets. A longer
+//! * [`LineReader`] (from `mailroom-net`) splits command input into lines of at most [`MAX_LINE`] octets. A longer
 //!   line is discarded up to its end and reported once as [`LineEvent::TooLong`], so that the
 //!   next command starts clean. Command lines end in CRLF; a bare LF is accepted as the end of
 //!   a *command* line for lenient clients.
@@ -17,71 +17,7 @@ use mailroom_mailet::{AddressError, MailAddress};
 
 use crate::reply::Reply;
 
-/// The longest command line, terminator included (RFC 5321 asks for at least 512).
-pub const MAX_LINE: usize = 4096;
-
-/// What the [`LineReader`] found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LineEvent {
-    /// A complete line, without its CRLF (or bare LF).
-    Line(Vec<u8>),
-    /// A line longer than [`MAX_LINE`] ended; its content was discarded.
-    TooLong,
-}
-
-/// Splits command input into bounded lines, across any number of reads.
-#[derive(Debug, Default)]
-pub struct LineReader {
-    /// The start of a line that has not ended yet; never longer than `MAX_LINE - 1`.
-    partial: Vec<u8>,
-    /// The current line overflowed: drop its bytes until its LF.
-    discarding: bool,
-}
-
-impl LineReader {
-    /// Reads `input` up to and including the next LF. Returns how many octets were consumed and
-    /// the event if a line ended; without an event every octet was consumed and more input is
-    /// needed.
-    pub fn read(&mut self, input: &[u8]) -> (usize, Option<LineEvent>) {
-        match input.iter().position(|&b| b == b'\n') {
-            None => {
-                self.append(input);
-                (input.len(), None)
-            }
-            Some(lf) => {
-                self.append(&input[..lf]);
-                let event = if std::mem::take(&mut self.discarding) {
-                    LineEvent::TooLong
-                } else {
-                    let mut line = std::mem::take(&mut self.partial);
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    LineEvent::Line(line)
-                };
-                (lf + 1, Some(event))
-            }
-        }
-    }
-
-    /// Whether part of a line is buffered.
-    pub fn is_empty(&self) -> bool {
-        self.partial.is_empty() && !self.discarding
-    }
-
-    fn append(&mut self, bytes: &[u8]) {
-        if self.discarding {
-            return;
-        }
-        // The line plus its LF must fit in MAX_LINE.
-        if self.partial.len() + bytes.len() >= MAX_LINE {
-            self.partial = Vec::new();
-            self.discarding = true;
-        } else {
-            self.partial.extend_from_slice(bytes);
-        }
-    }
-}
+pub use mailroom_net::lines::{LineEvent, LineReader, MAX_LINE};
 
 /// A parsed SMTP command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -627,29 +563,6 @@ mod tests {
         }
         assert_eq!(total, 13);
         assert_eq!(body, b"x\r\n.y\r\n\r\n");
-    }
-
-    #[test]
-    fn line_reader_bounds_and_resynchronises() {
-        let mut r = LineReader::default();
-        let long = vec![b'a'; MAX_LINE + 10];
-        assert_eq!(r.read(&long), (long.len(), None));
-        assert_eq!(r.read(b"aaa\r\nNOOP\r\n"), (5, Some(LineEvent::TooLong)));
-        assert_eq!(
-            r.read(b"NOOP\r\n"),
-            (6, Some(LineEvent::Line(b"NOOP".to_vec())))
-        );
-        assert_eq!(
-            r.read(b"NOOP\n"),
-            (5, Some(LineEvent::Line(b"NOOP".to_vec())))
-        );
-        // Exactly at the limit with CRLF: accepted.
-        let mut exact = vec![b'a'; MAX_LINE - 2];
-        exact.extend_from_slice(b"\r\n");
-        assert!(matches!(r.read(&exact), (n, Some(LineEvent::Line(_))) if n == MAX_LINE));
-        let mut over = vec![b'a'; MAX_LINE - 1];
-        over.extend_from_slice(b"\r\n");
-        assert_eq!(r.read(&over).1, Some(LineEvent::TooLong));
     }
 
     #[test]
