@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use mailroom_config::{Config, ConfigError, Pop3Server, RemoteManager, SmtpServer};
+use mailroom_config::{Config, ConfigError, Pop3Server, RemoteManager, ServiceCommon, SmtpServer};
 use mailroom_mailet::MailAddress;
 use mailroom_net::{Listener, Shutdown};
 use mailroom_pop3::server::Pop3Store;
@@ -134,19 +134,10 @@ async fn serve(
     let shutdown = Shutdown::new();
     let mut tasks = Vec::new();
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
-        let addr = SocketAddr::new(smtp.common.bind, smtp.common.port);
-        if smtp.common.tls.socket_tls {
-            bail!(
-                "{}: implicit TLS (socketTLS) is not available in this build yet; \
-                 refusing to serve plain SMTP where clients expect TLS",
-                smtp.common.location
-            );
-        }
+        let listener = bind(&smtp.common, "SMTP")?;
         if smtp.common.tls.start_tls {
-            tracing::warn!(%addr, "STARTTLS is not available in this build yet; not offered");
+            tracing::warn!(addr = ?listener.local_addr(), "STARTTLS is not available in this build yet; not offered");
         }
-        let listener = Listener::bind(addr)
-            .with_context(|| format!("{}: cannot listen on {addr}", smtp.common.location))?;
         let settings = Arc::new(smtp_settings(config, smtp));
         tasks.push(tokio::spawn(mailroom_smtp::serve(
             listener,
@@ -156,20 +147,11 @@ async fn serve(
         )));
     }
     for pop3 in config.pop3.iter().filter(|s| s.common.enabled) {
-        let addr = SocketAddr::new(pop3.common.bind, pop3.common.port);
-        if pop3.common.tls.socket_tls {
-            bail!(
-                "{}: implicit TLS (socketTLS) is not available in this build yet; \
-                 refusing to serve plain POP3 where clients expect TLS",
-                pop3.common.location
-            );
-        }
+        let listener = bind(&pop3.common, "POP3")?;
         if pop3.require_tls_for_auth {
-            tracing::warn!(%addr, "requireTLSForAuth: STLS is not available in this build yet; \
+            tracing::warn!(addr = ?listener.local_addr(), "requireTLSForAuth: STLS is not available in this build yet; \
                 plaintext logins are allowed until it is");
         }
-        let listener = Listener::bind(addr)
-            .with_context(|| format!("{}: cannot listen on {addr}", pop3.common.location))?;
         tasks.push(tokio::spawn(mailroom_pop3::serve(
             listener,
             Arc::new(pop3_settings(pop3)),
@@ -186,9 +168,7 @@ async fn serve(
             );
             continue;
         }
-        let addr = SocketAddr::new(manager.common.bind, manager.common.port);
-        let listener = Listener::bind(addr)
-            .with_context(|| format!("{}: cannot listen on {addr}", manager.common.location))?;
+        let listener = bind(&manager.common, "RemoteManager")?;
         tasks.push(tokio::spawn(mailroom_remotemanager::serve(
             listener,
             Arc::new(remote_manager_settings(manager)),
@@ -213,6 +193,20 @@ async fn serve(
     }
     shutdown.wait().await;
     Ok(())
+}
+
+/// Binds a service's listener. Implicit TLS is refused: this build cannot serve it, and plain
+/// text where clients expect TLS would expose their passwords.
+fn bind(common: &ServiceCommon, protocol: &str) -> Result<Listener> {
+    let addr = SocketAddr::new(common.bind, common.port);
+    if common.tls.socket_tls {
+        bail!(
+            "{}: implicit TLS (socketTLS) is not available in this build yet; \
+             refusing to serve plain {protocol} where clients expect TLS",
+            common.location
+        );
+    }
+    Listener::bind(addr).with_context(|| format!("{}: cannot listen on {addr}", common.location))
 }
 
 /// The SMTP listener settings of one `<smtpserver>` block.

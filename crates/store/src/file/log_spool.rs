@@ -1389,6 +1389,20 @@ mod tests {
         name
     }
 
+    /// Changes one octet of the `index`th record of a segment, past its header.
+    fn damage_record(segment: &Path, index: usize) {
+        let bytes = fs::read(segment).unwrap();
+        let at = bytes
+            .windows(MAGIC.len())
+            .enumerate()
+            .filter(|(_, w)| w == MAGIC)
+            .nth(index)
+            .unwrap()
+            .0;
+        let file = File::options().write(true).open(segment).unwrap();
+        file.write_all_at(b"?", (at + HEADER + 3) as u64).unwrap();
+    }
+
     fn segments(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -1457,17 +1471,7 @@ mod tests {
                 .unwrap(),
         );
         // Damage the second record, as a crash during its write would.
-        let bytes = fs::read(&segment).unwrap();
-        let second_record = bytes
-            .windows(MAGIC.len())
-            .enumerate()
-            .filter(|(_, w)| w == MAGIC)
-            .nth(1)
-            .unwrap()
-            .0;
-        let file = File::options().write(true).open(&segment).unwrap();
-        file.write_all_at(b"?", (second_record + HEADER + 3) as u64)
-            .unwrap();
+        damage_record(&segment, 1);
         let spool = LogSpool::open(dir.path()).unwrap();
         assert_eq!(spool.list().unwrap(), [first]);
         assert!(spool.retrieve(&second).unwrap().is_none());
@@ -1578,17 +1582,7 @@ mod tests {
                 .find(|n| n.starts_with("seg-"))
                 .unwrap(),
         );
-        let bytes = fs::read(&segment).unwrap();
-        let second = bytes
-            .windows(MAGIC.len())
-            .enumerate()
-            .filter(|(_, w)| w == MAGIC)
-            .nth(1)
-            .unwrap()
-            .0;
-        let file = File::options().write(true).open(&segment).unwrap();
-        file.write_all_at(b"?", (second + HEADER + 3) as u64)
-            .unwrap();
+        damage_record(&segment, 1);
         let spool = LogSpool::open(dir.path()).unwrap();
         assert_eq!(spool.list().unwrap(), names[..1]);
         // The first mail leaves; the segment stays for an administrator.
