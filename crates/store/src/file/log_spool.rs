@@ -11,7 +11,8 @@
 //! segment  = record*
 //! record   = header (36 octets) | mail name | payload
 //! header   = "MRLG" | kind (1) | 0 0 0 | seq (u64) | name length (u32) | payload length (u64)
-//!            | CRC-32 of name and payload (u32) | CRC-32 of the 32 octets before (u32)
+//!            | CRC-32 of name and payload (u32)
+//!            | CRC-32 of the 32 octets before and of the segment's number (u32)
 //! MAIL     payload = message | envelope JSON | envelope length (u32)
 //! ENVELOPE payload = envelope JSON      (a processor hop: the message is the last MAIL's)
 //! DONE     payload = empty              (the mail left the spool)
@@ -198,8 +199,25 @@ fn segment_path(dir: &Path, number: u64, big: bool) -> PathBuf {
     ))
 }
 
-/// The header of a record.
-fn header(kind: u8, seq: u64, name: &str, payload_len: u64, payload_crc: u32) -> [u8; HEADER] {
+/// The CRC of a header's first 32 octets, salted with the number of the segment it belongs to:
+/// a record is only ever valid in its own segment, so stale blocks of a deleted segment that
+/// surface in another file after a power loss are never read as records.
+fn header_crc(h: &[u8; HEADER], segment: u64) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&h[0..32]);
+    crc.update(&segment.to_le_bytes());
+    crc.finalize()
+}
+
+/// The header of a record in `segment`.
+fn header(
+    segment: u64,
+    kind: u8,
+    seq: u64,
+    name: &str,
+    payload_len: u64,
+    payload_crc: u32,
+) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
     h[0..4].copy_from_slice(MAGIC);
     h[4] = kind;
@@ -207,7 +225,7 @@ fn header(kind: u8, seq: u64, name: &str, payload_len: u64, payload_crc: u32) ->
     h[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
     h[20..28].copy_from_slice(&payload_len.to_le_bytes());
     h[28..32].copy_from_slice(&payload_crc.to_le_bytes());
-    let crc = crc32fast::hash(&h[0..32]);
+    let crc = header_crc(&h, segment);
     h[32..36].copy_from_slice(&crc.to_le_bytes());
     h
 }
@@ -244,7 +262,7 @@ struct Scanned {
 /// Reads the whole records of a segment, in order; stops at the first one that is not whole.
 /// Also says whether what follows looks like damage rather than a torn last record: a whole
 /// record header further on.
-fn scan(file: &File) -> io::Result<(Vec<Scanned>, bool)> {
+fn scan(file: &File, segment: u64) -> io::Result<(Vec<Scanned>, bool)> {
     let len = file.metadata()?.len();
     let mut records = Vec::new();
     let mut at = 0u64;
@@ -254,7 +272,7 @@ fn scan(file: &File) -> io::Result<(Vec<Scanned>, bool)> {
         file.read_exact_at(&mut h, at)?;
         let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 octets"));
         let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().expect("8 octets"));
-        if &h[0..4] != MAGIC || u32_at(32) != crc32fast::hash(&h[0..32]) {
+        if &h[0..4] != MAGIC || u32_at(32) != header_crc(&h, segment) {
             break;
         }
         let kind = h[4];
@@ -312,12 +330,12 @@ fn scan(file: &File) -> io::Result<(Vec<Scanned>, bool)> {
         records.push(scanned);
         at = end;
     }
-    let damaged = at < len && header_after(file, at + 1, len)?;
+    let damaged = at < len && header_after(file, segment, at + 1, len)?;
     Ok((records, damaged))
 }
 
 /// Whether a record header with a valid CRC starts anywhere in `from..len`.
-fn header_after(file: &File, from: u64, len: u64) -> io::Result<bool> {
+fn header_after(file: &File, segment: u64, from: u64, len: u64) -> io::Result<bool> {
     let mut chunk = vec![0u8; 1 << 20];
     let mut pos = from;
     while pos + HEADER as u64 <= len {
@@ -334,7 +352,7 @@ fn header_after(file: &File, from: u64, len: u64) -> io::Result<bool> {
             if at + HEADER as u64 <= len {
                 file.read_exact_at(&mut h, at)?;
                 let crc = u32::from_le_bytes(h[32..36].try_into().expect("4 octets"));
-                if crc == crc32fast::hash(&h[0..32]) {
+                if crc == header_crc(&h, segment) {
                     return Ok(true);
                 }
             }
@@ -380,7 +398,7 @@ impl LogSpool {
             // After a kill -9 the last records may be in the page cache only: make them
             // durable before trusting them to supersede older ones.
             file.sync_data()?;
-            let (scanned, damaged) = scan(&file)?;
+            let (scanned, damaged) = scan(&file, number)?;
             if damaged {
                 // Records after a damaged one cannot be trusted (nor found safely), and
                 // acknowledged mails may be among them: keep the file for an administrator.
@@ -696,7 +714,14 @@ impl Shared {
         let seq = inner.next_seq;
         inner.next_seq += 1;
         let mut record = Vec::with_capacity(HEADER + name.len() + payload_len);
-        record.extend_from_slice(&header(kind, seq, name, payload_len as u64, crc.finalize()));
+        record.extend_from_slice(&header(
+            inner.active,
+            kind,
+            seq,
+            name,
+            payload_len as u64,
+            crc.finalize(),
+        ));
         record.extend_from_slice(name.as_bytes());
         for part in payload {
             record.extend_from_slice(part);
@@ -843,7 +868,7 @@ impl Shared {
         drop(inner);
         let path = segment_path(&self.dir, number, true);
         let finished = big
-            .finish(envelope, seq, &path)
+            .finish(envelope, number, seq, &path)
             .and_then(|done| sync_dir(&self.dir).map(|()| done));
         let mut inner = lock(&self.inner);
         inner.committing_big.remove(&envelope.name);
@@ -1056,7 +1081,13 @@ impl BigWriter {
 
     /// Completes the record, makes it durable and renames it to `path`. Returns the file and
     /// where the message is in it (the segment number is the caller's to fill in).
-    fn finish(mut self, envelope: &Envelope, seq: u64, path: &Path) -> io::Result<(File, Content)> {
+    fn finish(
+        mut self,
+        envelope: &Envelope,
+        segment: u64,
+        seq: u64,
+        path: &Path,
+    ) -> io::Result<(File, Content)> {
         let message_len = self.payload_len;
         let json = envelope_json(envelope)?;
         self.write_all(&json)?;
@@ -1064,6 +1095,7 @@ impl BigWriter {
         self.out.flush()?;
         let file = self.out.get_ref().try_clone()?;
         let h = header(
+            segment,
             KIND_MAIL,
             seq,
             &self.name,
@@ -1590,6 +1622,45 @@ mod tests {
         drop(spool);
         let spool = LogSpool::open(dir.path()).unwrap();
         assert!(segment.exists());
+        assert!(spool.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn records_count_only_in_their_own_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved = tempfile::tempdir().unwrap();
+        let name = {
+            let spool = LogSpool::open(dir.path()).unwrap();
+            incoming(&spool, b"once\r\n")
+        };
+        let original = segments(dir.path())
+            .into_iter()
+            .find(|n| n.starts_with("seg-"))
+            .unwrap();
+        fs::copy(dir.path().join(&original), saved.path().join("old")).unwrap();
+        {
+            let spool = LogSpool::open(dir.path()).unwrap();
+            assert!(spool.remove(&name).unwrap());
+        }
+        assert!(!dir.path().join(&original).exists());
+        // Reopened, the spool no longer needs the removal's record either: only the new active
+        // segment is left.
+        drop(LogSpool::open(dir.path()).unwrap());
+        assert_eq!(
+            segments(dir.path())
+                .iter()
+                .filter(|n| n.starts_with("seg-"))
+                .count(),
+            1
+        );
+        // The old blocks show up in another file (after a power loss, say): the mail they hold
+        // was removed and must not come back.
+        fs::copy(
+            saved.path().join("old"),
+            segment_path(dir.path(), 999, false),
+        )
+        .unwrap();
+        let spool = LogSpool::open(dir.path()).unwrap();
         assert!(spool.list().unwrap().is_empty());
     }
 
