@@ -12,7 +12,7 @@ use std::sync::Arc;
 use mailroom_net::{Listener, ShutdownWatch};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::session::{Session, Step};
+use crate::session::Session;
 use crate::{Console, RemoteManagerSettings};
 
 /// The longest command line accepted, in octets.
@@ -70,7 +70,8 @@ async fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    stream.write_all(Session::banner().as_bytes()).await?;
+    let timeout = settings.connection_timeout;
+    write(stream, Session::banner().as_bytes(), timeout).await?;
     let mut lines = LineReader::default();
     let mut buf = vec![0u8; 4096];
     loop {
@@ -97,15 +98,15 @@ where
                     session = back;
                     step
                 }
-                Err(TooLong) => Step {
-                    output: format!("Error: line too long (at most {MAX_LINE} octets)\r\n"),
-                    ..Step::default()
-                },
+                Err(TooLong) => session.line_too_long(MAX_LINE),
             };
             if let Some(delay) = step.delay {
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = shutdown.recv() => return Ok(()),
+                }
             }
-            stream.write_all(step.output.as_bytes()).await?;
+            write(stream, step.output.as_bytes(), timeout).await?;
             if step.shutdown {
                 (console.request_shutdown)();
             }
@@ -113,6 +114,22 @@ where
                 return Ok(());
             }
         }
+    }
+}
+
+/// Writes `bytes`, giving up after `timeout`: a client that stops reading must not hold its
+/// session, and with it the server's shutdown, forever.
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    timeout: std::time::Duration,
+) -> io::Result<()> {
+    match tokio::time::timeout(timeout, stream.write_all(bytes)).await {
+        Ok(written) => written,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client stopped reading",
+        )),
     }
 }
 

@@ -85,6 +85,18 @@ impl Session {
         }
     }
 
+    /// The answer to a line longer than `max` octets, which was discarded.
+    pub fn line_too_long(&self, max: usize) -> Step {
+        let mut output = format!("Error: line too long (at most {max} octets)\r\n");
+        if self.administrator().is_some() {
+            output.push_str(&self.settings.prompt);
+        }
+        Step {
+            output,
+            ..Step::default()
+        }
+    }
+
     /// Handles one line (without its line end). Blocking: commands use the repositories.
     pub fn line(&mut self, line: &str) -> Step {
         let mut step = Step::default();
@@ -185,16 +197,16 @@ impl Session {
         let Some(wanted) = argument.filter(|a| !a.is_empty()) else {
             return out.line("Usage: user [repositoryName]");
         };
-        let wanted = wanted.to_lowercase();
+        let lower = wanted.to_lowercase();
         match self
             .console
             .users
             .iter()
-            .position(|(name, _)| name.to_lowercase() == wanted)
+            .position(|(name, _)| name.to_lowercase() == lower)
         {
             Some(index) => {
                 self.users = index;
-                out.line(format!("Changed to repository '{wanted}'."));
+                out.line(format!("Changed to repository '{lower}'."));
             }
             None => out.line(format!("No such repository: {wanted}")),
         }

@@ -22,6 +22,9 @@ const LIST_USAGE: &str =
 const FLUSH_USAGE: &str = "Usage: FLUSHSPOOL [spoolrepositoryname] ([key=mKey] | [header=headername] [regex=regexValue] )";
 const DELETE_USAGE: &str = "Usage: DELETESPOOL [spoolrepositoryname] ([key=mKey] | [header=headername] [regex=regexValue])";
 
+/// A selected mail: its name and its `listspool` line.
+type Selected = (String, String);
+
 /// Which mails of the repository a command acts on.
 struct Selection {
     url: String,
@@ -64,15 +67,21 @@ impl Selection {
             })
     }
 
-    /// The repository and its selected mails. `Err` carries the reason to print.
-    fn select(&self, console: &Console) -> Result<(Arc<dyn MailRepository>, Vec<Mail>), String> {
+    /// The repository and the names of its selected mails, each with its listing line. Mails
+    /// are read one at a time and dropped: a retrieved mail keeps its file open, and a large
+    /// error repository must not exhaust the process's file descriptors. `Err` carries the
+    /// reason to print.
+    fn select(
+        &self,
+        console: &Console,
+    ) -> Result<(Arc<dyn MailRepository>, Vec<Selected>), String> {
         let repository = (console.open_repository)(&self.url)?;
         let mut selected = Vec::new();
         for name in repository.list().map_err(|e| e.to_string())? {
             // A mail removed since the listing is simply not selected.
             if let Some(mail) = repository.retrieve(&name).map_err(|e| e.to_string())? {
                 if self.matches(&mail) {
-                    selected.push(mail);
+                    selected.push((name, listing(&mail)));
                 }
             }
         }
@@ -80,30 +89,35 @@ impl Selection {
     }
 }
 
+/// `key: <key> sender: <sender> recipient: <r1> <r2> ...`
+fn listing(mail: &Mail) -> String {
+    let sender = mail
+        .sender()
+        .map_or_else(|| "<>".to_string(), ToString::to_string);
+    let mut line = format!("key: {} sender: {sender} recipient:", mail.name());
+    for recipient in mail.recipients() {
+        line.push(' ');
+        line.push_str(&recipient.to_string());
+    }
+    line
+}
+
 /// `listspool <url> [header=h regex=r]`.
 pub fn list(console: &Console, argument: Option<&str>, out: &mut Out) {
     let Some(selection) = Selection::parse(argument, false) else {
         return out.line(LIST_USAGE);
     };
-    let mails = match selection.select(console) {
-        Ok((_, mails)) => mails,
+    let selected = match selection.select(console) {
+        Ok((_, selected)) => selected,
         Err(e) => return out.line(format!("Error opening the spoolrepository {e}")),
     };
-    if !mails.is_empty() {
+    if !selected.is_empty() {
         out.line("Messages in spool:");
     }
-    for mail in &mails {
-        let sender = mail
-            .sender()
-            .map_or_else(|| "<>".to_string(), ToString::to_string);
-        let mut line = format!("key: {} sender: {sender} recipient:", mail.name());
-        for recipient in mail.recipients() {
-            line.push(' ');
-            line.push_str(&recipient.to_string());
-        }
+    for (_, line) in &selected {
         out.line(line);
     }
-    out.line(format!("Number of spooled mails: {}", mails.len()));
+    out.line(format!("Number of spooled mails: {}", selected.len()));
 }
 
 /// `flushspool <url> [key=k | header=h regex=r]`: back to the spool, state `root`.
@@ -111,27 +125,29 @@ pub fn flush(console: &Console, argument: Option<&str>, out: &mut Out) {
     let Some(selection) = Selection::parse(argument, true) else {
         return out.line(FLUSH_USAGE);
     };
-    let (repository, mails) = match selection.select(console) {
+    let (repository, selected) = match selection.select(console) {
         Ok(selected) => selected,
         Err(e) => return out.line(format!("Error accessing the spoolrepository {e}")),
     };
     let mut flushed = 0;
-    for mut mail in mails {
-        mail.set_state(mailroom_mailet::state::ROOT);
-        mail.envelope.error_message = None;
-        mail.envelope.touch();
-        let moved = console
-            .spool
-            .store(&mail)
-            .and_then(|()| repository.remove(mail.name()));
+    for (name, _) in selected {
+        let moved = repository.retrieve(&name).and_then(|mail| {
+            // Gone since it was selected: nothing to flush.
+            let Some(mut mail) = mail.filter(|m| selection.matches(m)) else {
+                return Ok(false);
+            };
+            mail.set_state(mailroom_mailet::state::ROOT);
+            mail.envelope.error_message = None;
+            mail.envelope.touch();
+            console.spool.store(&mail)?;
+            repository.remove(&name)
+        });
         match moved {
-            Ok(_) => flushed += 1,
+            Ok(true) => flushed += 1,
+            Ok(false) => {}
             Err(e) => {
-                tracing::error!(mail = %mail.name(), error = %e, "RemoteManager: flushing failed");
-                out.line(format!(
-                    "Error flushing the mail with key: {} {e}",
-                    mail.name()
-                ));
+                tracing::error!(mail = %name, error = %e, "RemoteManager: flushing failed");
+                out.line(format!("Error flushing the mail with key: {name} {e}"));
             }
         }
     }
@@ -144,19 +160,16 @@ pub fn delete(console: &Console, argument: Option<&str>, out: &mut Out) {
     let Some(selection) = Selection::parse(argument, true) else {
         return out.line(DELETE_USAGE);
     };
-    let (repository, mails) = match selection.select(console) {
+    let (repository, selected) = match selection.select(console) {
         Ok(selected) => selected,
         Err(e) => return out.line(format!("Error opening the spoolrepository {e}")),
     };
     let mut deleted = 0;
-    for mail in &mails {
-        match repository.remove(mail.name()) {
+    for (name, _) in &selected {
+        match repository.remove(name) {
             Ok(true) => deleted += 1,
             Ok(false) => {}
-            Err(e) => out.line(format!(
-                "Error deleting the mail with key: {} {e}",
-                mail.name()
-            )),
+            Err(e) => out.line(format!("Error deleting the mail with key: {name} {e}")),
         }
     }
     tracing::info!(url = %selection.url, deleted, "RemoteManager: mails deleted");

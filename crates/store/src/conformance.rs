@@ -172,6 +172,12 @@ pub fn users_repository(users: &dyn UsersRepository) {
         .password_hash
         .starts_with("$argon2id$"));
     assert!(users.verify_password("legacy", "secret").unwrap());
+    // An upgrade computed against a hash that has changed since does not undo the change.
+    let current = users.get("legacy").unwrap().unwrap().password_hash;
+    assert!(!users
+        .replace_password_hash("legacy", "stale", "x".into())
+        .unwrap());
+    assert_eq!(users.get("legacy").unwrap().unwrap().password_hash, current);
 
     assert_eq!(users.list().unwrap(), vec!["Alice", "bob", "legacy"]);
     assert_eq!(users.count().unwrap(), 3);

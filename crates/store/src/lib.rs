@@ -169,10 +169,25 @@ pub trait UsersRepository: Send + Sync {
         Ok(self.list()?.len())
     }
 
+    /// Replaces a user's password hash if it is still `old`, so that an upgrade computed from a
+    /// password (argon2 takes tens of milliseconds) never undoes a change an administrator made
+    /// meanwhile. Returns whether it was replaced.
+    fn replace_password_hash(&self, name: &str, old: &str, new: String) -> Result<bool> {
+        let Some(mut user) = self.get(name)? else {
+            return Ok(false);
+        };
+        if user.password_hash != old {
+            return Ok(false);
+        }
+        user.password_hash = new;
+        self.update(&user)?;
+        Ok(true)
+    }
+
     /// Checks a password. A hash in an older scheme (James's SHA-1) that matches is upgraded to
     /// argon2id on the way.
     fn verify_password(&self, name: &str, password: &str) -> Result<bool> {
-        let Some(mut user) = self.get(name)? else {
+        let Some(user) = self.get(name)? else {
             // Spend the time a real check takes so that timing does not reveal user names.
             password::verify(password::DUMMY_HASH, password);
             return Ok(false);
@@ -181,8 +196,7 @@ pub trait UsersRepository: Send + Sync {
             password::Verified::No => Ok(false),
             password::Verified::Yes => Ok(true),
             password::Verified::YesButUpgrade => {
-                user.password_hash = password::hash(password);
-                self.update(&user)?;
+                self.replace_password_hash(name, &user.password_hash, password::hash(password))?;
                 Ok(true)
             }
         }

@@ -100,8 +100,13 @@ impl VerifiedLogins {
             Verified::No => return Ok(None),
             Verified::Yes => {}
             Verified::YesButUpgrade => {
-                user.password_hash = password::hash(password);
-                self.users.update(&user)?;
+                let upgraded = password::hash(password);
+                if self
+                    .users
+                    .replace_password_hash(name, &user.password_hash, upgraded.clone())?
+                {
+                    user.password_hash = upgraded;
+                }
             }
         }
         self.remember(key, &user.password_hash, mac);
