@@ -39,7 +39,7 @@ const MESSAGE_CHUNK: usize = 64 * 1024;
 
 /// Replies are written once this much is pending, so that a large RETR streams in bounded
 /// memory; smaller batches are written whole, once per read.
-const FLUSH_AT: usize = 128 * 1024;
+const FLUSH_AT: usize = crate::session::REPLY_BATCH;
 
 /// What POP3 reads: the users (behind the verified-logins cache) and their inboxes.
 pub struct Pop3Store {
@@ -197,7 +197,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 let (used, outcome) = self.session.ingest(input, &mut self.out);
                 input = &input[used..];
                 let outcome = match outcome {
-                    Outcome::Continue => break,
+                    Outcome::Continue if input.is_empty() || used == 0 => break,
+                    // The session stopped with a batch of replies pending: write them before
+                    // it reads more of the client's pipeline.
+                    Outcome::Continue => {
+                        self.flush().await?;
+                        continue;
+                    }
                     Outcome::Login(login) => self.login(login, shutdown).await,
                     Outcome::Send { index, body_lines } => {
                         self.send(index, body_lines).await?;

@@ -31,6 +31,9 @@ use crate::codec::{parse_command, Command, LineEvent, LineReader};
 use crate::reply::{Code, Reply};
 use crate::Pop3Settings;
 
+/// Pending replies past which [`Session::ingest`] stops and lets the driver write.
+pub const REPLY_BATCH: usize = 128 * 1024;
+
 /// After this many failed logins in one session the client is disconnected.
 pub const MAX_LOGIN_FAILURES: u32 = 3;
 
@@ -200,6 +203,8 @@ impl Session {
     /// Feeds client input. Returns how many octets were consumed and what the driver must do.
     /// Input after a line that needs the driver is not consumed: pass it again once the driver
     /// has answered.
+    ///
+    /// It stops early, with input left, once [`REPLY_BATCH`] octets of replies are pending.
     pub fn ingest(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Outcome) {
         let mut used = 0;
         while used < input.len() {
@@ -229,6 +234,11 @@ impl Session {
             };
             if outcome != Outcome::Continue {
                 return (used, outcome);
+            }
+            if out.len() >= REPLY_BATCH {
+                // A pipelined batch of listings (UIDL of a large mailbox, many times) must not
+                // grow without bound: the driver writes this much before feeding the rest.
+                return (used, Outcome::Continue);
             }
         }
         (used, Outcome::Continue)

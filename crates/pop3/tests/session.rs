@@ -458,3 +458,25 @@ fn every_split_of_a_pipelined_batch_gives_the_same_replies() {
         assert_eq!(out, whole, "split at {split}");
     }
 }
+
+#[test]
+fn a_pipelined_batch_of_listings_is_answered_in_bounded_parts() {
+    let mut session = Session::new(settings(false), 7);
+    say(&mut session, "USER alice\r\n");
+    feed(&mut session, "PASS secret\r\n");
+    let many: Vec<MailboxMessage> = (0..3000)
+        .map(|i| MailboxMessage {
+            uid: format!("1700000000.M{i}P1Q{i}.host"),
+            size: 1000,
+        })
+        .collect();
+    session.logged_in(Ok(many), &mut Vec::new());
+    let pipeline = "UIDL\r\n".repeat(100);
+    let (out, outcome, rest) = feed(&mut session, &pipeline);
+    assert_eq!(outcome, Outcome::Continue);
+    // One listing is about 100 KB: the session stops after the one that passes the batch
+    // size, and leaves the rest of the pipeline for after the write.
+    assert!(out.len() >= mailroom_pop3::session::REPLY_BATCH);
+    assert!(out.len() < 3 * mailroom_pop3::session::REPLY_BATCH, "{}", out.len());
+    assert!(!rest.is_empty() && rest.len() % 6 == 0);
+}
