@@ -477,6 +477,10 @@ fn a_pipelined_batch_of_listings_is_answered_in_bounded_parts() {
     // One listing is about 100 KB: the session stops after the one that passes the batch
     // size, and leaves the rest of the pipeline for after the write.
     assert!(out.len() >= mailroom_pop3::session::REPLY_BATCH);
-    assert!(out.len() < 3 * mailroom_pop3::session::REPLY_BATCH, "{}", out.len());
+    assert!(
+        out.len() < 3 * mailroom_pop3::session::REPLY_BATCH,
+        "{}",
+        out.len()
+    );
     assert!(!rest.is_empty() && rest.len() % 6 == 0);
 }
