@@ -1435,6 +1435,16 @@ mod tests {
         file.write_all_at(b"?", (at + HEADER + 3) as u64).unwrap();
     }
 
+    /// The oldest small segment.
+    fn first_segment(dir: &Path) -> PathBuf {
+        dir.join(
+            segments(dir)
+                .into_iter()
+                .find(|n| n.starts_with("seg-"))
+                .unwrap(),
+        )
+    }
+
     fn segments(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -1496,12 +1506,7 @@ mod tests {
             let spool = LogSpool::open(dir.path()).unwrap();
             (incoming(&spool, b"one\r\n"), incoming(&spool, b"two\r\n"))
         };
-        let segment = dir.path().join(
-            segments(dir.path())
-                .into_iter()
-                .find(|n| n.starts_with("seg-"))
-                .unwrap(),
-        );
+        let segment = first_segment(dir.path());
         // Damage the second record, as a crash during its write would.
         damage_record(&segment, 1);
         let spool = LogSpool::open(dir.path()).unwrap();
@@ -1608,12 +1613,7 @@ mod tests {
                 .map(|body| incoming(&spool, body.as_bytes()))
                 .collect()
         };
-        let segment = dir.path().join(
-            segments(dir.path())
-                .into_iter()
-                .find(|n| n.starts_with("seg-"))
-                .unwrap(),
-        );
+        let segment = first_segment(dir.path());
         damage_record(&segment, 1);
         let spool = LogSpool::open(dir.path()).unwrap();
         assert_eq!(spool.list().unwrap(), names[..1]);
@@ -1633,16 +1633,13 @@ mod tests {
             let spool = LogSpool::open(dir.path()).unwrap();
             incoming(&spool, b"once\r\n")
         };
-        let original = segments(dir.path())
-            .into_iter()
-            .find(|n| n.starts_with("seg-"))
-            .unwrap();
-        fs::copy(dir.path().join(&original), saved.path().join("old")).unwrap();
+        let original = first_segment(dir.path());
+        fs::copy(&original, saved.path().join("old")).unwrap();
         {
             let spool = LogSpool::open(dir.path()).unwrap();
             assert!(spool.remove(&name).unwrap());
         }
-        assert!(!dir.path().join(&original).exists());
+        assert!(!original.exists());
         // Reopened, the spool no longer needs the removal's record either: only the new active
         // segment is left.
         drop(LogSpool::open(dir.path()).unwrap());
