@@ -2,18 +2,36 @@
 //!
 //! Each kind of repository is a trait, so that the file, SQLite, PostgreSQL and DBFile backends
 //! are interchangeable behind a `destinationURL`; [`conformance`] holds the test-suite every
-//! backend runs. The traits are synchronous: the SpoolManager's workers are threads, and the
-//! network servers call them from blocking tasks.
+//! backend runs.
+//!
+//! **The traits are async** (`async fn` through `async_trait`, so that they stay dyn-safe: the
+//! server holds every repository as an `Arc<dyn ...>` chosen by URL at start-up). Callers
+//! `.await` them from tokio tasks — the SMTP, POP3 and RemoteManager drivers — and never block a
+//! runtime worker thread on a disk or a database:
+//!
+//! * a backend whose driver is async (sqlx) implements these traits directly;
+//! * a backend whose I/O blocks (the file backend) implements the synchronous twins in
+//!   [`blocking`] and is wrapped in [`Blocking`], which runs every call on tokio's blocking
+//!   pool (`spawn_blocking`). Streams are adapted too: an incoming message's octets are
+//!   buffered and written in 64 KiB steps on the pool, and a stored message is read through
+//!   an `AsyncRead` that reads on the pool.
+//!
+//! The SpoolManager's workers are OS threads of their own (James's `<threads>`), not runtime
+//! threads; they call these traits through a runtime handle's `block_on`.
 //!
 //! Durability is part of every contract here: when a call that writes returns `Ok`, the data
 //! survives a crash (written, fsync'd, renamed or committed).
 #![deny(missing_docs)]
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use mailroom_mailet::{Envelope, Mail, Message};
+use tokio::io::AsyncRead;
 
+mod adapter;
+pub mod blocking;
 pub mod conformance;
 pub mod file;
 pub mod mappings;
@@ -23,6 +41,7 @@ pub mod password;
 mod users;
 mod verified;
 
+pub use adapter::{Blocking, BlockingReader};
 pub use mappings::MappingsRepository;
 pub use names::{new_mail_name, validate_mail_name, validate_user_name};
 pub use news::{GroupInfo, NewsRepository, Overview};
@@ -57,32 +76,39 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A repository of mails (envelope + message) keyed by name: the error repository, the
 /// `local-address-error` repository, anything `ToRepository` writes to.
+#[async_trait]
 pub trait MailRepository: Send + Sync {
     /// Stores the mail under its name, replacing any mail of that name. Durable on return.
-    fn store(&self, mail: &Mail) -> Result<()>;
+    async fn store(&self, mail: &Mail) -> Result<()>;
 
     /// The mail called `name`.
-    fn retrieve(&self, name: &str) -> Result<Option<Mail>>;
+    async fn retrieve(&self, name: &str) -> Result<Option<Mail>>;
 
     /// Removes the mail called `name`; returns whether it existed.
-    fn remove(&self, name: &str) -> Result<bool>;
+    async fn remove(&self, name: &str) -> Result<bool>;
 
     /// The names of every mail, oldest first.
-    fn list(&self) -> Result<Vec<String>>;
+    async fn list(&self) -> Result<Vec<String>>;
 
     /// Starts a new mail whose message is streamed in: write the message, then
     /// [`IncomingMessage::commit`] it with its envelope. Dropping it uncommitted discards it.
-    fn incoming(&self) -> Result<Box<dyn IncomingMessage>>;
+    async fn incoming(&self) -> Result<Box<dyn IncomingMessage>>;
 }
 
 /// A message being streamed into a repository (SMTP DATA, a fetched POP3 message).
-pub trait IncomingMessage: Write + Send {
+#[async_trait]
+pub trait IncomingMessage: Send {
     /// The name the mail will have.
     fn name(&self) -> &str;
 
+    /// Appends octets of the message. A backend may buffer them until [`commit`].
+    ///
+    /// [`commit`]: IncomingMessage::commit
+    async fn write(&mut self, octets: &[u8]) -> io::Result<()>;
+
     /// Makes the mail durable with `envelope` (whose name and size are set from this message).
     /// Only after this returns may a server acknowledge the mail.
-    fn commit(self: Box<Self>, envelope: Envelope) -> Result<()>;
+    async fn commit(self: Box<Self>, envelope: Envelope) -> Result<()>;
 }
 
 /// The spool: a mail repository from which the SpoolManager's workers take mails one at a time.
@@ -90,25 +116,27 @@ pub trait IncomingMessage: Write + Send {
 /// A mail handed out by [`SpoolRepository::lease`] is locked: no other worker (and, on a shared
 /// database, no other node) gets it until it is removed or released. Locks do not survive a
 /// crash, so a mail whose processing was cut short is processed again after a restart.
+#[async_trait]
 pub trait SpoolRepository: MailRepository {
     /// Waits up to `timeout` for an unlocked mail, locks it and returns it.
-    fn lease(&self, timeout: Duration) -> Result<Option<Mail>>;
+    async fn lease(&self, timeout: Duration) -> Result<Option<Mail>>;
 
     /// Unlocks a leased mail without removing it; it is handed out again once `retry_after`
     /// has passed (at once for zero).
-    fn release(&self, name: &str, retry_after: Duration);
+    async fn release(&self, name: &str, retry_after: Duration);
 }
 
 /// Users' inboxes: where `LocalDelivery` puts mail and POP3 reads it.
+#[async_trait]
 pub trait InboxRepository: Send + Sync {
     /// Appends a message to `user`'s inbox, with `trace_header` (Return-Path, Delivered-To)
     /// above its header section. The message is whole and visible on return, and durable once
     /// [`InboxRepository::sync`] has returned: the spool removes a delivered mail only after
     /// that, and syncs once for a batch of deliveries.
-    fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()>;
+    async fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()>;
 
     /// Makes every delivery that returned before this call durable.
-    fn sync(&self) -> Result<()>;
+    async fn sync(&self) -> Result<()>;
 
     /// Opens `user`'s inbox for a reader (a POP3 session): locks it exclusively — a second
     /// open fails with [`StoreError::InUse`] until the returned [`Mailbox`] is dropped, also
@@ -116,7 +144,7 @@ pub trait InboxRepository: Send + Sync {
     /// delivered while it is open is not in the snapshot; it shows in the next one. `user` is
     /// the canonical name [`UsersRepository::get`] returns, which is what delivery uses. A user
     /// without mail yet has an empty inbox.
-    fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>>;
+    async fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>>;
 }
 
 /// One message in a [`Mailbox`] snapshot.
@@ -131,8 +159,12 @@ pub struct MailboxMessage {
     pub size: u64,
 }
 
+/// A stored message being read.
+pub type MessageStream = Box<dyn AsyncRead + Send + Unpin>;
+
 /// A user's inbox opened by [`InboxRepository::open_mailbox`]; dropping it releases the lock
 /// without changing anything.
+#[async_trait]
 pub trait Mailbox: Send {
     /// The messages of the snapshot, oldest first. Indexes into this slice name messages in
     /// the other methods.
@@ -140,65 +172,71 @@ pub trait Mailbox: Send {
 
     /// Streams message `index` as stored, never whole in memory. Lines may end in a bare LF
     /// (a Maildir written by another program); [`MailboxMessage::size`] counts each as CRLF.
-    fn open_message(&self, index: usize) -> Result<Box<dyn Read + Send>>;
+    async fn open_message(&self, index: usize) -> Result<MessageStream>;
 
     /// Removes the messages at `indexes` (a message removed meanwhile by someone else is not
     /// an error). Durable on return: a POP3 server answers QUIT only after this.
-    fn delete(&mut self, indexes: &[usize]) -> Result<()>;
+    async fn delete(&mut self, indexes: &[usize]) -> Result<()>;
 }
 
 /// The users repository: accounts, password hashes, aliases and forwards.
+#[async_trait]
 pub trait UsersRepository: Send + Sync {
     /// Adds a new user; fails with [`StoreError::AlreadyExists`] if the name is taken.
-    fn add(&self, user: &User) -> Result<()>;
+    async fn add(&self, user: &User) -> Result<()>;
 
     /// The user called `name`. Names are case-insensitive: `Bob` finds `bob`.
-    fn get(&self, name: &str) -> Result<Option<User>>;
+    async fn get(&self, name: &str) -> Result<Option<User>>;
 
     /// Replaces an existing user's record; fails with [`StoreError::NotFound`] otherwise.
-    fn update(&self, user: &User) -> Result<()>;
+    async fn update(&self, user: &User) -> Result<()>;
 
     /// Removes a user; returns whether it existed.
-    fn remove(&self, name: &str) -> Result<bool>;
+    async fn remove(&self, name: &str) -> Result<bool>;
 
     /// Every user name, sorted.
-    fn list(&self) -> Result<Vec<String>>;
+    async fn list(&self) -> Result<Vec<String>>;
 
     /// How many users there are.
-    fn count(&self) -> Result<usize> {
-        Ok(self.list()?.len())
-    }
+    async fn count(&self) -> Result<usize>;
 
     /// Replaces a user's password hash if it is still `old`, so that an upgrade computed from a
     /// password (argon2 takes tens of milliseconds) never undoes a change an administrator made
     /// meanwhile. Returns whether it was replaced.
-    fn replace_password_hash(&self, name: &str, old: &str, new: String) -> Result<bool> {
-        let Some(mut user) = self.get(name)? else {
-            return Ok(false);
-        };
-        if user.password_hash != old {
-            return Ok(false);
-        }
-        user.password_hash = new;
-        self.update(&user)?;
-        Ok(true)
-    }
+    async fn replace_password_hash(&self, name: &str, old: &str, new: String) -> Result<bool>;
 
     /// Checks a password. A hash in an older scheme (James's SHA-1) that matches is upgraded to
-    /// argon2id on the way.
-    fn verify_password(&self, name: &str, password: &str) -> Result<bool> {
-        let Some(user) = self.get(name)? else {
-            // Spend the time a real check takes so that timing does not reveal user names.
-            password::verify(password::DUMMY_HASH, password);
-            return Ok(false);
-        };
-        match password::verify(&user.password_hash, password) {
-            password::Verified::No => Ok(false),
-            password::Verified::Yes => Ok(true),
-            password::Verified::YesButUpgrade => {
-                self.replace_password_hash(name, &user.password_hash, password::hash(password))?;
+    /// argon2id on the way. The hash is checked on the blocking pool (argon2 is slow on
+    /// purpose).
+    async fn verify_password(&self, name: &str, password: &str) -> Result<bool> {
+        let user = self.get(name).await?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let password = password.to_string();
+        let (verified, password) = on_blocking_pool(move || {
+            // Without a user, spend the time a real check takes so that timing does not
+            // reveal user names.
+            let hash = stored.as_deref().unwrap_or(password::DUMMY_HASH);
+            (password::verify(hash, &password), password)
+        })
+        .await?;
+        match (user, verified) {
+            (None, _) | (_, password::Verified::No) => Ok(false),
+            (Some(_), password::Verified::Yes) => Ok(true),
+            (Some(user), password::Verified::YesButUpgrade) => {
+                let new = on_blocking_pool(move || password::hash(&password)).await?;
+                self.replace_password_hash(name, &user.password_hash, new)
+                    .await?;
                 Ok(true)
             }
         }
     }
+}
+
+/// Runs CPU-heavy or blocking work on tokio's blocking pool.
+pub(crate) async fn on_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Io(io::Error::other(format!("blocking task failed: {e}"))))
 }

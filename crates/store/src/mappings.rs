@@ -21,20 +21,21 @@ use crate::Result;
 pub const DEFAULT_TABLE: &str = "default";
 
 /// A store of mapping tables, each named (`table=name` in the RemoteManager).
+#[async_trait::async_trait]
 pub trait MappingsRepository: Send + Sync {
     /// Adds `target` to the mappings of `source` in `table` (created on first use). Returns
     /// false if that mapping is there already. Both must be valid ([`Source::parse`],
     /// [`Target::parse`]); callers check first.
-    fn add(&self, table: &str, source: &Source, target: &Target) -> Result<bool>;
+    async fn add(&self, table: &str, source: &Source, target: &Target) -> Result<bool>;
 
     /// Removes one mapping; returns whether it was there.
-    fn remove(&self, table: &str, source: &Source, target: &Target) -> Result<bool>;
+    async fn remove(&self, table: &str, source: &Source, target: &Target) -> Result<bool>;
 
     /// The targets of exactly `source` (no wildcard resolution), in the order they were added.
-    fn get(&self, table: &str, source: &Source) -> Result<Vec<Target>>;
+    async fn get(&self, table: &str, source: &Source) -> Result<Vec<Target>>;
 
     /// Every source of `table` with its targets, sorted by source.
-    fn all(&self, table: &str) -> Result<Vec<(Source, Vec<Target>)>>;
+    async fn all(&self, table: &str) -> Result<Vec<(Source, Vec<Target>)>>;
 }
 
 /// The left side of a mapping: `user@domain`, `*@domain` or `user@*`, lower-cased.

@@ -18,7 +18,7 @@ use blake2::digest::{KeyInit, Mac};
 use blake2::Blake2bMac512;
 
 use crate::password::{self, Verified};
-use crate::{Result, User, UsersRepository};
+use crate::{on_blocking_pool, Result, User, UsersRepository};
 
 /// Checks passwords against a users repository, remembering the logins it verified.
 pub struct VerifiedLogins {
@@ -82,13 +82,14 @@ impl VerifiedLogins {
     }
 
     /// Checks `password` for the user called `name` (case-insensitively) and returns the user
-    /// when it is right. Blocking: it reads the repository and may run argon2 (tens of
-    /// milliseconds), so call it from a blocking thread. A hash in an older scheme is upgraded
-    /// to argon2id on the way, as [`UsersRepository::verify_password`] does.
-    pub fn login(&self, name: &str, password: &str) -> Result<Option<User>> {
-        let Some(mut user) = self.users.get(name)? else {
+    /// when it is right. A cached login costs one MAC; otherwise argon2 runs on the blocking
+    /// pool (tens of milliseconds). A hash in an older scheme is upgraded to argon2id on the
+    /// way, as [`UsersRepository::verify_password`] does.
+    pub async fn login(&self, name: &str, password: &str) -> Result<Option<User>> {
+        let Some(mut user) = self.users.get(name).await? else {
             // Spend the time a real check takes so that timing does not reveal user names.
-            password::verify(password::DUMMY_HASH, password);
+            let password = password.to_string();
+            on_blocking_pool(move || password::verify(password::DUMMY_HASH, &password)).await?;
             return Ok(None);
         };
         let key = user.name.to_lowercase();
@@ -96,14 +97,21 @@ impl VerifiedLogins {
         if self.is_cached(&key, &user.password_hash, &mac) {
             return Ok(Some(user));
         }
-        match password::verify(&user.password_hash, password) {
-            Verified::No => return Ok(None),
-            Verified::Yes => {}
-            Verified::YesButUpgrade => {
-                let upgraded = password::hash(password);
+        let (hash, password) = (user.password_hash.clone(), password.to_string());
+        let upgraded = on_blocking_pool(move || match password::verify(&hash, &password) {
+            Verified::No => None,
+            Verified::Yes => Some(None),
+            Verified::YesButUpgrade => Some(Some(password::hash(&password))),
+        })
+        .await?;
+        match upgraded {
+            None => return Ok(None),
+            Some(None) => {}
+            Some(Some(upgraded)) => {
                 if self
                     .users
-                    .replace_password_hash(name, &user.password_hash, upgraded.clone())?
+                    .replace_password_hash(name, &user.password_hash, upgraded.clone())
+                    .await?
                 {
                     user.password_hash = upgraded;
                 }
@@ -166,67 +174,68 @@ impl VerifiedLogins {
 mod tests {
     use super::*;
     use crate::file::FileUsersRepository;
+    use crate::Blocking;
 
-    fn setup(capacity: usize) -> (tempfile::TempDir, VerifiedLogins) {
+    async fn setup(capacity: usize) -> (tempfile::TempDir, VerifiedLogins) {
         let dir = tempfile::tempdir().unwrap();
-        let users = Arc::new(FileUsersRepository::open(dir.path()).unwrap());
-        users.add(&User::new("Alice", "pass word")).unwrap();
-        users.add(&User::new("bob", "secret")).unwrap();
+        let users = Arc::new(Blocking::new(FileUsersRepository::open(dir.path()).unwrap()));
+        users.add(&User::new("Alice", "pass word")).await.unwrap();
+        users.add(&User::new("bob", "secret")).await.unwrap();
         let logins = VerifiedLogins::new(users, Duration::from_secs(3600), capacity);
         (dir, logins)
     }
 
-    #[test]
-    fn verifies_caches_and_forgets_a_changed_password() {
-        let (_dir, logins) = setup(10);
-        assert!(logins.login("alice", "wrong").unwrap().is_none());
+    #[tokio::test]
+    async fn verifies_caches_and_forgets_a_changed_password() {
+        let (_dir, logins) = setup(10).await;
+        assert!(logins.login("alice", "wrong").await.unwrap().is_none());
         assert!(logins.lock().is_empty(), "a failure is not cached");
-        let user = logins.login("ALICE", "pass word").unwrap().unwrap();
+        let user = logins.login("ALICE", "pass word").await.unwrap().unwrap();
         assert_eq!(user.name, "Alice");
         assert_eq!(logins.lock().len(), 1);
         // Cached now: the right password passes, a wrong one still fails.
-        assert!(logins.login("alice", "pass word").unwrap().is_some());
-        assert!(logins.login("alice", "pass wor").unwrap().is_none());
-        assert!(logins.login("nobody", "pass word").unwrap().is_none());
+        assert!(logins.login("alice", "pass word").await.unwrap().is_some());
+        assert!(logins.login("alice", "pass wor").await.unwrap().is_none());
+        assert!(logins.login("nobody", "pass word").await.unwrap().is_none());
 
         // A new password (another hash) invalidates the entry: the old one fails at once.
-        let mut alice = logins.users().get("alice").unwrap().unwrap();
+        let mut alice = logins.users().get("alice").await.unwrap().unwrap();
         alice.set_password("new one", false);
-        logins.users().update(&alice).unwrap();
-        assert!(logins.login("alice", "pass word").unwrap().is_none());
-        assert!(logins.login("alice", "new one").unwrap().is_some());
+        logins.users().update(&alice).await.unwrap();
+        assert!(logins.login("alice", "pass word").await.unwrap().is_none());
+        assert!(logins.login("alice", "new one").await.unwrap().is_some());
     }
 
-    #[test]
-    fn stays_within_its_capacity_and_ttl() {
-        let (_dir, logins) = setup(1);
-        assert!(logins.login("alice", "pass word").unwrap().is_some());
-        assert!(logins.login("bob", "secret").unwrap().is_some());
+    #[tokio::test]
+    async fn stays_within_its_capacity_and_ttl() {
+        let (_dir, logins) = setup(1).await;
+        assert!(logins.login("alice", "pass word").await.unwrap().is_some());
+        assert!(logins.login("bob", "secret").await.unwrap().is_some());
         let entries = logins.lock();
         assert_eq!(entries.len(), 1);
         assert!(entries.contains_key("bob"));
         drop(entries);
 
-        let (_dir, expired) = setup(10);
+        let (_dir, expired) = setup(10).await;
         let expired = VerifiedLogins {
             ttl: Duration::ZERO,
             ..expired
         };
-        let alice = expired.users().get("alice").unwrap().unwrap();
+        let alice = expired.users().get("alice").await.unwrap().unwrap();
         let mac = expired.mac("pass word");
         expired.remember("alice".into(), &alice.password_hash, mac);
         assert!(!expired.is_cached("alice", &alice.password_hash, &mac));
     }
 
-    #[test]
-    fn upgrades_a_james_hash() {
-        let (_dir, logins) = setup(10);
+    #[tokio::test]
+    async fn upgrades_a_james_hash() {
+        let (_dir, logins) = setup(10).await;
         let mut legacy = User::new("legacy", "unused");
         legacy.password_hash = "5en6G6MezRroT3XKqkdPOmY/BfQ=".into();
-        logins.users().add(&legacy).unwrap();
-        assert!(logins.login("legacy", "secret").unwrap().is_some());
-        let stored = logins.users().get("legacy").unwrap().unwrap().password_hash;
+        logins.users().add(&legacy).await.unwrap();
+        assert!(logins.login("legacy", "secret").await.unwrap().is_some());
+        let stored = logins.users().get("legacy").await.unwrap().unwrap().password_hash;
         assert!(stored.starts_with("$argon2id$"));
-        assert!(logins.login("legacy", "secret").unwrap().is_some());
+        assert!(logins.login("legacy", "secret").await.unwrap().is_some());
     }
 }

@@ -4,31 +4,34 @@ use std::fs;
 
 use mailroom_mailet::Message;
 use mailroom_store::file::{FileMailRepository, FileUsersRepository, LogSpool, Maildir};
-use mailroom_store::{conformance, InboxRepository};
+use mailroom_store::blocking::InboxRepository;
+use mailroom_store::{conformance, Blocking};
 
-#[test]
-fn file_mail_repository() {
+#[tokio::test]
+async fn file_mail_repository() {
     let dir = tempfile::tempdir().unwrap();
-    conformance::mail_repository(&FileMailRepository::open(dir.path()).unwrap());
+    let repo = Blocking::new(FileMailRepository::open(dir.path()).unwrap());
+    conformance::mail_repository(&repo).await;
 }
 
-#[test]
-fn log_spool() {
+#[tokio::test]
+async fn log_spool() {
     let dir = tempfile::tempdir().unwrap();
-    conformance::mail_repository(&LogSpool::open(dir.path()).unwrap());
+    conformance::mail_repository(&Blocking::new(LogSpool::open(dir.path()).unwrap())).await;
     let dir = tempfile::tempdir().unwrap();
-    conformance::spool_repository(&LogSpool::open(dir.path()).unwrap());
+    conformance::spool_repository(&Blocking::new(LogSpool::open(dir.path()).unwrap())).await;
 }
 
-#[test]
-fn file_users_repository() {
+#[tokio::test]
+async fn file_users_repository() {
     let dir = tempfile::tempdir().unwrap();
-    conformance::users_repository(&FileUsersRepository::open(dir.path()).unwrap());
+    let users = Blocking::new(FileUsersRepository::open(dir.path()).unwrap());
+    conformance::users_repository(&users).await;
 }
 
 #[test]
 fn reopening_cleans_crash_leftovers_and_keeps_mail() {
-    use mailroom_store::MailRepository;
+    use mailroom_store::blocking::MailRepository;
     let dir = tempfile::tempdir().unwrap();
     let spool = LogSpool::open(dir.path()).unwrap();
     let mut incoming = spool.incoming().unwrap();
@@ -60,10 +63,10 @@ fn reopening_cleans_crash_leftovers_and_keeps_mail() {
     );
 }
 
-#[test]
-fn maildir_inbox_repository() {
+#[tokio::test]
+async fn maildir_inbox_repository() {
     let dir = tempfile::tempdir().unwrap();
-    conformance::inbox_repository(&Maildir::open(dir.path()).unwrap());
+    conformance::inbox_repository(&Blocking::new(Maildir::open(dir.path()).unwrap())).await;
 }
 
 #[test]
@@ -159,7 +162,7 @@ fn maildir_delivery() {
 
 #[test]
 fn an_old_spool_file_cut_short_by_a_crash_is_not_imported() {
-    use mailroom_store::{MailRepository, SpoolRepository};
+    use mailroom_store::blocking::{MailRepository, SpoolRepository};
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     // A spool of the one-file-per-mail format, as an older version left it.

@@ -56,7 +56,8 @@ use mailroom_mailet::{Envelope, Mail};
 
 use super::fsutil::{create_dir_durable, open_message_at, sync_dir};
 use super::FileMailRepository;
-use crate::{validate_mail_name, IncomingMessage, MailRepository, Result, SpoolRepository};
+use crate::blocking::{IncomingMessage, MailRepository, SpoolRepository};
+use crate::{validate_mail_name, Result};
 
 /// Messages up to this size are appended to the shared segment; larger ones get their own.
 pub const INLINE_MAX: usize = 256 * 1024;
@@ -1454,14 +1455,14 @@ mod tests {
         names
     }
 
-    #[test]
-    fn conformance() {
+    #[tokio::test]
+    async fn conformance() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = LogSpool::open(dir.path()).unwrap();
-        crate::conformance::mail_repository(&spool);
+        let spool = crate::Blocking::new(LogSpool::open(dir.path()).unwrap());
+        crate::conformance::mail_repository(&spool).await;
         let dir = tempfile::tempdir().unwrap();
-        let spool = LogSpool::open(dir.path()).unwrap();
-        crate::conformance::spool_repository(&spool);
+        let spool = crate::Blocking::new(LogSpool::open(dir.path()).unwrap());
+        crate::conformance::spool_repository(&spool).await;
     }
 
     #[test]

@@ -32,7 +32,8 @@ use std::sync::{Arc, Mutex};
 use mailroom_mailet::{Envelope, Mail};
 
 use super::fsutil::{self, create_dir_durable, DirSync};
-use crate::{validate_mail_name, IncomingMessage, MailRepository, Result, StoreError};
+use crate::blocking::{IncomingMessage, MailRepository};
+use crate::{validate_mail_name, Result, StoreError};
 
 /// Marks the end of an envelope record. The 0xFF octets never occur in JSON text, so a backward
 /// scan cannot mistake an envelope for a trailer.

@@ -28,7 +28,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mailroom_mailet::Message;
 
 use super::fsutil::{create_dir_durable, sync_dir};
-use crate::{validate_user_name, InboxRepository, Mailbox, MailboxMessage, Result, StoreError};
+use crate::blocking::{InboxRepository, Mailbox};
+use crate::{validate_user_name, MailboxMessage, Result, StoreError};
 
 /// The most remembered sizes of files without `,W=`.
 const MAX_COUNTED_SIZES: usize = 100_000;

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::fsutil::{create_dir_durable, sync_dir, write_atomic};
-use crate::mappings::{MappingsRepository, Source, Target};
+use crate::blocking::MappingsRepository;
+use crate::mappings::{Source, Target};
 use crate::{validate_user_name, Result, StoreError};
 
 /// A table as stored: source → targets, as text.
@@ -162,16 +163,16 @@ impl MappingsRepository for FileMappingsRepository {
 mod tests {
     use super::*;
 
-    #[test]
-    fn conformance() {
+    #[tokio::test]
+    async fn conformance() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = FileMappingsRepository::open(dir.path()).unwrap();
-        crate::conformance::mappings_repository(&repo);
+        let repo = crate::Blocking::new(FileMappingsRepository::open(dir.path()).unwrap());
+        crate::conformance::mappings_repository(&repo).await;
         // A second instance (another process) sees the same tables.
         let again = FileMappingsRepository::open(dir.path()).unwrap();
         assert_eq!(
             again.all(crate::mappings::DEFAULT_TABLE).unwrap(),
-            repo.all(crate::mappings::DEFAULT_TABLE).unwrap()
+            repo.backend().all(crate::mappings::DEFAULT_TABLE).unwrap()
         );
     }
 

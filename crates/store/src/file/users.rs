@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::fsutil::{create_dir_durable, sync_dir, unique_suffix, write_atomic};
-use crate::{validate_user_name, Result, StoreError, User, UsersRepository};
+use crate::blocking::UsersRepository;
+use crate::{validate_user_name, Result, StoreError, User};
 
 /// The file users repository.
 #[derive(Debug)]

@@ -1,0 +1,426 @@
+//! [`Blocking`]: a synchronous backend ([`crate::blocking`]) served through the async traits.
+//!
+//! Every call runs on tokio's blocking pool (`spawn_blocking`), so the tasks that await it
+//! never hold a runtime worker thread while a disk works. Streams are adapted in steps of
+//! [`STEP`] octets: an incoming message is buffered and written a step at a time (a small mail
+//! is written whole by its commit, with no extra hop), and a stored message is read a step at
+//! a time through [`BlockingReader`].
+
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::mem;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mailroom_mailet::{Envelope, Mail, Message};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::task::JoinHandle;
+
+use crate::mappings::{Source, Target};
+use crate::{
+    blocking, on_blocking_pool, IncomingMessage, InboxRepository, MailRepository, Mailbox,
+    MailboxMessage, MappingsRepository, MessageStream, Result, SpoolRepository, User,
+    UsersRepository,
+};
+
+/// Octets moved to or from a blocking backend per hop to the blocking pool.
+const STEP: usize = 64 * 1024;
+
+/// A synchronous repository served through the async traits. Wrap a file backend in it:
+/// `Arc::new(Blocking::new(LogSpool::open(dir)?))` is an `Arc<dyn SpoolRepository>`.
+pub struct Blocking<T: ?Sized>(Arc<T>);
+
+impl<T> Blocking<T> {
+    /// Serves `backend` through the async traits.
+    pub fn new(backend: T) -> Self {
+        Blocking(Arc::new(backend))
+    }
+}
+
+impl<T: ?Sized> Blocking<T> {
+    /// The synchronous backend, for code that already runs on a blocking thread (tests, the
+    /// command line before the runtime starts).
+    pub fn backend(&self) -> &Arc<T> {
+        &self.0
+    }
+}
+
+impl<T: ?Sized + Send + Sync + 'static> Blocking<T> {
+    /// Runs `call` on the backend on the blocking pool.
+    async fn run<R: Send + 'static>(
+        &self,
+        call: impl FnOnce(&T) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let backend = self.0.clone();
+        on_blocking_pool(move || call(&backend)).await?
+    }
+}
+
+#[async_trait]
+impl<T: ?Sized + blocking::MailRepository + 'static> MailRepository for Blocking<T> {
+    async fn store(&self, mail: &Mail) -> Result<()> {
+        let mail = mail.clone();
+        self.run(move |b| b.store(&mail)).await
+    }
+
+    async fn retrieve(&self, name: &str) -> Result<Option<Mail>> {
+        let name = name.to_string();
+        self.run(move |b| b.retrieve(&name)).await
+    }
+
+    async fn remove(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.run(move |b| b.remove(&name)).await
+    }
+
+    async fn list(&self) -> Result<Vec<String>> {
+        self.run(|b| b.list()).await
+    }
+
+    async fn incoming(&self) -> Result<Box<dyn IncomingMessage>> {
+        let inner = self.run(|b| b.incoming()).await?;
+        Ok(Box::new(BlockingIncoming {
+            name: inner.name().to_string(),
+            inner: Some(inner),
+            buffer: Vec::new(),
+        }))
+    }
+}
+
+#[async_trait]
+impl<T: ?Sized + blocking::SpoolRepository + 'static> SpoolRepository for Blocking<T> {
+    async fn lease(&self, timeout: Duration) -> Result<Option<Mail>> {
+        self.run(move |b| b.lease(timeout)).await
+    }
+
+    async fn release(&self, name: &str, retry_after: Duration) {
+        let name = name.to_string();
+        let _ = self
+            .run(move |b| {
+                b.release(&name, retry_after);
+                Ok(())
+            })
+            .await;
+    }
+}
+
+#[async_trait]
+impl<T: ?Sized + blocking::InboxRepository + 'static> InboxRepository for Blocking<T> {
+    async fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()> {
+        let (user, trace_header, message) =
+            (user.to_string(), trace_header.to_vec(), message.clone());
+        self.run(move |b| b.deliver(&user, &trace_header, &message))
+            .await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.run(|b| b.sync()).await
+    }
+
+    async fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>> {
+        let user = user.to_string();
+        let inner = self.run(move |b| b.open_mailbox(&user)).await?;
+        Ok(Box::new(BlockingMailbox {
+            messages: inner.messages().to_vec(),
+            inner: Arc::new(Mutex::new(inner)),
+        }))
+    }
+}
+
+#[async_trait]
+impl<T: ?Sized + blocking::UsersRepository + 'static> UsersRepository for Blocking<T> {
+    async fn add(&self, user: &User) -> Result<()> {
+        let user = user.clone();
+        self.run(move |b| b.add(&user)).await
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<User>> {
+        let name = name.to_string();
+        self.run(move |b| b.get(&name)).await
+    }
+
+    async fn update(&self, user: &User) -> Result<()> {
+        let user = user.clone();
+        self.run(move |b| b.update(&user)).await
+    }
+
+    async fn remove(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.run(move |b| b.remove(&name)).await
+    }
+
+    async fn list(&self) -> Result<Vec<String>> {
+        self.run(|b| b.list()).await
+    }
+
+    async fn count(&self) -> Result<usize> {
+        self.run(|b| b.count()).await
+    }
+
+    async fn replace_password_hash(&self, name: &str, old: &str, new: String) -> Result<bool> {
+        let (name, old) = (name.to_string(), old.to_string());
+        self.run(move |b| b.replace_password_hash(&name, &old, new))
+            .await
+    }
+}
+
+#[async_trait]
+impl<T: ?Sized + blocking::MappingsRepository + 'static> MappingsRepository for Blocking<T> {
+    async fn add(&self, table: &str, source: &Source, target: &Target) -> Result<bool> {
+        let (table, source, target) = (table.to_string(), source.clone(), target.clone());
+        self.run(move |b| b.add(&table, &source, &target)).await
+    }
+
+    async fn remove(&self, table: &str, source: &Source, target: &Target) -> Result<bool> {
+        let (table, source, target) = (table.to_string(), source.clone(), target.clone());
+        self.run(move |b| b.remove(&table, &source, &target)).await
+    }
+
+    async fn get(&self, table: &str, source: &Source) -> Result<Vec<Target>> {
+        let (table, source) = (table.to_string(), source.clone());
+        self.run(move |b| b.get(&table, &source)).await
+    }
+
+    async fn all(&self, table: &str) -> Result<Vec<(Source, Vec<Target>)>> {
+        let table = table.to_string();
+        self.run(move |b| b.all(&table)).await
+    }
+}
+
+/// An incoming message of a blocking backend: octets are buffered and handed to the backend a
+/// [`STEP`] at a time on the blocking pool.
+struct BlockingIncoming {
+    name: String,
+    /// `None` once a write on the pool failed to come back (the task panicked).
+    inner: Option<Box<dyn blocking::IncomingMessage>>,
+    /// Octets not yet written to the backend.
+    buffer: Vec<u8>,
+}
+
+fn lost() -> io::Error {
+    io::Error::other("the message was lost by a failed write")
+}
+
+impl BlockingIncoming {
+    /// Writes the buffer to the backend on the blocking pool.
+    async fn write_buffer(&mut self) -> io::Result<()> {
+        let mut inner = self.inner.take().ok_or_else(lost)?;
+        let buffer = mem::take(&mut self.buffer);
+        let (inner, mut buffer, result) = tokio::task::spawn_blocking(move || {
+            let result = inner.write_all(&buffer);
+            (inner, buffer, result)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        buffer.clear();
+        self.inner = Some(inner);
+        self.buffer = buffer;
+        result
+    }
+}
+
+#[async_trait]
+impl IncomingMessage for BlockingIncoming {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn write(&mut self, octets: &[u8]) -> io::Result<()> {
+        self.buffer.extend_from_slice(octets);
+        if self.buffer.len() >= STEP {
+            self.write_buffer().await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>, envelope: Envelope) -> Result<()> {
+        let mut inner = self.inner.take().ok_or_else(lost)?;
+        let buffer = mem::take(&mut self.buffer);
+        on_blocking_pool(move || {
+            inner.write_all(&buffer)?;
+            inner.flush()?;
+            inner.commit(envelope)
+        })
+        .await?
+    }
+}
+
+impl Drop for BlockingIncoming {
+    /// Discarding an uncommitted message may remove files: done on the blocking pool too.
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(inner))),
+                Err(_) => drop(inner),
+            }
+        }
+    }
+}
+
+/// A mailbox of a blocking backend.
+struct BlockingMailbox {
+    /// The snapshot, copied so that listing needs no hop to the pool.
+    messages: Vec<MailboxMessage>,
+    inner: Arc<Mutex<Box<dyn blocking::Mailbox>>>,
+}
+
+impl BlockingMailbox {
+    async fn run<R: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut dyn blocking::Mailbox) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let inner = self.inner.clone();
+        on_blocking_pool(move || {
+            let mut mailbox = inner.lock().unwrap_or_else(|p| p.into_inner());
+            call(&mut **mailbox)
+        })
+        .await?
+    }
+}
+
+#[async_trait]
+impl Mailbox for BlockingMailbox {
+    fn messages(&self) -> &[MailboxMessage] {
+        &self.messages
+    }
+
+    async fn open_message(&self, index: usize) -> Result<MessageStream> {
+        let reader = self.run(move |m| m.open_message(index)).await?;
+        Ok(Box::new(BlockingReader::new(reader)))
+    }
+
+    async fn delete(&mut self, indexes: &[usize]) -> Result<()> {
+        let indexes = indexes.to_vec();
+        self.run(move |m| m.delete(&indexes)).await
+    }
+}
+
+/// What a read on the blocking pool gives back: the reader, the buffer and the octets read.
+type ReadTask = JoinHandle<(Box<dyn Read + Send>, Vec<u8>, io::Result<usize>)>;
+
+/// An [`AsyncRead`] over a blocking [`Read`]: each step of up to [`STEP`] octets is read on the
+/// blocking pool, then handed out from memory.
+pub struct BlockingReader {
+    /// `None` while a read is on the pool, or after one failed to come back.
+    reader: Option<Box<dyn Read + Send>>,
+    buffer: Vec<u8>,
+    /// The octets of `buffer` not yet handed out: `buffer[pos..len]`.
+    pos: usize,
+    len: usize,
+    pending: Option<ReadTask>,
+    eof: bool,
+}
+
+impl BlockingReader {
+    /// Reads `reader` on the blocking pool.
+    pub fn new(reader: Box<dyn Read + Send>) -> Self {
+        BlockingReader {
+            reader: Some(reader),
+            buffer: Vec::new(),
+            pos: 0,
+            len: 0,
+            pending: None,
+            eof: false,
+        }
+    }
+}
+
+/// Reads until `buffer` is full or the end: fewer hops for readers that return short counts.
+fn fill(reader: &mut dyn Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // What was read is handed out first; the error comes again on the next read.
+            Err(_) if filled > 0 => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+impl AsyncRead for BlockingReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.pos < this.len {
+                let n = out.remaining().min(this.len - this.pos);
+                out.put_slice(&this.buffer[this.pos..this.pos + n]);
+                this.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(task) = &mut this.pending {
+                let (reader, buffer, result) =
+                    ready!(Pin::new(task).poll(cx)).map_err(io::Error::other)?;
+                this.pending = None;
+                this.reader = Some(reader);
+                this.buffer = buffer;
+                match result? {
+                    0 => this.eof = true,
+                    n => (this.pos, this.len) = (0, n),
+                }
+                continue;
+            }
+            let mut reader = this.reader.take().ok_or_else(lost)?;
+            let mut buffer = mem::take(&mut this.buffer);
+            buffer.resize(STEP, 0);
+            this.pending = Some(tokio::task::spawn_blocking(move || {
+                let result = fill(&mut *reader, &mut buffer);
+                (reader, buffer, result)
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Hands out one octet per read, then fails or ends.
+    struct Trickle(Vec<u8>, bool);
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return if self.1 {
+                    Err(io::Error::other("broken"))
+                } else {
+                    Ok(0)
+                };
+            }
+            buf[0] = self.0.remove(0);
+            Ok(1)
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_everything_in_steps() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let mut reader = BlockingReader::new(Box::new(io::Cursor::new(data.clone())));
+        let mut back = Vec::new();
+        reader.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[tokio::test]
+    async fn short_reads_are_gathered_and_errors_come_after_the_data() {
+        let mut reader = BlockingReader::new(Box::new(Trickle(b"abc".to_vec(), true)));
+        let mut buf = [0u8; 10];
+        assert_eq!(reader.read(&mut buf).await.unwrap(), 3);
+        assert_eq!(&buf[..3], b"abc");
+        assert!(reader.read(&mut buf).await.is_err());
+    }
+}

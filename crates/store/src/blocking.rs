@@ -1,0 +1,111 @@
+//! The synchronous face of the repositories, for backends whose I/O blocks (the file backend).
+//!
+//! Callers never use these traits directly: a backend written against them is served to the
+//! rest of the server through [`crate::Blocking`], which implements the async traits of the
+//! crate root by running each call on tokio's blocking pool (`spawn_blocking`), so that no
+//! runtime worker thread ever waits for a disk. A backend whose driver is async (sqlx) implements
+//! the async traits directly instead.
+//!
+//! The contracts are those of the async traits of the same names; durability included: when a
+//! call that writes returns `Ok`, the data survives a crash.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use mailroom_mailet::{Envelope, Mail, Message};
+
+use crate::mappings::{Source, Target};
+use crate::{MailboxMessage, Result, User};
+
+/// See [`crate::MailRepository`].
+pub trait MailRepository: Send + Sync {
+    /// See [`crate::MailRepository::store`].
+    fn store(&self, mail: &Mail) -> Result<()>;
+    /// See [`crate::MailRepository::retrieve`].
+    fn retrieve(&self, name: &str) -> Result<Option<Mail>>;
+    /// See [`crate::MailRepository::remove`].
+    fn remove(&self, name: &str) -> Result<bool>;
+    /// See [`crate::MailRepository::list`].
+    fn list(&self) -> Result<Vec<String>>;
+    /// See [`crate::MailRepository::incoming`].
+    fn incoming(&self) -> Result<Box<dyn IncomingMessage>>;
+}
+
+/// A message being streamed into a repository; see [`crate::IncomingMessage`].
+pub trait IncomingMessage: Write + Send {
+    /// The name the mail will have.
+    fn name(&self) -> &str;
+    /// Makes the mail durable with `envelope` (whose name and size are set from this message).
+    fn commit(self: Box<Self>, envelope: Envelope) -> Result<()>;
+}
+
+/// See [`crate::SpoolRepository`].
+pub trait SpoolRepository: MailRepository {
+    /// See [`crate::SpoolRepository::lease`].
+    fn lease(&self, timeout: Duration) -> Result<Option<Mail>>;
+    /// See [`crate::SpoolRepository::release`].
+    fn release(&self, name: &str, retry_after: Duration);
+}
+
+/// See [`crate::InboxRepository`].
+pub trait InboxRepository: Send + Sync {
+    /// See [`crate::InboxRepository::deliver`].
+    fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()>;
+    /// See [`crate::InboxRepository::sync`].
+    fn sync(&self) -> Result<()>;
+    /// See [`crate::InboxRepository::open_mailbox`].
+    fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>>;
+}
+
+/// See [`crate::Mailbox`].
+pub trait Mailbox: Send {
+    /// See [`crate::Mailbox::messages`].
+    fn messages(&self) -> &[MailboxMessage];
+    /// Streams message `index` as stored; see [`crate::Mailbox::open_message`].
+    fn open_message(&self, index: usize) -> Result<Box<dyn Read + Send>>;
+    /// See [`crate::Mailbox::delete`].
+    fn delete(&mut self, indexes: &[usize]) -> Result<()>;
+}
+
+/// See [`crate::UsersRepository`].
+pub trait UsersRepository: Send + Sync {
+    /// See [`crate::UsersRepository::add`].
+    fn add(&self, user: &User) -> Result<()>;
+    /// See [`crate::UsersRepository::get`].
+    fn get(&self, name: &str) -> Result<Option<User>>;
+    /// See [`crate::UsersRepository::update`].
+    fn update(&self, user: &User) -> Result<()>;
+    /// See [`crate::UsersRepository::remove`].
+    fn remove(&self, name: &str) -> Result<bool>;
+    /// See [`crate::UsersRepository::list`].
+    fn list(&self) -> Result<Vec<String>>;
+    /// See [`crate::UsersRepository::count`].
+    fn count(&self) -> Result<usize> {
+        Ok(self.list()?.len())
+    }
+    /// See [`crate::UsersRepository::replace_password_hash`]. The default reads and writes
+    /// the record; a backend that can do it atomically overrides it.
+    fn replace_password_hash(&self, name: &str, old: &str, new: String) -> Result<bool> {
+        let Some(mut user) = self.get(name)? else {
+            return Ok(false);
+        };
+        if user.password_hash != old {
+            return Ok(false);
+        }
+        user.password_hash = new;
+        self.update(&user)?;
+        Ok(true)
+    }
+}
+
+/// See [`crate::MappingsRepository`].
+pub trait MappingsRepository: Send + Sync {
+    /// See [`crate::MappingsRepository::add`].
+    fn add(&self, table: &str, source: &Source, target: &Target) -> Result<bool>;
+    /// See [`crate::MappingsRepository::remove`].
+    fn remove(&self, table: &str, source: &Source, target: &Target) -> Result<bool>;
+    /// See [`crate::MappingsRepository::get`].
+    fn get(&self, table: &str, source: &Source) -> Result<Vec<Target>>;
+    /// See [`crate::MappingsRepository::all`].
+    fn all(&self, table: &str) -> Result<Vec<(Source, Vec<Target>)>>;
+}
