@@ -2,22 +2,19 @@
 //!
 //! Per connection: the banner, then a read loop that feeds each read to the [`Session`] and
 //! writes what it produced in one write (a pipelined batch is answered in one segment). The
-//! driver enforces the idle timeout and says `-ERR` on shutdown. It checks logins on a
-//! blocking thread (argon2 takes tens of milliseconds, and must not stall the async workers),
-//! holds back the answer to a failed login without holding up other sessions, keeps the
-//! opened [`Mailbox`] (and so its lock) for the session, streams messages from the store in
-//! chunks through the [`BodyEncoder`], and deletes at QUIT on a blocking thread (it fsyncs)
-//! before the session answers `+OK`. It parses nothing itself and formats no reply.
-//!
-//! Message files are read with small blocking reads inside the task, as the SMTP driver
-//! writes them: they are usually in the page cache, and a thread hop per 64 KiB would cost
-//! more than it saves.
+//! driver enforces the idle timeout and says `-ERR` on shutdown. It checks logins (argon2
+//! runs on the blocking pool, a bounded number at a time, so it never stalls the async
+//! workers), holds back the answer to a failed login without holding up other sessions, keeps
+//! the opened [`Mailbox`] (and so its lock) for the session, streams messages from the store
+//! in chunks through the [`BodyEncoder`], and deletes at QUIT (durably) before the session
+//! answers `+OK`. The store is async: no call here blocks a runtime thread. It parses nothing
+//! itself and formats no reply.
 //!
 //! The connection handler is generic over the stream, so implicit TLS (a later issue) passes
 //! a TLS stream here unchanged, and STLS will replace the stream and the session in
 //! [`handle_connection`].
 
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -245,12 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let name = login.user.clone();
         // The semaphore is never closed.
         let slot = self.store.login_slots.acquire().await.ok();
-        let opened = tokio::task::spawn_blocking(move || open_mailbox(&store, &login))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "POP3 login task failed");
-                Err(LoginFailure::Temporary)
-            });
+        let opened = open_mailbox(&store, &login).await;
         drop(slot);
         let result = match opened {
             Ok(mailbox) => {
@@ -279,7 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// RETR or TOP: the status line, then the message streamed in chunks.
     async fn send(&mut self, index: usize, body_lines: Option<u64>) -> io::Result<()> {
         let opened = match &self.mailbox {
-            Some(mailbox) => mailbox.open_message(index),
+            Some(mailbox) => mailbox.open_message(index).await,
             None => Err(StoreError::NotFound("mailbox".into())),
         };
         let mut reader = match opened {
@@ -297,7 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         loop {
             // After `+OK` a failed read cannot be reported in the protocol: the error closes
             // the connection, so the client never takes a cut message for a whole one.
-            let n = match reader.read(&mut self.chunk) {
+            let n = match reader.read(&mut self.chunk).await {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -324,18 +316,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             None => false,
             Some(mut mailbox) => {
                 let count = indexes.len();
-                let task = tokio::task::spawn_blocking(move || mailbox.delete(&indexes));
-                match task.await {
-                    Ok(Ok(())) => {
+                match mailbox.delete(&indexes).await {
+                    Ok(()) => {
                         self.deleted = count;
                         true
                     }
-                    Ok(Err(error)) => {
-                        tracing::error!(peer = %self.peer, %error, "cannot delete messages");
-                        false
-                    }
                     Err(error) => {
-                        tracing::error!(peer = %self.peer, %error, "delete task failed");
+                        tracing::error!(peer = %self.peer, %error, "cannot delete messages");
                         false
                     }
                 }
@@ -346,23 +333,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 }
 
 /// Checks `login` and opens the user's own mailbox, under the canonical name the users
-/// repository stores (which is the name delivery uses). Blocking.
-fn open_mailbox(store: &Pop3Store, login: &Login) -> Result<Box<dyn Mailbox>, LoginFailure> {
+/// repository stores (which is the name delivery uses).
+async fn open_mailbox(store: &Pop3Store, login: &Login) -> Result<Box<dyn Mailbox>, LoginFailure> {
     let temporary = |error: StoreError| {
         tracing::error!(user = %login.user, %error, "POP3 login: store failure");
         LoginFailure::Temporary
     };
     let user = match &login.secret {
-        Secret::Password(password) => store.logins.login(&login.user, password),
+        Secret::Password(password) => store.logins.login(&login.user, password).await,
         Secret::Apop { timestamp, digest } => store
             .logins
             .users()
             .get(&login.user)
+            .await
             .map(|user| user.filter(|u| apop_matches(u, timestamp, digest))),
     }
     .map_err(temporary)?
     .ok_or(LoginFailure::Credentials)?;
-    match store.inbox.open_mailbox(&user.name) {
+    match store.inbox.open_mailbox(&user.name).await {
         Ok(mailbox) => Ok(mailbox),
         Err(StoreError::InUse(_)) => Err(LoginFailure::InUse),
         Err(error) => Err(temporary(error)),

@@ -22,8 +22,12 @@ fn one_argument(argument: Option<&str>) -> Option<&str> {
 }
 
 /// Looks a user up; an invalid name is no user. `Err` carries the line already written.
-fn lookup(users: &dyn UsersRepository, name: &str, out: &mut Out) -> Result<Option<User>, ()> {
-    match users.get(name) {
+async fn lookup(
+    users: &dyn UsersRepository,
+    name: &str,
+    out: &mut Out<'_>,
+) -> Result<Option<User>, ()> {
+    match users.get(name).await {
         Ok(user) => Ok(user),
         Err(StoreError::InvalidName(..)) => Ok(None),
         Err(e) => {
@@ -33,15 +37,24 @@ fn lookup(users: &dyn UsersRepository, name: &str, out: &mut Out) -> Result<Opti
     }
 }
 
+/// Runs `work`, which hashes a password (argon2id: tens of milliseconds of CPU), on the
+/// blocking pool rather than on a runtime thread.
+async fn hashed(work: impl FnOnce() -> User + Send + 'static) -> User {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(user) => user,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Writes and logs a repository failure.
-fn failed(doing: &str, error: &StoreError, out: &mut Out) {
+fn failed(doing: &str, error: &StoreError, out: &mut Out<'_>) {
     tracing::error!(%error, "RemoteManager: {doing}");
     out.line(format!("Error {doing}: {error}"));
 }
 
 /// Writes back a changed user, then `done`.
-fn update(users: &dyn UsersRepository, user: &User, done: String, out: &mut Out) {
-    match users.update(user) {
+async fn update(users: &dyn UsersRepository, user: &User, done: String, out: &mut Out<'_>) {
+    match users.update(user).await {
         Ok(()) => {
             tracing::info!("RemoteManager: {done}");
             out.line(done);
@@ -51,16 +64,16 @@ fn update(users: &dyn UsersRepository, user: &User, done: String, out: &mut Out)
 }
 
 /// Runs `change` on an existing user (else `No such user`), then writes it back.
-fn with_user(
+async fn with_user(
     users: &dyn UsersRepository,
     name: &str,
-    out: &mut Out,
+    out: &mut Out<'_>,
     change: impl FnOnce(&mut User, &mut Out) -> Option<String>,
 ) {
-    match lookup(users, name, out) {
+    match lookup(users, name, out).await {
         Ok(Some(mut user)) => {
             if let Some(done) = change(&mut user, out) {
-                update(users, &user, done, out);
+                update(users, &user, done, out).await;
             }
         }
         Ok(None) => out.line(format!("No such user {name}")),
@@ -69,18 +82,24 @@ fn with_user(
 }
 
 /// `adduser <u> <p>`.
-pub fn add_user(
+pub async fn add_user(
     users: &dyn UsersRepository,
     keep_apop_secret: bool,
     argument: Option<&str>,
-    out: &mut Out,
+    out: &mut Out<'_>,
 ) {
     let Some((name, password)) = two_arguments(argument) else {
         return out.line("Usage: adduser [username] [password]");
     };
-    let mut user = User::new(name, password);
-    user.apop_secret = keep_apop_secret.then(|| password.to_string());
-    match users.add(&user) {
+    let (name, password) = (name.to_string(), password.to_string());
+    let user = hashed(move || {
+        let mut user = User::new(&name, &password);
+        user.apop_secret = keep_apop_secret.then_some(password);
+        user
+    })
+    .await;
+    let name = &user.name;
+    match users.add(&user).await {
         Ok(()) => {
             tracing::info!(user = %name, "RemoteManager: user added");
             out.line(format!("User {name} added"));
@@ -95,27 +114,35 @@ pub fn add_user(
 }
 
 /// `setpassword <u> <p>`.
-pub fn set_password(
+pub async fn set_password(
     users: &dyn UsersRepository,
     keep_apop_secret: bool,
     argument: Option<&str>,
-    out: &mut Out,
+    out: &mut Out<'_>,
 ) {
     let Some((name, password)) = two_arguments(argument) else {
         return out.line("Usage: setpassword [username] [password]");
     };
-    with_user(users, name, out, |user, _| {
-        user.set_password(password, keep_apop_secret);
-        Some(format!("Password for {name} reset"))
-    });
+    let mut user = match lookup(users, name, out).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return out.line(format!("No such user {name}")),
+        Err(()) => return,
+    };
+    let password = password.to_string();
+    let user = hashed(move || {
+        user.set_password(&password, keep_apop_secret);
+        user
+    })
+    .await;
+    update(users, &user, format!("Password for {name} reset"), out).await;
 }
 
 /// `deluser <u>`.
-pub fn delete_user(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out) {
+pub async fn delete_user(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out<'_>) {
     let Some(name) = one_argument(argument) else {
         return out.line("Usage: deluser [username]");
     };
-    match users.remove(name) {
+    match users.remove(name).await {
         Ok(true) => {
             tracing::info!(user = %name, "RemoteManager: user deleted");
             out.line(format!("User {name} deleted"));
@@ -128,8 +155,8 @@ pub fn delete_user(users: &dyn UsersRepository, argument: Option<&str>, out: &mu
 }
 
 /// `listusers`.
-pub fn list_users(users: &dyn UsersRepository, out: &mut Out) {
-    match users.list() {
+pub async fn list_users(users: &dyn UsersRepository, out: &mut Out<'_>) {
+    match users.list().await {
         Ok(names) => {
             out.line(format!("Existing accounts {}", names.len()));
             for name in names {
@@ -141,19 +168,19 @@ pub fn list_users(users: &dyn UsersRepository, out: &mut Out) {
 }
 
 /// `countusers`.
-pub fn count_users(users: &dyn UsersRepository, out: &mut Out) {
-    match users.count() {
+pub async fn count_users(users: &dyn UsersRepository, out: &mut Out<'_>) {
+    match users.count().await {
         Ok(n) => out.line(format!("Existing accounts {n}")),
         Err(e) => failed("counting users", &e, out),
     }
 }
 
 /// `verify <u>`.
-pub fn verify(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out) {
+pub async fn verify(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out<'_>) {
     let Some(name) = one_argument(argument) else {
         return out.line("Usage: verify [username]");
     };
-    match lookup(users, name, out) {
+    match lookup(users, name, out).await {
         Ok(Some(_)) => out.line(format!("User {name} exists")),
         Ok(None) => out.line(format!("User {name} does not exist")),
         Err(()) => {}
@@ -161,32 +188,35 @@ pub fn verify(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out
 }
 
 /// `setalias <u> <a>`: the alias must be an existing user.
-pub fn set_alias(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out) {
+pub async fn set_alias(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out<'_>) {
     let Some((name, alias)) = two_arguments(argument) else {
         return out.line("Usage: setalias [username] [emailaddress]");
     };
-    let target = match lookup(users, name, out) {
-        Ok(Some(_)) => lookup(users, alias, out),
+    let target = match lookup(users, name, out).await {
+        Ok(Some(_)) => lookup(users, alias, out).await,
         Ok(None) => return out.line(format!("No such user {name}")),
         Err(()) => return,
     };
     match target {
-        Ok(Some(_)) => with_user(users, name, out, |user, _| {
-            user.alias = Some(alias.to_string());
-            user.alias_enabled = true;
-            Some(format!("Alias for {name} set to:{alias}"))
-        }),
+        Ok(Some(_)) => {
+            with_user(users, name, out, |user, _| {
+                user.alias = Some(alias.to_string());
+                user.alias_enabled = true;
+                Some(format!("Alias for {name} set to:{alias}"))
+            })
+            .await
+        }
         Ok(None) => out.line("Alias unknown to server - create that user first."),
         Err(()) => {}
     }
 }
 
 /// `showalias <u>`.
-pub fn show_alias(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out) {
+pub async fn show_alias(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out<'_>) {
     let Some(name) = one_argument(argument) else {
         return out.line("Usage: showalias [username]");
     };
-    match lookup(users, name, out) {
+    match lookup(users, name, out).await {
         Ok(Some(User {
             alias: Some(alias),
             alias_enabled: true,
@@ -199,7 +229,7 @@ pub fn show_alias(users: &dyn UsersRepository, argument: Option<&str>, out: &mut
 }
 
 /// `unsetalias <u>`.
-pub fn unset_alias(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out) {
+pub async fn unset_alias(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out<'_>) {
     let Some(name) = one_argument(argument) else {
         return out.line("Usage: unsetalias [username]");
     };
@@ -211,11 +241,16 @@ pub fn unset_alias(users: &dyn UsersRepository, argument: Option<&str>, out: &mu
         }
         user.alias_enabled = false;
         Some(format!("Alias for {name} unset"))
-    });
+    })
+    .await;
 }
 
 /// `setforwarding <u> <address>`: the destination must parse as an address.
-pub fn set_forwarding(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out) {
+pub async fn set_forwarding(
+    users: &dyn UsersRepository,
+    argument: Option<&str>,
+    out: &mut Out<'_>,
+) {
     let Some((name, destination)) = two_arguments(argument) else {
         return out.line("Usage: setforwarding [username] [emailaddress]");
     };
@@ -234,15 +269,20 @@ pub fn set_forwarding(users: &dyn UsersRepository, argument: Option<&str>, out: 
                 None
             }
         }
-    });
+    })
+    .await;
 }
 
 /// `showforwarding <u>`.
-pub fn show_forwarding(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out) {
+pub async fn show_forwarding(
+    users: &dyn UsersRepository,
+    argument: Option<&str>,
+    out: &mut Out<'_>,
+) {
     let Some(name) = one_argument(argument) else {
         return out.line("Usage: showforwarding [username]");
     };
-    match lookup(users, name, out) {
+    match lookup(users, name, out).await {
         Ok(Some(User {
             forward: Some(forward),
             forward_enabled: true,
@@ -257,7 +297,11 @@ pub fn show_forwarding(users: &dyn UsersRepository, argument: Option<&str>, out:
 }
 
 /// `unsetforwarding <u>`.
-pub fn unset_forwarding(users: &dyn UsersRepository, argument: Option<&str>, out: &mut Out) {
+pub async fn unset_forwarding(
+    users: &dyn UsersRepository,
+    argument: Option<&str>,
+    out: &mut Out<'_>,
+) {
     let Some(name) = one_argument(argument) else {
         return out.line("Usage: unsetforwarding [username]");
     };
@@ -268,5 +312,6 @@ pub fn unset_forwarding(users: &dyn UsersRepository, argument: Option<&str>, out
         }
         user.forward_enabled = false;
         Some(format!("Forward for {name} unset"))
-    });
+    })
+    .await;
 }

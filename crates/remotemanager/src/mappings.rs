@@ -38,7 +38,12 @@ fn parse_change(argument: Option<&str>) -> Result<Option<(&str, Source, Target)>
 }
 
 /// `addmapping` / `removemapping`.
-fn change(mappings: &dyn MappingsRepository, argument: Option<&str>, out: &mut Out, adding: bool) {
+async fn change(
+    mappings: &dyn MappingsRepository,
+    argument: Option<&str>,
+    out: &mut Out<'_>,
+    adding: bool,
+) {
     let (usage, doing, done) = if adding {
         (
             "Usage: ADDMAPPING [table=table] user@domain mapping",
@@ -58,9 +63,9 @@ fn change(mappings: &dyn MappingsRepository, argument: Option<&str>, out: &mut O
         Err(why) => return out.line(format!("Error on {doing} mapping: {why}")),
     };
     let result = if adding {
-        mappings.add(table, &source, &target)
+        mappings.add(table, &source, &target).await
     } else {
-        mappings.remove(table, &source, &target)
+        mappings.remove(table, &source, &target).await
     };
     match result {
         Ok(changed) => {
@@ -77,13 +82,13 @@ fn change(mappings: &dyn MappingsRepository, argument: Option<&str>, out: &mut O
 }
 
 /// `addmapping [table=t] <source> <target>`.
-pub fn add(mappings: &dyn MappingsRepository, argument: Option<&str>, out: &mut Out) {
-    change(mappings, argument, out, true);
+pub async fn add(mappings: &dyn MappingsRepository, argument: Option<&str>, out: &mut Out<'_>) {
+    change(mappings, argument, out, true).await;
 }
 
 /// `removemapping [table=t] <source> <target>`.
-pub fn remove(mappings: &dyn MappingsRepository, argument: Option<&str>, out: &mut Out) {
-    change(mappings, argument, out, false);
+pub async fn remove(mappings: &dyn MappingsRepository, argument: Option<&str>, out: &mut Out<'_>) {
+    change(mappings, argument, out, false).await;
 }
 
 /// Joins targets for display.
@@ -93,7 +98,7 @@ fn joined(targets: &[Target]) -> String {
 }
 
 /// `listmapping [table=t] <source>`.
-pub fn list(mappings: &dyn MappingsRepository, argument: Option<&str>, out: &mut Out) {
+pub async fn list(mappings: &dyn MappingsRepository, argument: Option<&str>, out: &mut Out<'_>) {
     const USAGE: &str = "Usage: LISTMAPPING [table=table] user@domain";
     let Some(argument) = argument else {
         return out.line(USAGE);
@@ -107,7 +112,7 @@ pub fn list(mappings: &dyn MappingsRepository, argument: Option<&str>, out: &mut
         Ok(source) => source,
         Err(why) => return out.line(format!("Error on listing mapping: {why}")),
     };
-    match mappings.get(table, &source) {
+    match mappings.get(table, &source).await {
         Ok(targets) if targets.is_empty() => out.line("No mappings found"),
         Ok(targets) => out.line(format!("Mappings: {}", joined(&targets))),
         Err(e) => out.line(format!("Error on listing mapping: {e}")),
@@ -115,7 +120,11 @@ pub fn list(mappings: &dyn MappingsRepository, argument: Option<&str>, out: &mut
 }
 
 /// `listallmappings [table=t]`.
-pub fn list_all(mappings: &dyn MappingsRepository, argument: Option<&str>, out: &mut Out) {
+pub async fn list_all(
+    mappings: &dyn MappingsRepository,
+    argument: Option<&str>,
+    out: &mut Out<'_>,
+) {
     let table = match argument.map(str::trim).filter(|a| !a.is_empty()) {
         None => DEFAULT_TABLE,
         Some(arg) => match arg.strip_prefix("table=") {
@@ -123,7 +132,7 @@ pub fn list_all(mappings: &dyn MappingsRepository, argument: Option<&str>, out: 
             _ => return out.line("Usage: LISTALLMAPPINGS [table=table]"),
         },
     };
-    match mappings.all(table) {
+    match mappings.all(table).await {
         Ok(all) if all.is_empty() => out.line("No mappings found"),
         Ok(all) => {
             out.line("Mappings:");

@@ -88,16 +88,7 @@ where
         lines.push(&buf[..n]);
         while let Some(line) = lines.next_line() {
             let step = match line {
-                Ok(line) => {
-                    let (back, step) = tokio::task::spawn_blocking(move || {
-                        let step = session.line(&line);
-                        (session, step)
-                    })
-                    .await
-                    .map_err(io::Error::other)?;
-                    session = back;
-                    step
-                }
+                Ok(line) => session.line(&line).await,
                 Err(TooLong) => session.line_too_long(MAX_LINE),
             };
             if let Some(delay) = step.delay {

@@ -97,8 +97,8 @@ impl Session {
         }
     }
 
-    /// Handles one line (without its line end). Blocking: commands use the repositories.
-    pub fn line(&mut self, line: &str) -> Step {
+    /// Handles one line (without its line end).
+    pub async fn line(&mut self, line: &str) -> Step {
         let mut step = Step::default();
         let mut out = Out(&mut step.output);
         match std::mem::replace(&mut self.state, State::Login) {
@@ -109,7 +109,7 @@ impl Session {
             State::Password(login) => self.check_login(login, line, &mut step),
             State::Ready(admin) => {
                 self.state = State::Ready(admin);
-                self.command(line, &mut step);
+                self.command(line, &mut step).await;
                 if !step.close {
                     step.output.push_str(&self.settings.prompt);
                 }
@@ -143,7 +143,7 @@ impl Session {
         }
     }
 
-    fn command(&mut self, raw: &str, step: &mut Step) {
+    async fn command(&mut self, raw: &str, step: &mut Step) {
         let line = raw.trim();
         let (name, argument) = match line.split_once(' ') {
             Some((name, argument)) => (name, Some(argument)),
@@ -154,28 +154,30 @@ impl Session {
         let mut out = Out(&mut step.output);
         tracing::debug!(command = %name, repository = %repository_name, "RemoteManager command");
         match name.to_ascii_uppercase().as_str() {
-            "ADDUSER" => commands::add_user(&**users, console.keep_apop_secret, argument, &mut out),
-            "SETPASSWORD" => {
-                commands::set_password(&**users, console.keep_apop_secret, argument, &mut out)
+            "ADDUSER" => {
+                commands::add_user(&**users, console.keep_apop_secret, argument, &mut out).await
             }
-            "DELUSER" => commands::delete_user(&**users, argument, &mut out),
-            "LISTUSERS" => commands::list_users(&**users, &mut out),
-            "COUNTUSERS" => commands::count_users(&**users, &mut out),
-            "VERIFY" => commands::verify(&**users, argument, &mut out),
-            "SETALIAS" => commands::set_alias(&**users, argument, &mut out),
-            "SHOWALIAS" => commands::show_alias(&**users, argument, &mut out),
-            "UNSETALIAS" => commands::unset_alias(&**users, argument, &mut out),
-            "SETFORWARDING" => commands::set_forwarding(&**users, argument, &mut out),
-            "SHOWFORWARDING" => commands::show_forwarding(&**users, argument, &mut out),
-            "UNSETFORWARDING" => commands::unset_forwarding(&**users, argument, &mut out),
+            "SETPASSWORD" => {
+                commands::set_password(&**users, console.keep_apop_secret, argument, &mut out).await
+            }
+            "DELUSER" => commands::delete_user(&**users, argument, &mut out).await,
+            "LISTUSERS" => commands::list_users(&**users, &mut out).await,
+            "COUNTUSERS" => commands::count_users(&**users, &mut out).await,
+            "VERIFY" => commands::verify(&**users, argument, &mut out).await,
+            "SETALIAS" => commands::set_alias(&**users, argument, &mut out).await,
+            "SHOWALIAS" => commands::show_alias(&**users, argument, &mut out).await,
+            "UNSETALIAS" => commands::unset_alias(&**users, argument, &mut out).await,
+            "SETFORWARDING" => commands::set_forwarding(&**users, argument, &mut out).await,
+            "SHOWFORWARDING" => commands::show_forwarding(&**users, argument, &mut out).await,
+            "UNSETFORWARDING" => commands::unset_forwarding(&**users, argument, &mut out).await,
             "USER" => self.switch_users(argument, &mut out),
-            "LISTSPOOL" => spool::list(&console, argument, &mut out),
-            "FLUSHSPOOL" => spool::flush(&console, argument, &mut out),
-            "DELETESPOOL" => spool::delete(&console, argument, &mut out),
-            "ADDMAPPING" => mappings::add(&*console.mappings, argument, &mut out),
-            "REMOVEMAPPING" => mappings::remove(&*console.mappings, argument, &mut out),
-            "LISTMAPPING" => mappings::list(&*console.mappings, argument, &mut out),
-            "LISTALLMAPPINGS" => mappings::list_all(&*console.mappings, argument, &mut out),
+            "LISTSPOOL" => spool::list(&console, argument, &mut out).await,
+            "FLUSHSPOOL" => spool::flush(&console, argument, &mut out).await,
+            "DELETESPOOL" => spool::delete(&console, argument, &mut out).await,
+            "ADDMAPPING" => mappings::add(&*console.mappings, argument, &mut out).await,
+            "REMOVEMAPPING" => mappings::remove(&*console.mappings, argument, &mut out).await,
+            "LISTMAPPING" => mappings::list(&*console.mappings, argument, &mut out).await,
+            "LISTALLMAPPINGS" => mappings::list_all(&*console.mappings, argument, &mut out).await,
             "MEMSTAT" => memory::memstat(argument, &mut out),
             "HELP" => help(&mut out),
             "QUIT" => {
@@ -288,7 +290,7 @@ fn help(out: &mut Out) {
 mod tests {
     use super::*;
     use mailroom_store::file::{FileMappingsRepository, FileUsersRepository, LogSpool};
-    use mailroom_store::UsersRepository;
+    use mailroom_store::{Blocking, UsersRepository};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     struct Fixture {
@@ -300,10 +302,12 @@ mod tests {
 
     fn fixture(keep_apop_secret: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let users: Arc<dyn UsersRepository> =
-            Arc::new(FileUsersRepository::open(&dir.path().join("users")).unwrap());
-        let archive: Arc<dyn UsersRepository> =
-            Arc::new(FileUsersRepository::open(&dir.path().join("archive")).unwrap());
+        let users: Arc<dyn UsersRepository> = Arc::new(Blocking::new(
+            FileUsersRepository::open(&dir.path().join("users")).unwrap(),
+        ));
+        let archive: Arc<dyn UsersRepository> = Arc::new(Blocking::new(
+            FileUsersRepository::open(&dir.path().join("archive")).unwrap(),
+        ));
         let stopped = Arc::new(AtomicBool::new(false));
         let flag = stopped.clone();
         let console = Console {
@@ -312,9 +316,13 @@ mod tests {
                 ("Archive".into(), archive),
             ],
             keep_apop_secret,
-            spool: Arc::new(LogSpool::open(&dir.path().join("spool")).unwrap()),
+            spool: Arc::new(Blocking::new(
+                LogSpool::open(&dir.path().join("spool")).unwrap(),
+            )),
             open_repository: Arc::new(|url| Err(format!("no repository {url}"))),
-            mappings: Arc::new(FileMappingsRepository::open(&dir.path().join("virtual")).unwrap()),
+            mappings: Arc::new(Blocking::new(
+                FileMappingsRepository::open(&dir.path().join("virtual")).unwrap(),
+            )),
             request_shutdown: Arc::new(move || flag.store(true, Ordering::SeqCst)),
         };
         let settings = RemoteManagerSettings {
@@ -336,83 +344,87 @@ mod tests {
         }
     }
 
-    fn logged_in(keep_apop_secret: bool) -> Fixture {
+    async fn logged_in(keep_apop_secret: bool) -> Fixture {
         let mut f = fixture(keep_apop_secret);
-        f.session.line("root");
+        f.session.line("root").await;
         assert_eq!(
-            f.session.line("pw").output,
+            f.session.line("pw").await.output,
             "Welcome root. HELP for a list of commands\r\n"
         );
         f
     }
 
-    #[test]
-    fn empty_password_never_logs_in_and_failures_are_delayed_then_close() {
+    #[tokio::test]
+    async fn empty_password_never_logs_in_and_failures_are_delayed_then_close() {
         let mut f = fixture(false);
-        assert_eq!(f.session.line("empty").output, "Password:\r\n");
-        let step = f.session.line("");
+        assert_eq!(f.session.line("empty").await.output, "Password:\r\n");
+        let step = f.session.line("").await;
         assert_eq!(step.output, "Login failed for empty\r\nLogin id:\r\n");
         assert_eq!(step.delay, Some(Duration::from_millis(1500)));
         assert!(!step.close);
-        f.session.line("root");
-        let step = f.session.line("PW");
+        f.session.line("root").await;
+        let step = f.session.line("PW").await;
         assert_eq!(step.output, "Login failed for root\r\n");
         assert!(step.close, "second failure closes");
         assert_eq!(f.session.administrator(), None);
     }
 
-    #[test]
-    fn commands_are_case_insensitive_and_passwords_keep_spaces() {
-        let mut f = logged_in(true);
+    #[tokio::test]
+    async fn commands_are_case_insensitive_and_passwords_keep_spaces() {
+        let mut f = logged_in(true).await;
         assert_eq!(
-            f.session.line("AdDuSeR Bob  two  spaces ").output,
+            f.session.line("AdDuSeR Bob  two  spaces ").await.output,
             "User Bob added\r\n"
         );
-        let bob = f.users.get("bob").unwrap().unwrap();
+        let bob = f.users.get("bob").await.unwrap().unwrap();
         // The line is trimmed at its ends; inner spaces are the password's.
-        assert!(f.users.verify_password("bob", " two  spaces").unwrap());
+        assert!(f
+            .users
+            .verify_password("bob", " two  spaces")
+            .await
+            .unwrap());
         assert_eq!(bob.apop_secret.as_deref(), Some(" two  spaces"));
         assert_eq!(
-            f.session.line("setpassword bob a b").output,
+            f.session.line("setpassword bob a b").await.output,
             "Password for bob reset\r\n"
         );
-        assert!(f.users.verify_password("bob", "a b").unwrap());
+        assert!(f.users.verify_password("bob", "a b").await.unwrap());
     }
 
-    #[test]
-    fn apop_secret_is_kept_only_when_apop_is_enabled() {
-        let mut f = logged_in(false);
-        f.session.line("adduser bob secret");
-        assert_eq!(f.users.get("bob").unwrap().unwrap().apop_secret, None);
+    #[tokio::test]
+    async fn apop_secret_is_kept_only_when_apop_is_enabled() {
+        let mut f = logged_in(false).await;
+        f.session.line("adduser bob secret").await;
+        assert_eq!(f.users.get("bob").await.unwrap().unwrap().apop_secret, None);
     }
 
-    #[test]
-    fn user_switches_repository_for_later_commands() {
-        let mut f = logged_in(false);
-        f.session.line("adduser bob secret");
+    #[tokio::test]
+    async fn user_switches_repository_for_later_commands() {
+        let mut f = logged_in(false).await;
+        f.session.line("adduser bob secret").await;
         assert_eq!(
-            f.session.line("user ARCHIVE").output,
+            f.session.line("user ARCHIVE").await.output,
             "Changed to repository 'archive'.\r\n"
         );
         assert_eq!(
-            f.session.line("countusers").output,
+            f.session.line("countusers").await.output,
             "Existing accounts 0\r\n"
         );
-        f.session.line("user localusers");
+        f.session.line("user localusers").await;
         assert_eq!(
-            f.session.line("countusers").output,
+            f.session.line("countusers").await.output,
             "Existing accounts 1\r\n"
         );
     }
 
-    #[test]
-    fn spool_errors_and_shutdown() {
-        let mut f = logged_in(false);
+    #[tokio::test]
+    async fn spool_errors_and_shutdown() {
+        let mut f = logged_in(false).await;
         assert_eq!(
-            f.session.line("listspool file://nowhere/").output,
+            f.session.line("listspool file://nowhere/").await.output,
             "Error opening the spoolrepository no repository file://nowhere/\r\n"
         );
-        let step = f.session.line("shutdown");
+        let step = f.session.line("shutdown").await;
         assert_eq!(step.output, "Shutting down, bye bye\r\n");
         assert!(step.shutdown && step.close);
         // The driver calls request_shutdown; the session only asks for it.

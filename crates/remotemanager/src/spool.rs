@@ -71,15 +71,19 @@ impl Selection {
     /// are read one at a time and dropped: a retrieved mail keeps its file open, and a large
     /// error repository must not exhaust the process's file descriptors. `Err` carries the
     /// reason to print.
-    fn select(
+    async fn select(
         &self,
         console: &Console,
     ) -> Result<(Arc<dyn MailRepository>, Vec<Selected>), String> {
         let repository = (console.open_repository)(&self.url)?;
         let mut selected = Vec::new();
-        for name in repository.list().map_err(|e| e.to_string())? {
+        for name in repository.list().await.map_err(|e| e.to_string())? {
             // A mail removed since the listing is simply not selected.
-            if let Some(mail) = repository.retrieve(&name).map_err(|e| e.to_string())? {
+            if let Some(mail) = repository
+                .retrieve(&name)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 if self.matches(&mail) {
                     selected.push((name, listing(&mail)));
                 }
@@ -103,11 +107,11 @@ fn listing(mail: &Mail) -> String {
 }
 
 /// `listspool <url> [header=h regex=r]`.
-pub fn list(console: &Console, argument: Option<&str>, out: &mut Out) {
+pub async fn list(console: &Console, argument: Option<&str>, out: &mut Out<'_>) {
     let Some(selection) = Selection::parse(argument, false) else {
         return out.line(LIST_USAGE);
     };
-    let selected = match selection.select(console) {
+    let selected = match selection.select(console).await {
         Ok((_, selected)) => selected,
         Err(e) => return out.line(format!("Error opening the spoolrepository {e}")),
     };
@@ -121,27 +125,17 @@ pub fn list(console: &Console, argument: Option<&str>, out: &mut Out) {
 }
 
 /// `flushspool <url> [key=k | header=h regex=r]`: back to the spool, state `root`.
-pub fn flush(console: &Console, argument: Option<&str>, out: &mut Out) {
+pub async fn flush(console: &Console, argument: Option<&str>, out: &mut Out<'_>) {
     let Some(selection) = Selection::parse(argument, true) else {
         return out.line(FLUSH_USAGE);
     };
-    let (repository, selected) = match selection.select(console) {
+    let (repository, selected) = match selection.select(console).await {
         Ok(selected) => selected,
         Err(e) => return out.line(format!("Error accessing the spoolrepository {e}")),
     };
     let mut flushed = 0;
     for (name, _) in selected {
-        let moved = repository.retrieve(&name).and_then(|mail| {
-            // Gone since it was selected: nothing to flush.
-            let Some(mut mail) = mail.filter(|m| selection.matches(m)) else {
-                return Ok(false);
-            };
-            mail.set_state(mailroom_mailet::state::ROOT);
-            mail.envelope.error_message = None;
-            mail.envelope.touch();
-            console.spool.store(&mail)?;
-            repository.remove(&name)
-        });
+        let moved = flush_one(console, &*repository, &selection, &name).await;
         match moved {
             Ok(true) => flushed += 1,
             Ok(false) => {}
@@ -155,18 +149,41 @@ pub fn flush(console: &Console, argument: Option<&str>, out: &mut Out) {
     out.line(format!("Number of flushed mails: {flushed}"));
 }
 
+/// Moves one mail back to the spool in state `root`: stored in the spool before it is removed
+/// from the repository. `false` when it is gone or no longer matches.
+async fn flush_one(
+    console: &Console,
+    repository: &dyn MailRepository,
+    selection: &Selection,
+    name: &str,
+) -> mailroom_store::Result<bool> {
+    // Gone since it was selected: nothing to flush.
+    let Some(mut mail) = repository
+        .retrieve(name)
+        .await?
+        .filter(|m| selection.matches(m))
+    else {
+        return Ok(false);
+    };
+    mail.set_state(mailroom_mailet::state::ROOT);
+    mail.envelope.error_message = None;
+    mail.envelope.touch();
+    console.spool.store(&mail).await?;
+    repository.remove(name).await
+}
+
 /// `deletespool <url> [key=k | header=h regex=r]`.
-pub fn delete(console: &Console, argument: Option<&str>, out: &mut Out) {
+pub async fn delete(console: &Console, argument: Option<&str>, out: &mut Out<'_>) {
     let Some(selection) = Selection::parse(argument, true) else {
         return out.line(DELETE_USAGE);
     };
-    let (repository, selected) = match selection.select(console) {
+    let (repository, selected) = match selection.select(console).await {
         Ok(selected) => selected,
         Err(e) => return out.line(format!("Error opening the spoolrepository {e}")),
     };
     let mut deleted = 0;
     for (name, _) in &selected {
-        match repository.remove(name) {
+        match repository.remove(name).await {
             Ok(true) => deleted += 1,
             Ok(false) => {}
             Err(e) => out.line(format!("Error deleting the mail with key: {name} {e}")),

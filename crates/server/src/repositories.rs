@@ -10,7 +10,7 @@ use mailroom_store::file::{
     FileMailRepository, FileMappingsRepository, FileUsersRepository, LogSpool, Maildir,
 };
 use mailroom_store::{
-    InboxRepository, MailRepository, MappingsRepository, SpoolRepository, UsersRepository,
+    Blocking, InboxRepository, MailRepository, MappingsRepository, SpoolRepository, UsersRepository,
 };
 
 /// The name of the server's own users repository in `<users-store>`.
@@ -34,7 +34,7 @@ pub fn users(config: &Config) -> Result<Arc<dyn UsersRepository>> {
         .find(|r| r.name == LOCAL_USERS)
         .ok_or_else(|| anyhow!("<users-store> has no repository named {LOCAL_USERS}"))?;
     let path = file_path(&repo.target, "users repository")?;
-    Ok(Arc::new(FileUsersRepository::open(path)?))
+    Ok(Arc::new(Blocking::new(FileUsersRepository::open(path)?)))
 }
 
 /// Every users repository of `<users-store>` by name, `LocalUsers` first (reusing `local`).
@@ -49,7 +49,8 @@ pub fn all_users(
         .filter(|r| r.name != LOCAL_USERS)
     {
         let path = file_path(&repo.target, "users repository")?;
-        let opened: Arc<dyn UsersRepository> = Arc::new(FileUsersRepository::open(path)?);
+        let opened: Arc<dyn UsersRepository> =
+            Arc::new(Blocking::new(FileUsersRepository::open(path)?));
         all.push((repo.name.clone(), opened));
     }
     Ok(all)
@@ -58,19 +59,19 @@ pub fn all_users(
 /// The virtual user tables, under `var/virtual/` in the home.
 pub fn mappings(config: &Config) -> Result<Arc<dyn MappingsRepository>> {
     let dir = config.home.join("var/virtual");
-    Ok(Arc::new(FileMappingsRepository::open(&dir)?))
+    Ok(Arc::new(Blocking::new(FileMappingsRepository::open(&dir)?)))
 }
 
 /// The inbox repository (`<inboxRepository>`).
 pub fn inbox(config: &Config) -> Result<Arc<dyn InboxRepository>> {
     let path = file_path(&config.james.inbox_repository.target, "inbox repository")?;
-    Ok(Arc::new(Maildir::open(path)?))
+    Ok(Arc::new(Blocking::new(Maildir::open(path)?)))
 }
 
 /// The spool (`<spoolrepository>`).
 pub fn spool(config: &Config) -> Result<Arc<dyn SpoolRepository>> {
     let path = file_path(&config.spool_repository.target, "spool repository")?;
-    Ok(Arc::new(LogSpool::open(path)?))
+    Ok(Arc::new(Blocking::new(LogSpool::open(path)?)))
 }
 
 /// The mail repositories that mailets name by URL (ToRepository...), opened once per directory:
@@ -116,8 +117,9 @@ impl MailRepositories {
         let repo = match open.by_dir.get(&dir) {
             Some(repo) => repo.clone(),
             None => {
-                let repo: Arc<dyn MailRepository> =
-                    Arc::new(FileMailRepository::open(&dir).map_err(|e| e.to_string())?);
+                let repo: Arc<dyn MailRepository> = Arc::new(Blocking::new(
+                    FileMailRepository::open(&dir).map_err(|e| e.to_string())?,
+                ));
                 open.by_dir.insert(dir, repo.clone());
                 repo
             }

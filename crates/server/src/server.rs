@@ -15,7 +15,9 @@ use mailroom_pop3::server::Pop3Store;
 use mailroom_pop3::Pop3Settings;
 use mailroom_remotemanager::{Console, RemoteManagerSettings};
 use mailroom_smtp::SmtpSettings;
-use mailroom_spool::{ProcessorTree, Registry, ServerContext, SpoolManager, UsernameRules};
+use mailroom_spool::{
+    ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
+};
 use mailroom_store::{SpoolRepository, VerifiedLogins};
 use tokio::sync::Notify;
 
@@ -59,6 +61,10 @@ pub fn run(cli: &Cli) -> Result<()> {
     let config = load_config(cli)?;
     let tree = build_tree(&config)?;
     tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
 
     let spool = repositories::spool(&config)?;
     let postmaster = MailAddress::parse(&config.james.postmaster)
@@ -84,10 +90,13 @@ pub fn run(cli: &Cli) -> Result<()> {
             enable_aliases: config.james.usernames.enable_aliases,
             enable_forwarding: config.james.usernames.enable_forwarding,
         },
-        users.clone(),
-        inbox,
-        spool.clone(),
-        Box::new(move |url| opener.open(url)),
+        Repositories {
+            users: users.clone(),
+            inbox,
+            spool: spool.clone(),
+            opener: Box::new(move |url| opener.open(url)),
+        },
+        runtime.handle().clone(),
     )
     .with_mappings(mappings.clone());
     let stop = Arc::new(Notify::new());
@@ -103,11 +112,6 @@ pub fn run(cli: &Cli) -> Result<()> {
         },
     });
     let workers = SpoolManager::new(tree, Arc::new(context)).start(config.spool_manager.threads);
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let served = runtime.block_on(serve(&config, spool, pop3_store, console, &stop));
     workers.stop();
     tracing::info!("stopped");

@@ -15,32 +15,37 @@ pub fn run(cli: &Cli, action: &UserAction) -> Result<()> {
     // APOP needs the password itself (RFC 1939 §7): keep it only where a POP3 listener
     // offers APOP.
     let keep_apop_secret = crate::server::keeps_apop_secrets(&config);
+    // The repositories are async; one command needs no more than a thread of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     match action {
         UserAction::Add { name, password } => {
             let password = password_or_stdin(password.as_deref())?;
             let mut user = User::new(name, &password);
             user.apop_secret = keep_apop_secret.then_some(password);
-            users.add(&user)?;
+            runtime.block_on(users.add(&user))?;
             println!("User {name} added");
         }
         UserAction::Del { name } => {
-            if !users.remove(name)? {
+            if !runtime.block_on(users.remove(name))? {
                 bail!("no user {name}");
             }
             println!("User {name} deleted");
         }
         UserAction::List => {
-            for name in users.list()? {
+            for name in runtime.block_on(users.list())? {
                 println!("{name}");
             }
         }
         UserAction::Passwd { name, password } => {
-            let Some(mut user) = users.get(name)? else {
+            let Some(mut user) = runtime.block_on(users.get(name))? else {
                 bail!("no user {name}");
             };
             let password = password_or_stdin(password.as_deref())?;
             user.set_password(&password, keep_apop_secret);
-            users.update(&user)?;
+            runtime.block_on(users.update(&user))?;
             println!("Password of {name} changed");
         }
     }

@@ -4,15 +4,15 @@
 //! [`Session`] and writes all the replies it produced in one write (so a
 //! pipelined batch is answered in one segment). The driver enforces the idle timeout, says
 //! `421` on shutdown, opens a message in the spool when DATA starts, streams the message
-//! octets into it as they arrive (small blocking writes, acceptable in the task), and commits
-//! it — which fsyncs — in `spawn_blocking`; the session writes `250` only after the commit
-//! returned `Ok`. It parses nothing itself and formats no reply.
+//! octets into it as they arrive, and commits it; the session writes `250` only after the
+//! commit (which makes the mail durable) returned `Ok`. The store is async: no call here
+//! blocks a runtime thread. It parses nothing itself and formats no reply.
 //!
 //! The connection handler is generic over the stream, so implicit TLS (a later issue) passes
 //! a TLS stream here unchanged, and STARTTLS will replace the stream and the session in
 //! [`handle_connection`].
 
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -152,11 +152,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             while !input.is_empty() {
                 let (used, outcome) = self.session.ingest(input, &mut self.out, &mut self.body);
                 input = &input[used..];
-                self.drain_body();
+                self.drain_body().await;
                 match outcome {
                     // Everything consumed (or, defensively, nothing more can be).
                     Outcome::Continue => break,
-                    Outcome::OpenMessage => self.open_message(),
+                    Outcome::OpenMessage => self.open_message().await,
                     Outcome::Commit(envelope) => self.commit(*envelope).await,
                     Outcome::Discard => self.message = None,
                     Outcome::Close => {
@@ -184,13 +184,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// Moves the session's message octets into the open message.
-    fn drain_body(&mut self) {
+    async fn drain_body(&mut self) {
         if self.body.is_empty() {
             return;
         }
         if let Some(message) = &mut self.message {
             if message.failed.is_none() {
-                if let Err(e) = message.incoming.write_all(&self.body) {
+                if let Err(e) = message.incoming.write(&self.body).await {
                     tracing::warn!(peer = %self.peer, id = message.incoming.name(), error = %e,
                         "cannot write message to the spool");
                     message.failed = Some(e);
@@ -201,8 +201,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// DATA was accepted: opens a message in the spool and starts the data phase.
-    fn open_message(&mut self) {
-        let opened = match self.spool.incoming() {
+    async fn open_message(&mut self) {
+        let opened = match self.spool.incoming().await {
             Ok(incoming) => {
                 let start = DataStart {
                     id: incoming.name().to_string(),
@@ -221,7 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         self.session
             .begin_data(opened, &mut self.out, &mut self.body);
-        self.drain_body();
+        self.drain_body().await;
     }
 
     /// The message is complete: makes it durable, then lets the session answer.
@@ -239,19 +239,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 failed: Some(e), ..
             }) => Err(e.to_string()),
             Some(OpenMessage {
-                mut incoming,
+                incoming,
                 failed: None,
-            }) => {
-                let task = tokio::task::spawn_blocking(move || {
-                    incoming.flush()?;
-                    incoming.commit(envelope)
-                });
-                match task.await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+            }) => incoming.commit(envelope).await.map_err(|e| e.to_string()),
         };
         match &result {
             Ok(()) => {

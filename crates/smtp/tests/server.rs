@@ -8,11 +8,13 @@ use std::time::Duration;
 use mailroom_mailet::{Envelope, Mail};
 use mailroom_net::{Listener, Shutdown};
 use mailroom_smtp::SmtpSettings;
-use mailroom_store::{IncomingMessage, MailRepository, Result, SpoolRepository};
+use mailroom_store::blocking::{IncomingMessage, MailRepository, SpoolRepository};
+use mailroom_store::{Blocking, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// A spool in memory whose commit is slow, so that a `250` sent before the commit finished
+/// A spool in memory (served like the file backend, through the blocking-pool adapter) whose
+/// commit is slow, so that a `250` sent before the commit finished
 /// would be caught.
 #[derive(Default)]
 struct MemSpool {
@@ -111,7 +113,8 @@ async fn accepts_a_mail_only_after_commit_and_says_421_on_shutdown() {
         ..SmtpSettings::default()
     });
     let mem = Arc::new(MemSpool::default());
-    let spool: Arc<dyn SpoolRepository> = Arc::new(Handle(mem.clone()));
+    let spool: Arc<dyn mailroom_store::SpoolRepository> =
+        Arc::new(Blocking::new(Handle(mem.clone())));
     let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
@@ -197,7 +200,8 @@ async fn idle_clients_time_out_with_421() {
         connection_timeout: Duration::from_millis(200),
         ..SmtpSettings::default()
     });
-    let spool: Arc<dyn SpoolRepository> = Arc::new(Handle(Arc::default()));
+    let spool: Arc<dyn mailroom_store::SpoolRepository> =
+        Arc::new(Blocking::new(Handle(Arc::default())));
     let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();

@@ -1,6 +1,12 @@
 //! The server side of [`MailetContext`]: local domains, the users repository, the inboxes, the
 //! spool and the mail repositories that mailets name by URL.
+//!
+//! The repositories are async; matchers and mailets are not (as in James, they run on the
+//! SpoolManager's own worker threads, which may block). This context bridges the two with the
+//! runtime's `block_on`, which is legal because the workers are not runtime threads: the
+//! runtime's threads never wait here.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use mailroom_mailet::{Mail, MailAddress, MailetContext, MailetError, UserRecord};
@@ -36,6 +42,18 @@ pub struct UsernameRules {
     pub enable_forwarding: bool,
 }
 
+/// The repositories a [`ServerContext`] works on.
+pub struct Repositories {
+    /// Users, with their aliases and forwards.
+    pub users: Arc<dyn UsersRepository>,
+    /// Where `LocalDelivery` puts mail.
+    pub inbox: Arc<dyn InboxRepository>,
+    /// Where new mails (`send_mail`) go.
+    pub spool: Arc<dyn SpoolRepository>,
+    /// Opens the mail repositories that mailets name by URL.
+    pub opener: RepositoryOpener,
+}
+
 /// The MailetContext the SpoolManager hands to matchers and mailets.
 pub struct ServerContext {
     /// This server's domains, lower-cased.
@@ -48,19 +66,25 @@ pub struct ServerContext {
     opener: RepositoryOpener,
     /// The virtual user tables, when the server has them.
     mappings: Option<Arc<dyn MappingsRepository>>,
+    /// The runtime the repositories' async calls run on.
+    runtime: tokio::runtime::Handle,
 }
 
 impl ServerContext {
-    /// A context over the given repositories.
+    /// A context over the given repositories, whose async calls run on `runtime`.
     pub fn new(
         servernames: Vec<String>,
         postmaster: MailAddress,
         rules: UsernameRules,
-        users: Arc<dyn UsersRepository>,
-        inbox: Arc<dyn InboxRepository>,
-        spool: Arc<dyn SpoolRepository>,
-        opener: RepositoryOpener,
+        repositories: Repositories,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
+        let Repositories {
+            users,
+            inbox,
+            spool,
+            opener,
+        } = repositories;
         ServerContext {
             servernames: servernames.iter().map(|s| s.to_lowercase()).collect(),
             postmaster,
@@ -70,6 +94,7 @@ impl ServerContext {
             spool,
             opener,
             mappings: None,
+            runtime,
         }
     }
 
@@ -86,7 +111,13 @@ impl ServerContext {
 
     /// Makes every inbox delivery made so far durable.
     pub fn sync_inbox(&self) -> Result<(), mailroom_store::StoreError> {
-        self.inbox.sync()
+        self.wait(self.inbox.sync())
+    }
+
+    /// Waits for an async repository call on this (worker) thread. Must not be called from a
+    /// runtime thread.
+    pub fn wait<F: Future>(&self, call: F) -> F::Output {
+        self.runtime.block_on(call)
     }
 }
 
@@ -101,7 +132,7 @@ impl MailetContext for ServerContext {
     }
 
     fn local_user(&self, name: &str) -> Result<Option<UserRecord>, MailetError> {
-        let Some(user) = self.users.get(name).map_err(store_error)? else {
+        let Some(user) = self.wait(self.users.get(name)).map_err(store_error)? else {
             return Ok(None);
         };
         if !self.rules.ignore_case && user.name != name {
@@ -126,14 +157,13 @@ impl MailetContext for ServerContext {
     }
 
     fn send_mail(&self, mail: Mail) -> Result<(), MailetError> {
-        self.spool.store(&mail).map_err(store_error)
+        self.wait(self.spool.store(&mail)).map_err(store_error)
     }
 
     fn store_mail(&self, url: &str, mail: &Mail) -> Result<(), MailetError> {
-        (self.opener)(url)
-            .map_err(|e| MailetError::new(format!("cannot open repository {url}: {e}")))?
-            .store(mail)
-            .map_err(store_error)
+        let repository = (self.opener)(url)
+            .map_err(|e| MailetError::new(format!("cannot open repository {url}: {e}")))?;
+        self.wait(repository.store(mail)).map_err(store_error)
     }
 
     fn deliver_to_inbox(
@@ -142,8 +172,7 @@ impl MailetContext for ServerContext {
         trace_header: &[u8],
         mail: &Mail,
     ) -> Result<(), MailetError> {
-        self.inbox
-            .deliver(user, trace_header, &mail.message)
+        self.wait(self.inbox.deliver(user, trace_header, &mail.message))
             .map_err(store_error)?;
         DELIVERIES.with(|n| n.set(n.get() + 1));
         Ok(())
@@ -167,7 +196,9 @@ impl MailetContext for ServerContext {
             let Ok(source) = Source::parse(&source) else {
                 continue;
             };
-            let targets = mappings.get(table, &source).map_err(store_error)?;
+            let targets = self
+                .wait(mappings.get(table, &source))
+                .map_err(store_error)?;
             if !targets.is_empty() {
                 return Ok(targets.iter().map(ToString::to_string).collect());
             }

@@ -19,7 +19,7 @@ pub mod matchers;
 pub mod registry;
 pub mod tree;
 
-pub use context::{ServerContext, UsernameRules};
+pub use context::{Repositories, ServerContext, UsernameRules};
 pub use manager::{SpoolManager, SpoolManagerHandle};
 pub use registry::Registry;
 pub use tree::ProcessorTree;

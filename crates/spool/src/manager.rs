@@ -101,7 +101,7 @@ impl SpoolManager {
             } else {
                 Duration::ZERO
             };
-            match self.spool().lease(wait) {
+            match self.context.wait(self.spool().lease(wait)) {
                 Ok(Some(mail)) => {
                     let name = mail.name().to_string();
                     let processor = mail.state().to_string();
@@ -121,7 +121,7 @@ impl SpoolManager {
                             let delay = Duration::from_secs(1 << attempts.min(12)).min(MAX_RETRY);
                             tracing::error!(mail = %name, error = %e, attempts, retry_in = ?delay,
                                 "spool storage failed; will retry");
-                            self.spool().release(&name, delay);
+                            self.context.wait(self.spool().release(&name, delay));
                         }
                     }
                     if finished.len() >= FINISHED_BATCH {
@@ -147,14 +147,16 @@ impl SpoolManager {
         if let Err(e) = self.context.sync_inbox() {
             tracing::error!(error = %e, "cannot make deliveries durable; mails will be retried");
             for name in finished.drain(..) {
-                self.spool().release(&name, Duration::from_secs(60));
+                self.context
+                    .wait(self.spool().release(&name, Duration::from_secs(60)));
             }
             return;
         }
         for name in finished.drain(..) {
-            if let Err(e) = self.spool().remove(&name) {
+            if let Err(e) = self.context.wait(self.spool().remove(&name)) {
                 tracing::error!(mail = %name, error = %e, "cannot remove a finished mail");
-                self.spool().release(&name, Duration::from_secs(60));
+                self.context
+                    .wait(self.spool().release(&name, Duration::from_secs(60)));
             }
         }
     }
@@ -206,7 +208,7 @@ impl SpoolManager {
                     deliveries = deliveries_on_this_thread();
                 }
                 mail.envelope.touch();
-                self.spool().store(&mail)?;
+                self.context.wait(self.spool().store(&mail))?;
                 if !stored {
                     // A split copy: from now on it is a spool mail of its own.
                     return Ok(());

@@ -7,9 +7,12 @@ use mailroom_config::Config;
 use mailroom_mailet::{
     state, Envelope, Mail, MailAddress, MailetContext, MailetError, Matcher, Message,
 };
-use mailroom_spool::{ProcessorTree, Registry, ServerContext, SpoolManager, UsernameRules};
+use mailroom_spool::{
+    ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
+};
+use mailroom_store::blocking::{MailRepository, SpoolRepository, UsersRepository};
 use mailroom_store::file::{FileMailRepository, FileUsersRepository, LogSpool, Maildir};
-use mailroom_store::{MailRepository, SpoolRepository, User, UsersRepository};
+use mailroom_store::{Blocking, User};
 
 /// A mailet that fails unless the Maildir `<dir>` already shows a delivered message: it
 /// checks that deliveries are durable (committed) before a hop is persisted.
@@ -36,6 +39,9 @@ impl Matcher for Explode {
 }
 
 struct Fixture {
+    /// The repositories' async calls run here; the SpoolManager waits for them from the test
+    /// thread, as it does from its worker threads.
+    _runtime: tokio::runtime::Runtime,
     home: tempfile::TempDir,
     spool: Arc<LogSpool>,
     manager: Arc<SpoolManager>,
@@ -76,6 +82,7 @@ fn fixture(processors: &str) -> Fixture {
     }
     let spool = Arc::new(LogSpool::open(&home.path().join("spool")).unwrap());
     let root = home.path().to_path_buf();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     let context = ServerContext::new(
         vec!["localhost".into()],
         MailAddress::parse("postmaster@localhost").unwrap(),
@@ -84,18 +91,24 @@ fn fixture(processors: &str) -> Fixture {
             enable_aliases: true,
             enable_forwarding: true,
         },
-        users,
-        Arc::new(Maildir::open(&home.path().join("inboxes")).unwrap()),
-        spool.clone(),
-        Box::new(move |url| {
-            let dir = root.join(url.trim_start_matches("file://"));
-            FileMailRepository::open(&dir)
-                .map(|r| Arc::new(r) as Arc<dyn MailRepository>)
-                .map_err(|e| e.to_string())
-        }),
+        Repositories {
+            users: Arc::new(Blocking::from_arc(users)),
+            inbox: Arc::new(Blocking::new(
+                Maildir::open(&home.path().join("inboxes")).unwrap(),
+            )),
+            spool: Arc::new(Blocking::from_arc(spool.clone())),
+            opener: Box::new(move |url| {
+                let dir = root.join(url.trim_start_matches("file://"));
+                FileMailRepository::open(&dir)
+                    .map(|r| Arc::new(Blocking::new(r)) as Arc<dyn mailroom_store::MailRepository>)
+                    .map_err(|e| e.to_string())
+            }),
+        },
+        runtime.handle().clone(),
     );
     let manager = SpoolManager::new(tree, Arc::new(context));
     Fixture {
+        _runtime: runtime,
         home,
         spool,
         manager,

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::mappings::{Source, Target};
 use crate::{
-    blocking, on_blocking_pool, IncomingMessage, InboxRepository, MailRepository, Mailbox,
+    blocking, on_blocking_pool, InboxRepository, IncomingMessage, MailRepository, Mailbox,
     MailboxMessage, MappingsRepository, MessageStream, Result, SpoolRepository, User,
     UsersRepository,
 };
@@ -41,6 +41,11 @@ impl<T> Blocking<T> {
 }
 
 impl<T: ?Sized> Blocking<T> {
+    /// Serves a backend that is also used directly elsewhere.
+    pub fn from_arc(backend: Arc<T>) -> Self {
+        Blocking(backend)
+    }
+
     /// The synchronous backend, for code that already runs on a blocking thread (tests, the
     /// command line before the runtime starts).
     pub fn backend(&self) -> &Arc<T> {

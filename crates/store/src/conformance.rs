@@ -1,8 +1,8 @@
 //! The test-suite every backend runs: call these from a backend's tests with a fresh, empty
 //! repository. They panic on the first broken contract.
 
-use tokio::io::AsyncReadExt;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 
 use mailroom_mailet::{AttributeValue, Envelope, Mail, MailAddress, Message};
 
@@ -73,7 +73,8 @@ pub async fn mail_repository(repo: &dyn MailRepository) {
     incoming.write(b"Subject: streamed\r\n\r\n").await.unwrap();
     incoming.write(b"body\r\n").await.unwrap();
     incoming
-        .commit(Envelope::new("ignored", None, vec![])).await
+        .commit(Envelope::new("ignored", None, vec![]))
+        .await
         .unwrap();
     let back = repo.retrieve(&name).await.unwrap().unwrap();
     assert_eq!(back.envelope.name, name);
@@ -91,29 +92,51 @@ pub async fn mail_repository(repo: &dyn MailRepository) {
 /// Leases: one holder at a time, release hands the mail out again, remove ends it, new mail
 /// wakes a waiting worker.
 pub async fn spool_repository(spool: &dyn SpoolRepository) {
-    assert!(spool.lease(Duration::from_millis(10)).await.unwrap().is_none());
+    assert!(spool
+        .lease(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_none());
     spool.store(&sample_mail("s-1")).await.unwrap();
     spool.store(&sample_mail("s-2")).await.unwrap();
     let first = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
     let second = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
     assert_ne!(first.name(), second.name());
-    assert!(spool.lease(Duration::from_millis(10)).await.unwrap().is_none());
+    assert!(spool
+        .lease(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_none());
 
     // Storing a leased mail (a processor hop) keeps it leased.
     let mut hop = first.clone();
     hop.set_state("transport");
     spool.store(&hop).await.unwrap();
-    assert!(spool.lease(Duration::from_millis(10)).await.unwrap().is_none());
+    assert!(spool
+        .lease(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_none());
 
     // A delayed release hides the mail until its time.
-    spool.release(first.name(), Duration::from_millis(300)).await;
-    assert!(spool.lease(Duration::from_millis(10)).await.unwrap().is_none());
+    spool
+        .release(first.name(), Duration::from_millis(300))
+        .await;
+    assert!(spool
+        .lease(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_none());
     let again = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
     assert_eq!(again.name(), first.name());
     assert_eq!(again.state(), "transport");
     assert!(spool.remove(again.name()).await.unwrap());
     assert!(spool.remove(second.name()).await.unwrap());
-    assert!(spool.lease(Duration::from_millis(10)).await.unwrap().is_none());
+    assert!(spool
+        .lease(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_none());
 
     // A committed incoming mail wakes a waiting lease.
     let waiter = spool.lease(Duration::from_secs(5));
@@ -121,7 +144,10 @@ pub async fn spool_repository(spool: &dyn SpoolRepository) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut incoming = spool.incoming().await.unwrap();
         incoming.write(b"Subject: wake\r\n\r\n").await.unwrap();
-        incoming.commit(Envelope::new("x", None, vec![])).await.unwrap();
+        incoming
+            .commit(Envelope::new("x", None, vec![]))
+            .await
+            .unwrap();
     };
     let (got, ()) = tokio::join!(waiter, commit);
     let got = got.unwrap().expect("woken by the new mail");
@@ -167,7 +193,8 @@ pub async fn users_repository(users: &dyn UsersRepository) {
     users.add(&legacy).await.unwrap();
     assert!(users.verify_password("legacy", "secret").await.unwrap());
     assert!(users
-        .get("legacy").await
+        .get("legacy")
+        .await
         .unwrap()
         .unwrap()
         .password_hash
@@ -176,9 +203,13 @@ pub async fn users_repository(users: &dyn UsersRepository) {
     // An upgrade computed against a hash that has changed since does not undo the change.
     let current = users.get("legacy").await.unwrap().unwrap().password_hash;
     assert!(!users
-        .replace_password_hash("legacy", "stale", "x".into()).await
+        .replace_password_hash("legacy", "stale", "x".into())
+        .await
         .unwrap());
-    assert_eq!(users.get("legacy").await.unwrap().unwrap().password_hash, current);
+    assert_eq!(
+        users.get("legacy").await.unwrap().unwrap().password_hash,
+        current
+    );
 
     assert_eq!(users.list().await.unwrap(), vec!["Alice", "bob", "legacy"]);
     assert_eq!(users.count().await.unwrap(), 3);
@@ -220,7 +251,10 @@ pub async fn mappings_repository(repo: &dyn MappingsRepository) {
     );
     assert!(repo.all("other").await.unwrap().is_empty());
     assert!(repo.add("other", &source, &refuse).await.unwrap());
-    assert_eq!(repo.get("other", &source).await.unwrap(), vec![refuse.clone()]);
+    assert_eq!(
+        repo.get("other", &source).await.unwrap(),
+        vec![refuse.clone()]
+    );
 
     assert!(repo.remove(DEFAULT_TABLE, &source, &alice).await.unwrap());
     assert!(
@@ -264,7 +298,8 @@ pub async fn inbox_repository(inbox: &dyn InboxRepository) {
     ];
     for body in bodies {
         inbox
-            .deliver("Alice", b"Return-Path: <>\r\n", &Message::from_bytes(body)).await
+            .deliver("Alice", b"Return-Path: <>\r\n", &Message::from_bytes(body))
+            .await
             .unwrap();
         // Distinct delivery times, so that the order is the delivery order on every backend.
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -296,7 +331,8 @@ pub async fn inbox_repository(inbox: &dyn InboxRepository) {
             "Alice",
             b"",
             &Message::from_bytes(b"Subject: four\r\n\r\n4\r\n"),
-        ).await
+        )
+        .await
         .unwrap();
     inbox.sync().await.unwrap();
     assert_eq!(mailbox.messages().len(), 3);
@@ -312,7 +348,10 @@ pub async fn inbox_repository(inbox: &dyn InboxRepository) {
         &[listed[0].uid.as_str(), listed[2].uid.as_str()]
     );
     assert!(!uids[..2].contains(&listed[1].uid.as_str()));
-    assert_eq!(read_all(mailbox.as_ref()).await[2], b"Subject: four\r\n\r\n4\r\n");
+    assert_eq!(
+        read_all(mailbox.as_ref()).await[2],
+        b"Subject: four\r\n\r\n4\r\n"
+    );
     // Dropping a mailbox without delete changes nothing.
     drop(mailbox);
     let mut mailbox = inbox.open_mailbox("Alice").await.unwrap();
@@ -322,7 +361,12 @@ pub async fn inbox_repository(inbox: &dyn InboxRepository) {
     assert!(other.messages().is_empty());
     mailbox.delete(&[0, 1, 2]).await.unwrap();
     drop(mailbox);
-    assert!(inbox.open_mailbox("Alice").await.unwrap().messages().is_empty());
+    assert!(inbox
+        .open_mailbox("Alice")
+        .await
+        .unwrap()
+        .messages()
+        .is_empty());
     assert!(matches!(
         inbox.open_mailbox("../escape").await,
         Err(StoreError::InvalidName(..))

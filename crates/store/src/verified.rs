@@ -178,7 +178,9 @@ mod tests {
 
     async fn setup(capacity: usize) -> (tempfile::TempDir, VerifiedLogins) {
         let dir = tempfile::tempdir().unwrap();
-        let users = Arc::new(Blocking::new(FileUsersRepository::open(dir.path()).unwrap()));
+        let users = Arc::new(Blocking::new(
+            FileUsersRepository::open(dir.path()).unwrap(),
+        ));
         users.add(&User::new("Alice", "pass word")).await.unwrap();
         users.add(&User::new("bob", "secret")).await.unwrap();
         let logins = VerifiedLogins::new(users, Duration::from_secs(3600), capacity);
@@ -211,10 +213,11 @@ mod tests {
         let (_dir, logins) = setup(1).await;
         assert!(logins.login("alice", "pass word").await.unwrap().is_some());
         assert!(logins.login("bob", "secret").await.unwrap().is_some());
-        let entries = logins.lock();
-        assert_eq!(entries.len(), 1);
-        assert!(entries.contains_key("bob"));
-        drop(entries);
+        {
+            let entries = logins.lock();
+            assert_eq!(entries.len(), 1);
+            assert!(entries.contains_key("bob"));
+        }
 
         let (_dir, expired) = setup(10).await;
         let expired = VerifiedLogins {
@@ -234,7 +237,13 @@ mod tests {
         legacy.password_hash = "5en6G6MezRroT3XKqkdPOmY/BfQ=".into();
         logins.users().add(&legacy).await.unwrap();
         assert!(logins.login("legacy", "secret").await.unwrap().is_some());
-        let stored = logins.users().get("legacy").await.unwrap().unwrap().password_hash;
+        let stored = logins
+            .users()
+            .get("legacy")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash;
         assert!(stored.starts_with("$argon2id$"));
         assert!(logins.login("legacy", "secret").await.unwrap().is_some());
     }

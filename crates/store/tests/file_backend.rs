@@ -3,8 +3,8 @@
 use std::fs;
 
 use mailroom_mailet::Message;
-use mailroom_store::file::{FileMailRepository, FileUsersRepository, LogSpool, Maildir};
 use mailroom_store::blocking::InboxRepository;
+use mailroom_store::file::{FileMailRepository, FileUsersRepository, LogSpool, Maildir};
 use mailroom_store::{conformance, Blocking};
 
 #[tokio::test]
