@@ -88,8 +88,10 @@ pub trait Handler: Send {
     /// buffered before the next read. It may write in between ([`Connection::flush`]), wait
     /// ([`Connection::pause`]) or upgrade the stream. What it leaves pending is written in one
     /// write when it returns.
-    fn input(&mut self, connection: &mut Connection)
-        -> impl Future<Output = io::Result<Flow>> + Send;
+    fn input(
+        &mut self,
+        connection: &mut Connection,
+    ) -> impl Future<Output = io::Result<Flow>> + Send;
 }
 
 /// One client connection: its stream, buffers, timeouts and shutdown watch.
@@ -526,7 +528,10 @@ mod tests {
         // A line split across reads, then three lines in one read.
         write.write_all(b"on").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        write.write_all(b"e\r\ntwo\r\nthree\nQUIT\r\n").await.unwrap();
+        write
+            .write_all(b"e\r\ntwo\r\nthree\nQUIT\r\n")
+            .await
+            .unwrap();
         for expected in ["got one\r\n", "got two\r\n", "got three\r\n", "bye\r\n"] {
             assert_eq!(read_line(&mut read).await, expected);
         }
@@ -566,7 +571,8 @@ mod tests {
         assert!(conn.pause(Duration::from_millis(10)).await);
         assert!(!conn.is_shutdown());
         shutdown.trigger();
-        let cut = tokio::time::timeout(Duration::from_secs(5), conn.pause(Duration::from_secs(600)));
+        let cut =
+            tokio::time::timeout(Duration::from_secs(5), conn.pause(Duration::from_secs(600)));
         assert!(!cut.await.expect("cut short"));
         assert!(conn.is_shutdown());
     }
@@ -630,16 +636,16 @@ mod tests {
         let (mut client, session, discarded) =
             start(Upgrade::Flip, Duration::from_secs(5), &shutdown);
         // The command and an injected one in the same packet, as in CVE-2011-0411.
-        client
-            .write_all(b"STARTTLS\r\nINJECTED\r\n")
-            .await
-            .unwrap();
+        client.write_all(b"STARTTLS\r\nINJECTED\r\n").await.unwrap();
         let mut buf = vec![0u8; b"hello\r\ngo ahead\r\n".len()];
         client.read_exact(&mut buf).await.unwrap();
         assert_eq!(buf, b"hello\r\ngo ahead\r\n");
         // Now "encrypted": flipped both ways.
         let flip = |b: &[u8]| b.iter().map(|b| !b).collect::<Vec<u8>>();
-        client.write_all(&flip(b"secret\r\nQUIT\r\n")).await.unwrap();
+        client
+            .write_all(&flip(b"secret\r\nQUIT\r\n"))
+            .await
+            .unwrap();
         let mut rest = Vec::new();
         client.read_to_end(&mut rest).await.unwrap();
         assert_eq!(flip(&rest), b"got secret\r\nbye\r\n");
@@ -671,10 +677,7 @@ mod tests {
         let acceptor = TlsAcceptor::from(Arc::new(server));
         let (mut client, session, discarded) =
             start(Upgrade::Tls(acceptor), Duration::from_secs(5), &shutdown);
-        client
-            .write_all(b"STARTTLS\r\nINJECTED\r\n")
-            .await
-            .unwrap();
+        client.write_all(b"STARTTLS\r\nINJECTED\r\n").await.unwrap();
         let mut buf = vec![0u8; b"hello\r\ngo ahead\r\n".len()];
         client.read_exact(&mut buf).await.unwrap();
         assert_eq!(buf, b"hello\r\ngo ahead\r\n");
