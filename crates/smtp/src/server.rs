@@ -134,6 +134,7 @@ impl Handler for Driver {
     }
 }
 
+/// The spool calls: open, stream and commit a message.
 impl Driver {
     /// Moves the session's message octets into the open message.
     fn drain_body(&mut self) {
