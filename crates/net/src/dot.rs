@@ -311,7 +311,8 @@ mod tests {
     #[test]
     fn decoder_table() {
         // (wire input, body, where the data ends, bare line end seen)
-        let cases: &[(&[u8], &[u8], Option<usize>, bool)] = &[
+        type Case = (&'static [u8], &'static [u8], Option<usize>, bool);
+        let cases: &[Case] = &[
             (b".\r\n", b"", Some(3), false),
             (b"a\r\n.\r\n", b"a\r\n", Some(6), false),
             (b"a\r\n..b\r\n.\r\nNOOP", b"a\r\n.b\r\n", Some(11), false),
