@@ -12,18 +12,24 @@
 //!   session says its protocol's goodbye and ends, and [`Shutdown::wait`] returns when the last
 //!   [`ShutdownWatch`] (each session holds one) has been dropped — the mpsc-senders trick of
 //!   mini-redis;
-//! * [`lines`]: bounded line framing, the same for every line-based protocol.
+//! * [`connection`]: one client connection — stream, read buffer, pending replies, idle and
+//!   write timeouts, shutdown — and the read / handle / write loop every protocol runs through
+//!   a [`Handler`]; its stream can be upgraded in place (STARTTLS, STLS);
+//! * [`lines`]: bounded line framing, the same for every line-based protocol;
+//! * [`dot`]: the dot-stuffing codec of message bodies (SMTP DATA, POP3 RETR/TOP, NNTP).
 //!
 //! It parses no protocol's commands, and it holds no reply text.
 //!
-//! **TLS plugs in here** (a later issue): the handler receives a plain [`TcpStream`] today, and
-//! the protocol drivers are written against a generic `AsyncRead + AsyncWrite + Unpin` stream,
-//! so an implicit-TLS listener only has to wrap the stream with a `tokio_rustls::TlsAcceptor`
-//! inside [`serve`] (or in the handler) before handing it on, and STARTTLS wraps it in the
-//! driver.
+//! **TLS plugs in here**: [`Connection::start_tls`] upgrades a connection with a
+//! `tokio_rustls::TlsAcceptor` (ring provider); an implicit-TLS listener only has to accept
+//! the handshake in the handler before building its [`Connection`].
 #![deny(missing_docs)]
 
+pub mod connection;
+pub mod dot;
 pub mod lines;
+
+pub use connection::{Connection, End, Flow, Handler};
 
 use std::future::Future;
 use std::io;

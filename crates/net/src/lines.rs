@@ -1,8 +1,9 @@
 //! Client input → bounded command lines, for every line-based protocol (SMTP, POP3, NNTP).
 //!
-//! [`LineReader`] splits input into lines of at most [`MAX_LINE`] octets across any number of
-//! reads. A longer line (say 10 MB) is discarded up to its end and reported once as
-//! [`LineEvent::TooLong`], so that the next command starts clean and memory stays bounded.
+//! [`LineReader`] splits input into lines of at most [`MAX_LINE`] octets (or another limit)
+//! across any number of reads. A longer line (say 10 MB) is discarded up to its end and
+//! reported once as [`LineEvent::TooLong`], so that the next command starts clean and memory
+//! stays bounded.
 //! Lines end in CRLF; a bare LF is accepted as the end of a command line for lenient clients.
 
 /// The longest command line, CRLF included. RFC 5321 asks for at least 512 octets and RFC 2449
@@ -20,15 +21,34 @@ pub enum LineEvent {
 }
 
 /// Splits client input into bounded lines, across any number of reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LineReader {
-    /// The start of a line that has not ended yet; never longer than `MAX_LINE - 1`.
+    /// The start of a line that has not ended yet; never longer than `limit - 1`.
     partial: Vec<u8>,
     /// The current line overflowed: drop its octets until its LF.
     discarding: bool,
+    /// The longest line, its line end included.
+    limit: usize,
+}
+
+impl Default for LineReader {
+    /// A reader of lines of at most [`MAX_LINE`] octets.
+    fn default() -> Self {
+        LineReader::with_limit(MAX_LINE)
+    }
 }
 
 impl LineReader {
+    /// A reader of lines of at most `limit` octets, CRLF included (a protocol whose lines may
+    /// be longer than [`MAX_LINE`], such as the RemoteManager's).
+    pub fn with_limit(limit: usize) -> Self {
+        LineReader {
+            partial: Vec::new(),
+            discarding: false,
+            limit,
+        }
+    }
+
     /// Reads `input` up to and including the next LF. Returns how many octets were consumed and
     /// the event if a line ended; without an event every octet was consumed and more input is
     /// needed.
@@ -58,8 +78,8 @@ impl LineReader {
         if self.discarding {
             return;
         }
-        // The line plus its LF must fit in MAX_LINE.
-        if self.partial.len() + bytes.len() >= MAX_LINE {
+        // The line plus its LF must fit in the limit.
+        if self.partial.len() + bytes.len() >= self.limit {
             self.partial = Vec::new();
             self.discarding = true;
         } else {
@@ -94,5 +114,19 @@ mod tests {
         let mut over = vec![b'a'; MAX_LINE - 1];
         over.extend_from_slice(b"\r\n");
         assert_eq!(r.read(&over).1, Some(LineEvent::TooLong));
+    }
+
+    #[test]
+    fn another_limit() {
+        let mut r = LineReader::with_limit(5);
+        assert_eq!(
+            r.read(b"abc\r\n"),
+            (5, Some(LineEvent::Line(b"abc".to_vec())))
+        );
+        assert_eq!(r.read(b"abcd\r\n"), (6, Some(LineEvent::TooLong)));
+        assert_eq!(
+            r.read(b"abcd\n"),
+            (5, Some(LineEvent::Line(b"abcd".to_vec())))
+        );
     }
 }

@@ -1,16 +1,16 @@
-//! POP3 wire formats, with no I/O: client bytes → bounded lines → typed commands, and message
-//! octets → the multi-line form sent on the wire.
+//! POP3 wire formats, with no I/O: client bytes → bounded lines → typed commands.
 //!
 //! * [`LineReader`] splits client input into lines of at most [`MAX_LINE`] octets. A longer
 //!   line (say 10 MB) is discarded up to its end and reported once as [`LineEvent::TooLong`],
 //!   so that the next command starts clean. Lines end in CRLF; a bare LF is accepted too.
 //! * [`parse_command`] turns one line into a [`Command`] or a [`CommandError`] whose text is
 //!   the `-ERR` the client gets.
-//! * [`BodyEncoder`] turns a stored message into the body of a RETR or TOP reply: every line
-//!   end becomes CRLF, a line beginning with `.` gets a second one (RFC 1939 §3), TOP stops
-//!   after the header section and the requested number of body lines, and [`BodyEncoder::finish`]
-//!   writes the terminating `.` line.
+//!
+//! A message travels to the client through `mailroom-net`'s [`DotEncoder`]: every line end
+//! becomes CRLF, a line beginning with `.` gets a second one (RFC 1939 §3), TOP stops after the
+//! header section and the requested number of body lines, and the `.` line ends it.
 
+pub use mailroom_net::dot::DotEncoder;
 pub use mailroom_net::lines::{LineEvent, LineReader, MAX_LINE};
 
 /// A POP3 command (RFC 1939, RFC 2449 CAPA, RFC 2595 STLS, RFC 5034 AUTH).
@@ -179,104 +179,6 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// Encodes a stored message as the body of a RETR or TOP reply, chunk by chunk, so that a
-/// message of any size passes through in bounded memory.
-#[derive(Debug)]
-pub struct BodyEncoder {
-    /// The next octet starts a line.
-    line_start: bool,
-    /// Octets of the current line so far (before its LF).
-    line_len: u64,
-    /// The last octet seen was CR.
-    after_cr: bool,
-    /// Still in the header section (only tracked for TOP).
-    in_header: bool,
-    /// TOP: body lines still to send; `None` for RETR (everything).
-    lines_left: Option<u64>,
-    /// TOP has sent all it must; the rest of the message is skipped.
-    done: bool,
-}
-
-impl BodyEncoder {
-    /// An encoder for RETR (`body_lines: None`) or for TOP with that many body lines.
-    pub fn new(body_lines: Option<u64>) -> Self {
-        BodyEncoder {
-            line_start: true,
-            line_len: 0,
-            after_cr: false,
-            in_header: body_lines.is_some(),
-            lines_left: body_lines,
-            done: false,
-        }
-    }
-
-    /// Whether everything to send has been sent (TOP): the caller may stop reading.
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// Appends the wire form of the next `input` octets of the message to `out`.
-    pub fn encode(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
-        out.reserve(input.len() + input.len() / 32);
-        while !input.is_empty() && !self.done {
-            if self.line_start {
-                if !self.in_header && self.lines_left == Some(0) {
-                    self.done = true;
-                    return;
-                }
-                if input[0] == b'.' {
-                    out.push(b'.');
-                }
-                self.line_start = false;
-                self.line_len = 0;
-            }
-            match input.iter().position(|&b| b == b'\n') {
-                None => {
-                    out.extend_from_slice(input);
-                    self.line_len += input.len() as u64;
-                    self.after_cr = input.last() == Some(&b'\r');
-                    return;
-                }
-                Some(lf) => {
-                    let text = &input[..lf];
-                    out.extend_from_slice(text);
-                    self.line_len += lf as u64;
-                    let cr = if lf > 0 {
-                        text[lf - 1] == b'\r'
-                    } else {
-                        self.after_cr
-                    };
-                    if !cr {
-                        out.push(b'\r');
-                    }
-                    out.push(b'\n');
-                    let empty = self.line_len == u64::from(cr);
-                    self.end_of_line(empty);
-                    input = &input[lf + 1..];
-                }
-            }
-        }
-    }
-
-    fn end_of_line(&mut self, empty: bool) {
-        self.line_start = true;
-        self.after_cr = false;
-        if self.in_header {
-            self.in_header = !empty;
-        } else if let Some(left) = &mut self.lines_left {
-            *left = left.saturating_sub(1);
-        }
-    }
-
-    /// Ends the reply: a CRLF if the message did not end with one, then the `.` line.
-    pub fn finish(self, out: &mut Vec<u8>) {
-        if !self.line_start {
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b".\r\n");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,54 +224,5 @@ mod tests {
         assert_eq!(err("STAT 1"), "syntax: STAT");
         assert_eq!(err("PASS"), "syntax: PASS password");
         assert_eq!(err("USER a b"), "syntax: USER name");
-    }
-
-    /// Encodes `message` split at every octet boundary and checks each gives `expected`.
-    fn encodes(message: &[u8], lines: Option<u64>, expected: &[u8]) {
-        for split in 0..=message.len() {
-            let mut encoder = BodyEncoder::new(lines);
-            let mut out = Vec::new();
-            encoder.encode(&message[..split], &mut out);
-            encoder.encode(&message[split..], &mut out);
-            encoder.finish(&mut out);
-            assert_eq!(
-                String::from_utf8_lossy(&out),
-                String::from_utf8_lossy(expected),
-                "split at {split}"
-            );
-        }
-    }
-
-    #[test]
-    fn retr_stuffs_dots_and_ends_lines_with_crlf() {
-        encodes(
-            b"A: b\r\n\r\n.one\r\n..two\r\n.\r\nx.\r\n",
-            None,
-            b"A: b\r\n\r\n..one\r\n...two\r\n..\r\nx.\r\n.\r\n",
-        );
-        encodes(
-            b"A: b\n\n.lf\nbare\rcr\nlast",
-            None,
-            b"A: b\r\n\r\n..lf\r\nbare\rcr\r\nlast\r\n.\r\n",
-        );
-        encodes(b"", None, b".\r\n");
-    }
-
-    #[test]
-    fn top_sends_the_header_and_n_body_lines() {
-        let message = b"A: b\r\nC: d\r\n\r\n1\r\n.2\r\n3\r\n";
-        encodes(message, Some(0), b"A: b\r\nC: d\r\n\r\n.\r\n");
-        encodes(message, Some(2), b"A: b\r\nC: d\r\n\r\n1\r\n..2\r\n.\r\n");
-        encodes(
-            message,
-            Some(9),
-            b"A: b\r\nC: d\r\n\r\n1\r\n..2\r\n3\r\n.\r\n",
-        );
-        encodes(b"A: b\n\nx\ny\n", Some(1), b"A: b\r\n\r\nx\r\n.\r\n");
-        // No body at all.
-        encodes(b"A: b\r\n", Some(1), b"A: b\r\n.\r\n");
-        let mut encoder = BodyEncoder::new(Some(0));
-        encoder.encode(message, &mut Vec::new());
-        assert!(encoder.is_done());
     }
 }

@@ -5,7 +5,7 @@
 //! The layers, bottom up, each in its own module:
 //!
 //! * [`codec`]: bytes → bounded command lines → typed [`codec::Command`]s, and the
-//!   [`codec::BodyEncoder`] that sends a stored message as CRLF lines with dot-stuffing;
+//!   [`codec::DotEncoder`] (from `mailroom-net`) that sends a stored message as CRLF lines with dot-stuffing;
 //! * [`reply`]: `+OK` / `-ERR [CODE]` status lines;
 //! * [`session`]: the state machine (AUTHORIZATION, TRANSACTION, UPDATE). It owns no socket,
 //!   no clock and no store: the driver feeds it bytes, it appends replies to the driver's

@@ -1,30 +1,33 @@
 //! The tokio driver of the POP3 session: everything with a socket, a clock or a store.
 //!
-//! Per connection: the banner, then a read loop that feeds each read to the [`Session`] and
-//! writes what it produced in one write (a pipelined batch is answered in one segment). The
-//! driver enforces the idle timeout and says `-ERR` on shutdown. It checks logins (argon2
-//! runs on the blocking pool, a bounded number at a time, so it never stalls the async
-//! workers), holds back the answer to a failed login without holding up other sessions, keeps
-//! the opened [`Mailbox`] (and so its lock) for the session, streams messages from the store
-//! in chunks through the [`BodyEncoder`], and deletes at QUIT (durably) before the session
-//! answers `+OK`. The store is async: no call here blocks a runtime thread. It parses nothing
-//! itself and formats no reply.
+//! A [`mailroom_net::Connection`] runs the loop (banner, reads, idle timeout, shutdown, one
+//! write per batch of input, write timeouts); this driver is its [`Handler`]: it feeds each
+//! batch to the [`Session`], writes a pipelined batch in bounded parts (the session stops at
+//! [`crate::session::REPLY_BATCH`] octets of pending replies) and gives the `-ERR` goodbyes
+//! on timeout and shutdown. The store calls are kept together in the `impl Driver` block: it
+//! checks logins (argon2 runs on the blocking pool, a bounded number at a time, so it never
+//! stalls the async workers), holds back the answer to a failed login without holding up
+//! other sessions, keeps the opened [`Mailbox`] (and so its lock) for the session, streams
+//! messages from the store in chunks through the [`DotEncoder`], and deletes at QUIT (durably)
+//! before the session answers `+OK`. The store is async: no call here blocks a runtime thread.
+//! It parses nothing itself and formats no reply.
 //!
 //! The connection handler is generic over the stream, so implicit TLS (a later issue) passes
-//! a TLS stream here unchanged, and STLS will replace the stream and the session in
-//! [`handle_connection`].
+//! a TLS stream here unchanged, and STLS upgrades the [`mailroom_net::Connection`] in place
+//! (which discards plaintext read before it) and starts a fresh [`Session`].
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mailroom_net::{Listener, ShutdownWatch};
+use mailroom_net::connection::Stream;
+use mailroom_net::dot::DotEncoder;
+use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
 use mailroom_store::{InboxRepository, Mailbox, StoreError, User, VerifiedLogins};
 use md5::{Digest, Md5};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
-use crate::codec::BodyEncoder;
 use crate::session::{Login, LoginFailure, Outcome, Secret, Session};
 use crate::Pop3Settings;
 
@@ -84,19 +87,6 @@ pub async fn serve(
     .await;
 }
 
-/// How a session ended, for the log.
-#[derive(Debug)]
-enum End {
-    /// QUIT, or too many failed logins.
-    Closed,
-    /// The client disconnected (nothing deleted).
-    PeerClosed,
-    /// The idle timeout expired (nothing deleted).
-    Timeout,
-    /// The server is stopping (nothing deleted).
-    Shutdown,
-}
-
 /// Serves one POP3 connection over any byte stream (plain TCP today, TLS later) until QUIT,
 /// disconnection, timeout or shutdown, and logs how it ended.
 pub async fn handle_connection<S>(
@@ -104,9 +94,9 @@ pub async fn handle_connection<S>(
     peer: SocketAddr,
     settings: Arc<Pop3Settings>,
     store: Arc<Pop3Store>,
-    mut shutdown: ShutdownWatch,
+    shutdown: ShutdownWatch,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: Stream + 'static,
 {
     tracing::debug!(%peer, "POP3 connection");
     let nonce = getrandom::u64().unwrap_or_else(|_| {
@@ -115,45 +105,41 @@ pub async fn handle_connection<S>(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
     });
-    let mut connection = Connection {
+    let mut connection = Connection::new(stream, settings.connection_timeout, shutdown)
+        .with_read_buffer(READ_BUFFER);
+    let mut driver = Driver {
         session: Session::new(settings.clone(), nonce),
-        stream,
         settings,
         store,
         peer,
-        out: Vec::new(),
         chunk: Vec::new(),
         mailbox: None,
         sent: 0,
         deleted: 0,
     };
-    let result = connection.run(&mut shutdown).await;
-    connection.mailbox = None;
-    let user = connection.session.user().unwrap_or("-").to_string();
-    let (sent, deleted) = (connection.sent, connection.deleted);
+    let result = connection.run(&mut driver).await;
+    driver.mailbox = None;
+    let user = driver.session.user().unwrap_or("-").to_string();
+    let (sent, deleted) = (driver.sent, driver.deleted);
     match result {
         Ok(end) => tracing::info!(%peer, %user, ?end, sent, deleted, "POP3 session ended"),
         Err(error) => {
             tracing::info!(%peer, %user, %error, sent, deleted, "POP3 session failed")
         }
     }
-    let _ = connection.stream.shutdown().await;
+    connection.close().await;
 }
 
-/// One connection's state on the driver side.
-struct Connection<S> {
+/// What POP3 adds to a [`Connection`]: the session and the mailbox it opened.
+struct Driver {
     /// The protocol state machine.
     session: Session,
-    /// The client.
-    stream: S,
-    /// Timeouts and delays.
+    /// Delays.
     settings: Arc<Pop3Settings>,
     /// Users and inboxes.
     store: Arc<Pop3Store>,
     /// The client's address, for the log.
     peer: SocketAddr,
-    /// Replies waiting to be written.
-    out: Vec<u8>,
     /// The buffer message chunks are read into (allocated at the first RETR or TOP).
     chunk: Vec<u8>,
     /// The mailbox after login; dropping it releases the lock without deleting anything.
@@ -164,85 +150,62 @@ struct Connection<S> {
     deleted: usize,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
-    async fn run(&mut self, shutdown: &mut ShutdownWatch) -> io::Result<End> {
-        self.session.greet(&mut self.out);
-        self.flush().await?;
-        let mut buf = vec![0u8; READ_BUFFER];
-        loop {
-            let timeout = self.settings.connection_timeout;
-            let read = tokio::select! {
-                read = tokio::time::timeout(timeout, self.stream.read(&mut buf)) => read,
-                _ = shutdown.recv() => {
-                    self.session.shutdown(&mut self.out);
-                    self.flush().await?;
-                    return Ok(End::Shutdown);
+impl Handler for Driver {
+    fn greet(&mut self, out: &mut Vec<u8>) {
+        self.session.greet(out);
+    }
+
+    fn timeout(&mut self, out: &mut Vec<u8>) {
+        self.session.timeout(out);
+    }
+
+    fn shutdown(&mut self, out: &mut Vec<u8>) {
+        self.session.shutdown(out);
+    }
+
+    async fn input(&mut self, connection: &mut Connection) -> io::Result<Flow> {
+        while !connection.input().is_empty() {
+            let session = &mut self.session;
+            let (used, outcome) = connection.ingest(|input, out| {
+                let (used, outcome) = session.ingest(input, out);
+                (used, (used, outcome))
+            });
+            let outcome = match outcome {
+                Outcome::Continue if connection.input().is_empty() || used == 0 => break,
+                // The session stopped with a batch of replies pending: write them before
+                // it reads more of the client's pipeline.
+                Outcome::Continue => {
+                    connection.flush().await?;
+                    continue;
                 }
+                Outcome::Login(login) => self.login(login, connection).await,
+                Outcome::Send { index, body_lines } => {
+                    self.send(index, body_lines, connection).await?;
+                    Outcome::Continue
+                }
+                Outcome::Commit(indexes) => self.commit(indexes, connection.out()).await,
+                Outcome::Close => Outcome::Close,
             };
-            let n = match read {
-                Err(_elapsed) => {
-                    self.session.timeout(&mut self.out);
-                    self.flush().await?;
-                    return Ok(End::Timeout);
-                }
-                Ok(Ok(0)) => return Ok(End::PeerClosed),
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(e),
-            };
-            let mut input = &buf[..n];
-            while !input.is_empty() {
-                let (used, outcome) = self.session.ingest(input, &mut self.out);
-                input = &input[used..];
-                let outcome = match outcome {
-                    Outcome::Continue if input.is_empty() || used == 0 => break,
-                    // The session stopped with a batch of replies pending: write them before
-                    // it reads more of the client's pipeline.
-                    Outcome::Continue => {
-                        self.flush().await?;
-                        continue;
-                    }
-                    Outcome::Login(login) => self.login(login, shutdown).await,
-                    Outcome::Send { index, body_lines } => {
-                        self.send(index, body_lines).await?;
-                        Outcome::Continue
-                    }
-                    Outcome::Commit(indexes) => self.commit(indexes).await,
-                    Outcome::Close => Outcome::Close,
-                };
-                if outcome == Outcome::Close {
-                    // Unlock before the goodbye, so that a client that reconnects at once
-                    // finds its mailbox free.
-                    self.mailbox = None;
-                    self.flush().await?;
-                    return Ok(End::Closed);
-                }
+            if outcome == Outcome::Close {
+                // Unlock before the goodbye, so that a client that reconnects at once
+                // finds its mailbox free.
+                self.mailbox = None;
+                return Ok(Flow::Close);
             }
-            self.flush().await?;
         }
+        Ok(Flow::Continue)
     }
+}
 
-    /// Writes the pending replies in one write, bounded by the connection timeout.
-    async fn flush(&mut self) -> io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let timeout = self.settings.connection_timeout;
-        match tokio::time::timeout(timeout, self.stream.write_all(&self.out)).await {
-            Ok(result) => result?,
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-        }
-        self.out.clear();
-        self.stream.flush().await
-    }
-
-    /// Checks a login and opens the mailbox on a blocking thread; a failure is answered after
+/// The store calls: logins, messages, deletion at QUIT.
+impl Driver {
+    /// Checks a login and opens the mailbox; a failure is answered after
     /// the configured delay (or at once on shutdown, which then closes the session).
-    async fn login(&mut self, login: Login, shutdown: &mut ShutdownWatch) -> Outcome {
-        let store = self.store.clone();
+    async fn login(&mut self, login: Login, connection: &mut Connection) -> Outcome {
         let name = login.user.clone();
         // The semaphore is never closed.
         let slot = self.store.login_slots.acquire().await.ok();
-        let opened = open_mailbox(&store, &login).await;
+        let opened = open_mailbox(&self.store, &login).await;
         drop(slot);
         let result = match opened {
             Ok(mailbox) => {
@@ -254,10 +217,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             Err(LoginFailure::Credentials) => {
                 tracing::warn!(peer = %self.peer, user = %name, "POP3 login failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(self.settings.failed_login_delay) => {}
-                    _ = shutdown.recv() => {}
-                }
+                // Shutdown cuts the delay short; the next read then says goodbye.
+                connection.pause(self.settings.failed_login_delay).await;
                 Err(LoginFailure::Credentials)
             }
             Err(failure) => {
@@ -265,11 +226,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Err(failure)
             }
         };
-        self.session.logged_in(result, &mut self.out)
+        self.session.logged_in(result, connection.out())
     }
 
     /// RETR or TOP: the status line, then the message streamed in chunks.
-    async fn send(&mut self, index: usize, body_lines: Option<u64>) -> io::Result<()> {
+    async fn send(
+        &mut self,
+        index: usize,
+        body_lines: Option<u64>,
+        connection: &mut Connection,
+    ) -> io::Result<()> {
         let opened = match &self.mailbox {
             Some(mailbox) => mailbox.open_message(index).await,
             None => Err(StoreError::NotFound("mailbox".into())),
@@ -279,13 +245,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Err(error) => {
                 tracing::warn!(peer = %self.peer, message = index + 1, %error,
                     "cannot open a message");
-                self.session.message_opened(false, &mut self.out);
+                self.session.message_opened(false, connection.out());
                 return Ok(());
             }
         };
-        self.session.message_opened(true, &mut self.out);
+        self.session.message_opened(true, connection.out());
         self.chunk.resize(MESSAGE_CHUNK, 0);
-        let mut encoder = BodyEncoder::new(body_lines);
+        let mut encoder = DotEncoder::new(body_lines);
         loop {
             // After `+OK` a failed read cannot be reported in the protocol: the error closes
             // the connection, so the client never takes a cut message for a whole one.
@@ -297,21 +263,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if n == 0 {
                 break;
             }
-            encoder.encode(&self.chunk[..n], &mut self.out);
+            encoder.encode(&self.chunk[..n], connection.out());
             if encoder.is_done() {
                 break;
             }
-            if self.out.len() >= FLUSH_AT {
-                self.flush().await?;
+            if connection.pending() >= FLUSH_AT {
+                connection.flush().await?;
             }
         }
-        encoder.finish(&mut self.out);
+        encoder.finish(connection.out());
         self.sent += 1;
         Ok(())
     }
 
     /// QUIT in TRANSACTION: deletes the marked messages durably, then lets the session answer.
-    async fn commit(&mut self, indexes: Vec<usize>) -> Outcome {
+    async fn commit(&mut self, indexes: Vec<usize>, out: &mut Vec<u8>) -> Outcome {
         let ok = match self.mailbox.take() {
             None => false,
             Some(mut mailbox) => {
@@ -328,7 +294,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
             }
         };
-        self.session.committed(ok, &mut self.out)
+        self.session.committed(ok, out)
     }
 }
 

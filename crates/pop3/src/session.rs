@@ -8,7 +8,7 @@
 //! * [`Outcome::Login`]: check these credentials and open the user's mailbox, then call
 //!   [`Session::logged_in`] with the snapshot of its messages or the reason it failed;
 //! * [`Outcome::Send`]: open message `index`, call [`Session::message_opened`], and if it
-//!   opened, stream it through a [`BodyEncoder`] made by [`Outcome::Send`]'s fields;
+//!   opened, stream it through a [`DotEncoder`] made by [`Outcome::Send`]'s fields;
 //! * [`Outcome::Commit`]: QUIT in TRANSACTION: delete these messages (the UPDATE state), then
 //!   call [`Session::committed`]. Nothing is ever deleted otherwise: a dropped connection, a
 //!   timeout or a shutdown leaves the mailbox as it was;
@@ -19,7 +19,7 @@
 //! TRANSACTION with its maildrop), and which command is allowed in which state is decided in
 //! one place (`Session::gate`).
 //!
-//! [`BodyEncoder`]: crate::codec::BodyEncoder
+//! [`DotEncoder`]: crate::codec::DotEncoder
 
 use std::fmt;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ pub enum Outcome {
     /// Check a login and open the mailbox; then call [`Session::logged_in`].
     Login(Login),
     /// Open message `index` of the mailbox; then call [`Session::message_opened`] and, if it
-    /// opened, send it through `BodyEncoder::new(body_lines)`.
+    /// opened, send it through `DotEncoder::new(body_lines)`.
     Send {
         /// The index in the mailbox snapshot (message number − 1).
         index: usize,

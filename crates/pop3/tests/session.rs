@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use mailroom_pop3::codec::BodyEncoder;
+use mailroom_pop3::codec::DotEncoder;
 use mailroom_pop3::{Login, LoginFailure, Outcome, Pop3Settings, Secret, Session};
 use mailroom_store::MailboxMessage;
 
@@ -255,7 +255,7 @@ fn pipelined_commands_stop_where_the_driver_is_needed() {
     let mut out = Vec::new();
     s.message_opened(true, &mut out);
     // The body follows from the driver, through the encoder.
-    let mut encoder = BodyEncoder::new(None);
+    let mut encoder = DotEncoder::whole();
     encoder.encode(b".hidden\r\n", &mut out);
     encoder.finish(&mut out);
     assert_eq!(out, b"+OK 120 octets\r\n..hidden\r\n.\r\n");

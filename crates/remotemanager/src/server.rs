@@ -1,22 +1,29 @@
-//! The tokio driver: reads lines, feeds them to the [`Session`] on a blocking thread (commands
-//! use the repositories), writes the replies, and enforces the idle timeout, the connection
-//! limit and the server's shutdown.
+//! The tokio driver: what the console adds to a [`mailroom_net::Connection`], which runs the
+//! loop (banner, reads, idle timeout, shutdown, write timeouts, the connection limit).
 //!
-//! Telnet clients may send option negotiation (`IAC` sequences); they are dropped from the
-//! input. A line longer than [`MAX_LINE`] is answered with an error and discarded.
+//! This driver is the connection's [`Handler`]: it drops telnet option negotiation (`IAC`
+//! sequences) from the input, splits it into lines with `mailroom-net`'s [`LineReader`],
+//! feeds each line to the [`Session`] on a blocking thread (commands use the repositories)
+//! and writes each answer as soon as it is ready. A failed login's delay ends early on
+//! shutdown. As in James 2.3, an idle or stopping console closes without a goodbye. A line
+//! longer than [`MAX_LINE`] is discarded and answered with an error once it ends.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mailroom_net::{Listener, ShutdownWatch};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use mailroom_net::connection::Stream;
+use mailroom_net::lines::{LineEvent, LineReader};
+use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
 
 use crate::session::Session;
 use crate::{Console, RemoteManagerSettings};
 
-/// The longest command line accepted, in octets.
+/// The longest command line accepted, in octets (its LF not counted, a CR before it counted).
 pub const MAX_LINE: usize = 8192;
+
+/// Octets read from the client at a time.
+const READ_BUFFER: usize = 4096;
 
 /// Telnet's "interpret as command" octet, and the commands followed by an option octet.
 const IAC: u8 = 255;
@@ -42,103 +49,82 @@ pub async fn serve(
 
 /// Serves one console connection.
 pub async fn handle_connection<S>(
-    mut stream: S,
+    stream: S,
     peer: SocketAddr,
     settings: Arc<RemoteManagerSettings>,
     console: Arc<Console>,
-    mut shutdown: ShutdownWatch,
+    shutdown: ShutdownWatch,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: Stream + 'static,
 {
     tracing::info!(%peer, "RemoteManager connection");
-    let session = Session::new(settings.clone(), console.clone());
-    let result = run(&mut stream, session, &settings, &console, &mut shutdown).await;
-    if let Err(error) = result {
+    let mut connection = Connection::new(stream, settings.connection_timeout, shutdown)
+        .with_read_buffer(READ_BUFFER);
+    let mut driver = Driver {
+        session: Session::new(settings, console.clone()),
+        console,
+        telnet: TelnetFilter::default(),
+        // The limit counts the LF; MAX_LINE does not.
+        lines: LineReader::with_limit(MAX_LINE + 1),
+    };
+    if let Err(error) = connection.run(&mut driver).await {
         tracing::info!(%peer, %error, "RemoteManager session failed");
     }
-    let _ = stream.shutdown().await;
+    connection.close().await;
     tracing::info!(%peer, "RemoteManager connection closed");
 }
 
-async fn run<S>(
-    stream: &mut S,
-    mut session: Session,
-    settings: &RemoteManagerSettings,
-    console: &Console,
-    shutdown: &mut ShutdownWatch,
-) -> io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let timeout = settings.connection_timeout;
-    write(stream, Session::banner().as_bytes(), timeout).await?;
-    let mut lines = LineReader::default();
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let n = tokio::select! {
-            read = tokio::time::timeout(settings.connection_timeout, stream.read(&mut buf)) => match read {
-                Err(_elapsed) => return Ok(()),
-                Ok(read) => read?,
-            },
-            _ = shutdown.recv() => return Ok(()),
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        lines.push(&buf[..n]);
-        while let Some(line) = lines.next_line() {
-            let step = match line {
-                Ok(line) => session.line(&line).await,
-                Err(TooLong) => session.line_too_long(MAX_LINE),
+/// What the console adds to a [`Connection`].
+struct Driver {
+    /// The dialogue; its commands await the repositories.
+    session: Session,
+    /// What the `shutdown` command stops.
+    console: Arc<Console>,
+    /// Drops telnet negotiation from the input.
+    telnet: TelnetFilter,
+    /// Splits the filtered input into lines.
+    lines: LineReader,
+}
+
+impl Handler for Driver {
+    fn greet(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(Session::banner().as_bytes());
+    }
+
+    fn timeout(&mut self, _out: &mut Vec<u8>) {}
+
+    fn shutdown(&mut self, _out: &mut Vec<u8>) {}
+
+    async fn input(&mut self, connection: &mut Connection) -> io::Result<Flow> {
+        let telnet = &mut self.telnet;
+        let data = connection.ingest(|input, _| (input.len(), telnet.filter(input)));
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let (used, event) = self.lines.read(rest);
+            rest = &rest[used..];
+            let step = match event {
+                None => break,
+                Some(LineEvent::Line(line)) => {
+                    self.session.line(&String::from_utf8_lossy(&line)).await
+                }
+                Some(LineEvent::TooLong) => self.session.line_too_long(MAX_LINE),
             };
             if let Some(delay) = step.delay {
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    _ = shutdown.recv() => return Ok(()),
+                if !connection.pause(delay).await {
+                    return Ok(Flow::Close);
                 }
             }
-            write(stream, step.output.as_bytes(), timeout).await?;
+            connection.out().extend_from_slice(step.output.as_bytes());
+            connection.flush().await?;
             if step.shutdown {
-                (console.request_shutdown)();
+                (self.console.request_shutdown)();
             }
             if step.close {
-                return Ok(());
+                return Ok(Flow::Close);
             }
         }
+        Ok(Flow::Continue)
     }
-}
-
-/// Writes `bytes`, giving up after `timeout`: a client that stops reading must not hold its
-/// session, and with it the server's shutdown, forever.
-async fn write<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    bytes: &[u8],
-    timeout: std::time::Duration,
-) -> io::Result<()> {
-    match tokio::time::timeout(timeout, stream.write_all(bytes)).await {
-        Ok(written) => written,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client stopped reading",
-        )),
-    }
-}
-
-/// A line over [`MAX_LINE`] octets.
-#[derive(Debug, PartialEq, Eq)]
-struct TooLong;
-
-/// Splits input into lines (LF or CRLF), dropping telnet negotiation.
-#[derive(Default)]
-struct LineReader {
-    /// The current line so far.
-    line: Vec<u8>,
-    /// Complete lines not yet handed out.
-    ready: std::collections::VecDeque<Result<String, TooLong>>,
-    /// Skipping the rest of an overlong line.
-    discarding: bool,
-    /// Where a telnet command sequence is.
-    telnet: Telnet,
 }
 
 /// Telnet command parsing state.
@@ -156,18 +142,26 @@ enum Telnet {
     SubCommand,
 }
 
-impl LineReader {
-    fn push(&mut self, bytes: &[u8]) {
+/// Drops telnet command sequences from the input, across reads.
+#[derive(Default)]
+struct TelnetFilter {
+    state: Telnet,
+}
+
+impl TelnetFilter {
+    /// The data octets of `bytes`.
+    fn filter(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut data = Vec::with_capacity(bytes.len());
         for &b in bytes {
-            self.telnet = match (self.telnet, b) {
+            self.state = match (self.state, b) {
                 (Telnet::Data, IAC) => Telnet::Command,
                 (Telnet::Data, _) => {
-                    self.data(b);
+                    data.push(b);
                     Telnet::Data
                 }
                 // IAC IAC is a literal 255.
                 (Telnet::Command, IAC) => {
-                    self.data(b);
+                    data.push(b);
                     Telnet::Data
                 }
                 (Telnet::Command, SB) => Telnet::Sub,
@@ -179,33 +173,7 @@ impl LineReader {
                 (Telnet::SubCommand, _) => Telnet::Sub,
             };
         }
-    }
-
-    fn data(&mut self, b: u8) {
-        if b == b'\n' {
-            if self.discarding {
-                self.discarding = false;
-            } else {
-                let mut line = std::mem::take(&mut self.line);
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                self.ready
-                    .push_back(Ok(String::from_utf8_lossy(&line).into_owned()));
-            }
-            self.line.clear();
-        } else if !self.discarding {
-            self.line.push(b);
-            if self.line.len() > MAX_LINE {
-                self.line.clear();
-                self.discarding = true;
-                self.ready.push_back(Err(TooLong));
-            }
-        }
-    }
-
-    fn next_line(&mut self) -> Option<Result<String, TooLong>> {
-        self.ready.pop_front()
+        data
     }
 }
 
@@ -213,12 +181,23 @@ impl LineReader {
 mod tests {
     use super::*;
 
-    fn lines(input: &[&[u8]]) -> Vec<Result<String, TooLong>> {
-        let mut reader = LineReader::default();
+    /// The lines (or `None` for an overlong one) in `input`, read in these chunks.
+    fn lines(input: &[&[u8]]) -> Vec<Option<String>> {
+        let mut telnet = TelnetFilter::default();
+        let mut reader = LineReader::with_limit(MAX_LINE + 1);
+        let mut got = Vec::new();
         for chunk in input {
-            reader.push(chunk);
+            let data = telnet.filter(chunk);
+            let mut rest = &data[..];
+            while let (used, Some(event)) = reader.read(rest) {
+                rest = &rest[used..];
+                got.push(match event {
+                    LineEvent::Line(line) => Some(String::from_utf8_lossy(&line).into_owned()),
+                    LineEvent::TooLong => None,
+                });
+            }
         }
-        std::iter::from_fn(|| reader.next_line()).collect()
+        got
     }
 
     #[test]
@@ -231,9 +210,9 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Ok("root".to_string()),
-                Ok("pass word".to_string()),
-                Ok("a\u{fffd}b".to_string())
+                Some("root".to_string()),
+                Some("pass word".to_string()),
+                Some("a\u{fffd}b".to_string())
             ]
         );
     }
@@ -242,6 +221,13 @@ mod tests {
     fn overlong_line_is_reported_once_and_skipped() {
         let long = vec![b'x'; MAX_LINE * 3];
         let got = lines(&[&long, b"\r\nverify bob\r\n"]);
-        assert_eq!(got, vec![Err(TooLong), Ok("verify bob".to_string())]);
+        assert_eq!(got, vec![None, Some("verify bob".to_string())]);
+        // MAX_LINE octets before the LF (a CR counted among them) are accepted.
+        let exact = vec![b'x'; MAX_LINE];
+        assert_eq!(lines(&[&exact, b"\n"]).len(), 1);
+        assert!(lines(&[&exact, b"\n"])[0].is_some());
+        let mut over = exact.clone();
+        over.push(b'x');
+        assert_eq!(lines(&[&over, b"\n"]), vec![None]);
     }
 }

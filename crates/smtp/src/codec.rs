@@ -8,15 +8,17 @@
 //!   a *command* line for lenient clients.
 //! * [`parse_command`] turns one line into a typed [`Command`] or a [`CommandError`] whose
 //!   [`CommandError::reply`] is the one place where parse errors meet reply codes.
-//! * [`DotScanner`] reads DATA content: it removes dot-stuffing, finds the end of data, which is
-//!   *only* `CRLF.CRLF`, and reports any bare CR or LF, so that `\n.\n`, `\r.\r`, `\n.\r\n`
-//!   and `\r\n.\n` never end the data and what follows them never runs as a command (SMTP
-//!   smuggling).
+//! * [`DotDecoder`] (from `mailroom-net`) reads DATA content: it removes dot-stuffing, finds
+//!   the end of data, which is *only* `CRLF.CRLF`, and reports any bare CR or LF, so that
+//!   `\n.\n`, `\r.\r`, `\n.\r\n` and `\r\n.\n` never end the data and what follows them never
+//!   runs as a command. Refusing a message with a bare line end (SMTP smuggling) is the
+//!   session's rule.
 
 use mailroom_mailet::{AddressError, MailAddress};
 
 use crate::reply::Reply;
 
+pub use mailroom_net::dot::DotDecoder;
 pub use mailroom_net::lines::{LineEvent, LineReader, MAX_LINE};
 
 /// A parsed SMTP command.
@@ -380,190 +382,9 @@ fn parse_params(text: &str) -> Result<Vec<(&str, Option<&str>)>, CommandError> {
         .collect()
 }
 
-/// Where the [`DotScanner`] is within the DATA stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-enum ScanState {
-    /// Just after a CRLF (or at the very start of the data).
-    #[default]
-    LineStart,
-    /// Inside a line.
-    Text,
-    /// After a CR that may start a CRLF.
-    Cr,
-    /// After a `.` at the start of a line.
-    Dot,
-    /// After `CRLF.CR`.
-    DotCr,
-}
-
-/// What one [`DotScanner::scan`] call found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Scan {
-    /// Octets of the input consumed (up to and including the final `CRLF.CRLF` if `ended`).
-    pub consumed: usize,
-    /// The end of data was reached.
-    pub ended: bool,
-    /// A bare CR or bare LF was seen in the consumed part.
-    pub bare: bool,
-}
-
-/// Reads DATA content: removes dot-stuffing and finds the end of data, which is only
-/// `CRLF.CRLF` (the data's start counts as following a CRLF). A CR not followed by LF and an LF
-/// not preceded by CR are reported as bare and never end a line.
-#[derive(Clone, Debug, Default)]
-pub struct DotScanner {
-    state: ScanState,
-}
-
-impl DotScanner {
-    /// A scanner at the start of the data.
-    pub fn new() -> DotScanner {
-        DotScanner::default()
-    }
-
-    /// Scans `input`, appending the unstuffed message octets to `body` when given (a discarding
-    /// caller passes `None`). Stops right after the end of data.
-    pub fn scan(&mut self, input: &[u8], mut body: Option<&mut Vec<u8>>) -> Scan {
-        fn emit(body: &mut Option<&mut Vec<u8>>, bytes: &[u8]) {
-            if let Some(body) = body.as_deref_mut() {
-                body.extend_from_slice(bytes);
-            }
-        }
-        let mut bare = false;
-        let mut i = 0;
-        while i < input.len() {
-            if self.state == ScanState::Text {
-                // Fast path: copy up to the next CR or LF in one go.
-                let rest = &input[i..];
-                let n = rest
-                    .iter()
-                    .position(|&b| b == b'\r' || b == b'\n')
-                    .unwrap_or(rest.len());
-                emit(&mut body, &rest[..n]);
-                i += n;
-                if i == input.len() {
-                    break;
-                }
-            }
-            let b = input[i];
-            i += 1;
-            self.state = match (self.state, b) {
-                (ScanState::Text | ScanState::LineStart, b'\r') => {
-                    emit(&mut body, b"\r");
-                    ScanState::Cr
-                }
-                (ScanState::Text | ScanState::LineStart, b'\n') => {
-                    bare = true;
-                    emit(&mut body, b"\n");
-                    ScanState::Text
-                }
-                (ScanState::LineStart, b'.') => ScanState::Dot,
-                (ScanState::Text | ScanState::LineStart, b) => {
-                    emit(&mut body, &[b]);
-                    ScanState::Text
-                }
-                (ScanState::Cr, b'\n') => {
-                    emit(&mut body, b"\n");
-                    ScanState::LineStart
-                }
-                (ScanState::Cr, b'\r') => {
-                    bare = true;
-                    emit(&mut body, b"\r");
-                    ScanState::Cr
-                }
-                (ScanState::Cr, b) => {
-                    bare = true;
-                    emit(&mut body, &[b]);
-                    ScanState::Text
-                }
-                (ScanState::Dot, b'\r') => ScanState::DotCr,
-                (ScanState::Dot, b'\n') => {
-                    // `CRLF.LF`: not an end of data.
-                    bare = true;
-                    emit(&mut body, b".\n");
-                    ScanState::Text
-                }
-                (ScanState::Dot, b) => {
-                    // A stuffed dot: drop it, keep the rest of the line.
-                    emit(&mut body, &[b]);
-                    ScanState::Text
-                }
-                (ScanState::DotCr, b'\n') => {
-                    self.state = ScanState::LineStart;
-                    return Scan {
-                        consumed: i,
-                        ended: true,
-                        bare,
-                    };
-                }
-                (ScanState::DotCr, b) => {
-                    // `CRLF.CR` then something else: that CR was bare.
-                    bare = true;
-                    emit(&mut body, &[b'\r', b]);
-                    if b == b'\r' {
-                        ScanState::Cr
-                    } else {
-                        ScanState::Text
-                    }
-                }
-            };
-        }
-        Scan {
-            consumed: input.len(),
-            ended: false,
-            bare,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scan_all(input: &[u8]) -> (Vec<u8>, Option<usize>, bool) {
-        let mut s = DotScanner::new();
-        let mut body = Vec::new();
-        let r = s.scan(input, Some(&mut body));
-        (body, r.ended.then_some(r.consumed), r.bare)
-    }
-
-    #[test]
-    fn unstuffs_and_ends_only_on_crlf_dot_crlf() {
-        assert_eq!(scan_all(b".\r\n"), (vec![], Some(3), false));
-        assert_eq!(
-            scan_all(b"a\r\n..b\r\n.\r\nNOOP"),
-            (b"a\r\n.b\r\n".to_vec(), Some(11), false)
-        );
-        for trick in [
-            &b"a\n.\nb"[..],
-            b"a\r.\rb",
-            b"a\n.\r\nb",
-            b"a\r\n.\nb",
-            b"a\r\n.\rb",
-        ] {
-            let (_, end, bare) = scan_all(trick);
-            assert_eq!(end, None, "{trick:?} ended the data");
-            assert!(bare, "{trick:?} not reported bare");
-        }
-    }
-
-    #[test]
-    fn scanner_is_resumable_at_every_byte() {
-        let input = b"x\r\n..y\r\n\r\n.\r\nrest";
-        let mut s = DotScanner::new();
-        let mut body = Vec::new();
-        let mut total = 0;
-        for (i, b) in input.iter().enumerate() {
-            let r = s.scan(std::slice::from_ref(b), Some(&mut body));
-            total += r.consumed;
-            if r.ended {
-                assert_eq!(i + 1, 13);
-                break;
-            }
-        }
-        assert_eq!(total, 13);
-        assert_eq!(body, b"x\r\n.y\r\n\r\n");
-    }
 
     #[test]
     fn parses_commands() {

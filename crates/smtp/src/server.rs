@@ -1,16 +1,16 @@
-//! The tokio driver of the SMTP session: everything with a socket, a clock or a store.
+//! The tokio driver of the SMTP session: what SMTP adds to a [`mailroom_net::Connection`].
 //!
-//! Per connection: the banner, then a read loop that feeds each read to the
-//! [`Session`] and writes all the replies it produced in one write (so a
-//! pipelined batch is answered in one segment). The driver enforces the idle timeout, says
-//! `421` on shutdown, opens a message in the spool when DATA starts, streams the message
-//! octets into it as they arrive, and commits it; the session writes `250` only after the
-//! commit (which makes the mail durable) returned `Ok`. The store is async: no call here
-//! blocks a runtime thread. It parses nothing itself and formats no reply.
+//! The connection runs the loop (banner, reads, idle timeout, shutdown, one write per batch
+//! of input, write timeouts); this driver is its [`Handler`]: it feeds each batch to the
+//! [`Session`], gives the `421` goodbyes on timeout and shutdown, and does the spool calls,
+//! kept together in the `impl Driver` block: it opens a message in the spool when DATA starts,
+//! streams the message octets into it as they arrive, and commits it; the session writes `250`
+//! only after the commit (which makes the mail durable) returned `Ok`. The store is async: no
+//! call here blocks a runtime thread. It parses nothing itself and formats no reply.
 //!
 //! The connection handler is generic over the stream, so implicit TLS (a later issue) passes
-//! a TLS stream here unchanged, and STARTTLS will replace the stream and the session in
-//! [`handle_connection`].
+//! a TLS stream here unchanged, and STARTTLS upgrades the [`mailroom_net::Connection`] in
+//! place (which discards plaintext read before it) and starts a fresh [`Session`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use mailroom_mailet::Envelope;
-use mailroom_net::{Listener, ShutdownWatch};
+use mailroom_net::connection::Stream;
+use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
 use mailroom_store::{IncomingMessage, SpoolRepository};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::session::{DataStart, Outcome, Session};
 use crate::SmtpSettings;
@@ -48,19 +48,6 @@ pub async fn serve(
     .await;
 }
 
-/// How a session ended, for the log.
-#[derive(Debug)]
-enum End {
-    /// QUIT, or the session closed itself after too many errors.
-    Closed,
-    /// The client disconnected.
-    PeerClosed,
-    /// The idle timeout expired (`421 4.4.2` sent).
-    Timeout,
-    /// The server is stopping (`421 4.3.2` sent).
-    Shutdown,
-}
-
 /// Serves one SMTP connection over any byte stream (plain TCP today, TLS later) until QUIT,
 /// disconnection, timeout or shutdown. Logs the end of the session and each accepted mail.
 pub async fn handle_connection<S>(
@@ -68,29 +55,28 @@ pub async fn handle_connection<S>(
     peer: SocketAddr,
     settings: Arc<SmtpSettings>,
     spool: Arc<dyn SpoolRepository>,
-    mut shutdown: ShutdownWatch,
+    shutdown: ShutdownWatch,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: Stream + 'static,
 {
     tracing::debug!(%peer, "SMTP connection");
-    let mut connection = Connection {
-        session: Session::new(settings.clone(), peer.ip()),
-        stream,
-        settings,
+    let mut connection = Connection::new(stream, settings.connection_timeout, shutdown)
+        .with_read_buffer(READ_BUFFER);
+    let mut driver = Driver {
+        session: Session::new(settings, peer.ip()),
         spool,
         peer,
-        out: Vec::new(),
         body: Vec::new(),
         message: None,
         accepted: 0,
     };
-    match connection.run(&mut shutdown).await {
-        Ok(end) => tracing::info!(%peer, ?end, mails = connection.accepted, "SMTP session ended"),
+    match connection.run(&mut driver).await {
+        Ok(end) => tracing::info!(%peer, ?end, mails = driver.accepted, "SMTP session ended"),
         Err(error) => {
-            tracing::info!(%peer, %error, mails = connection.accepted, "SMTP session failed")
+            tracing::info!(%peer, %error, mails = driver.accepted, "SMTP session failed")
         }
     }
-    let _ = connection.stream.shutdown().await;
+    connection.close().await;
 }
 
 /// A message open in the spool while DATA is received.
@@ -101,20 +87,14 @@ struct OpenMessage {
     failed: Option<io::Error>,
 }
 
-/// One connection's state on the driver side.
-struct Connection<S> {
+/// What SMTP adds to a [`Connection`]: the session, and the message on its way to the spool.
+struct Driver {
     /// The protocol state machine.
     session: Session,
-    /// The client.
-    stream: S,
-    /// Timeouts and names.
-    settings: Arc<SmtpSettings>,
     /// Where accepted mail goes.
     spool: Arc<dyn SpoolRepository>,
     /// The client's address, for the log.
     peer: SocketAddr,
-    /// Replies waiting to be written: written once per read.
-    out: Vec<u8>,
     /// Message octets from the session, drained into `message` after every call.
     body: Vec<u8>,
     /// The message being received, between `OpenMessage` and `Commit`/`Discard`.
@@ -123,66 +103,39 @@ struct Connection<S> {
     accepted: u64,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
-    async fn run(&mut self, shutdown: &mut ShutdownWatch) -> io::Result<End> {
-        self.session.greet(&mut self.out);
-        self.flush().await?;
-        let mut buf = vec![0u8; READ_BUFFER];
-        loop {
-            let timeout = self.settings.connection_timeout;
-            let read = tokio::select! {
-                read = tokio::time::timeout(timeout, self.stream.read(&mut buf)) => read,
-                _ = shutdown.recv() => {
-                    self.session.shutdown(&mut self.out);
-                    self.flush().await?;
-                    return Ok(End::Shutdown);
-                }
-            };
-            let n = match read {
-                Err(_elapsed) => {
-                    self.session.timeout(&mut self.out);
-                    self.flush().await?;
-                    return Ok(End::Timeout);
-                }
-                Ok(Ok(0)) => return Ok(End::PeerClosed),
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(e),
-            };
-            let mut input = &buf[..n];
-            while !input.is_empty() {
-                let (used, outcome) = self.session.ingest(input, &mut self.out, &mut self.body);
-                input = &input[used..];
-                self.drain_body().await;
-                match outcome {
-                    // Everything consumed (or, defensively, nothing more can be).
-                    Outcome::Continue => break,
-                    Outcome::OpenMessage => self.open_message().await,
-                    Outcome::Commit(envelope) => self.commit(*envelope).await,
-                    Outcome::Discard => self.message = None,
-                    Outcome::Close => {
-                        self.flush().await?;
-                        return Ok(End::Closed);
-                    }
-                }
+impl Handler for Driver {
+    fn greet(&mut self, out: &mut Vec<u8>) {
+        self.session.greet(out);
+    }
+
+    fn timeout(&mut self, out: &mut Vec<u8>) {
+        self.session.timeout(out);
+    }
+
+    fn shutdown(&mut self, out: &mut Vec<u8>) {
+        self.session.shutdown(out);
+    }
+
+    async fn input(&mut self, connection: &mut Connection) -> io::Result<Flow> {
+        while !connection.input().is_empty() {
+            let (session, body) = (&mut self.session, &mut self.body);
+            let outcome = connection.ingest(|input, out| session.ingest(input, out, body));
+            self.drain_body().await;
+            match outcome {
+                // Everything consumed (or, defensively, nothing more can be).
+                Outcome::Continue => break,
+                Outcome::OpenMessage => self.open_message(connection.out()).await,
+                Outcome::Commit(envelope) => self.commit(*envelope, connection.out()).await,
+                Outcome::Discard => self.message = None,
+                Outcome::Close => return Ok(Flow::Close),
             }
-            self.flush().await?;
         }
+        Ok(Flow::Continue)
     }
+}
 
-    /// Writes the pending replies in one write, bounded by the connection timeout.
-    async fn flush(&mut self) -> io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let timeout = self.settings.connection_timeout;
-        match tokio::time::timeout(timeout, self.stream.write_all(&self.out)).await {
-            Ok(result) => result?,
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-        }
-        self.out.clear();
-        self.stream.flush().await
-    }
-
+/// The spool calls: open, stream and commit a message.
+impl Driver {
     /// Moves the session's message octets into the open message.
     async fn drain_body(&mut self) {
         if self.body.is_empty() {
@@ -201,7 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// DATA was accepted: opens a message in the spool and starts the data phase.
-    async fn open_message(&mut self) {
+    async fn open_message(&mut self, out: &mut Vec<u8>) {
         let opened = match self.spool.incoming().await {
             Ok(incoming) => {
                 let start = DataStart {
@@ -219,13 +172,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Err(error)
             }
         };
-        self.session
-            .begin_data(opened, &mut self.out, &mut self.body);
+        self.session.begin_data(opened, out, &mut self.body);
         self.drain_body().await;
     }
 
     /// The message is complete: makes it durable, then lets the session answer.
-    async fn commit(&mut self, envelope: Envelope) {
+    async fn commit(&mut self, envelope: Envelope, out: &mut Vec<u8>) {
         let id = envelope.name.clone();
         let sender = envelope
             .sender
@@ -252,7 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 tracing::error!(peer = %self.peer, %id, %error, "cannot commit mail to the spool")
             }
         }
-        self.session.committed(result, &mut self.out);
+        self.session.committed(result, out);
     }
 }
 

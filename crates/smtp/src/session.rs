@@ -28,7 +28,7 @@ use std::sync::Arc;
 use mailroom_mailet::{AttributeValue, Envelope, MailAddress};
 
 use crate::codec::{
-    parse_command, Command, CommandError, DotScanner, LineEvent, LineReader, MailParams,
+    parse_command, Command, CommandError, DotDecoder, LineEvent, LineReader, MailParams,
     RcptParams, Recipient,
 };
 use crate::reply::Reply;
@@ -75,7 +75,7 @@ enum Mode {
     /// Message content being written to the body buffer.
     Data {
         /// Dot-unstuffing and end-of-data detection.
-        scanner: DotScanner,
+        scanner: DotDecoder,
         /// The mail's name, for the envelope and the final reply.
         id: String,
         /// Client octets received so far (the `Received:` header is not counted).
@@ -84,7 +84,7 @@ enum Mode {
     /// Message content being read and dropped until the end of data, then `reply` is sent.
     Discard {
         /// End-of-data detection.
-        scanner: DotScanner,
+        scanner: DotDecoder,
         /// The one reply to send at the end of data.
         reply: Reply,
     },
@@ -223,7 +223,7 @@ impl Session {
                 }
                 Mode::Data { scanner, id, size } => {
                     let before = body.len();
-                    let scan = scanner.scan(rest, Some(body));
+                    let scan = scanner.decode(rest, Some(body));
                     pos += scan.consumed;
                     *size += (body.len() - before) as u64;
                     let max = self.settings.max_message_size;
@@ -250,7 +250,7 @@ impl Session {
                     }
                 }
                 Mode::Discard { scanner, .. } => {
-                    let scan = scanner.scan(rest, None);
+                    let scan = scanner.decode(rest, None);
                     pos += scan.consumed;
                     if scan.ended {
                         return (pos, self.end_discard(out));
@@ -277,7 +277,7 @@ impl Session {
                 self.received_header(&start, body);
                 Reply::start_data().write_to(out);
                 self.mode = Mode::Data {
-                    scanner: DotScanner::new(),
+                    scanner: DotDecoder::new(),
                     id: start.id,
                     size: 0,
                 };
