@@ -1,9 +1,16 @@
 //! The server side of [`MailetContext`]: local domains, the users repository, the inboxes, the
-//! spool and the mail repositories that mailets name by URL.
+//! spool, the mail repositories that mailets name by URL, and DNS.
+//!
+//! Store errors become mailet errors here: I/O errors (a full disk, no file descriptors) and a
+//! mailbox in use are temporary, so the mail is retried; anything else is permanent.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use mailroom_mailet::{Mail, MailAddress, MailetContext, MailetError, UserRecord};
+use mailroom_dns::BlockingResolver;
+use mailroom_mailet::{
+    DnsError, Mail, MailAddress, MailetContext, MailetError, MxRecord, UserRecord,
+};
 use mailroom_store::mappings::Source;
 use mailroom_store::{
     InboxRepository, MailRepository, MappingsRepository, SpoolRepository, UsersRepository,
@@ -48,6 +55,9 @@ pub struct ServerContext {
     opener: RepositoryOpener,
     /// The virtual user tables, when the server has them.
     mappings: Option<Arc<dyn MappingsRepository>>,
+    /// The server's shared resolver; the SpoolManager's workers are not runtime threads, so
+    /// they may wait for its answers.
+    dns: Option<BlockingResolver>,
 }
 
 impl ServerContext {
@@ -70,7 +80,14 @@ impl ServerContext {
             spool,
             opener,
             mappings: None,
+            dns: None,
         }
+    }
+
+    /// Answers the DNS methods with this resolver (without one they answer a temporary error).
+    pub fn with_dns(mut self, dns: BlockingResolver) -> Self {
+        self.dns = Some(dns);
+        self
     }
 
     /// Gives the mapping mailets these virtual user tables.
@@ -91,7 +108,20 @@ impl ServerContext {
 }
 
 fn store_error(e: mailroom_store::StoreError) -> MailetError {
-    MailetError::new(e.to_string())
+    use mailroom_store::StoreError;
+    match e {
+        StoreError::Io(_) | StoreError::InUse(_) => MailetError::temporary("").with_cause(e),
+        _ => MailetError::permanent("").with_cause(e),
+    }
+}
+
+impl ServerContext {
+    fn resolver(&self, name: &str) -> Result<&BlockingResolver, DnsError> {
+        self.dns.as_ref().ok_or_else(|| DnsError::Temporary {
+            name: name.to_string(),
+            reason: "no DNS resolver configured".to_string(),
+        })
+    }
 }
 
 impl MailetContext for ServerContext {
@@ -173,6 +203,22 @@ impl MailetContext for ServerContext {
             }
         }
         Ok(Vec::new())
+    }
+
+    fn dns_mx(&self, domain: &str) -> Result<Vec<MxRecord>, DnsError> {
+        self.resolver(domain)?.mx(domain)
+    }
+
+    fn dns_ips(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        self.resolver(host)?.ips(host)
+    }
+
+    fn dns_txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        self.resolver(name)?.txt(name)
+    }
+
+    fn dns_ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        self.resolver(&ip.to_string())?.ptr(ip)
     }
 
     fn log(&self, message: &str) {
