@@ -99,7 +99,10 @@ pub fn run(cli: &Cli) -> Result<()> {
         Box::new(move |url| opener.open(url)),
     )
     .with_mappings(mappings.clone())
-    .with_dns(BlockingResolver::new(resolver.clone(), runtime.handle().clone()));
+    .with_dns(BlockingResolver::new(
+        resolver.clone(),
+        runtime.handle().clone(),
+    ));
     let stop = Arc::new(Notify::new());
     let console = Arc::new(Console {
         users: repositories::all_users(&config, users)?,

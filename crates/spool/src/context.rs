@@ -225,3 +225,29 @@ impl MailetContext for ServerContext {
         tracing::info!(target: "mailet", "{message}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailroom_mailet::ErrorKind;
+    use mailroom_store::StoreError;
+
+    #[test]
+    fn io_errors_are_temporary_and_the_rest_permanent() {
+        let full = StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "No space left on device",
+        ));
+        let e = store_error(full);
+        assert_eq!(e.kind(), ErrorKind::Temporary);
+        assert_eq!(e.to_string(), "I/O error: No space left on device");
+        assert!(store_error(StoreError::InUse("bob".into())).is_temporary());
+        for permanent in [
+            StoreError::InvalidName("../x".into(), "bad"),
+            StoreError::NotFound("m1".into()),
+            StoreError::Corrupt("m1".into(), "bad record".into()),
+        ] {
+            assert_eq!(store_error(permanent).kind(), ErrorKind::Permanent);
+        }
+    }
+}

@@ -109,6 +109,62 @@ pub fn short_name<'a>(name: &'a str, packages: &[String]) -> Result<&'a str, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ProcessorTree;
+    use mailroom_config::Config;
+    use mailroom_dns::{Resolver, ResolverSettings};
+    use mailroom_mailet::{Mail, MailAddress, MailetContext};
+    use std::sync::Mutex;
+
+    /// A matcher that holds the server's resolver, the way a DNS blacklist matcher would.
+    struct UsesResolver {
+        _resolver: Arc<Resolver>,
+    }
+
+    impl Matcher for UsesResolver {
+        fn matches(
+            &self,
+            _: &Mail,
+            _: &dyn MailetContext,
+        ) -> Result<Vec<MailAddress>, MailetError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn factories_capture_services() {
+        let resolver = Arc::new(Resolver::new(&ResolverSettings::default()).unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut registry = Registry::standard();
+        {
+            let resolver = resolver.clone();
+            let seen = seen.clone();
+            registry.add_matcher("UsesResolver", move |config| {
+                seen.lock().unwrap().push(config.condition.clone());
+                Ok(Box::new(UsesResolver {
+                    _resolver: resolver.clone(),
+                }))
+            });
+        }
+        let xml = r#"<config><spoolmanager>
+            <processor name="root">
+              <mailet match="UsesResolver=zen.example" class="Null"/>
+              <mailet match="UsesResolver" class="Null"/>
+            </processor>
+            <processor name="error"><mailet match="All" class="Null"/></processor>
+            </spoolmanager></config>"#;
+        let config =
+            Config::from_str_with_name(xml, "t.xml", std::path::Path::new("."), None).unwrap();
+        let tree = ProcessorTree::build(&config.spool_manager, &registry, &[], &[])
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![Some("zen.example".to_string()), None]
+        );
+        // Ours, the factory's, and one in each matcher built.
+        assert_eq!(Arc::strong_count(&resolver), 4);
+        drop(tree);
+        assert_eq!(Arc::strong_count(&resolver), 2);
+    }
 
     #[test]
     fn resolves_java_names_through_listed_packages() {
