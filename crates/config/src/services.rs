@@ -5,7 +5,7 @@
 //! with STARTTLS and on 4465 with implicit TLS). Only the options are parsed here; binding,
 //! TLS and limits are the `net` and protocol crates' work.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -218,8 +218,9 @@ impl Default for Connections {
 /// `<dnsserver>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsServer {
-    /// `<servers><server>`: resolver addresses.
-    pub servers: Vec<IpAddr>,
+    /// `<servers><server>`: resolver addresses (`IP`, `IP:port`, `[IPv6]:port`; port 53 when
+    /// none is given).
+    pub servers: Vec<SocketAddr>,
     /// `<autodiscover>` (default true): also use the system's resolvers.
     pub autodiscover: bool,
     /// `<authoritative>` (default false): only accept authoritative answers.
@@ -541,12 +542,13 @@ pub(crate) fn dns(ctx: &mut Ctx, el: &Element) -> DnsServer {
     let mut d = DnsServer::default();
     if let Some(servers) = ctx.single(el, "servers") {
         for s in servers.children_named("server") {
-            match s.text.parse::<IpAddr>() {
-                Ok(ip) => d.servers.push(ip),
-                Err(_) => ctx.err(
+            match dns_server_address(&s.text) {
+                Some(addr) => d.servers.push(addr),
+                None => ctx.err(
                     s,
                     format!(
-                        "<server> must be the IP address of a DNS server, got \"{}\"",
+                        "<server> must be the IP address of a DNS server (IP, IP:port or \
+                         [IPv6]:port), got \"{}\"",
                         s.text
                     ),
                 ),
@@ -557,4 +559,20 @@ pub(crate) fn dns(ctx: &mut Ctx, el: &Element) -> DnsServer {
     d.authoritative = ctx.bool_child(el, "authoritative", false);
     d.max_cache_size = ctx.num_child(el, "maxcachesize", 0u32, 100_000_000, 50_000);
     d
+}
+
+/// A DNS server's address: `IP` (port 53), `IP:port`, `[IPv6]` or `[IPv6]:port`.
+fn dns_server_address(text: &str) -> Option<SocketAddr> {
+    const DNS_PORT: u16 = 53;
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, DNS_PORT));
+    }
+    if let Some(ip) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        return ip
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip.into(), DNS_PORT));
+    }
+    text.parse::<SocketAddr>().ok().filter(|a| a.port() != 0)
 }

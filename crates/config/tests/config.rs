@@ -1,7 +1,7 @@
 //! Loading whole configurations: the sample James 2.3 file, the built-in default, and the
 //! located errors of broken ones.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -186,7 +186,10 @@ fn sample_james_config_loads() {
         (db.url.as_str(), db.max),
         ("postgres://james@127.0.0.1/mail", 20)
     );
-    assert_eq!(c.dns.servers, ["127.0.0.1".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        c.dns.servers,
+        ["127.0.0.1:53".parse::<SocketAddr>().unwrap()]
+    );
     assert!(!c.dns.autodiscover);
 }
 
@@ -535,4 +538,44 @@ fn home_defaults_to_the_config_directory() {
             .starts_with("/nonexistent/config.xml: cannot read"),
         "{e}"
     );
+}
+
+#[test]
+fn dns_servers_take_ports_and_bracketed_ipv6() {
+    let text = format!(
+        "<config>{SPOOL}<dnsserver><servers><server>192.0.2.53</server><server> 127.0.0.1:5353 </server>\
+         <server>[::1]:5300</server><server>2001:db8::1</server><server>[2001:db8::2]</server></servers>\
+         <autodiscover>false</autodiscover><authoritative>true</authoritative><maxcachesize>100</maxcachesize>\
+         </dnsserver></config>"
+    );
+    let c = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let expected: Vec<SocketAddr> = [
+        "192.0.2.53:53",
+        "127.0.0.1:5353",
+        "[::1]:5300",
+        "[2001:db8::1]:53",
+        "[2001:db8::2]:53",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    assert_eq!(c.dns.servers, expected);
+    assert!(!c.dns.autodiscover);
+    assert!(c.dns.authoritative);
+    assert_eq!(c.dns.max_cache_size, 100);
+
+    let default = parse(&format!("<config>{SPOOL}</config>")).unwrap();
+    assert!(default.dns.servers.is_empty() && default.dns.autodiscover);
+
+    let text = format!(
+        "<config>{SPOOL}\n<dnsserver><servers>\n<server>dns.example.com</server>\n\
+         <server>127.0.0.1:0</server>\n</servers></dnsserver></config>"
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("config.xml:3: <server> must be the IP address of a DNS server"),
+        "{e:?}"
+    );
+    assert!(e[1].starts_with("config.xml:4: <server>"), "{e:?}");
 }

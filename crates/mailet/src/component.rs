@@ -3,31 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Mail, MailAddress};
+use std::net::IpAddr;
 
-/// Why a matcher or mailet failed. The SpoolManager handles it as `onMatchException` /
-/// `onMailetException` say (by default the mail moves to the `error` processor with this
-/// text as its error message).
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct MailetError {
-    message: String,
-}
-
-impl MailetError {
-    /// An error with a message for the log and the mail's error message.
-    pub fn new(message: impl Into<String>) -> Self {
-        MailetError {
-            message: message.into(),
-        }
-    }
-}
-
-impl From<std::io::Error> for MailetError {
-    fn from(e: std::io::Error) -> Self {
-        MailetError::new(format!("I/O error: {e}"))
-    }
-}
+use crate::{DnsError, Mail, MailAddress, MailetError, MxRecord};
 
 /// How a matcher is configured: `match="Name=condition"`.
 #[derive(Clone, Debug, Default)]
@@ -167,6 +145,40 @@ pub trait MailetContext: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// The mail exchangers of `domain`, sorted by preference (lowest first; equal preferences
+    /// in the order the DNS server gave). [`DnsError::NoRecords`] when the domain has none:
+    /// RFC 5321 then says to deliver to the domain's own addresses.
+    ///
+    /// Like every DNS method, this blocks the calling worker thread until the answer comes
+    /// (answers are cached). Contexts without a resolver answer [`DnsError::Temporary`].
+    fn dns_mx(&self, domain: &str) -> Result<Vec<MxRecord>, DnsError> {
+        Err(no_resolver(domain))
+    }
+
+    /// The IPv4 and IPv6 addresses of `host` (A and AAAA records).
+    fn dns_ips(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        Err(no_resolver(host))
+    }
+
+    /// The TXT records of `name`, each one's strings joined.
+    fn dns_txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        Err(no_resolver(name))
+    }
+
+    /// The host names of `ip` (PTR records under `in-addr.arpa` / `ip6.arpa`), without the
+    /// trailing dot.
+    fn dns_ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        Err(no_resolver(&ip.to_string()))
+    }
+
     /// Writes a line to the server log on behalf of a mailet.
     fn log(&self, message: &str);
+}
+
+/// What the DNS methods of a context without a resolver answer.
+fn no_resolver(name: &str) -> DnsError {
+    DnsError::Temporary {
+        name: name.to_string(),
+        reason: "no DNS resolver in this context".to_string(),
+    }
 }

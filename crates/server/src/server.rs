@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use mailroom_config::{Config, ConfigError, Pop3Server, RemoteManager, ServiceCommon, SmtpServer};
+use mailroom_dns::{BlockingResolver, Resolver, ResolverSettings};
 use mailroom_mailet::MailAddress;
 use mailroom_net::{Listener, Shutdown};
 use mailroom_pop3::server::Pop3Store;
@@ -61,10 +62,14 @@ pub fn run(cli: &Cli) -> Result<()> {
     let config = load_config(cli)?;
     let tree = build_tree(&config)?;
     tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
+    // Built first: the SpoolManager's workers (plain threads) wait on it for DNS answers.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // One cached resolver for the whole server: the mailets' context now, and (a clone of this
+    // Arc) remote delivery later.
+    let resolver = Arc::new(resolver(&config)?);
 
     let spool = repositories::spool(&config)?;
     let postmaster = MailAddress::parse(&config.james.postmaster)
@@ -98,7 +103,11 @@ pub fn run(cli: &Cli) -> Result<()> {
         },
         runtime.handle().clone(),
     )
-    .with_mappings(mappings.clone());
+    .with_mappings(mappings.clone())
+    .with_dns(BlockingResolver::new(
+        resolver.clone(),
+        runtime.handle().clone(),
+    ));
     let stop = Arc::new(Notify::new());
     let console = Arc::new(Console {
         users: repositories::all_users(&config, users)?,
@@ -116,6 +125,14 @@ pub fn run(cli: &Cli) -> Result<()> {
     workers.stop();
     tracing::info!("stopped");
     served
+}
+
+/// The DNS resolver of `<dnsserver>`. A missing `/etc/resolv.conf` is logged and the local
+/// resolver used instead, so it never stops start-up.
+fn resolver(config: &Config) -> Result<Resolver> {
+    let settings = ResolverSettings::from_config(&config.dns);
+    tracing::info!(servers = ?settings.servers, "DNS resolver");
+    Resolver::new(&settings).map_err(|e| anyhow!("<dnsserver>: {e}"))
 }
 
 /// Whether passwords are also kept as APOP secrets: when an enabled POP3 server offers APOP.

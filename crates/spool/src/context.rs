@@ -1,15 +1,22 @@
 //! The server side of [`MailetContext`]: local domains, the users repository, the inboxes, the
-//! spool and the mail repositories that mailets name by URL.
+//! spool, the mail repositories that mailets name by URL, and DNS.
 //!
 //! The repositories are async; matchers and mailets are not (as in James, they run on the
 //! SpoolManager's own worker threads, which may block). This context bridges the two with the
 //! runtime's `block_on`, which is legal because the workers are not runtime threads: the
 //! runtime's threads never wait here.
+//!
+//! Store errors become mailet errors here: I/O errors (a full disk, no file descriptors) and a
+//! mailbox in use are temporary, so the mail is retried; anything else is permanent.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use mailroom_mailet::{Mail, MailAddress, MailetContext, MailetError, UserRecord};
+use mailroom_dns::BlockingResolver;
+use mailroom_mailet::{
+    DnsError, Mail, MailAddress, MailetContext, MailetError, MxRecord, UserRecord,
+};
 use mailroom_store::mappings::Source;
 use mailroom_store::{
     InboxRepository, MailRepository, MappingsRepository, SpoolRepository, UsersRepository,
@@ -68,6 +75,9 @@ pub struct ServerContext {
     mappings: Option<Arc<dyn MappingsRepository>>,
     /// The runtime the repositories' async calls run on.
     runtime: tokio::runtime::Handle,
+    /// The server's shared resolver; the SpoolManager's workers are not runtime threads, so
+    /// they may wait for its answers.
+    dns: Option<BlockingResolver>,
 }
 
 impl ServerContext {
@@ -95,7 +105,14 @@ impl ServerContext {
             opener,
             mappings: None,
             runtime,
+            dns: None,
         }
+    }
+
+    /// Answers the DNS methods with this resolver (without one they answer a temporary error).
+    pub fn with_dns(mut self, dns: BlockingResolver) -> Self {
+        self.dns = Some(dns);
+        self
     }
 
     /// Gives the mapping mailets these virtual user tables.
@@ -122,7 +139,20 @@ impl ServerContext {
 }
 
 fn store_error(e: mailroom_store::StoreError) -> MailetError {
-    MailetError::new(e.to_string())
+    use mailroom_store::StoreError;
+    match e {
+        StoreError::Io(_) | StoreError::InUse(_) => MailetError::temporary("").with_cause(e),
+        _ => MailetError::permanent("").with_cause(e),
+    }
+}
+
+impl ServerContext {
+    fn resolver(&self, name: &str) -> Result<&BlockingResolver, DnsError> {
+        self.dns.as_ref().ok_or_else(|| DnsError::Temporary {
+            name: name.to_string(),
+            reason: "no DNS resolver configured".to_string(),
+        })
+    }
 }
 
 impl MailetContext for ServerContext {
@@ -206,7 +236,49 @@ impl MailetContext for ServerContext {
         Ok(Vec::new())
     }
 
+    fn dns_mx(&self, domain: &str) -> Result<Vec<MxRecord>, DnsError> {
+        self.resolver(domain)?.mx(domain)
+    }
+
+    fn dns_ips(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        self.resolver(host)?.ips(host)
+    }
+
+    fn dns_txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        self.resolver(name)?.txt(name)
+    }
+
+    fn dns_ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        self.resolver(&ip.to_string())?.ptr(ip)
+    }
+
     fn log(&self, message: &str) {
         tracing::info!(target: "mailet", "{message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailroom_mailet::ErrorKind;
+    use mailroom_store::StoreError;
+
+    #[test]
+    fn io_errors_are_temporary_and_the_rest_permanent() {
+        let full = StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "No space left on device",
+        ));
+        let e = store_error(full);
+        assert_eq!(e.kind(), ErrorKind::Temporary);
+        assert_eq!(e.to_string(), "I/O error: No space left on device");
+        assert!(store_error(StoreError::InUse("bob".into())).is_temporary());
+        for permanent in [
+            StoreError::InvalidName("../x".into(), "bad"),
+            StoreError::NotFound("m1".into()),
+            StoreError::Corrupt("m1".into(), "bad record".into()),
+        ] {
+            assert_eq!(store_error(permanent).kind(), ErrorKind::Permanent);
+        }
     }
 }

@@ -1,8 +1,5 @@
 //! Validation of names that become file names or keys, and generation of mail names.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use crate::{Result, StoreError};
 
 /// Longest user name accepted (RFC 5321's limit for a local part).
@@ -35,15 +32,9 @@ pub fn validate_user_name(name: &str) -> Result<()> {
 }
 
 /// Checks a mail name: ASCII letters, digits, `-`, `_` and `.`, not starting with `.`, at most
-/// 200 octets.
+/// 200 octets ([`mailroom_mailet::is_valid_mail_name`]).
 pub fn validate_mail_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok {
+    if mailroom_mailet::is_valid_mail_name(name) {
         Ok(())
     } else {
         Err(StoreError::InvalidName(
@@ -59,25 +50,8 @@ pub(crate) fn pid() -> u32 {
     *PID.get_or_init(std::process::id)
 }
 
-/// A new mail name, unique in this process and across restarts, and unpredictable:
-/// `Mail<millis>-<n>-<64 random bits>`. The time prefix makes names sort in arrival order; the
-/// random part keeps a client from guessing the name its message will be stored under (the
-/// file repository relies on that to tell its own envelope records from forged ones).
-pub fn new_mail_name() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static KEYS: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // SipHash under random keys (seeded by the OS) of the counter and time: unpredictable
-    // without the keys, which never leave the process.
-    let random = KEYS
-        .get_or_init(RandomState::new)
-        .hash_one((n, millis, pid()));
-    format!("Mail{millis:013}-{n}-{random:016x}")
-}
+/// Mail names are made by the mailet API, so that mailets can name new mails without the store.
+pub use mailroom_mailet::new_mail_name;
 
 #[cfg(test)]
 mod tests {

@@ -6,8 +6,9 @@
 //! forwarding loop (a → b → a) is recognised and stopped. Recipients that are not local users go
 //! to the `error` processor in a mail of their own; the delivered mail is ghosted.
 
-use mailroom_mailet::{state, Envelope, Mail, MailAddress, Mailet, MailetContext, MailetError};
-use mailroom_store::new_mail_name;
+use mailroom_mailet::{
+    new_mail_name, state, Envelope, Mail, MailAddress, Mailet, MailetContext, MailetError,
+};
 
 use crate::Registry;
 
@@ -69,6 +70,7 @@ impl Mailet for LocalDelivery {
         // Each recipient succeeds or fails on its own: a failure for one must not send the
         // others, who already have the mail, to `error` (and so to a second copy or a bounce).
         let mut failed: Vec<(MailAddress, String)> = Vec::new();
+        let mut any_temporary = false;
         for rcpt in mail.recipients() {
             let outcome = Self::target(rcpt, mail, ctx).and_then(|target| match target {
                 Target::Inbox(user) => {
@@ -87,19 +89,24 @@ impl Mailet for LocalDelivery {
                 Target::Fail(why) => Err(MailetError::new(why)),
             });
             if let Err(e) = outcome {
+                any_temporary |= e.is_temporary();
                 failed.push((rcpt.clone(), e.to_string()));
             }
         }
         if failed.len() == mail.recipients().len() && !failed.is_empty() {
-            // Nothing was delivered: the mail as a whole goes where onMailetException says.
+            // Nothing was delivered: the mail as a whole goes where onMailetException says,
+            // unless a failure may pass (a full disk): then all of it is tried again later,
+            // and the recipients that fail for good are told apart on that later try.
             let why: Vec<String> = failed
                 .iter()
                 .map(|(r, why)| format!("{r}: {why}"))
                 .collect();
-            return Err(MailetError::new(format!(
-                "LocalDelivery: {}",
-                why.join("; ")
-            )));
+            let message = format!("LocalDelivery: {}", why.join("; "));
+            return Err(if any_temporary {
+                MailetError::temporary(message)
+            } else {
+                MailetError::permanent(message)
+            });
         }
         if !failed.is_empty() {
             let why: Vec<String> = failed

@@ -1,12 +1,13 @@
 //! Mailets that edit the header or attributes: SetMimeHeader (alias AddHeader),
 //! RemoveMimeHeader, SetMailAttribute.
 
-use mailroom_mailet::{Mail, Mailet, MailetContext, MailetError};
+use mailroom_mailet::{Mail, Mailet, MailetConfig, MailetContext, MailetError};
 
 use crate::Registry;
 
 pub(super) fn register(registry: &mut Registry) {
-    let set_header: crate::registry::MailetFactory = |c| {
+    // Captures nothing, so it is `Copy` and registers under both names.
+    let set_header = |c: &MailetConfig| -> Result<Box<dyn Mailet>, MailetError> {
         Ok(Box::new(SetMimeHeader {
             name: c.required("name")?.to_string(),
             value: c.param("value").unwrap_or_default().to_string(),

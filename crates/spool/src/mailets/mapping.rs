@@ -133,7 +133,7 @@ impl Mailet for VirtualUserTable {
             return Ok(());
         }
         for (reply, recipients) in refused {
-            let mut copy = mail.split_off(mailroom_store::new_mail_name(), recipients);
+            let mut copy = mail.split_off(mailroom_mailet::new_mail_name(), recipients);
             copy.set_state(state::ERROR);
             copy.envelope.error_message = Some(reply);
             ctx.send_mail(copy)?;
