@@ -16,8 +16,16 @@ fn file_mail_repository() {
 fn log_spool() {
     let dir = tempfile::tempdir().unwrap();
     conformance::mail_repository(&LogSpool::open(dir.path()).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    conformance::spool_repository(&LogSpool::open(dir.path()).unwrap());
+    conformance::spool_repository(&|| {
+        let dir = tempfile::tempdir().unwrap();
+        Box::new(move |lease| {
+            Box::new(
+                LogSpool::open(dir.path())
+                    .unwrap()
+                    .with_lease_duration(lease),
+            )
+        })
+    });
 }
 
 #[test]
@@ -188,7 +196,7 @@ fn an_old_spool_file_cut_short_by_a_crash_is_not_imported() {
         .lease(std::time::Duration::from_secs(1))
         .unwrap()
         .unwrap();
-    assert_eq!(first.name(), names[0]);
+    assert_eq!(first.mail.name(), names[0]);
     assert!(spool
         .lease(std::time::Duration::from_millis(50))
         .unwrap()

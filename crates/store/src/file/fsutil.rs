@@ -175,7 +175,11 @@ impl DirSync {
 
     /// Returns once everything done before `ticket` was taken is durable.
     pub fn wait(&self, ticket: u64) -> io::Result<()> {
-        self.commits
-            .wait(ticket, std::time::Duration::ZERO, |()| (), |()| self.dir.sync_all())
+        self.commits.wait(
+            ticket,
+            std::time::Duration::ZERO,
+            |()| (),
+            |()| self.dir.sync_all(),
+        )
     }
 }

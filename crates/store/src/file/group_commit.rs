@@ -111,10 +111,7 @@ impl<P> GroupCommit<P> {
                 return Ok(());
             }
             if state.running {
-                state = self
-                    .flushed
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner());
+                state = self.flushed.wait(state).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             // A flush covers every ticket written before it starts, ours included, so this
@@ -155,10 +152,7 @@ impl<P> GroupCommit<P> {
             if state.durable >= ticket {
                 break Ok(());
             }
-            state = self
-                .flushed
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+            state = self.flushed.wait(state).unwrap_or_else(|p| p.into_inner());
         };
         state.passive_waiters -= 1;
         result
@@ -188,16 +182,11 @@ mod tests {
         let b = commit.add(|p| p.push(2));
         let flushes = AtomicUsize::new(0);
         let run = |ticket| {
-            commit.wait(
-                ticket,
-                Duration::ZERO,
-                std::mem::take,
-                |batch: Vec<u64>| {
-                    flushes.fetch_add(1, Ordering::SeqCst);
-                    assert_eq!(batch, [1, 2]);
-                    Ok(())
-                },
-            )
+            commit.wait(ticket, Duration::ZERO, std::mem::take, |batch: Vec<u64>| {
+                flushes.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(batch, [1, 2]);
+                Ok(())
+            })
         };
         run(a).unwrap();
         run(b).unwrap();

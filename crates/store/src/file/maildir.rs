@@ -161,7 +161,8 @@ impl InboxRepository for Maildir {
             }
         };
         let new = dir.join("new").join(format!("{unique},S={size},W={wire}"));
-        self.commits.add(|pending| pending.push(Pending { tmp, new }));
+        self.commits
+            .add(|pending| pending.push(Pending { tmp, new }));
         Ok(())
     }
 
