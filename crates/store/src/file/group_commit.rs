@@ -82,6 +82,7 @@ impl<P> GroupCommit<P> {
     }
 
     /// Up to which ticket every write is durable.
+    #[cfg(test)]
     pub fn durable(&self) -> u64 {
         lock(&self.state).durable
     }

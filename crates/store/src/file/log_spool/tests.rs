@@ -296,3 +296,36 @@ fn imports_mails_of_the_file_format() {
     let leased = spool.lease(Duration::from_secs(1)).unwrap().unwrap().mail;
     assert!(leased.message.to_bytes().unwrap().ends_with(b"hello\r\n"));
 }
+
+#[test]
+fn a_requeued_mail_waits_for_its_time_across_a_reopen_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let delay = Duration::from_millis(1500);
+    let (name, at) = {
+        let spool = LogSpool::open_with(dir.path(), 4096).unwrap();
+        let name = incoming(&spool, &[b'r'; 1000]);
+        let crate::Leased { mut mail, token } =
+            spool.lease(Duration::from_secs(1)).unwrap().unwrap();
+        mail.set_state("retry");
+        let at = SystemTime::now() + delay;
+        spool.requeue(token, &mail, at).unwrap();
+        // Enough traffic that the requeued mail's segment is compacted away.
+        for _ in 0..60 {
+            let other = incoming(&spool, &[b'x'; 1000]);
+            assert!(spool.remove(&other).unwrap());
+        }
+        assert!(!first_segment(dir.path()).ends_with("seg-0000000000000001.log"));
+        assert!(spool.lease(Duration::from_millis(10)).unwrap().is_none());
+        (name, at)
+    };
+    let spool = LogSpool::open_with(dir.path(), 4096).unwrap();
+    assert!(spool.next_attempt(&name).unwrap().is_some());
+    if SystemTime::now() + Duration::from_millis(200) < at {
+        assert!(spool.lease(Duration::from_millis(100)).unwrap().is_none());
+    }
+    let due = spool.lease(Duration::from_secs(5)).unwrap().unwrap();
+    assert!(SystemTime::now() + Duration::from_millis(2) >= at);
+    assert_eq!(due.mail.name(), name);
+    assert_eq!(due.mail.state(), "retry");
+    assert!(due.mail.message.to_bytes().unwrap().ends_with(&[b'r'; 1000]));
+}
