@@ -166,10 +166,9 @@ impl SpoolManager {
     fn retry_later(&self, token: LeaseToken, delay: Duration) {
         let name = token.name().to_string();
         let result = match self.spool().retrieve(&name) {
-            Ok(Some(mail)) => {
-                self.spool()
-                    .requeue(token, &mail, SystemTime::now() + delay)
-            }
+            Ok(Some(mail)) => self
+                .spool()
+                .requeue(token, &mail, SystemTime::now() + delay),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -184,7 +183,13 @@ impl SpoolManager {
     pub fn process(&self, leased: Leased) -> Result<(), StoreError> {
         let processor = leased.mail.state().to_string();
         let mut finished = Vec::new();
-        let result = self.run(leased.mail, processor, 0, Some(&leased.token), &mut finished);
+        let result = self.run(
+            leased.mail,
+            processor,
+            0,
+            Some(&leased.token),
+            &mut finished,
+        );
         self.remove_finished(&mut finished);
         result
     }
@@ -286,7 +291,10 @@ impl SpoolManager {
 
     /// A mail leaves processing: a spool mail is set aside for removal from the spool, which
     /// happens once its deliveries are durable (see [`SpoolManager::remove_finished`]).
-    fn finish(lease: Option<&LeaseToken>, finished: &mut Vec<LeaseToken>) -> Result<(), StoreError> {
+    fn finish(
+        lease: Option<&LeaseToken>,
+        finished: &mut Vec<LeaseToken>,
+    ) -> Result<(), StoreError> {
         if let Some(token) = lease {
             finished.push(token.clone());
         }

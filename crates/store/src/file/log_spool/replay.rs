@@ -32,8 +32,12 @@ pub(super) fn lock_directory(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// Reads every segment of `dir`: the segments, and their whole records in order.
-pub(super) fn load(dir: &Path) -> Result<(BTreeMap<u64, Segment>, Vec<(u64, Scanned)>)> {
+/// Every segment of a spool directory, by number, and their whole records in order, each
+/// with the number of its segment.
+pub(super) type Loaded = (BTreeMap<u64, Segment>, Vec<(u64, Scanned)>);
+
+/// Reads every segment of `dir`.
+pub(super) fn load(dir: &Path) -> Result<Loaded> {
     let mut found: Vec<(u64, bool, PathBuf)> = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();

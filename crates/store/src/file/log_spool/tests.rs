@@ -327,5 +327,10 @@ fn a_requeued_mail_waits_for_its_time_across_a_reopen_and_compaction() {
     assert!(SystemTime::now() + Duration::from_millis(2) >= at);
     assert_eq!(due.mail.name(), name);
     assert_eq!(due.mail.state(), "retry");
-    assert!(due.mail.message.to_bytes().unwrap().ends_with(&[b'r'; 1000]));
+    assert!(due
+        .mail
+        .message
+        .to_bytes()
+        .unwrap()
+        .ends_with(&[b'r'; 1000]));
 }
