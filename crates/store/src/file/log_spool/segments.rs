@@ -88,8 +88,10 @@ impl Segment {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        zero_fill(&file, 0, prefill)?;
-        sync_dir(dir)?;
+        if let Err(e) = zero_fill(&file, 0, prefill).and_then(|()| sync_dir(dir)) {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(Segment::new(number, file, path, false))
     }
 
@@ -392,8 +394,11 @@ impl Shared {
                 }
             };
             if let Err(e) = result {
-                tracing::error!(error = %e, "cannot prepare a spool segment");
-                std::thread::sleep(Duration::from_secs(1));
+                tracing::error!(error = %e, "cannot prepare a spool segment; trying again in 10 s");
+                let inner = lock(&self.inner);
+                let _ = self
+                    .room
+                    .wait_timeout_while(inner, Duration::from_secs(10), |i| !i.closing);
             }
         }
     }
