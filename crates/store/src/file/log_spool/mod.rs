@@ -68,7 +68,7 @@ mod tests;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -111,6 +111,8 @@ struct Shared {
     commits: Arc<GroupCommit<SegmentFiles>>,
     /// Incoming messages being received: each will soon want an `fdatasync`.
     receiving: AtomicUsize,
+    /// Whether the active segment is full: checked before each append without the lock.
+    full: AtomicBool,
 }
 
 struct Inner {
@@ -235,6 +237,7 @@ impl LogSpool {
             room: Condvar::new(),
             commits: commits.clone(),
             receiving: AtomicUsize::new(0),
+            full: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()

@@ -240,6 +240,9 @@ impl Shared {
         // writes over it.
         file.write_all_at(&record, at)?;
         inner.active_len += record.len() as u64;
+        if inner.active_len >= self.segment_max {
+            self.full.store(true, Ordering::Relaxed);
+        }
         if self.segment_work(inner).is_some() {
             self.room.notify_all();
         }
@@ -303,6 +306,10 @@ impl Shared {
     /// without the lock, for it to be prepared if it is not yet), then compacts and collects
     /// garbage, outside the lock.
     pub fn make_room(&self) -> crate::Result<()> {
+        // Read without the lock: at worst one more record goes to a full segment.
+        if !self.full.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let mut inner = lock(&self.inner);
         loop {
             if inner.active_len < self.segment_max {
@@ -314,6 +321,7 @@ impl Shared {
                 inner.segments.insert(number, spare);
                 inner.active = number;
                 inner.active_len = 0;
+                self.full.store(false, Ordering::Relaxed);
                 inner.active_prefilled = self.prefill_step();
                 // Anything appended to the old segment is synced by the next group commit.
                 self.commits.with_pending(|files| {
