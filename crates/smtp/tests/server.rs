@@ -3,13 +3,13 @@
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mailroom_mailet::{Envelope, Mail};
 use mailroom_net::{Listener, Shutdown};
 use mailroom_smtp::SmtpSettings;
 use mailroom_store::blocking::{IncomingMessage, MailRepository, SpoolRepository};
-use mailroom_store::{Blocking, Result};
+use mailroom_store::{Blocking, LeaseToken, Leased, Result, StoreError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -82,10 +82,27 @@ impl MailRepository for Handle {
 }
 
 impl SpoolRepository for Handle {
-    fn lease(&self, _timeout: Duration) -> Result<Option<Mail>> {
+    fn lease(&self, _wait: Duration) -> Result<Option<Leased>> {
         Ok(None)
     }
-    fn release(&self, _name: &str, _retry_after: std::time::Duration) {}
+    fn renew(&self, token: &LeaseToken) -> Result<LeaseToken> {
+        Err(StoreError::LeaseLost(token.name().into()))
+    }
+    fn update(&self, token: &LeaseToken, _mail: &Mail) -> Result<()> {
+        Err(StoreError::LeaseLost(token.name().into()))
+    }
+    fn release(&self, token: LeaseToken) -> Result<()> {
+        Err(StoreError::LeaseLost(token.name().into()))
+    }
+    fn requeue(&self, token: LeaseToken, _mail: &Mail, _at: SystemTime) -> Result<()> {
+        Err(StoreError::LeaseLost(token.name().into()))
+    }
+    fn complete(&self, token: LeaseToken) -> Result<()> {
+        Err(StoreError::LeaseLost(token.name().into()))
+    }
+    fn next_attempt(&self, _name: &str) -> Result<Option<SystemTime>> {
+        Ok(None)
+    }
 }
 
 /// Reads one (possibly multi-line) reply.

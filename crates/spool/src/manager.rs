@@ -17,10 +17,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mailroom_mailet::{state, Mail, MailAddress, MailetContext, MailetError};
-use mailroom_store::{new_mail_name, SpoolRepository, StoreError};
+use mailroom_store::{new_mail_name, LeaseToken, Leased, SpoolRepository, StoreError};
 
 use crate::context::deliveries_on_this_thread;
 use crate::tree::{OnMailetError, OnMatchError, ProcessorTree, Step};
@@ -102,10 +102,10 @@ impl SpoolManager {
                 Duration::ZERO
             };
             match self.context.wait(self.spool().lease(wait)) {
-                Ok(Some(mail)) => {
+                Ok(Some(Leased { mail, token })) => {
                     let name = mail.name().to_string();
                     let processor = mail.state().to_string();
-                    match self.run(mail, processor, 0, true, &mut finished) {
+                    match self.run(mail, processor, 0, Some(&token), &mut finished) {
                         Ok(()) => {
                             self.failures().remove(&name);
                         }
@@ -121,7 +121,7 @@ impl SpoolManager {
                             let delay = Duration::from_secs(1 << attempts.min(12)).min(MAX_RETRY);
                             tracing::error!(mail = %name, error = %e, attempts, retry_in = ?delay,
                                 "spool storage failed; will retry");
-                            self.context.wait(self.spool().release(&name, delay));
+                            self.retry_later(token, delay);
                         }
                     }
                     if finished.len() >= FINISHED_BATCH {
@@ -140,52 +140,77 @@ impl SpoolManager {
 
     /// Removes finished mails from the spool, once their deliveries are durable. One inbox
     /// sync serves the whole batch.
-    fn remove_finished(&self, finished: &mut Vec<String>) {
+    fn remove_finished(&self, finished: &mut Vec<LeaseToken>) {
         if finished.is_empty() {
             return;
         }
         if let Err(e) = self.context.sync_inbox() {
             tracing::error!(error = %e, "cannot make deliveries durable; mails will be retried");
-            for name in finished.drain(..) {
-                self.context
-                    .wait(self.spool().release(&name, Duration::from_secs(60)));
+            for token in finished.drain(..) {
+                self.retry_later(token, Duration::from_secs(60));
             }
             return;
         }
-        for name in finished.drain(..) {
-            if let Err(e) = self.context.wait(self.spool().remove(&name)) {
-                tracing::error!(mail = %name, error = %e, "cannot remove a finished mail");
-                self.context
-                    .wait(self.spool().release(&name, Duration::from_secs(60)));
+        for token in finished.drain(..) {
+            if let Err(e) = self.context.wait(self.spool().complete(token.clone())) {
+                tracing::error!(mail = %token.name(), error = %e, "cannot remove a finished mail");
+                if !matches!(e, StoreError::LeaseLost(_)) {
+                    self.retry_later(token, Duration::from_secs(60));
+                }
             }
+        }
+    }
+
+    /// Puts a leased mail back in the spool, as last stored, for another try after `delay`.
+    /// Should that fail too, its lease expires and it is retried then.
+    fn retry_later(&self, token: LeaseToken, delay: Duration) {
+        let name = token.name().to_string();
+        let result = match self.context.wait(self.spool().retrieve(&name)) {
+            Ok(Some(mail)) => self.context.wait(self.spool().requeue(
+                token,
+                &mail,
+                SystemTime::now() + delay,
+            )),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::error!(mail = %name, error = %e,
+                "cannot put a mail back in the spool; retried once its lease expires");
         }
     }
 
     /// Processes one leased spool mail until it leaves this worker (ghosted, or stored for
     /// another try when storage fails).
-    pub fn process(&self, mail: Mail) -> Result<(), StoreError> {
-        let processor = mail.state().to_string();
+    pub fn process(&self, leased: Leased) -> Result<(), StoreError> {
+        let processor = leased.mail.state().to_string();
         let mut finished = Vec::new();
-        let result = self.run(mail, processor, 0, true, &mut finished);
+        let result = self.run(
+            leased.mail,
+            processor,
+            0,
+            Some(&leased.token),
+            &mut finished,
+        );
         self.remove_finished(&mut finished);
         result
     }
 
-    /// Runs a mail from `step` of `processor`. `stored` says whether it has a spool entry of
-    /// its own (a leased mail) or is a split copy held only in memory.
+    /// Runs a mail from `step` of `processor`. `lease` is the spool lease of a leased mail,
+    /// `None` for a split copy held only in memory.
     fn run(
         &self,
         mut mail: Mail,
         mut processor: String,
         mut step: usize,
-        stored: bool,
-        finished: &mut Vec<String>,
+        lease: Option<&LeaseToken>,
+        finished: &mut Vec<LeaseToken>,
     ) -> Result<(), StoreError> {
         let ctx: &dyn MailetContext = &*self.context;
         let mut deliveries = deliveries_on_this_thread();
         loop {
             if mail.state() == state::GHOST {
-                return Self::finish(&mail, stored, finished);
+                return Self::finish(lease, finished);
             }
             if mail.state() != processor || self.tree.get(&processor).is_none() {
                 if self.tree.get(mail.state()).is_none() {
@@ -193,7 +218,7 @@ impl SpoolManager {
                     if processor == state::ERROR {
                         tracing::error!(mail = %mail.name(), processor = %unknown,
                             "mail in the error processor sent to an unknown processor; deleted");
-                        return Self::finish(&mail, stored, finished);
+                        return Self::finish(lease, finished);
                     }
                     tracing::warn!(mail = %mail.name(), processor = %unknown, "unknown processor");
                     mail.envelope.error_message = Some(format!("Unknown processor {unknown}"));
@@ -208,17 +233,18 @@ impl SpoolManager {
                     deliveries = deliveries_on_this_thread();
                 }
                 mail.envelope.touch();
-                self.context.wait(self.spool().store(&mail))?;
-                if !stored {
+                let Some(token) = lease else {
                     // A split copy: from now on it is a spool mail of its own.
+                    self.context.wait(self.spool().store(&mail))?;
                     return Ok(());
-                }
+                };
+                self.context.wait(self.spool().update(token, &mail))?;
                 processor = mail.state().to_string();
                 step = 0;
             }
             if mail.recipients().is_empty() {
                 tracing::debug!(mail = %mail.name(), "no recipients left");
-                return Self::finish(&mail, stored, finished);
+                return Self::finish(lease, finished);
             }
             let Some(current) = self.tree.get(&processor).and_then(|p| p.steps.get(step)) else {
                 if processor != state::ERROR {
@@ -226,7 +252,7 @@ impl SpoolManager {
                         "mail reached the end of its processor and is deleted; \
                          this may be a configuration error");
                 }
-                return Self::finish(&mail, stored, finished);
+                return Self::finish(lease, finished);
             };
             step += 1;
 
@@ -258,7 +284,7 @@ impl SpoolManager {
                 let mut copy = mail.split_off(new_mail_name(), matched);
                 mail.set_recipients(rest);
                 service(current, &mut copy, &processor, ctx);
-                self.run(copy, processor.clone(), step, false, finished)?;
+                self.run(copy, processor.clone(), step, None, finished)?;
             } else {
                 service(current, &mut mail, &processor, ctx);
             }
@@ -267,9 +293,12 @@ impl SpoolManager {
 
     /// A mail leaves processing: a spool mail is set aside for removal from the spool, which
     /// happens once its deliveries are durable (see [`SpoolManager::remove_finished`]).
-    fn finish(mail: &Mail, stored: bool, finished: &mut Vec<String>) -> Result<(), StoreError> {
-        if stored {
-            finished.push(mail.name().to_string());
+    fn finish(
+        lease: Option<&LeaseToken>,
+        finished: &mut Vec<LeaseToken>,
+    ) -> Result<(), StoreError> {
+        if let Some(token) = lease {
+            finished.push(token.clone());
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use std::mem;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use mailroom_mailet::{Envelope, Mail, Message};
@@ -21,9 +21,9 @@ use tokio::task::JoinHandle;
 
 use crate::mappings::{Source, Target};
 use crate::{
-    blocking, on_blocking_pool, InboxRepository, IncomingMessage, MailRepository, Mailbox,
-    MailboxMessage, MappingsRepository, MessageStream, Result, SpoolRepository, User,
-    UsersRepository,
+    blocking, on_blocking_pool, InboxRepository, IncomingMessage, LeaseToken, Leased,
+    MailRepository, Mailbox, MailboxMessage, MappingsRepository, MessageStream, Result,
+    SpoolRepository, User, UsersRepository,
 };
 
 /// Octets moved to or from a blocking backend per hop to the blocking pool.
@@ -97,18 +97,42 @@ impl<T: ?Sized + blocking::MailRepository + 'static> MailRepository for Blocking
 
 #[async_trait]
 impl<T: ?Sized + blocking::SpoolRepository + 'static> SpoolRepository for Blocking<T> {
-    async fn lease(&self, timeout: Duration) -> Result<Option<Mail>> {
-        self.run(move |b| b.lease(timeout)).await
+    async fn lease(&self, wait: Duration) -> Result<Option<Leased>> {
+        self.run(move |b| b.lease(wait)).await
     }
 
-    async fn release(&self, name: &str, retry_after: Duration) {
+    async fn renew(&self, token: &LeaseToken) -> Result<LeaseToken> {
+        let token = token.clone();
+        self.run(move |b| b.renew(&token)).await
+    }
+
+    async fn update(&self, token: &LeaseToken, mail: &Mail) -> Result<()> {
+        let (token, mail) = (token.clone(), mail.clone());
+        self.run(move |b| b.update(&token, &mail)).await
+    }
+
+    async fn release(&self, token: LeaseToken) -> Result<()> {
+        self.run(move |b| b.release(token)).await
+    }
+
+    async fn requeue(
+        &self,
+        token: LeaseToken,
+        mail: &Mail,
+        next_attempt_at: SystemTime,
+    ) -> Result<()> {
+        let mail = mail.clone();
+        self.run(move |b| b.requeue(token, &mail, next_attempt_at))
+            .await
+    }
+
+    async fn complete(&self, token: LeaseToken) -> Result<()> {
+        self.run(move |b| b.complete(token)).await
+    }
+
+    async fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>> {
         let name = name.to_string();
-        let _ = self
-            .run(move |b| {
-                b.release(&name, retry_after);
-                Ok(())
-            })
-            .await;
+        self.run(move |b| b.next_attempt(&name)).await
     }
 }
 

@@ -10,12 +10,12 @@
 //! call that writes returns `Ok`, the data survives a crash.
 
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mailroom_mailet::{Envelope, Mail, Message};
 
 use crate::mappings::{Source, Target};
-use crate::{MailboxMessage, Result, User};
+use crate::{LeaseToken, Leased, MailboxMessage, Result, User};
 
 /// See [`crate::MailRepository`].
 pub trait MailRepository: Send + Sync {
@@ -42,9 +42,19 @@ pub trait IncomingMessage: Write + Send {
 /// See [`crate::SpoolRepository`].
 pub trait SpoolRepository: MailRepository {
     /// See [`crate::SpoolRepository::lease`].
-    fn lease(&self, timeout: Duration) -> Result<Option<Mail>>;
+    fn lease(&self, wait: Duration) -> Result<Option<Leased>>;
+    /// See [`crate::SpoolRepository::renew`].
+    fn renew(&self, token: &LeaseToken) -> Result<LeaseToken>;
+    /// See [`crate::SpoolRepository::update`].
+    fn update(&self, token: &LeaseToken, mail: &Mail) -> Result<()>;
     /// See [`crate::SpoolRepository::release`].
-    fn release(&self, name: &str, retry_after: Duration);
+    fn release(&self, token: LeaseToken) -> Result<()>;
+    /// See [`crate::SpoolRepository::requeue`].
+    fn requeue(&self, token: LeaseToken, mail: &Mail, next_attempt_at: SystemTime) -> Result<()>;
+    /// See [`crate::SpoolRepository::complete`].
+    fn complete(&self, token: LeaseToken) -> Result<()>;
+    /// See [`crate::SpoolRepository::next_attempt`].
+    fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>>;
 }
 
 /// See [`crate::InboxRepository`].

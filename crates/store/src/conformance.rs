@@ -1,14 +1,17 @@
 //! The test-suite every backend runs: call these from a backend's tests with a fresh, empty
 //! repository. They panic on the first broken contract.
 
-use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use mailroom_mailet::{AttributeValue, Envelope, Mail, MailAddress, Message};
+use tokio::io::AsyncReadExt;
 
 use crate::{
-    InboxRepository, MailRepository, Mailbox, MappingsRepository, SpoolRepository, StoreError,
-    User, UsersRepository,
+    InboxRepository, Leased, MailRepository, Mailbox, MappingsRepository, SpoolRepository,
+    StoreError, User, UsersRepository,
 };
 
 fn sample_mail(name: &str) -> Mail {
@@ -89,9 +92,28 @@ pub async fn mail_repository(repo: &dyn MailRepository) {
     assert!(repo.retrieve(&dropped_name).await.unwrap().is_none());
 }
 
-/// Leases: one holder at a time, release hands the mail out again, remove ends it, new mail
-/// wakes a waiting worker.
-pub async fn spool_repository(spool: &dyn SpoolRepository) {
+/// Opens the spool under test with leases of the given duration. The first call opens an
+/// empty spool; a call made once every handle of the previous one is dropped opens the same
+/// spool again, as a restart does.
+pub type OpenSpool<'a> = &'a dyn Fn(Duration) -> Arc<dyn SpoolRepository>;
+
+/// Every spool case, each on a spool of its own: `fresh` returns an [`OpenSpool`] for a new,
+/// empty spool each time.
+pub async fn spool_repository(
+    fresh: &dyn Fn() -> Box<dyn Fn(Duration) -> Arc<dyn SpoolRepository>>,
+) {
+    spool_leases(&*fresh()).await;
+    spool_concurrent_workers(&*fresh()).await;
+    spool_lease_takeover(&*fresh()).await;
+    spool_stale_tokens(&*fresh()).await;
+    spool_durable_schedule(&*fresh()).await;
+    spool_renew(&*fresh()).await;
+}
+
+/// Leases: one holder at a time; update keeps the lease, release hands the mail out again at
+/// once, requeue after its time, complete ends it; new mail wakes a waiting worker.
+pub async fn spool_leases(open: OpenSpool<'_>) {
+    let spool = open(Duration::from_secs(60));
     assert!(spool
         .lease(Duration::from_millis(10))
         .await
@@ -101,42 +123,91 @@ pub async fn spool_repository(spool: &dyn SpoolRepository) {
     spool.store(&sample_mail("s-2")).await.unwrap();
     let first = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
     let second = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
-    assert_ne!(first.name(), second.name());
+    assert_ne!(first.mail.name(), second.mail.name());
+    assert_eq!(first.token.name(), first.mail.name());
+    assert_ne!(first.token.id(), second.token.id());
+    assert!(first.token.expires_at() > SystemTime::now());
     assert!(spool
         .lease(Duration::from_millis(10))
         .await
         .unwrap()
         .is_none());
 
-    // Storing a leased mail (a processor hop) keeps it leased.
-    let mut hop = first.clone();
+    // A hop under the lease keeps it leased.
+    let mut hop = first.mail.clone();
     hop.set_state("transport");
-    spool.store(&hop).await.unwrap();
+    hop.envelope.error_message = Some("hop".into());
+    spool.update(&first.token, &hop).await.unwrap();
+    assert!(spool
+        .lease(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        spool.retrieve(hop.name()).await.unwrap().unwrap().state(),
+        "transport"
+    );
+    // A hop that changes the message too.
+    hop.message.set_header("X-Hop", "1");
+    spool.update(&first.token, &hop).await.unwrap();
+
+    // Requeued for later: hidden until its time.
+    let at = SystemTime::now() + Duration::from_millis(300);
+    spool.requeue(first.token, &hop, at).await.unwrap();
+    assert!(spool.next_attempt(hop.name()).await.unwrap().is_some());
+    assert!(spool
+        .lease(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_none());
+    let again = spool.lease(Duration::from_secs(2)).await.unwrap().unwrap();
+    assert!(SystemTime::now() + Duration::from_millis(2) >= at);
+    assert_eq!(again.mail.name(), hop.name());
+    assert_eq!(again.mail.state(), "transport");
+    assert_eq!(again.mail.message.header("x-hop").as_deref(), Some("1"));
+
+    // Released: at once again.
+    spool.release(again.token).await.unwrap();
+    let again = spool
+        .lease(Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.mail.name(), hop.name());
+    assert_eq!(spool.next_attempt(hop.name()).await.unwrap(), None);
+    spool.complete(again.token).await.unwrap();
+    spool.complete(second.token).await.unwrap();
+    assert!(spool.list().await.unwrap().is_empty());
     assert!(spool
         .lease(Duration::from_millis(10))
         .await
         .unwrap()
         .is_none());
 
-    // A delayed release hides the mail until its time.
-    spool
-        .release(first.name(), Duration::from_millis(300))
-        .await;
+    // Storing a leased mail (not a hop: anyone's store) keeps it leased; the leaseholder's
+    // next update still counts.
+    spool.store(&sample_mail("s-3")).await.unwrap();
+    let leased = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+    let mut changed = leased.mail.clone();
+    changed.message.set_header("X-Stored", "yes");
+    spool.store(&changed).await.unwrap();
     assert!(spool
         .lease(Duration::from_millis(10))
         .await
         .unwrap()
         .is_none());
-    let again = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
-    assert_eq!(again.name(), first.name());
-    assert_eq!(again.state(), "transport");
-    assert!(spool.remove(again.name()).await.unwrap());
-    assert!(spool.remove(second.name()).await.unwrap());
-    assert!(spool
-        .lease(Duration::from_millis(10))
-        .await
-        .unwrap()
-        .is_none());
+    let mut hop = leased.mail.clone();
+    hop.set_state("spam");
+    spool.update(&leased.token, &hop).await.unwrap();
+    let back = spool.retrieve("s-3").await.unwrap().unwrap();
+    assert_eq!(back.state(), "spam");
+    assert_eq!(back.message.header("x-stored"), None);
+    // Removed under the lease: the token is stale.
+    assert!(spool.remove("s-3").await.unwrap());
+    assert!(matches!(
+        spool.complete(leased.token).await,
+        Err(StoreError::LeaseLost(name)) if name == "s-3"
+    ));
 
     // A committed incoming mail wakes a waiting lease.
     let waiter = spool.lease(Duration::from_secs(5));
@@ -151,8 +222,207 @@ pub async fn spool_repository(spool: &dyn SpoolRepository) {
     };
     let (got, ()) = tokio::join!(waiter, commit);
     let got = got.unwrap().expect("woken by the new mail");
-    assert_eq!(got.message.header("subject").as_deref(), Some("wake"));
-    spool.remove(got.name()).await.unwrap();
+    assert_eq!(got.mail.message.header("subject").as_deref(), Some("wake"));
+    spool.complete(got.token).await.unwrap();
+}
+
+/// Eight workers lease from one spool at once: every mail is processed exactly once.
+pub async fn spool_concurrent_workers(open: OpenSpool<'_>) {
+    const MAILS: usize = 200;
+    let spool = open(Duration::from_secs(60));
+    for i in 0..MAILS {
+        spool.store(&sample_mail(&format!("c-{i}"))).await.unwrap();
+    }
+    let processed = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let (spool, processed, done) = (spool.clone(), processed.clone(), done.clone());
+        workers.spawn(async move {
+            while done.load(Ordering::SeqCst) < MAILS {
+                let Some(Leased { mut mail, token }) =
+                    spool.lease(Duration::from_millis(20)).await.unwrap()
+                else {
+                    continue;
+                };
+                *processed
+                    .lock()
+                    .unwrap()
+                    .entry(mail.name().to_string())
+                    .or_default() += 1;
+                // A hop, then the end, as a worker does.
+                mail.set_state(&format!("worker-{worker}"));
+                spool.update(&token, &mail).await.unwrap();
+                spool.complete(token).await.unwrap();
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    while let Some(worker) = workers.join_next().await {
+        worker.unwrap();
+    }
+    let processed = processed.lock().unwrap().clone();
+    assert_eq!(processed.len(), MAILS);
+    assert!(processed.values().all(|n| *n == 1), "{processed:?}");
+    assert!(spool.list().await.unwrap().is_empty());
+}
+
+/// A worker that dies (drops its token) loses nothing: once its lease expires, another worker
+/// takes the mail over, as last updated.
+pub async fn spool_lease_takeover(open: OpenSpool<'_>) {
+    let lease = Duration::from_millis(300);
+    let spool = open(lease);
+    spool.store(&sample_mail("t-1")).await.unwrap();
+    let started = Instant::now();
+    let dying = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+    let mut hop = dying.mail.clone();
+    hop.set_state("transport");
+    spool.update(&dying.token, &hop).await.unwrap();
+    let dead_id = dying.token.id();
+    drop(dying);
+    assert!(spool
+        .lease(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_none());
+    let taken = spool
+        .lease(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("taken over after the lease expired");
+    assert!(started.elapsed() >= lease - Duration::from_millis(20));
+    assert_eq!(taken.mail.name(), "t-1");
+    assert_eq!(taken.mail.state(), "transport");
+    assert_ne!(taken.token.id(), dead_id);
+    spool.complete(taken.token).await.unwrap();
+    assert!(spool.list().await.unwrap().is_empty());
+}
+
+/// A stale token (its lease expired and the mail was leased again) is refused by every call
+/// with [`StoreError::LeaseLost`], and changes nothing.
+pub async fn spool_stale_tokens(open: OpenSpool<'_>) {
+    let lease = Duration::from_millis(300);
+    let spool = open(lease);
+    spool.store(&sample_mail("x-1")).await.unwrap();
+    let stale = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+    tokio::time::sleep(lease + Duration::from_millis(50)).await;
+    let current = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+    assert_eq!(current.mail.name(), "x-1");
+    let current_token = spool.renew(&current.token).await.unwrap();
+
+    let lost = |result: crate::Result<()>| {
+        assert!(
+            matches!(&result, Err(StoreError::LeaseLost(name)) if name == "x-1"),
+            "{result:?}"
+        );
+    };
+    let mut changed = stale.mail.clone();
+    changed.set_state("changed");
+    changed.message.set_header("X-Stale", "yes");
+    lost(spool.update(&stale.token, &changed).await);
+    lost(
+        spool
+            .requeue(
+                stale.token.clone(),
+                &changed,
+                SystemTime::now() + Duration::from_secs(3600),
+            )
+            .await,
+    );
+    lost(spool.release(stale.token.clone()).await);
+    lost(spool.complete(stale.token.clone()).await);
+    lost(spool.renew(&stale.token).await.map(|_| ()));
+    let back = spool.retrieve("x-1").await.unwrap().unwrap();
+    assert_eq!(back.state(), stale.mail.state());
+    assert_eq!(back.message.header("x-stale"), None);
+    assert_eq!(spool.next_attempt("x-1").await.unwrap(), None);
+    // Still the current holder's.
+    assert!(spool
+        .lease(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_none());
+    spool.update(&current_token, &changed).await.unwrap();
+    spool.complete(current_token).await.unwrap();
+    assert!(spool.list().await.unwrap().is_empty());
+}
+
+/// A requeued mail is not leased before its time, also after a restart, and is after.
+pub async fn spool_durable_schedule(open: OpenSpool<'_>) {
+    let spool = open(Duration::from_secs(60));
+    spool.store(&sample_mail("r-1")).await.unwrap();
+    spool.store(&sample_mail("r-2")).await.unwrap();
+    let leased = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+    assert_eq!(leased.mail.name(), "r-1");
+    let mut retry = leased.mail.clone();
+    retry.set_state("retry");
+    retry.envelope.error_message = Some("4.0.0 try later".into());
+    let at = SystemTime::now() + Duration::from_millis(1500);
+    spool.requeue(leased.token, &retry, at).await.unwrap();
+    // r-2 is due, r-1 is not.
+    let other = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+    assert_eq!(other.mail.name(), "r-2");
+    spool.release(other.token).await.unwrap();
+    drop(spool);
+
+    let spool = open(Duration::from_secs(60));
+    let next = spool
+        .next_attempt("r-1")
+        .await
+        .unwrap()
+        .expect("the schedule survives");
+    assert!(next.duration_since(at).unwrap_or_else(|e| e.duration()) < Duration::from_millis(2));
+    let first = spool
+        .lease(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.mail.name(), "r-2");
+    spool.complete(first.token).await.unwrap();
+    if SystemTime::now() + Duration::from_millis(200) < at {
+        assert!(spool
+            .lease(Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_none());
+    }
+    let due = spool.lease(Duration::from_secs(5)).await.unwrap().unwrap();
+    assert!(SystemTime::now() + Duration::from_millis(2) >= at);
+    assert_eq!(due.mail.name(), "r-1");
+    assert_eq!(due.mail.state(), "retry");
+    assert_eq!(
+        due.mail.envelope.error_message.as_deref(),
+        Some("4.0.0 try later")
+    );
+    spool.complete(due.token).await.unwrap();
+    drop(spool);
+    assert!(open(Duration::from_secs(60))
+        .list()
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Renewing keeps a lease alive past its original expiry.
+pub async fn spool_renew(open: OpenSpool<'_>) {
+    let lease = Duration::from_millis(400);
+    let spool = open(lease);
+    spool.store(&sample_mail("n-1")).await.unwrap();
+    let leased = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+    let original = leased.token.expires_at();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let renewed = spool.renew(&leased.token).await.unwrap();
+    assert!(renewed.expires_at() > original);
+    assert_eq!(renewed.id(), leased.token.id());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(SystemTime::now() > original);
+    assert!(spool
+        .lease(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_none());
+    spool.complete(renewed).await.unwrap();
+    assert!(spool.list().await.unwrap().is_empty());
 }
 
 /// Add, get (case-insensitively), update, list, count, remove and password checks.

@@ -24,7 +24,7 @@
 #![deny(missing_docs)]
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use mailroom_mailet::{Envelope, Mail, Message};
@@ -69,6 +69,10 @@ pub enum StoreError {
     /// The entry is locked by another holder (a mailbox open in another POP3 session).
     #[error("{0} is in use")]
     InUse(String),
+    /// A spool lease that is no longer held: it expired and the mail was leased again, or the
+    /// mail was removed. Nothing was changed.
+    #[error("the lease of {0} was lost")]
+    LeaseLost(String),
 }
 
 /// The result of a repository call.
@@ -111,19 +115,97 @@ pub trait IncomingMessage: Send {
     async fn commit(self: Box<Self>, envelope: Envelope) -> Result<()>;
 }
 
-/// The spool: a mail repository from which the SpoolManager's workers take mails one at a time.
+/// How long a spool lease lasts unless renewed, by default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
+
+/// Proof of a spool lease: which mail, which lease of it, and until when.
 ///
-/// A mail handed out by [`SpoolRepository::lease`] is locked: no other worker (and, on a shared
-/// database, no other node) gets it until it is removed or released. Locks do not survive a
-/// crash, so a mail whose processing was cut short is processed again after a restart.
+/// Lease ids are unique across the spool's life, so a token from an earlier lease of the same
+/// mail is told apart from the current one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseToken {
+    name: String,
+    id: u64,
+    expires_at: SystemTime,
+}
+
+impl LeaseToken {
+    /// A token, as a backend hands it out.
+    pub fn new(name: impl Into<String>, id: u64, expires_at: SystemTime) -> Self {
+        LeaseToken {
+            name: name.into(),
+            id,
+            expires_at,
+        }
+    }
+
+    /// The leased mail's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The lease's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// When the lease expires unless renewed; after that another worker may take the mail over.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+}
+
+/// A mail handed out by [`SpoolRepository::lease`], with its lease.
+#[derive(Debug)]
+pub struct Leased {
+    /// The mail as last stored.
+    pub mail: Mail,
+    /// What the worker hands back to change or end the lease.
+    pub token: LeaseToken,
+}
+
+/// The spool: a mail repository from which the SpoolManager's workers lease mails one at a time.
+///
+/// A leased mail is handed to no other worker (and, on a shared database, no other node) until
+/// the lease ends or expires; an expired lease is taken over by the next [`lease`] call, so a
+/// worker that dies loses nothing. Every call that takes a token refuses a stale one with
+/// [`StoreError::LeaseLost`], changing nothing. Leases do not survive a restart; the retry
+/// schedule does: a mail [`requeue`]d for later is not leased before its time, also after a
+/// restart. [`MailRepository::store`] of a spooled mail replaces it and makes it due at once
+/// (a leased one stays leased).
+///
+/// [`lease`]: SpoolRepository::lease
+/// [`requeue`]: SpoolRepository::requeue
 #[async_trait]
 pub trait SpoolRepository: MailRepository {
-    /// Waits up to `timeout` for an unlocked mail, locks it and returns it.
-    async fn lease(&self, timeout: Duration) -> Result<Option<Mail>>;
+    /// Waits up to `wait` for a mail that is due and not leased (or whose lease expired),
+    /// leases it and returns it.
+    async fn lease(&self, wait: Duration) -> Result<Option<Leased>>;
 
-    /// Unlocks a leased mail without removing it; it is handed out again once `retry_after`
-    /// has passed (at once for zero).
-    async fn release(&self, name: &str, retry_after: Duration);
+    /// Extends a lease by the spool's lease duration from now; returns the new token.
+    async fn renew(&self, token: &LeaseToken) -> Result<LeaseToken>;
+
+    /// Stores a change of the leased mail (a processor hop: state, recipients, error message,
+    /// attributes, headers), keeping the lease. Durable on return.
+    async fn update(&self, token: &LeaseToken, mail: &Mail) -> Result<()>;
+
+    /// Ends the lease; the mail is due again at once.
+    async fn release(&self, token: LeaseToken) -> Result<()>;
+
+    /// Ends the lease and stores `mail` with its next attempt time: it is not leased before
+    /// `next_attempt_at`, also after a restart. Durable on return.
+    async fn requeue(
+        &self,
+        token: LeaseToken,
+        mail: &Mail,
+        next_attempt_at: SystemTime,
+    ) -> Result<()>;
+
+    /// Removes the leased mail: its processing has ended.
+    async fn complete(&self, token: LeaseToken) -> Result<()>;
+
+    /// When the mail called `name` was requeued for (`None`: no such mail, or due at once).
+    async fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>>;
 }
 
 /// Users' inboxes: where `LocalDelivery` puts mail and POP3 reads it.

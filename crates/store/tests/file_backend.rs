@@ -1,6 +1,7 @@
 //! The conformance suite and Maildir checks against the file backend.
 
 use std::fs;
+use std::sync::Arc;
 
 use mailroom_mailet::Message;
 use mailroom_store::blocking::InboxRepository;
@@ -18,8 +19,17 @@ async fn file_mail_repository() {
 async fn log_spool() {
     let dir = tempfile::tempdir().unwrap();
     conformance::mail_repository(&Blocking::new(LogSpool::open(dir.path()).unwrap())).await;
-    let dir = tempfile::tempdir().unwrap();
-    conformance::spool_repository(&Blocking::new(LogSpool::open(dir.path()).unwrap())).await;
+    conformance::spool_repository(&|| {
+        let dir = tempfile::tempdir().unwrap();
+        Box::new(move |lease| {
+            Arc::new(Blocking::new(
+                LogSpool::open(dir.path())
+                    .unwrap()
+                    .with_lease_duration(lease),
+            ))
+        })
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -191,7 +201,7 @@ fn an_old_spool_file_cut_short_by_a_crash_is_not_imported() {
         .lease(std::time::Duration::from_secs(1))
         .unwrap()
         .unwrap();
-    assert_eq!(first.name(), names[0]);
+    assert_eq!(first.mail.name(), names[0]);
     assert!(spool
         .lease(std::time::Duration::from_millis(50))
         .unwrap()

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use mailroom_mailet::{BodySource, MAX_HEADER_SECTION};
 
+use super::group_commit::GroupCommit;
+
 /// Fsyncs a directory so that renames and unlinks in it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -147,20 +149,7 @@ pub fn open_message_at(
 #[derive(Debug)]
 pub struct DirSync {
     dir: File,
-    state: std::sync::Mutex<SyncState>,
-    done: std::sync::Condvar,
-}
-
-#[derive(Debug, Default)]
-struct SyncState {
-    /// Tickets handed out so far.
-    requested: u64,
-    /// Every ticket up to this one is durable.
-    completed: u64,
-    /// Whether a caller is running the fsync now.
-    running: bool,
-    /// Set for good by the first failure.
-    poisoned: Option<io::ErrorKind>,
+    commits: GroupCommit<()>,
 }
 
 impl DirSync {
@@ -168,13 +157,8 @@ impl DirSync {
     pub fn open(dir: &Path) -> io::Result<DirSync> {
         Ok(DirSync {
             dir: File::open(dir)?,
-            state: Default::default(),
-            done: Default::default(),
+            commits: GroupCommit::new((), "directory fsync"),
         })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Returns once everything done in the directory before the call is durable.
@@ -186,36 +170,16 @@ impl DirSync {
     /// rename and waiting only after other work (the file's own fsync) lets more renames share
     /// one directory fsync.
     pub fn ticket(&self) -> u64 {
-        let mut state = self.lock();
-        state.requested += 1;
-        state.requested
+        self.commits.add(|()| ())
     }
 
     /// Returns once everything done before `ticket` was taken is durable.
     pub fn wait(&self, ticket: u64) -> io::Result<()> {
-        let mut state = self.lock();
-        loop {
-            if let Some(kind) = state.poisoned {
-                return Err(io::Error::new(kind, "an earlier directory fsync failed"));
-            }
-            if state.completed >= ticket {
-                return Ok(());
-            }
-            if state.running {
-                state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            state.running = true;
-            let covers = state.requested;
-            drop(state);
-            let result = self.dir.sync_all();
-            state = self.lock();
-            state.running = false;
-            match &result {
-                Ok(()) => state.completed = covers,
-                Err(e) => state.poisoned = Some(e.kind()),
-            }
-            self.done.notify_all();
-        }
+        self.commits.wait(
+            ticket,
+            std::time::Duration::ZERO,
+            |()| (),
+            |()| self.dir.sync_all(),
+        )
     }
 }

@@ -22,12 +22,13 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailroom_mailet::Message;
 
 use super::fsutil::{create_dir_durable, sync_dir};
+use super::group_commit::GroupCommit;
 use crate::blocking::{InboxRepository, Mailbox};
 use crate::{validate_user_name, MailboxMessage, Result, StoreError};
 
@@ -47,26 +48,10 @@ pub struct Maildir {
     /// Users whose Maildir is known to exist.
     known_users: Mutex<HashSet<String>>,
     /// Deliveries written to `tmp/` and waiting for the next group commit.
-    commits: Mutex<Commits>,
-    committed: Condvar,
+    commits: GroupCommit<Vec<Pending>>,
     /// CRLF sizes of files without a `,W=` field (put there by other programs), by path, so
     /// that each is read only once.
     counted_sizes: Mutex<HashMap<PathBuf, u64>>,
-}
-
-/// The group commit's state.
-#[derive(Debug, Default)]
-struct Commits {
-    /// Sequence number of the last delivery written.
-    written: u64,
-    /// Every delivery up to this number is durable and in `new/`.
-    done: u64,
-    /// Whether a caller is committing a batch now.
-    running: bool,
-    /// Deliveries not yet in a batch.
-    pending: Vec<Pending>,
-    /// Set for good by the first failure: after a failed sync nothing more is trusted.
-    poisoned: Option<io::ErrorKind>,
 }
 
 /// One delivery waiting for the group commit.
@@ -85,8 +70,7 @@ impl Maildir {
             root: root.to_path_buf(),
             host: host_name(),
             known_users: Mutex::default(),
-            commits: Mutex::default(),
-            committed: Condvar::new(),
+            commits: GroupCommit::new(Vec::new(), "Maildir commit"),
             counted_sizes: Mutex::default(),
         })
     }
@@ -125,10 +109,6 @@ impl Maildir {
             COUNTER.fetch_add(1, Ordering::Relaxed),
             self.host
         )
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Commits> {
-        self.commits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes a batch durable and visible: one `syncfs` for the files' contents, the renames
@@ -182,45 +162,20 @@ impl InboxRepository for Maildir {
             }
         };
         let new = dir.join("new").join(format!("{unique},S={size},W={wire}"));
-        let mut commits = self.lock();
-        commits.written += 1;
-        commits.pending.push(Pending { tmp, new });
+        self.commits
+            .add(|pending| pending.push(Pending { tmp, new }));
         Ok(())
     }
 
     fn sync(&self) -> Result<()> {
-        let mut commits = self.lock();
-        let target = commits.written;
-        loop {
-            if let Some(kind) = commits.poisoned {
-                return Err(io::Error::new(kind, "an earlier Maildir commit failed").into());
-            }
-            if commits.done >= target {
-                return Ok(());
-            }
-            if commits.running {
-                commits = self
-                    .committed
-                    .wait(commits)
-                    .unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            commits.running = true;
-            let covers = commits.written;
-            let batch = std::mem::take(&mut commits.pending);
-            drop(commits);
-            let result = self.commit(batch);
-            commits = self.lock();
-            commits.running = false;
-            match result {
-                Ok(()) => commits.done = covers,
-                Err(e) => {
+        let target = self.commits.written();
+        self.commits
+            .wait(target, Duration::ZERO, std::mem::take, |batch| {
+                self.commit(batch).inspect_err(|e| {
                     tracing::error!(error = %e, "Maildir commit failed; refusing further deliveries");
-                    commits.poisoned = Some(e.kind());
-                }
-            }
-            self.committed.notify_all();
-        }
+                })
+            })
+            .map_err(Into::into)
     }
 
     fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>> {

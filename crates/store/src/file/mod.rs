@@ -12,6 +12,7 @@
 //! fsync'd, so that a crash leaves either the old or the new version.
 
 mod fsutil;
+mod group_commit;
 mod log_spool;
 mod mail;
 mod maildir;

@@ -1,0 +1,206 @@
+//! Group commit: many writers, one flush. Each write takes a numbered ticket; a caller that
+//! needs its write durable either finds a flush already covering it, waits for the running one,
+//! or runs the next flush itself for everything written so far. Used by the log spool (one
+//! `fdatasync` for every record appended meanwhile), the Maildir writer (one `syncfs` and a
+//! batch of renames) and the directory syncer of the one-file-per-mail repository.
+//!
+//! A failed flush poisons the committer for good: after a failed `fsync` the kernel may have
+//! dropped the dirty pages, and a later flush would succeed without writing them, so nothing
+//! more may be acknowledged.
+
+use std::io;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The group commit of writes whose flush needs `P`: what was written since the last flush
+/// (files to sync, renames to do), handed to the caller that runs the next one.
+#[derive(Debug)]
+pub struct GroupCommit<P> {
+    state: Mutex<State<P>>,
+    /// Wakes callers waiting for a flush to end.
+    flushed: Condvar,
+    /// Wakes a flusher thread when a passive waiter arrives.
+    passive: Condvar,
+    /// What failed, for the error of every later call.
+    what: &'static str,
+}
+
+#[derive(Debug)]
+struct State<P> {
+    /// Tickets handed out: writes so far.
+    written: u64,
+    /// Every write up to this ticket is durable.
+    durable: u64,
+    /// Whether a caller is flushing now.
+    running: bool,
+    /// Callers waiting for durability without running a flush themselves.
+    passive_waiters: usize,
+    /// Set for good by a failed flush.
+    poisoned: Option<io::ErrorKind>,
+    pending: P,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<P> GroupCommit<P> {
+    /// A committer whose flushes fail with "an earlier `what` failed" once poisoned.
+    pub fn new(pending: P, what: &'static str) -> Self {
+        GroupCommit {
+            state: Mutex::new(State {
+                written: 0,
+                durable: 0,
+                running: false,
+                passive_waiters: 0,
+                poisoned: None,
+                pending,
+            }),
+            flushed: Condvar::new(),
+            passive: Condvar::new(),
+            what,
+        }
+    }
+
+    /// Counts a write that is complete in the OS, recording with `record` what the next flush
+    /// must cover. Returns its ticket.
+    pub fn add(&self, record: impl FnOnce(&mut P)) -> u64 {
+        let mut state = lock(&self.state);
+        record(&mut state.pending);
+        state.written += 1;
+        state.written
+    }
+
+    /// Changes what the next flush covers without counting a write.
+    pub fn with_pending<T>(&self, change: impl FnOnce(&mut P) -> T) -> T {
+        change(&mut lock(&self.state).pending)
+    }
+
+    /// The ticket of the last write so far.
+    pub fn written(&self) -> u64 {
+        lock(&self.state).written
+    }
+
+    /// Up to which ticket every write is durable.
+    #[cfg(test)]
+    pub fn durable(&self) -> u64 {
+        lock(&self.state).durable
+    }
+
+    fn poisoned_error(&self, kind: io::ErrorKind) -> io::Error {
+        io::Error::new(kind, format!("an earlier {} failed", self.what))
+    }
+
+    /// Returns once write `ticket` is durable. When no flush is running, this caller runs one,
+    /// after `delay` (time for more writers to join it): `take` (under the lock) takes what the
+    /// flush covers, `flush` (without the lock) makes it durable.
+    pub fn wait<T>(
+        &self,
+        ticket: u64,
+        delay: Duration,
+        take: impl FnOnce(&mut P) -> T,
+        flush: impl FnOnce(T) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut take = Some(take);
+        let mut flush = Some(flush);
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(kind) = state.poisoned {
+                return Err(self.poisoned_error(kind));
+            }
+            if state.durable >= ticket {
+                return Ok(());
+            }
+            if state.running {
+                state = self.flushed.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // A flush covers every ticket written before it starts, ours included, so this
+            // caller runs at most one.
+            let (Some(take), Some(flush)) = (take.take(), flush.take()) else {
+                unreachable!("a flush covering the ticket ran");
+            };
+            state.running = true;
+            if !delay.is_zero() {
+                drop(state);
+                std::thread::sleep(delay);
+                state = lock(&self.state);
+            }
+            let covers = state.written;
+            let batch = take(&mut state.pending);
+            drop(state);
+            let result = flush(batch);
+            state = lock(&self.state);
+            state.running = false;
+            match &result {
+                Ok(()) => state.durable = state.durable.max(covers),
+                Err(e) => state.poisoned = Some(e.kind()),
+            }
+            self.flushed.notify_all();
+        }
+    }
+
+    /// Returns once write `ticket` is durable without running a flush: another writer's flush
+    /// covers it, or the flusher thread's (see [`GroupCommit::wait_for_passive_waiters`]).
+    pub fn wait_passively(&self, ticket: u64) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.passive_waiters += 1;
+        self.passive.notify_one();
+        let result = loop {
+            if let Some(kind) = state.poisoned {
+                break Err(self.poisoned_error(kind));
+            }
+            if state.durable >= ticket {
+                break Ok(());
+            }
+            state = self.flushed.wait(state).unwrap_or_else(|p| p.into_inner());
+        };
+        state.passive_waiters -= 1;
+        result
+    }
+
+    /// For a flusher thread: waits up to `timeout` for a passive waiter; returns whether one
+    /// waits (and the committer is not poisoned).
+    pub fn wait_for_passive_waiters(&self, timeout: Duration) -> bool {
+        let state = lock(&self.state);
+        let (state, _) = self
+            .passive
+            .wait_timeout_while(state, timeout, |s| s.passive_waiters == 0)
+            .unwrap_or_else(|p| p.into_inner());
+        state.passive_waiters > 0 && state.poisoned.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn one_flush_covers_every_write_before_it_and_a_failure_poisons() {
+        let commit = GroupCommit::new(Vec::<u64>::new(), "test flush");
+        let a = commit.add(|p| p.push(1));
+        let b = commit.add(|p| p.push(2));
+        let flushes = AtomicUsize::new(0);
+        let run = |ticket| {
+            commit.wait(ticket, Duration::ZERO, std::mem::take, |batch: Vec<u64>| {
+                flushes.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(batch, [1, 2]);
+                Ok(())
+            })
+        };
+        run(a).unwrap();
+        run(b).unwrap();
+        assert_eq!(flushes.load(Ordering::SeqCst), 1);
+        assert_eq!(commit.durable(), 2);
+        let c = commit.add(|p| p.push(3));
+        let failed = commit.wait(c, Duration::ZERO, std::mem::take, |_| {
+            Err(io::Error::other("disk gone"))
+        });
+        assert!(failed.is_err());
+        let d = commit.add(|p| p.push(4));
+        let again = commit.wait(d, Duration::ZERO, std::mem::take, |_| Ok(()));
+        assert!(again.unwrap_err().to_string().contains("test flush"));
+        assert!(commit.wait_passively(d).is_err());
+    }
+}

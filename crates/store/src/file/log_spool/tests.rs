@@ -1,0 +1,319 @@
+//! The log spool's own tests: what the conformance suite cannot see (segments, damage,
+//! compaction, the old format, restarts).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use mailroom_mailet::{Envelope, Mail, MailAddress, Message};
+
+use super::record::{segment_path, HEADER, MAGIC};
+use super::*;
+use crate::blocking::{MailRepository, SpoolRepository};
+use crate::file::FileMailRepository;
+
+fn mail(name: &str, body: &[u8]) -> Mail {
+    let envelope = Envelope::new(
+        name,
+        None,
+        vec![MailAddress::parse("a@example.org").unwrap()],
+    );
+    let mut bytes = b"Subject: log\r\n\r\n".to_vec();
+    bytes.extend_from_slice(body);
+    Mail::new(envelope, Message::from_bytes(&bytes))
+}
+
+fn incoming(spool: &LogSpool, body: &[u8]) -> String {
+    let mut incoming = spool.incoming().unwrap();
+    let name = incoming.name().to_string();
+    incoming.write_all(b"Subject: in\r\n\r\n").unwrap();
+    incoming.write_all(body).unwrap();
+    incoming.commit(Envelope::new("x", None, vec![])).unwrap();
+    name
+}
+
+/// Changes one octet of the `index`th record of a segment, past its header.
+fn damage_record(segment: &Path, index: usize) {
+    let bytes = fs::read(segment).unwrap();
+    let at = bytes
+        .windows(MAGIC.len())
+        .enumerate()
+        .filter(|(_, w)| w == MAGIC)
+        .nth(index)
+        .unwrap()
+        .0;
+    let file = File::options().write(true).open(segment).unwrap();
+    file.write_all_at(b"?", (at + HEADER + 3) as u64).unwrap();
+}
+
+/// The oldest small segment.
+fn first_segment(dir: &Path) -> PathBuf {
+    dir.join(
+        segments(dir)
+            .into_iter()
+            .find(|n| n.starts_with("seg-"))
+            .unwrap(),
+    )
+}
+
+fn segments(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn mails_hops_and_removals_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let big_body = vec![b'x'; INLINE_MAX + 10];
+    let (small, big, gone) = {
+        let spool = LogSpool::open(dir.path()).unwrap();
+        let small = incoming(&spool, b"small\r\n");
+        let big = incoming(&spool, &big_body);
+        let gone = incoming(&spool, b"gone\r\n");
+        // A hop of a leased mail, and a removal.
+        let crate::Leased {
+            mail: mut leased,
+            token,
+        } = spool.lease(Duration::from_secs(1)).unwrap().unwrap();
+        assert_eq!(leased.name(), small);
+        leased.set_state("transport");
+        spool.update(&token, &leased).unwrap();
+        assert!(spool.remove(&gone).unwrap());
+        (small, big, gone)
+    };
+    assert!(segments(dir.path()).iter().any(|n| n.starts_with("big-")));
+    let spool = LogSpool::open(dir.path()).unwrap();
+    assert_eq!(spool.list().unwrap(), [small.clone(), big.clone()]);
+    let back = spool.retrieve(&small).unwrap().unwrap();
+    assert_eq!(back.state(), "transport");
+    assert_eq!(
+        back.message.to_bytes().unwrap(),
+        b"Subject: in\r\n\r\nsmall\r\n"
+    );
+    let back = spool.retrieve(&big).unwrap().unwrap();
+    assert_eq!(back.envelope.size, big_body.len() as u64 + 15);
+    assert!(back.message.to_bytes().unwrap().ends_with(&big_body));
+    assert!(spool.retrieve(&gone).unwrap().is_none());
+    // Removing the large mail deletes its segment.
+    assert!(spool.remove(&big).unwrap());
+    assert!(!segments(dir.path()).iter().any(|n| n.starts_with("big-")));
+}
+
+#[test]
+fn a_torn_tail_keeps_every_whole_record_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = {
+        let spool = LogSpool::open(dir.path()).unwrap();
+        (incoming(&spool, b"one\r\n"), incoming(&spool, b"two\r\n"))
+    };
+    let segment = first_segment(dir.path());
+    // Damage the second record, as a crash during its write would.
+    damage_record(&segment, 1);
+    let spool = LogSpool::open(dir.path()).unwrap();
+    assert_eq!(spool.list().unwrap(), [first]);
+    assert!(spool.retrieve(&second).unwrap().is_none());
+    // Appends go on in a new segment; nothing after the torn record is ever read.
+    let third = incoming(&spool, b"three\r\n");
+    drop(spool);
+    let spool = LogSpool::open(dir.path()).unwrap();
+    assert_eq!(spool.list().unwrap().len(), 2);
+    assert!(spool.retrieve(&third).unwrap().is_some());
+}
+
+#[test]
+fn segments_rotate_and_are_deleted_or_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = LogSpool::open_with(dir.path(), 4096).unwrap();
+    // One mail stays for long; the others come and go.
+    let kept = incoming(&spool, &[b'k'; 1000]);
+    for _ in 0..100 {
+        let name = incoming(&spool, &[b'x'; 1000]);
+        assert!(spool.remove(&name).unwrap());
+    }
+    let count = |prefix: &str| {
+        segments(dir.path())
+            .iter()
+            .filter(|n| n.starts_with(prefix))
+            .count()
+    };
+    // About 25 segments were written; the kept mail moved forward, so few remain.
+    assert!(
+        count("seg-") <= MAX_SEGMENTS + 1,
+        "{:?}",
+        segments(dir.path())
+    );
+    drop(spool);
+    let spool = LogSpool::open_with(dir.path(), 4096).unwrap();
+    assert_eq!(spool.list().unwrap(), std::slice::from_ref(&kept));
+    let back = spool.retrieve(&kept).unwrap().unwrap();
+    assert!(back.message.to_bytes().unwrap().ends_with(&[b'k'; 1000]));
+}
+
+#[test]
+fn a_large_mail_is_readable_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = LogSpool::open(dir.path()).unwrap();
+    let big = incoming(&spool, &vec![b'x'; INLINE_MAX + 10]);
+    assert!(spool.retrieve(&big).unwrap().is_some());
+    let leased = spool.lease(Duration::from_secs(1)).unwrap().unwrap().mail;
+    assert_eq!(leased.name(), big);
+    assert_eq!(leased.message.size(), INLINE_MAX as u64 + 10 + 15);
+}
+
+#[test]
+fn a_superseded_segment_outlives_the_records_that_supersede_it_until_they_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = LogSpool::open_with(dir.path(), 4096).unwrap();
+    let m = incoming(&spool, &[b'm'; 3000]);
+    let y = incoming(&spool, &[b'y'; 1500]);
+    let z = incoming(&spool, &[b'z'; 100]); // in the next segment
+    let old_segment = lock(&spool.shared.inner).mails[&m].content.segment;
+    assert_ne!(
+        old_segment,
+        lock(&spool.shared.inner).mails[&z].content.segment
+    );
+    assert!(spool.remove(&y).unwrap());
+    // The leaseholder stores m with a changed header; before it waits for durability,
+    // another worker's removal collects garbage.
+    let crate::Leased { mut mail, token } = spool.lease(Duration::from_secs(1)).unwrap().unwrap();
+    assert_eq!(mail.name(), m);
+    mail.message.set_header("X-Changed", "yes");
+    let ticket = spool
+        .shared
+        .write_mail(&mail, &mail.envelope.clone(), Some(&token))
+        .unwrap();
+    assert!(spool.remove(&z).unwrap());
+    let durable = spool.shared.commits.durable();
+    assert!(
+        segment_path(dir.path(), old_segment, false).exists() || durable >= ticket,
+        "the only durable copy of a mail was deleted"
+    );
+}
+
+#[test]
+fn one_process_per_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = LogSpool::open(dir.path()).unwrap();
+    let second = LogSpool::open(dir.path());
+    assert!(
+        second.is_err(),
+        "a second spool on the same directory opened"
+    );
+    drop(spool);
+    LogSpool::open(dir.path()).unwrap();
+}
+
+#[test]
+fn a_segment_damaged_in_the_middle_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = {
+        let spool = LogSpool::open(dir.path()).unwrap();
+        ["one", "two", "three"]
+            .iter()
+            .map(|body| incoming(&spool, body.as_bytes()))
+            .collect()
+    };
+    let segment = first_segment(dir.path());
+    damage_record(&segment, 1);
+    let spool = LogSpool::open(dir.path()).unwrap();
+    assert_eq!(spool.list().unwrap(), names[..1]);
+    // The first mail leaves; the segment stays for an administrator.
+    assert!(spool.remove(&names[0]).unwrap());
+    drop(spool);
+    let spool = LogSpool::open(dir.path()).unwrap();
+    assert!(segment.exists());
+    assert!(spool.list().unwrap().is_empty());
+}
+
+#[test]
+fn records_count_only_in_their_own_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    let name = {
+        let spool = LogSpool::open(dir.path()).unwrap();
+        incoming(&spool, b"once\r\n")
+    };
+    let original = first_segment(dir.path());
+    fs::copy(&original, saved.path().join("old")).unwrap();
+    {
+        let spool = LogSpool::open(dir.path()).unwrap();
+        assert!(spool.remove(&name).unwrap());
+    }
+    assert!(!original.exists());
+    // Reopened, the spool no longer needs the removal's record either: only the new active
+    // segment is left.
+    drop(LogSpool::open(dir.path()).unwrap());
+    assert_eq!(
+        segments(dir.path())
+            .iter()
+            .filter(|n| n.starts_with("seg-"))
+            .count(),
+        1
+    );
+    // The old blocks show up in another file (after a power loss, say): the mail they hold
+    // was removed and must not come back.
+    fs::copy(
+        saved.path().join("old"),
+        segment_path(dir.path(), 999, false),
+    )
+    .unwrap();
+    let spool = LogSpool::open(dir.path()).unwrap();
+    assert!(spool.list().unwrap().is_empty());
+}
+
+#[test]
+fn imports_mails_of_the_file_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = FileMailRepository::open(dir.path()).unwrap();
+    old.store(&mail("old-1", b"hello\r\n")).unwrap();
+    drop(old);
+    let spool = LogSpool::open(dir.path()).unwrap();
+    assert_eq!(spool.list().unwrap(), ["old-1"]);
+    assert!(!segments(dir.path()).iter().any(|n| n.ends_with(".mail")));
+    let leased = spool.lease(Duration::from_secs(1)).unwrap().unwrap().mail;
+    assert!(leased.message.to_bytes().unwrap().ends_with(b"hello\r\n"));
+}
+
+#[test]
+fn a_requeued_mail_waits_for_its_time_across_a_reopen_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let delay = Duration::from_millis(1500);
+    let (name, at) = {
+        let spool = LogSpool::open_with(dir.path(), 4096).unwrap();
+        let name = incoming(&spool, &[b'r'; 1000]);
+        let crate::Leased { mut mail, token } =
+            spool.lease(Duration::from_secs(1)).unwrap().unwrap();
+        mail.set_state("retry");
+        let at = SystemTime::now() + delay;
+        spool.requeue(token, &mail, at).unwrap();
+        // Enough traffic that the requeued mail's segment is compacted away.
+        for _ in 0..60 {
+            let other = incoming(&spool, &[b'x'; 1000]);
+            assert!(spool.remove(&other).unwrap());
+        }
+        assert!(!first_segment(dir.path()).ends_with("seg-0000000000000001.log"));
+        assert!(spool.lease(Duration::from_millis(10)).unwrap().is_none());
+        (name, at)
+    };
+    let spool = LogSpool::open_with(dir.path(), 4096).unwrap();
+    assert!(spool.next_attempt(&name).unwrap().is_some());
+    if SystemTime::now() + Duration::from_millis(200) < at {
+        assert!(spool.lease(Duration::from_millis(100)).unwrap().is_none());
+    }
+    let due = spool.lease(Duration::from_secs(5)).unwrap().unwrap();
+    assert!(SystemTime::now() + Duration::from_millis(2) >= at);
+    assert_eq!(due.mail.name(), name);
+    assert_eq!(due.mail.state(), "retry");
+    assert!(due
+        .mail
+        .message
+        .to_bytes()
+        .unwrap()
+        .ends_with(&[b'r'; 1000]));
+}
