@@ -136,6 +136,11 @@ impl ServerContext {
     pub fn wait<F: Future>(&self, call: F) -> F::Output {
         self.runtime.block_on(call)
     }
+
+    /// The runtime the repositories run on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
 }
 
 fn store_error(e: mailroom_store::StoreError) -> MailetError {

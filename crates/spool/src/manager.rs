@@ -9,8 +9,19 @@
 //!   stored as a new spool mail, and any worker takes it from there;
 //! * `ghost`, no recipients left, or the end of a processor end processing and remove the mail
 //!   from the spool;
-//! * an unknown processor sends the mail to `error`; a failure inside `error` ghosts the mail
-//!   after logging it, so mails never loop.
+//! * an unknown processor sends the mail to `error`;
+//! * a **temporary** failure of a matcher or mailet (an I/O or resource error: a full disk, no
+//!   file descriptors, DNS or a remote server away) never sends the mail to `error` nor deletes
+//!   it: the mail stays in the spool as it is at that moment (its processor, its recipients
+//!   left) and is tried again later from the start of that processor, with a backoff stored
+//!   with it ([`SpoolRepository::requeue`]), so a restart does not reset it. One log line per
+//!   retry. `onMatchException`/`onMailetException` apply to permanent failures only;
+//! * a failure inside `error` keeps the mail in the spool for retry too, logged: a mail that
+//!   was acknowledged is never deleted because something failed.
+//!
+//! While a worker holds a mail its lease is renewed in the background, so that a mailet slower
+//! than the lease (a remote server that takes its time) does not lose the mail to another
+//! worker.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -19,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use mailroom_mailet::{state, Mail, MailAddress, MailetContext, MailetError};
+use mailroom_mailet::{state, AttributeValue, Mail, MailAddress, MailetContext, MailetError};
 use mailroom_store::{new_mail_name, LeaseToken, Leased, SpoolRepository, StoreError};
 
 use crate::context::deliveries_on_this_thread;
@@ -30,8 +41,49 @@ use crate::ServerContext;
 const POLL: Duration = Duration::from_millis(250);
 /// How many finished mails a worker removes at once, after one inbox sync.
 const FINISHED_BATCH: usize = 32;
-/// The longest wait before a mail whose storage failed is tried again.
-const MAX_RETRY: Duration = Duration::from_secs(3600);
+/// The longest wait before a mail that failed temporarily is tried again.
+const MAX_RETRY: Duration = Duration::from_secs(600);
+
+/// The attribute counting a mail's temporary failures: its backoff, kept across restarts.
+pub const TEMPORARY_FAILURES: &str = "mailroom.temporary-failures";
+
+/// How long to wait before the `attempts`-th retry: 1 s, doubling, up to [`MAX_RETRY`].
+fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs(1 << attempts.saturating_sub(1).min(16)).min(MAX_RETRY)
+}
+
+/// Why a mail's processing stopped before the mail left the spool.
+enum Stopped {
+    /// Storage failed: the mail is tried again as last stored.
+    Storage(StoreError),
+    /// A matcher or mailet failed temporarily, or something failed inside `error`: the mail is
+    /// kept as it is now and tried again later.
+    Retry(Box<Mail>, String),
+}
+
+impl From<StoreError> for Stopped {
+    fn from(e: StoreError) -> Self {
+        Stopped::Storage(e)
+    }
+}
+
+impl Stopped {
+    /// Keeps `mail` for another try in `processor`, with `reason` as its error message.
+    fn retry(mut mail: Mail, processor: &str, reason: String) -> Self {
+        mail.set_state(processor);
+        mail.envelope.error_message = Some(reason.clone());
+        Stopped::Retry(Box::new(mail), reason)
+    }
+}
+
+/// Renews a lease in the background while a worker holds its mail; stops when dropped.
+struct Renewal(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The mailet container.
 pub struct SpoolManager {
@@ -102,28 +154,8 @@ impl SpoolManager {
                 Duration::ZERO
             };
             match self.context.wait(self.spool().lease(wait)) {
-                Ok(Some(Leased { mail, token })) => {
-                    let name = mail.name().to_string();
-                    let processor = mail.state().to_string();
-                    match self.run(mail, processor, 0, Some(&token), &mut finished) {
-                        Ok(()) => {
-                            self.failures().remove(&name);
-                        }
-                        Err(e) => {
-                            // Storage is failing (a full disk, say): retry later, less and
-                            // less often, rather than re-running the mailets every second.
-                            let attempts = {
-                                let mut failures = self.failures();
-                                let n = failures.entry(name.clone()).or_insert(0);
-                                *n += 1;
-                                *n
-                            };
-                            let delay = Duration::from_secs(1 << attempts.min(12)).min(MAX_RETRY);
-                            tracing::error!(mail = %name, error = %e, attempts, retry_in = ?delay,
-                                "spool storage failed; will retry");
-                            self.retry_later(token, delay);
-                        }
-                    }
+                Ok(Some(leased)) => {
+                    self.process_leased(leased, &mut finished);
                     if finished.len() >= FINISHED_BATCH {
                         self.remove_finished(&mut finished);
                     }
@@ -180,20 +212,95 @@ impl SpoolManager {
         }
     }
 
-    /// Processes one leased spool mail until it leaves this worker (ghosted, or stored for
-    /// another try when storage fails).
-    pub fn process(&self, leased: Leased) -> Result<(), StoreError> {
-        let processor = leased.mail.state().to_string();
+    /// Processes one leased spool mail until it leaves this worker: finished (and removed
+    /// from the spool once its deliveries are durable), or kept in the spool for another try.
+    pub fn process(&self, leased: Leased) {
         let mut finished = Vec::new();
-        let result = self.run(
-            leased.mail,
-            processor,
-            0,
-            Some(&leased.token),
-            &mut finished,
-        );
+        self.process_leased(leased, &mut finished);
         self.remove_finished(&mut finished);
-        result
+    }
+
+    /// Runs a leased mail; a finished one joins `finished`.
+    fn process_leased(&self, Leased { mail, token }: Leased, finished: &mut Vec<LeaseToken>) {
+        let name = mail.name().to_string();
+        let processor = mail.state().to_string();
+        let renewal = self.keep_leased(&token);
+        let result = self.run(mail, processor, 0, Some(&token), finished);
+        drop(renewal);
+        match result {
+            Ok(()) => {
+                self.failures().remove(&name);
+            }
+            Err(Stopped::Storage(e)) => {
+                // Storage is failing (a full disk, say): retry later, less and less often,
+                // rather than re-running the mailets every second.
+                let attempts = {
+                    let mut failures = self.failures();
+                    let n = failures.entry(name.clone()).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                let delay = retry_delay(attempts);
+                tracing::error!(mail = %name, error = %e, attempts, retry_in = ?delay,
+                    "spool storage failed; will retry");
+                self.retry_later(token, delay);
+            }
+            Err(Stopped::Retry(mail, reason)) => self.requeue(token, *mail, &reason),
+        }
+    }
+
+    /// Renews `token` in the background, every third of its lease, until the returned guard
+    /// is dropped.
+    fn keep_leased(&self, token: &LeaseToken) -> Renewal {
+        let spool = self.spool().clone();
+        let mut token = token.clone();
+        let lease = token
+            .expires_at()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let period = (lease / 3).max(Duration::from_millis(100));
+        Renewal(self.context.runtime().spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                match spool.renew(&token).await {
+                    Ok(renewed) => token = renewed,
+                    Err(e) => {
+                        tracing::warn!(mail = %token.name(), error = %e, "cannot renew a lease");
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Keeps a mail that failed temporarily in the spool, as it is now, for another try after
+    /// a backoff that grows with its failures. The deliveries made so far are made durable
+    /// first: the mail stored now may have fewer recipients.
+    fn requeue(&self, token: LeaseToken, mut mail: Mail, reason: &str) {
+        let attempts = count_failure(&mut mail);
+        let delay = retry_delay(attempts);
+        tracing::warn!(mail = %mail.name(), processor = %mail.state(), attempts,
+            retry_in = ?delay, %reason, "temporary failure; kept in the spool for retry");
+        let kept = self.context.sync_inbox().and_then(|()| {
+            self.context.wait(
+                self.spool()
+                    .requeue(token.clone(), &mail, SystemTime::now() + delay),
+            )
+        });
+        if let Err(e) = kept {
+            tracing::error!(mail = %mail.name(), error = %e,
+                "cannot keep the mail as it is now; it is retried as last stored");
+            self.retry_later(token, delay);
+        }
+    }
+
+    /// Keeps a split copy that failed temporarily: stored as a spool mail of its own, which a
+    /// worker takes up again (and, should it fail again, requeues with a backoff).
+    fn keep_copy(&self, mut copy: Mail, reason: &str) -> Result<(), StoreError> {
+        let attempts = count_failure(&mut copy);
+        tracing::warn!(mail = %copy.name(), processor = %copy.state(), attempts, %reason,
+            "temporary failure; kept in the spool for retry");
+        self.context.wait(self.spool().store(&copy))
     }
 
     /// Runs a mail from `step` of `processor`. `lease` is the spool lease of a leased mail,
@@ -205,7 +312,7 @@ impl SpoolManager {
         mut step: usize,
         lease: Option<&LeaseToken>,
         finished: &mut Vec<LeaseToken>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Stopped> {
         let ctx: &dyn MailetContext = &*self.context;
         let mut deliveries = deliveries_on_this_thread();
         loop {
@@ -216,9 +323,10 @@ impl SpoolManager {
                 if self.tree.get(mail.state()).is_none() {
                     let unknown = mail.state().to_string();
                     if processor == state::ERROR {
-                        tracing::error!(mail = %mail.name(), processor = %unknown,
-                            "mail in the error processor sent to an unknown processor; deleted");
-                        return Self::finish(lease, finished);
+                        let reason = format!(
+                            "the error processor sent the mail to an unknown processor {unknown}"
+                        );
+                        return Err(Stopped::retry(mail, &processor, reason));
                     }
                     tracing::warn!(mail = %mail.name(), processor = %unknown, "unknown processor");
                     mail.envelope.error_message = Some(format!("Unknown processor {unknown}"));
@@ -258,18 +366,30 @@ impl SpoolManager {
 
             let matched = match guarded(|| current.matcher.matches(&mail, ctx)) {
                 Ok(matched) => own_recipients(&mail, matched),
-                Err(e) => match &current.on_match_error {
-                    OnMatchError::NoMatch => Vec::new(),
-                    OnMatchError::MatchAll => mail.recipients().to_vec(),
-                    OnMatchError::Error => {
-                        fail(&mut mail, &processor, current, "matcher", &e, state::ERROR);
-                        continue;
+                Err(e) if e.is_temporary() => {
+                    let reason = format!("matcher {} failed: {e}", current.label);
+                    return Err(Stopped::retry(mail, &processor, reason));
+                }
+                Err(e) => {
+                    let target = match &current.on_match_error {
+                        OnMatchError::NoMatch => None,
+                        OnMatchError::MatchAll => Some(Ok(mail.recipients().to_vec())),
+                        OnMatchError::Error => Some(Err(state::ERROR)),
+                        OnMatchError::Processor(target) => Some(Err(target.as_str())),
+                    };
+                    match target {
+                        None => Vec::new(),
+                        Some(Ok(all)) => all,
+                        Some(Err(target)) => {
+                            if let Err(reason) =
+                                fail(&mut mail, &processor, current, "matcher", &e, target)
+                            {
+                                return Err(Stopped::retry(mail, &processor, reason));
+                            }
+                            continue;
+                        }
                     }
-                    OnMatchError::Processor(target) => {
-                        fail(&mut mail, &processor, current, "matcher", &e, target);
-                        continue;
-                    }
-                },
+                }
             };
             if matched.is_empty() {
                 continue;
@@ -283,20 +403,24 @@ impl SpoolManager {
                     .collect();
                 let mut copy = mail.split_off(new_mail_name(), matched);
                 mail.set_recipients(rest);
-                service(current, &mut copy, &processor, ctx);
-                self.run(copy, processor.clone(), step, None, finished)?;
-            } else {
-                service(current, &mut mail, &processor, ctx);
+                let outcome = match service(current, &mut copy, &processor, ctx) {
+                    Ok(()) => self.run(copy, processor.clone(), step, None, finished),
+                    Err(reason) => Err(Stopped::retry(copy, &processor, reason)),
+                };
+                match outcome {
+                    Ok(()) => {}
+                    Err(Stopped::Retry(copy, reason)) => self.keep_copy(*copy, &reason)?,
+                    Err(stopped) => return Err(stopped),
+                }
+            } else if let Err(reason) = service(current, &mut mail, &processor, ctx) {
+                return Err(Stopped::retry(mail, &processor, reason));
             }
         }
     }
 
     /// A mail leaves processing: a spool mail is set aside for removal from the spool, which
     /// happens once its deliveries are durable (see [`SpoolManager::remove_finished`]).
-    fn finish(
-        lease: Option<&LeaseToken>,
-        finished: &mut Vec<LeaseToken>,
-    ) -> Result<(), StoreError> {
+    fn finish(lease: Option<&LeaseToken>, finished: &mut Vec<LeaseToken>) -> Result<(), Stopped> {
         if let Some(token) = lease {
             finished.push(token.clone());
         }
@@ -320,24 +444,35 @@ fn own_recipients(mail: &Mail, matched: Vec<MailAddress>) -> Vec<MailAddress> {
         .collect()
 }
 
-/// Runs the mailet of `current`, applying `onMailetException` when it fails.
-fn service(current: &Step, mail: &mut Mail, processor: &str, ctx: &dyn MailetContext) {
-    if let Err(e) = guarded(|| current.mailet.service(mail, ctx)) {
-        match &current.on_mailet_error {
-            OnMailetError::Ignore => {
-                tracing::warn!(mail = %mail.name(), step = %current.label, error = %e,
-                    "mailet failed; ignored as configured");
-            }
-            OnMailetError::Error => fail(mail, processor, current, "mailet", &e, state::ERROR),
-            OnMailetError::Processor(target) => {
-                fail(mail, processor, current, "mailet", &e, target)
-            }
+/// Runs the mailet of `current`, applying `onMailetException` when it fails permanently.
+/// `Err` carries the reason to keep the mail for another try: the failure was temporary, or
+/// happened inside `error`.
+fn service(
+    current: &Step,
+    mail: &mut Mail,
+    processor: &str,
+    ctx: &dyn MailetContext,
+) -> Result<(), String> {
+    let Err(e) = guarded(|| current.mailet.service(mail, ctx)) else {
+        return Ok(());
+    };
+    if e.is_temporary() {
+        return Err(format!("mailet {} failed: {e}", current.label));
+    }
+    match &current.on_mailet_error {
+        OnMailetError::Ignore => {
+            tracing::warn!(mail = %mail.name(), step = %current.label, error = %e,
+                "mailet failed; ignored as configured");
+            Ok(())
         }
+        OnMailetError::Error => fail(mail, processor, current, "mailet", &e, state::ERROR),
+        OnMailetError::Processor(target) => fail(mail, processor, current, "mailet", &e, target),
     }
 }
 
-/// Records a failure on the mail and moves it to `target`; inside `error` the mail is ghosted
-/// instead, so that it cannot loop.
+/// Records a permanent failure on the mail and moves it to `target`. Inside `error` there is
+/// nowhere left to go: `Err` carries the reason to keep the mail for another try instead, so
+/// that it neither loops nor is lost.
 fn fail(
     mail: &mut Mail,
     processor: &str,
@@ -345,14 +480,23 @@ fn fail(
     what: &str,
     error: &MailetError,
     target: &str,
-) {
+) -> Result<(), String> {
     let message = format!("{what} {} failed: {error}", current.label);
     if processor == state::ERROR {
-        tracing::error!(mail = %mail.name(), %message, "failure in the error processor; mail deleted");
-        mail.set_state(state::GHOST);
-        return;
+        return Err(format!("in the error processor, {message}"));
     }
     tracing::warn!(mail = %mail.name(), %processor, %message, to = %target, "moving mail");
     mail.envelope.error_message = Some(message);
     mail.set_state(target);
+    Ok(())
+}
+
+/// Counts one more temporary failure on the mail; returns the count.
+fn count_failure(mail: &mut Mail) -> u32 {
+    let attempts = match mail.attribute(TEMPORARY_FAILURES) {
+        Some(AttributeValue::Number(n)) if *n >= 0.0 => *n as u32 + 1,
+        _ => 1,
+    };
+    mail.set_attribute(TEMPORARY_FAILURES, AttributeValue::Number(attempts.into()));
+    attempts
 }

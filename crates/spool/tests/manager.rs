@@ -1,7 +1,8 @@
 //! The processing rules of DESIGN.md §2, run in-process over a file spool.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use mailroom_config::Config;
 use mailroom_mailet::{
@@ -26,6 +27,28 @@ impl mailroom_mailet::Mailet for RequireDelivered {
         } else {
             Err(MailetError::new("the delivery is not committed"))
         }
+    }
+}
+
+/// Fails its first `<times>` calls — temporarily, or permanently with `<permanent>true` —
+/// then lets mail through.
+struct Flaky {
+    failures_left: AtomicU32,
+    permanent: bool,
+}
+
+impl mailroom_mailet::Mailet for Flaky {
+    fn service(&self, _: &mut Mail, _: &dyn MailetContext) -> Result<(), MailetError> {
+        let left = self.failures_left.load(Ordering::SeqCst);
+        if left == 0 {
+            return Ok(());
+        }
+        self.failures_left.store(left - 1, Ordering::SeqCst);
+        Err(if self.permanent {
+            MailetError::permanent("flaky for good")
+        } else {
+            MailetError::temporary("flaky for now")
+        })
     }
 }
 
@@ -58,6 +81,12 @@ fn fixture(processors: &str) -> Fixture {
         Config::from_str_with_name(&xml, "test.xml", home.path(), Some(home.path())).unwrap();
     let mut registry = Registry::standard();
     registry.add_matcher("Explode", |_| Ok(Box::new(Explode)));
+    registry.add_mailet("Flaky", |c| {
+        Ok(Box::new(Flaky {
+            failures_left: AtomicU32::new(c.required("times")?.parse().unwrap()),
+            permanent: c.bool_param("permanent", false)?,
+        }))
+    });
     registry.add_mailet("RequireDelivered", |c| {
         Ok(Box::new(RequireDelivered(c.required("dir")?.into())))
     });
@@ -133,9 +162,34 @@ impl Fixture {
     fn run(&self, mail: Mail) {
         self.spool.store(&mail).unwrap();
         while let Some(leased) = self.spool.lease(Duration::from_millis(50)).unwrap() {
-            self.manager.process(leased).unwrap();
+            self.manager.process(leased);
         }
         assert!(self.spool.list().unwrap().is_empty());
+    }
+
+    /// Spools a mail and processes every mail, waiting for those kept for a later try, until
+    /// the spool is empty.
+    fn run_until_empty(&self, mail: Mail) {
+        self.spool.store(&mail).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.spool.list().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "mails left in the spool");
+            if let Some(leased) = self.spool.lease(Duration::from_millis(200)).unwrap() {
+                self.manager.process(leased);
+            }
+        }
+    }
+
+    /// The files delivered to a user's Maildir.
+    fn delivered(&self, user: &str) -> Vec<String> {
+        let dir = self.home.path().join("inboxes").join(user).join("new");
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn repo(&self, name: &str) -> Vec<Mail> {
@@ -183,7 +237,7 @@ fn matcher_failure_policies() {
 }
 
 #[test]
-fn failures_inside_error_do_not_loop() {
+fn failures_inside_error_keep_the_mail_for_a_later_try() {
     let f = fixture(
         r#"<processor name="root">
              <mailet match="All" class="ToProcessor"><processor>nowhere</processor></mailet>
@@ -193,8 +247,114 @@ fn failures_inside_error_do_not_loop() {
              <mailet match="All" class="ToRepository"><repositoryPath>file://never</repositoryPath></mailet>
            </processor>"#,
     );
-    f.run(mail(state::ROOT, &["alice@localhost"]));
+    let sent = mail(state::ROOT, &["alice@localhost"]);
+    let name = sent.name().to_string();
+    f.spool.store(&sent).unwrap();
+    let leased = f.spool.lease(Duration::from_secs(1)).unwrap().unwrap();
+    f.manager.process(leased);
+    // Neither deleted nor looping: kept in `error`, due again later.
     assert!(f.repo("never").is_empty());
+    let kept = f.spool.retrieve(&name).unwrap().expect("kept in the spool");
+    assert_eq!(kept.state(), state::ERROR);
+    let why = kept.envelope.error_message.unwrap();
+    assert!(
+        why.contains("in the error processor") && why.contains("boom"),
+        "{why}"
+    );
+    assert!(f.spool.next_attempt(&name).unwrap().unwrap() > SystemTime::now());
+    assert!(f.spool.lease(Duration::from_millis(100)).unwrap().is_none());
+}
+
+#[test]
+fn a_permanent_failure_inside_error_is_tried_again_and_the_mail_kept() {
+    let f = fixture(
+        r#"<processor name="root">
+             <mailet match="All" class="ToProcessor"><processor>nowhere</processor></mailet>
+           </processor>
+           <processor name="error">
+             <mailet match="All" class="Flaky"><times>1</times><permanent>true</permanent></mailet>
+             <mailet match="All" class="ToRepository"><repositoryPath>file://kept</repositoryPath></mailet>
+           </processor>"#,
+    );
+    f.run_until_empty(mail(state::ROOT, &["alice@localhost"]));
+    let kept = f.repo("kept");
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0]
+        .envelope
+        .error_message
+        .as_ref()
+        .unwrap()
+        .contains("flaky for good"));
+}
+
+#[test]
+fn a_temporary_failure_keeps_the_mail_with_a_durable_backoff_and_it_is_delivered_once() {
+    let f = fixture(&format!(
+        r#"<processor name="root">
+             <mailet match="All" class="Flaky"><times>2</times></mailet>
+             <mailet match="All" class="LocalDelivery"/>
+           </processor>
+           {ERROR_STORE}"#
+    ));
+    let sent = mail(state::ROOT, &["alice@localhost"]);
+    let name = sent.name().to_string();
+    f.spool.store(&sent).unwrap();
+    let leased = f.spool.lease(Duration::from_secs(1)).unwrap().unwrap();
+    f.manager.process(leased);
+    // Kept as it was, with its failure counted and a next attempt stored with it.
+    let kept = f.spool.retrieve(&name).unwrap().expect("kept in the spool");
+    assert_eq!(kept.state(), state::ROOT);
+    assert_eq!(
+        kept.attribute(mailroom_spool::manager::TEMPORARY_FAILURES),
+        Some(&mailroom_mailet::AttributeValue::Number(1.0))
+    );
+    assert!(kept
+        .envelope
+        .error_message
+        .unwrap()
+        .contains("flaky for now"));
+    let next = f
+        .spool
+        .next_attempt(&name)
+        .unwrap()
+        .expect("a next attempt");
+    assert!(next > SystemTime::now() + Duration::from_millis(500));
+    assert!(f.spool.lease(Duration::from_millis(100)).unwrap().is_none());
+
+    let started = Instant::now();
+    while !f.spool.list().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never delivered"
+        );
+        if let Some(leased) = f.spool.lease(Duration::from_millis(200)).unwrap() {
+            f.manager.process(leased);
+        }
+    }
+    // The second failure waited 2 s after the first retry's 1 s.
+    assert!(started.elapsed() >= Duration::from_millis(2500));
+    assert_eq!(f.delivered("alice").len(), 1);
+    assert!(f.repo("error").is_empty());
+}
+
+#[test]
+fn a_split_copy_that_fails_temporarily_is_kept_and_delivered_once() {
+    let f = fixture(&format!(
+        r#"<processor name="root">
+             <mailet match="RecipientIs=bob@localhost" class="Flaky"><times>1</times></mailet>
+             <mailet match="All" class="LocalDelivery"/>
+           </processor>
+           {ERROR_STORE}"#
+    ));
+    f.run_until_empty(mail(state::ROOT, &["alice@localhost", "bob@localhost"]));
+    // bob is an alias of alice: one copy each, however often bob's copy was tried.
+    let delivered = f.delivered("alice");
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+    for rcpt in ["alice@localhost", "bob@localhost"] {
+        let to = format!("Delivered-To: {rcpt}");
+        assert_eq!(delivered.iter().filter(|m| m.contains(&to)).count(), 1);
+    }
+    assert!(f.repo("error").is_empty());
 }
 
 #[test]

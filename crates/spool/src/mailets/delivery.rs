@@ -4,7 +4,9 @@
 //! Each delivered copy gets `Return-Path:` (replacing any the message carried) and
 //! `Delivered-To:` on top. A forwarded copy also carries `Delivered-To:`, which is how a
 //! forwarding loop (a → b → a) is recognised and stopped. Recipients that are not local users go
-//! to the `error` processor in a mail of their own; the delivered mail is ghosted.
+//! to the `error` processor in a mail of their own; the delivered mail is ghosted. Recipients
+//! whose delivery failed temporarily (a full disk) stay in the mail, which the mailet fails
+//! temporarily: the SpoolManager keeps it in the spool and tries them again later.
 
 use mailroom_mailet::{
     new_mail_name, state, Envelope, Mail, MailAddress, Mailet, MailetContext, MailetError,
@@ -70,7 +72,7 @@ impl Mailet for LocalDelivery {
         // Each recipient succeeds or fails on its own: a failure for one must not send the
         // others, who already have the mail, to `error` (and so to a second copy or a bounce).
         let mut failed: Vec<(MailAddress, String)> = Vec::new();
-        let mut any_temporary = false;
+        let mut retry: Vec<(MailAddress, String)> = Vec::new();
         for rcpt in mail.recipients() {
             let outcome = Self::target(rcpt, mail, ctx).and_then(|target| match target {
                 Target::Inbox(user) => {
@@ -88,40 +90,49 @@ impl Mailet for LocalDelivery {
                 }
                 Target::Fail(why) => Err(MailetError::new(why)),
             });
-            if let Err(e) = outcome {
-                any_temporary |= e.is_temporary();
-                failed.push((rcpt.clone(), e.to_string()));
+            match outcome {
+                Ok(()) => {}
+                Err(e) if e.is_temporary() => retry.push((rcpt.clone(), e.to_string())),
+                Err(e) => failed.push((rcpt.clone(), e.to_string())),
             }
         }
-        if failed.len() == mail.recipients().len() && !failed.is_empty() {
-            // Nothing was delivered: the mail as a whole goes where onMailetException says,
-            // unless a failure may pass (a full disk): then all of it is tried again later,
-            // and the recipients that fail for good are told apart on that later try.
-            let why: Vec<String> = failed
-                .iter()
-                .map(|(r, why)| format!("{r}: {why}"))
-                .collect();
-            let message = format!("LocalDelivery: {}", why.join("; "));
-            return Err(if any_temporary {
-                MailetError::temporary(message)
-            } else {
-                MailetError::permanent(message)
-            });
+        if retry.is_empty() && failed.len() == mail.recipients().len() && !failed.is_empty() {
+            // Nothing was delivered: the mail as a whole goes where onMailetException says.
+            return Err(MailetError::permanent(reasons(&failed)));
         }
         if !failed.is_empty() {
-            let why: Vec<String> = failed
-                .iter()
-                .map(|(r, why)| format!("{r}: {why}"))
-                .collect();
             let mut rest = mail.split_off(
                 new_mail_name(),
-                failed.into_iter().map(|(r, _)| r).collect(),
+                failed.iter().map(|(r, _)| r.clone()).collect(),
             );
-            rest.envelope.error_message = Some(format!("LocalDelivery: {}", why.join("; ")));
+            rest.envelope.error_message = Some(reasons(&failed));
             rest.set_state(state::ERROR);
-            ctx.send_mail(rest)?;
+            if let Err(e) = ctx.send_mail(rest) {
+                // Not in the spool: these recipients are tried again with the others.
+                retry.extend(failed.into_iter().map(|(r, why)| {
+                    (
+                        r,
+                        format!("{why}, and not sent to the error processor: {e}"),
+                    )
+                }));
+            }
+        }
+        if !retry.is_empty() {
+            // Tried again later (a full disk, say): the mail keeps only these recipients.
+            let message = reasons(&retry);
+            mail.set_recipients(retry.into_iter().map(|(r, _)| r).collect());
+            return Err(MailetError::temporary(message));
         }
         mail.set_state(state::GHOST);
         Ok(())
     }
+}
+
+/// `LocalDelivery: rcpt: why; rcpt: why`, for the log and the error message.
+fn reasons(failures: &[(MailAddress, String)]) -> String {
+    let why: Vec<String> = failures
+        .iter()
+        .map(|(r, why)| format!("{r}: {why}"))
+        .collect();
+    format!("LocalDelivery: {}", why.join("; "))
 }
