@@ -1,0 +1,97 @@
+//! A full file system is a temporary fault: LocalDelivery fails with ENOSPC, every mail that got
+//! `250` stays in the spool and is retried, and once space returns each is delivered once.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::harness::{maildir_messages, repository_count, wait_for, Server, Smtp};
+
+/// A small tmpfs mounted over a directory; unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "cannot mount a tmpfs (needs root)");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `dir` with one file, until it is full.
+fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.sync_all();
+}
+
+/// The Message-IDs of the mails in a Maildir.
+fn message_ids(dir: &Path) -> Vec<String> {
+    maildir_messages(dir)
+        .iter()
+        .filter_map(|m| {
+            let text = String::from_utf8_lossy(m);
+            let start = text.find("Message-ID: ")? + 12;
+            let end = text[start..].find(['\r', '\n'])? + start;
+            Some(text[start..end].to_string())
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root to mount a small tmpfs; run by .ci/run"]
+fn a_full_inbox_file_system_loses_nothing_and_delivers_once_space_returns() {
+    let mut server = Server::start();
+    server.add_user("alice", "a");
+    // The inboxes, and only they, on a small file system that is then filled up.
+    server.kill();
+    let inboxes = server.path("var/mail/inboxes");
+    let _tmpfs = Tmpfs::mount(&inboxes, "1m");
+    let filler = inboxes.join("filler");
+    fill(&filler);
+    server.spawn();
+
+    let mut smtp = Smtp::connect(server.smtp_port);
+    smtp.cmd("EHLO full");
+    let mut accepted = Vec::new();
+    for i in 0..25 {
+        let id = format!("<full-{i}@test>");
+        smtp.cmd("MAIL FROM:<s@example.net>");
+        smtp.cmd("RCPT TO:<alice@localhost>");
+        smtp.cmd("DATA");
+        let reply = smtp.cmd(&format!("Message-ID: {id}\r\n\r\nbody {i}\r\n."));
+        assert!(reply.starts_with("250"), "{reply}");
+        accepted.push(id);
+    }
+    smtp.cmd("QUIT");
+
+    wait_for("deliveries failing and kept for retry", || {
+        server.log().matches("kept in the spool for retry").count() >= 25
+    });
+    assert!(message_ids(&inboxes.join("alice")).is_empty());
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("every accepted mail delivered", || {
+        message_ids(&inboxes.join("alice")).len() >= accepted.len()
+    });
+    let delivered = message_ids(&inboxes.join("alice"));
+    let unique: HashSet<&String> = delivered.iter().collect();
+    assert_eq!(delivered.len(), accepted.len(), "each delivered once");
+    assert!(accepted.iter().all(|id| unique.contains(id)));
+    assert_eq!(repository_count(&server.path("var/mail/error")), 0);
+    let log = server.log();
+    assert!(!log.contains("mail deleted"), "{log}");
+}
