@@ -23,6 +23,7 @@ use std::sync::Arc;
 use mailroom_net::connection::Stream;
 use mailroom_net::dot::DotEncoder;
 use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
+use mailroom_store::password::constant_time_eq;
 use mailroom_store::{InboxRepository, Mailbox, StoreError, User, VerifiedLogins};
 use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
@@ -335,12 +336,7 @@ fn apop_matches(user: &User, timestamp: &str, digest: &str) -> bool {
     let expected: String = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let digest = digest.to_ascii_lowercase();
     // Compare in constant time: the digest is a guess at the secret.
-    expected.len() == digest.len()
-        && expected
-            .bytes()
-            .zip(digest.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    constant_time_eq(expected.as_bytes(), digest.as_bytes())
 }
 
 #[cfg(test)]
