@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailroom_mailet::Message;
 
-use super::fsutil::{create_dir_durable, sync_dir};
+use super::fsutil::{create_dir_durable, sync_dir, try_lock, FileLock};
 use super::group_commit::GroupCommit;
 use crate::blocking::{InboxRepository, Mailbox};
 use crate::{validate_user_name, MailboxMessage, Result, StoreError};
@@ -252,22 +252,9 @@ impl Maildir {
 }
 
 /// Takes the reading lock of the Maildir `dir`, without waiting.
-fn lock_maildir(dir: &Path) -> Result<File> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))?;
-    // SAFETY: a valid open descriptor; flock does not touch memory.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(if e.kind() == io::ErrorKind::WouldBlock {
-            StoreError::InUse(format!("mailbox {}", dir.display()))
-        } else {
-            e.into()
-        });
-    }
-    Ok(file)
+fn lock_maildir(dir: &Path) -> Result<FileLock> {
+    try_lock(&dir.join(LOCK_FILE))?
+        .ok_or_else(|| StoreError::InUse(format!("mailbox {}", dir.display())))
 }
 
 /// A Maildir opened by [`InboxRepository::open_mailbox`].
@@ -279,7 +266,7 @@ struct MaildirMailbox {
     /// The file of each message, as listed.
     paths: Vec<PathBuf>,
     /// Holds the `flock` until dropped.
-    _lock: File,
+    _lock: FileLock,
 }
 
 impl Mailbox for MaildirMailbox {
