@@ -21,6 +21,7 @@ assert_eq!(config.resolve_path("file://var/mail/spool/"), std::path::Path::new("
 ```
 */
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod error;
 pub mod fetchmail;

@@ -17,6 +17,7 @@
 //! The caller (the `mailroom` binary) builds a [`Pop3Settings`] from a `<pop3server>` block,
 //! binds a [`mailroom_net::Listener`] and runs [`server::serve`].
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

@@ -12,6 +12,8 @@
 //! Unlike James 2.3 there is no built-in administrator: the binary does not start the console
 //! without a configured account. Failed logins are delayed, counted and logged.
 #![deny(missing_docs)]
+// Only `sys` may use unsafe code.
+#![deny(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,8 @@ mod memory;
 pub mod server;
 pub mod session;
 mod spool;
+#[allow(unsafe_code)]
+mod sys;
 
 pub use server::serve;
 pub use session::{Session, Step};
