@@ -29,7 +29,7 @@ use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
-use crate::session::{Login, LoginFailure, Outcome, Secret, Session};
+use crate::session::{Credential, Login, LoginFailure, Outcome, Session};
 use crate::Pop3Settings;
 
 /// Octets read from the client at a time.
@@ -306,14 +306,14 @@ async fn open_mailbox(store: &Pop3Store, login: &Login) -> Result<Box<dyn Mailbo
         tracing::error!(user = %login.user, %error, "POP3 login: store failure");
         LoginFailure::Temporary
     };
-    let user = match &login.secret {
-        Secret::Password(password) => store.logins.login(&login.user, password).await,
-        Secret::Apop { timestamp, digest } => store
+    let user = match &login.credential {
+        Credential::Password(password) => store.logins.login(&login.user, password.expose()).await,
+        Credential::Apop { timestamp, digest } => store
             .logins
             .users()
             .get(&login.user)
             .await
-            .map(|user| user.filter(|u| apop_matches(u, timestamp, digest))),
+            .map(|user| user.filter(|u| apop_matches(u, timestamp, digest.expose()))),
     }
     .map_err(temporary)?
     .ok_or(LoginFailure::Credentials)?;

@@ -18,6 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailroom_config::Secret;
 use mailroom_store::{MailRepository, MappingsRepository, SpoolRepository, UsersRepository};
 
 mod commands;
@@ -39,8 +40,8 @@ pub type RepositoryOpener =
 /// The settings of one RemoteManager listener (`<remotemanager>`).
 #[derive(Clone, Debug)]
 pub struct RemoteManagerSettings {
-    /// The administrator accounts: login → password, as configured.
-    pub administrators: Vec<(String, String)>,
+    /// The administrator accounts: login → password, as configured (never printed).
+    pub administrators: Vec<(String, Secret)>,
     /// Written before reading each command (`<prompt>`; empty: nothing).
     pub prompt: String,
     /// A session idle this long is closed (`<connectiontimeout>`).
