@@ -14,6 +14,7 @@
 //! run the sessions between them. It prints one line:
 //! `sessions=N seconds=S rate=R octets_per_session=O`, and exits non-zero on any `-ERR` or
 //! protocol error, so that a server that fails fast is never reported as a fast server.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

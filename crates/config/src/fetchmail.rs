@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::error::Location;
+use crate::secret::Secret;
 use crate::values::Ctx;
 use crate::xml::Element;
 
@@ -40,12 +41,12 @@ pub struct Rejection {
 }
 
 /// One `<account user= password= recipient= ignorercpt-header=/>`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchAccount {
     /// Remote login.
     pub user: String,
     /// Remote password.
-    pub password: String,
+    pub password: Secret,
     /// Local recipient used when none can be deduced (or always with `ignore_rcpt_header`).
     pub recipient: String,
     /// `ignorercpt-header`: always deliver to `recipient`.
@@ -54,45 +55,22 @@ pub struct FetchAccount {
     pub location: Location,
 }
 
-impl std::fmt::Debug for FetchAccount {
-    /// Never prints the password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FetchAccount")
-            .field("user", &self.user)
-            .field("recipient", &self.recipient)
-            .field("ignore_rcpt_header", &self.ignore_rcpt_header)
-            .finish_non_exhaustive()
-    }
-}
-
 /// `<alllocal>`: one account per local user, `userprefix + user + usersuffix` remotely and
 /// `recipientprefix + user + recipientsuffix` locally.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllLocal {
     /// `userprefix`.
     pub user_prefix: String,
     /// `usersuffix`.
     pub user_suffix: String,
     /// `password`, shared by every account.
-    pub password: String,
+    pub password: Secret,
     /// `recipientprefix`.
     pub recipient_prefix: String,
     /// `recipientsuffix`.
     pub recipient_suffix: String,
     /// `ignorercpt-header`.
     pub ignore_rcpt_header: bool,
-}
-
-impl std::fmt::Debug for AllLocal {
-    /// Never prints the password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AllLocal")
-            .field("user_prefix", &self.user_prefix)
-            .field("user_suffix", &self.user_suffix)
-            .field("recipient_prefix", &self.recipient_prefix)
-            .field("recipient_suffix", &self.recipient_suffix)
-            .finish_non_exhaustive()
-    }
 }
 
 /// One `<fetch name=...>` task.
@@ -269,7 +247,7 @@ fn fetch(ctx: &mut Ctx, f: &Element) -> Option<FetchTask> {
                         if let (Some(user), Some(recipient)) = (user, recipient) {
                             accounts.push(FetchAccount {
                                 user,
-                                password: a.attr("password").unwrap_or_default().to_string(),
+                                password: a.attr("password").unwrap_or_default().into(),
                                 recipient,
                                 ignore_rcpt_header: ctx.bool_attr(a, "ignorercpt-header", false),
                                 location: a.location(),
@@ -284,7 +262,7 @@ fn fetch(ctx: &mut Ctx, f: &Element) -> Option<FetchTask> {
                         all_local = Some(AllLocal {
                             user_prefix: s("userprefix"),
                             user_suffix: s("usersuffix"),
-                            password: s("password"),
+                            password: s("password").into(),
                             recipient_prefix: s("recipientprefix"),
                             recipient_suffix: s("recipientsuffix"),
                             ignore_rcpt_header: ctx.bool_attr(a, "ignorercpt-header", false),

@@ -21,11 +21,13 @@ assert_eq!(config.resolve_path("file://var/mail/spool/"), std::path::Path::new("
 ```
 */
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod error;
 pub mod fetchmail;
 pub mod james;
 pub mod network;
+pub mod secret;
 pub mod services;
 pub mod spoolmanager;
 pub mod stores;
@@ -40,6 +42,7 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use fetchmail::{FetchTask, Fetchmail};
 pub use james::{James, RepositoryRef, Usernames};
 pub use network::{Network, NetworkList};
+pub use secret::Secret;
 pub use services::{
     AdminAccount, AuthRequired, Connections, DnsServer, NntpServer, Pop3Server, RemoteManager,
     ServiceCommon, ServiceTls, SmtpServer, TlsFiles,

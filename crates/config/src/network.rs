@@ -19,6 +19,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
+
 /// A list entry that could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("\"{entry}\": {reason}")]
@@ -29,46 +31,38 @@ pub struct NetworkError {
     pub reason: String,
 }
 
-/// One IP network: an address with its host bits cleared and a prefix length.
+/// One IP network: an address with its host bits cleared and a prefix length. The prefix
+/// arithmetic is `ipnet`'s; this type adds the James forms and the IPv4-mapped rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Network(IpNet);
 
 impl Network {
     /// The network `addr/prefix`; host bits of `addr` are cleared. IPv4-mapped IPv6 networks
     /// (`::ffff:a.b.c.d/96+n`) become the IPv4 network `a.b.c.d/n`.
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Network, String> {
-        match addr {
-            IpAddr::V4(v4) => {
-                if prefix > 32 {
-                    return Err(format!("prefix /{prefix} is longer than 32 bits"));
-                }
-                let bits = u32::from(v4) & mask32(prefix);
-                Ok(Network {
-                    addr: IpAddr::V4(Ipv4Addr::from(bits)),
-                    prefix,
-                })
-            }
-            IpAddr::V6(v6) => {
-                if prefix > 128 {
-                    return Err(format!("prefix /{prefix} is longer than 128 bits"));
-                }
-                if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
-                    return Network::new(IpAddr::V4(v4), prefix - 96);
-                }
-                let bits = u128::from(v6) & mask128(prefix);
-                Ok(Network {
-                    addr: IpAddr::V6(Ipv6Addr::from(bits)),
-                    prefix,
-                })
+        let net = IpNet::new(addr, prefix).map_err(|_| {
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            format!("prefix /{prefix} is longer than {max} bits")
+        })?;
+        Ok(Network::from_ipnet(net))
+    }
+
+    /// `net` with its host bits cleared, IPv4-mapped IPv6 networks stored as IPv4 ones.
+    fn from_ipnet(net: IpNet) -> Network {
+        if let IpNet::V6(v6) = net {
+            if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+                return Network(IpNet::new_assert(IpAddr::V4(v4), v6.prefix_len() - 96).trunc());
             }
         }
+        Network(net.trunc())
     }
 
     /// Parses one entry (see the module documentation for the forms).
     pub fn parse(entry: &str) -> Result<Vec<Network>, NetworkError> {
+        // The CIDR form is ipnet's own syntax; the James forms are handled below.
+        if let Ok(net) = entry.parse::<IpNet>() {
+            return Ok(vec![Network::from_ipnet(net)]);
+        }
         let fail = |reason: String| NetworkError {
             entry: entry.to_string(),
             reason,
@@ -107,13 +101,9 @@ impl Network {
             };
         addrs
             .into_iter()
-            .map(|addr| {
-                let max = if addr.is_ipv4() { 32 } else { 128 };
-                let prefix = match mask {
-                    None => max,
-                    Some(m) => parse_mask(m, addr).map_err(&fail)?,
-                };
-                Network::new(addr, prefix).map_err(&fail)
+            .map(|addr| match mask {
+                None => Network::new(addr, if addr.is_ipv4() { 32 } else { 128 }).map_err(&fail),
+                Some(m) => with_mask(addr, m).map_err(&fail),
             })
             .collect()
     }
@@ -124,69 +114,39 @@ impl Network {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => {
-                u32::from(a) & mask32(self.prefix) == u32::from(net)
-            }
-            (IpAddr::V6(net), IpAddr::V6(a)) => {
-                u128::from(a) & mask128(self.prefix) == u128::from(net)
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 
     /// The network address (host bits cleared).
     pub fn addr(&self) -> IpAddr {
-        self.addr
+        self.0.addr()
     }
 
     /// The prefix length in bits.
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 }
 
 impl fmt::Display for Network {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        write!(f, "{}/{}", self.addr(), self.prefix())
     }
 }
 
-fn mask32(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix))
-    }
-}
-
-fn mask128(prefix: u8) -> u128 {
-    if prefix == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(prefix))
-    }
-}
-
-/// `/8` or, for IPv4, `/255.0.0.0`.
-fn parse_mask(mask: &str, addr: IpAddr) -> Result<u8, String> {
-    let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+/// `addr/8` or, for IPv4, `addr/255.0.0.0`.
+fn with_mask(addr: IpAddr, mask: &str) -> Result<Network, String> {
     if let Ok(n) = mask.parse::<u8>() {
-        if n > max {
-            return Err(format!("prefix /{n} is longer than {max} bits"));
-        }
-        return Ok(n);
+        return Network::new(addr, n);
     }
     match (addr, mask.parse::<Ipv4Addr>()) {
-        (IpAddr::V4(_), Ok(m)) => {
-            let bits = u32::from(m);
-            let ones = bits.leading_ones();
-            if bits.checked_shl(ones).unwrap_or(0) != 0 {
-                return Err(format!("netmask {m} is not contiguous"));
-            }
-            Ok(ones as u8)
+        (IpAddr::V4(_), Ok(m)) => IpNet::with_netmask(addr, IpAddr::V4(m))
+            .map(Network::from_ipnet)
+            .map_err(|_| format!("netmask {m} is not contiguous")),
+        _ => {
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            Err(format!("\"{mask}\" is not a prefix length from 0 to {max}"))
         }
-        _ => Err(format!("\"{mask}\" is not a prefix length from 0 to {max}")),
     }
 }
 
@@ -340,6 +300,26 @@ mod tests {
         let l = NetworkList::parse("localhost").unwrap();
         assert!(l.contains(ip("127.0.0.1")) && l.contains(ip("::1")));
         assert!(!l.contains(ip("127.0.0.2")));
+    }
+
+    #[test]
+    fn ipv6_prefixes_brackets_and_edge_masks() {
+        let l = NetworkList::parse("2001:db8::1/64 [::1] [fe80::]/10 0.0.0.0/0.0.0.0").unwrap();
+        assert_eq!(
+            l.to_string(),
+            "2001:db8::/64, ::1/128, fe80::/10, 0.0.0.0/0"
+        );
+        assert!(l.contains(ip("2001:db8::ffff")));
+        assert!(l.contains(ip("fe80::1")));
+        assert!(!l.contains(ip("2001:db8:0:1::1")));
+        // 0.0.0.0/0 holds every IPv4 address, and IPv4-mapped ones, but no IPv6 address.
+        let any4 = NetworkList::parse("0.0.0.0/0").unwrap();
+        assert!(any4.contains(ip("203.0.113.9")) && any4.contains(ip("::ffff:1.2.3.4")));
+        assert!(!any4.contains(ip("2001:db8::1")));
+        let e = NetworkList::parse("::/129, ::1/255.0.0.0, 10.0.0.0/x").unwrap_err();
+        assert!(e[0].reason.contains("longer than 128"), "{}", e[0]);
+        assert!(e[1].reason.contains("from 0 to 128"), "{}", e[1]);
+        assert!(e[2].reason.contains("from 0 to 32"), "{}", e[2]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::error::Location;
 use crate::network::NetworkList;
+use crate::secret::Secret;
 use crate::values::Ctx;
 use crate::xml::Element;
 
@@ -167,22 +168,12 @@ impl RemoteManager {
 }
 
 /// A RemoteManager administrator.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminAccount {
     /// Login name.
     pub login: String,
     /// Password as written in the config.
-    pub password: String,
-}
-
-impl std::fmt::Debug for AdminAccount {
-    /// Never prints the password (configs end up in logs).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminAccount")
-            .field("login", &self.login)
-            .field("password", &"<redacted>")
-            .finish()
-    }
+    pub password: Secret,
 }
 
 /// The global `<tls>` block: certificate and key used by every listener without its own.
@@ -507,7 +498,10 @@ pub(crate) fn remote_manager(ctx: &mut Ctx, el: &Element, first_servername: &str
                 ctx.err(a, format!("administrator \"{login}\" is listed twice"));
                 continue;
             }
-            r.administrators.push(AdminAccount { login, password });
+            r.administrators.push(AdminAccount {
+                login,
+                password: password.into(),
+            });
         }
     }
     // Trimmed like every value: `<prompt>james&gt;</prompt>` is `james>`.

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use crate::error::Location;
+use crate::secret::Secret;
 use crate::url::RepositoryUrl;
 use crate::values::Ctx;
 use crate::xml::Element;
@@ -62,7 +63,7 @@ pub struct UsersRepository {
 }
 
 /// One `<data-source name=...>`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataSource {
     /// The name used in `db://NAME/...` URLs.
     pub name: String,
@@ -76,24 +77,11 @@ pub struct DataSource {
     /// `<user>` (empty elements mean none).
     pub user: Option<String>,
     /// `<password>` (empty elements mean none).
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// `<max>`: connection pool size (default 10).
     pub max: u32,
     /// Where the `<data-source>` element is.
     pub location: Location,
-}
-
-impl std::fmt::Debug for DataSource {
-    /// Never prints the password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataSource")
-            .field("name", &self.name)
-            .field("url", &self.url)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("max", &self.max)
-            .finish()
-    }
 }
 
 /// `<nntp-repository>`: where news is kept.
@@ -338,7 +326,7 @@ pub(crate) fn data_sources(ctx: &mut Ctx, el: &Element) -> Vec<DataSource> {
             class: d.attr("class").map(str::to_string),
             driver: opt(ctx, "driver"),
             user: opt(ctx, "user"),
-            password: opt(ctx, "password"),
+            password: opt(ctx, "password").map(Secret::from),
             max: ctx.num_child(d, "max", 1u32, 10_000, 10),
             url,
             location: d.location(),

@@ -31,7 +31,10 @@ const PLACEHOLDER: &str = "mailroom-include";
 const FRAGMENT_ROOT: &str = "mailroom-fragment";
 
 /// One XML element with trimmed text and attribute values and its source position.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` prints the name and position only: raw elements are kept in typed configs (for
+/// options not typed there) and hold passwords in attributes and text.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Element {
     /// Local name of the element (`mailet`, `processor`, ...).
     pub name: String,
@@ -45,6 +48,16 @@ pub struct Element {
     pub file: Arc<Path>,
     /// 1-based line of the start tag.
     pub line: u32,
+}
+
+impl std::fmt::Debug for Element {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Element")
+            .field("name", &self.name)
+            .field("file", &self.file)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Element {

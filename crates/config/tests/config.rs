@@ -110,6 +110,13 @@ fn sample_james_config_loads() {
     );
     assert_eq!(t.interval, Duration::from_secs(600));
     assert_eq!(t.accounts[0].user, "catchall");
+    assert_eq!(t.accounts[0].password.expose(), "secret");
+    assert_eq!(t.all_local.as_ref().unwrap().password.expose(), "secret");
+    let printed = format!("{t:?}");
+    assert!(
+        !printed.contains("\"secret\"") && printed.matches("Secret(***)").count() == 2,
+        "passwords are not printed: {printed}"
+    );
     assert_eq!(
         t.all_local.as_ref().unwrap().recipient_suffix,
         "@example.com"
@@ -152,6 +159,7 @@ fn sample_james_config_loads() {
     assert_eq!(rm.common.connection_timeout, Duration::from_secs(60));
     assert_eq!(rm.prompt, "james>");
     assert!(rm.can_start());
+    assert_eq!(rm.administrators[0].password.expose(), "s3cret");
     assert!(
         !format!("{rm:?}").contains("s3cret"),
         "passwords are not printed"
@@ -185,6 +193,12 @@ fn sample_james_config_loads() {
     assert_eq!(
         (db.url.as_str(), db.max),
         ("postgres://james@127.0.0.1/mail", 20)
+    );
+    assert_eq!(db.password.as_ref().map(|p| p.expose()), Some("pw"));
+    let printed = format!("{db:?}");
+    assert!(
+        printed.contains("password: Some(Secret(***))") && !printed.contains("\"pw\""),
+        "{printed}"
     );
     assert_eq!(
         c.dns.servers,

@@ -24,6 +24,7 @@
 //! `tokio_rustls::TlsAcceptor` (ring provider); an implicit-TLS listener only has to accept
 //! the handshake in the handler before building its [`Connection`].
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod connection;
 pub mod dot;

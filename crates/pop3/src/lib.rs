@@ -17,6 +17,7 @@
 //! The caller (the `mailroom` binary) builds a [`Pop3Settings`] from a `<pop3server>` block,
 //! binds a [`mailroom_net::Listener`] and runs [`server::serve`].
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
@@ -25,9 +26,10 @@ pub mod reply;
 pub mod server;
 pub mod session;
 
+pub use mailroom_config::Secret;
 pub use reply::Reply;
 pub use server::serve;
-pub use session::{Login, LoginFailure, Outcome, Secret, Session};
+pub use session::{Credential, Login, LoginFailure, Outcome, Session};
 
 /// The settings of one POP3 listener, built from a `<pop3server>` block.
 #[derive(Clone, Debug)]

@@ -23,12 +23,13 @@ use std::sync::Arc;
 use mailroom_net::connection::Stream;
 use mailroom_net::dot::DotEncoder;
 use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
+use mailroom_store::password::constant_time_eq;
 use mailroom_store::{InboxRepository, Mailbox, StoreError, User, VerifiedLogins};
 use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
-use crate::session::{Login, LoginFailure, Outcome, Secret, Session};
+use crate::session::{Credential, Login, LoginFailure, Outcome, Session};
 use crate::Pop3Settings;
 
 /// Octets read from the client at a time.
@@ -305,14 +306,14 @@ async fn open_mailbox(store: &Pop3Store, login: &Login) -> Result<Box<dyn Mailbo
         tracing::error!(user = %login.user, %error, "POP3 login: store failure");
         LoginFailure::Temporary
     };
-    let user = match &login.secret {
-        Secret::Password(password) => store.logins.login(&login.user, password).await,
-        Secret::Apop { timestamp, digest } => store
+    let user = match &login.credential {
+        Credential::Password(password) => store.logins.login(&login.user, password.expose()).await,
+        Credential::Apop { timestamp, digest } => store
             .logins
             .users()
             .get(&login.user)
             .await
-            .map(|user| user.filter(|u| apop_matches(u, timestamp, digest))),
+            .map(|user| user.filter(|u| apop_matches(u, timestamp, digest.expose()))),
     }
     .map_err(temporary)?
     .ok_or(LoginFailure::Credentials)?;
@@ -335,12 +336,7 @@ fn apop_matches(user: &User, timestamp: &str, digest: &str) -> bool {
     let expected: String = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let digest = digest.to_ascii_lowercase();
     // Compare in constant time: the digest is a guess at the secret.
-    expected.len() == digest.len()
-        && expected
-            .bytes()
-            .zip(digest.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    constant_time_eq(expected.as_bytes(), digest.as_bytes())
 }
 
 #[cfg(test)]

@@ -21,10 +21,10 @@
 //!
 //! [`DotEncoder`]: crate::codec::DotEncoder
 
-use std::fmt;
 use std::sync::Arc;
 
 use base64::Engine;
+use mailroom_config::Secret;
 use mailroom_store::MailboxMessage;
 
 use crate::codec::{parse_command, Command, LineEvent, LineReader};
@@ -64,31 +64,22 @@ pub struct Login {
     /// The name the client gave, as given (names are case-insensitive in the repository).
     pub user: String,
     /// What proves it.
-    pub secret: Secret,
+    pub credential: Credential,
 }
 
-/// What the client offered as proof of identity.
-#[derive(PartialEq, Eq)]
-pub enum Secret {
+/// What the client offered as proof of identity. `Debug` prints neither the password nor
+/// the digest.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential {
     /// A password (USER/PASS or AUTH PLAIN).
-    Password(String),
+    Password(Secret),
     /// APOP: `digest` must be the MD5, in hex, of `timestamp` followed by the user's secret.
     Apop {
         /// The timestamp of this session's banner, angle brackets included.
         timestamp: String,
         /// What the client sent.
-        digest: String,
+        digest: Secret,
     },
-}
-
-impl fmt::Debug for Secret {
-    /// Never prints the password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Secret::Password(_) => f.write_str("Password(..)"),
-            Secret::Apop { timestamp, .. } => write!(f, "Apop({timestamp})"),
-        }
-    }
 }
 
 /// Why a login did not open the mailbox.
@@ -297,17 +288,17 @@ impl Session {
                 };
                 match user.take() {
                     None => Reply::err("send USER first"),
-                    Some(user) => return self.login(user, Secret::Password(password)),
+                    Some(user) => return self.login(user, Credential::Password(password.into())),
                 }
             }
             Command::Apop { name, digest } => match &self.timestamp {
                 None => Reply::err("APOP is not enabled on this server"),
                 Some(timestamp) => {
-                    let secret = Secret::Apop {
+                    let credential = Credential::Apop {
                         timestamp: timestamp.clone(),
-                        digest,
+                        digest: digest.into(),
                     };
-                    return self.login(name, secret);
+                    return self.login(name, credential);
                 }
             },
             Command::Auth {
@@ -395,9 +386,9 @@ impl Session {
         }
     }
 
-    fn login(&mut self, user: String, secret: Secret) -> Outcome {
+    fn login(&mut self, user: String, credential: Credential) -> Outcome {
         self.mode = Mode::AwaitLogin(user.clone());
-        Outcome::Login(Login { user, secret })
+        Outcome::Login(Login { user, credential })
     }
 
     /// The client's AUTH PLAIN response (RFC 4616): base64 of `authzid NUL authcid NUL
@@ -430,7 +421,7 @@ impl Session {
                 if !authcid.is_empty()
                     && (authzid.is_empty() || authzid.eq_ignore_ascii_case(&authcid)) =>
             {
-                self.login(authcid, Secret::Password(password))
+                self.login(authcid, Credential::Password(password.into()))
             }
             Some((_, authcid, _)) if !authcid.is_empty() => {
                 Reply::err_code(Code::Auth, "cannot log in as another user").write_to(out);

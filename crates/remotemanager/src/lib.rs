@@ -12,10 +12,13 @@
 //! Unlike James 2.3 there is no built-in administrator: the binary does not start the console
 //! without a configured account. Failed logins are delayed, counted and logged.
 #![deny(missing_docs)]
+// Only `sys` may use unsafe code.
+#![deny(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailroom_config::Secret;
 use mailroom_store::{MailRepository, MappingsRepository, SpoolRepository, UsersRepository};
 
 mod commands;
@@ -24,6 +27,8 @@ mod memory;
 pub mod server;
 pub mod session;
 mod spool;
+#[allow(unsafe_code)]
+mod sys;
 
 pub use server::serve;
 pub use session::{Session, Step};
@@ -35,8 +40,8 @@ pub type RepositoryOpener =
 /// The settings of one RemoteManager listener (`<remotemanager>`).
 #[derive(Clone, Debug)]
 pub struct RemoteManagerSettings {
-    /// The administrator accounts: login → password, as configured.
-    pub administrators: Vec<(String, String)>,
+    /// The administrator accounts: login → password, as configured (never printed).
+    pub administrators: Vec<(String, Secret)>,
     /// Written before reading each command (`<prompt>`; empty: nothing).
     pub prompt: String,
     /// A session idle this long is closed (`<connectiontimeout>`).

@@ -9,6 +9,7 @@
 //! nearest thing to Java's `System.gc()`, and prints the figures before and after.
 
 use crate::session::Out;
+use crate::sys;
 
 /// `memstat [-gc]`.
 pub fn memstat(argument: Option<&str>, out: &mut Out) {
@@ -36,13 +37,7 @@ fn resident_bytes() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .unwrap_or(0);
-    pages * page_size()
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).unwrap_or(4096)
+    pages * sys::page_size()
 }
 
 /// A `/proc/meminfo` field, in bytes.
@@ -72,8 +67,5 @@ fn max_bytes() -> u64 {
 }
 
 fn release_free_memory() {
-    // SAFETY: malloc_trim only returns unused heap pages to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    sys::malloc_trim();
 }

@@ -120,11 +120,9 @@ impl Session {
 
     fn check_login(&mut self, login: String, password: &str, step: &mut Step) {
         let mut out = Out(&mut step.output);
-        let known = self
-            .settings
-            .administrators
-            .iter()
-            .any(|(l, p)| *l == login && constant_time_eq(p.as_bytes(), password.as_bytes()));
+        let known = self.settings.administrators.iter().any(|(l, p)| {
+            *l == login && constant_time_eq(p.expose().as_bytes(), password.as_bytes())
+        });
         if known && !password.is_empty() {
             tracing::info!(%login, "RemoteManager login");
             out.line(format!("Welcome {login}. HELP for a list of commands"));
@@ -289,6 +287,7 @@ fn help(out: &mut Out) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mailroom_config::Secret;
     use mailroom_store::file::{FileMappingsRepository, FileUsersRepository, LogSpool};
     use mailroom_store::{Blocking, UsersRepository};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -328,7 +327,7 @@ mod tests {
         let settings = RemoteManagerSettings {
             administrators: vec![
                 ("root".into(), "pw".into()),
-                ("empty".into(), String::new()),
+                ("empty".into(), Secret::default()),
             ],
             prompt: String::new(),
             connection_timeout: Duration::from_secs(60),
@@ -342,6 +341,16 @@ mod tests {
             users,
             stopped,
         }
+    }
+
+    #[test]
+    fn settings_debug_hides_administrator_passwords() {
+        let f = fixture(false);
+        let printed = format!("{:?}", f.session.settings);
+        assert!(
+            printed.contains("(\"root\", Secret(***))") && !printed.contains("\"pw\""),
+            "{printed}"
+        );
     }
 
     async fn logged_in(keep_apop_secret: bool) -> Fixture {

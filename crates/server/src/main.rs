@@ -1,5 +1,6 @@
 //! `mailroom`: the server binary. Parses the command line, then either runs the server or one
 //! of the administration commands.
+#![forbid(unsafe_code)]
 
 mod cli;
 mod repositories;

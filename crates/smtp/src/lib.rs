@@ -16,6 +16,7 @@
 //! [`mailroom_net::Listener`] and runs [`server::serve`] with the spool and a
 //! [`mailroom_net::ShutdownWatch`].
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::net::IpAddr;

@@ -21,7 +21,7 @@
 //! (`Transaction`), and which command is allowed when is decided in one place
 //! (`Session::gate`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -113,8 +113,11 @@ struct Transaction {
     sender: Option<MailAddress>,
     /// MAIL FROM parameters, kept for the envelope's attributes.
     params: MailParams,
-    /// Accepted recipients, without duplicates, with their DSN parameters.
+    /// Accepted recipients, without duplicates, with their DSN parameters, in RCPT order.
     rcpts: Vec<(MailAddress, RcptParams)>,
+    /// The addresses of `rcpts`: a duplicate RCPT is found without a scan (a client may send
+    /// tens of thousands when `maxRcpt` allows it).
+    seen: HashSet<MailAddress>,
 }
 
 /// One SMTP session. See the module documentation for the protocol between it and its driver.
@@ -376,6 +379,7 @@ impl Session {
                     sender,
                     params,
                     rcpts: Vec::new(),
+                    seen: HashSet::new(),
                 });
                 Reply::sender_ok()
             }
@@ -434,12 +438,13 @@ impl Session {
         let Some(txn) = self.txn.as_mut() else {
             return Reply::bad_sequence("need MAIL before RCPT");
         };
-        if txn.rcpts.iter().any(|(a, _)| *a == address) {
+        if txn.seen.contains(&address) {
             return Reply::recipient_ok();
         }
         if settings.max_rcpt > 0 && txn.rcpts.len() >= settings.max_rcpt {
             return Reply::too_many_recipients();
         }
+        txn.seen.insert(address.clone());
         txn.rcpts.push((address, params));
         Reply::recipient_ok()
     }

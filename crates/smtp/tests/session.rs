@@ -324,6 +324,53 @@ fn actual_size_over_the_limit_is_discarded_then_refused_once() {
     assert_eq!(t.mails[0].envelope.size, 100);
 }
 
+/// 100,000 recipients with duplicates among them: each duplicate is answered 250 and kept
+/// once (the domain compares without case, the local part with it), the order of first
+/// appearance is kept, and the limit counts distinct recipients only. (Run once by hand, this
+/// also shows that the duplicate check is not quadratic.)
+#[test]
+fn many_recipients_duplicates_kept_once() {
+    const N: usize = 100_000;
+    let mut input = String::from("HELO c\r\nMAIL FROM:<a@c.example>\r\n");
+    let mut expected = Vec::new();
+    for i in 0..N {
+        input.push_str(&format!("RCPT TO:<u{i}@example.org>\r\n"));
+        expected.push(format!("u{i}@example.org"));
+        if i % 10 == 9 {
+            // A duplicate of an earlier recipient, its domain in capitals.
+            input.push_str(&format!("RCPT TO:<u{}@EXAMPLE.ORG>\r\n", i / 2));
+        }
+        if i % 1000 == 0 {
+            // Not a duplicate: local parts compare with case.
+            input.push_str(&format!("RCPT TO:<U{i}@example.org>\r\n"));
+            expected.push(format!("U{i}@example.org"));
+        }
+    }
+    // Over the limit: refused, while a duplicate is still accepted.
+    input.push_str("RCPT TO:<over@example.org>\r\nRCPT TO:<u7@example.org>\r\nDATA\r\n.\r\n");
+    let settings = Arc::new(SmtpSettings {
+        max_rcpt: expected.len(),
+        ..settings()
+    });
+    let t = drive(&settings, remote(), &[input.as_bytes()], OK_SPOOL);
+    let codes = codes(&t.out);
+    // 220, HELO, MAIL, the RCPTs, 354, 250.
+    let end = 3 + N + N / 10 + N / 1000 + 2;
+    assert_eq!(codes.len(), end + 2, "{:?}", &codes[codes.len() - 5..]);
+    assert!(codes[3..end - 2].iter().all(|c| c == "250 2.1.5"));
+    assert_eq!(
+        codes[end - 2..],
+        ["452 4.5.3", "250 2.1.5", "354", "250 2.0.0"]
+    );
+    let got: Vec<String> = t.mails[0]
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(got, expected);
+}
+
 #[test]
 fn max_rcpt() {
     let t = run(

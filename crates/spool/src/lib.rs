@@ -11,6 +11,7 @@
 //! * [`context`]: what mailets may ask of the server.
 //! * [`matchers`] and [`mailets`]: the standard library.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod context;
 pub mod mailets;

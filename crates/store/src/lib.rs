@@ -22,6 +22,7 @@
 //! Durability is part of every contract here: when a call that writes returns `Ok`, the data
 //! survives a crash (written, fsync'd, renamed or committed).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::time::{Duration, SystemTime};

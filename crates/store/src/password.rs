@@ -53,14 +53,27 @@ pub fn verify(stored: &str, password: &str) -> Verified {
     }
 }
 
-/// Compares two secrets in time that does not depend on where they differ.
+/// Compares two secrets in time that does not depend on where they differ (only on their
+/// lengths). The one such comparison of the workspace: passwords, APOP digests, MACs.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // black_box keeps the optimiser from turning the fold into an early exit.
+    a.len() == b.len() && std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"Secret"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"secret", b""));
+    }
 
     #[test]
     fn argon2id_round_trip() {

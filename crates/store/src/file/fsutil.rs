@@ -1,6 +1,6 @@
 //! Durable file operations shared by the file repositories.
 
-use std::fs::{self, File};
+use std::fs::{self, File, TryLockError};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -9,6 +9,30 @@ use std::sync::Arc;
 use mailroom_mailet::{BodySource, MAX_HEADER_SECTION};
 
 use super::group_commit::GroupCommit;
+
+/// An exclusive `flock` on a lock file, released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct FileLock {
+    /// The open lock file: closing it releases the lock.
+    _file: File,
+}
+
+/// Takes the exclusive lock of the lock file `path` (created empty if absent) without
+/// waiting. `Ok(None)` when someone else holds it: another process, or another open of the
+/// same file in this one (`flock` locks belong to the open file, not to the process).
+pub fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // std's try_lock is flock(LOCK_EX | LOCK_NB) on Linux.
+    match file.try_lock() {
+        Ok(()) => Ok(Some(FileLock { _file: file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
 
 /// Fsyncs a directory so that renames and unlinks in it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -181,5 +205,23 @@ impl DirSync {
             |()| (),
             |()| self.dir.sync_all(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_lock_is_exclusive_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = try_lock(&path).unwrap().expect("a free lock is taken");
+        // A second open file, even in the same process, does not get it.
+        assert!(try_lock(&path).unwrap().is_none());
+        drop(held);
+        assert!(try_lock(&path).unwrap().is_some());
+        // A missing directory is an error, not "in use".
+        assert!(try_lock(&dir.path().join("missing/lock")).is_err());
     }
 }

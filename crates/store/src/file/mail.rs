@@ -354,17 +354,14 @@ fn holds_message(file: &File, mail: &Mail) -> Result<Option<u32>> {
     Ok((on_disk == header).then_some(crc))
 }
 
-/// Truncates a file to nothing, by path (one system call).
+/// Truncates a file to nothing, by path.
 fn truncate(path: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c_path` is a valid NUL-terminated string for the duration of the call.
-    if unsafe { libc::truncate(c_path.as_ptr(), 0) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // open(O_TRUNC) and close: no write, no sync; the file exists and is ours.
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map(drop)
 }
 
 /// Position of the last occurrence of `needle` in `haystack`.
@@ -503,6 +500,21 @@ impl Drop for FileIncoming {
 mod tests {
     use super::*;
     use mailroom_mailet::Message;
+
+    #[test]
+    fn truncate_empties_an_existing_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.free");
+        fs::write(&path, b"some bytes").unwrap();
+        truncate(&path).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+        let missing = dir.path().join("missing");
+        assert_eq!(
+            truncate(&missing).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert!(!missing.exists());
+    }
 
     #[test]
     fn a_torn_append_falls_back_to_the_previous_record() {

@@ -19,7 +19,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -27,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mailroom_mailet::Message;
 
-use super::fsutil::{create_dir_durable, sync_dir};
+use super::fsutil::{create_dir_durable, sync_dir, try_lock, FileLock};
 use super::group_commit::GroupCommit;
 use crate::blocking::{InboxRepository, Mailbox};
 use crate::{validate_user_name, MailboxMessage, Result, StoreError};
@@ -114,10 +113,7 @@ impl Maildir {
     /// Makes a batch durable and visible: one `syncfs` for the files' contents, the renames
     /// into `new/`, then an fsync of each `new/` touched.
     fn commit(&self, batch: Vec<Pending>) -> io::Result<()> {
-        // SAFETY: the descriptor is open for the lifetime of `self`.
-        if unsafe { libc::syncfs(self.root_dir.as_raw_fd()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::fs::syncfs(&self.root_dir)?;
         let mut dirs = BTreeSet::new();
         for pending in &batch {
             fs::rename(&pending.tmp, &pending.new)?;
@@ -252,22 +248,9 @@ impl Maildir {
 }
 
 /// Takes the reading lock of the Maildir `dir`, without waiting.
-fn lock_maildir(dir: &Path) -> Result<File> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))?;
-    // SAFETY: a valid open descriptor; flock does not touch memory.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(if e.kind() == io::ErrorKind::WouldBlock {
-            StoreError::InUse(format!("mailbox {}", dir.display()))
-        } else {
-            e.into()
-        });
-    }
-    Ok(file)
+fn lock_maildir(dir: &Path) -> Result<FileLock> {
+    try_lock(&dir.join(LOCK_FILE))?
+        .ok_or_else(|| StoreError::InUse(format!("mailbox {}", dir.display())))
 }
 
 /// A Maildir opened by [`InboxRepository::open_mailbox`].
@@ -279,7 +262,7 @@ struct MaildirMailbox {
     /// The file of each message, as listed.
     paths: Vec<PathBuf>,
     /// Holds the `flock` until dropped.
-    _lock: File,
+    _lock: FileLock,
 }
 
 impl Mailbox for MaildirMailbox {
@@ -444,20 +427,31 @@ impl<W: Write> Write for LineEnds<W> {
 /// This host's name for unique file names, with the characters Maildir reserves (`/`, `:`)
 /// escaped as its specification asks.
 fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates, and we stop at the first NUL either way.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let raw = if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        String::new()
-    };
+    // What gethostname(2) answers: the node name of uname(2).
+    let raw = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
     let name = if raw.is_empty() {
         "localhost".to_string()
     } else {
         raw
     };
     name.replace('/', "\\057").replace(':', "\\072")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_name_is_the_kernel_host_name_escaped() {
+        let name = host_name();
+        assert!(!name.is_empty() && !name.contains('/') && !name.contains(':'));
+        if let Ok(kernel) = fs::read_to_string("/proc/sys/kernel/hostname") {
+            let kernel = kernel.trim_end_matches('\n');
+            let escaped = kernel.replace('/', "\\057").replace(':', "\\072");
+            assert_eq!(name, escaped);
+        }
+    }
 }

@@ -66,7 +66,6 @@ mod segments;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -75,7 +74,7 @@ use std::time::{Duration, SystemTime};
 
 use mailroom_mailet::{Envelope, Mail};
 
-use super::fsutil::{create_dir_durable, open_message_at};
+use super::fsutil::{create_dir_durable, open_message_at, FileLock};
 use super::group_commit::GroupCommit;
 use crate::Result;
 use queue::LeaseQueue;
@@ -93,8 +92,8 @@ pub struct LogSpool {
     shared: Arc<Shared>,
     /// Prepares the next segment; stopped and joined on drop.
     segments_thread: Option<JoinHandle<()>>,
-    /// Held open with an exclusive `flock`: one process per spool.
-    _lock: File,
+    /// The exclusive `flock` of the directory: one process per spool.
+    _lock: FileLock,
 }
 
 struct Shared {

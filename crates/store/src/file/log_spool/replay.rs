@@ -13,24 +13,20 @@ use super::record::{scan, Scanned, KIND_ENVELOPE, KIND_ENVELOPE_AT, KIND_MAIL};
 use super::segments::Segment;
 use super::{Content, Entry, Inner, LogSpool};
 use crate::blocking::MailRepository;
+use crate::file::fsutil::{try_lock, FileLock};
 use crate::file::FileMailRepository;
 use crate::Result;
 
 /// Locks the spool directory for this process: a second process on the same spool would
 /// delete segments the first one still writes.
-pub(super) fn lock_directory(dir: &Path) -> Result<File> {
-    use std::os::fd::AsRawFd;
-    let file = File::create(dir.join("lock"))?;
-    // SAFETY: flock on a file descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let error = io::Error::last_os_error();
-        return Err(io::Error::new(
-            error.kind(),
-            format!("{} is in use by another process: {error}", dir.display()),
+pub(super) fn lock_directory(dir: &Path) -> Result<FileLock> {
+    try_lock(&dir.join("lock"))?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("{} is in use by another process", dir.display()),
         )
-        .into());
-    }
-    Ok(file)
+        .into()
+    })
 }
 
 /// Every segment of a spool directory, by number, and their whole records in order, each
