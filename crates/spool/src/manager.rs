@@ -144,6 +144,8 @@ impl SpoolManager {
     }
 
     fn work(&self, stop: &AtomicBool) {
+        // A worker is a thread of its own: blocking file I/O here holds up no async task.
+        mailroom_store::may_block_on_this_thread();
         let mut finished = Vec::new();
         while !stop.load(Ordering::SeqCst) {
             // With finished mails waiting, only take mail that is already there: before

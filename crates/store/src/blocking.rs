@@ -27,7 +27,9 @@ pub trait MailRepository: Send + Sync {
     fn remove(&self, name: &str) -> Result<bool>;
     /// See [`crate::MailRepository::list`].
     fn list(&self) -> Result<Vec<String>>;
-    /// See [`crate::MailRepository::incoming`].
+    /// See [`crate::MailRepository::incoming`]. Must return at once, doing no I/O (create
+    /// files at the first write): it is called on the async caller's thread, which saves a
+    /// hop to the blocking pool per received mail.
     fn incoming(&self) -> Result<Box<dyn IncomingMessage>>;
 }
 

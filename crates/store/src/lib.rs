@@ -17,7 +17,8 @@
 //!   an `AsyncRead` that reads on the pool.
 //!
 //! The SpoolManager's workers are OS threads of their own (James's `<threads>`), not runtime
-//! threads; they call these traits through a runtime handle's `block_on`.
+//! threads; they call these traits through a runtime handle's `block_on`, and since they may
+//! block, [`Blocking`] runs their calls inline ([`may_block_on_this_thread`]).
 //!
 //! Durability is part of every contract here: when a call that writes returns `Ok`, the data
 //! survives a crash (written, fsync'd, renamed or committed).
@@ -42,7 +43,7 @@ pub mod password;
 mod users;
 mod verified;
 
-pub use adapter::{Blocking, BlockingReader};
+pub use adapter::{may_block_on_this_thread, Blocking, BlockingReader};
 pub use mappings::MappingsRepository;
 pub use names::{new_mail_name, validate_mail_name, validate_user_name};
 pub use news::{GroupInfo, NewsRepository, Overview};

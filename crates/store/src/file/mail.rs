@@ -183,19 +183,18 @@ impl FileMailRepository {
         File::create(tmp_path)
     }
 
-    /// Starts a new mail.
-    fn start_incoming(&self) -> Result<FileIncoming> {
+    /// Starts a new mail; its file is created at the first write.
+    fn start_incoming(&self) -> FileIncoming {
         let name = crate::new_mail_name();
-        let tmp_path = self.tmp_path(&name);
-        let file = self.create_tmp(&tmp_path)?;
-        Ok(FileIncoming {
+        FileIncoming {
             repo: self.clone(),
+            tmp_path: self.tmp_path(&name),
             name,
-            tmp_path,
-            file: Some(BufWriter::with_capacity(64 * 1024, file)),
+            file: None,
+            closed: false,
             written: 0,
             crc: crc32fast::Hasher::new(),
-        })
+        }
     }
 
     /// Writes a whole new file for `mail` (message and one record), fsyncs it and renames it
@@ -416,7 +415,7 @@ impl MailRepository for FileMailRepository {
     }
 
     fn incoming(&self) -> Result<Box<dyn IncomingMessage>> {
-        Ok(Box::new(self.start_incoming()?))
+        Ok(Box::new(self.start_incoming()))
     }
 }
 
@@ -425,15 +424,33 @@ pub struct FileIncoming {
     repo: FileMailRepository,
     name: String,
     tmp_path: PathBuf,
+    /// The temporary file, created at the first write (or at commit), so that starting a mail
+    /// does no I/O.
     file: Option<BufWriter<File>>,
+    /// Committed or failed: no more writes.
+    closed: bool,
     written: u64,
     /// CRC-32 of the message so far.
     crc: crc32fast::Hasher,
 }
 
+impl FileIncoming {
+    /// The temporary file, created on first use.
+    fn file(&mut self) -> io::Result<&mut BufWriter<File>> {
+        if self.closed {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if self.file.is_none() {
+            let file = self.repo.create_tmp(&self.tmp_path)?;
+            self.file = Some(BufWriter::with_capacity(64 * 1024, file));
+        }
+        Ok(self.file.as_mut().expect("created above"))
+    }
+}
+
 impl Write for FileIncoming {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let file = self.file.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
+        let file = self.file()?;
         let n = file.write(buf)?;
         self.written += n as u64;
         self.crc.update(&buf[..n]);
@@ -454,10 +471,9 @@ impl IncomingMessage for FileIncoming {
         envelope.name = self.name.clone();
         envelope.size = self.written;
         envelope.touch();
-        let mut file = self
-            .file
-            .take()
-            .ok_or(io::Error::from(io::ErrorKind::BrokenPipe))?;
+        self.file()?;
+        self.closed = true;
+        let mut file = self.file.take().expect("opened above");
         // Renamed into place before the fsyncs, so that the directory fsync that follows the
         // file's own covers the renames of other mails committed meanwhile. Nothing is
         // acknowledged before both return; a crash in between can leave the file cut short
