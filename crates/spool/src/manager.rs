@@ -47,6 +47,11 @@ const MAX_RETRY: Duration = Duration::from_secs(600);
 /// The attribute counting a mail's temporary failures: its backoff, kept across restarts.
 pub const TEMPORARY_FAILURES: &str = "mailroom.temporary-failures";
 
+/// The attribute of a mail kept for another try that says at which step of its processor
+/// processing resumes: the one that failed, so that the steps before it (a footer added, a
+/// notice sent) are not done again.
+pub const RESUME_STEP: &str = "mailroom.resume-step";
+
 /// How long to wait before the `attempts`-th retry: 1 s, doubling, up to [`MAX_RETRY`].
 fn retry_delay(attempts: u32) -> Duration {
     Duration::from_secs(1 << attempts.saturating_sub(1).min(16)).min(MAX_RETRY)
@@ -68,16 +73,25 @@ impl From<StoreError> for Stopped {
 }
 
 impl Stopped {
-    /// Keeps `mail` for another try in `processor`, with `reason` as its error message.
-    fn retry(mut mail: Mail, processor: &str, reason: String) -> Self {
+    /// Keeps `mail` for another try at `step` of `processor`, with `reason` as its error
+    /// message.
+    fn retry(mut mail: Mail, processor: &str, step: usize, reason: String) -> Self {
         mail.set_state(processor);
         mail.envelope.error_message = Some(reason.clone());
+        mail.set_attribute(RESUME_STEP, AttributeValue::Number(step as f64));
         Stopped::Retry(Box::new(mail), reason)
     }
 }
 
 /// Renews a lease in the background while a worker holds its mail; stops when dropped.
 struct Renewal(tokio::task::JoinHandle<()>);
+
+/// A mail that left processing, waiting for its deliveries to be made durable before it is
+/// removed from the spool; its lease is renewed meanwhile.
+struct Finished {
+    token: LeaseToken,
+    _renewal: Renewal,
+}
 
 impl Drop for Renewal {
     fn drop(&mut self) {
@@ -174,18 +188,18 @@ impl SpoolManager {
 
     /// Removes finished mails from the spool, once their deliveries are durable. One inbox
     /// sync serves the whole batch.
-    fn remove_finished(&self, finished: &mut Vec<LeaseToken>) {
+    fn remove_finished(&self, finished: &mut Vec<Finished>) {
         if finished.is_empty() {
             return;
         }
         if let Err(e) = self.context.sync_inbox() {
             tracing::error!(error = %e, "cannot make deliveries durable; mails will be retried");
-            for token in finished.drain(..) {
+            for Finished { token, .. } in finished.drain(..) {
                 self.retry_later(token, Duration::from_secs(60));
             }
             return;
         }
-        for token in finished.drain(..) {
+        for Finished { token, .. } in finished.drain(..) {
             if let Err(e) = self.context.wait(self.spool().complete(token.clone())) {
                 tracing::error!(mail = %token.name(), error = %e, "cannot remove a finished mail");
                 if !matches!(e, StoreError::LeaseLost(_)) {
@@ -223,15 +237,18 @@ impl SpoolManager {
     }
 
     /// Runs a leased mail; a finished one joins `finished`.
-    fn process_leased(&self, Leased { mail, token }: Leased, finished: &mut Vec<LeaseToken>) {
+    fn process_leased(&self, Leased { mut mail, token }: Leased, finished: &mut Vec<Finished>) {
         let name = mail.name().to_string();
         let processor = mail.state().to_string();
+        let step = resume_step(&mut mail);
         let renewal = self.keep_leased(&token);
-        let result = self.run(mail, processor, 0, Some(&token), finished);
-        drop(renewal);
-        match result {
+        match self.run(mail, processor, step, Some(&token)) {
             Ok(()) => {
                 self.failures().remove(&name);
+                finished.push(Finished {
+                    token,
+                    _renewal: renewal,
+                });
             }
             Err(Stopped::Storage(e)) => {
                 // Storage is failing (a full disk, say): retry later, less and less often,
@@ -266,9 +283,10 @@ impl SpoolManager {
                 tokio::time::sleep(period).await;
                 match spool.renew(&token).await {
                     Ok(renewed) => token = renewed,
+                    Err(StoreError::LeaseLost(_)) => return,
+                    // Tried again next period: the lease may still be saved.
                     Err(e) => {
-                        tracing::warn!(mail = %token.name(), error = %e, "cannot renew a lease");
-                        return;
+                        tracing::warn!(mail = %token.name(), error = %e, "cannot renew a lease")
                     }
                 }
             }
@@ -305,21 +323,22 @@ impl SpoolManager {
         self.context.wait(self.spool().store(&copy))
     }
 
-    /// Runs a mail from `step` of `processor`. `lease` is the spool lease of a leased mail,
-    /// `None` for a split copy held only in memory.
+    /// Runs a mail from `step` of `processor` until it leaves processing (`Ok`: ghosted, no
+    /// recipients left, the end of its processor; a split copy also when it is stored as a
+    /// spool mail of its own). `lease` is the spool lease of a leased mail, `None` for a split
+    /// copy held only in memory.
     fn run(
         &self,
         mut mail: Mail,
         mut processor: String,
         mut step: usize,
         lease: Option<&LeaseToken>,
-        finished: &mut Vec<LeaseToken>,
     ) -> Result<(), Stopped> {
         let ctx: &dyn MailetContext = &*self.context;
         let mut deliveries = deliveries_on_this_thread();
         loop {
             if mail.state() == state::GHOST {
-                return Self::finish(lease, finished);
+                return Ok(());
             }
             if mail.state() != processor || self.tree.get(&processor).is_none() {
                 if self.tree.get(mail.state()).is_none() {
@@ -328,7 +347,7 @@ impl SpoolManager {
                         let reason = format!(
                             "the error processor sent the mail to an unknown processor {unknown}"
                         );
-                        return Err(Stopped::retry(mail, &processor, reason));
+                        return Err(Stopped::retry(mail, &processor, 0, reason));
                     }
                     tracing::warn!(mail = %mail.name(), processor = %unknown, "unknown processor");
                     mail.envelope.error_message = Some(format!("Unknown processor {unknown}"));
@@ -354,7 +373,7 @@ impl SpoolManager {
             }
             if mail.recipients().is_empty() {
                 tracing::debug!(mail = %mail.name(), "no recipients left");
-                return Self::finish(lease, finished);
+                return Ok(());
             }
             let Some(current) = self.tree.get(&processor).and_then(|p| p.steps.get(step)) else {
                 if processor != state::ERROR {
@@ -362,7 +381,7 @@ impl SpoolManager {
                         "mail reached the end of its processor and is deleted; \
                          this may be a configuration error");
                 }
-                return Self::finish(lease, finished);
+                return Ok(());
             };
             step += 1;
 
@@ -370,7 +389,7 @@ impl SpoolManager {
                 Ok(matched) => own_recipients(&mail, matched),
                 Err(e) if e.is_temporary() => {
                     let reason = format!("matcher {} failed: {e}", current.label);
-                    return Err(Stopped::retry(mail, &processor, reason));
+                    return Err(Stopped::retry(mail, &processor, step - 1, reason));
                 }
                 Err(e) => {
                     let target = match &current.on_match_error {
@@ -386,7 +405,7 @@ impl SpoolManager {
                             if let Err(reason) =
                                 fail(&mut mail, &processor, current, "matcher", &e, target)
                             {
-                                return Err(Stopped::retry(mail, &processor, reason));
+                                return Err(Stopped::retry(mail, &processor, step - 1, reason));
                             }
                             continue;
                         }
@@ -406,8 +425,8 @@ impl SpoolManager {
                 let mut copy = mail.split_off(new_mail_name(), matched);
                 mail.set_recipients(rest);
                 let outcome = match service(current, &mut copy, &processor, ctx) {
-                    Ok(()) => self.run(copy, processor.clone(), step, None, finished),
-                    Err(reason) => Err(Stopped::retry(copy, &processor, reason)),
+                    Ok(()) => self.run(copy, processor.clone(), step, None),
+                    Err(reason) => Err(Stopped::retry(copy, &processor, step - 1, reason)),
                 };
                 match outcome {
                     Ok(()) => {}
@@ -415,18 +434,9 @@ impl SpoolManager {
                     Err(stopped) => return Err(stopped),
                 }
             } else if let Err(reason) = service(current, &mut mail, &processor, ctx) {
-                return Err(Stopped::retry(mail, &processor, reason));
+                return Err(Stopped::retry(mail, &processor, step - 1, reason));
             }
         }
-    }
-
-    /// A mail leaves processing: a spool mail is set aside for removal from the spool, which
-    /// happens once its deliveries are durable (see [`SpoolManager::remove_finished`]).
-    fn finish(lease: Option<&LeaseToken>, finished: &mut Vec<LeaseToken>) -> Result<(), Stopped> {
-        if let Some(token) = lease {
-            finished.push(token.clone());
-        }
-        Ok(())
     }
 }
 
@@ -491,6 +501,15 @@ fn fail(
     mail.envelope.error_message = Some(message);
     mail.set_state(target);
     Ok(())
+}
+
+/// Where a mail kept for another try resumes in its processor (0: at the start), taking the
+/// mark off.
+fn resume_step(mail: &mut Mail) -> usize {
+    match mail.envelope.attributes.remove(RESUME_STEP) {
+        Some(AttributeValue::Number(n)) if n >= 0.0 => n as usize,
+        _ => 0,
+    }
 }
 
 /// Counts one more temporary failure on the mail; returns the count.

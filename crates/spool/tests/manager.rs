@@ -52,6 +52,16 @@ impl mailroom_mailet::Mailet for Flaky {
     }
 }
 
+/// Adds an `X-Stamp:` field each time it runs: a step that must not run twice.
+struct Stamp;
+
+impl mailroom_mailet::Mailet for Stamp {
+    fn service(&self, mail: &mut Mail, _: &dyn MailetContext) -> Result<(), MailetError> {
+        mail.message.prepend_header("X-Stamp", "1");
+        Ok(())
+    }
+}
+
 /// A matcher that always fails, registered the way a user registers their own.
 struct Explode;
 
@@ -81,6 +91,7 @@ fn fixture(processors: &str) -> Fixture {
         Config::from_str_with_name(&xml, "test.xml", home.path(), Some(home.path())).unwrap();
     let mut registry = Registry::standard();
     registry.add_matcher("Explode", |_| Ok(Box::new(Explode)));
+    registry.add_mailet("Stamp", |_| Ok(Box::new(Stamp)));
     registry.add_mailet("Flaky", |c| {
         Ok(Box::new(Flaky {
             failures_left: AtomicU32::new(c.required("times")?.parse().unwrap()),
@@ -291,6 +302,7 @@ fn a_permanent_failure_inside_error_is_tried_again_and_the_mail_kept() {
 fn a_temporary_failure_keeps_the_mail_with_a_durable_backoff_and_it_is_delivered_once() {
     let f = fixture(&format!(
         r#"<processor name="root">
+             <mailet match="All" class="Stamp"/>
              <mailet match="All" class="Flaky"><times>2</times></mailet>
              <mailet match="All" class="LocalDelivery"/>
            </processor>
@@ -301,9 +313,14 @@ fn a_temporary_failure_keeps_the_mail_with_a_durable_backoff_and_it_is_delivered
     f.spool.store(&sent).unwrap();
     let leased = f.spool.lease(Duration::from_secs(1)).unwrap().unwrap();
     f.manager.process(leased);
-    // Kept as it was, with its failure counted and a next attempt stored with it.
+    // Kept as it was, with its failure counted, the step to resume at (the one that failed)
+    // and a next attempt stored with it.
     let kept = f.spool.retrieve(&name).unwrap().expect("kept in the spool");
     assert_eq!(kept.state(), state::ROOT);
+    assert_eq!(
+        kept.attribute(mailroom_spool::manager::RESUME_STEP),
+        Some(&mailroom_mailet::AttributeValue::Number(1.0))
+    );
     assert_eq!(
         kept.attribute(mailroom_spool::manager::TEMPORARY_FAILURES),
         Some(&mailroom_mailet::AttributeValue::Number(1.0))
@@ -333,7 +350,15 @@ fn a_temporary_failure_keeps_the_mail_with_a_durable_backoff_and_it_is_delivered
     }
     // The second failure waited 2 s after the first retry's 1 s.
     assert!(started.elapsed() >= Duration::from_millis(2500));
-    assert_eq!(f.delivered("alice").len(), 1);
+    let delivered = f.delivered("alice");
+    assert_eq!(delivered.len(), 1);
+    // Resumed at the failed step: the steps before it ran once.
+    assert_eq!(
+        delivered[0].matches("X-Stamp").count(),
+        1,
+        "{}",
+        delivered[0]
+    );
     assert!(f.repo("error").is_empty());
 }
 

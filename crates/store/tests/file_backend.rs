@@ -212,3 +212,36 @@ fn an_old_spool_file_cut_short_by_a_crash_is_not_imported() {
         .join(format!("{}.mail", names[1]))
         .exists());
 }
+
+#[test]
+fn a_maildir_commit_that_cannot_rename_fails_its_waiters_and_delivers_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = Maildir::open(dir.path()).unwrap();
+    let message = |n: u32| Message::from_bytes(format!("Subject: {n}\r\n\r\nbody\r\n").as_bytes());
+    maildir.deliver("alice", b"", &message(1)).unwrap();
+    maildir.sync().unwrap();
+    // `new/` cannot take the rename (as when there is no space for it to grow).
+    let new = dir.path().join("alice/new");
+    let moved = dir.path().join("new-moved-away");
+    fs::rename(&new, &moved).unwrap();
+    fs::write(&new, b"not a directory").unwrap();
+    maildir.deliver("alice", b"", &message(2)).unwrap();
+    assert!(
+        maildir.sync().is_err(),
+        "a delivery that is not visible is not durable"
+    );
+    // Once the directory is back, the next commit does what the failed one could not.
+    fs::remove_file(&new).unwrap();
+    fs::rename(&moved, &new).unwrap();
+    maildir.deliver("alice", b"", &message(3)).unwrap();
+    maildir.sync().expect("not poisoned by a failed rename");
+    let mut subjects: Vec<String> = fs::read_dir(&new)
+        .unwrap()
+        .map(|e| {
+            let text = fs::read_to_string(e.unwrap().path()).unwrap();
+            text.lines().next().unwrap().to_string()
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(subjects, ["Subject: 1", "Subject: 2", "Subject: 3"]);
+}

@@ -203,7 +203,7 @@ impl DirSync {
             ticket,
             std::time::Duration::ZERO,
             |()| (),
-            |()| self.dir.sync_all(),
+            |()| Ok(self.dir.sync_all()?),
         )
     }
 }

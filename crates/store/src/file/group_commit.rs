@@ -4,13 +4,32 @@
 //! `fdatasync` for every record appended meanwhile), the Maildir writer (one `syncfs` and a
 //! batch of renames) and the directory syncer of the one-file-per-mail repository.
 //!
-//! A failed flush poisons the committer for good: after a failed `fsync` the kernel may have
-//! dropped the dirty pages, and a later flush would succeed without writing them, so nothing
-//! more may be acknowledged.
+//! A failed `fsync` poisons the committer for good: the kernel may have dropped the dirty
+//! pages, and a later flush would succeed without writing them, so nothing more may be
+//! acknowledged. A flush that failed before anything could be lost (an `open` or a `rename`
+//! refused for want of descriptors or space) is [`FlushError::Retry`]: its caller puts back
+//! what it did not do, its waiters fail, and the next flush tries again.
 
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+
+/// How a flush failed.
+#[derive(Debug)]
+pub enum FlushError {
+    /// Written data may be lost (a failed `fsync`): the committer is poisoned.
+    Poison(io::Error),
+    /// Nothing was lost, and what the flush did not do was put back in the pending writes
+    /// ([`GroupCommit::with_pending`]) for the next flush; only this flush's waiters fail.
+    Retry(io::Error),
+}
+
+impl From<io::Error> for FlushError {
+    /// Any I/O error of a flush poisons, unless the flush says otherwise.
+    fn from(e: io::Error) -> Self {
+        FlushError::Poison(e)
+    }
+}
 
 /// The group commit of writes whose flush needs `P`: what was written since the last flush
 /// (files to sync, renames to do), handed to the caller that runs the next one.
@@ -99,7 +118,7 @@ impl<P> GroupCommit<P> {
         ticket: u64,
         delay: Duration,
         take: impl FnOnce(&mut P) -> T,
-        flush: impl FnOnce(T) -> io::Result<()>,
+        flush: impl FnOnce(T) -> Result<(), FlushError>,
     ) -> io::Result<()> {
         let mut take = Some(take);
         let mut flush = Some(flush);
@@ -132,11 +151,16 @@ impl<P> GroupCommit<P> {
             let result = flush(batch);
             state = lock(&self.state);
             state.running = false;
-            match &result {
-                Ok(()) => state.durable = state.durable.max(covers),
-                Err(e) => state.poisoned = Some(e.kind()),
-            }
             self.flushed.notify_all();
+            match result {
+                Ok(()) => state.durable = state.durable.max(covers),
+                Err(FlushError::Poison(e)) => {
+                    state.poisoned = Some(e.kind());
+                    return Err(e);
+                }
+                // What it covered is pending again; the next flush covers it.
+                Err(FlushError::Retry(e)) => return Err(e),
+            }
         }
     }
 
@@ -195,12 +219,37 @@ mod tests {
         assert_eq!(commit.durable(), 2);
         let c = commit.add(|p| p.push(3));
         let failed = commit.wait(c, Duration::ZERO, std::mem::take, |_| {
-            Err(io::Error::other("disk gone"))
+            Err(io::Error::other("disk gone").into())
         });
         assert!(failed.is_err());
         let d = commit.add(|p| p.push(4));
         let again = commit.wait(d, Duration::ZERO, std::mem::take, |_| Ok(()));
         assert!(again.unwrap_err().to_string().contains("test flush"));
         assert!(commit.wait_passively(d).is_err());
+    }
+
+    #[test]
+    fn a_retryable_failure_fails_its_waiters_only_and_what_was_put_back_is_flushed_next() {
+        let commit = GroupCommit::new(Vec::<u64>::new(), "test flush");
+        let a = commit.add(|p| p.push(1));
+        let failed = commit.wait(a, Duration::ZERO, std::mem::take, |batch: Vec<u64>| {
+            commit.with_pending(|p| p.extend(batch));
+            Err(FlushError::Retry(io::Error::other("no descriptors")))
+        });
+        assert_eq!(failed.unwrap_err().to_string(), "no descriptors");
+        assert_eq!(
+            commit.durable(),
+            0,
+            "a failed write is never reported durable"
+        );
+        let b = commit.add(|p| p.push(2));
+        commit
+            .wait(b, Duration::ZERO, std::mem::take, |batch: Vec<u64>| {
+                assert_eq!(batch, [1, 2]);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(commit.durable(), 2);
+        assert!(commit.wait_passively(a).is_ok());
     }
 }

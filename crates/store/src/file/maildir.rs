@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mailroom_mailet::Message;
 
 use super::fsutil::{create_dir_durable, sync_dir, try_lock, FileLock};
-use super::group_commit::GroupCommit;
+use super::group_commit::{FlushError, GroupCommit};
 use crate::blocking::{InboxRepository, Mailbox};
 use crate::{validate_user_name, MailboxMessage, Result, StoreError};
 
@@ -58,6 +58,8 @@ pub struct Maildir {
 struct Pending {
     tmp: PathBuf,
     new: PathBuf,
+    /// Renamed into `new/` by a commit that failed later: its directory still needs a sync.
+    renamed: bool,
 }
 
 impl Maildir {
@@ -111,20 +113,45 @@ impl Maildir {
     }
 
     /// Makes a batch durable and visible: one `syncfs` for the files' contents, the renames
-    /// into `new/`, then an fsync of each `new/` touched.
-    fn commit(&self, batch: Vec<Pending>) -> io::Result<()> {
-        rustix::fs::syncfs(&self.root_dir)?;
+    /// into `new/`, then an fsync of each `new/` touched. A `syncfs` or fsync that fails may
+    /// have lost data and poisons the Maildir; a rename or an `open` that fails (no space for
+    /// the directory to grow, no descriptors left) loses nothing: what is not done yet is put
+    /// back for the next commit, and this one's waiters fail, so their mails are retried.
+    fn commit(&self, mut batch: Vec<Pending>) -> std::result::Result<(), FlushError> {
+        rustix::fs::syncfs(&self.root_dir).map_err(io::Error::from)?;
         let mut dirs = BTreeSet::new();
-        for pending in &batch {
-            fs::rename(&pending.tmp, &pending.new)?;
+        for i in 0..batch.len() {
+            let pending = &mut batch[i];
+            if !pending.renamed {
+                if let Err(e) = fs::rename(&pending.tmp, &pending.new) {
+                    // A delivery whose file has gone cannot be made good here: its mail is
+                    // delivered again, as this commit's waiters retry theirs.
+                    if e.kind() == io::ErrorKind::NotFound {
+                        batch.remove(i);
+                    }
+                    return Err(self.put_back(batch, e));
+                }
+                pending.renamed = true;
+            }
             if let Some(dir) = pending.new.parent() {
                 dirs.insert(dir.to_path_buf());
             }
         }
         for dir in dirs {
-            sync_dir(&dir)?;
+            let dir = match File::open(&dir) {
+                Ok(dir) => dir,
+                Err(e) => return Err(self.put_back(batch, e)),
+            };
+            dir.sync_all()?;
         }
         Ok(())
+    }
+
+    /// Puts what a failed commit did not finish back for the next one.
+    fn put_back(&self, batch: Vec<Pending>, error: io::Error) -> FlushError {
+        tracing::warn!(%error, deliveries = batch.len(), "Maildir commit failed; tried again at the next one");
+        self.commits.with_pending(|pending| pending.extend(batch));
+        FlushError::Retry(error)
     }
 }
 
@@ -158,8 +185,13 @@ impl InboxRepository for Maildir {
             }
         };
         let new = dir.join("new").join(format!("{unique},S={size},W={wire}"));
-        self.commits
-            .add(|pending| pending.push(Pending { tmp, new }));
+        self.commits.add(|pending| {
+            pending.push(Pending {
+                tmp,
+                new,
+                renamed: false,
+            })
+        });
         Ok(())
     }
 
@@ -168,7 +200,9 @@ impl InboxRepository for Maildir {
         self.commits
             .wait(target, Duration::ZERO, std::mem::take, |batch| {
                 self.commit(batch).inspect_err(|e| {
-                    tracing::error!(error = %e, "Maildir commit failed; refusing further deliveries");
+                    if let FlushError::Poison(e) = e {
+                        tracing::error!(error = %e, "Maildir sync failed; refusing further deliveries");
+                    }
                 })
             })
             .map_err(Into::into)

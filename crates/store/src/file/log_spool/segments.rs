@@ -180,7 +180,8 @@ impl Shared {
         } else {
             Duration::ZERO
         };
-        self.commits.wait(ticket, delay, take_files, sync_files)
+        self.commits
+            .wait(ticket, delay, take_files, |files| Ok(sync_files(files)?))
     }
 
     /// Returns once the append numbered `ticket` is durable, without starting an `fdatasync`
