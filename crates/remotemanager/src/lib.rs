@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom_config::Secret;
-use mailroom_store::{MailRepository, MappingsRepository, SpoolRepository, UsersRepository};
+use mailroom_store::{
+    MailRepository, MappingsRepository, SpoolRepository, StoreError, UsersRepository,
+};
 
 mod commands;
 mod mappings;
@@ -35,7 +37,7 @@ pub use session::{Session, Step};
 
 /// Opens the mail repository at a URL (`file://var/mail/error/`), as mailets do.
 pub type RepositoryOpener =
-    Arc<dyn Fn(&str) -> Result<Arc<dyn MailRepository>, String> + Send + Sync>;
+    Arc<dyn Fn(&str) -> Result<Arc<dyn MailRepository>, StoreError> + Send + Sync>;
 
 /// The settings of one RemoteManager listener (`<remotemanager>`).
 #[derive(Clone, Debug)]

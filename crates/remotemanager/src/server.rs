@@ -3,8 +3,8 @@
 //!
 //! This driver is the connection's [`Handler`]: it drops telnet option negotiation (`IAC`
 //! sequences) from the input, splits it into lines with `mailroom-net`'s [`LineReader`],
-//! feeds each line to the [`Session`] on a blocking thread (commands use the repositories)
-//! and writes each answer as soon as it is ready. A failed login's delay ends early on
+//! feeds each line to the [`Session`] (whose commands await the repositories) and writes each
+//! answer as soon as it is ready. A failed login's delay ends early on
 //! shutdown. As in James 2.3, an idle or stopping console closes without a goodbye. A line
 //! longer than [`MAX_LINE`] is discarded and answered with an error once it ends.
 

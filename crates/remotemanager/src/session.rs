@@ -318,7 +318,11 @@ mod tests {
             spool: Arc::new(Blocking::new(
                 LogSpool::open(&dir.path().join("spool")).unwrap(),
             )),
-            open_repository: Arc::new(|url| Err(format!("no repository {url}"))),
+            open_repository: Arc::new(|url| {
+                Err(mailroom_store::StoreError::NotFound(format!(
+                    "repository {url}"
+                )))
+            }),
             mappings: Arc::new(Blocking::new(
                 FileMappingsRepository::open(&dir.path().join("virtual")).unwrap(),
             )),
@@ -431,7 +435,7 @@ mod tests {
         let mut f = logged_in(false).await;
         assert_eq!(
             f.session.line("listspool file://nowhere/").await.output,
-            "Error opening the spoolrepository no repository file://nowhere/\r\n"
+            "Error opening the spoolrepository repository file://nowhere/ does not exist\r\n"
         );
         let step = f.session.line("shutdown").await;
         assert_eq!(step.output, "Shutting down, bye bye\r\n");

@@ -75,7 +75,12 @@ impl Selection {
         &self,
         console: &Console,
     ) -> Result<(Arc<dyn MailRepository>, Vec<Selected>), String> {
-        let repository = (console.open_repository)(&self.url)?;
+        // Opening may create a directory: not on a runtime thread.
+        let (open, url) = (console.open_repository.clone(), self.url.clone());
+        let repository = tokio::task::spawn_blocking(move || open(&url))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         let mut selected = Vec::new();
         for name in repository.list().await.map_err(|e| e.to_string())? {
             // A mail removed since the listing is simply not selected.
@@ -168,6 +173,9 @@ async fn flush_one(
     mail.set_state(mailroom_mailet::state::ROOT);
     mail.envelope.error_message = None;
     mail.envelope.touch();
+    // A new name: the old one may still be leased by the worker that stored the mail in the
+    // repository, and that worker's removal of its spool mail must not remove this one.
+    mail.envelope.name = mailroom_mailet::new_mail_name();
     console.spool.store(&mail).await?;
     repository.remove(name).await
 }

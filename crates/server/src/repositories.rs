@@ -10,7 +10,8 @@ use mailroom_store::file::{
     FileMailRepository, FileMappingsRepository, FileUsersRepository, LogSpool, Maildir,
 };
 use mailroom_store::{
-    Blocking, InboxRepository, MailRepository, MappingsRepository, SpoolRepository, UsersRepository,
+    Blocking, InboxRepository, MailRepository, MappingsRepository, SpoolRepository, StoreError,
+    UsersRepository,
 };
 
 /// The name of the server's own users repository in `<users-store>`.
@@ -98,28 +99,31 @@ impl MailRepositories {
         let spool = file_path(&config.spool_repository.target, "spool repository")?;
         Ok(MailRepositories {
             home: config.home.clone(),
-            spool_dir: canonical_dir(spool).map_err(|e| anyhow!(e))?,
+            spool_dir: canonical_dir(spool)?,
             open: Mutex::default(),
         })
     }
 
-    /// The repository at `url`.
-    pub fn open(&self, url: &str) -> Result<Arc<dyn MailRepository>, String> {
+    /// The repository at `url`. A URL that cannot name a mail repository is
+    /// [`StoreError::InvalidUrl`]; a directory that cannot be made or opened now (no
+    /// descriptors left, say) is an I/O error, which is temporary.
+    pub fn open(&self, url: &str) -> Result<Arc<dyn MailRepository>, StoreError> {
         if let Some(repo) = self.lock().by_url.get(url) {
             return Ok(repo.clone());
         }
-        let target = RepositoryUrl::parse(url, &self.home)?;
-        let dir = canonical_dir(file_path(&target, "mail repository").map_err(|e| e.to_string())?)?;
+        let invalid = |why: String| StoreError::InvalidUrl(url.to_string(), why);
+        let target = RepositoryUrl::parse(url, &self.home).map_err(invalid)?;
+        let path = file_path(&target, "mail repository").map_err(|e| invalid(e.to_string()))?;
+        let dir = canonical_dir(path)?;
         if dir == self.spool_dir {
-            return Err(format!("{url} is the spool; store mails elsewhere"));
+            return Err(invalid("it is the spool; store mails elsewhere".into()));
         }
         let mut open = self.lock();
         let repo = match open.by_dir.get(&dir) {
             Some(repo) => repo.clone(),
             None => {
-                let repo: Arc<dyn MailRepository> = Arc::new(Blocking::new(
-                    FileMailRepository::open(&dir).map_err(|e| e.to_string())?,
-                ));
+                let repo: Arc<dyn MailRepository> =
+                    Arc::new(Blocking::new(FileMailRepository::open(&dir)?));
                 open.by_dir.insert(dir, repo.clone());
                 repo
             }
@@ -134,8 +138,8 @@ impl MailRepositories {
 }
 
 /// A directory's canonical path, creating it first.
-fn canonical_dir(dir: &Path) -> Result<PathBuf, String> {
+fn canonical_dir(dir: &Path) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)
         .and_then(|()| dir.canonicalize())
-        .map_err(|e| format!("{}: {e}", dir.display()))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
 }

@@ -19,7 +19,8 @@ use mailroom_mailet::{
 };
 use mailroom_store::mappings::Source;
 use mailroom_store::{
-    InboxRepository, MailRepository, MappingsRepository, SpoolRepository, UsersRepository,
+    InboxRepository, MailRepository, MappingsRepository, SpoolRepository, StoreError,
+    UsersRepository,
 };
 
 thread_local! {
@@ -36,7 +37,7 @@ pub(crate) fn deliveries_on_this_thread() -> u64 {
 /// Opens the mail repository at a URL (`file://var/mail/error/`...). Called for every store,
 /// so it keeps what it opened.
 pub type RepositoryOpener =
-    Box<dyn Fn(&str) -> Result<Arc<dyn MailRepository>, String> + Send + Sync>;
+    Box<dyn Fn(&str) -> Result<Arc<dyn MailRepository>, StoreError> + Send + Sync>;
 
 /// How user names and their aliases and forwards are looked up (`<usernames>` of `<James>`).
 #[derive(Clone, Copy, Debug)]
@@ -127,7 +128,7 @@ impl ServerContext {
     }
 
     /// Makes every inbox delivery made so far durable.
-    pub fn sync_inbox(&self) -> Result<(), mailroom_store::StoreError> {
+    pub fn sync_inbox(&self) -> Result<(), StoreError> {
         self.wait(self.inbox.sync())
     }
 
@@ -143,8 +144,7 @@ impl ServerContext {
     }
 }
 
-fn store_error(e: mailroom_store::StoreError) -> MailetError {
-    use mailroom_store::StoreError;
+fn store_error(e: StoreError) -> MailetError {
     match e {
         StoreError::Io(_) | StoreError::InUse(_) => MailetError::temporary("").with_cause(e),
         _ => MailetError::permanent("").with_cause(e),
@@ -196,8 +196,7 @@ impl MailetContext for ServerContext {
     }
 
     fn store_mail(&self, url: &str, mail: &Mail) -> Result<(), MailetError> {
-        let repository = (self.opener)(url)
-            .map_err(|e| MailetError::new(format!("cannot open repository {url}: {e}")))?;
+        let repository = (self.opener)(url).map_err(store_error)?;
         self.wait(repository.store(mail)).map_err(store_error)
     }
 

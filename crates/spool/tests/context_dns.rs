@@ -63,7 +63,11 @@ fn context(home: &std::path::Path, runtime: &tokio::runtime::Runtime) -> ServerC
             )),
             inbox: Arc::new(Blocking::new(Maildir::open(&home.join("inboxes")).unwrap())),
             spool: Arc::new(Blocking::new(LogSpool::open(&home.join("spool")).unwrap())),
-            opener: Box::new(|url| Err(format!("no repository {url} in this test"))),
+            opener: Box::new(|url| {
+                Err(mailroom_store::StoreError::NotFound(format!(
+                    "repository {url}"
+                )))
+            }),
         },
         runtime.handle().clone(),
     )

@@ -141,7 +141,6 @@ fn fixture(processors: &str) -> Fixture {
                 let dir = root.join(url.trim_start_matches("file://"));
                 FileMailRepository::open(&dir)
                     .map(|r| Arc::new(Blocking::new(r)) as Arc<dyn mailroom_store::MailRepository>)
-                    .map_err(|e| e.to_string())
             }),
         },
         runtime.handle().clone(),

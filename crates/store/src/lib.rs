@@ -75,6 +75,9 @@ pub enum StoreError {
     /// mail was removed. Nothing was changed.
     #[error("the lease of {0} was lost")]
     LeaseLost(String),
+    /// A repository URL that names no repository this server may use.
+    #[error("invalid repository URL {0}: {1}")]
+    InvalidUrl(String, String),
 }
 
 /// The result of a repository call.
