@@ -144,8 +144,19 @@ impl ServerContext {
     }
 }
 
+/// A store error as a mailet error: I/O and resource errors are temporary, except those that
+/// say the path itself is wrong (a configuration error that waiting will not mend).
 fn store_error(e: StoreError) -> MailetError {
-    match e {
+    use std::io::ErrorKind::{InvalidFilename, InvalidInput, IsADirectory, NotADirectory};
+    match &e {
+        StoreError::Io(io)
+            if matches!(
+                io.kind(),
+                NotADirectory | IsADirectory | InvalidInput | InvalidFilename
+            ) =>
+        {
+            MailetError::permanent("").with_cause(e)
+        }
         StoreError::Io(_) | StoreError::InUse(_) => MailetError::temporary("").with_cause(e),
         _ => MailetError::permanent("").with_cause(e),
     }
@@ -277,7 +288,11 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Temporary);
         assert_eq!(e.to_string(), "I/O error: No space left on device");
         assert!(store_error(StoreError::InUse("bob".into())).is_temporary());
+        let emfile = StoreError::Io(std::io::Error::from_raw_os_error(24));
+        assert!(store_error(emfile).is_temporary());
         for permanent in [
+            StoreError::Io(std::io::ErrorKind::NotADirectory.into()),
+            StoreError::InvalidUrl("file:///dev/null/x".into(), "not a directory".into()),
             StoreError::InvalidName("../x".into(), "bad"),
             StoreError::NotFound("m1".into()),
             StoreError::Corrupt("m1".into(), "bad record".into()),
