@@ -175,6 +175,7 @@ impl<T: ?Sized + blocking::InboxRepository + 'static> InboxRepository for Blocki
         Ok(Box::new(BlockingMailbox {
             messages: inner.messages().to_vec(),
             inner: Arc::new(Mutex::new(inner)),
+            ahead: Mutex::default(),
         }))
     }
 }
@@ -309,11 +310,18 @@ impl Drop for BlockingIncoming {
     }
 }
 
+/// The most octets of small messages a mailbox reads ahead in one hop.
+const READ_AHEAD: usize = 128 * 1024;
+
 /// A mailbox of a blocking backend.
 struct BlockingMailbox {
     /// The snapshot, copied so that listing needs no hop to the pool.
     messages: Vec<MailboxMessage>,
     inner: Arc<Mutex<Box<dyn blocking::Mailbox>>>,
+    /// Small messages read whole, by index: the one opened last (a client often reads one
+    /// message twice, TOP then RETR) and those after it (clients read in order), up to
+    /// [`READ_AHEAD`] octets, so that most opens need no hop to the pool.
+    ahead: Mutex<Vec<(usize, Arc<[u8]>)>>,
 }
 
 impl BlockingMailbox {
@@ -337,8 +345,38 @@ impl Mailbox for BlockingMailbox {
     }
 
     async fn open_message(&self, index: usize) -> Result<MessageStream> {
-        let reader = self.run(move |m| m.open_message(index)).await?;
-        Ok(Box::new(BlockingReader::new(reader)))
+        let read_before = {
+            let read = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            read.iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, whole)| whole.clone())
+        };
+        if let Some(whole) = read_before {
+            return Ok(Box::new(io::Cursor::new(whole)));
+        }
+        // Opened and its first step read in one hop; a small message is read whole, with the
+        // small ones after it.
+        let next: Vec<(usize, u64)> = (index + 1..self.messages.len())
+            .map(|i| (i, self.messages[i].size))
+            .collect();
+        let (first, ahead) = self
+            .run(move |m| {
+                let first = BlockingReader::read_ahead(m.open_message(index)?)?;
+                let ahead = match first.whole() {
+                    Some(whole) => read_ahead(m, whole.len(), &next),
+                    None => Vec::new(),
+                };
+                Ok((first, ahead))
+            })
+            .await?;
+        let Some(whole) = first.whole() else {
+            return Ok(Box::new(first));
+        };
+        let whole: Arc<[u8]> = whole.into();
+        let mut read = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        *read = ahead;
+        read.push((index, whole.clone()));
+        Ok(Box::new(io::Cursor::new(whole)))
     }
 
     async fn delete(&mut self, indexes: &[usize]) -> Result<()> {
@@ -347,24 +385,64 @@ impl Mailbox for BlockingMailbox {
     }
 }
 
-/// What a read on the blocking pool gives back: the reader, the buffer and the octets read.
-type ReadTask = JoinHandle<(Box<dyn Read + Send>, Vec<u8>, io::Result<usize>)>;
+/// Reads the small messages of `next` (index, size with CRLF line ends) in order, while they
+/// fit in what is left of [`READ_AHEAD`] after `used` octets. One that cannot be read is
+/// left for its own open to report.
+fn read_ahead(
+    mailbox: &mut dyn blocking::Mailbox,
+    mut used: usize,
+    next: &[(usize, u64)],
+) -> Vec<(usize, Arc<[u8]>)> {
+    let mut ahead = Vec::new();
+    for &(index, size) in next {
+        // The CRLF size bounds the stored size from above.
+        let Ok(size) = usize::try_from(size) else {
+            break;
+        };
+        if used + size > READ_AHEAD {
+            break;
+        }
+        let mut whole = Vec::with_capacity(size);
+        let read = mailbox
+            .open_message(index)
+            .map_err(io::Error::other)
+            .and_then(|r| r.take(size as u64 + 1).read_to_end(&mut whole));
+        if read.is_err() || whole.len() > size {
+            break;
+        }
+        used += whole.len();
+        ahead.push((index, whole.into()));
+    }
+    ahead
+}
+
+/// What a read on the blocking pool gives back: the reader, the buffer, and what [`fill`] says.
+type ReadTask = JoinHandle<(Box<dyn Read + Send>, Vec<u8>, io::Result<Filled>)>;
 
 /// An [`AsyncRead`] over a blocking [`Read`]: each step of up to [`STEP`] octets is read on the
-/// blocking pool, then handed out from memory.
+/// blocking pool, then handed out from memory. A message no larger than a step costs one hop
+/// when opened with [`BlockingReader::read_ahead`], and none after.
 pub struct BlockingReader {
-    /// `None` while a read is on the pool, or after one failed to come back.
+    /// `None` while a read is on the pool, after the end, or after a read failed to come back.
     reader: Option<Box<dyn Read + Send>>,
     buffer: Vec<u8>,
     /// The octets of `buffer` not yet handed out: `buffer[pos..len]`.
     pos: usize,
     len: usize,
     pending: Option<ReadTask>,
+    /// The reader has no more octets: once `buffer` is handed out, the stream ends.
     eof: bool,
 }
 
+/// What one step read.
+struct Filled {
+    len: usize,
+    /// The reader said it has no more.
+    end: bool,
+}
+
 impl BlockingReader {
-    /// Reads `reader` on the blocking pool.
+    /// Reads `reader` on the blocking pool, a step at a time from the first read on.
     pub fn new(reader: Box<dyn Read + Send>) -> Self {
         BlockingReader {
             reader: Some(reader),
@@ -375,22 +453,51 @@ impl BlockingReader {
             eof: false,
         }
     }
+
+    /// Reads the first step of `reader` at once: for a caller that may block (on the blocking
+    /// pool already), so that a small message needs no further hop.
+    pub fn read_ahead(mut reader: Box<dyn Read + Send>) -> io::Result<Self> {
+        let mut buffer = vec![0; STEP];
+        let filled = fill(&mut *reader, &mut buffer)?;
+        let mut ahead = BlockingReader::new(reader);
+        ahead.took(None, buffer, filled);
+        Ok(ahead)
+    }
+
+    /// The whole stream, when it was read whole already (a message of at most one step read
+    /// with [`BlockingReader::read_ahead`]).
+    fn whole(&self) -> Option<&[u8]> {
+        (self.eof && self.pos == 0).then(|| &self.buffer[..self.len])
+    }
+
+    /// Takes a step read into `buffer`; the reader is kept unless it has ended.
+    fn took(&mut self, reader: Option<Box<dyn Read + Send>>, buffer: Vec<u8>, filled: Filled) {
+        if let Some(reader) = reader {
+            self.reader = Some(reader);
+        }
+        self.buffer = buffer;
+        (self.pos, self.len) = (0, filled.len);
+        if filled.end {
+            self.eof = true;
+            self.reader = None;
+        }
+    }
 }
 
 /// Reads until `buffer` is full or the end: fewer hops for readers that return short counts.
-fn fill(reader: &mut dyn Read, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
+fn fill(reader: &mut dyn Read, buffer: &mut [u8]) -> io::Result<Filled> {
+    let mut len = 0;
+    while len < buffer.len() {
+        match reader.read(&mut buffer[len..]) {
+            Ok(0) => return Ok(Filled { len, end: true }),
+            Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // What was read is handed out first; the error comes again on the next read.
-            Err(_) if filled > 0 => break,
+            Err(_) if len > 0 => break,
             Err(e) => return Err(e),
         }
     }
-    Ok(filled)
+    Ok(Filled { len, end: false })
 }
 
 impl AsyncRead for BlockingReader {
@@ -411,14 +518,16 @@ impl AsyncRead for BlockingReader {
                 return Poll::Ready(Ok(()));
             }
             if let Some(task) = &mut this.pending {
-                let (reader, buffer, result) =
+                let (reader, buffer, filled) =
                     ready!(Pin::new(task).poll(cx)).map_err(io::Error::other)?;
                 this.pending = None;
-                this.reader = Some(reader);
-                this.buffer = buffer;
-                match result? {
-                    0 => this.eof = true,
-                    n => (this.pos, this.len) = (0, n),
+                match filled {
+                    Ok(filled) => this.took(Some(reader), buffer, filled),
+                    Err(e) => {
+                        this.reader = Some(reader);
+                        this.buffer = buffer;
+                        return Poll::Ready(Err(e));
+                    }
                 }
                 continue;
             }
@@ -426,8 +535,8 @@ impl AsyncRead for BlockingReader {
             let mut buffer = mem::take(&mut this.buffer);
             buffer.resize(STEP, 0);
             this.pending = Some(tokio::task::spawn_blocking(move || {
-                let result = fill(&mut *reader, &mut buffer);
-                (reader, buffer, result)
+                let filled = fill(&mut *reader, &mut buffer);
+                (reader, buffer, filled)
             }));
         }
     }
@@ -471,5 +580,33 @@ mod tests {
         assert_eq!(reader.read(&mut buf).await.unwrap(), 3);
         assert_eq!(&buf[..3], b"abc");
         assert!(reader.read(&mut buf).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn read_ahead_hands_out_the_first_step_then_the_rest_and_the_errors() {
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+        let mut reader =
+            BlockingReader::read_ahead(Box::new(io::Cursor::new(data.clone()))).unwrap();
+        assert_eq!(reader.len, STEP);
+        let mut back = Vec::new();
+        reader.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, data);
+
+        let mut small =
+            BlockingReader::read_ahead(Box::new(io::Cursor::new(b"small".to_vec()))).unwrap();
+        assert!(
+            small.eof && small.reader.is_none(),
+            "a small message is read whole"
+        );
+        let mut back = Vec::new();
+        small.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"small");
+
+        // An error after some octets is not taken for the end.
+        let mut broken =
+            BlockingReader::read_ahead(Box::new(Trickle(b"ab".to_vec(), true))).unwrap();
+        let mut buf = [0u8; 10];
+        assert_eq!(broken.read(&mut buf).await.unwrap(), 2);
+        assert!(broken.read(&mut buf).await.is_err());
     }
 }
