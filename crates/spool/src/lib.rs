@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod context;
+pub mod leases;
 pub mod mailets;
 pub mod manager;
 pub mod matchers;

@@ -19,9 +19,9 @@
 //! * a failure inside `error` keeps the mail in the spool for retry too, logged: a mail that
 //!   was acknowledged is never deleted because something failed.
 //!
-//! While a worker holds a mail its lease is renewed in the background, so that a mailet slower
-//! than the lease (a remote server that takes its time) does not lose the mail to another
-//! worker.
+//! While a worker holds a mail, and until a finished mail is removed, its lease is renewed in
+//! the background ([`crate::leases`]), so that a mailet slower than the lease (a remote server
+//! that takes its time) does not lose the mail to another worker.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,6 +34,7 @@ use mailroom_mailet::{state, AttributeValue, Mail, MailAddress, MailetContext, M
 use mailroom_store::{new_mail_name, LeaseToken, Leased, SpoolRepository, StoreError};
 
 use crate::context::deliveries_on_this_thread;
+use crate::leases::{HeldLease, Leases};
 use crate::tree::{OnMailetError, OnMatchError, ProcessorTree, Step};
 use crate::ServerContext;
 
@@ -83,26 +84,19 @@ impl Stopped {
     }
 }
 
-/// Renews a lease in the background while a worker holds its mail; stops when dropped.
-struct Renewal(tokio::task::JoinHandle<()>);
-
 /// A mail that left processing, waiting for its deliveries to be made durable before it is
 /// removed from the spool; its lease is renewed meanwhile.
 struct Finished {
     token: LeaseToken,
-    _renewal: Renewal,
-}
-
-impl Drop for Renewal {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    _held: HeldLease,
 }
 
 /// The mailet container.
 pub struct SpoolManager {
     tree: ProcessorTree,
     context: Arc<ServerContext>,
+    /// The leases the workers hold, renewed in the background.
+    leases: Arc<Leases>,
     /// Mails whose processing failed on storage errors, with the number of attempts.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -111,6 +105,8 @@ pub struct SpoolManager {
 pub struct SpoolManagerHandle {
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
+    /// The task that renews the workers' leases.
+    renewer: tokio::task::JoinHandle<()>,
 }
 
 impl SpoolManagerHandle {
@@ -120,6 +116,7 @@ impl SpoolManagerHandle {
         for worker in self.workers {
             let _ = worker.join();
         }
+        self.renewer.abort();
     }
 }
 
@@ -128,6 +125,7 @@ impl SpoolManager {
     pub fn new(tree: ProcessorTree, context: Arc<ServerContext>) -> Arc<Self> {
         Arc::new(SpoolManager {
             tree,
+            leases: Leases::new(context.spool().clone()),
             context,
             failures: Mutex::default(),
         })
@@ -146,7 +144,15 @@ impl SpoolManager {
                     .expect("cannot start a spool worker thread")
             })
             .collect();
-        SpoolManagerHandle { stop, workers }
+        let renewer = self
+            .context
+            .runtime()
+            .spawn(self.leases.clone().renew_forever(crate::leases::SCAN));
+        SpoolManagerHandle {
+            stop,
+            workers,
+            renewer,
+        }
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -241,14 +247,11 @@ impl SpoolManager {
         let name = mail.name().to_string();
         let processor = mail.state().to_string();
         let step = resume_step(&mut mail);
-        let renewal = self.keep_leased(&token);
+        let held = self.leases.hold(&token);
         match self.run(mail, processor, step, Some(&token)) {
             Ok(()) => {
                 self.failures().remove(&name);
-                finished.push(Finished {
-                    token,
-                    _renewal: renewal,
-                });
+                finished.push(Finished { token, _held: held });
             }
             Err(Stopped::Storage(e)) => {
                 // Storage is failing (a full disk, say): retry later, less and less often,
@@ -266,31 +269,6 @@ impl SpoolManager {
             }
             Err(Stopped::Retry(mail, reason)) => self.requeue(token, *mail, &reason),
         }
-    }
-
-    /// Renews `token` in the background, every third of its lease, until the returned guard
-    /// is dropped.
-    fn keep_leased(&self, token: &LeaseToken) -> Renewal {
-        let spool = self.spool().clone();
-        let mut token = token.clone();
-        let lease = token
-            .expires_at()
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        let period = (lease / 3).max(Duration::from_millis(100));
-        Renewal(self.context.runtime().spawn(async move {
-            loop {
-                tokio::time::sleep(period).await;
-                match spool.renew(&token).await {
-                    Ok(renewed) => token = renewed,
-                    Err(StoreError::LeaseLost(_)) => return,
-                    // Tried again next period: the lease may still be saved.
-                    Err(e) => {
-                        tracing::warn!(mail = %token.name(), error = %e, "cannot renew a lease")
-                    }
-                }
-            }
-        }))
     }
 
     /// Keeps a mail that failed temporarily in the spool, as it is now, for another try after

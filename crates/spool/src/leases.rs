@@ -1,0 +1,158 @@
+//! Keeps the leases of the mails the workers hold alive. One background task renews every held
+//! lease once half of it has passed, so that neither a mailet slower than the lease (a remote
+//! server that takes its time) nor a finished mail waiting for its batch's inbox sync loses its
+//! mail to another worker. Holding a lease costs a map entry, not a task.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use mailroom_store::{LeaseToken, SpoolRepository, StoreError};
+
+/// How often the held leases are looked at. Leases much shorter than twice this are not kept
+/// alive (the spool's are minutes long).
+pub const SCAN: Duration = Duration::from_secs(1);
+
+/// The leases the workers hold.
+pub struct Leases {
+    spool: Arc<dyn SpoolRepository>,
+    /// By lease id.
+    held: Mutex<HashMap<u64, Held>>,
+}
+
+struct Held {
+    token: LeaseToken,
+    /// How long the lease was for when taken.
+    lease: Duration,
+}
+
+/// A lease kept alive until this is dropped.
+pub struct HeldLease {
+    leases: Arc<Leases>,
+    id: u64,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.leases.held().remove(&self.id);
+    }
+}
+
+impl Leases {
+    /// No leases yet, on `spool`.
+    pub fn new(spool: Arc<dyn SpoolRepository>) -> Arc<Self> {
+        Arc::new(Leases {
+            spool,
+            held: Mutex::default(),
+        })
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<u64, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `token`'s lease alive until the returned guard is dropped.
+    pub fn hold(self: &Arc<Self>, token: &LeaseToken) -> HeldLease {
+        let lease = token
+            .expires_at()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let held = Held {
+            token: token.clone(),
+            lease,
+        };
+        self.held().insert(token.id(), held);
+        HeldLease {
+            leases: self.clone(),
+            id: token.id(),
+        }
+    }
+
+    /// Renews, every `scan`, the held leases of which half has passed; runs until its task
+    /// is aborted.
+    pub async fn renew_forever(self: Arc<Self>, scan: Duration) {
+        loop {
+            tokio::time::sleep(scan).await;
+            self.renew_due().await;
+        }
+    }
+
+    async fn renew_due(&self) {
+        let now = SystemTime::now();
+        let due: Vec<LeaseToken> = self
+            .held()
+            .values()
+            .filter(|held| {
+                let left = held
+                    .token
+                    .expires_at()
+                    .duration_since(now)
+                    .unwrap_or_default();
+                left < held.lease / 2
+            })
+            .map(|held| held.token.clone())
+            .collect();
+        for token in due {
+            match self.spool.renew(&token).await {
+                Ok(renewed) => {
+                    if let Some(held) = self.held().get_mut(&token.id()) {
+                        held.token = renewed;
+                    }
+                }
+                Err(StoreError::LeaseLost(_)) => {
+                    self.held().remove(&token.id());
+                }
+                // Tried again at the next scan: the lease may still be saved.
+                Err(e) => tracing::warn!(mail = %token.name(), error = %e, "cannot renew a lease"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailroom_mailet::{Envelope, Mail, Message};
+    use mailroom_store::file::LogSpool;
+    use mailroom_store::Blocking;
+
+    #[tokio::test]
+    async fn held_leases_outlive_their_first_expiry_and_dropped_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = Duration::from_millis(600);
+        let spool: Arc<dyn SpoolRepository> = Arc::new(Blocking::new(
+            LogSpool::open(dir.path())
+                .unwrap()
+                .with_lease_duration(lease),
+        ));
+        for name in ["kept", "dropped"] {
+            let mail = Mail::new(
+                Envelope::new(name, None, vec![]),
+                Message::from_bytes(b"\r\n"),
+            );
+            spool.store(&mail).await.unwrap();
+        }
+        let leases = Leases::new(spool.clone());
+        let renewer = tokio::spawn(leases.clone().renew_forever(Duration::from_millis(50)));
+        let first = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+        let second = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+        let held = leases.hold(&first.token);
+        drop(leases.hold(&second.token));
+        tokio::time::sleep(lease * 2).await;
+        // The dropped one expired and is handed out again; the held one is still held.
+        let again = spool
+            .lease(Duration::from_millis(100))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.mail.name(), second.mail.name());
+        assert!(spool
+            .lease(Duration::from_millis(100))
+            .await
+            .unwrap()
+            .is_none());
+        spool.complete(first.token).await.unwrap();
+        drop(held);
+        renewer.abort();
+    }
+}
