@@ -114,6 +114,9 @@ impl MailRepositories {
         let invalid = |why: String| StoreError::InvalidUrl(url.to_string(), why);
         let target = RepositoryUrl::parse(url, &self.home).map_err(invalid)?;
         let path = file_path(&target, "mail repository").map_err(|e| invalid(e.to_string()))?;
+        if path.exists() && !path.is_dir() {
+            return Err(invalid(format!("{} is not a directory", path.display())));
+        }
         let dir = canonical_dir(path)?;
         if dir == self.spool_dir {
             return Err(invalid("it is the spool; store mails elsewhere".into()));

@@ -19,19 +19,19 @@ use mailroom_mailet::{
 };
 use mailroom_store::mappings::Source;
 use mailroom_store::{
-    InboxRepository, MailRepository, MappingsRepository, SpoolRepository, StoreError,
+    Delivery, InboxRepository, MailRepository, MappingsRepository, SpoolRepository, StoreError,
     UsersRepository,
 };
 
 thread_local! {
-    /// Inbox deliveries made on this thread: a worker runs all of a mail's mailets on its own
-    /// thread, so this tells it whether processing a mail delivered anything.
-    static DELIVERIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Inbox deliveries made on this thread and not taken yet: a worker runs all of a mail's
+    /// mailets on its own thread, so these are the deliveries of the mail it processes.
+    static DELIVERIES: std::cell::RefCell<Vec<Delivery>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// How many inbox deliveries this thread has made.
-pub(crate) fn deliveries_on_this_thread() -> u64 {
-    DELIVERIES.with(std::cell::Cell::get)
+/// Takes the inbox deliveries made on this thread since the last call.
+pub(crate) fn take_deliveries() -> Vec<Delivery> {
+    DELIVERIES.with(|d| std::mem::take(&mut *d.borrow_mut()))
 }
 
 /// Opens the mail repository at a URL (`file://var/mail/error/`...). Called for every store,
@@ -127,9 +127,12 @@ impl ServerContext {
         &self.spool
     }
 
-    /// Makes every inbox delivery made so far durable.
-    pub fn sync_inbox(&self) -> Result<(), StoreError> {
-        self.wait(self.inbox.sync())
+    /// Makes these inbox deliveries durable (`Ok` only if every one of them is).
+    pub fn sync_inbox(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        self.wait(self.inbox.sync(deliveries))
     }
 
     /// Waits for an async repository call on this (worker) thread. Must not be called from a
@@ -147,13 +150,10 @@ impl ServerContext {
 /// A store error as a mailet error: I/O and resource errors are temporary, except those that
 /// say the path itself is wrong (a configuration error that waiting will not mend).
 fn store_error(e: StoreError) -> MailetError {
-    use std::io::ErrorKind::{InvalidFilename, InvalidInput, IsADirectory, NotADirectory};
+    use std::io::ErrorKind::{InvalidFilename, IsADirectory, NotADirectory};
     match &e {
         StoreError::Io(io)
-            if matches!(
-                io.kind(),
-                NotADirectory | IsADirectory | InvalidInput | InvalidFilename
-            ) =>
+            if matches!(io.kind(), NotADirectory | IsADirectory | InvalidFilename) =>
         {
             MailetError::permanent("").with_cause(e)
         }
@@ -217,9 +217,10 @@ impl MailetContext for ServerContext {
         trace_header: &[u8],
         mail: &Mail,
     ) -> Result<(), MailetError> {
-        self.wait(self.inbox.deliver(user, trace_header, &mail.message))
+        let delivery = self
+            .wait(self.inbox.deliver(user, trace_header, &mail.message))
             .map_err(store_error)?;
-        DELIVERIES.with(|n| n.set(n.get() + 1));
+        DELIVERIES.with(|d| d.borrow_mut().push(delivery));
         Ok(())
     }
 

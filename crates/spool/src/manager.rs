@@ -31,9 +31,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use mailroom_mailet::{state, AttributeValue, Mail, MailAddress, MailetContext, MailetError};
-use mailroom_store::{new_mail_name, LeaseToken, Leased, SpoolRepository, StoreError};
+use mailroom_store::{new_mail_name, Delivery, LeaseToken, Leased, SpoolRepository, StoreError};
 
-use crate::context::deliveries_on_this_thread;
+use crate::context::take_deliveries;
 use crate::leases::{HeldLease, Leases};
 use crate::tree::{OnMailetError, OnMatchError, ProcessorTree, Step};
 use crate::ServerContext;
@@ -50,7 +50,9 @@ pub const TEMPORARY_FAILURES: &str = "mailroom.temporary-failures";
 
 /// The attribute of a mail kept for another try that says at which step of its processor
 /// processing resumes: the one that failed, so that the steps before it (a footer added, a
-/// notice sent) are not done again.
+/// notice sent) are not done again. Its value is the step's index and its label
+/// (`2 RecipientIsLocal/LocalDelivery`): after a change of the configuration that moved the
+/// step, the mail starts its processor again instead.
 pub const RESUME_STEP: &str = "mailroom.resume-step";
 
 /// How long to wait before the `attempts`-th retry: 1 s, doubling, up to [`MAX_RETRY`].
@@ -74,12 +76,15 @@ impl From<StoreError> for Stopped {
 }
 
 impl Stopped {
-    /// Keeps `mail` for another try at `step` of `processor`, with `reason` as its error
-    /// message.
-    fn retry(mut mail: Mail, processor: &str, step: usize, reason: String) -> Self {
+    /// Keeps `mail` for another try in `processor`, at the step `at` (its index and label)
+    /// or at its start, with `reason` as its error message.
+    fn retry(mut mail: Mail, processor: &str, at: Option<(usize, &Step)>, reason: String) -> Self {
         mail.set_state(processor);
         mail.envelope.error_message = Some(reason.clone());
-        mail.set_attribute(RESUME_STEP, AttributeValue::Number(step as f64));
+        if let Some((index, step)) = at {
+            let mark = format!("{index} {}", step.label);
+            mail.set_attribute(RESUME_STEP, AttributeValue::String(mark));
+        }
         Stopped::Retry(Box::new(mail), reason)
     }
 }
@@ -89,6 +94,8 @@ impl Stopped {
 struct Finished {
     token: LeaseToken,
     _held: HeldLease,
+    /// Its inbox deliveries not yet made durable.
+    deliveries: Vec<Delivery>,
 }
 
 /// The mailet container.
@@ -198,19 +205,34 @@ impl SpoolManager {
         if finished.is_empty() {
             return;
         }
-        if let Err(e) = self.context.sync_inbox() {
-            tracing::error!(error = %e, "cannot make deliveries durable; mails will be retried");
-            for Finished { token, .. } in finished.drain(..) {
-                self.retry_later(token, Duration::from_secs(60));
+        let deliveries: Vec<Delivery> = finished
+            .iter()
+            .flat_map(|f| f.deliveries.iter().copied())
+            .collect();
+        if let Err(e) = self.context.sync_inbox(&deliveries) {
+            // Which of them failed is not known: the mails that delivered to an inbox are
+            // delivered again (a duplicate at worst); the others are done.
+            tracing::error!(error = %e, "cannot make deliveries durable; their mails will be retried");
+            for f in std::mem::take(finished) {
+                if f.deliveries.is_empty() {
+                    self.complete(f.token);
+                } else {
+                    self.retry_later(f.token, Duration::from_secs(60));
+                }
             }
             return;
         }
         for Finished { token, .. } in finished.drain(..) {
-            if let Err(e) = self.context.wait(self.spool().complete(token.clone())) {
-                tracing::error!(mail = %token.name(), error = %e, "cannot remove a finished mail");
-                if !matches!(e, StoreError::LeaseLost(_)) {
-                    self.retry_later(token, Duration::from_secs(60));
-                }
+            self.complete(token);
+        }
+    }
+
+    /// Removes a finished mail from the spool.
+    fn complete(&self, token: LeaseToken) {
+        if let Err(e) = self.context.wait(self.spool().complete(token.clone())) {
+            tracing::error!(mail = %token.name(), error = %e, "cannot remove a finished mail");
+            if !matches!(e, StoreError::LeaseLost(_)) {
+                self.retry_later(token, Duration::from_secs(60));
             }
         }
     }
@@ -246,12 +268,19 @@ impl SpoolManager {
     fn process_leased(&self, Leased { mut mail, token }: Leased, finished: &mut Vec<Finished>) {
         let name = mail.name().to_string();
         let processor = mail.state().to_string();
-        let step = resume_step(&mut mail);
+        let step = self.resume_step(&mut mail);
         let held = self.leases.hold(&token);
-        match self.run(mail, processor, step, Some(&token)) {
+        let result = self.run(mail, processor, step, Some(&token));
+        // What this mail delivered and did not make durable yet (a hop syncs what came before).
+        let deliveries = take_deliveries();
+        match result {
             Ok(()) => {
                 self.failures().remove(&name);
-                finished.push(Finished { token, _held: held });
+                finished.push(Finished {
+                    token,
+                    _held: held,
+                    deliveries,
+                });
             }
             Err(Stopped::Storage(e)) => {
                 // Storage is failing (a full disk, say): retry later, less and less often,
@@ -267,19 +296,19 @@ impl SpoolManager {
                     "spool storage failed; will retry");
                 self.retry_later(token, delay);
             }
-            Err(Stopped::Retry(mail, reason)) => self.requeue(token, *mail, &reason),
+            Err(Stopped::Retry(mail, reason)) => self.requeue(token, *mail, &reason, &deliveries),
         }
     }
 
     /// Keeps a mail that failed temporarily in the spool, as it is now, for another try after
-    /// a backoff that grows with its failures. The deliveries made so far are made durable
-    /// first: the mail stored now may have fewer recipients.
-    fn requeue(&self, token: LeaseToken, mut mail: Mail, reason: &str) {
+    /// a backoff that grows with its failures. Its `deliveries` are made durable first: the
+    /// mail stored now may have fewer recipients.
+    fn requeue(&self, token: LeaseToken, mut mail: Mail, reason: &str, deliveries: &[Delivery]) {
         let attempts = count_failure(&mut mail);
         let delay = retry_delay(attempts);
         tracing::warn!(mail = %mail.name(), processor = %mail.state(), attempts,
             retry_in = ?delay, %reason, "temporary failure; kept in the spool for retry");
-        let kept = self.context.sync_inbox().and_then(|()| {
+        let kept = self.context.sync_inbox(deliveries).and_then(|()| {
             self.context.wait(
                 self.spool()
                     .requeue(token.clone(), &mail, SystemTime::now() + delay),
@@ -289,6 +318,28 @@ impl SpoolManager {
             tracing::error!(mail = %mail.name(), error = %e,
                 "cannot keep the mail as it is now; it is retried as last stored");
             self.retry_later(token, delay);
+        }
+    }
+
+    /// Where a mail kept for another try resumes in its processor (0: at the start), taking
+    /// the mark off. A mark that no longer names the same step starts the processor again.
+    fn resume_step(&self, mail: &mut Mail) -> usize {
+        let Some(AttributeValue::String(mark)) = mail.envelope.attributes.remove(RESUME_STEP)
+        else {
+            return 0;
+        };
+        let Some((index, label)) = mark.split_once(' ') else {
+            return 0;
+        };
+        let index: usize = index.parse().unwrap_or(0);
+        let steps = self.tree.get(mail.state()).map(|p| &p.steps);
+        match steps.and_then(|steps| steps.get(index)) {
+            Some(step) if step.label == label => index,
+            _ => {
+                tracing::warn!(mail = %mail.name(), step = %mark,
+                    "the step to resume at is no longer there; the processor starts again");
+                0
+            }
         }
     }
 
@@ -313,7 +364,6 @@ impl SpoolManager {
         lease: Option<&LeaseToken>,
     ) -> Result<(), Stopped> {
         let ctx: &dyn MailetContext = &*self.context;
-        let mut deliveries = deliveries_on_this_thread();
         loop {
             if mail.state() == state::GHOST {
                 return Ok(());
@@ -325,7 +375,7 @@ impl SpoolManager {
                         let reason = format!(
                             "the error processor sent the mail to an unknown processor {unknown}"
                         );
-                        return Err(Stopped::retry(mail, &processor, 0, reason));
+                        return Err(Stopped::retry(mail, &processor, None, reason));
                     }
                     tracing::warn!(mail = %mail.name(), processor = %unknown, "unknown processor");
                     mail.envelope.error_message = Some(format!("Unknown processor {unknown}"));
@@ -335,11 +385,10 @@ impl SpoolManager {
                 // mail. A hop is such a moment too: the mail stored now may have fewer
                 // recipients than before (split copies delivered them), so their deliveries
                 // must be durable first.
-                if deliveries_on_this_thread() != deliveries {
-                    self.context.sync_inbox()?;
-                    deliveries = deliveries_on_this_thread();
-                }
+                self.context.sync_inbox(&take_deliveries())?;
                 mail.envelope.touch();
+                // Moving on: a later failure starts its backoff afresh.
+                mail.envelope.attributes.remove(TEMPORARY_FAILURES);
                 let Some(token) = lease else {
                     // A split copy: from now on it is a spool mail of its own.
                     self.context.wait(self.spool().store(&mail))?;
@@ -367,7 +416,12 @@ impl SpoolManager {
                 Ok(matched) => own_recipients(&mail, matched),
                 Err(e) if e.is_temporary() => {
                     let reason = format!("matcher {} failed: {e}", current.label);
-                    return Err(Stopped::retry(mail, &processor, step - 1, reason));
+                    return Err(Stopped::retry(
+                        mail,
+                        &processor,
+                        Some((step - 1, current)),
+                        reason,
+                    ));
                 }
                 Err(e) => {
                     let target = match &current.on_match_error {
@@ -383,7 +437,12 @@ impl SpoolManager {
                             if let Err(reason) =
                                 fail(&mut mail, &processor, current, "matcher", &e, target)
                             {
-                                return Err(Stopped::retry(mail, &processor, step - 1, reason));
+                                return Err(Stopped::retry(
+                                    mail,
+                                    &processor,
+                                    Some((step - 1, current)),
+                                    reason,
+                                ));
                             }
                             continue;
                         }
@@ -404,7 +463,12 @@ impl SpoolManager {
                 mail.set_recipients(rest);
                 let outcome = match service(current, &mut copy, &processor, ctx) {
                     Ok(()) => self.run(copy, processor.clone(), step, None),
-                    Err(reason) => Err(Stopped::retry(copy, &processor, step - 1, reason)),
+                    Err(reason) => Err(Stopped::retry(
+                        copy,
+                        &processor,
+                        Some((step - 1, current)),
+                        reason,
+                    )),
                 };
                 match outcome {
                     Ok(()) => {}
@@ -412,7 +476,12 @@ impl SpoolManager {
                     Err(stopped) => return Err(stopped),
                 }
             } else if let Err(reason) = service(current, &mut mail, &processor, ctx) {
-                return Err(Stopped::retry(mail, &processor, step - 1, reason));
+                return Err(Stopped::retry(
+                    mail,
+                    &processor,
+                    Some((step - 1, current)),
+                    reason,
+                ));
             }
         }
     }
@@ -479,15 +548,6 @@ fn fail(
     mail.envelope.error_message = Some(message);
     mail.set_state(target);
     Ok(())
-}
-
-/// Where a mail kept for another try resumes in its processor (0: at the start), taking the
-/// mark off.
-fn resume_step(mail: &mut Mail) -> usize {
-    match mail.envelope.attributes.remove(RESUME_STEP) {
-        Some(AttributeValue::Number(n)) if n >= 0.0 => n as usize,
-        _ => 0,
-    }
 }
 
 /// Counts one more temporary failure on the mail; returns the count.

@@ -318,7 +318,9 @@ fn a_temporary_failure_keeps_the_mail_with_a_durable_backoff_and_it_is_delivered
     assert_eq!(kept.state(), state::ROOT);
     assert_eq!(
         kept.attribute(mailroom_spool::manager::RESUME_STEP),
-        Some(&mailroom_mailet::AttributeValue::Number(1.0))
+        Some(&mailroom_mailet::AttributeValue::String(
+            "1 All/Flaky".into()
+        ))
     );
     assert_eq!(
         kept.attribute(mailroom_spool::manager::TEMPORARY_FAILURES),
@@ -538,4 +540,25 @@ fn deliveries_are_committed_before_a_hop_that_drops_their_recipients() {
         f.repo("error")[0].envelope.error_message
     );
     assert_eq!(f.repo("remote").len(), 1);
+}
+
+#[test]
+fn a_resume_mark_that_names_another_step_starts_the_processor_again() {
+    let f = fixture(&format!(
+        r#"<processor name="root">
+             <mailet match="All" class="Stamp"/>
+             <mailet match="All" class="LocalDelivery"/>
+           </processor>
+           {ERROR_STORE}"#
+    ));
+    // Kept for a retry at a step that a configuration change has since removed.
+    let mut sent = mail(state::ROOT, &["alice@localhost"]);
+    sent.set_attribute(
+        mailroom_spool::manager::RESUME_STEP,
+        mailroom_mailet::AttributeValue::String("1 All/Flaky".into()),
+    );
+    f.run_until_empty(sent);
+    let delivered = f.delivered("alice");
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].matches("X-Stamp").count(), 1, "started again");
 }

@@ -25,9 +25,9 @@ use tokio::task::JoinHandle;
 
 use crate::mappings::{Source, Target};
 use crate::{
-    blocking, on_blocking_pool, InboxRepository, IncomingMessage, LeaseToken, Leased,
+    blocking, on_blocking_pool, Delivery, InboxRepository, IncomingMessage, LeaseToken, Leased,
     MailRepository, Mailbox, MailboxMessage, MappingsRepository, MessageStream, Result,
-    SpoolRepository, User, UsersRepository,
+    SpoolRepository, StoreError, User, UsersRepository,
 };
 
 /// Octets moved to or from a blocking backend per hop to the blocking pool.
@@ -76,7 +76,9 @@ impl<T: ?Sized + Send + Sync + 'static> Blocking<T> {
         call: impl FnOnce(&T) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         if MAY_BLOCK.with(std::cell::Cell::get) {
-            return call(&self.0);
+            // As on the pool, a panic in the backend is an error, not the end of the thread.
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&self.0)))
+                .unwrap_or_else(|_| Err(StoreError::Io(io::Error::other("the backend panicked"))));
         }
         let backend = self.0.clone();
         on_blocking_pool(move || call(&backend)).await?
@@ -158,15 +160,21 @@ impl<T: ?Sized + blocking::SpoolRepository + 'static> SpoolRepository for Blocki
 
 #[async_trait]
 impl<T: ?Sized + blocking::InboxRepository + 'static> InboxRepository for Blocking<T> {
-    async fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()> {
+    async fn deliver(
+        &self,
+        user: &str,
+        trace_header: &[u8],
+        message: &Message,
+    ) -> Result<Delivery> {
         let (user, trace_header, message) =
             (user.to_string(), trace_header.to_vec(), message.clone());
         self.run(move |b| b.deliver(&user, &trace_header, &message))
             .await
     }
 
-    async fn sync(&self) -> Result<()> {
-        self.run(|b| b.sync()).await
+    async fn sync(&self, deliveries: &[Delivery]) -> Result<()> {
+        let deliveries = deliveries.to_vec();
+        self.run(move |b| b.sync(&deliveries)).await
     }
 
     async fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>> {
@@ -356,8 +364,14 @@ impl Mailbox for BlockingMailbox {
         }
         // Opened and its first step read in one hop; a small message is read whole, with the
         // small ones after it.
+        let mut budget = READ_AHEAD as u64;
         let next: Vec<(usize, u64)> = (index + 1..self.messages.len())
             .map(|i| (i, self.messages[i].size))
+            .take_while(|&(_, size)| {
+                let fits = size <= budget;
+                budget = budget.saturating_sub(size);
+                fits
+            })
             .collect();
         let (first, ahead) = self
             .run(move |m| {

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use mailroom_mailet::{Envelope, Mail, Message};
 
 use crate::mappings::{Source, Target};
-use crate::{LeaseToken, Leased, MailboxMessage, Result, User};
+use crate::{Delivery, LeaseToken, Leased, MailboxMessage, Result, User};
 
 /// See [`crate::MailRepository`].
 pub trait MailRepository: Send + Sync {
@@ -62,9 +62,9 @@ pub trait SpoolRepository: MailRepository {
 /// See [`crate::InboxRepository`].
 pub trait InboxRepository: Send + Sync {
     /// See [`crate::InboxRepository::deliver`].
-    fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()>;
+    fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<Delivery>;
     /// See [`crate::InboxRepository::sync`].
-    fn sync(&self) -> Result<()>;
+    fn sync(&self, deliveries: &[Delivery]) -> Result<()>;
     /// See [`crate::InboxRepository::open_mailbox`].
     fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>>;
 }

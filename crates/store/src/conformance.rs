@@ -566,15 +566,17 @@ pub async fn inbox_repository(inbox: &dyn InboxRepository) {
         b"Subject: two\r\n\r\n.starts with a dot\r\n..two dots\r\n.\r\nend\r\n",
         b"Subject: three\r\n\r\nthird\r\n",
     ];
+    let mut deliveries = Vec::new();
     for body in bodies {
-        inbox
+        let delivery = inbox
             .deliver("Alice", b"Return-Path: <>\r\n", &Message::from_bytes(body))
             .await
             .unwrap();
+        deliveries.push(delivery);
         // Distinct delivery times, so that the order is the delivery order on every backend.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    inbox.sync().await.unwrap();
+    inbox.sync(&deliveries).await.unwrap();
 
     let mut mailbox = inbox.open_mailbox("Alice").await.unwrap();
     let listed = mailbox.messages().to_vec();
@@ -596,7 +598,7 @@ pub async fn inbox_repository(inbox: &dyn InboxRepository) {
         Err(StoreError::InUse(_))
     ));
     // Mail delivered during the session is not in its snapshot.
-    inbox
+    let fourth = inbox
         .deliver(
             "Alice",
             b"",
@@ -604,7 +606,7 @@ pub async fn inbox_repository(inbox: &dyn InboxRepository) {
         )
         .await
         .unwrap();
-    inbox.sync().await.unwrap();
+    inbox.sync(&[fourth]).await.unwrap();
     assert_eq!(mailbox.messages().len(), 3);
     mailbox.delete(&[1]).await.unwrap();
     drop(mailbox);

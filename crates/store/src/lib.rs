@@ -213,17 +213,25 @@ pub trait SpoolRepository: MailRepository {
     async fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>>;
 }
 
+/// One delivery to an inbox, from [`InboxRepository::deliver`] until
+/// [`InboxRepository::sync`] has made it durable. The number is the backend's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Delivery(pub u64);
+
 /// Users' inboxes: where `LocalDelivery` puts mail and POP3 reads it.
 #[async_trait]
 pub trait InboxRepository: Send + Sync {
     /// Appends a message to `user`'s inbox, with `trace_header` (Return-Path, Delivered-To)
-    /// above its header section. The message is whole and visible on return, and durable once
-    /// [`InboxRepository::sync`] has returned: the spool removes a delivered mail only after
-    /// that, and syncs once for a batch of deliveries.
-    async fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()>;
+    /// above its header section. The message is whole on return, and visible and durable once
+    /// [`InboxRepository::sync`] of the returned delivery has returned `Ok`: the spool removes
+    /// a delivered mail only after that, and syncs once for a batch of deliveries.
+    async fn deliver(&self, user: &str, trace_header: &[u8], message: &Message)
+        -> Result<Delivery>;
 
-    /// Makes every delivery that returned before this call durable.
-    async fn sync(&self) -> Result<()>;
+    /// Makes `deliveries` durable: `Ok` only when every one of them is. A delivery that failed
+    /// (its file could not be moved into place) fails the sync that names it, and only that
+    /// one; it is not tried again by the repository: its mail is delivered again.
+    async fn sync(&self, deliveries: &[Delivery]) -> Result<()>;
 
     /// Opens `user`'s inbox for a reader (a POP3 session): locks it exclusively — a second
     /// open fails with [`StoreError::InUse`] until the returned [`Mailbox`] is dropped, also

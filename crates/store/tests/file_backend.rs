@@ -128,11 +128,11 @@ fn maildir_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let inbox = Maildir::open(dir.path()).unwrap();
     let msg = Message::from_bytes(b"Subject: hi\r\n\r\nbody\r\n");
-    inbox
+    let first = inbox
         .deliver("alice", b"Return-Path: <>\r\n", &msg)
         .unwrap();
-    inbox.deliver("alice", b"", &msg).unwrap();
-    inbox.sync().unwrap();
+    let second = inbox.deliver("alice", b"", &msg).unwrap();
+    inbox.sync(&[first, second]).unwrap();
     let new: Vec<_> = fs::read_dir(dir.path().join("alice/new"))
         .unwrap()
         .collect();
@@ -160,11 +160,11 @@ fn maildir_delivery() {
     assert_eq!(contents[1], b"Subject: hi\r\n\r\nbody\r\n");
     // A Maildir removed while the server runs is made again.
     fs::remove_dir_all(dir.path().join("alice")).unwrap();
-    inbox.deliver("alice", b"", &msg).unwrap();
+    let again = inbox.deliver("alice", b"", &msg).unwrap();
     // Nothing shows in new/ before the group commit; then it does.
     let in_new = || fs::read_dir(dir.path().join("alice/new")).unwrap().count();
     assert_eq!(in_new(), 0);
-    inbox.sync().unwrap();
+    inbox.sync(&[again]).unwrap();
     assert_eq!(in_new(), 1);
     assert!(inbox.deliver("../escape", b"", &msg).is_err());
     assert!(!dir.path().parent().unwrap().join("escape").exists());
@@ -214,34 +214,50 @@ fn an_old_spool_file_cut_short_by_a_crash_is_not_imported() {
 }
 
 #[test]
-fn a_maildir_commit_that_cannot_rename_fails_its_waiters_and_delivers_later() {
+fn a_delivery_whose_rename_fails_fails_its_own_sync_alone_and_is_never_retried_by_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let maildir = Maildir::open(dir.path()).unwrap();
     let message = |n: u32| Message::from_bytes(format!("Subject: {n}\r\n\r\nbody\r\n").as_bytes());
-    maildir.deliver("alice", b"", &message(1)).unwrap();
-    maildir.sync().unwrap();
-    // `new/` cannot take the rename (as when there is no space for it to grow).
-    let new = dir.path().join("alice/new");
-    let moved = dir.path().join("new-moved-away");
-    fs::rename(&new, &moved).unwrap();
+    let subjects = |user: &str| -> Vec<String> {
+        let mut all: Vec<String> = fs::read_dir(dir.path().join(user).join("new"))
+            .map(|entries| {
+                entries
+                    .map(|e| {
+                        let text = fs::read_to_string(e.unwrap().path()).unwrap();
+                        text.lines().next().unwrap().to_string()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.sort();
+        all
+    };
+    // bob's `new/` cannot take the rename (as when there is no space for it to grow, or bob's
+    // Maildir was removed meanwhile).
+    let alice = maildir.deliver("alice", b"", &message(1)).unwrap();
+    let bob = maildir.deliver("bob", b"", &message(2)).unwrap();
+    let new = dir.path().join("bob/new");
+    fs::remove_dir(&new).unwrap();
     fs::write(&new, b"not a directory").unwrap();
-    maildir.deliver("alice", b"", &message(2)).unwrap();
+    // Whoever runs the commit, alice's delivery is durable and bob's is not.
     assert!(
-        maildir.sync().is_err(),
+        maildir.sync(&[bob]).is_err(),
         "a delivery that is not visible is not durable"
     );
-    // Once the directory is back, the next commit does what the failed one could not.
+    maildir.sync(&[alice]).unwrap();
+    assert_eq!(subjects("alice"), ["Subject: 1"]);
+    // bob's failure blocks nobody: later deliveries commit while bob's stays broken.
+    let later = maildir.deliver("alice", b"", &message(3)).unwrap();
+    maildir.sync(&[later]).unwrap();
+    let retried = maildir.deliver("bob", b"", &message(2)).unwrap();
+    assert!(maildir.sync(&[retried]).is_err());
+    // Once bob's Maildir is mended, the next try delivers once: the failed ones were dropped
+    // with their files, not kept to pile up.
     fs::remove_file(&new).unwrap();
-    fs::rename(&moved, &new).unwrap();
-    maildir.deliver("alice", b"", &message(3)).unwrap();
-    maildir.sync().expect("not poisoned by a failed rename");
-    let mut subjects: Vec<String> = fs::read_dir(&new)
-        .unwrap()
-        .map(|e| {
-            let text = fs::read_to_string(e.unwrap().path()).unwrap();
-            text.lines().next().unwrap().to_string()
-        })
-        .collect();
-    subjects.sort();
-    assert_eq!(subjects, ["Subject: 1", "Subject: 2", "Subject: 3"]);
+    fs::create_dir(&new).unwrap();
+    let mended = maildir.deliver("bob", b"", &message(2)).unwrap();
+    maildir.sync(&[mended]).unwrap();
+    assert_eq!(subjects("bob"), ["Subject: 2"]);
+    assert_eq!(subjects("alice"), ["Subject: 1", "Subject: 3"]);
+    assert_eq!(fs::read_dir(dir.path().join("bob/tmp")).unwrap().count(), 0);
 }

@@ -10,6 +10,7 @@
 //! refused for want of descriptors or space) is [`FlushError::Retry`]: its caller puts back
 //! what it did not do, its waiters fail, and the next flush tries again.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -56,6 +57,8 @@ struct State<P> {
     passive_waiters: usize,
     /// Set for good by a failed flush.
     poisoned: Option<io::ErrorKind>,
+    /// Writes that their flush failed alone, until their owner learns it.
+    failed: HashMap<u64, io::Error>,
     pending: P,
 }
 
@@ -73,6 +76,7 @@ impl<P> GroupCommit<P> {
                 running: false,
                 passive_waiters: 0,
                 poisoned: None,
+                failed: HashMap::new(),
                 pending,
             }),
             flushed: Condvar::new(),
@@ -84,10 +88,44 @@ impl<P> GroupCommit<P> {
     /// Counts a write that is complete in the OS, recording with `record` what the next flush
     /// must cover. Returns its ticket.
     pub fn add(&self, record: impl FnOnce(&mut P)) -> u64 {
+        self.add_numbered(|pending, _| record(pending))
+    }
+
+    /// Records a write that knows its own ticket (to [`fail`](GroupCommit::fail) it alone).
+    pub fn add_numbered(&self, record: impl FnOnce(&mut P, u64)) -> u64 {
         let mut state = lock(&self.state);
-        record(&mut state.pending);
-        state.written += 1;
-        state.written
+        let ticket = state.written + 1;
+        record(&mut state.pending, ticket);
+        state.written = ticket;
+        ticket
+    }
+
+    /// Marks one write of a flush as failed (called by the flush): the flush may succeed for
+    /// the others, and [`wait_each`](GroupCommit::wait_each) reports this one's error to its
+    /// owner.
+    pub fn fail(&self, ticket: u64, error: io::Error) {
+        lock(&self.state).failed.insert(ticket, error);
+    }
+
+    /// Like [`wait`](GroupCommit::wait) for the last of `tickets`, then fails if any of them
+    /// was [failed](GroupCommit::fail) by its flush.
+    pub fn wait_each<T>(
+        &self,
+        tickets: &[u64],
+        delay: Duration,
+        take: impl FnOnce(&mut P) -> T,
+        flush: impl FnOnce(T) -> Result<(), FlushError>,
+    ) -> io::Result<()> {
+        let Some(&last) = tickets.iter().max() else {
+            return Ok(());
+        };
+        let waited = self.wait(last, delay, take, flush);
+        let mut state = lock(&self.state);
+        let mut failed = tickets.iter().filter_map(|t| state.failed.remove(t));
+        let first = failed.next();
+        failed.for_each(drop);
+        waited?;
+        first.map_or(Ok(()), Err)
     }
 
     /// Changes what the next flush covers without counting a write.

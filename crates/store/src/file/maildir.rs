@@ -29,7 +29,7 @@ use mailroom_mailet::Message;
 use super::fsutil::{create_dir_durable, sync_dir, try_lock, FileLock};
 use super::group_commit::{FlushError, GroupCommit};
 use crate::blocking::{InboxRepository, Mailbox};
-use crate::{validate_user_name, MailboxMessage, Result, StoreError};
+use crate::{validate_user_name, Delivery, MailboxMessage, Result, StoreError};
 
 /// The most remembered sizes of files without `,W=`.
 const MAX_COUNTED_SIZES: usize = 100_000;
@@ -56,6 +56,8 @@ pub struct Maildir {
 /// One delivery waiting for the group commit.
 #[derive(Debug)]
 struct Pending {
+    /// Its ticket in the group commit: its owner's sync waits for it.
+    ticket: u64,
     tmp: PathBuf,
     new: PathBuf,
     /// Renamed into `new/` by a commit that failed later: its directory still needs a sync.
@@ -114,49 +116,52 @@ impl Maildir {
 
     /// Makes a batch durable and visible: one `syncfs` for the files' contents, the renames
     /// into `new/`, then an fsync of each `new/` touched. A `syncfs` or fsync that fails may
-    /// have lost data and poisons the Maildir; a rename or an `open` that fails (no space for
-    /// the directory to grow, no descriptors left) loses nothing: what is not done yet is put
-    /// back for the next commit, and this one's waiters fail, so their mails are retried.
-    fn commit(&self, mut batch: Vec<Pending>) -> std::result::Result<(), FlushError> {
+    /// have lost data and poisons the Maildir. A rename that fails (the Maildir removed, no
+    /// space for `new/` to grow) fails that delivery alone: its file is removed, and its owner's
+    /// sync reports the error, so its mail is delivered again, once. An `open` of a directory
+    /// that fails (no descriptors left) loses nothing: the renamed deliveries are put back for
+    /// the next commit to sync, and this one's waiters fail.
+    fn commit(&self, batch: Vec<Pending>) -> std::result::Result<(), FlushError> {
         rustix::fs::syncfs(&self.root_dir).map_err(io::Error::from)?;
-        let mut dirs = BTreeSet::new();
-        for i in 0..batch.len() {
-            let pending = &mut batch[i];
+        let mut renamed = Vec::with_capacity(batch.len());
+        for mut pending in batch {
             if !pending.renamed {
                 if let Err(e) = fs::rename(&pending.tmp, &pending.new) {
-                    // A delivery whose file has gone cannot be made good here: its mail is
-                    // delivered again, as this commit's waiters retry theirs.
-                    if e.kind() == io::ErrorKind::NotFound {
-                        batch.remove(i);
-                    }
-                    return Err(self.put_back(batch, e));
+                    tracing::warn!(error = %e, file = %pending.new.display(),
+                        "Maildir delivery failed at its rename; the mail is delivered again");
+                    let _ = fs::remove_file(&pending.tmp);
+                    self.commits.fail(pending.ticket, e);
+                    continue;
                 }
                 pending.renamed = true;
             }
-            if let Some(dir) = pending.new.parent() {
-                dirs.insert(dir.to_path_buf());
+            renamed.push(pending);
+        }
+        let dirs: BTreeSet<PathBuf> = renamed
+            .iter()
+            .filter_map(|p| p.new.parent().map(Path::to_path_buf))
+            .collect();
+        let mut opened = Vec::with_capacity(dirs.len());
+        for dir in dirs {
+            match File::open(dir) {
+                Ok(dir) => opened.push(dir),
+                Err(e) => {
+                    tracing::warn!(error = %e, deliveries = renamed.len(),
+                        "Maildir commit failed; its directories are synced at the next one");
+                    self.commits.with_pending(|pending| pending.extend(renamed));
+                    return Err(FlushError::Retry(e));
+                }
             }
         }
-        for dir in dirs {
-            let dir = match File::open(&dir) {
-                Ok(dir) => dir,
-                Err(e) => return Err(self.put_back(batch, e)),
-            };
+        for dir in opened {
             dir.sync_all()?;
         }
         Ok(())
     }
-
-    /// Puts what a failed commit did not finish back for the next one.
-    fn put_back(&self, batch: Vec<Pending>, error: io::Error) -> FlushError {
-        tracing::warn!(%error, deliveries = batch.len(), "Maildir commit failed; tried again at the next one");
-        self.commits.with_pending(|pending| pending.extend(batch));
-        FlushError::Retry(error)
-    }
 }
 
 impl InboxRepository for Maildir {
-    fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<()> {
+    fn deliver(&self, user: &str, trace_header: &[u8], message: &Message) -> Result<Delivery> {
         validate_user_name(user)?;
         let mut dir = self.maildir_of(user, false)?;
         let unique = self.unique_name();
@@ -185,20 +190,21 @@ impl InboxRepository for Maildir {
             }
         };
         let new = dir.join("new").join(format!("{unique},S={size},W={wire}"));
-        self.commits.add(|pending| {
+        let ticket = self.commits.add_numbered(|pending, ticket| {
             pending.push(Pending {
+                ticket,
                 tmp,
                 new,
                 renamed: false,
             })
         });
-        Ok(())
+        Ok(Delivery(ticket))
     }
 
-    fn sync(&self) -> Result<()> {
-        let target = self.commits.written();
+    fn sync(&self, deliveries: &[Delivery]) -> Result<()> {
+        let tickets: Vec<u64> = deliveries.iter().map(|d| d.0).collect();
         self.commits
-            .wait(target, Duration::ZERO, std::mem::take, |batch| {
+            .wait_each(&tickets, Duration::ZERO, std::mem::take, |batch| {
                 self.commit(batch).inspect_err(|e| {
                     if let FlushError::Poison(e) = e {
                         tracing::error!(error = %e, "Maildir sync failed; refusing further deliveries");
