@@ -167,6 +167,16 @@ fn admin_opener(
 
 /// Binds every enabled listener, in the order [`serve`] takes them.
 fn bind_all(config: &Config) -> Result<Vec<Listener>> {
+    // Said before any port is bound: once one is, a client (or a test) may look at the log.
+    for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
+        if !manager.can_start() {
+            tracing::warn!(
+                "{}: the RemoteManager has no <administrator_accounts><account>; there is no \
+                 built-in administrator, so it is not started",
+                manager.common.location
+            );
+        }
+    }
     let mut listeners = Vec::new();
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
         listeners.push(bind(&smtp.common, "SMTP")?);
@@ -240,11 +250,7 @@ async fn serve(
     }
     for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
         if !manager.can_start() {
-            tracing::warn!(
-                "{}: the RemoteManager has no <administrator_accounts><account>; there is no \
-                 built-in administrator, so it is not started",
-                manager.common.location
-            );
+            // Said by bind_all.
             continue;
         }
         let listener = next_listener();
