@@ -260,3 +260,48 @@ pub async fn delete(console: &Console, argument: Option<&str>, out: &mut Out<'_>
     tracing::info!(url = %selection.url, deleted, "RemoteManager: mails deleted");
     out.line(format!("Number of deleted mails: {deleted}"));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailroom_mailet::{Envelope, MailAddress, Message};
+
+    #[test]
+    fn selections_take_state_key_and_header_in_any_order() {
+        let s =
+            Selection::parse(Some("file://x/ state=error header=X-Tag regex=o.e"), false).unwrap();
+        assert_eq!(s.state.as_deref(), Some("error"));
+        assert!(s.header.is_some() && s.key.is_none());
+        assert!(Selection::parse(Some("file://x/ key=k"), false).is_none());
+        assert!(Selection::parse(Some("file://x/ key=k state=root"), true).is_some());
+        for bad in [
+            "file://x/ header=X",
+            "file://x/ state=a state=b",
+            "file://x/ other=1",
+            "",
+        ] {
+            assert!(Selection::parse(Some(bad), true).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_listing_keeps_james_line_and_adds_state_and_error_below() {
+        let mut mail = Mail::new(
+            Envelope::new(
+                "Mail1",
+                MailAddress::parse("a@example.org").ok(),
+                vec![MailAddress::parse("b@localhost").unwrap()],
+            ),
+            Message::from_bytes(b"Subject: x\r\n\r\n"),
+        );
+        mail.set_state("error");
+        mail.envelope.error_message = Some("550 no\r\nsuch".into());
+        assert_eq!(
+            listing(&mail),
+            "key: Mail1 sender: a@example.org recipient: b@localhost\r\n    state: error error: 550 no  such"
+        );
+        let any = Selection::parse(Some("u"), true).unwrap();
+        let root = Selection::parse(Some("u state=root"), true).unwrap();
+        assert!(any.matches(&mail) && !root.matches(&mail));
+    }
+}

@@ -111,18 +111,16 @@ fn rebuild(
     for (segment, record) in records {
         let s = seen.entry(record.name).or_default();
         match record.kind {
-            KIND_MAIL => {
-                if s.mail.as_ref().is_none_or(|m| m.0 < record.seq) {
-                    if let (Some(envelope), Some(at)) = (record.envelope, record.message) {
-                        s.mail = Some((record.seq, segment, envelope, at));
-                    }
+            KIND_MAIL if s.mail.as_ref().is_none_or(|m| m.0 < record.seq) => {
+                if let (Some(envelope), Some(at)) = (record.envelope, record.message) {
+                    s.mail = Some((record.seq, segment, envelope, at));
                 }
             }
-            KIND_ENVELOPE | KIND_ENVELOPE_AT => {
-                if s.envelope.as_ref().is_none_or(|e| e.0 < record.seq) {
-                    if let Some(envelope) = record.envelope {
-                        s.envelope = Some((record.seq, envelope, record.next_attempt));
-                    }
+            KIND_ENVELOPE | KIND_ENVELOPE_AT
+                if s.envelope.as_ref().is_none_or(|e| e.0 < record.seq) =>
+            {
+                if let Some(envelope) = record.envelope {
+                    s.envelope = Some((record.seq, envelope, record.next_attempt));
                 }
             }
             KIND_DONE => s.done = s.done.max(Some(record.seq)),
