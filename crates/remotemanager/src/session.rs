@@ -259,15 +259,15 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "listspool [spoolrepositoryname] ([header=name] [regex=value])",
-        "list the mails in error state of a repository",
+        "list the mails of a repository ([state=s] narrows)",
     ),
     (
         "flushspool [spoolrepositoryname] ([key=mKey] | [header=name] [regex=value])",
-        "send the mails in error state back to processing",
+        "send the mails back to processing",
     ),
     (
         "deletespool [spoolrepositoryname] ([key=mKey] | [header=name] [regex=value])",
-        "delete the mails in error state",
+        "delete the mails",
     ),
     (
         "memstat ([-gc])",

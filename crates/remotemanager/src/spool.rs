@@ -1,12 +1,18 @@
-//! `listspool`, `flushspool`, `deletespool`: the mails in `error` state of a mail repository
+//! `listspool`, `flushspool`, `deletespool`: the mails of the spool or of a mail repository
 //! (the error repository, where the `error` processor stores what could not be processed).
 //!
-//! The repository is named by its URL, as in `ToRepository` (`file://var/mail/error/`). A
-//! selection is every mail in `error` state, narrowed by `key=<name>` or by
+//! The repository is named by its URL, as in `ToRepository` (`file://var/mail/error/`); the
+//! binary's opener admits only the repositories its configuration names. A selection is
+//! every mail, narrowed by `state=<state>`, by `key=<name>` and by
 //! `header=<name> regex=<pattern>` (a mail matches when one of its values of that header
-//! matches the whole pattern). Flushing sends a mail back to the spool in state `root`, with
-//! its error message cleared: it is stored in the spool first and removed from the
-//! repository after, so a crash in between duplicates it but never loses it.
+//! matches the whole pattern). Flushing a mail of a repository sends it back to the spool in
+//! state `root`, with its error message cleared: it is stored in the spool first and removed
+//! from the repository after, so a crash in between duplicates it but never loses it.
+//! Flushing a mail of the spool makes it due at once.
+//!
+//! A listing keeps James's line, `key: <key> sender: <sender> recipient: <r1> <r2> ...`, which
+//! scripts parse, and adds below each an indented line with the mail's state and error
+//! message (`    state: error error: 550 ...`), which no James line starts like.
 
 use std::sync::Arc;
 
@@ -30,10 +36,11 @@ struct Selection {
     url: String,
     key: Option<String>,
     header: Option<(String, Regex)>,
+    state: Option<String>,
 }
 
 impl Selection {
-    /// Parses `<url> [key=k | header=h regex=r]`; `allow_key` for flush and delete.
+    /// Parses `<url> [state=s] [key=k | header=h regex=r]`; `allow_key` for flush and delete.
     fn parse(argument: Option<&str>, allow_key: bool) -> Option<Selection> {
         let args: Vec<&str> = argument?.split(' ').filter(|a| !a.is_empty()).collect();
         let (url, rest) = args.split_first()?;
@@ -41,15 +48,27 @@ impl Selection {
             url: url.to_string(),
             key: None,
             header: None,
+            state: None,
         };
-        match rest {
-            [] => {}
-            [key] if allow_key => selection.key = Some(key.strip_prefix("key=")?.to_string()),
-            [header, regex] => {
-                let header = header.strip_prefix("header=")?;
-                let regex = regex.strip_prefix("regex=")?;
+        let (mut header, mut regex) = (None, None);
+        for arg in rest {
+            let (name, value) = arg.split_once('=')?;
+            let slot = match name {
+                "key" if allow_key => &mut selection.key,
+                "state" => &mut selection.state,
+                "header" => &mut header,
+                "regex" => &mut regex,
+                _ => return None,
+            };
+            if slot.replace(value.to_string()).is_some() {
+                return None;
+            }
+        }
+        match (header, regex) {
+            (None, None) => {}
+            (Some(header), Some(regex)) => {
                 let whole = Regex::new(&format!("^(?:{regex})$")).ok()?;
-                selection.header = Some((header.to_string(), whole));
+                selection.header = Some((header, whole));
             }
             _ => return None,
         }
@@ -57,7 +76,9 @@ impl Selection {
     }
 
     fn matches(&self, mail: &Mail) -> bool {
-        mail.state() == mailroom_mailet::state::ERROR
+        self.state
+            .as_ref()
+            .is_none_or(|state| mail.state() == state)
             && self.key.as_ref().is_none_or(|key| mail.name() == key)
             && self.header.as_ref().is_none_or(|(name, regex)| {
                 mail.message
@@ -98,7 +119,8 @@ impl Selection {
     }
 }
 
-/// `key: <key> sender: <sender> recipient: <r1> <r2> ...`
+/// `key: <key> sender: <sender> recipient: <r1> <r2> ...` (James's line), then
+/// `    state: <state>[ error: <message>]`.
 fn listing(mail: &Mail) -> String {
     let sender = mail
         .sender()
@@ -108,7 +130,20 @@ fn listing(mail: &Mail) -> String {
         line.push(' ');
         line.push_str(&recipient.to_string());
     }
+    line.push_str("\r\n    state: ");
+    line.push_str(&one_line(mail.state()));
+    if let Some(error) = &mail.envelope.error_message {
+        line.push_str(" error: ");
+        line.push_str(&one_line(error));
+    }
     line
+}
+
+/// Text on one line: line breaks and other control characters as spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// `listspool <url> [header=h regex=r]`.
@@ -139,8 +174,13 @@ pub async fn flush(console: &Console, argument: Option<&str>, out: &mut Out<'_>)
         Err(e) => return out.line(format!("Error accessing the spoolrepository {e}")),
     };
     let mut flushed = 0;
+    let is_spool = std::ptr::addr_eq(Arc::as_ptr(&repository), Arc::as_ptr(&console.spool));
     for (name, _) in selected {
-        let moved = flush_one(console, &*repository, &selection, &name).await;
+        let moved = if is_spool {
+            due_now(console, &selection, &name).await
+        } else {
+            flush_one(console, &*repository, &selection, &name).await
+        };
         match moved {
             Ok(true) => flushed += 1,
             Ok(false) => {}
@@ -152,6 +192,26 @@ pub async fn flush(console: &Console, argument: Option<&str>, out: &mut Out<'_>)
     }
     tracing::info!(url = %selection.url, flushed, "RemoteManager: spool flushed");
     out.line(format!("Number of flushed mails: {flushed}"));
+}
+
+/// Makes a mail of the spool due at once: stored again as it is (which drops its next
+/// attempt; a mail in work stays with its worker). `false` when it is gone or no longer
+/// matches.
+async fn due_now(
+    console: &Console,
+    selection: &Selection,
+    name: &str,
+) -> mailroom_store::Result<bool> {
+    let Some(mail) = console
+        .spool
+        .retrieve(name)
+        .await?
+        .filter(|m| selection.matches(m))
+    else {
+        return Ok(false);
+    };
+    console.spool.store(&mail).await?;
+    Ok(true)
 }
 
 /// Moves one mail back to the spool in state `root`: stored in the spool before it is removed
@@ -199,4 +259,49 @@ pub async fn delete(console: &Console, argument: Option<&str>, out: &mut Out<'_>
     }
     tracing::info!(url = %selection.url, deleted, "RemoteManager: mails deleted");
     out.line(format!("Number of deleted mails: {deleted}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailroom_mailet::{Envelope, MailAddress, Message};
+
+    #[test]
+    fn selections_take_state_key_and_header_in_any_order() {
+        let s =
+            Selection::parse(Some("file://x/ state=error header=X-Tag regex=o.e"), false).unwrap();
+        assert_eq!(s.state.as_deref(), Some("error"));
+        assert!(s.header.is_some() && s.key.is_none());
+        assert!(Selection::parse(Some("file://x/ key=k"), false).is_none());
+        assert!(Selection::parse(Some("file://x/ key=k state=root"), true).is_some());
+        for bad in [
+            "file://x/ header=X",
+            "file://x/ state=a state=b",
+            "file://x/ other=1",
+            "",
+        ] {
+            assert!(Selection::parse(Some(bad), true).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_listing_keeps_james_line_and_adds_state_and_error_below() {
+        let mut mail = Mail::new(
+            Envelope::new(
+                "Mail1",
+                MailAddress::parse("a@example.org").ok(),
+                vec![MailAddress::parse("b@localhost").unwrap()],
+            ),
+            Message::from_bytes(b"Subject: x\r\n\r\n"),
+        );
+        mail.set_state("error");
+        mail.envelope.error_message = Some("550 no\r\nsuch".into());
+        assert_eq!(
+            listing(&mail),
+            "key: Mail1 sender: a@example.org recipient: b@localhost\r\n    state: error error: 550 no  such"
+        );
+        let any = Selection::parse(Some("u"), true).unwrap();
+        let root = Selection::parse(Some("u state=root"), true).unwrap();
+        assert!(any.matches(&mail) && !root.matches(&mail));
+    }
 }

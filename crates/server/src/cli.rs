@@ -34,6 +34,13 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Lists, shows, flushes or deletes the mails of the spool or of a mail repository (also
+    /// while the server runs).
+    Queue {
+        /// The queue command.
+        #[command(subcommand)]
+        action: QueueAction,
+    },
 }
 
 /// `mailroom user ...`.
@@ -61,5 +68,42 @@ pub enum UserAction {
         /// The new password.
         #[arg(long)]
         password: Option<String>,
+    },
+}
+
+/// `mailroom queue ...`. `URL` is a mail repository the configuration names
+/// (`file://var/mail/error/`); without it, the spool.
+#[derive(Subcommand, Debug)]
+pub enum QueueAction {
+    /// Lists the mails: name, state, size, age, next attempt, sender, recipients, error.
+    List {
+        /// The repository (default: the spool).
+        url: Option<String>,
+    },
+    /// Shows one mail's envelope and headers.
+    Show {
+        /// The mail's name.
+        name: String,
+        /// The repository (default: the spool).
+        url: Option<String>,
+    },
+    /// Processes mails now: a spooled mail is due at once; a mail of a repository goes back
+    /// to the spool in state root. Usage: `flush NAME [URL]` or `flush --all [URL]`.
+    Flush {
+        /// Every mail of the repository.
+        #[arg(long)]
+        all: bool,
+        /// NAME [URL], or with --all only [URL].
+        #[arg(value_name = "NAME|URL")]
+        args: Vec<String>,
+    },
+    /// Deletes mails. Usage: `delete NAME [URL]` or `delete --all [URL]`.
+    Delete {
+        /// Every mail of the repository.
+        #[arg(long)]
+        all: bool,
+        /// NAME [URL], or with --all only [URL].
+        #[arg(value_name = "NAME|URL")]
+        args: Vec<String>,
     },
 }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod queue;
 mod repositories;
 mod server;
 mod users;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         None => server::run(&cli),
         Some(Command::CheckConfig { file }) => server::check_config(file, cli.home.as_deref()),
         Some(Command::User { action }) => users::run(&cli, action),
+        Some(Command::Queue { action }) => queue::run(&cli, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

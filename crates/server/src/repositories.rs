@@ -135,6 +135,29 @@ impl MailRepositories {
         Ok(repo)
     }
 
+    /// The repository in `dir` for an administrator (the console, the control socket): the
+    /// one mailets use when it is open, else a handle that creates and changes nothing by
+    /// reading ([`FileMailRepository::open_existing`]; not kept, so that the mailets' later
+    /// open still cleans up after a crash). A missing directory is [`StoreError::NotFound`].
+    pub fn open_existing(
+        &self,
+        url: &str,
+        dir: &Path,
+    ) -> Result<Arc<dyn MailRepository>, StoreError> {
+        if let Some(repo) = dir
+            .canonicalize()
+            .ok()
+            .and_then(|canonical| self.lock().by_dir.get(&canonical).cloned())
+        {
+            return Ok(repo);
+        }
+        match FileMailRepository::open_existing(dir) {
+            Ok(repo) => Ok(Arc::new(Blocking::new(repo))),
+            Err(StoreError::NotFound(_)) => Err(StoreError::NotFound(format!("repository {url}"))),
+            Err(e) => Err(e),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Opened> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -145,4 +168,156 @@ fn canonical_dir(dir: &Path) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)
         .and_then(|()| dir.canonicalize())
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
+}
+
+/// What a repository URL given by an administrator names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminTarget {
+    /// The spool.
+    Spool,
+    /// The mail repository in this directory.
+    Mail(PathBuf),
+}
+
+/// The repositories an administrator may name (in the console's `listspool`/`flushspool`/
+/// `deletespool` and in `mailroom queue`): only those the configuration names — the spool,
+/// and every repository URL among the mailets' parameters (`repositoryPath` of ToRepository,
+/// the error repository, an `outgoing` spool...). Any other URL, absolute or with `..`, is
+/// refused before anything is opened, so that these commands can never read, clean up or
+/// create files elsewhere.
+#[derive(Clone, Debug)]
+pub struct AdminRepositories {
+    home: PathBuf,
+    spool_dir: PathBuf,
+    /// The configured mail repositories' directories, normalised.
+    allowed: Vec<PathBuf>,
+}
+
+impl AdminRepositories {
+    /// The repositories `config` names.
+    pub fn new(config: &Config) -> Result<Self> {
+        let spool_dir = normal(file_path(
+            &config.spool_repository.target,
+            "spool repository",
+        )?);
+        let mut allowed = Vec::new();
+        for processor in &config.spool_manager.processors {
+            for mailet in &processor.mailets {
+                for (_, value) in &mailet.params {
+                    let value = value.trim();
+                    if !value.starts_with("file:") {
+                        continue;
+                    }
+                    if let Ok(RepositoryUrl::File(dir)) = RepositoryUrl::parse(value, &config.home)
+                    {
+                        allowed.push(normal(&dir));
+                    }
+                }
+            }
+        }
+        Ok(AdminRepositories {
+            home: config.home.clone(),
+            spool_dir,
+            allowed,
+        })
+    }
+
+    /// The spool's directory.
+    pub fn spool_dir(&self) -> &Path {
+        &self.spool_dir
+    }
+
+    /// What `url` names, if the configuration names it.
+    pub fn resolve(&self, url: &str) -> Result<AdminTarget, StoreError> {
+        let invalid = |why: &str| StoreError::InvalidUrl(url.to_string(), why.to_string());
+        let target = RepositoryUrl::parse(url, &self.home).map_err(|e| invalid(&e))?;
+        let RepositoryUrl::File(dir) = target else {
+            return Err(invalid(
+                "database repositories are not available in this build",
+            ));
+        };
+        let dir = normal(&dir);
+        if dir == self.spool_dir {
+            Ok(AdminTarget::Spool)
+        } else if self.allowed.contains(&dir) {
+            Ok(AdminTarget::Mail(dir))
+        } else {
+            Err(invalid("not a repository that the configuration names"))
+        }
+    }
+}
+
+/// A path with `.` and `..` resolved, through symbolic links where it exists (so that two
+/// spellings of one directory compare equal), else lexically.
+fn normal(path: &Path) -> PathBuf {
+    if let Ok(canonical) = path.canonicalize() {
+        return canonical;
+    }
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    // The longest existing ancestor may be a link: canonicalise that part.
+    let mut existing = out.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(ToOwned::to_owned),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return out,
+        }
+    }
+    let mut resolved = existing.canonicalize().unwrap_or(existing);
+    resolved.extend(rest.iter().rev());
+    resolved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_configured_repositories_resolve() {
+        let home = tempfile::tempdir().unwrap();
+        let config = Config::embedded_default(Some(home.path())).unwrap();
+        let admin = AdminRepositories::new(&config).unwrap();
+        assert_eq!(
+            admin.resolve("file://var/mail/spool/").unwrap(),
+            AdminTarget::Spool
+        );
+        assert_eq!(
+            admin.resolve("file://var/mail/error").unwrap(),
+            AdminTarget::Mail(normal(&home.path().join("var/mail/error")))
+        );
+        assert!(admin.resolve("file://var/mail/outgoing/").is_ok());
+        for url in [
+            "file:///tmp/",
+            "file://var/mail/typo/",
+            "file://var/mail/error/../../../../tmp/",
+            "file://var/users/",
+            "db://maildb/error",
+        ] {
+            assert!(
+                matches!(admin.resolve(url), Err(StoreError::InvalidUrl(..))),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            admin.resolve("file://var/mail/x/../error/").unwrap(),
+            admin.resolve("file://var/mail/error/").unwrap()
+        );
+        // Nothing was created.
+        assert!(!home.path().join("var").exists());
+    }
 }

@@ -19,7 +19,7 @@ use mailroom_smtp::SmtpSettings;
 use mailroom_spool::{
     ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
 };
-use mailroom_store::{SpoolRepository, VerifiedLogins};
+use mailroom_store::{MailRepository, SpoolRepository, VerifiedLogins};
 use tokio::sync::Notify;
 
 use crate::cli::Cli;
@@ -67,6 +67,11 @@ pub fn run(cli: &Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // The ports first: a start that fails on a busy port leaves no storage behind.
+    let listeners = {
+        let _runtime = runtime.enter();
+        bind_all(&config)?
+    };
     // One cached resolver for the whole server: the mailets' context now, and (a clone of this
     // Arc) remote delivery later.
     let resolver = Arc::new(resolver(&config)?);
@@ -109,11 +114,21 @@ pub fn run(cli: &Cli) -> Result<()> {
         runtime.handle().clone(),
     ));
     let stop = Arc::new(Notify::new());
+    let admin = repositories::AdminRepositories::new(&config)?;
+    let control = {
+        let _runtime = runtime.enter();
+        crate::queue::bind_control(admin.spool_dir())
+    }
+    .map(|listener| {
+        let repos =
+            crate::queue::Repos::of_server(admin.clone(), spool.clone(), mail_repositories.clone());
+        (listener, Arc::new(repos))
+    });
     let console = Arc::new(Console {
         users: repositories::all_users(&config, users)?,
         keep_apop_secret: keeps_apop_secrets(&config),
         spool: spool.clone(),
-        open_repository: Arc::new(move |url| mail_repositories.open(url)),
+        open_repository: admin_opener(admin, spool.clone(), mail_repositories),
         mappings,
         request_shutdown: {
             let stop = stop.clone();
@@ -121,7 +136,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         },
     });
     let workers = SpoolManager::new(tree, Arc::new(context)).start(config.spool_manager.threads);
-    let served = runtime.block_on(serve(&config, spool, pop3_store, console, &stop));
+    let served = runtime.block_on(serve(
+        &config, listeners, spool, pop3_store, console, control, &stop,
+    ));
     workers.stop();
     tracing::info!("stopped");
     served
@@ -135,6 +152,46 @@ fn resolver(config: &Config) -> Result<Resolver> {
     Resolver::new(&settings).map_err(|e| anyhow!("<dnsserver>: {e}"))
 }
 
+/// How the console opens the repositories its spool commands name: only those the
+/// configuration names (the spool itself included), and only if they exist.
+fn admin_opener(
+    admin: repositories::AdminRepositories,
+    spool: Arc<dyn SpoolRepository>,
+    mail: Arc<repositories::MailRepositories>,
+) -> mailroom_remotemanager::RepositoryOpener {
+    Arc::new(move |url| match admin.resolve(url)? {
+        repositories::AdminTarget::Spool => Ok(spool.clone() as Arc<dyn MailRepository>),
+        repositories::AdminTarget::Mail(dir) => mail.open_existing(url, &dir),
+    })
+}
+
+/// Binds every enabled listener, in the order [`serve`] takes them.
+fn bind_all(config: &Config) -> Result<Vec<Listener>> {
+    // Said before any port is bound: once one is, a client (or a test) may look at the log.
+    for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
+        if !manager.can_start() {
+            tracing::warn!(
+                "{}: the RemoteManager has no <administrator_accounts><account>; there is no \
+                 built-in administrator, so it is not started",
+                manager.common.location
+            );
+        }
+    }
+    let mut listeners = Vec::new();
+    for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
+        listeners.push(bind(&smtp.common, "SMTP")?);
+    }
+    for pop3 in config.pop3.iter().filter(|s| s.common.enabled) {
+        listeners.push(bind(&pop3.common, "POP3")?);
+    }
+    for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
+        if manager.can_start() {
+            listeners.push(bind(&manager.common, "RemoteManager")?);
+        }
+    }
+    Ok(listeners)
+}
+
 /// Whether passwords are also kept as APOP secrets: when an enabled POP3 server offers APOP.
 pub fn keeps_apop_secrets(config: &Config) -> bool {
     config
@@ -143,19 +200,30 @@ pub fn keeps_apop_secrets(config: &Config) -> bool {
         .any(|p| p.common.enabled && p.enable_apop)
 }
 
-/// Binds every enabled listener, serves until a signal or the RemoteManager's `shutdown`
-/// (`stop`), then drains the sessions.
+/// Serves on the listeners of [`bind_all`] (and the queue's control socket) until a signal or
+/// the RemoteManager's `shutdown` (`stop`), then drains the sessions.
 async fn serve(
     config: &Config,
+    listeners: Vec<Listener>,
     spool: Arc<dyn SpoolRepository>,
     pop3_store: Arc<Pop3Store>,
     console: Arc<Console>,
+    control: Option<(tokio::net::UnixListener, Arc<crate::queue::Repos>)>,
     stop: &Notify,
 ) -> Result<()> {
     let shutdown = Shutdown::new();
     let mut tasks = Vec::new();
+    let mut bound = listeners.into_iter();
+    let mut next_listener = move || bound.next().expect("bound by bind_all, in this order");
+    if let Some((listener, repos)) = control {
+        tasks.push(tokio::spawn(crate::queue::serve_control(
+            listener,
+            repos,
+            shutdown.watch(),
+        )));
+    }
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
-        let listener = bind(&smtp.common, "SMTP")?;
+        let listener = next_listener();
         if smtp.common.tls.start_tls {
             tracing::warn!(addr = ?listener.local_addr(), "STARTTLS is not available in this build yet; not offered");
         }
@@ -168,7 +236,7 @@ async fn serve(
         )));
     }
     for pop3 in config.pop3.iter().filter(|s| s.common.enabled) {
-        let listener = bind(&pop3.common, "POP3")?;
+        let listener = next_listener();
         if pop3.require_tls_for_auth {
             tracing::warn!(addr = ?listener.local_addr(), "requireTLSForAuth: STLS is not available in this build yet; \
                 plaintext logins are allowed until it is");
@@ -182,14 +250,10 @@ async fn serve(
     }
     for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
         if !manager.can_start() {
-            tracing::warn!(
-                "{}: the RemoteManager has no <administrator_accounts><account>; there is no \
-                 built-in administrator, so it is not started",
-                manager.common.location
-            );
+            // Said by bind_all.
             continue;
         }
-        let listener = bind(&manager.common, "RemoteManager")?;
+        let listener = next_listener();
         tasks.push(tokio::spawn(mailroom_remotemanager::serve(
             listener,
             Arc::new(remote_manager_settings(manager)),

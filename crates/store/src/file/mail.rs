@@ -52,6 +52,10 @@ pub struct FileMailRepository {
     dir_sync: Arc<DirSync>,
     /// Names of the `.free` files waiting for reuse.
     free_files: Arc<Mutex<Vec<String>>>,
+    /// Whether a mail file that is not whole is moved into `corrupt/` when read (the
+    /// repository's owner, [`FileMailRepository::open`]), or only skipped (an administrator's
+    /// look, [`FileMailRepository::open_existing`], which changes nothing by reading).
+    quarantine: bool,
 }
 
 impl FileMailRepository {
@@ -76,6 +80,28 @@ impl FileMailRepository {
             dir_sync: Arc::new(DirSync::open(dir)?),
             dir: dir.to_path_buf(),
             free_files: Arc::new(Mutex::new(free_files)),
+            quarantine: true,
+        })
+    }
+
+    /// Opens the repository in `dir` for an administrator (the console, `mailroom queue`):
+    /// a directory that does not exist is [`StoreError::NotFound`] and is not created, and
+    /// opening and reading change nothing — temporary files are left alone (they may be
+    /// another process's writes in progress) and a mail file that is not whole is skipped,
+    /// not moved. Removing a mail through it removes the mail's file.
+    pub fn open_existing(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound(format!(
+                "repository {}",
+                dir.display()
+            )));
+        }
+        Ok(FileMailRepository {
+            dir_sync: Arc::new(DirSync::open(dir)?),
+            dir: dir.to_path_buf(),
+            // Never recycled by this handle: the `.free` files belong to the owner's list.
+            free_files: Arc::new(Mutex::new(Vec::new())),
+            quarantine: false,
         })
     }
 
@@ -151,6 +177,11 @@ impl FileMailRepository {
     /// crash (never acknowledged), a disk error or a hand edit. It is kept for an
     /// administrator to look at rather than deleted.
     fn quarantine(&self, name: &str, why: &str) -> Result<()> {
+        if !self.quarantine {
+            tracing::warn!(repository = %self.dir.display(), mail = %name, why,
+                "mail file is not whole; skipped");
+            return Ok(());
+        }
         let corrupt = self.dir.join("corrupt");
         create_dir_durable(&corrupt)?;
         tracing::error!(repository = %self.dir.display(), mail = %name, why,
@@ -382,7 +413,7 @@ impl MailRepository for FileMailRepository {
         let path = self.path(name);
         // No directory fsync: if a crash undoes the removal, the mail is processed again — a
         // duplicate at worst, never a loss.
-        let recycle = self.free_list().len() < MAX_FREE_FILES;
+        let recycle = self.quarantine && self.free_list().len() < MAX_FREE_FILES;
         let result = if recycle {
             let free_name = format!("{name}.{}.free", fsutil::unique_suffix());
             let free_path = self.dir.join(&free_name);
@@ -576,6 +607,31 @@ mod tests {
         assert!(repo.retrieve("Mail-real").unwrap().is_none());
         assert!(dir.path().join("corrupt/Mail-real.mail").exists());
         assert!(repo.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn open_existing_creates_nothing_and_reading_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("typo");
+        assert!(matches!(
+            FileMailRepository::open_existing(&missing),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(!missing.exists());
+        // A write in progress (or cut short) and a file that is not whole.
+        fs::write(dir.path().join("x.1.tmp"), b"partial").unwrap();
+        fs::write(dir.path().join("Mail-bad.mail"), b"Subject: x\r\n\r\n").unwrap();
+        let repo = FileMailRepository::open_existing(dir.path()).unwrap();
+        assert_eq!(repo.list().unwrap(), ["Mail-bad"]);
+        assert!(repo.retrieve("Mail-bad").unwrap().is_none());
+        assert!(dir.path().join("x.1.tmp").exists());
+        assert!(dir.path().join("Mail-bad.mail").exists());
+        assert!(!dir.path().join("corrupt").exists());
+        // The owner's open cleans up and quarantines, as before.
+        let owner = FileMailRepository::open(dir.path()).unwrap();
+        assert!(!dir.path().join("x.1.tmp").exists());
+        assert!(owner.retrieve("Mail-bad").unwrap().is_none());
+        assert!(dir.path().join("corrupt/Mail-bad.mail").exists());
     }
 
     #[test]

@@ -51,7 +51,8 @@
 //! * Mails are indexed in memory; opening the spool reads every segment once. Leases live in
 //!   memory as in every file repository ([`queue`]): a crash drops them and interrupted mails
 //!   are handed out again; the retry schedule is in the log and survives.
-//! * One process per spool: the directory is `flock`ed.
+//! * One process per spool: the directory is `flock`ed. Other processes may still read it
+//!   ([`LogSpool::snapshot`], for `mailroom queue`), since segments are only ever appended to.
 //! * A spool directory of the older one-file-per-mail format (`<name>.mail`) is imported into
 //!   the log when opened.
 //! * A failed `fdatasync` poisons the spool: every later commit fails.
@@ -62,6 +63,7 @@ mod record;
 mod replay;
 mod repository;
 mod segments;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -79,6 +81,7 @@ use super::group_commit::GroupCommit;
 use crate::Result;
 use queue::LeaseQueue;
 use segments::{Pin, Segment, SegmentFiles};
+pub use snapshot::SpooledMail;
 
 /// Messages up to this size are appended to the shared segment; larger ones get their own.
 pub const INLINE_MAX: usize = 256 * 1024;

@@ -317,3 +317,55 @@ fn a_requeued_mail_waits_for_its_time_across_a_reopen_and_compaction() {
         .unwrap()
         .ends_with(&[b'r'; 1000]));
 }
+
+#[test]
+fn a_snapshot_reads_the_spool_of_a_running_owner_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        LogSpool::snapshot(&dir.path().join("none")),
+        Err(crate::StoreError::NotFound(_))
+    ));
+    assert!(!dir.path().join("none").exists());
+    let spool = LogSpool::open(dir.path()).unwrap();
+    let kept = incoming(&spool, b"kept\r\n");
+    let retried = incoming(&spool, b"retried\r\n");
+    let gone = incoming(&spool, b"gone\r\n");
+    let big = incoming(&spool, &vec![b'x'; INLINE_MAX + 10]);
+    spool.remove(&gone).unwrap();
+    // A hop and a requeue for later.
+    let at = SystemTime::now() + Duration::from_secs(3600);
+    loop {
+        let leased = spool.lease(Duration::ZERO).unwrap().unwrap();
+        let mut mail = leased.mail;
+        if mail.name() == retried {
+            mail.set_state("transport");
+            mail.envelope.error_message = Some("451 try later".into());
+            spool.requeue(leased.token, &mail, at).unwrap();
+            break;
+        }
+        spool.release(leased.token).unwrap();
+    }
+    let before = segments(dir.path());
+    // The owner holds the lock; the snapshot needs none.
+    let seen = LogSpool::snapshot(dir.path()).unwrap();
+    let names: Vec<&str> = seen.iter().map(|s| s.mail.name()).collect();
+    assert_eq!(names, [kept.as_str(), retried.as_str(), big.as_str()]);
+    assert_eq!(seen[1].mail.state(), "transport");
+    assert_eq!(
+        seen[1].mail.envelope.error_message.as_deref(),
+        Some("451 try later")
+    );
+    let millis = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    assert_eq!(seen[1].next_attempt.map(millis), Some(millis(at)));
+    assert_eq!(seen[0].next_attempt, None);
+    assert_eq!(
+        seen[0].mail.message.to_bytes().unwrap(),
+        b"Subject: in\r\n\r\nkept\r\n"
+    );
+    assert_eq!(seen[2].mail.message.size(), (INLINE_MAX + 10 + 15) as u64);
+    assert_eq!(segments(dir.path()), before);
+}

@@ -1,0 +1,543 @@
+//! `mailroom queue list|show|flush|delete`: the mails of the spool, or of a mail repository the
+//! configuration names, whether the server runs or not.
+//!
+//! A running server holds the spool's `flock` and is the only writer of its log, so:
+//!
+//! * **list and show read**, and never write: the spool through [`LogSpool::snapshot`], which
+//!   reads the segment files without the lock (they are only ever appended to), and a mail
+//!   repository through [`FileMailRepository::open_existing`], which creates and changes
+//!   nothing. Both work the same with the server running or stopped.
+//! * **flush and delete ask the server** over its control socket, `control.sock` in the spool
+//!   directory (a Unix socket, mode 0600: only the server's user may use it; it needs no
+//!   RemoteManager). The CLI sends one line, `flush|delete NAME|* URL|-`; the server acts on
+//!   its open spool and repositories — as the console's `flushspool`/`deletespool` do — and
+//!   answers `OK <count>` or `ERR <reason>`. When nothing answers there, the server is not
+//!   running: the CLI opens the spool itself, which takes the lock, so that a server starting
+//!   meanwhile waits for nothing and cannot share the log (the open fails with the spool
+//!   "in use" instead).
+//!
+//! Flushing a spooled mail makes it due at once (its next attempt is dropped; a mail being
+//! processed right now stays with its worker). Flushing a mail of a repository sends it back
+//! to the spool in state `root` with its error message cleared, stored in the spool before it
+//! is removed from the repository. Deleting removes it; a spooled mail being processed at
+//! that moment may still finish its current step.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use mailroom_mailet::Mail;
+use mailroom_net::ShutdownWatch;
+use mailroom_store::blocking::MailRepository as _;
+use mailroom_store::file::{FileMailRepository, LogSpool};
+use mailroom_store::{Blocking, MailRepository, SpoolRepository, StoreError};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+
+use crate::cli::{Cli, QueueAction};
+use crate::repositories::{AdminRepositories, AdminTarget, MailRepositories};
+
+/// The control socket's file name in the spool directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// How long the CLI waits for the server's answer (a flush of many mails takes a while).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The longest request line the server reads.
+const MAX_REQUEST: u64 = 4096;
+
+/// What flush and delete do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// Due at once (spool), or back to the spool in state `root` (repository).
+    Flush,
+    /// Removed.
+    Delete,
+}
+
+/// One flush or delete: which mail (`None`: all) of which repository (`None`: the spool).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    verb: Verb,
+    name: Option<String>,
+    url: Option<String>,
+}
+
+impl Request {
+    /// The request as one line of the control protocol.
+    fn line(&self) -> String {
+        let verb = match self.verb {
+            Verb::Flush => "flush",
+            Verb::Delete => "delete",
+        };
+        let name = self.name.as_deref().unwrap_or("*");
+        let url = self.url.as_deref().unwrap_or("-");
+        format!("{verb} {name} {url}\n")
+    }
+
+    /// Parses a line of the control protocol.
+    fn parse(line: &str) -> Result<Request, String> {
+        let mut parts = line.trim_end_matches(['\r', '\n']).splitn(3, ' ');
+        let verb = match parts.next() {
+            Some("flush") => Verb::Flush,
+            Some("delete") => Verb::Delete,
+            _ => return Err("unknown request".into()),
+        };
+        let name = match parts.next() {
+            Some("*") => None,
+            Some(name) if !name.is_empty() => Some(name.to_string()),
+            _ => return Err("no mail name".into()),
+        };
+        let url = match parts.next() {
+            Some("-") => None,
+            Some(url) if !url.is_empty() => Some(url.to_string()),
+            _ => return Err("no repository".into()),
+        };
+        Ok(Request { verb, name, url })
+    }
+}
+
+/// Opens the mail repository of a directory an administrator named (`url` for messages).
+pub type Opener =
+    Box<dyn Fn(&str, &Path) -> Result<Arc<dyn MailRepository>, StoreError> + Send + Sync>;
+
+/// What flush and delete act on: the spool, and the configured mail repositories.
+pub struct Repos {
+    /// Which URLs may be named.
+    pub admin: AdminRepositories,
+    /// The spool.
+    pub spool: Arc<dyn SpoolRepository>,
+    /// Opens a configured mail repository.
+    pub open: Opener,
+}
+
+impl Repos {
+    /// The repositories of a running server: its spool, and the repositories its mailets
+    /// opened (or an administrator's handle of one they have not).
+    pub fn of_server(
+        admin: AdminRepositories,
+        spool: Arc<dyn SpoolRepository>,
+        mail: Arc<MailRepositories>,
+    ) -> Repos {
+        Repos {
+            admin,
+            spool,
+            open: Box::new(move |url, dir| mail.open_existing(url, dir)),
+        }
+    }
+}
+
+/// Carries out a flush or delete; returns how many mails it changed.
+pub async fn apply(request: &Request, repos: &Repos) -> Result<usize, String> {
+    let target = match &request.url {
+        None => AdminTarget::Spool,
+        Some(url) => repos.admin.resolve(url).map_err(|e| e.to_string())?,
+    };
+    let repository: Arc<dyn MailRepository> = match &target {
+        AdminTarget::Spool => repos.spool.clone(),
+        AdminTarget::Mail(dir) => {
+            (repos.open)(request.url.as_deref().unwrap_or("-"), dir).map_err(|e| e.to_string())?
+        }
+    };
+    let names = match &request.name {
+        Some(name) => vec![name.clone()],
+        None => repository.list().await.map_err(|e| e.to_string())?,
+    };
+    let mut done = 0;
+    for name in names {
+        let changed = match (request.verb, &target) {
+            (Verb::Delete, _) => repository.remove(&name).await,
+            (Verb::Flush, AdminTarget::Spool) => flush_spooled(&*repos.spool, &name).await,
+            (Verb::Flush, AdminTarget::Mail(_)) => {
+                flush_to_spool(&*repos.spool, &*repository, &name).await
+            }
+        };
+        match changed {
+            Ok(true) => done += 1,
+            Ok(false) => {}
+            Err(e) => return Err(format!("{name}: {e}")),
+        }
+    }
+    tracing::info!(
+        request = request.line().trim_end(),
+        mails = done,
+        "queue request done"
+    );
+    Ok(done)
+}
+
+/// Makes a spooled mail due at once: stored again as it is (a store drops the schedule).
+async fn flush_spooled(spool: &dyn SpoolRepository, name: &str) -> mailroom_store::Result<bool> {
+    let Some(mail) = spool.retrieve(name).await? else {
+        return Ok(false);
+    };
+    spool.store(&mail).await?;
+    Ok(true)
+}
+
+/// Sends a mail of a repository back to the spool in state `root`, its error cleared: stored
+/// in the spool before it is removed from the repository, so a crash duplicates, never loses.
+async fn flush_to_spool(
+    spool: &dyn SpoolRepository,
+    repository: &dyn MailRepository,
+    name: &str,
+) -> mailroom_store::Result<bool> {
+    let Some(mut mail) = repository.retrieve(name).await? else {
+        return Ok(false);
+    };
+    mail.set_state(mailroom_mailet::state::ROOT);
+    mail.envelope.error_message = None;
+    mail.envelope.touch();
+    // A new name: a worker may still hold the old one in the spool.
+    mail.envelope.name = mailroom_mailet::new_mail_name();
+    spool.store(&mail).await?;
+    repository.remove(name).await
+}
+
+/// Binds the control socket in the spool directory (which this server has locked, so a file
+/// left there by a crash is stale and replaced). A failure is logged: the server runs on, and
+/// `mailroom queue flush|delete` then says that nothing answers.
+pub fn bind_control(spool_dir: &Path) -> Option<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = spool_dir.join(CONTROL_SOCKET);
+    let _ = std::fs::remove_file(&path);
+    let bound = UnixListener::bind(&path).and_then(|listener| {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    });
+    match bound {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!(socket = %path.display(), error = %e,
+                "cannot open the control socket; `mailroom queue flush|delete` will not reach this server");
+            None
+        }
+    }
+}
+
+/// Answers control requests until shutdown, then removes the socket file.
+pub async fn serve_control(listener: UnixListener, repos: Arc<Repos>, mut shutdown: ShutdownWatch) {
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.recv() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let repos = repos.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader =
+                tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
+            let read =
+                tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await;
+            let answer = match read {
+                Ok(Ok(_)) => match Request::parse(&line) {
+                    Ok(request) => match apply(&request, &repos).await {
+                        Ok(n) => format!("OK {n}\n"),
+                        Err(e) => format!("ERR {e}\n"),
+                    },
+                    Err(e) => format!("ERR {e}\n"),
+                },
+                _ => "ERR no request\n".to_string(),
+            };
+            let _ = write.write_all(answer.as_bytes()).await;
+        });
+    }
+    if let Some(path) = path {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Runs one `mailroom queue` command.
+pub fn run(cli: &Cli, action: &QueueAction) -> Result<()> {
+    let config = crate::server::load_config(cli)?;
+    let admin = AdminRepositories::new(&config)?;
+    match action {
+        QueueAction::List { url } => list(&admin, url.as_deref()),
+        QueueAction::Show { name, url } => show(&admin, name, url.as_deref()),
+        QueueAction::Flush { all, args } => change(&admin, Verb::Flush, *all, args),
+        QueueAction::Delete { all, args } => change(&admin, Verb::Delete, *all, args),
+    }
+}
+
+/// A mail as listed, with its next attempt (spool only).
+struct Listed {
+    mail: Mail,
+    next_attempt: Option<SystemTime>,
+}
+
+/// The mails of the spool or repository `url` names, read without changing anything.
+fn read_all(admin: &AdminRepositories, url: Option<&str>) -> Result<(String, Vec<Listed>)> {
+    let target = match url {
+        None => AdminTarget::Spool,
+        Some(url) => admin.resolve(url)?,
+    };
+    let shown = url.unwrap_or("the spool").to_string();
+    match target {
+        AdminTarget::Spool => {
+            let mails = match LogSpool::snapshot(admin.spool_dir()) {
+                // No spool yet (the server never ran): nothing queued.
+                Err(StoreError::NotFound(_)) => Vec::new(),
+                other => other?,
+            };
+            let mails = mails
+                .into_iter()
+                .map(|s| Listed {
+                    mail: s.mail,
+                    next_attempt: s.next_attempt,
+                })
+                .collect();
+            Ok((shown, mails))
+        }
+        AdminTarget::Mail(dir) => {
+            let repo = FileMailRepository::open_existing(&dir).map_err(|e| match e {
+                StoreError::NotFound(_) => anyhow!("repository {shown} does not exist"),
+                e => e.into(),
+            })?;
+            let mut mails = Vec::new();
+            for name in repo.list()? {
+                // Removed meanwhile, or not whole: not listed.
+                if let Some(mail) = repo.retrieve(&name)? {
+                    mails.push(Listed {
+                        mail,
+                        next_attempt: None,
+                    });
+                }
+            }
+            Ok((shown, mails))
+        }
+    }
+}
+
+fn list(admin: &AdminRepositories, url: Option<&str>) -> Result<()> {
+    let (shown, mails) = read_all(admin, url)?;
+    let now = SystemTime::now();
+    let mut out = std::io::stdout().lock();
+    for Listed { mail, next_attempt } in &mails {
+        let next = match next_attempt {
+            // How long until then.
+            Some(at) if *at > now => duration(at.duration_since(now).unwrap_or_default()),
+            _ => "now".to_string(),
+        };
+        let recipients: Vec<String> = mail.recipients().iter().map(ToString::to_string).collect();
+        writeln!(
+            out,
+            "{} state={} size={} age={} next={} sender={} recipients={}",
+            mail.name(),
+            mail.state(),
+            mail.message.size(),
+            duration(now.duration_since(created(mail)).unwrap_or_default()),
+            next,
+            sender(mail),
+            recipients.join(","),
+        )?;
+        if let Some(error) = &mail.envelope.error_message {
+            writeln!(out, "    error: {}", one_line(error))?;
+        }
+    }
+    writeln!(out, "{} mail(s) in {shown}", mails.len())?;
+    Ok(())
+}
+
+fn show(admin: &AdminRepositories, name: &str, url: Option<&str>) -> Result<()> {
+    let (shown, mails) = read_all(admin, url)?;
+    let Some(Listed { mail, next_attempt }) = mails.into_iter().find(|m| m.mail.name() == name)
+    else {
+        bail!("no mail {name} in {shown}");
+    };
+    let e = &mail.envelope;
+    let mut out = std::io::stdout().lock();
+    let recipients: Vec<String> = mail.recipients().iter().map(ToString::to_string).collect();
+    writeln!(out, "name: {}", e.name)?;
+    writeln!(out, "state: {}", e.state)?;
+    writeln!(out, "sender: {}", sender(&mail))?;
+    writeln!(out, "recipients: {}", recipients.join(", "))?;
+    writeln!(out, "remote: {} [{}]", e.remote_host, e.remote_addr)?;
+    writeln!(out, "size: {}", mail.message.size())?;
+    writeln!(out, "received: {}", httpdate::fmt_http_date(created(&mail)))?;
+    writeln!(
+        out,
+        "last updated: {}",
+        httpdate::fmt_http_date(millis(e.last_updated))
+    )?;
+    let next = next_attempt.map_or_else(|| "now".to_string(), httpdate::fmt_http_date);
+    writeln!(out, "next attempt: {next}")?;
+    if let Some(error) = &e.error_message {
+        writeln!(out, "error: {}", one_line(error))?;
+    }
+    writeln!(out)?;
+    out.write_all(mail.message.header_section())?;
+    Ok(())
+}
+
+/// `flush|delete NAME [URL]` or `--all [URL]`.
+fn change(admin: &AdminRepositories, verb: Verb, all: bool, args: &[String]) -> Result<()> {
+    let (name, url) = match (all, args) {
+        (true, []) => (None, None),
+        (true, [url]) => (None, Some(url.clone())),
+        (false, [name]) => (Some(name.clone()), None),
+        (false, [name, url]) => (Some(name.clone()), Some(url.clone())),
+        _ => bail!("give a mail name or --all, then optionally a repository URL"),
+    };
+    if let Some(name) = &name {
+        mailroom_store::validate_mail_name(name)?;
+    }
+    // Refused here already, so that a typo never reaches the server.
+    if let Some(url) = &url {
+        admin.resolve(url)?;
+    }
+    let request = Request { verb, name, url };
+    let count = match ask_server(admin.spool_dir(), &request)? {
+        Some(answer) => answer?,
+        None => apply_here(admin, &request)?,
+    };
+    if let (Some(name), 0) = (&request.name, count) {
+        bail!(
+            "no mail {name} in {}",
+            request.url.as_deref().unwrap_or("the spool")
+        );
+    }
+    let what = match verb {
+        Verb::Flush => "flushed",
+        Verb::Delete => "deleted",
+    };
+    println!("{what} {count} mail(s)");
+    Ok(())
+}
+
+/// Sends `request` to a running server: `None` when no server listens.
+fn ask_server(spool_dir: &Path, request: &Request) -> Result<Option<Result<usize>>> {
+    let path = spool_dir.join(CONTROL_SOCKET);
+    let Ok(mut stream) = UnixStream::connect(&path) else {
+        return Ok(None);
+    };
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    stream.write_all(request.line().as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .with_context(|| format!("reading the server's answer on {}", path.display()))?;
+    let answer = answer.trim_end();
+    Ok(Some(if let Some(n) = answer.strip_prefix("OK ") {
+        n.parse()
+            .map_err(|_| anyhow!("unexpected answer {answer:?}"))
+    } else if let Some(e) = answer.strip_prefix("ERR ") {
+        Err(anyhow!("{e}"))
+    } else {
+        Err(anyhow!("no answer from the server on {}", path.display()))
+    }))
+}
+
+/// Carries out `request` with the server stopped: opens the spool (taking its lock) and the
+/// repository here.
+fn apply_here(admin: &AdminRepositories, request: &Request) -> Result<usize> {
+    let spool_dir: PathBuf = admin.spool_dir().to_path_buf();
+    if request.url.is_none() && !spool_dir.is_dir() {
+        return Ok(0);
+    }
+    let spool = LogSpool::open(&spool_dir).map_err(|e| match e {
+        StoreError::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => anyhow!(
+            "the spool is in use by a running server that does not answer on {}",
+            spool_dir.join(CONTROL_SOCKET).display()
+        ),
+        e => e.into(),
+    })?;
+    let repos = Repos {
+        admin: admin.clone(),
+        spool: Arc::new(Blocking::new(spool)),
+        open: Box::new(|url, dir| match FileMailRepository::open_existing(dir) {
+            Ok(repo) => Ok(Arc::new(Blocking::new(repo)) as Arc<dyn MailRepository>),
+            Err(StoreError::NotFound(_)) => Err(StoreError::NotFound(format!("repository {url}"))),
+            Err(e) => Err(e),
+        }),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime
+        .block_on(apply(request, &repos))
+        .map_err(|e| anyhow!("{e}"))
+}
+
+fn sender(mail: &Mail) -> String {
+    mail.sender()
+        .map_or_else(|| "<>".to_string(), |s| format!("<{s}>"))
+}
+
+/// When the mail arrived: the time in its name (`Mail<millis>-...`), else its last update.
+fn created(mail: &Mail) -> SystemTime {
+    let from_name = mail
+        .name()
+        .strip_prefix("Mail")
+        .and_then(|rest| rest.get(..13))
+        .and_then(|digits| digits.parse::<u64>().ok());
+    millis(from_name.unwrap_or(mail.envelope.last_updated))
+}
+
+fn millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// `3d4h`, `5h2m`, `4m10s`, `12s`.
+fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// An error message on one line: line breaks and other control characters as spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_bad_ones_are_refused() {
+        for request in [
+            Request {
+                verb: Verb::Flush,
+                name: None,
+                url: None,
+            },
+            Request {
+                verb: Verb::Delete,
+                name: Some("Mail1-2-3".into()),
+                url: Some("file://var/mail/error/".into()),
+            },
+        ] {
+            assert_eq!(Request::parse(&request.line()), Ok(request));
+        }
+        for bad in ["", "flush", "flush *", "purge * -", "delete  -"] {
+            assert!(Request::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations_and_one_lines() {
+        assert_eq!(duration(Duration::from_secs(12)), "12s");
+        assert_eq!(duration(Duration::from_secs(250)), "4m10s");
+        assert_eq!(duration(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d4h");
+        assert_eq!(one_line("550 a\r\nb"), "550 a  b");
+    }
+}
