@@ -43,19 +43,13 @@ with smtplib.SMTP("127.0.0.1", {port}) as s:
         assert_eq!(messages.len(), 1, "{user}");
         let text = String::from_utf8(messages[0].clone()).unwrap();
         assert!(
-            text.starts_with("Return-Path: <sender@example.net>\r\n"),
+            text.starts_with("Return-Path: <sender@example.net>\n") && !text.contains('\r'),
             "{text}"
         );
-        assert!(
-            text.contains(&format!("Delivered-To: {rcpt}\r\n")),
-            "{text}"
-        );
+        assert!(text.contains(&format!("Delivered-To: {rcpt}\n")), "{text}");
         assert!(text.contains("Received: from client.example.net"), "{text}");
         assert!(text.contains("by mail.example.test"), "{text}");
-        assert!(
-            text.ends_with("\r\nHello there.\r\n.leading dot\r\n"),
-            "{text}"
-        );
+        assert!(text.ends_with("\nHello there.\n.leading dot\n"), "{text}");
     }
     let envelope = only_envelope(&address_error);
     assert_eq!(

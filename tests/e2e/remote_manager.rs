@@ -101,7 +101,7 @@ fn administer_with(client: impl Fn() -> Command) {
     });
     let bob = maildir_messages(&inboxes.join("bob"));
     for text in ["to alice", "to carol", "to bob", "to info"] {
-        let subject = format!("Subject: {text}\r\n");
+        let subject = format!("Subject: {text}\n");
         assert!(
             bob.iter()
                 .any(|m| String::from_utf8_lossy(m).contains(&subject)),
@@ -145,7 +145,7 @@ fn administer_with(client: impl Fn() -> Command) {
     wait_for("the flushed mail in bob's Maildir", || {
         maildir_messages(&inboxes.join("bob"))
             .iter()
-            .any(|m| String::from_utf8_lossy(m).contains("X-Tag: two\r\n"))
+            .any(|m| String::from_utf8_lossy(m).contains("X-Tag: two\n"))
     });
     assert_eq!(repository_count(&error_repository), 0);
 
