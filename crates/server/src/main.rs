@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod recipients;
 mod repositories;
 mod server;
 mod users;

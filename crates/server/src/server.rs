@@ -15,7 +15,7 @@ use mailroom_net::{Listener, Shutdown};
 use mailroom_pop3::server::Pop3Store;
 use mailroom_pop3::Pop3Settings;
 use mailroom_remotemanager::{Console, RemoteManagerSettings};
-use mailroom_smtp::SmtpSettings;
+use mailroom_smtp::{RecipientCheck, SmtpSettings};
 use mailroom_spool::{
     ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
 };
@@ -23,6 +23,7 @@ use mailroom_store::{SpoolRepository, VerifiedLogins};
 use tokio::sync::Notify;
 
 use crate::cli::Cli;
+use crate::recipients::LocalRecipients;
 use crate::repositories;
 
 /// Loads `--config FILE`, or the embedded default.
@@ -108,6 +109,11 @@ pub fn run(cli: &Cli) -> Result<()> {
         resolver.clone(),
         runtime.handle().clone(),
     ));
+    let recipients: Arc<dyn RecipientCheck> = Arc::new(LocalRecipients::new(
+        &config,
+        users.clone(),
+        mappings.clone(),
+    ));
     let stop = Arc::new(Notify::new());
     let console = Arc::new(Console {
         users: repositories::all_users(&config, users)?,
@@ -121,7 +127,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         },
     });
     let workers = SpoolManager::new(tree, Arc::new(context)).start(config.spool_manager.threads);
-    let served = runtime.block_on(serve(&config, spool, pop3_store, console, &stop));
+    let served = runtime.block_on(serve(
+        &config, spool, pop3_store, console, recipients, &stop,
+    ));
     workers.stop();
     tracing::info!("stopped");
     served
@@ -150,6 +158,7 @@ async fn serve(
     spool: Arc<dyn SpoolRepository>,
     pop3_store: Arc<Pop3Store>,
     console: Arc<Console>,
+    recipients: Arc<dyn RecipientCheck>,
     stop: &Notify,
 ) -> Result<()> {
     let shutdown = Shutdown::new();
@@ -159,7 +168,7 @@ async fn serve(
         if smtp.common.tls.start_tls {
             tracing::warn!(addr = ?listener.local_addr(), "STARTTLS is not available in this build yet; not offered");
         }
-        let settings = Arc::new(smtp_settings(config, smtp));
+        let settings = Arc::new(smtp_settings(config, smtp, &recipients));
         tasks.push(tokio::spawn(mailroom_smtp::serve(
             listener,
             settings,
@@ -231,7 +240,11 @@ fn bind(common: &ServiceCommon, protocol: &str) -> Result<Listener> {
 }
 
 /// The SMTP listener settings of one `<smtpserver>` block.
-fn smtp_settings(config: &Config, smtp: &SmtpServer) -> SmtpSettings {
+fn smtp_settings(
+    config: &Config,
+    smtp: &SmtpServer,
+    recipients: &Arc<dyn RecipientCheck>,
+) -> SmtpSettings {
     let relay = smtp.relay_networks();
     let james = config.james.clone();
     SmtpSettings {
@@ -243,6 +256,7 @@ fn smtp_settings(config: &Config, smtp: &SmtpServer) -> SmtpSettings {
         connection_limit: smtp.common.connection_limit.map(|n| n as usize),
         address_brackets_enforcement: smtp.address_brackets_enforcement,
         is_local_domain: Arc::new(move |domain| james.is_local_domain(domain)),
+        recipient_check: smtp.verify_recipients.then(|| recipients.clone()),
         relay_allowed: Arc::new(move |ip| relay.contains(ip)),
     }
 }
