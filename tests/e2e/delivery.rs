@@ -1,4 +1,7 @@
-//! One mail over smtplib to two local users and one unknown local user.
+//! One mail over smtplib to two local users and one unknown local user, with James 2.3's
+//! accept-then-file (`<verifyRecipients>false</verifyRecipients>`): the unknown user's copy is
+//! filed in the address-error repository. (By default it is refused at RCPT: see
+//! `smtp_input.rs`.)
 
 use std::process::Command;
 
@@ -6,7 +9,10 @@ use crate::harness::{maildir_messages, repository_count, wait_for, Server};
 
 #[test]
 fn smtplib_mail_reaches_maildirs_and_unknown_user_goes_to_address_error() {
-    let server = Server::start();
+    let server = Server::start_with(
+        crate::harness::DEFAULT_TREE,
+        "<verifyRecipients>false</verifyRecipients>",
+    );
     server.add_user("alice", "alice pass");
     server.add_user("bob", "bob pass");
     let script = format!(

@@ -10,5 +10,6 @@ mod harness;
 mod interop;
 mod pop3;
 mod processor_tree;
+mod recipients;
 mod remote_manager;
 mod smtp_input;

@@ -69,6 +69,25 @@ impl LocalRecipients {
         }
     }
 
+    /// Logs one warning when the `<postmaster>` is in a local domain but is no user and no
+    /// virtual-table source: bounces and mail to `postmaster@` every local domain go there,
+    /// and would be filed as address errors where nobody reads them.
+    pub async fn warn_if_postmaster_is_missing(&self, config: &Config, postmaster: &MailAddress) {
+        if !config.james.is_local_domain(postmaster.domain()) {
+            return;
+        }
+        if self.check(postmaster).await == RecipientVerdict::Unknown {
+            tracing::warn!(
+                "the postmaster {postmaster} is not a local user, so mail to the postmaster \
+                 (bounces, postmaster@ every local domain) is filed as an address error: add \
+                 the user with `mailroom user add {}`, or map the address to a user with the \
+                 RemoteManager's `addmapping {postmaster} someone@{}`",
+                postmaster.local_part(),
+                postmaster.domain()
+            );
+        }
+    }
+
     async fn lookup(&self, recipient: &MailAddress) -> Result<RecipientVerdict, StoreError> {
         // Tables first: the tree maps recipients before it delivers, so a mapping (an
         // `error:` one in particular) wins over a user of the same name.

@@ -88,6 +88,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     ));
     let opener = mail_repositories.clone();
     let mappings = repositories::mappings(&config)?;
+    let recipients = LocalRecipients::new(&config, users.clone(), mappings.clone());
+    runtime.block_on(recipients.warn_if_postmaster_is_missing(&config, &postmaster));
+    let recipients: Arc<dyn RecipientCheck> = Arc::new(recipients);
     let context = ServerContext::new(
         config.james.servernames.clone(),
         postmaster,
@@ -108,11 +111,6 @@ pub fn run(cli: &Cli) -> Result<()> {
     .with_dns(BlockingResolver::new(
         resolver.clone(),
         runtime.handle().clone(),
-    ));
-    let recipients: Arc<dyn RecipientCheck> = Arc::new(LocalRecipients::new(
-        &config,
-        users.clone(),
-        mappings.clone(),
     ));
     let stop = Arc::new(Notify::new());
     let console = Arc::new(Console {
