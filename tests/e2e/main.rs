@@ -8,6 +8,7 @@ mod delivery;
 mod full_disk;
 mod harness;
 mod interop;
+mod outcome_log;
 mod pop3;
 mod processor_tree;
 mod recipients;

@@ -164,7 +164,7 @@ async fn serve(
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
         let listener = bind(&smtp.common, "SMTP")?;
         if smtp.common.tls.start_tls {
-            tracing::warn!(addr = ?listener.local_addr(), "STARTTLS is not available in this build yet; not offered");
+            tracing::warn!(addr = %shown(&listener), "STARTTLS is not available in this build yet; not offered");
         }
         let settings = Arc::new(smtp_settings(config, smtp, &recipients));
         tasks.push(tokio::spawn(mailroom_smtp::serve(
@@ -177,7 +177,7 @@ async fn serve(
     for pop3 in config.pop3.iter().filter(|s| s.common.enabled) {
         let listener = bind(&pop3.common, "POP3")?;
         if pop3.require_tls_for_auth {
-            tracing::warn!(addr = ?listener.local_addr(), "requireTLSForAuth: STLS is not available in this build yet; \
+            tracing::warn!(addr = %shown(&listener), "requireTLSForAuth: STLS is not available in this build yet; \
                 plaintext logins are allowed until it is");
         }
         tasks.push(tokio::spawn(mailroom_pop3::serve(
@@ -221,6 +221,13 @@ async fn serve(
     }
     shutdown.wait().await;
     Ok(())
+}
+
+/// A listener's address for the log, plainly (`127.0.0.1:2525`, not `Ok(...)`).
+fn shown(listener: &Listener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|e| format!("unknown ({e})"), |a| a.to_string())
 }
 
 /// Binds a service's listener. Implicit TLS is refused: this build cannot serve it, and plain

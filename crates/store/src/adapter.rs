@@ -169,6 +169,10 @@ impl<T: ?Sized + blocking::InboxRepository + 'static> InboxRepository for Blocki
         self.run(|b| b.sync()).await
     }
 
+    fn location(&self, user: &str) -> Option<String> {
+        self.0.location(user)
+    }
+
     async fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>> {
         let user = user.to_string();
         let inner = self.run(move |b| b.open_mailbox(&user)).await?;

@@ -215,6 +215,10 @@ impl InboxRepository for Maildir {
             .map_err(Into::into)
     }
 
+    fn location(&self, user: &str) -> Option<String> {
+        Some(self.root.join(user).display().to_string())
+    }
+
     fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>> {
         validate_user_name(user)?;
         let mut dir = self.maildir_of(user, false)?;
