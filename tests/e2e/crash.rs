@@ -49,7 +49,7 @@ fn kill_9_during_delivery_loses_nothing() {
             .filter_map(|m| {
                 let text = String::from_utf8_lossy(m);
                 let start = text.find("Message-ID: ")? + 12;
-                let end = text[start..].find("\r\n")? + start;
+                let end = text[start..].find('\n')? + start;
                 Some(text[start..end].to_string())
             })
             .collect()

@@ -79,7 +79,11 @@ fn a_full_inbox_file_system_loses_nothing_and_delivers_once_space_returns() {
     smtp.cmd("QUIT");
 
     wait_for("deliveries failing and kept for retry", || {
-        server.log().matches("kept in the spool for retry").count() >= 25
+        server
+            .log()
+            .matches("rcpt=alice@localhost status=deferred")
+            .count()
+            >= 25
     });
     assert!(message_ids(&inboxes.join("alice")).is_empty());
 

@@ -144,6 +144,95 @@ p.quit()
 print(json.dumps({"count": count, "size": size, "list": listing, "uidl": uidl, "retr": retr, "top": top}))
 "#;
 
+/// Stored octets as POP3 sends them: each LF without a CR before it as CRLF.
+fn crlf(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stored.len() + stored.len() / 32);
+    let mut after_cr = false;
+    for &b in stored {
+        if b == b'\n' && !after_cr {
+            out.push(b'\r');
+        }
+        out.push(b);
+        after_cr = b == b'\r';
+    }
+    out
+}
+
+/// A Maildir file's `,<field>=` size.
+fn size_field(name: &str, field: &str) -> usize {
+    let start = name.find(&format!(",{field}=")).unwrap() + field.len() + 2;
+    let digits: String = name[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap()
+}
+
+#[test]
+fn maildir_files_have_lf_ends_and_pop3_sends_the_exact_crlf_octets() {
+    let server = pop3_server("", "dora", "pw dora");
+    let inbox = server.path("var/mail/inboxes/dora");
+    let sent: &[u8] = b"From: a@example.net\r\nSubject: lf\r\n\r\nbody line\r\n.dot\r\n\r\nend\r\n";
+    send(&server, "dora@localhost", &[sent], &inbox, 1);
+    let entry = std::fs::read_dir(inbox.join("new"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let name = entry.file_name().into_string().unwrap();
+    let file = std::fs::read(entry.path()).unwrap();
+    // As Postfix's local(8) and Dovecot store it: no CR anywhere, LF line ends.
+    assert!(!file.contains(&b'\r'), "{}", String::from_utf8_lossy(&file));
+    let lf: Vec<u8> = String::from_utf8_lossy(sent)
+        .replace("\r\n", "\n")
+        .into_bytes();
+    assert!(file.ends_with(&lf), "{}", String::from_utf8_lossy(&file));
+    // `,S=` is the file's size, `,W=` the size with CRLF line ends.
+    assert_eq!(size_field(&name, "S"), file.len(), "{name}");
+    assert_eq!(size_field(&name, "W"), crlf(&file).len(), "{name}");
+
+    // A file with CRLF line ends, as an earlier version wrote it, keeps working (the older
+    // delivery time makes it message 1).
+    let old: &[u8] = b"Return-Path: <x@example.net>\r\nSubject: old\r\n\r\nold body\r\n";
+    let old_name = format!("1600000000.M1P1.host,S={0},W={0}", old.len());
+    std::fs::write(inbox.join("new").join(&old_name), old).unwrap();
+
+    let mut pop = Pop3::login(server.pop3_port, "dora", "pw dora");
+    let wire = crlf(&file);
+    assert_eq!(pop.cmd("STAT"), format!("+OK 2 {}", old.len() + wire.len()));
+    assert!(pop.cmd("LIST").starts_with("+OK"));
+    assert_eq!(
+        pop.multiline(),
+        [format!("1 {}", old.len()), format!("2 {}", wire.len())]
+    );
+    // RETR sends exactly the CRLF octets (dot-stuffed), octet for octet.
+    for (index, expected) in [(1, old.to_vec()), (2, wire)] {
+        pop.send(format!("RETR {index}\r\n").as_bytes());
+        assert!(pop.line().starts_with("+OK"));
+        let mut raw = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            pop.reader.read_until(b'\n', &mut line).unwrap();
+            if line == b".\r\n" {
+                break;
+            }
+            let unstuffed = if line.starts_with(b"..") {
+                &line[1..]
+            } else {
+                &line[..]
+            };
+            raw.extend_from_slice(unstuffed);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&raw),
+            String::from_utf8_lossy(&expected),
+            "RETR {index}"
+        );
+        assert!(raw.ends_with(if index == 1 { old } else { sent }));
+    }
+    assert!(pop.cmd("QUIT").starts_with("+OK"));
+}
+
 fn b64(text: &str) -> Vec<u8> {
     // Tiny decoder to keep the test crate free of dependencies.
     let table = |c: u8| match c {
@@ -186,7 +275,8 @@ fn poplib_reads_back_byte_for_byte_what_smtp_delivered() {
         &[&server.pop3_port.to_string(), "alice", "pass word"],
     );
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let stored = maildir_messages(&inbox);
+    // The files have LF line ends; POP3 sends them with CRLF.
+    let stored: Vec<Vec<u8>> = maildir_messages(&inbox).iter().map(|m| crlf(m)).collect();
     let retr: Vec<Vec<u8>> = json["retr"]
         .as_array()
         .unwrap()
@@ -391,7 +481,7 @@ fn bad_input_gets_err_and_the_session_goes_on() {
     let long = vec![b'A'; 10 * 1024 * 1024];
     pop.send(&long);
     assert_eq!(pop.cmd(""), "-ERR line too long");
-    let size = maildir_messages(&inbox)[0].len();
+    let size = crlf(&maildir_messages(&inbox)[0]).len();
     assert_eq!(
         pop.cmd("RSET"),
         format!("+OK maildrop has 1 messages ({size} octets)")

@@ -46,7 +46,11 @@ fn break_bobs_inbox(server: &Server) {
 
 #[test]
 fn queue_lists_shows_flushes_and_deletes_with_the_server_running_and_stopped() {
-    let mut server = Server::start();
+    // Unknown users accepted and filed, as in James, to have a mail in a repository.
+    let mut server = Server::start_with(
+        crate::harness::DEFAULT_TREE,
+        "<verifyRecipients>false</verifyRecipients>",
+    );
     server.add_user("bob", "pw");
     break_bobs_inbox(&server);
     let mut smtp = server.smtp();

@@ -110,6 +110,10 @@ pub struct SmtpServer {
     pub address_brackets_enforcement: bool,
     /// `<smtpGreeting>`: replaces the default greeting text.
     pub greeting: Option<String>,
+    /// `<verifyRecipients>` (Mailroom's own; default true): a recipient in a local domain that
+    /// is no user and no virtual-table source gets `550 5.1.1` at RCPT. False restores James
+    /// 2.3's accept-then-file.
+    pub verify_recipients: bool,
 }
 
 impl SmtpServer {
@@ -380,6 +384,7 @@ pub(crate) fn smtp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> SmtpS
         require_tls_for_auth: true,
         address_brackets_enforcement: true,
         greeting: None,
+        verify_recipients: true,
     };
     let Some(h) = handler_of(el) else { return s };
     ctx.warn_unknown(
@@ -395,6 +400,7 @@ pub(crate) fn smtp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> SmtpS
             "addressBracketsEnforcement",
             "smtpGreeting",
             "handlerchain",
+            "verifyRecipients",
         ]),
     );
     s.max_message_size_kib = ctx.num_child(h, "maxmessagesize", 0u64, u64::MAX / 1024, 0);
@@ -427,6 +433,7 @@ pub(crate) fn smtp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> SmtpS
     s.max_rcpt = ctx.num_child(h, "maxRcpt", 0u32, 1_000_000, 0);
     s.require_tls_for_auth = ctx.bool_child(h, "requireTLSForAuth", true);
     s.address_brackets_enforcement = ctx.bool_child(h, "addressBracketsEnforcement", true);
+    s.verify_recipients = ctx.bool_child(h, "verifyRecipients", true);
     s.greeting = ctx
         .text(h, "smtpGreeting")
         .filter(|g| !g.is_empty())

@@ -449,6 +449,7 @@ fn service_defaults_tls_and_listener_clash() {
             && s.helo_ehlo_enforcement
             && s.require_tls_for_auth
             && s.address_brackets_enforcement
+            && s.verify_recipients
     );
     assert_eq!(
         (s.max_message_bytes(), s.max_rcpt, s.auth_required),

@@ -133,6 +133,12 @@ pub trait MailetContext: Send + Sync {
         mail: &Mail,
     ) -> Result<(), MailetError>;
 
+    /// Where [`MailetContext::deliver_to_inbox`] puts `user`'s mail (a Maildir's path), for
+    /// log lines; `None` when the context does not say.
+    fn inbox_location(&self, _user: &str) -> Option<String> {
+        None
+    }
+
     /// The targets `address` maps to in the virtual user table `table`, as text in the
     /// mapping syntax (`user@domain`, `user`, `error:550 text`, `regex:pattern:replacement`,
     /// `domain:other.example`). The most specific source wins: `user@domain`, then `user@*`,

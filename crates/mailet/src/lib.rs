@@ -72,6 +72,7 @@ mod error;
 mod mail;
 mod message;
 mod name;
+pub mod outcome;
 pub mod state;
 
 pub use address::{check_domain, AddressError, MailAddress, MAX_DOMAIN, MAX_LOCAL_PART};
@@ -83,4 +84,4 @@ pub use mail::{Envelope, Mail};
 pub use message::{
     header_section_len, BodySource, MemoryBody, Message, MessageReader, MAX_HEADER_SECTION,
 };
-pub use name::{is_valid_mail_name, new_mail_name, MAX_MAIL_NAME};
+pub use name::{derived_mail_name, is_valid_mail_name, new_mail_name, MAX_MAIL_NAME};

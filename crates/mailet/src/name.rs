@@ -40,6 +40,28 @@ pub fn new_mail_name() -> String {
     format!("Mail{millis:013}-{n}-{random:016x}")
 }
 
+/// A name for a mail made from `parent` (a split copy, a forward, a copy sent to `error`):
+/// the parent's name, `-` and 64 random bits, so that searching the log for a mail's name
+/// (the one SMTP's `250` gave) finds its copies too. A fresh [`new_mail_name`] when the
+/// parent's name is too long (or not a mail name) to take the suffix.
+///
+/// ```
+/// let parent = mailroom_mailet::new_mail_name();
+/// let copy = mailroom_mailet::derived_mail_name(&parent);
+/// assert!(copy.starts_with(&format!("{parent}-")));
+/// assert_ne!(copy, mailroom_mailet::derived_mail_name(&parent));
+/// ```
+pub fn derived_mail_name(parent: &str) -> String {
+    let fresh = new_mail_name();
+    let random = fresh.rsplit('-').next().unwrap_or_default();
+    let derived = format!("{parent}-{random}");
+    if is_valid_mail_name(&derived) {
+        derived
+    } else {
+        fresh
+    }
+}
+
 /// Whether `name` can be a mail name: ASCII letters, digits, `-`, `_` and `.`, not starting
 /// with `.`, at most [`MAX_MAIL_NAME`] octets — so that it is a safe file name.
 pub fn is_valid_mail_name(name: &str) -> bool {
@@ -70,6 +92,16 @@ mod tests {
         assert!(parts[1].parse::<u64>().is_ok());
         assert_eq!(parts[2].len(), 16);
         assert!(parts[2].bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn derived_names_extend_their_parent_within_the_limit() {
+        let copy = derived_mail_name("Mail1-0-ab");
+        assert!(copy.starts_with("Mail1-0-ab-") && copy.len() == "Mail1-0-ab-".len() + 16);
+        assert!(is_valid_mail_name(&copy));
+        let long = "a".repeat(190);
+        let fresh = derived_mail_name(&long);
+        assert!(fresh.starts_with("Mail") && is_valid_mail_name(&fresh));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod cli;
 mod queue;
+mod recipients;
 mod repositories;
 mod server;
 mod users;

@@ -15,7 +15,7 @@ use mailroom_net::{Listener, Shutdown};
 use mailroom_pop3::server::Pop3Store;
 use mailroom_pop3::Pop3Settings;
 use mailroom_remotemanager::{Console, RemoteManagerSettings};
-use mailroom_smtp::SmtpSettings;
+use mailroom_smtp::{RecipientCheck, SmtpSettings};
 use mailroom_spool::{
     ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
 };
@@ -23,6 +23,7 @@ use mailroom_store::{MailRepository, SpoolRepository, VerifiedLogins};
 use tokio::sync::Notify;
 
 use crate::cli::Cli;
+use crate::recipients::LocalRecipients;
 use crate::repositories;
 
 /// Loads `--config FILE`, or the embedded default.
@@ -92,6 +93,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     ));
     let opener = mail_repositories.clone();
     let mappings = repositories::mappings(&config)?;
+    let recipients = LocalRecipients::new(&config, users.clone(), mappings.clone());
+    runtime.block_on(recipients.warn_if_postmaster_is_missing(&config, &postmaster));
+    let recipients: Arc<dyn RecipientCheck> = Arc::new(recipients);
     let context = ServerContext::new(
         config.james.servernames.clone(),
         postmaster,
@@ -136,9 +140,14 @@ pub fn run(cli: &Cli) -> Result<()> {
         },
     });
     let workers = SpoolManager::new(tree, Arc::new(context)).start(config.spool_manager.threads);
-    let served = runtime.block_on(serve(
-        &config, listeners, spool, pop3_store, console, control, &stop,
-    ));
+    let services = Services {
+        spool,
+        pop3_store,
+        console,
+        control,
+        recipients,
+    };
+    let served = runtime.block_on(serve(&config, listeners, services, &stop));
     workers.stop();
     tracing::info!("stopped");
     served
@@ -200,17 +209,32 @@ pub fn keeps_apop_secrets(config: &Config) -> bool {
         .any(|p| p.common.enabled && p.enable_apop)
 }
 
+/// What the listeners serve: the repositories and services their sessions use.
+struct Services {
+    spool: Arc<dyn SpoolRepository>,
+    pop3_store: Arc<Pop3Store>,
+    console: Arc<Console>,
+    /// The queue's control socket, when it could be bound.
+    control: Option<(tokio::net::UnixListener, Arc<crate::queue::Repos>)>,
+    /// Checks SMTP recipients at RCPT.
+    recipients: Arc<dyn RecipientCheck>,
+}
+
 /// Serves on the listeners of [`bind_all`] (and the queue's control socket) until a signal or
 /// the RemoteManager's `shutdown` (`stop`), then drains the sessions.
 async fn serve(
     config: &Config,
     listeners: Vec<Listener>,
-    spool: Arc<dyn SpoolRepository>,
-    pop3_store: Arc<Pop3Store>,
-    console: Arc<Console>,
-    control: Option<(tokio::net::UnixListener, Arc<crate::queue::Repos>)>,
+    services: Services,
     stop: &Notify,
 ) -> Result<()> {
+    let Services {
+        spool,
+        pop3_store,
+        console,
+        control,
+        recipients,
+    } = services;
     let shutdown = Shutdown::new();
     let mut tasks = Vec::new();
     let mut bound = listeners.into_iter();
@@ -225,9 +249,9 @@ async fn serve(
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
         let listener = next_listener();
         if smtp.common.tls.start_tls {
-            tracing::warn!(addr = ?listener.local_addr(), "STARTTLS is not available in this build yet; not offered");
+            tracing::warn!(addr = %shown(&listener), "STARTTLS is not available in this build yet; not offered");
         }
-        let settings = Arc::new(smtp_settings(config, smtp));
+        let settings = Arc::new(smtp_settings(config, smtp, &recipients));
         tasks.push(tokio::spawn(mailroom_smtp::serve(
             listener,
             settings,
@@ -238,7 +262,7 @@ async fn serve(
     for pop3 in config.pop3.iter().filter(|s| s.common.enabled) {
         let listener = next_listener();
         if pop3.require_tls_for_auth {
-            tracing::warn!(addr = ?listener.local_addr(), "requireTLSForAuth: STLS is not available in this build yet; \
+            tracing::warn!(addr = %shown(&listener), "requireTLSForAuth: STLS is not available in this build yet; \
                 plaintext logins are allowed until it is");
         }
         tasks.push(tokio::spawn(mailroom_pop3::serve(
@@ -280,6 +304,13 @@ async fn serve(
     Ok(())
 }
 
+/// A listener's address for the log, plainly (`127.0.0.1:2525`, not `Ok(...)`).
+fn shown(listener: &Listener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|e| format!("unknown ({e})"), |a| a.to_string())
+}
+
 /// Binds a service's listener. Implicit TLS is refused: this build cannot serve it, and plain
 /// text where clients expect TLS would expose their passwords.
 fn bind(common: &ServiceCommon, protocol: &str) -> Result<Listener> {
@@ -295,7 +326,11 @@ fn bind(common: &ServiceCommon, protocol: &str) -> Result<Listener> {
 }
 
 /// The SMTP listener settings of one `<smtpserver>` block.
-fn smtp_settings(config: &Config, smtp: &SmtpServer) -> SmtpSettings {
+fn smtp_settings(
+    config: &Config,
+    smtp: &SmtpServer,
+    recipients: &Arc<dyn RecipientCheck>,
+) -> SmtpSettings {
     let relay = smtp.relay_networks();
     let james = config.james.clone();
     SmtpSettings {
@@ -307,6 +342,7 @@ fn smtp_settings(config: &Config, smtp: &SmtpServer) -> SmtpSettings {
         connection_limit: smtp.common.connection_limit.map(|n| n as usize),
         address_brackets_enforcement: smtp.address_brackets_enforcement,
         is_local_domain: Arc::new(move |domain| james.is_local_domain(domain)),
+        recipient_check: smtp.verify_recipients.then(|| recipients.clone()),
         relay_allowed: Arc::new(move |ip| relay.contains(ip)),
     }
 }

@@ -23,6 +23,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mailroom_mailet::MailAddress;
+
 pub mod codec;
 pub mod reply;
 pub mod server;
@@ -37,6 +39,35 @@ pub type DomainPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// A predicate on a client's IP address.
 pub type AddressPredicate = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// What a [`RecipientCheck`] says about a recipient in a local domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecipientVerdict {
+    /// A user (or a user's alias) or a virtual-table source: accepted.
+    Known,
+    /// Nobody by that name: `550 5.1.1`.
+    Unknown,
+    /// A virtual-table `error:CODE text` mapping: refused with that code and text.
+    Refused {
+        /// The mapping's 4xx or 5xx code.
+        code: u16,
+        /// The mapping's text.
+        text: String,
+    },
+    /// The lookup failed (a store error): `451 4.3.0`, so the client tries again later.
+    Unavailable,
+}
+
+/// Looks up recipients in local domains at RCPT (`<verifyRecipients>`). The session does not
+/// call it (it does no I/O): it stops with [`Outcome::CheckRecipient`], and the driver awaits
+/// the check and hands the verdict back, so the users repository and the virtual user tables
+/// are read without blocking a runtime thread, and pipelined commands wait their turn.
+#[async_trait::async_trait]
+pub trait RecipientCheck: Send + Sync {
+    /// The verdict on `recipient`, whose domain is local and whose local part is not
+    /// `postmaster` (always accepted).
+    async fn check(&self, recipient: &MailAddress) -> RecipientVerdict;
+}
 
 /// Envelope attribute: `BODY=` of MAIL FROM (`7BIT` or `8BITMIME`), when given.
 pub const ATTR_BODY: &str = "mailroom.smtp.body";
@@ -73,9 +104,11 @@ pub struct SmtpSettings {
     /// Whether MAIL FROM / RCPT TO addresses must be in angle brackets, as RFC 5321 says; when
     /// false, `MAIL FROM:a@b` is accepted for old clients.
     pub address_brackets_enforcement: bool,
-    /// Whether a domain is one of ours (`<servernames>`): mail to it is always accepted, even
-    /// for unknown users (the spool routes those to an error repository).
+    /// Whether a domain is one of ours (`<servernames>`): mail to it is never relaying.
     pub is_local_domain: DomainPredicate,
+    /// Checks recipients in local domains at RCPT (`<verifyRecipients>`, on by default).
+    /// `None`: every local recipient is accepted and the spool files unknown ones (James 2.3).
+    pub recipient_check: Option<Arc<dyn RecipientCheck>>,
     /// Whether a client may relay, that is send mail to domains that are not local
     /// (`<authorizedAddresses>`).
     pub relay_allowed: AddressPredicate,
@@ -94,6 +127,7 @@ impl Default for SmtpSettings {
             connection_limit: None,
             address_brackets_enforcement: true,
             is_local_domain: Arc::new(|domain| domain == "localhost"),
+            recipient_check: None,
             relay_allowed: Arc::new(|ip| ip.is_loopback()),
         }
     }
@@ -112,6 +146,7 @@ impl fmt::Debug for SmtpSettings {
                 "address_brackets_enforcement",
                 &self.address_brackets_enforcement,
             )
+            .field("verify_recipients", &self.recipient_check.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -174,6 +174,16 @@ impl Reply {
         Reply::new(451, "4.3.0", "Local error in processing")
     }
 
+    /// `451 4.3.0`: the recipient could not be looked up (the users repository or the
+    /// virtual user tables failed); the client tries again later.
+    pub fn recipient_lookup_failed(address: &str) -> Reply {
+        Reply::new(
+            451,
+            "4.3.0",
+            format!("<{address}>: Temporary lookup failure, try again later"),
+        )
+    }
+
     /// `452 4.5.3 Too many recipients`.
     pub fn too_many_recipients() -> Reply {
         Reply::new(452, "4.5.3", "Too many recipients")
@@ -230,6 +240,32 @@ impl Reply {
         Reply::new(550, "5.7.1", "Relaying denied")
     }
 
+    /// `550 5.1.1 <address>: no such user here`: a local recipient who is no user and no
+    /// virtual-table source (`<verifyRecipients>`).
+    pub fn unknown_recipient(address: &str) -> Reply {
+        Reply::new(550, "5.1.1", format!("<{address}>: no such user here"))
+    }
+
+    /// A virtual-table `error:CODE text` mapping: that code and text. A text that does not
+    /// start with an enhanced status code of the code's class gets `X.0.0`, since every reply
+    /// carries one once ENHANCEDSTATUSCODES is announced.
+    pub fn mapping_error(code: u16, text: &str) -> Reply {
+        let class = code / 100;
+        let has_status = text.split(' ').next().is_some_and(|word| {
+            let parts: Vec<&str> = word.split('.').collect();
+            parts.len() == 3
+                && parts[0] == class.to_string()
+                && parts[1..]
+                    .iter()
+                    .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+        });
+        match (has_status, text.is_empty()) {
+            (true, _) => Reply::plain(code, text.to_string()),
+            (false, true) => Reply::plain(code, format!("{class}.0.0 Recipient refused")),
+            (false, false) => Reply::plain(code, format!("{class}.0.0 {text}")),
+        }
+    }
+
     /// `550 5.6.2 Message contains bare CR or LF`: the SMTP-smuggling defence.
     pub fn bare_line_ending() -> Reply {
         Reply::new(550, "5.6.2", "Message contains bare CR or LF")
@@ -258,6 +294,18 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapping_errors_keep_their_code_and_text_and_always_have_a_status() {
+        let wire =
+            |code, text| String::from_utf8(Reply::mapping_error(code, text).to_bytes()).unwrap();
+        assert_eq!(wire(550, "5.1.1 gone away"), "550 5.1.1 gone away\r\n");
+        assert_eq!(wire(553, "left us"), "553 5.0.0 left us\r\n");
+        assert_eq!(wire(450, "4.2.1 try later"), "450 4.2.1 try later\r\n");
+        // A status of the wrong class is text, not a status.
+        assert_eq!(wire(450, "5.1.1 x"), "450 4.0.0 5.1.1 x\r\n");
+        assert_eq!(wire(550, ""), "550 5.0.0 Recipient refused\r\n");
+    }
 
     #[test]
     fn writes_single_and_multi_line() {

@@ -17,13 +17,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use mailroom_mailet::Envelope;
+use mailroom_mailet::{Envelope, MailAddress};
 use mailroom_net::connection::Stream;
 use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
 use mailroom_store::{IncomingMessage, SpoolRepository};
 
 use crate::session::{DataStart, Outcome, Session};
-use crate::SmtpSettings;
+use crate::{RecipientCheck, RecipientVerdict, SmtpSettings};
 
 /// Octets read from the client at a time; also bounds what one `ingest` call can produce.
 const READ_BUFFER: usize = 64 * 1024;
@@ -63,6 +63,7 @@ pub async fn handle_connection<S>(
     let mut connection = Connection::new(stream, settings.connection_timeout, shutdown)
         .with_read_buffer(READ_BUFFER);
     let mut driver = Driver {
+        recipient_check: settings.recipient_check.clone(),
         session: Session::new(settings, peer.ip()),
         spool,
         peer,
@@ -93,6 +94,8 @@ struct Driver {
     session: Session,
     /// Where accepted mail goes.
     spool: Arc<dyn SpoolRepository>,
+    /// Looks up local recipients at RCPT (`<verifyRecipients>`).
+    recipient_check: Option<Arc<dyn RecipientCheck>>,
     /// The client's address, for the log.
     peer: SocketAddr,
     /// Message octets from the session, drained into `message` after every call.
@@ -125,6 +128,9 @@ impl Handler for Driver {
                 // Everything consumed (or, defensively, nothing more can be).
                 Outcome::Continue => break,
                 Outcome::OpenMessage => self.open_message(connection.out()).await,
+                Outcome::CheckRecipient(address) => {
+                    self.check_recipient(address, connection.out()).await
+                }
                 Outcome::Commit(envelope) => self.commit(*envelope, connection.out()).await,
                 Outcome::Discard => self.message = None,
                 Outcome::Close => return Ok(Flow::Close),
@@ -134,8 +140,32 @@ impl Handler for Driver {
     }
 }
 
-/// The spool calls: open, stream and commit a message.
+/// The store calls: look up a recipient, open, stream and commit a message.
 impl Driver {
+    /// A RCPT to a local recipient: looks it up and lets the session answer. A refusal is
+    /// logged, so that an administrator sees who was turned away and why.
+    async fn check_recipient(&mut self, address: MailAddress, out: &mut Vec<u8>) {
+        let verdict = match &self.recipient_check {
+            Some(check) => check.check(&address).await,
+            None => RecipientVerdict::Known,
+        };
+        let reason = match &verdict {
+            RecipientVerdict::Known => None,
+            RecipientVerdict::Unknown => Some("no such user".to_string()),
+            RecipientVerdict::Refused { code, text } => {
+                Some(format!("mapping error:{code} {text}"))
+            }
+            RecipientVerdict::Unavailable => Some("lookup failed".to_string()),
+        };
+        if let Some(reason) = reason {
+            tracing::info!(
+                "rcpt={address} peer={} status=refused reason=\"{reason}\"",
+                self.peer
+            );
+        }
+        self.session.recipient_checked(verdict, out);
+    }
+
     /// Moves the session's message octets into the open message.
     async fn drain_body(&mut self) {
         if self.body.is_empty() {

@@ -10,6 +10,10 @@
 //!
 //! * [`Outcome::OpenMessage`]: DATA was accepted; the driver opens a message in the spool and
 //!   calls [`Session::begin_data`] with its name and the date (or a failure);
+//! * [`Outcome::CheckRecipient`]: a RCPT names a recipient in a local domain and recipients
+//!   are verified; the driver looks it up ([`crate::RecipientCheck`]) and calls
+//!   [`Session::recipient_checked`], which writes the RCPT's reply. Commands pipelined after it
+//!   wait, so replies stay in order;
 //! * [`Outcome::Commit`]: the end of data arrived and the message is good; the driver commits
 //!   the envelope and calls [`Session::committed`]. Only then is `250` written, and only then
 //!   are the commands pipelined after the data processed;
@@ -33,7 +37,8 @@ use crate::codec::{
 };
 use crate::reply::Reply;
 use crate::{
-    SmtpSettings, ATTR_BODY, ATTR_DSN_ENVID, ATTR_DSN_RECIPIENTS, ATTR_DSN_RET, ATTR_HELO,
+    RecipientVerdict, SmtpSettings, ATTR_BODY, ATTR_DSN_ENVID, ATTR_DSN_RECIPIENTS, ATTR_DSN_RET,
+    ATTR_HELO,
 };
 
 /// After this many protocol errors (unknown commands, syntax, bad sequence) the client is
@@ -47,6 +52,9 @@ pub enum Outcome {
     Continue,
     /// DATA was accepted: open a message in the spool, then call [`Session::begin_data`].
     OpenMessage,
+    /// RCPT names this recipient in a local domain: look it up, then call
+    /// [`Session::recipient_checked`]. Input after the RCPT was not consumed.
+    CheckRecipient(MailAddress),
     /// The message is complete: commit it with this envelope, then call
     /// [`Session::committed`] with the result. Input after the end of data was not consumed.
     Commit(Box<Envelope>),
@@ -72,6 +80,13 @@ enum Mode {
     Command,
     /// DATA was accepted; waiting for [`Session::begin_data`].
     AwaitOpen,
+    /// A RCPT waits for [`Session::recipient_checked`].
+    AwaitRecipient {
+        /// The recipient being looked up.
+        address: MailAddress,
+        /// Its DSN parameters, kept for when it is accepted.
+        params: RcptParams,
+    },
     /// Message content being written to the body buffer.
     Data {
         /// Dot-unstuffing and end-of-data detection.
@@ -196,6 +211,9 @@ impl Session {
             match &mut self.mode {
                 Mode::Closed => return (input.len(), Outcome::Close),
                 Mode::AwaitOpen => return (pos, Outcome::OpenMessage),
+                Mode::AwaitRecipient { address, .. } => {
+                    return (pos, Outcome::CheckRecipient(address.clone()))
+                }
                 Mode::AwaitCommit { .. } => return (pos, Outcome::Continue),
                 _ if rest.is_empty() => return (pos, Outcome::Continue),
                 Mode::Command => {
@@ -218,9 +236,12 @@ impl Session {
                     if let Some(reply) = reply {
                         self.reply(reply, out);
                     }
-                    match self.mode {
+                    match &self.mode {
                         Mode::Closed => return (input.len(), Outcome::Close),
                         Mode::AwaitOpen => return (pos, Outcome::OpenMessage),
+                        Mode::AwaitRecipient { address, .. } => {
+                            return (pos, Outcome::CheckRecipient(address.clone()))
+                        }
                         _ => {}
                     }
                 }
@@ -290,6 +311,35 @@ impl Session {
                 self.mode = Mode::Command;
             }
         }
+    }
+
+    /// Answers [`Outcome::CheckRecipient`] with the lookup's verdict: writes the RCPT's reply
+    /// (`250` and the recipient joins the transaction, or the refusal) and command input
+    /// resumes. Does nothing in any other state.
+    pub fn recipient_checked(&mut self, verdict: RecipientVerdict, out: &mut Vec<u8>) {
+        if !matches!(self.mode, Mode::AwaitRecipient { .. }) {
+            return;
+        }
+        let Mode::AwaitRecipient { address, params } =
+            std::mem::replace(&mut self.mode, Mode::Command)
+        else {
+            return;
+        };
+        let text = address.to_string();
+        let reply = match verdict {
+            RecipientVerdict::Known => match self.txn.as_mut() {
+                Some(txn) => {
+                    txn.seen.insert(address.clone());
+                    txn.rcpts.push((address, params));
+                    Reply::recipient_ok()
+                }
+                None => Reply::bad_sequence("need MAIL before RCPT"),
+            },
+            RecipientVerdict::Unknown => Reply::unknown_recipient(&text),
+            RecipientVerdict::Refused { code, text } => Reply::mapping_error(code, &text),
+            RecipientVerdict::Unavailable => Reply::recipient_lookup_failed(&text),
+        };
+        self.reply(reply, out);
     }
 
     /// Answers [`Outcome::Commit`]: `250` with the mail's name when the spool committed it,
@@ -383,7 +433,7 @@ impl Session {
                 });
                 Reply::sender_ok()
             }
-            Command::Rcpt { recipient, params } => self.rcpt(recipient, params),
+            Command::Rcpt { recipient, params } => return self.rcpt(recipient, params),
             Command::Data => {
                 // The 354 is written by `begin_data`, once the spool has a place for the mail.
                 self.mode = Mode::AwaitOpen;
@@ -418,8 +468,9 @@ impl Session {
         ]
     }
 
-    /// RCPT TO: the recipient limit, then the relay policy.
-    fn rcpt(&mut self, recipient: Recipient, params: RcptParams) -> Reply {
+    /// RCPT TO: the relay policy, then the recipient limit, then (for a local recipient, when
+    /// recipients are verified) the lookup: `None` then, as the driver answers it.
+    fn rcpt(&mut self, recipient: Recipient, params: RcptParams) -> Option<Reply> {
         let settings = &self.settings;
         let address = match recipient {
             // RFC 5321 §4.5.1: always accepted, whatever the relay policy.
@@ -430,23 +481,31 @@ impl Session {
                 if !(settings.is_local_domain)(address.domain())
                     && !(settings.relay_allowed)(self.peer)
                 {
-                    return Reply::relay_denied();
+                    return Some(Reply::relay_denied());
                 }
                 address
             }
         };
         let Some(txn) = self.txn.as_mut() else {
-            return Reply::bad_sequence("need MAIL before RCPT");
+            return Some(Reply::bad_sequence("need MAIL before RCPT"));
         };
         if txn.seen.contains(&address) {
-            return Reply::recipient_ok();
+            return Some(Reply::recipient_ok());
         }
         if settings.max_rcpt > 0 && txn.rcpts.len() >= settings.max_rcpt {
-            return Reply::too_many_recipients();
+            return Some(Reply::too_many_recipients());
+        }
+        // Mail to postmaster@ a local domain is always accepted (RFC 5321 §4.5.1).
+        if settings.recipient_check.is_some()
+            && (settings.is_local_domain)(address.domain())
+            && !address.local_part().eq_ignore_ascii_case("postmaster")
+        {
+            self.mode = Mode::AwaitRecipient { address, params };
+            return None;
         }
         txn.seen.insert(address.clone());
         txn.rcpts.push((address, params));
-        Reply::recipient_ok()
+        Some(Reply::recipient_ok())
     }
 
     /// The envelope to commit for the current transaction.

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mailroom_mailet::{AttributeValue, Envelope};
-use mailroom_smtp::{DataStart, Outcome, Session, SmtpSettings};
+use mailroom_mailet::{AttributeValue, Envelope, MailAddress};
+use mailroom_smtp::{DataStart, Outcome, RecipientCheck, RecipientVerdict, Session, SmtpSettings};
 
 /// What a client saw and what the spool got.
 #[derive(Debug, PartialEq)]
@@ -84,6 +84,17 @@ fn drive(settings: &Arc<SmtpSettings>, peer: IpAddr, chunks: &[&[u8]], spool: Sp
                         });
                         session.committed(Ok::<(), ()>(()), &mut out);
                     }
+                }
+                Outcome::CheckRecipient(address) => {
+                    let check = settings
+                        .recipient_check
+                        .as_ref()
+                        .expect("checks configured");
+                    let verdict = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap()
+                        .block_on(check.check(&address));
+                    session.recipient_checked(verdict, &mut out);
                 }
                 Outcome::Discard => current = None,
                 Outcome::Close => {
@@ -428,6 +439,77 @@ fn relay_policy() {
         t.mails[0].envelope.recipients[0].to_string(),
         "postmaster@mx.example.org"
     );
+}
+
+/// Knows `b` and `b2`; `gone` is mapped to an error, `flaky` cannot be looked up. Panics on
+/// `postmaster`, which must never be looked up.
+struct Directory;
+
+#[async_trait::async_trait]
+impl RecipientCheck for Directory {
+    async fn check(&self, recipient: &MailAddress) -> RecipientVerdict {
+        match recipient.local_part() {
+            "b" | "b2" => RecipientVerdict::Known,
+            "gone" => RecipientVerdict::Refused {
+                code: 551,
+                text: "5.1.6 moved to <new@example.net>".into(),
+            },
+            "flaky" => RecipientVerdict::Unavailable,
+            p if p.eq_ignore_ascii_case("postmaster") => panic!("postmaster looked up"),
+            _ => RecipientVerdict::Unknown,
+        }
+    }
+}
+
+#[test]
+fn local_recipients_are_looked_up_and_pipelined_replies_stay_in_order() {
+    let checked = SmtpSettings {
+        recipient_check: Some(Arc::new(Directory)),
+        ..settings()
+    };
+    let input = "EHLO c\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<nobody@example.org>\r\n\
+        RCPT TO:<b@example.org>\r\nRCPT TO:<gone@example.org>\r\nRCPT TO:<flaky@localhost>\r\n\
+        RCPT TO:<Postmaster@example.org>\r\nRCPT TO:<x@remote.example>\r\nRCPT TO:<b@example.org>\r\n\
+        RCPT TO:<b2@example.org>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n";
+    let t = run(checked, input);
+    assert_eq!(
+        codes(&t.out),
+        [
+            "220",
+            "250",
+            "250 2.1.0",
+            "550 5.1.1",
+            "250 2.1.5",
+            "551 5.1.6",
+            "451 4.3.0",
+            "250 2.1.5",
+            "550 5.7.1",
+            "250 2.1.5",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0",
+            "221 2.0.0"
+        ],
+        "{}",
+        t.out
+    );
+    assert!(t
+        .out
+        .contains("550 5.1.1 <nobody@example.org>: no such user here\r\n"));
+    assert!(t.out.contains("551 5.1.6 moved to <new@example.net>\r\n"));
+    let recipients: Vec<String> = t.mails[0]
+        .envelope
+        .recipients
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        recipients,
+        ["b@example.org", "Postmaster@example.org", "b2@example.org"]
+    );
+    // Without a check (`<verifyRecipients>false</verifyRecipients>`), all are accepted.
+    let t = run(settings(), input);
+    assert_eq!(t.mails[0].envelope.recipients.len(), 6, "{}", t.out);
 }
 
 #[test]

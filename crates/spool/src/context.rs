@@ -224,6 +224,10 @@ impl MailetContext for ServerContext {
         Ok(())
     }
 
+    fn inbox_location(&self, user: &str) -> Option<String> {
+        self.inbox.location(user)
+    }
+
     fn address_mappings(
         &self,
         table: &str,

@@ -14,8 +14,9 @@
 //!   file descriptors, DNS or a remote server away) never sends the mail to `error` nor deletes
 //!   it: the mail stays in the spool as it is at that moment (its processor, its recipients
 //!   left) and is tried again later from the start of that processor, with a backoff stored
-//!   with it ([`SpoolRepository::requeue`]), so a restart does not reset it. One log line per
-//!   retry. `onMatchException`/`onMailetException` apply to permanent failures only;
+//!   with it ([`SpoolRepository::requeue`]), so a restart does not reset it. Each retry logs
+//!   one `status=deferred` line per recipient kept (the shape of [`mailroom_mailet::outcome`]).
+//!   `onMatchException`/`onMailetException` apply to permanent failures only;
 //! * a failure inside `error` keeps the mail in the spool for retry too, logged: a mail that
 //!   was acknowledged is never deleted because something failed.
 //!
@@ -30,8 +31,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use mailroom_mailet::derived_mail_name;
+use mailroom_mailet::outcome::{Outcome, Status};
 use mailroom_mailet::{state, AttributeValue, Mail, MailAddress, MailetContext, MailetError};
-use mailroom_store::{new_mail_name, Delivery, LeaseToken, Leased, SpoolRepository, StoreError};
+use mailroom_store::{Delivery, LeaseToken, Leased, SpoolRepository, StoreError};
 
 use crate::context::take_deliveries;
 use crate::leases::{HeldLease, Leases};
@@ -306,8 +309,7 @@ impl SpoolManager {
     fn requeue(&self, token: LeaseToken, mut mail: Mail, reason: &str, deliveries: &[Delivery]) {
         let attempts = count_failure(&mut mail);
         let delay = retry_delay(attempts);
-        tracing::warn!(mail = %mail.name(), processor = %mail.state(), attempts,
-            retry_in = ?delay, %reason, "temporary failure; kept in the spool for retry");
+        log_deferred(&mail, attempts, delay, reason);
         let kept = self.context.sync_inbox(deliveries).and_then(|()| {
             self.context.wait(
                 self.spool()
@@ -347,8 +349,9 @@ impl SpoolManager {
     /// worker takes up again (and, should it fail again, requeues with a backoff).
     fn keep_copy(&self, mut copy: Mail, reason: &str) -> Result<(), StoreError> {
         let attempts = count_failure(&mut copy);
-        tracing::warn!(mail = %copy.name(), processor = %copy.state(), attempts, %reason,
-            "temporary failure; kept in the spool for retry");
+        // Due at once: a worker takes it up again, and requeues it with a backoff should it
+        // fail again.
+        log_deferred(&copy, attempts, Duration::ZERO, reason);
         self.context.wait(self.spool().store(&copy))
     }
 
@@ -404,9 +407,15 @@ impl SpoolManager {
             }
             let Some(current) = self.tree.get(&processor).and_then(|p| p.steps.get(step)) else {
                 if processor != state::ERROR {
-                    tracing::warn!(mail = %mail.name(), %processor,
-                        "mail reached the end of its processor and is deleted; \
-                         this may be a configuration error");
+                    let reason = format!(
+                        "reached the end of its processor {processor}; \
+                         this may be a configuration error"
+                    );
+                    for rcpt in mail.recipients() {
+                        let line = Outcome::new(mail.name(), rcpt, Status::Dropped)
+                            .field("reason", &reason);
+                        tracing::warn!("{line}");
+                    }
                 }
                 return Ok(());
             };
@@ -459,7 +468,7 @@ impl SpoolManager {
                     .filter(|r| !matched.contains(r))
                     .cloned()
                     .collect();
-                let mut copy = mail.split_off(new_mail_name(), matched);
+                let mut copy = mail.split_off(derived_mail_name(mail.name()), matched);
                 mail.set_recipients(rest);
                 let outcome = match service(current, &mut copy, &processor, ctx) {
                     Ok(()) => self.run(copy, processor.clone(), step, None),
@@ -484,6 +493,18 @@ impl SpoolManager {
                 ));
             }
         }
+    }
+}
+
+/// One `status=deferred` line per recipient of a mail kept for another try.
+fn log_deferred(mail: &Mail, attempts: u32, delay: Duration, reason: &str) {
+    for rcpt in mail.recipients() {
+        let line = Outcome::new(mail.name(), rcpt, Status::Deferred)
+            .field("processor", mail.state())
+            .field("attempts", attempts)
+            .field("retry_in", format_args!("{}s", delay.as_secs()))
+            .field("reason", reason);
+        tracing::warn!("{line}");
     }
 }
 

@@ -493,12 +493,12 @@ fn local_delivery_follows_aliases_and_forwards_and_stops_loops() {
     // bob's copy: delivered to alice's mailbox under bob's address.
     assert!(delivered
         .iter()
-        .any(|m| m.starts_with("Return-Path: <s@example.net>\r\nDelivered-To: bob@localhost\r\n")));
+        .any(|m| m.starts_with("Return-Path: <s@example.net>\nDelivered-To: bob@localhost\n")));
     // carol's copy: forwarded as a new mail, then delivered to alice.
     assert!(delivered
         .iter()
-        .any(|m| m.contains("Delivered-To: alice@localhost\r\n")
-            && m.contains("Delivered-To: carol@localhost\r\n")));
+        .any(|m| m.contains("Delivered-To: alice@localhost\n")
+            && m.contains("Delivered-To: carol@localhost\n")));
     assert!(!inbox
         .parent()
         .unwrap()

@@ -177,6 +177,10 @@ impl<T: ?Sized + blocking::InboxRepository + 'static> InboxRepository for Blocki
         self.run(move |b| b.sync(&deliveries)).await
     }
 
+    fn location(&self, user: &str) -> Option<String> {
+        self.0.location(user)
+    }
+
     async fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>> {
         let user = user.to_string();
         let inner = self.run(move |b| b.open_mailbox(&user)).await?;

@@ -67,6 +67,10 @@ pub trait InboxRepository: Send + Sync {
     fn sync(&self, deliveries: &[Delivery]) -> Result<()>;
     /// See [`crate::InboxRepository::open_mailbox`].
     fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>>;
+    /// See [`crate::InboxRepository::location`].
+    fn location(&self, _user: &str) -> Option<String> {
+        None
+    }
 }
 
 /// See [`crate::Mailbox`].

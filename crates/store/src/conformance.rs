@@ -541,14 +541,24 @@ pub async fn mappings_repository(repo: &dyn MappingsRepository) {
     assert!(!repo.remove(DEFAULT_TABLE, &source, &alice).await.unwrap());
 }
 
-/// Every message of a mailbox, read whole.
+/// Every message of a mailbox, read whole, as POP3 sends it: a backend may store lines with
+/// LF ends ([`Mailbox::open_message`]), and each LF without a CR before it goes out as CRLF.
 async fn read_all(mailbox: &dyn Mailbox) -> Vec<Vec<u8>> {
     let mut all = Vec::new();
     for i in 0..mailbox.messages().len() {
         let mut bytes = Vec::new();
         let mut stream = mailbox.open_message(i).await.unwrap();
         stream.read_to_end(&mut bytes).await.unwrap();
-        all.push(bytes);
+        let mut wire = Vec::with_capacity(bytes.len());
+        let mut after_cr = false;
+        for b in bytes {
+            if b == b'\n' && !after_cr {
+                wire.push(b'\r');
+            }
+            wire.push(b);
+            after_cr = b == b'\r';
+        }
+        all.push(wire);
     }
     all
 }

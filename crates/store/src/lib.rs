@@ -240,6 +240,12 @@ pub trait InboxRepository: Send + Sync {
     /// the canonical name [`UsersRepository::get`] returns, which is what delivery uses. A user
     /// without mail yet has an empty inbox.
     async fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>>;
+
+    /// Where `user`'s mail is kept (a Maildir's path), for the log lines that say where a mail
+    /// was delivered; `None` when the backend has nothing to show. Touches no storage.
+    fn location(&self, _user: &str) -> Option<String> {
+        None
+    }
 }
 
 /// One message in a [`Mailbox`] snapshot.

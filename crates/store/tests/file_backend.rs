@@ -146,18 +146,20 @@ fn maildir_delivery() {
             let path = e.unwrap().path();
             let bytes = fs::read(&path).unwrap();
             let name = path.file_name().unwrap().to_str().unwrap().to_string();
-            // CRLF throughout: the size with CRLF line ends is the file's size.
+            // LF line ends in the file; `,W=` is the size POP3 sends, with CRLF ends.
             let len = bytes.len();
-            assert!(name.ends_with(&format!(",S={len},W={len}")), "{name}");
+            let lines = bytes.iter().filter(|&&b| b == b'\n').count();
+            assert!(!bytes.contains(&b'\r'), "{name}");
+            assert!(
+                name.ends_with(&format!(",S={len},W={}", len + lines)),
+                "{name}"
+            );
             bytes
         })
         .collect();
     contents.sort();
-    assert_eq!(
-        contents[0],
-        b"Return-Path: <>\r\nSubject: hi\r\n\r\nbody\r\n"
-    );
-    assert_eq!(contents[1], b"Subject: hi\r\n\r\nbody\r\n");
+    assert_eq!(contents[0], b"Return-Path: <>\nSubject: hi\n\nbody\n");
+    assert_eq!(contents[1], b"Subject: hi\n\nbody\n");
     // A Maildir removed while the server runs is made again.
     fs::remove_dir_all(dir.path().join("alice")).unwrap();
     let again = inbox.deliver("alice", b"", &msg).unwrap();

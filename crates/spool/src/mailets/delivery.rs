@@ -7,9 +7,16 @@
 //! to the `error` processor in a mail of their own; the delivered mail is ghosted. Recipients
 //! whose delivery failed temporarily (a full disk) stay in the mail, which the mailet fails
 //! temporarily: the SpoolManager keeps it in the spool and tries them again later.
+//!
+//! Each recipient's outcome is logged in the shape of [`mailroom_mailet::outcome`]:
+//! `status=delivered` with the mailbox and its Maildir, `status=forwarded` with the new
+//! address and the forwarded mail's name, `status=failed` with the reason (and the name of the
+//! copy that goes on to `error`). Temporary failures are logged by the SpoolManager, which
+//! keeps those recipients for another try (`status=deferred`).
 
+use mailroom_mailet::outcome::{Outcome, Status};
 use mailroom_mailet::{
-    new_mail_name, state, Envelope, Mail, MailAddress, Mailet, MailetContext, MailetError,
+    derived_mail_name, state, Envelope, Mail, MailAddress, Mailet, MailetContext, MailetError,
 };
 
 use crate::Registry;
@@ -77,16 +84,32 @@ impl Mailet for LocalDelivery {
             let outcome = Self::target(rcpt, mail, ctx).and_then(|target| match target {
                 Target::Inbox(user) => {
                     let trace = format!("{return_path}Delivered-To: {rcpt}\r\n");
-                    ctx.deliver_to_inbox(&user, trace.as_bytes(), &delivery)
+                    ctx.deliver_to_inbox(&user, trace.as_bytes(), &delivery)?;
+                    let mut line =
+                        Outcome::new(mail.name(), rcpt, Status::Delivered).field("mailbox", &user);
+                    if let Some(maildir) = ctx.inbox_location(&user) {
+                        line = line.field("maildir", maildir);
+                    }
+                    ctx.log(&line.to_string());
+                    Ok(())
                 }
                 Target::Forward(to) => {
-                    let mut envelope =
-                        Envelope::new(new_mail_name(), mail.sender().cloned(), vec![to]);
+                    let mut envelope = Envelope::new(
+                        derived_mail_name(mail.name()),
+                        mail.sender().cloned(),
+                        vec![to.clone()],
+                    );
                     envelope.remote_addr = mail.envelope.remote_addr.clone();
                     envelope.remote_host = mail.envelope.remote_host.clone();
+                    let forwarded = envelope.name.clone();
                     let mut message = mail.message.clone();
                     message.prepend_header("Delivered-To", &rcpt.to_string());
-                    ctx.send_mail(Mail::new(envelope, message))
+                    ctx.send_mail(Mail::new(envelope, message))?;
+                    let line = Outcome::new(mail.name(), rcpt, Status::Forwarded)
+                        .field("to", to)
+                        .field("forward", forwarded);
+                    ctx.log(&line.to_string());
+                    Ok(())
                 }
                 Target::Fail(why) => Err(MailetError::new(why)),
             });
@@ -98,15 +121,20 @@ impl Mailet for LocalDelivery {
         }
         if retry.is_empty() && failed.len() == mail.recipients().len() && !failed.is_empty() {
             // Nothing was delivered: the mail as a whole goes where onMailetException says.
+            for (rcpt, why) in &failed {
+                let line = Outcome::new(mail.name(), rcpt, Status::Failed).field("reason", why);
+                ctx.log(&line.to_string());
+            }
             return Err(MailetError::permanent(reasons(&failed)));
         }
         if !failed.is_empty() {
             let mut rest = mail.split_off(
-                new_mail_name(),
+                derived_mail_name(mail.name()),
                 failed.iter().map(|(r, _)| r.clone()).collect(),
             );
             rest.envelope.error_message = Some(reasons(&failed));
             rest.set_state(state::ERROR);
+            let copy = rest.name().to_string();
             if let Err(e) = ctx.send_mail(rest) {
                 // Not in the spool: these recipients are tried again with the others.
                 retry.extend(failed.into_iter().map(|(r, why)| {
@@ -115,6 +143,14 @@ impl Mailet for LocalDelivery {
                         format!("{why}, and not sent to the error processor: {e}"),
                     )
                 }));
+            } else {
+                for (rcpt, why) in &failed {
+                    let line = Outcome::new(mail.name(), rcpt, Status::Failed)
+                        .field("reason", why)
+                        .field("copy", &copy)
+                        .field("next", state::ERROR);
+                    ctx.log(&line.to_string());
+                }
             }
         }
         if !retry.is_empty() {

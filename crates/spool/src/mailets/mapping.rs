@@ -8,9 +8,14 @@
 //! a copy of the mail for the refused recipients goes to the `error` processor with that
 //! text as its error message). A recipient whose targets give nothing is kept. Targets are
 //! mapped again, up to 10 levels, so that chains work and loops end.
+//!
+//! Each recipient rewritten logs `status=mapped` with its new addresses, each refused one
+//! `status=refused` with the reply and the copy that goes to `error` (see
+//! [`mailroom_mailet::outcome`]).
 
 use std::collections::{BTreeMap, HashSet};
 
+use mailroom_mailet::outcome::{Outcome, Status};
 use mailroom_mailet::{state, Mail, MailAddress, Mailet, MailetContext, MailetError};
 use mailroom_store::mappings::{Target, DEFAULT_TABLE};
 use regex::Regex;
@@ -119,9 +124,18 @@ impl Mailet for VirtualUserTable {
         let mut addresses = Vec::new();
         // Refused recipients by reply: each reply leaves in its own copy for `error`.
         let mut refused: BTreeMap<String, Vec<MailAddress>> = BTreeMap::new();
+        // The log lines of rewritten recipients, written once the mail has changed.
+        let mut mapped = Vec::new();
         for recipient in mail.recipients() {
             let mut one = Resolved::default();
             self.resolve(recipient, ctx, 0, &mut one)?;
+            if !one.addresses.is_empty() && one.addresses.as_slice() != [recipient.clone()] {
+                mapped.push(
+                    Outcome::new(mail.name(), recipient, Status::Mapped)
+                        .field("to", join(&one.addresses))
+                        .field("table", &self.table),
+                );
+            }
             addresses.extend(one.addresses);
             for reply in one.errors {
                 refused.entry(reply).or_default().push(recipient.clone());
@@ -133,16 +147,25 @@ impl Mailet for VirtualUserTable {
             return Ok(());
         }
         for (reply, recipients) in refused {
-            let mut copy = mail.split_off(mailroom_mailet::new_mail_name(), recipients);
+            let mut copy = mail.split_off(
+                mailroom_mailet::derived_mail_name(mail.name()),
+                recipients.clone(),
+            );
             copy.set_state(state::ERROR);
-            copy.envelope.error_message = Some(reply);
+            copy.envelope.error_message = Some(reply.clone());
+            let name = copy.name().to_string();
             ctx.send_mail(copy)?;
+            for rcpt in &recipients {
+                let line = Outcome::new(mail.name(), rcpt, Status::Refused)
+                    .field("reason", &reply)
+                    .field("copy", &name)
+                    .field("next", state::ERROR);
+                ctx.log(&line.to_string());
+            }
         }
-        ctx.log(&format!(
-            "VirtualUserTable: {} rewritten to {}",
-            join(mail.recipients()),
-            join(&addresses)
-        ));
+        for line in mapped {
+            ctx.log(&line.to_string());
+        }
         if addresses.is_empty() {
             mail.set_state(state::GHOST);
         }
@@ -153,7 +176,7 @@ impl Mailet for VirtualUserTable {
 
 fn join(addresses: &[MailAddress]) -> String {
     let texts: Vec<String> = addresses.iter().map(ToString::to_string).collect();
-    texts.join(", ")
+    texts.join(",")
 }
 
 #[cfg(test)]

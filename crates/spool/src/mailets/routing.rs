@@ -1,5 +1,8 @@
 //! Mailets that route or store mail: ToProcessor, ToRepository, Null, PostmasterAlias.
+//! ToRepository and Null end a mail's way, so they log each recipient's outcome
+//! (`status=stored`, `status=dropped`; see [`mailroom_mailet::outcome`]).
 
+use mailroom_mailet::outcome::{Outcome, Status};
 use mailroom_mailet::{state, Mail, Mailet, MailetContext, MailetError};
 
 use crate::Registry;
@@ -48,6 +51,14 @@ struct ToRepository {
 impl Mailet for ToRepository {
     fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
         ctx.store_mail(&self.url, mail)?;
+        for rcpt in mail.recipients() {
+            let mut line =
+                Outcome::new(mail.name(), rcpt, Status::Stored).field("repository", &self.url);
+            if let Some(error) = &mail.envelope.error_message {
+                line = line.field("error", error);
+            }
+            ctx.log(&line.to_string());
+        }
         if !self.pass_through {
             mail.set_state(state::GHOST);
         }
@@ -59,7 +70,11 @@ impl Mailet for ToRepository {
 struct Null;
 
 impl Mailet for Null {
-    fn service(&self, mail: &mut Mail, _: &dyn MailetContext) -> Result<(), MailetError> {
+    fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
+        for rcpt in mail.recipients() {
+            let line = Outcome::new(mail.name(), rcpt, Status::Dropped).field("reason", "Null");
+            ctx.log(&line.to_string());
+        }
         mail.set_state(state::GHOST);
         Ok(())
     }

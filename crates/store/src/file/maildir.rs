@@ -8,6 +8,11 @@
 //! file name is `<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>,W=<size with CRLF line ends>` (the
 //! size fields Dovecot writes and reads).
 //!
+//! Files have LF line ends, as Postfix's local(8) and Dovecot write them, so that mail readers
+//! on the Maildir (mutt) show no `^M`. POP3 sends each LF as CRLF again ([`ToLf`] says how
+//! this gives back the exact octets that came in); `,W=` is the size it sends, `,S=` the
+//! file's. Files with CRLF ends (written by earlier versions) are read as they are.
+//!
 //! Reading ([`InboxRepository::open_mailbox`]) lists `new/` and `cur/` without opening a file:
 //! the UID is the unique name (the file name without its `,S=`/`,W=` fields and `:2,` flags,
 //! which other Maildir readers may change), and the size comes from `,W=`. Only a file another
@@ -176,11 +181,13 @@ impl InboxRepository for Maildir {
             other => other?,
         };
         let written = (|| -> io::Result<(u64, u64)> {
-            let mut out = LineEnds::new(BufWriter::with_capacity(64 * 1024, file));
+            let counted = LineEnds::new(BufWriter::with_capacity(64 * 1024, file));
+            let mut out = ToLf::new(counted);
             out.write_all(trace_header)?;
             io::copy(&mut message.reader()?, &mut out)?;
-            out.flush()?;
-            Ok((out.size, out.crlf_size()))
+            let mut counted = out.finish()?;
+            counted.flush()?;
+            Ok((counted.size, counted.crlf_size()))
         })();
         let (size, wire) = match written {
             Ok(sizes) => sizes,
@@ -212,6 +219,10 @@ impl InboxRepository for Maildir {
                 })
             })
             .map_err(Into::into)
+    }
+
+    fn location(&self, user: &str) -> Option<String> {
+        Some(self.root.join(user).display().to_string())
     }
 
     fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>> {
@@ -464,6 +475,78 @@ impl<W: Write> Write for LineEnds<W> {
     }
 }
 
+/// A writer that stores lines with LF ends, as Postfix's local(8) and Dovecot do (mail readers
+/// on the Maildir show a CR as `^M`): each CRLF becomes LF. A CRLF whose CR follows another CR
+/// is kept as it is, because POP3 sends a stored LF after a CR as it stands: `CR CR LF` stored
+/// as `CR LF` would go out one octet short. So what POP3 sends (each LF without a CR before it
+/// as CRLF, see [`LineEnds`]) is exactly the message as it came, CRLF octets and size.
+struct ToLf<W> {
+    inner: W,
+    /// A CR read and not written yet: whether it ends a line is known only at the next octet.
+    held_cr: bool,
+    /// The octet before the held CR was a CR too.
+    cr_before_held: bool,
+    /// The converted octets of one write, kept to save an allocation per write.
+    out: Vec<u8>,
+}
+
+impl<W: Write> ToLf<W> {
+    fn new(inner: W) -> Self {
+        ToLf {
+            inner,
+            held_cr: false,
+            cr_before_held: false,
+            out: Vec::new(),
+        }
+    }
+
+    /// Writes a CR still held (the message ended in one) and hands the writer back.
+    fn finish(mut self) -> io::Result<W> {
+        if self.held_cr {
+            self.inner.write_all(b"\r")?;
+        }
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for ToLf<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        for &b in buf {
+            if self.held_cr {
+                self.held_cr = false;
+                if b == b'\n' {
+                    if self.cr_before_held {
+                        out.push(b'\r');
+                    }
+                    out.push(b'\n');
+                    continue;
+                }
+                out.push(b'\r');
+                if b == b'\r' {
+                    self.held_cr = true;
+                    self.cr_before_held = true;
+                    continue;
+                }
+            } else if b == b'\r' {
+                // Every CR is held until the next octet, so the one before this is no CR.
+                self.held_cr = true;
+                self.cr_before_held = false;
+                continue;
+            }
+            out.push(b);
+        }
+        let written = self.inner.write_all(&out);
+        self.out = out;
+        written.map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// This host's name for unique file names, with the characters Maildir reserves (`/`, `:`)
 /// escaped as its specification asks.
 fn host_name() -> String {
@@ -492,6 +575,66 @@ mod tests {
             let kernel = kernel.trim_end_matches('\n');
             let escaped = kernel.replace('/', "\\057").replace(':', "\\072");
             assert_eq!(name, escaped);
+        }
+    }
+}
+
+#[cfg(test)]
+mod line_end_tests {
+    use super::*;
+
+    /// What POP3 sends for stored octets (before dot-stuffing): each LF without a CR before it
+    /// as CRLF, as `mailroom_net::DotEncoder` does.
+    fn wire(stored: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut after_cr = false;
+        for &b in stored {
+            if b == b'\n' && !after_cr {
+                out.push(b'\r');
+            }
+            out.push(b);
+            after_cr = b == b'\r';
+        }
+        out
+    }
+
+    /// Stores `input` written in the given pieces: the file's octets, `,S=` and `,W=`.
+    fn store(pieces: &[&[u8]]) -> (Vec<u8>, u64, u64) {
+        let mut out = ToLf::new(LineEnds::new(Vec::new()));
+        for piece in pieces {
+            out.write_all(piece).unwrap();
+        }
+        let counted = out.finish().unwrap();
+        let (size, wire) = (counted.size, counted.crlf_size());
+        (counted.inner, size, wire)
+    }
+
+    #[test]
+    fn crlf_lines_are_stored_with_lf_and_sent_back_exactly() {
+        let cases: [(&[u8], &[u8]); 9] = [
+            (b"A: b\r\n\r\nbody\r\n", b"A: b\n\nbody\n"),
+            (b"no end", b"no end"),
+            (b"bare lf\nstays\n", b"bare lf\nstays\n"),
+            (b"bare\rcr\r\n", b"bare\rcr\n"),
+            (b"two crs\r\r\n", b"two crs\r\r\n"),
+            (b"three\r\r\r\nx", b"three\r\r\r\nx"),
+            (b"ends in cr\r", b"ends in cr\r"),
+            (b"\r\n\r\n", b"\n\n"),
+            (b"\r\r\n\r\n", b"\r\r\n\n"),
+        ];
+        for (input, stored) in cases {
+            // Whole, split at every boundary, and octet by octet.
+            let mut splits: Vec<Vec<&[u8]>> = (0..=input.len())
+                .map(|at| vec![&input[..at], &input[at..]])
+                .collect();
+            splits.push(input.chunks(1).collect());
+            for pieces in splits {
+                let (file, size, wire_size) = store(&pieces);
+                assert_eq!(file, stored, "{input:?} in {pieces:?}");
+                assert_eq!(size, file.len() as u64);
+                assert_eq!(wire(&file), wire(input), "{input:?}");
+                assert_eq!(wire_size, wire(input).len() as u64, "{input:?}");
+            }
         }
     }
 }

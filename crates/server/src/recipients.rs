@@ -1,0 +1,155 @@
+//! The RCPT-time recipient check (`<verifyRecipients>`, on by default): whether an address in a
+//! local domain is a user or a virtual-table source, so that the SMTP server refuses unknown
+//! local recipients with `550 5.1.1` instead of accepting and filing them (no backscatter).
+//!
+//! It reads the users repository and the virtual user tables through the async store traits;
+//! the SMTP driver awaits it between a RCPT and its reply (see `mailroom_smtp::RecipientCheck`).
+//! It answers what the processor tree would do with the recipient, not more: mail that the
+//! tree would deliver or map is accepted, and the tree still has the last word.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mailroom_config::Config;
+use mailroom_mailet::MailAddress;
+use mailroom_smtp::{RecipientCheck, RecipientVerdict};
+use mailroom_spool::registry::short_name;
+use mailroom_store::mappings::{Source, Target, DEFAULT_TABLE};
+use mailroom_store::{MappingsRepository, StoreError, UsersRepository};
+
+/// The mailets that apply a virtual user table (see `mailroom_spool::mailets::mapping`).
+const TABLE_MAILETS: [&str; 2] = ["VirtualUserTable", "JDBCVirtualUserTable"];
+
+/// Looks local recipients up in the users repository and the virtual user tables.
+pub struct LocalRecipients {
+    users: Arc<dyn UsersRepository>,
+    mappings: Arc<dyn MappingsRepository>,
+    /// The tables the processor tree's mapping mailets read, and the default table (the one
+    /// the RemoteManager's `addmapping` edits), in the order they are consulted.
+    tables: Vec<String>,
+    /// `<usernames ignoreCase>`: without it, `Bob@` is not the user `bob`, as in delivery.
+    ignore_case: bool,
+}
+
+impl LocalRecipients {
+    /// A check over these repositories, reading the tables that `config`'s tree uses.
+    pub fn new(
+        config: &Config,
+        users: Arc<dyn UsersRepository>,
+        mappings: Arc<dyn MappingsRepository>,
+    ) -> Self {
+        let mut tables = Vec::new();
+        for mailet in config
+            .spool_manager
+            .processors
+            .iter()
+            .flat_map(|p| &p.mailets)
+        {
+            let class = short_name(&mailet.class, &config.mailet_packages).unwrap_or("");
+            if !TABLE_MAILETS.contains(&class) {
+                continue;
+            }
+            let table = mailet
+                .params
+                .iter()
+                .find(|(name, _)| name == "table")
+                .map_or(DEFAULT_TABLE, |(_, value)| value.as_str());
+            if !tables.iter().any(|t| t == table) {
+                tables.push(table.to_string());
+            }
+        }
+        if !tables.iter().any(|t| t == DEFAULT_TABLE) {
+            tables.push(DEFAULT_TABLE.to_string());
+        }
+        LocalRecipients {
+            users,
+            mappings,
+            tables,
+            ignore_case: config.james.usernames.ignore_case,
+        }
+    }
+
+    /// Logs one warning when the `<postmaster>` is in a local domain but is no user and no
+    /// virtual-table source: bounces and mail to `postmaster@` every local domain go there,
+    /// and would be filed as address errors where nobody reads them.
+    pub async fn warn_if_postmaster_is_missing(&self, config: &Config, postmaster: &MailAddress) {
+        if !config.james.is_local_domain(postmaster.domain()) {
+            return;
+        }
+        if self.check(postmaster).await == RecipientVerdict::Unknown {
+            tracing::warn!(
+                "the postmaster {postmaster} is not a local user, so mail to the postmaster \
+                 (bounces, postmaster@ every local domain) is filed as an address error: add \
+                 the user with `mailroom user add {}`, or map the address to a user with the \
+                 RemoteManager's `addmapping {postmaster} someone@{}`",
+                postmaster.local_part(),
+                postmaster.domain()
+            );
+        }
+    }
+
+    async fn lookup(&self, recipient: &MailAddress) -> Result<RecipientVerdict, StoreError> {
+        // Tables first: the tree maps recipients before it delivers, so a mapping (an
+        // `error:` one in particular) wins over a user of the same name.
+        for table in &self.tables {
+            let targets = self.targets(table, recipient).await?;
+            if targets.is_empty() {
+                continue;
+            }
+            // Refused only when every target refuses; otherwise some copy goes somewhere and
+            // the tree reports the refused part.
+            let refusal = targets.iter().find_map(|t| match t {
+                Target::Error { code, text } => Some((*code, text.clone())),
+                _ => None,
+            });
+            let all_errors = targets.iter().all(|t| matches!(t, Target::Error { .. }));
+            return Ok(match refusal {
+                Some((code, text)) if all_errors => RecipientVerdict::Refused { code, text },
+                _ => RecipientVerdict::Known,
+            });
+        }
+        let name = recipient.local_part();
+        match self.users.get(name).await {
+            Ok(Some(user)) if self.ignore_case || user.name == name => Ok(RecipientVerdict::Known),
+            Ok(_) => Ok(RecipientVerdict::Unknown),
+            // A local part that cannot be a user name (`a/b`) is no user.
+            Err(StoreError::InvalidName(..)) => Ok(RecipientVerdict::Unknown),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The targets of the first source that matches, as the mapping mailet looks them up:
+    /// `user@domain`, then `user@*`, then `*@domain`.
+    async fn targets(
+        &self,
+        table: &str,
+        recipient: &MailAddress,
+    ) -> Result<Vec<Target>, StoreError> {
+        let (user, domain) = (recipient.local_part(), recipient.domain());
+        for source in [
+            format!("{user}@{domain}"),
+            format!("{user}@*"),
+            format!("*@{domain}"),
+        ] {
+            // A local part that cannot be a source (quoted, odd characters) has no mapping.
+            let Ok(source) = Source::parse(&source) else {
+                continue;
+            };
+            let targets = self.mappings.get(table, &source).await?;
+            if !targets.is_empty() {
+                return Ok(targets);
+            }
+        }
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait]
+impl RecipientCheck for LocalRecipients {
+    async fn check(&self, recipient: &MailAddress) -> RecipientVerdict {
+        self.lookup(recipient).await.unwrap_or_else(|error| {
+            tracing::warn!(rcpt = %recipient, %error, "cannot look up a recipient; answered 451");
+            RecipientVerdict::Unavailable
+        })
+    }
+}
