@@ -344,6 +344,35 @@ impl Config {
         for u in &self.users_repositories {
             urls.push((&u.target, &u.url, u.location.clone()));
         }
+        // Mailet parameters and matcher conditions holding a database URL (a repositoryPath,
+        // a JDBC virtual user table, IsInWhiteList=db://maildb): the data source must exist.
+        let mut mailet_urls: Vec<(RepositoryUrl, String, Location)> = Vec::new();
+        for entry in self
+            .spool_manager
+            .processors
+            .iter()
+            .flat_map(|p| &p.mailets)
+        {
+            let condition = entry
+                .matcher_condition()
+                .map(|c| (c.trim(), entry.location.clone()));
+            let params = entry
+                .element
+                .children
+                .iter()
+                .map(|c| (c.text.as_str(), c.location()));
+            for (value, loc) in condition.into_iter().chain(params) {
+                let lower = value.to_ascii_lowercase();
+                if lower.starts_with("db://") || lower.starts_with("dbfile://") {
+                    if let Ok(target) = RepositoryUrl::parse(value, &self.home) {
+                        mailet_urls.push((target, value.to_string(), loc));
+                    }
+                }
+            }
+        }
+        for (target, url, loc) in &mailet_urls {
+            urls.push((target, url, loc.clone()));
+        }
         for (target, url, loc) in urls {
             if let Some(source) = target.data_source() {
                 if self.data_source(source).is_none() {

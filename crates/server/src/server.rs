@@ -48,12 +48,15 @@ fn build_tree(config: &Config) -> Result<ProcessorTree> {
     })
 }
 
-/// `mailroom check-config FILE`.
-pub fn check_config(file: &Path, home: Option<&Path>) -> Result<()> {
-    let config =
-        Config::load(file, home).map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
+/// `mailroom check-config [FILE]`: `FILE`, else `--config`, else the embedded default.
+pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
+    let loaded = match file {
+        Some(file) => Config::load(file, home),
+        None => Config::embedded_default(home),
+    };
+    let config = loaded.map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
     build_tree(&config)?;
-    println!("{}: configuration is valid", file.display());
+    println!("{}: configuration is valid", config.source.display());
     Ok(())
 }
 
