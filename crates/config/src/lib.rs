@@ -305,6 +305,19 @@ impl Config {
                 _ => {}
             }
         }
+        // <connections><max-connections> is the default of every listener; 0 means no limit.
+        let max_connections = config.connections.max_connections;
+        let commons = config
+            .smtp
+            .iter_mut()
+            .map(|s| &mut s.common)
+            .chain(config.pop3.iter_mut().map(|s| &mut s.common))
+            .chain(config.nntp.iter_mut().map(|s| &mut s.common))
+            .chain(config.remote_manager.iter_mut().map(|s| &mut s.common));
+        for common in commons {
+            let limit = common.connection_limit.unwrap_or(max_connections);
+            common.connection_limit = (limit > 0).then_some(limit);
+        }
         match block("users-store") {
             None => config.users_repositories.push(UsersRepository {
                 name: "LocalUsers".into(),

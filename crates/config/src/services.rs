@@ -24,6 +24,7 @@ pub struct ServiceCommon {
     /// `<port>`; the protocol's well-known port when absent.
     pub port: u16,
     /// `<bind>`: the address to listen on (0.0.0.0 by default, 127.0.0.1 for the RemoteManager).
+    /// A host name is resolved when the configuration is read (its first address).
     pub bind: IpAddr,
     /// `<helloName>` in the handler: the name announced in greetings (default: the first
     /// servername).
@@ -34,8 +35,9 @@ pub struct ServiceCommon {
     /// `<connectiontimeout>` in the handler (milliseconds in the file): idle time before the
     /// server closes the connection.
     pub connection_timeout: Duration,
-    /// `<connectionLimit>` in the handler: concurrent connections on this listener; `None`
-    /// means `<connections><max-connections>`.
+    /// `<connectionLimit>`, in the service block beside `<port>` (where James reads it) or in
+    /// the handler: concurrent connections on this listener, else `<connections>
+    /// <max-connections>` (stock 30); `None` means no limit (`0` in either place).
     pub connection_limit: Option<u32>,
     /// TLS for this listener.
     pub tls: ServiceTls,
@@ -190,7 +192,8 @@ pub struct TlsFiles {
 pub struct Connections {
     /// `<idle-timeout>` (ms in the file, default 300000).
     pub idle_timeout: Duration,
-    /// `<max-connections>` per listener (default 30).
+    /// `<max-connections>` per listener (default 30, 0 = no limit): the limit of every
+    /// listener without its own `<connectionLimit>`.
     pub max_connections: u32,
     /// `<max-connections-per-ip>` (default 0 = no limit).
     pub max_connections_per_ip: u32,
@@ -267,7 +270,14 @@ const REMOTE_MANAGER: Defaults = Defaults {
 };
 
 /// Children of a service block handled by [`common`].
-const BLOCK_KNOWN: &[&str] = &["port", "bind", "useTLS", "tls", "handler"];
+const BLOCK_KNOWN: &[&str] = &[
+    "port",
+    "bind",
+    "useTLS",
+    "tls",
+    "handler",
+    "connectionLimit",
+];
 /// Handler children handled by [`common`].
 const HANDLER_COMMON: &[&str] = &["helloName", "connectiontimeout", "connectionLimit"];
 
@@ -275,11 +285,8 @@ fn common(ctx: &mut Ctx, el: &Element, d: &Defaults, first_servername: &str) -> 
     let enabled = ctx.bool_attr(el, "enabled", true);
     let port = ctx.num_child(el, "port", 1u16, 65535, d.port);
     let bind = match ctx.single(el, "bind") {
-        Some(b) if !b.text.is_empty() => b.text.parse().unwrap_or_else(|_| {
-            ctx.err(
-                b,
-                format!("<bind> must be an IP address, got \"{}\"", b.text),
-            );
+        Some(b) if !b.text.is_empty() => bind_address(&b.text).unwrap_or_else(|why| {
+            ctx.err(b, format!("<bind> \"{}\": {why}", b.text));
             d.bind
         }),
         _ => d.bind,
@@ -306,9 +313,25 @@ fn common(ctx: &mut Ctx, el: &Element, d: &Defaults, first_servername: &str) -> 
         None => (first_servername.to_string(), false),
     };
     let timeout = ctx.num_child(handler, "connectiontimeout", 1u64, 86_400_000, d.timeout_ms);
-    let connection_limit = ctx
-        .single(handler, "connectionLimit")
-        .and_then(|c| ctx.number(c, "<connectionLimit>", &c.text, 1u32, 1_000_000));
+    // James reads it beside <port>; Mailroom also took it from the handler. Both work.
+    let limit_el = match (
+        ctx.single(el, "connectionLimit"),
+        ctx.single(handler, "connectionLimit"),
+    ) {
+        (Some(outer), Some(inner)) => {
+            ctx.err(
+                inner,
+                format!(
+                    "<connectionLimit> is also given beside <port> (line {}); keep one",
+                    outer.line
+                ),
+            );
+            Some(outer)
+        }
+        (outer, inner) => outer.or(inner),
+    };
+    let connection_limit =
+        limit_el.and_then(|c| ctx.number(c, "<connectionLimit>", &c.text, 0u32, 1_000_000));
 
     let mut tls = ServiceTls {
         socket_tls: ctx.bool_child(el, "useTLS", false),
@@ -335,6 +358,49 @@ fn common(ctx: &mut Ctx, el: &Element, d: &Defaults, first_servername: &str) -> 
         connection_limit,
         tls,
         location: el.location(),
+    }
+}
+
+/// A `<bind>` value: an IP address, or a host name resolved now (its first address, IPv4
+/// first, as James bound `InetAddress.getByName`).
+fn bind_address(text: &str) -> Result<IpAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(ip) = text.parse() {
+        return Ok(ip);
+    }
+    let addrs: Vec<IpAddr> = (text, 0u16)
+        .to_socket_addrs()
+        .map_err(|e| format!("not an IP address, and the host name does not resolve ({e})"))?
+        .map(|a| a.ip())
+        .collect();
+    let ip = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or("not an IP address, and the host name has no address")?;
+    tracing::info!("<bind> {text}: resolved to {ip}");
+    Ok(ip)
+}
+
+/// `<maxmessagesize>` in KiB: 0 or a negative number means no limit, as in James.
+fn max_message_size(ctx: &mut Ctx, handler: &Element) -> u64 {
+    let Some(el) = ctx.single(handler, "maxmessagesize") else {
+        return 0;
+    };
+    match el.text.parse::<i64>() {
+        Ok(n) if n <= 0 => 0,
+        Ok(n) if (n as u64) <= u64::MAX / 1024 => n as u64,
+        _ => {
+            ctx.err(
+                el,
+                format!(
+                    "<maxmessagesize> must be a size in KiB (0 or less: no limit), got \"{}\"",
+                    el.text
+                ),
+            );
+            0
+        }
     }
 }
 
@@ -397,7 +463,7 @@ pub(crate) fn smtp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> SmtpS
             "handlerchain",
         ]),
     );
-    s.max_message_size_kib = ctx.num_child(h, "maxmessagesize", 0u64, u64::MAX / 1024, 0);
+    s.max_message_size_kib = max_message_size(ctx, h);
     if let Some(a) = ctx.single(h, "authRequired") {
         s.auth_required = match a.text.to_ascii_lowercase().as_str() {
             "true" | "yes" => AuthRequired::True,
@@ -523,7 +589,7 @@ pub(crate) fn connections(ctx: &mut Ctx, el: &Element) -> Connections {
             86_400_000,
             300_000,
         )),
-        max_connections: ctx.num_child(el, "max-connections", 1u32, 1_000_000, d.max_connections),
+        max_connections: ctx.num_child(el, "max-connections", 0u32, 1_000_000, d.max_connections),
         max_connections_per_ip: ctx.num_child(el, "max-connections-per-ip", 0u32, 1_000_000, 0),
     }
 }

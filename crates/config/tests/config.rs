@@ -385,7 +385,7 @@ fn processor_tree_errors_have_lines() {
 #[test]
 fn bad_values_are_all_reported() {
     let text = format!(
-        "<config>{SPOOL}\n<smtpserver enabled=\"maybe\">\n<port>abc</port>\n<bind>localhost</bind>\n<handler>\n<authRequired>sometimes</authRequired>\n<authorizedAddresses>10.0.0.0/8, mail.example.com</authorizedAddresses>\n<maxRcpt>-1</maxRcpt>\n</handler>\n</smtpserver>\n<pop3server><port>70000</port></pop3server>\n</config>"
+        "<config>{SPOOL}\n<smtpserver enabled=\"maybe\">\n<port>abc</port>\n<bind>no-such-host.invalid</bind>\n<handler>\n<authRequired>sometimes</authRequired>\n<authorizedAddresses>10.0.0.0/8, 10.0.0.0/33</authorizedAddresses>\n<maxRcpt>-1</maxRcpt>\n</handler>\n</smtpserver>\n<pop3server><port>70000</port></pop3server>\n</config>"
     );
     let e = errors(&text);
     assert_eq!(e[0], "config.xml:2: attribute enabled of <smtpserver> must be true or false (or yes/no), got \"maybe\"");
@@ -393,16 +393,19 @@ fn bad_values_are_all_reported() {
         e[1],
         "config.xml:3: <port> must be a number from 1 to 65535, got \"abc\""
     );
-    assert_eq!(
-        e[2],
-        "config.xml:4: <bind> must be an IP address, got \"localhost\""
+    // A host name is resolved (the issue-9 change); one that does not resolve is an error.
+    assert!(
+        e[2].starts_with(
+            "config.xml:4: <bind> \"no-such-host.invalid\": not an IP address, and the host name does not resolve"
+        ),
+        "{e:?}"
     );
     assert!(
         e[3].starts_with("config.xml:6: <authRequired> must be false, true or announce"),
         "{e:?}"
     );
     assert!(
-        e[4].starts_with("config.xml:7: <authorizedAddresses>: \"mail.example.com\": not an IP"),
+        e[4].starts_with("config.xml:7: <authorizedAddresses>: \"10.0.0.0/33\""),
         "{e:?}"
     );
     assert_eq!(
