@@ -178,6 +178,31 @@ pub struct AdminAccount {
     pub password: Secret,
 }
 
+impl AdminAccount {
+    /// Why this account's password must not be used, if it must not: it equals the login, or
+    /// is a well-known default (`root`, `admin`, `password`, `james`, empty). The stock James
+    /// file ships `root`/`root`, the account of the published James 2.3.2 RemoteManager exploit.
+    pub fn weakness(&self) -> Option<String> {
+        const DEFAULTS: &[&str] = &["", "root", "admin", "password", "james"];
+        let password = self.password.expose();
+        if password.eq_ignore_ascii_case(&self.login) {
+            Some(format!("the password of \"{}\" is its login", self.login))
+        } else if DEFAULTS.iter().any(|d| password.eq_ignore_ascii_case(d)) {
+            Some(format!(
+                "the password of \"{}\" is a well-known default ({})",
+                self.login,
+                if password.is_empty() {
+                    "empty"
+                } else {
+                    "root, admin, password, james"
+                }
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// The global `<tls>` block: certificate and key used by every listener without its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use mailroom_config::{Config, ConfigError, Pop3Server, RemoteManager, ServiceCommon, SmtpServer};
+use mailroom_config::{
+    AuthRequired, Config, ConfigError, Pop3Server, RemoteManager, ServiceCommon, SmtpServer,
+};
 use mailroom_dns::{BlockingResolver, Resolver, ResolverSettings};
 use mailroom_mailet::MailAddress;
 use mailroom_net::{Listener, Shutdown};
@@ -192,6 +194,15 @@ async fn serve(
             );
             continue;
         }
+        if let Some(why) = manager.administrators.iter().find_map(|a| a.weakness()) {
+            tracing::warn!(
+                "{}: the RemoteManager is not started: {why}. Set a long password of your own \
+                 in <administrator_accounts><account login=... password=...> and restart; \
+                 everything else runs",
+                manager.common.location
+            );
+            continue;
+        }
         let listener = bind(&manager.common, "RemoteManager")?;
         tasks.push(tokio::spawn(mailroom_remotemanager::serve(
             listener,
@@ -200,11 +211,7 @@ async fn serve(
             shutdown.watch(),
         )));
     }
-    for (name, enabled) in [("NNTP", config.nntp.iter().any(|s| s.common.enabled))] {
-        if enabled {
-            tracing::warn!("{name} is configured but not part of this build yet; not started");
-        }
-    }
+    not_yet_served(config);
 
     tokio::select! {
         signal = wait_for_signal() => signal?,
@@ -217,6 +224,29 @@ async fn serve(
     }
     shutdown.wait().await;
     Ok(())
+}
+
+/// Logs one warning for each configured service this build does not serve yet, so that an
+/// administrator does not wait for it.
+fn not_yet_served(config: &Config) {
+    if config.nntp.iter().any(|s| s.common.enabled) {
+        tracing::warn!(
+            "NNTP (<nntpserver>) is configured but not part of this build yet; not started"
+        );
+    }
+    if config.fetchmail.as_ref().is_some_and(|f| f.enabled) {
+        tracing::warn!("FetchMail (<fetchmail enabled=\"true\">) is configured but not part of this build yet; nothing is fetched");
+    }
+    if config
+        .smtp
+        .iter()
+        .any(|s| s.common.enabled && s.auth_required != AuthRequired::False)
+    {
+        tracing::warn!(
+            "SMTP AUTH (<authRequired>) is configured but not part of this build yet; \
+            AUTH is not offered, and only <authorizedAddresses> may relay"
+        );
+    }
 }
 
 /// Binds a service's listener. Implicit TLS is refused: this build cannot serve it, and plain
