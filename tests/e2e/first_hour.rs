@@ -91,7 +91,7 @@ fn check_config_reports_processors_parameters_and_data_sources_with_lines() {
         <processor>trasnport</processor>
       </mailet>
       <mailet match="RelayLimit=50" class="ToRepository">
-        <repositoryPath>db://nodb/spam</repositoryPath>
+        <repositoryPath>file://var/mail/spam/</repositoryPath>
         <passtrough>true</passtrough>
       </mailet>"#,
     );
@@ -116,13 +116,6 @@ fn check_config_reports_processors_parameters_and_data_sources_with_lines() {
     );
     assert!(
         all.contains(&format!(
-            "{file}:{}: \"db://nodb/spam\" uses data source \"nodb\", which <database-connections> does not define",
-            line_of(&xml, "db://nodb")
-        )),
-        "{all}"
-    );
-    assert!(
-        all.contains(&format!(
             "{file}:{}: mailet ToRepository has no parameter <passtrough>",
             line_of(&xml, "passtrough")
         )),
@@ -132,6 +125,24 @@ fn check_config_reports_processors_parameters_and_data_sources_with_lines() {
         all.contains(&format!(
             "{file}:{}: matcher All takes no condition",
             line_of(&xml, "All=everything")
+        )),
+        "{all}"
+    );
+
+    // A database URL in a mailet needs its data source.
+    let tree = DEFAULT_TREE.replace("file://var/mail/error/", "db://nodb/error");
+    let (path, xml) = write_config(dir.path(), free_port(), &tree, "");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains(&format!(
+            "{file}:{}: \"db://nodb/error\" uses data source \"nodb\", which <database-connections> does not define",
+            line_of(&xml, "db://nodb")
         )),
         "{all}"
     );
@@ -432,7 +443,10 @@ fn sar_inf_home_weak_console_and_services_not_served_yet() {
         logged.contains("the RemoteManager is not started"),
         "{logged}"
     );
-    assert!(logged.contains("well-known default"), "{logged}");
+    assert!(
+        logged.contains("the password of \"root\" is its login"),
+        "{logged}"
+    );
     assert!(logged.contains("Set a long password"), "{logged}");
     // One warning each for what is not served yet.
     for what in [

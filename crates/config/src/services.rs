@@ -661,3 +661,30 @@ fn dns_server_address(text: &str) -> Option<SocketAddr> {
     }
     text.parse::<SocketAddr>().ok().filter(|a| a.port() != 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_default_admin_passwords_are_refused() {
+        let account = |login: &str, password: &str| AdminAccount {
+            login: login.into(),
+            password: password.into(),
+        };
+        for (login, password) in [
+            ("root", "root"),
+            ("ops", "OPS"),
+            ("ops", "admin"),
+            ("ops", "Password"),
+            ("ops", "james"),
+            ("ops", ""),
+        ] {
+            assert!(
+                account(login, password).weakness().is_some(),
+                "{login}/{password}"
+            );
+        }
+        assert_eq!(account("root", "a long secret").weakness(), None);
+    }
+}

@@ -83,22 +83,23 @@ fn password_or_stdin(flag: Option<&str>) -> Result<String> {
     Ok(password)
 }
 
-/// Writes `prompt` to standard error and reads one line from the terminal on standard input
-/// with echo off; echo is restored afterwards, even when reading fails.
+/// Turns echo off on the terminal on standard input, writes `prompt` to standard error and
+/// reads one line; echo is restored afterwards, even when reading fails. Echo goes off before
+/// the prompt appears, and nothing typed ahead is discarded, so a fast typist loses nothing.
 fn prompt_hidden(prompt: &str) -> Result<String> {
     use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
-    eprint!("{prompt}");
-    std::io::stderr().flush()?;
     let stdin = std::io::stdin();
     let saved = tcgetattr(&stdin).context("reading the terminal settings")?;
     let mut quiet = saved.clone();
     quiet.local_modes.remove(LocalModes::ECHO);
     // Keep the newline visible so the next prompt starts on its own line.
     quiet.local_modes.insert(LocalModes::ECHONL);
-    tcsetattr(&stdin, OptionalActions::Flush, &quiet).context("turning echo off")?;
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).context("turning echo off")?;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
-    let restored = tcsetattr(&stdin, OptionalActions::Flush, &saved);
+    let restored = tcsetattr(&stdin, OptionalActions::Now, &saved);
     read.context("reading the password")?;
     restored.context("turning echo back on")?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
