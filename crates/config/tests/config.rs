@@ -37,7 +37,20 @@ fn sample_james_config_loads() {
     let c = Config::load(&path, Some(Path::new("/srv/james"))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.home, Path::new("/srv/james"));
     assert_eq!(c.james.postmaster, "Postmaster@Example.com");
-    assert_eq!(c.james.servernames, ["example.com", "localhost"]);
+    // autodetect adds the host name, autodetectIP the servernames' addresses (issue 9).
+    assert_eq!(c.james.servernames[..2], ["example.com", "localhost"]);
+    if let Some(host) = mailroom_config::host_name() {
+        assert!(
+            c.james.servernames.contains(&host),
+            "{:?}",
+            c.james.servernames
+        );
+    }
+    assert!(
+        c.james.is_local_domain("[127.0.0.1]"),
+        "{:?}",
+        c.james.servernames
+    );
     assert!(c.james.servernames_autodetect && !c.james.usernames.enable_forwarding);
     assert_eq!(
         c.james.inbox_repository.target,
