@@ -5,6 +5,7 @@
 mod cli;
 mod crash;
 mod delivery;
+mod first_hour;
 mod full_disk;
 mod harness;
 mod interop;

@@ -14,14 +14,14 @@ use crate::harness::{maildir_messages, repository_count, wait_for, Server, Setup
 
 const ADMIN: &str = r#"<administrator_accounts><account login="root" password="secret pass"/></administrator_accounts>"#;
 
-/// Mails whose subject starts with FAIL are sent to a processor that does not exist, so they
-/// end in the error repository — until the configuration is fixed. Recipients go through the
-/// default virtual user table.
+/// Mails whose subject starts with FAIL are sent to the error processor (a processor that does
+/// not exist did this before issue 9 made it a configuration error), so they end in the error
+/// repository. Recipients go through the default virtual user table.
 fn failing_tree() -> String {
     DEFAULT_TREE.replacen(
         r#"<processor name="root">"#,
         r#"<processor name="root">
-      <mailet match="SubjectStartsWith=FAIL" class="ToProcessor"><processor>missing</processor></mailet>
+      <mailet match="SubjectStartsWith=FAIL" class="ToProcessor"><processor>error</processor><notice>failed on purpose</notice></mailet>
       <mailet match="All" class="VirtualUserTable"/>"#,
         1,
     )

@@ -16,12 +16,13 @@ pub struct James {
     /// `<servernames><servername>`: the local domains, lower-cased, duplicates removed, in
     /// order (default `localhost`). The first one is the default hello name.
     pub servernames: Vec<String>,
-    /// `autodetect` of `<servernames>` (default false): also serve the machine's host name.
-    /// Mailroom's default differs from James's so that the local domains are exactly the
-    /// listed ones unless asked.
+    /// `autodetect` of `<servernames>` (default false): the machine's host name is added to
+    /// `servernames` when the configuration is read. Mailroom's default differs from James's
+    /// so that the local domains are exactly the listed ones unless asked.
     pub servernames_autodetect: bool,
-    /// `autodetectIP` of `<servernames>` (default false): also accept address literals of the
-    /// servernames.
+    /// `autodetectIP` of `<servernames>` (default false): the addresses of every servername
+    /// (the host name included) are added as address literals (`[127.0.0.1]`), so that
+    /// `alice@[127.0.0.1]` is local, as in James.
     pub servernames_autodetect_ip: bool,
     /// `<usernames>` flags.
     pub usernames: Usernames,
@@ -31,6 +32,47 @@ pub struct James {
 }
 
 impl James {
+    /// Adds what `autodetect` and `autodetectIP` ask for: `host_name`, then the address
+    /// literals of every servername (resolved now; a name that does not resolve adds nothing).
+    pub(crate) fn autodetect(&mut self, host_name: Option<&str>) {
+        use std::net::ToSocketAddrs;
+        if self.servernames_autodetect {
+            match host_name {
+                Some(h) if !self.servernames.iter().any(|s| s == h) => {
+                    self.servernames.push(h.to_string())
+                }
+                Some(_) => {}
+                None => {
+                    tracing::warn!("<servernames autodetect=\"true\">: the host name is unknown")
+                }
+            }
+        }
+        if !self.servernames_autodetect_ip {
+            return;
+        }
+        let mut names = self.servernames.clone();
+        if let Some(h) = host_name {
+            if !names.iter().any(|s| s == h) {
+                names.push(h.to_string());
+            }
+        }
+        for name in names {
+            let Ok(addrs) = (name.as_str(), 0u16).to_socket_addrs() else {
+                continue;
+            };
+            for addr in addrs {
+                let literal = match addr.ip() {
+                    std::net::IpAddr::V4(v4) => format!("[{v4}]"),
+                    std::net::IpAddr::V6(v6) => format!("[ipv6:{v6}]"),
+                };
+                if !self.servernames.contains(&literal) {
+                    self.servernames.push(literal);
+                }
+            }
+        }
+        tracing::info!(servernames = %self.servernames.join(", "), "local domains (autodetected)");
+    }
+
     /// Whether `domain` is one of the servernames (case-insensitive).
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.servernames

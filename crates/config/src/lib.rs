@@ -145,14 +145,22 @@ pub struct Config {
 }
 
 impl Config {
-    /// Loads `path`. `home` is `--home`; without it the file's directory is the home.
+    /// Loads `path`. `home` is `--home`; without it the file's directory is the home, or, in
+    /// James's layout (`.../apps/james/SAR-INF/config.xml`), the directory above `SAR-INF`,
+    /// against which James resolved `file://var/`.
     pub fn load(path: &Path, home: Option<&Path>) -> Result<Config, ConfigErrors> {
         let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
+            Some(p) if !p.as_os_str().is_empty() => absolute(p),
+            _ => absolute(Path::new(".")),
+        };
+        let dir = match dir.parent() {
+            Some(above) if dir.file_name() == Some(std::ffi::OsStr::new("SAR-INF")) => {
+                above.to_path_buf()
+            }
+            _ => dir,
         };
         let root = xml::load_document(path)?;
-        Config::from_element(&root, &absolute(home.unwrap_or(dir)))
+        Config::from_element(&root, &absolute(home.unwrap_or(&dir)))
     }
 
     /// Parses `text`. `name` names it in messages, entity includes resolve against `base_dir`,
@@ -305,6 +313,34 @@ impl Config {
                 _ => {}
             }
         }
+        let host_name = (config.james.servernames_autodetect
+            || config.james.servernames_autodetect_ip)
+            .then(host_name)
+            .flatten();
+        config.james.autodetect(host_name.as_deref());
+        // <connections><max-connections> is the default of every listener; 0 means no limit.
+        let max_connections = config.connections.max_connections;
+        let commons = config
+            .smtp
+            .iter_mut()
+            .map(|s| &mut s.common)
+            .chain(config.pop3.iter_mut().map(|s| &mut s.common))
+            .chain(config.nntp.iter_mut().map(|s| &mut s.common))
+            .chain(config.remote_manager.iter_mut().map(|s| &mut s.common));
+        for common in commons {
+            let limit = common.connection_limit.unwrap_or(max_connections);
+            common.connection_limit = (limit > 0).then_some(limit);
+            if common.hello_name_autodetect {
+                match host_name.clone().or_else(self::host_name) {
+                    Some(name) => common.hello_name = name,
+                    None => tracing::warn!(
+                        "{}: <helloName autodetect=\"true\">: the host name is unknown; using \"{}\"",
+                        common.location,
+                        common.hello_name
+                    ),
+                }
+            }
+        }
         match block("users-store") {
             None => config.users_repositories.push(UsersRepository {
                 name: "LocalUsers".into(),
@@ -343,6 +379,35 @@ impl Config {
         }
         for u in &self.users_repositories {
             urls.push((&u.target, &u.url, u.location.clone()));
+        }
+        // Mailet parameters and matcher conditions holding a database URL (a repositoryPath,
+        // a JDBC virtual user table, IsInWhiteList=db://maildb): the data source must exist.
+        let mut mailet_urls: Vec<(RepositoryUrl, String, Location)> = Vec::new();
+        for entry in self
+            .spool_manager
+            .processors
+            .iter()
+            .flat_map(|p| &p.mailets)
+        {
+            let condition = entry
+                .matcher_condition()
+                .map(|c| (c.trim(), entry.location.clone()));
+            let params = entry
+                .element
+                .children
+                .iter()
+                .map(|c| (c.text.as_str(), c.location()));
+            for (value, loc) in condition.into_iter().chain(params) {
+                let lower = value.to_ascii_lowercase();
+                if lower.starts_with("db://") || lower.starts_with("dbfile://") {
+                    if let Ok(target) = RepositoryUrl::parse(value, &self.home) {
+                        mailet_urls.push((target, value.to_string(), loc));
+                    }
+                }
+            }
+        }
+        for (target, url, loc) in &mailet_urls {
+            urls.push((target, url, loc.clone()));
         }
         for (target, url, loc) in urls {
             if let Some(source) = target.data_source() {
@@ -403,6 +468,17 @@ impl Config {
     pub fn data_source(&self, name: &str) -> Option<&DataSource> {
         self.data_sources.iter().find(|d| d.name == name)
     }
+}
+
+/// The machine's host name (`uname -n`), lower-cased; `None` when it is empty.
+pub fn host_name() -> Option<String> {
+    let uname = rustix::system::uname();
+    let name = uname
+        .nodename()
+        .to_string_lossy()
+        .trim()
+        .to_ascii_lowercase();
+    (!name.is_empty() && name != "(none)").then_some(name)
 }
 
 /// `p` made absolute against the current directory (without touching the file system).

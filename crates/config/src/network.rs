@@ -9,9 +9,12 @@
 //! * `localhost` (optionally with a prefix, `localhost/8`), meaning `127.0.0.1` (and `::1` when
 //!   no prefix is given).
 //!
-//! Other host names are **rejected**: resolving them needs DNS at start-up (which may be down or
-//! slow) and the answer can change while the server runs, so a relay permission granted to a name
-//! would silently follow whoever controls its DNS. Write the addresses instead.
+//! Other host names are accepted as James accepted them, with a warning each: a name is resolved
+//! once, when the configuration is read, and its addresses are used from then on (the answer
+//! may change while the server runs, and a relay permission granted to a name follows whoever
+//! controls its DNS: write the addresses instead); a name that does not resolve, and a host-name
+//! wildcard such as `abc.de.*` or `*.example.com` (which would need a reverse lookup of every
+//! client), are skipped. Malformed addresses, masks and octets stay errors.
 //!
 //! IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`, what a dual-stack socket reports for IPv4
 //! clients) match the IPv4 networks, and IPv4-mapped IPv6 networks are stored as IPv4 ones.
@@ -166,6 +169,56 @@ fn wildcard(host: &str) -> Result<Network, String> {
     Network::new(IpAddr::V4(Ipv4Addr::from(octets)), (stars * 8) as u8)
 }
 
+/// `None` when `entry` is not a host name; else its networks (the name resolved now), or why
+/// it is skipped.
+fn host_name_entry(entry: &str) -> Option<Result<Vec<Network>, String>> {
+    use std::net::ToSocketAddrs;
+    let (host, mask) = match entry.split_once('/') {
+        Some((h, m)) => (h, Some(m)),
+        None => (entry, None),
+    };
+    // IPv6 addresses have letters too, but always a colon; `localhost` is handled as a network.
+    if !host.contains(|c: char| c.is_ascii_alphabetic())
+        || host.contains(':')
+        || host.eq_ignore_ascii_case("localhost")
+    {
+        return None;
+    }
+    if host.contains('*') {
+        return Some(Err(
+            "a host-name wildcard would need a reverse DNS lookup of every \
+                         client, which Mailroom does not do; write the addresses instead"
+                .into(),
+        ));
+    }
+    let addrs: Vec<IpAddr> = match (host, 0u16).to_socket_addrs() {
+        Ok(found) => found.map(|a| a.ip()).collect(),
+        Err(e) => return Some(Err(format!("the host name does not resolve ({e})"))),
+    };
+    if addrs.is_empty() {
+        return Some(Err("the host name has no address".into()));
+    }
+    let mut networks = Vec::new();
+    for addr in &addrs {
+        let net = match mask {
+            None => Network::new(*addr, if addr.is_ipv4() { 32 } else { 128 }),
+            Some(m) => with_mask(*addr, m),
+        };
+        match net {
+            Ok(n) if !networks.contains(&n) => networks.push(n),
+            Ok(_) => {}
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    let list: Vec<String> = networks.iter().map(ToString::to_string).collect();
+    tracing::warn!(
+        "network list entry \"{entry}\": host name resolved once, now, to {}; write the \
+         addresses to stop depending on DNS",
+        list.join(", ")
+    );
+    Some(Ok(networks))
+}
+
 /// A set of networks; an address is in the list when any network contains it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkList {
@@ -181,6 +234,13 @@ impl NetworkList {
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|e| !e.is_empty())
         {
+            if let Some(named) = host_name_entry(entry) {
+                match named {
+                    Ok(found) => networks.extend(found),
+                    Err(why) => tracing::warn!("network list entry \"{entry}\": {why}; skipped"),
+                }
+                continue;
+            }
             match Network::parse(entry) {
                 Ok(n) => networks.extend(n),
                 Err(e) => errors.push(e),
@@ -324,17 +384,21 @@ mod tests {
 
     #[test]
     fn errors() {
-        let e = NetworkList::parse("mail.example.com, 10.0.0.0/33, 10.0.0.0/255.0.255.0, 300.1.*")
-            .unwrap_err();
-        assert_eq!(e.len(), 4);
-        assert!(
-            e[0].to_string().contains("host names are not accepted"),
-            "{}",
-            e[0]
-        );
-        assert!(e[1].reason.contains("longer than 32"));
-        assert!(e[2].reason.contains("not contiguous"));
-        assert!(e[3].reason.contains("octet"));
+        let e = NetworkList::parse("10.0.0.0/33, 10.0.0.0/255.0.255.0, 300.1.*").unwrap_err();
+        assert_eq!(e.len(), 3);
+        assert!(e[0].reason.contains("longer than 32"));
+        assert!(e[1].reason.contains("not contiguous"));
+        assert!(e[2].reason.contains("octet"));
         assert!(NetworkList::parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn host_name_wildcards_are_skipped_not_errors() {
+        // The stock James file's own example.
+        let l = NetworkList::parse("127.0.0.1, abc.de.*, *.example.com, 192.168.0.*").unwrap();
+        assert_eq!(l.to_string(), "127.0.0.1/32, 192.168.0.0/24");
+        assert_eq!(host_name_entry("10.0.0.1"), None);
+        assert_eq!(host_name_entry("::1"), None);
+        assert!(matches!(host_name_entry("abc.de.*"), Some(Err(_))));
     }
 }

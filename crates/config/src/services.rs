@@ -24,6 +24,7 @@ pub struct ServiceCommon {
     /// `<port>`; the protocol's well-known port when absent.
     pub port: u16,
     /// `<bind>`: the address to listen on (0.0.0.0 by default, 127.0.0.1 for the RemoteManager).
+    /// A host name is resolved when the configuration is read (its first address).
     pub bind: IpAddr,
     /// `<helloName>` in the handler: the name announced in greetings (default: the first
     /// servername).
@@ -34,8 +35,9 @@ pub struct ServiceCommon {
     /// `<connectiontimeout>` in the handler (milliseconds in the file): idle time before the
     /// server closes the connection.
     pub connection_timeout: Duration,
-    /// `<connectionLimit>` in the handler: concurrent connections on this listener; `None`
-    /// means `<connections><max-connections>`.
+    /// `<connectionLimit>`, in the service block beside `<port>` (where James reads it) or in
+    /// the handler: concurrent connections on this listener, else `<connections>
+    /// <max-connections>` (stock 30); `None` means no limit (`0` in either place).
     pub connection_limit: Option<u32>,
     /// TLS for this listener.
     pub tls: ServiceTls,
@@ -180,6 +182,31 @@ pub struct AdminAccount {
     pub password: Secret,
 }
 
+impl AdminAccount {
+    /// Why this account's password must not be used, if it must not: it equals the login, or
+    /// is a well-known default (`root`, `admin`, `password`, `james`, empty). The stock James
+    /// file ships `root`/`root`, the account of the published James 2.3.2 RemoteManager exploit.
+    pub fn weakness(&self) -> Option<String> {
+        const DEFAULTS: &[&str] = &["", "root", "admin", "password", "james"];
+        let password = self.password.expose();
+        if password.eq_ignore_ascii_case(&self.login) {
+            Some(format!("the password of \"{}\" is its login", self.login))
+        } else if DEFAULTS.iter().any(|d| password.eq_ignore_ascii_case(d)) {
+            Some(format!(
+                "the password of \"{}\" is a well-known default ({})",
+                self.login,
+                if password.is_empty() {
+                    "empty"
+                } else {
+                    "root, admin, password, james"
+                }
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// The global `<tls>` block: certificate and key used by every listener without its own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -194,7 +221,8 @@ pub struct TlsFiles {
 pub struct Connections {
     /// `<idle-timeout>` (ms in the file, default 300000).
     pub idle_timeout: Duration,
-    /// `<max-connections>` per listener (default 30).
+    /// `<max-connections>` per listener (default 30, 0 = no limit): the limit of every
+    /// listener without its own `<connectionLimit>`.
     pub max_connections: u32,
     /// `<max-connections-per-ip>` (default 0 = no limit).
     pub max_connections_per_ip: u32,
@@ -271,7 +299,14 @@ const REMOTE_MANAGER: Defaults = Defaults {
 };
 
 /// Children of a service block handled by [`common`].
-const BLOCK_KNOWN: &[&str] = &["port", "bind", "useTLS", "tls", "handler"];
+const BLOCK_KNOWN: &[&str] = &[
+    "port",
+    "bind",
+    "useTLS",
+    "tls",
+    "handler",
+    "connectionLimit",
+];
 /// Handler children handled by [`common`].
 const HANDLER_COMMON: &[&str] = &["helloName", "connectiontimeout", "connectionLimit"];
 
@@ -279,11 +314,8 @@ fn common(ctx: &mut Ctx, el: &Element, d: &Defaults, first_servername: &str) -> 
     let enabled = ctx.bool_attr(el, "enabled", true);
     let port = ctx.num_child(el, "port", 1u16, 65535, d.port);
     let bind = match ctx.single(el, "bind") {
-        Some(b) if !b.text.is_empty() => b.text.parse().unwrap_or_else(|_| {
-            ctx.err(
-                b,
-                format!("<bind> must be an IP address, got \"{}\"", b.text),
-            );
+        Some(b) if !b.text.is_empty() => bind_address(&b.text).unwrap_or_else(|why| {
+            ctx.err(b, format!("<bind> \"{}\": {why}", b.text));
             d.bind
         }),
         _ => d.bind,
@@ -310,9 +342,25 @@ fn common(ctx: &mut Ctx, el: &Element, d: &Defaults, first_servername: &str) -> 
         None => (first_servername.to_string(), false),
     };
     let timeout = ctx.num_child(handler, "connectiontimeout", 1u64, 86_400_000, d.timeout_ms);
-    let connection_limit = ctx
-        .single(handler, "connectionLimit")
-        .and_then(|c| ctx.number(c, "<connectionLimit>", &c.text, 1u32, 1_000_000));
+    // James reads it beside <port>; Mailroom also took it from the handler. Both work.
+    let limit_el = match (
+        ctx.single(el, "connectionLimit"),
+        ctx.single(handler, "connectionLimit"),
+    ) {
+        (Some(outer), Some(inner)) => {
+            ctx.err(
+                inner,
+                format!(
+                    "<connectionLimit> is also given beside <port> (line {}); keep one",
+                    outer.line
+                ),
+            );
+            Some(outer)
+        }
+        (outer, inner) => outer.or(inner),
+    };
+    let connection_limit =
+        limit_el.and_then(|c| ctx.number(c, "<connectionLimit>", &c.text, 0u32, 1_000_000));
 
     let mut tls = ServiceTls {
         socket_tls: ctx.bool_child(el, "useTLS", false),
@@ -339,6 +387,49 @@ fn common(ctx: &mut Ctx, el: &Element, d: &Defaults, first_servername: &str) -> 
         connection_limit,
         tls,
         location: el.location(),
+    }
+}
+
+/// A `<bind>` value: an IP address, or a host name resolved now (its first address, IPv4
+/// first, as James bound `InetAddress.getByName`).
+fn bind_address(text: &str) -> Result<IpAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(ip) = text.parse() {
+        return Ok(ip);
+    }
+    let addrs: Vec<IpAddr> = (text, 0u16)
+        .to_socket_addrs()
+        .map_err(|e| format!("not an IP address, and the host name does not resolve ({e})"))?
+        .map(|a| a.ip())
+        .collect();
+    let ip = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or("not an IP address, and the host name has no address")?;
+    tracing::info!("<bind> {text}: resolved to {ip}");
+    Ok(ip)
+}
+
+/// `<maxmessagesize>` in KiB: 0 or a negative number means no limit, as in James.
+fn max_message_size(ctx: &mut Ctx, handler: &Element) -> u64 {
+    let Some(el) = ctx.single(handler, "maxmessagesize") else {
+        return 0;
+    };
+    match el.text.parse::<i64>() {
+        Ok(n) if n <= 0 => 0,
+        Ok(n) if (n as u64) <= u64::MAX / 1024 => n as u64,
+        _ => {
+            ctx.err(
+                el,
+                format!(
+                    "<maxmessagesize> must be a size in KiB (0 or less: no limit), got \"{}\"",
+                    el.text
+                ),
+            );
+            0
+        }
     }
 }
 
@@ -403,7 +494,7 @@ pub(crate) fn smtp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> SmtpS
             "verifyRecipients",
         ]),
     );
-    s.max_message_size_kib = ctx.num_child(h, "maxmessagesize", 0u64, u64::MAX / 1024, 0);
+    s.max_message_size_kib = max_message_size(ctx, h);
     if let Some(a) = ctx.single(h, "authRequired") {
         s.auth_required = match a.text.to_ascii_lowercase().as_str() {
             "true" | "yes" => AuthRequired::True,
@@ -530,7 +621,7 @@ pub(crate) fn connections(ctx: &mut Ctx, el: &Element) -> Connections {
             86_400_000,
             300_000,
         )),
-        max_connections: ctx.num_child(el, "max-connections", 1u32, 1_000_000, d.max_connections),
+        max_connections: ctx.num_child(el, "max-connections", 0u32, 1_000_000, d.max_connections),
         max_connections_per_ip: ctx.num_child(el, "max-connections-per-ip", 0u32, 1_000_000, 0),
     }
 }
@@ -576,4 +667,31 @@ fn dns_server_address(text: &str) -> Option<SocketAddr> {
             .map(|ip| SocketAddr::new(ip.into(), DNS_PORT));
     }
     text.parse::<SocketAddr>().ok().filter(|a| a.port() != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_default_admin_passwords_are_refused() {
+        let account = |login: &str, password: &str| AdminAccount {
+            login: login.into(),
+            password: password.into(),
+        };
+        for (login, password) in [
+            ("root", "root"),
+            ("ops", "OPS"),
+            ("ops", "admin"),
+            ("ops", "Password"),
+            ("ops", "james"),
+            ("ops", ""),
+        ] {
+            assert!(
+                account(login, password).weakness().is_some(),
+                "{login}/{password}"
+            );
+        }
+        assert_eq!(account("root", "a long secret").weakness(), None);
+    }
 }

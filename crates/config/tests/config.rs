@@ -37,7 +37,20 @@ fn sample_james_config_loads() {
     let c = Config::load(&path, Some(Path::new("/srv/james"))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.home, Path::new("/srv/james"));
     assert_eq!(c.james.postmaster, "Postmaster@Example.com");
-    assert_eq!(c.james.servernames, ["example.com", "localhost"]);
+    // autodetect adds the host name, autodetectIP the servernames' addresses (issue 9).
+    assert_eq!(c.james.servernames[..2], ["example.com", "localhost"]);
+    if let Some(host) = mailroom_config::host_name() {
+        assert!(
+            c.james.servernames.contains(&host),
+            "{:?}",
+            c.james.servernames
+        );
+    }
+    assert!(
+        c.james.is_local_domain("[127.0.0.1]"),
+        "{:?}",
+        c.james.servernames
+    );
     assert!(c.james.servernames_autodetect && !c.james.usernames.enable_forwarding);
     assert_eq!(
         c.james.inbox_repository.target,
@@ -385,7 +398,7 @@ fn processor_tree_errors_have_lines() {
 #[test]
 fn bad_values_are_all_reported() {
     let text = format!(
-        "<config>{SPOOL}\n<smtpserver enabled=\"maybe\">\n<port>abc</port>\n<bind>localhost</bind>\n<handler>\n<authRequired>sometimes</authRequired>\n<authorizedAddresses>10.0.0.0/8, mail.example.com</authorizedAddresses>\n<maxRcpt>-1</maxRcpt>\n</handler>\n</smtpserver>\n<pop3server><port>70000</port></pop3server>\n</config>"
+        "<config>{SPOOL}\n<smtpserver enabled=\"maybe\">\n<port>abc</port>\n<bind>no-such-host.invalid</bind>\n<handler>\n<authRequired>sometimes</authRequired>\n<authorizedAddresses>10.0.0.0/8, 10.0.0.0/33</authorizedAddresses>\n<maxRcpt>-1</maxRcpt>\n</handler>\n</smtpserver>\n<pop3server><port>70000</port></pop3server>\n</config>"
     );
     let e = errors(&text);
     assert_eq!(e[0], "config.xml:2: attribute enabled of <smtpserver> must be true or false (or yes/no), got \"maybe\"");
@@ -393,16 +406,19 @@ fn bad_values_are_all_reported() {
         e[1],
         "config.xml:3: <port> must be a number from 1 to 65535, got \"abc\""
     );
-    assert_eq!(
-        e[2],
-        "config.xml:4: <bind> must be an IP address, got \"localhost\""
+    // A host name is resolved (the issue-9 change); one that does not resolve is an error.
+    assert!(
+        e[2].starts_with(
+            "config.xml:4: <bind> \"no-such-host.invalid\": not an IP address, and the host name does not resolve"
+        ),
+        "{e:?}"
     );
     assert!(
         e[3].starts_with("config.xml:6: <authRequired> must be false, true or announce"),
         "{e:?}"
     );
     assert!(
-        e[4].starts_with("config.xml:7: <authorizedAddresses>: \"mail.example.com\": not an IP"),
+        e[4].starts_with("config.xml:7: <authorizedAddresses>: \"10.0.0.0/33\""),
         "{e:?}"
     );
     assert_eq!(

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Mailroom: an SMTP, POP3 and NNTP mail server with a programmable processing pipeline.
+/// Mailroom: an SMTP and POP3 mail server with a programmable processing pipeline (NNTP,
+/// TLS, SMTP AUTH, FetchMail and remote delivery are not in this build yet).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Cli {
@@ -25,8 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Validates a configuration file and exits (non-zero with file:line errors).
     CheckConfig {
-        /// The file to check.
-        file: PathBuf,
+        /// The file to check (default: the --config file, else the embedded configuration).
+        file: Option<PathBuf>,
     },
     /// Manages the users repository of the configuration.
     User {
@@ -46,11 +47,12 @@ pub enum Command {
 /// `mailroom user ...`.
 #[derive(Subcommand, Debug)]
 pub enum UserAction {
-    /// Adds a user (the password is read from standard input without --password).
+    /// Adds a user. Without --password the password is asked twice, without echo, at a
+    /// terminal, or read as one line from a pipe; an empty password is refused.
     Add {
         /// The user name.
         name: String,
-        /// The password.
+        /// The password (visible to other local users in the process list: prefer the prompt).
         #[arg(long)]
         password: Option<String>,
     },
@@ -61,11 +63,11 @@ pub enum UserAction {
     },
     /// Lists the users.
     List,
-    /// Changes a user's password (read from standard input without --password).
+    /// Changes a user's password (asked as for `user add` without --password).
     Passwd {
         /// The user name.
         name: String,
-        /// The new password.
+        /// The new password (visible in the process list: prefer the prompt).
         #[arg(long)]
         password: Option<String>,
     },

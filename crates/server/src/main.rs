@@ -27,7 +27,10 @@ fn main() -> ExitCode {
         .init();
     let result = match &cli.command {
         None => server::run(&cli),
-        Some(Command::CheckConfig { file }) => server::check_config(file, cli.home.as_deref()),
+        Some(Command::CheckConfig { file }) => server::check_config(
+            file.as_deref().or(cli.config.as_deref()),
+            cli.home.as_deref(),
+        ),
         Some(Command::User { action }) => users::run(&cli, action),
         Some(Command::Queue { action }) => queue::run(&cli, action),
     };

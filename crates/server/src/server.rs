@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use mailroom_config::{Config, ConfigError, Pop3Server, RemoteManager, ServiceCommon, SmtpServer};
+use mailroom_config::{
+    AuthRequired, Config, ConfigError, Pop3Server, RemoteManager, ServiceCommon, SmtpServer,
+};
 use mailroom_dns::{BlockingResolver, Resolver, ResolverSettings};
 use mailroom_mailet::MailAddress;
 use mailroom_net::{Listener, Shutdown};
@@ -49,12 +51,15 @@ fn build_tree(config: &Config) -> Result<ProcessorTree> {
     })
 }
 
-/// `mailroom check-config FILE`.
-pub fn check_config(file: &Path, home: Option<&Path>) -> Result<()> {
-    let config =
-        Config::load(file, home).map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
+/// `mailroom check-config [FILE]`: `FILE`, else `--config`, else the embedded default.
+pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
+    let loaded = match file {
+        Some(file) => Config::load(file, home),
+        None => Config::embedded_default(home),
+    };
+    let config = loaded.map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
     build_tree(&config)?;
-    println!("{}: configuration is valid", file.display());
+    println!("{}: configuration is valid", config.source.display());
     Ok(())
 }
 
@@ -177,11 +182,11 @@ fn admin_opener(
 /// Binds every enabled listener, in the order [`serve`] takes them.
 fn bind_all(config: &Config) -> Result<Vec<Listener>> {
     // Said before any port is bound: once one is, a client (or a test) may look at the log.
+    not_yet_served(config);
     for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
-        if !manager.can_start() {
+        if let Some(why) = console_refused(manager) {
             tracing::warn!(
-                "{}: the RemoteManager has no <administrator_accounts><account>; there is no \
-                 built-in administrator, so it is not started",
+                "{}: the RemoteManager is not started: {why}",
                 manager.common.location
             );
         }
@@ -194,11 +199,27 @@ fn bind_all(config: &Config) -> Result<Vec<Listener>> {
         listeners.push(bind(&pop3.common, "POP3")?);
     }
     for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
-        if manager.can_start() {
+        if console_refused(manager).is_none() {
             listeners.push(bind(&manager.common, "RemoteManager")?);
         }
     }
     Ok(listeners)
+}
+
+/// Why a RemoteManager is not started, if it is not: it has no administrator (there is no
+/// built-in one), or one whose password anybody could guess.
+fn console_refused(manager: &RemoteManager) -> Option<String> {
+    if !manager.can_start() {
+        return Some(
+            "it has no <administrator_accounts><account>; there is no built-in administrator"
+                .to_string(),
+        );
+    }
+    let why = manager.administrators.iter().find_map(|a| a.weakness())?;
+    Some(format!(
+        "{why}. Set a long password of your own in <administrator_accounts><account \
+         login=... password=...> and restart; everything else runs"
+    ))
 }
 
 /// Whether passwords are also kept as APOP secrets: when an enabled POP3 server offers APOP.
@@ -273,7 +294,7 @@ async fn serve(
         )));
     }
     for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
-        if !manager.can_start() {
+        if console_refused(manager).is_some() {
             // Said by bind_all.
             continue;
         }
@@ -284,11 +305,6 @@ async fn serve(
             console.clone(),
             shutdown.watch(),
         )));
-    }
-    for (name, enabled) in [("NNTP", config.nntp.iter().any(|s| s.common.enabled))] {
-        if enabled {
-            tracing::warn!("{name} is configured but not part of this build yet; not started");
-        }
     }
 
     tokio::select! {
@@ -309,6 +325,29 @@ fn shown(listener: &Listener) -> String {
     listener
         .local_addr()
         .map_or_else(|e| format!("unknown ({e})"), |a| a.to_string())
+}
+
+/// Logs one warning for each configured service this build does not serve yet, so that an
+/// administrator does not wait for it.
+fn not_yet_served(config: &Config) {
+    if config.nntp.iter().any(|s| s.common.enabled) {
+        tracing::warn!(
+            "NNTP (<nntpserver>) is configured but not part of this build yet; not started"
+        );
+    }
+    if config.fetchmail.as_ref().is_some_and(|f| f.enabled) {
+        tracing::warn!("FetchMail (<fetchmail enabled=\"true\">) is configured but not part of this build yet; nothing is fetched");
+    }
+    if config
+        .smtp
+        .iter()
+        .any(|s| s.common.enabled && s.auth_required != AuthRequired::False)
+    {
+        tracing::warn!(
+            "SMTP AUTH (<authRequired>) is configured but not part of this build yet; \
+            AUTH is not offered, and only <authorizedAddresses> may relay"
+        );
+    }
 }
 
 /// Binds a service's listener. Implicit TLS is refused: this build cannot serve it, and plain

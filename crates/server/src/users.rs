@@ -52,25 +52,55 @@ pub fn run(cli: &Cli, action: &UserAction) -> Result<()> {
     Ok(())
 }
 
-/// The `--password` value, else one line of standard input (the whole line: passwords may
-/// contain spaces).
+/// The `--password` value; else, at a terminal, the password typed twice without echo; else
+/// one line of standard input (the whole line: passwords may contain spaces). An empty
+/// password is refused in every case.
 fn password_or_stdin(flag: Option<&str>) -> Result<String> {
-    if let Some(password) = flag {
-        return Ok(password.to_string());
-    }
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("Password: ");
-        std::io::stderr().flush()?;
-    }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .context("reading the password")?;
-    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    let password = match flag {
+        Some(password) => password.to_string(),
+        None if std::io::stdin().is_terminal() => {
+            let first = prompt_hidden("Password: ")?;
+            if first.is_empty() {
+                bail!("empty password: refused");
+            }
+            if prompt_hidden("Password again: ")? != first {
+                bail!("the two passwords differ; nothing changed");
+            }
+            first
+        }
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password")?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        }
+    };
     if password.is_empty() {
-        bail!("empty password");
+        bail!("empty password: refused");
     }
     Ok(password)
+}
+
+/// Turns echo off on the terminal on standard input, writes `prompt` to standard error and
+/// reads one line; echo is restored afterwards, even when reading fails. Echo goes off before
+/// the prompt appears, and nothing typed ahead is discarded, so a fast typist loses nothing.
+fn prompt_hidden(prompt: &str) -> Result<String> {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).context("reading the terminal settings")?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    // Keep the newline visible so the next prompt starts on its own line.
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).context("turning echo off")?;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    let restored = tcsetattr(&stdin, OptionalActions::Now, &saved);
+    read.context("reading the password")?;
+    restored.context("turning echo back on")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }

@@ -1,12 +1,97 @@
 //! The processor tree: `<spoolmanager>` turned into matcher/mailet instances, with every name
 //! checked at start-up so that a typo stops the server with the file and line.
+//!
+//! Also checked here, since only the registry knows them: a parameter that names a processor
+//! (`processor`, or any name ending in `Processor`, James's convention) must name one (an
+//! error); a parameter a mailet does not read, or a condition given to a matcher that takes
+//! none, is warned about at its line. A James 2.3 matcher or mailet that this build does not
+//! have yet is a warning, not an error, so that a stock James file loads; see
+//! [`NOT_YET_MATCHERS`] and [`NOT_YET_MAILETS`] for what they do meanwhile.
 
 use std::collections::BTreeMap;
 
-use mailroom_config::{ConfigError, SpoolManager as SpoolManagerConfig};
-use mailroom_mailet::{state, Mailet, MailetConfig, Matcher, MatcherConfig};
+use mailroom_config::{
+    ConfigError, MailetConfig as MailetEntry, SpoolManager as SpoolManagerConfig,
+};
+use mailroom_mailet::{
+    state, Mail, MailAddress, Mailet, MailetConfig, MailetContext, MailetError, Matcher,
+    MatcherConfig,
+};
 
-use crate::registry::{short_name, Registry};
+use crate::registry::{short_name, Registry, NOT_YET_MAILETS, NOT_YET_MATCHERS};
+
+/// Stands in for a James matcher this build does not have yet: matches no recipient, so the
+/// mailet beside it is skipped (warned about at start-up).
+struct NotYetMatcher;
+
+impl Matcher for NotYetMatcher {
+    fn matches(&self, _: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Stands in for a James mailet this build does not have yet: a mail that reaches it stays in
+/// the spool (a temporary failure, tried again later) instead of being lost or misrouted.
+struct NotYetMailet(String);
+
+impl Mailet for NotYetMailet {
+    fn service(&self, _: &mut Mail, _: &dyn MailetContext) -> Result<(), MailetError> {
+        Err(MailetError::temporary(format!(
+            "mailet {} is not in this build yet; the mail is kept in the spool",
+            self.0
+        )))
+    }
+}
+
+/// Whether a mailet parameter names a processor: `processor`, or James's `...Processor`
+/// (`bounceProcessor`, `errorProcessor`).
+fn names_processor(param: &str) -> bool {
+    param == "processor" || param.ends_with("Processor")
+}
+
+/// Checks an entry's parameters and condition against what the registry declares: errors for
+/// processor names that do not exist, warnings (logged) for what the component ignores.
+fn check_entry(
+    entry: &MailetEntry,
+    matcher: &str,
+    mailet: &str,
+    registry: &Registry,
+    processors: &[&str],
+    errors: &mut Vec<ConfigError>,
+) {
+    if entry.matcher_condition().is_some() && !registry.matcher_takes_condition(matcher) {
+        tracing::warn!(
+            "{}: matcher {matcher} takes no condition; \"{}\" is ignored",
+            entry.location,
+            entry.matcher
+        );
+    }
+    let declared = registry.mailet_params(mailet);
+    for param in &entry.element.children {
+        let name = param.name.as_str();
+        if names_processor(name) {
+            let value = param.text.trim();
+            if value != state::GHOST && !processors.contains(&value) {
+                errors.push(param.location().error(format!(
+                    "<{name}> of mailet {mailet} names processor {value:?}, which is not \
+                     defined (processors: {})",
+                    processors.join(", ")
+                )));
+            }
+        }
+        if let Some(known) = declared.filter(|known| !known.contains(&name)) {
+            tracing::warn!(
+                "{}: mailet {mailet} has no parameter <{name}>; ignored (it reads: {})",
+                param.location(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+    }
+}
 
 /// What to do when a matcher fails (`onMatchException`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,8 +161,26 @@ impl ProcessorTree {
             for entry in &processor.mailets {
                 let err = |message: String| entry.location.error(message);
                 let (matcher_text, condition) = (entry.matcher_name(), entry.matcher_condition());
+                let matcher_short = short_name(matcher_text, matcher_packages).unwrap_or_default();
+                let mailet_short = short_name(&entry.class, mailet_packages).unwrap_or_default();
+                check_entry(
+                    entry,
+                    matcher_short,
+                    mailet_short,
+                    registry,
+                    &names,
+                    &mut errors,
+                );
                 let matcher = short_name(matcher_text, matcher_packages)
                     .and_then(|short| {
+                        if registry.matcher(short).is_none() && NOT_YET_MATCHERS.contains(&short) {
+                            tracing::warn!(
+                                "{}: matcher {short} is not in this build yet; until it is, it \
+                                 matches no recipient",
+                                entry.location
+                            );
+                            return Ok(Box::new(NotYetMatcher) as Box<dyn Matcher>);
+                        }
                         let factory = registry.matcher(short).ok_or_else(|| {
                             format!(
                                 "unknown matcher {short:?}; known matchers: {}",
@@ -93,6 +196,14 @@ impl ProcessorTree {
                     .map_err(err);
                 let mailet = short_name(&entry.class, mailet_packages)
                     .and_then(|short| {
+                        if registry.mailet(short).is_none() && NOT_YET_MAILETS.contains(&short) {
+                            tracing::warn!(
+                                "{}: mailet {short} is not in this build yet; until it is, a \
+                                 mail that reaches it is kept in the spool",
+                                entry.location
+                            );
+                            return Ok(Box::new(NotYetMailet(short.to_string())) as Box<dyn Mailet>);
+                        }
                         let factory = registry.mailet(short).ok_or_else(|| {
                             format!(
                                 "unknown mailet {short:?}; known mailets: {}",

@@ -250,7 +250,7 @@ fn matcher_failure_policies() {
 fn failures_inside_error_keep_the_mail_for_a_later_try() {
     let f = fixture(
         r#"<processor name="root">
-             <mailet match="All" class="ToProcessor"><processor>nowhere</processor></mailet>
+             <mailet match="All" class="ToProcessor"><processor>error</processor></mailet>
            </processor>
            <processor name="error">
              <mailet match="Explode" class="Null"/>
@@ -279,7 +279,7 @@ fn failures_inside_error_keep_the_mail_for_a_later_try() {
 fn a_permanent_failure_inside_error_is_tried_again_and_the_mail_kept() {
     let f = fixture(
         r#"<processor name="root">
-             <mailet match="All" class="ToProcessor"><processor>nowhere</processor></mailet>
+             <mailet match="All" class="ToProcessor"><processor>error</processor></mailet>
            </processor>
            <processor name="error">
              <mailet match="All" class="Flaky"><times>1</times><permanent>true</permanent></mailet>

@@ -22,7 +22,9 @@ use mailroom_mailet::{
 use crate::Registry;
 
 pub(super) fn register(registry: &mut Registry) {
-    registry.add_mailet("LocalDelivery", |_| Ok(Box::new(LocalDelivery)));
+    registry
+        .add_mailet("LocalDelivery", |_| Ok(Box::new(LocalDelivery)))
+        .params(&[]);
 }
 
 struct LocalDelivery;

@@ -13,17 +13,23 @@ pub(super) fn register(registry: &mut Registry) {
             value: c.param("value").unwrap_or_default().to_string(),
         }))
     };
-    registry.add_mailet("SetMimeHeader", set_header);
-    registry.add_mailet("AddHeader", set_header);
-    registry.add_mailet("RemoveMimeHeader", |c| {
-        let names = c
-            .required("name")?
-            .split(',')
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty())
-            .collect();
-        Ok(Box::new(RemoveMimeHeader(names)))
-    });
+    registry
+        .add_mailet("SetMimeHeader", set_header)
+        .params(&["name", "value"]);
+    registry
+        .add_mailet("AddHeader", set_header)
+        .params(&["name", "value"]);
+    registry
+        .add_mailet("RemoveMimeHeader", |c| {
+            let names = c
+                .required("name")?
+                .split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect();
+            Ok(Box::new(RemoveMimeHeader(names)))
+        })
+        .params(&["name"]);
     registry.add_mailet("SetMailAttribute", |c| {
         if c.params.is_empty() {
             return Err(MailetError::new(

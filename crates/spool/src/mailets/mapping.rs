@@ -27,11 +27,13 @@ const MAX_DEPTH: usize = 10;
 
 pub(super) fn register(registry: &mut Registry) {
     for name in ["VirtualUserTable", "JDBCVirtualUserTable"] {
-        registry.add_mailet(name, |c| {
-            Ok(Box::new(VirtualUserTable {
-                table: c.param("table").unwrap_or(DEFAULT_TABLE).to_string(),
-            }))
-        });
+        registry
+            .add_mailet(name, |c| {
+                Ok(Box::new(VirtualUserTable {
+                    table: c.param("table").unwrap_or(DEFAULT_TABLE).to_string(),
+                }))
+            })
+            .params(&["table"]);
     }
 }
 

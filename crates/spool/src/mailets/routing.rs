@@ -8,20 +8,28 @@ use mailroom_mailet::{state, Mail, Mailet, MailetContext, MailetError};
 use crate::Registry;
 
 pub(super) fn register(registry: &mut Registry) {
-    registry.add_mailet("ToProcessor", |c| {
-        Ok(Box::new(ToProcessor {
-            processor: c.required("processor")?.to_string(),
-            notice: c.param("notice").map(str::to_string),
-        }))
-    });
-    registry.add_mailet("ToRepository", |c| {
-        Ok(Box::new(ToRepository {
-            url: c.required("repositoryPath")?.to_string(),
-            pass_through: c.bool_param("passThrough", false)?,
-        }))
-    });
-    registry.add_mailet("Null", |_| Ok(Box::new(Null)));
-    registry.add_mailet("PostmasterAlias", |_| Ok(Box::new(PostmasterAlias)));
+    registry
+        .add_mailet("ToProcessor", |c| {
+            Ok(Box::new(ToProcessor {
+                processor: c.required("processor")?.to_string(),
+                notice: c.param("notice").map(str::to_string),
+            }))
+        })
+        .params(&["processor", "notice"]);
+    registry
+        .add_mailet("ToRepository", |c| {
+            Ok(Box::new(ToRepository {
+                url: c.required("repositoryPath")?.to_string(),
+                pass_through: c.bool_param("passThrough", false)?,
+            }))
+        })
+        .params(&["repositoryPath", "passThrough"]);
+    registry
+        .add_mailet("Null", |_| Ok(Box::new(Null)))
+        .params(&[]);
+    registry
+        .add_mailet("PostmasterAlias", |_| Ok(Box::new(PostmasterAlias)))
+        .params(&[]);
 }
 
 /// `<processor>name</processor>`: moves the mail to another processor; `<notice>` becomes its

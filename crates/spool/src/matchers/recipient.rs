@@ -7,10 +7,18 @@ use super::{addresses, all_if, list};
 use crate::Registry;
 
 pub(super) fn register(registry: &mut Registry) {
-    registry.add_matcher("All", |_| Ok(Box::new(All)));
-    registry.add_matcher("RecipientIsLocal", |_| Ok(Box::new(RecipientIsLocal)));
-    registry.add_matcher("HostIsLocal", |_| Ok(Box::new(HostIsLocal)));
-    registry.add_matcher("SenderIsNull", |_| Ok(Box::new(SenderIsNull)));
+    registry
+        .add_matcher("All", |_| Ok(Box::new(All)))
+        .no_condition();
+    registry
+        .add_matcher("RecipientIsLocal", |_| Ok(Box::new(RecipientIsLocal)))
+        .no_condition();
+    registry
+        .add_matcher("HostIsLocal", |_| Ok(Box::new(HostIsLocal)))
+        .no_condition();
+    registry
+        .add_matcher("SenderIsNull", |_| Ok(Box::new(SenderIsNull)))
+        .no_condition();
     registry.add_matcher("RecipientIs", |c| {
         Ok(Box::new(RecipientIs(addresses(
             &c.name,
