@@ -14,13 +14,14 @@ use mailroom_config::Config;
 use mailroom_mailet::MailAddress;
 use mailroom_smtp::{RecipientCheck, RecipientVerdict};
 use mailroom_spool::registry::short_name;
-use mailroom_store::mappings::{Source, Target, DEFAULT_TABLE};
+use mailroom_store::mappings::{targets_of, Target, DEFAULT_TABLE};
 use mailroom_store::{MappingsRepository, StoreError, UsersRepository};
 
 /// The mailets that apply a virtual user table (see `mailroom_spool::mailets::mapping`).
 const TABLE_MAILETS: [&str; 2] = ["VirtualUserTable", "JDBCVirtualUserTable"];
 
 /// Looks local recipients up in the users repository and the virtual user tables.
+#[derive(Clone)]
 pub struct LocalRecipients {
     users: Arc<dyn UsersRepository>,
     mappings: Arc<dyn MappingsRepository>,
@@ -92,7 +93,7 @@ impl LocalRecipients {
         // Tables first: the tree maps recipients before it delivers, so a mapping (an
         // `error:` one in particular) wins over a user of the same name.
         for table in &self.tables {
-            let targets = self.targets(table, recipient).await?;
+            let targets = targets_of(&*self.mappings, table, recipient).await?;
             if targets.is_empty() {
                 continue;
             }
@@ -117,37 +118,23 @@ impl LocalRecipients {
             Err(e) => Err(e),
         }
     }
-
-    /// The targets of the first source that matches, as the mapping mailet looks them up:
-    /// `user@domain`, then `user@*`, then `*@domain`.
-    async fn targets(
-        &self,
-        table: &str,
-        recipient: &MailAddress,
-    ) -> Result<Vec<Target>, StoreError> {
-        let (user, domain) = (recipient.local_part(), recipient.domain());
-        for source in [
-            format!("{user}@{domain}"),
-            format!("{user}@*"),
-            format!("*@{domain}"),
-        ] {
-            // A local part that cannot be a source (quoted, odd characters) has no mapping.
-            let Ok(source) = Source::parse(&source) else {
-                continue;
-            };
-            let targets = self.mappings.get(table, &source).await?;
-            if !targets.is_empty() {
-                return Ok(targets);
-            }
-        }
-        Ok(Vec::new())
-    }
 }
 
 #[async_trait]
 impl RecipientCheck for LocalRecipients {
     async fn check(&self, recipient: &MailAddress) -> RecipientVerdict {
-        self.lookup(recipient).await.unwrap_or_else(|error| {
+        // Several repository calls: made in one hop to the blocking pool, where a blocking
+        // backend runs them inline, rather than one hop each (a hop costs tens of µs of CPU,
+        // and every RCPT makes one).
+        let (this, rcpt) = (self.clone(), recipient.clone());
+        let runtime = tokio::runtime::Handle::current();
+        let looked_up = tokio::task::spawn_blocking(move || {
+            mailroom_store::may_block_on_this_thread();
+            runtime.block_on(this.lookup(&rcpt))
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e.to_string()))));
+        looked_up.unwrap_or_else(|error| {
             tracing::warn!(rcpt = %recipient, %error, "cannot look up a recipient; answered 451");
             RecipientVerdict::Unavailable
         })

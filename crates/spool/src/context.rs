@@ -17,7 +17,7 @@ use mailroom_dns::BlockingResolver;
 use mailroom_mailet::{
     DnsError, Mail, MailAddress, MailetContext, MailetError, MxRecord, UserRecord,
 };
-use mailroom_store::mappings::Source;
+use mailroom_store::mappings::targets_of;
 use mailroom_store::{
     Delivery, InboxRepository, MailRepository, MappingsRepository, SpoolRepository, StoreError,
     UsersRepository,
@@ -236,24 +236,10 @@ impl MailetContext for ServerContext {
         let Some(mappings) = &self.mappings else {
             return Ok(Vec::new());
         };
-        let (user, domain) = (address.local_part(), address.domain());
-        for source in [
-            format!("{user}@{domain}"),
-            format!("{user}@*"),
-            format!("*@{domain}"),
-        ] {
-            // A local part that cannot be a source (quoted, odd characters) has no mapping.
-            let Ok(source) = Source::parse(&source) else {
-                continue;
-            };
-            let targets = self
-                .wait(mappings.get(table, &source))
-                .map_err(store_error)?;
-            if !targets.is_empty() {
-                return Ok(targets.iter().map(ToString::to_string).collect());
-            }
-        }
-        Ok(Vec::new())
+        let targets = self
+            .wait(targets_of(&**mappings, table, address))
+            .map_err(store_error)?;
+        Ok(targets.iter().map(ToString::to_string).collect())
     }
 
     fn dns_mx(&self, domain: &str) -> Result<Vec<MxRecord>, DnsError> {

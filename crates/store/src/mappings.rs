@@ -38,6 +38,31 @@ pub trait MappingsRepository: Send + Sync {
     async fn all(&self, table: &str) -> Result<Vec<(Source, Vec<Target>)>>;
 }
 
+/// The targets `address` maps to in `table`: the most specific source wins, `user@domain`,
+/// then `user@*`, then `*@domain`. Empty when nothing maps it. A local part that cannot be a
+/// source (quoted, odd characters) has no mapping.
+pub async fn targets_of(
+    repo: &dyn MappingsRepository,
+    table: &str,
+    address: &MailAddress,
+) -> Result<Vec<Target>> {
+    let (user, domain) = (address.local_part(), address.domain());
+    for source in [
+        format!("{user}@{domain}"),
+        format!("{user}@*"),
+        format!("*@{domain}"),
+    ] {
+        let Ok(source) = Source::parse(&source) else {
+            continue;
+        };
+        let targets = repo.get(table, &source).await?;
+        if !targets.is_empty() {
+            return Ok(targets);
+        }
+    }
+    Ok(Vec::new())
+}
+
 /// The left side of a mapping: `user@domain`, `*@domain` or `user@*`, lower-cased.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Source(String);
