@@ -263,11 +263,11 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "flushspool [spoolrepositoryname] ([key=mKey] | [header=name] [regex=value])",
-        "send the mails back to processing",
+        "send the error mails back to processing ([state=s|all] for others)",
     ),
     (
         "deletespool [spoolrepositoryname] ([key=mKey] | [header=name] [regex=value])",
-        "delete the mails",
+        "delete the error mails ([state=s|all] for others)",
     ),
     (
         "memstat ([-gc])",

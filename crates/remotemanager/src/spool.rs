@@ -3,9 +3,11 @@
 //!
 //! The repository is named by its URL, as in `ToRepository` (`file://var/mail/error/`); the
 //! binary's opener admits only the repositories its configuration names. A selection is
-//! every mail, narrowed by `state=<state>`, by `key=<name>` and by
-//! `header=<name> regex=<pattern>` (a mail matches when one of its values of that header
-//! matches the whole pattern). Flushing a mail of a repository sends it back to the spool in
+//! narrowed by `state=<state>`, by `key=<name>` and by `header=<name> regex=<pattern>` (a mail
+//! matches when one of its values of that header matches the whole pattern). `listspool` shows
+//! mails of every state; `flushspool` and `deletespool`, as in James, act only on mails in
+//! state `error` unless `state=<state>` (or `state=all`) says otherwise, so that an old script
+//! run on the spool cannot empty the queue. Flushing a mail of a repository sends it back to the spool in
 //! state `root`, with its error message cleared: it is stored in the spool first and removed
 //! from the repository after, so a crash in between duplicates it but never loses it.
 //! Flushing a mail of the spool makes it due at once.
@@ -40,7 +42,8 @@ struct Selection {
 }
 
 impl Selection {
-    /// Parses `<url> [state=s] [key=k | header=h regex=r]`; `allow_key` for flush and delete.
+    /// Parses `<url> [state=s] [key=k | header=h regex=r]`; `allow_key` for flush and delete,
+    /// which act on `error` mails unless a `state=` says otherwise (`all`: every state).
     fn parse(argument: Option<&str>, allow_key: bool) -> Option<Selection> {
         let args: Vec<&str> = argument?.split(' ').filter(|a| !a.is_empty()).collect();
         let (url, rest) = args.split_first()?;
@@ -63,6 +66,11 @@ impl Selection {
             if slot.replace(value.to_string()).is_some() {
                 return None;
             }
+        }
+        match selection.state.as_deref() {
+            Some("all") => selection.state = None,
+            None if allow_key => selection.state = Some(mailroom_mailet::state::ERROR.into()),
+            _ => {}
         }
         match (header, regex) {
             (None, None) => {}
@@ -300,8 +308,13 @@ mod tests {
             listing(&mail),
             "key: Mail1 sender: a@example.org recipient: b@localhost\r\n    state: error error: 550 no  such"
         );
-        let any = Selection::parse(Some("u"), true).unwrap();
+        let listed = Selection::parse(Some("u"), false).unwrap();
         let root = Selection::parse(Some("u state=root"), true).unwrap();
-        assert!(any.matches(&mail) && !root.matches(&mail));
+        assert!(listed.matches(&mail) && !root.matches(&mail));
+        // Flush and delete act on error mails unless told otherwise, as in James.
+        mail.set_state("root");
+        let flushed = Selection::parse(Some("u"), true).unwrap();
+        let all = Selection::parse(Some("u state=all"), true).unwrap();
+        assert!(!flushed.matches(&mail) && root.matches(&mail) && all.matches(&mail));
     }
 }
