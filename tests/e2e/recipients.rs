@@ -157,3 +157,39 @@ fn a_postmaster_that_is_no_user_is_warned_about_at_start_up() {
     smtp.cmd("QUIT");
     assert!(!server.log()[before..].contains(warning));
 }
+
+#[test]
+fn addresses_the_tree_routes_by_name_are_accepted_and_unused_tables_are_not_consulted() {
+    // A migrated James tree handling abuse@ with a matcher, no user behind it, and no mapping
+    // mailet: the default table's mappings do nothing in this tree.
+    let tree = DEFAULT_TREE.replacen(
+        r#"<processor name="root">"#,
+        r#"<processor name="root">
+      <mailet match="RecipientIs=abuse@localhost" class="ToRepository">
+        <repositoryPath>file://var/mail/abuse/</repositoryPath>
+      </mailet>"#,
+        1,
+    );
+    let server = Server::start_setup(&Setup {
+        tree: &tree,
+        remote_manager_handler: Some(ADMIN),
+        ..Setup::default()
+    });
+    server.add_user("alice", "alice pass");
+    let said = console(&server, &["addmapping info@localhost alice@localhost"]);
+    assert!(said.contains("Adding mapping successful: true"), "{said}");
+    let mut smtp = server.smtp();
+    smtp.send_mail(
+        "sender@example.net",
+        &["abuse@localhost"],
+        "Subject: report\n\nspam seen\n",
+    );
+    wait_for("the abuse report", || {
+        repository_count(&server.path("var/mail/abuse")) == 1
+    });
+    let mut smtp = server.smtp();
+    assert!(smtp.cmd("EHLO t").starts_with("250"));
+    assert!(smtp.cmd("MAIL FROM:<s@example.net>").starts_with("250"));
+    let reply = smtp.cmd("RCPT TO:<info@localhost>");
+    assert!(reply.starts_with("550 5.1.1"), "{reply}");
+}

@@ -75,6 +75,16 @@ impl Outcome {
         outcome
     }
 
+    /// `rcpt=<address> status=<status>`: a recipient refused before any mail exists (at RCPT).
+    pub fn without_mail(rcpt: &MailAddress, status: Status) -> Self {
+        let mut outcome = Outcome {
+            line: String::new(),
+        };
+        outcome.push("rcpt", &rcpt.to_string());
+        outcome.push("status", status.as_str());
+        outcome
+    }
+
     /// Appends ` key=value`, the value quoted when it needs to be.
     pub fn field(mut self, key: &str, value: impl fmt::Display) -> Self {
         self.push(key, &value.to_string());

@@ -7,10 +7,11 @@
 //! It answers what the processor tree would do with the recipient, not more: mail that the
 //! tree would deliver or map is accepted, and the tree still has the last word.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mailroom_config::Config;
+use mailroom_config::{split_matcher, Config};
 use mailroom_mailet::MailAddress;
 use mailroom_smtp::{RecipientCheck, RecipientVerdict};
 use mailroom_spool::registry::short_name;
@@ -25,11 +26,16 @@ const TABLE_MAILETS: [&str; 2] = ["VirtualUserTable", "JDBCVirtualUserTable"];
 pub struct LocalRecipients {
     users: Arc<dyn UsersRepository>,
     mappings: Arc<dyn MappingsRepository>,
-    /// The tables the processor tree's mapping mailets read, and the default table (the one
-    /// the RemoteManager's `addmapping` edits), in the order they are consulted.
+    /// The tables the processor tree's mapping mailets read, in the order they are consulted
+    /// (none when the tree has no mapping mailet: its mappings would do nothing).
     tables: Vec<String>,
     /// `<usernames ignoreCase>`: without it, `Bob@` is not the user `bob`, as in delivery.
     ignore_case: bool,
+    /// Addresses the tree routes by name (`RecipientIs=abuse@example.org`), lower-cased: a
+    /// migrated James configuration may handle them with no user behind them.
+    routed: HashSet<String>,
+    /// Local parts the tree routes by name (`UserIs=abuse`), lower-cased.
+    routed_users: HashSet<String>,
 }
 
 impl LocalRecipients {
@@ -40,12 +46,25 @@ impl LocalRecipients {
         mappings: Arc<dyn MappingsRepository>,
     ) -> Self {
         let mut tables = Vec::new();
+        let (mut routed, mut routed_users) = (HashSet::new(), HashSet::new());
         for mailet in config
             .spool_manager
             .processors
             .iter()
             .flat_map(|p| &p.mailets)
         {
+            let (matcher, condition) = split_matcher(&mailet.matcher);
+            let matcher = short_name(matcher, &config.matcher_packages).unwrap_or("");
+            let names = condition
+                .unwrap_or("")
+                .split(',')
+                .map(|n| n.trim().to_lowercase())
+                .filter(|n| !n.is_empty());
+            match matcher {
+                "RecipientIs" => routed.extend(names),
+                "UserIs" => routed_users.extend(names),
+                _ => {}
+            }
             let class = short_name(&mailet.class, &config.mailet_packages).unwrap_or("");
             if !TABLE_MAILETS.contains(&class) {
                 continue;
@@ -59,14 +78,13 @@ impl LocalRecipients {
                 tables.push(table.to_string());
             }
         }
-        if !tables.iter().any(|t| t == DEFAULT_TABLE) {
-            tables.push(DEFAULT_TABLE.to_string());
-        }
         LocalRecipients {
             users,
             mappings,
             tables,
             ignore_case: config.james.usernames.ignore_case,
+            routed,
+            routed_users,
         }
     }
 
@@ -90,6 +108,13 @@ impl LocalRecipients {
     }
 
     async fn lookup(&self, recipient: &MailAddress) -> Result<RecipientVerdict, StoreError> {
+        if self.routed.contains(&recipient.to_string().to_lowercase())
+            || self
+                .routed_users
+                .contains(&recipient.local_part().to_lowercase())
+        {
+            return Ok(RecipientVerdict::Known);
+        }
         // Tables first: the tree maps recipients before it delivers, so a mapping (an
         // `error:` one in particular) wins over a user of the same name.
         for table in &self.tables {

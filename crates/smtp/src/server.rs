@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use mailroom_mailet::outcome::{self, Status};
 use mailroom_mailet::{Envelope, MailAddress};
 use mailroom_net::connection::Stream;
 use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
@@ -158,10 +159,10 @@ impl Driver {
             RecipientVerdict::Unavailable => Some("lookup failed".to_string()),
         };
         if let Some(reason) = reason {
-            tracing::info!(
-                "rcpt={address} peer={} status=refused reason=\"{reason}\"",
-                self.peer
-            );
+            let line = outcome::Outcome::without_mail(&address, Status::Refused)
+                .field("reason", reason)
+                .field("peer", self.peer);
+            tracing::info!("{line}");
         }
         self.session.recipient_checked(verdict, out);
     }
