@@ -269,3 +269,99 @@ fn a_start_on_a_busy_port_leaves_no_storage_behind() {
         .collect();
     assert_eq!(left, ["config.xml"], "{stderr}");
 }
+
+/// A mail stuck in the spool of a running server (bob's inbox is broken); returns its name.
+fn stuck_mail(server: &Server) -> String {
+    server.add_user("bob", "pw");
+    break_bobs_inbox(server);
+    server.smtp().send_mail(
+        "sender@example.org",
+        &["bob@localhost"],
+        "Subject: stuck\n\nbody\n",
+    );
+    wait_for("the stuck mail listed with its error", || {
+        list(server, None).contains("    error: ")
+    });
+    first_name(&list(server, None))
+}
+
+/// Sends `request` to the control socket and returns the answer ("" when none).
+fn control(server: &Server, request: &[u8]) -> String {
+    use std::io::Read;
+    let path = server.path("var/mail/spool/control.sock");
+    let mut stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn the_control_socket_refuses_cut_short_requests_and_other_users() {
+    let server = Server::start();
+    let stuck = stuck_mail(&server);
+    // Cut short: no line feed before the end.
+    let answer = control(&server, b"delete * -");
+    assert!(answer.starts_with("ERR "), "{answer}");
+    assert!(list(&server, None).contains(&stuck));
+
+    // Another user, let through the file modes on purpose: the peer's uid is checked.
+    if rustix::process::getuid().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in ["", "var", "var/mail", "var/mail/spool"] {
+            let perms = std::fs::Permissions::from_mode(0o711);
+            std::fs::set_permissions(server.path(dir), perms).unwrap();
+        }
+        let socket = server.path("var/mail/spool/control.sock");
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let answer = std::thread::scope(|s| {
+            s.spawn(|| {
+                // This thread alone becomes `nobody`.
+                rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534)).unwrap();
+                control(&server, b"delete * -\n")
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(answer, "");
+        assert!(list(&server, None).contains(&stuck));
+        assert!(server.log().contains("request from another user refused"));
+    }
+    // The server's own user is answered.
+    assert_eq!(control(&server, b"delete * -\n"), "OK 1\n");
+}
+
+#[test]
+fn a_delete_in_a_repository_with_the_server_stopped_leaves_the_spool_alone() {
+    let mut server = Server::start();
+    assert!(server.terminate().success());
+    let spool = server.path("var/mail/spool");
+    let segments = || -> Vec<_> {
+        let mut names: Vec<_> = std::fs::read_dir(&spool)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = segments();
+    std::fs::create_dir_all(server.path("var/mail/address-error")).unwrap();
+    let url = "file://var/mail/address-error/";
+    let (ok, out, err) = queue(&server, &["delete", "--all", url]);
+    assert_eq!((ok, out.as_str()), (true, "deleted 0 mail(s)\n"), "{err}");
+    assert_eq!(segments(), before);
+
+    // No spool at all: neither created by a delete nor by a flush, which says why it fails.
+    std::fs::remove_dir_all(&spool).unwrap();
+    let (ok, _, err) = queue(&server, &["delete", "--all", url]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = queue(&server, &["flush", "--all", url]);
+    assert!(!ok && err.contains("no spool"), "{err}");
+    let (ok, out, err) = queue(&server, &["flush", "--all"]);
+    assert_eq!((ok, out.as_str()), (true, "flushed 0 mail(s)\n"), "{err}");
+    assert!(!spool.exists());
+}

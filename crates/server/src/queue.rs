@@ -78,9 +78,13 @@ impl Request {
         format!("{verb} {name} {url}\n")
     }
 
-    /// Parses a line of the control protocol.
+    /// Parses a line of the control protocol. A line without its `\n` was cut short (at the
+    /// length limit, or by the client going away) and is refused, never acted on.
     fn parse(line: &str) -> Result<Request, String> {
-        let mut parts = line.trim_end_matches(['\r', '\n']).splitn(3, ' ');
+        let Some(line) = line.strip_suffix('\n') else {
+            return Err("request not terminated by a line feed".into());
+        };
+        let mut parts = line.trim_end_matches('\r').splitn(3, ' ');
         let verb = match parts.next() {
             Some("flush") => Verb::Flush,
             Some("delete") => Verb::Delete,
@@ -108,8 +112,10 @@ pub type Opener =
 pub struct Repos {
     /// Which URLs may be named.
     pub admin: AdminRepositories,
-    /// The spool.
-    pub spool: Arc<dyn SpoolRepository>,
+    /// The spool; `None` when it was not opened because the request does not act on it (a
+    /// delete in a repository with the server stopped: the spool is then neither created nor
+    /// given a new segment).
+    pub spool: Option<Arc<dyn SpoolRepository>>,
     /// Opens a configured mail repository.
     pub open: Opener,
 }
@@ -124,7 +130,7 @@ impl Repos {
     ) -> Repos {
         Repos {
             admin,
-            spool,
+            spool: Some(spool),
             open: Box::new(move |url, dir| mail.open_existing(url, dir)),
         }
     }
@@ -136,8 +142,14 @@ pub async fn apply(request: &Request, repos: &Repos) -> Result<usize, String> {
         None => AdminTarget::Spool,
         Some(url) => repos.admin.resolve(url).map_err(|e| e.to_string())?,
     };
+    let spool = || {
+        repos
+            .spool
+            .clone()
+            .ok_or_else(|| "the spool is not open".to_string())
+    };
     let repository: Arc<dyn MailRepository> = match &target {
-        AdminTarget::Spool => repos.spool.clone(),
+        AdminTarget::Spool => spool()?,
         AdminTarget::Mail(dir) => {
             (repos.open)(request.url.as_deref().unwrap_or("-"), dir).map_err(|e| e.to_string())?
         }
@@ -150,9 +162,9 @@ pub async fn apply(request: &Request, repos: &Repos) -> Result<usize, String> {
     for name in names {
         let changed = match (request.verb, &target) {
             (Verb::Delete, _) => repository.remove(&name).await,
-            (Verb::Flush, AdminTarget::Spool) => flush_spooled(&*repos.spool, &name).await,
+            (Verb::Flush, AdminTarget::Spool) => flush_spooled(&*spool()?, &name).await,
             (Verb::Flush, AdminTarget::Mail(_)) => {
-                flush_to_spool(&*repos.spool, &*repository, &name).await
+                flush_to_spool(&*spool()?, &*repository, &name).await
             }
         };
         match changed {
@@ -233,6 +245,17 @@ pub async fn serve_control(listener: UnixListener, repos: Arc<Repos>, mut shutdo
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        // The socket's mode already keeps other users out; this holds even if its mode or
+        // directory is changed by hand.
+        let own = rustix::process::getuid().as_raw();
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == own => {}
+            other => {
+                tracing::warn!(peer = ?other.map(|c| c.uid()).ok(),
+                    "control socket: request from another user refused");
+                continue;
+            }
+        }
         let repos = repos.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
@@ -439,23 +462,36 @@ fn ask_server(spool_dir: &Path, request: &Request) -> Result<Option<Result<usize
     }))
 }
 
-/// Carries out `request` with the server stopped: opens the spool (taking its lock) and the
-/// repository here.
+/// Carries out `request` with the server stopped: opens the repository here, and the spool
+/// (taking its lock) only when the request acts on it — a delete in a repository leaves the
+/// spool alone. An existing spool only: none is created here.
 fn apply_here(admin: &AdminRepositories, request: &Request) -> Result<usize> {
     let spool_dir: PathBuf = admin.spool_dir().to_path_buf();
-    if request.url.is_none() && !spool_dir.is_dir() {
-        return Ok(0);
-    }
-    let spool = LogSpool::open(&spool_dir).map_err(|e| match e {
-        StoreError::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => anyhow!(
-            "the spool is in use by a running server that does not answer on {}",
-            spool_dir.join(CONTROL_SOCKET).display()
-        ),
-        e => e.into(),
-    })?;
+    let on_spool = match &request.url {
+        None => true,
+        Some(url) => matches!(admin.resolve(url)?, AdminTarget::Spool),
+    };
+    let spool = if on_spool || request.verb == Verb::Flush {
+        match LogSpool::open_existing(&spool_dir) {
+            Ok(spool) => Some(Arc::new(Blocking::new(spool)) as Arc<dyn SpoolRepository>),
+            // No spool yet (the server never ran): nothing queued in it.
+            Err(StoreError::NotFound(_)) if on_spool => return Ok(0),
+            Err(StoreError::NotFound(_)) => bail!(
+                "there is no spool at {} to flush into yet: start the server once",
+                spool_dir.display()
+            ),
+            Err(StoreError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => bail!(
+                "the spool is in use by a running server that does not answer on {}",
+                spool_dir.join(CONTROL_SOCKET).display()
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
     let repos = Repos {
         admin: admin.clone(),
-        spool: Arc::new(Blocking::new(spool)),
+        spool,
         open: Box::new(|url, dir| match FileMailRepository::open_existing(dir) {
             Ok(repo) => Ok(Arc::new(Blocking::new(repo)) as Arc<dyn MailRepository>),
             Err(StoreError::NotFound(_)) => Err(StoreError::NotFound(format!("repository {url}"))),
@@ -528,7 +564,9 @@ mod tests {
         ] {
             assert_eq!(Request::parse(&request.line()), Ok(request));
         }
-        for bad in ["", "flush", "flush *", "purge * -", "delete  -"] {
+        // Cut short: no line feed.
+        assert!(Request::parse("delete * -").is_err());
+        for bad in ["\n", "flush\n", "flush *\n", "purge * -\n", "delete  -\n"] {
             assert!(Request::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -176,6 +176,19 @@ impl LogSpool {
         Self::open_with(dir, SEGMENT_MAX)
     }
 
+    /// Opens the spool in `dir` as [`LogSpool::open`] does, but only if the directory exists:
+    /// else [`crate::StoreError::NotFound`], and nothing is created (`mailroom queue` with the
+    /// server stopped).
+    pub fn open_existing(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(crate::StoreError::NotFound(format!(
+                "spool {}",
+                dir.display()
+            )));
+        }
+        Self::open(dir)
+    }
+
     /// Sets how long a lease lasts unless renewed.
     pub fn with_lease_duration(self, duration: Duration) -> Self {
         lock(&self.shared.inner).queue.duration = duration;
