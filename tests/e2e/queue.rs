@@ -365,3 +365,60 @@ fn a_delete_in_a_repository_with_the_server_stopped_leaves_the_spool_alone() {
     assert_eq!((ok, out.as_str()), (true, "flushed 0 mail(s)\n"), "{err}");
     assert!(!spool.exists());
 }
+
+/// The spool's `big-*.log` segments (one per mail over 256 KiB), sorted.
+fn big_segments(server: &Server) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(server.path("var/mail/spool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("big-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn flushing_a_spooled_mail_makes_it_due_without_writing_it_again() {
+    let server = Server::start_setup(&Setup {
+        remote_manager_handler: Some(
+            r#"<administrator_accounts><account login="root" password="secret pass"/></administrator_accounts>"#,
+        ),
+        ..Setup::default()
+    });
+    server.add_user("bob", "pw");
+    break_bobs_inbox(&server);
+    // Over 256 KiB: the message has a segment of its own, which a rewrite would replace.
+    let body = "x".repeat(76).repeat(4000);
+    server.smtp().send_mail(
+        "sender@example.org",
+        &["bob@localhost"],
+        &format!("Subject: big\n\n{body}\n"),
+    );
+    let requeued = || {
+        let listing = list(&server, None);
+        listing.contains("    error: ") && !listing.contains(" next=now ")
+    };
+    wait_for("the big mail requeued with its error", requeued);
+    let segments = big_segments(&server);
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let name = first_name(&list(&server, None));
+
+    let (ok, out, err) = queue(&server, &["flush", &name]);
+    assert_eq!((ok, out.as_str()), (true, "flushed 1 mail(s)\n"), "{err}");
+    wait_for("the flushed mail tried and requeued again", || {
+        server.log().matches("status=deferred").count() >= 2 && requeued()
+    });
+    assert_eq!(big_segments(&server), segments);
+
+    // The console's flushspool on the spool does the same.
+    let replies = console(
+        server.remote_manager_port,
+        &["flushspool file://var/mail/spool/ state=transport"],
+    );
+    assert_eq!(replies[0], "Number of flushed mails: 1", "{replies:?}");
+    wait_for("the mail tried and requeued a third time", || {
+        server.log().matches("status=deferred").count() >= 3 && requeued()
+    });
+    assert_eq!(big_segments(&server), segments);
+    assert_eq!(list(&server, None).lines().count(), 3, "one mail");
+}

@@ -16,8 +16,9 @@
 //!   meanwhile waits for nothing and cannot share the log (the open fails with the spool
 //!   "in use" instead).
 //!
-//! Flushing a spooled mail makes it due at once (its next attempt is dropped; a mail being
-//! processed right now stays with its worker). Flushing a mail of a repository sends it back
+//! Flushing a spooled mail makes it due at once ([`SpoolRepository::make_due`]: its next
+//! attempt is dropped and nothing else is written; a mail being processed right now stays
+//! with its worker, and is not counted). Flushing a mail of a repository sends it back
 //! to the spool in state `root` with its error message cleared, stored in the spool before it
 //! is removed from the repository. Deleting removes it; a spooled mail being processed at
 //! that moment may still finish its current step.
@@ -31,6 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use mailroom_mailet::Mail;
 use mailroom_net::ShutdownWatch;
+use mailroom_store::admin::{flush_to_spool, one_line};
 use mailroom_store::blocking::MailRepository as _;
 use mailroom_store::file::{FileMailRepository, LogSpool};
 use mailroom_store::{Blocking, MailRepository, SpoolRepository, StoreError};
@@ -162,9 +164,9 @@ pub async fn apply(request: &Request, repos: &Repos) -> Result<usize, String> {
     for name in names {
         let changed = match (request.verb, &target) {
             (Verb::Delete, _) => repository.remove(&name).await,
-            (Verb::Flush, AdminTarget::Spool) => flush_spooled(&*spool()?, &name).await,
+            (Verb::Flush, AdminTarget::Spool) => spool()?.make_due(&name).await,
             (Verb::Flush, AdminTarget::Mail(_)) => {
-                flush_to_spool(&*spool()?, &*repository, &name).await
+                flush_to_spool(&*spool()?, &*repository, &name, &|_| true).await
             }
         };
         match changed {
@@ -179,34 +181,6 @@ pub async fn apply(request: &Request, repos: &Repos) -> Result<usize, String> {
         "queue request done"
     );
     Ok(done)
-}
-
-/// Makes a spooled mail due at once: stored again as it is (a store drops the schedule).
-async fn flush_spooled(spool: &dyn SpoolRepository, name: &str) -> mailroom_store::Result<bool> {
-    let Some(mail) = spool.retrieve(name).await? else {
-        return Ok(false);
-    };
-    spool.store(&mail).await?;
-    Ok(true)
-}
-
-/// Sends a mail of a repository back to the spool in state `root`, its error cleared: stored
-/// in the spool before it is removed from the repository, so a crash duplicates, never loses.
-async fn flush_to_spool(
-    spool: &dyn SpoolRepository,
-    repository: &dyn MailRepository,
-    name: &str,
-) -> mailroom_store::Result<bool> {
-    let Some(mut mail) = repository.retrieve(name).await? else {
-        return Ok(false);
-    };
-    mail.set_state(mailroom_mailet::state::ROOT);
-    mail.envelope.error_message = None;
-    mail.envelope.touch();
-    // A new name: a worker may still hold the old one in the spool.
-    mail.envelope.name = mailroom_mailet::new_mail_name();
-    spool.store(&mail).await?;
-    repository.remove(name).await
 }
 
 /// Binds the control socket in the spool directory (which this server has locked, so a file
@@ -537,13 +511,6 @@ fn duration(d: Duration) -> String {
     }
 }
 
-/// An error message on one line: line breaks and other control characters as spaces.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,10 +539,9 @@ mod tests {
     }
 
     #[test]
-    fn durations_and_one_lines() {
+    fn durations() {
         assert_eq!(duration(Duration::from_secs(12)), "12s");
         assert_eq!(duration(Duration::from_secs(250)), "4m10s");
         assert_eq!(duration(Duration::from_secs(3 * 86400 + 4 * 3600)), "3d4h");
-        assert_eq!(one_line("550 a\r\nb"), "550 a  b");
     }
 }
