@@ -293,8 +293,9 @@ fn control(server: &Server, request: &[u8]) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    stream.write_all(request).unwrap();
-    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    // A refused peer may find the connection closed already.
+    let _ = stream.write_all(request);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer

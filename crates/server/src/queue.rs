@@ -30,11 +30,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use mailroom_mailet::Mail;
+use mailroom_mailet::{Envelope, Mail};
 use mailroom_net::ShutdownWatch;
 use mailroom_store::admin::{flush_to_spool, one_line};
 use mailroom_store::blocking::MailRepository as _;
-use mailroom_store::file::{FileMailRepository, LogSpool};
+use mailroom_store::file::{FileMailRepository, LogSpool, Snapshot};
 use mailroom_store::{Blocking, MailRepository, SpoolRepository, StoreError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
@@ -268,101 +268,151 @@ pub fn run(cli: &Cli, action: &QueueAction) -> Result<()> {
     }
 }
 
-/// A mail as listed, with its next attempt (spool only).
-struct Listed {
-    mail: Mail,
-    next_attempt: Option<SystemTime>,
+/// What list and show read: the spool, or a repository opened without changing anything.
+enum Source {
+    Spool,
+    Repository(FileMailRepository),
 }
 
-/// The mails of the spool or repository `url` names, read without changing anything.
-fn read_all(admin: &AdminRepositories, url: Option<&str>) -> Result<(String, Vec<Listed>)> {
+/// Opens what `url` names for reading; with the name to show.
+fn source(admin: &AdminRepositories, url: Option<&str>) -> Result<(String, Source)> {
     let target = match url {
         None => AdminTarget::Spool,
         Some(url) => admin.resolve(url)?,
     };
     let shown = url.unwrap_or("the spool").to_string();
     match target {
-        AdminTarget::Spool => {
-            let mails = match LogSpool::snapshot(admin.spool_dir()) {
-                // No spool yet (the server never ran): nothing queued.
-                Err(StoreError::NotFound(_)) => Vec::new(),
-                other => other?,
-            };
-            let mails = mails
-                .into_iter()
-                .map(|s| Listed {
-                    mail: s.mail,
-                    next_attempt: s.next_attempt,
-                })
-                .collect();
-            Ok((shown, mails))
-        }
+        AdminTarget::Spool => Ok((shown, Source::Spool)),
         AdminTarget::Mail(dir) => {
             let repo = FileMailRepository::open_existing(&dir).map_err(|e| match e {
                 StoreError::NotFound(_) => anyhow!("repository {shown} does not exist"),
                 e => e.into(),
             })?;
-            let mut mails = Vec::new();
-            for name in repo.list()? {
-                // Removed meanwhile, or not whole: not listed.
-                if let Some(mail) = repo.retrieve(&name)? {
-                    mails.push(Listed {
-                        mail,
-                        next_attempt: None,
-                    });
-                }
-            }
-            Ok((shown, mails))
+            Ok((shown, Source::Repository(repo)))
         }
     }
 }
 
+/// Reads the spool without its lock.
+fn snapshot(admin: &AdminRepositories) -> Result<Snapshot> {
+    match LogSpool::snapshot(admin.spool_dir()) {
+        Ok(snapshot) => Ok(snapshot),
+        // No spool yet (the server never ran): nothing queued.
+        Err(StoreError::NotFound(_)) => Ok(Snapshot::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What a listing says when the spool changed in every round of its reading.
+const INCOMPLETE: &str = "the spool changed throughout its reading; mails may be missing";
+
+/// Prints one line per mail as it is read (its envelope alone: no message is opened, and
+/// nothing is kept), so that a large spool or repository costs neither memory nor files.
 fn list(admin: &AdminRepositories, url: Option<&str>) -> Result<()> {
-    let (shown, mails) = read_all(admin, url)?;
+    let (shown, source) = source(admin, url)?;
     let now = SystemTime::now();
     let mut out = std::io::stdout().lock();
-    for Listed { mail, next_attempt } in &mails {
-        let next = match next_attempt {
-            // How long until then.
-            Some(at) if *at > now => duration(at.duration_since(now).unwrap_or_default()),
-            _ => "now".to_string(),
-        };
-        let recipients: Vec<String> = mail.recipients().iter().map(ToString::to_string).collect();
-        writeln!(
-            out,
-            "{} state={} size={} age={} next={} sender={} recipients={}",
-            mail.name(),
-            mail.state(),
-            mail.message.size(),
-            duration(now.duration_since(created(mail)).unwrap_or_default()),
-            next,
-            sender(mail),
-            recipients.join(","),
-        )?;
-        if let Some(error) = &mail.envelope.error_message {
-            writeln!(out, "    error: {}", one_line(error))?;
+    let mut count = 0;
+    let mut complete = true;
+    match source {
+        Source::Spool => {
+            let snapshot = snapshot(admin)?;
+            complete = snapshot.complete;
+            for mail in &snapshot.mails {
+                list_line(&mut out, &mail.envelope, mail.next_attempt, now)?;
+                count += 1;
+            }
+        }
+        Source::Repository(repo) => {
+            for name in repo.list()? {
+                // Removed meanwhile, or not whole: not listed.
+                if let Some(envelope) = repo.envelope(&name)? {
+                    list_line(&mut out, &envelope, None, now)?;
+                    count += 1;
+                }
+            }
         }
     }
-    writeln!(out, "{} mail(s) in {shown}", mails.len())?;
+    writeln!(out, "{count} mail(s) in {shown}")?;
+    if !complete {
+        eprintln!("mailroom: {INCOMPLETE}");
+    }
     Ok(())
 }
 
+fn list_line(
+    out: &mut impl Write,
+    e: &Envelope,
+    next_attempt: Option<SystemTime>,
+    now: SystemTime,
+) -> Result<()> {
+    let next = match next_attempt {
+        // How long until then.
+        Some(at) if at > now => duration(at.duration_since(now).unwrap_or_default()),
+        _ => "now".to_string(),
+    };
+    let recipients: Vec<String> = e.recipients.iter().map(ToString::to_string).collect();
+    writeln!(
+        out,
+        "{} state={} size={} age={} next={} sender={} recipients={}",
+        e.name,
+        e.state,
+        e.size,
+        duration(now.duration_since(created(e)).unwrap_or_default()),
+        next,
+        sender(e),
+        recipients.join(","),
+    )?;
+    if let Some(error) = &e.error_message {
+        writeln!(out, "    error: {}", one_line(error))?;
+    }
+    Ok(())
+}
+
+/// Prints one mail's envelope and header section: only its message is opened.
 fn show(admin: &AdminRepositories, name: &str, url: Option<&str>) -> Result<()> {
-    let (shown, mails) = read_all(admin, url)?;
-    let Some(Listed { mail, next_attempt }) = mails.into_iter().find(|m| m.mail.name() == name)
-    else {
+    mailroom_store::validate_mail_name(name)?;
+    let (shown, source) = source(admin, url)?;
+    let found = match source {
+        Source::Spool => {
+            let mut found = None;
+            // Its segment may go between the reading and the opening (the mail moved):
+            // then the spool is read again.
+            for _ in 0..5 {
+                let mut snapshot = snapshot(admin)?;
+                let Some(i) = snapshot.mails.iter().position(|m| m.envelope.name == name) else {
+                    if !snapshot.complete {
+                        bail!("no mail {name} found in {shown}; {INCOMPLETE}: try again");
+                    }
+                    break;
+                };
+                match snapshot.message(&snapshot.mails[i]) {
+                    Ok(message) => {
+                        let mail = snapshot.mails.swap_remove(i);
+                        found = Some((Mail::new(mail.envelope, message), mail.next_attempt));
+                        break;
+                    }
+                    Err(StoreError::NotFound(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            found
+        }
+        Source::Repository(repo) => repo.retrieve(name)?.map(|mail| (mail, None)),
+    };
+    let Some((mail, next_attempt)) = found else {
         bail!("no mail {name} in {shown}");
     };
     let e = &mail.envelope;
     let mut out = std::io::stdout().lock();
-    let recipients: Vec<String> = mail.recipients().iter().map(ToString::to_string).collect();
+    let recipients: Vec<String> = e.recipients.iter().map(ToString::to_string).collect();
     writeln!(out, "name: {}", e.name)?;
     writeln!(out, "state: {}", e.state)?;
-    writeln!(out, "sender: {}", sender(&mail))?;
+    writeln!(out, "sender: {}", sender(e))?;
     writeln!(out, "recipients: {}", recipients.join(", "))?;
     writeln!(out, "remote: {} [{}]", e.remote_host, e.remote_addr)?;
     writeln!(out, "size: {}", mail.message.size())?;
-    writeln!(out, "received: {}", httpdate::fmt_http_date(created(&mail)))?;
+    writeln!(out, "received: {}", httpdate::fmt_http_date(created(e)))?;
     writeln!(
         out,
         "last updated: {}",
@@ -481,19 +531,20 @@ fn apply_here(admin: &AdminRepositories, request: &Request) -> Result<usize> {
         .map_err(|e| anyhow!("{e}"))
 }
 
-fn sender(mail: &Mail) -> String {
-    mail.sender()
+fn sender(e: &Envelope) -> String {
+    e.sender
+        .as_ref()
         .map_or_else(|| "<>".to_string(), |s| format!("<{s}>"))
 }
 
 /// When the mail arrived: the time in its name (`Mail<millis>-...`), else its last update.
-fn created(mail: &Mail) -> SystemTime {
-    let from_name = mail
-        .name()
+fn created(e: &Envelope) -> SystemTime {
+    let from_name = e
+        .name
         .strip_prefix("Mail")
         .and_then(|rest| rest.get(..13))
         .and_then(|digits| digits.parse::<u64>().ok());
-    millis(from_name.unwrap_or(mail.envelope.last_updated))
+    millis(from_name.unwrap_or(e.last_updated))
 }
 
 fn millis(ms: u64) -> SystemTime {

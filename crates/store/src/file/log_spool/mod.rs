@@ -81,7 +81,7 @@ use super::group_commit::GroupCommit;
 use crate::Result;
 use queue::LeaseQueue;
 use segments::{Pin, Segment, SegmentFiles};
-pub use snapshot::SpooledMail;
+pub use snapshot::{Snapshot, SpooledMail};
 
 /// Messages up to this size are appended to the shared segment; larger ones get their own.
 pub const INLINE_MAX: usize = 256 * 1024;
