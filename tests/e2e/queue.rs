@@ -423,3 +423,79 @@ fn flushing_a_spooled_mail_makes_it_due_without_writing_it_again() {
     assert_eq!(big_segments(&server), segments);
     assert_eq!(list(&server, None).lines().count(), 3, "one mail");
 }
+
+/// Runs `mailroom queue <args>` allowed at most `files` open files.
+fn queue_with_few_files(server: &Server, files: u32, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("prlimit")
+        .arg(format!("--nofile={files}"))
+        .arg(BIN)
+        .arg("queue")
+        .args(args)
+        .arg("--config")
+        .arg(&server.config)
+        .arg("--home")
+        .arg(server.path(""))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn list_and_show_keep_one_mail_open_at_a_time() {
+    use mailroom_mailet::{Envelope, Mail, MailAddress, Message};
+    use mailroom_store::blocking::MailRepository as _;
+    let mut server = Server::start();
+    assert!(server.terminate().success());
+    // More mails than the files the command may open: large spooled mails (a segment each)
+    // and mails of a repository (a file each).
+    let mails = 150;
+    let big = "y".repeat(300 * 1024);
+    let mail = |i: usize| {
+        let envelope = Envelope::new(
+            &mailroom_mailet::new_mail_name(),
+            MailAddress::parse("sender@example.org").ok(),
+            vec![MailAddress::parse("bob@localhost").unwrap()],
+        );
+        let text = format!("Subject: number {i}\r\n\r\n{big}\r\n");
+        Mail::new(envelope, Message::from_bytes(text.as_bytes()))
+    };
+    let spool = mailroom_store::file::LogSpool::open(&server.path("var/mail/spool")).unwrap();
+    let repo =
+        mailroom_store::file::FileMailRepository::open(&server.path("var/mail/address-error"))
+            .unwrap();
+    let mut last = String::new();
+    for i in 0..mails {
+        spool.store(&mail(i)).unwrap();
+        let m = mail(i);
+        last = m.name().to_string();
+        repo.store(&m).unwrap();
+    }
+    drop(spool);
+    // The size from the envelope: no message is opened to list.
+    let size = format!(" size={} ", mail(100).message.size());
+    for url in [None, Some("file://var/mail/address-error/")] {
+        let mut args = vec!["list"];
+        args.extend(url);
+        let (ok, out, err) = queue_with_few_files(&server, 64, &args);
+        assert!(ok, "{err}");
+        assert_eq!(out.lines().filter(|l| l.starts_with("Mail")).count(), mails);
+        assert_eq!(out.lines().filter(|l| l.contains(&size)).count(), 50);
+    }
+    let first = first_name(&list(&server, None));
+    let (ok, shown, err) = queue_with_few_files(&server, 64, &["show", &first]);
+    assert!(ok && shown.contains("Subject: number 0\r\n"), "{err}");
+    let (ok, shown, err) = queue_with_few_files(
+        &server,
+        64,
+        &["show", &last, "file://var/mail/address-error/"],
+    );
+    assert!(
+        ok && shown.contains(&format!("Subject: number {}\r\n", mails - 1)),
+        "{err}"
+    );
+}
