@@ -457,7 +457,7 @@ fn list_and_show_keep_one_mail_open_at_a_time() {
     let big = "y".repeat(300 * 1024);
     let mail = |i: usize| {
         let envelope = Envelope::new(
-            &mailroom_mailet::new_mail_name(),
+            mailroom_mailet::new_mail_name(),
             MailAddress::parse("sender@example.org").ok(),
             vec![MailAddress::parse("bob@localhost").unwrap()],
         );
