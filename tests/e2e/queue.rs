@@ -269,3 +269,233 @@ fn a_start_on_a_busy_port_leaves_no_storage_behind() {
         .collect();
     assert_eq!(left, ["config.xml"], "{stderr}");
 }
+
+/// A mail stuck in the spool of a running server (bob's inbox is broken); returns its name.
+fn stuck_mail(server: &Server) -> String {
+    server.add_user("bob", "pw");
+    break_bobs_inbox(server);
+    server.smtp().send_mail(
+        "sender@example.org",
+        &["bob@localhost"],
+        "Subject: stuck\n\nbody\n",
+    );
+    wait_for("the stuck mail listed with its error", || {
+        list(server, None).contains("    error: ")
+    });
+    first_name(&list(server, None))
+}
+
+/// Sends `request` to the control socket and returns the answer ("" when none).
+fn control(server: &Server, request: &[u8]) -> String {
+    use std::io::Read;
+    let path = server.path("var/mail/spool/control.sock");
+    let mut stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // A refused peer may find the connection closed already.
+    let _ = stream.write_all(request);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn the_control_socket_refuses_cut_short_requests_and_other_users() {
+    let server = Server::start();
+    let stuck = stuck_mail(&server);
+    // Cut short: no line feed before the end.
+    let answer = control(&server, b"delete * -");
+    assert!(answer.starts_with("ERR "), "{answer}");
+    assert!(list(&server, None).contains(&stuck));
+
+    // Another user, let through the file modes on purpose: the peer's uid is checked.
+    if rustix::process::getuid().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in ["", "var", "var/mail", "var/mail/spool"] {
+            let perms = std::fs::Permissions::from_mode(0o711);
+            std::fs::set_permissions(server.path(dir), perms).unwrap();
+        }
+        let socket = server.path("var/mail/spool/control.sock");
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let answer = std::thread::scope(|s| {
+            s.spawn(|| {
+                // This thread alone becomes `nobody`.
+                rustix::thread::set_thread_uid(rustix::process::Uid::from_raw(65534)).unwrap();
+                control(&server, b"delete * -\n")
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(answer, "");
+        assert!(list(&server, None).contains(&stuck));
+        assert!(server.log().contains("request from another user refused"));
+    }
+    // The server's own user is answered.
+    assert_eq!(control(&server, b"delete * -\n"), "OK 1\n");
+}
+
+#[test]
+fn a_delete_in_a_repository_with_the_server_stopped_leaves_the_spool_alone() {
+    let mut server = Server::start();
+    assert!(server.terminate().success());
+    let spool = server.path("var/mail/spool");
+    let segments = || -> Vec<_> {
+        let mut names: Vec<_> = std::fs::read_dir(&spool)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = segments();
+    std::fs::create_dir_all(server.path("var/mail/address-error")).unwrap();
+    let url = "file://var/mail/address-error/";
+    let (ok, out, err) = queue(&server, &["delete", "--all", url]);
+    assert_eq!((ok, out.as_str()), (true, "deleted 0 mail(s)\n"), "{err}");
+    assert_eq!(segments(), before);
+
+    // No spool at all: neither created by a delete nor by a flush, which says why it fails.
+    std::fs::remove_dir_all(&spool).unwrap();
+    let (ok, _, err) = queue(&server, &["delete", "--all", url]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = queue(&server, &["flush", "--all", url]);
+    assert!(!ok && err.contains("no spool"), "{err}");
+    let (ok, out, err) = queue(&server, &["flush", "--all"]);
+    assert_eq!((ok, out.as_str()), (true, "flushed 0 mail(s)\n"), "{err}");
+    assert!(!spool.exists());
+}
+
+/// The spool's `big-*.log` segments (one per mail over 256 KiB), sorted.
+fn big_segments(server: &Server) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(server.path("var/mail/spool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("big-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn flushing_a_spooled_mail_makes_it_due_without_writing_it_again() {
+    let server = Server::start_setup(&Setup {
+        remote_manager_handler: Some(
+            r#"<administrator_accounts><account login="root" password="secret pass"/></administrator_accounts>"#,
+        ),
+        ..Setup::default()
+    });
+    server.add_user("bob", "pw");
+    break_bobs_inbox(&server);
+    // Over 256 KiB: the message has a segment of its own, which a rewrite would replace.
+    let body = "x".repeat(76).repeat(4000);
+    server.smtp().send_mail(
+        "sender@example.org",
+        &["bob@localhost"],
+        &format!("Subject: big\n\n{body}\n"),
+    );
+    let requeued = || {
+        let listing = list(&server, None);
+        listing.contains("    error: ") && !listing.contains(" next=now ")
+    };
+    wait_for("the big mail requeued with its error", requeued);
+    let segments = big_segments(&server);
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let name = first_name(&list(&server, None));
+
+    let (ok, out, err) = queue(&server, &["flush", &name]);
+    assert_eq!((ok, out.as_str()), (true, "flushed 1 mail(s)\n"), "{err}");
+    wait_for("the flushed mail tried and requeued again", || {
+        server.log().matches("status=deferred").count() >= 2 && requeued()
+    });
+    assert_eq!(big_segments(&server), segments);
+
+    // The console's flushspool on the spool does the same.
+    let replies = console(
+        server.remote_manager_port,
+        &["flushspool file://var/mail/spool/ state=transport"],
+    );
+    assert_eq!(replies[0], "Number of flushed mails: 1", "{replies:?}");
+    wait_for("the mail tried and requeued a third time", || {
+        server.log().matches("status=deferred").count() >= 3 && requeued()
+    });
+    assert_eq!(big_segments(&server), segments);
+    assert_eq!(list(&server, None).lines().count(), 3, "one mail");
+}
+
+/// Runs `mailroom queue <args>` allowed at most `files` open files.
+fn queue_with_few_files(server: &Server, files: u32, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("prlimit")
+        .arg(format!("--nofile={files}"))
+        .arg(BIN)
+        .arg("queue")
+        .args(args)
+        .arg("--config")
+        .arg(&server.config)
+        .arg("--home")
+        .arg(server.path(""))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn list_and_show_keep_one_mail_open_at_a_time() {
+    use mailroom_mailet::{Envelope, Mail, MailAddress, Message};
+    use mailroom_store::blocking::MailRepository as _;
+    let mut server = Server::start();
+    assert!(server.terminate().success());
+    // More mails than the files the command may open: large spooled mails (a segment each)
+    // and mails of a repository (a file each).
+    let mails = 150;
+    let big = "y".repeat(300 * 1024);
+    let mail = |i: usize| {
+        let envelope = Envelope::new(
+            mailroom_mailet::new_mail_name(),
+            MailAddress::parse("sender@example.org").ok(),
+            vec![MailAddress::parse("bob@localhost").unwrap()],
+        );
+        let text = format!("Subject: number {i}\r\n\r\n{big}\r\n");
+        Mail::new(envelope, Message::from_bytes(text.as_bytes()))
+    };
+    let spool = mailroom_store::file::LogSpool::open(&server.path("var/mail/spool")).unwrap();
+    let repo =
+        mailroom_store::file::FileMailRepository::open(&server.path("var/mail/address-error"))
+            .unwrap();
+    let mut last = String::new();
+    for i in 0..mails {
+        spool.store(&mail(i)).unwrap();
+        let m = mail(i);
+        last = m.name().to_string();
+        repo.store(&m).unwrap();
+    }
+    drop(spool);
+    // The size from the envelope: no message is opened to list.
+    let size = format!(" size={} ", mail(100).message.size());
+    for url in [None, Some("file://var/mail/address-error/")] {
+        let mut args = vec!["list"];
+        args.extend(url);
+        let (ok, out, err) = queue_with_few_files(&server, 64, &args);
+        assert!(ok, "{err}");
+        assert_eq!(out.lines().filter(|l| l.starts_with("Mail")).count(), mails);
+        assert_eq!(out.lines().filter(|l| l.contains(&size)).count(), 50);
+    }
+    let first = first_name(&list(&server, None));
+    let (ok, shown, err) = queue_with_few_files(&server, 64, &["show", &first]);
+    assert!(ok && shown.contains("Subject: number 0\r\n"), "{err}");
+    let (ok, shown, err) = queue_with_few_files(
+        &server,
+        64,
+        &["show", &last, "file://var/mail/address-error/"],
+    );
+    assert!(
+        ok && shown.contains(&format!("Subject: number {}\r\n", mails - 1)),
+        "{err}"
+    );
+}

@@ -10,7 +10,8 @@
 //! run on the spool cannot empty the queue. Flushing a mail of a repository sends it back to the spool in
 //! state `root`, with its error message cleared: it is stored in the spool first and removed
 //! from the repository after, so a crash in between duplicates it but never loses it.
-//! Flushing a mail of the spool makes it due at once.
+//! Flushing a mail of the spool makes it due at once ([`mailroom_store::SpoolRepository::make_due`]:
+//! a mail a worker holds is left to it and not counted).
 //!
 //! A listing keeps James's line, `key: <key> sender: <sender> recipient: <r1> <r2> ...`, which
 //! scripts parse, and adds below each an indented line with the mail's state and error
@@ -19,6 +20,7 @@
 use std::sync::Arc;
 
 use mailroom_mailet::Mail;
+use mailroom_store::admin::{flush_to_spool, one_line};
 use mailroom_store::MailRepository;
 use regex::Regex;
 
@@ -147,13 +149,6 @@ fn listing(mail: &Mail) -> String {
     line
 }
 
-/// Text on one line: line breaks and other control characters as spaces.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
 /// `listspool <url> [header=h regex=r]`.
 pub async fn list(console: &Console, argument: Option<&str>, out: &mut Out<'_>) {
     let Some(selection) = Selection::parse(argument, false) else {
@@ -185,9 +180,10 @@ pub async fn flush(console: &Console, argument: Option<&str>, out: &mut Out<'_>)
     let is_spool = std::ptr::addr_eq(Arc::as_ptr(&repository), Arc::as_ptr(&console.spool));
     for (name, _) in selected {
         let moved = if is_spool {
-            due_now(console, &selection, &name).await
+            console.spool.make_due(&name).await
         } else {
-            flush_one(console, &*repository, &selection, &name).await
+            let select = |mail: &Mail| selection.matches(mail);
+            flush_to_spool(&*console.spool, &*repository, &name, &select).await
         };
         match moved {
             Ok(true) => flushed += 1,
@@ -200,52 +196,6 @@ pub async fn flush(console: &Console, argument: Option<&str>, out: &mut Out<'_>)
     }
     tracing::info!(url = %selection.url, flushed, "RemoteManager: spool flushed");
     out.line(format!("Number of flushed mails: {flushed}"));
-}
-
-/// Makes a mail of the spool due at once: stored again as it is (which drops its next
-/// attempt; a mail in work stays with its worker). `false` when it is gone or no longer
-/// matches.
-async fn due_now(
-    console: &Console,
-    selection: &Selection,
-    name: &str,
-) -> mailroom_store::Result<bool> {
-    let Some(mail) = console
-        .spool
-        .retrieve(name)
-        .await?
-        .filter(|m| selection.matches(m))
-    else {
-        return Ok(false);
-    };
-    console.spool.store(&mail).await?;
-    Ok(true)
-}
-
-/// Moves one mail back to the spool in state `root`: stored in the spool before it is removed
-/// from the repository. `false` when it is gone or no longer matches.
-async fn flush_one(
-    console: &Console,
-    repository: &dyn MailRepository,
-    selection: &Selection,
-    name: &str,
-) -> mailroom_store::Result<bool> {
-    // Gone since it was selected: nothing to flush.
-    let Some(mut mail) = repository
-        .retrieve(name)
-        .await?
-        .filter(|m| selection.matches(m))
-    else {
-        return Ok(false);
-    };
-    mail.set_state(mailroom_mailet::state::ROOT);
-    mail.envelope.error_message = None;
-    mail.envelope.touch();
-    // A new name: the old one may still be leased by the worker that stored the mail in the
-    // repository, and that worker's removal of its spool mail must not remove this one.
-    mail.envelope.name = mailroom_mailet::new_mail_name();
-    console.spool.store(&mail).await?;
-    repository.remove(name).await
 }
 
 /// `deletespool <url> [key=k | header=h regex=r]`.

@@ -37,8 +37,34 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mailroom: {e:#}");
+            eprintln!("mailroom: {}", message(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes, each said once: an error that shows its source in its own text
+/// (`I/O error: ...`) is not followed by that source again.
+fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_shown_in_its_error_is_said_once() {
+        let io = std::io::Error::other("the disk is gone");
+        let e = anyhow::Error::from(mailroom_store::StoreError::Io(io)).context("reading");
+        assert_eq!(super::message(&e), "reading: I/O error: the disk is gone");
     }
 }

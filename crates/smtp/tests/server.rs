@@ -103,6 +103,9 @@ impl SpoolRepository for Handle {
     fn next_attempt(&self, _name: &str) -> Result<Option<SystemTime>> {
         Ok(None)
     }
+    fn make_due(&self, _name: &str) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Reads one (possibly multi-line) reply.

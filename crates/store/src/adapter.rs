@@ -156,6 +156,11 @@ impl<T: ?Sized + blocking::SpoolRepository + 'static> SpoolRepository for Blocki
         let name = name.to_string();
         self.run(move |b| b.next_attempt(&name)).await
     }
+
+    async fn make_due(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.run(move |b| b.make_due(&name)).await
+    }
 }
 
 #[async_trait]

@@ -57,6 +57,8 @@ pub trait SpoolRepository: MailRepository {
     fn complete(&self, token: LeaseToken) -> Result<()>;
     /// See [`crate::SpoolRepository::next_attempt`].
     fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>>;
+    /// See [`crate::SpoolRepository::make_due`].
+    fn make_due(&self, name: &str) -> Result<bool>;
 }
 
 /// See [`crate::InboxRepository`].

@@ -108,6 +108,7 @@ pub async fn spool_repository(
     spool_stale_tokens(&*fresh()).await;
     spool_durable_schedule(&*fresh()).await;
     spool_renew(&*fresh()).await;
+    spool_make_due(&*fresh()).await;
 }
 
 /// Leases: one holder at a time; update keeps the lease, release hands the mail out again at
@@ -401,6 +402,50 @@ pub async fn spool_durable_schedule(open: OpenSpool<'_>) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// `make_due`: a requeued mail is due at once, durably, as it was; a leased or gone one is left
+/// alone (a flush racing a worker never brings a completed mail back).
+pub async fn spool_make_due(open: OpenSpool<'_>) {
+    let spool = open(Duration::from_secs(60));
+    assert!(!spool.make_due("d-none").await.unwrap());
+    spool.store(&sample_mail("d-1")).await.unwrap();
+    // Due already: nothing to change.
+    assert!(spool.make_due("d-1").await.unwrap());
+    let leased = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+    // Held by a worker: left to it.
+    assert!(!spool.make_due("d-1").await.unwrap());
+    let mut retry = leased.mail.clone();
+    retry.set_state("retry");
+    retry.envelope.error_message = Some("4.0.0 later".into());
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    spool.requeue(leased.token, &retry, later).await.unwrap();
+    assert!(spool
+        .lease(Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(spool.make_due("d-1").await.unwrap());
+    assert_eq!(spool.next_attempt("d-1").await.unwrap(), None);
+    drop(spool);
+
+    // Due at once after a restart too, with its state and error as requeued.
+    let spool = open(Duration::from_secs(60));
+    assert_eq!(spool.next_attempt("d-1").await.unwrap(), None);
+    let due = spool
+        .lease(Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("due at once");
+    assert_eq!(due.mail.state(), "retry");
+    assert_eq!(
+        due.mail.envelope.error_message.as_deref(),
+        Some("4.0.0 later")
+    );
+    // Completed by its worker: a flush afterwards brings nothing back.
+    spool.complete(due.token).await.unwrap();
+    assert!(!spool.make_due("d-1").await.unwrap());
+    assert!(spool.list().await.unwrap().is_empty());
 }
 
 /// Renewing keeps a lease alive past its original expiry.

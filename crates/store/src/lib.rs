@@ -33,6 +33,7 @@ use mailroom_mailet::{Envelope, Mail, Message};
 use tokio::io::AsyncRead;
 
 mod adapter;
+pub mod admin;
 pub mod blocking;
 pub mod conformance;
 pub mod file;
@@ -211,6 +212,14 @@ pub trait SpoolRepository: MailRepository {
 
     /// When the mail called `name` was requeued for (`None`: no such mail, or due at once).
     async fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>>;
+
+    /// Makes a waiting mail due at once (an administrator's flush): its next attempt is
+    /// dropped, durably, and nothing else of it changes — no message is written again. Done
+    /// atomically with respect to the workers: a mail that is leased (a worker holds it) or
+    /// gone is left as it is, and `false` is returned; an unchanged mail could never come back
+    /// after a worker completed it, as a retrieve-then-store could. Returns `true` when the
+    /// mail is waiting and is now due (also when it was due already).
+    async fn make_due(&self, name: &str) -> Result<bool>;
 }
 
 /// One delivery to an inbox, from [`InboxRepository::deliver`] until

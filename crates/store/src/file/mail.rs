@@ -173,6 +173,26 @@ impl FileMailRepository {
         Ok(Some((Mail { envelope, message }, crc)))
     }
 
+    /// The envelope of the mail called `name` alone (its `size` is the message's): the file is
+    /// read at its end and closed, and no message is opened — for listing many mails.
+    pub fn envelope(&self, name: &str) -> Result<Option<Envelope>> {
+        validate_mail_name(name)?;
+        let file = match File::open(self.path(name)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let len = file.metadata()?.len();
+        match last_envelope(&file, len, name) {
+            Ok((envelope, _)) => Ok(Some(envelope)),
+            Err(StoreError::Corrupt(_, why)) => {
+                self.quarantine(name, &why)?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Moves a mail file that is not whole aside, into `corrupt/`: a commit cut short by a
     /// crash (never acknowledged), a disk error or a hand edit. It is kept for an
     /// administrator to look at rather than deleted.

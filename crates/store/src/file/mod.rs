@@ -19,7 +19,7 @@ mod maildir;
 mod mappings;
 mod users;
 
-pub use log_spool::{LogSpool, SpooledMail};
+pub use log_spool::{LogSpool, Snapshot, SpooledMail};
 pub use mail::FileMailRepository;
 pub use maildir::Maildir;
 pub use mappings::FileMappingsRepository;

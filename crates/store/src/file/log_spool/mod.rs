@@ -81,7 +81,7 @@ use super::group_commit::GroupCommit;
 use crate::Result;
 use queue::LeaseQueue;
 use segments::{Pin, Segment, SegmentFiles};
-pub use snapshot::SpooledMail;
+pub use snapshot::{Snapshot, SpooledMail};
 
 /// Messages up to this size are appended to the shared segment; larger ones get their own.
 pub const INLINE_MAX: usize = 256 * 1024;
@@ -174,6 +174,19 @@ impl LogSpool {
     /// [`crate::DEFAULT_LEASE`].
     pub fn open(dir: &Path) -> Result<Self> {
         Self::open_with(dir, SEGMENT_MAX)
+    }
+
+    /// Opens the spool in `dir` as [`LogSpool::open`] does, but only if the directory exists:
+    /// else [`crate::StoreError::NotFound`], and nothing is created (`mailroom queue` with the
+    /// server stopped).
+    pub fn open_existing(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(crate::StoreError::NotFound(format!(
+                "spool {}",
+                dir.display()
+            )));
+        }
+        Self::open(dir)
     }
 
     /// Sets how long a lease lasts unless renewed.

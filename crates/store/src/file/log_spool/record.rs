@@ -105,9 +105,18 @@ pub(super) struct Scanned {
 /// Also says whether what follows looks like damage rather than a torn last record: a whole
 /// record header further on.
 pub(super) fn scan(file: &File, segment: u64) -> io::Result<(Vec<Scanned>, bool)> {
+    let (records, at) = scan_from(file, segment, 0)?;
+    let len = file.metadata()?.len();
+    let damaged = at < len && header_after(file, segment, at + 1, len)?;
+    Ok((records, damaged))
+}
+
+/// The whole records from `from` on (where an earlier scan stopped: a segment is only
+/// appended to), and where this scan stopped. Looks for no damage beyond.
+pub(super) fn scan_from(file: &File, segment: u64, from: u64) -> io::Result<(Vec<Scanned>, u64)> {
     let len = file.metadata()?.len();
     let mut records = Vec::new();
-    let mut at = 0u64;
+    let mut at = from;
     let mut buf = vec![0u8; 64 * 1024];
     while at + HEADER as u64 <= len {
         let mut h = [0u8; HEADER];
@@ -182,8 +191,7 @@ pub(super) fn scan(file: &File, segment: u64) -> io::Result<(Vec<Scanned>, bool)
         records.push(scanned);
         at = end;
     }
-    let damaged = at < len && header_after(file, segment, at + 1, len)?;
-    Ok((records, damaged))
+    Ok((records, at))
 }
 
 /// Whether a record header with a valid CRC starts anywhere in `from..len`.

@@ -242,4 +242,50 @@ impl SpoolRepository for LogSpool {
         let inner = lock(&self.shared.inner);
         Ok(inner.mails.get(name).and_then(|e| e.next_attempt))
     }
+
+    fn make_due(&self, name: &str) -> Result<bool> {
+        validate_mail_name(name)?;
+        let shared = &self.shared;
+        loop {
+            // The record's length, to lock for: the envelope can change until the lock is
+            // taken again, and then this is done once more.
+            let len = {
+                let inner = lock(&shared.inner);
+                let Some(entry) = inner.mails.get(name) else {
+                    return Ok(false);
+                };
+                if inner.queue.is_leased(name) {
+                    return Ok(false);
+                }
+                if entry.next_attempt.is_none() {
+                    return Ok(true);
+                }
+                Shared::envelope_record_len(name, &envelope_json(&entry.envelope)?, None)
+            };
+            shared.make_room()?;
+            let mut inner = shared.lock_for_append(len);
+            let Some(entry) = inner.mails.get(name) else {
+                return Ok(false);
+            };
+            if inner.queue.is_leased(name) {
+                return Ok(false);
+            }
+            if entry.next_attempt.is_none() {
+                return Ok(true);
+            }
+            let envelope = entry.envelope.clone();
+            let json = envelope_json(&envelope)?;
+            if Shared::envelope_record_len(name, &json, None) != len {
+                continue;
+            }
+            // An ENVELOPE record as a requeue writes, without its time: due at once, also
+            // after a restart.
+            let ticket = shared.append_envelope(&mut inner, name, &json, &envelope, None)?;
+            inner.queue.queue(name, SystemTime::now());
+            drop(inner);
+            shared.wake.notify_one();
+            shared.wait_durable_passively(ticket)?;
+            return Ok(true);
+        }
+    }
 }

@@ -1,10 +1,13 @@
 //! The log spool's own tests: what the conformance suite cannot see (segments, damage,
 //! compaction, the old format, restarts).
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use mailroom_mailet::{Envelope, Mail, MailAddress, Message};
@@ -347,12 +350,14 @@ fn a_snapshot_reads_the_spool_of_a_running_owner_and_changes_nothing() {
     }
     let before = segments(dir.path());
     // The owner holds the lock; the snapshot needs none.
-    let seen = LogSpool::snapshot(dir.path()).unwrap();
-    let names: Vec<&str> = seen.iter().map(|s| s.mail.name()).collect();
+    let snapshot = LogSpool::snapshot(dir.path()).unwrap();
+    assert!(snapshot.complete);
+    let seen = &snapshot.mails;
+    let names: Vec<&str> = seen.iter().map(|s| s.envelope.name.as_str()).collect();
     assert_eq!(names, [kept.as_str(), retried.as_str(), big.as_str()]);
-    assert_eq!(seen[1].mail.state(), "transport");
+    assert_eq!(seen[1].envelope.state, "transport");
     assert_eq!(
-        seen[1].mail.envelope.error_message.as_deref(),
+        seen[1].envelope.error_message.as_deref(),
         Some("451 try later")
     );
     let millis = |t: SystemTime| {
@@ -363,9 +368,70 @@ fn a_snapshot_reads_the_spool_of_a_running_owner_and_changes_nothing() {
     assert_eq!(seen[1].next_attempt.map(millis), Some(millis(at)));
     assert_eq!(seen[0].next_attempt, None);
     assert_eq!(
-        seen[0].mail.message.to_bytes().unwrap(),
+        snapshot.message(&seen[0]).unwrap().to_bytes().unwrap(),
         b"Subject: in\r\n\r\nkept\r\n"
     );
-    assert_eq!(seen[2].mail.message.size(), (INLINE_MAX + 10 + 15) as u64);
+    assert_eq!(seen[2].envelope.size, (INLINE_MAX + 10 + 15) as u64);
+    assert_eq!(
+        snapshot.message(&seen[2]).unwrap().size(),
+        seen[2].envelope.size
+    );
     assert_eq!(segments(dir.path()), before);
+}
+
+/// Snapshots taken while large mails arrive and leave (each in a segment of its own, deleted
+/// once done) and small ones are compacted: each succeeds, shows every long-lived mail once,
+/// and never a mail removed before it started.
+#[test]
+fn snapshots_under_load_neither_give_up_nor_lie() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Arc::new(LogSpool::open_with(dir.path(), 64 * 1024).unwrap());
+    let kept: Vec<String> = (0..20)
+        .map(|i| incoming(&spool, format!("kept {i}\r\n").as_bytes()))
+        .collect();
+    let removed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (spool, removed, stop) = (spool.clone(), removed.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let big = vec![b'b'; INLINE_MAX + 1];
+            while !stop.load(Ordering::Relaxed) {
+                let name = incoming(&spool, &big);
+                let small = incoming(&spool, &[b's'; 20_000]);
+                spool.remove(&name).unwrap();
+                spool.remove(&small).unwrap();
+                removed.lock().unwrap().extend([name, small]);
+            }
+        })
+    };
+    let (mut complete, mut taken) = (0, 0);
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        taken += 1;
+        let removed_before: HashSet<String> = removed.lock().unwrap().iter().cloned().collect();
+        let snapshot = LogSpool::snapshot(dir.path()).unwrap();
+        let names: Vec<&str> = snapshot
+            .mails
+            .iter()
+            .map(|m| m.envelope.name.as_str())
+            .collect();
+        let unique: HashSet<&str> = names.iter().copied().collect();
+        assert_eq!(unique.len(), names.len(), "listed twice");
+        if snapshot.complete {
+            complete += 1;
+            for name in &kept {
+                assert!(unique.contains(name.as_str()), "{name} missing");
+            }
+        }
+        for name in &names {
+            assert!(!removed_before.contains(*name), "{name} was removed");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    eprintln!(
+        "{complete} of {taken} snapshots complete; {} mails churned",
+        removed.lock().unwrap().len()
+    );
+    assert!(complete > 0);
 }
