@@ -433,3 +433,24 @@ pub fn envelope_of(path: &Path) -> serde_json::Value {
     let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
     serde_json::from_slice(&bytes[at - len..at]).unwrap()
 }
+
+/// An administrator account for test consoles, with the password [`console`] logs in with.
+pub const ADMIN: &str = r#"<administrator_accounts><account login="root" password="secret pass"/></administrator_accounts>"#;
+
+/// Runs RemoteManager commands as the [`ADMIN`] root and returns everything the console said.
+pub fn console(server: &Server, commands: &[&str]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.remote_manager_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let script: String = ["root", "secret pass"]
+        .iter()
+        .chain(commands)
+        .chain(&["quit"])
+        .map(|line| format!("{line}\r\n"))
+        .collect();
+    std::io::Write::write_all(&mut stream, script.as_bytes()).unwrap();
+    let mut all = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut all).unwrap();
+    all
+}

@@ -1,31 +1,9 @@
 //! Where a mail went: one log line per recipient outcome, in the stable `key=value` shape
 //! (`mail=NAME rcpt=ADDRESS status=...`), with addresses shown plainly.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Server, Setup, DEFAULT_TREE};
-
-const ADMIN: &str = r#"<administrator_accounts><account login="root" password="secret pass"/></administrator_accounts>"#;
-
-/// Runs RemoteManager commands as root; returns what the console said.
-fn console(server: &Server, commands: &[&str]) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", server.remote_manager_port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let script: String = ["root", "secret pass"]
-        .iter()
-        .chain(commands)
-        .chain(&["quit"])
-        .map(|line| format!("{line}\r\n"))
-        .collect();
-    stream.write_all(script.as_bytes()).unwrap();
-    let mut all = String::new();
-    stream.read_to_string(&mut all).unwrap();
-    all
-}
+use crate::harness::{console, Server, Setup, ADMIN, DEFAULT_TREE};
 
 #[test]
 fn every_recipient_outcome_is_one_greppable_line() {

@@ -3,33 +3,10 @@
 //! postmaster is always accepted; pipelined replies come back in order. Also the start-up
 //! warning when the configured postmaster is a local user that does not exist.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
 use crate::harness::{
-    envelope_of, maildir_messages, repository_count, wait_for, Server, Setup, DEFAULT_TREE,
+    console, envelope_of, maildir_messages, repository_count, wait_for, Server, Setup, ADMIN,
+    DEFAULT_TREE,
 };
-
-const ADMIN: &str = r#"<administrator_accounts><account login="root" password="secret pass"/></administrator_accounts>"#;
-
-/// Runs RemoteManager commands as root and returns everything the console said.
-fn console(server: &Server, commands: &[&str]) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", server.remote_manager_port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut script = String::from("root\r\nsecret pass\r\n");
-    for command in commands {
-        script.push_str(command);
-        script.push_str("\r\n");
-    }
-    script.push_str("quit\r\n");
-    stream.write_all(script.as_bytes()).unwrap();
-    let mut all = String::new();
-    stream.read_to_string(&mut all).unwrap();
-    all
-}
 
 #[test]
 fn unknown_local_recipients_and_error_mappings_are_refused_at_rcpt_in_order() {
