@@ -117,6 +117,12 @@ pub trait MailetContext: Send + Sync {
     /// The postmaster's address.
     fn postmaster(&self) -> &MailAddress;
 
+    /// This server's own name, for what it writes about itself (the `Reporting-MTA:` of a
+    /// delivery report): the first of `<servernames>`. `localhost` in contexts that do not say.
+    fn server_name(&self) -> &str {
+        "localhost"
+    }
+
     /// Puts a new mail in the spool (its state says where processing starts). Durable on
     /// return.
     fn send_mail(&self, mail: Mail) -> Result<(), MailetError>;

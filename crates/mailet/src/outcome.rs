@@ -38,6 +38,12 @@ pub enum Status {
     Deferred,
     /// Deleted without delivery (`reason=`).
     Dropped,
+    /// Could not be delivered, and its sender was sent a bounce or delivery status report
+    /// (`reason=`, `to=` the sender, `bounce=` the report's name).
+    Bounced,
+    /// A notice about it was sent (`to=` whom, `notice=` the notice's name); the mail itself
+    /// may go on.
+    Notified,
 }
 
 impl Status {
@@ -52,6 +58,8 @@ impl Status {
             Status::Failed => "failed",
             Status::Deferred => "deferred",
             Status::Dropped => "dropped",
+            Status::Bounced => "bounced",
+            Status::Notified => "notified",
         }
     }
 }

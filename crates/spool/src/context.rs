@@ -202,6 +202,10 @@ impl MailetContext for ServerContext {
         &self.postmaster
     }
 
+    fn server_name(&self) -> &str {
+        self.servernames.first().map_or("localhost", String::as_str)
+    }
+
     fn send_mail(&self, mail: Mail) -> Result<(), MailetError> {
         self.wait(self.spool.store(&mail)).map_err(store_error)
     }

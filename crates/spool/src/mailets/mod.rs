@@ -1,5 +1,6 @@
 //! The standard mailets, with James 2.3's names and parameters.
 
+mod bounce;
 mod delivery;
 mod headers;
 mod mapping;
@@ -13,4 +14,5 @@ pub fn register(registry: &mut Registry) {
     routing::register(registry);
     headers::register(registry);
     mapping::register(registry);
+    bounce::register(registry);
 }

@@ -1,0 +1,1276 @@
+//! Bounces and notices: `DSNBounce` (an RFC 3464 delivery status report), `Bounce`,
+//! `NotifySender` and `NotifyPostmaster`, with James 2.3's names and parameters.
+//!
+//! Each builds a new mail from the null sender `<>` about the mail it is given, sends it with
+//! [`MailetContext::send_mail`] (state `root`, named after the original with
+//! [`derived_mail_name`]), logs one outcome line per recipient of the original
+//! (`status=bounced` or `status=notified`), and ghosts the original unless
+//! `<passThrough>` is true (James's default: true).
+//!
+//! **A bounce is never bounced.** Every mail made here has the null sender and carries the
+//! attribute [`ATTR_NOTICE`]. `DSNBounce`, `Bounce` and `NotifySender` send nothing about a
+//! mail with the null sender (it is dropped, with a `status=dropped` line, or passed through);
+//! `NotifyPostmaster` writes to the postmaster about such a mail once, but never about a mail
+//! made here, so a notice that fails in turn ends there.
+//!
+//! The report's text parts are built with `mail-builder`; the returned message is never read
+//! into memory: the report's body is the MIME text before it, the original message streamed
+//! from storage, and the MIME text after it ([`Enclosing`]), copied into the spool by
+//! `send_mail`.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::date::Date;
+use mail_builder::headers::raw::Raw;
+use mail_builder::mime::{BodyPart, MimePart};
+use mail_builder::MessageBuilder;
+use mailroom_mailet::outcome::{Outcome, Status};
+use mailroom_mailet::{
+    derived_mail_name, header_section_len, state, AttributeValue, BodySource, Envelope, Mail,
+    MailAddress, Mailet, MailetConfig, MailetContext, MailetError, MemoryBody, Message,
+};
+use regex::Regex;
+
+use crate::Registry;
+
+/// Attribute set by RemoteDelivery: the remote host that refused the mail (`Remote-MTA:`).
+/// A string for every recipient, or a map from recipient address to string.
+pub const ATTR_REMOTE_MTA: &str = "mailroom.delivery.remote-mta";
+/// Attribute set by RemoteDelivery: the RFC 3463 status (`5.1.1`). String or map, as above.
+pub const ATTR_STATUS: &str = "mailroom.delivery.status";
+/// Attribute set by RemoteDelivery: the remote server's reply (`Diagnostic-Code: smtp; ...`).
+/// String or map, as above. Without it, the mail's error message is used.
+pub const ATTR_DIAGNOSTIC: &str = "mailroom.delivery.diagnostic";
+/// Attribute: `delayed` makes `DSNBounce` write a delay warning (`Action: delayed`, status
+/// class 4) instead of a failure report.
+pub const ATTR_ACTION: &str = "mailroom.delivery.action";
+/// Attribute carried by every bounce and notice made here (its value: the mailet's name), so
+/// that none of them causes another.
+pub const ATTR_NOTICE: &str = "mailroom.bounce.notice";
+
+/// The SMTP server's DSN attributes (`mailroom_smtp::ATTR_DSN_*`; the spool does not depend on
+/// the SMTP crate, a test checks that the names agree).
+pub(crate) const ATTR_DSN_RET: &str = "mailroom.smtp.dsn.ret";
+pub(crate) const ATTR_DSN_ENVID: &str = "mailroom.smtp.dsn.envid";
+pub(crate) const ATTR_DSN_RECIPIENTS: &str = "mailroom.smtp.dsn.recipients";
+
+pub(super) fn register(registry: &mut Registry) {
+    registry
+        .add_mailet("DSNBounce", |c| Ok(Box::new(Notify::new(Kind::Dsn, c)?)))
+        .params(&[
+            "notice",
+            "message",
+            "sender",
+            "attachment",
+            "prefix",
+            "passThrough",
+            "attachStackTrace",
+            "attachError",
+        ]);
+    registry
+        .add_mailet("Bounce", |c| Ok(Box::new(Notify::new(Kind::Bounce, c)?)))
+        .params(&[
+            "notice",
+            "message",
+            "sender",
+            "sendingAddress",
+            "attachment",
+            "prefix",
+            "passThrough",
+            "attachStackTrace",
+            "attachError",
+        ]);
+    registry
+        .add_mailet("NotifySender", |c| {
+            Ok(Box::new(Notify::new(Kind::NotifySender, c)?))
+        })
+        .params(NOTIFY_PARAMS);
+    registry
+        .add_mailet("NotifyPostmaster", |c| {
+            Ok(Box::new(Notify::new(Kind::NotifyPostmaster, c)?))
+        })
+        .params(NOTIFY_PARAMS);
+}
+
+const NOTIFY_PARAMS: &[&str] = &[
+    "notice",
+    "message",
+    "sender",
+    "sendingAddress",
+    "to",
+    "attachment",
+    "prefix",
+    "passThrough",
+    "attachStackTrace",
+    "attachError",
+];
+
+/// Which of the four mailets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Dsn,
+    Bounce,
+    NotifySender,
+    NotifyPostmaster,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Dsn => "DSNBounce",
+            Kind::Bounce => "Bounce",
+            Kind::NotifySender => "NotifySender",
+            Kind::NotifyPostmaster => "NotifyPostmaster",
+        }
+    }
+
+    /// Whether the notice goes to the mail's sender (all but NotifyPostmaster).
+    fn to_sender(self) -> bool {
+        self != Kind::NotifyPostmaster
+    }
+}
+
+/// What of the original goes with the notice (`<attachment>`), from least to most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Attachment {
+    /// Nothing.
+    None,
+    /// The header section, as `text/rfc822-headers`.
+    Heads,
+    /// The whole message, as `message/rfc822`.
+    Message,
+}
+
+impl Attachment {
+    fn parse(mailet: &str, value: Option<&str>) -> Result<Self, MailetError> {
+        match value.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("") | Some("message") | Some("all") => Ok(Attachment::Message),
+            Some("heads") => Ok(Attachment::Heads),
+            Some("none") => Ok(Attachment::None),
+            Some(other) => Err(MailetError::new(format!(
+                "mailet {mailet}: <attachment> must be message, all, heads or none, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// An address named by `<sender>` or `<to>`: a keyword of James or an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Who {
+    Postmaster,
+    Sender,
+    From,
+    ReplyTo,
+    Unaltered,
+    Address(MailAddress),
+}
+
+impl Who {
+    fn parse(mailet: &str, param: &str, value: &str) -> Result<Self, MailetError> {
+        Ok(match value.to_ascii_lowercase().as_str() {
+            "postmaster" => Who::Postmaster,
+            "sender" => Who::Sender,
+            "from" => Who::From,
+            "replyto" | "reversepath" => Who::ReplyTo,
+            "unaltered" => Who::Unaltered,
+            _ => Who::Address(MailAddress::parse(value).map_err(|e| {
+                MailetError::new(format!(
+                    "mailet {mailet}: <{param}> is neither postmaster, sender, from, replyTo, \
+                     unaltered nor an address: {value:?}: {e}"
+                ))
+            })?),
+        })
+    }
+
+    /// The header value this stands for; `field` is the original's field that `unaltered`
+    /// keeps.
+    fn render(&self, mail: &Mail, ctx: &dyn MailetContext, field: &str) -> String {
+        let postmaster = || format!("Mail Delivery System <{}>", ctx.postmaster());
+        let sender = || match mail.sender() {
+            Some(s) => format!("<{s}>"),
+            None => postmaster(),
+        };
+        match self {
+            Who::Postmaster => postmaster(),
+            Who::Sender => sender(),
+            Who::From => mail.message.header("From").unwrap_or_else(sender),
+            Who::ReplyTo => mail
+                .message
+                .header("Reply-To")
+                .or_else(|| mail.message.header("From"))
+                .unwrap_or_else(sender),
+            Who::Unaltered => mail.message.header(field).unwrap_or_else(sender),
+            Who::Address(a) => format!("<{a}>"),
+        }
+    }
+}
+
+/// One of the four mailets, configured.
+struct Notify {
+    kind: Kind,
+    /// `<notice>` (or James's older `<message>`): the first paragraph of the text part.
+    notice: Option<String>,
+    /// `<sender>` (`<sendingAddress>`): the notice's `From:`. Default: the postmaster.
+    from: Who,
+    /// `<to>`: the notice's `To:` (NotifySender and NotifyPostmaster; who receives the notice
+    /// does not change).
+    to: Option<Who>,
+    attachment: Attachment,
+    /// `<prefix>`: put before the original's subject.
+    prefix: String,
+    pass_through: bool,
+    /// `<attachStackTrace>` (`<attachError>`): the error message as an `error.txt` part.
+    attach_error: bool,
+}
+
+impl Notify {
+    fn new(kind: Kind, c: &MailetConfig) -> Result<Self, MailetError> {
+        let name = kind.name();
+        let notice = c
+            .param("notice")
+            .or(c.param("message"))
+            .filter(|n| !n.is_empty())
+            .map(crlf);
+        let from = match c.param("sender").or(c.param("sendingAddress")) {
+            None | Some("") => Who::Postmaster,
+            Some(v) => Who::parse(name, "sender", v)?,
+        };
+        let to = match c.param("to") {
+            None | Some("") => None,
+            Some(v) => Some(Who::parse(name, "to", v)?),
+        };
+        let prefix = match c.param("prefix") {
+            Some(p) => p.to_string(),
+            None if matches!(kind, Kind::Dsn | Kind::Bounce) => "Undelivered:".to_string(),
+            None => "Re:".to_string(),
+        };
+        Ok(Notify {
+            kind,
+            notice,
+            from,
+            to,
+            attachment: Attachment::parse(name, c.param("attachment"))?,
+            prefix,
+            pass_through: c.bool_param("passThrough", true)?,
+            attach_error: c.bool_param("attachStackTrace", false)?
+                || c.bool_param("attachError", false)?,
+        })
+    }
+
+    /// Leaves the mail without a notice: logged, and ghosted unless passing through.
+    fn skip(&self, mail: &mut Mail, ctx: &dyn MailetContext, reason: &str) {
+        if self.pass_through {
+            ctx.log(&format!(
+                "mail={} {}: no notice sent: {reason}",
+                mail.name(),
+                self.kind.name()
+            ));
+            return;
+        }
+        for rcpt in mail.recipients() {
+            let line = Outcome::new(mail.name(), rcpt, Status::Dropped).field("reason", reason);
+            ctx.log(&line.to_string());
+        }
+        mail.set_state(state::GHOST);
+    }
+}
+
+impl Mailet for Notify {
+    fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
+        let is_notice = mail.attribute(ATTR_NOTICE).is_some();
+        let recipient = if self.kind.to_sender() {
+            match mail.sender() {
+                Some(sender) => sender.clone(),
+                None => {
+                    self.skip(mail, ctx, "null sender: a bounce is never bounced");
+                    return Ok(());
+                }
+            }
+        } else {
+            if is_notice {
+                self.skip(mail, ctx, "a notice about a notice is never sent");
+                return Ok(());
+            }
+            ctx.postmaster().clone()
+        };
+        let delayed = self.kind == Kind::Dsn
+            && mail
+                .attribute(ATTR_ACTION)
+                .is_some_and(|a| a.to_string().eq_ignore_ascii_case("delayed"));
+        let reports: Vec<RecipientReport> = mail
+            .recipients()
+            .iter()
+            .map(|rcpt| RecipientReport::of(mail, rcpt, delayed))
+            .collect();
+        // RFC 3461: a recipient given NOTIFY without FAILURE (or DELAY) gets no report.
+        let (reports, unwanted): (Vec<_>, Vec<_>) = if self.kind == Kind::Dsn {
+            reports.into_iter().partition(|r| r.wanted(delayed))
+        } else {
+            (reports, Vec::new())
+        };
+        if reports.is_empty() {
+            self.skip(mail, ctx, "the sender asked for no report (NOTIFY)");
+            return Ok(());
+        }
+        let notice = self.build(mail, ctx, &recipient, &reports, delayed)?;
+        let notice_name = notice.name().to_string();
+        ctx.send_mail(notice)?;
+        let status = match self.kind {
+            Kind::Dsn | Kind::Bounce => Status::Bounced,
+            Kind::NotifySender | Kind::NotifyPostmaster => Status::Notified,
+        };
+        for report in &reports {
+            let mut line = Outcome::new(mail.name(), &report.address, status)
+                .field("to", &recipient)
+                .field("notice", &notice_name);
+            if let Some(reason) = &report.diagnostic {
+                line = line.field("reason", reason);
+            }
+            if self.kind == Kind::Dsn {
+                line = line.field("dsn_status", &report.status);
+            }
+            ctx.log(&line.to_string());
+        }
+        for report in &unwanted {
+            ctx.log(
+                &Outcome::new(mail.name(), &report.address, Status::Dropped)
+                    .field("reason", "the sender asked for no report (NOTIFY)")
+                    .to_string(),
+            );
+        }
+        if !self.pass_through {
+            mail.set_state(state::GHOST);
+        }
+        Ok(())
+    }
+}
+
+/// What the report says about one recipient of the original.
+struct RecipientReport {
+    address: MailAddress,
+    /// `ORCPT` as the client sent it, decoded from xtext.
+    original: Option<String>,
+    /// `NOTIFY` as the client sent it.
+    notify: Option<String>,
+    status: String,
+    remote_mta: Option<String>,
+    /// The remote reply, else the mail's error message.
+    diagnostic: Option<String>,
+}
+
+impl RecipientReport {
+    fn of(mail: &Mail, rcpt: &MailAddress, delayed: bool) -> Self {
+        let diagnostic = per_recipient(mail, ATTR_DIAGNOSTIC, rcpt)
+            .or_else(|| mail.envelope.error_message.clone())
+            .map(|d| one_line(&d))
+            .filter(|d| !d.is_empty());
+        let status = per_recipient(mail, ATTR_STATUS, rcpt)
+            .filter(|s| status_code().is_match(s))
+            .or_else(|| {
+                let text = diagnostic.as_deref()?;
+                Some(status_code().find(text)?.as_str().to_string())
+            })
+            .unwrap_or_else(|| if delayed { "4.0.0" } else { "5.0.0" }.to_string());
+        let dsn = dsn_params(mail, rcpt);
+        RecipientReport {
+            address: rcpt.clone(),
+            original: dsn
+                .as_ref()
+                .and_then(|m| m.0.clone())
+                .map(|o| xtext_decode(&o)),
+            notify: dsn.and_then(|m| m.1),
+            status,
+            remote_mta: per_recipient(mail, ATTR_REMOTE_MTA, rcpt).map(|h| one_line(&h)),
+            diagnostic,
+        }
+    }
+
+    fn wanted(&self, delayed: bool) -> bool {
+        let Some(notify) = &self.notify else {
+            return true;
+        };
+        let word = if delayed { "DELAY" } else { "FAILURE" };
+        notify
+            .split(',')
+            .any(|n| n.trim().eq_ignore_ascii_case(word))
+    }
+
+    /// The per-recipient fields of the `message/delivery-status` part.
+    fn fields(&self, action: &str) -> String {
+        let mut out = String::new();
+        if let Some(original) = &self.original {
+            let (kind, address) = original.split_once(';').unwrap_or(("rfc822", original));
+            out.push_str(&format!(
+                "Original-Recipient: {}; {}\r\n",
+                kind.trim(),
+                one_line(address.trim())
+            ));
+        }
+        out.push_str(&format!("Final-Recipient: rfc822; {}\r\n", self.address));
+        out.push_str(&format!("Action: {action}\r\n"));
+        out.push_str(&format!("Status: {}\r\n", self.status));
+        if let Some(host) = &self.remote_mta {
+            out.push_str(&format!("Remote-MTA: dns; {host}\r\n"));
+        }
+        if let Some(text) = &self.diagnostic {
+            let kind = if smtp_reply().is_match(text) {
+                "smtp"
+            } else {
+                "X-Mailroom"
+            };
+            out.push_str(&format!("Diagnostic-Code: {kind}; {text}\r\n"));
+        }
+        out
+    }
+}
+
+/// An RFC 3463 status code (`5.1.1`).
+fn status_code() -> &'static Regex {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"\b[245]\.\d{1,3}\.\d{1,3}\b").expect("valid"))
+}
+
+/// Text that starts with an SMTP reply code.
+fn smtp_reply() -> &'static Regex {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"^[2-5]\d\d([ -]|$)").expect("valid"))
+}
+
+/// A delivery attribute for one recipient: a string for all, or a map by address.
+fn per_recipient(mail: &Mail, name: &str, rcpt: &MailAddress) -> Option<String> {
+    match mail.attribute(name)? {
+        AttributeValue::Map(map) => {
+            let key = rcpt.to_string();
+            map.get(&key)
+                .or_else(|| {
+                    map.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(&key))
+                        .map(|(_, v)| v)
+                })
+                .map(ToString::to_string)
+        }
+        other => Some(other.to_string()),
+    }
+    .filter(|s| !s.trim().is_empty())
+}
+
+/// The recipient's `(ORCPT, NOTIFY)` as the SMTP server kept them.
+fn dsn_params(mail: &Mail, rcpt: &MailAddress) -> Option<(Option<String>, Option<String>)> {
+    let AttributeValue::Map(all) = mail.attribute(ATTR_DSN_RECIPIENTS)? else {
+        return None;
+    };
+    let AttributeValue::Map(entry) = all.get(&rcpt.to_string())? else {
+        return None;
+    };
+    Some((
+        entry.get("orcpt").map(ToString::to_string),
+        entry.get("notify").map(ToString::to_string),
+    ))
+}
+
+/// Decodes RFC 3461 xtext (`+2B` is `+`); a malformed escape is kept as it is.
+fn xtext_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'+' && i + 3 <= bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The text on one line: control characters (CR, LF, tabs) become spaces.
+fn one_line(text: &str) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    line.trim().to_string()
+}
+
+/// Text with CRLF line ends, whatever it had.
+fn crlf(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
+/// When the mail arrived: the time in its name (`Mail<millis>-...`, which copies keep), else
+/// when its envelope last changed.
+fn arrival(mail: &Mail) -> Date {
+    let millis = mail
+        .name()
+        .strip_prefix("Mail")
+        .and_then(|rest| rest.get(..13))
+        .and_then(|digits| digits.parse::<u64>().ok())
+        .unwrap_or(mail.envelope.last_updated);
+    Date::new((millis / 1000) as i64)
+}
+
+/// Whether the reader gives any octet above 127.
+fn has_8bit(mut reader: impl Read) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if buf[..n].iter().any(|b| *b >= 0x80) {
+            return Ok(true);
+        }
+    }
+}
+
+fn encoding(eight_bit: bool) -> &'static str {
+    if eight_bit {
+        "8bit"
+    } else {
+        "7bit"
+    }
+}
+
+impl Notify {
+    /// What of the original goes with the notice: the mailet's `<attachment>`, and for a DSN
+    /// no more than `RET` asks (`HDRS`: the header section).
+    fn attachment_for(&self, mail: &Mail) -> Attachment {
+        let ret = mail.attribute(ATTR_DSN_RET).map(ToString::to_string);
+        match ret.as_deref() {
+            Some(r) if self.kind == Kind::Dsn && r.eq_ignore_ascii_case("HDRS") => {
+                self.attachment.min(Attachment::Heads)
+            }
+            _ => self.attachment,
+        }
+    }
+
+    /// The notice, ready for `send_mail`.
+    fn build(
+        &self,
+        mail: &Mail,
+        ctx: &dyn MailetContext,
+        recipient: &MailAddress,
+        reports: &[RecipientReport],
+        delayed: bool,
+    ) -> Result<Mail, MailetError> {
+        let host = ctx.server_name().to_string();
+        let name = derived_mail_name(mail.name());
+        let original_subject = mail.message.subject().unwrap_or_default();
+        let subject = format!("{} {}", self.prefix, one_line(&original_subject))
+            .trim()
+            .to_string();
+        let subject = if subject.is_empty() {
+            format!("{} notice", self.kind.name())
+        } else {
+            subject
+        };
+        let to = match &self.to {
+            Some(who) => who.render(mail, ctx, "To"),
+            None => format!("<{recipient}>"),
+        };
+        let mut builder = MessageBuilder::new()
+            .header("From", Raw::new(self.from.render(mail, ctx, "From")))
+            .header("To", Raw::new(to))
+            .subject(subject)
+            .date(Date::now())
+            .message_id(format!("{name}@{host}"))
+            .header("Auto-Submitted", Raw::new("auto-replied"));
+        if let Some(id) = mail.message.header("Message-ID") {
+            let id = one_line(&id);
+            builder = builder
+                .header("In-Reply-To", Raw::new(id.clone()))
+                .header("References", Raw::new(id));
+        }
+
+        let mut parts = vec![MimePart::new(
+            ContentType::new("text/plain").attribute("charset", "utf-8"),
+            BodyPart::Text(self.human_text(mail, &host, reports, delayed).into()),
+        )];
+        if self.kind == Kind::Dsn {
+            let action = if delayed { "delayed" } else { "failed" };
+            let mut status = format!("Reporting-MTA: dns; {host}\r\n");
+            if let Some(envid) = mail.attribute(ATTR_DSN_ENVID) {
+                status.push_str(&format!(
+                    "Original-Envelope-Id: {}\r\n",
+                    one_line(&xtext_decode(&envid.to_string()))
+                ));
+            }
+            status.push_str(&format!("Arrival-Date: {}\r\n", arrival(mail).to_rfc822()));
+            for report in reports {
+                status.push_str("\r\n");
+                status.push_str(&report.fields(action));
+            }
+            let eight_bit = !status.is_ascii();
+            parts.push(
+                MimePart::new("message/delivery-status", BodyPart::Text(status.into()))
+                    .transfer_encoding(encoding(eight_bit)),
+            );
+        }
+        if self.attach_error {
+            if let Some(error) = &mail.envelope.error_message {
+                parts.push(
+                    MimePart::new(
+                        ContentType::new("text/plain").attribute("charset", "utf-8"),
+                        BodyPart::Text(crlf(error).into()),
+                    )
+                    .attachment("error.txt"),
+                );
+            }
+        }
+        // The original's place in the MIME text: a marker that cannot occur in it (the
+        // boundaries are random too), replaced by the streamed message.
+        let marker = format!("\u{1}mailroom-original-{name}\u{1}");
+        let attachment = self.attachment_for(mail);
+        match attachment {
+            Attachment::None => {}
+            Attachment::Heads => {
+                let heads = mail.message.header_section();
+                parts.push(
+                    MimePart::new("text/rfc822-headers", BodyPart::Binary(heads.into()))
+                        .transfer_encoding(encoding(!heads.is_ascii())),
+                );
+            }
+            Attachment::Message => {
+                let eight_bit = has_8bit(mail.message.reader()?)?;
+                parts.push(
+                    MimePart::new("message/rfc822", BodyPart::Text(marker.clone().into()))
+                        .transfer_encoding(encoding(eight_bit)),
+                );
+            }
+        }
+        let content_type = if self.kind == Kind::Dsn {
+            ContentType::new("multipart/report").attribute("report-type", "delivery-status")
+        } else {
+            ContentType::new("multipart/mixed")
+        };
+        let bytes = builder
+            .body(MimePart::new(content_type, BodyPart::Multipart(parts)))
+            .write_to_vec()?;
+        let header_len = header_section_len(&bytes);
+        let (header, body) = bytes.split_at(header_len);
+        let body: Arc<dyn BodySource> = match find(body, marker.as_bytes()) {
+            Some(at) if attachment == Attachment::Message => Arc::new(Enclosing {
+                before: MemoryBody::new(&body[..at]),
+                message: mail.message.clone(),
+                after: MemoryBody::new(&body[at + marker.len()..]),
+            }),
+            _ => Arc::new(MemoryBody::new(body)),
+        };
+        let mut envelope = Envelope::new(name, None, vec![recipient.clone()]);
+        envelope.attributes.insert(
+            ATTR_NOTICE.to_string(),
+            AttributeValue::String(self.kind.name().to_string()),
+        );
+        Ok(Mail::new(envelope, Message::new(header.to_vec(), body)))
+    }
+
+    /// The human-readable part.
+    fn human_text(
+        &self,
+        mail: &Mail,
+        host: &str,
+        reports: &[RecipientReport],
+        delayed: bool,
+    ) -> String {
+        let mut text = String::new();
+        match (&self.notice, self.kind) {
+            (Some(notice), _) => text.push_str(notice),
+            (None, Kind::Dsn) if delayed => text.push_str(&format!(
+                "This is the mail system at {host}.\r\n\r\n\
+                 Your message has not been delivered yet to the recipients below.\r\n\
+                 The mail system will keep trying; you need not send it again."
+            )),
+            (None, Kind::Dsn | Kind::Bounce) => text.push_str(&format!(
+                "This is the mail system at {host}.\r\n\r\n\
+                 I'm sorry to have to tell you that your message could not be delivered\r\n\
+                 to the recipients below. This is a permanent error; I've given up.\r\n\
+                 The reason for each recipient follows."
+            )),
+            (None, _) => text.push_str(
+                "We were unable to deliver the attached message because of an error in the \
+                 mail server.",
+            ),
+        }
+        text.push_str("\r\n\r\n");
+        for report in reports {
+            text.push_str(&format!("<{}>", report.address));
+            if let Some(reason) = &report.diagnostic {
+                text.push_str(&format!(": {reason}"));
+            }
+            text.push_str("\r\n");
+        }
+        if self.kind != Kind::Dsn {
+            if let Some(error) = &mail.envelope.error_message {
+                text.push_str(&format!("\r\nError message below:\r\n{}\r\n", crlf(error)));
+            }
+            text.push_str("\r\nMessage details:\r\n");
+            let field = |name: &str| one_line(&mail.message.header(name).unwrap_or_default());
+            text.push_str(&format!(
+                "  Subject: {}\r\n",
+                one_line(&mail.message.subject().unwrap_or_default())
+            ));
+            text.push_str(&format!("  Sent date: {}\r\n", field("Date")));
+            text.push_str(&format!(
+                "  MAIL FROM: <{}>\r\n",
+                mail.sender().map(ToString::to_string).unwrap_or_default()
+            ));
+            let rcpts: Vec<String> = mail.recipients().iter().map(|r| r.to_string()).collect();
+            text.push_str(&format!("  RCPT TO: {}\r\n", rcpts.join(", ")));
+            text.push_str(&format!("  From: {}\r\n", field("From")));
+            text.push_str(&format!("  To: {}\r\n", field("To")));
+            text.push_str(&format!("  Size (in bytes): {}\r\n", mail.size()));
+        }
+        text
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A body made of MIME text around a message that stays in storage: what a report that
+/// returns the whole original is, so that a large original is never held in memory.
+#[derive(Debug)]
+struct Enclosing {
+    before: MemoryBody,
+    message: Message,
+    after: MemoryBody,
+}
+
+impl BodySource for Enclosing {
+    fn len(&self) -> u64 {
+        self.before.len() + self.message.size() + self.after.len()
+    }
+
+    fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(
+            self.before
+                .open()?
+                .chain(self.message.reader()?)
+                .chain(self.after.open()?),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use mail_parser::{MessageParser, MimeHeaders, PartType};
+    use mailroom_mailet::UserRecord;
+
+    use super::*;
+
+    /// A context that records the mails sent and the lines logged.
+    struct Recorder {
+        postmaster: MailAddress,
+        sent: Mutex<Vec<Mail>>,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl Recorder {
+        fn new() -> Self {
+            Recorder {
+                postmaster: MailAddress::parse("postmaster@mx.example.org").unwrap(),
+                sent: Mutex::default(),
+                log: Mutex::default(),
+            }
+        }
+        fn sent(&self) -> Vec<Mail> {
+            self.sent.lock().unwrap().clone()
+        }
+        fn log(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    impl MailetContext for Recorder {
+        fn is_local_server(&self, domain: &str) -> bool {
+            domain == "mx.example.org"
+        }
+        fn local_user(&self, _: &str) -> Result<Option<UserRecord>, MailetError> {
+            Ok(None)
+        }
+        fn server_name(&self) -> &str {
+            "mx.example.org"
+        }
+        fn postmaster(&self) -> &MailAddress {
+            &self.postmaster
+        }
+        fn send_mail(&self, mail: Mail) -> Result<(), MailetError> {
+            self.sent.lock().unwrap().push(mail);
+            Ok(())
+        }
+        fn store_mail(&self, _: &str, _: &Mail) -> Result<(), MailetError> {
+            unreachable!()
+        }
+        fn deliver_to_inbox(&self, _: &str, _: &[u8], _: &Mail) -> Result<(), MailetError> {
+            unreachable!()
+        }
+        fn log(&self, message: &str) {
+            self.log.lock().unwrap().push(message.to_string());
+        }
+    }
+
+    const ORIGINAL: &[u8] = b"From: Sender <sender@example.net>\r\n\
+        To: a@bounce.test\r\n\
+        Subject: quarterly figures\r\n\
+        Message-ID: <orig-1@example.net>\r\n\
+        \r\n\
+        Hello,\r\nthe figures, with an 8-bit \xc3\xa9.\r\n";
+
+    fn mailet(kind: Kind, params: &[(&str, &str)]) -> Notify {
+        let config = MailetConfig {
+            name: kind.name().to_string(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        Notify::new(kind, &config).unwrap()
+    }
+
+    fn original(sender: Option<&str>, rcpts: &[&str]) -> Mail {
+        Mail::new(
+            Envelope::new(
+                "Mail1700000000123-0-0123456789abcdef",
+                sender.map(|s| MailAddress::parse(s).unwrap()),
+                rcpts
+                    .iter()
+                    .map(|r| MailAddress::parse(r).unwrap())
+                    .collect(),
+            ),
+            Message::from_bytes(ORIGINAL),
+        )
+    }
+
+    /// The `message/delivery-status` part as per-message fields and per-recipient groups.
+    fn status_groups(raw: &[u8]) -> Vec<Vec<(String, String)>> {
+        let text = String::from_utf8(raw.to_vec()).unwrap();
+        text.split("\r\n\r\n")
+            .filter(|g| !g.trim().is_empty())
+            .map(|g| {
+                g.lines()
+                    .map(|l| {
+                        let (k, v) = l.split_once(": ").unwrap_or_else(|| panic!("{l:?}"));
+                        (k.to_string(), v.to_string())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn field<'a>(group: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        group
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn part<'a>(
+        msg: &'a mail_parser::Message<'a>,
+        ctype: &str,
+    ) -> Option<&'a mail_parser::MessagePart<'a>> {
+        msg.parts.iter().find(|p| {
+            p.content_type().is_some_and(|c| {
+                format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")).eq_ignore_ascii_case(ctype)
+            })
+        })
+    }
+
+    #[test]
+    fn dsn_report_has_every_field_and_returns_the_original() {
+        let ctx = Recorder::new();
+        let mut mail = original(
+            Some("sender@example.net"),
+            &["a@bounce.test", "b@bounce.test"],
+        );
+        mail.envelope.error_message = Some("delivery failed".into());
+        let mut status = BTreeMap::new();
+        status.insert("a@bounce.test".to_string(), AttributeValue::from("5.1.1"));
+        status.insert("b@bounce.test".to_string(), AttributeValue::from("5.2.2"));
+        mail.set_attribute(ATTR_STATUS, AttributeValue::Map(status));
+        mail.set_attribute(ATTR_REMOTE_MTA, "mx1.bounce.test".into());
+        let mut diag = BTreeMap::new();
+        diag.insert(
+            "a@bounce.test".to_string(),
+            AttributeValue::from("550 5.1.1 <a@bounce.test>: Recipient address rejected"),
+        );
+        diag.insert(
+            "b@bounce.test".to_string(),
+            AttributeValue::from("552 5.2.2 mailbox full"),
+        );
+        mail.set_attribute(ATTR_DIAGNOSTIC, AttributeValue::Map(diag));
+        mail.set_attribute(ATTR_DSN_ENVID, "QQ314159+2Bx".into());
+        let mut a = BTreeMap::new();
+        a.insert(
+            "orcpt".to_string(),
+            AttributeValue::from("rfc822;a+2Bx@bounce.test"),
+        );
+        a.insert("notify".to_string(), AttributeValue::from("FAILURE,DELAY"));
+        let mut rcpts = BTreeMap::new();
+        rcpts.insert("a@bounce.test".to_string(), AttributeValue::Map(a));
+        mail.set_attribute(ATTR_DSN_RECIPIENTS, AttributeValue::Map(rcpts));
+
+        mailet(Kind::Dsn, &[("passThrough", "false")])
+            .service(&mut mail, &ctx)
+            .unwrap();
+        assert_eq!(mail.state(), state::GHOST);
+
+        let sent = ctx.sent();
+        assert_eq!(sent.len(), 1);
+        let bounce = &sent[0];
+        assert_eq!(bounce.sender(), None);
+        assert_eq!(
+            bounce.recipients(),
+            [MailAddress::parse("sender@example.net").unwrap()]
+        );
+        assert_eq!(bounce.state(), state::ROOT);
+        assert!(bounce.name().starts_with(&format!("{}-", mail.name())));
+        assert_eq!(
+            bounce.attribute(ATTR_NOTICE),
+            Some(&AttributeValue::from("DSNBounce"))
+        );
+        // The original is streamed, not copied into memory.
+        assert!(format!("{:?}", bounce.message.body()).contains("Enclosing"));
+
+        let bytes = bounce.message.to_bytes().unwrap();
+        assert_eq!(bytes.len() as u64, bounce.size());
+        let msg = MessageParser::new().parse(&bytes).unwrap();
+        let ct = msg.content_type().unwrap();
+        assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
+        assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+        assert_eq!(
+            msg.from().unwrap().first().unwrap().address(),
+            Some("postmaster@mx.example.org")
+        );
+        assert_eq!(
+            msg.to().unwrap().first().unwrap().address(),
+            Some("sender@example.net")
+        );
+        assert_eq!(msg.subject(), Some("Undelivered: quarterly figures"));
+        assert_eq!(msg.in_reply_to().as_text(), Some("orig-1@example.net"));
+        assert_eq!(
+            msg.message_id(),
+            Some(format!("{}@mx.example.org", bounce.name()).as_str())
+        );
+        assert_eq!(
+            msg.header_raw("Auto-Submitted").map(str::trim),
+            Some("auto-replied")
+        );
+
+        let human = msg.body_text(0).unwrap();
+        assert!(human.contains("mx.example.org"), "{human}");
+        assert!(
+            human
+                .contains("<a@bounce.test>: 550 5.1.1 <a@bounce.test>: Recipient address rejected"),
+            "{human}"
+        );
+
+        let groups = status_groups(part(&msg, "message/delivery-status").unwrap().contents());
+        assert_eq!(groups.len(), 3, "{groups:?}");
+        assert_eq!(
+            field(&groups[0], "Reporting-MTA"),
+            Some("dns; mx.example.org")
+        );
+        assert_eq!(
+            field(&groups[0], "Original-Envelope-Id"),
+            Some("QQ314159+x")
+        );
+        assert_eq!(
+            field(&groups[0], "Arrival-Date"),
+            Some("Tue, 14 Nov 2023 22:13:20 +0000")
+        );
+        let a = &groups[1];
+        assert_eq!(
+            field(a, "Original-Recipient"),
+            Some("rfc822; a+x@bounce.test")
+        );
+        assert_eq!(field(a, "Final-Recipient"), Some("rfc822; a@bounce.test"));
+        assert_eq!(field(a, "Action"), Some("failed"));
+        assert_eq!(field(a, "Status"), Some("5.1.1"));
+        assert_eq!(field(a, "Remote-MTA"), Some("dns; mx1.bounce.test"));
+        assert_eq!(
+            field(a, "Diagnostic-Code"),
+            Some("smtp; 550 5.1.1 <a@bounce.test>: Recipient address rejected")
+        );
+        let b = &groups[2];
+        assert_eq!(field(b, "Original-Recipient"), None);
+        assert_eq!(field(b, "Final-Recipient"), Some("rfc822; b@bounce.test"));
+        assert_eq!(field(b, "Status"), Some("5.2.2"));
+        assert_eq!(
+            field(b, "Diagnostic-Code"),
+            Some("smtp; 552 5.2.2 mailbox full")
+        );
+
+        let returned = part(&msg, "message/rfc822").unwrap();
+        assert_eq!(
+            returned.content_transfer_encoding(),
+            Some("8bit"),
+            "the original has 8-bit text"
+        );
+        let PartType::Message(inner) = &returned.body else {
+            panic!("{:?}", returned.body)
+        };
+        assert_eq!(inner.subject(), Some("quarterly figures"));
+        assert!(inner.body_text(0).unwrap().contains("8-bit é"));
+        assert!(part(&msg, "text/rfc822-headers").is_none());
+
+        let log = ctx.log();
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert!(
+            log[0].starts_with(&format!(
+                "mail={} rcpt=a@bounce.test status=bounced to=sender@example.net notice={}",
+                mail.name(),
+                bounce.name()
+            )),
+            "{}",
+            log[0]
+        );
+        assert!(log[0].contains("dsn_status=5.1.1"), "{}", log[0]);
+        assert!(
+            log[1].contains("rcpt=b@bounce.test status=bounced"),
+            "{}",
+            log[1]
+        );
+    }
+
+    #[test]
+    fn ret_hdrs_returns_headers_only_and_fallbacks_come_from_the_error() {
+        let ctx = Recorder::new();
+        let mut mail = original(Some("sender@example.net"), &["a@bounce.test"]);
+        mail.envelope.error_message = Some("550 5.1.1 no such user here".into());
+        mail.set_attribute(ATTR_DSN_RET, "HDRS".into());
+        mailet(Kind::Dsn, &[]).service(&mut mail, &ctx).unwrap();
+        // James's default: the original passes through.
+        assert_eq!(mail.state(), state::ROOT);
+        let bytes = ctx.sent()[0].message.to_bytes().unwrap();
+        let msg = MessageParser::new().parse(&bytes).unwrap();
+        assert!(part(&msg, "message/rfc822").is_none());
+        let heads = part(&msg, "text/rfc822-headers").unwrap();
+        let heads = String::from_utf8_lossy(heads.contents()).into_owned();
+        assert!(heads.contains("Subject: quarterly figures"), "{heads}");
+        assert!(!heads.contains("Hello"), "{heads}");
+        let groups = status_groups(part(&msg, "message/delivery-status").unwrap().contents());
+        assert_eq!(field(&groups[1], "Status"), Some("5.1.1"));
+        assert_eq!(field(&groups[1], "Remote-MTA"), None);
+        assert_eq!(
+            field(&groups[1], "Diagnostic-Code"),
+            Some("smtp; 550 5.1.1 no such user here")
+        );
+
+        // No code anywhere: 5.0.0, and a diagnostic that is no SMTP reply says so.
+        let ctx = Recorder::new();
+        let mut mail = original(Some("sender@example.net"), &["a@bounce.test"]);
+        mail.envelope.error_message = Some("no route\r\nto host".into());
+        mailet(Kind::Dsn, &[("attachment", "none")])
+            .service(&mut mail, &ctx)
+            .unwrap();
+        let bytes = ctx.sent()[0].message.to_bytes().unwrap();
+        let msg = MessageParser::new().parse(&bytes).unwrap();
+        assert!(part(&msg, "message/rfc822").is_none());
+        assert!(part(&msg, "text/rfc822-headers").is_none());
+        let groups = status_groups(part(&msg, "message/delivery-status").unwrap().contents());
+        assert_eq!(field(&groups[1], "Status"), Some("5.0.0"));
+        assert_eq!(
+            field(&groups[1], "Diagnostic-Code"),
+            Some("X-Mailroom; no route  to host")
+        );
+    }
+
+    #[test]
+    fn delay_warnings_and_notify_never() {
+        let ctx = Recorder::new();
+        let mut mail = original(
+            Some("sender@example.net"),
+            &["a@bounce.test", "b@bounce.test"],
+        );
+        mail.set_attribute(ATTR_ACTION, "delayed".into());
+        let mut never = BTreeMap::new();
+        never.insert("notify".to_string(), AttributeValue::from("NEVER"));
+        let mut rcpts = BTreeMap::new();
+        rcpts.insert("b@bounce.test".to_string(), AttributeValue::Map(never));
+        mail.set_attribute(ATTR_DSN_RECIPIENTS, AttributeValue::Map(rcpts));
+        mailet(Kind::Dsn, &[]).service(&mut mail, &ctx).unwrap();
+        let bytes = ctx.sent()[0].message.to_bytes().unwrap();
+        let msg = MessageParser::new().parse(&bytes).unwrap();
+        let groups = status_groups(part(&msg, "message/delivery-status").unwrap().contents());
+        assert_eq!(groups.len(), 2, "b asked for no report: {groups:?}");
+        assert_eq!(field(&groups[1], "Action"), Some("delayed"));
+        assert_eq!(field(&groups[1], "Status"), Some("4.0.0"));
+        assert_eq!(field(&groups[1], "Diagnostic-Code"), None);
+        let log = ctx.log();
+        assert!(
+            log.iter()
+                .any(|l| l.contains("rcpt=b@bounce.test status=dropped")),
+            "{log:?}"
+        );
+    }
+
+    #[test]
+    fn a_bounce_is_never_bounced() {
+        for kind in [Kind::Dsn, Kind::Bounce, Kind::NotifySender] {
+            let ctx = Recorder::new();
+            let mut mail = original(None, &["a@bounce.test"]);
+            mailet(kind, &[("passThrough", "false")])
+                .service(&mut mail, &ctx)
+                .unwrap();
+            assert!(ctx.sent().is_empty(), "{kind:?}");
+            assert_eq!(mail.state(), state::GHOST);
+            assert_eq!(
+                ctx.log(),
+                [format!(
+                    "mail={} rcpt=a@bounce.test status=dropped reason=\"null sender: a bounce is never bounced\"",
+                    mail.name()
+                )]
+            );
+            // Passing through, it goes on untouched.
+            let ctx = Recorder::new();
+            let mut mail = original(None, &["a@bounce.test"]);
+            mailet(kind, &[]).service(&mut mail, &ctx).unwrap();
+            assert!(ctx.sent().is_empty());
+            assert_eq!(mail.state(), state::ROOT);
+        }
+    }
+
+    #[test]
+    fn the_postmaster_hears_once_about_a_null_sender_mail() {
+        let ctx = Recorder::new();
+        let mut mail = original(None, &["a@bounce.test"]);
+        mail.envelope.error_message = Some("550 5.7.1 refused".into());
+        mailet(Kind::NotifyPostmaster, &[("passThrough", "false")])
+            .service(&mut mail, &ctx)
+            .unwrap();
+        let sent = ctx.sent();
+        assert_eq!(sent.len(), 1);
+        let notice = &sent[0];
+        assert_eq!(notice.recipients(), std::slice::from_ref(&ctx.postmaster));
+        assert_eq!(notice.sender(), None);
+        let log = ctx.log();
+        assert!(
+            log[0].contains("rcpt=a@bounce.test status=notified to=postmaster@mx.example.org"),
+            "{log:?}"
+        );
+        // The notice fails in turn: nothing more is sent.
+        let mut failed = notice.clone();
+        let ctx = Recorder::new();
+        mailet(Kind::NotifyPostmaster, &[("passThrough", "false")])
+            .service(&mut failed, &ctx)
+            .unwrap();
+        assert!(ctx.sent().is_empty());
+        assert_eq!(failed.state(), state::GHOST);
+        assert!(ctx.log()[0].contains("status=dropped"), "{:?}", ctx.log());
+        // And bouncing it to its (null) sender does nothing either.
+        let mut failed = notice.clone();
+        let ctx = Recorder::new();
+        mailet(Kind::Dsn, &[]).service(&mut failed, &ctx).unwrap();
+        assert!(ctx.sent().is_empty());
+    }
+
+    #[test]
+    fn bounce_and_notices_take_james_parameters() {
+        let ctx = Recorder::new();
+        let mut mail = original(Some("sender@example.net"), &["a@bounce.test"]);
+        mail.envelope.error_message = Some("mailet X failed:\nstack line".into());
+        mailet(
+            Kind::Bounce,
+            &[
+                ("sendingAddress", "bounces@mx.example.org"),
+                ("notice", "Sorry.\nIt failed."),
+                ("prefix", "[bounce]"),
+                ("attachment", "heads"),
+                ("attachStackTrace", "true"),
+            ],
+        )
+        .service(&mut mail, &ctx)
+        .unwrap();
+        let bounce = &ctx.sent()[0];
+        assert_eq!(bounce.sender(), None);
+        let bytes = bounce.message.to_bytes().unwrap();
+        let msg = MessageParser::new().parse(&bytes).unwrap();
+        let ct = msg.content_type().unwrap();
+        assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("mixed")));
+        assert_eq!(msg.subject(), Some("[bounce] quarterly figures"));
+        assert_eq!(
+            msg.from().unwrap().first().unwrap().address(),
+            Some("bounces@mx.example.org")
+        );
+        let human = msg.body_text(0).unwrap();
+        assert!(human.starts_with("Sorry.\r\nIt failed."), "{human:?}");
+        assert!(human.contains("Error message below:"), "{human}");
+        assert!(human.contains("MAIL FROM: <sender@example.net>"), "{human}");
+        assert!(human.contains("Subject: quarterly figures"), "{human}");
+        assert!(part(&msg, "text/rfc822-headers").is_some());
+        assert!(part(&msg, "message/delivery-status").is_none());
+        let error = msg
+            .parts
+            .iter()
+            .find(|p| p.attachment_name() == Some("error.txt"))
+            .unwrap();
+        assert!(error.text_contents().unwrap().contains("stack line"));
+        assert!(ctx.log()[0].contains("status=bounced"));
+
+        // NotifySender: the To: header may name someone else; who receives it does not change.
+        let ctx = Recorder::new();
+        let mut mail = original(Some("sender@example.net"), &["a@bounce.test"]);
+        mailet(
+            Kind::NotifySender,
+            &[("to", "unaltered"), ("message", "Old name")],
+        )
+        .service(&mut mail, &ctx)
+        .unwrap();
+        assert_eq!(mail.state(), state::ROOT);
+        let notice = &ctx.sent()[0];
+        assert_eq!(
+            notice.recipients(),
+            [MailAddress::parse("sender@example.net").unwrap()]
+        );
+        let bytes = notice.message.to_bytes().unwrap();
+        let msg = MessageParser::new().parse(&bytes).unwrap();
+        assert_eq!(
+            msg.to().unwrap().first().unwrap().address(),
+            Some("a@bounce.test")
+        );
+        assert_eq!(msg.subject(), Some("Re: quarterly figures"));
+        assert!(msg.body_text(0).unwrap().starts_with("Old name"));
+        assert!(part(&msg, "message/rfc822").is_some());
+        assert!(ctx.log()[0].contains("status=notified"), "{:?}", ctx.log());
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        for (kind, param, value) in [
+            (Kind::Dsn, "attachment", "body"),
+            (Kind::Bounce, "sender", "not an address"),
+            (Kind::NotifySender, "to", "nobody"),
+            (Kind::NotifyPostmaster, "passThrough", "maybe"),
+        ] {
+            let config = MailetConfig {
+                name: kind.name().to_string(),
+                params: [(param.to_string(), value.to_string())].into(),
+            };
+            assert!(Notify::new(kind, &config).is_err(), "{kind:?} {param}");
+        }
+    }
+
+    #[test]
+    fn attribute_names_agree_with_the_smtp_server() {
+        assert_eq!(ATTR_DSN_RET, mailroom_smtp::ATTR_DSN_RET);
+        assert_eq!(ATTR_DSN_ENVID, mailroom_smtp::ATTR_DSN_ENVID);
+        assert_eq!(ATTR_DSN_RECIPIENTS, mailroom_smtp::ATTR_DSN_RECIPIENTS);
+    }
+
+    #[test]
+    fn xtext_is_decoded() {
+        assert_eq!(xtext_decode("a+2Bb+3Dc"), "a+b=c");
+        assert_eq!(xtext_decode("bad+zz+"), "bad+zz+");
+    }
+}
