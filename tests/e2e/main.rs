@@ -2,6 +2,7 @@
 //! (Python's smtplib and poplib, raw SMTP and POP3 clients, Python sockets for the
 //! RemoteManager, and Debian's clients in `.ci/run`: swaks, fetchmail, mpop, expect + telnet).
 
+mod bounce;
 mod cli;
 mod crash;
 mod delivery;

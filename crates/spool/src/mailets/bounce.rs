@@ -609,8 +609,11 @@ impl Notify {
             }
             let eight_bit = !status.is_ascii();
             parts.push(
-                MimePart::new("message/delivery-status", BodyPart::Text(status.into()))
-                    .transfer_encoding(encoding(eight_bit)),
+                MimePart::new(
+                    "message/delivery-status",
+                    BodyPart::Binary(status.into_bytes().into()),
+                )
+                .transfer_encoding(encoding(eight_bit)),
             );
         }
         if self.attach_error {
@@ -640,8 +643,11 @@ impl Notify {
             Attachment::Message => {
                 let eight_bit = has_8bit(mail.message.reader()?)?;
                 parts.push(
-                    MimePart::new("message/rfc822", BodyPart::Text(marker.clone().into()))
-                        .transfer_encoding(encoding(eight_bit)),
+                    MimePart::new(
+                        "message/rfc822",
+                        BodyPart::Binary(marker.clone().into_bytes().into()),
+                    )
+                    .transfer_encoding(encoding(eight_bit)),
                 );
             }
         }
