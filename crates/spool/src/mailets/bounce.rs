@@ -76,6 +76,7 @@ pub(super) fn register(registry: &mut Registry) {
             "message",
             "sender",
             "sendingAddress",
+            "inline",
             "attachment",
             "prefix",
             "passThrough",
@@ -100,6 +101,7 @@ const NOTIFY_PARAMS: &[&str] = &[
     "sender",
     "sendingAddress",
     "to",
+    "inline",
     "attachment",
     "prefix",
     "passThrough",
@@ -218,6 +220,10 @@ struct Notify {
     /// does not change).
     to: Option<Who>,
     attachment: Attachment,
+    /// `<inline>heads</inline>`: the original's header section in the text part (James's
+    /// `none` is the default; `body`, `all` and `message` are refused, so that no message is
+    /// read into memory).
+    inline_heads: bool,
     /// `<prefix>`: put before the original's subject.
     prefix: String,
     pass_through: bool,
@@ -252,6 +258,15 @@ impl Notify {
             from,
             to,
             attachment: Attachment::parse(name, c.param("attachment"))?,
+            inline_heads: match c.param("inline").map(str::to_ascii_lowercase).as_deref() {
+                None | Some("") | Some("none") => false,
+                Some("heads") => true,
+                Some(other) => {
+                    return Err(MailetError::new(format!(
+                        "mailet {name}: <inline> must be none or heads in this build, got {other:?}"
+                    )))
+                }
+            },
             prefix,
             pass_through: c.bool_param("passThrough", true)?,
             attach_error: c.bool_param("attachStackTrace", false)?
@@ -733,6 +748,12 @@ impl Notify {
             text.push_str(&format!("  To: {}\r\n", field("To")));
             text.push_str(&format!("  Size (in bytes): {}\r\n", mail.size()));
         }
+        if self.inline_heads {
+            text.push_str("\r\nMessage headers follow:\r\n");
+            text.push_str(&crlf(&String::from_utf8_lossy(
+                mail.message.header_section(),
+            )));
+        }
         text
     }
 }
@@ -1193,6 +1214,7 @@ mod tests {
                 ("notice", "Sorry.\nIt failed."),
                 ("prefix", "[bounce]"),
                 ("attachment", "heads"),
+                ("inline", "heads"),
                 ("attachStackTrace", "true"),
             ],
         )
@@ -1214,6 +1236,10 @@ mod tests {
         assert!(human.contains("Error message below:"), "{human}");
         assert!(human.contains("MAIL FROM: <sender@example.net>"), "{human}");
         assert!(human.contains("Subject: quarterly figures"), "{human}");
+        assert!(
+            human.contains("Message headers follow:\r\nFrom: Sender <sender@example.net>"),
+            "{human}"
+        );
         assert!(part(&msg, "text/rfc822-headers").is_some());
         assert!(part(&msg, "message/delivery-status").is_none());
         let error = msg
@@ -1255,6 +1281,7 @@ mod tests {
     fn bad_parameters_are_refused() {
         for (kind, param, value) in [
             (Kind::Dsn, "attachment", "body"),
+            (Kind::Bounce, "inline", "body"),
             (Kind::Bounce, "sender", "not an address"),
             (Kind::NotifySender, "to", "nobody"),
             (Kind::NotifyPostmaster, "passThrough", "maybe"),
