@@ -179,13 +179,20 @@ impl Session {
             words
                 .next()
                 .filter(|k| k.eq_ignore_ascii_case("SIZE"))
-                .map(|_| words.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0))
+                .map(|_| {
+                    words
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0)
+                })
         });
         let size = envelope.message.len() as u64;
         if let Some(limit) = size_limit.filter(|&l| l > 0 && size > l) {
             let reply = Reply::local(
                 552,
-                &format!("5.3.4 message of {size} octets exceeds the server's SIZE limit of {limit}"),
+                &format!(
+                    "5.3.4 message of {size} octets exceeds the server's SIZE limit of {limit}"
+                ),
             );
             return Ok(vec![RcptResult::Permanent(reply); count]);
         }
@@ -419,7 +426,11 @@ mod tests {
             b"999 x\r\n",
             b"250-x\r\n",
         ] {
-            assert!(parse(bad).await.is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse(bad).await.is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let long = format!("250 {}\r\n", "x".repeat(MAX_LINE + 10));
         assert!(parse(long.as_bytes()).await.is_err());

@@ -42,9 +42,6 @@ pub use settings::Settings;
 /// The mail attribute that counts the delivery attempts made so far.
 pub const ATTEMPTS: &str = "mailroom.delivery.attempts";
 
-/// Opens the outgoing spool a URL names.
-pub type SpoolOpener = dyn Fn(&str) -> Result<Arc<dyn SpoolRepository>, String> + Send + Sync;
-
 /// One configured outgoing spool and how its mails are delivered.
 struct Instance {
     settings: Settings,
@@ -125,10 +122,17 @@ impl RemoteDeliveries {
     }
 
     /// Opens every outgoing spool with `opener`.
-    pub fn open(&self, opener: &SpoolOpener) -> Result<(), String> {
+    pub fn open(
+        &self,
+        opener: impl Fn(&str) -> Result<Arc<dyn SpoolRepository>, String>,
+    ) -> Result<(), String> {
         for instance in self.instances() {
-            let spool = opener(&instance.settings.outgoing)
-                .map_err(|e| format!("RemoteDelivery <outgoing> {}: {e}", instance.settings.outgoing))?;
+            let spool = opener(&instance.settings.outgoing).map_err(|e| {
+                format!(
+                    "RemoteDelivery <outgoing> {}: {e}",
+                    instance.settings.outgoing
+                )
+            })?;
             let _ = instance.spool.set(spool);
         }
         Ok(())

@@ -87,7 +87,9 @@ impl Settings {
         let timeout = Duration::from_millis(number("timeout", 180_000)?);
         let connect_timeout = Duration::from_millis(number("connectiontimeout", 60_000)?);
         if timeout.is_zero() || connect_timeout.is_zero() {
-            return Err(bad("<timeout> and <connectiontimeout> must be above 0".into()));
+            return Err(bad(
+                "<timeout> and <connectiontimeout> must be above 0".into()
+            ));
         }
         let port = |name: &str, default: u64| -> Result<u16, MailetError> {
             match u16::try_from(number(name, default)?) {
@@ -226,7 +228,9 @@ pub fn parse_delay(item: &str) -> Result<(u32, Duration), String> {
         }
         None => (1, item.trim()),
     };
-    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     if digits == 0 {
         return Err(bad("expected [attempts*]delay [unit]"));
     }
@@ -267,7 +271,10 @@ mod tests {
         assert_eq!(parse_delay("500").unwrap(), (1, Duration::from_millis(500)));
         assert_eq!(parse_delay("1 hour").unwrap(), (1, secs(3600)));
         assert_eq!(parse_delay("3 Days").unwrap(), (1, secs(3 * 86400)));
-        assert_eq!(parse_delay("10 msecs").unwrap(), (1, Duration::from_millis(10)));
+        assert_eq!(
+            parse_delay("10 msecs").unwrap(),
+            (1, Duration::from_millis(10))
+        );
         assert_eq!(parse_delay("4secs").unwrap(), (1, secs(4)));
         for bad in ["", "five minutes", "5 fortnights", "x*5", "5*", "-1"] {
             assert!(parse_delay(bad).is_err(), "{bad}");

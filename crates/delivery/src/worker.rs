@@ -95,7 +95,10 @@ impl Worker {
                 Result1::Temporary { host, text } => line
                     .field("host", host.as_deref().unwrap_or("none"))
                     .field("attempts", attempt)
-                    .field("reason", format!("{text} (gave up after {attempt} attempts)"))
+                    .field(
+                        "reason",
+                        format!("{text} (gave up after {attempt} attempts)"),
+                    )
                     .field("next", self.bounce_to()),
                 Result1::Failed(f) => line
                     .field("host", f.remote_mta.as_deref().unwrap_or("none"))
@@ -112,7 +115,11 @@ impl Worker {
                     again.push(rcpt);
                 }
                 Result1::Temporary { host, text } => {
-                    let status = if text.contains(" 4.") { status_in(&text) } else { None };
+                    let status = if text.contains(" 4.") {
+                        status_in(&text)
+                    } else {
+                        None
+                    };
                     failed.push((
                         rcpt,
                         Failure {
