@@ -480,3 +480,82 @@ fn max_retries_exhausted_fails_the_recipient() {
     );
     assert!(sink.received().is_empty());
 }
+
+/// The embedded default configuration, as shipped, with only its ports, its DNS server and
+/// the MX port moved onto the test's.
+#[test]
+fn the_embedded_default_relays_remote_mail_from_loopback() {
+    const DEFAULT: &str = include_str!("../../crates/config/default-config.xml");
+    let sink = Sink::start();
+    let dns = start_dns(vec![
+        ("far.test", mx(10, "mx.far.test")),
+        ("mx.far.test", a([127, 0, 0, 1])),
+    ]);
+    let (smtp_port, pop3_port) = (crate::harness::free_port(), crate::harness::free_port());
+    let replace = |s: String, from: &str, to: &str| {
+        assert!(s.contains(from), "the default config no longer has {from}");
+        s.replace(from, to)
+    };
+    let mut xml = DEFAULT.to_string();
+    xml = replace(
+        xml,
+        "<port>2525</port>",
+        &format!("<port>{smtp_port}</port>"),
+    );
+    xml = replace(
+        xml,
+        "<port>1110</port>",
+        &format!("<port>{pop3_port}</port>"),
+    );
+    xml = replace(
+        xml,
+        "<maxRetries>25</maxRetries>",
+        &format!("<maxRetries>25</maxRetries><mxPort>{}</mxPort>", sink.port),
+    );
+    xml = replace(
+        xml,
+        "<servers/>",
+        &format!("<servers><server>{dns}</server></servers>"),
+    );
+    xml = replace(
+        xml,
+        "<autodiscover>true</autodiscover>",
+        "<autodiscover>false</autodiscover>",
+    );
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config.xml");
+    std::fs::write(&config, xml).unwrap();
+    let log = home.path().join("server.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("--home")
+        .arg(home.path())
+        .env("RUST_LOG", "info")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    wait_for("the server's SMTP port", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "exited with {status}: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        TcpStream::connect(("127.0.0.1", smtp_port)).is_ok()
+    });
+    let _child = Kill(child);
+    crate::harness::Smtp::connect(smtp_port).send_mail("me@localhost", &["bob@far.test"], MESSAGE);
+    let mail = sink.wait_for("bob@far.test");
+    assert!(mail.data.contains("Subject: out\r\n"));
+    assert!(mail.from.starts_with("<me@localhost>"));
+}
