@@ -182,9 +182,15 @@ fn stock_james_2_3_2_config_loads_with_only_warnings() {
     assert!(!all.contains("ERROR"), "{all}");
     // What later issues add is named, at its line.
     assert!(
-        all.contains("mailet RemoteDelivery is not in this build yet"),
+        all.contains("matcher SMTPAuthSuccessful is not in this build yet"),
         "{all}"
     );
+    // RemoteDelivery is built: its parameters are read, none is warned about.
+    assert!(
+        !all.contains("RemoteDelivery is not in this build"),
+        "{all}"
+    );
+    assert!(!all.contains("mailet RemoteDelivery: "), "{all}");
     assert!(
         all.contains("config.xml:344: matcher SMTPAuthSuccessful"),
         "{all}"

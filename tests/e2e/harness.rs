@@ -72,6 +72,8 @@ pub struct Setup<'a> {
     /// is enabled when this is set. Start-up waits for its port only when these options name
     /// an `<account>`: without one the console does not start.
     pub remote_manager_handler: Option<&'a str>,
+    /// More top-level blocks (`<dnsserver>`...), put at the end of `<config>`.
+    pub extra: &'a str,
 }
 
 impl Default for Setup<'_> {
@@ -81,6 +83,7 @@ impl Default for Setup<'_> {
             smtp_handler: "",
             pop3_handler: None,
             remote_manager_handler: None,
+            extra: "",
         }
     }
 }
@@ -122,7 +125,10 @@ pub fn config_xml_for(
     setup: &Setup,
 ) -> String {
     let Setup {
-        tree, smtp_handler, ..
+        tree,
+        smtp_handler,
+        extra,
+        ..
     } = setup;
     let pop3 = service_xml("pop3server", pop3_port, setup.pop3_handler);
     let remote_manager = service_xml(
@@ -157,6 +163,7 @@ pub fn config_xml_for(
   {pop3}
   <nntpserver enabled="false"/>
   {remote_manager}
+  {extra}
 </config>
 "#
     )

@@ -15,5 +15,6 @@ mod pop3;
 mod processor_tree;
 mod queue;
 mod recipients;
+mod remote_delivery;
 mod remote_manager;
 mod smtp_input;

@@ -61,6 +61,7 @@ fn administer_with(client: impl Fn() -> Command) {
         smtp_handler: "<verifyRecipients>false</verifyRecipients>",
         pop3_handler: Some("<enableAPOP>true</enableAPOP>"),
         remote_manager_handler: Some(ADMIN),
+        ..Setup::default()
     });
     for tag in ["one", "two"] {
         server.smtp().send_mail(

@@ -247,14 +247,23 @@ fn default_config_parses() {
         .iter()
         .map(|p| p.name.as_str())
         .collect();
-    assert_eq!(names, ["root", "transport", "error", "local-address-error"]);
+    assert_eq!(
+        names,
+        [
+            "root",
+            "transport",
+            "bounces",
+            "error",
+            "local-address-error"
+        ]
+    );
     let t = c.spool_manager.processor("transport").unwrap();
     assert_eq!(
         t.mailets[1].param("notice"),
         Some("550 - Requested action not taken: no such user here")
     );
     assert_eq!(
-        c.repository_url(t.mailets[2].param("repositoryPath").unwrap())
+        c.repository_url(t.mailets[2].param("outgoing").unwrap())
             .unwrap(),
         RepositoryUrl::File("/opt/mr/var/mail/outgoing".into())
     );

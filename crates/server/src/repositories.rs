@@ -75,6 +75,21 @@ pub fn spool(config: &Config) -> Result<Arc<dyn SpoolRepository>> {
     Ok(Arc::new(Blocking::new(LogSpool::open(path)?)))
 }
 
+/// The outgoing spool of a RemoteDelivery (`<outgoing>`): a log spool of its own, never the
+/// main spool's directory.
+pub fn outgoing(config: &Config, url: &str) -> Result<Arc<dyn SpoolRepository>, String> {
+    let target = RepositoryUrl::parse(url, &config.home)?;
+    let path = file_path(&target, "outgoing spool").map_err(|e| e.to_string())?;
+    let spool = file_path(&config.spool_repository.target, "spool repository")
+        .map_err(|e| e.to_string())?;
+    let dir = canonical_dir(path).map_err(|e| e.to_string())?;
+    if canonical_dir(spool).is_ok_and(|s| s == dir) {
+        return Err("it is the main spool; give the outgoing mail a directory of its own".into());
+    }
+    let opened = LogSpool::open(&dir).map_err(|e| e.to_string())?;
+    Ok(Arc::new(Blocking::new(opened)))
+}
+
 /// The mail repositories that mailets name by URL (ToRepository...), opened once per directory:
 /// `file://var/mail/error` and `file://var/mail/error/` are one repository, not two that clean
 /// up each other's files.

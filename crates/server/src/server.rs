@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use mailroom_config::{
     AuthRequired, Config, ConfigError, Pop3Server, RemoteManager, ServiceCommon, SmtpServer,
 };
+use mailroom_delivery::RemoteDeliveries;
 use mailroom_dns::{BlockingResolver, Resolver, ResolverSettings};
 use mailroom_mailet::MailAddress;
 use mailroom_net::{Listener, Shutdown};
@@ -38,10 +39,13 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
 }
 
 /// Builds the processor tree, reporting unknown names and bad parameters at file:line.
-fn build_tree(config: &Config) -> Result<ProcessorTree> {
+/// `deliveries` serves its RemoteDelivery mailets.
+fn build_tree(config: &Config, deliveries: &Arc<RemoteDeliveries>) -> Result<ProcessorTree> {
+    let mut registry = Registry::standard();
+    mailroom_delivery::register(&mut registry, deliveries);
     ProcessorTree::build(
         &config.spool_manager,
-        &Registry::standard(),
+        &registry,
         &config.matcher_packages,
         &config.mailet_packages,
     )
@@ -58,7 +62,7 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
         None => Config::embedded_default(home),
     };
     let config = loaded.map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
-    build_tree(&config)?;
+    build_tree(&config, &RemoteDeliveries::new(&helo_name(&config), None))?;
     println!("{}: configuration is valid", config.source.display());
     Ok(())
 }
@@ -66,23 +70,29 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
 /// Runs the server until SIGTERM or SIGINT.
 pub fn run(cli: &Cli) -> Result<()> {
     let config = load_config(cli)?;
-    let tree = build_tree(&config)?;
-    tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
     // Built first: the SpoolManager's workers (plain threads) wait on it for DNS answers.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    // The ports first: a start that fails on a busy port leaves no storage behind.
-    let listeners = {
+    let deliveries = RemoteDeliveries::new(&helo_name(&config), Some(runtime.handle().clone()));
+    let tree = build_tree(&config, &deliveries)?;
+    tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
+    // Signals are caught before the first port is bound: once one is, a client (or a test)
+    // may think the server up and stop it, and a SIGTERM must then stop it cleanly. Then the
+    // ports: a start that fails on a busy port leaves no storage behind.
+    let (signals, listeners) = {
         let _runtime = runtime.enter();
-        bind_all(&config)?
+        (Signals::catch()?, bind_all(&config)?)
     };
     // One cached resolver for the whole server: the mailets' context now, and (a clone of this
     // Arc) remote delivery later.
     let resolver = Arc::new(resolver(&config)?);
 
     let spool = repositories::spool(&config)?;
+    deliveries
+        .open(|url| repositories::outgoing(&config, url))
+        .map_err(|e| anyhow!(e))?;
     let postmaster = MailAddress::parse(&config.james.postmaster)
         .map_err(|e| anyhow!("<postmaster> {:?}: {e}", config.james.postmaster))?;
     let mail_repositories = Arc::new(repositories::MailRepositories::new(&config)?);
@@ -145,6 +155,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         },
     });
     let workers = SpoolManager::new(tree, Arc::new(context)).start(config.spool_manager.threads);
+    // After the spool: a failed recipient goes back to it, to the bounce processor.
+    let delivery_workers = deliveries.start(runtime.handle(), resolver.clone(), spool.clone());
     let services = Services {
         spool,
         pop3_store,
@@ -152,10 +164,26 @@ pub fn run(cli: &Cli) -> Result<()> {
         control,
         recipients,
     };
-    let served = runtime.block_on(serve(&config, listeners, services, &stop));
+    let served = runtime.block_on(serve(&config, listeners, services, signals, &stop));
+    runtime.block_on(delivery_workers.stop(DELIVERY_GRACE));
     workers.stop();
     tracing::info!("stopped");
     served
+}
+
+/// How long a shutdown waits for the remote deliveries in progress.
+const DELIVERY_GRACE: Duration = Duration::from_secs(10);
+
+/// The name RemoteDelivery says in EHLO unless its `<heloName>` says otherwise: the first
+/// SMTP server's `<helloName>`, else the first servername.
+fn helo_name(config: &Config) -> String {
+    config
+        .smtp
+        .iter()
+        .find(|s| s.common.enabled)
+        .map(|s| s.common.hello_name.clone())
+        .or_else(|| config.james.servernames.first().cloned())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// The DNS resolver of `<dnsserver>`. A missing `/etc/resolv.conf` is logged and the local
@@ -247,6 +275,7 @@ async fn serve(
     config: &Config,
     listeners: Vec<Listener>,
     services: Services,
+    mut signals: Signals,
     stop: &Notify,
 ) -> Result<()> {
     let Services {
@@ -308,7 +337,7 @@ async fn serve(
     }
 
     tokio::select! {
-        signal = wait_for_signal() => signal?,
+        () = signals.recv() => {}
         () = stop.notified() => tracing::info!("shutdown requested on the RemoteManager"),
     }
     tracing::info!("shutting down: closing sessions");
@@ -420,14 +449,27 @@ fn remote_manager_settings(manager: &RemoteManager) -> RemoteManagerSettings {
     }
 }
 
-/// Waits for SIGTERM or SIGINT.
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, which stop the server.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Catches SIGTERM and SIGINT from now on (inside the runtime).
+    fn catch() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("catching SIGINT")?,
+        })
     }
-    Ok(())
+
+    /// Waits for one of them.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }

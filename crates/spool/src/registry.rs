@@ -111,7 +111,6 @@ pub const NOT_YET_MATCHERS: &[&str] = &[
 pub const NOT_YET_MAILETS: &[&str] = &[
     "UsersRepositoryAliasingForwarding",
     "ToMultiRepository",
-    "RemoteDelivery",
     "FromRepository",
     "Forward",
     "Redirect",

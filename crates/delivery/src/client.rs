@@ -1,0 +1,440 @@
+//! A small async SMTP client: one transaction for a group of recipients on one connection.
+//!
+//! EHLO (HELO when EHLO is refused), `MAIL FROM` with `SIZE` when the server offers it (and a
+//! message above its limit refused before sending), one `RCPT TO` per recipient, `DATA` with
+//! dot-stuffing, `QUIT`. Every reply line is bounded ([`MAX_LINE`], [`MAX_LINES`]) and every
+//! reply waited for at most the `<timeout>`; the connection at most the
+//! `<connectiontimeout>`. What it does not do yet: STARTTLS, AUTH, PIPELINING, DSN parameters,
+//! 8BITMIME/SMTPUTF8 negotiation (the message is sent as stored).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mailroom_mailet::MailAddress;
+use mailroom_net::dot::DotEncoder;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// The longest reply line accepted (RFC 5321 says 512; servers write longer texts).
+pub const MAX_LINE: usize = 4096;
+/// The most lines in one multi-line reply.
+pub const MAX_LINES: usize = 100;
+
+/// A server's reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit code.
+    pub code: u16,
+    /// The text of each line, after the code and its separator.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// A reply made up here (a limit checked before sending, say).
+    pub fn local(code: u16, text: &str) -> Reply {
+        Reply {
+            code,
+            lines: vec![text.to_string()],
+        }
+    }
+
+    /// 2xx.
+    pub fn is_positive(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// 5xx.
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+
+    /// The enhanced status code (RFC 3463) at the start of the text, else one made from the
+    /// code's class (`5.0.0`, `4.0.0`, `2.0.0`).
+    pub fn status(&self) -> String {
+        let first = self.lines.first().map(String::as_str).unwrap_or("");
+        let word = first.split_whitespace().next().unwrap_or("");
+        let parts: Vec<&str> = word.split('.').collect();
+        let valid = parts.len() == 3
+            && parts[0] == (self.code / 100).to_string()
+            && parts[1..]
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
+        if valid {
+            word.to_string()
+        } else {
+            format!("{}.0.0", self.code / 100)
+        }
+    }
+}
+
+/// The reply on one line, as the log and bounces show it: `550 5.1.1 no such user`.
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code)?;
+        for line in &self.lines {
+            write!(f, " {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a host could not take the mail at all: try the next one (or later).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostError(pub String);
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What became of one recipient on one host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RcptResult {
+    /// The server took responsibility (2xx after the data).
+    Delivered(Reply),
+    /// Try again: a 4xx, or a transaction that broke off.
+    Temporary(String),
+    /// Refused for good (5xx).
+    Permanent(Reply),
+}
+
+/// What a transaction needs.
+pub struct Envelope<'a> {
+    /// `MAIL FROM` (`None`: `<>`).
+    pub sender: Option<&'a MailAddress>,
+    /// `RCPT TO`, in order.
+    pub recipients: &'a [MailAddress],
+    /// The message as stored.
+    pub message: &'a [u8],
+}
+
+/// Connection settings.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    /// EHLO/HELO name.
+    pub helo: String,
+    /// Wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// Wait for each reply (and each write).
+    pub timeout: Duration,
+    /// With `false`, nothing is sent when any recipient is refused; the accepted ones are
+    /// tried again later (James's `sendpartial`).
+    pub send_partial: bool,
+}
+
+/// Delivers `envelope` to the server at `addr`: `Ok` with one result per recipient, or
+/// [`HostError`] when the host took nothing (no connection, a refused greeting, EHLO or `MAIL
+/// FROM` 4xx, a broken reply).
+pub async fn deliver(
+    addr: SocketAddr,
+    settings: &ClientSettings,
+    envelope: &Envelope<'_>,
+) -> Result<Vec<RcptResult>, HostError> {
+    let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| HostError(format!("{addr}: connection timed out")))?
+        .map_err(|e| HostError(format!("{addr}: cannot connect: {e}")))?;
+    let mut session = Session {
+        stream: BufReader::new(stream),
+        timeout: settings.timeout,
+        addr,
+    };
+    let result = session.transaction(settings, envelope).await;
+    if result.is_ok() {
+        // The mail is sent or refused already; a failing QUIT changes nothing.
+        let _ = session.command("QUIT").await;
+    }
+    result
+}
+
+struct Session {
+    stream: BufReader<TcpStream>,
+    timeout: Duration,
+    addr: SocketAddr,
+}
+
+impl Session {
+    async fn transaction(
+        &mut self,
+        settings: &ClientSettings,
+        envelope: &Envelope<'_>,
+    ) -> Result<Vec<RcptResult>, HostError> {
+        let count = envelope.recipients.len();
+        let greeting = self.reply().await?;
+        if !greeting.is_positive() {
+            return Err(self.refused("greeting", &greeting));
+        }
+        let mut ehlo = self.command(&format!("EHLO {}", settings.helo)).await?;
+        if !ehlo.is_positive() {
+            ehlo = self.command(&format!("HELO {}", settings.helo)).await?;
+            if !ehlo.is_positive() {
+                return Err(self.refused("HELO", &ehlo));
+            }
+            ehlo.lines.clear();
+        }
+        let size_limit = ehlo.lines.iter().skip(1).find_map(|l| {
+            let mut words = l.split_whitespace();
+            words
+                .next()
+                .filter(|k| k.eq_ignore_ascii_case("SIZE"))
+                .map(|_| {
+                    words
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0)
+                })
+        });
+        let size = envelope.message.len() as u64;
+        if let Some(limit) = size_limit.filter(|&l| l > 0 && size > l) {
+            let reply = Reply::local(
+                552,
+                &format!(
+                    "5.3.4 message of {size} octets exceeds the server's SIZE limit of {limit}"
+                ),
+            );
+            return Ok(vec![RcptResult::Permanent(reply); count]);
+        }
+        let sender = envelope.sender.map(ToString::to_string).unwrap_or_default();
+        let mail_from = match size_limit {
+            Some(_) => format!("MAIL FROM:<{sender}> SIZE={size}"),
+            None => format!("MAIL FROM:<{sender}>"),
+        };
+        let reply = self.command(&mail_from).await?;
+        if reply.is_permanent() {
+            return Ok(vec![RcptResult::Permanent(reply); count]);
+        }
+        if !reply.is_positive() {
+            return Err(self.refused("MAIL FROM", &reply));
+        }
+        let mut results = Vec::with_capacity(count);
+        let mut accepted = Vec::new();
+        for (i, rcpt) in envelope.recipients.iter().enumerate() {
+            let reply = self.command(&format!("RCPT TO:<{rcpt}>")).await?;
+            results.push(if reply.is_positive() {
+                accepted.push(i);
+                RcptResult::Delivered(reply)
+            } else if reply.is_permanent() {
+                RcptResult::Permanent(reply)
+            } else {
+                RcptResult::Temporary(self.said(&reply))
+            });
+        }
+        let all_accepted = accepted.len() == count;
+        if accepted.is_empty() || (!settings.send_partial && !all_accepted) {
+            let _ = self.command("RSET").await;
+            for &i in &accepted {
+                results[i] = RcptResult::Temporary(format!(
+                    "{}: not sent because other recipients were refused and sendpartial is false",
+                    self.addr
+                ));
+            }
+            return Ok(results);
+        }
+        let fail_accepted = |results: &mut Vec<RcptResult>, with: RcptResult| {
+            for &i in &accepted {
+                results[i] = with.clone();
+            }
+        };
+        let data = match self.command("DATA").await {
+            Ok(reply) => reply,
+            Err(e) => {
+                fail_accepted(&mut results, RcptResult::Temporary(e.0));
+                return Ok(results);
+            }
+        };
+        if data.code != 354 {
+            let outcome = if data.is_permanent() {
+                RcptResult::Permanent(data)
+            } else {
+                RcptResult::Temporary(self.said(&data))
+            };
+            fail_accepted(&mut results, outcome);
+            return Ok(results);
+        }
+        let end = match self.send_data(envelope.message).await {
+            Ok(()) => self.reply().await,
+            Err(e) => Err(e),
+        };
+        match end {
+            Ok(reply) if reply.is_positive() => {
+                fail_accepted(&mut results, RcptResult::Delivered(reply))
+            }
+            Ok(reply) if reply.is_permanent() => {
+                fail_accepted(&mut results, RcptResult::Permanent(reply))
+            }
+            Ok(reply) => {
+                let said = self.said(&reply);
+                fail_accepted(&mut results, RcptResult::Temporary(said))
+            }
+            // Broken off during or after the data: not acknowledged, so not delivered.
+            Err(e) => fail_accepted(&mut results, RcptResult::Temporary(e.0)),
+        }
+        Ok(results)
+    }
+
+    /// `host said: reply`.
+    fn said(&self, reply: &Reply) -> String {
+        format!("{} said: {reply}", self.addr)
+    }
+
+    fn refused(&self, step: &str, reply: &Reply) -> HostError {
+        HostError(format!("{} refused {step}: {reply}", self.addr))
+    }
+
+    async fn command(&mut self, line: &str) -> Result<Reply, HostError> {
+        let mut bytes = Vec::with_capacity(line.len() + 2);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        self.write(&bytes).await?;
+        self.reply().await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), HostError> {
+        let addr = self.addr;
+        let io = async {
+            let stream = self.stream.get_mut();
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.timeout, io).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(HostError(format!("{addr}: connection lost: {e}"))),
+            Err(_) => Err(HostError(format!("{addr}: timed out writing"))),
+        }
+    }
+
+    async fn send_data(&mut self, message: &[u8]) -> Result<(), HostError> {
+        let mut encoder = DotEncoder::whole();
+        let mut out = Vec::with_capacity(64 * 1024 + 1024);
+        for chunk in message.chunks(64 * 1024) {
+            out.clear();
+            encoder.encode(chunk, &mut out);
+            self.write(&out).await?;
+        }
+        out.clear();
+        encoder.finish(&mut out);
+        self.write(&out).await
+    }
+
+    async fn reply(&mut self) -> Result<Reply, HostError> {
+        let addr = self.addr;
+        match tokio::time::timeout(self.timeout, read_reply(&mut self.stream)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(HostError(format!("{addr}: {e}"))),
+            Err(_) => Err(HostError(format!("{addr}: timed out waiting for a reply"))),
+        }
+    }
+}
+
+/// Reads one (possibly multi-line) reply.
+pub async fn read_reply<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<Reply> {
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+    let mut lines = Vec::new();
+    loop {
+        let line = read_line(reader).await?;
+        let text = String::from_utf8_lossy(&line);
+        let bytes = text.as_bytes();
+        let code = (bytes.len() >= 3 && bytes[..3].iter().all(u8::is_ascii_digit))
+            .then(|| text[..3].parse::<u16>().ok())
+            .flatten()
+            .filter(|c| (200..600).contains(c))
+            .ok_or_else(|| invalid(format!("not an SMTP reply: {:?}", shorten(&text))))?;
+        let more = match bytes.get(3) {
+            None | Some(b' ') => false,
+            Some(b'-') => true,
+            _ => return Err(invalid(format!("not an SMTP reply: {:?}", shorten(&text)))),
+        };
+        if lines.len() >= MAX_LINES {
+            return Err(invalid(format!("a reply of more than {MAX_LINES} lines")));
+        }
+        lines.push((code, text.get(4..).unwrap_or("").trim_end().to_string()));
+        if lines.iter().any(|(c, _)| *c != code) {
+            return Err(invalid("a multi-line reply whose codes differ".into()));
+        }
+        if !more {
+            return Ok(Reply {
+                code,
+                lines: lines.into_iter().map(|(_, t)| t).collect(),
+            });
+        }
+    }
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+/// One line without its CRLF (or LF), at most [`MAX_LINE`] octets.
+async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed by the server",
+            ));
+        }
+        let (used, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(lf) => (lf + 1, true),
+            None => (buf.len(), false),
+        };
+        line.extend_from_slice(&buf[..used]);
+        reader.consume(used);
+        if line.len() > MAX_LINE + 2 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a reply line longer than {MAX_LINE} octets"),
+            ));
+        }
+        if done {
+            while matches!(line.last(), Some(b'\n' | b'\r')) {
+                line.pop();
+            }
+            return Ok(line);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parse(input: &[u8]) -> std::io::Result<Reply> {
+        let mut reader = BufReader::new(input);
+        read_reply(&mut reader).await
+    }
+
+    #[tokio::test]
+    async fn replies_are_parsed_and_bounded() {
+        let r = parse(b"250-mx.example\r\n250-SIZE 1000\r\n250 PIPELINING\r\n")
+            .await
+            .unwrap();
+        assert_eq!(r.code, 250);
+        assert_eq!(r.lines, vec!["mx.example", "SIZE 1000", "PIPELINING"]);
+        let r = parse(b"550 5.1.1 no such user\n").await.unwrap();
+        assert_eq!(r.status(), "5.1.1");
+        assert_eq!(r.to_string(), "550 5.1.1 no such user");
+        assert_eq!(parse(b"451 try later\r\n").await.unwrap().status(), "4.0.0");
+        assert_eq!(parse(b"250\r\n").await.unwrap().lines, vec![""]);
+        for bad in [
+            &b"hello\r\n"[..],
+            b"2500 x\r\n",
+            b"250-a\r\n251 b\r\n",
+            b"999 x\r\n",
+            b"250-x\r\n",
+        ] {
+            assert!(
+                parse(bad).await.is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long = format!("250 {}\r\n", "x".repeat(MAX_LINE + 10));
+        assert!(parse(long.as_bytes()).await.is_err());
+        let many = "250-x\r\n".repeat(MAX_LINES + 1) + "250 x\r\n";
+        assert!(parse(many.as_bytes()).await.is_err());
+    }
+}

@@ -1,0 +1,359 @@
+//! One delivery worker: leases a mail from the outgoing spool, delivers each domain's
+//! recipients, logs one outcome line per recipient, then completes, requeues (the recipients
+//! left, on the `<delayTime>` schedule) and bounces.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mailroom_dns::Resolver;
+use mailroom_mailet::outcome::{Outcome, Status};
+use mailroom_mailet::{state, AttributeValue, Mail, MailAddress};
+use mailroom_store::{Leased, SpoolRepository};
+use tokio::sync::watch;
+
+use crate::bounce::{self, Failure};
+use crate::client::{self, ClientSettings, RcptResult};
+use crate::route::{self, RouteError, Target};
+use crate::settings::Settings;
+use crate::ATTEMPTS;
+
+/// What every worker of one outgoing spool shares.
+pub(crate) struct Worker {
+    pub settings: Settings,
+    pub outgoing: Arc<dyn SpoolRepository>,
+    /// The main spool, where failed recipients go.
+    pub spool: Arc<dyn SpoolRepository>,
+    pub resolver: Arc<Resolver>,
+}
+
+/// How long one lease call waits for a due mail (and so how soon a stop is seen when idle).
+const LEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// Leases and delivers until told to stop.
+pub(crate) async fn run(worker: Arc<Worker>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let leased = tokio::select! {
+            leased = worker.outgoing.lease(LEASE_WAIT) => leased,
+            _ = stop.changed() => return,
+        };
+        match leased {
+            Ok(Some(leased)) => worker.deliver(leased).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(outgoing = %worker.settings.outgoing, "remote delivery: cannot lease: {e}");
+                tokio::time::sleep(LEASE_WAIT).await;
+            }
+        }
+    }
+}
+
+/// What became of one recipient in this attempt.
+enum Result1 {
+    Delivered { host: String, reply: String },
+    Temporary { host: Option<String>, text: String },
+    Failed(Failure),
+}
+
+impl Worker {
+    async fn deliver(&self, leased: Leased) {
+        let Leased { mut mail, token } = leased;
+        let attempt = match mail.attribute(ATTEMPTS) {
+            Some(AttributeValue::Number(n)) if *n >= 0.0 => *n as u32 + 1,
+            _ => 1,
+        };
+        let results = match read_message(&mail).await {
+            Ok(message) => self.attempt(&mail, &message).await,
+            Err(e) => mail
+                .recipients()
+                .iter()
+                .map(|r| {
+                    let text = format!("cannot read the message: {e}");
+                    (r.clone(), Result1::Temporary { host: None, text })
+                })
+                .collect(),
+        };
+        let retry = attempt <= self.settings.max_retries;
+        let delay = self.settings.delay_before(attempt);
+        let mut failed = Vec::new();
+        let mut again = Vec::new();
+        let mut last_error = None;
+        for (rcpt, result) in results {
+            let line = Outcome::new(mail.name(), &rcpt, status_of(&result, retry));
+            let line = match &result {
+                Result1::Delivered { host, reply } => {
+                    line.field("host", host).field("reply", reply)
+                }
+                Result1::Temporary { host, text } if retry => line
+                    .field("host", host.as_deref().unwrap_or("none"))
+                    .field("attempts", attempt)
+                    .field("retry_in", format!("{}s", delay.as_secs_f64()))
+                    .field("reason", text),
+                Result1::Temporary { host, text } => line
+                    .field("host", host.as_deref().unwrap_or("none"))
+                    .field("attempts", attempt)
+                    .field(
+                        "reason",
+                        format!("{text} (gave up after {attempt} attempts)"),
+                    )
+                    .field("next", self.bounce_to()),
+                Result1::Failed(f) => line
+                    .field("host", f.remote_mta.as_deref().unwrap_or("none"))
+                    .field("attempts", attempt)
+                    .field("reason", &f.text)
+                    .field("next", self.bounce_to()),
+            };
+            tracing::info!(target: "delivery", "{line}");
+            match result {
+                Result1::Delivered { .. } => {}
+                Result1::Temporary { host, text } if retry => {
+                    last_error = Some(text.clone());
+                    let _ = host;
+                    again.push(rcpt);
+                }
+                Result1::Temporary { host, text } => {
+                    let status = if text.contains(" 4.") {
+                        status_in(&text)
+                    } else {
+                        None
+                    };
+                    failed.push((
+                        rcpt,
+                        Failure {
+                            remote_mta: host,
+                            status: status.unwrap_or_else(|| "4.4.7".to_string()),
+                            text: format!("{text} (gave up after {attempt} attempts)"),
+                        },
+                    ))
+                }
+                Result1::Failed(f) => failed.push((rcpt, f)),
+            }
+        }
+        // The bounces first: a crash before the outgoing mail is finished brings it back (a
+        // second bounce at worst), never loses a failure.
+        if !failed.is_empty() {
+            if let Err(e) = self.bounce(&mail, &failed).await {
+                tracing::warn!(mail = %mail.name(), "remote delivery: cannot spool the failed recipients ({e}); the mail is tried again");
+                let _ = self
+                    .outgoing
+                    .requeue(token, &mail, SystemTime::now() + Duration::from_secs(60))
+                    .await;
+                return;
+            }
+        }
+        let done = if again.is_empty() {
+            self.outgoing.complete(token).await
+        } else {
+            mail.set_recipients(again);
+            mail.set_attribute(ATTEMPTS, AttributeValue::Number(f64::from(attempt)));
+            mail.envelope.error_message = last_error;
+            mail.envelope.touch();
+            self.outgoing
+                .requeue(token, &mail, SystemTime::now() + delay)
+                .await
+        };
+        if let Err(e) = done {
+            tracing::warn!(mail = %mail.name(), "remote delivery: cannot update the outgoing spool: {e}");
+        }
+    }
+
+    fn bounce_to(&self) -> &str {
+        self.settings
+            .bounce_processor
+            .as_deref()
+            .unwrap_or(state::ERROR)
+    }
+
+    async fn bounce(
+        &self,
+        mail: &Mail,
+        failed: &[(MailAddress, Failure)],
+    ) -> Result<(), mailroom_store::StoreError> {
+        if self.settings.bounce_processor.is_none() {
+            tracing::warn!(mail = %mail.name(), "RemoteDelivery has no <bounceProcessor>: bouncing to the sender without one is not served yet; the failed recipients go to the error processor");
+        }
+        for copy in bounce::copies(mail, failed, self.bounce_to()) {
+            self.spool.store(&copy).await?;
+        }
+        Ok(())
+    }
+
+    /// One attempt for every recipient: each domain's on its own connection.
+    async fn attempt(&self, mail: &Mail, message: &[u8]) -> Vec<(MailAddress, Result1)> {
+        let mut groups: Vec<(String, Vec<MailAddress>)> = Vec::new();
+        for rcpt in mail.recipients() {
+            // Through a gateway, one connection carries every recipient.
+            let key = if self.settings.gateways.is_empty() {
+                rcpt.domain().to_ascii_lowercase()
+            } else {
+                String::new()
+            };
+            match groups.iter_mut().find(|(d, _)| *d == key) {
+                Some((_, rcpts)) => rcpts.push(rcpt.clone()),
+                None => groups.push((key, vec![rcpt.clone()])),
+            }
+        }
+        let mut results = Vec::new();
+        for (domain, rcpts) in groups {
+            results.extend(self.deliver_domain(mail, message, &domain, rcpts).await);
+        }
+        results
+    }
+
+    async fn deliver_domain(
+        &self,
+        mail: &Mail,
+        message: &[u8],
+        domain: &str,
+        rcpts: Vec<MailAddress>,
+    ) -> Vec<(MailAddress, Result1)> {
+        let settings = &self.settings;
+        let all = |rcpts: Vec<MailAddress>, result: &dyn Fn() -> Result1| {
+            rcpts.into_iter().map(|r| (r, result())).collect::<Vec<_>>()
+        };
+        let targets = match route::targets(
+            &self.resolver,
+            domain,
+            &settings.gateways,
+            settings.mx_port,
+        )
+        .await
+        {
+            Ok(targets) => targets,
+            Err(e) => return all(rcpts, &|| route_failure(&e)),
+        };
+        let implicit = settings.gateways.is_empty()
+            && targets.len() == 1
+            && targets[0].host.eq_ignore_ascii_case(domain);
+        let client = ClientSettings {
+            helo: settings.helo_name.clone(),
+            connect_timeout: settings.connect_timeout,
+            timeout: settings.timeout,
+            send_partial: settings.send_partial,
+        };
+        let mut pending = rcpts;
+        let mut done = Vec::new();
+        let mut last: (Option<String>, String) = (None, "no host to try".to_string());
+        for target in &targets {
+            let ips = match route::addresses(&self.resolver, target).await {
+                Ok(ips) => ips,
+                Err(e @ RouteError::Permanent { .. }) if implicit => {
+                    done.extend(all(pending, &|| route_failure(&e)));
+                    return done;
+                }
+                Err(RouteError::Permanent { text, .. } | RouteError::Temporary(text)) => {
+                    last = (None, format!("{}: {text}", target.host));
+                    continue;
+                }
+            };
+            // The first address that answers at all is the host's answer.
+            for ip in ips {
+                let addr = SocketAddr::new(ip, target.port);
+                let envelope = client::Envelope {
+                    sender: mail.sender(),
+                    recipients: &pending,
+                    message,
+                };
+                match client::deliver(addr, &client, &envelope).await {
+                    Err(e) => {
+                        tracing::info!(target: "delivery", mail = %mail.name(), host = %target.host, "{e}; trying the next host");
+                        last = (Some(target.host.clone()), e.0);
+                    }
+                    Ok(results) => {
+                        let mut left = Vec::new();
+                        for (rcpt, result) in pending.drain(..).zip(results) {
+                            match result {
+                                RcptResult::Delivered(reply) => done.push((
+                                    rcpt,
+                                    Result1::Delivered {
+                                        host: describe(target, addr),
+                                        reply: reply.to_string(),
+                                    },
+                                )),
+                                RcptResult::Permanent(reply) => done.push((
+                                    rcpt,
+                                    Result1::Failed(Failure {
+                                        remote_mta: Some(target.host.clone()),
+                                        status: reply.status(),
+                                        text: format!("{} said: {reply}", target.host),
+                                    }),
+                                )),
+                                RcptResult::Temporary(text) => {
+                                    last = (Some(target.host.clone()), text);
+                                    left.push(rcpt);
+                                }
+                            }
+                        }
+                        pending = left;
+                        break;
+                    }
+                }
+            }
+            if pending.is_empty() {
+                return done;
+            }
+        }
+        let (host, text) = last;
+        done.extend(all(pending, &|| Result1::Temporary {
+            host: host.clone(),
+            text: text.clone(),
+        }));
+        done
+    }
+}
+
+fn status_of(result: &Result1, retry: bool) -> Status {
+    match result {
+        Result1::Delivered { .. } => Status::Delivered,
+        Result1::Temporary { .. } if retry => Status::Deferred,
+        _ => Status::Failed,
+    }
+}
+
+fn route_failure(e: &RouteError) -> Result1 {
+    match e {
+        RouteError::Permanent { status, text } => Result1::Failed(Failure {
+            remote_mta: None,
+            status: status.to_string(),
+            text: text.clone(),
+        }),
+        RouteError::Temporary(text) => Result1::Temporary {
+            host: None,
+            text: text.clone(),
+        },
+    }
+}
+
+/// `mx.example[192.0.2.1]:25`.
+fn describe(target: &Target, addr: SocketAddr) -> String {
+    if target.host == addr.ip().to_string() {
+        addr.to_string()
+    } else {
+        format!("{}[{}]:{}", target.host, addr.ip(), addr.port())
+    }
+}
+
+/// An enhanced status code (`4.2.2`) in a reply text.
+fn status_in(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|w| {
+            let parts: Vec<&str> = w.split('.').collect();
+            parts.len() == 3
+                && matches!(parts[0], "4" | "5")
+                && parts[1..]
+                    .iter()
+                    .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(str::to_string)
+}
+
+/// The message's octets, read on the blocking pool (a stored body is a file).
+async fn read_message(mail: &Mail) -> std::io::Result<Vec<u8>> {
+    let message = mail.message.clone();
+    tokio::task::spawn_blocking(move || message.to_bytes())
+        .await
+        .map_err(std::io::Error::other)?
+}

@@ -1,0 +1,592 @@
+//! RemoteDelivery end to end: the real binary relays to catching SMTP servers written here (on
+//! 127.0.0.1, recording what they receive, answering 4xx/5xx per recipient when told), with
+//! MX records served by a DNS server written here. MX hosts are reached on the port of
+//! Mailroom's own `<mxPort>` parameter (25 unless set); a host that is "down" is an address
+//! of 127.0.0.0/8 other than 127.0.0.1 on which nothing listens.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::proto::op::{Message, ResponseCode};
+use hickory_resolver::proto::rr::rdata::{A, MX, SOA};
+use hickory_resolver::proto::rr::{Name, RData, Record};
+
+use crate::delivery::envelopes;
+use crate::harness::{wait_for, Server, Setup};
+
+/// One mail a sink received.
+#[derive(Clone, Debug)]
+struct Received {
+    helo: String,
+    from: String,
+    rcpts: Vec<String>,
+    data: String,
+}
+
+/// How a sink answers: `RCPT` replies by recipient (`None`: 250), consumed in order when a
+/// recipient has several.
+#[derive(Default)]
+struct Rules {
+    rcpt: HashMap<String, Vec<String>>,
+}
+
+/// A catching SMTP server on 127.0.0.1.
+struct Sink {
+    port: u16,
+    received: Arc<Mutex<Vec<Received>>>,
+    rules: Arc<Mutex<Rules>>,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        Sink::on(TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    fn on(listener: TcpListener) -> Sink {
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let rules = Arc::new(Mutex::new(Rules::default()));
+        let (r, ru) = (received.clone(), rules.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (r, ru) = (r.clone(), ru.clone());
+                std::thread::spawn(move || {
+                    let _ = session(stream, &r, &ru);
+                });
+            }
+        });
+        Sink {
+            port,
+            received,
+            rules,
+        }
+    }
+
+    /// `rcpt` gets these replies to its next RCPTs, in order.
+    fn answer(&self, rcpt: &str, replies: &[&str]) {
+        self.rules.lock().unwrap().rcpt.insert(
+            rcpt.to_string(),
+            replies.iter().map(|r| r.to_string()).collect(),
+        );
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until a mail for `rcpt` arrived; returns it.
+    fn wait_for(&self, rcpt: &str) -> Received {
+        let mut found = None;
+        wait_for(&format!("a mail for {rcpt}"), || {
+            found = self
+                .received()
+                .into_iter()
+                .find(|m| m.rcpts.iter().any(|r| r == rcpt));
+            found.is_some()
+        });
+        found.unwrap()
+    }
+}
+
+fn session(
+    stream: TcpStream,
+    received: &Mutex<Vec<Received>>,
+    rules: &Mutex<Rules>,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut say = |text: &str| writer.write_all(format!("{text}\r\n").as_bytes());
+    say("220 sink.test ESMTP")?;
+    let mut mail = Received {
+        helo: String::new(),
+        from: String::new(),
+        rcpts: Vec::new(),
+        data: String::new(),
+    };
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let line = line.trim_end().to_string();
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with("EHLO") {
+            mail.helo = line[5..].to_string();
+            say("250-sink.test\r\n250-SIZE 1000000\r\n250 8BITMIME")?;
+        } else if upper.starts_with("MAIL FROM:") {
+            mail.from = line[10..].to_string();
+            mail.rcpts.clear();
+            say("250 2.1.0 ok")?;
+        } else if upper.starts_with("RCPT TO:") {
+            let rcpt = line[8..].trim_matches(|c| c == '<' || c == '>').to_string();
+            let reply = {
+                let mut rules = rules.lock().unwrap();
+                rules
+                    .rcpt
+                    .get_mut(&rcpt)
+                    .and_then(|r| (!r.is_empty()).then(|| r.remove(0)))
+            };
+            match reply {
+                Some(reply) => say(&reply)?,
+                None => {
+                    mail.rcpts.push(rcpt);
+                    say("250 2.1.5 ok")?
+                }
+            }
+        } else if upper == "DATA" {
+            say("354 go on")?;
+            let mut data = String::new();
+            loop {
+                let mut l = String::new();
+                if reader.read_line(&mut l)? == 0 {
+                    return Ok(());
+                }
+                if l == ".\r\n" {
+                    break;
+                }
+                data.push_str(&l);
+            }
+            mail.data = data;
+            received.lock().unwrap().push(mail.clone());
+            say("250 2.0.0 queued as 1")?;
+        } else if upper == "QUIT" {
+            say("221 bye")?;
+            return Ok(());
+        } else {
+            say("250 ok")?;
+        }
+    }
+}
+
+/// A DNS server for the test zone: names → records (`"."` as an MX exchange is a null MX).
+fn start_dns(zone: Vec<(&str, RData)>) -> SocketAddr {
+    let zone: Vec<(String, RData)> = zone
+        .into_iter()
+        .map(|(n, r)| (format!("{}.", n.to_ascii_lowercase()), r))
+        .collect();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((len, peer)) = socket.recv_from(&mut buf) {
+            let Ok(request) = Message::from_vec(&buf[..len]) else {
+                continue;
+            };
+            let Some(query) = request.queries.first().cloned() else {
+                continue;
+            };
+            let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+            response.metadata.recursion_desired = request.metadata.recursion_desired;
+            response.metadata.recursion_available = true;
+            response.add_query(query.clone());
+            let qname = query.name().to_ascii().to_ascii_lowercase();
+            let known = zone.iter().any(|(n, _)| *n == qname);
+            let answers: Vec<&RData> = zone
+                .iter()
+                .filter(|(n, r)| *n == qname && r.record_type() == query.query_type())
+                .map(|(_, r)| r)
+                .collect();
+            if !known {
+                response.metadata.response_code = ResponseCode::NXDomain;
+                response.add_authority(soa());
+            } else if answers.is_empty() {
+                response.add_authority(soa());
+            }
+            for rdata in answers {
+                response.add_answer(Record::from_rdata(query.name().clone(), 1, rdata.clone()));
+            }
+            let _ = socket.send_to(&response.to_vec().unwrap(), peer);
+        }
+    });
+    addr
+}
+
+fn soa() -> Record {
+    let n = |s: &str| Name::from_ascii(s).unwrap();
+    Record::from_rdata(
+        n("test."),
+        1,
+        RData::SOA(SOA::new(
+            n("ns.test."),
+            n("hm.test."),
+            1,
+            3600,
+            600,
+            86400,
+            1,
+        )),
+    )
+}
+
+fn mx(preference: u16, exchange: &str) -> RData {
+    RData::MX(MX::new(
+        preference,
+        Name::from_ascii(format!("{exchange}.")).unwrap(),
+    ))
+}
+
+fn a(ip: [u8; 4]) -> RData {
+    RData::A(A(ip.into()))
+}
+
+/// A tree that relays remote mail with RemoteDelivery (these parameters), failed recipients
+/// going to a `bounces` processor that keeps them in `var/mail/bounces/`.
+fn tree(params: &str) -> String {
+    format!(
+        r#"
+    <processor name="root">
+      <mailet match="All" class="ToProcessor"><processor>transport</processor></mailet>
+    </processor>
+    <processor name="transport">
+      <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+      <mailet match="All" class="RemoteDelivery">
+        <outgoing>file://var/mail/outgoing/</outgoing>
+        <heloName>relay.example.test</heloName>
+        <timeout>5000</timeout>
+        <connectiontimeout>2000</connectiontimeout>
+        {params}
+      </mailet>
+    </processor>
+    <processor name="bounces">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/bounces/</repositoryPath></mailet>
+    </processor>
+    <processor name="error">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>
+    </processor>
+"#
+    )
+}
+
+fn start(params: &str, dns: Option<SocketAddr>) -> Server {
+    let tree = tree(params);
+    let extra = match dns {
+        Some(dns) => format!(
+            "<dnsserver><servers><server>{dns}</server></servers><autodiscover>false</autodiscover></dnsserver>"
+        ),
+        None => String::new(),
+    };
+    Server::start_setup(&Setup {
+        tree: &tree,
+        extra: &extra,
+        ..Setup::default()
+    })
+}
+
+/// `..leading dot` on the wire to Mailroom is `.leading dot` stored, and must be stuffed again.
+const MESSAGE: &str = "From: a@localhost\nSubject: out\n\nHello\n..leading dot\n";
+
+fn send(server: &Server, to: &[&str]) {
+    server.smtp().send_mail("sender@localhost", to, MESSAGE);
+}
+
+fn bounces(server: &Server) -> Vec<serde_json::Value> {
+    envelopes(&server.path("var/mail/bounces"))
+}
+
+#[test]
+fn mx_preference_with_the_first_mx_down_implicit_mx_and_null_mx() {
+    let sink = Sink::start();
+    let dns = start_dns(vec![
+        // The preferred exchanger is down (nothing listens on 127.0.0.2).
+        ("pref.test", mx(10, "down.pref.test")),
+        ("pref.test", mx(20, "up.pref.test")),
+        ("down.pref.test", a([127, 0, 0, 2])),
+        ("up.pref.test", a([127, 0, 0, 1])),
+        // No MX: the domain's own address.
+        ("plain.test", a([127, 0, 0, 1])),
+        // RFC 7505: no mail at all.
+        ("null.test", RData::MX(MX::new(0, Name::root()))),
+    ]);
+    let server = start(
+        &format!(
+            "<mxPort>{}</mxPort><bounceProcessor>bounces</bounceProcessor>",
+            sink.port
+        ),
+        Some(dns),
+    );
+    send(
+        &server,
+        &["alice@pref.test", "bob@plain.test", "carol@null.test"],
+    );
+    let alice = sink.wait_for("alice@pref.test");
+    let bob = sink.wait_for("bob@plain.test");
+    // One transaction per domain, the message dot-stuffed on the wire and intact.
+    assert_eq!(alice.rcpts, vec!["alice@pref.test"]);
+    assert_eq!(bob.rcpts, vec!["bob@plain.test"]);
+    assert!(
+        alice.from.starts_with("<sender@localhost> SIZE="),
+        "{}",
+        alice.from
+    );
+    assert_eq!(alice.helo, "relay.example.test");
+    assert!(
+        alice.data.contains("\r\n..leading dot\r\n"),
+        "{}",
+        alice.data
+    );
+    assert!(alice.data.contains("Subject: out\r\n"));
+    wait_for("the null MX bounce", || bounces(&server).len() == 1);
+    let bounce = &bounces(&server)[0];
+    assert_eq!(bounce["recipients"], serde_json::json!(["carol@null.test"]));
+    assert!(bounce["error_message"]
+        .as_str()
+        .unwrap()
+        .contains("null MX"));
+    assert_eq!(
+        bounce["attributes"]["mailroom.delivery.status"]["value"],
+        "5.1.10"
+    );
+    let log = server.log();
+    assert!(
+        log.contains("rcpt=alice@pref.test status=delivered host=up.pref.test[127.0.0.1]"),
+        "{log}"
+    );
+    assert!(log.contains("down.pref.test"), "{log}");
+    assert!(log.contains("rcpt=carol@null.test status=failed"), "{log}");
+    // The outgoing spool is empty once all is done.
+    wait_for("empty outgoing spool", || {
+        envelopes(&server.path("var/mail/outgoing")).is_empty()
+    });
+}
+
+#[test]
+fn permanent_refusals_go_to_the_bounce_processor_with_the_remote_reply() {
+    let sink = Sink::start();
+    sink.answer(
+        "nobody@x.test",
+        &["550 5.1.1 <nobody@x.test>: no such user"],
+    );
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><bounceProcessor>bounces</bounceProcessor><sendpartial>true</sendpartial>",
+            sink.port
+        ),
+        None,
+    );
+    send(&server, &["ok@x.test", "nobody@x.test"]);
+    sink.wait_for("ok@x.test");
+    wait_for("the bounce", || bounces(&server).len() == 1);
+    let bounce = &bounces(&server)[0];
+    assert_eq!(bounce["recipients"], serde_json::json!(["nobody@x.test"]));
+    assert_eq!(bounce["sender"], "sender@localhost");
+    let error = bounce["error_message"].as_str().unwrap();
+    assert!(
+        error.contains("550 5.1.1 <nobody@x.test>: no such user"),
+        "{error}"
+    );
+    let attr = |name: &str| {
+        bounce["attributes"][name]["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(attr("mailroom.delivery.status"), "5.1.1");
+    assert_eq!(attr("mailroom.delivery.remote-mta"), "127.0.0.1");
+    assert!(attr("mailroom.delivery.diagnostic").contains("550 5.1.1"));
+    assert!(attr("delivery-error").contains("no such user"));
+    let log = server.log();
+    assert!(log.contains("rcpt=nobody@x.test status=failed"), "{log}");
+    assert!(log.contains("next=bounces"), "{log}");
+}
+
+#[test]
+fn a_gateway_carries_every_domain_in_one_transaction() {
+    let sink = Sink::start();
+    // The first gateway is down; the second takes the mail.
+    let down = crate::harness::free_port();
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{down}</gateway><gateway>127.0.0.1:{}</gateway>",
+            sink.port
+        ),
+        None,
+    );
+    send(&server, &["a@one.test", "b@two.test"]);
+    let mail = sink.wait_for("a@one.test");
+    assert_eq!(mail.rcpts, vec!["a@one.test", "b@two.test"]);
+    assert_eq!(sink.received().len(), 1);
+}
+
+#[test]
+fn a_4xx_is_retried_and_the_schedule_survives_a_restart() {
+    let sink = Sink::start();
+    sink.answer("later@x.test", &["451 4.3.0 try again later"]);
+    let mut server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><delayTime>4 seconds</delayTime><maxRetries>3</maxRetries>",
+            sink.port
+        ),
+        None,
+    );
+    let sent = Instant::now();
+    send(&server, &["later@x.test"]);
+    wait_for("the deferral", || {
+        server.log().contains("rcpt=later@x.test status=deferred")
+    });
+    assert!(server.log().contains("451 4.3.0 try again later"));
+    // Stopped while the mail waits for its retry, started again: delivered then, not lost,
+    // and not before its time.
+    assert_eq!(server.terminate().code(), Some(0));
+    assert!(sink.received().is_empty());
+    server.spawn();
+    let mail = sink.wait_for("later@x.test");
+    assert!(
+        sent.elapsed() >= Duration::from_secs(4),
+        "retried too early"
+    );
+    assert_eq!(mail.rcpts, vec!["later@x.test"]);
+    let log = server.log();
+    assert!(log.contains("rcpt=later@x.test status=delivered"), "{log}");
+    assert_eq!(sink.received().len(), 1);
+}
+
+#[test]
+fn max_retries_exhausted_fails_the_recipient() {
+    let sink = Sink::start();
+    sink.answer("busy@x.test", &["452 4.2.2 mailbox full"; 10]);
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><delayTime>1 * 1 second</delayTime><maxRetries>1</maxRetries><bounceProcessor>bounces</bounceProcessor>",
+            sink.port
+        ),
+        None,
+    );
+    send(&server, &["busy@x.test"]);
+    wait_for("the bounce after 2 attempts", || {
+        bounces(&server).len() == 1
+    });
+    let bounce = &bounces(&server)[0];
+    let error = bounce["error_message"].as_str().unwrap();
+    assert!(error.contains("452 4.2.2 mailbox full"), "{error}");
+    assert!(error.contains("gave up after 2 attempts"), "{error}");
+    assert_eq!(
+        bounce["attributes"]["mailroom.delivery.status"]["value"],
+        "4.2.2"
+    );
+    let log = server.log();
+    assert_eq!(
+        log.matches("rcpt=busy@x.test status=deferred").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("rcpt=busy@x.test status=failed").count(),
+        1,
+        "{log}"
+    );
+    assert!(sink.received().is_empty());
+}
+
+/// The embedded default configuration, as shipped, with only its ports, its DNS server and
+/// the MX port moved onto the test's.
+#[test]
+fn the_embedded_default_relays_remote_mail_from_loopback() {
+    const DEFAULT: &str = include_str!("../../crates/config/default-config.xml");
+    let sink = Sink::start();
+    let dns = start_dns(vec![
+        ("far.test", mx(10, "mx.far.test")),
+        ("mx.far.test", a([127, 0, 0, 1])),
+    ]);
+    let (smtp_port, pop3_port) = (crate::harness::free_port(), crate::harness::free_port());
+    let replace = |s: String, from: &str, to: &str| {
+        assert!(s.contains(from), "the default config no longer has {from}");
+        s.replace(from, to)
+    };
+    let mut xml = DEFAULT.to_string();
+    xml = replace(
+        xml,
+        "<port>2525</port>",
+        &format!("<port>{smtp_port}</port>"),
+    );
+    xml = replace(
+        xml,
+        "<port>1110</port>",
+        &format!("<port>{pop3_port}</port>"),
+    );
+    xml = replace(
+        xml,
+        "<maxRetries>25</maxRetries>",
+        &format!("<maxRetries>25</maxRetries><mxPort>{}</mxPort>", sink.port),
+    );
+    xml = replace(
+        xml,
+        "<servers/>",
+        &format!("<servers><server>{dns}</server></servers>"),
+    );
+    xml = replace(
+        xml,
+        "<autodiscover>true</autodiscover>",
+        "<autodiscover>false</autodiscover>",
+    );
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config.xml");
+    std::fs::write(&config, xml).unwrap();
+    let log = home.path().join("server.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("--home")
+        .arg(home.path())
+        .env("RUST_LOG", "info")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    wait_for("the server's SMTP port", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "exited with {status}: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        TcpStream::connect(("127.0.0.1", smtp_port)).is_ok()
+    });
+    let _child = Kill(child);
+    crate::harness::Smtp::connect(smtp_port).send_mail("me@localhost", &["bob@far.test"], MESSAGE);
+    let mail = sink.wait_for("bob@far.test");
+    assert!(mail.data.contains("Subject: out\r\n"));
+    assert!(mail.from.starts_with("<me@localhost>"));
+
+    // A refused recipient comes back to the (local) sender as a delivery status notification.
+    let added = std::process::Command::new(crate::harness::BIN)
+        .args(["user", "add", "me", "--password", "a long secret"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--home")
+        .arg(home.path())
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    sink.answer(
+        "gone@far.test",
+        &["550 5.1.1 <gone@far.test>: no such user"],
+    );
+    crate::harness::Smtp::connect(smtp_port).send_mail("me@localhost", &["gone@far.test"], MESSAGE);
+    let inbox = home.path().join("var/mail/inboxes/me");
+    wait_for("the DSN in the sender's Maildir", || {
+        !crate::harness::maildir_messages(&inbox).is_empty()
+    });
+    let dsn = String::from_utf8(crate::harness::maildir_messages(&inbox).remove(0)).unwrap();
+    for field in [
+        "Return-Path: <>",
+        "report-type=\"delivery-status\"",
+        "Final-Recipient: rfc822; gone@far.test",
+        "Action: failed",
+        "Status: 5.1.1",
+        "Diagnostic-Code: smtp; 550 5.1.1 <gone@far.test>: no such user",
+    ] {
+        assert!(dsn.contains(field), "{field} not in {dsn}");
+    }
+}
