@@ -31,6 +31,21 @@ struct Received {
 #[derive(Default)]
 struct Rules {
     rcpt: HashMap<String, Vec<String>>,
+    /// What the next connections do wrong, one each, in order; then they behave.
+    faults: Vec<Fault>,
+}
+
+/// A way for a sink's connection to misbehave.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Greets, then never answers (until the client goes away).
+    HangAfterGreeting,
+    /// Takes part of the data, then closes the connection.
+    DropMidData,
+    /// Answers EHLO with something that is not an SMTP reply.
+    Garbage,
+    /// Answers EHLO with a line far longer than any reply line.
+    OverlongLine,
 }
 
 /// A catching SMTP server on 127.0.0.1.
@@ -73,6 +88,11 @@ impl Sink {
         );
     }
 
+    /// The next connections misbehave like this, one fault each.
+    fn faults(&self, faults: &[Fault]) {
+        self.rules.lock().unwrap().faults = faults.to_vec();
+    }
+
     fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
@@ -101,6 +121,10 @@ fn session(
     let mut reader = BufReader::new(stream);
     let mut say = |text: &str| writer.write_all(format!("{text}\r\n").as_bytes());
     say("220 sink.test ESMTP")?;
+    let fault = {
+        let mut rules = rules.lock().unwrap();
+        (!rules.faults.is_empty()).then(|| rules.faults.remove(0))
+    };
     let mut mail = Received {
         helo: String::new(),
         from: String::new(),
@@ -114,9 +138,16 @@ fn session(
         }
         let line = line.trim_end().to_string();
         let upper = line.to_ascii_uppercase();
-        if upper.starts_with("EHLO") {
+        if matches!(fault, Some(Fault::HangAfterGreeting)) {
+            continue;
+        }
+        if upper.starts_with("EHLO") && matches!(fault, Some(Fault::Garbage)) {
+            say("hello there, this is not SMTP at all")?;
+        } else if upper.starts_with("EHLO") && matches!(fault, Some(Fault::OverlongLine)) {
+            say(&format!("250 {}", "x".repeat(100_000)))?;
+        } else if upper.starts_with("EHLO") {
             mail.helo = line[5..].to_string();
-            say("250-sink.test\r\n250-SIZE 1000000\r\n250 8BITMIME")?;
+            say("250-sink.test\r\n250-SIZE 100000000\r\n250 8BITMIME")?;
         } else if upper.starts_with("MAIL FROM:") {
             mail.from = line[10..].to_string();
             mail.rcpts.clear();
@@ -145,6 +176,10 @@ fn session(
                 if reader.read_line(&mut l)? == 0 {
                     return Ok(());
                 }
+                if matches!(fault, Some(Fault::DropMidData)) && data.len() > 10 {
+                    // Closed with the data half read: the client must not count it delivered.
+                    return Ok(());
+                }
                 if l == ".\r\n" {
                     break;
                 }
@@ -163,6 +198,7 @@ fn session(
 }
 
 /// A DNS server for the test zone: names → records (`"."` as an MX exchange is a null MX).
+/// Names under `servfail.test` get SERVFAIL, names under `silent.test` no answer at all.
 fn start_dns(zone: Vec<(&str, RData)>) -> SocketAddr {
     let zone: Vec<(String, RData)> = zone
         .into_iter()
@@ -184,6 +220,14 @@ fn start_dns(zone: Vec<(&str, RData)>) -> SocketAddr {
             response.metadata.recursion_available = true;
             response.add_query(query.clone());
             let qname = query.name().to_ascii().to_ascii_lowercase();
+            if qname.ends_with("silent.test.") {
+                continue;
+            }
+            if qname.ends_with("servfail.test.") {
+                response.metadata.response_code = ResponseCode::ServFail;
+                let _ = socket.send_to(&response.to_vec().unwrap(), peer);
+                continue;
+            }
             let known = zone.iter().any(|(n, _)| *n == qname);
             let answers: Vec<&RData> = zone
                 .iter()
@@ -589,4 +633,133 @@ fn the_embedded_default_relays_remote_mail_from_loopback() {
     ] {
         assert!(dsn.contains(field), "{field} not in {dsn}");
     }
+}
+
+/// A message far larger than any buffer: streamed from the spool to the socket, and intact
+/// at the far end (its dot-stuffed lines included).
+#[test]
+fn a_large_message_is_streamed_intact() {
+    let sink = Sink::start();
+    let server = start(&format!("<gateway>127.0.0.1:{}</gateway>", sink.port), None);
+    let mut message = String::from("From: a@localhost\r\nSubject: big\r\n\r\n");
+    let mut i = 0u64;
+    while message.len() < 20 * 1024 * 1024 {
+        message.push_str(&format!(".line {i:010} {}\r\n", "y".repeat(60)));
+        i += 1;
+    }
+    // On the wire to Mailroom every leading dot is doubled.
+    let stuffed = message.replace("\r\n.", "\r\n..");
+    let mut smtp = server.smtp();
+    smtp.cmd("EHLO client.test");
+    assert!(smtp.cmd("MAIL FROM:<sender@localhost>").starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<big@x.test>").starts_with("250"));
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(stuffed.as_bytes());
+    smtp.send(b".\r\n");
+    assert!(smtp.reply().starts_with("250"));
+    let mail = sink.wait_for("big@x.test");
+    // The sink keeps the data as it came (still stuffed): what was sent in, after the
+    // Received: field Mailroom adds on top.
+    assert!(mail.data.starts_with("Received: "), "no trace field");
+    let added = mail.data.len() - stuffed.len();
+    assert!(added < 1024, "{added} octets more than sent");
+    assert!(
+        mail.data[added..] == stuffed[..],
+        "the message changed on the way"
+    );
+    assert!(server.log().contains("rcpt=big@x.test status=delivered"));
+}
+
+fn faulty(fault: Fault) -> (Sink, Server) {
+    let sink = Sink::start();
+    sink.faults(&[fault]);
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><delayTime>1 second</delayTime><maxRetries>5</maxRetries><bounceProcessor>bounces</bounceProcessor>",
+            sink.port
+        ),
+        None,
+    );
+    (sink, server)
+}
+
+/// A faulty first connection is deferred with `reason`; the retry delivers exactly once.
+fn retried_after(fault: Fault, reason: &str) {
+    let (sink, server) = faulty(fault);
+    send(&server, &["r@x.test"]);
+    let mail = sink.wait_for("r@x.test");
+    assert_eq!(mail.rcpts, vec!["r@x.test"]);
+    wait_for("the delivered line", || {
+        server.log().contains("rcpt=r@x.test status=delivered")
+    });
+    let log = server.log();
+    assert!(log.contains("rcpt=r@x.test status=deferred"), "{log}");
+    assert!(log.contains(reason), "{reason} not in {log}");
+    assert_eq!(
+        log.matches("rcpt=r@x.test status=delivered").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(sink.received().len(), 1);
+    assert!(bounces(&server).is_empty());
+    wait_for("empty outgoing spool", || {
+        envelopes(&server.path("var/mail/outgoing")).is_empty()
+    });
+}
+
+#[test]
+fn a_server_that_hangs_after_the_greeting_times_out_and_is_retried() {
+    retried_after(Fault::HangAfterGreeting, "timed out waiting for a reply");
+}
+
+#[test]
+fn a_connection_dropped_mid_data_is_not_delivered_and_is_retried() {
+    retried_after(Fault::DropMidData, "connection closed by the server");
+}
+
+#[test]
+fn garbage_replies_are_retried_cleanly() {
+    retried_after(Fault::Garbage, "not an SMTP reply");
+}
+
+#[test]
+fn an_overlong_reply_line_is_retried_cleanly() {
+    retried_after(Fault::OverlongLine, "longer than 4096 octets");
+}
+
+/// SERVFAIL and a DNS server that never answers are temporary (deferred, retried, no
+/// bounce); NXDOMAIN is permanent (the bounce processor at once).
+#[test]
+fn dns_servfail_and_timeouts_are_retried_nxdomain_bounces() {
+    let dns = start_dns(vec![("known.test", a([127, 0, 0, 1]))]);
+    let server = start(
+        "<mxPort>9</mxPort><delayTime>1 second</delayTime><maxRetries>50</maxRetries><bounceProcessor>bounces</bounceProcessor>",
+        Some(dns),
+    );
+    send(
+        &server,
+        &["a@servfail.test", "b@silent.test", "c@nowhere.test"],
+    );
+    wait_for("the NXDOMAIN bounce", || bounces(&server).len() == 1);
+    let bounce = &bounces(&server)[0];
+    assert_eq!(bounce["recipients"], serde_json::json!(["c@nowhere.test"]));
+    assert_eq!(
+        bounce["attributes"]["mailroom.delivery.status"]["value"],
+        "5.1.2"
+    );
+    wait_for("two attempts of each temporary failure", || {
+        let log = server.log();
+        log.matches("rcpt=a@servfail.test status=deferred").count() >= 2
+            && log.matches("rcpt=b@silent.test status=deferred").count() >= 2
+    });
+    let log = server.log();
+    assert!(!log.contains("rcpt=a@servfail.test status=failed"), "{log}");
+    assert!(!log.contains("rcpt=b@silent.test status=failed"), "{log}");
+    assert_eq!(bounces(&server).len(), 1);
+    assert_eq!(
+        log.matches("rcpt=c@nowhere.test status=failed").count(),
+        1,
+        "{log}"
+    );
 }

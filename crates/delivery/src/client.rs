@@ -11,15 +11,19 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mailroom_mailet::MailAddress;
+use mailroom_mailet::{MailAddress, Message};
 use mailroom_net::dot::DotEncoder;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use mailroom_store::BlockingReader;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// The longest reply line accepted (RFC 5321 says 512; servers write longer texts).
 pub const MAX_LINE: usize = 4096;
 /// The most lines in one multi-line reply.
 pub const MAX_LINES: usize = 100;
+
+/// The most octets of the message read from storage and written to the socket at a time.
+pub const DATA_CHUNK: usize = 64 * 1024;
 
 /// A server's reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,8 +110,8 @@ pub struct Envelope<'a> {
     pub sender: Option<&'a MailAddress>,
     /// `RCPT TO`, in order.
     pub recipients: &'a [MailAddress],
-    /// The message as stored.
-    pub message: &'a [u8],
+    /// The message as stored: streamed from storage during DATA, never read whole.
+    pub message: &'a Message,
 }
 
 /// Connection settings.
@@ -186,7 +190,7 @@ impl Session {
                         .unwrap_or(0)
                 })
         });
-        let size = envelope.message.len() as u64;
+        let size = envelope.message.size();
         if let Some(limit) = size_limit.filter(|&l| l > 0 && size > l) {
             let reply = Reply::local(
                 552,
@@ -305,12 +309,33 @@ impl Session {
         }
     }
 
-    async fn send_data(&mut self, message: &[u8]) -> Result<(), HostError> {
+    /// Streams the message from storage in [`DATA_CHUNK`] pieces (read on the blocking pool,
+    /// dot-stuffed, written under the `<timeout>`), then the final `.`. A message that cannot
+    /// be read to its end is never ended with the `.`: the connection is dropped instead, so
+    /// the server discards it and nothing truncated is delivered.
+    async fn send_data(&mut self, message: &Message) -> Result<(), HostError> {
+        let addr = self.addr;
+        let unreadable = |e: std::io::Error| {
+            HostError(format!(
+                "{addr}: cannot read the message from the spool: {e}"
+            ))
+        };
+        let opened = message.clone();
+        let reader = tokio::task::spawn_blocking(move || opened.reader())
+            .await
+            .map_err(|e| unreadable(std::io::Error::other(e)))?
+            .map_err(unreadable)?;
+        let mut reader = BlockingReader::new(Box::new(reader));
         let mut encoder = DotEncoder::whole();
-        let mut out = Vec::with_capacity(64 * 1024 + 1024);
-        for chunk in message.chunks(64 * 1024) {
+        let mut chunk = vec![0u8; DATA_CHUNK];
+        let mut out = Vec::with_capacity(DATA_CHUNK + DATA_CHUNK / 8);
+        loop {
+            let n = reader.read(&mut chunk).await.map_err(unreadable)?;
+            if n == 0 {
+                break;
+            }
             out.clear();
-            encoder.encode(chunk, &mut out);
+            encoder.encode(&chunk[..n], &mut out);
             self.write(&out).await?;
         }
         out.clear();

@@ -65,17 +65,7 @@ impl Worker {
             Some(AttributeValue::Number(n)) if *n >= 0.0 => *n as u32 + 1,
             _ => 1,
         };
-        let results = match read_message(&mail).await {
-            Ok(message) => self.attempt(&mail, &message).await,
-            Err(e) => mail
-                .recipients()
-                .iter()
-                .map(|r| {
-                    let text = format!("cannot read the message: {e}");
-                    (r.clone(), Result1::Temporary { host: None, text })
-                })
-                .collect(),
-        };
+        let results = self.attempt(&mail).await;
         let retry = attempt <= self.settings.max_retries;
         let delay = self.settings.delay_before(attempt);
         let mut failed = Vec::new();
@@ -182,7 +172,7 @@ impl Worker {
     }
 
     /// One attempt for every recipient: each domain's on its own connection.
-    async fn attempt(&self, mail: &Mail, message: &[u8]) -> Vec<(MailAddress, Result1)> {
+    async fn attempt(&self, mail: &Mail) -> Vec<(MailAddress, Result1)> {
         let mut groups: Vec<(String, Vec<MailAddress>)> = Vec::new();
         for rcpt in mail.recipients() {
             // Through a gateway, one connection carries every recipient.
@@ -198,7 +188,7 @@ impl Worker {
         }
         let mut results = Vec::new();
         for (domain, rcpts) in groups {
-            results.extend(self.deliver_domain(mail, message, &domain, rcpts).await);
+            results.extend(self.deliver_domain(mail, &domain, rcpts).await);
         }
         results
     }
@@ -206,7 +196,6 @@ impl Worker {
     async fn deliver_domain(
         &self,
         mail: &Mail,
-        message: &[u8],
         domain: &str,
         rcpts: Vec<MailAddress>,
     ) -> Vec<(MailAddress, Result1)> {
@@ -255,7 +244,7 @@ impl Worker {
                 let envelope = client::Envelope {
                     sender: mail.sender(),
                     recipients: &pending,
-                    message,
+                    message: &mail.message,
                 };
                 match client::deliver(addr, &client, &envelope).await {
                     Err(e) => {
@@ -348,12 +337,4 @@ fn status_in(text: &str) -> Option<String> {
                     .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
         })
         .map(str::to_string)
-}
-
-/// The message's octets, read on the blocking pool (a stored body is a file).
-async fn read_message(mail: &Mail) -> std::io::Result<Vec<u8>> {
-    let message = mail.message.clone();
-    tokio::task::spawn_blocking(move || message.to_bytes())
-        .await
-        .map_err(std::io::Error::other)?
 }
