@@ -32,6 +32,7 @@ use mailroom_mailet::outcome::{Outcome, Status};
 use mailroom_mailet::{
     derived_mail_name, state, Mail, Mailet, MailetConfig, MailetContext, MailetError,
 };
+use mailroom_spool::leases::{self, Leases};
 use mailroom_spool::Registry;
 use mailroom_store::SpoolRepository;
 use tokio::sync::watch;
@@ -148,6 +149,7 @@ impl RemoteDeliveries {
     ) -> Workers {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
+        let mut renewers = Vec::new();
         for instance in self.instances() {
             let Some(outgoing) = instance.spool.get().cloned() else {
                 continue;
@@ -159,8 +161,11 @@ impl RemoteDeliveries {
                 gateways = ?settings.gateways,
                 "remote delivery started"
             );
+            let leases = Leases::new(outgoing.clone());
+            renewers.push(runtime.spawn(leases.clone().renew_forever(leases::SCAN)));
             let shared = Arc::new(worker::Worker {
                 settings: settings.clone(),
+                leases,
                 outgoing,
                 spool: spool.clone(),
                 resolver: resolver.clone(),
@@ -169,7 +174,11 @@ impl RemoteDeliveries {
                 tasks.push(runtime.spawn(worker::run(shared.clone(), stopped.clone())));
             }
         }
-        Workers { stop, tasks }
+        Workers {
+            stop,
+            tasks,
+            renewers,
+        }
     }
 }
 
@@ -177,6 +186,8 @@ impl RemoteDeliveries {
 pub struct Workers {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The lease-renewing task of each outgoing spool.
+    renewers: Vec<JoinHandle<()>>,
 }
 
 impl Workers {
@@ -188,6 +199,9 @@ impl Workers {
         let all = futures_join(self.tasks);
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!("remote delivery: deliveries still running at shutdown were abandoned; they are retried at the next start");
+        }
+        for renewer in self.renewers {
+            renewer.abort();
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use mailroom_dns::Resolver;
 use mailroom_mailet::outcome::{Outcome, Status};
 use mailroom_mailet::{state, AttributeValue, Mail, MailAddress};
+use mailroom_spool::leases::Leases;
 use mailroom_store::{Leased, SpoolRepository};
 use tokio::sync::watch;
 
@@ -25,6 +26,11 @@ pub(crate) struct Worker {
     /// The main spool, where failed recipients go.
     pub spool: Arc<dyn SpoolRepository>,
     pub resolver: Arc<Resolver>,
+    /// Keeps the lease of every mail in delivery alive (renewed once half of it has passed,
+    /// by the outgoing spool's one renewing task), so that a delivery longer than the lease
+    /// (a slow server: up to `<timeout>` per reply, for every host) never sees its mail taken
+    /// over by another worker and sent twice.
+    pub leases: Arc<Leases>,
 }
 
 /// How long one lease call waits for a due mail (and so how soon a stop is seen when idle).
@@ -61,6 +67,9 @@ enum Result1 {
 impl Worker {
     async fn deliver(&self, leased: Leased) {
         let Leased { mut mail, token } = leased;
+        // Held until the mail is completed or requeued (renewal keeps the token's id, so the
+        // token in hand stays valid).
+        let _held = self.leases.hold(&token);
         let attempt = match mail.attribute(ATTEMPTS) {
             Some(AttributeValue::Number(n)) if *n >= 0.0 => *n as u32 + 1,
             _ => 1,
@@ -337,4 +346,122 @@ fn status_in(text: &str) -> Option<String> {
                     .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
         })
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailroom_mailet::{Envelope, Message};
+    use mailroom_store::file::LogSpool;
+    use mailroom_store::Blocking;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    /// An SMTP server that takes the data, then waits `delay` before its 250.
+    async fn slow_server(delay: Duration) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = sessions.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 slow\r\n").await.unwrap();
+                    let mut in_data = false;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let reply: &[u8] = if in_data {
+                            if line != "." {
+                                continue;
+                            }
+                            in_data = false;
+                            tokio::time::sleep(delay).await;
+                            b"250 2.0.0 at last\r\n"
+                        } else if line == "DATA" {
+                            in_data = true;
+                            b"354 go on\r\n"
+                        } else if line == "QUIT" {
+                            b"221 bye\r\n"
+                        } else {
+                            b"250 ok\r\n"
+                        };
+                        if write.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, sessions)
+    }
+
+    /// A delivery longer than twice the outgoing spool's lease keeps its mail: no other
+    /// worker can lease it meanwhile, and it is sent once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_longer_than_the_lease_keeps_its_mail() {
+        let lease = Duration::from_secs(3);
+        let (port, sessions) = slow_server(lease * 2).await;
+        let dir = tempfile::tempdir().unwrap();
+        let outgoing: Arc<dyn SpoolRepository> = Arc::new(Blocking::new(
+            LogSpool::open(dir.path())
+                .unwrap()
+                .with_lease_duration(lease),
+        ));
+        let main_dir = tempfile::tempdir().unwrap();
+        let spool: Arc<dyn SpoolRepository> =
+            Arc::new(Blocking::new(LogSpool::open(main_dir.path()).unwrap()));
+        let config = mailroom_mailet::MailetConfig {
+            name: "RemoteDelivery".into(),
+            params: [
+                ("outgoing", "file://var/mail/outgoing/".to_string()),
+                ("gateway", format!("127.0.0.1:{port}")),
+                ("timeout", "30000".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        };
+        let (settings, _) = Settings::parse(&config, "relay.test").unwrap();
+        let leases = Leases::new(outgoing.clone());
+        let renewer = tokio::spawn(leases.clone().renew_forever(Duration::from_millis(100)));
+        let worker = Arc::new(Worker {
+            settings,
+            outgoing: outgoing.clone(),
+            spool,
+            resolver: Arc::new(Resolver::new(&Default::default()).unwrap()),
+            leases,
+        });
+        let mail = Mail::new(
+            Envelope::new(
+                "slow-1",
+                Some(MailAddress::parse("s@example.test").unwrap()),
+                vec![MailAddress::parse("r@far.test").unwrap()],
+            ),
+            Message::from_bytes(b"Subject: slow\r\n\r\nbody\r\n"),
+        );
+        outgoing.store(&mail).await.unwrap();
+        let leased = outgoing
+            .lease(Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap();
+        let delivering = tokio::spawn({
+            let worker = worker.clone();
+            async move { worker.deliver(leased).await }
+        });
+        // Past the first lease's end, and well into a second one: still ours.
+        tokio::time::sleep(lease + lease / 2).await;
+        assert!(!delivering.is_finished());
+        assert!(outgoing
+            .lease(Duration::from_millis(lease.as_millis() as u64))
+            .await
+            .unwrap()
+            .is_none());
+        delivering.await.unwrap();
+        assert!(outgoing.list().await.unwrap().is_empty());
+        assert_eq!(sessions.load(std::sync::atomic::Ordering::SeqCst), 1);
+        renewer.abort();
+    }
 }
