@@ -763,3 +763,52 @@ fn dns_servfail_and_timeouts_are_retried_nxdomain_bounces() {
         "{log}"
     );
 }
+
+/// `kill -9` while mails are being relayed: after the restart every mail that got its 250 is
+/// delivered at least once (duplicates allowed, losses not).
+#[test]
+fn kill_9_during_remote_delivery_loses_nothing() {
+    let sink = Sink::start();
+    let mut server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><delayTime>1 second</delayTime>",
+            sink.port
+        ),
+        None,
+    );
+    let port = server.smtp_port;
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let sender = {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            let _ = std::panic::catch_unwind(move || {
+                let mut smtp = crate::harness::Smtp::connect(port);
+                smtp.cmd("EHLO crash");
+                for i in 0..300 {
+                    smtp.cmd("MAIL FROM:<s@localhost>");
+                    let rcpt = format!("m{i}@x.test");
+                    smtp.cmd(&format!("RCPT TO:<{rcpt}>"));
+                    smtp.cmd("DATA");
+                    if smtp
+                        .cmd(&format!("Subject: {i}\r\n\r\nbody {i}\r\n."))
+                        .starts_with("250")
+                    {
+                        accepted.lock().unwrap().push(rcpt);
+                    }
+                }
+            });
+        })
+    };
+    wait_for("some remote deliveries", || sink.received().len() >= 20);
+    server.kill();
+    let _ = sender.join();
+    let accepted: Vec<String> = accepted.lock().unwrap().clone();
+    assert!(accepted.len() >= 20, "only {} accepted", accepted.len());
+    server.spawn();
+    let delivered = || -> std::collections::HashSet<String> {
+        sink.received().into_iter().flat_map(|m| m.rcpts).collect()
+    };
+    wait_for("every accepted mail delivered", || {
+        accepted.iter().all(|r| delivered().contains(r))
+    });
+}
