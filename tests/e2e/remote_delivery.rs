@@ -5,7 +5,7 @@
 //! of 127.0.0.0/8 other than 127.0.0.1 on which nothing listens.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use hickory_resolver::proto::op::{Message, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, MX, SOA};
 use hickory_resolver::proto::rr::{Name, RData, Record};
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+use base64::Engine;
 
 use crate::delivery::envelopes;
 use crate::harness::{wait_for, Server, Setup};
@@ -21,9 +25,16 @@ use crate::harness::{wait_for, Server, Setup};
 #[derive(Clone, Debug)]
 struct Received {
     helo: String,
+    /// After `MAIL FROM:`, parameters included.
     from: String,
     rcpts: Vec<String>,
+    /// Each `RCPT TO:`'s parameters (after the address), in order.
+    rcpt_params: Vec<String>,
     data: String,
+    /// Whether the mail came over TLS (STARTTLS).
+    tls: bool,
+    /// The user name the client authenticated as.
+    auth: Option<String>,
 }
 
 /// How a sink answers: `RCPT` replies by recipient (`None`: 250), consumed in order when a
@@ -33,28 +44,46 @@ struct Rules {
     rcpt: HashMap<String, Vec<String>>,
 }
 
+/// What a sink offers beyond SIZE and 8BITMIME.
+#[derive(Clone, Default)]
+struct Offers {
+    /// STARTTLS with this certificate.
+    tls: Option<Arc<ServerConfig>>,
+    /// STARTTLS offered, then the handshake fails (the sink answers garbage).
+    broken_tls: bool,
+    /// AUTH PLAIN LOGIN (after TLS when `tls` is set), required before MAIL: user, password.
+    auth: Option<(String, String)>,
+}
+
 /// A catching SMTP server on 127.0.0.1.
 struct Sink {
     port: u16,
     received: Arc<Mutex<Vec<Received>>>,
     rules: Arc<Mutex<Rules>>,
+    /// How many STARTTLS commands it was sent.
+    starttls: Arc<Mutex<usize>>,
 }
 
 impl Sink {
     fn start() -> Sink {
-        Sink::on(TcpListener::bind("127.0.0.1:0").unwrap())
+        Sink::offering(Offers::default())
     }
 
-    fn on(listener: TcpListener) -> Sink {
+    fn offering(offers: Offers) -> Sink {
+        Sink::on(TcpListener::bind("127.0.0.1:0").unwrap(), offers)
+    }
+
+    fn on(listener: TcpListener, offers: Offers) -> Sink {
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let rules = Arc::new(Mutex::new(Rules::default()));
-        let (r, ru) = (received.clone(), rules.clone());
+        let starttls = Arc::new(Mutex::new(0));
+        let (r, ru, st) = (received.clone(), rules.clone(), starttls.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (r, ru) = (r.clone(), ru.clone());
+                let (r, ru, st, offers) = (r.clone(), ru.clone(), st.clone(), offers.clone());
                 std::thread::spawn(move || {
-                    let _ = session(stream, &r, &ru);
+                    let _ = session(stream, &r, &ru, &st, &offers);
                 });
             }
         });
@@ -62,6 +91,7 @@ impl Sink {
             port,
             received,
             rules,
+            starttls,
         }
     }
 
@@ -75,6 +105,10 @@ impl Sink {
 
     fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    fn starttls_count(&self) -> usize {
+        *self.starttls.lock().unwrap()
     }
 
     /// Waits until a mail for `rcpt` arrived; returns it.
@@ -91,38 +125,134 @@ impl Sink {
     }
 }
 
+/// A self-signed certificate for the sink's STARTTLS.
+fn tls_config() -> Arc<ServerConfig> {
+    let certified = rcgen::generate_simple_self_signed(vec!["sink.test".into()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    Arc::new(config)
+}
+
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
+fn say(io: &mut BufReader<Box<dyn ReadWrite>>, text: &str) -> std::io::Result<()> {
+    let stream = io.get_mut();
+    stream.write_all(format!("{text}\r\n").as_bytes())?;
+    stream.flush()
+}
+
+fn unbase64(text: &str) -> String {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 fn session(
     stream: TcpStream,
     received: &Mutex<Vec<Received>>,
     rules: &Mutex<Rules>,
+    starttls: &Mutex<usize>,
+    offers: &Offers,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let mut say = |text: &str| writer.write_all(format!("{text}\r\n").as_bytes());
-    say("220 sink.test ESMTP")?;
+    let mut io: BufReader<Box<dyn ReadWrite>> = BufReader::new(Box::new(stream));
+    say(&mut io, "220 sink.test ESMTP")?;
     let mut mail = Received {
         helo: String::new(),
         from: String::new(),
         rcpts: Vec::new(),
+        rcpt_params: Vec::new(),
         data: String::new(),
+        tls: false,
+        auth: None,
     };
-    loop {
+    let read = |io: &mut BufReader<Box<dyn ReadWrite>>| -> std::io::Result<Option<String>> {
         let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let line = line.trim_end().to_string();
+        Ok((io.read_line(&mut line)? > 0).then(|| line.trim_end().to_string()))
+    };
+    while let Some(line) = read(&mut io)? {
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
             mail.helo = line[5..].to_string();
-            say("250-sink.test\r\n250-SIZE 1000000\r\n250 8BITMIME")?;
+            let mut lines = vec!["250-sink.test", "250-SIZE 1000000"];
+            let tls_offered = offers.tls.is_some() || offers.broken_tls;
+            if tls_offered && !mail.tls {
+                lines.push("250-STARTTLS");
+            }
+            if offers.auth.is_some() && (mail.tls || !tls_offered) {
+                lines.push("250-AUTH PLAIN LOGIN");
+            }
+            lines.push("250 8BITMIME");
+            say(&mut io, &lines.join("\r\n"))?;
+        } else if upper == "STARTTLS" {
+            *starttls.lock().unwrap() += 1;
+            say(&mut io, "220 2.0.0 go ahead")?;
+            match &offers.tls {
+                Some(config) if !offers.broken_tls => {
+                    let plain = io.into_inner();
+                    let conn = ServerConnection::new(config.clone()).unwrap();
+                    io = BufReader::new(Box::new(StreamOwned::new(conn, plain)));
+                    mail.tls = true;
+                }
+                _ => {
+                    io.get_mut().write_all(b"this is not TLS at all\r\n")?;
+                    return Ok(());
+                }
+            }
+        } else if let Some(rest) = upper.strip_prefix("AUTH ") {
+            let user_pass = match rest.split_whitespace().next() {
+                Some("PLAIN") => {
+                    let token = match line.split_whitespace().nth(2) {
+                        Some(t) => t.to_string(),
+                        None => {
+                            say(&mut io, "334 ")?;
+                            read(&mut io)?.unwrap_or_default()
+                        }
+                    };
+                    let plain = unbase64(&token);
+                    let mut parts = plain.split('\0').skip(1);
+                    (
+                        parts.next().unwrap_or("").to_string(),
+                        parts.next().unwrap_or("").to_string(),
+                    )
+                }
+                Some("LOGIN") => {
+                    say(&mut io, "334 VXNlcm5hbWU6")?;
+                    let user = unbase64(&read(&mut io)?.unwrap_or_default());
+                    say(&mut io, "334 UGFzc3dvcmQ6")?;
+                    (user, unbase64(&read(&mut io)?.unwrap_or_default()))
+                }
+                _ => {
+                    say(&mut io, "504 5.5.4 unknown mechanism")?;
+                    continue;
+                }
+            };
+            if offers.auth.as_ref() == Some(&user_pass) {
+                mail.auth = Some(user_pass.0);
+                say(&mut io, "235 2.7.0 authenticated")?;
+            } else {
+                say(&mut io, "535 5.7.8 bad credentials")?;
+            }
         } else if upper.starts_with("MAIL FROM:") {
+            if offers.auth.is_some() && mail.auth.is_none() {
+                say(&mut io, "530 5.7.0 authentication required")?;
+                continue;
+            }
             mail.from = line[10..].to_string();
             mail.rcpts.clear();
-            say("250 2.1.0 ok")?;
+            mail.rcpt_params.clear();
+            say(&mut io, "250 2.1.0 ok")?;
         } else if upper.starts_with("RCPT TO:") {
-            let rcpt = line[8..].trim_matches(|c| c == '<' || c == '>').to_string();
+            let rest = &line[8..];
+            let (address, params) = rest.split_once('>').unwrap_or((rest, ""));
+            let rcpt = address.trim_start_matches('<').to_string();
             let reply = {
                 let mut rules = rules.lock().unwrap();
                 rules
@@ -131,18 +261,19 @@ fn session(
                     .and_then(|r| (!r.is_empty()).then(|| r.remove(0)))
             };
             match reply {
-                Some(reply) => say(&reply)?,
+                Some(reply) => say(&mut io, &reply)?,
                 None => {
                     mail.rcpts.push(rcpt);
-                    say("250 2.1.5 ok")?
+                    mail.rcpt_params.push(params.trim().to_string());
+                    say(&mut io, "250 2.1.5 ok")?
                 }
             }
         } else if upper == "DATA" {
-            say("354 go on")?;
+            say(&mut io, "354 go on")?;
             let mut data = String::new();
             loop {
                 let mut l = String::new();
-                if reader.read_line(&mut l)? == 0 {
+                if io.read_line(&mut l)? == 0 {
                     return Ok(());
                 }
                 if l == ".\r\n" {
@@ -152,14 +283,15 @@ fn session(
             }
             mail.data = data;
             received.lock().unwrap().push(mail.clone());
-            say("250 2.0.0 queued as 1")?;
+            say(&mut io, "250 2.0.0 queued as 1")?;
         } else if upper == "QUIT" {
-            say("221 bye")?;
+            say(&mut io, "221 bye")?;
             return Ok(());
         } else {
-            say("250 ok")?;
+            say(&mut io, "250 ok")?;
         }
     }
+    Ok(())
 }
 
 /// A DNS server for the test zone: names → records (`"."` as an MX exchange is a null MX).
@@ -479,6 +611,163 @@ fn max_retries_exhausted_fails_the_recipient() {
         "{log}"
     );
     assert!(sink.received().is_empty());
+}
+
+#[test]
+fn starttls_when_the_peer_offers_it_and_require_tls() {
+    let tls = Sink::offering(Offers {
+        tls: Some(tls_config()),
+        ..Offers::default()
+    });
+    let server = start(&format!("<gateway>127.0.0.1:{}</gateway>", tls.port), None);
+    send(&server, &["a@tls.test"]);
+    // A self-signed certificate: opportunistic TLS does not check it.
+    let mail = tls.wait_for("a@tls.test");
+    assert!(mail.tls, "not over TLS");
+    assert_eq!(mail.helo, "relay.example.test");
+    assert!(mail.data.contains("\r\n..leading dot\r\n"));
+
+    // requireTLS: a peer with STARTTLS takes the mail, one without keeps it waiting.
+    let plain = Sink::start();
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><requireTLS>true</requireTLS><delayTime>1 second</delayTime>",
+            plain.port
+        ),
+        None,
+    );
+    send(&server, &["b@plain.test"]);
+    wait_for("the deferral", || {
+        server.log().contains("rcpt=b@plain.test status=deferred")
+    });
+    assert!(
+        server
+            .log()
+            .contains("does not offer STARTTLS, and requireTLS is set"),
+        "{}",
+        server.log()
+    );
+    assert!(plain.received().is_empty());
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><requireTLS>true</requireTLS>",
+            tls.port
+        ),
+        None,
+    );
+    send(&server, &["c@tls.test"]);
+    assert!(tls.wait_for("c@tls.test").tls);
+}
+
+#[test]
+fn a_failed_handshake_is_retried_in_plain_text_unless_tls_is_required() {
+    let broken = Offers {
+        broken_tls: true,
+        ..Offers::default()
+    };
+    let sink = Sink::offering(broken.clone());
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><delayTime>1 second</delayTime><maxRetries>3</maxRetries>",
+            sink.port
+        ),
+        None,
+    );
+    send(&server, &["a@x.test"]);
+    let mail = sink.wait_for("a@x.test");
+    assert!(!mail.tls);
+    assert_eq!(sink.starttls_count(), 1, "STARTTLS tried again");
+    let log = server.log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    assert_eq!(
+        log.matches("rcpt=a@x.test status=deferred").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("rcpt=a@x.test status=delivered").count(),
+        1,
+        "{log}"
+    );
+
+    // With requireTLS the mail waits in the outgoing spool, every attempt over TLS.
+    let sink = Sink::offering(broken);
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><requireTLS>true</requireTLS><delayTime>1 second</delayTime><maxRetries>5</maxRetries>",
+            sink.port
+        ),
+        None,
+    );
+    send(&server, &["b@x.test"]);
+    wait_for("two deferrals", || {
+        server
+            .log()
+            .matches("rcpt=b@x.test status=deferred")
+            .count()
+            >= 2
+    });
+    assert!(sink.received().is_empty());
+    assert!(sink.starttls_count() >= 2);
+    let log = server.log();
+    let deferral = log
+        .lines()
+        .find(|l| l.contains("rcpt=b@x.test status=deferred"))
+        .unwrap();
+    assert!(deferral.contains("TLS handshake failed"), "{deferral}");
+}
+
+#[test]
+fn a_gateway_with_auth() {
+    let password = "s3cret-Pa55";
+    let sink = Sink::offering(Offers {
+        tls: Some(tls_config()),
+        auth: Some(("relay".into(), password.into())),
+        ..Offers::default()
+    });
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><gatewayusername>relay</gatewayusername><gatewayPassword>{password}</gatewayPassword>",
+            sink.port
+        ),
+        None,
+    );
+    send(&server, &["a@x.test"]);
+    let mail = sink.wait_for("a@x.test");
+    assert_eq!(mail.auth.as_deref(), Some("relay"));
+    assert!(mail.tls);
+    assert!(!server.log().contains(password));
+
+    // Without TLS, AUTH only with gatewayAuthOverPlain (and James's other spelling).
+    let plain = Sink::offering(Offers {
+        auth: Some(("relay".into(), password.into())),
+        ..Offers::default()
+    });
+    let params = format!(
+        "<gateway>127.0.0.1:{}</gateway><gatewayUsername>relay</gatewayUsername><gatewayPassword>{password}</gatewayPassword><delayTime>1 second</delayTime>",
+        plain.port
+    );
+    let refused = start(&params, None);
+    send(&refused, &["b@x.test"]);
+    wait_for("the deferral", || {
+        refused.log().contains("rcpt=b@x.test status=deferred")
+    });
+    assert!(
+        refused
+            .log()
+            .contains("AUTH over plain text is not allowed"),
+        "{}",
+        refused.log()
+    );
+    let allowed = start(
+        &format!("{params}<gatewayAuthOverPlain>true</gatewayAuthOverPlain>"),
+        None,
+    );
+    send(&allowed, &["c@x.test"]);
+    let mail = plain.wait_for("c@x.test");
+    assert_eq!(mail.auth.as_deref(), Some("relay"));
+    assert!(!mail.tls);
+    assert!(plain.received().iter().all(|m| m.rcpts != ["b@x.test"]));
 }
 
 /// The embedded default configuration, as shipped, with only its ports, its DNS server and

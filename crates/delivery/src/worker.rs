@@ -13,10 +13,10 @@ use mailroom_store::{Leased, SpoolRepository};
 use tokio::sync::watch;
 
 use crate::bounce::{self, Failure};
-use crate::client::{self, ClientSettings, RcptResult};
+use crate::client::{self, ClientSettings, RcptResult, StartTls};
 use crate::route::{self, RouteError, Target};
 use crate::settings::Settings;
-use crate::ATTEMPTS;
+use crate::{ATTEMPTS, PLAIN_TEXT};
 
 /// What every worker of one outgoing spool shares.
 pub(crate) struct Worker {
@@ -65,8 +65,10 @@ impl Worker {
             Some(AttributeValue::Number(n)) if *n >= 0.0 => *n as u32 + 1,
             _ => 1,
         };
+        let mut plain = plain_text_addresses(&mail);
+        let known_plain = plain.len();
         let results = match read_message(&mail).await {
-            Ok(message) => self.attempt(&mail, &message).await,
+            Ok(message) => self.attempt(&mail, &message, &mut plain).await,
             Err(e) => mail
                 .recipients()
                 .iter()
@@ -149,6 +151,10 @@ impl Worker {
         } else {
             mail.set_recipients(again);
             mail.set_attribute(ATTEMPTS, AttributeValue::Number(f64::from(attempt)));
+            if plain.len() > known_plain {
+                let list = plain.into_iter().map(AttributeValue::String).collect();
+                mail.set_attribute(PLAIN_TEXT, AttributeValue::List(list));
+            }
             mail.envelope.error_message = last_error;
             mail.envelope.touch();
             self.outgoing
@@ -182,7 +188,14 @@ impl Worker {
     }
 
     /// One attempt for every recipient: each domain's on its own connection.
-    async fn attempt(&self, mail: &Mail, message: &[u8]) -> Vec<(MailAddress, Result1)> {
+    /// `plain`: the addresses (`ip:port`) whose TLS handshake failed on an earlier attempt;
+    /// those that fail now are added.
+    async fn attempt(
+        &self,
+        mail: &Mail,
+        message: &[u8],
+        plain: &mut Vec<String>,
+    ) -> Vec<(MailAddress, Result1)> {
         let mut groups: Vec<(String, Vec<MailAddress>)> = Vec::new();
         for rcpt in mail.recipients() {
             // Through a gateway, one connection carries every recipient.
@@ -198,7 +211,10 @@ impl Worker {
         }
         let mut results = Vec::new();
         for (domain, rcpts) in groups {
-            results.extend(self.deliver_domain(mail, message, &domain, rcpts).await);
+            results.extend(
+                self.deliver_domain(mail, message, &domain, rcpts, plain)
+                    .await,
+            );
         }
         results
     }
@@ -209,6 +225,7 @@ impl Worker {
         message: &[u8],
         domain: &str,
         rcpts: Vec<MailAddress>,
+        plain: &mut Vec<String>,
     ) -> Vec<(MailAddress, Result1)> {
         let settings = &self.settings;
         let all = |rcpts: Vec<MailAddress>, result: &dyn Fn() -> Result1| {
@@ -228,11 +245,13 @@ impl Worker {
         let implicit = settings.gateways.is_empty()
             && targets.len() == 1
             && targets[0].host.eq_ignore_ascii_case(domain);
-        let client = ClientSettings {
+        let mut client = ClientSettings {
             helo: settings.helo_name.clone(),
             connect_timeout: settings.connect_timeout,
             timeout: settings.timeout,
             send_partial: settings.send_partial,
+            starttls: StartTls::Offered,
+            auth: settings.gateway_auth.clone(),
         };
         let mut pending = rcpts;
         let mut done = Vec::new();
@@ -257,10 +276,20 @@ impl Worker {
                     recipients: &pending,
                     message,
                 };
+                client.starttls = if settings.require_tls {
+                    StartTls::Required
+                } else if plain.contains(&addr.to_string()) {
+                    StartTls::Never
+                } else {
+                    StartTls::Offered
+                };
                 match client::deliver(addr, &client, &envelope).await {
                     Err(e) => {
+                        if e.tls_failed && !settings.require_tls {
+                            plain.push(addr.to_string());
+                        }
                         tracing::info!(target: "delivery", mail = %mail.name(), host = %target.host, "{e}; trying the next host");
-                        last = (Some(target.host.clone()), e.0);
+                        last = (Some(target.host.clone()), e.text);
                     }
                     Ok(results) => {
                         let mut left = Vec::new();
@@ -324,6 +353,20 @@ fn route_failure(e: &RouteError) -> Result1 {
             host: None,
             text: text.clone(),
         },
+    }
+}
+
+/// The addresses that failed the TLS handshake on an earlier attempt of `mail`.
+fn plain_text_addresses(mail: &Mail) -> Vec<String> {
+    match mail.attribute(PLAIN_TEXT) {
+        Some(AttributeValue::List(list)) => list
+            .iter()
+            .filter_map(|v| match v {
+                AttributeValue::String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
