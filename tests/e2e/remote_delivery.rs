@@ -53,6 +53,10 @@ struct Offers {
     broken_tls: bool,
     /// AUTH PLAIN LOGIN (after TLS when `tls` is set), required before MAIL: user, password.
     auth: Option<(String, String)>,
+    /// DSN (RFC 3461).
+    dsn: bool,
+    /// No 8BITMIME.
+    seven_bit: bool,
 }
 
 /// A catching SMTP server on 127.0.0.1.
@@ -189,7 +193,13 @@ fn session(
             if offers.auth.is_some() && (mail.tls || !tls_offered) {
                 lines.push("250-AUTH PLAIN LOGIN");
             }
-            lines.push("250 8BITMIME");
+            if offers.dsn {
+                lines.push("250-DSN");
+            }
+            if !offers.seven_bit {
+                lines.push("250-8BITMIME");
+            }
+            lines.push("250 HELP");
             say(&mut io, &lines.join("\r\n"))?;
         } else if upper == "STARTTLS" {
             *starttls.lock().unwrap() += 1;
@@ -768,6 +778,110 @@ fn a_gateway_with_auth() {
     assert_eq!(mail.auth.as_deref(), Some("relay"));
     assert!(!mail.tls);
     assert!(plain.received().iter().all(|m| m.rcpts != ["b@x.test"]));
+}
+
+/// Sends one mail with MAIL/RCPT parameters: `to` is (address, parameters).
+fn send_with(server: &Server, from_params: &str, to: &[(&str, &str)], message: &str) {
+    let mut smtp = server.smtp();
+    assert!(smtp.cmd("EHLO client.test").starts_with("250"));
+    let reply = smtp.cmd(&format!("MAIL FROM:<sender@localhost> {from_params}"));
+    assert!(reply.starts_with("250"), "{reply}");
+    for (rcpt, params) in to {
+        let reply = smtp.cmd(&format!("RCPT TO:<{rcpt}> {params}"));
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(format!("{}\r\n.\r\n", message.replace('\n', "\r\n")).as_bytes());
+    let reply = smtp.reply();
+    assert!(reply.starts_with("250"), "{reply}");
+}
+
+#[test]
+fn dsn_parameters_are_passed_on_when_the_peer_offers_dsn() {
+    let dsn = Sink::offering(Offers {
+        dsn: true,
+        ..Offers::default()
+    });
+    let without = Sink::start();
+    let dns = start_dns(vec![
+        ("dsn.test", a([127, 0, 0, 1])),
+        ("plain.test", a([127, 0, 0, 1])),
+    ]);
+    // Both domains resolve to 127.0.0.1: the MX port picks the sink, so two servers.
+    for (sink, domain) in [(&dsn, "dsn.test"), (&without, "plain.test")] {
+        let server = start(&format!("<mxPort>{}</mxPort>", sink.port), Some(dns));
+        let (a, b) = (format!("a@{domain}"), format!("b@{domain}"));
+        let orcpt = format!("NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;{a}");
+        send_with(
+            &server,
+            "RET=HDRS ENVID=QQ314159",
+            &[(&a, &orcpt), (&b, "NOTIFY=NEVER")],
+            MESSAGE,
+        );
+        sink.wait_for(&a);
+    }
+    let mail = dsn.wait_for("a@dsn.test");
+    assert!(
+        mail.from.ends_with(" RET=HDRS ENVID=QQ314159"),
+        "{}",
+        mail.from
+    );
+    assert_eq!(mail.rcpts, vec!["a@dsn.test", "b@dsn.test"]);
+    assert_eq!(
+        mail.rcpt_params,
+        vec![
+            "NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a@dsn.test",
+            "NOTIFY=NEVER"
+        ]
+    );
+    // A peer without DSN gets none of them.
+    let mail = without.wait_for("a@plain.test");
+    assert!(!mail.from.contains("RET="), "{}", mail.from);
+    assert!(!mail.from.contains("ENVID="), "{}", mail.from);
+    assert_eq!(mail.rcpt_params, vec!["", ""]);
+}
+
+#[test]
+fn eight_bit_mail_goes_with_body_8bitmime_or_fails_with_5_6_3() {
+    let eight = Sink::start();
+    let seven = Sink::offering(Offers {
+        seven_bit: true,
+        ..Offers::default()
+    });
+    let utf8 = "From: a@localhost\nSubject: caf\u{e9}\n\nd\u{e9}j\u{e0} vu\n";
+    let server = start(
+        &format!("<gateway>127.0.0.1:{}</gateway>", eight.port),
+        None,
+    );
+    send_with(&server, "BODY=8BITMIME", &[("a@x.test", "")], utf8);
+    send(&server, &["b@x.test"]);
+    let mail = eight.wait_for("a@x.test");
+    assert!(mail.from.ends_with(" BODY=8BITMIME"), "{}", mail.from);
+    assert!(mail.data.contains("d\u{e9}j\u{e0} vu"), "{}", mail.data);
+    // A 7-bit message says nothing of its body.
+    let mail = eight.wait_for("b@x.test");
+    assert!(!mail.from.contains("BODY="), "{}", mail.from);
+
+    // RFC 6152 §3: 8-bit content to a server without 8BITMIME is converted or fails; Mailroom
+    // does not convert, so the recipient fails with 5.6.3 and nothing is sent.
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><bounceProcessor>bounces</bounceProcessor>",
+            seven.port
+        ),
+        None,
+    );
+    send_with(&server, "BODY=8BITMIME", &[("c@x.test", "")], utf8);
+    send(&server, &["d@x.test"]);
+    seven.wait_for("d@x.test");
+    wait_for("the 5.6.3 failure", || bounces(&server).len() == 1);
+    let bounce = &bounces(&server)[0];
+    assert_eq!(bounce["recipients"], serde_json::json!(["c@x.test"]));
+    assert_eq!(
+        bounce["attributes"]["mailroom.delivery.status"]["value"],
+        "5.6.3"
+    );
+    assert!(seven.received().iter().all(|m| m.rcpts != ["c@x.test"]));
 }
 
 /// The embedded default configuration, as shipped, with only its ports, its DNS server and

@@ -10,8 +10,10 @@
 //! server's certificate (any certificate, self-signed or expired, is accepted: it protects
 //! against a passive listener only), and neither does `<requireTLS>`, which only makes TLS
 //! mandatory. AUTH PLAIN or LOGIN ([`Credentials`]) after TLS, over plain text only when
-//! allowed. What it does not do yet: PIPELINING, DSN parameters, 8BITMIME/SMTPUTF8
-//! negotiation (the message is sent as stored).
+//! allowed. DSN parameters ([`DsnParams`]) when the server offers DSN. A message with 8-bit
+//! octets goes with `BODY=8BITMIME`, or fails with 5.6.3 when the server does not offer
+//! 8BITMIME (RFC 6152 §3: convert or fail; no conversion is done). What it does not do yet:
+//! PIPELINING, SMTPUTF8.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -158,6 +160,29 @@ pub struct Envelope<'a> {
     pub recipients: &'a [MailAddress],
     /// The message as stored.
     pub message: &'a [u8],
+    /// Whether the message has octets above 127 (sent with `BODY=8BITMIME`).
+    pub eight_bit: bool,
+    /// What to pass on when the server offers DSN.
+    pub dsn: &'a DsnParams,
+}
+
+/// DSN parameters (RFC 3461) as the SMTP server received them (xtext, as sent).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DsnParams {
+    /// `RET=` (`FULL` or `HDRS`).
+    pub ret: Option<String>,
+    /// `ENVID=`.
+    pub envid: Option<String>,
+    /// By recipient (its text, `local@domain`): `NOTIFY=` and `ORCPT=`.
+    pub recipients: std::collections::BTreeMap<String, (Option<String>, Option<String>)>,
+}
+
+/// Whether `value` can go on the command line as a parameter value: printable ASCII without
+/// spaces or `=` (xtext, RFC 3461 §4); anything else is dropped.
+fn param_value(value: &Option<String>) -> Option<&str> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'='))
 }
 
 /// Connection settings.
@@ -278,11 +303,30 @@ impl Session {
             );
             return Ok(vec![RcptResult::Permanent(reply); count]);
         }
+        if envelope.eight_bit && offers(&ehlo, "8BITMIME").is_none() {
+            let reply = Reply::local(
+                554,
+                "5.6.3 the message has 8-bit octets and the server does not offer 8BITMIME",
+            );
+            return Ok(vec![RcptResult::Permanent(reply); count]);
+        }
+        let dsn = offers(&ehlo, "DSN").is_some();
         let sender = envelope.sender.map(ToString::to_string).unwrap_or_default();
-        let mail_from = match size_limit {
-            Some(_) => format!("MAIL FROM:<{sender}> SIZE={size}"),
-            None => format!("MAIL FROM:<{sender}>"),
-        };
+        let mut mail_from = format!("MAIL FROM:<{sender}>");
+        if size_limit.is_some() {
+            mail_from.push_str(&format!(" SIZE={size}"));
+        }
+        if envelope.eight_bit {
+            mail_from.push_str(" BODY=8BITMIME");
+        }
+        if dsn {
+            if let Some(ret) = param_value(&envelope.dsn.ret) {
+                mail_from.push_str(&format!(" RET={ret}"));
+            }
+            if let Some(envid) = param_value(&envelope.dsn.envid) {
+                mail_from.push_str(&format!(" ENVID={envid}"));
+            }
+        }
         let reply = self.command(&mail_from).await?;
         if reply.is_permanent() {
             return Ok(vec![RcptResult::Permanent(reply); count]);
@@ -293,7 +337,16 @@ impl Session {
         let mut results = Vec::with_capacity(count);
         let mut accepted = Vec::new();
         for (i, rcpt) in envelope.recipients.iter().enumerate() {
-            let reply = self.command(&format!("RCPT TO:<{rcpt}>")).await?;
+            let mut rcpt_to = format!("RCPT TO:<{rcpt}>");
+            if let Some((notify, orcpt)) = envelope.dsn.recipients.get(&rcpt.to_string()) {
+                if let Some(notify) = param_value(notify).filter(|_| dsn) {
+                    rcpt_to.push_str(&format!(" NOTIFY={notify}"));
+                }
+                if let Some(orcpt) = param_value(orcpt).filter(|_| dsn) {
+                    rcpt_to.push_str(&format!(" ORCPT={orcpt}"));
+                }
+            }
+            let reply = self.command(&rcpt_to).await?;
             results.push(if reply.is_positive() {
                 accepted.push(i);
                 RcptResult::Delivered(reply)
@@ -665,5 +718,33 @@ mod tests {
         assert!(parse(long.as_bytes()).await.is_err());
         let many = "250-x\r\n".repeat(MAX_LINES + 1) + "250 x\r\n";
         assert!(parse(many.as_bytes()).await.is_err());
+    }
+
+    #[test]
+    fn only_clean_parameter_values_are_passed_on() {
+        let v = |s: &str| Some(s.to_string());
+        assert_eq!(param_value(&v("rfc822;a+2Bb@x")), Some("rfc822;a+2Bb@x"));
+        for bad in ["", "two words", "a\r\nRCPT TO:<x@y>", "a=b", "caf\u{e9}"] {
+            assert_eq!(param_value(&v(bad)), None, "{bad:?}");
+        }
+        assert_eq!(param_value(&None), None);
+    }
+
+    #[test]
+    fn ehlo_keywords() {
+        let ehlo = Reply {
+            code: 250,
+            lines: vec![
+                "mx.example STARTTLS".into(),
+                "AUTH=LOGIN".into(),
+                "auth PLAIN LOGIN".into(),
+                "DSN".into(),
+            ],
+        };
+        // The greeting line is not a keyword.
+        assert_eq!(offers(&ehlo, "STARTTLS"), None);
+        assert_eq!(offers(&ehlo, "AUTH"), Some("LOGIN"));
+        assert_eq!(offers(&ehlo, "DSN"), Some(""));
+        assert_eq!(offers(&ehlo, "8BITMIME"), None);
     }
 }

@@ -18,6 +18,12 @@ use crate::route::{self, RouteError, Target};
 use crate::settings::Settings;
 use crate::{ATTEMPTS, PLAIN_TEXT};
 
+/// The SMTP server's DSN attributes (`mailroom_smtp::ATTR_DSN_*`; this crate does not depend
+/// on the SMTP server).
+const ATTR_DSN_RET: &str = "mailroom.smtp.dsn.ret";
+const ATTR_DSN_ENVID: &str = "mailroom.smtp.dsn.envid";
+const ATTR_DSN_RECIPIENTS: &str = "mailroom.smtp.dsn.recipients";
+
 /// What every worker of one outgoing spool shares.
 pub(crate) struct Worker {
     pub settings: Settings,
@@ -209,10 +215,12 @@ impl Worker {
                 None => groups.push((key, vec![rcpt.clone()])),
             }
         }
+        let dsn = dsn_params(mail);
+        let eight_bit = message.iter().any(|&b| b >= 0x80);
         let mut results = Vec::new();
         for (domain, rcpts) in groups {
             results.extend(
-                self.deliver_domain(mail, message, &domain, rcpts, plain)
+                self.deliver_domain(mail, (message, eight_bit, &dsn), &domain, rcpts, plain)
                     .await,
             );
         }
@@ -222,7 +230,7 @@ impl Worker {
     async fn deliver_domain(
         &self,
         mail: &Mail,
-        message: &[u8],
+        (message, eight_bit, dsn): (&[u8], bool, &client::DsnParams),
         domain: &str,
         rcpts: Vec<MailAddress>,
         plain: &mut Vec<String>,
@@ -275,6 +283,8 @@ impl Worker {
                     sender: mail.sender(),
                     recipients: &pending,
                     message,
+                    eight_bit,
+                    dsn,
                 };
                 client.starttls = if settings.require_tls {
                     StartTls::Required
@@ -354,6 +364,30 @@ fn route_failure(e: &RouteError) -> Result1 {
             text: text.clone(),
         },
     }
+}
+
+/// The DSN parameters the SMTP server kept with `mail` (`mailroom_smtp::ATTR_DSN_*`).
+fn dsn_params(mail: &Mail) -> client::DsnParams {
+    let text = |value: Option<&AttributeValue>| match value {
+        Some(AttributeValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let mut params = client::DsnParams {
+        ret: text(mail.attribute(ATTR_DSN_RET)),
+        envid: text(mail.attribute(ATTR_DSN_ENVID)),
+        ..Default::default()
+    };
+    if let Some(AttributeValue::Map(all)) = mail.attribute(ATTR_DSN_RECIPIENTS) {
+        for (rcpt, entry) in all {
+            if let AttributeValue::Map(entry) = entry {
+                params.recipients.insert(
+                    rcpt.clone(),
+                    (text(entry.get("notify")), text(entry.get("orcpt"))),
+                );
+            }
+        }
+    }
+    params
 }
 
 /// The addresses that failed the TLS handshake on an earlier attempt of `mail`.
