@@ -5,7 +5,7 @@
 //! of 127.0.0.0/8 other than 127.0.0.1 on which nothing listens.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use hickory_resolver::proto::op::{Message, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, MX, SOA};
 use hickory_resolver::proto::rr::{Name, RData, Record};
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+use base64::Engine;
 
 use crate::delivery::envelopes;
 use crate::harness::{wait_for, Server, Setup};
@@ -21,9 +25,16 @@ use crate::harness::{wait_for, Server, Setup};
 #[derive(Clone, Debug)]
 struct Received {
     helo: String,
+    /// After `MAIL FROM:`, parameters included.
     from: String,
     rcpts: Vec<String>,
+    /// Each `RCPT TO:`'s parameters (after the address), in order.
+    rcpt_params: Vec<String>,
     data: String,
+    /// Whether the mail came over TLS (STARTTLS).
+    tls: bool,
+    /// The user name the client authenticated as.
+    auth: Option<String>,
 }
 
 /// How a sink answers: `RCPT` replies by recipient (`None`: 250), consumed in order when a
@@ -48,28 +59,50 @@ enum Fault {
     OverlongLine,
 }
 
+/// What a sink offers beyond SIZE and 8BITMIME.
+#[derive(Clone, Default)]
+struct Offers {
+    /// STARTTLS with this certificate.
+    tls: Option<Arc<ServerConfig>>,
+    /// STARTTLS offered, then the handshake fails (the sink answers garbage).
+    broken_tls: bool,
+    /// AUTH PLAIN LOGIN (after TLS when `tls` is set), required before MAIL: user, password.
+    auth: Option<(String, String)>,
+    /// DSN (RFC 3461).
+    dsn: bool,
+    /// No 8BITMIME.
+    seven_bit: bool,
+}
+
 /// A catching SMTP server on 127.0.0.1.
 struct Sink {
     port: u16,
     received: Arc<Mutex<Vec<Received>>>,
     rules: Arc<Mutex<Rules>>,
+    /// How many STARTTLS commands it was sent.
+    starttls: Arc<Mutex<usize>>,
 }
 
 impl Sink {
     fn start() -> Sink {
-        Sink::on(TcpListener::bind("127.0.0.1:0").unwrap())
+        Sink::offering(Offers::default())
     }
 
-    fn on(listener: TcpListener) -> Sink {
+    fn offering(offers: Offers) -> Sink {
+        Sink::on(TcpListener::bind("127.0.0.1:0").unwrap(), offers)
+    }
+
+    fn on(listener: TcpListener, offers: Offers) -> Sink {
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let rules = Arc::new(Mutex::new(Rules::default()));
-        let (r, ru) = (received.clone(), rules.clone());
+        let starttls = Arc::new(Mutex::new(0));
+        let (r, ru, st) = (received.clone(), rules.clone(), starttls.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (r, ru) = (r.clone(), ru.clone());
+                let (r, ru, st, offers) = (r.clone(), ru.clone(), st.clone(), offers.clone());
                 std::thread::spawn(move || {
-                    let _ = session(stream, &r, &ru);
+                    let _ = session(stream, &r, &ru, &st, &offers);
                 });
             }
         });
@@ -77,6 +110,7 @@ impl Sink {
             port,
             received,
             rules,
+            starttls,
         }
     }
 
@@ -97,6 +131,10 @@ impl Sink {
         self.received.lock().unwrap().clone()
     }
 
+    fn starttls_count(&self) -> usize {
+        *self.starttls.lock().unwrap()
+    }
+
     /// Waits until a mail for `rcpt` arrived; returns it.
     fn wait_for(&self, rcpt: &str) -> Received {
         let mut found = None;
@@ -111,16 +149,45 @@ impl Sink {
     }
 }
 
+/// A self-signed certificate for the sink's STARTTLS.
+fn tls_config() -> Arc<ServerConfig> {
+    let certified = rcgen::generate_simple_self_signed(vec!["sink.test".into()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    Arc::new(config)
+}
+
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
+fn say(io: &mut BufReader<Box<dyn ReadWrite>>, text: &str) -> std::io::Result<()> {
+    let stream = io.get_mut();
+    stream.write_all(format!("{text}\r\n").as_bytes())?;
+    stream.flush()
+}
+
+fn unbase64(text: &str) -> String {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 fn session(
     stream: TcpStream,
     received: &Mutex<Vec<Received>>,
     rules: &Mutex<Rules>,
+    starttls: &Mutex<usize>,
+    offers: &Offers,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let mut say = |text: &str| writer.write_all(format!("{text}\r\n").as_bytes());
-    say("220 sink.test ESMTP")?;
+    let mut io: BufReader<Box<dyn ReadWrite>> = BufReader::new(Box::new(stream));
+    say(&mut io, "220 sink.test ESMTP")?;
     let fault = {
         let mut rules = rules.lock().unwrap();
         (!rules.faults.is_empty()).then(|| rules.faults.remove(0))
@@ -129,31 +196,104 @@ fn session(
         helo: String::new(),
         from: String::new(),
         rcpts: Vec::new(),
+        rcpt_params: Vec::new(),
         data: String::new(),
+        tls: false,
+        auth: None,
     };
-    loop {
+    let read = |io: &mut BufReader<Box<dyn ReadWrite>>| -> std::io::Result<Option<String>> {
         let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let line = line.trim_end().to_string();
+        Ok((io.read_line(&mut line)? > 0).then(|| line.trim_end().to_string()))
+    };
+    while let Some(line) = read(&mut io)? {
         let upper = line.to_ascii_uppercase();
         if matches!(fault, Some(Fault::HangAfterGreeting)) {
             continue;
         }
         if upper.starts_with("EHLO") && matches!(fault, Some(Fault::Garbage)) {
-            say("hello there, this is not SMTP at all")?;
+            say(&mut io, "hello there, this is not SMTP at all")?;
         } else if upper.starts_with("EHLO") && matches!(fault, Some(Fault::OverlongLine)) {
-            say(&format!("250 {}", "x".repeat(100_000)))?;
+            say(&mut io, &format!("250 {}", "x".repeat(100_000)))?;
         } else if upper.starts_with("EHLO") {
             mail.helo = line[5..].to_string();
-            say("250-sink.test\r\n250-SIZE 100000000\r\n250 8BITMIME")?;
+            let mut lines = vec!["250-sink.test", "250-SIZE 100000000"];
+            let tls_offered = offers.tls.is_some() || offers.broken_tls;
+            if tls_offered && !mail.tls {
+                lines.push("250-STARTTLS");
+            }
+            if offers.auth.is_some() && (mail.tls || !tls_offered) {
+                lines.push("250-AUTH PLAIN LOGIN");
+            }
+            if offers.dsn {
+                lines.push("250-DSN");
+            }
+            if !offers.seven_bit {
+                lines.push("250-8BITMIME");
+            }
+            lines.push("250 HELP");
+            say(&mut io, &lines.join("\r\n"))?;
+        } else if upper == "STARTTLS" {
+            *starttls.lock().unwrap() += 1;
+            say(&mut io, "220 2.0.0 go ahead")?;
+            match &offers.tls {
+                Some(config) if !offers.broken_tls => {
+                    let plain = io.into_inner();
+                    let conn = ServerConnection::new(config.clone()).unwrap();
+                    io = BufReader::new(Box::new(StreamOwned::new(conn, plain)));
+                    mail.tls = true;
+                }
+                _ => {
+                    io.get_mut().write_all(b"this is not TLS at all\r\n")?;
+                    return Ok(());
+                }
+            }
+        } else if let Some(rest) = upper.strip_prefix("AUTH ") {
+            let user_pass = match rest.split_whitespace().next() {
+                Some("PLAIN") => {
+                    let token = match line.split_whitespace().nth(2) {
+                        Some(t) => t.to_string(),
+                        None => {
+                            say(&mut io, "334 ")?;
+                            read(&mut io)?.unwrap_or_default()
+                        }
+                    };
+                    let plain = unbase64(&token);
+                    let mut parts = plain.split('\0').skip(1);
+                    (
+                        parts.next().unwrap_or("").to_string(),
+                        parts.next().unwrap_or("").to_string(),
+                    )
+                }
+                Some("LOGIN") => {
+                    say(&mut io, "334 VXNlcm5hbWU6")?;
+                    let user = unbase64(&read(&mut io)?.unwrap_or_default());
+                    say(&mut io, "334 UGFzc3dvcmQ6")?;
+                    (user, unbase64(&read(&mut io)?.unwrap_or_default()))
+                }
+                _ => {
+                    say(&mut io, "504 5.5.4 unknown mechanism")?;
+                    continue;
+                }
+            };
+            if offers.auth.as_ref() == Some(&user_pass) {
+                mail.auth = Some(user_pass.0);
+                say(&mut io, "235 2.7.0 authenticated")?;
+            } else {
+                say(&mut io, "535 5.7.8 bad credentials")?;
+            }
         } else if upper.starts_with("MAIL FROM:") {
+            if offers.auth.is_some() && mail.auth.is_none() {
+                say(&mut io, "530 5.7.0 authentication required")?;
+                continue;
+            }
             mail.from = line[10..].to_string();
             mail.rcpts.clear();
-            say("250 2.1.0 ok")?;
+            mail.rcpt_params.clear();
+            say(&mut io, "250 2.1.0 ok")?;
         } else if upper.starts_with("RCPT TO:") {
-            let rcpt = line[8..].trim_matches(|c| c == '<' || c == '>').to_string();
+            let rest = &line[8..];
+            let (address, params) = rest.split_once('>').unwrap_or((rest, ""));
+            let rcpt = address.trim_start_matches('<').to_string();
             let reply = {
                 let mut rules = rules.lock().unwrap();
                 rules
@@ -162,18 +302,19 @@ fn session(
                     .and_then(|r| (!r.is_empty()).then(|| r.remove(0)))
             };
             match reply {
-                Some(reply) => say(&reply)?,
+                Some(reply) => say(&mut io, &reply)?,
                 None => {
                     mail.rcpts.push(rcpt);
-                    say("250 2.1.5 ok")?
+                    mail.rcpt_params.push(params.trim().to_string());
+                    say(&mut io, "250 2.1.5 ok")?
                 }
             }
         } else if upper == "DATA" {
-            say("354 go on")?;
+            say(&mut io, "354 go on")?;
             let mut data = String::new();
             loop {
                 let mut l = String::new();
-                if reader.read_line(&mut l)? == 0 {
+                if io.read_line(&mut l)? == 0 {
                     return Ok(());
                 }
                 if matches!(fault, Some(Fault::DropMidData)) && data.len() > 10 {
@@ -187,14 +328,15 @@ fn session(
             }
             mail.data = data;
             received.lock().unwrap().push(mail.clone());
-            say("250 2.0.0 queued as 1")?;
+            say(&mut io, "250 2.0.0 queued as 1")?;
         } else if upper == "QUIT" {
-            say("221 bye")?;
+            say(&mut io, "221 bye")?;
             return Ok(());
         } else {
-            say("250 ok")?;
+            say(&mut io, "250 ok")?;
         }
     }
+    Ok(())
 }
 
 /// A DNS server for the test zone: names → records (`"."` as an MX exchange is a null MX).
@@ -523,6 +665,267 @@ fn max_retries_exhausted_fails_the_recipient() {
         "{log}"
     );
     assert!(sink.received().is_empty());
+}
+
+#[test]
+fn starttls_when_the_peer_offers_it_and_require_tls() {
+    let tls = Sink::offering(Offers {
+        tls: Some(tls_config()),
+        ..Offers::default()
+    });
+    let server = start(&format!("<gateway>127.0.0.1:{}</gateway>", tls.port), None);
+    send(&server, &["a@tls.test"]);
+    // A self-signed certificate: opportunistic TLS does not check it.
+    let mail = tls.wait_for("a@tls.test");
+    assert!(mail.tls, "not over TLS");
+    assert_eq!(mail.helo, "relay.example.test");
+    assert!(mail.data.contains("\r\n..leading dot\r\n"));
+
+    // requireTLS: a peer with STARTTLS takes the mail, one without keeps it waiting.
+    let plain = Sink::start();
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><requireTLS>true</requireTLS><delayTime>1 second</delayTime>",
+            plain.port
+        ),
+        None,
+    );
+    send(&server, &["b@plain.test"]);
+    wait_for("the deferral", || {
+        server.log().contains("rcpt=b@plain.test status=deferred")
+    });
+    assert!(
+        server
+            .log()
+            .contains("does not offer STARTTLS, and requireTLS is set"),
+        "{}",
+        server.log()
+    );
+    assert!(plain.received().is_empty());
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><requireTLS>true</requireTLS>",
+            tls.port
+        ),
+        None,
+    );
+    send(&server, &["c@tls.test"]);
+    assert!(tls.wait_for("c@tls.test").tls);
+}
+
+#[test]
+fn a_failed_handshake_is_retried_in_plain_text_unless_tls_is_required() {
+    let broken = Offers {
+        broken_tls: true,
+        ..Offers::default()
+    };
+    let sink = Sink::offering(broken.clone());
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><delayTime>1 second</delayTime><maxRetries>3</maxRetries>",
+            sink.port
+        ),
+        None,
+    );
+    send(&server, &["a@x.test"]);
+    let mail = sink.wait_for("a@x.test");
+    assert!(!mail.tls);
+    assert_eq!(sink.starttls_count(), 1, "STARTTLS tried again");
+    let log = server.log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    assert_eq!(
+        log.matches("rcpt=a@x.test status=deferred").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("rcpt=a@x.test status=delivered").count(),
+        1,
+        "{log}"
+    );
+
+    // With requireTLS the mail waits in the outgoing spool, every attempt over TLS.
+    let sink = Sink::offering(broken);
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><requireTLS>true</requireTLS><delayTime>1 second</delayTime><maxRetries>5</maxRetries>",
+            sink.port
+        ),
+        None,
+    );
+    send(&server, &["b@x.test"]);
+    wait_for("two deferrals", || {
+        server
+            .log()
+            .matches("rcpt=b@x.test status=deferred")
+            .count()
+            >= 2
+    });
+    assert!(sink.received().is_empty());
+    assert!(sink.starttls_count() >= 2);
+    let log = server.log();
+    let deferral = log
+        .lines()
+        .find(|l| l.contains("rcpt=b@x.test status=deferred"))
+        .unwrap();
+    assert!(deferral.contains("TLS handshake failed"), "{deferral}");
+}
+
+#[test]
+fn a_gateway_with_auth() {
+    let password = "s3cret-Pa55";
+    let sink = Sink::offering(Offers {
+        tls: Some(tls_config()),
+        auth: Some(("relay".into(), password.into())),
+        ..Offers::default()
+    });
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><gatewayusername>relay</gatewayusername><gatewayPassword>{password}</gatewayPassword>",
+            sink.port
+        ),
+        None,
+    );
+    send(&server, &["a@x.test"]);
+    let mail = sink.wait_for("a@x.test");
+    assert_eq!(mail.auth.as_deref(), Some("relay"));
+    assert!(mail.tls);
+    assert!(!server.log().contains(password));
+
+    // Without TLS, AUTH only with gatewayAuthOverPlain (and James's other spelling).
+    let plain = Sink::offering(Offers {
+        auth: Some(("relay".into(), password.into())),
+        ..Offers::default()
+    });
+    let params = format!(
+        "<gateway>127.0.0.1:{}</gateway><gatewayUsername>relay</gatewayUsername><gatewayPassword>{password}</gatewayPassword><delayTime>1 second</delayTime>",
+        plain.port
+    );
+    let refused = start(&params, None);
+    send(&refused, &["b@x.test"]);
+    wait_for("the deferral", || {
+        refused.log().contains("rcpt=b@x.test status=deferred")
+    });
+    assert!(
+        refused
+            .log()
+            .contains("AUTH over plain text is not allowed"),
+        "{}",
+        refused.log()
+    );
+    let allowed = start(
+        &format!("{params}<gatewayAuthOverPlain>true</gatewayAuthOverPlain>"),
+        None,
+    );
+    send(&allowed, &["c@x.test"]);
+    let mail = plain.wait_for("c@x.test");
+    assert_eq!(mail.auth.as_deref(), Some("relay"));
+    assert!(!mail.tls);
+    assert!(plain.received().iter().all(|m| m.rcpts != ["b@x.test"]));
+}
+
+/// Sends one mail with MAIL/RCPT parameters: `to` is (address, parameters).
+fn send_with(server: &Server, from_params: &str, to: &[(&str, &str)], message: &str) {
+    let mut smtp = server.smtp();
+    assert!(smtp.cmd("EHLO client.test").starts_with("250"));
+    let reply = smtp.cmd(&format!("MAIL FROM:<sender@localhost> {from_params}"));
+    assert!(reply.starts_with("250"), "{reply}");
+    for (rcpt, params) in to {
+        let reply = smtp.cmd(&format!("RCPT TO:<{rcpt}> {params}"));
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(format!("{}\r\n.\r\n", message.replace('\n', "\r\n")).as_bytes());
+    let reply = smtp.reply();
+    assert!(reply.starts_with("250"), "{reply}");
+}
+
+#[test]
+fn dsn_parameters_are_passed_on_when_the_peer_offers_dsn() {
+    let dsn = Sink::offering(Offers {
+        dsn: true,
+        ..Offers::default()
+    });
+    let without = Sink::start();
+    let dns = start_dns(vec![
+        ("dsn.test", a([127, 0, 0, 1])),
+        ("plain.test", a([127, 0, 0, 1])),
+    ]);
+    // Both domains resolve to 127.0.0.1: the MX port picks the sink, so two servers.
+    for (sink, domain) in [(&dsn, "dsn.test"), (&without, "plain.test")] {
+        let server = start(&format!("<mxPort>{}</mxPort>", sink.port), Some(dns));
+        let (a, b) = (format!("a@{domain}"), format!("b@{domain}"));
+        let orcpt = format!("NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;{a}");
+        send_with(
+            &server,
+            "RET=HDRS ENVID=QQ314159",
+            &[(&a, &orcpt), (&b, "NOTIFY=NEVER")],
+            MESSAGE,
+        );
+        sink.wait_for(&a);
+    }
+    let mail = dsn.wait_for("a@dsn.test");
+    assert!(
+        mail.from.ends_with(" RET=HDRS ENVID=QQ314159"),
+        "{}",
+        mail.from
+    );
+    assert_eq!(mail.rcpts, vec!["a@dsn.test", "b@dsn.test"]);
+    assert_eq!(
+        mail.rcpt_params,
+        vec![
+            "NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a@dsn.test",
+            "NOTIFY=NEVER"
+        ]
+    );
+    // A peer without DSN gets none of them.
+    let mail = without.wait_for("a@plain.test");
+    assert!(!mail.from.contains("RET="), "{}", mail.from);
+    assert!(!mail.from.contains("ENVID="), "{}", mail.from);
+    assert_eq!(mail.rcpt_params, vec!["", ""]);
+}
+
+#[test]
+fn eight_bit_mail_goes_with_body_8bitmime_or_fails_with_5_6_3() {
+    let eight = Sink::start();
+    let seven = Sink::offering(Offers {
+        seven_bit: true,
+        ..Offers::default()
+    });
+    let utf8 = "From: a@localhost\nSubject: caf\u{e9}\n\nd\u{e9}j\u{e0} vu\n";
+    let server = start(
+        &format!("<gateway>127.0.0.1:{}</gateway>", eight.port),
+        None,
+    );
+    send_with(&server, "BODY=8BITMIME", &[("a@x.test", "")], utf8);
+    send(&server, &["b@x.test"]);
+    let mail = eight.wait_for("a@x.test");
+    assert!(mail.from.ends_with(" BODY=8BITMIME"), "{}", mail.from);
+    assert!(mail.data.contains("d\u{e9}j\u{e0} vu"), "{}", mail.data);
+    // A 7-bit message says nothing of its body.
+    let mail = eight.wait_for("b@x.test");
+    assert!(!mail.from.contains("BODY="), "{}", mail.from);
+
+    // RFC 6152 §3: 8-bit content to a server without 8BITMIME is converted or fails; Mailroom
+    // does not convert, so the recipient fails with 5.6.3 and nothing is sent.
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><bounceProcessor>bounces</bounceProcessor>",
+            seven.port
+        ),
+        None,
+    );
+    send_with(&server, "BODY=8BITMIME", &[("c@x.test", "")], utf8);
+    send(&server, &["d@x.test"]);
+    seven.wait_for("d@x.test");
+    wait_for("the 5.6.3 failure", || bounces(&server).len() == 1);
+    let bounce = &bounces(&server)[0];
+    assert_eq!(bounce["recipients"], serde_json::json!(["c@x.test"]));
+    assert_eq!(
+        bounce["attributes"]["mailroom.delivery.status"]["value"],
+        "5.6.3"
+    );
+    assert!(seven.received().iter().all(|m| m.rcpts != ["c@x.test"]));
 }
 
 /// The embedded default configuration, as shipped, with only its ports, its DNS server and

@@ -4,18 +4,33 @@
 //! message above its limit refused before sending), one `RCPT TO` per recipient, `DATA` with
 //! dot-stuffing, `QUIT`. Every reply line is bounded ([`MAX_LINE`], [`MAX_LINES`]) and every
 //! reply waited for at most the `<timeout>`; the connection at most the
-//! `<connectiontimeout>`. What it does not do yet: STARTTLS, AUTH, PIPELINING, DSN parameters,
-//! 8BITMIME/SMTPUTF8 negotiation (the message is sent as stored).
+//! `<connectiontimeout>`.
+//!
+//! STARTTLS when the server offers it ([`StartTls`]): opportunistic TLS does not check the
+//! server's certificate (any certificate, self-signed or expired, is accepted: it protects
+//! against a passive listener only), and neither does `<requireTLS>`, which only makes TLS
+//! mandatory. AUTH PLAIN or LOGIN ([`Credentials`]) after TLS, over plain text only when
+//! allowed. DSN parameters ([`DsnParams`]) when the server offers DSN. A message with 8-bit
+//! octets goes with `BODY=8BITMIME`, or fails with 5.6.3 when the server does not offer
+//! 8BITMIME (RFC 6152 §3: convert or fail; no conversion is done). What it does not do yet:
+//! PIPELINING, SMTPUTF8.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine;
+use mailroom_config::Secret;
 use mailroom_mailet::{MailAddress, Message};
 use mailroom_net::dot::DotEncoder;
 use mailroom_store::BlockingReader;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls;
 
 /// The longest reply line accepted (RFC 5321 says 512; servers write longer texts).
 pub const MAX_LINE: usize = 4096;
@@ -85,12 +100,51 @@ impl fmt::Display for Reply {
 
 /// Why a host could not take the mail at all: try the next one (or later).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostError(pub String);
+pub struct HostError {
+    /// What went wrong, for the log and the mail's last error.
+    pub text: String,
+    /// The server offered STARTTLS and the TLS handshake failed: without `<requireTLS>` the
+    /// next attempt to this address goes in plain text.
+    pub tls_failed: bool,
+}
+
+impl HostError {
+    fn new(text: String) -> HostError {
+        HostError {
+            text,
+            tls_failed: false,
+        }
+    }
+}
 
 impl fmt::Display for HostError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
+}
+
+/// Whether to use STARTTLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartTls {
+    /// When the server offers it (opportunistic); a refused STARTTLS goes on in plain text, a
+    /// failed handshake is a [`HostError`] with `tls_failed`.
+    Offered,
+    /// Always (`<requireTLS>`): a server without STARTTLS, or a failed handshake, is a
+    /// [`HostError`] (temporary).
+    Required,
+    /// Never: this address failed the handshake on an earlier attempt.
+    Never,
+}
+
+/// AUTH credentials for a gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub username: String,
+    /// The password, never logged.
+    pub password: Secret,
+    /// Authenticate over a connection without TLS (`<gatewayAuthOverPlain>`).
+    pub over_plain: bool,
 }
 
 /// What became of one recipient on one host.
@@ -112,6 +166,29 @@ pub struct Envelope<'a> {
     pub recipients: &'a [MailAddress],
     /// The message as stored: streamed from storage during DATA, never read whole.
     pub message: &'a Message,
+    /// Whether the message has octets above 127 (sent with `BODY=8BITMIME`).
+    pub eight_bit: bool,
+    /// What to pass on when the server offers DSN.
+    pub dsn: &'a DsnParams,
+}
+
+/// DSN parameters (RFC 3461) as the SMTP server received them (xtext, as sent).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DsnParams {
+    /// `RET=` (`FULL` or `HDRS`).
+    pub ret: Option<String>,
+    /// `ENVID=`.
+    pub envid: Option<String>,
+    /// By recipient (its text, `local@domain`): `NOTIFY=` and `ORCPT=`.
+    pub recipients: std::collections::BTreeMap<String, (Option<String>, Option<String>)>,
+}
+
+/// Whether `value` can go on the command line as a parameter value: printable ASCII without
+/// spaces or `=` (xtext, RFC 3461 §4); anything else is dropped.
+fn param_value(value: &Option<String>) -> Option<&str> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'='))
 }
 
 /// Connection settings.
@@ -126,6 +203,10 @@ pub struct ClientSettings {
     /// With `false`, nothing is sent when any recipient is refused; the accepted ones are
     /// tried again later (James's `sendpartial`).
     pub send_partial: bool,
+    /// STARTTLS.
+    pub starttls: StartTls,
+    /// AUTH to the server, if any.
+    pub auth: Option<Credentials>,
 }
 
 /// Delivers `envelope` to the server at `addr`: `Ok` with one result per recipient, or
@@ -138,10 +219,11 @@ pub async fn deliver(
 ) -> Result<Vec<RcptResult>, HostError> {
     let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| HostError(format!("{addr}: connection timed out")))?
-        .map_err(|e| HostError(format!("{addr}: cannot connect: {e}")))?;
+        .map_err(|_| HostError::new(format!("{addr}: connection timed out")))?
+        .map_err(|e| HostError::new(format!("{addr}: cannot connect: {e}")))?;
     let mut session = Session {
-        stream: BufReader::new(stream),
+        stream: BufReader::new(Box::new(stream)),
+        tls: false,
         timeout: settings.timeout,
         addr,
     };
@@ -153,8 +235,14 @@ pub async fn deliver(
     result
 }
 
+/// A plain or TLS stream.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 struct Session {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Box<dyn Stream>>,
+    /// Whether STARTTLS succeeded.
+    tls: bool,
     timeout: Duration,
     addr: SocketAddr,
 }
@@ -178,6 +266,27 @@ impl Session {
             }
             ehlo.lines.clear();
         }
+        if settings.starttls != StartTls::Never && offers(&ehlo, "STARTTLS").is_some() {
+            let reply = self.command("STARTTLS").await?;
+            if reply.code == 220 {
+                self.start_tls().await?;
+                ehlo = self.command(&format!("EHLO {}", settings.helo)).await?;
+                if !ehlo.is_positive() {
+                    return Err(self.refused("EHLO after STARTTLS", &ehlo));
+                }
+            } else if settings.starttls == StartTls::Required {
+                return Err(self.refused("STARTTLS (requireTLS is set)", &reply));
+            }
+        }
+        if settings.starttls == StartTls::Required && !self.tls {
+            return Err(HostError::new(format!(
+                "{}: does not offer STARTTLS, and requireTLS is set",
+                self.addr
+            )));
+        }
+        if let Some(credentials) = &settings.auth {
+            self.authenticate(&ehlo, credentials).await?;
+        }
         let size_limit = ehlo.lines.iter().skip(1).find_map(|l| {
             let mut words = l.split_whitespace();
             words
@@ -200,11 +309,30 @@ impl Session {
             );
             return Ok(vec![RcptResult::Permanent(reply); count]);
         }
+        if envelope.eight_bit && offers(&ehlo, "8BITMIME").is_none() {
+            let reply = Reply::local(
+                554,
+                "5.6.3 the message has 8-bit octets and the server does not offer 8BITMIME",
+            );
+            return Ok(vec![RcptResult::Permanent(reply); count]);
+        }
+        let dsn = offers(&ehlo, "DSN").is_some();
         let sender = envelope.sender.map(ToString::to_string).unwrap_or_default();
-        let mail_from = match size_limit {
-            Some(_) => format!("MAIL FROM:<{sender}> SIZE={size}"),
-            None => format!("MAIL FROM:<{sender}>"),
-        };
+        let mut mail_from = format!("MAIL FROM:<{sender}>");
+        if size_limit.is_some() {
+            mail_from.push_str(&format!(" SIZE={size}"));
+        }
+        if envelope.eight_bit {
+            mail_from.push_str(" BODY=8BITMIME");
+        }
+        if dsn {
+            if let Some(ret) = param_value(&envelope.dsn.ret) {
+                mail_from.push_str(&format!(" RET={ret}"));
+            }
+            if let Some(envid) = param_value(&envelope.dsn.envid) {
+                mail_from.push_str(&format!(" ENVID={envid}"));
+            }
+        }
         let reply = self.command(&mail_from).await?;
         if reply.is_permanent() {
             return Ok(vec![RcptResult::Permanent(reply); count]);
@@ -215,7 +343,16 @@ impl Session {
         let mut results = Vec::with_capacity(count);
         let mut accepted = Vec::new();
         for (i, rcpt) in envelope.recipients.iter().enumerate() {
-            let reply = self.command(&format!("RCPT TO:<{rcpt}>")).await?;
+            let mut rcpt_to = format!("RCPT TO:<{rcpt}>");
+            if let Some((notify, orcpt)) = envelope.dsn.recipients.get(&rcpt.to_string()) {
+                if let Some(notify) = param_value(notify).filter(|_| dsn) {
+                    rcpt_to.push_str(&format!(" NOTIFY={notify}"));
+                }
+                if let Some(orcpt) = param_value(orcpt).filter(|_| dsn) {
+                    rcpt_to.push_str(&format!(" ORCPT={orcpt}"));
+                }
+            }
+            let reply = self.command(&rcpt_to).await?;
             results.push(if reply.is_positive() {
                 accepted.push(i);
                 RcptResult::Delivered(reply)
@@ -244,7 +381,7 @@ impl Session {
         let data = match self.command("DATA").await {
             Ok(reply) => reply,
             Err(e) => {
-                fail_accepted(&mut results, RcptResult::Temporary(e.0));
+                fail_accepted(&mut results, RcptResult::Temporary(e.text));
                 return Ok(results);
             }
         };
@@ -273,7 +410,7 @@ impl Session {
                 fail_accepted(&mut results, RcptResult::Temporary(said))
             }
             // Broken off during or after the data: not acknowledged, so not delivered.
-            Err(e) => fail_accepted(&mut results, RcptResult::Temporary(e.0)),
+            Err(e) => fail_accepted(&mut results, RcptResult::Temporary(e.text)),
         }
         Ok(results)
     }
@@ -284,7 +421,78 @@ impl Session {
     }
 
     fn refused(&self, step: &str, reply: &Reply) -> HostError {
-        HostError(format!("{} refused {step}: {reply}", self.addr))
+        HostError::new(format!("{} refused {step}: {reply}", self.addr))
+    }
+
+    /// The TLS handshake after `220` to `STARTTLS`: the server's certificate is not checked.
+    async fn start_tls(&mut self) -> Result<(), HostError> {
+        let addr = self.addr;
+        let failed = |text: String| HostError {
+            text: format!("{addr}: TLS handshake failed: {text}"),
+            tls_failed: true,
+        };
+        if !self.stream.buffer().is_empty() {
+            // Anything sent before the handshake could be an injection (CVE-2011-0411).
+            return Err(failed("the server sent data before the handshake".into()));
+        }
+        let stream = std::mem::replace(
+            &mut self.stream,
+            BufReader::new(Box::new(tokio::io::empty())),
+        )
+        .into_inner();
+        let connector = tokio_rustls::TlsConnector::from(tls_config());
+        // No certificate is checked, so the name is only what SNI says: the address.
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let tls = match tokio::time::timeout(self.timeout, connector.connect(name, stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(failed(e.to_string())),
+            Err(_) => return Err(failed("timed out".into())),
+        };
+        self.stream = BufReader::new(Box::new(tls));
+        self.tls = true;
+        Ok(())
+    }
+
+    /// AUTH PLAIN (or LOGIN when only that is offered).
+    async fn authenticate(
+        &mut self,
+        ehlo: &Reply,
+        credentials: &Credentials,
+    ) -> Result<(), HostError> {
+        let addr = self.addr;
+        if !self.tls && !credentials.over_plain {
+            return Err(HostError::new(format!(
+                "{addr}: no TLS, and AUTH over plain text is not allowed (<gatewayAuthOverPlain>)"
+            )));
+        }
+        let mechanisms = offers(ehlo, "AUTH")
+            .map(|m| m.to_ascii_uppercase())
+            .unwrap_or_default();
+        let has = |m: &str| mechanisms.split_whitespace().any(|w| w == m);
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let user = &credentials.username;
+        let password = credentials.password.expose();
+        let reply = if has("PLAIN") {
+            let token = b64(format!("\0{user}\0{password}").as_bytes());
+            self.command(&format!("AUTH PLAIN {token}")).await?
+        } else if has("LOGIN") {
+            let mut reply = self.command("AUTH LOGIN").await?;
+            for answer in [user.as_str(), password] {
+                if reply.code != 334 {
+                    break;
+                }
+                reply = self.command(&b64(answer.as_bytes())).await?;
+            }
+            reply
+        } else {
+            return Err(HostError::new(format!(
+                "{addr}: offers neither AUTH PLAIN nor AUTH LOGIN (AUTH {mechanisms})"
+            )));
+        };
+        if reply.code != 235 {
+            return Err(self.refused("AUTH", &reply));
+        }
+        Ok(())
     }
 
     async fn command(&mut self, line: &str) -> Result<Reply, HostError> {
@@ -304,8 +512,8 @@ impl Session {
         };
         match tokio::time::timeout(self.timeout, io).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(HostError(format!("{addr}: connection lost: {e}"))),
-            Err(_) => Err(HostError(format!("{addr}: timed out writing"))),
+            Ok(Err(e)) => Err(HostError::new(format!("{addr}: connection lost: {e}"))),
+            Err(_) => Err(HostError::new(format!("{addr}: timed out writing"))),
         }
     }
 
@@ -316,7 +524,7 @@ impl Session {
     async fn send_data(&mut self, message: &Message) -> Result<(), HostError> {
         let addr = self.addr;
         let unreadable = |e: std::io::Error| {
-            HostError(format!(
+            HostError::new(format!(
                 "{addr}: cannot read the message from the spool: {e}"
             ))
         };
@@ -347,9 +555,85 @@ impl Session {
         let addr = self.addr;
         match tokio::time::timeout(self.timeout, read_reply(&mut self.stream)).await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => Err(HostError(format!("{addr}: {e}"))),
-            Err(_) => Err(HostError(format!("{addr}: timed out waiting for a reply"))),
+            Ok(Err(e)) => Err(HostError::new(format!("{addr}: {e}"))),
+            Err(_) => Err(HostError::new(format!(
+                "{addr}: timed out waiting for a reply"
+            ))),
         }
+    }
+}
+
+/// The rest of the EHLO line of `keyword` when the server offers it (`AUTH=` too).
+fn offers<'r>(ehlo: &'r Reply, keyword: &str) -> Option<&'r str> {
+    ehlo.lines.iter().skip(1).find_map(|line| {
+        let (word, rest) = line.split_once([' ', '=']).unwrap_or((line.as_str(), ""));
+        word.eq_ignore_ascii_case(keyword).then_some(rest)
+    })
+}
+
+/// The client TLS configuration: TLS 1.2 and 1.3 on ring, no certificate checked.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// Accepts any certificate (opportunistic TLS), still checking the handshake's signatures.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -461,5 +745,33 @@ mod tests {
         assert!(parse(long.as_bytes()).await.is_err());
         let many = "250-x\r\n".repeat(MAX_LINES + 1) + "250 x\r\n";
         assert!(parse(many.as_bytes()).await.is_err());
+    }
+
+    #[test]
+    fn only_clean_parameter_values_are_passed_on() {
+        let v = |s: &str| Some(s.to_string());
+        assert_eq!(param_value(&v("rfc822;a+2Bb@x")), Some("rfc822;a+2Bb@x"));
+        for bad in ["", "two words", "a\r\nRCPT TO:<x@y>", "a=b", "caf\u{e9}"] {
+            assert_eq!(param_value(&v(bad)), None, "{bad:?}");
+        }
+        assert_eq!(param_value(&None), None);
+    }
+
+    #[test]
+    fn ehlo_keywords() {
+        let ehlo = Reply {
+            code: 250,
+            lines: vec![
+                "mx.example STARTTLS".into(),
+                "AUTH=LOGIN".into(),
+                "auth PLAIN LOGIN".into(),
+                "DSN".into(),
+            ],
+        };
+        // The greeting line is not a keyword.
+        assert_eq!(offers(&ehlo, "STARTTLS"), None);
+        assert_eq!(offers(&ehlo, "AUTH"), Some("LOGIN"));
+        assert_eq!(offers(&ehlo, "DSN"), Some(""));
+        assert_eq!(offers(&ehlo, "8BITMIME"), None);
     }
 }

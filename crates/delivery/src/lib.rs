@@ -43,6 +43,10 @@ pub use settings::Settings;
 /// The mail attribute that counts the delivery attempts made so far.
 pub const ATTEMPTS: &str = "mailroom.delivery.attempts";
 
+/// The mail attribute listing the addresses (`ip:port`) whose STARTTLS handshake failed on an
+/// earlier attempt: without `<requireTLS>` they are tried in plain text.
+pub const PLAIN_TEXT: &str = "mailroom.delivery.plain-text";
+
 /// One configured outgoing spool and how its mails are delivered.
 struct Instance {
     settings: Settings,
@@ -245,6 +249,7 @@ impl Mailet for RemoteDelivery {
         queued.set_state(state::ROOT);
         queued.envelope.error_message = None;
         queued.envelope.attributes.remove(ATTEMPTS);
+        queued.envelope.attributes.remove(PLAIN_TEXT);
         queued.envelope.touch();
         runtime
             .block_on(spool.store(&queued))

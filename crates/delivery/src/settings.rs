@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
+use mailroom_config::Secret;
 use mailroom_mailet::{MailetConfig, MailetError};
+
+use crate::client::Credentials;
 
 /// James 2.3's default `<outgoing>`.
 pub const DEFAULT_OUTGOING: &str = "file://var/mail/outgoing/";
@@ -13,7 +16,8 @@ pub const DEFAULT_DELAY: Duration = Duration::from_secs(6 * 3600);
 pub const DEFAULT_MAX_RETRIES: u32 = 5;
 
 /// Every parameter RemoteDelivery reads (declared to the registry so that a typo is warned
-/// about). `mxPort` is Mailroom's own (see [`Settings::mx_port`]).
+/// about). `mxPort`, `requireTLS` and `gatewayAuthOverPlain` are Mailroom's own;
+/// `gatewayUsername` is accepted for James's `gatewayusername`.
 pub const PARAMS: &[&str] = &[
     "outgoing",
     "delayTime",
@@ -27,6 +31,11 @@ pub const PARAMS: &[&str] = &[
     "bounceProcessor",
     "sendpartial",
     "mxPort",
+    "requireTLS",
+    "gatewayusername",
+    "gatewayUsername",
+    "gatewayPassword",
+    "gatewayAuthOverPlain",
 ];
 
 /// A validated RemoteDelivery configuration.
@@ -57,6 +66,12 @@ pub struct Settings {
     /// The port of mail exchangers: 25. `<mxPort>` is Mailroom's own parameter, for tests
     /// that run their catching servers on unprivileged ports.
     pub mx_port: u16,
+    /// STARTTLS is mandatory (`<requireTLS>`, Mailroom's own): a host without it, or a
+    /// failed handshake, is a temporary failure. The certificate is not checked either way.
+    pub require_tls: bool,
+    /// AUTH to the gateways (`<gatewayusername>`, `<gatewayPassword>`; over plain text only
+    /// with Mailroom's `<gatewayAuthOverPlain>true`).
+    pub gateway_auth: Option<Credentials>,
 }
 
 impl Settings {
@@ -117,6 +132,37 @@ impl Settings {
         {
             return Err(bad(format!("<heloName> {helo_name:?} is not a host name")));
         }
+        let mut notes = notes;
+        let username = ["gatewayusername", "gatewayUsername"]
+            .iter()
+            .find_map(|name| config.param(name).filter(|u| !u.is_empty()));
+        let gateway_auth = match (username, config.param("gatewayPassword")) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(bad("<gatewayPassword> without <gatewayusername>".into()))
+            }
+            (Some(_), None) => {
+                return Err(bad("<gatewayusername> without <gatewayPassword>".into()))
+            }
+            (Some(user), Some(password)) => {
+                if user.contains(|c: char| c.is_control()) {
+                    return Err(bad("<gatewayusername> has control characters".into()));
+                }
+                let over_plain = config.bool_param("gatewayAuthOverPlain", false)?;
+                if gateways.is_empty() {
+                    notes.push(
+                        "<gatewayusername> is ignored: AUTH is only used with a <gateway>".into(),
+                    );
+                    None
+                } else {
+                    Some(Credentials {
+                        username: user.to_string(),
+                        password: Secret::new(password),
+                        over_plain,
+                    })
+                }
+            }
+        };
         let bounce_processor = config
             .param("bounceProcessor")
             .filter(|p| !p.is_empty())
@@ -138,6 +184,8 @@ impl Settings {
                 bounce_processor,
                 send_partial: config.bool_param("sendpartial", false)?,
                 mx_port,
+                require_tls: config.bool_param("requireTLS", false)?,
+                gateway_auth,
             },
             notes,
         ))
@@ -350,8 +398,53 @@ mod tests {
             ("delayTime", "5 fortnights"),
             ("sendpartial", "maybe"),
             ("heloName", "two words"),
+            ("requireTLS", "maybe"),
+            ("gatewayusername", "user"),
+            ("gatewayPassword", "only"),
         ] {
             assert!(Settings::parse(&config(&[bad]), "x").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tls_and_gateway_auth() {
+        let config = |pairs: &[(&str, &str)]| MailetConfig {
+            name: "RemoteDelivery".into(),
+            params: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let (s, _) = Settings::parse(&config(&[]), "x").unwrap();
+        assert!(!s.require_tls && s.gateway_auth.is_none());
+        for user in ["gatewayusername", "gatewayUsername"] {
+            let (s, notes) = Settings::parse(
+                &config(&[
+                    ("gateway", "smart.example"),
+                    (user, "relay"),
+                    ("gatewayPassword", "hunter2"),
+                    ("requireTLS", "true"),
+                ]),
+                "x",
+            )
+            .unwrap();
+            assert!(s.require_tls && notes.is_empty());
+            let auth = s.gateway_auth.clone().unwrap();
+            assert_eq!((auth.username.as_str(), auth.over_plain), ("relay", false));
+            assert_eq!(auth.password.expose(), "hunter2");
+            assert!(!format!("{s:?}").contains("hunter2"));
+        }
+        // Without a gateway, AUTH is not used (and said so).
+        let (s, notes) = Settings::parse(
+            &config(&[
+                ("gatewayusername", "relay"),
+                ("gatewayPassword", "p"),
+                ("gatewayAuthOverPlain", "true"),
+            ]),
+            "x",
+        )
+        .unwrap();
+        assert!(s.gateway_auth.is_none());
+        assert_eq!(notes.len(), 1);
     }
 }

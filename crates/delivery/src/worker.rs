@@ -14,10 +14,16 @@ use mailroom_store::{Leased, SpoolRepository};
 use tokio::sync::watch;
 
 use crate::bounce::{self, Failure};
-use crate::client::{self, ClientSettings, RcptResult};
+use crate::client::{self, ClientSettings, RcptResult, StartTls};
 use crate::route::{self, RouteError, Target};
 use crate::settings::Settings;
-use crate::ATTEMPTS;
+use crate::{ATTEMPTS, PLAIN_TEXT};
+
+/// The SMTP server's DSN attributes (`mailroom_smtp::ATTR_DSN_*`; this crate does not depend
+/// on the SMTP server).
+const ATTR_DSN_RET: &str = "mailroom.smtp.dsn.ret";
+const ATTR_DSN_ENVID: &str = "mailroom.smtp.dsn.envid";
+const ATTR_DSN_RECIPIENTS: &str = "mailroom.smtp.dsn.recipients";
 
 /// What every worker of one outgoing spool shares.
 pub(crate) struct Worker {
@@ -74,7 +80,9 @@ impl Worker {
             Some(AttributeValue::Number(n)) if *n >= 0.0 => *n as u32 + 1,
             _ => 1,
         };
-        let results = self.attempt(&mail).await;
+        let mut plain = plain_text_addresses(&mail);
+        let known_plain = plain.len();
+        let results = self.attempt(&mail, &mut plain).await;
         let retry = attempt <= self.settings.max_retries;
         let delay = self.settings.delay_before(attempt);
         let mut failed = Vec::new();
@@ -148,6 +156,10 @@ impl Worker {
         } else {
             mail.set_recipients(again);
             mail.set_attribute(ATTEMPTS, AttributeValue::Number(f64::from(attempt)));
+            if plain.len() > known_plain {
+                let list = plain.into_iter().map(AttributeValue::String).collect();
+                mail.set_attribute(PLAIN_TEXT, AttributeValue::List(list));
+            }
             mail.envelope.error_message = last_error;
             mail.envelope.touch();
             self.outgoing
@@ -181,7 +193,9 @@ impl Worker {
     }
 
     /// One attempt for every recipient: each domain's on its own connection.
-    async fn attempt(&self, mail: &Mail) -> Vec<(MailAddress, Result1)> {
+    /// `plain`: the addresses (`ip:port`) whose TLS handshake failed on an earlier attempt;
+    /// those that fail now are added.
+    async fn attempt(&self, mail: &Mail, plain: &mut Vec<String>) -> Vec<(MailAddress, Result1)> {
         let mut groups: Vec<(String, Vec<MailAddress>)> = Vec::new();
         for rcpt in mail.recipients() {
             // Through a gateway, one connection carries every recipient.
@@ -195,9 +209,30 @@ impl Worker {
                 None => groups.push((key, vec![rcpt.clone()])),
             }
         }
+        let dsn = dsn_params(mail);
+        let eight_bit = match eight_bit(&mail.message).await {
+            Ok(eight_bit) => eight_bit,
+            Err(e) => {
+                let text = format!("cannot read the message: {e}");
+                return mail
+                    .recipients()
+                    .iter()
+                    .map(|r| {
+                        let failure = Result1::Temporary {
+                            host: None,
+                            text: text.clone(),
+                        };
+                        (r.clone(), failure)
+                    })
+                    .collect();
+            }
+        };
         let mut results = Vec::new();
         for (domain, rcpts) in groups {
-            results.extend(self.deliver_domain(mail, &domain, rcpts).await);
+            results.extend(
+                self.deliver_domain(mail, (eight_bit, &dsn), &domain, rcpts, plain)
+                    .await,
+            );
         }
         results
     }
@@ -205,8 +240,10 @@ impl Worker {
     async fn deliver_domain(
         &self,
         mail: &Mail,
+        (eight_bit, dsn): (bool, &client::DsnParams),
         domain: &str,
         rcpts: Vec<MailAddress>,
+        plain: &mut Vec<String>,
     ) -> Vec<(MailAddress, Result1)> {
         let settings = &self.settings;
         let all = |rcpts: Vec<MailAddress>, result: &dyn Fn() -> Result1| {
@@ -226,11 +263,13 @@ impl Worker {
         let implicit = settings.gateways.is_empty()
             && targets.len() == 1
             && targets[0].host.eq_ignore_ascii_case(domain);
-        let client = ClientSettings {
+        let mut client = ClientSettings {
             helo: settings.helo_name.clone(),
             connect_timeout: settings.connect_timeout,
             timeout: settings.timeout,
             send_partial: settings.send_partial,
+            starttls: StartTls::Offered,
+            auth: settings.gateway_auth.clone(),
         };
         let mut pending = rcpts;
         let mut done = Vec::new();
@@ -254,11 +293,23 @@ impl Worker {
                     sender: mail.sender(),
                     recipients: &pending,
                     message: &mail.message,
+                    eight_bit,
+                    dsn,
+                };
+                client.starttls = if settings.require_tls {
+                    StartTls::Required
+                } else if plain.contains(&addr.to_string()) {
+                    StartTls::Never
+                } else {
+                    StartTls::Offered
                 };
                 match client::deliver(addr, &client, &envelope).await {
                     Err(e) => {
+                        if e.tls_failed && !settings.require_tls {
+                            plain.push(addr.to_string());
+                        }
                         tracing::info!(target: "delivery", mail = %mail.name(), host = %target.host, "{e}; trying the next host");
-                        last = (Some(target.host.clone()), e.0);
+                        last = (Some(target.host.clone()), e.text);
                     }
                     Ok(results) => {
                         let mut left = Vec::new();
@@ -325,6 +376,44 @@ fn route_failure(e: &RouteError) -> Result1 {
     }
 }
 
+/// The DSN parameters the SMTP server kept with `mail` (`mailroom_smtp::ATTR_DSN_*`).
+fn dsn_params(mail: &Mail) -> client::DsnParams {
+    let text = |value: Option<&AttributeValue>| match value {
+        Some(AttributeValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let mut params = client::DsnParams {
+        ret: text(mail.attribute(ATTR_DSN_RET)),
+        envid: text(mail.attribute(ATTR_DSN_ENVID)),
+        ..Default::default()
+    };
+    if let Some(AttributeValue::Map(all)) = mail.attribute(ATTR_DSN_RECIPIENTS) {
+        for (rcpt, entry) in all {
+            if let AttributeValue::Map(entry) = entry {
+                params.recipients.insert(
+                    rcpt.clone(),
+                    (text(entry.get("notify")), text(entry.get("orcpt"))),
+                );
+            }
+        }
+    }
+    params
+}
+
+/// The addresses that failed the TLS handshake on an earlier attempt of `mail`.
+fn plain_text_addresses(mail: &Mail) -> Vec<String> {
+    match mail.attribute(PLAIN_TEXT) {
+        Some(AttributeValue::List(list)) => list
+            .iter()
+            .filter_map(|v| match v {
+                AttributeValue::String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// `mx.example[192.0.2.1]:25`.
 fn describe(target: &Target, addr: SocketAddr) -> String {
     if target.host == addr.ip().to_string() {
@@ -346,6 +435,29 @@ fn status_in(text: &str) -> Option<String> {
                     .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
         })
         .map(str::to_string)
+}
+
+/// Whether the message has octets above 127 (it then needs `BODY=8BITMIME`): read through
+/// once on the blocking pool, never whole in memory.
+async fn eight_bit(message: &mailroom_mailet::Message) -> std::io::Result<bool> {
+    use tokio::io::AsyncReadExt;
+    let reader = {
+        let message = message.clone();
+        tokio::task::spawn_blocking(move || message.reader())
+            .await
+            .map_err(std::io::Error::other)??
+    };
+    let mut reader = mailroom_store::BlockingReader::new(Box::new(reader));
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if chunk[..n].iter().any(|&b| b >= 0x80) {
+            return Ok(true);
+        }
+    }
 }
 
 #[cfg(test)]
