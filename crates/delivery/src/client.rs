@@ -221,6 +221,11 @@ pub async fn deliver(
         .await
         .map_err(|_| HostError::new(format!("{addr}: connection timed out")))?
         .map_err(|e| HostError::new(format!("{addr}: cannot connect: {e}")))?;
+    // Each command is one small write that waits for its reply: without this, Nagle's
+    // algorithm holds it for the peer's delayed ACK (tens of ms per command).
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%addr, error = %e, "cannot set TCP_NODELAY");
+    }
     let mut session = Session {
         stream: BufReader::new(Box::new(stream)),
         tls: false,
