@@ -654,7 +654,7 @@ fn the_outgoing_spool_is_listed_and_flushed_by_the_cli_and_the_console() {
         "<gateway>127.0.0.1:{}</gateway><delayTime>1 hour</delayTime><maxRetries>3</maxRetries>",
         sink.port
     ));
-    let server = Server::start_setup(&Setup {
+    let mut server = Server::start_setup(&Setup {
         tree: &tree,
         remote_manager_handler: Some(ADMIN),
         ..Setup::default()
@@ -737,6 +737,30 @@ fn the_outgoing_spool_is_listed_and_flushed_by_the_cli_and_the_console() {
     assert!(log.contains("rcpt=a@x.test status=delivered"), "{log}");
     assert!(log.contains("rcpt=b@x.test status=delivered"), "{log}");
     assert_eq!(sink.received().len(), 2);
+
+    // With the server stopped: listed from the spool's files, flushed by the CLI itself
+    // (taking the outgoing spool's lock), delivered at once when the server starts again.
+    sink.answer("c@x.test", &["451 4.3.0 c later"]);
+    send(&server, &["c@x.test"]);
+    wait_for("the deferral", || {
+        server.log().contains("rcpt=c@x.test status=deferred")
+    });
+    assert_eq!(server.terminate().code(), Some(0));
+    let listed = queue(&server, &["list", OUTGOING]);
+    assert!(
+        listed.contains("1 mail(s)") && listed.contains("c later"),
+        "{listed}"
+    );
+    let c = listed.split(' ').next().unwrap();
+    let flushed = queue(&server, &["flush", c, OUTGOING]);
+    assert!(flushed.contains("flushed 1 mail(s)"), "{flushed}");
+    assert!(queue(&server, &["list", OUTGOING]).contains(" next=now "));
+    server.spawn();
+    sink.wait_for("c@x.test");
+    assert!(
+        sent.elapsed() < Duration::from_secs(600),
+        "not retried at once"
+    );
 }
 
 #[test]
