@@ -19,7 +19,7 @@ use tokio_rustls::rustls::{ServerConfig, ServerConnection, StreamOwned};
 use base64::Engine;
 
 use crate::delivery::envelopes;
-use crate::harness::{wait_for, Server, Setup};
+use crate::harness::{console, wait_for, Server, Setup, ADMIN};
 
 /// One mail a sink received.
 #[derive(Clone, Debug)]
@@ -628,6 +628,139 @@ fn a_4xx_is_retried_and_the_schedule_survives_a_restart() {
     let log = server.log();
     assert!(log.contains("rcpt=later@x.test status=delivered"), "{log}");
     assert_eq!(sink.received().len(), 1);
+}
+
+/// Runs `mailroom queue <args>` and returns its output; panics if it fails.
+fn queue(server: &Server, args: &[&str]) -> String {
+    let mut all = vec!["queue"];
+    all.extend_from_slice(args);
+    let out = server.cli(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_outgoing_spool_is_listed_and_flushed_by_the_cli_and_the_console() {
+    const OUTGOING: &str = "file://var/mail/outgoing/";
+    let sink = Sink::start();
+    sink.answer("a@x.test", &["451 4.3.0 a is busy"]);
+    sink.answer("b@x.test", &["452 4.2.2 b is full"]);
+    let tree = tree(&format!(
+        "<gateway>127.0.0.1:{}</gateway><delayTime>1 hour</delayTime><maxRetries>3</maxRetries>",
+        sink.port
+    ));
+    let mut server = Server::start_setup(&Setup {
+        tree: &tree,
+        remote_manager_handler: Some(ADMIN),
+        ..Setup::default()
+    });
+    let sent = Instant::now();
+    send(&server, &["a@x.test"]);
+    send(&server, &["b@x.test"]);
+    wait_for("both deferrals", || {
+        let log = server.log();
+        log.contains("rcpt=a@x.test status=deferred")
+            && log.contains("rcpt=b@x.test status=deferred")
+    });
+
+    // Listed with their next attempt (in about an hour) and their last error.
+    let listed = queue(&server, &["list", OUTGOING]);
+    assert!(
+        listed.contains(&format!("2 mail(s) in {OUTGOING}")),
+        "{listed}"
+    );
+    let name_of = |rcpt: &str| {
+        listed
+            .lines()
+            .find(|l| l.ends_with(&format!("recipients={rcpt}")))
+            .and_then(|l| l.split(' ').next())
+            .unwrap_or_else(|| panic!("{rcpt} not listed: {listed}"))
+            .to_string()
+    };
+    let (a, b) = (name_of("a@x.test"), name_of("b@x.test"));
+    for (name, error) in [(&a, "451 4.3.0 a is busy"), (&b, "452 4.2.2 b is full")] {
+        let mut lines = listed.lines().skip_while(|l| !l.starts_with(name.as_str()));
+        let line = lines.next().unwrap();
+        assert!(
+            line.contains(" next=59m") || line.contains(" next=1h"),
+            "{line}"
+        );
+        assert!(lines.next().unwrap().contains(error), "{listed}");
+    }
+    let shown = queue(&server, &["show", &a, OUTGOING]);
+    assert!(
+        shown.contains("\nerror: ") && shown.contains("said: 451 4.3.0 a is busy"),
+        "{shown}"
+    );
+    assert!(!shown.contains("next attempt: now"), "{shown}");
+    // The main spool is not the outgoing one.
+    assert!(queue(&server, &["list"]).contains("0 mail(s)"));
+
+    // The console lists them too, with the time of their next attempt.
+    let said = console(&server, &[&format!("listspool {OUTGOING}")]);
+    assert!(said.contains("Number of spooled mails: 2"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "key: {a} sender: sender@localhost recipient: a@x.test"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(" next: ") && said.contains("said: 452 4.2.2 b is full"),
+        "{said}"
+    );
+
+    // Flushed by the CLI: retried at once, well before its hour.
+    let flushed = queue(&server, &["flush", &a, OUTGOING]);
+    assert!(flushed.contains("flushed 1 mail(s)"), "{flushed}");
+    sink.wait_for("a@x.test");
+    // Flushed by the console (the outgoing spool's mails are not in state error: state=all).
+    let said = console(
+        &server,
+        &[&format!("flushspool {OUTGOING} key={b} state=all")],
+    );
+    assert!(said.contains("Number of flushed mails: 1"), "{said}");
+    sink.wait_for("b@x.test");
+    assert!(
+        sent.elapsed() < Duration::from_secs(600),
+        "not retried at once"
+    );
+    wait_for("the outgoing spool to empty", || {
+        queue(&server, &["list", OUTGOING]).contains("0 mail(s)")
+    });
+    let log = server.log();
+    assert!(log.contains("rcpt=a@x.test status=delivered"), "{log}");
+    assert!(log.contains("rcpt=b@x.test status=delivered"), "{log}");
+    assert_eq!(sink.received().len(), 2);
+
+    // With the server stopped: listed from the spool's files, flushed by the CLI itself
+    // (taking the outgoing spool's lock), delivered at once when the server starts again.
+    sink.answer("c@x.test", &["451 4.3.0 c later"]);
+    send(&server, &["c@x.test"]);
+    wait_for("the deferral", || {
+        server.log().contains("rcpt=c@x.test status=deferred")
+    });
+    assert_eq!(server.terminate().code(), Some(0));
+    let listed = queue(&server, &["list", OUTGOING]);
+    assert!(
+        listed.contains("1 mail(s)") && listed.contains("c later"),
+        "{listed}"
+    );
+    let c = listed.split(' ').next().unwrap();
+    let flushed = queue(&server, &["flush", c, OUTGOING]);
+    assert!(flushed.contains("flushed 1 mail(s)"), "{flushed}");
+    assert!(queue(&server, &["list", OUTGOING]).contains(" next=now "));
+    server.spawn();
+    sink.wait_for("c@x.test");
+    assert!(
+        sent.elapsed() < Duration::from_secs(600),
+        "not retried at once"
+    );
 }
 
 #[test]

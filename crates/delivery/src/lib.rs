@@ -47,6 +47,17 @@ pub const ATTEMPTS: &str = "mailroom.delivery.attempts";
 /// earlier attempt: without `<requireTLS>` they are tried in plain text.
 pub const PLAIN_TEXT: &str = "mailroom.delivery.plain-text";
 
+/// The outgoing spool URL of a configured mailet when it is a RemoteDelivery (its
+/// `<outgoing>`, else James's default), read from the configuration alone: `mailroom queue`
+/// knows the outgoing spools without building the processor tree.
+pub fn configured_outgoing(mailet: &mailroom_config::MailetConfig) -> Option<String> {
+    if mailet.class.rsplit('.').next() != Some("RemoteDelivery") {
+        return None;
+    }
+    let url = mailet.param("outgoing").filter(|o| !o.is_empty());
+    Some(url.unwrap_or(settings::DEFAULT_OUTGOING).to_string())
+}
+
 /// One configured outgoing spool and how its mails are delivered.
 struct Instance {
     settings: Settings,
@@ -88,6 +99,14 @@ impl RemoteDeliveries {
         self.instances()
             .iter()
             .map(|i| i.settings.outgoing.clone())
+            .collect()
+    }
+
+    /// Every opened outgoing spool, with its URL (for the administrator's commands).
+    pub fn spools(&self) -> Vec<(String, Arc<dyn SpoolRepository>)> {
+        self.instances()
+            .iter()
+            .filter_map(|i| Some((i.settings.outgoing.clone(), i.spool.get()?.clone())))
             .collect()
     }
 

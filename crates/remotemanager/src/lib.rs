@@ -35,9 +35,28 @@ mod sys;
 pub use server::serve;
 pub use session::{Session, Step};
 
-/// Opens the mail repository at a URL (`file://var/mail/error/`), as mailets do.
-pub type RepositoryOpener =
-    Arc<dyn Fn(&str) -> Result<Arc<dyn MailRepository>, StoreError> + Send + Sync>;
+/// Opens the repository at a URL (`file://var/mail/error/`, `file://var/mail/outgoing/`).
+pub type RepositoryOpener = Arc<dyn Fn(&str) -> Result<Opened, StoreError> + Send + Sync>;
+
+/// What a URL of the spool commands names.
+#[derive(Clone)]
+pub enum Opened {
+    /// A spool — the main spool, or a RemoteDelivery outgoing spool: its mails wait for an
+    /// attempt, and flushing one makes it due at once where it is.
+    Spool(Arc<dyn SpoolRepository>),
+    /// A mail repository: flushing a mail sends it back to the main spool.
+    Mail(Arc<dyn MailRepository>),
+}
+
+impl Opened {
+    /// The repository's mails, whatever it is.
+    pub fn mails(&self) -> Arc<dyn MailRepository> {
+        match self {
+            Opened::Spool(spool) => spool.clone(),
+            Opened::Mail(repository) => repository.clone(),
+        }
+    }
+}
 
 /// The settings of one RemoteManager listener (`<remotemanager>`).
 #[derive(Clone, Debug)]

@@ -10,22 +10,25 @@
 //! run on the spool cannot empty the queue. Flushing a mail of a repository sends it back to the spool in
 //! state `root`, with its error message cleared: it is stored in the spool first and removed
 //! from the repository after, so a crash in between duplicates it but never loses it.
-//! Flushing a mail of the spool makes it due at once ([`mailroom_store::SpoolRepository::make_due`]:
-//! a mail a worker holds is left to it and not counted).
+//! Flushing a mail of a spool — the main spool, or a RemoteDelivery outgoing spool — makes it
+//! due at once where it is ([`mailroom_store::SpoolRepository::make_due`]: a mail a worker
+//! holds is left to it and not counted), so that its next attempt (a remote delivery's retry)
+//! is made now.
 //!
 //! A listing keeps James's line, `key: <key> sender: <sender> recipient: <r1> <r2> ...`, which
 //! scripts parse, and adds below each an indented line with the mail's state and error
-//! message (`    state: error error: 550 ...`), which no James line starts like.
+//! message (`    state: error error: 550 ...`), which no James line starts like; in a spool,
+//! a mail waiting for a later attempt also has its time there
+//! (`    state: root next: Tue, 01 Dec 2026 16:20:00 GMT error: 421 ...`).
 
-use std::sync::Arc;
+use std::time::SystemTime;
 
 use mailroom_mailet::Mail;
 use mailroom_store::admin::{flush_to_spool, one_line};
-use mailroom_store::MailRepository;
 use regex::Regex;
 
 use crate::session::Out;
-use crate::Console;
+use crate::{Console, Opened};
 
 const LIST_USAGE: &str =
     "Usage: LISTSPOOL [spoolrepositoryname] ([header=headername] [regex=regexValue])";
@@ -102,16 +105,14 @@ impl Selection {
     /// are read one at a time and dropped: a retrieved mail keeps its file open, and a large
     /// error repository must not exhaust the process's file descriptors. `Err` carries the
     /// reason to print.
-    async fn select(
-        &self,
-        console: &Console,
-    ) -> Result<(Arc<dyn MailRepository>, Vec<Selected>), String> {
+    async fn select(&self, console: &Console) -> Result<(Opened, Vec<Selected>), String> {
         // Opening may create a directory: not on a runtime thread.
         let (open, url) = (console.open_repository.clone(), self.url.clone());
-        let repository = tokio::task::spawn_blocking(move || open(&url))
+        let opened = tokio::task::spawn_blocking(move || open(&url))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
+        let repository = opened.mails();
         let mut selected = Vec::new();
         for name in repository.list().await.map_err(|e| e.to_string())? {
             // A mail removed since the listing is simply not selected.
@@ -121,17 +122,23 @@ impl Selection {
                 .map_err(|e| e.to_string())?
             {
                 if self.matches(&mail) {
-                    selected.push((name, listing(&mail)));
+                    let next = match &opened {
+                        Opened::Spool(spool) => {
+                            spool.next_attempt(&name).await.map_err(|e| e.to_string())?
+                        }
+                        Opened::Mail(_) => None,
+                    };
+                    selected.push((name, listing(&mail, next)));
                 }
             }
         }
-        Ok((repository, selected))
+        Ok((opened, selected))
     }
 }
 
 /// `key: <key> sender: <sender> recipient: <r1> <r2> ...` (James's line), then
-/// `    state: <state>[ error: <message>]`.
-fn listing(mail: &Mail) -> String {
+/// `    state: <state>[ next: <time>][ error: <message>]`.
+fn listing(mail: &Mail, next_attempt: Option<SystemTime>) -> String {
     let sender = mail
         .sender()
         .map_or_else(|| "<>".to_string(), ToString::to_string);
@@ -142,6 +149,10 @@ fn listing(mail: &Mail) -> String {
     }
     line.push_str("\r\n    state: ");
     line.push_str(&one_line(mail.state()));
+    if let Some(at) = next_attempt {
+        line.push_str(" next: ");
+        line.push_str(&httpdate::fmt_http_date(at));
+    }
     if let Some(error) = &mail.envelope.error_message {
         line.push_str(" error: ");
         line.push_str(&one_line(error));
@@ -172,18 +183,18 @@ pub async fn flush(console: &Console, argument: Option<&str>, out: &mut Out<'_>)
     let Some(selection) = Selection::parse(argument, true) else {
         return out.line(FLUSH_USAGE);
     };
-    let (repository, selected) = match selection.select(console).await {
+    let (opened, selected) = match selection.select(console).await {
         Ok(selected) => selected,
         Err(e) => return out.line(format!("Error accessing the spoolrepository {e}")),
     };
     let mut flushed = 0;
-    let is_spool = std::ptr::addr_eq(Arc::as_ptr(&repository), Arc::as_ptr(&console.spool));
     for (name, _) in selected {
-        let moved = if is_spool {
-            console.spool.make_due(&name).await
-        } else {
-            let select = |mail: &Mail| selection.matches(mail);
-            flush_to_spool(&*console.spool, &*repository, &name, &select).await
+        let moved = match &opened {
+            Opened::Spool(spool) => spool.make_due(&name).await,
+            Opened::Mail(repository) => {
+                let select = |mail: &Mail| selection.matches(mail);
+                flush_to_spool(&*console.spool, &**repository, &name, &select).await
+            }
         };
         match moved {
             Ok(true) => flushed += 1,
@@ -203,10 +214,11 @@ pub async fn delete(console: &Console, argument: Option<&str>, out: &mut Out<'_>
     let Some(selection) = Selection::parse(argument, true) else {
         return out.line(DELETE_USAGE);
     };
-    let (repository, selected) = match selection.select(console).await {
+    let (opened, selected) = match selection.select(console).await {
         Ok(selected) => selected,
         Err(e) => return out.line(format!("Error opening the spoolrepository {e}")),
     };
+    let repository = opened.mails();
     let mut deleted = 0;
     for (name, _) in &selected {
         match repository.remove(name).await {
@@ -255,9 +267,12 @@ mod tests {
         mail.set_state("error");
         mail.envelope.error_message = Some("550 no\r\nsuch".into());
         assert_eq!(
-            listing(&mail),
+            listing(&mail, None),
             "key: Mail1 sender: a@example.org recipient: b@localhost\r\n    state: error error: 550 no  such"
         );
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        assert!(listing(&mail, Some(at))
+            .ends_with("state: error next: Fri, 15 Jan 2027 08:00:00 GMT error: 550 no  such"));
         let listed = Selection::parse(Some("u"), false).unwrap();
         let root = Selection::parse(Some("u state=root"), true).unwrap();
         assert!(listed.matches(&mail) && !root.matches(&mail));

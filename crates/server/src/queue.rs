@@ -1,9 +1,10 @@
-//! `mailroom queue list|show|flush|delete`: the mails of the spool, or of a mail repository the
-//! configuration names, whether the server runs or not.
+//! `mailroom queue list|show|flush|delete`: the mails of the spool, of a RemoteDelivery
+//! outgoing spool, or of a mail repository the configuration names, whether the server runs
+//! or not. An outgoing spool is a log spool like the main one, and is handled like it.
 //!
 //! A running server holds the spool's `flock` and is the only writer of its log, so:
 //!
-//! * **list and show read**, and never write: the spool through [`LogSpool::snapshot`], which
+//! * **list and show read**, and never write: a spool through [`LogSpool::snapshot`], which
 //!   reads the segment files without the lock (they are only ever appended to), and a mail
 //!   repository through [`FileMailRepository::open_existing`], which creates and changes
 //!   nothing. Both work the same with the server running or stopped.
@@ -16,7 +17,8 @@
 //!   meanwhile waits for nothing and cannot share the log (the open fails with the spool
 //!   "in use" instead).
 //!
-//! Flushing a spooled mail makes it due at once ([`SpoolRepository::make_due`]: its next
+//! Flushing a spooled mail (in the main spool or an outgoing one: a remote delivery's retry)
+//! makes it due at once ([`SpoolRepository::make_due`]: its next
 //! attempt is dropped and nothing else is written; a mail being processed right now stays
 //! with its worker, and is not counted). Flushing a mail of a repository sends it back
 //! to the spool in state `root` with its error message cleared, stored in the spool before it
@@ -110,7 +112,8 @@ impl Request {
 pub type Opener =
     Box<dyn Fn(&str, &Path) -> Result<Arc<dyn MailRepository>, StoreError> + Send + Sync>;
 
-/// What flush and delete act on: the spool, and the configured mail repositories.
+/// What flush and delete act on: the spool, the outgoing spools, and the configured mail
+/// repositories.
 pub struct Repos {
     /// Which URLs may be named.
     pub admin: AdminRepositories,
@@ -118,23 +121,35 @@ pub struct Repos {
     /// delete in a repository with the server stopped: the spool is then neither created nor
     /// given a new segment).
     pub spool: Option<Arc<dyn SpoolRepository>>,
+    /// The open outgoing spools, by directory (as [`AdminRepositories::resolve`] gives it).
+    pub outgoing: Vec<(PathBuf, Arc<dyn SpoolRepository>)>,
     /// Opens a configured mail repository.
     pub open: Opener,
 }
 
 impl Repos {
-    /// The repositories of a running server: its spool, and the repositories its mailets
-    /// opened (or an administrator's handle of one they have not).
+    /// The repositories of a running server: its spool, its outgoing spools, and the
+    /// repositories its mailets opened (or an administrator's handle of one they have not).
     pub fn of_server(
         admin: AdminRepositories,
         spool: Arc<dyn SpoolRepository>,
+        outgoing: Vec<(PathBuf, Arc<dyn SpoolRepository>)>,
         mail: Arc<MailRepositories>,
     ) -> Repos {
         Repos {
             admin,
             spool: Some(spool),
+            outgoing,
             open: Box::new(move |url, dir| mail.open_existing(url, dir)),
         }
+    }
+
+    /// The open outgoing spool in `dir`.
+    pub fn outgoing(&self, dir: &Path) -> Option<Arc<dyn SpoolRepository>> {
+        self.outgoing
+            .iter()
+            .find(|(d, _)| d == dir)
+            .map(|(_, spool)| spool.clone())
     }
 }
 
@@ -150,11 +165,17 @@ pub async fn apply(request: &Request, repos: &Repos) -> Result<usize, String> {
             .clone()
             .ok_or_else(|| "the spool is not open".to_string())
     };
-    let repository: Arc<dyn MailRepository> = match &target {
-        AdminTarget::Spool => spool()?,
-        AdminTarget::Mail(dir) => {
-            (repos.open)(request.url.as_deref().unwrap_or("-"), dir).map_err(|e| e.to_string())?
+    let url = request.url.as_deref().unwrap_or("-");
+    // A log spool (where flushing makes a mail due at once), or a mail repository.
+    let (repository, log_spool): (Arc<dyn MailRepository>, _) = match &target {
+        AdminTarget::Spool => (spool()?, Some(spool()?)),
+        AdminTarget::Outgoing(dir) => {
+            let outgoing = repos
+                .outgoing(dir)
+                .ok_or_else(|| format!("the outgoing spool {url} is not open"))?;
+            (outgoing.clone(), Some(outgoing))
         }
+        AdminTarget::Mail(dir) => ((repos.open)(url, dir).map_err(|e| e.to_string())?, None),
     };
     let names = match &request.name {
         Some(name) => vec![name.clone()],
@@ -162,12 +183,10 @@ pub async fn apply(request: &Request, repos: &Repos) -> Result<usize, String> {
     };
     let mut done = 0;
     for name in names {
-        let changed = match (request.verb, &target) {
+        let changed = match (request.verb, &log_spool) {
             (Verb::Delete, _) => repository.remove(&name).await,
-            (Verb::Flush, AdminTarget::Spool) => spool()?.make_due(&name).await,
-            (Verb::Flush, AdminTarget::Mail(_)) => {
-                flush_to_spool(&*spool()?, &*repository, &name, &|_| true).await
-            }
+            (Verb::Flush, Some(log_spool)) => log_spool.make_due(&name).await,
+            (Verb::Flush, None) => flush_to_spool(&*spool()?, &*repository, &name, &|_| true).await,
         };
         match changed {
             Ok(true) => done += 1,
@@ -268,9 +287,10 @@ pub fn run(cli: &Cli, action: &QueueAction) -> Result<()> {
     }
 }
 
-/// What list and show read: the spool, or a repository opened without changing anything.
+/// What list and show read: a log spool (the spool or an outgoing spool) in this directory,
+/// or a repository opened without changing anything.
 enum Source {
-    Spool,
+    Spool(PathBuf),
     Repository(FileMailRepository),
 }
 
@@ -282,7 +302,8 @@ fn source(admin: &AdminRepositories, url: Option<&str>) -> Result<(String, Sourc
     };
     let shown = url.unwrap_or("the spool").to_string();
     match target {
-        AdminTarget::Spool => Ok((shown, Source::Spool)),
+        AdminTarget::Spool => Ok((shown, Source::Spool(admin.spool_dir().to_path_buf()))),
+        AdminTarget::Outgoing(dir) => Ok((shown, Source::Spool(dir))),
         AdminTarget::Mail(dir) => {
             let repo = FileMailRepository::open_existing(&dir).map_err(|e| match e {
                 StoreError::NotFound(_) => anyhow!("repository {shown} does not exist"),
@@ -293,9 +314,9 @@ fn source(admin: &AdminRepositories, url: Option<&str>) -> Result<(String, Sourc
     }
 }
 
-/// Reads the spool without its lock.
-fn snapshot(admin: &AdminRepositories) -> Result<Snapshot> {
-    match LogSpool::snapshot(admin.spool_dir()) {
+/// Reads the log spool in `dir` without its lock.
+fn snapshot(dir: &Path) -> Result<Snapshot> {
+    match LogSpool::snapshot(dir) {
         Ok(snapshot) => Ok(snapshot),
         // No spool yet (the server never ran): nothing queued.
         Err(StoreError::NotFound(_)) => Ok(Snapshot::default()),
@@ -315,8 +336,8 @@ fn list(admin: &AdminRepositories, url: Option<&str>) -> Result<()> {
     let mut count = 0;
     let mut complete = true;
     match source {
-        Source::Spool => {
-            let snapshot = snapshot(admin)?;
+        Source::Spool(dir) => {
+            let snapshot = snapshot(&dir)?;
             complete = snapshot.complete;
             for mail in &snapshot.mails {
                 list_line(&mut out, &mail.envelope, mail.next_attempt, now)?;
@@ -374,12 +395,12 @@ fn show(admin: &AdminRepositories, name: &str, url: Option<&str>) -> Result<()> 
     mailroom_store::validate_mail_name(name)?;
     let (shown, source) = source(admin, url)?;
     let found = match source {
-        Source::Spool => {
+        Source::Spool(dir) => {
             let mut found = None;
             // Its segment may go between the reading and the opening (the mail moved):
             // then the spool is read again.
             for _ in 0..5 {
-                let mut snapshot = snapshot(admin)?;
+                let mut snapshot = snapshot(&dir)?;
                 let Some(i) = snapshot.mails.iter().position(|m| m.envelope.name == name) else {
                     if !snapshot.complete {
                         bail!("no mail {name} found in {shown}; {INCOMPLETE}: try again");
@@ -487,35 +508,41 @@ fn ask_server(spool_dir: &Path, request: &Request) -> Result<Option<Result<usize
 }
 
 /// Carries out `request` with the server stopped: opens the repository here, and the spool
-/// (taking its lock) only when the request acts on it — a delete in a repository leaves the
-/// spool alone. An existing spool only: none is created here.
+/// (taking its lock) only when the request acts on it — a delete in a repository or any
+/// request on an outgoing spool leaves the main spool alone. Existing spools only: none is
+/// created here.
 fn apply_here(admin: &AdminRepositories, request: &Request) -> Result<usize> {
-    let spool_dir: PathBuf = admin.spool_dir().to_path_buf();
-    let on_spool = match &request.url {
-        None => true,
-        Some(url) => matches!(admin.resolve(url)?, AdminTarget::Spool),
+    let target = match &request.url {
+        None => AdminTarget::Spool,
+        Some(url) => admin.resolve(url)?,
     };
-    let spool = if on_spool || request.verb == Verb::Flush {
-        match LogSpool::open_existing(&spool_dir) {
-            Ok(spool) => Some(Arc::new(Blocking::new(spool)) as Arc<dyn SpoolRepository>),
+    let spool = match (&target, request.verb) {
+        (AdminTarget::Spool, _) => match open_here(admin.spool_dir(), admin)? {
+            Some(spool) => Some(spool),
             // No spool yet (the server never ran): nothing queued in it.
-            Err(StoreError::NotFound(_)) if on_spool => return Ok(0),
-            Err(StoreError::NotFound(_)) => bail!(
+            None => return Ok(0),
+        },
+        (AdminTarget::Mail(_), Verb::Flush) => match open_here(admin.spool_dir(), admin)? {
+            Some(spool) => Some(spool),
+            None => bail!(
                 "there is no spool at {} to flush into yet: start the server once",
-                spool_dir.display()
+                admin.spool_dir().display()
             ),
-            Err(StoreError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => bail!(
-                "the spool is in use by a running server that does not answer on {}",
-                spool_dir.join(CONTROL_SOCKET).display()
-            ),
-            Err(e) => return Err(e.into()),
-        }
-    } else {
-        None
+        },
+        _ => None,
     };
+    let mut outgoing = Vec::new();
+    if let AdminTarget::Outgoing(dir) = &target {
+        match open_here(dir, admin)? {
+            Some(opened) => outgoing.push((dir.clone(), opened)),
+            // Never opened by a server: nothing queued in it.
+            None => return Ok(0),
+        }
+    }
     let repos = Repos {
         admin: admin.clone(),
         spool,
+        outgoing,
         open: Box::new(|url, dir| match FileMailRepository::open_existing(dir) {
             Ok(repo) => Ok(Arc::new(Blocking::new(repo)) as Arc<dyn MailRepository>),
             Err(StoreError::NotFound(_)) => Err(StoreError::NotFound(format!("repository {url}"))),
@@ -529,6 +556,20 @@ fn apply_here(admin: &AdminRepositories, request: &Request) -> Result<usize> {
     runtime
         .block_on(apply(request, &repos))
         .map_err(|e| anyhow!("{e}"))
+}
+
+/// Opens the existing log spool in `dir`, taking its lock (`None`: there is none yet).
+fn open_here(dir: &Path, admin: &AdminRepositories) -> Result<Option<Arc<dyn SpoolRepository>>> {
+    match LogSpool::open_existing(dir) {
+        Ok(spool) => Ok(Some(Arc::new(Blocking::new(spool)))),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(StoreError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => bail!(
+            "the spool {} is in use by a running server that does not answer on {}",
+            dir.display(),
+            admin.spool_dir().join(CONTROL_SOCKET).display()
+        ),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn sender(e: &Envelope) -> String {

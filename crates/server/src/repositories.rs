@@ -185,25 +185,31 @@ fn canonical_dir(dir: &Path) -> std::io::Result<PathBuf> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
 }
 
-/// What a repository URL given by an administrator names.
+/// What a repository URL given by an administrator names: which kind of repository it is,
+/// and so how its mails are read (a log spool's lock-free snapshot, or a directory of mail
+/// files) and what flushing one does (due at once where it is, or back to the spool).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdminTarget {
     /// The spool.
     Spool,
+    /// A RemoteDelivery outgoing spool (`<outgoing>`): a log spool in this directory.
+    Outgoing(PathBuf),
     /// The mail repository in this directory.
     Mail(PathBuf),
 }
 
 /// The repositories an administrator may name (in the console's `listspool`/`flushspool`/
 /// `deletespool` and in `mailroom queue`): only those the configuration names — the spool,
-/// and every repository URL among the mailets' parameters (`repositoryPath` of ToRepository,
-/// the error repository, an `outgoing` spool...). Any other URL, absolute or with `..`, is
+/// every RemoteDelivery's outgoing spool, and every repository URL among the mailets'
+/// parameters (`repositoryPath` of ToRepository, the error repository...). Any other URL, absolute or with `..`, is
 /// refused before anything is opened, so that these commands can never read, clean up or
 /// create files elsewhere.
 #[derive(Clone, Debug)]
 pub struct AdminRepositories {
     home: PathBuf,
     spool_dir: PathBuf,
+    /// The outgoing spools' directories, normalised.
+    outgoing: Vec<PathBuf>,
     /// The configured mail repositories' directories, normalised.
     allowed: Vec<PathBuf>,
 }
@@ -216,8 +222,15 @@ impl AdminRepositories {
             "spool repository",
         )?);
         let mut allowed = Vec::new();
+        let mut outgoing = Vec::new();
         for processor in &config.spool_manager.processors {
             for mailet in &processor.mailets {
+                if let Some(url) = mailroom_delivery::configured_outgoing(mailet) {
+                    if let Ok(RepositoryUrl::File(dir)) = RepositoryUrl::parse(&url, &config.home) {
+                        outgoing.push(normal(&dir));
+                    }
+                    continue;
+                }
                 for (_, value) in &mailet.params {
                     let value = value.trim();
                     if !value.starts_with("file:") {
@@ -233,6 +246,7 @@ impl AdminRepositories {
         Ok(AdminRepositories {
             home: config.home.clone(),
             spool_dir,
+            outgoing,
             allowed,
         })
     }
@@ -254,6 +268,8 @@ impl AdminRepositories {
         let dir = normal(&dir);
         if dir == self.spool_dir {
             Ok(AdminTarget::Spool)
+        } else if self.outgoing.contains(&dir) {
+            Ok(AdminTarget::Outgoing(dir))
         } else if self.allowed.contains(&dir) {
             Ok(AdminTarget::Mail(dir))
         } else {
@@ -315,7 +331,10 @@ mod tests {
             admin.resolve("file://var/mail/error").unwrap(),
             AdminTarget::Mail(normal(&home.path().join("var/mail/error")))
         );
-        assert!(admin.resolve("file://var/mail/outgoing/").is_ok());
+        assert_eq!(
+            admin.resolve("file://var/mail/outgoing").unwrap(),
+            AdminTarget::Outgoing(normal(&home.path().join("var/mail/outgoing")))
+        );
         for url in [
             "file:///tmp/",
             "file://var/mail/typo/",

@@ -3,7 +3,7 @@
 //! the mail in hand).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +17,12 @@ use mailroom_mailet::MailAddress;
 use mailroom_net::{Listener, Shutdown};
 use mailroom_pop3::server::Pop3Store;
 use mailroom_pop3::Pop3Settings;
-use mailroom_remotemanager::{Console, RemoteManagerSettings};
+use mailroom_remotemanager::{Console, Opened, RemoteManagerSettings};
 use mailroom_smtp::{RecipientCheck, SmtpSettings};
 use mailroom_spool::{
     ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
 };
-use mailroom_store::{MailRepository, SpoolRepository, VerifiedLogins};
+use mailroom_store::{SpoolRepository, StoreError, VerifiedLogins};
 use tokio::sync::Notify;
 
 use crate::cli::Cli;
@@ -134,20 +134,25 @@ pub fn run(cli: &Cli) -> Result<()> {
     ));
     let stop = Arc::new(Notify::new());
     let admin = repositories::AdminRepositories::new(&config)?;
+    let outgoing = outgoing_spools(&admin, &deliveries);
     let control = {
         let _runtime = runtime.enter();
         crate::queue::bind_control(admin.spool_dir())
     }
     .map(|listener| {
-        let repos =
-            crate::queue::Repos::of_server(admin.clone(), spool.clone(), mail_repositories.clone());
+        let repos = crate::queue::Repos::of_server(
+            admin.clone(),
+            spool.clone(),
+            outgoing.clone(),
+            mail_repositories.clone(),
+        );
         (listener, Arc::new(repos))
     });
     let console = Arc::new(Console {
         users: repositories::all_users(&config, users)?,
         keep_apop_secret: keeps_apop_secrets(&config),
         spool: spool.clone(),
-        open_repository: admin_opener(admin, spool.clone(), mail_repositories),
+        open_repository: admin_opener(admin, spool.clone(), outgoing, mail_repositories),
         mappings,
         request_shutdown: {
             let stop = stop.clone();
@@ -194,16 +199,38 @@ fn resolver(config: &Config) -> Result<Resolver> {
     Resolver::new(&settings).map_err(|e| anyhow!("<dnsserver>: {e}"))
 }
 
+/// The open outgoing spools of the RemoteDeliveries, by directory (as the administrator's
+/// URLs resolve).
+fn outgoing_spools(
+    admin: &repositories::AdminRepositories,
+    deliveries: &RemoteDeliveries,
+) -> Vec<(PathBuf, Arc<dyn SpoolRepository>)> {
+    deliveries
+        .spools()
+        .into_iter()
+        .filter_map(|(url, spool)| match admin.resolve(&url) {
+            Ok(repositories::AdminTarget::Outgoing(dir)) => Some((dir, spool)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// How the console opens the repositories its spool commands name: only those the
-/// configuration names (the spool itself included), and only if they exist.
+/// configuration names (the spool and the outgoing spools included), and only if they exist.
 fn admin_opener(
     admin: repositories::AdminRepositories,
     spool: Arc<dyn SpoolRepository>,
+    outgoing: Vec<(PathBuf, Arc<dyn SpoolRepository>)>,
     mail: Arc<repositories::MailRepositories>,
 ) -> mailroom_remotemanager::RepositoryOpener {
     Arc::new(move |url| match admin.resolve(url)? {
-        repositories::AdminTarget::Spool => Ok(spool.clone() as Arc<dyn MailRepository>),
-        repositories::AdminTarget::Mail(dir) => mail.open_existing(url, &dir),
+        repositories::AdminTarget::Spool => Ok(Opened::Spool(spool.clone())),
+        repositories::AdminTarget::Outgoing(dir) => outgoing
+            .iter()
+            .find(|(d, _)| *d == dir)
+            .map(|(_, spool)| Opened::Spool(spool.clone()))
+            .ok_or_else(|| StoreError::NotFound(format!("outgoing spool {url}"))),
+        repositories::AdminTarget::Mail(dir) => mail.open_existing(url, &dir).map(Opened::Mail),
     })
 }
 
