@@ -19,7 +19,7 @@ use tokio_rustls::rustls::{ServerConfig, ServerConnection, StreamOwned};
 use base64::Engine;
 
 use crate::delivery::envelopes;
-use crate::harness::{console, wait_for, Server, Setup, ADMIN};
+use crate::harness::{console, maildir_messages, repository_count, wait_for, Server, Setup, ADMIN};
 
 /// One mail a sink received.
 #[derive(Clone, Debug)]
@@ -1347,4 +1347,112 @@ fn kill_9_during_remote_delivery_loses_nothing() {
     wait_for("every accepted mail delivered", || {
         accepted.iter().all(|r| delivered().contains(r))
     });
+}
+
+#[test]
+fn without_a_bounce_processor_the_sender_gets_the_dsn() {
+    let sink = Sink::start();
+    sink.answer(
+        "nobody@x.test",
+        &["550 5.1.1 <nobody@x.test>: no such user"],
+    );
+    let server = start(&format!("<gateway>127.0.0.1:{}</gateway>", sink.port), None);
+    server.add_user("alice", "a");
+    let alice = server.path("var/mail/inboxes/alice");
+    server
+        .smtp()
+        .send_mail("alice@localhost", &["nobody@x.test"], MESSAGE);
+    wait_for("the report", || maildir_messages(&alice).len() == 1);
+    let report = String::from_utf8_lossy(&maildir_messages(&alice)[0]).into_owned();
+    for part in [
+        "multipart/report",
+        "report-type=\"delivery-status\"",
+        "Auto-Submitted: auto-replied",
+        "Subject: Undelivered: out",
+        "Final-Recipient: rfc822; nobody@x.test",
+        "Action: failed",
+        "Status: 5.1.1",
+        "Remote-MTA: dns; 127.0.0.1",
+        "Diagnostic-Code: smtp; 550 5.1.1 <nobody@x.test>: no such user",
+        "message/rfc822",
+        "Hello",
+    ] {
+        assert!(report.contains(part), "{part:?} not in {report}");
+    }
+    // From the null sender: a bounce of it would never be bounced.
+    assert!(report.starts_with("Return-Path: <>"), "{report}");
+    let log = server.log();
+    assert!(
+        log.contains("rcpt=nobody@x.test status=failed") && log.contains("next=sender"),
+        "{log}"
+    );
+    assert!(
+        log.contains("rcpt=nobody@x.test status=bounced to=alice@localhost"),
+        "{log}"
+    );
+    assert!(!log.contains("not served yet"), "{log}");
+    assert_eq!(repository_count(&server.path("var/mail/error")), 0);
+}
+
+/// Sends a mail from the null sender (a bounce) to `rcpt`.
+fn send_bounce(server: &Server, rcpt: &str) {
+    let mut smtp = server.smtp();
+    assert!(smtp.cmd("EHLO client.test").starts_with("250"));
+    assert!(smtp.cmd("MAIL FROM:<>").starts_with("250"));
+    assert!(smtp.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(format!("{}\r\n.\r\n", MESSAGE.replace('\n', "\r\n")).as_bytes());
+    assert!(smtp.reply().starts_with("250"));
+}
+
+#[test]
+fn a_failed_bounce_is_never_bounced_without_a_bounce_processor() {
+    let sink = Sink::start();
+    sink.answer("nobody@x.test", &["550 5.1.1 no such user"]);
+    let server = start(&format!("<gateway>127.0.0.1:{}</gateway>", sink.port), None);
+    send_bounce(&server, "nobody@x.test");
+    wait_for("the drop", || {
+        server
+            .log()
+            .contains("rcpt=nobody@x.test status=dropped reason=\"null sender")
+    });
+    wait_for("empty outgoing spool", || {
+        envelopes(&server.path("var/mail/outgoing")).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let log = server.log();
+    assert!(!log.contains("status=bounced"), "{log}");
+    assert_eq!(repository_count(&server.path("var/mail/error")), 0);
+    // Only the one attempt reached the sink: no report went anywhere.
+    assert!(sink.received().is_empty());
+}
+
+#[test]
+fn a_failed_bounce_is_never_bounced_by_the_bounce_processor() {
+    let sink = Sink::start();
+    sink.answer("nobody@x.test", &["550 5.1.1 no such user"]);
+    let tree = tree(&format!(
+        "<gateway>127.0.0.1:{}</gateway><bounceProcessor>bounces</bounceProcessor>",
+        sink.port
+    ))
+    .replace(
+        r#"<mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/bounces/</repositoryPath></mailet>"#,
+        r#"<mailet match="All" class="DSNBounce"><passThrough>false</passThrough></mailet>"#,
+    );
+    let server = Server::start_setup(&Setup {
+        tree: &tree,
+        ..Setup::default()
+    });
+    send_bounce(&server, "nobody@x.test");
+    wait_for("the drop", || {
+        server
+            .log()
+            .contains("rcpt=nobody@x.test status=dropped reason=\"null sender")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let log = server.log();
+    assert!(log.contains("next=bounces"), "{log}");
+    assert!(!log.contains("status=bounced"), "{log}");
+    assert_eq!(repository_count(&server.path("var/mail/error")), 0);
+    assert!(sink.received().is_empty());
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 use mailroom_dns::Resolver;
 use mailroom_mailet::outcome::{Outcome, Status};
 use mailroom_mailet::{
-    derived_mail_name, state, Mail, Mailet, MailetConfig, MailetContext, MailetError,
+    derived_mail_name, state, Mail, MailAddress, Mailet, MailetConfig, MailetContext, MailetError,
 };
 use mailroom_spool::leases::{self, Leases};
 use mailroom_spool::Registry;
@@ -169,6 +169,7 @@ impl RemoteDeliveries {
         runtime: &tokio::runtime::Handle,
         resolver: Arc<Resolver>,
         spool: Arc<dyn SpoolRepository>,
+        (server_name, postmaster): (&str, &MailAddress),
     ) -> Workers {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -192,6 +193,8 @@ impl RemoteDeliveries {
                 outgoing,
                 spool: spool.clone(),
                 resolver: resolver.clone(),
+                server_name: server_name.to_string(),
+                postmaster: postmaster.clone(),
             });
             for _ in 0..settings.threads {
                 tasks.push(runtime.spawn(worker::run(shared.clone(), stopped.clone())));

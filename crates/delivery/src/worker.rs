@@ -10,6 +10,7 @@ use mailroom_dns::Resolver;
 use mailroom_mailet::outcome::{Outcome, Status};
 use mailroom_mailet::{state, AttributeValue, Mail, MailAddress};
 use mailroom_spool::leases::Leases;
+use mailroom_spool::mailets::bounce::{dsn_report, DsnReport};
 use mailroom_store::{Leased, SpoolRepository};
 use tokio::sync::watch;
 
@@ -37,6 +38,10 @@ pub(crate) struct Worker {
     /// (a slow server: up to `<timeout>` per reply, for every host) never sees its mail taken
     /// over by another worker and sent twice.
     pub leases: Arc<Leases>,
+    /// The server's name (a report's `Reporting-MTA`) and postmaster (its `From:`), for the
+    /// reports made here without a `<bounceProcessor>`.
+    pub server_name: String,
+    pub postmaster: MailAddress,
 }
 
 /// How long one lease call waits for a due mail (and so how soon a stop is seen when idle).
@@ -171,23 +176,79 @@ impl Worker {
         }
     }
 
+    /// Where the failed recipients go: the `<bounceProcessor>`, else a report to the sender.
     fn bounce_to(&self) -> &str {
         self.settings
             .bounce_processor
             .as_deref()
-            .unwrap_or(state::ERROR)
+            .unwrap_or("sender")
     }
 
+    /// The failed recipients: copies to the `<bounceProcessor>`; without one, as James does,
+    /// the RFC 3464 report `DSNBounce` makes, put in the main spool as a new mail (state
+    /// `root`, from `<>`). A mail from `<>` gets no report (a bounce is never bounced): its
+    /// failed recipients are dropped, each with a `status=dropped` line.
     async fn bounce(
         &self,
         mail: &Mail,
         failed: &[(MailAddress, Failure)],
     ) -> Result<(), mailroom_store::StoreError> {
-        if self.settings.bounce_processor.is_none() {
-            tracing::warn!(mail = %mail.name(), "RemoteDelivery has no <bounceProcessor>: bouncing to the sender without one is not served yet; the failed recipients go to the error processor");
-        }
-        for copy in bounce::copies(mail, failed, self.bounce_to()) {
+        let Some(processor) = &self.settings.bounce_processor else {
+            for copy in bounce::copies(mail, failed, state::ROOT) {
+                self.report(copy).await?;
+            }
+            return Ok(());
+        };
+        for copy in bounce::copies(mail, failed, processor) {
             self.spool.store(&copy).await?;
+        }
+        Ok(())
+    }
+
+    /// Spools the report about `copy` (a copy of the failed mail for recipients that failed
+    /// alike), and logs one line per recipient.
+    async fn report(&self, copy: Mail) -> Result<(), mailroom_store::StoreError> {
+        let dropped = |rcpts: &mut dyn Iterator<Item = &MailAddress>, reason: &str| {
+            for rcpt in rcpts {
+                let line = Outcome::new(copy.name(), rcpt, Status::Dropped).field("reason", reason);
+                tracing::info!(target: "delivery", "{line}");
+            }
+        };
+        match dsn_report(&copy, &self.server_name, &self.postmaster) {
+            Ok(DsnReport::NullSender) => dropped(
+                &mut copy.recipients().iter(),
+                "null sender: a bounce is never bounced",
+            ),
+            Ok(DsnReport::NotWanted) => dropped(
+                &mut copy.recipients().iter(),
+                "the sender asked for no report (NOTIFY)",
+            ),
+            Ok(DsnReport::Report {
+                notice,
+                reported,
+                unwanted,
+            }) => {
+                self.spool.store(&notice).await?;
+                let to = copy.sender().map(ToString::to_string).unwrap_or_default();
+                for (rcpt, status) in &reported {
+                    let line = Outcome::new(copy.name(), rcpt, Status::Bounced)
+                        .field("to", &to)
+                        .field("notice", notice.name())
+                        .field("dsn_status", status);
+                    tracing::info!(target: "delivery", "{line}");
+                }
+                dropped(
+                    &mut unwanted.iter(),
+                    "the sender asked for no report (NOTIFY)",
+                );
+            }
+            Err(e) => {
+                // The failure is kept where a postmaster sees it rather than lost.
+                tracing::warn!(mail = %copy.name(), "remote delivery: cannot make the report to the sender ({e}); the failed recipients go to the error processor");
+                let mut copy = copy;
+                copy.set_state(state::ERROR);
+                self.spool.store(&copy).await?;
+            }
         }
         Ok(())
     }
@@ -544,6 +605,8 @@ mod tests {
             spool,
             resolver: Arc::new(Resolver::new(&Default::default()).unwrap()),
             leases,
+            server_name: "relay.test".into(),
+            postmaster: MailAddress::parse("postmaster@relay.test").unwrap(),
         });
         let mail = Mail::new(
             Envelope::new(

@@ -113,7 +113,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let recipients: Arc<dyn RecipientCheck> = Arc::new(recipients);
     let context = ServerContext::new(
         config.james.servernames.clone(),
-        postmaster,
+        postmaster.clone(),
         UsernameRules {
             ignore_case: config.james.usernames.ignore_case,
             enable_aliases: config.james.usernames.enable_aliases,
@@ -161,7 +161,17 @@ pub fn run(cli: &Cli) -> Result<()> {
     });
     let workers = SpoolManager::new(tree, Arc::new(context)).start(config.spool_manager.threads);
     // After the spool: a failed recipient goes back to it, to the bounce processor.
-    let delivery_workers = deliveries.start(runtime.handle(), resolver.clone(), spool.clone());
+    let server_name = config
+        .james
+        .servernames
+        .first()
+        .map_or("localhost", String::as_str);
+    let delivery_workers = deliveries.start(
+        runtime.handle(),
+        resolver.clone(),
+        spool.clone(),
+        (server_name, &postmaster),
+    );
     let services = Services {
         spool,
         pop3_store,

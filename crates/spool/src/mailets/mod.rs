@@ -1,6 +1,6 @@
 //! The standard mailets, with James 2.3's names and parameters.
 
-mod bounce;
+pub mod bounce;
 mod delivery;
 mod headers;
 mod mapping;

@@ -188,8 +188,8 @@ impl Who {
 
     /// The header value this stands for; `field` is the original's field that `unaltered`
     /// keeps.
-    fn render(&self, mail: &Mail, ctx: &dyn MailetContext, field: &str) -> String {
-        let postmaster = || format!("Mail Delivery System <{}>", ctx.postmaster());
+    fn render(&self, mail: &Mail, site: &Site, field: &str) -> String {
+        let postmaster = || format!("Mail Delivery System <{}>", site.postmaster);
         let sender = || match mail.sender() {
             Some(s) => format!("<{s}>"),
             None => postmaster(),
@@ -310,26 +310,14 @@ impl Mailet for Notify {
             }
             ctx.postmaster().clone()
         };
-        let delayed = self.kind == Kind::Dsn
-            && mail
-                .attribute(ATTR_ACTION)
-                .is_some_and(|a| a.to_string().eq_ignore_ascii_case("delayed"));
-        let reports: Vec<RecipientReport> = mail
-            .recipients()
-            .iter()
-            .map(|rcpt| RecipientReport::of(mail, rcpt, delayed))
-            .collect();
-        // RFC 3461: a recipient given NOTIFY without FAILURE (or DELAY) gets no report.
-        let (reports, unwanted): (Vec<_>, Vec<_>) = if self.kind == Kind::Dsn {
-            reports.into_iter().partition(|r| r.wanted(delayed))
-        } else {
-            (reports, Vec::new())
+        let site = Site {
+            host: ctx.server_name(),
+            postmaster: ctx.postmaster(),
         };
-        if reports.is_empty() {
+        let Some((notice, reports, unwanted)) = self.notice(mail, &site, &recipient)? else {
             self.skip(mail, ctx, "the sender asked for no report (NOTIFY)");
             return Ok(());
-        }
-        let notice = self.build(mail, ctx, &recipient, &reports, delayed)?;
+        };
         let notice_name = notice.name().to_string();
         ctx.send_mail(notice)?;
         let status = match self.kind {
@@ -359,6 +347,97 @@ impl Mailet for Notify {
             mail.set_state(state::GHOST);
         }
         Ok(())
+    }
+}
+
+/// Who makes a notice: the server's name (`Reporting-MTA:`) and its postmaster (`From:`).
+struct Site<'a> {
+    host: &'a str,
+    postmaster: &'a MailAddress,
+}
+
+/// What [`dsn_report`] made of a failed mail.
+#[derive(Debug)]
+pub enum DsnReport {
+    /// The report (from `<>`, to the sender, state `root`, named with [`derived_mail_name`]),
+    /// the recipients it reports on with their status code, and those whose `NOTIFY` asked
+    /// for no report.
+    Report {
+        /// The report, ready for the spool.
+        notice: Mail,
+        /// The recipients reported on, each with its status code (`5.1.1`).
+        reported: Vec<(MailAddress, String)>,
+        /// The recipients left out: their `NOTIFY` asked for no failure report.
+        unwanted: Vec<MailAddress>,
+    },
+    /// No report: the mail has the null sender (a bounce is never bounced).
+    NullSender,
+    /// No report: every recipient asked for none (`NOTIFY`).
+    NotWanted,
+}
+
+/// The RFC 3464 report `DSNBounce` (with its default parameters) makes about `mail`, whose
+/// recipients all failed: the failure from the error message and the `mailroom.delivery.*`
+/// attributes, `RET`/`ENVID`/`NOTIFY`/`ORCPT` from the SMTP server's attributes.
+/// `server_name` is the `Reporting-MTA`, `postmaster` the report's `From:`. For
+/// RemoteDelivery without a `<bounceProcessor>`.
+pub fn dsn_report(
+    mail: &Mail,
+    server_name: &str,
+    postmaster: &MailAddress,
+) -> Result<DsnReport, MailetError> {
+    let Some(sender) = mail.sender().cloned() else {
+        return Ok(DsnReport::NullSender);
+    };
+    let config = MailetConfig {
+        name: Kind::Dsn.name().to_string(),
+        params: Default::default(),
+    };
+    let dsn = Notify::new(Kind::Dsn, &config)?;
+    let site = Site {
+        host: server_name,
+        postmaster,
+    };
+    Ok(match dsn.notice(mail, &site, &sender)? {
+        None => DsnReport::NotWanted,
+        Some((notice, reports, unwanted)) => DsnReport::Report {
+            notice,
+            reported: reports.into_iter().map(|r| (r.address, r.status)).collect(),
+            unwanted: unwanted.into_iter().map(|r| r.address).collect(),
+        },
+    })
+}
+
+impl Notify {
+    /// The notice about `mail` to `recipient`, with the recipients reported on and those
+    /// left out (`NOTIFY`); `None` when none is reported on.
+    #[allow(clippy::type_complexity)]
+    fn notice(
+        &self,
+        mail: &Mail,
+        site: &Site,
+        recipient: &MailAddress,
+    ) -> Result<Option<(Mail, Vec<RecipientReport>, Vec<RecipientReport>)>, MailetError> {
+        let delayed = self.kind == Kind::Dsn
+            && mail
+                .attribute(ATTR_ACTION)
+                .is_some_and(|a| a.to_string().eq_ignore_ascii_case("delayed"));
+        let reports: Vec<RecipientReport> = mail
+            .recipients()
+            .iter()
+            .map(|rcpt| RecipientReport::of(mail, rcpt, delayed))
+            .collect();
+        // RFC 3461: a recipient given NOTIFY without FAILURE (or DELAY) gets no report.
+        let (reports, unwanted): (Vec<_>, Vec<_>) = if self.kind == Kind::Dsn {
+            reports.into_iter().partition(|r| r.wanted(delayed))
+        } else {
+            (reports, Vec::new())
+        };
+        if reports.is_empty() {
+            return Ok(None);
+        }
+        let notice = self.build(mail, site, recipient, &reports, delayed)?;
+        Ok(Some((notice, reports, unwanted)))
     }
 }
 
@@ -570,12 +649,12 @@ impl Notify {
     fn build(
         &self,
         mail: &Mail,
-        ctx: &dyn MailetContext,
+        site: &Site,
         recipient: &MailAddress,
         reports: &[RecipientReport],
         delayed: bool,
     ) -> Result<Mail, MailetError> {
-        let host = ctx.server_name().to_string();
+        let host = site.host.to_string();
         let name = derived_mail_name(mail.name());
         let original_subject = mail.message.subject().unwrap_or_default();
         let subject = format!("{} {}", self.prefix, one_line(&original_subject))
@@ -587,11 +666,11 @@ impl Notify {
             subject
         };
         let to = match &self.to {
-            Some(who) => who.render(mail, ctx, "To"),
+            Some(who) => who.render(mail, site, "To"),
             None => format!("<{recipient}>"),
         };
         let mut builder = MessageBuilder::new()
-            .header("From", Raw::new(self.from.render(mail, ctx, "From")))
+            .header("From", Raw::new(self.from.render(mail, site, "From")))
             .header("To", Raw::new(to))
             .subject(subject)
             .date(Date::now())
