@@ -35,6 +35,8 @@ struct Received {
     tls: bool,
     /// The user name the client authenticated as.
     auth: Option<String>,
+    /// Where the connection came from.
+    peer: Option<SocketAddr>,
 }
 
 /// How a sink answers: `RCPT` replies by recipient (`None`: 250), consumed in order when a
@@ -186,6 +188,7 @@ fn session(
     offers: &Offers,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let peer = stream.peer_addr().ok();
     let mut io: BufReader<Box<dyn ReadWrite>> = BufReader::new(Box::new(stream));
     say(&mut io, "220 sink.test ESMTP")?;
     let fault = {
@@ -198,6 +201,7 @@ fn session(
         rcpts: Vec::new(),
         rcpt_params: Vec::new(),
         data: String::new(),
+        peer,
         tls: false,
         auth: None,
     };
@@ -1455,4 +1459,55 @@ fn a_failed_bounce_is_never_bounced_by_the_bounce_processor() {
     assert!(!log.contains("status=bounced"), "{log}");
     assert_eq!(repository_count(&server.path("var/mail/error")), 0);
     assert!(sink.received().is_empty());
+}
+
+#[test]
+fn bind_makes_connections_from_that_address() {
+    let sink = Sink::start();
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><bind>127.0.0.2</bind>",
+            sink.port
+        ),
+        None,
+    );
+    send(&server, &["a@x.test"]);
+    let mail = sink.wait_for("a@x.test");
+    assert_eq!(
+        mail.peer.map(|p| p.ip().to_string()).as_deref(),
+        Some("127.0.0.2")
+    );
+    // Without <bind>, the system's choice: 127.0.0.1.
+    let sink = Sink::start();
+    let server = start(&format!("<gateway>127.0.0.1:{}</gateway>", sink.port), None);
+    send(&server, &["b@x.test"]);
+    let mail = sink.wait_for("b@x.test");
+    assert_eq!(
+        mail.peer.map(|p| p.ip().to_string()).as_deref(),
+        Some("127.0.0.1")
+    );
+}
+
+#[test]
+fn an_unusable_bind_address_fails_the_connection_cleanly_and_is_retried() {
+    let sink = Sink::start();
+    // 192.0.2.1 (TEST-NET-1) is no address of this host: binding to it fails.
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><bind>192.0.2.1</bind><delayTime>1 second</delayTime>",
+            sink.port
+        ),
+        None,
+    );
+    send(&server, &["a@x.test"]);
+    wait_for("a deferral", || {
+        let log = server.log();
+        log.contains("rcpt=a@x.test status=deferred") && log.contains("cannot bind to 192.0.2.1")
+    });
+    let log = server.log();
+    assert!(log.contains("attempts=1"), "{log}");
+    // And again, on the schedule.
+    wait_for("a second attempt", || server.log().contains("attempts=2"));
+    assert!(sink.received().is_empty());
+    assert!(!server.log().contains("status=failed"));
 }

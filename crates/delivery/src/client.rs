@@ -16,7 +16,7 @@
 //! PIPELINING, SMTPUTF8.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use std::sync::{Arc, OnceLock};
@@ -29,7 +29,7 @@ use mailroom_store::BlockingReader;
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::rustls;
 
 /// The longest reply line accepted (RFC 5321 says 512; servers write longer texts).
@@ -207,6 +207,24 @@ pub struct ClientSettings {
     pub starttls: StartTls,
     /// AUTH to the server, if any.
     pub auth: Option<Credentials>,
+    /// The local address to connect from (`<bind>`).
+    pub bind: Option<IpAddr>,
+}
+
+/// A connection to `addr`, from `bind` when given (any port).
+async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(local) = bind else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if local.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket
+        .bind(SocketAddr::new(local, 0))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind to {local}: {e}")))?;
+    socket.connect(addr).await
 }
 
 /// Delivers `envelope` to the server at `addr`: `Ok` with one result per recipient, or
@@ -217,7 +235,7 @@ pub async fn deliver(
     settings: &ClientSettings,
     envelope: &Envelope<'_>,
 ) -> Result<Vec<RcptResult>, HostError> {
-    let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
+    let stream = tokio::time::timeout(settings.connect_timeout, connect(addr, settings.bind))
         .await
         .map_err(|_| HostError::new(format!("{addr}: connection timed out")))?
         .map_err(|e| HostError::new(format!("{addr}: cannot connect: {e}")))?;

@@ -1,6 +1,7 @@
 //! RemoteDelivery's parameters, as James 2.3 reads them: parsed from the mailet's
 //! configuration and validated once, at start-up.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use mailroom_config::Secret;
@@ -36,6 +37,7 @@ pub const PARAMS: &[&str] = &[
     "gatewayUsername",
     "gatewayPassword",
     "gatewayAuthOverPlain",
+    "bind",
 ];
 
 /// A validated RemoteDelivery configuration.
@@ -72,6 +74,9 @@ pub struct Settings {
     /// AUTH to the gateways (`<gatewayusername>`, `<gatewayPassword>`; over plain text only
     /// with Mailroom's `<gatewayAuthOverPlain>true`).
     pub gateway_auth: Option<Credentials>,
+    /// The local address outgoing connections are made from (`<bind>`, an IP address);
+    /// `None`: the system picks.
+    pub bind: Option<IpAddr>,
 }
 
 impl Settings {
@@ -163,6 +168,13 @@ impl Settings {
                 }
             }
         };
+        let bind = match config.param("bind") {
+            None | Some("") => None,
+            Some(ip) => Some(
+                ip.parse::<IpAddr>()
+                    .map_err(|_| bad(format!("<bind> must be an IP address, got {ip:?}")))?,
+            ),
+        };
         let bounce_processor = config
             .param("bounceProcessor")
             .filter(|p| !p.is_empty())
@@ -186,6 +198,7 @@ impl Settings {
                 mx_port,
                 require_tls: config.bool_param("requireTLS", false)?,
                 gateway_auth,
+                bind,
             },
             notes,
         ))
@@ -389,6 +402,9 @@ mod tests {
         assert_eq!(s.delay_before(9), secs(1));
         assert_eq!(s.timeout, Duration::from_millis(5000));
         assert_eq!(s.bounce_processor.as_deref(), Some("bounces"));
+        assert_eq!(s.bind, None);
+        let (s, _) = Settings::parse(&config(&[("bind", "::1")]), "x").unwrap();
+        assert_eq!(s.bind, Some("::1".parse().unwrap()));
         for bad in [
             ("maxRetries", "-1"),
             ("deliveryThreads", "0"),
@@ -401,6 +417,7 @@ mod tests {
             ("requireTLS", "maybe"),
             ("gatewayusername", "user"),
             ("gatewayPassword", "only"),
+            ("bind", "localhost"),
         ] {
             assert!(Settings::parse(&config(&[bad]), "x").is_err(), "{bad:?}");
         }

@@ -331,6 +331,7 @@ impl Worker {
             send_partial: settings.send_partial,
             starttls: StartTls::Offered,
             auth: settings.gateway_auth.clone(),
+            bind: settings.bind,
         };
         let mut pending = rcpts;
         let mut done = Vec::new();
