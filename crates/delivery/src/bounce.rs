@@ -9,8 +9,8 @@
 //! * attribute [`DIAGNOSTIC`]: the remote reply itself (or the failure text).
 //!
 //! Recipients that failed alike (same host, same text) share one copy. Without a bounce
-//! processor, the copy goes to the `error` processor instead: bouncing to the sender without
-//! one (James's default) is not served yet, and the mail must not be lost.
+//! processor, the worker turns each copy into `DSNBounce`'s report to the sender
+//! (`mailroom_spool::mailets::bounce::dsn_report`), as James does.
 
 use mailroom_mailet::{derived_mail_name, AttributeValue, Mail, MailAddress};
 
