@@ -364,7 +364,7 @@ pub enum DsnReport {
     /// for no report.
     Report {
         /// The report, ready for the spool.
-        notice: Mail,
+        notice: Box<Mail>,
         /// The recipients reported on, each with its status code (`5.1.1`).
         reported: Vec<(MailAddress, String)>,
         /// The recipients left out: their `NOTIFY` asked for no failure report.
@@ -401,7 +401,7 @@ pub fn dsn_report(
     Ok(match dsn.notice(mail, &site, &sender)? {
         None => DsnReport::NotWanted,
         Some((notice, reports, unwanted)) => DsnReport::Report {
-            notice,
+            notice: Box::new(notice),
             reported: reports.into_iter().map(|r| (r.address, r.status)).collect(),
             unwanted: unwanted.into_iter().map(|r| r.address).collect(),
         },
