@@ -37,6 +37,8 @@ struct Received {
     auth: Option<String>,
     /// Where the connection came from.
     peer: Option<SocketAddr>,
+    /// The first `RCPT TO` had arrived with `MAIL FROM`, before its reply (PIPELINING).
+    pipelined: bool,
 }
 
 /// How a sink answers: `RCPT` replies by recipient (`None`: 250), consumed in order when a
@@ -200,6 +202,7 @@ fn session(
         from: String::new(),
         rcpts: Vec::new(),
         rcpt_params: Vec::new(),
+        pipelined: false,
         data: String::new(),
         peer,
         tls: false,
@@ -234,6 +237,7 @@ fn session(
             if !offers.seven_bit {
                 lines.push("250-8BITMIME");
             }
+            lines.push("250-PIPELINING");
             lines.push("250 HELP");
             say(&mut io, &lines.join("\r\n"))?;
         } else if upper == "STARTTLS" {
@@ -293,6 +297,7 @@ fn session(
             mail.from = line[10..].to_string();
             mail.rcpts.clear();
             mail.rcpt_params.clear();
+            mail.pipelined = io.buffer().to_ascii_uppercase().starts_with(b"RCPT TO:");
             say(&mut io, "250 2.1.0 ok")?;
         } else if upper.starts_with("RCPT TO:") {
             let rest = &line[8..];
@@ -599,6 +604,8 @@ fn a_gateway_carries_every_domain_in_one_transaction() {
     let mail = sink.wait_for("a@one.test");
     assert_eq!(mail.rcpts, vec!["a@one.test", "b@two.test"]);
     assert_eq!(sink.received().len(), 1);
+    // The sink offers PIPELINING: MAIL FROM and the RCPTs came in one write.
+    assert!(mail.pipelined);
 }
 
 #[test]

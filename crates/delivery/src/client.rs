@@ -356,7 +356,42 @@ impl Session {
                 mail_from.push_str(&format!(" ENVID={envid}"));
             }
         }
-        let reply = self.command(&mail_from).await?;
+        let rcpt_lines: Vec<String> = envelope
+            .recipients
+            .iter()
+            .map(|rcpt| {
+                let mut rcpt_to = format!("RCPT TO:<{rcpt}>");
+                if let Some((notify, orcpt)) = envelope.dsn.recipients.get(&rcpt.to_string()) {
+                    if let Some(notify) = param_value(notify).filter(|_| dsn) {
+                        rcpt_to.push_str(&format!(" NOTIFY={notify}"));
+                    }
+                    if let Some(orcpt) = param_value(orcpt).filter(|_| dsn) {
+                        rcpt_to.push_str(&format!(" ORCPT={orcpt}"));
+                    }
+                }
+                rcpt_to
+            })
+            .collect();
+        // With PIPELINING (RFC 2920), MAIL FROM and every RCPT TO go in one write and their
+        // replies are read in order: one round trip instead of one per command.
+        let pipelining = offers(&ehlo, "PIPELINING").is_some();
+        let reply = if pipelining {
+            let mut batch = String::new();
+            for line in std::iter::once(&mail_from).chain(&rcpt_lines) {
+                batch.push_str(line);
+                batch.push_str("\r\n");
+            }
+            self.write(batch.as_bytes()).await?;
+            self.reply().await?
+        } else {
+            self.command(&mail_from).await?
+        };
+        if !reply.is_positive() && pipelining {
+            // The RCPTs sent with it are answered too (503): read them before anything else.
+            for _ in &rcpt_lines {
+                self.reply().await?;
+            }
+        }
         if reply.is_permanent() {
             return Ok(vec![RcptResult::Permanent(reply); count]);
         }
@@ -365,17 +400,12 @@ impl Session {
         }
         let mut results = Vec::with_capacity(count);
         let mut accepted = Vec::new();
-        for (i, rcpt) in envelope.recipients.iter().enumerate() {
-            let mut rcpt_to = format!("RCPT TO:<{rcpt}>");
-            if let Some((notify, orcpt)) = envelope.dsn.recipients.get(&rcpt.to_string()) {
-                if let Some(notify) = param_value(notify).filter(|_| dsn) {
-                    rcpt_to.push_str(&format!(" NOTIFY={notify}"));
-                }
-                if let Some(orcpt) = param_value(orcpt).filter(|_| dsn) {
-                    rcpt_to.push_str(&format!(" ORCPT={orcpt}"));
-                }
-            }
-            let reply = self.command(&rcpt_to).await?;
+        for (i, rcpt_to) in rcpt_lines.iter().enumerate() {
+            let reply = if pipelining {
+                self.reply().await?
+            } else {
+                self.command(rcpt_to).await?
+            };
             results.push(if reply.is_positive() {
                 accepted.push(i);
                 RcptResult::Delivered(reply)
