@@ -148,11 +148,18 @@ impl Worker {
         // second bounce at worst), never loses a failure.
         if !failed.is_empty() {
             if let Err(e) = self.bounce(&mail, &failed).await {
-                tracing::warn!(mail = %mail.name(), "remote delivery: cannot spool the failed recipients ({e}); the mail is tried again");
-                let _ = self
-                    .outgoing
-                    .requeue(token, &mail, SystemTime::now() + Duration::from_secs(60))
-                    .await;
+                // Kept for another try with only the recipients not delivered (the failed ones
+                // are tried, and failed, again), counting the attempt: those delivered now are
+                // not sent again, and maxRetries still ends it.
+                tracing::warn!(mail = %mail.name(), "remote delivery: cannot spool the failed recipients ({e}); they are tried again");
+                again.extend(failed.into_iter().map(|(rcpt, _)| rcpt));
+                mail.set_recipients(again);
+                mail.set_attribute(ATTEMPTS, AttributeValue::Number(f64::from(attempt)));
+                mail.envelope.touch();
+                let at = SystemTime::now() + delay.max(Duration::from_secs(60));
+                if let Err(e) = self.outgoing.requeue(token, &mail, at).await {
+                    tracing::warn!(mail = %mail.name(), "remote delivery: cannot update the outgoing spool: {e}");
+                }
                 return;
             }
         }
