@@ -363,15 +363,19 @@ mod tests {
         assert_eq!((d, max, notes.len()), (vec![secs(1); 2], 2, 0));
     }
 
-    #[test]
-    fn parameters_are_validated() {
-        let config = |pairs: &[(&str, &str)]| MailetConfig {
+    /// A RemoteDelivery configuration with these parameters.
+    fn config(pairs: &[(&str, &str)]) -> MailetConfig {
+        MailetConfig {
             name: "RemoteDelivery".into(),
             params: pairs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
+        }
+    }
+
+    #[test]
+    fn parameters_are_validated() {
         let (s, _) = Settings::parse(&config(&[]), "mail.example").unwrap();
         assert_eq!(s.outgoing, DEFAULT_OUTGOING);
         assert_eq!((s.max_retries, s.threads, s.mx_port), (5, 1, 25));
@@ -425,13 +429,6 @@ mod tests {
 
     #[test]
     fn tls_and_gateway_auth() {
-        let config = |pairs: &[(&str, &str)]| MailetConfig {
-            name: "RemoteDelivery".into(),
-            params: pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
         let (s, _) = Settings::parse(&config(&[]), "x").unwrap();
         assert!(!s.require_tls && s.gateway_auth.is_none());
         for user in ["gatewayusername", "gatewayUsername"] {
