@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
+use crate::tls::TlsInfo;
 use crate::ShutdownWatch;
 
 /// A byte stream a connection can run over: plain TCP, TLS, or an in-memory pipe in tests.
@@ -113,6 +114,9 @@ pub struct Connection {
     write_timeout: Duration,
     /// Ends the read wait (and [`Connection::pause`]) when the server stops.
     shutdown: ShutdownWatch,
+    /// What the TLS handshake negotiated, once the stream is encrypted (implicit TLS or
+    /// STARTTLS): the protocol decides what to offer and what to record from it.
+    tls: Option<TlsInfo>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -143,7 +147,20 @@ impl Connection {
             idle_timeout: timeout,
             write_timeout: timeout,
             shutdown,
+            tls: None,
         }
+    }
+
+    /// Marks the stream as already encrypted (an implicit-TLS port, whose handshake
+    /// [`crate::tls::accept`] did before the connection was built).
+    pub fn with_tls(mut self, info: TlsInfo) -> Connection {
+        self.tls = Some(info);
+        self
+    }
+
+    /// What TLS negotiated, when the stream is encrypted.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
     }
 
     /// Reads at most `octets` at a time (at least 1).
@@ -297,20 +314,29 @@ impl Connection {
         Ok(discarded)
     }
 
-    /// Upgrades the stream to TLS as a server (STARTTLS, STLS), through [`Connection::upgrade`];
-    /// the handshake is bounded by the write timeout.
-    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<usize> {
+    /// Upgrades the stream to TLS as a server (STARTTLS, STLS), through [`Connection::upgrade`]
+    /// (so plaintext input buffered before it is discarded); the handshake is bounded by the
+    /// write timeout. Returns what the handshake negotiated, also kept in [`Connection::tls`].
+    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<TlsInfo> {
         let timeout = self.write_timeout;
-        self.upgrade(|stream| async move {
+        let mut negotiated = None;
+        self.upgrade(|stream| async {
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(tls) => Ok(Box::new(tls?) as BoxStream),
+                Ok(tls) => {
+                    let tls = tls?;
+                    negotiated = Some(TlsInfo::of(&tls));
+                    Ok(Box::new(tls) as BoxStream)
+                }
                 Err(_) => Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "TLS handshake timed out",
                 )),
             }
         })
-        .await
+        .await?;
+        let info = negotiated.ok_or_else(gone)?;
+        self.tls = Some(info.clone());
+        Ok(info)
     }
 
     /// Shuts the stream down (TLS: sends close_notify), ignoring errors: the session is over.
@@ -393,7 +419,13 @@ mod tests {
                                 conn.upgrade(|s| async move { Ok(Box::new(Flip(s)) as BoxStream) })
                                     .await?
                             }
-                            Upgrade::Tls(acceptor) => conn.start_tls(acceptor).await?,
+                            Upgrade::Tls(acceptor) => {
+                                let unread = conn.input().len();
+                                let info = conn.start_tls(acceptor).await?;
+                                assert_eq!(conn.tls(), Some(&info));
+                                assert!(info.version.starts_with("TLSv1."), "{info:?}");
+                                unread
+                            }
                         };
                         self.discarded.store(discarded, Ordering::SeqCst);
                         // A fresh parser: nothing of the plaintext survives.

@@ -16,19 +16,25 @@
 //!   write timeouts, shutdown — and the read / handle / write loop every protocol runs through
 //!   a [`Handler`]; its stream can be upgraded in place (STARTTLS, STLS);
 //! * [`lines`]: bounded line framing, the same for every line-based protocol;
-//! * [`dot`]: the dot-stuffing codec of message bodies (SMTP DATA, POP3 RETR/TOP, NNTP).
+//! * [`dot`]: the dot-stuffing codec of message bodies (SMTP DATA, POP3 RETR/TOP, NNTP);
+//! * [`tls`]: the reloadable server TLS configuration of a listener, the implicit-TLS
+//!   handshake, and what a handshake negotiated;
+//! * [`throttle`]: failed logins counted per client IP, and the delay they earn.
 //!
 //! It parses no protocol's commands, and it holds no reply text.
 //!
 //! **TLS plugs in here**: [`Connection::start_tls`] upgrades a connection with a
-//! `tokio_rustls::TlsAcceptor` (ring provider); an implicit-TLS listener only has to accept
-//! the handshake in the handler before building its [`Connection`].
+//! `tokio_rustls::TlsAcceptor` (ring provider); an implicit-TLS listener accepts the
+//! handshake with [`tls::accept`] before building its [`Connection`] (and marks it
+//! [`Connection::with_tls`]).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod connection;
 pub mod dot;
 pub mod lines;
+pub mod throttle;
+pub mod tls;
 
 pub use connection::{Connection, End, Flow, Handler};
 

@@ -1,0 +1,104 @@
+//! The server side of TLS, shared by every listener: the acceptor each one uses, which can be
+//! swapped for a renewed certificate while connections run, and what a finished handshake
+//! tells the protocol (version and cipher, for `Received:` headers and the log).
+//!
+//! Building a `rustls::ServerConfig` from certificate files (or a generated self-signed pair)
+//! is the binary's work; this module only holds and applies it.
+
+use std::io;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::{self, ProtocolVersion};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// What a completed handshake negotiated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: String,
+    /// The IANA name rustls gives the cipher suite, `TLS13_AES_256_GCM_SHA384` for instance.
+    pub cipher: String,
+}
+
+impl TlsInfo {
+    /// What the server side of `stream` negotiated.
+    pub fn of<S>(stream: &TlsStream<S>) -> TlsInfo {
+        let connection = stream.get_ref().1;
+        let version = match connection.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+            Some(other) => format!("{other:?}"),
+            None => "unknown".to_string(),
+        };
+        let cipher = connection
+            .negotiated_cipher_suite()
+            .map_or_else(|| "unknown".to_string(), |s| format!("{:?}", s.suite()));
+        TlsInfo { version, cipher }
+    }
+}
+
+/// The TLS configuration of a listener, replaceable at run time: [`ServerTls::acceptor`]
+/// gives each new handshake the configuration current at that moment, and
+/// [`ServerTls::replace`] (a SIGHUP reload) changes it for later handshakes only, leaving
+/// sessions already encrypted untouched. Cloning shares the same configuration.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The configuration new handshakes use.
+    current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// A handle serving `config`.
+    pub fn new(config: Arc<rustls::ServerConfig>) -> ServerTls {
+        ServerTls {
+            current: Arc::new(RwLock::new(config)),
+        }
+    }
+
+    /// An acceptor with the current configuration.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let config = match self.current.read() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        TlsAcceptor::from(config)
+    }
+
+    /// Serves `config` to every later handshake.
+    pub fn replace(&self, config: Arc<rustls::ServerConfig>) {
+        match self.current.write() {
+            Ok(mut current) => *current = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+    }
+}
+
+/// The handshake of an implicit-TLS port (SMTPS, POP3S): accepts TLS on a freshly accepted
+/// connection within `timeout`, so that a client that stalls mid-handshake, or sends plain
+/// text, costs the server a bounded wait and nothing else.
+pub async fn accept(
+    tls: &ServerTls,
+    stream: TcpStream,
+    timeout: Duration,
+) -> io::Result<(TlsStream<TcpStream>, TlsInfo)> {
+    match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let info = TlsInfo::of(&stream);
+            Ok((stream, info))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
+}
