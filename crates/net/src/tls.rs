@@ -82,6 +82,17 @@ impl ServerTls {
     }
 }
 
+/// How one listener uses TLS (`<tls socketTLS=.. startTLS=..>` of its block).
+#[derive(Clone, Debug)]
+pub struct ListenerTls {
+    /// The certificate it serves; shared with the reload that may replace it.
+    pub config: ServerTls,
+    /// Implicit TLS: the handshake comes first, before the banner (SMTPS, POP3S).
+    pub implicit: bool,
+    /// STARTTLS/STLS is offered on a plain connection.
+    pub starttls: bool,
+}
+
 /// The handshake of an implicit-TLS port (SMTPS, POP3S): accepts TLS on a freshly accepted
 /// connection within `timeout`, so that a client that stalls mid-handshake, or sends plain
 /// text, costs the server a bounded wait and nothing else.

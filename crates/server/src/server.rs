@@ -449,6 +449,7 @@ fn smtp_settings(
         is_local_domain: Arc::new(move |domain| james.is_local_domain(domain)),
         recipient_check: smtp.verify_recipients.then(|| recipients.clone()),
         relay_allowed: Arc::new(move |ip| relay.contains(ip)),
+        tls: None,
     }
 }
 

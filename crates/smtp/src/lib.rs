@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom_mailet::MailAddress;
+use mailroom_net::tls::ListenerTls;
 
 pub mod codec;
 pub mod reply;
@@ -112,6 +113,8 @@ pub struct SmtpSettings {
     /// Whether a client may relay, that is send mail to domains that are not local
     /// (`<authorizedAddresses>`).
     pub relay_allowed: AddressPredicate,
+    /// TLS on this listener (implicit, STARTTLS or both); `None`: plain text only.
+    pub tls: Option<ListenerTls>,
 }
 
 impl Default for SmtpSettings {
@@ -129,6 +132,7 @@ impl Default for SmtpSettings {
             is_local_domain: Arc::new(|domain| domain == "localhost"),
             recipient_check: None,
             relay_allowed: Arc::new(|ip| ip.is_loopback()),
+            tls: None,
         }
     }
 }
@@ -147,6 +151,7 @@ impl fmt::Debug for SmtpSettings {
                 &self.address_brackets_enforcement,
             )
             .field("verify_recipients", &self.recipient_check.is_some())
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }

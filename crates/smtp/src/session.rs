@@ -30,6 +30,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use mailroom_mailet::{AttributeValue, Envelope, MailAddress};
+use mailroom_net::tls::TlsInfo;
 
 use crate::codec::{
     parse_command, Command, CommandError, DotDecoder, LineEvent, LineReader, MailParams,
@@ -152,6 +153,10 @@ pub struct Session {
     txn: Option<Transaction>,
     /// Protocol errors so far; see [`MAX_ERRORS`].
     errors: u32,
+    /// What TLS negotiated, when the connection is encrypted (implicit TLS, or a fresh
+    /// session after STARTTLS): decides what is offered (STARTTLS, AUTH) and what the
+    /// `Received:` header records.
+    tls: Option<TlsInfo>,
 }
 
 impl Session {
@@ -165,7 +170,14 @@ impl Session {
             helo: None,
             txn: None,
             errors: 0,
+            tls: None,
         }
+    }
+
+    /// The session of an encrypted connection (implicit TLS, or after STARTTLS).
+    pub fn with_tls(mut self, info: TlsInfo) -> Session {
+        self.tls = Some(info);
+        self
     }
 
     /// Writes the `220` banner.
