@@ -67,14 +67,17 @@ impl Session {
         self.tls.is_some() || !self.settings.require_tls_for_auth
     }
 
-    /// Whether EHLO advertises AUTH: `announce` to everybody, `true` (as James 2.3) only to
-    /// clients that may not relay by address; never before TLS when TLS is required for it.
+    /// Whether EHLO advertises AUTH: `announce` and submission listeners to everybody, `true`
+    /// (as James 2.3) only to clients that may not relay by address; never before TLS when
+    /// TLS is required for it.
     pub(super) fn auth_offered(&self) -> bool {
         self.auth_enabled()
             && self.auth_transport_ok()
             && match self.settings.auth {
                 AuthPolicy::Announce => true,
-                AuthPolicy::Required => !(self.settings.relay_allowed)(self.peer),
+                AuthPolicy::Required => {
+                    self.settings.submission || !(self.settings.relay_allowed)(self.peer)
+                }
                 AuthPolicy::Off => false,
             }
     }
