@@ -356,6 +356,13 @@ async fn serve(
         let mut settings = smtp_settings(config, smtp, &recipients);
         settings.authenticator = Some(authenticator.clone());
         settings.auth_throttle = throttle.clone();
+        if settings.auth != AuthPolicy::Off
+            && settings.require_tls_for_auth
+            && settings.tls.is_none()
+        {
+            tracing::warn!(addr = %shown(&listener), "<authRequired>: AUTH needs TLS \
+                (<requireTLSForAuth>) and this listener has none, so AUTH is never offered here");
+        }
         let settings = Arc::new(settings);
         tasks.push(tokio::spawn(mailroom_smtp::serve(
             listener,
