@@ -126,3 +126,103 @@ impl Authenticator for SmtpLogins {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mailroom_config::Config;
+    use mailroom_store::file::{FileMappingsRepository, FileUsersRepository};
+    use mailroom_store::mappings::DEFAULT_TABLE;
+    use mailroom_store::{Blocking, User, UsersRepository};
+
+    use super::*;
+
+    /// alice (password `a pw`), bob, and `sales` whose mail goes to alice; in the default
+    /// table `team@localhost` maps to alice and `*@localhost` to bob.
+    async fn logins(dir: &std::path::Path) -> SmtpLogins {
+        let users: Arc<dyn UsersRepository> = Arc::new(Blocking::new(
+            FileUsersRepository::open(&dir.join("users")).unwrap(),
+        ));
+        users.add(&User::new("alice", "a pw")).await.unwrap();
+        users.add(&User::new("bob", "b pw")).await.unwrap();
+        let mut sales = User::new("sales", "s pw");
+        sales.alias = Some("Alice".into());
+        sales.alias_enabled = true;
+        users.add(&sales).await.unwrap();
+        let mappings: Arc<dyn MappingsRepository> = Arc::new(Blocking::new(
+            FileMappingsRepository::open(&dir.join("virtual")).unwrap(),
+        ));
+        for (source, target) in [("team@localhost", "alice"), ("*@localhost", "bob")] {
+            mappings
+                .add(
+                    DEFAULT_TABLE,
+                    &Source::parse(source).unwrap(),
+                    &Target::parse(target).unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+        let mut james = Config::embedded_default(Some(dir)).unwrap().james;
+        james.usernames.enable_aliases = true;
+        let cache = Arc::new(VerifiedLogins::new(users, Duration::from_secs(60), 10));
+        SmtpLogins::new(cache, mappings, vec![DEFAULT_TABLE.to_string()], james)
+    }
+
+    fn address(text: &str) -> MailAddress {
+        MailAddress::parse(text).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn logins_and_sender_ownership() {
+        let dir = tempfile::tempdir().unwrap();
+        let logins = logins(dir.path()).await;
+        let accepted = |name: &str| AuthVerdict::Accepted(name.to_string());
+        assert_eq!(
+            logins.authenticate("alice", "a pw").await,
+            accepted("alice")
+        );
+        assert_eq!(
+            logins.authenticate("ALICE", "a pw").await,
+            accepted("alice")
+        );
+        assert_eq!(
+            logins.authenticate("alice@localhost", "a pw").await,
+            accepted("alice")
+        );
+        assert_eq!(
+            logins.authenticate("alice", "wrong").await,
+            AuthVerdict::Rejected
+        );
+        assert_eq!(
+            logins.authenticate("alice@elsewhere.example", "a pw").await,
+            AuthVerdict::Rejected
+        );
+        // A name that cannot be a user is a wrong login, not a store failure.
+        assert_eq!(
+            logins.authenticate("../etc", "x").await,
+            AuthVerdict::Rejected
+        );
+        assert_eq!(
+            logins.authenticate("nobody", "x").await,
+            AuthVerdict::Rejected
+        );
+
+        for (sender, verdict) in [
+            ("sales@localhost", SenderVerdict::Own),
+            ("team@localhost", SenderVerdict::Own),
+            ("bob@localhost", SenderVerdict::NotOwn),
+            ("a/b@localhost", SenderVerdict::NotOwn),
+        ] {
+            let got = logins.may_send_as("alice", &address(sender)).await;
+            assert_eq!(got, verdict, "{sender}");
+        }
+        // The catch-all makes nobody the owner of every address.
+        assert_eq!(
+            logins
+                .may_send_as("bob", &address("anything@localhost"))
+                .await,
+            SenderVerdict::NotOwn
+        );
+    }
+}
