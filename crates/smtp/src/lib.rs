@@ -35,7 +35,7 @@ pub mod session;
 
 pub use reply::Reply;
 pub use server::serve;
-pub use session::{DataStart, Outcome, Session};
+pub use session::{Credentials, DataStart, Outcome, Session};
 
 /// A predicate on a domain name (lower case, as [`mailroom_mailet::MailAddress`] keeps it).
 pub type DomainPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
