@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `mailroom` binary on free loopback ports, driven by real clients
 //! (Python's smtplib and poplib, raw SMTP and POP3 clients, Python sockets for the
-//! RemoteManager, and Debian's clients in `.ci/run`: swaks, fetchmail, mpop, expect + telnet).
+//! RemoteManager, and Debian's clients in `.ci/run`: swaks, fetchmail, mpop, msmtp, expect +
+//! telnet).
 
 mod bounce;
 mod cli;
@@ -17,4 +18,5 @@ mod queue;
 mod recipients;
 mod remote_delivery;
 mod remote_manager;
+mod smtp_auth;
 mod smtp_input;

@@ -497,7 +497,13 @@ fn bad_input_gets_err_and_the_session_goes_on() {
 
 #[test]
 fn failed_logins_are_delayed_without_holding_up_others_and_aliases_are_not_logins() {
-    let server = pop3_server("", "erin", "right");
+    // Every failure throttled at once (the default lets 5 through first).
+    let server = Server::start_setup(&Setup {
+        pop3_handler: Some(""),
+        extra: r#"<authThrottle failures="0" delay="1500" maxDelay="1500"/>"#,
+        ..Setup::default()
+    });
+    server.add_user("erin", "right");
     server.add_user("frank", "frank pw");
     // frank is an alias of erin: mail to frank lands in erin's mailbox.
     let frank = server.path("var/users/frank.user");

@@ -44,8 +44,8 @@ pub use james::{James, RepositoryRef, Usernames};
 pub use network::{Network, NetworkList};
 pub use secret::Secret;
 pub use services::{
-    AdminAccount, AuthRequired, Connections, DnsServer, NntpServer, Pop3Server, RemoteManager,
-    ServiceCommon, ServiceTls, SmtpServer, TlsFiles,
+    AdminAccount, AuthRequired, AuthThrottle, Connections, DnsServer, NntpServer, Pop3Server,
+    RemoteManager, ServiceCommon, ServiceTls, SmtpServer, TlsFiles,
 };
 pub use spoolmanager::{split_matcher, MailetConfig, ProcessorConfig, SpoolManager};
 pub use stores::{
@@ -82,6 +82,7 @@ const KNOWN_BLOCKS: &[&str] = &[
     "dnsserver",
     "connections",
     "tls",
+    "authThrottle",
 ];
 
 /// Top-level blocks of James's Avalon container that have no meaning here: accepted, logged,
@@ -142,6 +143,8 @@ pub struct Config {
     pub connections: Connections,
     /// The global `<tls>` certificate and key.
     pub tls: TlsFiles,
+    /// `<authThrottle>` (Mailroom's own): how failed logins slow down, per client IP.
+    pub auth_throttle: AuthThrottle,
 }
 
 impl Config {
@@ -291,6 +294,9 @@ impl Config {
                 .unwrap_or_default(),
             tls: block("tls")
                 .map(|el| services::tls_files(&mut ctx, el))
+                .unwrap_or_default(),
+            auth_throttle: block("authThrottle")
+                .map(|el| services::auth_throttle(&mut ctx, el))
                 .unwrap_or_default(),
             james,
         };

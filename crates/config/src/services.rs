@@ -116,6 +116,10 @@ pub struct SmtpServer {
     /// is no user and no virtual-table source gets `550 5.1.1` at RCPT. False restores James
     /// 2.3's accept-then-file.
     pub verify_recipients: bool,
+    /// `<submission>` (Mailroom's own; default false): a message submission listener (RFC
+    /// 6409): every MAIL FROM needs AUTH first, from any address, loopback included. Needs
+    /// `<authRequired>` true or announce.
+    pub submission: bool,
 }
 
 impl SmtpServer {
@@ -476,6 +480,7 @@ pub(crate) fn smtp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> SmtpS
         address_brackets_enforcement: true,
         greeting: None,
         verify_recipients: true,
+        submission: false,
     };
     let Some(h) = handler_of(el) else { return s };
     ctx.warn_unknown(
@@ -492,6 +497,7 @@ pub(crate) fn smtp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> SmtpS
             "smtpGreeting",
             "handlerchain",
             "verifyRecipients",
+            "submission",
         ]),
     );
     s.max_message_size_kib = max_message_size(ctx, h);
@@ -525,6 +531,16 @@ pub(crate) fn smtp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> SmtpS
     s.require_tls_for_auth = ctx.bool_child(h, "requireTLSForAuth", true);
     s.address_brackets_enforcement = ctx.bool_child(h, "addressBracketsEnforcement", true);
     s.verify_recipients = ctx.bool_child(h, "verifyRecipients", true);
+    s.submission = ctx.bool_child(h, "submission", false);
+    if s.submission && s.auth_required == AuthRequired::False {
+        if let Some(el) = h.child("submission") {
+            ctx.err(
+                el,
+                "<submission>true needs <authRequired>true</authRequired> (or announce): \
+                 nobody could send mail through this listener",
+            );
+        }
+    }
     s.greeting = ctx
         .text(h, "smtpGreeting")
         .filter(|g| !g.is_empty())
@@ -693,5 +709,53 @@ mod tests {
             );
         }
         assert_eq!(account("root", "a long secret").weakness(), None);
+    }
+}
+
+/// `<authThrottle failures="5" window="600000" delay="1000" maxDelay="30000"/>` (Mailroom's
+/// own, not in James): failed logins (SMTP AUTH, POP3) counted per client IP over all
+/// listeners; after `failures` within `window` ms, each further failure is answered after
+/// `delay` ms, doubled per failure up to `maxDelay` ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthThrottle {
+    /// Failures allowed within the window before answers slow down.
+    pub failures: u32,
+    /// How long a failure counts.
+    pub window: Duration,
+    /// The first throttled answer's delay.
+    pub delay: Duration,
+    /// The longest delay.
+    pub max_delay: Duration,
+}
+
+impl Default for AuthThrottle {
+    /// 5 failures per 10 minutes, then 1 s, doubled up to 30 s.
+    fn default() -> Self {
+        AuthThrottle {
+            failures: 5,
+            window: Duration::from_secs(600),
+            delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+pub(crate) fn auth_throttle(ctx: &mut Ctx, el: &Element) -> AuthThrottle {
+    ctx.warn_unknown(el, &[]);
+    let default = AuthThrottle::default();
+    let ms = |d: Duration| d.as_millis() as u64;
+    let day = 86_400_000u64;
+    let failures = ctx.num_attr(el, "failures", 0u32, 1_000_000, default.failures);
+    let window = ctx.num_attr(el, "window", 1u64, day, ms(default.window));
+    let delay = ctx.num_attr(el, "delay", 0u64, 3_600_000, ms(default.delay));
+    let max_delay = ctx.num_attr(el, "maxDelay", 0u64, 3_600_000, ms(default.max_delay));
+    if max_delay < delay {
+        ctx.err(el, "<authThrottle>: maxDelay must not be below delay");
+    }
+    AuthThrottle {
+        failures,
+        window: Duration::from_millis(window),
+        delay: Duration::from_millis(delay),
+        max_delay: Duration::from_millis(max_delay.max(delay)),
     }
 }

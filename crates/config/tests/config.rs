@@ -619,3 +619,42 @@ fn dns_servers_take_ports_and_bracketed_ipv6() {
     );
     assert!(e[1].starts_with("config.xml:4: <server>"), "{e:?}");
 }
+
+#[test]
+fn default_submission_listener_and_auth_options() {
+    let c = Config::embedded_default(Some(Path::new("/opt/mr"))).unwrap_or_else(|e| panic!("{e}"));
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let submission = &c.smtp[1];
+    assert_eq!((submission.common.port, submission.common.bind), (5587, lo));
+    assert_eq!(submission.auth_required, AuthRequired::True);
+    assert!(submission.submission && submission.require_tls_for_auth && submission.verify_identity);
+    assert!(submission.common.tls.start_tls);
+    assert!(!c.smtp[0].submission);
+    assert_eq!(c.auth_throttle, mailroom_config::AuthThrottle::default());
+
+    let c = parse(&format!(
+        r#"<config>{SPOOL}<authThrottle failures="2" window="60000" delay="50" maxDelay="200"/>
+        <smtpserver><handler><authRequired>announce</authRequired><submission>true</submission>
+        <verifyIdentity>false</verifyIdentity><requireTLSForAuth>false</requireTLSForAuth></handler></smtpserver></config>"#
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t = c.auth_throttle;
+    assert_eq!(t.failures, 2);
+    assert_eq!(t.window, Duration::from_secs(60));
+    assert_eq!((t.delay.as_millis(), t.max_delay.as_millis()), (50, 200));
+    let s = &c.smtp[0];
+    assert_eq!(s.auth_required, AuthRequired::Announce);
+    assert!(s.submission && !s.verify_identity && !s.require_tls_for_auth);
+
+    let e = errors(&format!(
+        "<config>{SPOOL}\n<smtpserver><handler>\n<submission>true</submission></handler></smtpserver></config>"
+    ));
+    assert!(
+        e[0].contains("<submission>true needs <authRequired>true"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "<config>{SPOOL}\n<authThrottle delay=\"500\" maxDelay=\"100\"/></config>"
+    ));
+    assert!(e[0].contains("maxDelay must not be below delay"), "{e:?}");
+}

@@ -19,7 +19,10 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use mailroom_net::throttle::AuthThrottle;
 
 pub mod codec;
 pub mod reply;
@@ -50,14 +53,15 @@ pub struct Pop3Settings {
     /// `<requireTLSForAuth>` applies once STLS exists; until then the server allows them, so
     /// that nobody is locked out.
     pub plaintext_auth: bool,
-    /// How long the answer to a failed login is held back, to slow password guessing. Other
-    /// sessions are not held up.
-    pub failed_login_delay: Duration,
+    /// Failed logins per client IP, shared by every POP3 and SMTP listener of the process: a
+    /// failed USER/PASS, APOP or AUTH is answered after the delay it gives (none below its
+    /// threshold), holding up only that session; a correct login is never delayed.
+    pub auth_throttle: Arc<AuthThrottle>,
 }
 
 impl Default for Pop3Settings {
     /// `localhost`, 10 minutes idle timeout, no connection limit, no APOP, plaintext logins
-    /// allowed, failed logins answered after 2 s.
+    /// allowed, a default [`AuthThrottle`] of its own.
     fn default() -> Self {
         Pop3Settings {
             hello_name: "localhost".to_string(),
@@ -65,7 +69,7 @@ impl Default for Pop3Settings {
             connection_limit: None,
             enable_apop: false,
             plaintext_auth: true,
-            failed_login_delay: Duration::from_secs(2),
+            auth_throttle: Arc::new(AuthThrottle::default()),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! [`crate::session::REPLY_BATCH`] octets of pending replies) and gives the `-ERR` goodbyes
 //! on timeout and shutdown. The store calls are kept together in the `impl Driver` block: it
 //! checks logins (argon2 runs on the blocking pool, a bounded number at a time, so it never
-//! stalls the async workers), holds back the answer to a failed login without holding up
+//! stalls the async workers), holds back the answer to a failed login as the shared
+//! [`mailroom_net::throttle::AuthThrottle`] says for the client's address, without holding up
 //! other sessions, keeps the opened [`Mailbox`] (and so its lock) for the session, streams
 //! messages from the store in chunks through the [`DotEncoder`], and deletes at QUIT (durably)
 //! before the session answers `+OK`. The store is async: no call here blocks a runtime thread.
@@ -200,8 +201,8 @@ impl Handler for Driver {
 
 /// The store calls: logins, messages, deletion at QUIT.
 impl Driver {
-    /// Checks a login and opens the mailbox; a failure is answered after
-    /// the configured delay (or at once on shutdown, which then closes the session).
+    /// Checks a login and opens the mailbox; a failure is answered after the throttle's delay
+    /// for this client's address (or at once on shutdown, which then closes the session).
     async fn login(&mut self, login: Login, connection: &mut Connection) -> Outcome {
         let name = login.user.clone();
         // The semaphore is never closed.
@@ -210,6 +211,7 @@ impl Driver {
         drop(slot);
         let result = match opened {
             Ok(mailbox) => {
+                self.settings.auth_throttle.succeeded(self.peer.ip());
                 let messages = mailbox.messages().to_vec();
                 tracing::debug!(peer = %self.peer, user = %name, messages = messages.len(),
                     "POP3 login");
@@ -217,9 +219,12 @@ impl Driver {
                 Ok(messages)
             }
             Err(LoginFailure::Credentials) => {
-                tracing::warn!(peer = %self.peer, user = %name, "POP3 login failed");
+                let delay = self.settings.auth_throttle.failed(self.peer.ip());
+                tracing::warn!(peer = %self.peer, user = %name, ?delay, "POP3 login failed");
                 // Shutdown cuts the delay short; the next read then says goodbye.
-                connection.pause(self.settings.failed_login_delay).await;
+                if !delay.is_zero() {
+                    connection.pause(delay).await;
+                }
                 Err(LoginFailure::Credentials)
             }
             Err(failure) => {

@@ -2,6 +2,7 @@
 //! of the administration commands.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod cli;
 mod queue;
 mod recipients;

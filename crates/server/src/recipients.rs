@@ -88,6 +88,11 @@ impl LocalRecipients {
         }
     }
 
+    /// The virtual user tables the processor tree reads, in the order it consults them.
+    pub fn tables(&self) -> &[String] {
+        &self.tables
+    }
+
     /// Logs one warning when the `<postmaster>` is in a local domain but is no user and no
     /// virtual-table source: bounces and mail to `postmaster@` every local domain go there,
     /// and would be filed as address errors where nobody reads them.

@@ -14,11 +14,12 @@ use mailroom_config::{
 use mailroom_delivery::RemoteDeliveries;
 use mailroom_dns::{BlockingResolver, Resolver, ResolverSettings};
 use mailroom_mailet::MailAddress;
+use mailroom_net::throttle::AuthThrottle;
 use mailroom_net::{Listener, Shutdown};
 use mailroom_pop3::server::Pop3Store;
 use mailroom_pop3::Pop3Settings;
 use mailroom_remotemanager::{Console, Opened, RemoteManagerSettings};
-use mailroom_smtp::{RecipientCheck, SmtpSettings};
+use mailroom_smtp::{AuthPolicy, Authenticator, RecipientCheck, SmtpSettings};
 use mailroom_spool::{
     ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
 };
@@ -98,18 +99,24 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mail_repositories = Arc::new(repositories::MailRepositories::new(&config)?);
     let users = repositories::users(&config)?;
     let inbox = repositories::inbox(&config)?;
-    let pop3_store = Arc::new(Pop3Store::new(
-        Arc::new(VerifiedLogins::new(
-            users.clone(),
-            LOGIN_CACHE_TTL,
-            LOGIN_CACHE_ENTRIES,
-        )),
-        inbox.clone(),
+    // One login cache for POP3 and SMTP AUTH: a password checked by one is not checked with
+    // argon2 again by the other.
+    let logins = Arc::new(VerifiedLogins::new(
+        users.clone(),
+        LOGIN_CACHE_TTL,
+        LOGIN_CACHE_ENTRIES,
     ));
+    let pop3_store = Arc::new(Pop3Store::new(logins.clone(), inbox.clone()));
     let opener = mail_repositories.clone();
     let mappings = repositories::mappings(&config)?;
     let recipients = LocalRecipients::new(&config, users.clone(), mappings.clone());
     runtime.block_on(recipients.warn_if_postmaster_is_missing(&config, &postmaster));
+    let authenticator: Arc<dyn Authenticator> = Arc::new(crate::auth::SmtpLogins::new(
+        logins,
+        mappings.clone(),
+        recipients.tables().to_vec(),
+        config.james.clone(),
+    ));
     let recipients: Arc<dyn RecipientCheck> = Arc::new(recipients);
     let context = ServerContext::new(
         config.james.servernames.clone(),
@@ -178,6 +185,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         console,
         control,
         recipients,
+        authenticator,
+        throttle: auth_throttle(&config),
     };
     let served = runtime.block_on(serve(&config, listeners, services, signals, &stop));
     runtime.block_on(delivery_workers.stop(DELIVERY_GRACE));
@@ -304,6 +313,10 @@ struct Services {
     control: Option<(tokio::net::UnixListener, Arc<crate::queue::Repos>)>,
     /// Checks SMTP recipients at RCPT.
     recipients: Arc<dyn RecipientCheck>,
+    /// Checks SMTP AUTH logins and `<verifyIdentity>`.
+    authenticator: Arc<dyn Authenticator>,
+    /// Failed logins per client IP, shared by every SMTP and POP3 listener.
+    throttle: Arc<AuthThrottle>,
 }
 
 /// Serves on the listeners of [`bind_all`] (and the queue's control socket) until a signal or
@@ -321,6 +334,8 @@ async fn serve(
         console,
         control,
         recipients,
+        authenticator,
+        throttle,
     } = services;
     let shutdown = Shutdown::new();
     let mut tasks = Vec::new();
@@ -338,7 +353,17 @@ async fn serve(
         if smtp.common.tls.start_tls {
             tracing::warn!(addr = %shown(&listener), "STARTTLS is not available in this build yet; not offered");
         }
-        let settings = Arc::new(smtp_settings(config, smtp, &recipients));
+        let mut settings = smtp_settings(config, smtp, &recipients);
+        settings.authenticator = Some(authenticator.clone());
+        settings.auth_throttle = throttle.clone();
+        if settings.auth != AuthPolicy::Off
+            && settings.require_tls_for_auth
+            && settings.tls.is_none()
+        {
+            tracing::warn!(addr = %shown(&listener), "<authRequired>: AUTH needs TLS \
+                (<requireTLSForAuth>) and this listener has none, so AUTH is never offered here");
+        }
+        let settings = Arc::new(settings);
         tasks.push(tokio::spawn(mailroom_smtp::serve(
             listener,
             settings,
@@ -354,7 +379,10 @@ async fn serve(
         }
         tasks.push(tokio::spawn(mailroom_pop3::serve(
             listener,
-            Arc::new(pop3_settings(pop3)),
+            Arc::new(Pop3Settings {
+                auth_throttle: throttle.clone(),
+                ..pop3_settings(pop3)
+            }),
             pop3_store.clone(),
             shutdown.watch(),
         )));
@@ -404,16 +432,17 @@ fn not_yet_served(config: &Config) {
     if config.fetchmail.as_ref().is_some_and(|f| f.enabled) {
         tracing::warn!("FetchMail (<fetchmail enabled=\"true\">) is configured but not part of this build yet; nothing is fetched");
     }
-    if config
-        .smtp
-        .iter()
-        .any(|s| s.common.enabled && s.auth_required != AuthRequired::False)
-    {
-        tracing::warn!(
-            "SMTP AUTH (<authRequired>) is configured but not part of this build yet; \
-            AUTH is not offered, and only <authorizedAddresses> may relay"
-        );
-    }
+}
+
+/// The failed-login throttle of `<authThrottle>`, one for the whole process.
+fn auth_throttle(config: &Config) -> Arc<AuthThrottle> {
+    let t = config.auth_throttle;
+    Arc::new(AuthThrottle::new(
+        t.failures,
+        t.window,
+        t.delay,
+        t.max_delay,
+    ))
 }
 
 /// Binds a service's listener. Implicit TLS is refused: this build cannot serve it, and plain
@@ -450,6 +479,17 @@ fn smtp_settings(
         recipient_check: smtp.verify_recipients.then(|| recipients.clone()),
         relay_allowed: Arc::new(move |ip| relay.contains(ip)),
         tls: None,
+        auth: match smtp.auth_required {
+            AuthRequired::False => AuthPolicy::Off,
+            AuthRequired::True => AuthPolicy::Required,
+            AuthRequired::Announce => AuthPolicy::Announce,
+        },
+        // Set by serve(): one for all listeners.
+        authenticator: None,
+        require_tls_for_auth: smtp.require_tls_for_auth,
+        verify_identity: smtp.verify_identity,
+        submission: smtp.submission,
+        ..SmtpSettings::default()
     }
 }
 

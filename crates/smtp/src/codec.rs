@@ -56,6 +56,25 @@ pub enum Command {
     Expn,
     /// `HELP [topic]`.
     Help,
+    /// `AUTH mechanism [initial-response]` (RFC 4954).
+    Auth {
+        /// The SASL mechanism, upper-cased.
+        mechanism: String,
+        /// The initial response as sent (base64, or `=` for an empty one).
+        initial: Option<String>,
+    },
+}
+
+/// The longest AUTH command line or SASL response line, CRLF included: RFC 4954 §4 lets them
+/// reach 12288 octets (a large initial response). Other command lines keep [`MAX_LINE`].
+pub const MAX_AUTH_LINE: usize = 12288;
+
+/// Whether `line` (without its line end) is longer than a command line may be: [`MAX_LINE`]
+/// for every command but AUTH, [`MAX_AUTH_LINE`] for AUTH (the reader's own limit).
+pub fn exceeds_command_limit(line: &[u8]) -> bool {
+    let is_auth = line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"AUTH ");
+    // The reader's limit counts the CRLF.
+    !is_auth && line.len() + 2 > MAX_LINE
 }
 
 /// A forward-path.
@@ -186,6 +205,22 @@ pub fn parse_command(line: &[u8], require_brackets: bool) -> Result<Command, Com
         "VRFY" => Ok(Command::Vrfy),
         "EXPN" if args.is_empty() => Err(CommandError::Syntax("Syntax: EXPN list")),
         "EXPN" => Ok(Command::Expn),
+        "AUTH" => {
+            let mut words = args.split_whitespace();
+            let mechanism = words
+                .next()
+                .ok_or(CommandError::Syntax(
+                    "Syntax: AUTH mechanism [initial-response]",
+                ))?
+                .to_ascii_uppercase();
+            let initial = words.next().map(str::to_string);
+            if words.next().is_some() {
+                return Err(CommandError::Syntax(
+                    "Syntax: AUTH mechanism [initial-response]",
+                ));
+            }
+            Ok(Command::Auth { mechanism, initial })
+        }
         _ => Err(CommandError::Unknown),
     }
 }

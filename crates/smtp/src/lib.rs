@@ -1,5 +1,6 @@
 //! The SMTP server of Mailroom: RFC 5321 with PIPELINING, SIZE, 8BITMIME and
-//! ENHANCEDSTATUSCODES, DSN parameters passed through to the spool.
+//! ENHANCEDSTATUSCODES, DSN parameters passed through to the spool, and AUTH PLAIN and LOGIN
+//! (RFC 4954) checked by an [`Authenticator`] the caller supplies.
 //!
 //! The layers, bottom up, each in its own module:
 //!
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom_mailet::MailAddress;
+use mailroom_net::throttle::AuthThrottle;
 use mailroom_net::tls::ListenerTls;
 
 pub mod codec;
@@ -33,7 +35,7 @@ pub mod session;
 
 pub use reply::Reply;
 pub use server::serve;
-pub use session::{DataStart, Outcome, Session};
+pub use session::{Credentials, DataStart, Outcome, Session};
 
 /// A predicate on a domain name (lower case, as [`mailroom_mailet::MailAddress`] keeps it).
 pub type DomainPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -69,6 +71,61 @@ pub trait RecipientCheck: Send + Sync {
     /// `postmaster` (always accepted).
     async fn check(&self, recipient: &MailAddress) -> RecipientVerdict;
 }
+
+/// `<authRequired>`: whether AUTH is offered, and to whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthPolicy {
+    /// AUTH is not offered (`false`, the default); `AUTH` gets `502`.
+    Off,
+    /// AUTH is offered to clients outside `<authorizedAddresses>` and needed to relay (`true`,
+    /// as James 2.3).
+    Required,
+    /// AUTH is offered to every client and needed to relay from outside
+    /// `<authorizedAddresses>` (`announce`).
+    Announce,
+}
+
+/// What an [`Authenticator`] says about a user name and password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthVerdict {
+    /// Right: the user's name as the users repository spells it.
+    Accepted(String),
+    /// Wrong name or password: `535 5.7.8`.
+    Rejected,
+    /// The check could not be made (a store error): `454 4.7.0`, try again later.
+    Unavailable,
+}
+
+/// What an [`Authenticator`] says about an authenticated user sending as an address in a
+/// local domain (`<verifyIdentity>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SenderVerdict {
+    /// The user's own address or one of their aliases.
+    Own,
+    /// Somebody else's: `553 5.7.1`.
+    NotOwn,
+    /// The lookup failed: `451 4.3.0`.
+    Unavailable,
+}
+
+/// Checks SMTP AUTH credentials and who may send as whom. The session does no I/O: it stops
+/// with [`Outcome::Authenticate`] or [`Outcome::CheckSender`] and the driver awaits these
+/// (argon2 and repository reads happen off the session, without blocking a runtime thread).
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync {
+    /// Checks `password` for the login name `user` (as the client sent it).
+    async fn authenticate(&self, user: &str, password: &str) -> AuthVerdict;
+
+    /// Whether the authenticated `user` (the name [`AuthVerdict::Accepted`] gave) may use
+    /// `sender`, an address in a local domain whose local part is not `user`, as MAIL FROM:
+    /// an alias of theirs (another user whose mail goes to them, or a virtual-table address
+    /// mapped to them).
+    async fn may_send_as(&self, user: &str, sender: &MailAddress) -> SenderVerdict;
+}
+
+/// Envelope attribute: the name the client authenticated as with SMTP AUTH (James's name, read
+/// by the `SMTPAuthSuccessful` and `SMTPAuthUserIs` matchers).
+pub const ATTR_AUTH_USER: &str = mailroom_mailet::ATTR_SMTP_AUTH_USER;
 
 /// Envelope attribute: `BODY=` of MAIL FROM (`7BIT` or `8BITMIME`), when given.
 pub const ATTR_BODY: &str = "mailroom.smtp.body";
@@ -115,11 +172,29 @@ pub struct SmtpSettings {
     pub relay_allowed: AddressPredicate,
     /// TLS on this listener (implicit, STARTTLS or both); `None`: plain text only.
     pub tls: Option<ListenerTls>,
+    /// `<authRequired>`: whether AUTH is offered and to whom. Without an `authenticator`
+    /// AUTH is never offered, whatever this says.
+    pub auth: AuthPolicy,
+    /// Checks AUTH credentials and `<verifyIdentity>`; `None`: no AUTH.
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// `<requireTLSForAuth>` (default true): AUTH is offered and accepted only over TLS;
+    /// before it, `AUTH` gets `538 5.7.11`.
+    pub require_tls_for_auth: bool,
+    /// `<verifyIdentity>` (default true): an authenticated client may not use as MAIL FROM an
+    /// address in a local domain that is not the user's own or an alias of theirs (`553`).
+    pub verify_identity: bool,
+    /// `<submission>` (Mailroom's own, default false): a message submission port (RFC 6409)
+    /// where every MAIL FROM needs AUTH first (`530 5.7.0`), whatever the client's address.
+    pub submission: bool,
+    /// Failed logins per client IP, shared by every SMTP and POP3 listener of the process: a
+    /// failed AUTH is answered after the delay it gives.
+    pub auth_throttle: Arc<AuthThrottle>,
 }
 
 impl Default for SmtpSettings {
     /// `localhost`, no size or recipient limits, 5 minutes idle timeout, no connection limit,
-    /// brackets and HELO enforced, and relaying for loopback clients only (never an open relay).
+    /// brackets and HELO enforced, relaying for loopback clients only (never an open relay), no
+    /// AUTH (when it is turned on: only over TLS, identities verified), a default throttle.
     fn default() -> Self {
         SmtpSettings {
             hello_name: "localhost".to_string(),
@@ -133,6 +208,12 @@ impl Default for SmtpSettings {
             recipient_check: None,
             relay_allowed: Arc::new(|ip| ip.is_loopback()),
             tls: None,
+            auth: AuthPolicy::Off,
+            authenticator: None,
+            require_tls_for_auth: true,
+            verify_identity: true,
+            submission: false,
+            auth_throttle: Arc::new(AuthThrottle::default()),
         }
     }
 }
@@ -152,6 +233,11 @@ impl fmt::Debug for SmtpSettings {
             )
             .field("verify_recipients", &self.recipient_check.is_some())
             .field("tls", &self.tls)
+            .field("auth", &self.auth)
+            .field("authenticator", &self.authenticator.is_some())
+            .field("require_tls_for_auth", &self.require_tls_for_auth)
+            .field("verify_identity", &self.verify_identity)
+            .field("submission", &self.submission)
             .finish_non_exhaustive()
     }
 }

@@ -191,6 +191,80 @@ impl Reply {
 
     // ---- Permanent failures -------------------------------------------------------------
 
+    /// `334 <challenge>`: the next step of a SASL exchange (base64, or empty).
+    pub fn challenge(text: &'static str) -> Reply {
+        Reply::plain(334, text)
+    }
+
+    /// `235 2.7.0 Authentication successful`.
+    pub fn auth_ok() -> Reply {
+        Reply::new(235, "2.7.0", "Authentication successful")
+    }
+
+    /// `454 4.7.0 Temporary authentication failure`: the check could not be made.
+    pub fn auth_unavailable() -> Reply {
+        Reply::new(454, "4.7.0", "Temporary authentication failure")
+    }
+
+    /// `535 5.7.8 Authentication credentials invalid` (RFC 4954).
+    pub fn auth_failed() -> Reply {
+        Reply::new(535, "5.7.8", "Authentication credentials invalid")
+    }
+
+    /// `535 5.7.8`: a PLAIN authorization identity other than the login name.
+    pub fn auth_other_identity() -> Reply {
+        Reply::new(535, "5.7.8", "Cannot authorize as another user")
+    }
+
+    /// `501 5.7.0 Authentication cancelled`: the client answered `*` (RFC 4954 §4).
+    pub fn auth_cancelled() -> Reply {
+        Reply::new(501, "5.7.0", "Authentication cancelled")
+    }
+
+    /// `501 5.5.2`: a SASL response that is not base64, or not what the mechanism expects.
+    pub fn bad_sasl_response(what: &'static str) -> Reply {
+        Reply::new(501, "5.5.2", what)
+    }
+
+    /// `504 5.5.4 Unrecognized authentication type`.
+    pub fn unknown_mechanism() -> Reply {
+        Reply::new(504, "5.5.4", "Unrecognized authentication type")
+    }
+
+    /// `538 5.7.11 Encryption required for requested authentication mechanism` (RFC 4954).
+    pub fn encryption_required() -> Reply {
+        Reply::new(
+            538,
+            "5.7.11",
+            "Encryption required for requested authentication mechanism",
+        )
+    }
+
+    /// `530 5.7.0 Authentication required` (RFC 4954 §6): relaying, or any mail on a
+    /// submission port, needs AUTH first.
+    pub fn auth_required() -> Reply {
+        Reply::new(530, "5.7.0", "Authentication required")
+    }
+
+    /// `553 5.7.1`: an authenticated user sending as a local address that is not theirs
+    /// (`<verifyIdentity>`).
+    pub fn sender_not_owned(sender: &str, user: &str) -> Reply {
+        Reply::new(
+            553,
+            "5.7.1",
+            format!("<{sender}>: sender address not owned by user {user}"),
+        )
+    }
+
+    /// `451 4.3.0`: the sender's ownership could not be checked.
+    pub fn sender_lookup_failed() -> Reply {
+        Reply::new(
+            451,
+            "4.3.0",
+            "Cannot check the sender address now, try again later",
+        )
+    }
+
     /// `500 5.5.1 Command unrecognized`.
     pub fn unknown_command() -> Reply {
         Reply::new(500, "5.5.1", "Error: command not recognized")

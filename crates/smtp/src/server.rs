@@ -5,8 +5,11 @@
 //! [`Session`], gives the `421` goodbyes on timeout and shutdown, and does the spool calls,
 //! kept together in the `impl Driver` block: it opens a message in the spool when DATA starts,
 //! streams the message octets into it as they arrive, and commits it; the session writes `250`
-//! only after the commit (which makes the mail durable) returned `Ok`. The store is async: no
-//! call here blocks a runtime thread. It parses nothing itself and formats no reply.
+//! only after the commit (which makes the mail durable) returned `Ok`. AUTH credentials and
+//! `<verifyIdentity>` go to the [`Authenticator`]; a failed AUTH is answered after the delay
+//! the shared [`mailroom_net::throttle::AuthThrottle`] gives for the client's address (this
+//! session waits, no other does), a correct one at once. The store is async: no call here
+//! blocks a runtime thread. It parses nothing itself and formats no reply.
 //!
 //! The connection handler is generic over the stream, so implicit TLS (a later issue) passes
 //! a TLS stream here unchanged, and STARTTLS upgrades the [`mailroom_net::Connection`] in
@@ -23,8 +26,10 @@ use mailroom_net::connection::Stream;
 use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
 use mailroom_store::{IncomingMessage, SpoolRepository};
 
-use crate::session::{DataStart, Outcome, Session};
-use crate::{RecipientCheck, RecipientVerdict, SmtpSettings};
+use crate::session::{Credentials, DataStart, Outcome, Session};
+use crate::{
+    AuthVerdict, Authenticator, RecipientCheck, RecipientVerdict, SenderVerdict, SmtpSettings,
+};
 
 /// Octets read from the client at a time; also bounds what one `ingest` call can produce.
 const READ_BUFFER: usize = 64 * 1024;
@@ -65,6 +70,8 @@ pub async fn handle_connection<S>(
         .with_read_buffer(READ_BUFFER);
     let mut driver = Driver {
         recipient_check: settings.recipient_check.clone(),
+        authenticator: settings.authenticator.clone(),
+        throttle: settings.auth_throttle.clone(),
         session: Session::new(settings, peer.ip()),
         spool,
         peer,
@@ -72,10 +79,14 @@ pub async fn handle_connection<S>(
         message: None,
         accepted: 0,
     };
-    match connection.run(&mut driver).await {
-        Ok(end) => tracing::info!(%peer, ?end, mails = driver.accepted, "SMTP session ended"),
+    let result = connection.run(&mut driver).await;
+    let user = driver.session.auth_user().unwrap_or("-").to_string();
+    match result {
+        Ok(end) => {
+            tracing::info!(%peer, %user, ?end, mails = driver.accepted, "SMTP session ended")
+        }
         Err(error) => {
-            tracing::info!(%peer, %error, mails = driver.accepted, "SMTP session failed")
+            tracing::info!(%peer, %user, %error, mails = driver.accepted, "SMTP session failed")
         }
     }
     connection.close().await;
@@ -97,6 +108,10 @@ struct Driver {
     spool: Arc<dyn SpoolRepository>,
     /// Looks up local recipients at RCPT (`<verifyRecipients>`).
     recipient_check: Option<Arc<dyn RecipientCheck>>,
+    /// Checks AUTH credentials and `<verifyIdentity>`.
+    authenticator: Option<Arc<dyn Authenticator>>,
+    /// Failed logins per client IP, shared by every listener.
+    throttle: Arc<mailroom_net::throttle::AuthThrottle>,
     /// The client's address, for the log.
     peer: SocketAddr,
     /// Message octets from the session, drained into `message` after every call.
@@ -134,6 +149,12 @@ impl Handler for Driver {
                 }
                 Outcome::Commit(envelope) => self.commit(*envelope, connection.out()).await,
                 Outcome::Discard => self.message = None,
+                Outcome::Authenticate(credentials) => {
+                    self.authenticate(credentials, connection).await
+                }
+                Outcome::CheckSender { user, sender } => {
+                    self.check_sender(&user, &sender, connection.out()).await
+                }
                 Outcome::Close => return Ok(Flow::Close),
             }
         }
@@ -165,6 +186,52 @@ impl Driver {
             tracing::info!("{line}");
         }
         self.session.recipient_checked(verdict, out);
+    }
+
+    /// AUTH credentials: checked by the authenticator; a failure is answered after the
+    /// throttle's delay for this client's address (cut short by shutdown), a success at once.
+    async fn authenticate(&mut self, credentials: Credentials, connection: &mut Connection) {
+        let ip = self.peer.ip();
+        let verdict = match &self.authenticator {
+            Some(authenticator) => {
+                authenticator
+                    .authenticate(&credentials.user, &credentials.password)
+                    .await
+            }
+            None => AuthVerdict::Unavailable,
+        };
+        match &verdict {
+            AuthVerdict::Accepted(name) => {
+                self.throttle.succeeded(ip);
+                tracing::info!(peer = %self.peer, user = %name, "SMTP AUTH succeeded");
+            }
+            AuthVerdict::Rejected => {
+                let delay = self.throttle.failed(ip);
+                tracing::warn!(peer = %self.peer, user = %credentials.user, ?delay,
+                    "SMTP AUTH failed");
+                if !delay.is_zero() {
+                    connection.pause(delay).await;
+                }
+            }
+            AuthVerdict::Unavailable => {
+                tracing::warn!(peer = %self.peer, user = %credentials.user,
+                    "SMTP AUTH could not be checked");
+            }
+        }
+        self.session.authenticated(verdict, connection.out());
+    }
+
+    /// `<verifyIdentity>`: whether the authenticated user may send as `sender`.
+    async fn check_sender(&mut self, user: &str, sender: &MailAddress, out: &mut Vec<u8>) {
+        let verdict = match &self.authenticator {
+            Some(authenticator) => authenticator.may_send_as(user, sender).await,
+            None => SenderVerdict::NotOwn,
+        };
+        if verdict != SenderVerdict::Own {
+            tracing::info!(peer = %self.peer, %user, %sender, ?verdict,
+                "MAIL FROM refused: not the authenticated user's address");
+        }
+        self.session.sender_checked(verdict, out);
     }
 
     /// Moves the session's message octets into the open message.

@@ -19,11 +19,17 @@
 //!   are the commands pipelined after the data processed;
 //! * [`Outcome::Discard`]: the message was refused (size, bare CR/LF); the reply is written and
 //!   the driver drops the open message;
+//! * [`Outcome::Authenticate`]: an AUTH exchange gave a user name and password; the driver
+//!   checks them ([`crate::Authenticator`]), holds a failure back as the throttle says, and
+//!   calls [`Session::authenticated`]. Pipelined commands wait;
+//! * [`Outcome::CheckSender`]: an authenticated client's MAIL FROM names a local address that
+//!   is not the user's own (`<verifyIdentity>`); the driver asks whether it is an alias of
+//!   theirs and calls [`Session::sender_checked`];
 //! * [`Outcome::Close`]: the session is over; flush `out` and close.
 //!
 //! *What kind of bytes come next* (`Mode`) is kept apart from *the transaction so far*
 //! (`Transaction`), and which command is allowed when is decided in one place
-//! (`Session::gate`).
+//! (`Session::gate`). The AUTH exchange (RFC 4954) lives in the `sasl` submodule.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -33,14 +39,19 @@ use mailroom_mailet::{AttributeValue, Envelope, MailAddress};
 use mailroom_net::tls::TlsInfo;
 
 use crate::codec::{
-    parse_command, Command, CommandError, DotDecoder, LineEvent, LineReader, MailParams,
-    RcptParams, Recipient,
+    exceeds_command_limit, parse_command, Command, CommandError, DotDecoder, LineEvent, LineReader,
+    MailParams, RcptParams, Recipient, MAX_AUTH_LINE,
 };
 use crate::reply::Reply;
 use crate::{
-    RecipientVerdict, SmtpSettings, ATTR_BODY, ATTR_DSN_ENVID, ATTR_DSN_RECIPIENTS, ATTR_DSN_RET,
-    ATTR_HELO,
+    RecipientVerdict, SmtpSettings, ATTR_AUTH_USER, ATTR_BODY, ATTR_DSN_ENVID, ATTR_DSN_RECIPIENTS,
+    ATTR_DSN_RET, ATTR_HELO,
 };
+
+mod sasl;
+
+pub use sasl::Credentials;
+use sasl::SaslStep;
 
 /// After this many protocol errors (unknown commands, syntax, bad sequence) the client is
 /// disconnected with `421 4.7.0` (as Postfix's `smtpd_hard_error_limit`).
@@ -61,6 +72,18 @@ pub enum Outcome {
     Commit(Box<Envelope>),
     /// The message was refused and the reply written: drop the open message.
     Discard,
+    /// AUTH gave these credentials: check them, then call [`Session::authenticated`]. Input
+    /// after the exchange was not consumed.
+    Authenticate(Credentials),
+    /// The authenticated `user` gives `sender`, a local address not their own, as MAIL FROM:
+    /// ask whether it is theirs, then call [`Session::sender_checked`]. Input after the MAIL
+    /// was not consumed.
+    CheckSender {
+        /// The authenticated user.
+        user: String,
+        /// The reverse-path in question.
+        sender: MailAddress,
+    },
     /// The session is over: write `out` and close the connection.
     Close,
 }
@@ -108,6 +131,19 @@ enum Mode {
     AwaitCommit {
         /// The mail's name, for the `250` reply.
         id: String,
+    },
+    /// An AUTH exchange waits for the client's next response line.
+    Sasl(SaslStep),
+    /// AUTH credentials wait for [`Session::authenticated`].
+    AwaitAuth(Credentials),
+    /// A MAIL FROM waits for [`Session::sender_checked`] (`<verifyIdentity>`).
+    AwaitSender {
+        /// The authenticated user.
+        user: String,
+        /// The reverse-path in question.
+        sender: MailAddress,
+        /// Its parameters, kept for when it is accepted.
+        params: MailParams,
     },
     /// QUIT, timeout, shutdown or too many errors.
     Closed,
@@ -157,6 +193,9 @@ pub struct Session {
     /// session after STARTTLS): decides what is offered (STARTTLS, AUTH) and what the
     /// `Received:` header records.
     tls: Option<TlsInfo>,
+    /// The user the client authenticated as (AUTH), as the users repository spells it: may
+    /// relay, is checked by `<verifyIdentity>`, and is recorded on the envelope.
+    auth_user: Option<String>,
 }
 
 impl Session {
@@ -166,11 +205,13 @@ impl Session {
             settings,
             peer,
             mode: Mode::Command,
-            lines: LineReader::default(),
+            // AUTH lines may be longer than other commands; see `exceeds_command_limit`.
+            lines: LineReader::with_limit(MAX_AUTH_LINE),
             helo: None,
             txn: None,
             errors: 0,
             tls: None,
+            auth_user: None,
         }
     }
 
@@ -183,6 +224,11 @@ impl Session {
     /// Writes the `220` banner.
     pub fn greet(&mut self, out: &mut Vec<u8>) {
         Reply::greeting(&self.settings.hello_name).write_to(out);
+    }
+
+    /// The user the client authenticated as, if it did.
+    pub fn auth_user(&self) -> Option<&str> {
+        self.auth_user.as_deref()
     }
 
     /// Whether the session is over (the driver should close once `out` is written).
@@ -227,23 +273,22 @@ impl Session {
                     return (pos, Outcome::CheckRecipient(address.clone()))
                 }
                 Mode::AwaitCommit { .. } => return (pos, Outcome::Continue),
+                Mode::AwaitAuth(credentials) => {
+                    return (pos, Outcome::Authenticate(credentials.clone()))
+                }
+                Mode::AwaitSender { user, sender, .. } => {
+                    let (user, sender) = (user.clone(), sender.clone());
+                    return (pos, Outcome::CheckSender { user, sender });
+                }
                 _ if rest.is_empty() => return (pos, Outcome::Continue),
-                Mode::Command => {
+                Mode::Command | Mode::Sasl(_) => {
                     let (used, event) = self.lines.read(rest);
                     pos += used;
                     let Some(event) = event else { continue };
-                    let result = match event {
-                        LineEvent::TooLong => Err(CommandError::TooLong),
-                        LineEvent::Line(line) => {
-                            parse_command(&line, self.settings.address_brackets_enforcement)
-                        }
-                    };
-                    let reply = match result {
-                        Ok(command) => match self.gate(&command) {
-                            Ok(()) => self.execute(command),
-                            Err(reply) => Some(reply),
-                        },
-                        Err(error) => Some(error.reply()),
+                    let reply = if matches!(self.mode, Mode::Sasl(_)) {
+                        self.sasl_input(event)
+                    } else {
+                        self.command(event)
                     };
                     if let Some(reply) = reply {
                         self.reply(reply, out);
@@ -254,6 +299,7 @@ impl Session {
                         Mode::AwaitRecipient { address, .. } => {
                             return (pos, Outcome::CheckRecipient(address.clone()))
                         }
+                        // The waiting modes answer at the top of the loop.
                         _ => {}
                     }
                 }
@@ -369,6 +415,24 @@ impl Session {
         self.mode = Mode::Command;
     }
 
+    /// One command line (or an overlong one): parsed, gated, run. Returns its reply, if any.
+    fn command(&mut self, event: LineEvent) -> Option<Reply> {
+        let result = match event {
+            LineEvent::Line(line) if exceeds_command_limit(&line) => Err(CommandError::TooLong),
+            LineEvent::Line(line) => {
+                parse_command(&line, self.settings.address_brackets_enforcement)
+            }
+            LineEvent::TooLong => Err(CommandError::TooLong),
+        };
+        match result {
+            Ok(command) => match self.gate(&command) {
+                Ok(()) => self.execute(command),
+                Err(reply) => Some(reply),
+            },
+            Err(error) => Some(error.reply()),
+        }
+    }
+
     /// Writes a reply, counting protocol errors and closing after too many.
     fn reply(&mut self, reply: Reply, out: &mut Vec<u8>) {
         let protocol_error = matches!(reply.code, 500..=504 | 555);
@@ -408,6 +472,10 @@ impl Session {
             Command::Data if self.txn.as_ref().is_some_and(|t| t.rcpts.is_empty()) => {
                 Err(Reply::no_recipients())
             }
+            Command::Mail { .. } if self.settings.submission && self.auth_user.is_none() => {
+                Err(Reply::auth_required())
+            }
+            Command::Auth { .. } => self.auth_gate(),
             _ => Ok(()),
         }
     }
@@ -437,12 +505,15 @@ impl Session {
                 if max > 0 && params.size.is_some_and(|size| size > max) {
                     return Some(Reply::too_big());
                 }
-                self.txn = Some(Transaction {
-                    sender,
-                    params,
-                    rcpts: Vec::new(),
-                    seen: HashSet::new(),
-                });
+                if let Some((user, sender)) = self.identity_to_check(sender.as_ref()) {
+                    self.mode = Mode::AwaitSender {
+                        user,
+                        sender,
+                        params,
+                    };
+                    return None;
+                }
+                self.start_transaction(sender, params);
                 Reply::sender_ok()
             }
             Command::Rcpt { recipient, params } => return self.rcpt(recipient, params),
@@ -463,7 +534,18 @@ impl Session {
             Command::Vrfy => Reply::cannot_vrfy(),
             Command::Expn => Reply::disabled("EXPN"),
             Command::Help => Reply::help(),
+            Command::Auth { mechanism, initial } => return self.start_auth(&mechanism, initial),
         })
+    }
+
+    /// A MAIL FROM accepted: the transaction starts.
+    fn start_transaction(&mut self, sender: Option<MailAddress>, params: MailParams) {
+        self.txn = Some(Transaction {
+            sender,
+            params,
+            rcpts: Vec::new(),
+            seen: HashSet::new(),
+        });
     }
 
     /// The EHLO keywords.
@@ -472,12 +554,16 @@ impl Session {
             0 => "SIZE".to_string(),
             max => format!("SIZE {max}"),
         };
-        vec![
+        let mut extensions = vec![
             "PIPELINING".to_string(),
             size,
             "8BITMIME".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
-        ]
+        ];
+        if self.auth_offered() {
+            extensions.push("AUTH PLAIN LOGIN".to_string());
+        }
+        extensions
     }
 
     /// RCPT TO: the relay policy, then the recipient limit, then (for a local recipient, when
@@ -492,8 +578,14 @@ impl Session {
             Recipient::Address(address) => {
                 if !(settings.is_local_domain)(address.domain())
                     && !(settings.relay_allowed)(self.peer)
+                    && self.auth_user.is_none()
                 {
-                    return Some(Reply::relay_denied());
+                    // RFC 4954 §6: where AUTH would let the client relay, say so.
+                    return Some(if self.auth_enabled() {
+                        Reply::auth_required()
+                    } else {
+                        Reply::relay_denied()
+                    });
                 }
                 address
             }
@@ -539,6 +631,9 @@ impl Session {
         if let Some(helo) = &self.helo {
             attributes.insert(ATTR_HELO.into(), helo.name.clone().into());
         }
+        if let Some(user) = &self.auth_user {
+            attributes.insert(ATTR_AUTH_USER.into(), user.clone().into());
+        }
         if let Some(body) = params.body {
             attributes.insert(ATTR_BODY.into(), body.into());
         }
@@ -567,16 +662,31 @@ impl Session {
         envelope
     }
 
+    /// The `with` protocol of the `Received:` header (RFC 3848): `ESMTP`, plus `S` over TLS
+    /// and `A` once authenticated; `SMTP` after HELO.
+    fn protocol(&self) -> &'static str {
+        if !self.helo.as_ref().is_some_and(|h| h.extended) {
+            return "SMTP";
+        }
+        match (self.tls.is_some(), self.auth_user.is_some()) {
+            (false, false) => "ESMTP",
+            (false, true) => "ESMTPA",
+            (true, false) => "ESMTPS",
+            (true, true) => "ESMTPSA",
+        }
+    }
+
     /// The trace header of RFC 5321 §4.4, folded over three lines.
     fn received_header(&self, start: &DataStart, body: &mut Vec<u8>) {
         let literal = match self.peer {
             IpAddr::V4(ip) => format!("[{ip}]"),
             IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
         };
-        let (helo, protocol) = match &self.helo {
-            Some(h) => (h.name.as_str(), if h.extended { "ESMTP" } else { "SMTP" }),
-            None => (literal.as_str(), "SMTP"),
-        };
+        let helo = self
+            .helo
+            .as_ref()
+            .map_or(literal.as_str(), |h| h.name.as_str());
+        let protocol = self.protocol();
         let single = match self.txn.as_ref().map(|t| t.rcpts.as_slice()) {
             Some([(only, _)]) => format!("\r\n\tfor <{only}>"),
             _ => String::new(),

@@ -97,6 +97,9 @@ fn drive(settings: &Arc<SmtpSettings>, peer: IpAddr, chunks: &[&[u8]], spool: Sp
                     session.recipient_checked(verdict, &mut out);
                 }
                 Outcome::Discard => current = None,
+                Outcome::Authenticate(_) | Outcome::CheckSender { .. } => {
+                    panic!("AUTH is not configured in these tests (see tests/auth.rs)")
+                }
                 Outcome::Close => {
                     closed = true;
                     break 'chunks;

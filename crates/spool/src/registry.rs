@@ -93,8 +93,6 @@ pub const NOT_YET_MATCHERS: &[&str] = &[
     "HasMailAttributeWithValueRegex",
     "InSpammerBlacklist",
     "IsSingleRecipient",
-    "SMTPAuthSuccessful",
-    "SMTPAuthUserIs",
     "FetchedFrom",
     "CompareNumericHeaderValue",
     "AttachmentFileNameIs",

@@ -1,6 +1,7 @@
 //! The standard matchers, with James 2.3's names and condition syntax.
 
 mod attribute;
+mod auth;
 mod message;
 mod network;
 mod recipient;
@@ -15,6 +16,7 @@ pub fn register(registry: &mut Registry) {
     network::register(registry);
     message::register(registry);
     attribute::register(registry);
+    auth::register(registry);
 }
 
 /// All recipients when `yes`, none otherwise: for matchers that judge the mail as a whole.

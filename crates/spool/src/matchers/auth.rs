@@ -1,0 +1,142 @@
+//! SMTPAuthSuccessful and SMTPAuthUserIs: mail whose client authenticated with SMTP AUTH, as
+//! the SMTP server records it in the `org.apache.james.SMTPAuthUser` attribute (James's name).
+
+use mailroom_mailet::{
+    AttributeValue, Mail, MailAddress, MailetContext, MailetError, Matcher, ATTR_SMTP_AUTH_USER,
+};
+
+use super::{all_if, list};
+use crate::Registry;
+
+pub(super) fn register(registry: &mut Registry) {
+    registry
+        .add_matcher("SMTPAuthSuccessful", |_| Ok(Box::new(SmtpAuthSuccessful)))
+        .no_condition();
+    registry.add_matcher("SMTPAuthUserIs", |c| {
+        let users: Vec<String> = list(c.required_condition()?).map(str::to_string).collect();
+        Ok(Box::new(SmtpAuthUserIs(users)))
+    });
+}
+
+/// The user a mail's client authenticated as, if it did.
+fn auth_user(mail: &Mail) -> Option<&str> {
+    match mail.attribute(ATTR_SMTP_AUTH_USER) {
+        Some(AttributeValue::String(user)) if !user.is_empty() => Some(user),
+        _ => None,
+    }
+}
+
+/// Every recipient when the client authenticated.
+struct SmtpAuthSuccessful;
+
+impl Matcher for SmtpAuthSuccessful {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        all_if(mail, auth_user(mail).is_some())
+    }
+}
+
+/// `SMTPAuthUserIs=alice, bob`: every recipient when the client authenticated as one of these
+/// users. Compared without regard to case, as logins are.
+struct SmtpAuthUserIs(Vec<String>);
+
+impl Matcher for SmtpAuthUserIs {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        let hit = auth_user(mail)
+            .is_some_and(|user| self.0.iter().any(|name| name.eq_ignore_ascii_case(user)));
+        all_if(mail, hit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mailroom_mailet::{Envelope, MatcherConfig, Message, UserRecord};
+
+    use super::*;
+
+    struct NoContext(MailAddress);
+
+    impl MailetContext for NoContext {
+        fn is_local_server(&self, _: &str) -> bool {
+            false
+        }
+        fn local_user(&self, _: &str) -> Result<Option<UserRecord>, MailetError> {
+            Ok(None)
+        }
+        fn postmaster(&self) -> &MailAddress {
+            &self.0
+        }
+        fn send_mail(&self, _: Mail) -> Result<(), MailetError> {
+            unreachable!()
+        }
+        fn store_mail(&self, _: &str, _: &Mail) -> Result<(), MailetError> {
+            unreachable!()
+        }
+        fn deliver_to_inbox(&self, _: &str, _: &[u8], _: &Mail) -> Result<(), MailetError> {
+            unreachable!()
+        }
+        fn log(&self, _: &str) {}
+    }
+
+    fn mail(user: Option<AttributeValue>) -> Mail {
+        let rcpts = vec![
+            MailAddress::parse("a@example.org").unwrap(),
+            MailAddress::parse("b@example.net").unwrap(),
+        ];
+        let mut envelope = Envelope::new("m1", None, rcpts);
+        if let Some(user) = user {
+            envelope
+                .attributes
+                .insert(ATTR_SMTP_AUTH_USER.to_string(), user);
+        }
+        Mail::new(envelope, Message::from_bytes(b"Subject: x\r\n\r\nx\r\n"))
+    }
+
+    fn matched(name: &str, condition: Option<&str>, mail: &Mail) -> usize {
+        let mut registry = Registry::default();
+        register(&mut registry);
+        let factory = registry.matcher(name).unwrap();
+        let matcher = factory(&MatcherConfig {
+            name: name.into(),
+            condition: condition.map(str::to_string),
+        })
+        .unwrap();
+        let context = NoContext(MailAddress::parse("postmaster@example.org").unwrap());
+        matcher.matches(mail, &context).unwrap().len()
+    }
+
+    #[test]
+    fn smtp_auth_successful() {
+        let alice = mail(Some("alice".into()));
+        assert_eq!(matched("SMTPAuthSuccessful", None, &alice), 2);
+        assert_eq!(matched("SMTPAuthSuccessful", None, &mail(None)), 0);
+        // Not a user name: not authenticated.
+        assert_eq!(
+            matched("SMTPAuthSuccessful", None, &mail(Some("".into()))),
+            0
+        );
+        assert_eq!(
+            matched(
+                "SMTPAuthSuccessful",
+                None,
+                &mail(Some(AttributeValue::Bool(true)))
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn smtp_auth_user_is() {
+        let alice = mail(Some("alice".into()));
+        assert_eq!(matched("SMTPAuthUserIs", Some("bob, Alice"), &alice), 2);
+        assert_eq!(matched("SMTPAuthUserIs", Some("bob,carol"), &alice), 0);
+        assert_eq!(matched("SMTPAuthUserIs", Some("alice"), &mail(None)), 0);
+        let mut registry = Registry::default();
+        register(&mut registry);
+        let factory = registry.matcher("SMTPAuthUserIs").unwrap();
+        let missing = factory(&MatcherConfig {
+            name: "SMTPAuthUserIs".into(),
+            condition: None,
+        });
+        assert!(missing.is_err());
+    }
+}
