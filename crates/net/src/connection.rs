@@ -110,8 +110,11 @@ pub struct Connection {
     out: Vec<u8>,
     /// How long a client may stay silent.
     idle_timeout: Duration,
-    /// How long one write (or a TLS handshake) may take.
+    /// How long one write may take.
     write_timeout: Duration,
+    /// How long a STARTTLS handshake may take: [`crate::tls::handshake_timeout`] of the
+    /// connection timeout, so that a client that stalls mid-handshake is cut off soon.
+    handshake_timeout: Duration,
     /// Ends the read wait (and [`Connection::pause`]) when the server stops.
     shutdown: ShutdownWatch,
     /// What the TLS handshake negotiated, once the stream is encrypted (implicit TLS or
@@ -146,6 +149,7 @@ impl Connection {
             out: Vec::new(),
             idle_timeout: timeout,
             write_timeout: timeout,
+            handshake_timeout: crate::tls::handshake_timeout(timeout),
             shutdown,
             tls: None,
         }
@@ -315,10 +319,11 @@ impl Connection {
     }
 
     /// Upgrades the stream to TLS as a server (STARTTLS, STLS), through [`Connection::upgrade`]
-    /// (so plaintext input buffered before it is discarded); the handshake is bounded by the
-    /// write timeout. Returns what the handshake negotiated, also kept in [`Connection::tls`].
+    /// (so plaintext input buffered before it is discarded); the handshake is bounded by
+    /// [`crate::tls::handshake_timeout`] of the connection timeout. Returns what the handshake
+    /// negotiated, also kept in [`Connection::tls`].
     pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<TlsInfo> {
-        let timeout = self.write_timeout;
+        let timeout = self.handshake_timeout;
         let mut negotiated = None;
         self.upgrade(|stream| async {
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {

@@ -1,6 +1,7 @@
 //! The POP3 server of Mailroom: RFC 1939 (USER, PASS, APOP, STAT, LIST, RETR, DELE, NOOP,
-//! RSET, QUIT, TOP, UIDL), CAPA and response codes (RFC 2449, RFC 3206) and AUTH PLAIN
-//! (RFC 5034), over any [`mailroom_store::InboxRepository`].
+//! RSET, QUIT, TOP, UIDL), CAPA and response codes (RFC 2449, RFC 3206), AUTH PLAIN
+//! (RFC 5034), STLS (RFC 2595) and implicit TLS (POP3S), over any
+//! [`mailroom_store::InboxRepository`].
 //!
 //! The layers, bottom up, each in its own module:
 //!
@@ -20,6 +21,8 @@
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
+
+use mailroom_net::tls::ListenerTls;
 
 pub mod codec;
 pub mod reply;
@@ -46,18 +49,20 @@ pub struct Pop3Settings {
     /// Whether APOP is offered (`<enableAPOP>`): the banner then carries a timestamp. It needs
     /// the users' APOP secrets, which the users repository keeps only where this is on.
     pub enable_apop: bool,
-    /// Whether USER/PASS and AUTH PLAIN are allowed on a connection without TLS. This is where
-    /// `<requireTLSForAuth>` applies once STLS exists; until then the server allows them, so
-    /// that nobody is locked out.
+    /// Whether USER/PASS, APOP and AUTH PLAIN are allowed on a connection without TLS: the
+    /// opposite of `<requireTLSForAuth>`. When false, they are refused with `-ERR [AUTH]` and
+    /// not listed in CAPA until STLS (RFC 2595).
     pub plaintext_auth: bool,
     /// How long the answer to a failed login is held back, to slow password guessing. Other
     /// sessions are not held up.
     pub failed_login_delay: Duration,
+    /// TLS on this listener (implicit, STLS or both); `None`: plain text only.
+    pub tls: Option<ListenerTls>,
 }
 
 impl Default for Pop3Settings {
     /// `localhost`, 10 minutes idle timeout, no connection limit, no APOP, plaintext logins
-    /// allowed, failed logins answered after 2 s.
+    /// allowed, failed logins answered after 2 s, no TLS.
     fn default() -> Self {
         Pop3Settings {
             hello_name: "localhost".to_string(),
@@ -66,6 +71,7 @@ impl Default for Pop3Settings {
             enable_apop: false,
             plaintext_auth: true,
             failed_login_delay: Duration::from_secs(2),
+            tls: None,
         }
     }
 }

@@ -7,6 +7,7 @@ mod queue;
 mod recipients;
 mod repositories;
 mod server;
+mod tls;
 mod users;
 
 use std::process::ExitCode;

@@ -56,6 +56,8 @@ pub enum Command {
     Expn,
     /// `HELP [topic]`.
     Help,
+    /// `STARTTLS` (RFC 3207; no arguments).
+    StartTls,
 }
 
 /// A forward-path.
@@ -182,6 +184,7 @@ pub fn parse_command(line: &[u8], require_brackets: bool) -> Result<Command, Com
         "QUIT" => no_args(Command::Quit, "Syntax: QUIT"),
         "NOOP" => Ok(Command::Noop),
         "HELP" => Ok(Command::Help),
+        "STARTTLS" => no_args(Command::StartTls, "Syntax: STARTTLS (no parameters allowed)"),
         "VRFY" if args.is_empty() => Err(CommandError::Syntax("Syntax: VRFY address")),
         "VRFY" => Ok(Command::Vrfy),
         "EXPN" if args.is_empty() => Err(CommandError::Syntax("Syntax: EXPN list")),

@@ -19,6 +19,9 @@
 //!   are the commands pipelined after the data processed;
 //! * [`Outcome::Discard`]: the message was refused (size, bare CR/LF); the reply is written and
 //!   the driver drops the open message;
+//! * [`Outcome::StartTls`]: STARTTLS was accepted and `220` written; the driver upgrades the
+//!   connection (discarding any plaintext pipelined after the command) and carries on with a
+//!   fresh session made [`Session::with_tls`], in the pre-EHLO state (RFC 3207 §4.2);
 //! * [`Outcome::Close`]: the session is over; flush `out` and close.
 //!
 //! *What kind of bytes come next* (`Mode`) is kept apart from *the transaction so far*
@@ -61,6 +64,10 @@ pub enum Outcome {
     Commit(Box<Envelope>),
     /// The message was refused and the reply written: drop the open message.
     Discard,
+    /// STARTTLS was accepted and its `220` written: write `out`, start TLS on the connection,
+    /// and replace this session by a fresh one [`Session::with_tls`]. Input after the command
+    /// was not consumed: it arrived in plaintext and must be discarded.
+    StartTls,
     /// The session is over: write `out` and close the connection.
     Close,
 }
@@ -109,6 +116,8 @@ enum Mode {
         /// The mail's name, for the `250` reply.
         id: String,
     },
+    /// STARTTLS was accepted; the driver replaces this session once TLS is up.
+    StartTls,
     /// QUIT, timeout, shutdown or too many errors.
     Closed,
 }
@@ -222,6 +231,7 @@ impl Session {
             let rest = &input[pos..];
             match &mut self.mode {
                 Mode::Closed => return (input.len(), Outcome::Close),
+                Mode::StartTls => return (pos, Outcome::StartTls),
                 Mode::AwaitOpen => return (pos, Outcome::OpenMessage),
                 Mode::AwaitRecipient { address, .. } => {
                     return (pos, Outcome::CheckRecipient(address.clone()))
@@ -250,6 +260,7 @@ impl Session {
                     }
                     match &self.mode {
                         Mode::Closed => return (input.len(), Outcome::Close),
+                        Mode::StartTls => return (pos, Outcome::StartTls),
                         Mode::AwaitOpen => return (pos, Outcome::OpenMessage),
                         Mode::AwaitRecipient { address, .. } => {
                             return (pos, Outcome::CheckRecipient(address.clone()))
@@ -408,6 +419,15 @@ impl Session {
             Command::Data if self.txn.as_ref().is_some_and(|t| t.rcpts.is_empty()) => {
                 Err(Reply::no_recipients())
             }
+            // RFC 3207 §4: a second STARTTLS is a bad sequence (Postfix says 554; 503 is
+            // the code for "not now", and counts as a protocol error).
+            Command::StartTls if self.tls.is_some() => {
+                Err(Reply::bad_sequence("TLS is already active"))
+            }
+            Command::StartTls if !self.starttls_offered() => Err(Reply::starttls_not_offered()),
+            Command::StartTls if self.txn.is_some() => Err(Reply::bad_sequence(
+                "STARTTLS is not allowed in a mail transaction",
+            )),
             _ => Ok(()),
         }
     }
@@ -463,7 +483,26 @@ impl Session {
             Command::Vrfy => Reply::cannot_vrfy(),
             Command::Expn => Reply::disabled("EXPN"),
             Command::Help => Reply::help(),
+            Command::StartTls => {
+                self.mode = Mode::StartTls;
+                Reply::ready_for_tls()
+            }
         })
+    }
+
+    /// Whether STARTTLS is offered: on a plain connection to a listener that has it.
+    fn starttls_offered(&self) -> bool {
+        self.tls.is_none() && self.settings.tls.as_ref().is_some_and(|t| t.starttls)
+    }
+
+    /// The `with` protocol of the `Received:` header (RFC 3848): `SMTP` after HELO, `ESMTP`
+    /// after EHLO, `ESMTPS` over TLS.
+    fn received_protocol(&self) -> &'static str {
+        match (&self.helo, &self.tls) {
+            (Some(h), Some(_)) if h.extended => "ESMTPS",
+            (Some(h), None) if h.extended => "ESMTP",
+            _ => "SMTP",
+        }
     }
 
     /// The EHLO keywords.
@@ -472,12 +511,16 @@ impl Session {
             0 => "SIZE".to_string(),
             max => format!("SIZE {max}"),
         };
-        vec![
+        let mut extensions = vec![
             "PIPELINING".to_string(),
             size,
             "8BITMIME".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
-        ]
+        ];
+        if self.starttls_offered() {
+            extensions.push("STARTTLS".to_string());
+        }
+        extensions
     }
 
     /// RCPT TO: the relay policy, then the recipient limit, then (for a local recipient, when
@@ -573,16 +616,21 @@ impl Session {
             IpAddr::V4(ip) => format!("[{ip}]"),
             IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
         };
-        let (helo, protocol) = match &self.helo {
-            Some(h) => (h.name.as_str(), if h.extended { "ESMTP" } else { "SMTP" }),
-            None => (literal.as_str(), "SMTP"),
+        let helo = self.helo.as_ref().map_or(literal.as_str(), |h| h.name.as_str());
+        let protocol = self.received_protocol();
+        let tls = match &self.tls {
+            Some(info) => format!(
+                "\r\n\t(using {} with cipher {})",
+                info.version, info.cipher
+            ),
+            None => String::new(),
         };
         let single = match self.txn.as_ref().map(|t| t.rcpts.as_slice()) {
             Some([(only, _)]) => format!("\r\n\tfor <{only}>"),
             _ => String::new(),
         };
         let header = format!(
-            "Received: from {helo} ({literal})\r\n\tby {host} (Mailroom) with {protocol} id {id}{single};\r\n\t{date}\r\n",
+            "Received: from {helo} ({literal}){tls}\r\n\tby {host} (Mailroom) with {protocol} id {id}{single};\r\n\t{date}\r\n",
             host = self.settings.hello_name,
             id = start.id,
             date = start.date,

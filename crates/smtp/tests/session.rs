@@ -97,6 +97,8 @@ fn drive(settings: &Arc<SmtpSettings>, peer: IpAddr, chunks: &[&[u8]], spool: Sp
                     session.recipient_checked(verdict, &mut out);
                 }
                 Outcome::Discard => current = None,
+                // No listener here has TLS: STARTTLS is tested in starttls.rs.
+                Outcome::StartTls => panic!("STARTTLS accepted without TLS"),
                 Outcome::Close => {
                     closed = true;
                     break 'chunks;
