@@ -18,3 +18,4 @@ mod recipients;
 mod remote_delivery;
 mod remote_manager;
 mod smtp_input;
+mod tls;

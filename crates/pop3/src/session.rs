@@ -308,9 +308,10 @@ impl Session {
                     Reply::ok("send PASS")
                 }
             }
-            Command::Pass(_) | Command::Apop { .. } if self.plaintext_allowed().is_err() => {
-                self.plaintext_allowed().err().unwrap_or_else(|| Reply::err("TLS required"))
-            }
+            Command::Pass(_) | Command::Apop { .. } if self.plaintext_allowed().is_err() => self
+                .plaintext_allowed()
+                .err()
+                .unwrap_or_else(|| Reply::err("TLS required")),
             Command::Pass(password) => {
                 let State::Authorization { user } = &mut self.state else {
                     unreachable!("gated")

@@ -55,7 +55,9 @@ fn plain_connection_offers_only_stls_and_refuses_logins() {
     let mut banner = Vec::new();
     session.greet(&mut banner);
     // The APOP timestamp stays in the banner: APOP works after STLS, with no new banner.
-    assert!(String::from_utf8(banner).unwrap().contains("@pop.example.test>"));
+    assert!(String::from_utf8(banner)
+        .unwrap()
+        .contains("@pop.example.test>"));
     let caps = capa(&mut session);
     assert!(caps.contains(&"STLS".to_string()), "{caps:?}");
     assert!(!caps.contains(&"USER".to_string()), "{caps:?}");
@@ -69,7 +71,11 @@ fn plain_connection_offers_only_stls_and_refuses_logins() {
         "AUTH PLAIN",
     ] {
         let (out, outcome, _) = feed(&mut session, &format!("{command}\r\n"));
-        assert_eq!((out.as_str(), outcome), (refused, Outcome::Continue), "{command}");
+        assert_eq!(
+            (out.as_str(), outcome),
+            (refused, Outcome::Continue),
+            "{command}"
+        );
     }
     // Listing mechanisms is harmless.
     let (out, _, _) = feed(&mut session, "AUTH\r\n");

@@ -73,10 +73,8 @@ impl Certificates {
             self_signed: (dir.join(SELF_SIGNED_CERT), dir.join(SELF_SIGNED_KEY)),
             pairs: Vec::new(),
         };
-        let services: Vec<&ServiceCommon> = services
-            .into_iter()
-            .filter(|s| s.tls.enabled())
-            .collect();
+        let services: Vec<&ServiceCommon> =
+            services.into_iter().filter(|s| s.tls.enabled()).collect();
         for service in &services {
             let (certificate, private_key) = certificates.files(service);
             if certificates.find(&certificate, &private_key).is_some() {

@@ -184,7 +184,10 @@ pub fn parse_command(line: &[u8], require_brackets: bool) -> Result<Command, Com
         "QUIT" => no_args(Command::Quit, "Syntax: QUIT"),
         "NOOP" => Ok(Command::Noop),
         "HELP" => Ok(Command::Help),
-        "STARTTLS" => no_args(Command::StartTls, "Syntax: STARTTLS (no parameters allowed)"),
+        "STARTTLS" => no_args(
+            Command::StartTls,
+            "Syntax: STARTTLS (no parameters allowed)",
+        ),
         "VRFY" if args.is_empty() => Err(CommandError::Syntax("Syntax: VRFY address")),
         "VRFY" => Ok(Command::Vrfy),
         "EXPN" if args.is_empty() => Err(CommandError::Syntax("Syntax: EXPN list")),

@@ -26,8 +26,8 @@ use mailroom_mailet::{Envelope, MailAddress};
 use mailroom_net::connection::Stream;
 use mailroom_net::tls::{self, TlsInfo};
 use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
-use tokio::net::TcpStream;
 use mailroom_store::{IncomingMessage, SpoolRepository};
+use tokio::net::TcpStream;
 
 use crate::session::{DataStart, Outcome, Session};
 use crate::{RecipientCheck, RecipientVerdict, SmtpSettings};

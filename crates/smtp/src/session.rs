@@ -616,13 +616,13 @@ impl Session {
             IpAddr::V4(ip) => format!("[{ip}]"),
             IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
         };
-        let helo = self.helo.as_ref().map_or(literal.as_str(), |h| h.name.as_str());
+        let helo = self
+            .helo
+            .as_ref()
+            .map_or(literal.as_str(), |h| h.name.as_str());
         let protocol = self.received_protocol();
         let tls = match &self.tls {
-            Some(info) => format!(
-                "\r\n\t(using {} with cipher {})",
-                info.version, info.cipher
-            ),
+            Some(info) => format!("\r\n\t(using {} with cipher {})", info.version, info.cipher),
             None => String::new(),
         };
         let single = match self.txn.as_ref().map(|t| t.rcpts.as_slice()) {

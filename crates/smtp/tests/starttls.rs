@@ -86,21 +86,32 @@ fn starttls_is_offered_accepted_and_the_session_starts_over_over_tls() {
     let mut bodies = Vec::new();
     let (out, _, started) = feed(&mut session, "EHLO client.example\r\n", &mut bodies);
     assert!(!started);
-    assert!(out.contains("250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n"), "{out}");
+    assert!(
+        out.contains("250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n"),
+        "{out}"
+    );
 
     // The command and what a client (or an attacker in the path) pipelined after it.
     let input = "STARTTLS\r\nMAIL FROM:<evil@example.net>\r\n";
     let (out, consumed, started) = feed(&mut session, input, &mut bodies);
     assert!(started);
     assert_eq!(out, "220 2.0.0 Ready to start TLS\r\n");
-    assert_eq!(consumed, "STARTTLS\r\n".len(), "the rest is left to be discarded");
+    assert_eq!(
+        consumed,
+        "STARTTLS\r\n".len(),
+        "the rest is left to be discarded"
+    );
     // The session waits for the driver: nothing more is consumed.
     let (out, consumed, started) = feed(&mut session, "NOOP\r\n", &mut bodies);
     assert_eq!((out.as_str(), consumed, started), ("", 0, true));
 
     // The driver's fresh session over TLS: pre-EHLO, STARTTLS no longer offered.
     let mut session = Session::new(settings, peer()).with_tls(info());
-    let (out, _, _) = feed(&mut session, "MAIL FROM:<a@client.example>\r\n", &mut bodies);
+    let (out, _, _) = feed(
+        &mut session,
+        "MAIL FROM:<a@client.example>\r\n",
+        &mut bodies,
+    );
     assert!(out.starts_with("503 5.5.1"), "{out}");
     let (out, _, _) = feed(&mut session, "EHLO client.example\r\n", &mut bodies);
     assert!(!out.contains("STARTTLS"), "{out}");
@@ -111,7 +122,10 @@ fn starttls_is_offered_accepted_and_the_session_starts_over_over_tls() {
 
     let mail = "MAIL FROM:<a@client.example>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n";
     let (out, _, _) = feed(&mut session, mail, &mut bodies);
-    assert!(out.ends_with("250 2.0.0 Message accepted for delivery (id m1)\r\n"), "{out}");
+    assert!(
+        out.ends_with("250 2.0.0 Message accepted for delivery (id m1)\r\n"),
+        "{out}"
+    );
     assert_eq!(
         bodies[0],
         "Received: from client.example ([192.0.2.7])\r\n\
@@ -129,14 +143,23 @@ fn starttls_refusals() {
         let mut session = Session::new(settings, peer());
         let (out, _, started) = feed(&mut session, "EHLO c\r\nSTARTTLS\r\n", &mut bodies);
         assert!(!started);
-        assert!(!out.contains("250 STARTTLS") && !out.contains("250-STARTTLS"), "{out}");
-        assert!(out.ends_with("502 5.5.1 Error: STARTTLS is not offered here\r\n"), "{out}");
+        assert!(
+            !out.contains("250 STARTTLS") && !out.contains("250-STARTTLS"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("502 5.5.1 Error: STARTTLS is not offered here\r\n"),
+            "{out}"
+        );
     }
     // On an implicit-TLS connection it is never offered, and refused as already active.
     let mut session = Session::new(settings(true, false), peer()).with_tls(info());
     let (out, _, started) = feed(&mut session, "EHLO c\r\nSTARTTLS\r\n", &mut bodies);
     assert!(!started && !out.contains("STARTTLS\r\n"), "{out}");
-    assert!(out.ends_with("503 5.5.1 Error: TLS is already active\r\n"), "{out}");
+    assert!(
+        out.ends_with("503 5.5.1 Error: TLS is already active\r\n"),
+        "{out}"
+    );
 
     let settings = settings(false, true);
     // With a parameter: 501.
@@ -171,7 +194,11 @@ fn received_protocol_without_tls_and_after_helo() {
     feed(&mut session, &format!("EHLO c\r\n{mail}"), &mut bodies);
     let mut session = Session::new(settings(true, false), peer()).with_tls(info());
     feed(&mut session, &format!("HELO c\r\n{mail}"), &mut bodies);
-    assert!(bodies[0].contains("by mx.example.org (Mailroom) with ESMTP id"), "{}", bodies[0]);
+    assert!(
+        bodies[0].contains("by mx.example.org (Mailroom) with ESMTP id"),
+        "{}",
+        bodies[0]
+    );
     assert!(!bodies[0].contains("using"), "{}", bodies[0]);
     assert!(bodies[1].contains("(using TLSv1.3"), "{}", bodies[1]);
     assert!(bodies[1].contains("with SMTP id"), "{}", bodies[1]);
