@@ -19,3 +19,4 @@ mod remote_delivery;
 mod remote_manager;
 mod smtp_input;
 mod tls;
+mod tls_peers;
