@@ -291,6 +291,16 @@ t = ctx.wrap_socket(s, server_hostname="localhost")
 f = t.makefile("rb")
 t.sendall(b"RCPT TO:<alice@localhost>\r\nNOOP\r\n")
 print(lines(f, 2))
+# STARTTLS twice is out of sequence, and the session goes on.
+t.sendall(b"STARTTLS\r\nNOOP\r\n")
+print(lines(f, 2))
+# STARTTLS inside a transaction (on a plain connection) is refused; the transaction goes on.
+s = socket.create_connection(("127.0.0.1", port), timeout=20)
+f = s.makefile("rb")
+assert f.readline().startswith(b"220")
+s.sendall(b"HELO c.example\r\nMAIL FROM:<a@example.net>\r\nSTARTTLS\r\nRCPT TO:<alice@localhost>\r\n")
+print(lines(f, 4)[2:])
+s.close()
 
 s = socket.create_connection(("127.0.0.1", pop3), timeout=20)
 f = s.makefile("rb")
@@ -315,9 +325,17 @@ print(lines(f, 2))
         lines[1],
         "['503 5.5.1 Error: need MAIL before RCPT', '250 2.0.0 Ok']"
     );
-    assert_eq!(lines[2], "+OK Begin TLS negotiation");
+    assert_eq!(
+        lines[2],
+        "['503 5.5.1 Error: TLS is already active', '250 2.0.0 Ok']"
+    );
     assert_eq!(
         lines[3],
+        "['503 5.5.1 Error: STARTTLS is not allowed in a mail transaction', '250 2.1.5 Recipient ok']"
+    );
+    assert_eq!(lines[4], "+OK Begin TLS negotiation");
+    assert_eq!(
+        lines[5],
         "['-ERR send USER first', '-ERR log in first (USER and PASS, APOP or AUTH)']"
     );
     let log = tls.server.log();

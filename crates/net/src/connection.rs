@@ -691,6 +691,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stalled_starttls_handshake_times_out() {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
+            certified.signing_key.serialize_der().into(),
+        );
+        let server = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        let shutdown = Shutdown::new();
+        let acceptor = TlsAcceptor::from(Arc::new(server));
+        let (mut client, session, _) = start(Upgrade::Tls(acceptor), SHORT, &shutdown);
+        // The command, then half a ClientHello record, then nothing.
+        client.write_all(b"STARTTLS\r\n").await.unwrap();
+        let mut buf = vec![0u8; b"hello\r\ngo ahead\r\n".len()];
+        client.read_exact(&mut buf).await.unwrap();
+        client
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+            .await
+            .unwrap();
+        let error = tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the handshake gave up")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(crate::tls::handshake_timeout(SHORT), SHORT);
+        assert_eq!(
+            crate::tls::handshake_timeout(Duration::from_secs(600)),
+            crate::tls::MAX_HANDSHAKE
+        );
+    }
+
+    #[tokio::test]
     async fn start_tls_upgrades_to_rustls_and_discards_plaintext() {
         use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
         use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
