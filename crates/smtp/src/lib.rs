@@ -1,5 +1,6 @@
-//! The SMTP server of Mailroom: RFC 5321 with PIPELINING, SIZE, 8BITMIME and
-//! ENHANCEDSTATUSCODES, DSN parameters passed through to the spool.
+//! The SMTP server of Mailroom: RFC 5321 with PIPELINING, SIZE, 8BITMIME,
+//! ENHANCEDSTATUSCODES and STARTTLS (RFC 3207), implicit TLS (SMTPS), DSN parameters passed
+//! through to the spool.
 //!
 //! The layers, bottom up, each in its own module:
 //!
