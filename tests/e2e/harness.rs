@@ -130,7 +130,16 @@ pub fn config_xml_for(
         extra,
         ..
     } = setup;
-    let pop3 = service_xml("pop3server", pop3_port, setup.pop3_handler);
+    // Plaintext POP3 logins on loopback, as the tests before TLS were written, unless the
+    // test says otherwise (tls.rs tests <requireTLSForAuth> and STLS).
+    let pop3_handler = setup.pop3_handler.map(|h| {
+        if h.contains("requireTLSForAuth") {
+            h.to_string()
+        } else {
+            format!("<requireTLSForAuth>false</requireTLSForAuth>{h}")
+        }
+    });
+    let pop3 = service_xml("pop3server", pop3_port, pop3_handler.as_deref());
     let remote_manager = service_xml(
         "remotemanager",
         remote_manager_port,
@@ -249,6 +258,11 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The server's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// SIGKILLs the server and waits for it.

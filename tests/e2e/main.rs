@@ -20,3 +20,5 @@ mod remote_delivery;
 mod remote_manager;
 mod smtp_auth;
 mod smtp_input;
+mod tls;
+mod tls_peers;

@@ -110,8 +110,11 @@ pub struct Connection {
     out: Vec<u8>,
     /// How long a client may stay silent.
     idle_timeout: Duration,
-    /// How long one write (or a TLS handshake) may take.
+    /// How long one write may take.
     write_timeout: Duration,
+    /// How long a STARTTLS handshake may take: [`crate::tls::handshake_timeout`] of the
+    /// connection timeout, so that a client that stalls mid-handshake is cut off soon.
+    handshake_timeout: Duration,
     /// Ends the read wait (and [`Connection::pause`]) when the server stops.
     shutdown: ShutdownWatch,
     /// What the TLS handshake negotiated, once the stream is encrypted (implicit TLS or
@@ -146,6 +149,7 @@ impl Connection {
             out: Vec::new(),
             idle_timeout: timeout,
             write_timeout: timeout,
+            handshake_timeout: crate::tls::handshake_timeout(timeout),
             shutdown,
             tls: None,
         }
@@ -315,10 +319,11 @@ impl Connection {
     }
 
     /// Upgrades the stream to TLS as a server (STARTTLS, STLS), through [`Connection::upgrade`]
-    /// (so plaintext input buffered before it is discarded); the handshake is bounded by the
-    /// write timeout. Returns what the handshake negotiated, also kept in [`Connection::tls`].
+    /// (so plaintext input buffered before it is discarded); the handshake is bounded by
+    /// [`crate::tls::handshake_timeout`] of the connection timeout. Returns what the handshake
+    /// negotiated, also kept in [`Connection::tls`].
     pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<TlsInfo> {
-        let timeout = self.write_timeout;
+        let timeout = self.handshake_timeout;
         let mut negotiated = None;
         self.upgrade(|stream| async {
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
@@ -683,6 +688,40 @@ mod tests {
         assert_eq!(flip(&rest), b"got secret\r\nbye\r\n");
         assert_eq!(session.await.unwrap().unwrap(), End::Closed);
         assert_eq!(discarded.load(Ordering::SeqCst), b"INJECTED\r\n".len());
+    }
+
+    #[tokio::test]
+    async fn a_stalled_starttls_handshake_times_out() {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
+            certified.signing_key.serialize_der().into(),
+        );
+        let server = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        let shutdown = Shutdown::new();
+        let acceptor = TlsAcceptor::from(Arc::new(server));
+        let (mut client, session, _) = start(Upgrade::Tls(acceptor), SHORT, &shutdown);
+        // The command, then half a ClientHello record, then nothing.
+        client.write_all(b"STARTTLS\r\n").await.unwrap();
+        let mut buf = vec![0u8; b"hello\r\ngo ahead\r\n".len()];
+        client.read_exact(&mut buf).await.unwrap();
+        client
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+            .await
+            .unwrap();
+        let error = tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the handshake gave up")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(crate::tls::handshake_timeout(SHORT), SHORT);
+        assert_eq!(
+            crate::tls::handshake_timeout(Duration::from_secs(600)),
+            crate::tls::MAX_HANDSHAKE
+        );
     }
 
     #[tokio::test]

@@ -14,6 +14,16 @@ use tokio_rustls::rustls::{self, ProtocolVersion};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+/// The longest any TLS handshake may take, whatever the connection timeout: a handshake is a
+/// few round trips, and a client that stalls in the middle of one holds a connection permit.
+pub const MAX_HANDSHAKE: Duration = Duration::from_secs(30);
+
+/// How long a handshake may take on a listener whose connection timeout is
+/// `connection_timeout` (`<connectiontimeout>`): that timeout, but at most [`MAX_HANDSHAKE`].
+pub fn handshake_timeout(connection_timeout: Duration) -> Duration {
+    connection_timeout.min(MAX_HANDSHAKE)
+}
+
 /// What a completed handshake negotiated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsInfo {

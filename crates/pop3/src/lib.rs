@@ -1,6 +1,7 @@
 //! The POP3 server of Mailroom: RFC 1939 (USER, PASS, APOP, STAT, LIST, RETR, DELE, NOOP,
-//! RSET, QUIT, TOP, UIDL), CAPA and response codes (RFC 2449, RFC 3206) and AUTH PLAIN
-//! (RFC 5034), over any [`mailroom_store::InboxRepository`].
+//! RSET, QUIT, TOP, UIDL), CAPA and response codes (RFC 2449, RFC 3206), AUTH PLAIN
+//! (RFC 5034), STLS (RFC 2595) and implicit TLS (POP3S), over any
+//! [`mailroom_store::InboxRepository`].
 //!
 //! The layers, bottom up, each in its own module:
 //!
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom_net::throttle::AuthThrottle;
+use mailroom_net::tls::ListenerTls;
 
 pub mod codec;
 pub mod reply;
@@ -49,19 +51,21 @@ pub struct Pop3Settings {
     /// Whether APOP is offered (`<enableAPOP>`): the banner then carries a timestamp. It needs
     /// the users' APOP secrets, which the users repository keeps only where this is on.
     pub enable_apop: bool,
-    /// Whether USER/PASS and AUTH PLAIN are allowed on a connection without TLS. This is where
-    /// `<requireTLSForAuth>` applies once STLS exists; until then the server allows them, so
-    /// that nobody is locked out.
+    /// Whether USER/PASS, APOP and AUTH PLAIN are allowed on a connection without TLS: the
+    /// opposite of `<requireTLSForAuth>`. When false, they are refused with `-ERR [AUTH]` and
+    /// not listed in CAPA until STLS (RFC 2595).
     pub plaintext_auth: bool,
     /// Failed logins per client IP, shared by every POP3 and SMTP listener of the process: a
     /// failed USER/PASS, APOP or AUTH is answered after the delay it gives (none below its
     /// threshold), holding up only that session; a correct login is never delayed.
     pub auth_throttle: Arc<AuthThrottle>,
+    /// TLS on this listener (implicit, STLS or both); `None`: plain text only.
+    pub tls: Option<ListenerTls>,
 }
 
 impl Default for Pop3Settings {
     /// `localhost`, 10 minutes idle timeout, no connection limit, no APOP, plaintext logins
-    /// allowed, a default [`AuthThrottle`] of its own.
+    /// allowed, a default [`AuthThrottle`] of its own, no TLS.
     fn default() -> Self {
         Pop3Settings {
             hello_name: "localhost".to_string(),
@@ -70,6 +74,7 @@ impl Default for Pop3Settings {
             enable_apop: false,
             plaintext_auth: true,
             auth_throttle: Arc::new(AuthThrottle::default()),
+            tls: None,
         }
     }
 }

@@ -13,9 +13,12 @@
 //! before the session answers `+OK`. The store is async: no call here blocks a runtime thread.
 //! It parses nothing itself and formats no reply.
 //!
-//! The connection handler is generic over the stream, so implicit TLS (a later issue) passes
-//! a TLS stream here unchanged, and STLS upgrades the [`mailroom_net::Connection`] in place
-//! (which discards plaintext read before it) and starts a fresh [`Session`].
+//! TLS: on an implicit-TLS listener (POP3S) the handshake comes first
+//! ([`mailroom_net::tls::accept`], bounded by [`mailroom_net::tls::handshake_timeout`] of the
+//! connection timeout: at most 30 s), then the session runs over the TLS stream. STLS upgrades
+//! the [`mailroom_net::Connection`] in place, which discards plaintext read after the command,
+//! and starts a fresh [`Session`] (same APOP timestamp). A failed handshake closes the
+//! connection, logged at info level.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,11 +26,13 @@ use std::sync::Arc;
 
 use mailroom_net::connection::Stream;
 use mailroom_net::dot::DotEncoder;
+use mailroom_net::tls;
 use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
 use mailroom_store::password::constant_time_eq;
 use mailroom_store::{InboxRepository, Mailbox, StoreError, User, VerifiedLogins};
 use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::session::{Credential, Login, LoginFailure, Outcome, Session};
@@ -79,14 +84,43 @@ pub async fn serve(
     shutdown: ShutdownWatch,
 ) {
     if let Ok(addr) = listener.local_addr() {
+        let tls = settings.tls.as_ref();
         tracing::info!(%addr, host = %settings.hello_name, apop = settings.enable_apop,
+            implicit_tls = tls.is_some_and(|t| t.implicit),
+            stls = tls.is_some_and(|t| t.starttls && !t.implicit),
+            plaintext_logins = settings.plaintext_auth,
             "POP3 server listening");
     }
     let limit = settings.connection_limit;
     mailroom_net::serve(listener, limit, shutdown, move |stream, peer, shutdown| {
-        handle_connection(stream, peer, settings.clone(), store.clone(), shutdown)
+        accept(stream, peer, settings.clone(), store.clone(), shutdown)
     })
     .await;
+}
+
+/// Serves one accepted connection: on an implicit-TLS listener, after the handshake (a failed
+/// or stalled one closes the connection, logged at info level).
+async fn accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<Pop3Settings>,
+    store: Arc<Pop3Store>,
+    shutdown: ShutdownWatch,
+) {
+    match settings.tls.as_ref().filter(|t| t.implicit) {
+        None => serve_stream(stream, false, peer, settings, store, shutdown).await,
+        Some(listener_tls) => {
+            let timeout = tls::handshake_timeout(settings.connection_timeout);
+            match tls::accept(&listener_tls.config, stream, timeout).await {
+                Ok((stream, info)) => {
+                    tracing::debug!(%peer, version = %info.version, cipher = %info.cipher,
+                        "POP3S handshake");
+                    serve_stream(stream, true, peer, settings, store, shutdown).await
+                }
+                Err(error) => tracing::info!(%peer, %error, "POP3S: TLS handshake failed"),
+            }
+        }
+    }
 }
 
 /// Serves one POP3 connection over any byte stream (plain TCP today, TLS later) until QUIT,
@@ -100,7 +134,21 @@ pub async fn handle_connection<S>(
 ) where
     S: Stream + 'static,
 {
-    tracing::debug!(%peer, "POP3 connection");
+    serve_stream(stream, false, peer, settings, store, shutdown).await;
+}
+
+/// Serves one connection over `stream`, which is already encrypted when `encrypted` says so.
+async fn serve_stream<S>(
+    stream: S,
+    encrypted: bool,
+    peer: SocketAddr,
+    settings: Arc<Pop3Settings>,
+    store: Arc<Pop3Store>,
+    shutdown: ShutdownWatch,
+) where
+    S: Stream + 'static,
+{
+    tracing::debug!(%peer, encrypted, "POP3 connection");
     let nonce = getrandom::u64().unwrap_or_else(|_| {
         // Uniqueness is what matters for the APOP timestamp; the clock gives that.
         std::time::SystemTime::now()
@@ -109,8 +157,13 @@ pub async fn handle_connection<S>(
     });
     let mut connection = Connection::new(stream, settings.connection_timeout, shutdown)
         .with_read_buffer(READ_BUFFER);
+    let mut session = Session::new(settings.clone(), nonce);
+    if encrypted {
+        session = session.with_tls();
+    }
     let mut driver = Driver {
-        session: Session::new(settings.clone(), nonce),
+        session,
+        nonce,
         settings,
         store,
         peer,
@@ -136,7 +189,9 @@ pub async fn handle_connection<S>(
 struct Driver {
     /// The protocol state machine.
     session: Session,
-    /// Delays.
+    /// The APOP timestamp's nonce, kept for the fresh session after STLS.
+    nonce: u64,
+    /// Delays, and the TLS acceptor for STLS.
     settings: Arc<Pop3Settings>,
     /// Users and inboxes.
     store: Arc<Pop3Store>,
@@ -186,6 +241,7 @@ impl Handler for Driver {
                     Outcome::Continue
                 }
                 Outcome::Commit(indexes) => self.commit(indexes, connection.out()).await,
+                Outcome::StartTls => self.start_tls(connection).await,
                 Outcome::Close => Outcome::Close,
             };
             if outcome == Outcome::Close {
@@ -196,6 +252,35 @@ impl Handler for Driver {
             }
         }
         Ok(Flow::Continue)
+    }
+}
+
+impl Driver {
+    /// STLS was accepted: writes the `+OK`, upgrades the connection (which discards the
+    /// plaintext read after the command) and starts a fresh session over TLS. A failed
+    /// handshake closes the session (logged at info level).
+    async fn start_tls(&mut self, connection: &mut Connection) -> Outcome {
+        let Some(listener_tls) = &self.settings.tls else {
+            // The session offers STLS only with a TLS configuration.
+            return Outcome::Close;
+        };
+        let unread = connection.input().len();
+        match connection.start_tls(&listener_tls.config.acceptor()).await {
+            Ok(info) => {
+                if unread > 0 {
+                    tracing::info!(peer = %self.peer, octets = unread,
+                        "plaintext pipelined after STLS discarded");
+                }
+                tracing::debug!(peer = %self.peer, version = %info.version,
+                    cipher = %info.cipher, "STLS");
+                self.session = Session::new(self.settings.clone(), self.nonce).with_tls();
+                Outcome::Continue
+            }
+            Err(error) => {
+                tracing::info!(peer = %self.peer, %error, "STLS: TLS handshake failed");
+                Outcome::Close
+            }
+        }
     }
 }
 

@@ -12,7 +12,17 @@
 //! * [`Outcome::Commit`]: QUIT in TRANSACTION: delete these messages (the UPDATE state), then
 //!   call [`Session::committed`]. Nothing is ever deleted otherwise: a dropped connection, a
 //!   timeout or a shutdown leaves the mailbox as it was;
+//! * [`Outcome::StartTls`]: STLS was accepted and `+OK` written; the driver upgrades the
+//!   connection (discarding plaintext pipelined after the command) and carries on with a
+//!   fresh session [`Session::with_tls`] made with the same nonce (so the APOP timestamp of
+//!   the banner still holds: there is no new banner after STLS);
 //! * [`Outcome::Close`]: the session is over; flush `out` and close.
+//!
+//! `<requireTLSForAuth>` ([`Pop3Settings::plaintext_auth`] false): on a connection without
+//! TLS, USER, PASS, APOP and AUTH PLAIN are refused with `-ERR [AUTH]`, and CAPA lists
+//! neither USER nor SASL PLAIN (RFC 2595 §4), only STLS. APOP is refused too, though it sends
+//! no password: an MD5 digest seen on the wire can be attacked offline. The banner keeps its
+//! APOP timestamp, since APOP is usable after STLS and no new banner comes then.
 //!
 //! *What kind of input comes next* (`Mode`: commands, an AUTH PLAIN response, or nothing
 //! while the driver works) is kept apart from *the protocol state* (`State`: AUTHORIZATION or
@@ -54,6 +64,10 @@ pub enum Outcome {
     },
     /// Delete these messages (indexes in the snapshot); then call [`Session::committed`].
     Commit(Vec<usize>),
+    /// STLS was accepted and its `+OK` written: write `out`, start TLS, and replace this
+    /// session by a fresh one [`Session::with_tls`]. Input after the command was not
+    /// consumed: it arrived in plaintext and must be discarded.
+    StartTls,
     /// The session is over: write `out` and close the connection.
     Close,
 }
@@ -111,6 +125,8 @@ enum Mode {
     },
     /// Waiting for [`Session::committed`].
     AwaitCommit,
+    /// STLS was accepted; the driver replaces this session once TLS is up.
+    StartTls,
     /// QUIT, timeout, shutdown or too many failed logins.
     Closed,
 }
@@ -149,6 +165,8 @@ pub struct Session {
     state: State,
     /// Failed logins so far.
     login_failures: u32,
+    /// Whether the connection is encrypted (implicit TLS, or a fresh session after STLS).
+    tls: bool,
 }
 
 impl Session {
@@ -171,7 +189,14 @@ impl Session {
             mode: Mode::Command,
             state: State::Authorization { user: None },
             login_failures: 0,
+            tls: false,
         }
+    }
+
+    /// The session of an encrypted connection (implicit TLS, or after STLS).
+    pub fn with_tls(mut self) -> Session {
+        self.tls = true;
+        self
     }
 
     /// The logged-in user, if any (for the driver's log).
@@ -202,6 +227,7 @@ impl Session {
             match self.mode {
                 Mode::Command | Mode::SaslPlain => {}
                 Mode::Closed => return (input.len(), Outcome::Close),
+                Mode::StartTls => return (used, Outcome::StartTls),
                 // The driver owes an answer first.
                 _ => return (used, Outcome::Continue),
             }
@@ -282,6 +308,10 @@ impl Session {
                     Reply::ok("send PASS")
                 }
             }
+            Command::Pass(_) | Command::Apop { .. } if self.plaintext_allowed().is_err() => self
+                .plaintext_allowed()
+                .err()
+                .unwrap_or_else(|| Reply::err("TLS required")),
             Command::Pass(password) => {
                 let State::Authorization { user } = &mut self.state else {
                     unreachable!("gated")
@@ -324,9 +354,15 @@ impl Session {
                     return Outcome::Continue;
                 }
             }
-            // The place for STLS (RFC 2595) once TLS is built: it will answer `+OK` and
-            // return an outcome that makes the driver start TLS and a fresh session.
-            Command::Stls => Reply::err("STLS is not available on this server"),
+            Command::Stls if self.tls => Reply::err("TLS is already active"),
+            Command::Stls if !self.stls_offered() => {
+                Reply::err("STLS is not available on this server")
+            }
+            Command::Stls => {
+                Reply::ok("Begin TLS negotiation").write_to(out);
+                self.mode = Mode::StartTls;
+                return Outcome::StartTls;
+            }
             Command::Stat => {
                 let (count, size) = self.totals();
                 Reply::ok(format!("{count} {size}"))
@@ -374,16 +410,29 @@ impl Session {
         Outcome::Continue
     }
 
-    /// The refusal of a plaintext login where TLS is required.
+    /// The refusal of a plaintext login where TLS is required (`<requireTLSForAuth>`).
     fn plaintext_allowed(&self) -> Result<(), Reply> {
-        if self.settings.plaintext_auth {
+        if self.tls || self.settings.plaintext_auth {
             Ok(())
+        } else if self.stls_offered() {
+            Err(Reply::err_code(
+                Code::Auth,
+                "logins need TLS here: send STLS first",
+            ))
         } else {
             Err(Reply::err_code(
                 Code::Auth,
-                "plaintext login is not allowed without TLS",
+                "logins need TLS here: connect to the POP3S port",
             ))
         }
+    }
+
+    /// Whether STLS can be used now: on a plain connection to a listener that offers it,
+    /// before login.
+    fn stls_offered(&self) -> bool {
+        !self.tls
+            && matches!(self.state, State::Authorization { .. })
+            && self.settings.tls.as_ref().is_some_and(|t| t.starttls)
     }
 
     fn login(&mut self, user: String, credential: Credential) -> Outcome {
@@ -561,13 +610,23 @@ impl Session {
         self.mode = Mode::Closed;
     }
 
+    /// CAPA: STLS only where it can be used, USER and SASL PLAIN only where logins are
+    /// allowed (RFC 2595 §4).
     fn capabilities(&self, out: &mut Vec<u8>) {
         Reply::ok("capability list follows").write_to(out);
-        // STLS joins this list once TLS is built.
-        out.extend_from_slice(
-            b"TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nSASL PLAIN\r\n\
-              EXPIRE NEVER\r\nIMPLEMENTATION Mailroom\r\n.\r\n",
-        );
+        let logins = self.plaintext_allowed().is_ok();
+        out.extend_from_slice(b"TOP\r\nUIDL\r\n");
+        if logins {
+            out.extend_from_slice(b"USER\r\n");
+        }
+        out.extend_from_slice(b"RESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n");
+        if logins {
+            out.extend_from_slice(b"SASL PLAIN\r\n");
+        }
+        if self.stls_offered() {
+            out.extend_from_slice(b"STLS\r\n");
+        }
+        out.extend_from_slice(b"EXPIRE NEVER\r\nIMPLEMENTATION Mailroom\r\n.\r\n");
     }
 
     /// The snapshot (empty before login).

@@ -448,7 +448,8 @@ fn plaintext_logins_are_refused_where_tls_is_required() {
         ..Pop3Settings::default()
     });
     let mut s = Session::new(strict, 1);
-    let refused = "-ERR [AUTH] plaintext login is not allowed without TLS\r\n";
+    // No TLS on this listener at all: only an implicit-TLS port could take the login.
+    let refused = "-ERR [AUTH] logins need TLS here: connect to the POP3S port\r\n";
     assert_eq!(say(&mut s, "USER alice\r\n"), refused);
     assert_eq!(say(&mut s, "AUTH PLAIN\r\n"), refused);
 }

@@ -90,4 +90,8 @@ pub struct Console {
     pub mappings: Arc<dyn MappingsRepository>,
     /// Stops the whole server, as SIGTERM does (the `shutdown` command).
     pub request_shutdown: Arc<dyn Fn() + Send + Sync>,
+    /// Reads the TLS certificates and keys again, as SIGHUP does (the `reloadtls` command);
+    /// returns one line per certificate saying what was reloaded, or why the old one was kept.
+    /// It reads files: the session runs it on the blocking pool.
+    pub reload_tls: Arc<dyn Fn() -> Vec<String> + Send + Sync>,
 }

@@ -177,6 +177,14 @@ impl Session {
             "LISTMAPPING" => mappings::list(&*console.mappings, argument, &mut out).await,
             "LISTALLMAPPINGS" => mappings::list_all(&*console.mappings, argument, &mut out).await,
             "MEMSTAT" => memory::memstat(argument, &mut out),
+            "RELOADTLS" => {
+                tracing::info!(admin = ?self.administrator(), "TLS reload requested on the RemoteManager");
+                let reload = console.reload_tls.clone();
+                match tokio::task::spawn_blocking(move || reload()).await {
+                    Ok(lines) => lines.into_iter().for_each(|line| out.line(line)),
+                    Err(e) => out.line(format!("Error reloading TLS: {e}")),
+                }
+            }
             "HELP" => help(&mut out),
             "QUIT" => {
                 out.line("Bye");
@@ -273,6 +281,10 @@ const HELP: &[(&str, &str)] = &[
         "memstat ([-gc])",
         "shows memory usage; -gc returns freed memory to the system first",
     ),
+    (
+        "reloadtls",
+        "reads the TLS certificates and keys again, as SIGHUP does",
+    ),
     ("shutdown", "stops the server"),
     ("quit", "close connection"),
 ];
@@ -327,6 +339,7 @@ mod tests {
                 FileMappingsRepository::open(&dir.path().join("virtual")).unwrap(),
             )),
             request_shutdown: Arc::new(move || flag.store(true, Ordering::SeqCst)),
+            reload_tls: Arc::new(|| vec!["Reloaded cert.pem (SHA-256 AB:CD)".to_string()]),
         };
         let settings = RemoteManagerSettings {
             administrators: vec![
@@ -428,6 +441,16 @@ mod tests {
             f.session.line("countusers").await.output,
             "Existing accounts 1\r\n"
         );
+    }
+
+    #[tokio::test]
+    async fn reloadtls_writes_what_the_reload_says() {
+        let mut f = logged_in(false).await;
+        let step = f.session.line("RELOADTLS").await;
+        assert_eq!(step.output, "Reloaded cert.pem (SHA-256 AB:CD)\r\n");
+        assert!(!step.close && !step.shutdown);
+        let help = f.session.line("help").await.output;
+        assert!(help.contains("reloadtls"), "{help}");
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ mod queue;
 mod recipients;
 mod repositories;
 mod server;
+mod tls;
 mod users;
 
 use std::process::ExitCode;

@@ -1,6 +1,6 @@
 //! Running the server: configuration, repositories, the SpoolManager, the listeners, and a
 //! two-phase shutdown on SIGTERM/SIGINT (every session says goodbye, then the workers finish
-//! the mail in hand).
+//! the mail in hand). SIGHUP reloads the TLS certificates.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use crate::cli::Cli;
 use crate::recipients::LocalRecipients;
 use crate::repositories;
+use crate::tls::Certificates;
 
 /// Loads `--config FILE`, or the embedded default.
 pub fn load_config(cli: &Cli) -> Result<Config> {
@@ -86,6 +87,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         let _runtime = runtime.enter();
         (Signals::catch()?, bind_all(&config)?)
     };
+    // After the ports: a start that fails on a busy port generates no certificate.
+    let certificates = Arc::new(Certificates::load(&config, tls_services(&config))?);
     // One cached resolver for the whole server: the mailets' context now, and (a clone of this
     // Arc) remote delivery later.
     let resolver = Arc::new(resolver(&config)?);
@@ -165,6 +168,10 @@ pub fn run(cli: &Cli) -> Result<()> {
             let stop = stop.clone();
             Arc::new(move || stop.notify_one())
         },
+        reload_tls: {
+            let certificates = certificates.clone();
+            Arc::new(move || certificates.reload())
+        },
     });
     let workers = SpoolManager::new(tree, Arc::new(context)).start(config.spool_manager.threads);
     // After the spool: a failed recipient goes back to it, to the bounce processor.
@@ -187,6 +194,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         recipients,
         authenticator,
         throttle: auth_throttle(&config),
+        certificates,
     };
     let served = runtime.block_on(serve(&config, listeners, services, signals, &stop));
     runtime.block_on(delivery_workers.stop(DELIVERY_GRACE));
@@ -317,6 +325,16 @@ struct Services {
     authenticator: Arc<dyn Authenticator>,
     /// Failed logins per client IP, shared by every SMTP and POP3 listener.
     throttle: Arc<AuthThrottle>,
+    /// The listeners' TLS certificates, reloaded on SIGHUP.
+    certificates: Arc<Certificates>,
+}
+
+/// The listeners whose certificates [`Certificates::load`] loads: every enabled SMTP and POP3
+/// block.
+fn tls_services(config: &Config) -> impl Iterator<Item = &ServiceCommon> {
+    let smtp = config.smtp.iter().map(|s| &s.common);
+    let pop3 = config.pop3.iter().map(|p| &p.common);
+    smtp.chain(pop3).filter(|c| c.enabled)
 }
 
 /// Serves on the listeners of [`bind_all`] (and the queue's control socket) until a signal or
@@ -336,6 +354,7 @@ async fn serve(
         recipients,
         authenticator,
         throttle,
+        certificates,
     } = services;
     let shutdown = Shutdown::new();
     let mut tasks = Vec::new();
@@ -350,10 +369,8 @@ async fn serve(
     }
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
         let listener = next_listener();
-        if smtp.common.tls.start_tls {
-            tracing::warn!(addr = %shown(&listener), "STARTTLS is not available in this build yet; not offered");
-        }
         let mut settings = smtp_settings(config, smtp, &recipients);
+        settings.tls = certificates.listener(&smtp.common);
         settings.authenticator = Some(authenticator.clone());
         settings.auth_throttle = throttle.clone();
         if settings.auth != AuthPolicy::Off
@@ -373,16 +390,17 @@ async fn serve(
     }
     for pop3 in config.pop3.iter().filter(|s| s.common.enabled) {
         let listener = next_listener();
-        if pop3.require_tls_for_auth {
-            tracing::warn!(addr = %shown(&listener), "requireTLSForAuth: STLS is not available in this build yet; \
-                plaintext logins are allowed until it is");
+        let mut settings = pop3_settings(pop3);
+        settings.tls = certificates.listener(&pop3.common);
+        settings.auth_throttle = throttle.clone();
+        if !settings.plaintext_auth && settings.tls.is_none() {
+            tracing::warn!(addr = %shown(&listener), "{}: <requireTLSForAuth> is true but this \
+                listener has no TLS (<tls socketTLS=\"false\" startTLS=\"false\"/>): nobody can \
+                log in on it", pop3.common.location);
         }
         tasks.push(tokio::spawn(mailroom_pop3::serve(
             listener,
-            Arc::new(Pop3Settings {
-                auth_throttle: throttle.clone(),
-                ..pop3_settings(pop3)
-            }),
+            Arc::new(settings),
             pop3_store.clone(),
             shutdown.watch(),
         )));
@@ -401,9 +419,20 @@ async fn serve(
         )));
     }
 
-    tokio::select! {
-        () = signals.recv() => {}
-        () = stop.notified() => tracing::info!("shutdown requested on the RemoteManager"),
+    loop {
+        tokio::select! {
+            signal = signals.recv() => match signal {
+                Signal::Stop => break,
+                Signal::Reload => {
+                    let certificates = certificates.clone();
+                    let _ = tokio::task::spawn_blocking(move || certificates.reload()).await;
+                }
+            },
+            () = stop.notified() => {
+                tracing::info!("shutdown requested on the RemoteManager");
+                break;
+            }
+        }
     }
     tracing::info!("shutting down: closing sessions");
     shutdown.trigger();
@@ -445,13 +474,13 @@ fn auth_throttle(config: &Config) -> Arc<AuthThrottle> {
     ))
 }
 
-/// Binds a service's listener. Implicit TLS is refused: this build cannot serve it, and plain
-/// text where clients expect TLS would expose their passwords.
+/// Binds a service's listener. Implicit TLS on the RemoteManager is refused: its console has
+/// no TLS, and plain text where clients expect TLS would expose their passwords.
 fn bind(common: &ServiceCommon, protocol: &str) -> Result<Listener> {
     let addr = SocketAddr::new(common.bind, common.port);
-    if common.tls.socket_tls {
+    if common.tls.socket_tls && protocol == "RemoteManager" {
         bail!(
-            "{}: implicit TLS (socketTLS) is not available in this build yet; \
+            "{}: the RemoteManager has no implicit TLS (socketTLS/useTLS); \
              refusing to serve plain {protocol} where clients expect TLS",
             common.location
         );
@@ -505,8 +534,7 @@ fn pop3_settings(pop3: &Pop3Server) -> Pop3Settings {
         connection_timeout: pop3.common.connection_timeout,
         connection_limit: pop3.common.connection_limit.map(|n| n as usize),
         enable_apop: pop3.enable_apop,
-        // Until STLS exists there is no way to satisfy requireTLSForAuth; see serve().
-        plaintext_auth: true,
+        plaintext_auth: !pop3.require_tls_for_auth,
         ..Pop3Settings::default()
     }
 }
@@ -527,27 +555,38 @@ fn remote_manager_settings(manager: &RemoteManager) -> RemoteManagerSettings {
     }
 }
 
-/// SIGTERM and SIGINT, which stop the server.
+/// SIGTERM and SIGINT, which stop the server, and SIGHUP, which reloads the certificates.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// What a signal asks for.
+enum Signal {
+    /// SIGTERM, SIGINT: a clean shutdown.
+    Stop,
+    /// SIGHUP: read the TLS certificates and keys again.
+    Reload,
 }
 
 impl Signals {
-    /// Catches SIGTERM and SIGINT from now on (inside the runtime).
+    /// Catches SIGTERM, SIGINT and SIGHUP from now on (inside the runtime).
     fn catch() -> Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("catching SIGTERM")?,
             int: signal(SignalKind::interrupt()).context("catching SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("catching SIGHUP")?,
         })
     }
 
     /// Waits for one of them.
-    async fn recv(&mut self) {
+    async fn recv(&mut self) -> Signal {
         tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM received"),
-            _ = self.int.recv() => tracing::info!("SIGINT received"),
+            _ = self.term.recv() => { tracing::info!("SIGTERM received"); Signal::Stop }
+            _ = self.int.recv() => { tracing::info!("SIGINT received"); Signal::Stop }
+            _ = self.hup.recv() => { tracing::info!("SIGHUP received: reloading TLS certificates"); Signal::Reload }
         }
     }
 }

@@ -63,6 +63,8 @@ pub enum Command {
         /// The initial response as sent (base64, or `=` for an empty one).
         initial: Option<String>,
     },
+    /// `STARTTLS` (RFC 3207; no arguments).
+    StartTls,
 }
 
 /// The longest AUTH command line or SASL response line, CRLF included: RFC 4954 §4 lets them
@@ -201,6 +203,10 @@ pub fn parse_command(line: &[u8], require_brackets: bool) -> Result<Command, Com
         "QUIT" => no_args(Command::Quit, "Syntax: QUIT"),
         "NOOP" => Ok(Command::Noop),
         "HELP" => Ok(Command::Help),
+        "STARTTLS" => no_args(
+            Command::StartTls,
+            "Syntax: STARTTLS (no parameters allowed)",
+        ),
         "VRFY" if args.is_empty() => Err(CommandError::Syntax("Syntax: VRFY address")),
         "VRFY" => Ok(Command::Vrfy),
         "EXPN" if args.is_empty() => Err(CommandError::Syntax("Syntax: EXPN list")),

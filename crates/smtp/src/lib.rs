@@ -1,6 +1,7 @@
-//! The SMTP server of Mailroom: RFC 5321 with PIPELINING, SIZE, 8BITMIME and
-//! ENHANCEDSTATUSCODES, DSN parameters passed through to the spool, and AUTH PLAIN and LOGIN
-//! (RFC 4954) checked by an [`Authenticator`] the caller supplies.
+//! The SMTP server of Mailroom: RFC 5321 with PIPELINING, SIZE, 8BITMIME,
+//! ENHANCEDSTATUSCODES and STARTTLS (RFC 3207), implicit TLS (SMTPS), DSN parameters passed
+//! through to the spool, and AUTH PLAIN and LOGIN (RFC 4954) checked by an [`Authenticator`]
+//! the caller supplies.
 //!
 //! The layers, bottom up, each in its own module:
 //!

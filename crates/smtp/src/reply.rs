@@ -149,6 +149,11 @@ impl Reply {
         )
     }
 
+    /// `220 2.0.0 Ready to start TLS`: STARTTLS accepted; the handshake follows (RFC 3207).
+    pub fn ready_for_tls() -> Reply {
+        Reply::new(220, "2.0.0", "Ready to start TLS")
+    }
+
     /// `252 2.5.2`: VRFY is not answered, but mail to the address is accepted.
     pub fn cannot_vrfy() -> Reply {
         Reply::new(
@@ -302,6 +307,11 @@ impl Reply {
     /// `502 5.5.1 <what> not available`: a command that is disabled (EXPN).
     pub fn disabled(what: &str) -> Reply {
         Reply::new(502, "5.5.1", format!("Error: {what} command not available"))
+    }
+
+    /// `502 5.5.1`: STARTTLS on a listener that does not offer it.
+    pub fn starttls_not_offered() -> Reply {
+        Reply::new(502, "5.5.1", "Error: STARTTLS is not offered here")
     }
 
     /// `503 5.5.1 <text>`: a command out of sequence.

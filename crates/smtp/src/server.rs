@@ -11,9 +11,13 @@
 //! session waits, no other does), a correct one at once. The store is async: no call here
 //! blocks a runtime thread. It parses nothing itself and formats no reply.
 //!
-//! The connection handler is generic over the stream, so implicit TLS (a later issue) passes
-//! a TLS stream here unchanged, and STARTTLS upgrades the [`mailroom_net::Connection`] in
-//! place (which discards plaintext read before it) and starts a fresh [`Session`].
+//! TLS: on an implicit-TLS listener (SMTPS) the handshake comes first
+//! ([`mailroom_net::tls::accept`], bounded by [`mailroom_net::tls::handshake_timeout`] of the
+//! connection timeout, so that a stalled handshake holds its connection permit for at most
+//! 30 s), then the session runs over the TLS stream. STARTTLS upgrades the
+//! [`mailroom_net::Connection`] in place, which discards plaintext read after the command
+//! (CVE-2011-0411), and starts a fresh [`Session`] in the pre-EHLO state. A failed handshake
+//! closes the connection, logged at info level.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,8 +27,10 @@ use std::time::SystemTime;
 use mailroom_mailet::outcome::{self, Status};
 use mailroom_mailet::{Envelope, MailAddress};
 use mailroom_net::connection::Stream;
+use mailroom_net::tls::{self, TlsInfo};
 use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
 use mailroom_store::{IncomingMessage, SpoolRepository};
+use tokio::net::TcpStream;
 
 use crate::session::{Credentials, DataStart, Outcome, Session};
 use crate::{
@@ -45,13 +51,40 @@ pub async fn serve(
     shutdown: ShutdownWatch,
 ) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, host = %settings.hello_name, "SMTP server listening");
+        let tls = settings.tls.as_ref();
+        tracing::info!(%addr, host = %settings.hello_name,
+            implicit_tls = tls.is_some_and(|t| t.implicit),
+            starttls = tls.is_some_and(|t| t.starttls && !t.implicit),
+            "SMTP server listening");
     }
     let limit = settings.connection_limit;
     mailroom_net::serve(listener, limit, shutdown, move |stream, peer, shutdown| {
-        handle_connection(stream, peer, settings.clone(), spool.clone(), shutdown)
+        accept(stream, peer, settings.clone(), spool.clone(), shutdown)
     })
     .await;
+}
+
+/// Serves one accepted connection: on an implicit-TLS listener, after the handshake (a failed
+/// or stalled one closes the connection, logged at info level).
+async fn accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<SmtpSettings>,
+    spool: Arc<dyn SpoolRepository>,
+    shutdown: ShutdownWatch,
+) {
+    match settings.tls.as_ref().filter(|t| t.implicit) {
+        None => handle_connection(stream, peer, settings, spool, shutdown).await,
+        Some(listener_tls) => {
+            let timeout = tls::handshake_timeout(settings.connection_timeout);
+            match tls::accept(&listener_tls.config, stream, timeout).await {
+                Ok((stream, info)) => {
+                    serve_stream(stream, Some(info), peer, settings, spool, shutdown).await
+                }
+                Err(error) => tracing::info!(%peer, %error, "SMTPS: TLS handshake failed"),
+            }
+        }
+    }
 }
 
 /// Serves one SMTP connection over any byte stream (plain TCP today, TLS later) until QUIT,
@@ -65,14 +98,34 @@ pub async fn handle_connection<S>(
 ) where
     S: Stream + 'static,
 {
-    tracing::debug!(%peer, "SMTP connection");
+    serve_stream(stream, None, peer, settings, spool, shutdown).await;
+}
+
+/// Serves one connection over `stream`, which is already encrypted when `tls` says so.
+async fn serve_stream<S>(
+    stream: S,
+    tls: Option<TlsInfo>,
+    peer: SocketAddr,
+    settings: Arc<SmtpSettings>,
+    spool: Arc<dyn SpoolRepository>,
+    shutdown: ShutdownWatch,
+) where
+    S: Stream + 'static,
+{
+    tracing::debug!(%peer, tls = ?tls, "SMTP connection");
     let mut connection = Connection::new(stream, settings.connection_timeout, shutdown)
         .with_read_buffer(READ_BUFFER);
+    let mut session = Session::new(settings.clone(), peer.ip());
+    if let Some(info) = tls {
+        session = session.with_tls(info.clone());
+        connection = connection.with_tls(info);
+    }
     let mut driver = Driver {
         recipient_check: settings.recipient_check.clone(),
         authenticator: settings.authenticator.clone(),
         throttle: settings.auth_throttle.clone(),
-        session: Session::new(settings, peer.ip()),
+        settings,
+        session,
         spool,
         peer,
         body: Vec::new(),
@@ -104,6 +157,8 @@ struct OpenMessage {
 struct Driver {
     /// The protocol state machine.
     session: Session,
+    /// The listener's settings: a fresh session after STARTTLS, and its TLS acceptor.
+    settings: Arc<SmtpSettings>,
     /// Where accepted mail goes.
     spool: Arc<dyn SpoolRepository>,
     /// Looks up local recipients at RCPT (`<verifyRecipients>`).
@@ -155,10 +210,44 @@ impl Handler for Driver {
                 Outcome::CheckSender { user, sender } => {
                     self.check_sender(&user, &sender, connection.out()).await
                 }
+                Outcome::StartTls => {
+                    if !self.start_tls(connection).await {
+                        return Ok(Flow::Close);
+                    }
+                }
                 Outcome::Close => return Ok(Flow::Close),
             }
         }
         Ok(Flow::Continue)
+    }
+}
+
+impl Driver {
+    /// STARTTLS was accepted: writes the `220`, upgrades the connection (which discards the
+    /// plaintext read after the command) and starts a fresh session over TLS. Returns `false`
+    /// when the handshake failed, which ends the session (logged at info level).
+    async fn start_tls(&mut self, connection: &mut Connection) -> bool {
+        let Some(listener_tls) = &self.settings.tls else {
+            // The session offers STARTTLS only with a TLS configuration.
+            return false;
+        };
+        let unread = connection.input().len();
+        match connection.start_tls(&listener_tls.config.acceptor()).await {
+            Ok(info) => {
+                if unread > 0 {
+                    tracing::info!(peer = %self.peer, octets = unread,
+                        "plaintext pipelined after STARTTLS discarded");
+                }
+                tracing::debug!(peer = %self.peer, version = %info.version,
+                    cipher = %info.cipher, "STARTTLS");
+                self.session = Session::new(self.settings.clone(), self.peer.ip()).with_tls(info);
+                true
+            }
+            Err(error) => {
+                tracing::info!(peer = %self.peer, %error, "STARTTLS: TLS handshake failed");
+                false
+            }
+        }
     }
 }
 

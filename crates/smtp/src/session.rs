@@ -25,6 +25,9 @@
 //! * [`Outcome::CheckSender`]: an authenticated client's MAIL FROM names a local address that
 //!   is not the user's own (`<verifyIdentity>`); the driver asks whether it is an alias of
 //!   theirs and calls [`Session::sender_checked`];
+//! * [`Outcome::StartTls`]: STARTTLS was accepted and `220` written; the driver upgrades the
+//!   connection (discarding any plaintext pipelined after the command) and carries on with a
+//!   fresh session made [`Session::with_tls`], in the pre-EHLO state (RFC 3207 §4.2);
 //! * [`Outcome::Close`]: the session is over; flush `out` and close.
 //!
 //! *What kind of bytes come next* (`Mode`) is kept apart from *the transaction so far*
@@ -84,6 +87,10 @@ pub enum Outcome {
         /// The reverse-path in question.
         sender: MailAddress,
     },
+    /// STARTTLS was accepted and its `220` written: write `out`, start TLS on the connection,
+    /// and replace this session by a fresh one [`Session::with_tls`]. Input after the command
+    /// was not consumed: it arrived in plaintext and must be discarded.
+    StartTls,
     /// The session is over: write `out` and close the connection.
     Close,
 }
@@ -145,6 +152,8 @@ enum Mode {
         /// Its parameters, kept for when it is accepted.
         params: MailParams,
     },
+    /// STARTTLS was accepted; the driver replaces this session once TLS is up.
+    StartTls,
     /// QUIT, timeout, shutdown or too many errors.
     Closed,
 }
@@ -268,6 +277,7 @@ impl Session {
             let rest = &input[pos..];
             match &mut self.mode {
                 Mode::Closed => return (input.len(), Outcome::Close),
+                Mode::StartTls => return (pos, Outcome::StartTls),
                 Mode::AwaitOpen => return (pos, Outcome::OpenMessage),
                 Mode::AwaitRecipient { address, .. } => {
                     return (pos, Outcome::CheckRecipient(address.clone()))
@@ -295,6 +305,7 @@ impl Session {
                     }
                     match &self.mode {
                         Mode::Closed => return (input.len(), Outcome::Close),
+                        Mode::StartTls => return (pos, Outcome::StartTls),
                         Mode::AwaitOpen => return (pos, Outcome::OpenMessage),
                         Mode::AwaitRecipient { address, .. } => {
                             return (pos, Outcome::CheckRecipient(address.clone()))
@@ -476,6 +487,15 @@ impl Session {
                 Err(Reply::auth_required())
             }
             Command::Auth { .. } => self.auth_gate(),
+            // RFC 3207 §4: a second STARTTLS is a bad sequence (Postfix says 554; 503 is
+            // the code for "not now", and counts as a protocol error).
+            Command::StartTls if self.tls.is_some() => {
+                Err(Reply::bad_sequence("TLS is already active"))
+            }
+            Command::StartTls if !self.starttls_offered() => Err(Reply::starttls_not_offered()),
+            Command::StartTls if self.txn.is_some() => Err(Reply::bad_sequence(
+                "STARTTLS is not allowed in a mail transaction",
+            )),
             _ => Ok(()),
         }
     }
@@ -535,7 +555,16 @@ impl Session {
             Command::Expn => Reply::disabled("EXPN"),
             Command::Help => Reply::help(),
             Command::Auth { mechanism, initial } => return self.start_auth(&mechanism, initial),
+            Command::StartTls => {
+                self.mode = Mode::StartTls;
+                Reply::ready_for_tls()
+            }
         })
+    }
+
+    /// Whether STARTTLS is offered: on a plain connection to a listener that has it.
+    fn starttls_offered(&self) -> bool {
+        self.tls.is_none() && self.settings.tls.as_ref().is_some_and(|t| t.starttls)
     }
 
     /// A MAIL FROM accepted: the transaction starts.
@@ -560,6 +589,9 @@ impl Session {
             "8BITMIME".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
         ];
+        if self.starttls_offered() {
+            extensions.push("STARTTLS".to_string());
+        }
         if self.auth_offered() {
             extensions.push("AUTH PLAIN LOGIN".to_string());
         }
@@ -687,12 +719,16 @@ impl Session {
             .as_ref()
             .map_or(literal.as_str(), |h| h.name.as_str());
         let protocol = self.protocol();
+        let tls = match &self.tls {
+            Some(info) => format!("\r\n\t(using {} with cipher {})", info.version, info.cipher),
+            None => String::new(),
+        };
         let single = match self.txn.as_ref().map(|t| t.rcpts.as_slice()) {
             Some([(only, _)]) => format!("\r\n\tfor <{only}>"),
             _ => String::new(),
         };
         let header = format!(
-            "Received: from {helo} ({literal})\r\n\tby {host} (Mailroom) with {protocol} id {id}{single};\r\n\t{date}\r\n",
+            "Received: from {helo} ({literal}){tls}\r\n\tby {host} (Mailroom) with {protocol} id {id}{single};\r\n\t{date}\r\n",
             host = self.settings.hello_name,
             id = start.id,
             date = start.date,

@@ -91,6 +91,7 @@ fn drive(settings: &Arc<SmtpSettings>, session: Session, chunks: &[&[u8]]) -> Tr
                     session.committed(Ok::<(), ()>(()), &mut out);
                 }
                 Outcome::CheckRecipient(_) => panic!("recipients are not checked here"),
+                Outcome::StartTls => panic!("no listener here has STARTTLS (see starttls.rs)"),
                 Outcome::Authenticate(credentials) => {
                     let verdict = block_on(
                         authenticator

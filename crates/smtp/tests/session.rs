@@ -100,6 +100,8 @@ fn drive(settings: &Arc<SmtpSettings>, peer: IpAddr, chunks: &[&[u8]], spool: Sp
                 Outcome::Authenticate(_) | Outcome::CheckSender { .. } => {
                     panic!("AUTH is not configured in these tests (see tests/auth.rs)")
                 }
+                // No listener here has TLS: STARTTLS is tested in starttls.rs.
+                Outcome::StartTls => panic!("STARTTLS accepted without TLS"),
                 Outcome::Close => {
                     closed = true;
                     break 'chunks;
