@@ -466,7 +466,10 @@ fn sar_inf_home_weak_console_and_services_not_served_yet() {
         assert_eq!(logged.matches(what).count(), 1, "{what}: {logged}");
     }
     assert!(!logged.contains("AUTH needs TLS"), "{logged}");
-    assert!(app.join("var/tls").is_dir(), "a self-signed certificate for STARTTLS");
+    assert!(
+        app.join("var/tls").is_dir(),
+        "a self-signed certificate for STARTTLS"
+    );
     // A host-name wildcard in a network matcher is skipped with a warning, not an error.
     assert!(logged.contains("\"abc.de.*\""), "{logged}");
 }

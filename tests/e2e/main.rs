@@ -21,4 +21,5 @@ mod remote_manager;
 mod smtp_auth;
 mod smtp_input;
 mod tls;
+mod tls_auth;
 mod tls_peers;
