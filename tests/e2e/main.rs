@@ -22,4 +22,5 @@ mod smtp_auth;
 mod smtp_input;
 mod tls;
 mod tls_auth;
+mod tls_auth_peers;
 mod tls_peers;

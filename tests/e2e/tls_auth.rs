@@ -67,7 +67,7 @@ impl AuthTls {
 }
 
 /// The mails of a file repository: envelope and text.
-fn repository_mails(dir: &Path) -> Vec<(serde_json::Value, String)> {
+pub fn repository_mails(dir: &Path) -> Vec<(serde_json::Value, String)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -363,15 +363,15 @@ s.quit()
 }
 
 /// The embedded default configuration as shipped, with its ports moved onto free ones.
-struct DefaultServer {
+pub struct DefaultServer {
     child: std::process::Child,
     home: tempfile::TempDir,
-    smtp_port: u16,
-    submission_port: u16,
+    pub smtp_port: u16,
+    pub submission_port: u16,
 }
 
 impl DefaultServer {
-    fn start() -> DefaultServer {
+    pub fn start() -> DefaultServer {
         const DEFAULT: &str = include_str!("../../crates/config/default-config.xml");
         let (smtp_port, submission_port) = (free_port(), free_port());
         let mut xml = DEFAULT.to_string();
@@ -419,15 +419,15 @@ impl DefaultServer {
         server
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub fn path(&self, rel: &str) -> PathBuf {
         self.home.path().join(rel)
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("server.log")).unwrap_or_default()
     }
 
-    fn add_user(&self, name: &str, password: &str) {
+    pub fn add_user(&self, name: &str, password: &str) {
         let out = std::process::Command::new(BIN)
             .args(["user", "add", name, "--password", password])
             .arg("--config")
@@ -439,7 +439,7 @@ impl DefaultServer {
         assert!(out.status.success(), "{out:?}");
     }
 
-    fn ca(&self) -> String {
+    pub fn ca(&self) -> String {
         self.path("var/tls/cert.pem").display().to_string()
     }
 }
