@@ -33,7 +33,6 @@ use mailroom_store::{InboxRepository, Mailbox, StoreError, User, VerifiedLogins}
 use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 
 use crate::session::{Credential, Login, LoginFailure, Outcome, Session};
 use crate::Pop3Settings;
@@ -50,26 +49,17 @@ const FLUSH_AT: usize = crate::session::REPLY_BATCH;
 
 /// What POP3 reads: the users (behind the verified-logins cache) and their inboxes.
 pub struct Pop3Store {
-    /// Password checks, cached after argon2; also the users repository for APOP.
+    /// Password checks, cached after argon2 (which it runs a bounded number at a time, for
+    /// every protocol together); also the users repository for APOP.
     logins: Arc<VerifiedLogins>,
     /// Where the mailboxes are.
     inbox: Arc<dyn InboxRepository>,
-    /// Logins checked at once. An argon2id check takes tens of milliseconds of CPU and 19 MiB
-    /// of memory: a flood of failing logins must queue here rather than fill the blocking
-    /// thread pool and the memory.
-    login_slots: Semaphore,
 }
 
 impl Pop3Store {
-    /// The store of every POP3 listener of a server, checking as many logins at once as there
-    /// are CPUs.
+    /// The store of every POP3 listener of a server.
     pub fn new(logins: Arc<VerifiedLogins>, inbox: Arc<dyn InboxRepository>) -> Self {
-        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Pop3Store {
-            logins,
-            inbox,
-            login_slots: Semaphore::new(cpus),
-        }
+        Pop3Store { logins, inbox }
     }
 }
 
@@ -290,10 +280,7 @@ impl Driver {
     /// for this client's address (or at once on shutdown, which then closes the session).
     async fn login(&mut self, login: Login, connection: &mut Connection) -> Outcome {
         let name = login.user.clone();
-        // The semaphore is never closed.
-        let slot = self.store.login_slots.acquire().await.ok();
         let opened = open_mailbox(&self.store, &login).await;
-        drop(slot);
         let result = match opened {
             Ok(mailbox) => {
                 self.settings.auth_throttle.succeeded(self.peer.ip());

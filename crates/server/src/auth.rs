@@ -16,7 +16,6 @@ use mailroom_mailet::MailAddress;
 use mailroom_smtp::{AuthVerdict, Authenticator, SenderVerdict};
 use mailroom_store::mappings::{Source, Target};
 use mailroom_store::{MappingsRepository, StoreError, VerifiedLogins};
-use tokio::sync::Semaphore;
 
 /// Checks SMTP AUTH logins and sender ownership.
 pub struct SmtpLogins {
@@ -29,9 +28,6 @@ pub struct SmtpLogins {
     tables: Vec<String>,
     /// Local domains and the `<usernames>` flags.
     james: James,
-    /// Logins checked at once: an argon2id check costs tens of milliseconds of CPU and
-    /// 19 MiB of memory, so a flood of failing AUTHs queues here.
-    login_slots: Semaphore,
 }
 
 impl SmtpLogins {
@@ -42,13 +38,11 @@ impl SmtpLogins {
         tables: Vec<String>,
         james: James,
     ) -> SmtpLogins {
-        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         SmtpLogins {
             logins,
             mappings,
             tables,
             james,
-            login_slots: Semaphore::new(cpus),
         }
     }
 
@@ -101,11 +95,8 @@ impl SmtpLogins {
 impl Authenticator for SmtpLogins {
     async fn authenticate(&self, user: &str, password: &str) -> AuthVerdict {
         let name = self.user_name(user);
-        // The semaphore is never closed.
-        let slot = self.login_slots.acquire().await.ok();
-        let checked = self.logins.login(name, password).await;
-        drop(slot);
-        match checked {
+        // Argon2 checks are bounded there (shared with POP3); a cached login is not queued.
+        match self.logins.login(name, password).await {
             Ok(Some(user)) => AuthVerdict::Accepted(user.name),
             Ok(None) | Err(StoreError::InvalidName(..)) => AuthVerdict::Rejected,
             Err(error) => {

@@ -9,6 +9,12 @@
 //! process, an entry only counts while the user's stored hash is the one it was made for (a
 //! changed password invalidates it at once, also when changed by another process), and
 //! entries expire after a time to live. The cache is bounded.
+//!
+//! Only as many argon2 checks run at once as there are CPUs, for every protocol together (an
+//! argon2id check costs tens of milliseconds of CPU and 19 MiB of memory: a flood of failing
+//! logins queues for a slot rather than fill the blocking pool and the memory). A cached login
+//! takes no slot, so a correct login that was verified before is never queued behind a
+//! guesser's checks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use blake2::digest::{KeyInit, Mac};
 use blake2::Blake2bMac512;
+use tokio::sync::Semaphore;
 
 use crate::password::{self, Verified};
 use crate::{on_blocking_pool, Result, User, UsersRepository};
@@ -32,6 +39,9 @@ pub struct VerifiedLogins {
     capacity: usize,
     /// By lower-cased user name.
     entries: Mutex<HashMap<String, Entry>>,
+    /// Argon2 checks running at once: one slot per CPU. Taken only around argon2, never for a
+    /// cached login.
+    checks: Semaphore,
 }
 
 /// One verified login.
@@ -67,12 +77,14 @@ impl VerifiedLogins {
                 0
             }
         };
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         VerifiedLogins {
             users,
             key,
             ttl,
             capacity,
             entries: Mutex::default(),
+            checks: Semaphore::new(cpus),
         }
     }
 
@@ -83,12 +95,13 @@ impl VerifiedLogins {
 
     /// Checks `password` for the user called `name` (case-insensitively) and returns the user
     /// when it is right. A cached login costs one MAC; otherwise argon2 runs on the blocking
-    /// pool (tens of milliseconds). A hash in an older scheme is upgraded to argon2id on the
-    /// way, as [`UsersRepository::verify_password`] does.
+    /// pool (tens of milliseconds), once a check slot is free. A hash in an older scheme is
+    /// upgraded to argon2id on the way, as [`UsersRepository::verify_password`] does.
     pub async fn login(&self, name: &str, password: &str) -> Result<Option<User>> {
         let Some(mut user) = self.users.get(name).await? else {
             // Spend the time a real check takes so that timing does not reveal user names.
             let password = password.to_string();
+            let _slot = self.checks.acquire().await;
             on_blocking_pool(move || password::verify(password::DUMMY_HASH, &password)).await?;
             return Ok(None);
         };
@@ -98,12 +111,15 @@ impl VerifiedLogins {
             return Ok(Some(user));
         }
         let (hash, password) = (user.password_hash.clone(), password.to_string());
+        // The semaphore is never closed; an error would only mean no bound.
+        let slot = self.checks.acquire().await;
         let upgraded = on_blocking_pool(move || match password::verify(&hash, &password) {
             Verified::No => None,
             Verified::Yes => Some(None),
             Verified::YesButUpgrade => Some(Some(password::hash(&password))),
         })
         .await?;
+        drop(slot);
         match upgraded {
             None => return Ok(None),
             Some(None) => {}
@@ -228,6 +244,28 @@ mod tests {
         let mac = expired.mac("pass word");
         expired.remember("alice".into(), &alice.password_hash, mac);
         assert!(!expired.is_cached("alice", &alice.password_hash, &mac));
+    }
+
+    /// A login verified before takes no argon2 slot: with every slot taken by checks of
+    /// wrong passwords, it is answered at once, while a login that needs argon2 waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cached_login_does_not_queue_behind_argon2_checks() {
+        let (_dir, logins) = setup(10).await;
+        assert!(logins.login("alice", "pass word").await.unwrap().is_some());
+        let logins = Arc::new(logins);
+        let slots = logins.checks.available_permits() as u32;
+        let held = logins.checks.acquire_many(slots).await.unwrap();
+        let quick =
+            tokio::time::timeout(Duration::from_secs(5), logins.login("alice", "pass word"));
+        assert!(quick.await.expect("not queued").unwrap().is_some());
+        let queued = tokio::spawn({
+            let logins = logins.clone();
+            async move { logins.login("bob", "secret").await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!queued.is_finished(), "argon2 checks are bounded");
+        drop(held);
+        assert!(queued.await.unwrap().unwrap().is_some());
     }
 
     #[tokio::test]
