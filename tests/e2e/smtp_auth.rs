@@ -2,8 +2,9 @@
 //! without AUTH and allowed with it, verifyIdentity, the failed-login throttle shared with
 //! POP3, the authenticated user reaching a matcher; swaks and msmtp in `.ci/run`.
 //!
-//! These run in plain text with `<requireTLSForAuth>false`: the TLS variants (swaks `--tls
-//! --auth`, msmtp over STARTTLS on the submission port) come with STARTTLS.
+//! These run in plain text with `<requireTLSForAuth>false`: the TLS variants (smtplib after
+//! `starttls()`, swaks `--tls --auth`, msmtp over STARTTLS on the submission port) are in
+//! `tls_auth.rs` and `tls_auth_peers.rs`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
