@@ -283,7 +283,6 @@ impl Driver {
         let opened = open_mailbox(&self.store, &login).await;
         let result = match opened {
             Ok(mailbox) => {
-                self.settings.auth_throttle.succeeded(self.peer.ip());
                 let messages = mailbox.messages().to_vec();
                 tracing::debug!(peer = %self.peer, user = %name, messages = messages.len(),
                     "POP3 login");

@@ -102,6 +102,15 @@ impl Reply {
         Reply::new(421, "4.7.0", format!("{host} Error: too many errors"))
     }
 
+    /// `421 4.7.0`: too many failed AUTH attempts in one session; the connection closes.
+    pub fn too_many_auth_failures(host: &str) -> Reply {
+        Reply::new(
+            421,
+            "4.7.0",
+            format!("{host} Error: too many failed authentications"),
+        )
+    }
+
     // ---- Positive replies ---------------------------------------------------------------
 
     /// `250 <host>`: answer to HELO.

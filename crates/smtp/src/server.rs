@@ -291,7 +291,6 @@ impl Driver {
         };
         match &verdict {
             AuthVerdict::Accepted(name) => {
-                self.throttle.succeeded(ip);
                 tracing::info!(peer = %self.peer, user = %name, "SMTP AUTH succeeded");
             }
             AuthVerdict::Rejected => {

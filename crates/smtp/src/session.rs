@@ -60,6 +60,11 @@ use sasl::SaslStep;
 /// disconnected with `421 4.7.0` (as Postfix's `smtpd_hard_error_limit`).
 pub const MAX_ERRORS: u32 = 20;
 
+/// After this many failed AUTH attempts the client is disconnected with `421 4.7.0`, as POP3
+/// does after three failed logins: one connection cannot guess forever (the shared throttle
+/// also slows the answers of an address that keeps failing).
+pub const MAX_AUTH_FAILURES: u32 = 3;
+
 /// What the driver must do after [`Session::ingest`].
 #[derive(Debug)]
 pub enum Outcome {
@@ -198,6 +203,8 @@ pub struct Session {
     txn: Option<Transaction>,
     /// Protocol errors so far; see [`MAX_ERRORS`].
     errors: u32,
+    /// Failed AUTH attempts so far; see [`MAX_AUTH_FAILURES`].
+    auth_failures: u32,
     /// What TLS negotiated, when the connection is encrypted (implicit TLS, or a fresh
     /// session after STARTTLS): decides what is offered (STARTTLS, AUTH) and what the
     /// `Received:` header records.
@@ -219,6 +226,7 @@ impl Session {
             helo: None,
             txn: None,
             errors: 0,
+            auth_failures: 0,
             tls: None,
             auth_user: None,
         }

@@ -255,6 +255,21 @@ fn wrong_credentials_and_store_failures() {
 }
 
 #[test]
+fn the_third_failed_auth_closes_the_connection() {
+    let wrong = b64("\0alice\0wrong");
+    let t = run(&format!(
+        "{EHLO}AUTH PLAIN {wrong}\r\nAUTH PLAIN {wrong}\r\nAUTH PLAIN {wrong}\r\nAUTH PLAIN {}\r\n",
+        b64("\0alice\0secret"),
+    ));
+    assert_eq!(
+        codes(&t.out)[2..],
+        ["535 5.7.8", "535 5.7.8", "535 5.7.8", "421 4.7.0"],
+        "{}",
+        t.out
+    );
+}
+
+#[test]
 fn bad_input_ends_the_exchange_with_501() {
     let t = run(&format!(
         "{EHLO}AUTH PLAIN\r\n*\r\nAUTH LOGIN\r\n*\r\nAUTH PLAIN !!notbase64\r\nAUTH PLAIN\r\n@@@\r\n\
@@ -524,7 +539,11 @@ fn received_protocol() {
     let with = |over_tls, input: String| {
         let t = replay(&plaintext, remote(), over_tls, &input);
         let body = t.bodies[0].clone();
-        let line = body.lines().nth(1).unwrap().to_string();
+        let line = body
+            .lines()
+            .find(|l| l.trim_start().starts_with("by "))
+            .unwrap()
+            .to_string();
         (line, t.envelopes[0].attributes.get(ATTR_AUTH_USER).cloned())
     };
     let (line, user) = with(false, format!("{EHLO}{auth}{data}"));

@@ -11,7 +11,7 @@ use std::fmt;
 use base64::Engine;
 use mailroom_mailet::MailAddress;
 
-use super::{Mode, Session};
+use super::{Mode, Session, MAX_AUTH_FAILURES};
 use crate::codec::LineEvent;
 use crate::reply::Reply;
 use crate::{AuthPolicy, AuthVerdict, SenderVerdict};
@@ -179,10 +179,17 @@ impl Session {
                 self.auth_user = Some(name);
                 Reply::auth_ok()
             }
-            AuthVerdict::Rejected => Reply::auth_failed(),
+            AuthVerdict::Rejected => {
+                self.auth_failures += 1;
+                Reply::auth_failed()
+            }
             AuthVerdict::Unavailable => Reply::auth_unavailable(),
         };
         self.reply(reply, out);
+        if self.auth_failures >= MAX_AUTH_FAILURES && !matches!(self.mode, Mode::Closed) {
+            Reply::too_many_auth_failures(&self.settings.hello_name).write_to(out);
+            self.mode = Mode::Closed;
+        }
     }
 
     /// `<verifyIdentity>` at MAIL FROM: the user and sender to ask the driver about, when an
