@@ -291,7 +291,7 @@ impl Driver {
             }
             Err(LoginFailure::Credentials) => {
                 let delay = self.settings.auth_throttle.failed(self.peer.ip());
-                tracing::warn!(peer = %self.peer, user = %name, ?delay, "POP3 login failed");
+                tracing::warn!(peer = %self.peer, user = ?name, ?delay, "POP3 login failed");
                 // Shutdown cuts the delay short; the next read then says goodbye.
                 if !delay.is_zero() {
                     connection.pause(delay).await;
@@ -299,7 +299,7 @@ impl Driver {
                 Err(LoginFailure::Credentials)
             }
             Err(failure) => {
-                tracing::info!(peer = %self.peer, user = %name, ?failure, "POP3 mailbox not opened");
+                tracing::info!(peer = %self.peer, user = ?name, ?failure, "POP3 mailbox not opened");
                 Err(failure)
             }
         };
