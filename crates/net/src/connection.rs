@@ -324,19 +324,14 @@ impl Connection {
     /// negotiated, also kept in [`Connection::tls`].
     pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<TlsInfo> {
         let timeout = self.handshake_timeout;
+        let mut shutdown = self.shutdown.clone();
         let mut negotiated = None;
         self.upgrade(|stream| async {
-            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(tls) => {
-                    let tls = tls?;
-                    negotiated = Some(TlsInfo::of(&tls));
-                    Ok(Box::new(tls) as BoxStream)
-                }
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "TLS handshake timed out",
-                )),
-            }
+            let tls =
+                crate::tls::bounded_handshake(acceptor.accept(stream), timeout, &mut shutdown)
+                    .await?;
+            negotiated = Some(TlsInfo::of(&tls));
+            Ok(Box::new(tls) as BoxStream)
         })
         .await?;
         let info = negotiated.ok_or_else(gone)?;

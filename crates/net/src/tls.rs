@@ -14,6 +14,8 @@ use tokio_rustls::rustls::{self, ProtocolVersion};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::ShutdownWatch;
+
 /// The longest any TLS handshake may take, whatever the connection timeout: a handshake is a
 /// few round trips, and a client that stalls in the middle of one holds a connection permit.
 pub const MAX_HANDSHAKE: Duration = Duration::from_secs(30);
@@ -105,21 +107,77 @@ pub struct ListenerTls {
 
 /// The handshake of an implicit-TLS port (SMTPS, POP3S): accepts TLS on a freshly accepted
 /// connection within `timeout`, so that a client that stalls mid-handshake, or sends plain
-/// text, costs the server a bounded wait and nothing else.
+/// text, costs the server a bounded wait and nothing else. Shutdown ends the wait at once.
 pub async fn accept(
     tls: &ServerTls,
     stream: TcpStream,
     timeout: Duration,
+    shutdown: &mut ShutdownWatch,
 ) -> io::Result<(TlsStream<TcpStream>, TlsInfo)> {
-    match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
-        Ok(Ok(stream)) => {
-            let info = TlsInfo::of(&stream);
-            Ok((stream, info))
-        }
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "TLS handshake timed out",
+    let stream = bounded_handshake(tls.acceptor().accept(stream), timeout, shutdown).await?;
+    let info = TlsInfo::of(&stream);
+    Ok((stream, info))
+}
+
+/// Waits for a server handshake at most `timeout`, and not past shutdown.
+pub(crate) async fn bounded_handshake<T>(
+    handshake: impl std::future::Future<Output = io::Result<T>>,
+    timeout: Duration,
+    shutdown: &mut ShutdownWatch,
+) -> io::Result<T> {
+    tokio::select! {
+        done = tokio::time::timeout(timeout, handshake) => match done {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
+        },
+        () = shutdown.recv() => Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "TLS handshake cut short: the server is stopping",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Shutdown;
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    fn server_tls() -> ServerTls {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        ServerTls::new(Arc::new(config))
+    }
+
+    #[tokio::test]
+    async fn a_stalled_handshake_ends_at_shutdown_not_at_its_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A client that connects and never says hello.
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let shutdown = Shutdown::new();
+        let mut watch = shutdown.watch();
+        let tls = server_tls();
+        let started = std::time::Instant::now();
+        let handshake = tokio::spawn(async move {
+            accept(&tls, stream, Duration::from_secs(60), &mut watch)
+                .await
+                .map(|_| ())
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shutdown.trigger();
+        let result = tokio::time::timeout(Duration::from_secs(5), handshake)
+            .await
+            .expect("the handshake ended at shutdown")
+            .unwrap();
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::Interrupted);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

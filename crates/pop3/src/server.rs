@@ -95,13 +95,13 @@ async fn accept(
     peer: SocketAddr,
     settings: Arc<Pop3Settings>,
     store: Arc<Pop3Store>,
-    shutdown: ShutdownWatch,
+    mut shutdown: ShutdownWatch,
 ) {
     match settings.tls.as_ref().filter(|t| t.implicit) {
         None => serve_stream(stream, false, peer, settings, store, shutdown).await,
         Some(listener_tls) => {
             let timeout = tls::handshake_timeout(settings.connection_timeout);
-            match tls::accept(&listener_tls.config, stream, timeout).await {
+            match tls::accept(&listener_tls.config, stream, timeout, &mut shutdown).await {
                 Ok((stream, info)) => {
                     tracing::debug!(%peer, version = %info.version, cipher = %info.cipher,
                         "POP3S handshake");

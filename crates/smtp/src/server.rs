@@ -71,13 +71,13 @@ async fn accept(
     peer: SocketAddr,
     settings: Arc<SmtpSettings>,
     spool: Arc<dyn SpoolRepository>,
-    shutdown: ShutdownWatch,
+    mut shutdown: ShutdownWatch,
 ) {
     match settings.tls.as_ref().filter(|t| t.implicit) {
         None => handle_connection(stream, peer, settings, spool, shutdown).await,
         Some(listener_tls) => {
             let timeout = tls::handshake_timeout(settings.connection_timeout);
-            match tls::accept(&listener_tls.config, stream, timeout).await {
+            match tls::accept(&listener_tls.config, stream, timeout, &mut shutdown).await {
                 Ok((stream, info)) => {
                     serve_stream(stream, Some(info), peer, settings, spool, shutdown).await
                 }
