@@ -17,3 +17,4 @@ pub mod client;
 pub mod reply;
 pub mod tls;
 pub mod rules;
+pub mod uidl;
