@@ -18,3 +18,7 @@ pub mod reply;
 pub mod tls;
 pub mod rules;
 pub mod uidl;
+pub mod task;
+pub mod service;
+pub use service::FetchMail;
+pub use task::{Env, Summary};
