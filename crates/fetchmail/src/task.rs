@@ -91,11 +91,17 @@ impl Task {
                 certificate is NOT verified (insecure)");
             crate::tls::trust_all()
         } else {
-            let ca = config
-                .ca_file
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(crate::tls::SYSTEM_BUNDLE));
-            crate::tls::verifying(&ca).map_err(|e| format!("fetch task {}: {e}", config.name))?
+            match &config.ca_file {
+                Some(ca) => crate::tls::verifying(ca)
+                    .map_err(|e| format!("fetch task {}: <cafile> {e}", config.name))?,
+                None => crate::tls::verifying(std::path::Path::new(crate::tls::SYSTEM_BUNDLE))
+                    .unwrap_or_else(|e| {
+                        // Plain POP3 still works; any TLS will fail its verification.
+                        tracing::warn!(task = %config.name, error = %e, "no system CA bundle: \
+                            TLS servers cannot be verified; name a <cafile>");
+                        crate::tls::no_roots()
+                    }),
+            }
         };
         let options = Options {
             host: config.host.clone(),

@@ -32,6 +32,16 @@ pub fn verifying(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// The client configuration trusting no certificate at all (when no bundle can be read).
+pub fn no_roots() -> Arc<rustls::ClientConfig> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 /// The client configuration accepting any certificate (still checking handshake signatures).
 pub fn trust_all() -> Arc<rustls::ClientConfig> {
     let provider = provider();

@@ -42,6 +42,22 @@ pub enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// Runs a FetchMail task of the running server now.
+    Fetchmail {
+        /// The fetchmail command.
+        #[command(subcommand)]
+        action: FetchmailAction,
+    },
+}
+
+/// `mailroom fetchmail ...`.
+#[derive(Subcommand, Debug)]
+pub enum FetchmailAction {
+    /// Runs the `<fetch name=NAME>` task now (after a run in progress) and prints what it did.
+    Run {
+        /// The task's name.
+        name: String,
+    },
 }
 
 /// `mailroom user ...`.
