@@ -51,13 +51,19 @@ fn run_task(server: &Server) -> String {
     // The control socket comes up just after the listeners.
     let mut out = server.cli(&["fetchmail", "run", "pull"]);
     for _ in 0..50 {
-        if out.status.success() || !String::from_utf8_lossy(&out.stderr).contains("no running server") {
+        if out.status.success()
+            || !String::from_utf8_lossy(&out.stderr).contains("no running server")
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
         out = server.cli(&["fetchmail", "run", "pull"]);
     }
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -81,7 +87,10 @@ fn pulls_from_a_second_mailroom_and_deletes_there() {
     assert_eq!(stored(&source), 0, "deleted on the source");
     assert!(run_task(&puller).contains("fetched=0"));
     let log = puller.log();
-    assert!(log.contains("fetched message") && log.contains("spooled as"), "{log}");
+    assert!(
+        log.contains("fetched message") && log.contains("spooled as"),
+        "{log}"
+    );
     let out = puller.cli(&["fetchmail", "run", "nosuch"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no fetch task named"));

@@ -314,8 +314,14 @@ fn fetch(ctx: &mut Ctx, f: &Element) -> Option<FetchTask> {
     let trust_all = prop("ssl.trust").is_some_and(|(v, _)| v == "*");
     let mut prop_ms = |name: &str, default: u64| match prop(name) {
         Some((v, el)) => Duration::from_millis(
-            ctx.number(el, &format!("property mail.pop3.{name}"), v, 1u64, 86_400_000)
-                .unwrap_or(default),
+            ctx.number(
+                el,
+                &format!("property mail.pop3.{name}"),
+                v,
+                1u64,
+                86_400_000,
+            )
+            .unwrap_or(default),
         ),
         None => Duration::from_millis(default),
     };
@@ -483,7 +489,13 @@ fn properties<'a>(ctx: &mut Ctx, f: &'a Element) -> Vec<(String, String, &'a Ele
     let mut out = Vec::new();
     for p in &props.children {
         if p.name != "property" {
-            ctx.err(p, format!("<{}> is not allowed in <javaMailProperties>; only <property name= value=/>", p.name));
+            ctx.err(
+                p,
+                format!(
+                    "<{}> is not allowed in <javaMailProperties>; only <property name= value=/>",
+                    p.name
+                ),
+            );
             continue;
         }
         if let Some(name) = ctx.required_attr(p, "name") {

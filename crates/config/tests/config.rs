@@ -673,7 +673,10 @@ fn fetch_ports_properties_and_providers() {
     };
     let plain = t("");
     assert_eq!((plain.port, plain.implicit_tls), (110, false));
-    assert_eq!(plain.start_tls, mailroom_config::fetchmail::StartTls::Optional);
+    assert_eq!(
+        plain.start_tls,
+        mailroom_config::fetchmail::StartTls::Optional
+    );
     assert!(!plain.apop && !plain.trust_all && plain.ca_file.is_none());
     assert_eq!(
         plain.accounts[0].custom_rcpt_header.as_deref(),
@@ -681,12 +684,14 @@ fn fetch_ports_properties_and_providers() {
     );
     let s = t("<javaMailProviderName>pop3s</javaMailProviderName>");
     assert_eq!((s.port, s.implicit_tls), (995, true));
-    let p = t("<javaMailProperties><property name=\"mail.pop3.port\" value=\"1110\"/>\
+    let p = t(
+        "<javaMailProperties><property name=\"mail.pop3.port\" value=\"1110\"/>\
         <property name=\"mail.pop3.starttls.required\" value=\"true\"/>\
         <property name=\"mail.pop3.apop.enable\" value=\"true\"/>\
         <property name=\"mail.pop3.timeout\" value=\"5000\"/></javaMailProperties>\
         <cafile>tls/ca.pem</cafile>\
-        <remotereceivedheader index=\"1\" reject=\"true\"/><recipientnotfound defer=\"true\"/>");
+        <remotereceivedheader index=\"1\" reject=\"true\"/><recipientnotfound defer=\"true\"/>",
+    );
     assert_eq!(p.port, 1110);
     assert_eq!(p.start_tls, mailroom_config::fetchmail::StartTls::Required);
     assert!(p.apop && p.recipient_not_found_defer);
@@ -704,7 +709,9 @@ fn fetch_ports_properties_and_providers() {
     .unwrap_err();
     let msg = e.to_string();
     assert!(
-        msg.contains("config.xml:7:") && msg.contains("\"imap\" is not supported") && msg.contains("IMAP"),
+        msg.contains("config.xml:7:")
+            && msg.contains("\"imap\" is not supported")
+            && msg.contains("IMAP"),
         "{msg}"
     );
     let e = parse(&fetch_config("<port>0</port>")).unwrap_err();

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use md5::{Digest, Md5};
 use mailroom_net::dot::DotDecoder;
 use mailroom_net::lines::{LineEvent, LineReader};
+use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -165,8 +165,7 @@ impl Client {
                 client.stls(options).await?;
             } else if options.start_tls == StartTls::Required {
                 return Err(Error::Tls(
-                    "the server does not offer STLS and mail.pop3.starttls.required is set"
-                        .into(),
+                    "the server does not offer STLS and mail.pop3.starttls.required is set".into(),
                 ));
             }
         }
@@ -213,7 +212,9 @@ impl Client {
             ));
         }
         let Some(Stream::Plain(tcp)) = self.stream.take() else {
-            return Err(Error::Tls("STLS on a connection that has TLS already".into()));
+            return Err(Error::Tls(
+                "STLS on a connection that has TLS already".into(),
+            ));
         };
         self.stream = Some(Stream::Tls(Box::new(handshake(options, tcp).await?)));
         // RFC 2595: capabilities may differ after the upgrade.
@@ -223,7 +224,12 @@ impl Client {
 
     /// Logs in: APOP when asked for and the greeting has a timestamp, else AUTH PLAIN when
     /// offered, else USER and PASS.
-    pub async fn login(&mut self, options: &Options, user: &str, password: &str) -> Result<(), Error> {
+    pub async fn login(
+        &mut self,
+        options: &Options,
+        user: &str,
+        password: &str,
+    ) -> Result<(), Error> {
         if options.apop {
             if let Some(stamp) = reply::apop_timestamp(&self.greeting) {
                 let digest = Md5::digest(format!("{stamp}{password}").as_bytes());
@@ -233,8 +239,8 @@ impl Client {
             }
         }
         if self.offers_sasl("PLAIN") {
-            let token = base64::engine::general_purpose::STANDARD
-                .encode(format!("\0{user}\0{password}"));
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
             let line = format!("AUTH PLAIN {token}\r\n");
             return self.command("AUTH PLAIN", line.as_bytes()).await.map(drop);
         }
@@ -340,7 +346,10 @@ impl Client {
     }
 
     async fn send(&mut self, line: &[u8]) -> Result<(), Error> {
-        let stream = self.stream.as_mut().ok_or(Error::Closed("before a command"))?;
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or(Error::Closed("before a command"))?;
         tokio::time::timeout(self.timeout, stream.write_all(line))
             .await
             .map_err(|_| Error::Timeout("sending a command"))??;
@@ -399,4 +408,3 @@ async fn handshake(options: &Options, tcp: TcpStream) -> Result<TlsStream<TcpStr
         Ok(Ok(s)) => Ok(s),
     }
 }
-

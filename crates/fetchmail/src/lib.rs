@@ -15,10 +15,10 @@
 
 pub mod client;
 pub mod reply;
-pub mod tls;
 pub mod rules;
-pub mod uidl;
-pub mod task;
 pub mod service;
+pub mod task;
+pub mod tls;
+pub mod uidl;
 pub use service::FetchMail;
 pub use task::{Env, Summary};

@@ -123,7 +123,10 @@ pub fn numbered(lines: &[String]) -> Result<Vec<(u32, String)>, ReplyError> {
         .iter()
         .map(|line| {
             let mut parts = line.split_ascii_whitespace();
-            let n = parts.next().and_then(|n| n.parse::<u32>().ok()).filter(|n| *n > 0);
+            let n = parts
+                .next()
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|n| *n > 0);
             match (n, parts.next()) {
                 (Some(n), Some(token)) => Ok((n, token.to_string())),
                 _ => Err(ReplyError::BadListing(shorten(line))),
@@ -140,10 +143,25 @@ mod tests {
     fn status_lines() {
         assert_eq!(
             parse_status(b"+OK ready <1.2@x>").unwrap(),
-            Status { ok: true, text: "ready <1.2@x>".into() }
+            Status {
+                ok: true,
+                text: "ready <1.2@x>".into()
+            }
         );
-        assert_eq!(parse_status(b"-ERR no").unwrap(), Status { ok: false, text: "no".into() });
-        assert_eq!(parse_status(b"+ok").unwrap(), Status { ok: true, text: String::new() });
+        assert_eq!(
+            parse_status(b"-ERR no").unwrap(),
+            Status {
+                ok: false,
+                text: "no".into()
+            }
+        );
+        assert_eq!(
+            parse_status(b"+ok").unwrap(),
+            Status {
+                ok: true,
+                text: String::new()
+            }
+        );
         assert!(parse_status(b"+OKAY").is_err());
         assert!(parse_status(b"220 smtp").is_err());
         assert!(parse_status(b"").is_err());
@@ -184,7 +202,10 @@ mod tests {
     #[test]
     fn listing_limits() {
         let mut l = Listing::new(2);
-        assert_eq!(l.feed(b"1 a\r\n2 b\r\n3 c\r\n.\r\n"), Err(ReplyError::TooManyLines(2)));
+        assert_eq!(
+            l.feed(b"1 a\r\n2 b\r\n3 c\r\n.\r\n"),
+            Err(ReplyError::TooManyLines(2))
+        );
         let mut l = Listing::new(2);
         let long = vec![b'x'; MAX_LINE + 10];
         assert_eq!(l.feed(&long).map(|(_, d)| d), Ok(None));

@@ -32,7 +32,10 @@ pub fn intended_recipient(message: &Message, custom_header: Option<&str>) -> Opt
     }
     let parsed = mail_parser::MessageParser::new().parse_headers(message.header_section())?;
     let mut all = Vec::new();
-    for list in [parsed.to(), parsed.cc(), parsed.bcc()].into_iter().flatten() {
+    for list in [parsed.to(), parsed.cc(), parsed.bcc()]
+        .into_iter()
+        .flatten()
+    {
         all.extend(list.iter().filter_map(|a| a.address()).map(str::to_string));
     }
     (all.len() == 1).then(|| all.remove(0))
@@ -135,7 +138,9 @@ pub fn remote_client(message: &Message, index: i32) -> Option<(String, String)> 
     }
     let start = (index as usize).min(fields.len() - 1);
     for field in fields[..=start].iter().rev() {
-        let mut tokens = field.split([' ', '\n', '\r', '\t']).filter(|t| !t.is_empty());
+        let mut tokens = field
+            .split([' ', '\n', '\r', '\t'])
+            .filter(|t| !t.is_empty());
         if !tokens.any(|t| t == "from") {
             continue;
         }
@@ -175,13 +180,26 @@ mod tests {
     #[test]
     fn recipient_rules_in_james_order() {
         let m = msg("X-Envelope-To: <env@example.com>\r\nReceived: from a by b for <rcv@example.com>; now\r\nTo: to@example.com");
-        assert_eq!(intended_recipient(&m, Some("X-Envelope-To")).as_deref(), Some("env@example.com"));
+        assert_eq!(
+            intended_recipient(&m, Some("X-Envelope-To")).as_deref(),
+            Some("env@example.com")
+        );
         assert_eq!(intended_recipient(&m, Some("X-Missing")), None);
-        assert_eq!(intended_recipient(&m, None).as_deref(), Some("rcv@example.com"));
+        assert_eq!(
+            intended_recipient(&m, None).as_deref(),
+            Some("rcv@example.com")
+        );
         let m = msg("Received: from a by b with SMTP; now\r\nTo: Alice <to@example.com>");
-        assert_eq!(intended_recipient(&m, None).as_deref(), Some("to@example.com"));
+        assert_eq!(
+            intended_recipient(&m, None).as_deref(),
+            Some("to@example.com")
+        );
         let m = msg("Received: from a by b for postmaster; now\r\nTo: a@x.org\r\nCc: b@x.org");
-        assert_eq!(intended_recipient(&m, None), None, "two addresses and no usable for");
+        assert_eq!(
+            intended_recipient(&m, None),
+            None,
+            "two addresses and no usable for"
+        );
         let m = msg("Subject: none");
         assert_eq!(intended_recipient(&m, None), None);
     }
@@ -193,7 +211,10 @@ mod tests {
         assert_eq!(s.address.unwrap().to_string(), "bob@example.org");
         assert!(!s.default_local_part && !s.default_domain);
         let s = sender(&msg("Subject: x"), "local.test");
-        assert_eq!(s.address.unwrap().to_string(), "FETCHMAIL-SERVICE@local.test");
+        assert_eq!(
+            s.address.unwrap().to_string(),
+            "FETCHMAIL-SERVICE@local.test"
+        );
         assert!(s.default_local_part && s.default_domain);
         let s = sender(&msg("From: bob"), "local.test");
         assert!(s.default_domain && !s.default_local_part, "{s:?}");

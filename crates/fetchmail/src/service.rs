@@ -39,8 +39,11 @@ impl FetchMail {
                 let task = task.clone();
                 let mut watch = shutdown();
                 tokio::spawn(async move {
-                    tracing::info!(task = task.name(), interval_ms = task.interval().as_millis() as u64,
-                        "fetch task started");
+                    tracing::info!(
+                        task = task.name(),
+                        interval_ms = task.interval().as_millis() as u64,
+                        "fetch task started"
+                    );
                     loop {
                         tokio::select! {
                             summary = task.run_once() => log(&task, &summary),
@@ -67,6 +70,12 @@ impl FetchMail {
 }
 
 fn log(task: &Task, s: &Summary) {
-    tracing::info!(task = task.name(), fetched = s.fetched, rejected = s.rejected,
-        accounts_ok = s.accounts_ok, accounts_failed = s.accounts_failed, "fetch run done");
+    tracing::info!(
+        task = task.name(),
+        fetched = s.fetched,
+        rejected = s.rejected,
+        accounts_ok = s.accounts_ok,
+        accounts_failed = s.accounts_failed,
+        "fetch run done"
+    );
 }

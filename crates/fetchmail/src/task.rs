@@ -182,7 +182,9 @@ impl Task {
     }
 
     async fn fetch_account(&self, account: &Account, summary: &mut Summary) -> Result<(), String> {
-        let mut client = Client::connect(&self.options).await.map_err(|e| e.to_string())?;
+        let mut client = Client::connect(&self.options)
+            .await
+            .map_err(|e| e.to_string())?;
         client
             .login(&self.options, &account.user, &account.password)
             .await
@@ -223,7 +225,9 @@ impl Task {
                 Some(Mark::Seen) if !self.config.fetch_all => continue,
                 _ => {}
             }
-            let outcome = self.fetch_message(&mut client, account, number, size, uid).await?;
+            let outcome = self
+                .fetch_message(&mut client, account, number, size, uid)
+                .await?;
             let (what, disposition) = match &outcome {
                 Outcome::Spooled(name) => {
                     summary.fetched += 1;
@@ -274,7 +278,12 @@ impl Task {
 
     /// DELE; a `-ERR` is logged and the session goes on (the message stays on the server and,
     /// being recorded, is only deleted again next time).
-    async fn dele(&self, client: &mut Client, account: &Account, number: u32) -> Result<(), String> {
+    async fn dele(
+        &self,
+        client: &mut Client,
+        account: &Account,
+        number: u32,
+    ) -> Result<(), String> {
         match client.dele(number).await {
             Ok(()) => Ok(()),
             Err(client::Error::Refused { text, .. }) => {
@@ -304,7 +313,10 @@ impl Task {
             ended = client.next_chunk(&mut head).await.map_err(e)?;
         }
         let split = mailroom_mailet::header_section_len(&head);
-        let message = Message::new(head[..split].to_vec(), Arc::new(MemoryBody::new(Vec::new())));
+        let message = Message::new(
+            head[..split].to_vec(),
+            Arc::new(MemoryBody::new(Vec::new())),
+        );
         let outcome = self.decide(account, &message, size, uid).await;
         let (envelope, truncate) = match outcome {
             Ok(x) => x,
@@ -320,8 +332,14 @@ impl Task {
             .await
             .map_err(|e| format!("cannot open a message in the spool: {e}"))?;
         let spool_err = |e: std::io::Error| format!("cannot write to the spool: {e}");
-        let fetched = format!("{FETCHED_FROM}: {}\r\n", self.config.name.replace(['\r', '\n'], " "));
-        incoming.write(fetched.as_bytes()).await.map_err(spool_err)?;
+        let fetched = format!(
+            "{FETCHED_FROM}: {}\r\n",
+            self.config.name.replace(['\r', '\n'], " ")
+        );
+        incoming
+            .write(fetched.as_bytes())
+            .await
+            .map_err(spool_err)?;
         if truncate {
             incoming.write(&head[..split]).await.map_err(spool_err)?;
             drain(client, ended).await.map_err(e)?;
@@ -390,22 +408,37 @@ impl Task {
             .any(|b| b.eq_ignore_ascii_case(&recipient.to_string()));
         let remote = !(self.env.is_local_domain)(recipient.domain());
         let user_undefined = remote
-            || !matches!(self.env.users.get(recipient.local_part()).await, Ok(Some(_)));
+            || !matches!(
+                self.env.users.get(recipient.local_part()).await,
+                Ok(Some(_))
+            );
         let too_big = c.max_message_size_kib > 0 && size > c.max_message_size_kib * 1024;
         let client = rules::remote_client(message, c.remote_received_header_index);
         let received_invalid = c.remote_received_header_index >= 0 && client.is_none();
         let reject = |r: &Rejection, hit: bool| r.reject && hit;
         if reject(&c.blacklist, blacklisted) {
-            return Err(Outcome::Rejected("blacklisted recipient", c.blacklist.disposition));
+            return Err(Outcome::Rejected(
+                "blacklisted recipient",
+                c.blacklist.disposition,
+            ));
         }
         if reject(&c.remote_recipient, remote) {
-            return Err(Outcome::Rejected("remote recipient", c.remote_recipient.disposition));
+            return Err(Outcome::Rejected(
+                "remote recipient",
+                c.remote_recipient.disposition,
+            ));
         }
         if reject(&c.user_undefined, user_undefined) {
-            return Err(Outcome::Rejected("undefined user", c.user_undefined.disposition));
+            return Err(Outcome::Rejected(
+                "undefined user",
+                c.user_undefined.disposition,
+            ));
         }
         if reject(&c.max_message_size, too_big) {
-            return Err(Outcome::Rejected("over the size limit", c.max_message_size.disposition));
+            return Err(Outcome::Rejected(
+                "over the size limit",
+                c.max_message_size.disposition,
+            ));
         }
         if reject(&c.remote_received_header, received_invalid) {
             return Err(Outcome::Rejected(
@@ -448,7 +481,10 @@ impl Task {
             }
         }
         if too_big {
-            set("isMaxMessageSizeExceeded", AttributeValue::String(size.to_string()));
+            set(
+                "isMaxMessageSizeExceeded",
+                AttributeValue::String(size.to_string()),
+            );
             envelope.error_message = Some(format!(
                 "Message size ({}KB) exceeds the maximum permitted size of {}KB.",
                 size / 1024,

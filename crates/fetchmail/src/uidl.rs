@@ -50,7 +50,9 @@ impl UidStore {
             file.sync_all()?;
         }
         for line in bytes[..whole].split(|&b| b == b'\n') {
-            let Ok(line) = std::str::from_utf8(line) else { continue };
+            let Ok(line) = std::str::from_utf8(line) else {
+                continue;
+            };
             match line.split_once(' ') {
                 Some(("D", uid)) if !uid.is_empty() => {
                     marks.insert(uid.to_string(), Mark::Delivered);
@@ -170,7 +172,12 @@ mod tests {
         s.record("c3", Mark::Delivered).unwrap();
         assert!(s.record("bad uid", Mark::Seen).is_err());
         // A torn append from a crash.
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"D half").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"D half")
+            .unwrap();
         let mut s = UidStore::open(&path).unwrap();
         assert_eq!(s.get("a1"), Some(Mark::Delivered));
         assert_eq!(s.get("b2"), Some(Mark::Seen));

@@ -49,7 +49,9 @@ async fn fake_server(mailbox: Arc<Mutex<Mailbox>>, quirk: Quirk) -> u16 {
                 let (r, mut w) = socket.into_split();
                 let mut r = BufReader::new(r);
                 if quirk == Quirk::LongGreeting {
-                    let _ = w.write_all(format!("+OK {}\r\n", "x".repeat(10_000)).as_bytes()).await;
+                    let _ = w
+                        .write_all(format!("+OK {}\r\n", "x".repeat(10_000)).as_bytes())
+                        .await;
                 } else {
                     let _ = w.write_all(b"+OK fake ready\r\n").await;
                 }
@@ -81,7 +83,11 @@ async fn fake_server(mailbox: Arc<Mutex<Mailbox>>, quirk: Quirk) -> u16 {
                         "LIST" => {
                             let mut s = String::from("+OK\r\n");
                             for (i, (_, m)) in msgs.iter().enumerate() {
-                                let size = if quirk == Quirk::LyingSize { 10 } else { m.len() };
+                                let size = if quirk == Quirk::LyingSize {
+                                    10
+                                } else {
+                                    m.len()
+                                };
                                 if !deleted.contains(&(i + 1)) {
                                     s += &format!("{} {size}\r\n", i + 1);
                                 }
@@ -167,10 +173,12 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let spool: Arc<dyn SpoolRepository> =
-            Arc::new(Blocking::new(LogSpool::open(&dir.path().join("spool")).unwrap()));
-        let users: Arc<dyn UsersRepository> =
-            Arc::new(Blocking::new(FileUsersRepository::open(&dir.path().join("users")).unwrap()));
+        let spool: Arc<dyn SpoolRepository> = Arc::new(Blocking::new(
+            LogSpool::open(&dir.path().join("spool")).unwrap(),
+        ));
+        let users: Arc<dyn UsersRepository> = Arc::new(Blocking::new(
+            FileUsersRepository::open(&dir.path().join("users")).unwrap(),
+        ));
         Fixture { dir, spool, users }
     }
 
@@ -222,36 +230,73 @@ fn message(to: &str, subject: &str) -> Vec<u8> {
 
 fn mailbox(msgs: &[(&str, Vec<u8>)]) -> Arc<Mutex<Mailbox>> {
     Arc::new(Mutex::new(Mailbox {
-        messages: msgs.iter().map(|(u, m)| (u.to_string(), m.clone())).collect(),
+        messages: msgs
+            .iter()
+            .map(|(u, m)| (u.to_string(), m.clone()))
+            .collect(),
         commands: Vec::new(),
     }))
 }
 
-const ACCOUNT: &str = r#"<account user="u" password="p" recipient="alice@localhost" ignorercpt-header="true"/>"#;
+const ACCOUNT: &str =
+    r#"<account user="u" password="p" recipient="alice@localhost" ignorercpt-header="true"/>"#;
 
 fn commands(mb: &Arc<Mutex<Mailbox>>, verb: &str) -> usize {
-    mb.lock().unwrap().commands.iter().filter(|c| c.starts_with(verb)).count()
+    mb.lock()
+        .unwrap()
+        .commands
+        .iter()
+        .filter(|c| c.starts_with(verb))
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fetches_and_deletes_after_commit() {
     let f = Fixture::new();
     f.add_user("alice").await;
-    let mb = mailbox(&[("u1", message("x@y.org", "one")), ("u2", message("x@y.org", "two"))]);
+    let mb = mailbox(&[
+        ("u1", message("x@y.org", "one")),
+        ("u2", message("x@y.org", "two")),
+    ]);
     let port = fake_server(mb.clone(), Quirk::None).await;
     let task = f.task(port, ACCOUNT, "");
     let s = task.run_once().await;
-    assert_eq!(s, Summary { accounts_ok: 1, fetched: 2, ..Summary::default() });
+    assert_eq!(
+        s,
+        Summary {
+            accounts_ok: 1,
+            fetched: 2,
+            ..Summary::default()
+        }
+    );
     let spooled = f.spooled().await;
     assert_eq!(spooled.len(), 2);
-    let text = String::from_utf8_lossy(&spooled[0]).to_string() + &String::from_utf8_lossy(&spooled[1]);
-    assert!(text.starts_with("X-fetched-from: fake\r\nFrom: sender@example.org"), "{text}");
-    assert!(text.contains("\r\n.leading dot\r\n") && !text.contains("..leading"), "{text}");
+    let text =
+        String::from_utf8_lossy(&spooled[0]).to_string() + &String::from_utf8_lossy(&spooled[1]);
+    assert!(
+        text.starts_with("X-fetched-from: fake\r\nFrom: sender@example.org"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\r\n.leading dot\r\n") && !text.contains("..leading"),
+        "{text}"
+    );
     assert!(mb.lock().unwrap().messages.is_empty(), "deleted at QUIT");
-    let mail = f.spool.retrieve(&f.spool.list().await.unwrap()[0]).await.unwrap().unwrap();
+    let mail = f
+        .spool
+        .retrieve(&f.spool.list().await.unwrap()[0])
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(mail.envelope.recipients[0].to_string(), "alice@localhost");
-    assert_eq!(mail.envelope.sender.unwrap().to_string(), "sender@example.org");
-    assert!(mail.envelope.attributes.contains_key("org.apache.james.fetchmail.taskName"));
+    assert_eq!(
+        mail.envelope.sender.unwrap().to_string(),
+        "sender@example.org"
+    );
+    assert!(mail
+        .envelope
+        .attributes
+        .contains_key("org.apache.james.fetchmail.taskName"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -262,9 +307,20 @@ async fn leave_on_server_never_fetches_twice_even_after_restart() {
     let port = fake_server(mb.clone(), Quirk::None).await;
     let keep = r#"<fetched leaveonserver="true" markseen="false"/>"#;
     assert_eq!(f.task(port, ACCOUNT, keep).run_once().await.fetched, 1);
-    assert_eq!(f.task(port, ACCOUNT, keep).run_once().await.fetched, 0, "restart");
-    mb.lock().unwrap().messages.push(("u2".into(), message("x@y.org", "two")));
-    assert_eq!(f.task(port, ACCOUNT, keep).run_once().await.fetched, 1, "only the new one");
+    assert_eq!(
+        f.task(port, ACCOUNT, keep).run_once().await.fetched,
+        0,
+        "restart"
+    );
+    mb.lock()
+        .unwrap()
+        .messages
+        .push(("u2".into(), message("x@y.org", "two")));
+    assert_eq!(
+        f.task(port, ACCOUNT, keep).run_once().await.fetched,
+        1,
+        "only the new one"
+    );
     assert_eq!(f.spooled().await.len(), 2);
     assert_eq!(commands(&mb, "DELE"), 0);
     // A vanished UID is forgotten.
@@ -278,11 +334,18 @@ async fn leave_on_server_never_fetches_twice_even_after_restart() {
 async fn crash_before_quit_refetches_nothing() {
     let f = Fixture::new();
     f.add_user("alice").await;
-    let mb = mailbox(&[("u1", message("x@y.org", "one")), ("u2", message("x@y.org", "two"))]);
+    let mb = mailbox(&[
+        ("u1", message("x@y.org", "one")),
+        ("u2", message("x@y.org", "two")),
+    ]);
     let port = fake_server(mb.clone(), Quirk::DropAfterDele).await;
     let s = f.task(port, ACCOUNT, "").run_once().await;
     assert_eq!((s.fetched, s.accounts_failed), (1, 1));
-    assert_eq!(mb.lock().unwrap().messages.len(), 2, "no QUIT: nothing deleted");
+    assert_eq!(
+        mb.lock().unwrap().messages.len(),
+        2,
+        "no QUIT: nothing deleted"
+    );
     // Next run (a good server now): u1 is only deleted, u2 fetched.
     let port = fake_server(mb.clone(), Quirk::None).await;
     let s = f.task(port, ACCOUNT, "").run_once().await;
@@ -293,10 +356,18 @@ async fn crash_before_quit_refetches_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_servers_lose_nothing_and_store_nothing_half() {
-    for quirk in [Quirk::LyingSize, Quirk::CutRetr, Quirk::Unterminated, Quirk::LongGreeting] {
+    for quirk in [
+        Quirk::LyingSize,
+        Quirk::CutRetr,
+        Quirk::Unterminated,
+        Quirk::LongGreeting,
+    ] {
         let f = Fixture::new();
         f.add_user("alice").await;
-        let mb = mailbox(&[("u1", message("x@y.org", "one")), ("u2", message("x@y.org", "two"))]);
+        let mb = mailbox(&[
+            ("u1", message("x@y.org", "one")),
+            ("u2", message("x@y.org", "two")),
+        ]);
         let port = fake_server(mb.clone(), quirk).await;
         let s = f.task(port, ACCOUNT, "").run_once().await;
         assert_eq!(s.accounts_failed, 1);
@@ -305,7 +376,11 @@ async fn bad_servers_lose_nothing_and_store_nothing_half() {
         for m in &spooled {
             assert!(String::from_utf8_lossy(m).ends_with(".leading dot\r\n"));
         }
-        assert_eq!(mb.lock().unwrap().messages.len(), 2, "no QUIT, nothing deleted");
+        assert_eq!(
+            mb.lock().unwrap().messages.len(),
+            2,
+            "no QUIT, nothing deleted"
+        );
         assert!(spooled.len() <= 1);
     }
 }
@@ -342,8 +417,18 @@ async fn recipient_rules_and_filters() {
         <recipientnotfound reject="true" leaveonserver="true" markseen="false"/>"#;
     let s = f.task(port, header_rcpt, extra).run_once().await;
     assert_eq!((s.fetched, s.rejected), (2, 4));
-    let left: Vec<String> = mb.lock().unwrap().messages.iter().map(|m| m.0.clone()).collect();
-    assert_eq!(left, ["u2", "u3", "u5"], "blacklisted deleted, the others left");
+    let left: Vec<String> = mb
+        .lock()
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.0.clone())
+        .collect();
+    assert_eq!(
+        left,
+        ["u2", "u3", "u5"],
+        "blacklisted deleted, the others left"
+    );
     // Second run: u2 was marked seen (skipped); u3 and u5 are looked at again.
     let retr_before = commands(&mb, "RETR");
     f.task(port, header_rcpt, extra).run_once().await;
@@ -352,11 +437,17 @@ async fn recipient_rules_and_filters() {
     let f2 = Fixture::new();
     let mb = mailbox(&[("u1", message("ghost@localhost", "undefined"))]);
     let port = fake_server(mb, Quirk::None).await;
-    let s = f2.task(port, header_rcpt, r#"<userundefined reject="false"/>"#).run_once().await;
+    let s = f2
+        .task(port, header_rcpt, r#"<userundefined reject="false"/>"#)
+        .run_once()
+        .await;
     assert_eq!(s.fetched, 1);
     let name = f2.spool.list().await.unwrap().remove(0);
     let mail = f2.spool.retrieve(&name).await.unwrap().unwrap();
-    assert!(mail.envelope.attributes.contains_key("org.apache.james.fetchmail.isUserUndefined"));
+    assert!(mail
+        .envelope
+        .attributes
+        .contains_key("org.apache.james.fetchmail.isUserUndefined"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -371,4 +462,3 @@ async fn bouncing_mail_goes_to_error() {
     let mail = f.spool.retrieve(&name).await.unwrap().unwrap();
     assert_eq!(mail.envelope.state, "error");
 }
-

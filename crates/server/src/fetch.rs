@@ -26,7 +26,10 @@ pub fn run(cli: &Cli, action: &FetchmailAction) -> Result<()> {
     let admin = AdminRepositories::new(&config)?;
     let path = admin.spool_dir().join(CONTROL_SOCKET);
     let mut stream = UnixStream::connect(&path).with_context(|| {
-        format!("no running server answers on {} (fetchmail run needs one)", path.display())
+        format!(
+            "no running server answers on {} (fetchmail run needs one)",
+            path.display()
+        )
     })?;
     stream.set_read_timeout(Some(RUN_TIMEOUT))?;
     stream.write_all(format!("fetchmail {name}\n").as_bytes())?;
@@ -57,7 +60,10 @@ pub async fn answer(line: &str, fetchmail: Option<&mailroom_fetchmail::FetchMail
         return "ERR FetchMail is not enabled (<fetchmail enabled=\"true\">)\n".into();
     };
     match fetchmail.run(name.trim_end_matches('\r')).await {
-        None => format!("ERR no fetch task named {name:?} (tasks: {})\n", fetchmail.names().join(", ")),
+        None => format!(
+            "ERR no fetch task named {name:?} (tasks: {})\n",
+            fetchmail.names().join(", ")
+        ),
         Some(s) => format!(
             "OK fetched={} rejected={} accounts_ok={} accounts_failed={}\n",
             s.fetched, s.rejected, s.accounts_ok, s.accounts_failed

@@ -116,12 +116,23 @@ mod tests {
         .unwrap();
         let context = NoContext(MailAddress::parse("postmaster@example.org").unwrap());
         let rcpts = vec![MailAddress::parse("a@example.org").unwrap()];
-        let m = |text: &[u8]| Mail::new(Envelope::new("m", None, rcpts.clone()), Message::from_bytes(text));
+        let m = |text: &[u8]| {
+            Mail::new(
+                Envelope::new("m", None, rcpts.clone()),
+                Message::from_bytes(text),
+            )
+        };
         let fetched = m(b"X-fetched-from: pop-task\r\nSubject: x\r\n\r\nx\r\n");
         assert_eq!(matcher.matches(&fetched, &context).unwrap().len(), 1);
         let other = m(b"X-fetched-from: other\r\n\r\nx\r\n");
         assert_eq!(matcher.matches(&other, &context).unwrap().len(), 0);
-        assert_eq!(matcher.matches(&m(b"Subject: x\r\n\r\nx\r\n"), &context).unwrap().len(), 0);
+        assert_eq!(
+            matcher
+                .matches(&m(b"Subject: x\r\n\r\nx\r\n"), &context)
+                .unwrap()
+                .len(),
+            0
+        );
     }
 
     #[test]
