@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Mailroom: an SMTP and POP3 mail server with a programmable processing pipeline (NNTP,
-/// TLS, SMTP AUTH, FetchMail and remote delivery are not in this build yet).
+/// Mailroom: an SMTP and POP3 mail server with FetchMail and a programmable processing
+/// pipeline (NNTP and the database backends are not in this build yet).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Cli {
