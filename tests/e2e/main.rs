@@ -7,6 +7,7 @@ mod bounce;
 mod cli;
 mod crash;
 mod delivery;
+mod fetchmail;
 mod first_hour;
 mod full_disk;
 mod harness;

@@ -1,8 +1,15 @@
 //! `<fetchmail>`: the POP3 puller's tasks, usually included from `james-fetchmail.xml`.
 //!
 //! Options follow James 2.3's FetchMail. Defaults are the cautious ones (rejected mail is left
-//! on the server). Only POP3 is supported as the JavaMail provider (`pop3`, `pop3s`).
+//! on the server). Only POP3 is supported as the JavaMail provider (`pop3`, `pop3s`); an
+//! `imap` provider is refused with its file and line until an IMAP client exists.
+//!
+//! The connection options come from James's `<javaMailProperties>` (`mail.pop3.port`,
+//! `mail.pop3.connectiontimeout`, `mail.pop3.timeout`, `mail.pop3.starttls.enable`,
+//! `mail.pop3.starttls.required`, `mail.pop3.apop.enable`, `mail.pop3.ssl.trust="*"`; the same
+//! under `mail.pop3s.`) and from Mailroom's own `<port>` and `<cafile>` children of `<fetch>`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Location;
@@ -51,6 +58,8 @@ pub struct FetchAccount {
     pub recipient: String,
     /// `ignorercpt-header`: always deliver to `recipient`.
     pub ignore_rcpt_header: bool,
+    /// `customrcpt-header`: the header naming the envelope recipient (`X-Envelope-To`).
+    pub custom_rcpt_header: Option<String>,
     /// Where the element is.
     pub location: Location,
 }
@@ -71,6 +80,19 @@ pub struct AllLocal {
     pub recipient_suffix: String,
     /// `ignorercpt-header`.
     pub ignore_rcpt_header: bool,
+    /// `customrcpt-header`.
+    pub custom_rcpt_header: Option<String>,
+}
+
+/// Whether the POP3 client upgrades a plain connection with STLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartTls {
+    /// Never (`mail.pop3.starttls.enable=false`).
+    Off,
+    /// When the server offers it (the default).
+    Optional,
+    /// Always; a server without STLS is an error (`mail.pop3.starttls.required=true`).
+    Required,
 }
 
 /// One `<fetch name=...>` task.
@@ -85,6 +107,22 @@ pub struct FetchTask {
     pub interval: Duration,
     /// `<javaMailProviderName>`: `pop3` (default) or `pop3s` (implicit TLS).
     pub provider: String,
+    /// The remote port: `<port>`, else `mail.pop3.port` (`mail.pop3s.port`), else 110 (995).
+    pub port: u16,
+    /// `pop3s`: TLS from the first octet.
+    pub implicit_tls: bool,
+    /// STLS on a plain connection.
+    pub start_tls: StartTls,
+    /// `mail.pop3.apop.enable`: log in with APOP when the greeting has a timestamp.
+    pub apop: bool,
+    /// `<cafile>`: PEM certificates trusted for the server (else the system bundle).
+    pub ca_file: Option<PathBuf>,
+    /// `mail.pop3.ssl.trust="*"`: accept any certificate (insecure; logged).
+    pub trust_all: bool,
+    /// `mail.pop3.connectiontimeout` (default 60 s).
+    pub connect_timeout: Duration,
+    /// `mail.pop3.timeout`: the longest wait for a read or a write (default 180 s).
+    pub timeout: Duration,
     /// `<javaMailFolderName>` (default `INBOX`).
     pub folder: String,
     /// `<fetchall>` (default false): fetch messages already seen too.
@@ -103,6 +141,13 @@ pub struct FetchTask {
     pub undeliverable: Disposition,
     /// `<recipientnotfound>` (default: reject, leave on the server).
     pub recipient_not_found: Rejection,
+    /// `<recipientnotfound defer>`: the first time, leave the message for the next run.
+    pub recipient_not_found_defer: bool,
+    /// `<remotereceivedheader index>`: the `Received:` header (0 is the newest) naming the
+    /// remote client; -1 (default) does not look.
+    pub remote_received_header_index: i32,
+    /// `<remotereceivedheader>`: a mail whose header at that index names no valid client.
+    pub remote_received_header: Rejection,
     /// `<blacklist>` (default: reject, leave on the server).
     pub blacklist: Rejection,
     /// The `<blacklist>` addresses (comma, tab or space separated).
@@ -226,11 +271,83 @@ fn fetch(ctx: &mut Ctx, f: &Element) -> Option<FetchTask> {
         .to_string();
     if provider != "pop3" && provider != "pop3s" {
         let at = f.child("javaMailProviderName").unwrap_or(f);
+        let why = if provider.starts_with("imap") {
+            "Mailroom has no IMAP client yet; use pop3 or pop3s"
+        } else {
+            "use pop3 or pop3s"
+        };
         ctx.err(
             at,
-            format!("<javaMailProviderName> \"{provider}\" is not supported (use pop3 or pop3s)"),
+            format!("<javaMailProviderName> \"{provider}\" is not supported ({why})"),
         );
     }
+    let implicit_tls = provider == "pop3s";
+    let props = properties(ctx, f);
+    let prop = |name: &str| {
+        props
+            .iter()
+            .find(|(n, _, _)| {
+                n.strip_prefix("mail.pop3s.")
+                    .or_else(|| n.strip_prefix("mail.pop3."))
+                    == Some(name)
+            })
+            .map(|(_, v, el)| (v.as_str(), el))
+    };
+    let port = match (ctx.single(f, "port"), prop("port")) {
+        (Some(p), _) => ctx.number(p, "<port>", &p.text, 1u16, u16::MAX),
+        (None, Some((v, el))) => ctx.number(el, "property mail.pop3.port", v, 1u16, u16::MAX),
+        (None, None) => Some(if implicit_tls { 995 } else { 110 }),
+    };
+    let mut prop_bool = |name: &str, default: bool| match prop(name) {
+        Some((v, el)) => ctx.bool_value(el, &format!("property mail.pop3.{name}"), v, default),
+        None => default,
+    };
+    let start_tls = match (
+        prop_bool("starttls.enable", true),
+        prop_bool("starttls.required", false),
+    ) {
+        (_, true) => StartTls::Required,
+        (true, false) => StartTls::Optional,
+        (false, false) => StartTls::Off,
+    };
+    let apop = prop_bool("apop.enable", false);
+    let trust_all = prop("ssl.trust").is_some_and(|(v, _)| v == "*");
+    let mut prop_ms = |name: &str, default: u64| match prop(name) {
+        Some((v, el)) => Duration::from_millis(
+            ctx.number(
+                el,
+                &format!("property mail.pop3.{name}"),
+                v,
+                1u64,
+                86_400_000,
+            )
+            .unwrap_or(default),
+        ),
+        None => Duration::from_millis(default),
+    };
+    let connect_timeout = prop_ms("connectiontimeout", 60_000);
+    let timeout = prop_ms("timeout", 180_000);
+    let ca_file = ctx
+        .text(f, "cafile")
+        .filter(|t| !t.is_empty())
+        .map(|t| crate::url::resolve_path(&ctx.home, t));
+    let received_el = ctx.single(f, "remotereceivedheader");
+    let remote_received_header_index = received_el.map_or(-1, |e| match e.attr("index") {
+        None => -1,
+        Some(v) => match v.parse::<i32>() {
+            Ok(n) if n >= -1 => n,
+            _ => {
+                ctx.err(
+                    e,
+                    format!("attribute index of <remotereceivedheader> must be -1 or more, got \"{v}\""),
+                );
+                -1
+            }
+        },
+    });
+    let remote_received_header = rejection(ctx, received_el, false);
+    let rnf_el = ctx.single(f, "recipientnotfound");
+    let recipient_not_found_defer = rnf_el.is_some_and(|e| ctx.bool_attr(e, "defer", false));
     let mut accounts = Vec::new();
     let mut all_local = None;
     match ctx.single(f, "accounts") {
@@ -250,6 +367,7 @@ fn fetch(ctx: &mut Ctx, f: &Element) -> Option<FetchTask> {
                                 password: a.attr("password").unwrap_or_default().into(),
                                 recipient,
                                 ignore_rcpt_header: ctx.bool_attr(a, "ignorercpt-header", false),
+                                custom_rcpt_header: custom_header(a),
                                 location: a.location(),
                             });
                         }
@@ -266,6 +384,7 @@ fn fetch(ctx: &mut Ctx, f: &Element) -> Option<FetchTask> {
                             recipient_prefix: s("recipientprefix"),
                             recipient_suffix: s("recipientsuffix"),
                             ignore_rcpt_header: ctx.bool_attr(a, "ignorercpt-header", false),
+                            custom_rcpt_header: custom_header(a),
                         });
                     }
                     other => ctx.err(
@@ -285,6 +404,17 @@ fn fetch(ctx: &mut Ctx, f: &Element) -> Option<FetchTask> {
     let max_el = ctx.single(f, "maxmessagesize");
     let task = FetchTask {
         provider,
+        port: port?,
+        implicit_tls,
+        start_tls,
+        apop,
+        ca_file,
+        trust_all,
+        connect_timeout,
+        timeout,
+        recipient_not_found_defer,
+        remote_received_header_index,
+        remote_received_header,
         folder: ctx
             .text(f, "javaMailFolderName")
             .filter(|p| !p.is_empty())
@@ -313,10 +443,7 @@ fn fetch(ctx: &mut Ctx, f: &Element) -> Option<FetchTask> {
             let el = ctx.single(f, "undeliverable");
             disposition(ctx, el, KEEP)
         },
-        recipient_not_found: {
-            let el = ctx.single(f, "recipientnotfound");
-            rejection(ctx, el, true)
-        },
+        recipient_not_found: rejection(ctx, rnf_el, true),
         blacklist: rejection(ctx, blacklist_el, true),
         blacklist_addresses: blacklist_el
             .map(|b| {
@@ -345,6 +472,37 @@ fn fetch(ctx: &mut Ctx, f: &Element) -> Option<FetchTask> {
         interval: Duration::from_millis(interval?),
     };
     Some(task)
+}
+
+/// `customrcpt-header`, when set and not empty.
+fn custom_header(a: &Element) -> Option<String> {
+    a.attr("customrcpt-header")
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+/// The `<javaMailProperties><property name= value=/>` of a `<fetch>`: name, value, element.
+fn properties<'a>(ctx: &mut Ctx, f: &'a Element) -> Vec<(String, String, &'a Element)> {
+    let Some(props) = ctx.single(f, "javaMailProperties") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in &props.children {
+        if p.name != "property" {
+            ctx.err(
+                p,
+                format!(
+                    "<{}> is not allowed in <javaMailProperties>; only <property name= value=/>",
+                    p.name
+                ),
+            );
+            continue;
+        }
+        if let Some(name) = ctx.required_attr(p, "name") {
+            out.push((name, p.attr("value").unwrap_or_default().to_string(), p));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

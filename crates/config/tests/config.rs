@@ -658,3 +658,62 @@ fn default_submission_listener_and_auth_options() {
     ));
     assert!(e[0].contains("maxDelay must not be below delay"), "{e:?}");
 }
+
+fn fetch_config(inner: &str) -> String {
+    format!(
+        "<config>\n<fetchmail enabled=\"true\">\n<fetch name=\"t\">\n<host>127.0.0.1</host>\n<interval>1000</interval>\n<accounts><account user=\"u\" password=\"p\" recipient=\"r@localhost\" customrcpt-header=\"X-Envelope-To\"/></accounts>\n{inner}\n</fetch>\n</fetchmail>\n{SPOOL}\n</config>"
+    )
+}
+
+#[test]
+fn fetch_ports_properties_and_providers() {
+    let t = |inner: &str| {
+        let c = parse(&fetch_config(inner)).unwrap_or_else(|e| panic!("{e}"));
+        c.fetchmail.unwrap().tasks.remove(0)
+    };
+    let plain = t("");
+    assert_eq!((plain.port, plain.implicit_tls), (110, false));
+    assert_eq!(
+        plain.start_tls,
+        mailroom_config::fetchmail::StartTls::Optional
+    );
+    assert!(!plain.apop && !plain.trust_all && plain.ca_file.is_none());
+    assert_eq!(
+        plain.accounts[0].custom_rcpt_header.as_deref(),
+        Some("X-Envelope-To")
+    );
+    let s = t("<javaMailProviderName>pop3s</javaMailProviderName>");
+    assert_eq!((s.port, s.implicit_tls), (995, true));
+    let p = t(
+        "<javaMailProperties><property name=\"mail.pop3.port\" value=\"1110\"/>\
+        <property name=\"mail.pop3.starttls.required\" value=\"true\"/>\
+        <property name=\"mail.pop3.apop.enable\" value=\"true\"/>\
+        <property name=\"mail.pop3.timeout\" value=\"5000\"/></javaMailProperties>\
+        <cafile>tls/ca.pem</cafile>\
+        <remotereceivedheader index=\"1\" reject=\"true\"/><recipientnotfound defer=\"true\"/>",
+    );
+    assert_eq!(p.port, 1110);
+    assert_eq!(p.start_tls, mailroom_config::fetchmail::StartTls::Required);
+    assert!(p.apop && p.recipient_not_found_defer);
+    assert_eq!(p.timeout, Duration::from_secs(5));
+    assert!(p.ca_file.unwrap().ends_with("tls/ca.pem"));
+    assert_eq!(p.remote_received_header_index, 1);
+    assert!(p.remote_received_header.reject);
+    // <port> wins over the property.
+    let both = t("<port>2110</port><javaMailProperties><property name=\"mail.pop3.port\" value=\"1110\"/></javaMailProperties>");
+    assert_eq!(both.port, 2110);
+
+    let e = parse(&fetch_config(
+        "<javaMailProviderName>imap</javaMailProviderName>",
+    ))
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("config.xml:7:")
+            && msg.contains("\"imap\" is not supported")
+            && msg.contains("IMAP"),
+        "{msg}"
+    );
+    let e = parse(&fetch_config("<port>0</port>")).unwrap_err();
+    assert!(e.to_string().contains("<port>"), "{e}");
+}

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Mailroom: an SMTP and POP3 mail server with a programmable processing pipeline (NNTP,
-/// TLS, SMTP AUTH, FetchMail and remote delivery are not in this build yet).
+/// Mailroom: an SMTP and POP3 mail server with FetchMail and a programmable processing
+/// pipeline (NNTP and the database backends are not in this build yet).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Cli {
@@ -41,6 +41,22 @@ pub enum Command {
         /// The queue command.
         #[command(subcommand)]
         action: QueueAction,
+    },
+    /// Runs a FetchMail task of the running server now.
+    Fetchmail {
+        /// The fetchmail command.
+        #[command(subcommand)]
+        action: FetchmailAction,
+    },
+}
+
+/// `mailroom fetchmail ...`.
+#[derive(Subcommand, Debug)]
+pub enum FetchmailAction {
+    /// Runs the `<fetch name=NAME>` task now (after a run in progress) and prints what it did.
+    Run {
+        /// The task's name.
+        name: String,
     },
 }
 

@@ -4,6 +4,7 @@
 
 mod auth;
 mod cli;
+mod fetch;
 mod queue;
 mod recipients;
 mod repositories;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         ),
         Some(Command::User { action }) => users::run(&cli, action),
         Some(Command::Queue { action }) => queue::run(&cli, action),
+        Some(Command::Fetchmail { action }) => fetch::run(&cli, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

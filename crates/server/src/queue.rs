@@ -125,6 +125,8 @@ pub struct Repos {
     pub outgoing: Vec<(PathBuf, Arc<dyn SpoolRepository>)>,
     /// Opens a configured mail repository.
     pub open: Opener,
+    /// The server's FetchMail tasks (`fetchmail NAME` requests), when it runs them.
+    pub fetchmail: Option<mailroom_fetchmail::FetchMail>,
 }
 
 impl Repos {
@@ -141,6 +143,7 @@ impl Repos {
             spool: Some(spool),
             outgoing,
             open: Box::new(move |url, dir| mail.open_existing(url, dir)),
+            fetchmail: None,
         }
     }
 
@@ -258,6 +261,9 @@ pub async fn serve_control(listener: UnixListener, repos: Arc<Repos>, mut shutdo
             let read =
                 tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await;
             let answer = match read {
+                Ok(Ok(_)) if line.starts_with("fetchmail ") => {
+                    crate::fetch::answer(&line, repos.fetchmail.as_ref()).await
+                }
                 Ok(Ok(_)) => match Request::parse(&line) {
                     Ok(request) => match apply(&request, &repos).await {
                         Ok(n) => format!("OK {n}\n"),
@@ -548,6 +554,7 @@ fn apply_here(admin: &AdminRepositories, request: &Request) -> Result<usize> {
             Err(StoreError::NotFound(_)) => Err(StoreError::NotFound(format!("repository {url}"))),
             Err(e) => Err(e),
         }),
+        fetchmail: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

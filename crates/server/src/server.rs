@@ -142,6 +142,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         resolver.clone(),
         runtime.handle().clone(),
     ));
+    let fetchmail = fetchmail(&config, spool.clone(), users.clone())?;
     let stop = Arc::new(Notify::new());
     let admin = repositories::AdminRepositories::new(&config)?;
     let outgoing = outgoing_spools(&admin, &deliveries);
@@ -150,12 +151,13 @@ pub fn run(cli: &Cli) -> Result<()> {
         crate::queue::bind_control(admin.spool_dir())
     }
     .map(|listener| {
-        let repos = crate::queue::Repos::of_server(
+        let mut repos = crate::queue::Repos::of_server(
             admin.clone(),
             spool.clone(),
             outgoing.clone(),
             mail_repositories.clone(),
         );
+        repos.fetchmail = fetchmail.clone();
         (listener, Arc::new(repos))
     });
     let console = Arc::new(Console {
@@ -187,6 +189,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         (server_name, &postmaster),
     );
     let services = Services {
+        fetchmail,
         spool,
         pop3_store,
         console,
@@ -314,6 +317,8 @@ pub fn keeps_apop_secrets(config: &Config) -> bool {
 
 /// What the listeners serve: the repositories and services their sessions use.
 struct Services {
+    /// The FetchMail tasks, when `<fetchmail enabled="true">`.
+    fetchmail: Option<mailroom_fetchmail::FetchMail>,
     spool: Arc<dyn SpoolRepository>,
     pop3_store: Arc<Pop3Store>,
     console: Arc<Console>,
@@ -347,6 +352,7 @@ async fn serve(
     stop: &Notify,
 ) -> Result<()> {
     let Services {
+        fetchmail,
         spool,
         pop3_store,
         console,
@@ -366,6 +372,9 @@ async fn serve(
             repos,
             shutdown.watch(),
         )));
+    }
+    if let Some(fetchmail) = &fetchmail {
+        tasks.extend(fetchmail.spawn(|| shutdown.watch()));
     }
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
         let listener = next_listener();
@@ -458,9 +467,34 @@ fn not_yet_served(config: &Config) {
             "NNTP (<nntpserver>) is configured but not part of this build yet; not started"
         );
     }
-    if config.fetchmail.as_ref().is_some_and(|f| f.enabled) {
-        tracing::warn!("FetchMail (<fetchmail enabled=\"true\">) is configured but not part of this build yet; nothing is fetched");
-    }
+}
+
+/// The FetchMail tasks of `<fetchmail enabled="true">` (their UIDL records in
+/// `var/fetchmail/` under the home); `None` when FetchMail is off.
+fn fetchmail(
+    config: &Config,
+    spool: Arc<dyn SpoolRepository>,
+    users: Arc<dyn mailroom_store::UsersRepository>,
+) -> Result<Option<mailroom_fetchmail::FetchMail>> {
+    let Some(block) = config.fetchmail.as_ref().filter(|f| f.enabled) else {
+        return Ok(None);
+    };
+    let james = config.james.clone();
+    let env = Arc::new(mailroom_fetchmail::Env {
+        spool,
+        users,
+        is_local_domain: Arc::new(move |domain| james.is_local_domain(domain)),
+        state_dir: config.home.join("var/fetchmail"),
+        default_domain: config
+            .james
+            .servernames
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "localhost".to_string()),
+    });
+    mailroom_fetchmail::FetchMail::new(block, env)
+        .map(Some)
+        .map_err(|e| anyhow!("{}: {e}", block.location))
 }
 
 /// The failed-login throttle of `<authThrottle>`, one for the whole process.

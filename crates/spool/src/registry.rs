@@ -93,7 +93,6 @@ pub const NOT_YET_MATCHERS: &[&str] = &[
     "HasMailAttributeWithValueRegex",
     "InSpammerBlacklist",
     "IsSingleRecipient",
-    "FetchedFrom",
     "CompareNumericHeaderValue",
     "AttachmentFileNameIs",
     "RecipientIsOverFixedQuota",

@@ -105,6 +105,37 @@ mod tests {
     }
 
     #[test]
+    fn fetched_from() {
+        let mut registry = Registry::default();
+        super::super::message::register(&mut registry);
+        let factory = registry.matcher("FetchedFrom").unwrap();
+        let matcher = factory(&MatcherConfig {
+            name: "FetchedFrom".into(),
+            condition: Some("pop-task".into()),
+        })
+        .unwrap();
+        let context = NoContext(MailAddress::parse("postmaster@example.org").unwrap());
+        let rcpts = vec![MailAddress::parse("a@example.org").unwrap()];
+        let m = |text: &[u8]| {
+            Mail::new(
+                Envelope::new("m", None, rcpts.clone()),
+                Message::from_bytes(text),
+            )
+        };
+        let fetched = m(b"X-fetched-from: pop-task\r\nSubject: x\r\n\r\nx\r\n");
+        assert_eq!(matcher.matches(&fetched, &context).unwrap().len(), 1);
+        let other = m(b"X-fetched-from: other\r\n\r\nx\r\n");
+        assert_eq!(matcher.matches(&other, &context).unwrap().len(), 0);
+        assert_eq!(
+            matcher
+                .matches(&m(b"Subject: x\r\n\r\nx\r\n"), &context)
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+
+    #[test]
     fn smtp_auth_successful() {
         let alice = mail(Some("alice".into()));
         assert_eq!(matched("SMTPAuthSuccessful", None, &alice), 2);

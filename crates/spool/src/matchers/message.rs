@@ -1,5 +1,5 @@
 //! Matchers on the message: SubjectStartsWith, SubjectIs, SizeGreaterThan, RelayLimit,
-//! HasHeader.
+//! HasHeader, FetchedFrom.
 
 use mailroom_mailet::{Mail, MailAddress, MailetContext, MailetError, Matcher, MatcherConfig};
 
@@ -30,6 +30,9 @@ pub(super) fn register(registry: &mut Registry) {
     });
     registry.add_matcher("HasHeader", |c| {
         Ok(Box::new(HasHeader(c.required_condition()?.to_string())))
+    });
+    registry.add_matcher("FetchedFrom", |c| {
+        Ok(Box::new(FetchedFrom(c.required_condition()?.to_string())))
     });
 }
 
@@ -84,6 +87,18 @@ struct RelayLimit(usize);
 impl Matcher for RelayLimit {
     fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
         all_if(mail, mail.message.headers("Received").len() >= self.0)
+    }
+}
+
+/// `FetchedFrom=TASK`: every recipient of mail that FetchMail's task `TASK` fetched (its
+/// first `X-fetched-from` field names the task). Unlike James 2.3, the field is left in place:
+/// matchers here do not change the mail.
+struct FetchedFrom(String);
+
+impl Matcher for FetchedFrom {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        let task = mail.message.header("X-fetched-from");
+        all_if(mail, task.is_some_and(|t| t.trim() == self.0))
     }
 }
 
