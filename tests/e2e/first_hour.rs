@@ -459,11 +459,7 @@ fn sar_inf_home_weak_console_and_services_not_served_yet() {
     );
     assert!(logged.contains("Set a long password"), "{logged}");
     // One warning each for what is not served yet.
-    for what in [
-        "NNTP (<nntpserver>)",
-        "FetchMail",
-        "SMTP AUTH (<authRequired>)",
-    ] {
+    for what in ["FetchMail", "SMTP AUTH (<authRequired>)"] {
         assert_eq!(logged.matches(what).count(), 1, "{what}: {logged}");
     }
     // A host-name wildcard in a network matcher is skipped with a warning, not an error.

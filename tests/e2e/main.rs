@@ -1,5 +1,5 @@
 //! End-to-end tests: the real `mailroom` binary on free loopback ports, driven by real clients
-//! (Python's smtplib and poplib, raw SMTP and POP3 clients, Python sockets for the
+//! (Python's smtplib, poplib and nntplib, raw SMTP and POP3 clients, Python sockets for the
 //! RemoteManager, and Debian's clients in `.ci/run`: swaks, fetchmail, mpop, expect + telnet).
 
 mod bounce;
@@ -10,6 +10,7 @@ mod first_hour;
 mod full_disk;
 mod harness;
 mod interop;
+mod nntp;
 mod outcome_log;
 mod pop3;
 mod processor_tree;

@@ -75,7 +75,10 @@ impl AuthThrottle {
             let window = self.window;
             failures.retain(|_, (_, since)| now.duration_since(*since) < window);
             if failures.len() >= MAX_TRACKED {
-                if let Some(oldest) = failures.iter().min_by_key(|(_, (_, s))| *s).map(|(k, _)| *k)
+                if let Some(oldest) = failures
+                    .iter()
+                    .min_by_key(|(_, (_, s))| *s)
+                    .map(|(k, _)| *k)
                 {
                     failures.remove(&oldest);
                 }

@@ -142,7 +142,7 @@ pub(crate) fn list_times(
 pub(crate) fn list_newsgroups(groups: &[GroupInfo], w: Option<&Wildmat>, out: &mut Vec<u8>) {
     status(out, 215, "information follows");
     for g in selected(groups, w) {
-        data_line(out, &format!("{}\t", g.name));
+        data_line(out, &format!("{}\t(no description)", g.name));
     }
     end(out);
 }

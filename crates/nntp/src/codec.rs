@@ -122,7 +122,7 @@ pub enum Command {
         field: String,
         /// The articles.
         range: Range,
-        /// The patterns (joined by spaces, as a wildmat).
+        /// The patterns, any of which may match (joined by commas into one wildmat).
         pattern: Wildmat,
     },
     /// `AUTHINFO USER name`.
@@ -248,7 +248,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             [f, r, ref patterns @ ..] if !patterns.is_empty() => Ok(Command::Xpat {
                 field: f.to_string(),
                 range: range(r)?,
-                pattern: wildmat(&patterns.join(" "))?,
+                pattern: wildmat(&patterns.join(","))?,
             }),
             _ => Err(syntax("usage: XPAT field range|message-id pattern")),
         },

@@ -550,7 +550,8 @@ impl Session {
                         Outcome::Continue
                     }
                     ListKind::Extensions => {
-                        status(out, 202, "extensions supported:");
+                        // RFC 2980 said 202, which clients do not read as multi-line; 215 as LIST does.
+                        status(out, 215, "extensions supported:");
                         for item in ["OVER", "HDR", "LISTGROUP", "XPAT", "AUTHINFO USER"] {
                             crate::reply::data_line(out, item);
                         }

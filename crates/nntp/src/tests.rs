@@ -212,7 +212,7 @@ fn reading_commands() {
     let out = rig.script("LIST\r\nLIST ACTIVE alt.*\r\nLIST NEWSGROUPS\r\nLIST OVERVIEW.FMT\r\nLIST HEADERS\r\nLIST DISTRIB.PATS\r\nDATE\r\nNEWNEWS comp.* 19990101 000000 GMT\r\nNEWNEWS !* 19990101 000000\r\nNEWGROUPS 700101 000000\r\nNEWGROUPS 20991231 235959\r\n");
     assert!(out.starts_with("215 list of newsgroups follows\r\nalt.test 1 1 y\r\ncomp.test 2 1 y\r\n.\r\n215 list of newsgroups follows\r\nalt.test 1 1 y\r\n.\r\n"), "{out}");
     assert!(
-        out.contains("215 information follows\r\nalt.test\t\r\ncomp.test\t\r\n.\r\n"),
+        out.contains("215 information follows\r\nalt.test\t(no description)\r\ncomp.test\t(no description)\r\n.\r\n"),
         "{out}"
     );
     assert!(out.contains("Xref:full\r\n.\r\n215 metadata items supported:\r\n:\r\n:bytes\r\n:lines\r\n.\r\n215 information follows\r\n.\r\n111 20250701120000\r\n"), "{out}");
@@ -333,7 +333,7 @@ fn bad_input_and_wrong_state() {
         codes,
         [
             "500", "500", "501", "411", "412", "412", "412", "412", "412", "501", "501", "501",
-            "501", "501", "501", "211", "420", "420", "482", "501", "202", "202", "580"
+            "501", "501", "501", "211", "420", "420", "482", "501", "202", "215", "580"
         ],
         "{out}"
     );

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use mailroom_config::{
-    AuthRequired, Config, ConfigError, Pop3Server, RemoteManager, ServiceCommon, SmtpServer,
+    AuthRequired, Config, ConfigError, NntpServer, Pop3Server, RemoteManager, ServiceCommon,
+    SmtpServer,
 };
 use mailroom_delivery::RemoteDeliveries;
 use mailroom_dns::{BlockingResolver, Resolver, ResolverSettings};
 use mailroom_mailet::MailAddress;
 use mailroom_net::{Listener, Shutdown};
+use mailroom_nntp::{NntpSettings, NntpStore};
 use mailroom_pop3::server::Pop3Store;
 use mailroom_pop3::Pop3Settings;
 use mailroom_remotemanager::{Console, Opened, RemoteManagerSettings};
@@ -98,14 +100,16 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mail_repositories = Arc::new(repositories::MailRepositories::new(&config)?);
     let users = repositories::users(&config)?;
     let inbox = repositories::inbox(&config)?;
-    let pop3_store = Arc::new(Pop3Store::new(
-        Arc::new(VerifiedLogins::new(
-            users.clone(),
-            LOGIN_CACHE_TTL,
-            LOGIN_CACHE_ENTRIES,
-        )),
-        inbox.clone(),
+    let logins = Arc::new(VerifiedLogins::new(
+        users.clone(),
+        LOGIN_CACHE_TTL,
+        LOGIN_CACHE_ENTRIES,
     ));
+    let pop3_store = Arc::new(Pop3Store::new(logins.clone(), inbox.clone()));
+    let news = repositories::news(&config, &nntp_host(&config))?;
+    let nntp_store = news
+        .clone()
+        .map(|news| Arc::new(NntpStore::new(logins.clone(), news)));
     let opener = mail_repositories.clone();
     let mappings = repositories::mappings(&config)?;
     let recipients = LocalRecipients::new(&config, users.clone(), mappings.clone());
@@ -154,6 +158,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         spool: spool.clone(),
         open_repository: admin_opener(admin, spool.clone(), outgoing, mail_repositories),
         mappings,
+        news,
         request_shutdown: {
             let stop = stop.clone();
             Arc::new(move || stop.notify_one())
@@ -175,6 +180,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let services = Services {
         spool,
         pop3_store,
+        nntp_store,
         console,
         control,
         recipients,
@@ -263,6 +269,9 @@ fn bind_all(config: &Config) -> Result<Vec<Listener>> {
     for pop3 in config.pop3.iter().filter(|s| s.common.enabled) {
         listeners.push(bind(&pop3.common, "POP3")?);
     }
+    for nntp in config.nntp.iter().filter(|s| s.common.enabled) {
+        listeners.push(bind(&nntp.common, "NNTP")?);
+    }
     for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
         if console_refused(manager).is_none() {
             listeners.push(bind(&manager.common, "RemoteManager")?);
@@ -299,6 +308,8 @@ pub fn keeps_apop_secrets(config: &Config) -> bool {
 struct Services {
     spool: Arc<dyn SpoolRepository>,
     pop3_store: Arc<Pop3Store>,
+    /// The news and logins of the NNTP listeners (`None` when none is enabled).
+    nntp_store: Option<Arc<NntpStore>>,
     console: Arc<Console>,
     /// The queue's control socket, when it could be bound.
     control: Option<(tokio::net::UnixListener, Arc<crate::queue::Repos>)>,
@@ -318,6 +329,7 @@ async fn serve(
     let Services {
         spool,
         pop3_store,
+        nntp_store,
         console,
         control,
         recipients,
@@ -359,6 +371,22 @@ async fn serve(
             shutdown.watch(),
         )));
     }
+    for nntp in config.nntp.iter().filter(|s| s.common.enabled) {
+        let listener = next_listener();
+        let Some(store) = nntp_store.clone() else {
+            continue;
+        };
+        if nntp.require_tls_for_auth {
+            tracing::info!(addr = %shown(&listener), "requireTLSForAuth: STARTTLS is not available \
+                for NNTP in this build yet; AUTHINFO is allowed in plain text until it is");
+        }
+        tasks.push(tokio::spawn(mailroom_nntp::serve(
+            listener,
+            Arc::new(nntp_settings(config, nntp)),
+            store,
+            shutdown.watch(),
+        )));
+    }
     for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
         if console_refused(manager).is_some() {
             // Said by bind_all.
@@ -396,11 +424,6 @@ fn shown(listener: &Listener) -> String {
 /// Logs one warning for each configured service this build does not serve yet, so that an
 /// administrator does not wait for it.
 fn not_yet_served(config: &Config) {
-    if config.nntp.iter().any(|s| s.common.enabled) {
-        tracing::warn!(
-            "NNTP (<nntpserver>) is configured but not part of this build yet; not started"
-        );
-    }
     if config.fetchmail.as_ref().is_some_and(|f| f.enabled) {
         tracing::warn!("FetchMail (<fetchmail enabled=\"true\">) is configured but not part of this build yet; nothing is fetched");
     }
@@ -468,6 +491,36 @@ fn pop3_settings(pop3: &Pop3Server) -> Pop3Settings {
         // Until STLS exists there is no way to satisfy requireTLSForAuth; see serve().
         plaintext_auth: true,
         ..Pop3Settings::default()
+    }
+}
+
+/// The name of this news server in `Path:` and `Xref:`: the first enabled NNTP server's
+/// `<helloName>`, else the article-ID domain.
+fn nntp_host(config: &Config) -> String {
+    config
+        .nntp
+        .iter()
+        .find(|s| s.common.enabled)
+        .map(|s| s.common.hello_name.clone())
+        .unwrap_or_else(|| config.nntp_repository.article_id_domain_suffix.clone())
+}
+
+/// The NNTP listener settings of one `<nntpserver>` block and the `<nntp-repository>`.
+fn nntp_settings(config: &Config, nntp: &NntpServer) -> NntpSettings {
+    NntpSettings {
+        hello_name: nntp.common.hello_name.clone(),
+        article_id_domain: config.nntp_repository.article_id_domain_suffix.clone(),
+        connection_timeout: nntp.common.connection_timeout,
+        connection_limit: nntp.common.connection_limit.map(|n| n as usize),
+        read_only: config.nntp_repository.read_only,
+        auth_for_reading: nntp.auth_required,
+        auth_for_posting: nntp.auth_required,
+        // Until STARTTLS exists for NNTP there is no way to satisfy requireTLSForAuth; see
+        // serve().
+        plaintext_auth: true,
+        max_article_size: usize::try_from(nntp.max_article_size_kib.saturating_mul(1024))
+            .unwrap_or(usize::MAX),
+        ..NntpSettings::default()
     }
 }
 
