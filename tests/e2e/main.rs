@@ -11,6 +11,7 @@ mod full_disk;
 mod harness;
 mod interop;
 mod nntp;
+mod nntp_clients;
 mod outcome_log;
 mod pop3;
 mod processor_tree;
