@@ -383,3 +383,53 @@ fn console_adds_and_removes_groups_seen_by_readers() {
     assert_eq!(c.cmd("GROUP rec.new"), "211 0 1 0 rec.new\r\n");
     assert!(c.cmd("GROUP alt.test").starts_with("411"));
 }
+
+#[test]
+fn to_newsgroup_posts_mail_sent_to_a_list_address() {
+    let tree = crate::harness::DEFAULT_TREE.replace(
+        r#"<mailet match="All" class="PostmasterAlias"/>"#,
+        r#"<mailet match="All" class="PostmasterAlias"/>
+      <mailet match="RecipientIs=rust-list@localhost" class="ToNewsgroup"><newsgroup>comp.test, alt.test</newsgroup></mailet>"#,
+    );
+    let server = Server::start_setup(&Setup {
+        tree: &tree,
+        nntp_handler: Some(""),
+        extra: GROUPS,
+        ..Setup::default()
+    });
+    let mut smtp = server.smtp();
+    smtp.send_mail(
+        "bob@example.net",
+        &["rust-list@localhost"],
+        "From: Bob <bob@example.net>\r\nSubject: via mail\r\nMessage-ID: <mail-1@example.net>\r\n\r\nposted by mail\r\n",
+    );
+    crate::harness::wait_for("the article", || {
+        let (mut c, _) = Client::connect(server.nntp_port);
+        c.cmd("STAT <mail-1@example.net>").starts_with("223")
+    });
+    let (mut c, _) = Client::connect(server.nntp_port);
+    assert_eq!(c.cmd("GROUP alt.test"), "211 1 1 1 alt.test\r\n");
+    assert!(c.cmd("ARTICLE 1").starts_with("220 1 <mail-1@example.net>"));
+    let mut article = String::new();
+    loop {
+        let line = c.line();
+        if line == ".\r\n" {
+            break;
+        }
+        article.push_str(&line);
+    }
+    assert!(
+        article.contains("Newsgroups: comp.test, alt.test\r\n"),
+        "{article}"
+    );
+    assert!(
+        article.contains("Xref: mail.example.test comp.test:1 alt.test:1\r\n"),
+        "{article}"
+    );
+    assert!(article.contains("\r\n\r\nposted by mail\r\n"), "{article}");
+    assert!(
+        server.log().contains("status=stored newsgroups="),
+        "{}",
+        server.log()
+    );
+}

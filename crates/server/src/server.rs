@@ -16,6 +16,7 @@ use mailroom_delivery::RemoteDeliveries;
 use mailroom_dns::{BlockingResolver, Resolver, ResolverSettings};
 use mailroom_mailet::MailAddress;
 use mailroom_net::{Listener, Shutdown};
+use mailroom_nntp::gateway::NewsGateway;
 use mailroom_nntp::{NntpSettings, NntpStore};
 use mailroom_pop3::server::Pop3Store;
 use mailroom_pop3::Pop3Settings;
@@ -41,10 +42,15 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
 }
 
 /// Builds the processor tree, reporting unknown names and bad parameters at file:line.
-/// `deliveries` serves its RemoteDelivery mailets.
-fn build_tree(config: &Config, deliveries: &Arc<RemoteDeliveries>) -> Result<ProcessorTree> {
+/// `deliveries` serves its RemoteDelivery mailets, `news` its ToNewsgroup mailets.
+fn build_tree(
+    config: &Config,
+    deliveries: &Arc<RemoteDeliveries>,
+    news: &Arc<NewsGateway>,
+) -> Result<ProcessorTree> {
     let mut registry = Registry::standard();
     mailroom_delivery::register(&mut registry, deliveries);
+    mailroom_nntp::gateway::register(&mut registry, news);
     ProcessorTree::build(
         &config.spool_manager,
         &registry,
@@ -64,7 +70,12 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
         None => Config::embedded_default(home),
     };
     let config = loaded.map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
-    build_tree(&config, &RemoteDeliveries::new(&helo_name(&config), None))?;
+    let gateway = NewsGateway::new(&nntp_host(&config), "localhost", None);
+    build_tree(
+        &config,
+        &RemoteDeliveries::new(&helo_name(&config), None),
+        &gateway,
+    )?;
     println!("{}: configuration is valid", config.source.display());
     Ok(())
 }
@@ -78,7 +89,12 @@ pub fn run(cli: &Cli) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     let deliveries = RemoteDeliveries::new(&helo_name(&config), Some(runtime.handle().clone()));
-    let tree = build_tree(&config, &deliveries)?;
+    let gateway = NewsGateway::new(
+        &nntp_host(&config),
+        &config.nntp_repository.article_id_domain_suffix,
+        Some(runtime.handle().clone()),
+    );
+    let tree = build_tree(&config, &deliveries, &gateway)?;
     tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
     // Signals are caught before the first port is bound: once one is, a client (or a test)
     // may think the server up and stop it, and a SIGTERM must then stop it cleanly. Then the
@@ -107,6 +123,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     ));
     let pop3_store = Arc::new(Pop3Store::new(logins.clone(), inbox.clone()));
     let news = repositories::news(&config, &nntp_host(&config))?;
+    if let Some(news) = &news {
+        gateway.open(news.clone());
+    }
     let nntp_store = news
         .clone()
         .map(|news| Arc::new(NntpStore::new(logins.clone(), news)));
