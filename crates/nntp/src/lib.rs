@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 mod answers;
 pub mod article;
 pub mod codec;
+pub mod expire;
 pub mod gateway;
 pub mod reply;
 pub mod server;

@@ -25,7 +25,7 @@ use mailroom_smtp::{RecipientCheck, SmtpSettings};
 use mailroom_spool::{
     ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
 };
-use mailroom_store::{SpoolRepository, StoreError, VerifiedLogins};
+use mailroom_store::{NewsRepository, SpoolRepository, StoreError, VerifiedLogins};
 use tokio::sync::Notify;
 
 use crate::cli::Cli;
@@ -95,6 +95,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Some(runtime.handle().clone()),
     );
     let tree = build_tree(&config, &deliveries, &gateway)?;
+    let expiry_rules = expiry_rules(&config)?;
     tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
     // Signals are caught before the first port is bound: once one is, a client (or a test)
     // may think the server up and stop it, and a SIGTERM must then stop it cleanly. Then the
@@ -177,7 +178,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         spool: spool.clone(),
         open_repository: admin_opener(admin, spool.clone(), outgoing, mail_repositories),
         mappings,
-        news,
+        news: news.clone(),
         request_shutdown: {
             let stop = stop.clone();
             Arc::new(move || stop.notify_one())
@@ -196,10 +197,12 @@ pub fn run(cli: &Cli) -> Result<()> {
         spool.clone(),
         (server_name, &postmaster),
     );
+    let expiry = news.clone().map(|news| (news, expiry_rules.clone()));
     let services = Services {
         spool,
         pop3_store,
         nntp_store,
+        expiry,
         console,
         control,
         recipients,
@@ -329,6 +332,8 @@ struct Services {
     pop3_store: Arc<Pop3Store>,
     /// The news and logins of the NNTP listeners (`None` when none is enabled).
     nntp_store: Option<Arc<NntpStore>>,
+    /// The news repository and its expiry rules, for the expiry task.
+    expiry: Option<(Arc<dyn NewsRepository>, Vec<mailroom_nntp::expire::Rule>)>,
     console: Arc<Console>,
     /// The queue's control socket, when it could be bound.
     control: Option<(tokio::net::UnixListener, Arc<crate::queue::Repos>)>,
@@ -349,6 +354,7 @@ async fn serve(
         spool,
         pop3_store,
         nntp_store,
+        expiry,
         console,
         control,
         recipients,
@@ -387,6 +393,15 @@ async fn serve(
             listener,
             Arc::new(pop3_settings(pop3)),
             pop3_store.clone(),
+            shutdown.watch(),
+        )));
+    }
+    if let Some((news, rules)) = expiry {
+        let interval = Duration::from_secs(config.nntp_repository.expire_interval_secs);
+        tasks.push(tokio::spawn(mailroom_nntp::expire::run(
+            news,
+            rules,
+            interval,
             shutdown.watch(),
         )));
     }
@@ -511,6 +526,27 @@ fn pop3_settings(pop3: &Pop3Server) -> Pop3Settings {
         plaintext_auth: true,
         ..Pop3Settings::default()
     }
+}
+
+/// The `<expire>` rules of `<nntp-repository>`, their patterns checked.
+fn expiry_rules(config: &Config) -> Result<Vec<mailroom_nntp::expire::Rule>> {
+    config
+        .nntp_repository
+        .expire
+        .iter()
+        .map(|rule| {
+            let pattern = mailroom_nntp::wildmat::Wildmat::parse(&rule.pattern).map_err(|_| {
+                anyhow!(
+                    "<nntp-repository><expire>: pattern {:?} is not a valid wildmat",
+                    rule.pattern
+                )
+            })?;
+            Ok(mailroom_nntp::expire::Rule {
+                pattern,
+                keep: Duration::from_secs(u64::from(rule.days) * 86_400),
+            })
+        })
+        .collect()
 }
 
 /// The name of this news server in `Path:` and `Xref:`: the first enabled NNTP server's
