@@ -10,16 +10,21 @@
 //!                                  each of its groups
 //! ```
 //!
-//! A post writes the article to a temporary file in the temp directory, fsyncs it, renames it
-//! into its first group, links it into the others, fsyncs those directories and appends the
-//! overview lines (fsync'd) before it returns: an acknowledged article survives a crash.
+//! A post writes the article to a temporary file in the temp directory and waits for a
+//! `syncfs` that covers it, renames it into its first group, links it into the others, appends
+//! the overview lines and waits for a second `syncfs` (which covers the directories and the
+//! overview) before it returns: an acknowledged article survives a crash. Both `syncfs` are
+//! group commits: concurrent posts share them, and the repository lock is never held across
+//! one, so posts in parallel cost about two `syncfs` per batch rather than four fsyncs each.
+//! Parallel posts may append their overview lines out of number order; the reader sorts.
 //!
 //! At open, every group's overview file is read into memory as offsets (number, arrival,
 //! Message-ID, where its line is): `OVER` reads only the lines it needs, with one `pread`,
 //! and never an article. The message-id index is rebuilt from the overview lines, which hold
 //! the Message-ID and so need no file of their own. The highest number is the larger of the
-//! `.meta` high and the last overview line; an article file above it (a crash between the
-//! rename and the overview line) is indexed then, so its number is never given again.
+//! `.meta` high, the overview's numbers and the article files' names; an article file above
+//! the last overview line (a crash between the rename and the overview line; its content was
+//! durable before the rename) is indexed then, so its number is never given again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -32,6 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::fsutil::{
     create_dir_durable, sync_dir, try_lock, unique_suffix, write_atomic, FileLock,
 };
+use super::group_commit::GroupCommit;
 use crate::blocking::NewsRepository;
 use crate::news::{
     header_section, valid_group_name, Arrival, Article, GroupInfo, NewArticle, Overview,
@@ -51,6 +57,10 @@ pub struct FileNewsRepository {
     /// same numbers twice.
     _lock: FileLock,
     state: Mutex<State>,
+    /// The root, kept open for `syncfs`.
+    root_dir: File,
+    /// Group commit of `syncfs`: posts in parallel share one.
+    syncs: GroupCommit<()>,
 }
 
 impl std::fmt::Debug for FileNewsRepository {
@@ -66,6 +76,8 @@ struct State {
     groups: BTreeMap<String, Group>,
     /// Message-ID → where the article is.
     ids: HashMap<Arc<str>, Vec<(String, u64)>>,
+    /// Message-IDs being posted now, so that a second post of one is refused at once.
+    posting: std::collections::HashSet<String>,
 }
 
 struct Group {
@@ -142,6 +154,8 @@ impl FileNewsRepository {
             xref_host: xref_host.to_string(),
             _lock: lock,
             state: Mutex::new(state),
+            root_dir: File::open(root)?,
+            syncs: GroupCommit::new((), "news syncfs"),
         })
     }
 
@@ -157,6 +171,71 @@ impl FileNewsRepository {
             high: g.high,
             created: UNIX_EPOCH + Duration::from_secs(g.created),
         }
+    }
+
+    /// Returns once everything written in the file system before the call is durable (one
+    /// `syncfs` shared by the callers that arrive meanwhile).
+    fn sync(&self) -> Result<()> {
+        let ticket = self.syncs.add(|()| ());
+        self.syncs.wait(
+            ticket,
+            Duration::ZERO,
+            |()| (),
+            |()| {
+                rustix::fs::syncfs(&self.root_dir).map_err(io::Error::from)?;
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The durable part of a post, without the repository lock: the file, its links, its
+    /// overview lines.
+    fn store_article(
+        &self,
+        article: &NewArticle,
+        targets: &[(String, u64)],
+        dirs: &[PathBuf],
+    ) -> Result<()> {
+        let mut xref = format!("Xref: {}", self.xref_host);
+        for (g, n) in targets {
+            xref.push_str(&format!(" {g}:{n}"));
+        }
+        xref.push_str("\r\n");
+        let head = header_section(&article.octets).len();
+        let mut octets = Vec::with_capacity(article.octets.len() + xref.len());
+        octets.extend_from_slice(&article.octets[..head]);
+        octets.extend_from_slice(xref.as_bytes());
+        octets.extend_from_slice(&article.octets[head..]);
+
+        let tmp = self.tmp.join(format!("news.{}.tmp", unique_suffix()));
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(&octets))
+            .map_err(StoreError::from)
+            .and_then(|()| self.sync());
+        let first = dirs[0].join(targets[0].1.to_string());
+        if let Err(e) = written.and_then(|()| Ok(fs::rename(&tmp, &first)?)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        for (dir, (_, n)) in dirs.iter().zip(targets).skip(1) {
+            fs::hard_link(&first, dir.join(n.to_string()))?;
+        }
+        {
+            let mut state = self.state();
+            let arrived = now_secs();
+            for (g, n) in targets {
+                // A group removed meanwhile just does not get the line.
+                if let Some(group) = state.groups.get_mut(g) {
+                    append_overview(group, &Overview::of_article(*n, &octets), arrived)?;
+                }
+            }
+            state
+                .ids
+                .insert(Arc::from(article.message_id.as_str()), targets.to_vec());
+        }
+        // The renames, the links and the overview lines.
+        self.sync()
     }
 
     fn read_article(&self, dir: &Path, number: u64, id: &str) -> Result<Option<Article>> {
@@ -202,12 +281,7 @@ fn load_group(dir: &Path) -> Result<Group> {
         let len = line.len() as u64;
         if line.ends_with(b"\n") {
             if let Some(entry) = parse_line(line, offset) {
-                if entries
-                    .last()
-                    .is_none_or(|e: &Entry| e.number < entry.number)
-                {
-                    entries.push(entry);
-                }
+                entries.push(entry);
             }
             good = offset + len;
         }
@@ -217,6 +291,9 @@ fn load_group(dir: &Path) -> Result<Group> {
         file.set_len(good)?;
         file.sync_all()?;
     }
+    // Parallel posts append out of order; a number twice keeps its first line.
+    entries.sort_by_key(|e| e.number);
+    entries.dedup_by_key(|e| e.number);
     let mut group = Group {
         dir: dir.to_path_buf(),
         created: meta.created,
@@ -225,20 +302,23 @@ fn load_group(dir: &Path) -> Result<Group> {
         overview: Arc::new(file),
         overview_len: good,
     };
-    // Articles renamed into place whose overview line a crash prevented.
-    loop {
-        let number = group.high + 1;
-        let octets = match fs::read(dir.join(number.to_string())) {
-            Ok(octets) => octets,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-            Err(e) => return Err(e.into()),
-        };
+    // Articles renamed into place whose overview line a crash prevented (their contents were
+    // durable before the rename): indexed now, above the last overview line.
+    let last = group.entries.last().map_or(0, |e| e.number);
+    let mut unindexed: Vec<u64> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|&n| n > last)
+        .collect();
+    unindexed.sort_unstable();
+    for number in unindexed {
+        let octets = fs::read(dir.join(number.to_string()))?;
         append_overview(
             &mut group,
             &Overview::of_article(number, &octets),
             now_secs(),
         )?;
-        group.high = number;
+        group.overview.sync_data()?;
+        group.high = group.high.max(number);
     }
     Ok(group)
 }
@@ -271,21 +351,25 @@ fn overview_line(overview: &Overview, arrived: u64) -> String {
 fn append_overview(group: &mut Group, overview: &Overview, arrived: u64) -> Result<()> {
     let line = overview_line(overview, arrived);
     let offset = group.overview_len;
-    let written = (&*group.overview)
-        .write_all(line.as_bytes())
-        .and_then(|_| group.overview.sync_data());
+    let written = (&*group.overview).write_all(line.as_bytes());
     if let Err(e) = written {
         group.overview_len = group.overview.metadata().map_or(offset, |m| m.len());
         return Err(e.into());
     }
     group.overview_len += line.len() as u64;
-    group.entries.push(Entry {
-        number: overview.number,
-        arrived,
-        id: Arc::from(overview.message_id()),
-        offset,
-        len: line.len() as u32,
-    });
+    let at = group
+        .entries
+        .partition_point(|e| e.number < overview.number);
+    group.entries.insert(
+        at,
+        Entry {
+            number: overview.number,
+            arrived,
+            id: Arc::from(overview.message_id()),
+            offset,
+            len: line.len() as u32,
+        },
+    );
     Ok(())
 }
 
@@ -398,75 +482,37 @@ impl NewsRepository for FileNewsRepository {
     }
 
     fn post(&self, article: &NewArticle) -> Result<Vec<(String, u64)>> {
-        let mut state = self.state();
-        if state.ids.contains_key(article.message_id.as_str()) {
-            return Err(StoreError::AlreadyExists(article.message_id.clone()));
-        }
-        let mut targets: Vec<(String, u64)> = Vec::new();
-        for name in &article.groups {
-            if let Some(g) = state.groups.get(name) {
-                if !targets.iter().any(|(t, _)| t == name) {
-                    targets.push((name.clone(), g.high + 1));
+        let id = article.message_id.as_str();
+        let (targets, dirs) = {
+            let mut state = self.state();
+            if state.ids.contains_key(id) || state.posting.contains(id) {
+                return Err(StoreError::AlreadyExists(id.to_string()));
+            }
+            let mut targets: Vec<(String, u64)> = Vec::new();
+            let mut dirs = Vec::new();
+            for name in &article.groups {
+                if targets.iter().any(|(t, _)| t == name) {
+                    continue;
+                }
+                if let Some(g) = state.groups.get_mut(name) {
+                    // Taken now, whatever happens next: numbers are never given twice.
+                    g.high += 1;
+                    targets.push((name.clone(), g.high));
+                    dirs.push(g.dir.clone());
                 }
             }
-        }
-        if targets.is_empty() {
-            return Err(StoreError::NotFound(format!(
-                "newsgroups {}",
-                article.groups.join(",")
-            )));
-        }
-        let mut xref = format!("Xref: {}", self.xref_host);
-        for (g, n) in &targets {
-            xref.push_str(&format!(" {g}:{n}"));
-        }
-        xref.push_str("\r\n");
-        let head = header_section(&article.octets).len();
-        let mut octets = Vec::with_capacity(article.octets.len() + xref.len());
-        octets.extend_from_slice(&article.octets[..head]);
-        octets.extend_from_slice(xref.as_bytes());
-        octets.extend_from_slice(&article.octets[head..]);
-
-        let tmp = self.tmp.join(format!("news.{}.tmp", unique_suffix()));
-        let written = File::create(&tmp).and_then(|mut f| {
-            f.write_all(&octets)?;
-            f.sync_all()
-        });
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e.into());
-        }
-        // From the rename on, the numbers are taken whatever happens next.
-        for (g, n) in &targets {
-            if let Some(group) = state.groups.get_mut(g) {
-                group.high = *n;
+            if targets.is_empty() {
+                return Err(StoreError::NotFound(format!(
+                    "newsgroups {}",
+                    article.groups.join(",")
+                )));
             }
-        }
-        let dirs: Vec<PathBuf> = targets
-            .iter()
-            .map(|(g, _)| state.groups[g].dir.clone())
-            .collect();
-        let first = dirs[0].join(targets[0].1.to_string());
-        if let Err(e) = fs::rename(&tmp, &first) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e.into());
-        }
-        for (dir, (_, n)) in dirs.iter().zip(&targets).skip(1) {
-            fs::hard_link(&first, dir.join(n.to_string()))?;
-        }
-        for dir in &dirs {
-            sync_dir(dir)?;
-        }
-        let arrived = now_secs();
-        for (g, n) in &targets {
-            let overview = Overview::of_article(*n, &octets);
-            let group = state.groups.get_mut(g).expect("targets exist");
-            append_overview(group, &overview, arrived)?;
-        }
-        state
-            .ids
-            .insert(Arc::from(article.message_id.as_str()), targets.clone());
-        Ok(targets)
+            state.posting.insert(id.to_string());
+            (targets, dirs)
+        };
+        let stored = self.store_article(article, &targets, &dirs);
+        self.state().posting.remove(id);
+        stored.map(|()| targets)
     }
 
     fn article(&self, group: &str, number: u64) -> Result<Option<Article>> {
@@ -523,12 +569,15 @@ impl NewsRepository for FileNewsRepository {
             if start >= end {
                 return Ok(Vec::new());
             }
-            let (first, last) = (&g.entries[start], &g.entries[end - 1]);
-            (
-                g.overview.clone(),
-                first.offset,
-                last.offset + u64::from(last.len),
-            )
+            // Lines of parallel posts may be out of number order in the file.
+            let slice = &g.entries[start..end];
+            let from = slice.iter().map(|e| e.offset).min().unwrap_or(0);
+            let to = slice
+                .iter()
+                .map(|e| e.offset + u64::from(e.len))
+                .max()
+                .unwrap_or(0);
+            (g.overview.clone(), from, to)
         };
         let mut span = vec![0; (to - from) as usize];
         file.read_exact_at(&mut span, from)?;
@@ -545,6 +594,8 @@ impl NewsRepository for FileNewsRepository {
             let fields: Vec<String> = parts.skip(1).map(str::to_string).collect();
             out.push(Overview { number, fields });
         }
+        out.sort_by_key(|o| o.number);
+        out.dedup_by_key(|o| o.number);
         Ok(out)
     }
 
@@ -590,7 +641,7 @@ impl NewsRepository for FileNewsRepository {
     fn expire(&self, group: &str, before: SystemTime) -> Result<u64> {
         let before = secs(before);
         let mut state = self.state();
-        let State { groups, ids } = &mut *state;
+        let State { groups, ids, .. } = &mut *state;
         let Some(g) = groups.get_mut(group) else {
             return Ok(0);
         };
@@ -634,6 +685,70 @@ mod tests {
             std::sync::Arc::new(Blocking::new(open(&path))) as Arc<dyn crate::NewsRepository>
         })
         .await;
+    }
+
+    #[test]
+    fn parallel_posts_get_distinct_numbers_that_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let repo = Arc::new(open(dir.path()));
+            repo.create_group("a").unwrap();
+            repo.create_group("b").unwrap();
+            let threads: Vec<_> = (0..8)
+                .map(|t| {
+                    let repo = repo.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..25 {
+                            let id = format!("<{t}.{i}@x>");
+                            let groups = if i % 2 == 0 {
+                                vec!["a".into(), "b".into()]
+                            } else {
+                                vec!["a".into()]
+                            };
+                            repo.post(&NewArticle {
+                                message_id: id.clone(),
+                                groups,
+                                octets: format!("Subject: {id}\r\nMessage-ID: {id}\r\n\r\nb\r\n")
+                                    .into_bytes(),
+                            })
+                            .unwrap();
+                            // The same Message-ID again, at once: refused.
+                            assert!(matches!(
+                                repo.post(&NewArticle {
+                                    message_id: id.clone(),
+                                    groups: vec!["a".into()],
+                                    octets: b"x\r\n\r\n".to_vec()
+                                }),
+                                Err(StoreError::AlreadyExists(_))
+                            ));
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
+
+        let repo = open(dir.path());
+        // Every sub-range, whatever the order of the lines in the file.
+        for low in 1..=200 {
+            let some = repo.overview("a", low, low + 7).unwrap();
+            let expected: Vec<u64> = (low..=(low + 7).min(200)).collect();
+            assert_eq!(some.iter().map(|o| o.number).collect::<Vec<_>>(), expected);
+        }
+        let a = repo.overview("a", 1, u64::MAX).unwrap();
+        assert_eq!(
+            a.iter().map(|o| o.number).collect::<Vec<_>>(),
+            (1..=200).collect::<Vec<_>>()
+        );
+        assert_eq!(repo.group("b").unwrap().unwrap().count, 104);
+        for o in &a {
+            let article = repo.article("a", o.number).unwrap().unwrap();
+            assert_eq!(article.message_id, o.message_id());
+            let places = repo.locate(o.message_id()).unwrap().unwrap();
+            assert!(places.contains(&("a".to_string(), o.number)));
+        }
     }
 
     #[test]
