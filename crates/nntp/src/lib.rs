@@ -28,6 +28,7 @@ pub mod article;
 pub mod codec;
 pub mod expire;
 pub mod gateway;
+mod query;
 pub mod reply;
 pub mod server;
 pub mod session;

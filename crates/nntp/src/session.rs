@@ -11,15 +11,15 @@
 //! *What kind of input comes next* (`Mode`: command lines, an article after POST/IHAVE, or
 //! nothing while the driver works) is kept apart from *the reading state* (the selected group
 //! and current article, the login), and which command is allowed when is decided in one
-//! place, `Session::gate`. The reply formats of the multi-line answers are in
-//! [`crate::answers`].
+//! place, `Session::gate`. The reply formats of the multi-line answers are in the private
+//! `answers` module, and the handling of the repository's answers in `session/answer.rs`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use mailroom_config::Secret;
 use mailroom_net::dot::DotDecoder;
-use mailroom_store::{Arrival, Article, GroupInfo, NewArticle, Overview};
+use mailroom_store::GroupInfo;
 
 use crate::article::{self, Injection};
 use crate::codec::{
@@ -28,6 +28,10 @@ use crate::codec::{
 use crate::reply::status;
 use crate::wildmat::Wildmat;
 use crate::{answers, time, NntpSettings};
+
+pub use crate::query::{Answer, PostFailure, Query};
+
+mod answer;
 
 /// Pending replies past which [`Session::ingest`] stops and lets the driver write.
 pub const REPLY_BATCH: usize = 128 * 1024;
@@ -51,101 +55,6 @@ pub enum Outcome {
     },
     /// The session is over: write what is pending and close.
     Close,
-}
-
-/// A question for the news repository (each maps to one call of
-/// [`mailroom_store::NewsRepository`], except `Headers`: the numbers, then each article).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Query {
-    /// Every group → [`Answer::Groups`].
-    Groups,
-    /// One group → [`Answer::Group`].
-    Group(String),
-    /// Article numbers → [`Answer::Numbers`].
-    Numbers {
-        /// The group.
-        group: String,
-        /// Lowest.
-        low: u64,
-        /// Highest.
-        high: u64,
-    },
-    /// One article → [`Answer::Article`].
-    Article {
-        /// The group.
-        group: String,
-        /// Its number.
-        number: u64,
-    },
-    /// One article by Message-ID → [`Answer::Article`].
-    ArticleById(String),
-    /// Where an article is → [`Answer::Located`].
-    Locate(String),
-    /// Overview lines → [`Answer::Overview`].
-    Overview {
-        /// The group.
-        group: String,
-        /// Lowest.
-        low: u64,
-        /// Highest.
-        high: u64,
-    },
-    /// A header the overview lacks, read from each article of a range (one at a time) →
-    /// [`Answer::Headers`]; see [`crate::answers::header_value`].
-    Headers {
-        /// The group.
-        group: String,
-        /// Lowest.
-        low: u64,
-        /// Highest.
-        high: u64,
-        /// The header name.
-        field: String,
-    },
-    /// Articles that arrived since → [`Answer::Arrivals`].
-    Arrivals(SystemTime),
-    /// Store an article → [`Answer::Posted`].
-    Post(NewArticle),
-    /// Remove an article from every group → [`Answer::Cancelled`].
-    Cancel(String),
-}
-
-/// The repository's answer to a [`Query`].
-#[derive(Debug)]
-pub enum Answer {
-    /// Every group.
-    Groups(Vec<GroupInfo>),
-    /// One group, if it exists.
-    Group(Option<GroupInfo>),
-    /// Article numbers.
-    Numbers(Vec<u64>),
-    /// One article, if it exists.
-    Article(Option<Article>),
-    /// Where an article is.
-    Located(Option<Vec<(String, u64)>>),
-    /// Overview lines.
-    Overview(Vec<Overview>),
-    /// (number, value) of a header, for each article of a range.
-    Headers(Vec<(u64, String)>),
-    /// Arrivals.
-    Arrivals(Vec<Arrival>),
-    /// The numbers the article got, or why it was not stored.
-    Posted(Result<Vec<(String, u64)>, PostFailure>),
-    /// Whether an article was cancelled.
-    Cancelled(bool),
-    /// The repository failed (403).
-    Failed,
-}
-
-/// Why the repository did not store an article.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PostFailure {
-    /// Its Message-ID is stored already.
-    Duplicate,
-    /// None of its groups exists.
-    NoSuchGroup,
-    /// The repository failed; try later.
-    Temporary,
 }
 
 /// What kind of input comes next.
@@ -831,261 +740,6 @@ impl Session {
                 }
                 Outcome::Continue
             }
-        }
-    }
-
-    /// The answer to the last [`Outcome::Query`]: writes the reply, or asks the next query.
-    pub fn answer(&mut self, answer: Answer, out: &mut Vec<u8>) -> Outcome {
-        let Mode::Await(pending) = std::mem::replace(&mut self.mode, Mode::Command) else {
-            return Outcome::Continue;
-        };
-        if let Answer::Failed = answer {
-            status(out, 403, "internal fault: the news repository failed");
-            return Outcome::Continue;
-        }
-        let posting = !self.settings.read_only;
-        let ask = |session: &mut Session, pending: Pending, query: Query| {
-            session.mode = Mode::Await(pending);
-            Outcome::Query(query)
-        };
-        match (pending, answer) {
-            (Pending::ListActive(w), Answer::Groups(groups)) => {
-                answers::list_active(&groups, w.as_ref(), posting, out)
-            }
-            (Pending::ListTimes(w), Answer::Groups(groups)) => {
-                answers::list_times(&groups, w.as_ref(), &self.settings.article_id_domain, out)
-            }
-            (Pending::ListNewsgroups(w), Answer::Groups(groups)) => {
-                answers::list_newsgroups(&groups, w.as_ref(), out)
-            }
-            (Pending::NewGroups(since), Answer::Groups(groups)) => {
-                let new: Vec<GroupInfo> =
-                    groups.into_iter().filter(|g| g.created >= since).collect();
-                status(out, 231, "list of new newsgroups follows");
-                answers::active_lines(&new, None, posting, out);
-            }
-            (Pending::NewNews(w), Answer::Arrivals(arrivals)) => {
-                answers::new_news(&arrivals, &w, out)
-            }
-            (Pending::Group, Answer::Group(None))
-            | (Pending::ListGroup(_), Answer::Group(None)) => status(out, 411, "no such newsgroup"),
-            (Pending::Group, Answer::Group(Some(info))) => {
-                status(
-                    out,
-                    211,
-                    &format!("{} {} {} {}", info.count, info.low, info.high, info.name),
-                );
-                self.select(info);
-            }
-            (Pending::ListGroup(range), Answer::Group(Some(info))) => {
-                let (low, high) = range.unwrap_or((info.low, info.high));
-                let group = info.name.clone();
-                return ask(
-                    self,
-                    Pending::ListGroupNumbers(info),
-                    Query::Numbers { group, low, high },
-                );
-            }
-            (Pending::ListGroupNumbers(info), Answer::Numbers(numbers)) => {
-                status(
-                    out,
-                    211,
-                    &format!(
-                        "{} {} {} {} list follows",
-                        info.count, info.low, info.high, info.name
-                    ),
-                );
-                for n in numbers {
-                    crate::reply::data_line(out, &n.to_string());
-                }
-                crate::reply::end(out);
-                self.select(info);
-            }
-            (Pending::Step(next), Answer::Numbers(numbers)) => {
-                let found = if next {
-                    numbers.first()
-                } else {
-                    numbers.last()
-                };
-                match found {
-                    None if next => status(out, 421, "no next article in this group"),
-                    None => status(out, 422, "no previous article in this group"),
-                    Some(&number) => {
-                        let group = self.group_name();
-                        return ask(
-                            self,
-                            Pending::StatNumber {
-                                number,
-                                missing: if next { 421 } else { 422 },
-                            },
-                            Query::Overview {
-                                group,
-                                low: number,
-                                high: number,
-                            },
-                        );
-                    }
-                }
-            }
-            (Pending::StatNumber { number, missing }, Answer::Overview(lines)) => {
-                match lines.first() {
-                    Some(o) => {
-                        status(out, 223, &format!("{number} {}", o.message_id()));
-                        self.set_current(number);
-                    }
-                    None => answers::missing(missing, out),
-                }
-            }
-            (Pending::StatId(id), Answer::Located(found)) => match found {
-                Some(_) => status(out, 223, &format!("0 {id}")),
-                None => answers::missing(430, out),
-            },
-            (
-                Pending::Article {
-                    part,
-                    by_id,
-                    missing,
-                },
-                Answer::Article(found),
-            ) => match found {
-                None => answers::missing(missing, out),
-                Some(article) => {
-                    let number = if by_id { 0 } else { article.number };
-                    answers::article(part, number, &article, out);
-                    if !by_id {
-                        self.set_current(article.number);
-                    }
-                }
-            },
-            (Pending::Over { by_id, missing }, Answer::Overview(lines)) => {
-                if lines.is_empty() {
-                    answers::missing(missing, out);
-                } else {
-                    answers::over(&lines, by_id, out);
-                }
-            }
-            (Pending::OverLocated, Answer::Located(found)) => {
-                match found.and_then(|p| p.into_iter().next()) {
-                    None => answers::missing(430, out),
-                    Some((group, n)) => {
-                        return ask(
-                            self,
-                            Pending::Over {
-                                by_id: true,
-                                missing: 430,
-                            },
-                            Query::Overview {
-                                group,
-                                low: n,
-                                high: n,
-                            },
-                        )
-                    }
-                }
-            }
-            (Pending::HdrLocated(request), Answer::Located(found)) => {
-                match found.and_then(|p| p.into_iter().next()) {
-                    None => answers::missing(430, out),
-                    Some((group, n)) => {
-                        let query = if answers::overview_index(&request.field).is_some() {
-                            Query::Overview {
-                                group,
-                                low: n,
-                                high: n,
-                            }
-                        } else {
-                            Query::Headers {
-                                group,
-                                low: n,
-                                high: n,
-                                field: request.field.clone(),
-                            }
-                        };
-                        return ask(self, Pending::Hdr(request), query);
-                    }
-                }
-            }
-            (Pending::Hdr(request), Answer::Overview(lines)) => {
-                let values = answers::overview_values(&request.field, &lines);
-                answers::hdr(&request, values, out);
-            }
-            (Pending::Hdr(request), Answer::Headers(values)) => answers::hdr(&request, values, out),
-            (Pending::IhaveCheck(id), Answer::Located(found)) => match found {
-                Some(_) => status(out, 435, "article not wanted: already have it"),
-                None => {
-                    status(
-                        out,
-                        335,
-                        "send article to be transferred; end with <CR-LF>.<CR-LF>",
-                    );
-                    self.mode = Mode::Article(Box::new(Incoming::new(Some(id))));
-                }
-            },
-            (Pending::Post { ihave }, Answer::Posted(result)) => {
-                answers::posted(ihave, result, out)
-            }
-            (
-                Pending::CancelCheck {
-                    ihave,
-                    target,
-                    from,
-                },
-                Answer::Article(original),
-            ) => {
-                let refuse = if ihave { 437 } else { 441 };
-                match original {
-                    None => status(out, refuse, "cancel: no such article"),
-                    Some(article) => {
-                        let theirs = mailroom_store::news::header_fields(&article.octets)
-                            .into_iter()
-                            .find(|(n, _)| n.eq_ignore_ascii_case("From"))
-                            .map(|(_, v)| article::address_of(&v))
-                            .unwrap_or_default();
-                        if theirs.is_empty() || theirs != article::address_of(&from) {
-                            status(
-                                out,
-                                refuse,
-                                "cancel refused: only the poster may cancel an article",
-                            );
-                        } else {
-                            return ask(self, Pending::Cancel { ihave }, Query::Cancel(target));
-                        }
-                    }
-                }
-            }
-            (Pending::Cancel { ihave }, Answer::Cancelled(done)) => match (done, ihave) {
-                (true, false) => status(out, 240, "article cancelled"),
-                (true, true) => status(out, 235, "cancel transferred"),
-                (false, false) => status(out, 441, "cancel: no such article"),
-                (false, true) => status(out, 437, "cancel: no such article"),
-            },
-            (pending, answer) => {
-                tracing::error!(
-                    ?pending,
-                    ?answer,
-                    "NNTP session: an answer that does not fit"
-                );
-                status(out, 403, "internal fault");
-            }
-        }
-        Outcome::Continue
-    }
-
-    fn group_name(&self) -> String {
-        self.group
-            .as_ref()
-            .map(|g| g.info.name.clone())
-            .unwrap_or_default()
-    }
-
-    fn select(&mut self, info: GroupInfo) {
-        let current = (info.count > 0).then_some(info.low);
-        self.group = Some(Selected { info, current });
-    }
-
-    fn set_current(&mut self, number: u64) {
-        if let Some(g) = &mut self.group {
-            g.current = Some(number);
         }
     }
 }
