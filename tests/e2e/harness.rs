@@ -53,6 +53,8 @@ pub struct Server {
     pub pop3_port: u16,
     /// The RemoteManager port (listening only when the setup enables it).
     pub remote_manager_port: u16,
+    /// The NNTP port (listening only when the setup enables NNTP).
+    pub nntp_port: u16,
     /// Every port the server listens on; [`Server::spawn`] waits for all of them.
     listening: Vec<u16>,
     /// The config file.
@@ -72,6 +74,8 @@ pub struct Setup<'a> {
     /// is enabled when this is set. Start-up waits for its port only when these options name
     /// an `<account>`: without one the console does not start.
     pub remote_manager_handler: Option<&'a str>,
+    /// Extra `<handler>` options of the NNTP server, which is enabled when this is set.
+    pub nntp_handler: Option<&'a str>,
     /// More top-level blocks (`<dnsserver>`...), put at the end of `<config>`.
     pub extra: &'a str,
 }
@@ -83,6 +87,7 @@ impl Default for Setup<'_> {
             smtp_handler: "",
             pop3_handler: None,
             remote_manager_handler: None,
+            nntp_handler: None,
             extra: "",
         }
     }
@@ -108,7 +113,7 @@ fn service_xml(element: &str, port: u16, handler: Option<&str>) -> String {
 
 /// Builds a config.xml with the given processors and SMTP handler options.
 pub fn config_xml(smtp_port: u16, tree: &str, smtp_handler: &str) -> String {
-    let ports = (smtp_port, 0, 0);
+    let ports = (smtp_port, 0, 0, 0);
     config_xml_for(
         ports,
         &Setup {
@@ -119,9 +124,9 @@ pub fn config_xml(smtp_port: u16, tree: &str, smtp_handler: &str) -> String {
     )
 }
 
-/// Builds a config.xml for `setup`, with SMTP, POP3 and RemoteManager on these ports.
+/// Builds a config.xml for `setup`, with SMTP, POP3, RemoteManager and NNTP on these ports.
 pub fn config_xml_for(
-    (smtp_port, pop3_port, remote_manager_port): (u16, u16, u16),
+    (smtp_port, pop3_port, remote_manager_port, nntp_port): (u16, u16, u16, u16),
     setup: &Setup,
 ) -> String {
     let Setup {
@@ -140,6 +145,7 @@ pub fn config_xml_for(
         }
     });
     let pop3 = service_xml("pop3server", pop3_port, pop3_handler.as_deref());
+    let nntp = service_xml("nntpserver", nntp_port, setup.nntp_handler);
     let remote_manager = service_xml(
         "remotemanager",
         remote_manager_port,
@@ -170,7 +176,7 @@ pub fn config_xml_for(
     </handler>
   </smtpserver>
   {pop3}
-  <nntpserver enabled="false"/>
+  {nntp}
   {remote_manager}
   {extra}
 </config>
@@ -196,13 +202,20 @@ impl Server {
     /// Starts a server as `setup` says.
     pub fn start_setup(setup: &Setup) -> Server {
         let home = tempfile::tempdir().unwrap();
-        let (smtp_port, pop3_port, remote_manager_port) = (free_port(), free_port(), free_port());
+        let (smtp_port, pop3_port, remote_manager_port, nntp_port) =
+            (free_port(), free_port(), free_port(), free_port());
         let config = home.path().join("config.xml");
-        let xml = config_xml_for((smtp_port, pop3_port, remote_manager_port), setup);
+        let xml = config_xml_for(
+            (smtp_port, pop3_port, remote_manager_port, nntp_port),
+            setup,
+        );
         std::fs::write(&config, xml).unwrap();
         let mut listening = vec![smtp_port];
         if setup.pop3_handler.is_some() {
             listening.push(pop3_port);
+        }
+        if setup.nntp_handler.is_some() {
+            listening.push(nntp_port);
         }
         if setup
             .remote_manager_handler
@@ -216,6 +229,7 @@ impl Server {
             smtp_port,
             pop3_port,
             remote_manager_port,
+            nntp_port,
             listening,
             config,
         };

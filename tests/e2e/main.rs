@@ -1,7 +1,7 @@
 //! End-to-end tests: the real `mailroom` binary on free loopback ports, driven by real clients
-//! (Python's smtplib and poplib, raw SMTP and POP3 clients, Python sockets for the
+//! (Python's smtplib, poplib and nntplib, raw SMTP and POP3 clients, Python sockets for the
 //! RemoteManager, and Debian's clients in `.ci/run`: swaks, fetchmail, mpop, msmtp, expect +
-//! telnet).
+//! telnet, tin, slrn, sinntp).
 
 mod bounce;
 mod cli;
@@ -12,6 +12,8 @@ mod first_hour;
 mod full_disk;
 mod harness;
 mod interop;
+mod nntp;
+mod nntp_clients;
 mod outcome_log;
 mod pop3;
 mod processor_tree;

@@ -1105,6 +1105,11 @@ fn the_embedded_default_relays_remote_mail_from_loopback() {
     );
     xml = replace(
         xml,
+        "<port>1119</port>",
+        &format!("<port>{}</port>", crate::harness::free_port()),
+    );
+    xml = replace(
+        xml,
         "<maxRetries>25</maxRetries>",
         &format!("<maxRetries>25</maxRetries><mxPort>{}</mxPort>", sink.port),
     );

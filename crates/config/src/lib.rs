@@ -49,7 +49,7 @@ pub use services::{
 };
 pub use spoolmanager::{split_matcher, MailetConfig, ProcessorConfig, SpoolManager};
 pub use stores::{
-    DataSource, MailstoreEntry, NntpRepository, RepositoryType, UsersRepository,
+    DataSource, ExpireRule, MailstoreEntry, NntpRepository, RepositoryType, UsersRepository,
     UsersRepositoryKind,
 };
 pub use url::RepositoryUrl;

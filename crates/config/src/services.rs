@@ -156,6 +156,11 @@ pub struct NntpServer {
     pub common: ServiceCommon,
     /// `<authRequired>` (default false): AUTHINFO needed before reading or posting.
     pub auth_required: bool,
+    /// `<requireTLSForAuth>` (default true): AUTHINFO only over TLS.
+    pub require_tls_for_auth: bool,
+    /// `<maxArticleSize>` in KiB (Mailroom's own; default 1024, 0 = unlimited): larger
+    /// articles are refused.
+    pub max_article_size_kib: u64,
 }
 
 /// One `<remotemanager>` block.
@@ -567,17 +572,22 @@ pub(crate) fn pop3(ctx: &mut Ctx, el: &Element, first_servername: &str) -> Pop3S
 pub(crate) fn nntp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> NntpServer {
     ctx.warn_unknown(el, BLOCK_KNOWN);
     let common = common(ctx, el, &NNTP, first_servername);
-    let auth_required = match handler_of(el) {
-        Some(h) => {
-            ctx.warn_unknown(h, &known(&["authRequired"]));
-            ctx.bool_child(h, "authRequired", false)
-        }
-        None => false,
-    };
-    NntpServer {
+    let mut s = NntpServer {
         common,
-        auth_required,
+        auth_required: false,
+        require_tls_for_auth: true,
+        max_article_size_kib: 1024,
+    };
+    if let Some(h) = handler_of(el) {
+        ctx.warn_unknown(
+            h,
+            &known(&["authRequired", "requireTLSForAuth", "maxArticleSize"]),
+        );
+        s.auth_required = ctx.bool_child(h, "authRequired", false);
+        s.require_tls_for_auth = ctx.bool_child(h, "requireTLSForAuth", true);
+        s.max_article_size_kib = ctx.num_child(h, "maxArticleSize", 0u64, u64::MAX / 1024, 1024);
     }
+    s
 }
 
 pub(crate) fn remote_manager(ctx: &mut Ctx, el: &Element, first_servername: &str) -> RemoteManager {

@@ -106,6 +106,21 @@ pub struct NntpRepository {
     pub spool_path: PathBuf,
     /// `<spool><configuration><threadCount>` (default 1).
     pub spool_threads: u32,
+    /// `<expire><group pattern="wildmat" days="n"/>...</expire>` (Mailroom's own): articles of
+    /// the groups a pattern matches are removed `days` after they arrived; the first matching
+    /// rule applies, and groups no rule matches keep their articles.
+    pub expire: Vec<ExpireRule>,
+    /// `<expire interval="seconds">` (default 3600): how often expiry runs.
+    pub expire_interval_secs: u64,
+}
+
+/// One `<expire><group pattern= days=/>` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpireRule {
+    /// A wildmat over group names (checked when the server starts).
+    pub pattern: String,
+    /// Days an article is kept after it arrived.
+    pub days: u32,
 }
 
 impl NntpRepository {
@@ -122,6 +137,8 @@ impl NntpRepository {
             newsgroups_only: false,
             spool_path: p("file://var/nntp/spool"),
             spool_threads: 1,
+            expire: Vec::new(),
+            expire_interval_secs: 3600,
         }
     }
 }
@@ -358,6 +375,7 @@ pub(crate) fn nntp_repository(ctx: &mut Ctx, el: &Element, domain: &str) -> Nntp
             "articleIDDomainSuffix",
             "newsgroups",
             "spool",
+            "expire",
         ],
     );
     let d = NntpRepository::defaults(&ctx.home, domain);
@@ -392,6 +410,30 @@ pub(crate) fn nntp_repository(ctx: &mut Ctx, el: &Element, domain: &str) -> Nntp
     {
         r.spool_path = ctx.path_child(conf, "spoolPath", "file://var/nntp/spool");
         r.spool_threads = ctx.num_child(conf, "threadCount", 0u32, 1024, 1);
+    }
+    if let Some(expire) = ctx.single(el, "expire") {
+        r.expire_interval_secs = ctx.num_attr(expire, "interval", 60u64, 86_400 * 7, 3600);
+        for g in &expire.children {
+            if g.name != "group" {
+                ctx.err(
+                    g,
+                    format!(
+                        "<{}> is not allowed in <expire>; only <group pattern= days=>",
+                        g.name
+                    ),
+                );
+                continue;
+            }
+            let Some(pattern) = ctx.required_attr(g, "pattern") else {
+                continue;
+            };
+            let days = ctx.num_attr(g, "days", 1u32, 100_000, 0);
+            if days > 0 {
+                r.expire.push(ExpireRule { pattern, days });
+            } else if g.attr("days").is_none() {
+                ctx.err(g, "<group> in <expire> needs days=\"n\"".to_string());
+            }
+        }
     }
     r
 }

@@ -717,3 +717,26 @@ fn fetch_ports_properties_and_providers() {
     let e = parse(&fetch_config("<port>0</port>")).unwrap_err();
     assert!(e.to_string().contains("<port>"), "{e}");
 }
+
+#[test]
+fn nntp_handler_and_expire_rules() {
+    let c = parse(&format!(
+        r#"<config>{SPOOL}<nntpserver><handler><authRequired>true</authRequired><requireTLSForAuth>false</requireTLSForAuth><maxArticleSize>64</maxArticleSize></handler></nntpserver>
+<nntp-repository><expire interval="600"><group pattern="comp.*" days="30"/><group pattern="*" days="365"/></expire></nntp-repository></config>"#
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let n = &c.nntp[0];
+    assert!(n.auth_required && !n.require_tls_for_auth);
+    assert_eq!(n.max_article_size_kib, 64);
+    let r = &c.nntp_repository;
+    assert_eq!(r.expire_interval_secs, 600);
+    assert_eq!(r.expire.len(), 2);
+    assert_eq!(
+        (r.expire[0].pattern.as_str(), r.expire[0].days),
+        ("comp.*", 30)
+    );
+    let errs = errors(&format!(
+        r#"<config>{SPOOL}<nntp-repository><expire><group pattern="x"/><rule/><group days="3"/></expire></nntp-repository></config>"#
+    ));
+    assert_eq!(errs.len(), 3, "{errs:?}");
+}

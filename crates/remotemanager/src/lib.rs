@@ -20,12 +20,14 @@ use std::time::Duration;
 
 use mailroom_config::Secret;
 use mailroom_store::{
-    MailRepository, MappingsRepository, SpoolRepository, StoreError, UsersRepository,
+    MailRepository, MappingsRepository, NewsRepository, SpoolRepository, StoreError,
+    UsersRepository,
 };
 
 mod commands;
 mod mappings;
 mod memory;
+mod news;
 pub mod server;
 pub mod session;
 mod spool;
@@ -88,6 +90,8 @@ pub struct Console {
     pub open_repository: RepositoryOpener,
     /// The virtual user tables.
     pub mappings: Arc<dyn MappingsRepository>,
+    /// The news repository (`addgroup`, `delgroup`, `listgroups`), when NNTP is configured.
+    pub news: Option<Arc<dyn NewsRepository>>,
     /// Stops the whole server, as SIGTERM does (the `shutdown` command).
     pub request_shutdown: Arc<dyn Fn() + Send + Sync>,
     /// Reads the TLS certificates and keys again, as SIGHUP does (the `reloadtls` command);

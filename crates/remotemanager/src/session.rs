@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mailroom_store::password::constant_time_eq;
 
-use crate::{commands, mappings, memory, spool, Console, RemoteManagerSettings};
+use crate::{commands, mappings, memory, news, spool, Console, RemoteManagerSettings};
 
 /// What the driver does after a line.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -176,6 +176,9 @@ impl Session {
             "REMOVEMAPPING" => mappings::remove(&*console.mappings, argument, &mut out).await,
             "LISTMAPPING" => mappings::list(&*console.mappings, argument, &mut out).await,
             "LISTALLMAPPINGS" => mappings::list_all(&*console.mappings, argument, &mut out).await,
+            "ADDGROUP" => news::add(console.news.as_deref(), argument, &mut out).await,
+            "DELGROUP" => news::delete(console.news.as_deref(), argument, &mut out).await,
+            "LISTGROUPS" => news::list(console.news.as_deref(), &mut out).await,
             "MEMSTAT" => memory::memstat(argument, &mut out),
             "RELOADTLS" => {
                 tracing::info!(admin = ?self.administrator(), "TLS reload requested on the RemoteManager");
@@ -277,6 +280,15 @@ const HELP: &[(&str, &str)] = &[
         "deletespool [spoolrepositoryname] ([key=mKey] | [header=name] [regex=value])",
         "delete the error mails ([state=s|all] for others)",
     ),
+    ("addgroup [newsgroup]", "create a newsgroup"),
+    (
+        "delgroup [newsgroup]",
+        "delete a newsgroup and its articles",
+    ),
+    (
+        "listgroups",
+        "list the newsgroups with their article numbers",
+    ),
     (
         "memstat ([-gc])",
         "shows memory usage; -gc returns freed memory to the system first",
@@ -338,6 +350,14 @@ mod tests {
             mappings: Arc::new(Blocking::new(
                 FileMappingsRepository::open(&dir.path().join("virtual")).unwrap(),
             )),
+            news: Some(Arc::new(Blocking::new(
+                mailroom_store::file::FileNewsRepository::open(
+                    &dir.path().join("news"),
+                    &dir.path().join("news-tmp"),
+                    "localhost",
+                )
+                .unwrap(),
+            ))),
             request_shutdown: Arc::new(move || flag.store(true, Ordering::SeqCst)),
             reload_tls: Arc::new(|| vec!["Reloaded cert.pem (SHA-256 AB:CD)".to_string()]),
         };
@@ -415,6 +435,37 @@ mod tests {
             "Password for bob reset\r\n"
         );
         assert!(f.users.verify_password("bob", "a b").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn newsgroups_are_added_listed_and_deleted() {
+        let mut f = logged_in(false).await;
+        let mut say = async |line: &str| f.session.line(line).await.output;
+        assert_eq!(
+            say("addgroup comp.test").await,
+            "Newsgroup comp.test added\r\n"
+        );
+        assert_eq!(
+            say("addgroup comp.test").await,
+            "Newsgroup comp.test already exists\r\n"
+        );
+        assert!(say("addgroup ../etc")
+            .await
+            .starts_with("Error adding newsgroup ../etc: not a valid"));
+        assert_eq!(say("addgroup").await, "Usage: addgroup [newsgroup]\r\n");
+        assert_eq!(
+            say("listgroups").await,
+            "Existing newsgroups: 1\r\ncomp.test articles=0 low=1 high=0\r\n"
+        );
+        assert_eq!(
+            say("delgroup comp.test").await,
+            "Newsgroup comp.test deleted\r\n"
+        );
+        assert_eq!(
+            say("delgroup comp.test").await,
+            "Newsgroup comp.test does not exist\r\n"
+        );
+        assert_eq!(say("listgroups").await, "Existing newsgroups: 0\r\n");
     }
 
     #[tokio::test]

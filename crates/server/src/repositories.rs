@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Result};
 use mailroom_config::{Config, RepositoryUrl};
 use mailroom_store::file::{
-    FileMailRepository, FileMappingsRepository, FileUsersRepository, LogSpool, Maildir,
+    FileMailRepository, FileMappingsRepository, FileNewsRepository, FileUsersRepository, LogSpool,
+    Maildir,
 };
 use mailroom_store::{
-    Blocking, InboxRepository, MailRepository, MappingsRepository, SpoolRepository, StoreError,
-    UsersRepository,
+    Blocking, InboxRepository, MailRepository, MappingsRepository, NewsRepository, SpoolRepository,
+    StoreError, UsersRepository,
 };
 
 /// The name of the server's own users repository in `<users-store>`.
@@ -61,6 +62,26 @@ pub fn all_users(
 pub fn mappings(config: &Config) -> Result<Arc<dyn MappingsRepository>> {
     let dir = config.home.join("var/virtual");
     Ok(Arc::new(Blocking::new(FileMappingsRepository::open(&dir)?)))
+}
+
+/// The news repository of `<nntp-repository>` (groups under `<rootPath>`, temporary files in
+/// `<tempPath>`), with the groups of `<newsgroups>` created; `None` when no NNTP server is
+/// enabled. `xref_host` names this server in `Xref:` headers.
+pub fn news(config: &Config, xref_host: &str) -> Result<Option<Arc<dyn NewsRepository>>> {
+    if !config.nntp.iter().any(|s| s.common.enabled) {
+        return Ok(None);
+    }
+    let r = &config.nntp_repository;
+    let repo = FileNewsRepository::open(&r.root_path, &r.temp_path, xref_host)
+        .map_err(|e| anyhow!("<nntp-repository> {}: {e}", r.root_path.display()))?;
+    for group in &r.newsgroups {
+        match mailroom_store::blocking::NewsRepository::create_group(&repo, group) {
+            Ok(true) => tracing::info!(%group, "newsgroup created"),
+            Ok(false) => {}
+            Err(e) => bail!("<nntp-repository><newsgroups>: {group}: {e}"),
+        }
+    }
+    Ok(Some(Arc::new(Blocking::new(repo))))
 }
 
 /// The inbox repository (`<inboxRepository>`).

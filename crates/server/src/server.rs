@@ -9,13 +9,16 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use mailroom_config::{
-    AuthRequired, Config, ConfigError, Pop3Server, RemoteManager, ServiceCommon, SmtpServer,
+    AuthRequired, Config, ConfigError, NntpServer, Pop3Server, RemoteManager, ServiceCommon,
+    SmtpServer,
 };
 use mailroom_delivery::RemoteDeliveries;
 use mailroom_dns::{BlockingResolver, Resolver, ResolverSettings};
 use mailroom_mailet::MailAddress;
 use mailroom_net::throttle::AuthThrottle;
 use mailroom_net::{Listener, Shutdown};
+use mailroom_nntp::gateway::NewsGateway;
+use mailroom_nntp::{NntpSettings, NntpStore};
 use mailroom_pop3::server::Pop3Store;
 use mailroom_pop3::Pop3Settings;
 use mailroom_remotemanager::{Console, Opened, RemoteManagerSettings};
@@ -23,7 +26,7 @@ use mailroom_smtp::{AuthPolicy, Authenticator, RecipientCheck, SmtpSettings};
 use mailroom_spool::{
     ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
 };
-use mailroom_store::{SpoolRepository, StoreError, VerifiedLogins};
+use mailroom_store::{NewsRepository, SpoolRepository, StoreError, VerifiedLogins};
 use tokio::sync::Notify;
 
 use crate::cli::Cli;
@@ -41,10 +44,15 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
 }
 
 /// Builds the processor tree, reporting unknown names and bad parameters at file:line.
-/// `deliveries` serves its RemoteDelivery mailets.
-fn build_tree(config: &Config, deliveries: &Arc<RemoteDeliveries>) -> Result<ProcessorTree> {
+/// `deliveries` serves its RemoteDelivery mailets, `news` its ToNewsgroup mailets.
+fn build_tree(
+    config: &Config,
+    deliveries: &Arc<RemoteDeliveries>,
+    news: &Arc<NewsGateway>,
+) -> Result<ProcessorTree> {
     let mut registry = Registry::standard();
     mailroom_delivery::register(&mut registry, deliveries);
+    mailroom_nntp::gateway::register(&mut registry, news);
     ProcessorTree::build(
         &config.spool_manager,
         &registry,
@@ -64,7 +72,12 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
         None => Config::embedded_default(home),
     };
     let config = loaded.map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
-    build_tree(&config, &RemoteDeliveries::new(&helo_name(&config), None))?;
+    let gateway = NewsGateway::new(&nntp_host(&config), "localhost", None);
+    build_tree(
+        &config,
+        &RemoteDeliveries::new(&helo_name(&config), None),
+        &gateway,
+    )?;
     println!("{}: configuration is valid", config.source.display());
     Ok(())
 }
@@ -78,7 +91,13 @@ pub fn run(cli: &Cli) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     let deliveries = RemoteDeliveries::new(&helo_name(&config), Some(runtime.handle().clone()));
-    let tree = build_tree(&config, &deliveries)?;
+    let gateway = NewsGateway::new(
+        &nntp_host(&config),
+        &config.nntp_repository.article_id_domain_suffix,
+        Some(runtime.handle().clone()),
+    );
+    let tree = build_tree(&config, &deliveries, &gateway)?;
+    let expiry_rules = expiry_rules(&config)?;
     tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
     // Signals are caught before the first port is bound: once one is, a client (or a test)
     // may think the server up and stop it, and a SIGTERM must then stop it cleanly. Then the
@@ -102,14 +121,21 @@ pub fn run(cli: &Cli) -> Result<()> {
     let mail_repositories = Arc::new(repositories::MailRepositories::new(&config)?);
     let users = repositories::users(&config)?;
     let inbox = repositories::inbox(&config)?;
-    // One login cache for POP3 and SMTP AUTH: a password checked by one is not checked with
-    // argon2 again by the other.
+    // One login cache for POP3, NNTP and SMTP AUTH: a password checked by one is not checked
+    // with argon2 again by another.
     let logins = Arc::new(VerifiedLogins::new(
         users.clone(),
         LOGIN_CACHE_TTL,
         LOGIN_CACHE_ENTRIES,
     ));
     let pop3_store = Arc::new(Pop3Store::new(logins.clone(), inbox.clone()));
+    let news = repositories::news(&config, &nntp_host(&config))?;
+    if let Some(news) = &news {
+        gateway.open(news.clone());
+    }
+    let nntp_store = news
+        .clone()
+        .map(|news| Arc::new(NntpStore::new(logins.clone(), news)));
     let opener = mail_repositories.clone();
     let mappings = repositories::mappings(&config)?;
     let recipients = LocalRecipients::new(&config, users.clone(), mappings.clone());
@@ -166,6 +192,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         spool: spool.clone(),
         open_repository: admin_opener(admin, spool.clone(), outgoing, mail_repositories),
         mappings,
+        news: news.clone(),
         request_shutdown: {
             let stop = stop.clone();
             Arc::new(move || stop.notify_one())
@@ -188,10 +215,13 @@ pub fn run(cli: &Cli) -> Result<()> {
         spool.clone(),
         (server_name, &postmaster),
     );
+    let expiry = news.clone().map(|news| (news, expiry_rules.clone()));
     let services = Services {
         fetchmail,
         spool,
         pop3_store,
+        nntp_store,
+        expiry,
         console,
         control,
         recipients,
@@ -267,7 +297,6 @@ fn admin_opener(
 /// Binds every enabled listener, in the order [`serve`] takes them.
 fn bind_all(config: &Config) -> Result<Vec<Listener>> {
     // Said before any port is bound: once one is, a client (or a test) may look at the log.
-    not_yet_served(config);
     for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
         if let Some(why) = console_refused(manager) {
             tracing::warn!(
@@ -282,6 +311,9 @@ fn bind_all(config: &Config) -> Result<Vec<Listener>> {
     }
     for pop3 in config.pop3.iter().filter(|s| s.common.enabled) {
         listeners.push(bind(&pop3.common, "POP3")?);
+    }
+    for nntp in config.nntp.iter().filter(|s| s.common.enabled) {
+        listeners.push(bind(&nntp.common, "NNTP")?);
     }
     for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
         if console_refused(manager).is_none() {
@@ -321,6 +353,10 @@ struct Services {
     fetchmail: Option<mailroom_fetchmail::FetchMail>,
     spool: Arc<dyn SpoolRepository>,
     pop3_store: Arc<Pop3Store>,
+    /// The news and logins of the NNTP listeners (`None` when none is enabled).
+    nntp_store: Option<Arc<NntpStore>>,
+    /// The news repository and its expiry rules, for the expiry task.
+    expiry: Option<(Arc<dyn NewsRepository>, Vec<mailroom_nntp::expire::Rule>)>,
     console: Arc<Console>,
     /// The queue's control socket, when it could be bound.
     control: Option<(tokio::net::UnixListener, Arc<crate::queue::Repos>)>,
@@ -355,6 +391,8 @@ async fn serve(
         fetchmail,
         spool,
         pop3_store,
+        nntp_store,
+        expiry,
         console,
         control,
         recipients,
@@ -414,6 +452,31 @@ async fn serve(
             shutdown.watch(),
         )));
     }
+    if let Some((news, rules)) = expiry {
+        let interval = Duration::from_secs(config.nntp_repository.expire_interval_secs);
+        tasks.push(tokio::spawn(mailroom_nntp::expire::run(
+            news,
+            rules,
+            interval,
+            shutdown.watch(),
+        )));
+    }
+    for nntp in config.nntp.iter().filter(|s| s.common.enabled) {
+        let listener = next_listener();
+        let Some(store) = nntp_store.clone() else {
+            continue;
+        };
+        if nntp.require_tls_for_auth {
+            tracing::info!(addr = %shown(&listener), "requireTLSForAuth: STARTTLS is not available \
+                for NNTP in this build yet; AUTHINFO is allowed in plain text until it is");
+        }
+        tasks.push(tokio::spawn(mailroom_nntp::serve(
+            listener,
+            Arc::new(nntp_settings(config, nntp)),
+            store,
+            shutdown.watch(),
+        )));
+    }
     for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
         if console_refused(manager).is_some() {
             // Said by bind_all.
@@ -457,16 +520,6 @@ fn shown(listener: &Listener) -> String {
     listener
         .local_addr()
         .map_or_else(|e| format!("unknown ({e})"), |a| a.to_string())
-}
-
-/// Logs one warning for each configured service this build does not serve yet, so that an
-/// administrator does not wait for it.
-fn not_yet_served(config: &Config) {
-    if config.nntp.iter().any(|s| s.common.enabled) {
-        tracing::warn!(
-            "NNTP (<nntpserver>) is configured but not part of this build yet; not started"
-        );
-    }
 }
 
 /// The FetchMail tasks of `<fetchmail enabled="true">` (their UIDL records in
@@ -570,6 +623,57 @@ fn pop3_settings(pop3: &Pop3Server) -> Pop3Settings {
         enable_apop: pop3.enable_apop,
         plaintext_auth: !pop3.require_tls_for_auth,
         ..Pop3Settings::default()
+    }
+}
+
+/// The `<expire>` rules of `<nntp-repository>`, their patterns checked.
+fn expiry_rules(config: &Config) -> Result<Vec<mailroom_nntp::expire::Rule>> {
+    config
+        .nntp_repository
+        .expire
+        .iter()
+        .map(|rule| {
+            let pattern = mailroom_nntp::wildmat::Wildmat::parse(&rule.pattern).map_err(|_| {
+                anyhow!(
+                    "<nntp-repository><expire>: pattern {:?} is not a valid wildmat",
+                    rule.pattern
+                )
+            })?;
+            Ok(mailroom_nntp::expire::Rule {
+                pattern,
+                keep: Duration::from_secs(u64::from(rule.days) * 86_400),
+            })
+        })
+        .collect()
+}
+
+/// The name of this news server in `Path:` and `Xref:`: the first enabled NNTP server's
+/// `<helloName>`, else the article-ID domain.
+fn nntp_host(config: &Config) -> String {
+    config
+        .nntp
+        .iter()
+        .find(|s| s.common.enabled)
+        .map(|s| s.common.hello_name.clone())
+        .unwrap_or_else(|| config.nntp_repository.article_id_domain_suffix.clone())
+}
+
+/// The NNTP listener settings of one `<nntpserver>` block and the `<nntp-repository>`.
+fn nntp_settings(config: &Config, nntp: &NntpServer) -> NntpSettings {
+    NntpSettings {
+        hello_name: nntp.common.hello_name.clone(),
+        article_id_domain: config.nntp_repository.article_id_domain_suffix.clone(),
+        connection_timeout: nntp.common.connection_timeout,
+        connection_limit: nntp.common.connection_limit.map(|n| n as usize),
+        read_only: config.nntp_repository.read_only,
+        auth_for_reading: nntp.auth_required,
+        auth_for_posting: nntp.auth_required,
+        // Until STARTTLS exists for NNTP there is no way to satisfy requireTLSForAuth; see
+        // serve().
+        plaintext_auth: true,
+        max_article_size: usize::try_from(nntp.max_article_size_kib.saturating_mul(1024))
+            .unwrap_or(usize::MAX),
+        ..NntpSettings::default()
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::task::JoinHandle;
 
 use crate::mappings::{Source, Target};
+use crate::news::{Arrival, Article, GroupInfo, NewArticle, NewsRepository, Overview};
 use crate::{
     blocking, on_blocking_pool, Delivery, InboxRepository, IncomingMessage, LeaseToken, Leased,
     MailRepository, Mailbox, MailboxMessage, MappingsRepository, MessageStream, Result,
@@ -231,6 +232,72 @@ impl<T: ?Sized + blocking::UsersRepository + 'static> UsersRepository for Blocki
         let (name, old) = (name.to_string(), old.to_string());
         self.run(move |b| b.replace_password_hash(&name, &old, new))
             .await
+    }
+}
+
+#[async_trait]
+impl<T: ?Sized + blocking::NewsRepository + 'static> NewsRepository for Blocking<T> {
+    async fn groups(&self) -> Result<Vec<GroupInfo>> {
+        self.run(|b| b.groups()).await
+    }
+
+    async fn group(&self, name: &str) -> Result<Option<GroupInfo>> {
+        let name = name.to_string();
+        self.run(move |b| b.group(&name)).await
+    }
+
+    async fn create_group(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.run(move |b| b.create_group(&name)).await
+    }
+
+    async fn remove_group(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.run(move |b| b.remove_group(&name)).await
+    }
+
+    async fn post(&self, article: &NewArticle) -> Result<Vec<(String, u64)>> {
+        let article = article.clone();
+        self.run(move |b| b.post(&article)).await
+    }
+
+    async fn article(&self, group: &str, number: u64) -> Result<Option<Article>> {
+        let group = group.to_string();
+        self.run(move |b| b.article(&group, number)).await
+    }
+
+    async fn article_by_id(&self, message_id: &str) -> Result<Option<Article>> {
+        let id = message_id.to_string();
+        self.run(move |b| b.article_by_id(&id)).await
+    }
+
+    async fn locate(&self, message_id: &str) -> Result<Option<Vec<(String, u64)>>> {
+        let id = message_id.to_string();
+        self.run(move |b| b.locate(&id)).await
+    }
+
+    async fn numbers(&self, group: &str, low: u64, high: u64) -> Result<Vec<u64>> {
+        let group = group.to_string();
+        self.run(move |b| b.numbers(&group, low, high)).await
+    }
+
+    async fn overview(&self, group: &str, low: u64, high: u64) -> Result<Vec<Overview>> {
+        let group = group.to_string();
+        self.run(move |b| b.overview(&group, low, high)).await
+    }
+
+    async fn arrived_since(&self, since: SystemTime) -> Result<Vec<Arrival>> {
+        self.run(move |b| b.arrived_since(since)).await
+    }
+
+    async fn remove_article(&self, message_id: &str) -> Result<bool> {
+        let id = message_id.to_string();
+        self.run(move |b| b.remove_article(&id)).await
+    }
+
+    async fn expire(&self, group: &str, before: SystemTime) -> Result<u64> {
+        let group = group.to_string();
+        self.run(move |b| b.expire(&group, before)).await
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use mailroom_mailet::{Envelope, Mail, Message};
 
 use crate::mappings::{Source, Target};
+use crate::news::{Arrival, Article, GroupInfo, NewArticle, Overview};
 use crate::{Delivery, LeaseToken, Leased, MailboxMessage, Result, User};
 
 /// See [`crate::MailRepository`].
@@ -126,4 +127,34 @@ pub trait MappingsRepository: Send + Sync {
     fn get(&self, table: &str, source: &Source) -> Result<Vec<Target>>;
     /// See [`crate::MappingsRepository::all`].
     fn all(&self, table: &str) -> Result<Vec<(Source, Vec<Target>)>>;
+}
+
+/// See [`crate::NewsRepository`].
+pub trait NewsRepository: Send + Sync {
+    /// See [`crate::NewsRepository::groups`].
+    fn groups(&self) -> Result<Vec<GroupInfo>>;
+    /// See [`crate::NewsRepository::group`].
+    fn group(&self, name: &str) -> Result<Option<GroupInfo>>;
+    /// See [`crate::NewsRepository::create_group`].
+    fn create_group(&self, name: &str) -> Result<bool>;
+    /// See [`crate::NewsRepository::remove_group`].
+    fn remove_group(&self, name: &str) -> Result<bool>;
+    /// See [`crate::NewsRepository::post`].
+    fn post(&self, article: &NewArticle) -> Result<Vec<(String, u64)>>;
+    /// See [`crate::NewsRepository::article`].
+    fn article(&self, group: &str, number: u64) -> Result<Option<Article>>;
+    /// See [`crate::NewsRepository::article_by_id`].
+    fn article_by_id(&self, message_id: &str) -> Result<Option<Article>>;
+    /// See [`crate::NewsRepository::locate`].
+    fn locate(&self, message_id: &str) -> Result<Option<Vec<(String, u64)>>>;
+    /// See [`crate::NewsRepository::numbers`].
+    fn numbers(&self, group: &str, low: u64, high: u64) -> Result<Vec<u64>>;
+    /// See [`crate::NewsRepository::overview`].
+    fn overview(&self, group: &str, low: u64, high: u64) -> Result<Vec<Overview>>;
+    /// See [`crate::NewsRepository::arrived_since`].
+    fn arrived_since(&self, since: SystemTime) -> Result<Vec<Arrival>>;
+    /// See [`crate::NewsRepository::remove_article`].
+    fn remove_article(&self, message_id: &str) -> Result<bool>;
+    /// See [`crate::NewsRepository::expire`].
+    fn expire(&self, group: &str, before: SystemTime) -> Result<u64>;
 }

@@ -699,3 +699,176 @@ pub async fn inbox_repository(inbox: &dyn InboxRepository) {
         Err(StoreError::InvalidName(..))
     ));
 }
+
+/// Opens the news repository under test: the first call an empty one, each later call (once
+/// the previous handle is dropped) the same one again, as a restart does.
+pub type OpenNews<'a> = &'a dyn Fn() -> Arc<dyn crate::NewsRepository>;
+
+fn news_article(id: &str, groups: &[&str], body: &str) -> crate::NewArticle {
+    crate::NewArticle {
+        message_id: id.to_string(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        octets: format!(
+            "From: a@example.org\r\nNewsgroups: {}\r\nSubject: about {id}\r\nMessage-ID: {id}\r\n\r\n{body}",
+            groups.join(",")
+        )
+        .into_bytes(),
+    }
+}
+
+/// Groups, posting, numbers (monotonic, never reused, also across a restart and after
+/// removals), cross-posts with `Xref:`, duplicates, overview, lookups by Message-ID, NEWNEWS
+/// arrivals, cancels and expiry.
+pub async fn news_repository(open: OpenNews<'_>) {
+    let repo = open();
+    assert!(repo.groups().await.unwrap().is_empty());
+    assert!(repo.create_group("comp.test").await.unwrap());
+    assert!(!repo.create_group("comp.test").await.unwrap());
+    assert!(repo.create_group("alt.test").await.unwrap());
+    for bad in ["../etc", "a..b", "", "Upper.Case", "a/b"] {
+        assert!(
+            matches!(
+                repo.create_group(bad).await,
+                Err(StoreError::InvalidName(..))
+            ),
+            "{bad}"
+        );
+    }
+    let groups = repo.groups().await.unwrap();
+    assert_eq!(
+        groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(),
+        ["alt.test", "comp.test"]
+    );
+    let empty = repo.group("comp.test").await.unwrap().unwrap();
+    assert_eq!((empty.count, empty.low, empty.high), (0, 1, 0));
+    assert!(empty.created <= SystemTime::now());
+
+    // Posting and numbers.
+    let posted = repo
+        .post(&news_article("<1@t>", &["comp.test"], "one\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(posted, vec![("comp.test".to_string(), 1)]);
+    repo.post(&news_article("<2@t>", &["comp.test"], "two\r\n.dot\r\n"))
+        .await
+        .unwrap();
+    // A cross-post: one article, a number in each group (unknown groups skipped), Xref.
+    let cross = repo
+        .post(&news_article(
+            "<3@t>",
+            &["alt.test", "no.such", "comp.test"],
+            "three\r\n",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        cross,
+        vec![("alt.test".to_string(), 1), ("comp.test".to_string(), 3)]
+    );
+    let a = repo.article("alt.test", 1).await.unwrap().unwrap();
+    assert_eq!(a.message_id, "<3@t>");
+    let text = String::from_utf8(a.octets.clone()).unwrap();
+    assert!(text.contains("\r\nXref: "), "{text}");
+    assert!(text.contains(" alt.test:1 comp.test:3\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nthree\r\n"), "{text}");
+    assert_eq!(
+        repo.article("comp.test", 3).await.unwrap().unwrap().octets,
+        a.octets
+    );
+    // Duplicates and unknown groups store nothing.
+    assert!(matches!(
+        repo.post(&news_article("<1@t>", &["alt.test"], "again\r\n"))
+            .await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        repo.post(&news_article("<9@t>", &["no.such"], "x\r\n"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(repo.group("alt.test").await.unwrap().unwrap().count, 1);
+
+    // Lookups.
+    assert_eq!(
+        repo.locate("<3@t>").await.unwrap().unwrap(),
+        vec![("alt.test".to_string(), 1), ("comp.test".to_string(), 3)]
+    );
+    assert!(repo.locate("<nope@t>").await.unwrap().is_none());
+    let by_id = repo.article_by_id("<2@t>").await.unwrap().unwrap();
+    assert!(by_id.octets.ends_with(b"two\r\n.dot\r\n"));
+    assert!(repo.article("comp.test", 4).await.unwrap().is_none());
+    assert!(repo.article("no.such", 1).await.unwrap().is_none());
+    assert_eq!(repo.numbers("comp.test", 2, 100).await.unwrap(), [2, 3]);
+    let over = repo.overview("comp.test", 1, 3).await.unwrap();
+    assert_eq!(over.iter().map(|o| o.number).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(over[1].fields[0], "about <2@t>");
+    assert_eq!(over[1].fields[1], "a@example.org");
+    assert_eq!(over[1].message_id(), "<2@t>");
+    assert_eq!(over[1].fields[6], "2");
+    assert!(over[2].fields[7].ends_with("alt.test:1 comp.test:3"));
+    assert!(repo.overview("comp.test", 5, 9).await.unwrap().is_empty());
+
+    // Arrivals.
+    let since = SystemTime::now() - Duration::from_secs(60);
+    let arrived = repo.arrived_since(since).await.unwrap();
+    let ids: Vec<&str> = arrived.iter().map(|a| a.message_id.as_str()).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.contains(&"<3@t>"));
+    let future = SystemTime::now() + Duration::from_secs(3600);
+    assert!(repo.arrived_since(future).await.unwrap().is_empty());
+
+    // A cancel removes the article from every group; its numbers are not given again.
+    assert!(repo.remove_article("<3@t>").await.unwrap());
+    assert!(!repo.remove_article("<3@t>").await.unwrap());
+    assert!(repo.article("alt.test", 1).await.unwrap().is_none());
+    let info = repo.group("comp.test").await.unwrap().unwrap();
+    assert_eq!((info.count, info.low, info.high), (2, 1, 3));
+    let alt = repo.group("alt.test").await.unwrap().unwrap();
+    assert_eq!((alt.count, alt.low, alt.high), (0, 2, 1));
+    drop(repo);
+
+    // A restart keeps everything, and numbering goes on.
+    let repo = open();
+    let info = repo.group("comp.test").await.unwrap().unwrap();
+    assert_eq!((info.count, info.low, info.high), (2, 1, 3));
+    assert_eq!(repo.group("alt.test").await.unwrap().unwrap().high, 1);
+    let next = repo
+        .post(&news_article(
+            "<4@t>",
+            &["comp.test", "alt.test"],
+            "four\r\n",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        next,
+        vec![("comp.test".to_string(), 4), ("alt.test".to_string(), 2)]
+    );
+    assert!(matches!(
+        repo.post(&news_article("<2@t>", &["comp.test"], "dup\r\n"))
+            .await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+
+    // Expiry by arrival time, then removing a group keeps cross-posts elsewhere.
+    assert_eq!(repo.expire("comp.test", since).await.unwrap(), 0);
+    assert_eq!(repo.expire("comp.test", future).await.unwrap(), 3);
+    let info = repo.group("comp.test").await.unwrap().unwrap();
+    assert_eq!((info.count, info.low, info.high), (0, 5, 4));
+    assert!(repo.article_by_id("<1@t>").await.unwrap().is_none());
+    assert!(repo.article_by_id("<4@t>").await.unwrap().is_some());
+    assert!(repo.remove_group("alt.test").await.unwrap());
+    assert!(!repo.remove_group("alt.test").await.unwrap());
+    assert!(repo.locate("<4@t>").await.unwrap().is_none());
+    drop(repo);
+    let repo = open();
+    assert_eq!(repo.groups().await.unwrap().len(), 1);
+    let info = repo.group("comp.test").await.unwrap().unwrap();
+    assert_eq!((info.count, info.high), (0, 4));
+    assert_eq!(
+        repo.post(&news_article("<5@t>", &["comp.test"], "five\r\n"))
+            .await
+            .unwrap(),
+        vec![("comp.test".to_string(), 5)]
+    );
+}

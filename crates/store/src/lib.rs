@@ -39,7 +39,7 @@ pub mod conformance;
 pub mod file;
 pub mod mappings;
 mod names;
-mod news;
+pub mod news;
 pub mod password;
 mod users;
 mod verified;
@@ -47,7 +47,7 @@ mod verified;
 pub use adapter::{may_block_on_this_thread, Blocking, BlockingReader};
 pub use mappings::MappingsRepository;
 pub use names::{new_mail_name, validate_mail_name, validate_user_name};
-pub use news::{GroupInfo, NewsRepository, Overview};
+pub use news::{Arrival, Article, GroupInfo, NewArticle, NewsRepository, Overview};
 pub use users::User;
 pub use verified::VerifiedLogins;
 

@@ -7,6 +7,7 @@
 //!   mutt and friends.
 //! * [`FileUsersRepository`]: one JSON file per user.
 //! * [`FileMappingsRepository`]: one JSON file per virtual user table.
+//! * [`FileNewsRepository`]: one directory per newsgroup, with overview and message-id indexes.
 //!
 //! Every write goes to a temporary file, is fsync'd, renamed into place, and the directory is
 //! fsync'd, so that a crash leaves either the old or the new version.
@@ -17,10 +18,12 @@ mod log_spool;
 mod mail;
 mod maildir;
 mod mappings;
+mod news;
 mod users;
 
 pub use log_spool::{LogSpool, Snapshot, SpooledMail};
 pub use mail::FileMailRepository;
 pub use maildir::Maildir;
 pub use mappings::FileMappingsRepository;
+pub use news::FileNewsRepository;
 pub use users::FileUsersRepository;

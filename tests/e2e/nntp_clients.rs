@@ -1,0 +1,229 @@
+//! NNTP with the Debian newsreaders and tools (run by `.ci/run`): `tin -Z` counting unread
+//! news, `slrn` under tmux listing the groups and reading an article, and sinntp's
+//! `nntp-push`, `nntp-list`, `nntp-pull` and `nntp-get`.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Server, Setup};
+
+const GROUPS: &str = "<nntp-repository><newsgroups><newsgroup>comp.test</newsgroup>\
+    <newsgroup>alt.test</newsgroup></newsgroups></nntp-repository>";
+
+fn news_server() -> Server {
+    Server::start_setup(&Setup {
+        nntp_handler: Some(""),
+        extra: GROUPS,
+        ..Setup::default()
+    })
+}
+
+/// Runs a sinntp command against the server with `stdin`; its output.
+fn sinntp(server: &Server, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(args[0])
+        .args(&args[1..])
+        .args(["-S", &format!("127.0.0.1:{}", server.nntp_port)])
+        .env("HOME", server.home.path())
+        .env("PYTHONWARNINGS", "ignore")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sinntp is installed");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn push(server: &Server, group: &str, subject: &str) {
+    let message = format!("From: Bob <bob@example.org>\nSubject: {subject}\n\n{subject} body\n");
+    sinntp(server, &["nntp-push", group], message.as_bytes());
+}
+
+#[test]
+#[ignore = "needs sinntp; run by .ci/run"]
+fn sinntp_push_list_pull_and_get() {
+    let server = news_server();
+    push(&server, "comp.test", "first");
+    push(&server, "comp.test", "second");
+    let listed = sinntp(&server, &["nntp-list"], b"");
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout),
+        "alt.test\ncomp.test\n"
+    );
+    let mbox = server.path("pulled.mbox");
+    let target = format!("comp.test>{}", mbox.display());
+    sinntp(&server, &["nntp-pull", &target], b"");
+    let pulled = std::fs::read_to_string(&mbox).unwrap();
+    assert_eq!(
+        pulled.matches("\nSubject: ").count() + usize::from(pulled.starts_with("Subject: ")),
+        2,
+        "{pulled}"
+    );
+    assert!(
+        pulled.contains("first body") && pulled.contains("second body"),
+        "{pulled}"
+    );
+    // A second pull fetches only what is new.
+    push(&server, "comp.test", "third");
+    sinntp(&server, &["nntp-pull", &target], b"");
+    let pulled = std::fs::read_to_string(&mbox).unwrap();
+    assert_eq!(pulled.matches("third body").count(), 1, "{pulled}");
+    assert_eq!(pulled.matches("first body").count(), 1, "{pulled}");
+    let id = pulled
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .expect("a Message-ID")
+        .to_string();
+    let got = sinntp(&server, &["nntp-get", &id], b"");
+    assert!(String::from_utf8_lossy(&got.stdout).contains("first body"));
+}
+
+#[test]
+#[ignore = "needs tin; run by .ci/run"]
+fn tin_counts_unread_news() {
+    let server = news_server();
+    push_raw(&server);
+    let newsrc = server.path("newsrc");
+    std::fs::write(&newsrc, "comp.test: \nalt.test: \n").unwrap();
+    let out = Command::new("tin")
+        .args([
+            "-r",
+            "-Z",
+            "-v",
+            "-g",
+            "127.0.0.1",
+            "-p",
+            &server.nntp_port.to_string(),
+            "-f",
+        ])
+        .arg(&newsrc)
+        .env("HOME", server.home.path())
+        .output()
+        .expect("tin is installed");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // 2: there is unread news.
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    // Everything read: 0.
+    std::fs::write(&newsrc, "comp.test: 1-2\nalt.test: \n").unwrap();
+    let out = Command::new("tin")
+        .args([
+            "-r",
+            "-Z",
+            "-g",
+            "127.0.0.1",
+            "-p",
+            &server.nntp_port.to_string(),
+            "-f",
+        ])
+        .arg(&newsrc)
+        .env("HOME", server.home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// Two articles in comp.test, posted with a raw client.
+fn push_raw(server: &Server) {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", server.nntp_port)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    for subject in ["one", "two"] {
+        writer.write_all(b"POST\r\n").unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        writer
+            .write_all(format!("From: a@example.org\r\nNewsgroups: comp.test\r\nSubject: {subject}\r\n\r\n{subject} body\r\n.\r\n").as_bytes())
+            .unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("240"), "{line}");
+    }
+}
+
+/// The tmux pane, once it shows `what` (or after 10 s).
+fn pane_showing(session: &str, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", session])
+            .output()
+            .unwrap();
+        let pane = String::from_utf8_lossy(&out.stdout).into_owned();
+        if pane.contains(what) || Instant::now() > deadline {
+            return pane;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs slrn and tmux; run by .ci/run"]
+fn slrn_lists_groups_and_reads_an_article() {
+    let server = news_server();
+    push_raw(&server);
+    let home = server.home.path();
+    std::fs::write(
+        home.join(".slrnrc"),
+        "set hostname \"example.test\"\nset username \"alice\"\n",
+    )
+    .unwrap();
+    let session = format!("mailroom-slrn-{}", server.nntp_port);
+    let command = format!(
+        "env HOME={} TERM=xterm slrn --nntp -h 127.0.0.1 -p {} -f {}/newsrc.slrn --create",
+        home.display(),
+        server.nntp_port,
+        home.display()
+    );
+    let started = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &command,
+        ])
+        .status()
+        .expect("tmux is installed");
+    assert!(started.success());
+    let pane = pane_showing(&session, "comp.test");
+    let listed = pane.contains("alt.test") && pane.contains("comp.test");
+    // Down to comp.test (the second group), open it, open the first article.
+    Command::new("tmux")
+        .args(["send-keys", "-t", &session, "Down", "Enter"])
+        .status()
+        .unwrap();
+    let articles = pane_showing(&session, "two");
+    Command::new("tmux")
+        .args(["send-keys", "-t", &session, "Enter"])
+        .status()
+        .unwrap();
+    let read = pane_showing(&session, "body");
+    Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status()
+        .unwrap();
+    assert!(listed, "{pane}");
+    assert!(
+        articles.contains("one") && articles.contains("two"),
+        "{articles}"
+    );
+    assert!(
+        read.contains("one body") || read.contains("two body"),
+        "{read}"
+    );
+}
