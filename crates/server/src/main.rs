@@ -4,6 +4,7 @@
 
 mod auth;
 mod cli;
+mod databases;
 mod queue;
 mod recipients;
 mod repositories;

@@ -78,7 +78,10 @@ async fn all_kinds(sources: DataSources) {
     conformance::inbox_repository(inbox.as_ref()).await;
 
     let table = unique("spool");
-    let spool = sources.spool("maildb", &path(&[&table, "spool"])).await.unwrap();
+    let spool = sources
+        .spool("maildb", &path(&[&table, "spool"]))
+        .await
+        .unwrap();
     conformance::mail_repository(spool.as_ref()).await;
 
     let handle = tokio::runtime::Handle::current();
@@ -160,12 +163,24 @@ async fn james_users(sources: DataSources, table: &str) {
     let pool = sources.pool("maildb").unwrap().clone();
     match &pool {
         Pool::Sqlite(p) => {
-            sqlx::query(sqlx::AssertSqlSafe(create)).execute(p).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(insert)).execute(p).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(p)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(insert))
+                .execute(p)
+                .await
+                .unwrap();
         }
         Pool::Postgres(p) => {
-            sqlx::query(sqlx::AssertSqlSafe(create)).execute(p).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(insert)).execute(p).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(p)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(insert))
+                .execute(p)
+                .await
+                .unwrap();
         }
     }
     let users = sources.users("maildb", &path(&[table])).await.unwrap();
@@ -227,7 +242,10 @@ async fn sqlite_james_mail_rows_are_served() {
     .execute(&pool)
     .await
     .unwrap();
-    for (name, repo) in [("Mail1170000000000-0", "joe"), ("Mail1170000000000-1", "error")] {
+    for (name, repo) in [
+        ("Mail1170000000000-0", "joe"),
+        ("Mail1170000000000-1", "error"),
+    ] {
         sqlx::query(
             "INSERT INTO inbox VALUES ($1, $2, 'root', NULL, 'a@example.org', \
              'joe@example.org\r\nann@example.org', 'mx.example', '192.0.2.1', $3, $4, 1170000000000)",
@@ -257,7 +275,10 @@ async fn sqlite_james_mail_rows_are_served() {
     assert_eq!(text, b"Subject: from James\n\nbody\n");
     drop(mailbox);
 
-    let errors = sources.mail("maildb", &path(&["inbox", "error"])).await.unwrap();
+    let errors = sources
+        .mail("maildb", &path(&["inbox", "error"]))
+        .await
+        .unwrap();
     let mail = errors
         .retrieve("Mail1170000000000-1")
         .await
@@ -268,7 +289,10 @@ async fn sqlite_james_mail_rows_are_served() {
     assert_eq!(mail.envelope.remote_addr, "192.0.2.1");
     assert_eq!(mail.envelope.last_updated, 1_170_000_000_000);
     assert!(mail.envelope.attributes.is_empty());
-    assert_eq!(mail.message.header("subject").as_deref(), Some("from James"));
+    assert_eq!(
+        mail.message.header("subject").as_deref(),
+        Some("from James")
+    );
 }
 
 /// A large message is written and read a chunk at a time: through the spool (streamed in,
@@ -277,7 +301,10 @@ async fn sqlite_james_mail_rows_are_served() {
 async fn sqlite_large_message_round_trip() {
     let home = tempfile::tempdir().unwrap();
     let sources = sqlite(home.path()).await;
-    let spool = sources.spool("maildb", &path(&["spool", "spool"])).await.unwrap();
+    let spool = sources
+        .spool("maildb", &path(&["spool", "spool"]))
+        .await
+        .unwrap();
     let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
     let lines = 8 * 1024 * 1024 / line.len();
     let mut incoming = spool.incoming().await.unwrap();

@@ -88,7 +88,8 @@ pub(crate) async fn read_chunk(pool: &Pool, body_id: &str, seq: i32) -> Result<O
 /// Deletes a body (best effort, for cleanup after a failure: a leftover is swept later).
 pub(crate) async fn delete_body(pool: &Pool, body_id: &str) {
     let statement = "DELETE FROM mailroom_bodies WHERE body_id = $1";
-    let result = on_pool!(pool, p => sqlx::query(statement).bind(body_id).execute(p).await.map(|_| ()));
+    let result =
+        on_pool!(pool, p => sqlx::query(statement).bind(body_id).execute(p).await.map(|_| ()));
     if let Err(e) = result {
         tracing::warn!("database: cannot remove body {body_id} (it will be swept later): {e}");
     }

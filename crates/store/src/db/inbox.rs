@@ -79,9 +79,8 @@ impl InboxRepository for DbInbox {
         header_lf.feed(&header);
         let mut body_lf = header_lf;
         body_lf.count = 0;
-        let body =
-            super::body::write_source(&self.pool, &self.table, message.body(), &mut body_lf)
-                .await?;
+        let body = super::body::write_source(&self.pool, &self.table, message.body(), &mut body_lf)
+            .await?;
         let mut envelope = Envelope::new(name, None, Vec::new());
         envelope.state = "inbox".into();
         let values = match RowValues::new(&envelope, header, &body, header_lf, body_lf) {
@@ -234,18 +233,17 @@ impl Mailbox for DbMailbox {
              FROM {} WHERE repository_name = $1 AND message_name = $2",
             self.table
         );
-        let row: Option<(Option<Vec<u8>>, Option<String>, Option<Vec<u8>>)> =
-            on_pool!(&self.pool, p => {
-                let row = sqlx::query(sql(statement))
-                    .bind(&self.user)
-                    .bind(name)
-                    .fetch_optional(p)
-                    .await
-                    .map_err(db_error)?;
-                row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-                    .transpose()
-                    .map_err(db_error)?
-            });
+        let row: Option<(Option<Vec<u8>>, Option<String>, Option<Vec<u8>>)> = on_pool!(&self.pool, p => {
+            let row = sqlx::query(sql(statement))
+                .bind(&self.user)
+                .bind(name)
+                .fetch_optional(p)
+                .await
+                .map_err(db_error)?;
+            row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .transpose()
+                .map_err(db_error)?
+        });
         match row {
             Some((header, Some(body_id), _)) => Ok(Box::new(
                 std::io::Cursor::new(header.unwrap_or_default())

@@ -120,7 +120,8 @@ impl DbMailRepository {
     async fn put(&self, values: RowValues) -> Result<()> {
         let d = self.dialect();
         let t = self.table();
-        let select_old = format!(
+        let select_old =
+            format!(
             "SELECT mailroom_body_id FROM {t} WHERE repository_name = $1 AND message_name = $2{}",
             if d == Dialect::Postgres { " FOR UPDATE" } else { "" }
         );
@@ -171,7 +172,8 @@ impl DbMailRepository {
     ) -> Result<()> {
         let d = self.dialect();
         let t = self.table();
-        let select_old = format!(
+        let select_old =
+            format!(
             "SELECT mailroom_body_id FROM {t} WHERE repository_name = $1 AND message_name = $2 \
              AND mailroom_lease_id = $3{}",
             if d == Dialect::Postgres { " FOR UPDATE" } else { "" }
@@ -267,7 +269,11 @@ impl DbMailRepository {
              AND (mailroom_next_attempt IS NULL OR mailroom_next_attempt <= $3) \
              ORDER BY {} LIMIT 1{}",
             d.seq(),
-            if d == Dialect::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" }
+            if d == Dialect::Postgres {
+                " FOR UPDATE SKIP LOCKED"
+            } else {
+                ""
+            }
         );
         let id_expr = match d {
             Dialect::Sqlite => "$4",
@@ -312,8 +318,8 @@ impl DbMailRepository {
 impl MailRepository for DbMailRepository {
     async fn store(&self, mail: &Mail) -> Result<()> {
         validate_mail_name(mail.name())?;
-        let values = RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message)
-            .await?;
+        let values =
+            RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message).await?;
         self.put(values).await
     }
 
@@ -321,7 +327,8 @@ impl MailRepository for DbMailRepository {
         validate_mail_name(name)?;
         match fetch_row(&self.inner.table, &self.inner.repository, name).await? {
             Some(row) => Ok(Some(
-                row.into_mail(self.pool(), &self.inner.table.tmp_dir).await?,
+                row.into_mail(self.pool(), &self.inner.table.tmp_dir)
+                    .await?,
             )),
             None => Ok(None),
         }
@@ -475,7 +482,9 @@ impl SpoolRepository for DbMailRepository {
                 let token = LeaseToken::new(name.clone(), id as u64, super::from_ms(until));
                 match fetch_row(&self.inner.table, &self.inner.repository, &name).await? {
                     Some(row) => {
-                        let mail = row.into_mail(self.pool(), &self.inner.table.tmp_dir).await?;
+                        let mail = row
+                            .into_mail(self.pool(), &self.inner.table.tmp_dir)
+                            .await?;
                         return Ok(Some(Leased { mail, token }));
                     }
                     // Removed between the lease and the read: look for another.
@@ -496,9 +505,19 @@ impl SpoolRepository for DbMailRepository {
 
     async fn renew(&self, token: &LeaseToken) -> Result<LeaseToken> {
         let until = now_ms() + self.inner.lease.as_millis() as i64;
-        self.under_lease(token, None, ", mailroom_lease_until = $17", Some(until), false)
-            .await?;
-        Ok(LeaseToken::new(token.name(), token.id(), super::from_ms(until)))
+        self.under_lease(
+            token,
+            None,
+            ", mailroom_lease_until = $17",
+            Some(until),
+            false,
+        )
+        .await?;
+        Ok(LeaseToken::new(
+            token.name(),
+            token.id(),
+            super::from_ms(until),
+        ))
     }
 
     async fn update(&self, token: &LeaseToken, mail: &Mail) -> Result<()> {
@@ -506,8 +525,8 @@ impl SpoolRepository for DbMailRepository {
         if mail.name() != token.name() {
             return Err(StoreError::LeaseLost(mail.name().to_string()));
         }
-        let values = RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message)
-            .await?;
+        let values =
+            RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message).await?;
         self.under_lease(token, Some(values), "", None, false).await
     }
 
@@ -535,8 +554,8 @@ impl SpoolRepository for DbMailRepository {
         if mail.name() != token.name() {
             return Err(StoreError::LeaseLost(mail.name().to_string()));
         }
-        let values = RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message)
-            .await?;
+        let values =
+            RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message).await?;
         self.under_lease(
             &token,
             Some(values),

@@ -493,7 +493,15 @@ mod tests {
     fn table_names() {
         assert_eq!(table_name("inbox").unwrap(), "inbox");
         assert_eq!(table_name("Spool_2").unwrap(), "spool_2");
-        for bad in ["", "1x", "a;drop", "a b", "mailroom_bodies", "x\"y", &"a".repeat(49)] {
+        for bad in [
+            "",
+            "1x",
+            "a;drop",
+            "a b",
+            "mailroom_bodies",
+            "x\"y",
+            &"a".repeat(49),
+        ] {
             assert!(table_name(bad).is_err(), "{bad}");
         }
     }

@@ -40,10 +40,13 @@ fn mailroom_columns(d: Dialect) -> Vec<(&'static str, String)> {
 /// Creates table `table` with James's columns if it does not exist, and adds Mailroom's.
 pub(crate) async fn ensure(pool: &Pool, table: &str) -> Result<()> {
     let d = pool.dialect();
-    let (blob, ts) = (d.blob(), match d {
-        Dialect::Sqlite => "BIGINT",
-        Dialect::Postgres => "TIMESTAMP",
-    });
+    let (blob, ts) = (
+        d.blob(),
+        match d {
+            Dialect::Sqlite => "BIGINT",
+            Dialect::Postgres => "TIMESTAMP",
+        },
+    );
     let create = format!(
         "CREATE TABLE IF NOT EXISTS {table} (
             message_name VARCHAR(200) NOT NULL,
@@ -139,11 +142,16 @@ impl StoredRow {
     {
         let name: String = row.try_get("message_name")?;
         let envelope_json: Option<String> = row.try_get("mailroom_envelope")?;
-        let envelope = match envelope_json.as_deref().map(serde_json::from_str::<Envelope>) {
+        let envelope = match envelope_json
+            .as_deref()
+            .map(serde_json::from_str::<Envelope>)
+        {
             Some(Ok(envelope)) => envelope,
             parsed => {
                 if let Some(Err(e)) = parsed {
-                    tracing::warn!("mail {name}: unreadable mailroom_envelope ({e}); using James's columns");
+                    tracing::warn!(
+                        "mail {name}: unreadable mailroom_envelope ({e}); using James's columns"
+                    );
                 }
                 james_envelope(row, &name)?
             }
@@ -166,9 +174,15 @@ impl StoredRow {
     pub(crate) async fn into_mail(self, pool: &Pool, tmp_dir: &std::path::Path) -> Result<Mail> {
         let message = match (self.body_id, self.james_body) {
             (Some(id), _) => {
-                let body_len = self.size.checked_sub(self.header.len() as u64).ok_or_else(|| {
-                    StoreError::Corrupt(self.envelope.name.clone(), "size below header".into())
-                })?;
+                let body_len =
+                    self.size
+                        .checked_sub(self.header.len() as u64)
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(
+                                self.envelope.name.clone(),
+                                "size below header".into(),
+                            )
+                        })?;
                 Message::new(self.header, body::load(pool, &id, body_len, tmp_dir).await?)
             }
             (None, Some(whole)) => Message::from_bytes(&whole),
