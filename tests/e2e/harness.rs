@@ -201,14 +201,20 @@ impl Server {
 
     /// Starts a server as `setup` says.
     pub fn start_setup(setup: &Setup) -> Server {
+        Server::start_edited(setup, |xml| xml)
+    }
+
+    /// Starts a server as `setup` says, its config.xml passed through `edit` first (to put
+    /// repositories in a database, say).
+    pub fn start_edited(setup: &Setup, edit: impl FnOnce(String) -> String) -> Server {
         let home = tempfile::tempdir().unwrap();
         let (smtp_port, pop3_port, remote_manager_port, nntp_port) =
             (free_port(), free_port(), free_port(), free_port());
         let config = home.path().join("config.xml");
-        let xml = config_xml_for(
+        let xml = edit(config_xml_for(
             (smtp_port, pop3_port, remote_manager_port, nntp_port),
             setup,
-        );
+        ));
         std::fs::write(&config, xml).unwrap();
         let mut listening = vec![smtp_port];
         if setup.pop3_handler.is_some() {

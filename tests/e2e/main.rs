@@ -6,6 +6,7 @@
 mod bounce;
 mod cli;
 mod crash;
+mod database;
 mod delivery;
 mod fetchmail;
 mod first_hour;

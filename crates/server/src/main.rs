@@ -4,6 +4,7 @@
 
 mod auth;
 mod cli;
+mod databases;
 mod fetch;
 mod queue;
 mod recipients;

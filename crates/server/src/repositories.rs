@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::databases::{db_parts, Databases};
 use anyhow::{anyhow, bail, Result};
 use mailroom_config::{Config, RepositoryUrl};
 use mailroom_store::file::{
@@ -18,31 +19,47 @@ use mailroom_store::{
 /// The name of the server's own users repository in `<users-store>`.
 const LOCAL_USERS: &str = "LocalUsers";
 
-/// Only the file backend exists so far; database URLs are refused with a clear message.
+/// The directory of a file:// URL; other URLs are refused with a clear message (where only
+/// the file backend serves).
 fn file_path<'a>(url: &'a RepositoryUrl, what: &str) -> Result<&'a Path> {
     match url {
         RepositoryUrl::File(path) => Ok(path),
         other => bail!(
-            "{what}: database repositories ({other:?}) are not available in this build; use a file:// URL"
+            "{what}: database repositories ({other:?}) are not available here; use a file:// URL"
         ),
     }
 }
 
+/// A `db://` URL as one text whatever its spelling (`db://maildb/mail/error/` and
+/// `db://maildb/mail/error` are one repository).
+fn db_key(source: &str, path: &[String]) -> String {
+    format!("db://{source}/{}", path.join("/"))
+}
+
+/// Opens a users repository by URL.
+fn users_at(target: &RepositoryUrl, db: &Databases) -> Result<Arc<dyn UsersRepository>> {
+    if let RepositoryUrl::File(path) = target {
+        return Ok(Arc::new(Blocking::new(FileUsersRepository::open(path)?)));
+    }
+    let (source, path) = db_parts(target, "users repository")?;
+    Ok(db.users(source, path)?)
+}
+
 /// The `LocalUsers` users repository.
-pub fn users(config: &Config) -> Result<Arc<dyn UsersRepository>> {
+pub fn users(config: &Config, db: &Databases) -> Result<Arc<dyn UsersRepository>> {
     let repo = config
         .users_repositories
         .iter()
         .find(|r| r.name == LOCAL_USERS)
         .ok_or_else(|| anyhow!("<users-store> has no repository named {LOCAL_USERS}"))?;
-    let path = file_path(&repo.target, "users repository")?;
-    Ok(Arc::new(Blocking::new(FileUsersRepository::open(path)?)))
+    users_at(&repo.target, db)
 }
 
 /// Every users repository of `<users-store>` by name, `LocalUsers` first (reusing `local`).
 pub fn all_users(
     config: &Config,
     local: Arc<dyn UsersRepository>,
+    db: &Databases,
 ) -> Result<Vec<(String, Arc<dyn UsersRepository>)>> {
     let mut all = vec![(LOCAL_USERS.to_string(), local)];
     for repo in config
@@ -50,9 +67,7 @@ pub fn all_users(
         .iter()
         .filter(|r| r.name != LOCAL_USERS)
     {
-        let path = file_path(&repo.target, "users repository")?;
-        let opened: Arc<dyn UsersRepository> =
-            Arc::new(Blocking::new(FileUsersRepository::open(path)?));
+        let opened = users_at(&repo.target, db)?;
         all.push((repo.name.clone(), opened));
     }
     Ok(all)
@@ -85,21 +100,45 @@ pub fn news(config: &Config, xref_host: &str) -> Result<Option<Arc<dyn NewsRepos
 }
 
 /// The inbox repository (`<inboxRepository>`).
-pub fn inbox(config: &Config) -> Result<Arc<dyn InboxRepository>> {
+pub fn inbox(config: &Config, db: &Databases) -> Result<Arc<dyn InboxRepository>> {
+    let target = &config.james.inbox_repository.target;
+    if !matches!(target, RepositoryUrl::File(_)) {
+        let (source, path) = db_parts(target, "inbox repository")?;
+        return Ok(db.inbox(source, path)?);
+    }
     let path = file_path(&config.james.inbox_repository.target, "inbox repository")?;
     Ok(Arc::new(Blocking::new(Maildir::open(path)?)))
 }
 
 /// The spool (`<spoolrepository>`).
-pub fn spool(config: &Config) -> Result<Arc<dyn SpoolRepository>> {
+pub fn spool(config: &Config, db: &Databases) -> Result<Arc<dyn SpoolRepository>> {
+    let target = &config.spool_repository.target;
+    if !matches!(target, RepositoryUrl::File(_)) {
+        let (source, path) = db_parts(target, "spool repository")?;
+        return Ok(db.spool(source, path)?);
+    }
     let path = file_path(&config.spool_repository.target, "spool repository")?;
     Ok(Arc::new(Blocking::new(LogSpool::open(path)?)))
 }
 
 /// The outgoing spool of a RemoteDelivery (`<outgoing>`): a log spool of its own, never the
 /// main spool's directory.
-pub fn outgoing(config: &Config, url: &str) -> Result<Arc<dyn SpoolRepository>, String> {
+pub fn outgoing(
+    config: &Config,
+    db: &Databases,
+    url: &str,
+) -> Result<Arc<dyn SpoolRepository>, String> {
     let target = RepositoryUrl::parse(url, &config.home)?;
+    if let RepositoryUrl::Db { source, path } = &target {
+        if let RepositoryUrl::Db { source: s, path: p } = &config.spool_repository.target {
+            if db_key(source, path) == db_key(s, p) {
+                return Err(
+                    "it is the main spool; give the outgoing mail a repository of its own".into(),
+                );
+            }
+        }
+        return db.spool(source, path).map_err(|e| e.to_string());
+    }
     let path = file_path(&target, "outgoing spool").map_err(|e| e.to_string())?;
     let spool = file_path(&config.spool_repository.target, "spool repository")
         .map_err(|e| e.to_string())?;
@@ -116,8 +155,11 @@ pub fn outgoing(config: &Config, url: &str) -> Result<Arc<dyn SpoolRepository>, 
 /// up each other's files.
 pub struct MailRepositories {
     home: PathBuf,
-    /// The spool's directory, which no mailet may use as a plain mail repository.
+    /// The spool's directory (or `db://` URL), which no mailet may use as a plain mail
+    /// repository.
     spool_dir: PathBuf,
+    spool_db: Option<String>,
+    db: Arc<Databases>,
     open: Mutex<Opened>,
 }
 
@@ -131,11 +173,18 @@ struct Opened {
 
 impl MailRepositories {
     /// The repositories of `config`.
-    pub fn new(config: &Config) -> Result<Self> {
-        let spool = file_path(&config.spool_repository.target, "spool repository")?;
+    pub fn new(config: &Config, db: Arc<Databases>) -> Result<Self> {
+        let (spool_dir, spool_db) = match &config.spool_repository.target {
+            RepositoryUrl::File(spool) => (canonical_dir(spool)?, None),
+            RepositoryUrl::Db { source, path } | RepositoryUrl::DbFile { source, path } => {
+                (PathBuf::new(), Some(db_key(source, path)))
+            }
+        };
         Ok(MailRepositories {
             home: config.home.clone(),
-            spool_dir: canonical_dir(spool)?,
+            spool_dir,
+            spool_db,
+            db,
             open: Mutex::default(),
         })
     }
@@ -149,6 +198,20 @@ impl MailRepositories {
         }
         let invalid = |why: String| StoreError::InvalidUrl(url.to_string(), why);
         let target = RepositoryUrl::parse(url, &self.home).map_err(invalid)?;
+        if let RepositoryUrl::Db { source, path } = &target {
+            let key = db_key(source, path);
+            if self.spool_db.as_ref() == Some(&key) {
+                return Err(invalid("it is the spool; store mails elsewhere".into()));
+            }
+            if let Some(repo) = self.lock().by_url.get(&key) {
+                return Ok(repo.clone());
+            }
+            let repo = self.db.mail(source, path)?;
+            let mut open = self.lock();
+            open.by_url.insert(key, repo.clone());
+            open.by_url.insert(url.to_string(), repo.clone());
+            return Ok(repo);
+        }
         let path = file_path(&target, "mail repository").map_err(|e| invalid(e.to_string()))?;
         if path.exists() && !path.is_dir() {
             return Err(invalid(format!("{} is not a directory", path.display())));
@@ -229,6 +292,8 @@ pub enum AdminTarget {
 pub struct AdminRepositories {
     home: PathBuf,
     spool_dir: PathBuf,
+    /// The spool's `db://` URL when it is in a database.
+    spool_db: Option<String>,
     /// The outgoing spools' directories, normalised.
     outgoing: Vec<PathBuf>,
     /// The configured mail repositories' directories, normalised.
@@ -238,10 +303,15 @@ pub struct AdminRepositories {
 impl AdminRepositories {
     /// The repositories `config` names.
     pub fn new(config: &Config) -> Result<Self> {
-        let spool_dir = normal(file_path(
-            &config.spool_repository.target,
-            "spool repository",
-        )?);
+        // A spool in a database has no directory: the control socket goes in var/run.
+        let (spool_dir, spool_db) = match &config.spool_repository.target {
+            RepositoryUrl::File(dir) => (normal(dir), None),
+            RepositoryUrl::Db { source, path } | RepositoryUrl::DbFile { source, path } => {
+                let dir = config.home.join("var/run/db-spool");
+                std::fs::create_dir_all(&dir)?;
+                (normal(&dir), Some(db_key(source, path)))
+            }
+        };
         let mut allowed = Vec::new();
         let mut outgoing = Vec::new();
         for processor in &config.spool_manager.processors {
@@ -267,6 +337,7 @@ impl AdminRepositories {
         Ok(AdminRepositories {
             home: config.home.clone(),
             spool_dir,
+            spool_db,
             outgoing,
             allowed,
         })
@@ -281,10 +352,18 @@ impl AdminRepositories {
     pub fn resolve(&self, url: &str) -> Result<AdminTarget, StoreError> {
         let invalid = |why: &str| StoreError::InvalidUrl(url.to_string(), why.to_string());
         let target = RepositoryUrl::parse(url, &self.home).map_err(|e| invalid(&e))?;
-        let RepositoryUrl::File(dir) = target else {
-            return Err(invalid(
-                "database repositories are not available in this build",
-            ));
+        let dir = match target {
+            RepositoryUrl::File(dir) => dir,
+            RepositoryUrl::Db { source, path } | RepositoryUrl::DbFile { source, path }
+                if self.spool_db.as_deref() == Some(db_key(&source, &path).as_str()) =>
+            {
+                return Ok(AdminTarget::Spool);
+            }
+            _ => {
+                return Err(invalid(
+                    "only the spool may be named by a database URL here in this build",
+                ))
+            }
         };
         let dir = normal(&dir);
         if dir == self.spool_dir {

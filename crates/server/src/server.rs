@@ -112,15 +112,19 @@ pub fn run(cli: &Cli) -> Result<()> {
     // Arc) remote delivery later.
     let resolver = Arc::new(resolver(&config)?);
 
-    let spool = repositories::spool(&config)?;
+    let databases = crate::databases::Databases::new(&config, runtime.handle().clone());
+    let spool = repositories::spool(&config, &databases)?;
     deliveries
-        .open(|url| repositories::outgoing(&config, url))
+        .open(|url| repositories::outgoing(&config, &databases, url))
         .map_err(|e| anyhow!(e))?;
     let postmaster = MailAddress::parse(&config.james.postmaster)
         .map_err(|e| anyhow!("<postmaster> {:?}: {e}", config.james.postmaster))?;
-    let mail_repositories = Arc::new(repositories::MailRepositories::new(&config)?);
-    let users = repositories::users(&config)?;
-    let inbox = repositories::inbox(&config)?;
+    let mail_repositories = Arc::new(repositories::MailRepositories::new(
+        &config,
+        databases.clone(),
+    )?);
+    let users = repositories::users(&config, &databases)?;
+    let inbox = repositories::inbox(&config, &databases)?;
     // One login cache for POP3, NNTP and SMTP AUTH: a password checked by one is not checked
     // with argon2 again by another.
     let logins = Arc::new(VerifiedLogins::new(
@@ -187,7 +191,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         (listener, Arc::new(repos))
     });
     let console = Arc::new(Console {
-        users: repositories::all_users(&config, users)?,
+        users: repositories::all_users(&config, users, &databases)?,
         keep_apop_secret: keeps_apop_secrets(&config),
         spool: spool.clone(),
         open_repository: admin_opener(admin, spool.clone(), outgoing, mail_repositories),

@@ -11,7 +11,6 @@ use crate::cli::{Cli, UserAction};
 /// Runs one user command.
 pub fn run(cli: &Cli, action: &UserAction) -> Result<()> {
     let config = crate::server::load_config(cli)?;
-    let users = crate::repositories::users(&config)?;
     // APOP needs the password itself (RFC 1939 §7): keep it only where a POP3 listener
     // offers APOP.
     let keep_apop_secret = crate::server::keeps_apop_secrets(&config);
@@ -20,6 +19,8 @@ pub fn run(cli: &Cli, action: &UserAction) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let databases = crate::databases::Databases::new(&config, runtime.handle().clone());
+    let users = crate::repositories::users(&config, &databases)?;
     match action {
         UserAction::Add { name, password } => {
             let password = password_or_stdin(password.as_deref())?;

@@ -36,6 +36,7 @@ mod adapter;
 pub mod admin;
 pub mod blocking;
 pub mod conformance;
+pub mod db;
 pub mod file;
 pub mod mappings;
 mod names;

@@ -97,6 +97,13 @@ pub struct FileBody {
     len: u64,
 }
 
+impl FileBody {
+    /// The body at `offset..offset + len` of `file`.
+    pub(crate) fn new(file: Arc<File>, offset: u64, len: u64) -> FileBody {
+        FileBody { file, offset, len }
+    }
+}
+
 impl BodySource for FileBody {
     fn len(&self) -> u64 {
         self.len

@@ -12,7 +12,7 @@
 //! Every write goes to a temporary file, is fsync'd, renamed into place, and the directory is
 //! fsync'd, so that a crash leaves either the old or the new version.
 
-mod fsutil;
+pub(crate) mod fsutil;
 mod group_commit;
 mod log_spool;
 mod mail;

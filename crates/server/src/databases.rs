@@ -1,0 +1,107 @@
+//! The data sources of `<database-connections>`, opened for the repositories whose URLs are
+//! `db://SOURCE/...`: each when a repository first needs it (so that a data source no
+//! repository uses is never connected to), then shared by every repository on it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use mailroom_config::{Config, RepositoryUrl};
+use mailroom_store::db::{DataSourceSpec, DataSources};
+use mailroom_store::{InboxRepository, MailRepository, SpoolRepository, StoreError};
+use mailroom_store::{Result as StoreResult, UsersRepository};
+use tokio::runtime::Handle;
+
+/// The configured data sources, connected on first use.
+pub struct Databases {
+    home: PathBuf,
+    specs: Vec<DataSourceSpec>,
+    runtime: Handle,
+    opened: Mutex<HashMap<String, DataSources>>,
+}
+
+impl Databases {
+    /// The data sources of `config`, none connected yet; pools run on `runtime`.
+    pub fn new(config: &Config, runtime: Handle) -> Arc<Databases> {
+        let specs = config
+            .data_sources
+            .iter()
+            .map(|d| DataSourceSpec {
+                name: d.name.clone(),
+                url: d.url.clone(),
+                user: d.user.clone(),
+                password: d.password.as_ref().map(|p| p.expose().to_string()),
+                max: d.max,
+            })
+            .collect();
+        Arc::new(Databases {
+            home: config.home.clone(),
+            specs,
+            runtime,
+            opened: Mutex::default(),
+        })
+    }
+
+    /// Runs `work` to its end from synchronous code: start-up, or a mailet's thread (a runtime
+    /// worker thread is allowed to block for it).
+    fn block<F: Future>(&self, work: F) -> F::Output {
+        if Handle::try_current().is_ok() {
+            tokio::task::block_in_place(|| self.runtime.block_on(work))
+        } else {
+            self.runtime.block_on(work)
+        }
+    }
+
+    /// The data source called `name`, connected (and its schema migrated) on first use.
+    fn source(&self, name: &str) -> StoreResult<DataSources> {
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sources) = opened.get(name) {
+            return Ok(sources.clone());
+        }
+        let spec = self.specs.iter().find(|s| s.name == name).ok_or_else(|| {
+            StoreError::InvalidUrl(
+                format!("db://{name}/"),
+                format!("no data source \"{name}\" in <database-connections>"),
+            )
+        })?;
+        let sources = self.block(DataSources::open(std::slice::from_ref(spec), &self.home))?;
+        opened.insert(name.to_string(), sources.clone());
+        Ok(sources)
+    }
+
+    /// The users repository at a `db://` URL.
+    pub fn users(&self, source: &str, path: &[String]) -> StoreResult<Arc<dyn UsersRepository>> {
+        let sources = self.source(source)?;
+        Ok(self.block(sources.users(source, path))?)
+    }
+
+    /// The inboxes at a `db://` URL.
+    pub fn inbox(&self, source: &str, path: &[String]) -> StoreResult<Arc<dyn InboxRepository>> {
+        let sources = self.source(source)?;
+        Ok(self.block(sources.inbox(source, path))?)
+    }
+
+    /// A spool at a `db://` URL.
+    pub fn spool(&self, source: &str, path: &[String]) -> StoreResult<Arc<dyn SpoolRepository>> {
+        let sources = self.source(source)?;
+        Ok(self.block(sources.spool(source, path))?)
+    }
+
+    /// A mail repository at a `db://` URL.
+    pub fn mail(&self, source: &str, path: &[String]) -> StoreResult<Arc<dyn MailRepository>> {
+        let sources = self.source(source)?;
+        Ok(self.block(sources.mail(source, path))?)
+    }
+}
+
+/// A `db://` URL's data source and path; `dbfile://` is not built yet.
+pub fn db_parts<'a>(url: &'a RepositoryUrl, what: &str) -> anyhow::Result<(&'a str, &'a [String])> {
+    match url {
+        RepositoryUrl::Db { source, path } => Ok((source, path)),
+        RepositoryUrl::DbFile { .. } => anyhow::bail!(
+            "{what}: dbfile:// repositories are not available in this build; use db:// or file://"
+        ),
+        RepositoryUrl::File(_) => anyhow::bail!("{what}: not a database URL"),
+    }
+}

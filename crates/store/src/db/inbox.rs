@@ -1,0 +1,285 @@
+//! Inboxes in a James mail table (`db://maildb/inbox/`): a user's mails are the rows whose
+//! `repository_name` is the user's name, as James 2.3 kept them.
+//!
+//! A message's UIDL is its `message_name`, which never changes (a James name that is not a
+//! valid UIDL is replaced by a digest of it); its POP3 size is kept at delivery
+//! (`mailroom_pop3_size`, counting every bare LF as CRLF). A mailbox is locked in this process
+//! and, on PostgreSQL, across nodes by a session advisory lock held on a connection of its own
+//! for as long as the mailbox is open.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use mailroom_mailet::{Envelope, Message};
+use sqlx::Row;
+use tokio::io::AsyncReadExt;
+
+use super::body::{BareLf, ChunkStream};
+use super::table::{self, bind_row, RowValues};
+use super::{db_error, on_pool, sql, Pool, WriteTx};
+use crate::{
+    validate_user_name, Delivery, InboxRepository, Mailbox, MailboxMessage, MessageStream, Result,
+    StoreError,
+};
+
+/// Users' inboxes in a database table.
+pub struct DbInbox {
+    pool: Pool,
+    table: String,
+    /// Mailboxes open in this process, by user.
+    open: Arc<Mutex<HashSet<String>>>,
+    deliveries: std::sync::atomic::AtomicU64,
+}
+
+impl DbInbox {
+    /// Opens the inboxes in `table`, creating it or adding Mailroom's columns to James's.
+    pub async fn open(pool: Pool, table: &str) -> Result<DbInbox> {
+        let table = super::table_name(table)?;
+        table::ensure(&pool, &table).await?;
+        Ok(DbInbox {
+            pool,
+            table,
+            open: Arc::default(),
+            deliveries: Default::default(),
+        })
+    }
+}
+
+/// A stable 64-bit digest (FNV-1a): advisory lock keys and UIDLs for odd James names must be
+/// the same in every process.
+fn digest(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The UIDL of a message: its name when that is a valid UIDL (RFC 1939 §7).
+fn uid_of(name: &str) -> String {
+    if !name.is_empty() && name.len() <= 70 && name.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        name.to_string()
+    } else {
+        format!("j{:016x}", digest(name))
+    }
+}
+
+#[async_trait]
+impl InboxRepository for DbInbox {
+    async fn deliver(
+        &self,
+        user: &str,
+        trace_header: &[u8],
+        message: &Message,
+    ) -> Result<Delivery> {
+        validate_user_name(user)?;
+        let name = mailroom_mailet::new_mail_name();
+        let mut header = trace_header.to_vec();
+        header.extend_from_slice(message.header_section());
+        let mut header_lf = BareLf::default();
+        header_lf.feed(&header);
+        let mut body_lf = header_lf;
+        body_lf.count = 0;
+        let body = super::body::write_source(&self.pool, &self.table, message.body(), &mut body_lf)
+            .await?;
+        let mut envelope = Envelope::new(name, None, Vec::new());
+        envelope.state = "inbox".into();
+        let values = match RowValues::new(&envelope, header, &body, header_lf, body_lf) {
+            Ok(values) => values,
+            Err(e) => {
+                super::body::delete_body(&self.pool, &body.id).await;
+                return Err(e);
+            }
+        };
+        let statement = table::insert_sql(self.pool.dialect(), &self.table);
+        let result = on_pool!(&self.pool, p => bind_row!(sqlx::query(sql(statement)), values, user)
+            .execute(p)
+            .await
+            .map(|_| ()));
+        if let Err(e) = result {
+            super::body::delete_body(&self.pool, &body.id).await;
+            return Err(db_error(e));
+        }
+        Ok(Delivery(
+            self.deliveries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ))
+    }
+
+    async fn sync(&self, _deliveries: &[Delivery]) -> Result<()> {
+        // Each delivery committed before `deliver` returned.
+        Ok(())
+    }
+
+    async fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>> {
+        validate_user_name(user)?;
+        let key = user.to_string();
+        if !self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
+        {
+            return Err(StoreError::InUse(format!("mailbox of {user}")));
+        }
+        let local = LocalLock {
+            set: self.open.clone(),
+            key,
+        };
+        let node_lock = match &self.pool {
+            Pool::Sqlite(_) => None,
+            Pool::Postgres(p) => {
+                let mut conn = p.acquire().await.map_err(db_error)?;
+                let lock_key = digest(&format!("{}/{user}", self.table)) as i64;
+                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(lock_key)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                // Closing the session is what releases the lock, whatever happens later.
+                conn.close_on_drop();
+                if !locked {
+                    return Err(StoreError::InUse(format!("mailbox of {user}")));
+                }
+                Some(conn)
+            }
+        };
+        let statement = format!(
+            "SELECT message_name, mailroom_pop3_size, \
+             CASE WHEN mailroom_body_id IS NULL THEN message_body END AS james_body \
+             FROM {} WHERE repository_name = $1 ORDER BY {}",
+            self.table,
+            self.pool.dialect().seq()
+        );
+        let rows: Vec<(String, Option<i64>, Option<Vec<u8>>)> = on_pool!(&self.pool, p => {
+            let rows = sqlx::query(sql(statement))
+                .bind(user)
+                .fetch_all(p)
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect::<sqlx::Result<Vec<_>>>()
+                .map_err(db_error)?
+        });
+        let mut messages = Vec::with_capacity(rows.len());
+        let mut names = Vec::with_capacity(rows.len());
+        for (name, pop3_size, james_body) in rows {
+            let size = match (pop3_size, james_body) {
+                (Some(size), _) => size.max(0) as u64,
+                (None, Some(whole)) => {
+                    let mut lf = BareLf::default();
+                    lf.feed(&whole);
+                    whole.len() as u64 + lf.count
+                }
+                (None, None) => 0,
+            };
+            messages.push(MailboxMessage {
+                uid: uid_of(&name),
+                size,
+            });
+            names.push(name);
+        }
+        Ok(Box::new(DbMailbox {
+            pool: self.pool.clone(),
+            table: self.table.clone(),
+            user: user.to_string(),
+            messages,
+            names,
+            _local: local,
+            _node_lock: node_lock,
+        }))
+    }
+}
+
+/// This process's hold on a mailbox, released on drop.
+struct LocalLock {
+    set: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for LocalLock {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+struct DbMailbox {
+    pool: Pool,
+    table: String,
+    user: String,
+    messages: Vec<MailboxMessage>,
+    names: Vec<String>,
+    _local: LocalLock,
+    _node_lock: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+}
+
+#[async_trait]
+impl Mailbox for DbMailbox {
+    fn messages(&self) -> &[MailboxMessage] {
+        &self.messages
+    }
+
+    async fn open_message(&self, index: usize) -> Result<MessageStream> {
+        let name = self
+            .names
+            .get(index)
+            .ok_or_else(|| StoreError::NotFound(format!("message {}", index + 1)))?;
+        let statement = format!(
+            "SELECT mailroom_header, mailroom_body_id, \
+             CASE WHEN mailroom_body_id IS NULL THEN message_body END AS james_body \
+             FROM {} WHERE repository_name = $1 AND message_name = $2",
+            self.table
+        );
+        let row: Option<(Option<Vec<u8>>, Option<String>, Option<Vec<u8>>)> = on_pool!(&self.pool, p => {
+            let row = sqlx::query(sql(statement))
+                .bind(&self.user)
+                .bind(name)
+                .fetch_optional(p)
+                .await
+                .map_err(db_error)?;
+            row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .transpose()
+                .map_err(db_error)?
+        });
+        match row {
+            Some((header, Some(body_id), _)) => Ok(Box::new(
+                std::io::Cursor::new(header.unwrap_or_default())
+                    .chain(ChunkStream::new(self.pool.clone(), body_id)),
+            )),
+            Some((_, None, Some(whole))) => Ok(Box::new(std::io::Cursor::new(whole))),
+            _ => Err(StoreError::NotFound(format!("message {name}"))),
+        }
+    }
+
+    async fn delete(&mut self, indexes: &[usize]) -> Result<()> {
+        let names: Vec<&String> = indexes.iter().filter_map(|&i| self.names.get(i)).collect();
+        let statement = format!(
+            "DELETE FROM {} WHERE repository_name = $1 AND message_name = $2 \
+             RETURNING mailroom_body_id",
+            self.table
+        );
+        let user = &self.user;
+        let result: sqlx::Result<()> = on_pool!(&self.pool, p => async {
+            let mut tx = p.write_tx().await?;
+            for name in names {
+                let gone: Option<Option<String>> = sqlx::query_scalar(sql(statement.clone()))
+                    .bind(user)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(Some(body)) = gone {
+                    sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
+                        .bind(body)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await
+        }
+        .await);
+        result.map_err(db_error)
+    }
+}

@@ -1,0 +1,612 @@
+//! Mail repositories and the spool in a James mail table: the rows of one `repository_name`
+//! (`db://maildb/mail/error/` is table `mail`, repository `error`).
+//!
+//! The spool leases a mail by setting `mailroom_lease_id` (unique across the data source's
+//! life) and `mailroom_lease_until` in one statement that picks a due, unleased row: with
+//! `FOR UPDATE SKIP LOCKED` on PostgreSQL, so that nodes sharing the database never wait on
+//! nor hand out the same mail; in a `BEGIN IMMEDIATE` transaction (SQLite's single writer) on
+//! SQLite. `mailroom_next_attempt` is the durable retry schedule, indexed with the repository
+//! name. Every call that takes a token matches its lease id, so a stale token changes nothing.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use mailroom_mailet::{Envelope, Mail};
+use tokio::sync::Notify;
+
+use super::body::{self, BareLf, BodyWriter};
+use super::table::{self, bind_row, fetch_row, RowValues, Table};
+use super::{db_error, now_ms, on_pool, sql, to_ms, Dialect, Pool, WriteTx};
+use crate::{
+    validate_mail_name, IncomingMessage, LeaseToken, Leased, MailRepository, Result,
+    SpoolRepository, StoreError, DEFAULT_LEASE,
+};
+
+/// How often a waiting [`SpoolRepository::lease`] looks again for mail that became due
+/// (retries, expired leases, mail another node spooled); mail spooled here wakes it at once.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A mail repository, or the spool, in a database table.
+#[derive(Clone)]
+pub struct DbMailRepository {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    table: Table,
+    repository: String,
+    lease: Duration,
+    /// Wakes workers waiting in `lease` when this process spools mail.
+    spooled: Notify,
+}
+
+impl DbMailRepository {
+    /// Opens repository `repository` of table `table`, creating the table or adding
+    /// Mailroom's columns to James's as needed.
+    pub async fn open(
+        pool: Pool,
+        table: &str,
+        repository: &str,
+        tmp_dir: std::path::PathBuf,
+    ) -> Result<DbMailRepository> {
+        let table = super::table_name(table)?;
+        if repository.is_empty() || repository.len() > 255 {
+            return Err(StoreError::InvalidUrl(
+                repository.to_string(),
+                "a repository name is 1 to 255 octets".into(),
+            ));
+        }
+        table::ensure(&pool, &table).await?;
+        Ok(DbMailRepository {
+            inner: Arc::new(Inner {
+                table: Table {
+                    pool,
+                    name: table,
+                    tmp_dir: Arc::new(tmp_dir),
+                },
+                repository: repository.to_string(),
+                lease: DEFAULT_LEASE,
+                spooled: Notify::new(),
+            }),
+        })
+    }
+
+    /// The same repository with leases of `lease` (tests use short ones).
+    pub fn with_lease_duration(self, lease: Duration) -> DbMailRepository {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            table: shared.table.clone(),
+            repository: shared.repository.clone(),
+            lease: shared.lease,
+            spooled: Notify::new(),
+        });
+        DbMailRepository {
+            inner: Arc::new(Inner { lease, ..inner }),
+        }
+    }
+
+    /// On SQLite (one process owns the file), ends every lease: whoever held them is gone.
+    pub async fn drop_stale_leases(&self) -> Result<()> {
+        if let Pool::Sqlite(p) = self.pool() {
+            let statement = format!(
+                "UPDATE {} SET mailroom_lease_id = NULL, mailroom_lease_until = NULL \
+                 WHERE repository_name = $1 AND mailroom_lease_id IS NOT NULL",
+                self.table()
+            );
+            sqlx::query(sql(statement))
+                .bind(&self.inner.repository)
+                .execute(p)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    fn pool(&self) -> &Pool {
+        &self.inner.table.pool
+    }
+
+    fn table(&self) -> &str {
+        &self.inner.table.name
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.pool().dialect()
+    }
+
+    /// Writes `values` as the row of its name: a new row, or the replacement of one (its lease
+    /// kept, its schedule dropped: due at once). The old body goes in the same transaction.
+    async fn put(&self, values: RowValues) -> Result<()> {
+        let d = self.dialect();
+        let t = self.table();
+        let select_old =
+            format!(
+            "SELECT mailroom_body_id FROM {t} WHERE repository_name = $1 AND message_name = $2{}",
+            if d == Dialect::Postgres { " FOR UPDATE" } else { "" }
+        );
+        let upsert = format!(
+            "{} ON CONFLICT (repository_name, message_name) DO UPDATE SET {}, \
+             mailroom_next_attempt = NULL",
+            table::insert_sql(d, t),
+            table::set_sql(d)
+        );
+        let repository = &self.inner.repository;
+        let result: sqlx::Result<()> = on_pool!(self.pool(), p => async {
+            let mut tx = p.write_tx().await?;
+            let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
+                .bind(repository)
+                .bind(&values.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+            bind_row!(sqlx::query(sql(upsert)), values, repository)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(Some(old)) = old.filter(|o| o.as_deref() != Some(&values.body_id)) {
+                sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
+                    .bind(old)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        }
+        .await);
+        if let Err(e) = result {
+            body::delete_body(self.pool(), &values.body_id).await;
+            return Err(db_error(e));
+        }
+        self.inner.spooled.notify_waiters();
+        Ok(())
+    }
+
+    /// Changes the row of a held lease, or deletes it: `extra` are further assignments (`$16`
+    /// is the lease id, `$17` is `time` when given). With `values`, the mail is rewritten (its
+    /// old body removed). A lease not held is [`StoreError::LeaseLost`].
+    async fn under_lease(
+        &self,
+        token: &LeaseToken,
+        values: Option<RowValues>,
+        extra: &str,
+        time: Option<i64>,
+        delete: bool,
+    ) -> Result<()> {
+        let d = self.dialect();
+        let t = self.table();
+        let select_old =
+            format!(
+            "SELECT mailroom_body_id FROM {t} WHERE repository_name = $1 AND message_name = $2 \
+             AND mailroom_lease_id = $3{}",
+            if d == Dialect::Postgres { " FOR UPDATE" } else { "" }
+        );
+        let change = if delete {
+            format!("DELETE FROM {t} WHERE repository_name = $1 AND message_name = $2 AND mailroom_lease_id = $3")
+        } else if values.is_some() {
+            format!(
+                "UPDATE {t} SET {}{extra} WHERE repository_name = $2 AND message_name = $1 \
+                 AND mailroom_lease_id = $16",
+                table::set_sql(d)
+            )
+        } else {
+            format!(
+                "UPDATE {t} SET {} WHERE repository_name = $1 AND message_name = $2 \
+                 AND mailroom_lease_id = $3",
+                extra
+                    .trim_start_matches(", ")
+                    .replace("$16", "$3")
+                    .replace("$17", "$4")
+            )
+        };
+        let repository = &self.inner.repository;
+        let id = token.id() as i64;
+        let new_body = values.as_ref().map(|v| v.body_id.clone());
+        let result: sqlx::Result<bool> = on_pool!(self.pool(), p => async {
+            let mut tx = p.write_tx().await?;
+            let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
+                .bind(repository)
+                .bind(token.name())
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(old) = old else {
+                return Ok(false);
+            };
+            match &values {
+                Some(v) => {
+                    let mut query = bind_row!(sqlx::query(sql(change)), v, repository).bind(id);
+                    if let Some(time) = time {
+                        query = query.bind(time);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                None => {
+                    let mut query = sqlx::query(sql(change))
+                        .bind(repository)
+                        .bind(token.name())
+                        .bind(id);
+                    if let Some(time) = time {
+                        query = query.bind(time);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+            }
+            if let Some(old) = old.filter(|o| delete || new_body.as_ref().is_some_and(|n| n != o)) {
+                sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
+                    .bind(old)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+        .await);
+        let held = match result {
+            Ok(held) => held,
+            Err(e) => {
+                if let Some(new) = &new_body {
+                    body::delete_body(self.pool(), new).await;
+                }
+                return Err(db_error(e));
+            }
+        };
+        if !held {
+            if let Some(new) = &new_body {
+                body::delete_body(self.pool(), new).await;
+            }
+            return Err(StoreError::LeaseLost(token.name().to_string()));
+        }
+        Ok(())
+    }
+
+    /// Leases one due, unleased mail if there is one: its name and lease id.
+    async fn try_lease(&self) -> Result<Option<(String, i64, i64)>> {
+        let d = self.dialect();
+        let t = self.table();
+        let now = now_ms();
+        let until = now + self.inner.lease.as_millis() as i64;
+        let pick = format!(
+            "SELECT message_name FROM {t} WHERE repository_name = $1 \
+             AND (mailroom_lease_until IS NULL OR mailroom_lease_until <= $3) \
+             AND (mailroom_next_attempt IS NULL OR mailroom_next_attempt <= $3) \
+             ORDER BY {} LIMIT 1{}",
+            d.seq(),
+            if d == Dialect::Postgres {
+                " FOR UPDATE SKIP LOCKED"
+            } else {
+                ""
+            }
+        );
+        let id_expr = match d {
+            Dialect::Sqlite => "$4",
+            Dialect::Postgres => "nextval('mailroom_lease_ids')",
+        };
+        let lease = format!(
+            "UPDATE {t} SET mailroom_lease_id = {id_expr}, mailroom_lease_until = $2 \
+             WHERE repository_name = $1 AND message_name = ({pick}) \
+             RETURNING message_name, mailroom_lease_id"
+        );
+        let repository = &self.inner.repository;
+        let result: sqlx::Result<Option<(String, Option<i64>)>> = on_pool!(self.pool(), p => async {
+            let mut tx = p.write_tx().await?;
+            let next_id: i64 = if d == Dialect::Sqlite {
+                sqlx::query_scalar(
+                    "UPDATE mailroom_counters SET value = value + 1 WHERE name = 'lease' \
+                     RETURNING value",
+                )
+                .fetch_one(&mut *tx)
+                .await?
+            } else {
+                0
+            };
+            let mut query = sqlx::query_as(sql(lease)).bind(repository).bind(until).bind(now);
+            if d == Dialect::Sqlite {
+                query = query.bind(next_id);
+            }
+            let leased = query.fetch_optional(&mut *tx).await?;
+            if leased.is_some() {
+                tx.commit().await?;
+            }
+            Ok(leased)
+        }
+        .await);
+        Ok(result
+            .map_err(db_error)?
+            .map(|(name, id)| (name, id.unwrap_or_default(), until)))
+    }
+}
+
+#[async_trait]
+impl MailRepository for DbMailRepository {
+    async fn store(&self, mail: &Mail) -> Result<()> {
+        validate_mail_name(mail.name())?;
+        let values =
+            RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message).await?;
+        self.put(values).await
+    }
+
+    async fn retrieve(&self, name: &str) -> Result<Option<Mail>> {
+        validate_mail_name(name)?;
+        match fetch_row(&self.inner.table, &self.inner.repository, name).await? {
+            Some(row) => Ok(Some(
+                row.into_mail(self.pool(), &self.inner.table.tmp_dir)
+                    .await?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<bool> {
+        validate_mail_name(name)?;
+        let statement = format!(
+            "DELETE FROM {} WHERE repository_name = $1 AND message_name = $2 \
+             RETURNING mailroom_body_id",
+            self.table()
+        );
+        let repository = &self.inner.repository;
+        let result: sqlx::Result<bool> = on_pool!(self.pool(), p => async {
+            let mut tx = p.write_tx().await?;
+            let gone: Option<Option<String>> = sqlx::query_scalar(sql(statement))
+                .bind(repository)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(Some(body)) = &gone {
+                sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
+                    .bind(body)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(gone.is_some())
+        }
+        .await);
+        result.map_err(db_error)
+    }
+
+    async fn list(&self) -> Result<Vec<String>> {
+        let statement = format!(
+            "SELECT message_name FROM {} WHERE repository_name = $1 ORDER BY {}",
+            self.table(),
+            self.dialect().seq()
+        );
+        on_pool!(self.pool(), p => sqlx::query_scalar(sql(statement))
+            .bind(&self.inner.repository)
+            .fetch_all(p)
+            .await)
+        .map_err(db_error)
+    }
+
+    async fn incoming(&self) -> Result<Box<dyn IncomingMessage>> {
+        Ok(Box::new(Incoming {
+            repo: self.clone(),
+            name: mailroom_mailet::new_mail_name(),
+            head: Vec::new(),
+            header_done: false,
+            body: Some(BodyWriter::new(self.pool().clone(), self.table())),
+            body_lf: BareLf::default(),
+        }))
+    }
+}
+
+/// A message streamed into a database repository: the header section is kept until it is
+/// whole, the body goes to `mailroom_bodies` a chunk at a time.
+struct Incoming {
+    repo: DbMailRepository,
+    name: String,
+    head: Vec<u8>,
+    header_done: bool,
+    body: Option<BodyWriter>,
+    body_lf: BareLf,
+}
+
+impl Incoming {
+    /// Once the header section is known to be complete, moves what follows it to the body.
+    async fn split_header(&mut self, at_end: bool) -> io::Result<()> {
+        let split = mailroom_mailet::header_section_len(&self.head);
+        let ends_blank = self.head.ends_with(b"\n\r\n")
+            || self.head.ends_with(b"\n\n")
+            || self.head == b"\r\n"
+            || self.head == b"\n";
+        if at_end || split < self.head.len() || ends_blank {
+            let rest = self.head.split_off(split);
+            self.header_done = true;
+            self.write_body(&rest).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_body(&mut self, octets: &[u8]) -> io::Result<()> {
+        self.body_lf.feed(octets);
+        let body = self.body.as_mut().expect("written before commit");
+        body.write(octets)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl IncomingMessage for Incoming {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn write(&mut self, octets: &[u8]) -> io::Result<()> {
+        if self.header_done {
+            return self.write_body(octets).await;
+        }
+        self.head.extend_from_slice(octets);
+        self.split_header(false).await
+    }
+
+    async fn commit(mut self: Box<Self>, mut envelope: Envelope) -> Result<()> {
+        if !self.header_done {
+            self.split_header(true).await?;
+        }
+        let body = self.body.take().expect("committed once");
+        let body = body.finish().await?;
+        envelope.name = self.name.clone();
+        let mut header_lf = BareLf::default();
+        header_lf.feed(&self.head);
+        let values = RowValues::new(
+            &envelope,
+            std::mem::take(&mut self.head),
+            &body,
+            header_lf,
+            self.body_lf,
+        )?;
+        self.repo.put(values).await
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        // Not committed: remove the chunks written so far (a sweep removes them otherwise).
+        if let Some(body) = self.body.take().filter(BodyWriter::wrote_any) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let pool = self.repo.pool().clone();
+                let id = body.id().to_string();
+                runtime.spawn(async move { body::delete_body(&pool, &id).await });
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SpoolRepository for DbMailRepository {
+    async fn lease(&self, wait: Duration) -> Result<Option<Leased>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let spooled = self.inner.spooled.notified();
+            tokio::pin!(spooled);
+            spooled.as_mut().enable();
+            while let Some((name, id, until)) = self.try_lease().await? {
+                let token = LeaseToken::new(name.clone(), id as u64, super::from_ms(until));
+                match fetch_row(&self.inner.table, &self.inner.repository, &name).await? {
+                    Some(row) => {
+                        let mail = row
+                            .into_mail(self.pool(), &self.inner.table.tmp_dir)
+                            .await?;
+                        return Ok(Some(Leased { mail, token }));
+                    }
+                    // Removed between the lease and the read: look for another.
+                    None => continue,
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let pause = (deadline - now).min(POLL);
+            tokio::select! {
+                _ = &mut spooled => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn renew(&self, token: &LeaseToken) -> Result<LeaseToken> {
+        let until = now_ms() + self.inner.lease.as_millis() as i64;
+        self.under_lease(
+            token,
+            None,
+            ", mailroom_lease_until = $17",
+            Some(until),
+            false,
+        )
+        .await?;
+        Ok(LeaseToken::new(
+            token.name(),
+            token.id(),
+            super::from_ms(until),
+        ))
+    }
+
+    async fn update(&self, token: &LeaseToken, mail: &Mail) -> Result<()> {
+        validate_mail_name(mail.name())?;
+        if mail.name() != token.name() {
+            return Err(StoreError::LeaseLost(mail.name().to_string()));
+        }
+        let values =
+            RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message).await?;
+        self.under_lease(token, Some(values), "", None, false).await
+    }
+
+    async fn release(&self, token: LeaseToken) -> Result<()> {
+        self.under_lease(
+            &token,
+            None,
+            ", mailroom_lease_id = NULL, mailroom_lease_until = NULL, \
+             mailroom_next_attempt = NULL",
+            None,
+            false,
+        )
+        .await?;
+        self.inner.spooled.notify_waiters();
+        Ok(())
+    }
+
+    async fn requeue(
+        &self,
+        token: LeaseToken,
+        mail: &Mail,
+        next_attempt_at: SystemTime,
+    ) -> Result<()> {
+        validate_mail_name(mail.name())?;
+        if mail.name() != token.name() {
+            return Err(StoreError::LeaseLost(mail.name().to_string()));
+        }
+        let values =
+            RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message).await?;
+        self.under_lease(
+            &token,
+            Some(values),
+            ", mailroom_lease_id = NULL, mailroom_lease_until = NULL, \
+             mailroom_next_attempt = $17",
+            Some(to_ms(next_attempt_at)),
+            false,
+        )
+        .await?;
+        self.inner.spooled.notify_waiters();
+        Ok(())
+    }
+
+    async fn complete(&self, token: LeaseToken) -> Result<()> {
+        self.under_lease(&token, None, "", None, true).await
+    }
+
+    async fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>> {
+        validate_mail_name(name)?;
+        let statement = format!(
+            "SELECT mailroom_next_attempt FROM {} WHERE repository_name = $1 \
+             AND message_name = $2",
+            self.table()
+        );
+        let at: Option<Option<i64>> = on_pool!(self.pool(), p => sqlx::query_scalar(sql(statement))
+            .bind(&self.inner.repository)
+            .bind(name)
+            .fetch_optional(p)
+            .await)
+        .map_err(db_error)?;
+        Ok(table::time_of(at.flatten()))
+    }
+
+    async fn make_due(&self, name: &str) -> Result<bool> {
+        validate_mail_name(name)?;
+        let statement = format!(
+            "UPDATE {} SET mailroom_next_attempt = NULL WHERE repository_name = $1 \
+             AND message_name = $2 AND (mailroom_lease_until IS NULL OR mailroom_lease_until <= $3)",
+            self.table()
+        );
+        let changed = on_pool!(self.pool(), p => sqlx::query(sql(statement))
+            .bind(&self.inner.repository)
+            .bind(name)
+            .bind(now_ms())
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(db_error)?;
+        if changed > 0 {
+            self.inner.spooled.notify_waiters();
+        }
+        Ok(changed > 0)
+    }
+}

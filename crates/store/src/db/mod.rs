@@ -1,0 +1,508 @@
+//! The database backend: users, mail repositories, inboxes and the spool in SQLite (embedded,
+//! nothing to install) or PostgreSQL, through sqlx.
+//!
+//! * [`DataSources`]: one connection pool per `<data-source>` (`sqlite://var/mail.db` relative
+//!   to the home, `postgres://…`, James's `jdbc:postgresql://host:port/db` with `<user>` and
+//!   `<password>`; `<max>` connections), with the versioned migrations run at start and a
+//!   database written by a newer Mailroom refused.
+//! * James 2.3.2's tables, named by the URL as James names them (`db://maildb/inbox/` is table
+//!   `inbox`, `db://maildb/mail/error/` is table `mail` with `repository_name` `error`), created
+//!   on first use with James's columns plus Mailroom's own (`mailroom_*`), so that a James 2.3
+//!   database is served as it is.
+//! * Bodies are kept in `mailroom_bodies` in chunks of [`body::CHUNK`] octets (SQLite blobs,
+//!   PostgreSQL `bytea`), written and read one chunk at a time, so memory stays bounded whatever
+//!   a message's size.
+//!
+//! Every write commits before it returns: SQLite runs in WAL mode with `synchronous=FULL`, and
+//! PostgreSQL's default `synchronous_commit` holds the commit until it is on disk.
+
+mod body;
+mod inbox;
+mod mail;
+mod table;
+mod users;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::SqlSafeStr;
+
+pub use inbox::DbInbox;
+pub use mail::DbMailRepository;
+pub use users::DbUsersRepository;
+
+use crate::{Result, StoreError};
+
+/// A connection pool of one data source.
+#[derive(Clone, Debug)]
+pub enum Pool {
+    /// An embedded SQLite database file.
+    Sqlite(SqlitePool),
+    /// A PostgreSQL server.
+    Postgres(PgPool),
+}
+
+/// Runs the same code on either engine's pool: `$p` is the `SqlitePool` or the `PgPool`. The
+/// code is written once and compiled for both, so statements must be valid on both engines
+/// (`$1` placeholders work on SQLite too); where they differ, [`Dialect`] gives the text.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::db::Pool::Sqlite($p) => $body,
+            $crate::db::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+impl Pool {
+    /// The SQL spelling of this engine.
+    pub(crate) fn dialect(&self) -> Dialect {
+        match self {
+            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+/// Where the two engines' SQL differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The type of binary columns.
+    pub(crate) fn blob(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BLOB",
+            Dialect::Postgres => "BYTEA",
+        }
+    }
+
+    /// `last_updated` in milliseconds since the epoch (a James `timestamp` on PostgreSQL).
+    pub(crate) fn updated_ms(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "last_updated",
+            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM last_updated) * 1000 AS BIGINT)",
+        }
+    }
+
+    /// The value written to `last_updated` from parameter `$n` in milliseconds.
+    pub(crate) fn updated_param(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("${n}"),
+            Dialect::Postgres => format!("to_timestamp(CAST(${n} AS DOUBLE PRECISION) / 1000)"),
+        }
+    }
+
+    /// The column that orders a table's rows by insertion.
+    pub(crate) fn seq(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "rowid",
+            Dialect::Postgres => "mailroom_seq",
+        }
+    }
+}
+
+/// Begins a transaction that will write. On SQLite it takes the write lock at once (`BEGIN
+/// IMMEDIATE`): a deferred transaction that read first could not be upgraded while another
+/// connection writes, and would fail instead of waiting.
+pub(crate) trait WriteTx {
+    type Db: sqlx::Database;
+    fn write_tx(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send;
+}
+
+impl WriteTx for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn write_tx(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>>> + Send
+    {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl WriteTx for PgPool {
+    type Db = sqlx::Postgres;
+    fn write_tx(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>>> + Send
+    {
+        self.begin()
+    }
+}
+
+/// A database error as a store error (temporary: the database may come back).
+pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
+    StoreError::Io(io::Error::other(format!("database: {e}")))
+}
+
+/// Whether `e` is a unique-key violation.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+/// SQL built at run time (table names come from repository URLs, checked by [`table_name`]).
+pub(crate) fn sql(text: String) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(text)
+}
+
+/// Checks a table name taken from a repository URL: a plain SQL identifier that cannot
+/// inject anything, and not one of Mailroom's own tables.
+pub(crate) fn table_name(name: &str) -> Result<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.to_ascii_lowercase().starts_with("mailroom_")
+        && !name.to_ascii_lowercase().starts_with("_sqlx");
+    if ok {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(StoreError::InvalidUrl(
+            name.to_string(),
+            "a table name is letters, digits and _ (at most 48), not starting with mailroom_"
+                .into(),
+        ))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    to_ms(std::time::SystemTime::now())
+}
+
+/// A time as milliseconds since the Unix epoch.
+pub(crate) fn to_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// A time from milliseconds since the Unix epoch.
+pub(crate) fn from_ms(ms: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// One `<data-source>` as the store needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataSourceSpec {
+    /// The name `db://NAME/...` URLs use.
+    pub name: String,
+    /// `<dburl>`.
+    pub url: String,
+    /// `<user>`, overriding one in the URL.
+    pub user: Option<String>,
+    /// `<password>`, overriding one in the URL.
+    pub password: Option<String>,
+    /// `<max>`: the most connections the pool opens.
+    pub max: u32,
+}
+
+/// The schema versions this build knows, per engine.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "bodies",
+    include_str!("migrations/sqlite_0001_bodies.sql"),
+)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "bodies",
+    include_str!("migrations/postgres_0001_bodies.sql"),
+)];
+
+/// Where the applied versions are recorded.
+const MIGRATIONS_TABLE: &str = "mailroom_migrations";
+
+fn migrator(dialect: Dialect) -> Migrator {
+    let list = match dialect {
+        Dialect::Sqlite => SQLITE_MIGRATIONS,
+        Dialect::Postgres => POSTGRES_MIGRATIONS,
+    };
+    let mut migrator = Migrator::with_migrations(
+        list.iter()
+            .map(|(version, name, text)| {
+                Migration::new(
+                    *version,
+                    (*name).into(),
+                    MigrationType::Simple,
+                    text.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    );
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+/// The data sources of a configuration, each an open, migrated pool.
+#[derive(Clone, Debug, Default)]
+pub struct DataSources {
+    pools: HashMap<String, Pool>,
+    /// Where large bodies read back from a database are kept while a mail is in use (unlinked
+    /// files: nothing stays behind).
+    tmp_dir: PathBuf,
+}
+
+impl DataSources {
+    /// Opens every data source: connects, creates an SQLite file that does not exist yet, and
+    /// brings its schema up to this build's version. A database whose schema is newer than
+    /// this build knows is refused.
+    pub async fn open(specs: &[DataSourceSpec], home: &Path) -> Result<DataSources> {
+        let tmp_dir = home.join("var/tmp/db");
+        std::fs::create_dir_all(&tmp_dir)?;
+        let mut pools = HashMap::new();
+        for spec in specs {
+            let pool = connect(spec, home).await?;
+            pools.insert(spec.name.clone(), pool);
+        }
+        Ok(DataSources { pools, tmp_dir })
+    }
+
+    /// The pool of the data source called `name`.
+    pub fn pool(&self, name: &str) -> Result<&Pool> {
+        self.pools.get(name).ok_or_else(|| {
+            StoreError::InvalidUrl(
+                format!("db://{name}/"),
+                format!("no data source \"{name}\" in <database-connections>"),
+            )
+        })
+    }
+
+    /// Closes every pool (waiting for connections in use to come back).
+    pub async fn close(&self) {
+        for pool in self.pools.values() {
+            on_pool!(pool, p => p.close().await);
+        }
+    }
+
+    /// The users repository at `db://SOURCE/TABLE` (James's default table is `users`).
+    pub async fn users(&self, source: &str, path: &[String]) -> Result<Arc<DbUsersRepository>> {
+        let table = path.first().map_or("users", String::as_str);
+        Ok(Arc::new(
+            DbUsersRepository::open(self.pool(source)?.clone(), table).await?,
+        ))
+    }
+
+    /// The mail repository (or spool) at `db://SOURCE/TABLE/REPOSITORY`: James's table and
+    /// `repository_name` (which defaults to the table's name).
+    pub async fn mail(&self, source: &str, path: &[String]) -> Result<Arc<DbMailRepository>> {
+        let (table, repository) = table_and_repository(source, path)?;
+        Ok(Arc::new(
+            DbMailRepository::open(
+                self.pool(source)?.clone(),
+                &table,
+                &repository,
+                self.tmp_dir.clone(),
+            )
+            .await?,
+        ))
+    }
+
+    /// The spool at `db://SOURCE/TABLE/REPOSITORY`. On SQLite, an embedded database that one
+    /// process owns, leases left by a previous run are dropped: that process is gone. On
+    /// PostgreSQL they are other nodes' until they expire.
+    pub async fn spool(&self, source: &str, path: &[String]) -> Result<Arc<DbMailRepository>> {
+        let spool = self.mail(source, path).await?;
+        spool.drop_stale_leases().await?;
+        Ok(spool)
+    }
+
+    /// The inboxes at `db://SOURCE/TABLE/`: one `repository_name` per user, as James keeps them.
+    pub async fn inbox(&self, source: &str, path: &[String]) -> Result<Arc<DbInbox>> {
+        let table = path.first().map_or("inbox", String::as_str);
+        Ok(Arc::new(
+            DbInbox::open(self.pool(source)?.clone(), table).await?,
+        ))
+    }
+}
+
+/// `["mail", "error"]` is table `mail`, repository `error`; `["spool"]` is table and
+/// repository `spool`.
+fn table_and_repository(source: &str, path: &[String]) -> Result<(String, String)> {
+    match path {
+        [table] => Ok((table.clone(), table.clone())),
+        [table, repository] => Ok((table.clone(), repository.clone())),
+        _ => Err(StoreError::InvalidUrl(
+            format!("db://{source}/{}", path.join("/")),
+            "expected db://SOURCE/TABLE/REPOSITORY".into(),
+        )),
+    }
+}
+
+/// Connects to one data source and migrates it.
+pub async fn connect(spec: &DataSourceSpec, home: &Path) -> Result<Pool> {
+    let url = spec.url.trim();
+    let invalid = |why: String| StoreError::InvalidUrl(url.to_string(), why);
+    let pool = if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(invalid("names no database file".into()));
+        }
+        let file = crate::db::resolve(home, path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&file)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(spec.max.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(|e| db_open_error(spec, e))?;
+        Pool::Sqlite(pool)
+    } else {
+        let mut options = postgres_options(url).map_err(invalid)?;
+        if let Some(user) = &spec.user {
+            options = options.username(user);
+        }
+        if let Some(password) = &spec.password {
+            options = options.password(password);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(spec.max.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| db_open_error(spec, e))?;
+        Pool::Postgres(pool)
+    };
+    migrate(&pool, &spec.name).await?;
+    Ok(pool)
+}
+
+fn db_open_error(spec: &DataSourceSpec, e: sqlx::Error) -> StoreError {
+    StoreError::Io(io::Error::other(format!(
+        "data source \"{}\": cannot connect: {e}",
+        spec.name
+    )))
+}
+
+/// `postgres://…` as libpq reads it, or James's `jdbc:postgresql://host[:port]/db[?…]`.
+fn postgres_options(url: &str) -> std::result::Result<PgConnectOptions, String> {
+    let with_ssl_off = |options: PgConnectOptions, url: &str| {
+        // This build has no TLS for database connections: ask for none unless told.
+        if url.contains("sslmode=") {
+            options
+        } else {
+            options.ssl_mode(PgSslMode::Disable)
+        }
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let options = PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
+        return Ok(with_ssl_off(options, url));
+    }
+    let Some(rest) = url.strip_prefix("jdbc:postgresql://") else {
+        return Err(
+            "unknown database URL (known: sqlite://PATH, postgres://…, jdbc:postgresql://HOST:PORT/DB)"
+                .into(),
+        );
+    };
+    let rest = rest.split('?').next().unwrap_or_default();
+    let (host_port, database) = rest.split_once('/').unwrap_or((rest, ""));
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse::<u16>()
+                .map_err(|_| format!("bad port \"{port}\""))?,
+        ),
+        None => (host_port, 5432),
+    };
+    if host.is_empty() || database.is_empty() {
+        return Err("expected jdbc:postgresql://HOST[:PORT]/DATABASE".into());
+    }
+    let options = PgConnectOptions::new_without_pgpass()
+        .host(host)
+        .port(port)
+        .database(database);
+    Ok(with_ssl_off(options, url))
+}
+
+/// Brings the schema up to this build's version; refuses a newer one.
+async fn migrate(pool: &Pool, name: &str) -> Result<()> {
+    let migrator = migrator(pool.dialect());
+    let latest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let result = on_pool!(pool, p => migrator.run(p).await);
+    result.map_err(|e| match e {
+        MigrateError::VersionMissing(version) => StoreError::Corrupt(
+            format!("data source \"{name}\""),
+            format!(
+                "its schema version {version} was written by a newer Mailroom (this build knows \
+                 versions up to {latest}); upgrade Mailroom to use it"
+            ),
+        ),
+        other => StoreError::Io(io::Error::other(format!(
+            "data source \"{name}\": migrating the schema: {other}"
+        ))),
+    })
+}
+
+/// A path from a `sqlite://` URL: relative to the home unless absolute.
+pub(crate) fn resolve(home: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        home.join(p.strip_prefix("./").unwrap_or(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jdbc_urls() {
+        let o = postgres_options("jdbc:postgresql://db.example:5433/james").unwrap();
+        assert_eq!(o.get_host(), "db.example");
+        assert_eq!(o.get_port(), 5433);
+        assert_eq!(o.get_database(), Some("james"));
+        let o = postgres_options("jdbc:postgresql://db/james?ssl=false").unwrap();
+        assert_eq!(o.get_port(), 5432);
+        assert!(postgres_options("jdbc:postgresql://db:x/james").is_err());
+        assert!(postgres_options("jdbc:postgresql://db").is_err());
+        assert!(postgres_options("jdbc:mysql://db/james").is_err());
+        let o = postgres_options("postgres://u:p@h:6000/d").unwrap();
+        assert_eq!(o.get_port(), 6000);
+        assert_eq!(o.get_username(), "u");
+    }
+
+    #[test]
+    fn table_names() {
+        assert_eq!(table_name("inbox").unwrap(), "inbox");
+        assert_eq!(table_name("Spool_2").unwrap(), "spool_2");
+        for bad in [
+            "",
+            "1x",
+            "a;drop",
+            "a b",
+            "mailroom_bodies",
+            "x\"y",
+            &"a".repeat(49),
+        ] {
+            assert!(table_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The conformance suite against the database backend: on an embedded SQLite file in every
+//! `cargo test`, and on PostgreSQL when `MAILROOM_TEST_POSTGRES=postgres://…` names a server
+//! (`.ci/run` starts a private cluster and sets it; without it those cases are ignored).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use mailroom_mailet::Message;
+use mailroom_store::db::{DataSourceSpec, DataSources, Pool};
+use mailroom_store::{
+    conformance, InboxRepository, MailRepository, SpoolRepository, StoreError, UsersRepository,
+};
+use tokio::io::AsyncReadExt;
+
+const PG_VAR: &str = "MAILROOM_TEST_POSTGRES";
+
+fn sqlite_spec() -> DataSourceSpec {
+    DataSourceSpec {
+        name: "maildb".into(),
+        url: "sqlite://var/mail.db".into(),
+        user: None,
+        password: None,
+        max: 8,
+    }
+}
+
+async fn sqlite(home: &std::path::Path) -> DataSources {
+    DataSources::open(&[sqlite_spec()], home).await.unwrap()
+}
+
+/// A PostgreSQL data source on the server the environment names, with tables of a name no
+/// other test uses (tests share the database).
+async fn postgres(home: &std::path::Path) -> DataSources {
+    let url = std::env::var(PG_VAR).expect("MAILROOM_TEST_POSTGRES");
+    let spec = DataSourceSpec {
+        url,
+        ..sqlite_spec()
+    };
+    DataSources::open(&[spec], home).await.unwrap()
+}
+
+/// A name for this run's tables, so that runs and tests never meet.
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_micros()
+    )
+}
+
+fn path(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+async fn all_kinds(sources: DataSources) {
+    let sources = Arc::new(sources);
+    let users = sources
+        .users("maildb", &path(&[&unique("users")]))
+        .await
+        .unwrap();
+    conformance::users_repository(users.as_ref()).await;
+
+    let mail = sources
+        .mail("maildb", &path(&[&unique("mail"), "error"]))
+        .await
+        .unwrap();
+    conformance::mail_repository(mail.as_ref()).await;
+
+    let inbox = sources
+        .inbox("maildb", &path(&[&unique("inbox")]))
+        .await
+        .unwrap();
+    conformance::inbox_repository(inbox.as_ref()).await;
+
+    let table = unique("spool");
+    let spool = sources
+        .spool("maildb", &path(&[&table, "spool"]))
+        .await
+        .unwrap();
+    conformance::mail_repository(spool.as_ref()).await;
+
+    let handle = tokio::runtime::Handle::current();
+    conformance::spool_repository(&|| {
+        // A repository of its own in one table for each case; reopened as after a restart.
+        let repository = unique("s");
+        let (sources, table, handle) = (sources.clone(), table.clone(), handle.clone());
+        Box::new(move |lease| {
+            let opened = tokio::task::block_in_place(|| {
+                handle.block_on(sources.spool("maildb", &path(&[&table, &repository])))
+            })
+            .unwrap();
+            Arc::new(Arc::unwrap_or_clone(opened).with_lease_duration(lease))
+                as Arc<dyn SpoolRepository>
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_conformance() {
+    let home = tempfile::tempdir().unwrap();
+    all_kinds(sqlite(home.path()).await).await;
+    assert!(home.path().join("var/mail.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set MAILROOM_TEST_POSTGRES=postgres://…; run by .ci/run"]
+async fn postgres_conformance() {
+    let home = tempfile::tempdir().unwrap();
+    all_kinds(postgres(home.path()).await).await;
+}
+
+/// A schema written by a newer Mailroom is refused, saying so.
+#[tokio::test]
+async fn sqlite_schema_from_the_future_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = sqlite(home.path()).await;
+    let Pool::Sqlite(pool) = sources.pool("maildb").unwrap().clone() else {
+        unreachable!()
+    };
+    sqlx::query(
+        "INSERT INTO mailroom_migrations (version, description, success, checksum, \
+         execution_time) VALUES (999, 'from the future', TRUE, X'00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let err = DataSources::open(&[sqlite_spec()], home.path())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("999") && text.contains("newer Mailroom"),
+        "{text}"
+    );
+    // Opening again with the same version works (migrations are not run twice).
+    sqlx::query("DELETE FROM mailroom_migrations WHERE version = 999")
+        .execute(&pool)
+        .await
+        .unwrap();
+    DataSources::open(&[sqlite_spec()], home.path())
+        .await
+        .unwrap();
+}
+
+/// A James 2.3 users table, written as James wrote it: its users log in with their SHA-1
+/// hash, which the login replaces with argon2id.
+async fn james_users(sources: DataSources, table: &str) {
+    let create = format!(
+        "CREATE TABLE {table} (username VARCHAR(64) NOT NULL, pwdHash VARCHAR(50), \
+         pwdAlgorithm VARCHAR(20), useForwarding SMALLINT, forwardDestination VARCHAR(255), \
+         useAlias SMALLINT, alias VARCHAR(255), PRIMARY KEY(username))"
+    );
+    let insert = format!(
+        "INSERT INTO {table} VALUES ('Joe', '5en6G6MezRroT3XKqkdPOmY/BfQ=', 'SHA', 1, \
+         'joe@elsewhere.example', 0, NULL)"
+    );
+    let pool = sources.pool("maildb").unwrap().clone();
+    match &pool {
+        Pool::Sqlite(p) => {
+            sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(p)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(insert))
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        Pool::Postgres(p) => {
+            sqlx::query(sqlx::AssertSqlSafe(create))
+                .execute(p)
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(insert))
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+    let users = sources.users("maildb", &path(&[table])).await.unwrap();
+    let joe = users.get("joe").await.unwrap().expect("James's user");
+    assert_eq!(joe.name, "Joe");
+    assert!(joe.forward_enabled);
+    assert_eq!(joe.forward.as_deref(), Some("joe@elsewhere.example"));
+    assert!(!joe.alias_enabled);
+    assert!(!users.verify_password("joe", "wrong").await.unwrap());
+    assert!(users.verify_password("joe", "secret").await.unwrap());
+    let upgraded = users.get("joe").await.unwrap().unwrap();
+    assert!(upgraded.password_hash.starts_with("$argon2id$"));
+    // James's column no longer holds the old hash; the algorithm says what is in force.
+    let select = format!("SELECT pwdHash, pwdAlgorithm FROM {table}");
+    let (hash, algorithm): (Option<String>, Option<String>) = match &pool {
+        Pool::Sqlite(p) => sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .fetch_one(p)
+            .await
+            .unwrap(),
+        Pool::Postgres(p) => sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .fetch_one(p)
+            .await
+            .unwrap(),
+    };
+    assert_eq!(hash, None);
+    assert_eq!(algorithm.as_deref(), Some("argon2id"));
+    assert!(users.verify_password("JOE", "secret").await.unwrap());
+}
+
+#[tokio::test]
+async fn sqlite_james_users_table_is_served_and_upgraded() {
+    let home = tempfile::tempdir().unwrap();
+    james_users(sqlite(home.path()).await, "users").await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: set MAILROOM_TEST_POSTGRES=postgres://…; run by .ci/run"]
+async fn postgres_james_users_table_is_served_and_upgraded() {
+    let home = tempfile::tempdir().unwrap();
+    james_users(postgres(home.path()).await, &unique("jusers")).await;
+}
+
+/// A mail James stored (whole message in `message_body`, Java-serialized attributes) is
+/// read, its attributes skipped; the inbox serves it over POP3 with a stable UIDL.
+#[tokio::test]
+async fn sqlite_james_mail_rows_are_served() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = sqlite(home.path()).await;
+    let Pool::Sqlite(pool) = sources.pool("maildb").unwrap().clone() else {
+        unreachable!()
+    };
+    sqlx::query(
+        "CREATE TABLE inbox (message_name VARCHAR(200) NOT NULL, repository_name VARCHAR(255) \
+         NOT NULL, message_state VARCHAR(30) NOT NULL, error_message VARCHAR(200) NULL, \
+         sender VARCHAR(255) NULL, recipients TEXT NOT NULL, remote_host VARCHAR(255) NOT NULL, \
+         remote_addr VARCHAR(20) NOT NULL, message_body BLOB NOT NULL, message_attributes BLOB \
+         NULL, last_updated BIGINT NOT NULL, PRIMARY KEY (repository_name, message_name))",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for (name, repo) in [
+        ("Mail1170000000000-0", "joe"),
+        ("Mail1170000000000-1", "error"),
+    ] {
+        sqlx::query(
+            "INSERT INTO inbox VALUES ($1, $2, 'root', NULL, 'a@example.org', \
+             'joe@example.org\r\nann@example.org', 'mx.example', '192.0.2.1', $3, $4, 1170000000000)",
+        )
+        .bind(name)
+        .bind(repo)
+        .bind(&b"Subject: from James\n\nbody\n"[..])
+        .bind(&b"\xac\xed\x00\x05java"[..])
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let inbox = sources.inbox("maildb", &path(&["inbox"])).await.unwrap();
+    let mailbox = inbox.open_mailbox("joe").await.unwrap();
+    assert_eq!(mailbox.messages().len(), 1);
+    assert_eq!(mailbox.messages()[0].uid, "Mail1170000000000-0");
+    // Three bare LFs, each counted as CRLF.
+    assert_eq!(mailbox.messages()[0].size, 29);
+    let mut text = Vec::new();
+    mailbox
+        .open_message(0)
+        .await
+        .unwrap()
+        .read_to_end(&mut text)
+        .await
+        .unwrap();
+    assert_eq!(text, b"Subject: from James\n\nbody\n");
+    drop(mailbox);
+
+    let errors = sources
+        .mail("maildb", &path(&["inbox", "error"]))
+        .await
+        .unwrap();
+    let mail = errors
+        .retrieve("Mail1170000000000-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mail.envelope.recipients.len(), 2);
+    assert_eq!(mail.envelope.sender.unwrap().to_string(), "a@example.org");
+    assert_eq!(mail.envelope.remote_addr, "192.0.2.1");
+    assert_eq!(mail.envelope.last_updated, 1_170_000_000_000);
+    assert!(mail.envelope.attributes.is_empty());
+    assert_eq!(
+        mail.message.header("subject").as_deref(),
+        Some("from James")
+    );
+}
+
+/// A large message is written and read a chunk at a time: through the spool (streamed in,
+/// read back into a file) and an inbox (streamed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_large_message_round_trip() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = sqlite(home.path()).await;
+    let spool = sources
+        .spool("maildb", &path(&["spool", "spool"]))
+        .await
+        .unwrap();
+    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+    let lines = 8 * 1024 * 1024 / line.len();
+    let mut incoming = spool.incoming().await.unwrap();
+    incoming.write(b"Subject: big\r\n\r\n").await.unwrap();
+    for _ in 0..lines {
+        incoming.write(line).await.unwrap();
+    }
+    let name = incoming.name().to_string();
+    incoming
+        .commit(mailroom_mailet::Envelope::new("x", None, vec![]))
+        .await
+        .unwrap();
+    let size = 16 + (lines * line.len()) as u64;
+    let mail = spool.retrieve(&name).await.unwrap().unwrap();
+    assert_eq!(mail.message.size(), size);
+    assert_eq!(mail.message.header("subject").as_deref(), Some("big"));
+    let mut body = mail.message.body().open().unwrap();
+    let mut buf = vec![0; line.len()];
+    std::io::Read::read_exact(&mut body, &mut buf).unwrap();
+    assert_eq!(buf, line);
+
+    let inbox = sources.inbox("maildb", &path(&["inbox"])).await.unwrap();
+    let delivery = inbox
+        .deliver("bob", b"Return-Path: <>\r\n", &mail.message)
+        .await
+        .unwrap();
+    inbox.sync(&[delivery]).await.unwrap();
+    let mailbox = inbox.open_mailbox("bob").await.unwrap();
+    assert_eq!(mailbox.messages()[0].size, size + 17);
+    let mut stream = mailbox.open_message(0).await.unwrap();
+    let mut total = 0u64;
+    let mut chunk = vec![0; 64 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    assert_eq!(total, size + 17);
+    drop(stream);
+    drop(mailbox);
+
+    // Removing the mail removes its chunks; nothing else is left behind.
+    assert!(spool.remove(&name).await.unwrap());
+    let mut mailbox = inbox.open_mailbox("bob").await.unwrap();
+    mailbox.delete(&[0]).await.unwrap();
+    drop(mailbox);
+    let Pool::Sqlite(pool) = sources.pool("maildb").unwrap().clone() else {
+        unreachable!()
+    };
+    let chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mailroom_bodies")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(chunks, 0);
+}
+
+/// Bad URLs: undefined data sources and table names that could inject SQL are refused.
+#[tokio::test]
+async fn bad_urls_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = sqlite(home.path()).await;
+    assert!(matches!(
+        sources.mail("nodb", &path(&["mail", "error"])).await,
+        Err(StoreError::InvalidUrl(..))
+    ));
+    for bad in ["x;DROP TABLE users", "mailroom_bodies", "a b"] {
+        assert!(matches!(
+            sources.mail("maildb", &path(&[bad, "error"])).await,
+            Err(StoreError::InvalidUrl(..))
+        ));
+    }
+    assert!(sources.users("maildb", &path(&["us\"ers"])).await.is_err());
+    let bad = DataSourceSpec {
+        url: "mysql://db/x".into(),
+        ..sqlite_spec()
+    };
+    assert!(DataSources::open(&[bad], home.path()).await.is_err());
+    let inbox = sources.inbox("maildb", &path(&["inbox"])).await.unwrap();
+    assert!(matches!(
+        inbox
+            .deliver("../x", b"", &Message::from_bytes(b"a: b\r\n\r\n"))
+            .await,
+        Err(StoreError::InvalidName(..))
+    ));
+}

@@ -1,0 +1,176 @@
+//! Every repository in the embedded SQLite database (`db://maildb/...`): users, inboxes, the
+//! spool and the error repository. Mail goes in over SMTP and out over POP3, with UIDLs that
+//! stay the same across a restart; nothing is written to the file repositories.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::harness::{wait_for, Server, Setup};
+
+/// James's data source block, on the embedded SQLite file.
+const DATA_SOURCES: &str = r#"<database-connections>
+    <data-sources>
+      <data-source name="maildb" class="org.apache.james.util.dbcp.JdbcDataSource">
+        <driver>org.sqlite.JDBC</driver>
+        <dburl>sqlite://var/mail.db</dburl>
+        <user></user><password></password>
+        <max>8</max>
+      </data-source>
+    </data-sources>
+  </database-connections>"#;
+
+/// The harness's config with every repository moved into the database.
+fn in_database(xml: String) -> String {
+    xml.replace("file://var/mail/inboxes/", "db://maildb/inbox/")
+        .replace("file://var/mail/spool/", "db://maildb/spool/spool")
+        .replace("file://var/mail/error/", "db://maildb/mail/error/")
+        .replace("file://var/mail/address-error/", "db://maildb/mail/address-error/")
+        .replace(
+            r#"class="org.apache.james.userrepository.UsersFileRepository" destinationURL="file://var/users/""#,
+            r#"class="org.apache.james.userrepository.JamesUsersJdbcRepository" destinationURL="db://maildb/users""#,
+        )
+}
+
+/// A POP3 session: sends a command, reads the reply (and the lines of a multi-line one).
+struct Pop3 {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Pop3 {
+    fn login(port: u16, user: &str, password: &str) -> Pop3 {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut pop = Pop3 {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        assert!(pop.line().starts_with("+OK"));
+        assert!(pop.cmd(&format!("USER {user}")).starts_with("+OK"));
+        let reply = pop.cmd(&format!("PASS {password}"));
+        assert!(reply.starts_with("+OK"), "{reply}");
+        pop
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        assert!(self.reader.read_line(&mut line).unwrap() > 0, "closed");
+        line.trim_end_matches(['\r', '\n']).to_string()
+    }
+
+    fn cmd(&mut self, line: &str) -> String {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+        self.line()
+    }
+
+    fn multi(&mut self, line: &str) -> Vec<String> {
+        let reply = self.cmd(line);
+        assert!(reply.starts_with("+OK"), "{line}: {reply}");
+        let mut lines = Vec::new();
+        loop {
+            match self.line() {
+                end if end == "." => return lines,
+                l => lines.push(l),
+            }
+        }
+    }
+
+    fn uidl(&mut self) -> Vec<String> {
+        self.multi("UIDL")
+    }
+}
+
+fn send(server: &Server, rcpt: &str, subject: &str) {
+    let mut smtp = server.smtp();
+    assert!(smtp.cmd("EHLO client.example.net").starts_with("250"));
+    assert!(smtp
+        .cmd("MAIL FROM:<sender@example.net>")
+        .starts_with("250"));
+    let reply = smtp.cmd(&format!("RCPT TO:<{rcpt}>"));
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(format!("Subject: {subject}\r\n\r\nbody of {subject}\r\n..dot\r\n").as_bytes());
+    let reply = smtp.cmd(".");
+    assert!(reply.starts_with("250"), "{reply}");
+    smtp.cmd("QUIT");
+}
+
+#[test]
+fn smtp_in_pop3_out_all_in_sqlite() {
+    let mut server = Server::start_edited(
+        &Setup {
+            pop3_handler: Some(""),
+            extra: DATA_SOURCES,
+            ..Setup::default()
+        },
+        in_database,
+    );
+    server.add_user("Bob", "secret");
+    for subject in ["one", "two", "three"] {
+        send(&server, "bob@localhost", subject);
+    }
+    wait_for("three deliveries", || {
+        Pop3::login(server.pop3_port, "bob", "secret").uidl().len() == 3
+    });
+    let mut pop = Pop3::login(server.pop3_port, "bob", "secret");
+    let uids = pop.uidl();
+    let retr = pop.multi("RETR 2");
+    assert!(retr.iter().any(|l| l == "Subject: two"), "{retr:?}");
+    assert!(retr.iter().any(|l| l == "..dot"), "dot-stuffed: {retr:?}");
+    assert!(
+        retr.iter().any(|l| l.starts_with("Return-Path:")),
+        "{retr:?}"
+    );
+    // The size LIST gives is the octets RETR sends (every line CRLF, before stuffing).
+    let reply = pop.cmd("LIST 2");
+    let listed: u64 = reply.split(' ').nth(2).unwrap().parse().unwrap();
+    let sent: u64 = retr
+        .iter()
+        .map(|l| {
+            if l.starts_with("..") {
+                &l[1..]
+            } else {
+                l.as_str()
+            }
+        })
+        .map(|l| l.len() as u64 + 2)
+        .sum();
+    assert_eq!(listed, sent);
+    pop.cmd("QUIT");
+
+    // Restarted: the same messages with the same UIDLs; a deletion holds.
+    assert!(server.terminate().success());
+    server.spawn();
+    let mut pop = Pop3::login(server.pop3_port, "BOB", "secret");
+    assert_eq!(pop.uidl(), uids);
+    assert!(pop.cmd("DELE 1").starts_with("+OK"));
+    assert!(pop.cmd("QUIT").starts_with("+OK"));
+    let left: Vec<String> = Pop3::login(server.pop3_port, "bob", "secret")
+        .uidl()
+        .into_iter()
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .collect();
+    let expected: Vec<String> = uids[1..]
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .collect();
+    assert_eq!(left, expected);
+
+    // Everything is in the database: no file repository was made.
+    assert!(server.path("var/mail.db").exists());
+    for dir in [
+        "var/mail/inboxes",
+        "var/mail/spool",
+        "var/users",
+        "var/mail/error",
+    ] {
+        assert!(!server.path(dir).exists(), "{dir} exists");
+    }
+    let log = server.log();
+    assert!(!log.contains("ERROR"), "{log}");
+}
