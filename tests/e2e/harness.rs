@@ -495,3 +495,20 @@ pub fn console(server: &Server, commands: &[&str]) -> String {
     std::io::Read::read_to_string(&mut stream, &mut all).unwrap();
     all
 }
+
+/// Runs a Python script with these arguments; returns its standard output.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 is installed");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{maildir_messages, wait_for, Server, Setup};
+use crate::harness::{maildir_messages, python, wait_for, Server, Setup};
 
 /// A server with POP3 enabled (with these extra handler options) and one user.
 fn pop3_server(handler: &str, user: &str, password: &str) -> Server {
@@ -17,23 +17,6 @@ fn pop3_server(handler: &str, user: &str, password: &str) -> Server {
     });
     server.add_user(user, password);
     server
-}
-
-/// Runs a Python script with these arguments; returns its standard output.
-fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 is installed");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Sends each message (raw bytes, CRLF) over SMTP to `rcpt`, then waits until `inbox` holds

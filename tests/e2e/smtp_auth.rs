@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    envelope_of, maildir_messages, repository_count, wait_for, Server, Setup, Smtp, DEFAULT_TREE,
+    envelope_of, maildir_messages, python, repository_count, wait_for, Server, Setup, Smtp,
+    DEFAULT_TREE,
 };
 
 /// AUTH offered in plain text; only a documentation network may relay by address, so the
@@ -51,23 +52,6 @@ fn plain(user: &str, password: &str) -> String {
         "AUTH PLAIN {}",
         b64(format!("\0{user}\0{password}").as_bytes())
     )
-}
-
-/// Runs a Python script with these arguments; returns its standard output.
-fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 is installed");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The mails of a file repository, with their envelopes.

@@ -9,7 +9,9 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{console, free_port, maildir_messages, wait_for, Server, Setup, ADMIN};
+use crate::harness::{
+    console, free_port, maildir_messages, python, wait_for, Server, Setup, ADMIN,
+};
 
 /// A server with STARTTLS on SMTP and STLS on POP3 (the defaults), `<requireTLSForAuth>` on
 /// POP3, an implicit-TLS SMTP block and POP3 block with a 2 s connection timeout (so a
@@ -63,23 +65,6 @@ impl TlsServer {
     pub fn ca(&self) -> String {
         self.server.path("var/tls/cert.pem").display().to_string()
     }
-}
-
-/// Runs a Python script with these arguments; returns its standard output.
-pub fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 is installed");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// `openssl x509 -fingerprint -sha256` of a PEM file: `AB:CD:...`.

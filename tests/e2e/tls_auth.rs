@@ -8,10 +8,10 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
+use crate::harness::python;
 use crate::harness::{
     envelope_of, free_port, maildir_messages, repository_count, wait_for, Server, Setup, BIN,
 };
-use crate::tls::python;
 
 /// AUTH on the STARTTLS listener with the default `<requireTLSForAuth>` (true); only a
 /// documentation network may relay by address, so the loopback clients need AUTH to relay.

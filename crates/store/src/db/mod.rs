@@ -372,7 +372,16 @@ pub async fn connect(spec: &DataSourceSpec, home: &Path) -> Result<Pool> {
             .connect_with(options)
             .await
             .map_err(|e| db_open_error(spec, e))?;
-        Pool::Sqlite(pool)
+        // Two processes on one file (the server and `mailroom user add`, say) may start
+        // together; SQLite gives sqlx's migrator no lock, so a file lock beside the database
+        // makes the second wait and then find the schema done. PostgreSQL's migrator locks.
+        let lock = file.with_extension("migrate-lock");
+        let _held = tokio::task::spawn_blocking(move || migration_lock(&lock))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))??;
+        let pool = Pool::Sqlite(pool);
+        migrate(&pool, &spec.name).await?;
+        return Ok(pool);
     } else {
         let mut options = postgres_options(url).map_err(invalid)?;
         if let Some(user) = &spec.user {
@@ -438,6 +447,17 @@ fn postgres_options(url: &str) -> std::result::Result<PgConnectOptions, String> 
         .port(port)
         .database(database);
     Ok(with_ssl_off(options, url))
+}
+
+/// Takes an exclusive lock on `path` (created if missing), held until the file is dropped.
+fn migration_lock(path: &Path) -> io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(file)
 }
 
 /// Brings the schema up to this build's version; refuses a newer one.
