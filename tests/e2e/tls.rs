@@ -568,3 +568,42 @@ fn sighup_and_reloadtls_serve_a_renewed_certificate_and_keep_the_old_one_when_br
     before.read_exact(&mut banner).unwrap();
     assert_eq!(&banner, b"220");
 }
+
+#[test]
+fn check_config_loads_the_configured_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = pair(&["localhost"]);
+    std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key).unwrap();
+    let check = |tls: &str| {
+        let setup = Setup {
+            extra: tls,
+            ..Setup::default()
+        };
+        let path = dir.path().join("config.xml");
+        std::fs::write(
+            &path,
+            crate::harness::config_xml_for((free_port(), 0, 0, 0), &setup),
+        )
+        .unwrap();
+        Command::new(crate::harness::BIN)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let good =
+        check("<tls><certificate>cert.pem</certificate><privateKey>key.pem</privateKey></tls>");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    // A missing key file is named, and nothing is generated in its place.
+    let bad =
+        check("<tls><certificate>cert.pem</certificate><privateKey>nokey.pem</privateKey></tls>");
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "{said}");
+    assert!(said.contains("nokey.pem: cannot read"), "{said}");
+    assert!(!dir.path().join("var/tls").exists());
+}

@@ -72,6 +72,7 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
         None => Config::embedded_default(home),
     };
     let config = loaded.map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
+    Certificates::check(&config, tls_services(&config))?;
     let gateway = NewsGateway::new(&nntp_host(&config), "localhost", None);
     build_tree(
         &config,

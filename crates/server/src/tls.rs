@@ -96,6 +96,22 @@ impl Certificates {
         Ok(certificates)
     }
 
+    /// What `mailroom check-config` checks: every configured pair of a listener in `services`
+    /// that uses TLS loads (a missing self-signed pair is not an error: the server makes it).
+    /// Writes nothing.
+    pub fn check<'a>(
+        config: &Config,
+        services: impl IntoIterator<Item = &'a ServiceCommon>,
+    ) -> Result<()> {
+        for service in services.into_iter().filter(|s| s.tls.enabled()) {
+            if let Some((certificate, private_key)) = service.tls.files(&config.tls) {
+                build(&certificate, &private_key)
+                    .map_err(|why| anyhow!("{}: TLS: {why}", service.location))?;
+            }
+        }
+        Ok(())
+    }
+
     /// How the listener of `service` uses TLS; `None` when it does not (or when it was not
     /// among the services given to [`Certificates::load`]).
     pub fn listener(&self, service: &ServiceCommon) -> Option<ListenerTls> {
