@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use crate::harness::{free_port, wait_for, Server, Setup};
 use crate::tls::python;
 
-const GROUPS: &str = "<nntp-repository><articleIDDomainSuffix>news.example.test</articleIDDomainSuffix>\
+const GROUPS: &str =
+    "<nntp-repository><articleIDDomainSuffix>news.example.test</articleIDDomainSuffix>\
     <newsgroups><newsgroup>comp.test</newsgroup></newsgroups></nntp-repository>";
 
 /// A server whose NNTP listener offers STARTTLS and requires TLS for AUTHINFO, an implicit-TLS
@@ -235,7 +236,10 @@ fn bad_input_on_nntp_tls_ports_closes_only_that_connection() {
     let mut plain = TcpStream::connect(("127.0.0.1", news.nntps_port)).unwrap();
     plain.write_all(b"CAPABILITIES\r\n").unwrap();
     let got = read_until_closed(&mut plain);
-    assert!(!got.starts_with(b"200") && !got.starts_with(b"101"), "{got:?}");
+    assert!(
+        !got.starts_with(b"200") && !got.starts_with(b"101"),
+        "{got:?}"
+    );
 
     let mut garbage = TcpStream::connect(("127.0.0.1", news.server.nntp_port)).unwrap();
     garbage.write_all(b"STARTTLS\r\n").unwrap();

@@ -71,7 +71,10 @@ fn plain_connection_offers_starttls_and_refuses_authinfo() {
     let caps = capabilities(&mut session);
     assert!(caps.contains(&"STARTTLS".to_string()), "{caps:?}");
     assert!(!caps.iter().any(|c| c.starts_with("AUTHINFO")), "{caps:?}");
-    let out = run(&mut session, &["AUTHINFO USER alice", "AUTHINFO PASS secret"]);
+    let out = run(
+        &mut session,
+        &["AUTHINFO USER alice", "AUTHINFO PASS secret"],
+    );
     assert_eq!(
         out,
         "483 Encryption or stronger authentication required\r\n\
@@ -83,7 +86,11 @@ fn plain_connection_offers_starttls_and_refuses_authinfo() {
     let (out, outcome, used) = feed(&mut session, "STARTTLS\r\n");
     assert_eq!(
         (out.as_str(), outcome, used),
-        ("382 Continue with TLS negotiation\r\n", Outcome::StartTls, 10)
+        (
+            "382 Continue with TLS negotiation\r\n",
+            Outcome::StartTls,
+            10
+        )
     );
 }
 
@@ -95,7 +102,11 @@ fn input_pipelined_after_starttls_is_left_unconsumed() {
     // Only the command itself is consumed: the rest is the driver's to discard, never run.
     assert_eq!(
         (out.as_str(), outcome, used),
-        ("382 Continue with TLS negotiation\r\n", Outcome::StartTls, 10)
+        (
+            "382 Continue with TLS negotiation\r\n",
+            Outcome::StartTls,
+            10
+        )
     );
     let (out, outcome, used) = feed(&mut session, &input[used..]);
     assert_eq!((out.as_str(), outcome, used), ("", Outcome::StartTls, 0));
@@ -160,5 +171,8 @@ fn without_starttls_on_the_listener_it_is_neither_listed_nor_started() {
     let caps = capabilities(&mut session);
     assert!(!caps.iter().any(|c| c.starts_with("AUTHINFO")), "{caps:?}");
     let out = run(&mut session, &["AUTHINFO USER alice"]);
-    assert_eq!(out, "483 Encryption or stronger authentication required\r\n");
+    assert_eq!(
+        out,
+        "483 Encryption or stronger authentication required\r\n"
+    );
 }
