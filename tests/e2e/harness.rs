@@ -145,7 +145,15 @@ pub fn config_xml_for(
         }
     });
     let pop3 = service_xml("pop3server", pop3_port, pop3_handler.as_deref());
-    let nntp = service_xml("nntpserver", nntp_port, setup.nntp_handler);
+    // The same for NNTP's AUTHINFO (nntp_tls.rs tests <requireTLSForAuth> and STARTTLS).
+    let nntp_handler = setup.nntp_handler.map(|h| {
+        if h.contains("requireTLSForAuth") {
+            h.to_string()
+        } else {
+            format!("<requireTLSForAuth>false</requireTLSForAuth>{h}")
+        }
+    });
+    let nntp = service_xml("nntpserver", nntp_port, nntp_handler.as_deref());
     let remote_manager = service_xml(
         "remotemanager",
         remote_manager_port,

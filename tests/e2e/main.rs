@@ -15,6 +15,7 @@ mod harness;
 mod interop;
 mod nntp;
 mod nntp_clients;
+mod nntp_tls;
 mod outcome_log;
 mod pop3;
 mod processor_tree;

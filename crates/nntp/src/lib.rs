@@ -1,6 +1,7 @@
 //! The NNTP server of Mailroom: RFC 3977 for readers and for transit (IHAVE), AUTHINFO
-//! USER/PASS (RFC 4643), wildmats, and the legacy commands readers still send (XOVER, XHDR,
-//! XPAT, LIST EXTENSIONS, SLAVE, MODE STREAM), over any [`mailroom_store::NewsRepository`].
+//! USER/PASS (RFC 4643), STARTTLS (RFC 4642) and implicit TLS (NNTPS), wildmats, and the
+//! legacy commands readers still send (XOVER, XHDR, XPAT, LIST EXTENSIONS, SLAVE, MODE STREAM),
+//! over any [`mailroom_store::NewsRepository`].
 //!
 //! The layers, bottom up, each in its own module:
 //!
@@ -14,14 +15,19 @@
 //!   through [`NntpSettings::clock`]: the driver feeds it bytes, it appends replies, and it
 //!   returns an [`Outcome`] when it needs the repository or a login checked;
 //! * [`server`]: the tokio driver on [`mailroom_net::Connection`]: banner, read loop,
-//!   timeouts, shutdown (`400`), repository calls, password checks and failed-login delays.
+//!   timeouts, shutdown (`400`), TLS (the NNTPS handshake, STARTTLS's upgrade), repository
+//!   calls, password checks and the failed-login throttle.
 //!
 //! The caller (the `mailroom` binary) builds an [`NntpSettings`] from an `<nntpserver>` block,
 //! binds a [`mailroom_net::Listener`] and runs [`server::serve`].
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use mailroom_net::throttle::AuthThrottle;
+use mailroom_net::tls::ListenerTls;
 
 mod answers;
 pub mod article;
@@ -58,12 +64,16 @@ pub struct NntpSettings {
     pub auth_for_reading: bool,
     /// Posting needs AUTHINFO first (`<authRequired>`).
     pub auth_for_posting: bool,
-    /// Whether AUTHINFO is allowed on a connection without TLS. This is where
-    /// `<requireTLSForAuth>` applies once STARTTLS exists for NNTP; until then the server
-    /// allows it, as POP3 does, so that nobody is locked out.
+    /// Whether AUTHINFO is allowed on a connection without TLS: the opposite of
+    /// `<requireTLSForAuth>`. When false, AUTHINFO USER and PASS are refused with `483` and
+    /// CAPABILITIES does not list `AUTHINFO USER` until TLS is up (RFC 4643 §2.2).
     pub plaintext_auth: bool,
-    /// How long the answer to a failed login is held back.
-    pub failed_login_delay: Duration,
+    /// Failed logins per client IP, shared with every POP3 and SMTP listener of the process: a
+    /// failed AUTHINFO PASS is answered after the delay it gives (none below its threshold),
+    /// holding up only that session; a correct login is never delayed.
+    pub auth_throttle: Arc<AuthThrottle>,
+    /// TLS on this listener (implicit, STARTTLS or both); `None`: plain text only.
+    pub tls: Option<ListenerTls>,
     /// The largest article accepted, in octets (0: no limit); a larger one is read to its end
     /// and refused (441/437), never stored.
     pub max_article_size: usize,
@@ -73,7 +83,8 @@ pub struct NntpSettings {
 
 impl Default for NntpSettings {
     /// `localhost`, 3 minutes idle timeout, no limit, posting allowed without login,
-    /// plaintext AUTHINFO allowed, 2 s failed-login delay, 1 MiB articles, the system clock.
+    /// plaintext AUTHINFO allowed, a default [`AuthThrottle`] of its own, no TLS, 1 MiB
+    /// articles, the system clock.
     fn default() -> Self {
         NntpSettings {
             hello_name: "localhost".to_string(),
@@ -84,7 +95,8 @@ impl Default for NntpSettings {
             auth_for_reading: false,
             auth_for_posting: false,
             plaintext_auth: true,
-            failed_login_delay: Duration::from_secs(2),
+            auth_throttle: Arc::new(AuthThrottle::default()),
+            tls: None,
             max_article_size: 1024 * 1024,
             clock: SystemTime::now,
         }

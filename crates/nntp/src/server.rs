@@ -5,20 +5,26 @@
 //! batch to the [`Session`], answers its [`Query`]s with the news repository (async: no call
 //! blocks a runtime thread), checks AUTHINFO logins through the verified-logins cache (argon2
 //! on the blocking pool, a bounded number at a time), holds back the answer to a failed login
+//! as the shared [`mailroom_net::throttle::AuthThrottle`] says for the client's address,
 //! without holding up other sessions, and writes a pipelined batch in bounded parts. It parses
 //! nothing itself and formats no reply.
 //!
-//! STARTTLS (RFC 4642) fits here as POP3's STLS does: the session answers 382 and returns an
-//! outcome on which this driver calls [`Connection::start_tls`] (which discards plaintext read
-//! before it) and starts a fresh [`Session`] with `tls = true`.
+//! TLS, as POP3's: on an implicit-TLS listener (NNTPS, 563-style) the handshake comes first
+//! ([`mailroom_net::tls::accept`], bounded by [`mailroom_net::tls::handshake_timeout`]), then
+//! the session runs over the TLS stream. STARTTLS (RFC 4642): the session answers `382` and
+//! returns [`Outcome::StartTls`]; this driver calls [`Connection::start_tls`] (which discards
+//! plaintext read after the command) and starts a fresh [`Session`] over TLS, with no new
+//! banner. A failed handshake closes the connection, logged at info level.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mailroom_net::connection::Stream;
+use mailroom_net::tls;
 use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
 use mailroom_store::{NewsRepository, StoreError, VerifiedLogins};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::session::{Answer, Outcome, PostFailure, Query, Session};
@@ -59,17 +65,46 @@ pub async fn serve(
     shutdown: ShutdownWatch,
 ) {
     if let Ok(addr) = listener.local_addr() {
+        let tls = settings.tls.as_ref();
         tracing::info!(%addr, host = %settings.hello_name, read_only = settings.read_only,
+            implicit_tls = tls.is_some_and(|t| t.implicit),
+            starttls = tls.is_some_and(|t| t.starttls && !t.implicit),
+            plaintext_logins = settings.plaintext_auth,
             "NNTP server listening");
     }
     let limit = settings.connection_limit;
     mailroom_net::serve(listener, limit, shutdown, move |stream, peer, shutdown| {
-        handle_connection(stream, peer, settings.clone(), store.clone(), shutdown)
+        accept(stream, peer, settings.clone(), store.clone(), shutdown)
     })
     .await;
 }
 
-/// Serves one NNTP connection over any byte stream until QUIT, disconnection, timeout or
+/// Serves one accepted connection: on an implicit-TLS listener, after the handshake (a failed
+/// or stalled one closes the connection, logged at info level).
+async fn accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<NntpSettings>,
+    store: Arc<NntpStore>,
+    mut shutdown: ShutdownWatch,
+) {
+    match settings.tls.as_ref().filter(|t| t.implicit) {
+        None => serve_stream(stream, false, peer, settings, store, shutdown).await,
+        Some(listener_tls) => {
+            let timeout = tls::handshake_timeout(settings.connection_timeout);
+            match tls::accept(&listener_tls.config, stream, timeout, &mut shutdown).await {
+                Ok((stream, info)) => {
+                    tracing::debug!(%peer, version = %info.version, cipher = %info.cipher,
+                        "NNTPS handshake");
+                    serve_stream(stream, true, peer, settings, store, shutdown).await
+                }
+                Err(error) => tracing::info!(%peer, %error, "NNTPS: TLS handshake failed"),
+            }
+        }
+    }
+}
+
+/// Serves one NNTP connection over any plain byte stream until QUIT, disconnection, timeout or
 /// shutdown, and logs how it ended.
 pub async fn handle_connection<S>(
     stream: S,
@@ -80,17 +115,34 @@ pub async fn handle_connection<S>(
 ) where
     S: Stream + 'static,
 {
-    tracing::debug!(%peer, "NNTP connection");
-    let nonce = getrandom::u64().unwrap_or_else(|_| {
+    serve_stream(stream, false, peer, settings, store, shutdown).await;
+}
+
+/// A random nonce for a session's generated Message-IDs.
+fn nonce() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
-    });
+    })
+}
+
+/// Serves one connection over `stream`, which is already encrypted when `encrypted` says so.
+async fn serve_stream<S>(
+    stream: S,
+    encrypted: bool,
+    peer: SocketAddr,
+    settings: Arc<NntpSettings>,
+    store: Arc<NntpStore>,
+    shutdown: ShutdownWatch,
+) where
+    S: Stream + 'static,
+{
+    tracing::debug!(%peer, encrypted, "NNTP connection");
     let mut connection = Connection::new(stream, settings.connection_timeout, shutdown)
         .with_read_buffer(READ_BUFFER);
-    let tls = connection.tls().is_some();
     let mut driver = Driver {
-        session: Session::new(settings.clone(), nonce, tls),
+        session: Session::new(settings.clone(), nonce(), encrypted),
         settings,
         store,
         peer,
@@ -150,6 +202,7 @@ impl Handler for Driver {
                         let found = self.login(&user, password.expose(), connection).await;
                         self.session.logged_in(found, connection.out())
                     }
+                    Outcome::StartTls => self.start_tls(connection).await,
                 };
             }
             if direct && used == 0 {
@@ -164,8 +217,35 @@ impl Handler for Driver {
 }
 
 impl Driver {
+    /// STARTTLS was accepted: writes the `382`, upgrades the connection (which discards the
+    /// plaintext read after the command) and starts a fresh session over TLS (with a fresh
+    /// nonce: its article count starts again). A failed handshake closes the session.
+    async fn start_tls(&mut self, connection: &mut Connection) -> Outcome {
+        let Some(listener_tls) = &self.settings.tls else {
+            // The session offers STARTTLS only with a TLS configuration.
+            return Outcome::Close;
+        };
+        let unread = connection.input().len();
+        match connection.start_tls(&listener_tls.config.acceptor()).await {
+            Ok(info) => {
+                if unread > 0 {
+                    tracing::info!(peer = %self.peer, octets = unread,
+                        "plaintext pipelined after STARTTLS discarded");
+                }
+                tracing::debug!(peer = %self.peer, version = %info.version,
+                    cipher = %info.cipher, "NNTP STARTTLS");
+                self.session = Session::new(self.settings.clone(), nonce(), true);
+                Outcome::Continue
+            }
+            Err(error) => {
+                tracing::info!(peer = %self.peer, %error, "NNTP STARTTLS: TLS handshake failed");
+                Outcome::Close
+            }
+        }
+    }
+
     /// Checks a login; `Some(canonical name)` when right. A failure is answered after the
-    /// configured delay (cut short by shutdown).
+    /// throttle's delay for this client's address (cut short by shutdown).
     async fn login(
         &mut self,
         user: &str,
@@ -181,8 +261,11 @@ impl Driver {
                 Some(found.name)
             }
             Ok(None) => {
-                tracing::warn!(peer = %self.peer, %user, "NNTP login failed");
-                connection.pause(self.settings.failed_login_delay).await;
+                let delay = self.settings.auth_throttle.failed(self.peer.ip());
+                tracing::warn!(peer = %self.peer, %user, ?delay, "NNTP login failed");
+                if !delay.is_zero() {
+                    connection.pause(delay).await;
+                }
                 None
             }
             Err(error) => {

@@ -6,7 +6,10 @@
 //! returns [`Outcome::Query`]; the driver runs the [`Query`] and hands the [`Answer`] to
 //! [`Session::answer`], which writes the reply or asks the next query (GROUP then its numbers,
 //! a Message-ID then its overview line, a cancel's original then the cancel). Logins go the
-//! same way through [`Outcome::Login`] and [`Session::logged_in`].
+//! same way through [`Outcome::Login`] and [`Session::logged_in`]. STARTTLS (RFC 4642) is
+//! answered `382` and returns [`Outcome::StartTls`] without consuming what follows; the driver
+//! upgrades the stream and replaces the session by a fresh one over TLS, so nothing learnt in
+//! plain text (MODE READER, the group, AUTHINFO USER) survives the handshake.
 //!
 //! *What kind of input comes next* (`Mode`: command lines, an article after POST/IHAVE, or
 //! nothing while the driver works) is kept apart from *the reading state* (the selected group
@@ -53,6 +56,11 @@ pub enum Outcome {
         /// The password from AUTHINFO PASS.
         password: Secret,
     },
+    /// STARTTLS was accepted and its `382` written: write `out`, start TLS, and replace this
+    /// session by a fresh one over TLS. Input after the command was not consumed: the
+    /// driver's upgrade discards it (plaintext pipelined after STARTTLS must not run in the
+    /// TLS session).
+    StartTls,
     /// The session is over: write what is pending and close.
     Close,
 }
@@ -65,6 +73,8 @@ enum Mode {
     Article(Box<Incoming>),
     /// Waiting for [`Session::answer`] or [`Session::logged_in`].
     Await(Pending),
+    /// STARTTLS was accepted; the driver replaces this session once TLS is up.
+    StartTls,
     Closed,
 }
 
@@ -231,6 +241,7 @@ impl Session {
             let outcome = match &mut self.mode {
                 Mode::Closed => return (input.len(), Outcome::Close),
                 Mode::Await(_) => return (used, Outcome::Continue),
+                Mode::StartTls => return (used, Outcome::StartTls),
                 Mode::Article(incoming) => {
                     let (n, done) =
                         receive(incoming, &input[used..], self.settings.max_article_size);
@@ -392,24 +403,30 @@ impl Session {
                 Outcome::Continue
             }
             Command::StartTls => {
-                // The place for RFC 4642 once the TLS wiring lands: answer 382 and return an
-                // outcome that makes the driver start TLS and a fresh session.
+                // RFC 4642 §2.2.2: 502 once TLS is up or after a login, 580 where TLS cannot
+                // start (this listener has none).
                 if self.tls {
                     status(out, 502, "already using TLS");
-                } else {
+                } else if self.user.is_some() {
+                    status(out, 502, "STARTTLS is not allowed after authentication");
+                } else if !self.starttls_offered() {
                     status(out, 580, "TLS is not available on this server");
+                } else {
+                    status(out, 382, "Continue with TLS negotiation");
+                    self.mode = Mode::StartTls;
+                    return Outcome::StartTls;
                 }
+                Outcome::Continue
+            }
+            Command::AuthUser(_) | Command::AuthPass(_) if self.tls_required_for_auth() => {
+                // RFC 4643 §2.2 (and RFC 3977 §3.2.1): 483 until privacy is arranged. The
+                // password of a refused PASS is not looked at.
+                status(out, 483, "Encryption or stronger authentication required");
                 Outcome::Continue
             }
             Command::AuthUser(name) => {
                 if self.user.is_some() {
                     status(out, 502, "already authenticated");
-                } else if !self.settings.plaintext_auth && !self.tls {
-                    status(
-                        out,
-                        483,
-                        "encryption required for authentication (STARTTLS)",
-                    );
                 } else {
                     self.auth_user = Some(name);
                     status(out, 381, "password required");
@@ -660,9 +677,26 @@ impl Session {
     fn caps(&self) -> answers::Caps {
         answers::Caps {
             post: !self.settings.read_only,
-            authinfo: self.user.is_none() && (self.settings.plaintext_auth || self.tls),
-            starttls: false,
+            authinfo: self.user.is_none() && !self.tls_required_for_auth(),
+            starttls: self.starttls_offered(),
         }
+    }
+
+    /// Whether STARTTLS can be used now: on a plain connection to a listener that offers it,
+    /// before a login (RFC 4642 §2.2.2).
+    fn starttls_offered(&self) -> bool {
+        !self.tls
+            && self.user.is_none()
+            && self
+                .settings
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.starttls && !t.implicit)
+    }
+
+    /// Whether AUTHINFO must wait for TLS (`<requireTLSForAuth>` on a plain connection).
+    fn tls_required_for_auth(&self) -> bool {
+        !self.tls && !self.settings.plaintext_auth
     }
 
     /// A whole article arrived after POST or IHAVE: check it, then store it (or cancel).

@@ -369,18 +369,19 @@ struct Services {
     recipients: Arc<dyn RecipientCheck>,
     /// Checks SMTP AUTH logins and `<verifyIdentity>`.
     authenticator: Arc<dyn Authenticator>,
-    /// Failed logins per client IP, shared by every SMTP and POP3 listener.
+    /// Failed logins per client IP, shared by every SMTP, POP3 and NNTP listener.
     throttle: Arc<AuthThrottle>,
     /// The listeners' TLS certificates, reloaded on SIGHUP.
     certificates: Arc<Certificates>,
 }
 
-/// The listeners whose certificates [`Certificates::load`] loads: every enabled SMTP and POP3
-/// block.
+/// The listeners whose certificates [`Certificates::load`] loads: every enabled SMTP, POP3 and
+/// NNTP block.
 fn tls_services(config: &Config) -> impl Iterator<Item = &ServiceCommon> {
     let smtp = config.smtp.iter().map(|s| &s.common);
     let pop3 = config.pop3.iter().map(|p| &p.common);
-    smtp.chain(pop3).filter(|c| c.enabled)
+    let nntp = config.nntp.iter().map(|n| &n.common);
+    smtp.chain(pop3).chain(nntp).filter(|c| c.enabled)
 }
 
 /// Serves on the listeners of [`bind_all`] (and the queue's control socket) until a signal or
@@ -471,13 +472,17 @@ async fn serve(
         let Some(store) = nntp_store.clone() else {
             continue;
         };
-        if nntp.require_tls_for_auth {
-            tracing::info!(addr = %shown(&listener), "requireTLSForAuth: STARTTLS is not available \
-                for NNTP in this build yet; AUTHINFO is allowed in plain text until it is");
+        let mut settings = nntp_settings(config, nntp);
+        settings.tls = certificates.listener(&nntp.common);
+        settings.auth_throttle = throttle.clone();
+        if !settings.plaintext_auth && settings.tls.is_none() {
+            tracing::warn!(addr = %shown(&listener), "{}: <requireTLSForAuth> is true but this \
+                listener has no TLS (<tls socketTLS=\"false\" startTLS=\"false\"/>): nobody can \
+                use AUTHINFO on it", nntp.common.location);
         }
         tasks.push(tokio::spawn(mailroom_nntp::serve(
             listener,
-            Arc::new(nntp_settings(config, nntp)),
+            Arc::new(settings),
             store,
             shutdown.watch(),
         )));
@@ -673,9 +678,7 @@ fn nntp_settings(config: &Config, nntp: &NntpServer) -> NntpSettings {
         read_only: config.nntp_repository.read_only,
         auth_for_reading: nntp.auth_required,
         auth_for_posting: nntp.auth_required,
-        // Until STARTTLS exists for NNTP there is no way to satisfy requireTLSForAuth; see
-        // serve().
-        plaintext_auth: true,
+        plaintext_auth: !nntp.require_tls_for_auth,
         max_article_size: usize::try_from(nntp.max_article_size_kib.saturating_mul(1024))
             .unwrap_or(usize::MAX),
         ..NntpSettings::default()
