@@ -1,5 +1,5 @@
 //! NNTP with the Debian newsreaders and tools (run by `.ci/run`): `tin -Z` counting unread
-//! news, `slrn` under tmux listing the groups and reading an article, and sinntp's
+//! news, tin and `slrn` under tmux listing the groups and reading an article, and sinntp's
 //! `nntp-push`, `nntp-list`, `nntp-pull` and `nntp-get`.
 
 use std::process::{Command, Output};
@@ -226,4 +226,62 @@ fn slrn_lists_groups_and_reads_an_article() {
         read.contains("one body") || read.contains("two body"),
         "{read}"
     );
+}
+
+#[test]
+#[ignore = "needs tin and tmux; run by .ci/run"]
+fn tin_reads_a_group_under_tmux() {
+    let server = news_server();
+    push_raw(&server);
+    let home = server.home.path();
+    std::fs::write(home.join("newsrc"), "comp.test: \nalt.test: \n").unwrap();
+    let session = format!("mailroom-tin-{}", server.nntp_port);
+    let command = format!(
+        "env HOME={home} TERM=xterm tin -r -g 127.0.0.1 -p {port} -f {home}/newsrc",
+        home = home.display(),
+        port = server.nntp_port,
+    );
+    let started = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &command,
+        ])
+        .status()
+        .expect("tmux is installed");
+    assert!(started.success());
+    let keys = |keys: &[&str]| {
+        Command::new("tmux")
+            .args(["send-keys", "-t", &session])
+            .args(keys)
+            .status()
+            .unwrap();
+    };
+    // The first start shows tin's welcome page; then the group selection page.
+    let welcome = pane_showing(&session, "Press <RETURN> to continue");
+    if welcome.contains("Press <RETURN> to continue") {
+        keys(&["Enter"]);
+    }
+    let groups = pane_showing(&session, "Group Selection");
+    // comp.test (the first line, with its 2 unread articles): open it, then its first thread.
+    keys(&["Enter"]);
+    let index = pane_showing(&session, "two");
+    keys(&["Enter"]);
+    let read = pane_showing(&session, "one body");
+    Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status()
+        .unwrap();
+    assert!(
+        groups.contains("comp.test") && groups.contains("alt.test"),
+        "{groups}"
+    );
+    assert!(index.contains("one") && index.contains("two"), "{index}");
+    assert!(read.contains("one body"), "{read}");
 }
