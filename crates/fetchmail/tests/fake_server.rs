@@ -8,8 +8,12 @@ use std::sync::{Arc, Mutex};
 use mailroom_config::Config;
 use mailroom_fetchmail::task::Task;
 use mailroom_fetchmail::{Env, Summary};
+use mailroom_mailet::Mail;
 use mailroom_store::file::{FileUsersRepository, LogSpool};
-use mailroom_store::{Blocking, SpoolRepository, User, UsersRepository};
+use mailroom_store::{
+    Blocking, IncomingMessage, LeaseToken, Leased, MailRepository, Result as StoreResult,
+    SpoolRepository, User, UsersRepository,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -189,6 +193,17 @@ impl Fixture {
 
     /// A task from `<fetch>` children (host, port, interval and accounts given here).
     fn task(&self, port: u16, accounts: &str, extra: &str) -> Task {
+        self.task_with(port, accounts, extra, self.spool.clone())
+    }
+
+    /// [`Fixture::task`] with another spool.
+    fn task_with(
+        &self,
+        port: u16,
+        accounts: &str,
+        extra: &str,
+        spool: Arc<dyn SpoolRepository>,
+    ) -> Task {
         let xml = format!(
             "<config><fetchmail enabled=\"true\"><fetch name=\"fake\"><host>127.0.0.1</host>\
              <port>{port}</port><interval>60000</interval><accounts>{accounts}</accounts>\
@@ -199,7 +214,7 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("{e}"));
         let task = config.fetchmail.unwrap().tasks.remove(0);
         let env = Arc::new(Env {
-            spool: self.spool.clone(),
+            spool,
             users: self.users.clone(),
             is_local_domain: Arc::new(|d: &str| d == "localhost"),
             state_dir: self.dir.path().join("var/fetchmail"),
@@ -541,4 +556,119 @@ async fn a_mailbox_over_the_listing_cap_is_fetched_in_parts() {
     // The record is not rewritten from a partial listing: nothing recorded is forgotten.
     let record = std::fs::read_to_string(f.dir.path().join("var/fetchmail/fake/u.uidl")).unwrap();
     assert_eq!(record.lines().count(), MAX_MESSAGES);
+}
+
+/// The fixture's spool, whose `n`th commit (counting from 1) fails.
+struct FailingCommit {
+    inner: Arc<dyn SpoolRepository>,
+    commits: Arc<std::sync::atomic::AtomicUsize>,
+    fail_at: usize,
+}
+
+struct FailingIncoming {
+    inner: Box<dyn IncomingMessage>,
+    fail: bool,
+}
+
+#[async_trait::async_trait]
+impl IncomingMessage for FailingIncoming {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn write(&mut self, octets: &[u8]) -> std::io::Result<()> {
+        self.inner.write(octets).await
+    }
+    async fn commit(self: Box<Self>, envelope: mailroom_mailet::Envelope) -> StoreResult<()> {
+        if self.fail {
+            return Err(std::io::Error::other("disk full (test)").into());
+        }
+        self.inner.commit(envelope).await
+    }
+}
+
+#[async_trait::async_trait]
+impl MailRepository for FailingCommit {
+    async fn store(&self, mail: &Mail) -> StoreResult<()> {
+        self.inner.store(mail).await
+    }
+    async fn retrieve(&self, name: &str) -> StoreResult<Option<Mail>> {
+        self.inner.retrieve(name).await
+    }
+    async fn remove(&self, name: &str) -> StoreResult<bool> {
+        self.inner.remove(name).await
+    }
+    async fn list(&self) -> StoreResult<Vec<String>> {
+        self.inner.list().await
+    }
+    async fn incoming(&self) -> StoreResult<Box<dyn IncomingMessage>> {
+        let n = self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        Ok(Box::new(FailingIncoming {
+            inner: self.inner.incoming().await?,
+            fail: n == self.fail_at,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl SpoolRepository for FailingCommit {
+    async fn lease(&self, wait: std::time::Duration) -> StoreResult<Option<Leased>> {
+        self.inner.lease(wait).await
+    }
+    async fn renew(&self, token: &LeaseToken) -> StoreResult<LeaseToken> {
+        self.inner.renew(token).await
+    }
+    async fn update(&self, token: &LeaseToken, mail: &Mail) -> StoreResult<()> {
+        self.inner.update(token, mail).await
+    }
+    async fn release(&self, token: LeaseToken) -> StoreResult<()> {
+        self.inner.release(token).await
+    }
+    async fn requeue(
+        &self,
+        token: LeaseToken,
+        mail: &Mail,
+        at: std::time::SystemTime,
+    ) -> StoreResult<()> {
+        self.inner.requeue(token, mail, at).await
+    }
+    async fn complete(&self, token: LeaseToken) -> StoreResult<()> {
+        self.inner.complete(token).await
+    }
+    async fn next_attempt(&self, name: &str) -> StoreResult<Option<std::time::SystemTime>> {
+        self.inner.next_attempt(name).await
+    }
+    async fn make_due(&self, name: &str) -> StoreResult<bool> {
+        self.inner.make_due(name).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_spool_commit_deletes_nothing_and_the_next_run_fetches_it() {
+    let f = Fixture::new();
+    f.add_user("alice").await;
+    let mb = mailbox(&[
+        ("u1", message("x@y.org", "one")),
+        ("u2", message("x@y.org", "two")),
+        ("u3", message("x@y.org", "three")),
+    ]);
+    let port = fake_server(mb.clone(), Quirk::None).await;
+    let failing: Arc<dyn SpoolRepository> = Arc::new(FailingCommit {
+        inner: f.spool.clone(),
+        commits: Arc::default(),
+        fail_at: 2,
+    });
+    let s = f.task_with(port, ACCOUNT, "", failing).run_once().await;
+    assert_eq!((s.fetched, s.accounts_failed), (1, 1), "{s:?}");
+    assert_eq!(commands(&mb, "QUIT"), 0, "the session ends without QUIT");
+    assert_eq!(mb.lock().unwrap().messages.len(), 3, "nothing deleted");
+    assert_eq!(f.spooled().await.len(), 1, "nothing half-stored");
+    // The next interval: u1 (recorded) only deleted, u2 and u3 fetched.
+    let s = f.task(port, ACCOUNT, "").run_once().await;
+    assert_eq!((s.fetched, s.accounts_ok), (2, 1), "{s:?}");
+    assert_eq!(commands(&mb, "RETR"), 4);
+    assert_eq!(f.spooled().await.len(), 3);
+    assert!(mb.lock().unwrap().messages.is_empty());
 }
