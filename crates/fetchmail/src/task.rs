@@ -4,7 +4,8 @@
 //! Per message: RETR is read up to the end of the header section, the rules decide, and a
 //! message that is accepted streams into `SpoolRepository::incoming()` (with
 //! `X-fetched-from: TASK` first) and is committed. Only then is its UID recorded as delivered
-//! (fsync'd) and, unless it is kept, DELE sent. A UID recorded as delivered is never fetched
+//! (fsync'd at once when the message is kept; else with the session's others before QUIT, which
+//! is what makes DELE take effect) and, unless it is kept, DELE sent. A UID recorded as delivered is never fetched
 //! again: it is only deleted (a crash came between the commit and QUIT). Any error in a session
 //! ends that session without deleting anything not yet durable; the next interval retries.
 
@@ -251,9 +252,13 @@ impl Task {
                 Outcome::Spooled(name) => {
                     summary.fetched += 1;
                     if let Some(uid) = uid {
-                        store
-                            .record(uid, Mark::Delivered)
-                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                        // Kept: durable now. Deleted: durable before QUIT (see uidl).
+                        let recorded = if self.config.fetched.leave_on_server {
+                            store.record(uid, Mark::Delivered)
+                        } else {
+                            store.record_lazily(uid, Mark::Delivered)
+                        };
+                        recorded.map_err(|e| format!("{}: {e}", path.display()))?;
                     }
                     (format!("spooled as {name}"), self.config.fetched)
                 }
@@ -286,6 +291,10 @@ impl Task {
                 self.dele(&mut client, account, number).await?;
             }
         }
+        // Every mark durable before QUIT makes the DELEs take effect.
+        store
+            .sync()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         // Forget the UIDs that vanished; not from a partial listing, where the rest are unknown.
         if uids.is_some() && skipped == 0 {
             let present: HashSet<&str> = uid_index.values().copied().collect();
