@@ -9,6 +9,7 @@ mod crash;
 mod database;
 mod delivery;
 mod fetchmail;
+mod fetchmail_dovecot;
 mod first_hour;
 mod full_disk;
 mod harness;

@@ -2,7 +2,7 @@
 //! one connection to one remote account.
 //!
 //! Every read and write has the task's timeout; every line is bounded ([`crate::reply`]);
-//! listings are capped at [`MAX_MESSAGES`] lines; a message body is handed out chunk by chunk
+//! a mailbox listing keeps its first [`MAX_MESSAGES`] lines and counts the rest; a message body is handed out chunk by chunk
 //! ([`Client::next_chunk`]) so that a message of any size passes in bounded memory. STLS drops
 //! any plaintext the server sent after its `+OK` (an injection attempt) and fails on it.
 
@@ -23,8 +23,20 @@ use crate::reply::{self, Listing, ReplyError, Status, MAX_LINE};
 
 pub use mailroom_config::fetchmail::StartTls;
 
-/// The most messages a mailbox listing may have (a bound on the client's memory).
-pub const MAX_MESSAGES: usize = 1_000_000;
+/// The most messages of a mailbox one session looks at (a bound on the client's memory: about
+/// 100 octets each); a session over a larger mailbox handles the first ones, and later
+/// sessions the rest as those are deleted.
+pub const MAX_MESSAGES: usize = 200_000;
+
+/// A mailbox listing (UIDL, LIST): its first [`MAX_MESSAGES`] entries and how many more the
+/// server listed.
+#[derive(Debug)]
+pub struct Listed<T> {
+    /// The entries, in the server's order.
+    pub entries: Vec<T>,
+    /// Entries past [`MAX_MESSAGES`], read and dropped.
+    pub skipped: usize,
+}
 
 /// How much is read from the socket at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -252,23 +264,27 @@ impl Client {
     }
 
     /// UIDL: message number and unique id of every message.
-    pub async fn uidl(&mut self) -> Result<Vec<(u32, String)>, Error> {
+    pub async fn uidl(&mut self) -> Result<Listed<(u32, String)>, Error> {
         self.command("UIDL", b"UIDL\r\n").await?;
-        let lines = self.listing(MAX_MESSAGES).await?;
-        Ok(reply::numbered(&lines)?)
+        let (lines, skipped) = self.mailbox_listing().await?;
+        Ok(Listed {
+            entries: reply::numbered(&lines)?,
+            skipped,
+        })
     }
 
     /// LIST: message number and size of every message.
-    pub async fn list(&mut self) -> Result<Vec<(u32, u64)>, Error> {
+    pub async fn list(&mut self) -> Result<Listed<(u32, u64)>, Error> {
         self.command("LIST", b"LIST\r\n").await?;
-        let lines = self.listing(MAX_MESSAGES).await?;
-        reply::numbered(&lines)?
+        let (lines, skipped) = self.mailbox_listing().await?;
+        let entries = reply::numbered(&lines)?
             .into_iter()
             .map(|(n, size)| match size.parse::<u64>() {
                 Ok(size) => Ok((n, size)),
                 Err(_) => Err(ReplyError::BadListing(format!("{n} {size}")).into()),
             })
-            .collect()
+            .collect::<Result<_, Error>>()?;
+        Ok(Listed { entries, skipped })
     }
 
     /// STAT: message count and total size.
@@ -386,7 +402,17 @@ impl Client {
 
     /// Reads the lines of a multi-line reply.
     async fn listing(&mut self, max_lines: usize) -> Result<Vec<String>, Error> {
-        let mut listing = Listing::new(max_lines);
+        self.read_listing_into(&mut Listing::new(max_lines)).await
+    }
+
+    /// Reads a mailbox listing: its first [`MAX_MESSAGES`] lines, and how many more there were.
+    async fn mailbox_listing(&mut self) -> Result<(Vec<String>, usize), Error> {
+        let mut listing = Listing::capped(MAX_MESSAGES);
+        let lines = self.read_listing_into(&mut listing).await?;
+        Ok((lines, listing.skipped()))
+    }
+
+    async fn read_listing_into(&mut self, listing: &mut Listing) -> Result<Vec<String>, Error> {
         loop {
             let (used, done) = listing.feed(&self.buf)?;
             self.buf.drain(..used);

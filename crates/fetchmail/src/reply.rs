@@ -80,7 +80,13 @@ pub struct Listing {
     reader: LineReader,
     lines: Vec<String>,
     max_lines: usize,
+    /// Lines past `max_lines` are counted, not kept (else they are an error).
+    capped: bool,
+    skipped: usize,
 }
+
+/// The longest line of a mailbox listing (UIDL: a number and a UID of at most 70 octets).
+pub const MAX_LISTING_LINE: usize = 128;
 
 impl Listing {
     /// A reader that accepts at most `max_lines` lines.
@@ -89,7 +95,25 @@ impl Listing {
             reader: LineReader::with_limit(MAX_LINE),
             lines: Vec::new(),
             max_lines,
+            capped: false,
+            skipped: 0,
         }
+    }
+
+    /// A reader of a mailbox listing (UIDL, LIST): lines of at most [`MAX_LISTING_LINE`]
+    /// octets; the first `max_lines` are kept and the rest only counted ([`Listing::skipped`]),
+    /// so a mailbox of any size is read in bounded memory.
+    pub fn capped(max_lines: usize) -> Self {
+        Listing {
+            reader: LineReader::with_limit(MAX_LISTING_LINE),
+            capped: true,
+            ..Listing::new(max_lines)
+        }
+    }
+
+    /// How many lines a capped listing read past its cap.
+    pub fn skipped(&self) -> usize {
+        self.skipped
     }
 
     /// Feeds `input`; returns how much was consumed and, once the `.` line was read, the lines.
@@ -106,6 +130,10 @@ impl Listing {
                         return Ok((used, Some(std::mem::take(&mut self.lines))));
                     }
                     if self.lines.len() >= self.max_lines {
+                        if self.capped {
+                            self.skipped += 1;
+                            continue;
+                        }
                         return Err(ReplyError::TooManyLines(self.max_lines));
                     }
                     let line = line.strip_prefix(b".").unwrap_or(&line);
@@ -206,6 +234,14 @@ mod tests {
             l.feed(b"1 a\r\n2 b\r\n3 c\r\n.\r\n"),
             Err(ReplyError::TooManyLines(2))
         );
+        let mut l = Listing::capped(2);
+        let (_, done) = l.feed(b"1 a\r\n2 b\r\n3 c\r\n4 d\r\n.\r\n").unwrap();
+        assert_eq!(done.unwrap(), ["1 a", "2 b"]);
+        assert_eq!(l.skipped(), 2);
+        let mut l = Listing::capped(2);
+        let long = vec![b'x'; MAX_LISTING_LINE + 10];
+        assert_eq!(l.feed(&long).map(|(_, d)| d), Ok(None));
+        assert_eq!(l.feed(b"\r\n"), Err(ReplyError::TooLong));
         let mut l = Listing::new(2);
         let long = vec![b'x'; MAX_LINE + 10];
         assert_eq!(l.feed(&long).map(|(_, d)| d), Ok(None));

@@ -4,7 +4,8 @@
 //! Per message: RETR is read up to the end of the header section, the rules decide, and a
 //! message that is accepted streams into `SpoolRepository::incoming()` (with
 //! `X-fetched-from: TASK` first) and is committed. Only then is its UID recorded as delivered
-//! (fsync'd) and, unless it is kept, DELE sent. A UID recorded as delivered is never fetched
+//! (fsync'd at once when the message is kept; else with the session's others before QUIT, which
+//! is what makes DELE take effect) and, unless it is kept, DELE sent. A UID recorded as delivered is never fetched
 //! again: it is only deleted (a crash came between the commit and QUIT). Any error in a session
 //! ends that session without deleting anything not yet durable; the next interval retries.
 
@@ -199,20 +200,39 @@ impl Task {
             Err(e) => return Err(e.to_string()),
         };
         let sizes = client.list().await.map_err(|e| e.to_string())?;
+        let skipped = sizes.skipped.max(uids.as_ref().map_or(0, |u| u.skipped));
+        if skipped > 0 {
+            tracing::warn!(task = %self.config.name, account = %account.user,
+                listed = sizes.entries.len() + skipped, handled = client::MAX_MESSAGES,
+                "mailbox larger than one session handles: this session looks at the first \
+                 messages only; the rest wait for later sessions (as these are deleted)");
+        }
         let path = self
             .env
             .state_dir
             .join(uidl::file_name(&self.config.name))
             .join(format!("{}.uidl", uidl::file_name(&account.user)));
         let mut store = UidStore::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        // By number, for lookups in large mailboxes.
+        // By number, for lookups in large mailboxes. A UID the server gives to two messages
+        // identifies neither: were it recorded for one, the other would be taken for fetched
+        // and deleted unread. Such messages are handled as if the server had no UIDL.
+        let mut seen_uids: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::new();
+        for (_, uid) in uids.iter().flat_map(|u| &u.entries) {
+            *seen_uids.entry(uid.as_str()).or_default() += 1;
+        }
         let uid_index: std::collections::HashMap<u32, &str> = uids
             .iter()
-            .flatten()
-            .filter(|(_, uid)| uidl::valid_uid(uid))
+            .flat_map(|u| &u.entries)
+            .filter(|(_, uid)| uidl::valid_uid(uid) && seen_uids.get(uid.as_str()) == Some(&1))
             .map(|(n, uid)| (*n, uid.as_str()))
             .collect();
-        for &(number, size) in &sizes {
+        if uid_index.len() < seen_uids.values().sum::<usize>() {
+            tracing::warn!(task = %self.config.name, account = %account.user,
+                "the server's UIDL has invalid or repeated UIDs: those messages are fetched \
+                 as if it had no UIDL");
+        }
+        for &(number, size) in &sizes.entries {
             let uid = uid_index.get(&number).copied();
             match uid.and_then(|u| store.get(u)) {
                 Some(Mark::Delivered) => {
@@ -232,9 +252,13 @@ impl Task {
                 Outcome::Spooled(name) => {
                     summary.fetched += 1;
                     if let Some(uid) = uid {
-                        store
-                            .record(uid, Mark::Delivered)
-                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                        // Kept: durable now. Deleted: durable before QUIT (see uidl).
+                        let recorded = if self.config.fetched.leave_on_server {
+                            store.record(uid, Mark::Delivered)
+                        } else {
+                            store.record_lazily(uid, Mark::Delivered)
+                        };
+                        recorded.map_err(|e| format!("{}: {e}", path.display()))?;
                     }
                     (format!("spooled as {name}"), self.config.fetched)
                 }
@@ -267,7 +291,12 @@ impl Task {
                 self.dele(&mut client, account, number).await?;
             }
         }
-        if uids.is_some() {
+        // Every mark durable before QUIT makes the DELEs take effect.
+        store
+            .sync()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        // Forget the UIDs that vanished; not from a partial listing, where the rest are unknown.
+        if uids.is_some() && skipped == 0 {
             let present: HashSet<&str> = uid_index.values().copied().collect();
             if let Err(e) = store.compact(&present) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot rewrite the UIDL record");

@@ -2,8 +2,13 @@
 //! `D uid` (delivered to the spool) and `S uid` (rejected and marked seen) lines under the
 //! home (`var/fetchmail/<task>/<account>.uidl`).
 //!
-//! A mark is appended and fsync'd as soon as it is true (right after the spool commit), so a
-//! crash at any later point re-fetches nothing kept; at the end of a session the file is
+//! A mark of a message kept on the server is appended and fsync'd as soon as it is true (right
+//! after the spool commit), so a crash at any later point re-fetches nothing kept. A mark of a
+//! message being deleted is appended at once but fsync'd with the others before QUIT
+//! ([`UidStore::sync`]): DELE takes effect only at QUIT, so until then a lost mark can only
+//! make the next session fetch that message again (the one duplicate the design allows, for a
+//! crash before QUIT), and one fsync per session instead of one per message is what lets a
+//! large mailbox drain quickly; at the end of a session the file is
 //! rewritten (tmp → fsync → rename → fsync of the directory) with only the UIDs the server
 //! still lists, so vanished messages are forgotten and the file stays small.
 
@@ -27,6 +32,8 @@ pub struct UidStore {
     path: PathBuf,
     marks: HashMap<String, Mark>,
     journal: Option<File>,
+    /// Marks written to `journal` since its last fsync.
+    unsynced: bool,
 }
 
 impl UidStore {
@@ -67,6 +74,7 @@ impl UidStore {
             path: path.to_path_buf(),
             marks,
             journal: None,
+            unsynced: false,
         })
     }
 
@@ -87,6 +95,26 @@ impl UidStore {
 
     /// Records `mark` for `uid` durably before returning.
     pub fn record(&mut self, uid: &str, mark: Mark) -> io::Result<()> {
+        self.record_lazily(uid, mark)?;
+        self.sync()
+    }
+
+    /// Makes every mark recorded so far durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        match &self.journal {
+            Some(journal) if self.unsynced => {
+                journal.sync_data()?;
+                self.unsynced = false;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records `mark` for `uid`; durable at the next [`UidStore::sync`] (or
+    /// [`UidStore::compact`]). Written to the file at once: a killed process loses nothing,
+    /// only a crash of the machine may.
+    pub fn record_lazily(&mut self, uid: &str, mark: Mark) -> io::Result<()> {
         if !valid_uid(uid) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -106,7 +134,7 @@ impl UidStore {
             Mark::Seen => "S",
         };
         journal.write_all(format!("{tag} {uid}\n").as_bytes())?;
-        journal.sync_data()?;
+        self.unsynced = true;
         self.marks.insert(uid.to_string(), mark);
         Ok(())
     }
@@ -115,6 +143,7 @@ impl UidStore {
     pub fn compact(&mut self, present: &HashSet<&str>) -> io::Result<()> {
         self.marks.retain(|uid, _| present.contains(uid.as_str()));
         self.journal = None;
+        self.unsynced = false;
         let tmp = self.path.with_extension("uidl.tmp");
         {
             let mut file = File::create(&tmp)?;

@@ -8,8 +8,12 @@ use std::sync::{Arc, Mutex};
 use mailroom_config::Config;
 use mailroom_fetchmail::task::Task;
 use mailroom_fetchmail::{Env, Summary};
+use mailroom_mailet::Mail;
 use mailroom_store::file::{FileUsersRepository, LogSpool};
-use mailroom_store::{Blocking, SpoolRepository, User, UsersRepository};
+use mailroom_store::{
+    Blocking, IncomingMessage, LeaseToken, Leased, MailRepository, Result as StoreResult,
+    SpoolRepository, User, UsersRepository,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -67,13 +71,18 @@ async fn fake_server(mailbox: Arc<Mutex<Mailbox>>, quirk: Quirk) -> u16 {
                     let mut words = cmd.split(' ');
                     let verb = words.next().unwrap_or("").to_ascii_uppercase();
                     let arg: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-                    let msgs = mailbox.lock().unwrap().messages.clone();
+                    // Only what the command needs (a mailbox may hold 100,000 messages).
+                    let count = mailbox.lock().unwrap().messages.len();
+                    let one = (1..=count)
+                        .contains(&arg)
+                        .then(|| mailbox.lock().unwrap().messages[arg - 1].1.clone());
                     let reply: Vec<u8> = match verb.as_str() {
                         "CAPA" => b"+OK\r\nUIDL\r\nUSER\r\n.\r\n".to_vec(),
                         "USER" | "PASS" | "NOOP" => b"+OK\r\n".to_vec(),
                         "UIDL" => {
                             let mut s = String::from("+OK\r\n");
-                            for (i, (uid, _)) in msgs.iter().enumerate() {
+                            for (i, (uid, _)) in mailbox.lock().unwrap().messages.iter().enumerate()
+                            {
                                 if !deleted.contains(&(i + 1)) {
                                     s += &format!("{} {uid}\r\n", i + 1);
                                 }
@@ -82,7 +91,7 @@ async fn fake_server(mailbox: Arc<Mutex<Mailbox>>, quirk: Quirk) -> u16 {
                         }
                         "LIST" => {
                             let mut s = String::from("+OK\r\n");
-                            for (i, (_, m)) in msgs.iter().enumerate() {
+                            for (i, (_, m)) in mailbox.lock().unwrap().messages.iter().enumerate() {
                                 let size = if quirk == Quirk::LyingSize {
                                     10
                                 } else {
@@ -94,8 +103,8 @@ async fn fake_server(mailbox: Arc<Mutex<Mailbox>>, quirk: Quirk) -> u16 {
                             }
                             (s + ".\r\n").into_bytes()
                         }
-                        "RETR" if (1..=msgs.len()).contains(&arg) => {
-                            let m = &msgs[arg - 1].1;
+                        "RETR" if one.is_some() => {
+                            let m = one.as_ref().expect("checked");
                             let mut out = b"+OK\r\n".to_vec();
                             match quirk {
                                 Quirk::LyingSize => {
@@ -184,6 +193,17 @@ impl Fixture {
 
     /// A task from `<fetch>` children (host, port, interval and accounts given here).
     fn task(&self, port: u16, accounts: &str, extra: &str) -> Task {
+        self.task_with(port, accounts, extra, self.spool.clone())
+    }
+
+    /// [`Fixture::task`] with another spool.
+    fn task_with(
+        &self,
+        port: u16,
+        accounts: &str,
+        extra: &str,
+        spool: Arc<dyn SpoolRepository>,
+    ) -> Task {
         let xml = format!(
             "<config><fetchmail enabled=\"true\"><fetch name=\"fake\"><host>127.0.0.1</host>\
              <port>{port}</port><interval>60000</interval><accounts>{accounts}</accounts>\
@@ -194,7 +214,7 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("{e}"));
         let task = config.fetchmail.unwrap().tasks.remove(0);
         let env = Arc::new(Env {
-            spool: self.spool.clone(),
+            spool,
             users: self.users.clone(),
             is_local_domain: Arc::new(|d: &str| d == "localhost"),
             state_dir: self.dir.path().join("var/fetchmail"),
@@ -461,4 +481,194 @@ async fn bouncing_mail_goes_to_error() {
     let name = f.spool.list().await.unwrap().remove(0);
     let mail = f.spool.retrieve(&name).await.unwrap().unwrap();
     assert_eq!(mail.envelope.state, "error");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_uid_listed_twice_never_deletes_an_unfetched_message() {
+    // A server that gives two different messages the same UID: the second is not "already
+    // fetched" (deleting it unread would lose it); without a usable UID both are fetched.
+    let f = Fixture::new();
+    f.add_user("alice").await;
+    let mb = mailbox(&[
+        ("dup", message("x@y.org", "one")),
+        ("dup", message("x@y.org", "two")),
+    ]);
+    let port = fake_server(mb.clone(), Quirk::None).await;
+    let s = f.task(port, ACCOUNT, "").run_once().await;
+    assert_eq!((s.fetched, s.accounts_ok), (2, 1));
+    let spooled = f.spooled().await;
+    let text: String = spooled.iter().map(|m| String::from_utf8_lossy(m)).collect();
+    assert!(
+        text.contains("Subject: one") && text.contains("Subject: two"),
+        "{text}"
+    );
+    assert!(mb.lock().unwrap().messages.is_empty());
+}
+
+/// `n` one-line messages `u1`..`un`, and a UIDL record saying all but the last `fresh` of the
+/// first `recorded` were delivered (as a long-running `leaveonserver` account's would).
+fn huge_mailbox(f: &Fixture, n: usize, recorded: usize, fresh: usize) -> Arc<Mutex<Mailbox>> {
+    let body = b"From: s@example.org\r\nTo: x@y.org\r\n\r\nhi\r\n".to_vec();
+    let messages = (1..=n).map(|i| (format!("u{i}"), body.clone())).collect();
+    let record: String = (1..=recorded - fresh)
+        .map(|i| format!("D u{i}\n"))
+        .collect();
+    let path = f.dir.path().join("var/fetchmail/fake/u.uidl");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, record).unwrap();
+    Arc::new(Mutex::new(Mailbox {
+        messages,
+        commands: Vec::new(),
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mailbox_of_100000_messages_is_handled_in_one_quick_session() {
+    let f = Fixture::new();
+    f.add_user("alice").await;
+    let mb = huge_mailbox(&f, 100_000, 100_000, 5);
+    let port = fake_server(mb.clone(), Quirk::None).await;
+    let keep = r#"<fetched leaveonserver="true" markseen="false"/>"#;
+    let started = std::time::Instant::now();
+    let s = f.task(port, ACCOUNT, keep).run_once().await;
+    assert_eq!((s.fetched, s.accounts_ok), (5, 1), "{s:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(commands(&mb, "RETR"), 5);
+    let record = std::fs::read_to_string(f.dir.path().join("var/fetchmail/fake/u.uidl")).unwrap();
+    assert_eq!(record.lines().count(), 100_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mailbox_over_the_listing_cap_is_fetched_in_parts() {
+    use mailroom_fetchmail::client::MAX_MESSAGES;
+    let f = Fixture::new();
+    f.add_user("alice").await;
+    // Past the cap: the session handles the first MAX_MESSAGES, the rest wait.
+    let mb = huge_mailbox(&f, MAX_MESSAGES + 3, MAX_MESSAGES, 2);
+    let port = fake_server(mb.clone(), Quirk::None).await;
+    let keep = r#"<fetched leaveonserver="true" markseen="false"/>"#;
+    let s = f.task(port, ACCOUNT, keep).run_once().await;
+    assert_eq!((s.fetched, s.accounts_ok), (2, 1), "{s:?}");
+    // The record is not rewritten from a partial listing: nothing recorded is forgotten.
+    let record = std::fs::read_to_string(f.dir.path().join("var/fetchmail/fake/u.uidl")).unwrap();
+    assert_eq!(record.lines().count(), MAX_MESSAGES);
+}
+
+/// The fixture's spool, whose `n`th commit (counting from 1) fails.
+struct FailingCommit {
+    inner: Arc<dyn SpoolRepository>,
+    commits: Arc<std::sync::atomic::AtomicUsize>,
+    fail_at: usize,
+}
+
+struct FailingIncoming {
+    inner: Box<dyn IncomingMessage>,
+    fail: bool,
+}
+
+#[async_trait::async_trait]
+impl IncomingMessage for FailingIncoming {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn write(&mut self, octets: &[u8]) -> std::io::Result<()> {
+        self.inner.write(octets).await
+    }
+    async fn commit(self: Box<Self>, envelope: mailroom_mailet::Envelope) -> StoreResult<()> {
+        if self.fail {
+            return Err(std::io::Error::other("disk full (test)").into());
+        }
+        self.inner.commit(envelope).await
+    }
+}
+
+#[async_trait::async_trait]
+impl MailRepository for FailingCommit {
+    async fn store(&self, mail: &Mail) -> StoreResult<()> {
+        self.inner.store(mail).await
+    }
+    async fn retrieve(&self, name: &str) -> StoreResult<Option<Mail>> {
+        self.inner.retrieve(name).await
+    }
+    async fn remove(&self, name: &str) -> StoreResult<bool> {
+        self.inner.remove(name).await
+    }
+    async fn list(&self) -> StoreResult<Vec<String>> {
+        self.inner.list().await
+    }
+    async fn incoming(&self) -> StoreResult<Box<dyn IncomingMessage>> {
+        let n = self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        Ok(Box::new(FailingIncoming {
+            inner: self.inner.incoming().await?,
+            fail: n == self.fail_at,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl SpoolRepository for FailingCommit {
+    async fn lease(&self, wait: std::time::Duration) -> StoreResult<Option<Leased>> {
+        self.inner.lease(wait).await
+    }
+    async fn renew(&self, token: &LeaseToken) -> StoreResult<LeaseToken> {
+        self.inner.renew(token).await
+    }
+    async fn update(&self, token: &LeaseToken, mail: &Mail) -> StoreResult<()> {
+        self.inner.update(token, mail).await
+    }
+    async fn release(&self, token: LeaseToken) -> StoreResult<()> {
+        self.inner.release(token).await
+    }
+    async fn requeue(
+        &self,
+        token: LeaseToken,
+        mail: &Mail,
+        at: std::time::SystemTime,
+    ) -> StoreResult<()> {
+        self.inner.requeue(token, mail, at).await
+    }
+    async fn complete(&self, token: LeaseToken) -> StoreResult<()> {
+        self.inner.complete(token).await
+    }
+    async fn next_attempt(&self, name: &str) -> StoreResult<Option<std::time::SystemTime>> {
+        self.inner.next_attempt(name).await
+    }
+    async fn make_due(&self, name: &str) -> StoreResult<bool> {
+        self.inner.make_due(name).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_spool_commit_deletes_nothing_and_the_next_run_fetches_it() {
+    let f = Fixture::new();
+    f.add_user("alice").await;
+    let mb = mailbox(&[
+        ("u1", message("x@y.org", "one")),
+        ("u2", message("x@y.org", "two")),
+        ("u3", message("x@y.org", "three")),
+    ]);
+    let port = fake_server(mb.clone(), Quirk::None).await;
+    let failing: Arc<dyn SpoolRepository> = Arc::new(FailingCommit {
+        inner: f.spool.clone(),
+        commits: Arc::default(),
+        fail_at: 2,
+    });
+    let s = f.task_with(port, ACCOUNT, "", failing).run_once().await;
+    assert_eq!((s.fetched, s.accounts_failed), (1, 1), "{s:?}");
+    assert_eq!(commands(&mb, "QUIT"), 0, "the session ends without QUIT");
+    assert_eq!(mb.lock().unwrap().messages.len(), 3, "nothing deleted");
+    assert_eq!(f.spooled().await.len(), 1, "nothing half-stored");
+    // The next interval: u1 (recorded) only deleted, u2 and u3 fetched.
+    let s = f.task(port, ACCOUNT, "").run_once().await;
+    assert_eq!((s.fetched, s.accounts_ok), (2, 1), "{s:?}");
+    assert_eq!(commands(&mb, "RETR"), 4);
+    assert_eq!(f.spooled().await.len(), 3);
+    assert!(mb.lock().unwrap().messages.is_empty());
 }
