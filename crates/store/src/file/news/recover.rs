@@ -149,6 +149,16 @@ pub(super) fn load_group(dir: &Path, generation: u64) -> Result<Group> {
         .chain(files.iter().copied())
         .fold(meta.high, u64::max);
 
+    // Recorded before anything is dropped: those numbers stay used.
+    if high > meta.high {
+        write_meta(
+            dir,
+            &Meta {
+                created: meta.created,
+                high,
+            },
+        )?;
+    }
     let mut entries = Vec::with_capacity(lines.len());
     let mut dropped = 0usize;
     for (entry, crc) in lines {
@@ -189,16 +199,7 @@ pub(super) fn load_group(dir: &Path, generation: u64) -> Result<Group> {
             dropped,
             "news: dropped articles a crash left unfinished (never acknowledged)"
         );
-        // The overview without them, and the high that keeps their numbers used.
         rewrite_group(&mut group)?;
-    } else if high > meta.high {
-        write_meta(
-            dir,
-            &Meta {
-                created: meta.created,
-                high,
-            },
-        )?;
     }
     Ok(group)
 }
