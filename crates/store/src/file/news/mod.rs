@@ -4,33 +4,37 @@
 //! <root>/.lock                     flock: one server at a time
 //! <root>/<group>/.meta             {"created": secs, "high": n}: written at creation and
 //!                                  whenever articles are removed, so numbers are never reused
-//! <root>/<group>/.overview         one line per article: number TAB arrival TAB the overview
-//!                                  fields; appended (and fsync'd) at each post
+//! <root>/<group>/.overview         one line per article: number TAB arrival:crc TAB the
+//!                                  overview fields (crc: CRC-32 of the article, in hex)
+//! <root>/<group>/.synced           how much of .overview is durable with its articles
 //! <root>/<group>/<number>          the article; a cross-post is one file hard-linked into
 //!                                  each of its groups
 //! ```
 //!
-//! A post writes the article to a temporary file in the temp directory and waits for a
-//! `syncfs` that covers it, renames it into its first group, links it into the others, appends
-//! the overview lines and waits for a second `syncfs` (which covers the directories and the
-//! overview) before it returns: an acknowledged article survives a crash. Both `syncfs` are
-//! group commits: concurrent posts share them, and the repository lock is never held across
-//! one, so posts in parallel cost about two `syncfs` per batch rather than four fsyncs each.
-//! Parallel posts may append their overview lines out of number order; the reader sorts.
+//! A post writes the article to a temporary file in the temp directory, renames it into its
+//! first group, links it into the others, appends the overview lines, and waits for one
+//! `syncfs` that covers all of it before it returns: an acknowledged article survives a crash
+//! or a power cut. The `syncfs` is a group commit: concurrent posts share it, and the
+//! repository lock is never held across it, so posts in parallel cost one `syncfs` per batch.
+//! After each sync, `.synced` records the overview length it covered; at open, the lines past
+//! it are checked against their articles' checksums (see [`recover`]). Parallel posts may
+//! append their overview lines out of number order; the reader sorts.
 //!
 //! At open, every group's overview file is read into memory as offsets (number, arrival,
 //! Message-ID, where its line is): `OVER` reads only the lines it needs, with one `pread`,
 //! and never an article. The message-id index is rebuilt from the overview lines, which hold
 //! the Message-ID and so need no file of their own. The highest number is the larger of the
-//! `.meta` high, the overview's numbers and the article files' names; an article file above
-//! the last overview line (a crash between the rename and the overview line; its content was
-//! durable before the rename) is indexed then, so its number is never given again.
+//! `.meta` high, the overview's numbers (dropped lines included) and the article files'
+//! names, and is written back to `.meta` when a crash left more: numbers are never reused.
+
+mod recover;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -59,8 +63,9 @@ pub struct FileNewsRepository {
     state: Mutex<State>,
     /// The root, kept open for `syncfs`.
     root_dir: File,
-    /// Group commit of `syncfs`: posts in parallel share one.
-    syncs: GroupCommit<()>,
+    /// Group commit of `syncfs`: posts in parallel share one. Pending: the overview lengths
+    /// that the next sync makes durable, for the groups' marks.
+    syncs: GroupCommit<Vec<Synced>>,
 }
 
 impl std::fmt::Debug for FileNewsRepository {
@@ -89,6 +94,26 @@ struct Group {
     /// Open for reading and appending; replaced when the file is rewritten.
     overview: Arc<File>,
     overview_len: u64,
+    /// `.synced`, and what it holds: the overview up to there is durable with its articles.
+    mark: File,
+    synced: u64,
+    /// Changes whenever the overview file is replaced, so that a sync that started before
+    /// leaves the new file's mark alone.
+    generation: u64,
+}
+
+/// An overview length that a sync makes durable.
+struct Synced {
+    group: String,
+    generation: u64,
+    len: u64,
+}
+
+/// A fresh [`Group::generation`], unique in the process (a group removed and created again
+/// gets a new one).
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 struct Entry {
@@ -138,7 +163,7 @@ impl FileNewsRepository {
             if !valid_group_name(&name) || !entry.file_type()?.is_dir() {
                 continue;
             }
-            let group = load_group(&entry.path())?;
+            let group = recover::load_group(&entry.path(), next_generation())?;
             for e in &group.entries {
                 state
                     .ids
@@ -155,7 +180,7 @@ impl FileNewsRepository {
             _lock: lock,
             state: Mutex::new(state),
             root_dir: File::open(root)?,
-            syncs: GroupCommit::new((), "news syncfs"),
+            syncs: GroupCommit::new(Vec::new(), "news syncfs"),
         })
     }
 
@@ -174,19 +199,34 @@ impl FileNewsRepository {
     }
 
     /// Returns once everything written in the file system before the call is durable (one
-    /// `syncfs` shared by the callers that arrive meanwhile).
-    fn sync(&self) -> Result<()> {
-        let ticket = self.syncs.add(|()| ());
-        self.syncs.wait(
-            ticket,
-            Duration::ZERO,
-            |()| (),
-            |()| {
+    /// `syncfs` shared by the callers that arrive meanwhile), then advances the marks of
+    /// `lengths`.
+    fn sync(&self, lengths: Vec<Synced>) -> Result<()> {
+        let ticket = self.syncs.add(|pending| pending.extend(lengths));
+        self.syncs
+            .wait(ticket, Duration::ZERO, std::mem::take, |done| {
                 rustix::fs::syncfs(&self.root_dir).map_err(io::Error::from)?;
+                self.advance_marks(done);
                 Ok(())
-            },
-        )?;
+            })?;
         Ok(())
+    }
+
+    /// Records overview lengths that a finished sync covered. A mark that cannot be written
+    /// stays behind: more lines are checked at the next open, nothing is lost.
+    fn advance_marks(&self, done: Vec<Synced>) {
+        let mut state = self.state();
+        for s in done {
+            let Some(g) = state.groups.get_mut(&s.group) else {
+                continue;
+            };
+            if g.generation == s.generation && s.len > g.synced {
+                match recover::write_mark(&g.mark, s.len) {
+                    Ok(()) => g.synced = s.len,
+                    Err(error) => tracing::warn!(group = %s.group, %error, "news: .synced"),
+                }
+            }
+        }
     }
 
     /// The durable part of a post, without the repository lock: the file, its links, its
@@ -208,34 +248,42 @@ impl FileNewsRepository {
         octets.extend_from_slice(xref.as_bytes());
         octets.extend_from_slice(&article.octets[head..]);
 
+        let crc = crc32fast::hash(&octets);
+
+        // No sync before the rename: a crash may leave the renamed file empty or short, and
+        // its overview line's checksum then says so at the next open.
         let tmp = self.tmp.join(format!("news.{}.tmp", unique_suffix()));
-        let written = File::create(&tmp)
-            .and_then(|mut f| f.write_all(&octets))
-            .map_err(StoreError::from)
-            .and_then(|()| self.sync());
+        let written = File::create(&tmp).and_then(|mut f| f.write_all(&octets));
         let first = dirs[0].join(targets[0].1.to_string());
-        if let Err(e) = written.and_then(|()| Ok(fs::rename(&tmp, &first)?)) {
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, &first)) {
             let _ = fs::remove_file(&tmp);
-            return Err(e);
+            return Err(e.into());
         }
         for (dir, (_, n)) in dirs.iter().zip(targets).skip(1) {
             fs::hard_link(&first, dir.join(n.to_string()))?;
         }
+        let mut lengths = Vec::with_capacity(targets.len());
         {
             let mut state = self.state();
             let arrived = now_secs();
             for (g, n) in targets {
                 // A group removed meanwhile just does not get the line.
                 if let Some(group) = state.groups.get_mut(g) {
-                    append_overview(group, &Overview::of_article(*n, &octets), arrived)?;
+                    let overview = Overview::of_article(*n, &octets);
+                    append_overview(group, &overview, arrived, Some(crc))?;
+                    lengths.push(Synced {
+                        group: g.clone(),
+                        generation: group.generation,
+                        len: group.overview_len,
+                    });
                 }
             }
             state
                 .ids
                 .insert(Arc::from(article.message_id.as_str()), targets.to_vec());
         }
-        // The renames, the links and the overview lines.
-        self.sync()
+        // The article, its renames and links, and the overview lines, at once.
+        self.sync(lengths)
     }
 
     fn read_article(&self, dir: &Path, number: u64, id: &str) -> Result<Option<Article>> {
@@ -251,95 +299,11 @@ impl FileNewsRepository {
     }
 }
 
-/// Reads a group directory: meta, overview (a torn last line is cut off), and articles a crash
-/// left without an overview line.
-fn load_group(dir: &Path) -> Result<Group> {
-    let meta_path = dir.join(META);
-    let meta = match fs::read(&meta_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt(&meta_path, e))?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let meta = Meta {
-                created: now_secs(),
-                high: 0,
-            };
-            write_meta(dir, &meta)?;
-            meta
-        }
-        Err(e) => return Err(e.into()),
+fn overview_line(overview: &Overview, arrived: u64, crc: Option<u32>) -> String {
+    let mut line = match crc {
+        Some(crc) => format!("{}\t{arrived}:{crc:08x}", overview.number),
+        None => format!("{}\t{arrived}", overview.number),
     };
-    let path = dir.join(OVERVIEW);
-    let file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(&path)?;
-    let contents = fs::read(&path)?;
-    let mut entries = Vec::new();
-    let mut offset = 0u64;
-    let mut good = 0u64;
-    for line in contents.split_inclusive(|&b| b == b'\n') {
-        let len = line.len() as u64;
-        if line.ends_with(b"\n") {
-            if let Some(entry) = parse_line(line, offset) {
-                entries.push(entry);
-            }
-            good = offset + len;
-        }
-        offset += len;
-    }
-    if good < contents.len() as u64 {
-        file.set_len(good)?;
-        file.sync_all()?;
-    }
-    // Parallel posts append out of order; a number twice keeps its first line.
-    entries.sort_by_key(|e| e.number);
-    entries.dedup_by_key(|e| e.number);
-    let mut group = Group {
-        dir: dir.to_path_buf(),
-        created: meta.created,
-        high: meta.high.max(entries.last().map_or(0, |e| e.number)),
-        entries,
-        overview: Arc::new(file),
-        overview_len: good,
-    };
-    // Articles renamed into place whose overview line a crash prevented (their contents were
-    // durable before the rename): indexed now, above the last overview line.
-    let last = group.entries.last().map_or(0, |e| e.number);
-    let mut unindexed: Vec<u64> = fs::read_dir(dir)?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|&n| n > last)
-        .collect();
-    unindexed.sort_unstable();
-    for number in unindexed {
-        let octets = fs::read(dir.join(number.to_string()))?;
-        append_overview(
-            &mut group,
-            &Overview::of_article(number, &octets),
-            now_secs(),
-        )?;
-        group.overview.sync_data()?;
-        group.high = group.high.max(number);
-    }
-    Ok(group)
-}
-
-fn parse_line(line: &[u8], offset: u64) -> Option<Entry> {
-    let text = std::str::from_utf8(line).ok()?;
-    let mut parts = text.trim_end_matches('\n').split('\t');
-    let number = parts.next()?.parse().ok()?;
-    let arrived = parts.next()?.parse().ok()?;
-    let id = parts.nth(3)?;
-    Some(Entry {
-        number,
-        arrived,
-        id: Arc::from(id),
-        offset,
-        len: line.len() as u32,
-    })
-}
-
-fn overview_line(overview: &Overview, arrived: u64) -> String {
-    let mut line = format!("{}\t{arrived}", overview.number);
     for field in &overview.fields {
         line.push('\t');
         line.push_str(field);
@@ -348,8 +312,13 @@ fn overview_line(overview: &Overview, arrived: u64) -> String {
     line
 }
 
-fn append_overview(group: &mut Group, overview: &Overview, arrived: u64) -> Result<()> {
-    let line = overview_line(overview, arrived);
+fn append_overview(
+    group: &mut Group,
+    overview: &Overview,
+    arrived: u64,
+    crc: Option<u32>,
+) -> Result<()> {
+    let line = overview_line(overview, arrived, crc);
     let offset = group.overview_len;
     let written = (&*group.overview).write_all(line.as_bytes());
     if let Err(e) = written {
@@ -381,6 +350,8 @@ fn write_meta(dir: &Path, meta: &Meta) -> Result<()> {
 }
 
 /// Rewrites a group's overview file with only its live entries, and its meta with its high.
+/// The new file's mark covers its first lines that were under the old mark; it is made durable
+/// before the new file replaces the old one (for which it is smaller, so still true).
 fn rewrite_group(group: &mut Group) -> Result<()> {
     let mut contents = Vec::new();
     let mut entries = Vec::with_capacity(group.entries.len());
@@ -396,6 +367,16 @@ fn rewrite_group(group: &mut Group) -> Result<()> {
         });
         contents.extend_from_slice(&line);
     }
+    let synced = entries
+        .iter()
+        .zip(&group.entries)
+        .take_while(|(_, old)| old.offset + u64::from(old.len) <= group.synced)
+        .last()
+        .map_or(0, |(new, _)| new.offset + u64::from(new.len));
+    recover::write_mark(&group.mark, synced)?;
+    group.mark.sync_data()?;
+    group.synced = synced;
+    group.generation = next_generation();
     let path = group.dir.join(OVERVIEW);
     write_atomic(&group.dir, &path, &contents)?;
     write_meta(
@@ -455,7 +436,7 @@ impl NewsRepository for FileNewsRepository {
                 high: 0,
             },
         )?;
-        let group = load_group(&dir)?;
+        let group = recover::load_group(&dir, next_generation())?;
         sync_dir(&dir)?;
         state.groups.insert(name.to_string(), group);
         Ok(true)
@@ -669,173 +650,4 @@ impl NewsRepository for FileNewsRepository {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Blocking;
-
-    fn open(dir: &Path) -> FileNewsRepository {
-        FileNewsRepository::open(&dir.join("groups"), &dir.join("temp"), "news.test").unwrap()
-    }
-
-    #[tokio::test]
-    async fn conformance() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_path_buf();
-        crate::conformance::news_repository(&move || {
-            std::sync::Arc::new(Blocking::new(open(&path))) as Arc<dyn crate::NewsRepository>
-        })
-        .await;
-    }
-
-    #[test]
-    fn parallel_posts_get_distinct_numbers_that_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let repo = Arc::new(open(dir.path()));
-            repo.create_group("a").unwrap();
-            repo.create_group("b").unwrap();
-            let threads: Vec<_> = (0..8)
-                .map(|t| {
-                    let repo = repo.clone();
-                    std::thread::spawn(move || {
-                        for i in 0..25 {
-                            let id = format!("<{t}.{i}@x>");
-                            let groups = if i % 2 == 0 {
-                                vec!["a".into(), "b".into()]
-                            } else {
-                                vec!["a".into()]
-                            };
-                            repo.post(&NewArticle {
-                                message_id: id.clone(),
-                                groups,
-                                octets: format!("Subject: {id}\r\nMessage-ID: {id}\r\n\r\nb\r\n")
-                                    .into_bytes(),
-                            })
-                            .unwrap();
-                            // The same Message-ID again, at once: refused.
-                            assert!(matches!(
-                                repo.post(&NewArticle {
-                                    message_id: id.clone(),
-                                    groups: vec!["a".into()],
-                                    octets: b"x\r\n\r\n".to_vec()
-                                }),
-                                Err(StoreError::AlreadyExists(_))
-                            ));
-                        }
-                    })
-                })
-                .collect();
-            for t in threads {
-                t.join().unwrap();
-            }
-        }
-
-        let repo = open(dir.path());
-        // Every sub-range, whatever the order of the lines in the file.
-        for low in 1..=200 {
-            let some = repo.overview("a", low, low + 7).unwrap();
-            let expected: Vec<u64> = (low..=(low + 7).min(200)).collect();
-            assert_eq!(some.iter().map(|o| o.number).collect::<Vec<_>>(), expected);
-        }
-        let a = repo.overview("a", 1, u64::MAX).unwrap();
-        assert_eq!(
-            a.iter().map(|o| o.number).collect::<Vec<_>>(),
-            (1..=200).collect::<Vec<_>>()
-        );
-        assert_eq!(repo.group("b").unwrap().unwrap().count, 104);
-        for o in &a {
-            let article = repo.article("a", o.number).unwrap().unwrap();
-            assert_eq!(article.message_id, o.message_id());
-            let places = repo.locate(o.message_id()).unwrap().unwrap();
-            assert!(places.contains(&("a".to_string(), o.number)));
-        }
-    }
-
-    #[test]
-    fn a_second_open_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let _first = open(dir.path());
-        assert!(matches!(
-            FileNewsRepository::open(&dir.path().join("groups"), &dir.path().join("temp"), "h"),
-            Err(StoreError::InUse(_))
-        ));
-    }
-
-    #[test]
-    fn a_torn_overview_line_and_an_unindexed_article_are_repaired() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let repo = open(dir.path());
-            repo.create_group("a.b").unwrap();
-            for i in 1..=2 {
-                repo.post(&NewArticle {
-                    message_id: format!("<{i}@x>"),
-                    groups: vec!["a.b".into()],
-                    octets: format!("Subject: {i}\r\nMessage-ID: <{i}@x>\r\n\r\nbody\r\n")
-                        .into_bytes(),
-                })
-                .unwrap();
-            }
-        }
-        let group = dir.path().join("groups/a.b");
-        // A crash after the rename of article 3, and in the middle of an overview line.
-        fs::write(
-            group.join("3"),
-            "Subject: 3\r\nMessage-ID: <3@x>\r\n\r\nbody\r\n",
-        )
-        .unwrap();
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(group.join(OVERVIEW))
-            .unwrap();
-        f.write_all(b"4\t123\tto").unwrap();
-        let repo = open(dir.path());
-        let info = repo.group("a.b").unwrap().unwrap();
-        assert_eq!((info.count, info.low, info.high), (3, 1, 3));
-        assert_eq!(repo.locate("<3@x>").unwrap(), Some(vec![("a.b".into(), 3)]));
-        let over = repo.overview("a.b", 1, 10).unwrap();
-        assert_eq!(over.iter().map(|o| o.number).collect::<Vec<_>>(), [1, 2, 3]);
-    }
-
-    #[test]
-    fn overview_of_the_last_100_of_100000_reads_no_article() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let repo = open(dir.path());
-            repo.create_group("big").unwrap();
-        }
-        // Written directly: posting 100,000 articles with an fsync each takes too long here.
-        let group = dir.path().join("groups/big");
-        let mut lines = String::new();
-        for n in 1..=100_000u64 {
-            let o = Overview {
-                number: n,
-                fields: vec![
-                    format!("subject {n}"),
-                    "a@b".into(),
-                    "date".into(),
-                    format!("<{n}@big>"),
-                    String::new(),
-                    "100".into(),
-                    "3".into(),
-                    format!("news.test big:{n}"),
-                ],
-            };
-            lines.push_str(&overview_line(&o, 1));
-        }
-        fs::write(group.join(OVERVIEW), lines).unwrap();
-        let repo = open(dir.path());
-        // No article file exists: the overview comes from the index alone.
-        let started = std::time::Instant::now();
-        let over = repo.overview("big", 99_901, 100_000).unwrap();
-        assert_eq!(over.len(), 100);
-        assert_eq!(over[0].fields[0], "subject 99901");
-        assert_eq!(over[99].message_id(), "<100000@big>");
-        assert!(
-            started.elapsed() < Duration::from_millis(100),
-            "{:?}",
-            started.elapsed()
-        );
-        assert_eq!(repo.group("big").unwrap().unwrap().high, 100_000);
-    }
-}
+mod tests;
