@@ -392,8 +392,19 @@ fn rewrite_group(group: &mut Group) -> Result<()> {
     Ok(())
 }
 
-/// Removes `numbers` (ascending) from a group: files, entries, then the rewritten index.
+/// Removes `numbers` (ascending) from a group: the high in `.meta` first, then files,
+/// entries, and the rewritten index.
 fn remove_from_group(group: &mut Group, numbers: &[u64]) -> Result<()> {
+    // The high is recorded durably before any line or file goes: a crash in the middle must
+    // not leave the removed numbers (the highest among them) found nowhere at the next open,
+    // which would give them again.
+    write_meta(
+        &group.dir,
+        &Meta {
+            created: group.created,
+            high: group.high,
+        },
+    )?;
     for n in numbers {
         match fs::remove_file(group.dir.join(n.to_string())) {
             Ok(()) => {}

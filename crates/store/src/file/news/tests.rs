@@ -304,3 +304,29 @@ fn overview_of_the_last_100_of_100000_reads_no_article() {
     );
     assert_eq!(repo.group("big").unwrap().unwrap().high, 100_000);
 }
+
+#[test]
+fn a_cancel_interrupted_before_its_meta_never_gives_the_number_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("groups/a");
+    let stale_meta = {
+        let repo = open(dir.path());
+        repo.create_group("a").unwrap();
+        for i in 1..=3 {
+            post(&repo, &["a"], i);
+        }
+        // `.meta` still says high 0 (written at creation). Its next write fails, as a crash
+        // at that point would leave it: a directory cannot be renamed over.
+        let stale = fs::read(a.join(META)).unwrap();
+        fs::remove_file(a.join(META)).unwrap();
+        fs::create_dir_all(a.join(META).join("x")).unwrap();
+        assert!(repo.remove_article("<3@x>").is_err());
+        stale
+    };
+    fs::remove_dir_all(a.join(META)).unwrap();
+    fs::write(a.join(META), stale_meta).unwrap();
+    // Whatever the cancel did before it stopped, 3 was given once and never is again.
+    let repo = open(dir.path());
+    assert_eq!(repo.group("a").unwrap().unwrap().high, 3);
+    assert_eq!(post(&repo, &["a"], 4), [("a".to_string(), 4)]);
+}
