@@ -56,8 +56,11 @@ pub fn parse_status(line: &[u8]) -> Result<Status, ReplyError> {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
+    // Compared as bytes: the server's line may have a multi-byte character where the prefix
+    // ends, and slicing the string there would panic. A match is ASCII, so the rest starts on
+    // a character boundary.
+    let n = prefix.len();
+    (s.len() >= n && s.as_bytes()[..n].eq_ignore_ascii_case(prefix.as_bytes())).then(|| &s[n..])
 }
 
 /// At most 200 characters of `text`, for error messages.
@@ -193,6 +196,14 @@ mod tests {
         assert!(parse_status(b"+OKAY").is_err());
         assert!(parse_status(b"220 smtp").is_err());
         assert!(parse_status(b"").is_err());
+        // 8-bit text where the prefix would end: refused, not a panic.
+        assert!(parse_status("ab\u{e9} hello".as_bytes()).is_err());
+        assert!(parse_status("-ER\u{e9}".as_bytes()).is_err());
+        assert!(parse_status(b"+O\xc3\xa9").is_err());
+        assert_eq!(
+            parse_status("+OK h\u{e9}".as_bytes()).unwrap().text,
+            "h\u{e9}"
+        );
     }
 
     #[test]
