@@ -168,23 +168,25 @@ pub fn valid_uid(uid: &str) -> bool {
     (1..=70).contains(&uid.len()) && uid.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
-/// A file-name-safe form of a task or account name (`/`, `..` and the like cannot escape).
+/// A file-name-safe form of a task or account name (`/`, `..` and the like cannot escape),
+/// one to one: other bytes, and a leading dot, are written `%XX`, so that two accounts
+/// (`a/b` and `a_b`, say) never share a UID record, whose UIDs could then delete one's
+/// unread mail as the other's delivered mail.
 pub fn file_name(name: &str) -> String {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "@-_+=".contains(c) || (c == '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if safe.is_empty() || safe.starts_with('.') {
-        format!("_{safe}")
-    } else {
-        safe
+    if name.is_empty() {
+        return "%".to_string();
     }
+    let mut safe = String::with_capacity(name.len());
+    for (i, byte) in name.bytes().enumerate() {
+        let plain =
+            byte.is_ascii_alphanumeric() || b"@-_+=".contains(&byte) || (byte == b'.' && i > 0);
+        if plain {
+            safe.push(char::from(byte));
+        } else {
+            safe.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    safe
 }
 
 #[cfg(test)]
@@ -223,9 +225,13 @@ mod tests {
 
     #[test]
     fn file_names_cannot_escape() {
-        assert_eq!(file_name("../x"), "_.._x");
-        assert_eq!(file_name("a/b"), "a_b");
+        assert_eq!(file_name("../x"), "%2E.%2Fx");
+        assert_eq!(file_name("a/b"), "a%2Fb");
         assert_eq!(file_name("alice@example.net"), "alice@example.net");
-        assert_eq!(file_name(""), "_");
+        assert_eq!(file_name(""), "%");
+        // One to one: names that differ never share a record.
+        let names = ["a/b", "a_b", "a%2Fb", "", "%", ".x", "%2Ex", "é", "%C3%A9"];
+        let files: std::collections::HashSet<String> = names.iter().map(|n| file_name(n)).collect();
+        assert_eq!(files.len(), names.len());
     }
 }
