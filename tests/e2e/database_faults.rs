@@ -5,15 +5,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::database::in_database;
 use crate::harness::{Server, Setup};
-use crate::pg::{data_sources, mailbox_ids, try_send, wait_long, PgCluster, Pop3};
-
-/// Every send's Message-ID and the reply that ended it (`None`: the connection failed).
-type Outcomes = Arc<Mutex<Vec<(String, Option<String>)>>>;
+use crate::pg::{data_sources, mailbox_ids, try_send, wait_long, Outcomes, PgCluster, Pop3};
 
 fn count(outcomes: &Outcomes, accepted: bool) -> usize {
     outcomes

@@ -6,12 +6,12 @@
 //! expire.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::database::in_database;
 use crate::harness::{console, Server, Setup, ADMIN};
-use crate::pg::{data_sources, mailbox_ids, try_send, wait_long, PgCluster, Pop3};
+use crate::pg::{data_sources, mailbox_ids, try_send, wait_long, Outcomes, PgCluster, Pop3};
 
 fn uidls(port: u16, user: &str, password: &str) -> Vec<String> {
     let mut pop = Pop3::connect(port).unwrap();
@@ -71,7 +71,7 @@ fn two_nodes_on_one_postgresql() {
     });
 
     // A burst into both nodes; node A killed in the middle of it.
-    let outcomes: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let outcomes: Outcomes = Arc::default();
     let senders: Vec<_> = [("a", a.smtp_port), ("b", b.smtp_port)]
         .into_iter()
         .flat_map(|(node, port)| (0..3).map(move |t| (node, port, t)))

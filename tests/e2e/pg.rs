@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::free_port;
 
+/// Every send's Message-ID and the reply that ended it (`None`: the connection failed).
+pub type Outcomes = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
 /// A PostgreSQL cluster of this test's own.
 pub struct PgCluster {
     dir: tempfile::TempDir,
