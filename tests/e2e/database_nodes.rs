@@ -100,6 +100,17 @@ fn two_nodes_on_one_postgresql() {
     wait_long("half the burst", Duration::from_secs(120), || {
         accepted(&outcomes.lock().unwrap()).len() >= 60
     });
+    // Frozen first, so that the mails node A holds stay leased; node B finishes its own
+    // meanwhile. Whatever is leased then is node A's, taken over once its leases expire.
+    let pid = a.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_secs(2));
+    let held_by_a = pg.query("SELECT count(*) FROM spool WHERE mailroom_lease_id IS NOT NULL");
+    eprintln!("mails leased by the killed node: {held_by_a}");
     a.kill();
     for sender in senders {
         sender.join().unwrap();
