@@ -2,6 +2,7 @@
 //! load of SMTP sessions. While it is away, SMTP answers `451 4.3.0` and POP3 `-ERR
 //! [SYS/TEMP]`; the server recovers by itself once it is back; every mail acknowledged with
 //! `250`, before or after, is delivered exactly once, and none ends in the error repository.
+//! Likewise a full disk under SQLite.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::database::in_database;
+use crate::full_disk::{fill, Tmpfs};
 use crate::harness::{Server, Setup};
 use crate::pg::{data_sources, mailbox_ids, try_send, wait_long, Outcomes, PgCluster, Pop3};
 
@@ -126,6 +128,68 @@ fn postgres_stopped_and_restarted_under_load() {
         let errors = pg.query("SELECT count(*) FROM mail");
         assert_eq!(errors, "0", "{}", server.log());
     }
+    let log = server.log();
+    assert!(!log.contains("state=error"), "{log}");
+}
+
+#[test]
+#[ignore = "needs root to mount a small tmpfs; run by .ci/run"]
+fn a_full_disk_under_sqlite_refuses_with_451_and_recovers() {
+    let extra = data_sources("sqlite://var/db/mail.db", 300);
+    let setup = Setup {
+        pop3_handler: Some(""),
+        extra: &extra,
+        ..Setup::default()
+    };
+    let mut server = Server::start_edited(&setup, in_database);
+    // The database, and only it, on a small file system.
+    server.kill();
+    let db_dir = server.path("var/db");
+    std::fs::remove_dir_all(&db_dir).unwrap();
+    let _tmpfs = Tmpfs::mount(&db_dir, "64m");
+    server.spawn();
+    server.add_user("alice", "a");
+
+    let mut accepted = Vec::new();
+    let mut send = |n: usize| {
+        let id = format!("<sqlite-full-{n}@test>");
+        let reply = try_send(server.smtp_port, "alice@localhost", &id).unwrap();
+        assert!(
+            reply.starts_with("250") || reply.starts_with("451 4.3.0"),
+            "{reply}"
+        );
+        if reply.starts_with("250") {
+            accepted.push(id);
+        }
+        reply.starts_with("250")
+    };
+    for n in 0..5 {
+        assert!(send(n));
+    }
+    // Full: what cannot be stored is refused with 451 (what still fits is acknowledged).
+    let filler = db_dir.join("filler");
+    fill(&filler);
+    let refused = (5..25).filter(|n| !send(*n)).count();
+    assert!(refused > 0, "nothing refused on a full disk");
+    // Space returns: the server goes on by itself.
+    std::fs::remove_file(&filler).unwrap();
+    for n in 25..30 {
+        assert!(send(n), "mail {n} refused once space returned");
+    }
+    let mut delivered = HashMap::new();
+    wait_long(
+        "every accepted mail delivered",
+        Duration::from_secs(60),
+        || {
+            delivered.clear();
+            for id in mailbox_ids(server.pop3_port, "alice", "a") {
+                *delivered.entry(id).or_insert(0) += 1;
+            }
+            accepted.iter().all(|id| delivered.contains_key(id))
+        },
+    );
+    let twice: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     let log = server.log();
     assert!(!log.contains("state=error"), "{log}");
 }
