@@ -278,12 +278,28 @@ impl Pop3 {
 
 /// The Message-IDs in `user`'s mailbox read over POP3 on `port`, once the session opens.
 pub fn mailbox_ids(port: u16, user: &str, password: &str) -> Vec<String> {
-    let mut pop = Pop3::connect(port).unwrap();
-    let reply = pop.login(user, password).unwrap();
-    assert!(reply.starts_with("+OK"), "{reply}");
+    let mut pop = open_mailbox(port, user, password);
     let ids = pop.message_ids().unwrap();
     let _ = pop.cmd("QUIT");
     ids
+}
+
+/// A POP3 session logged in as `user`. The lock of a session before may be released a moment
+/// after its QUIT was answered: `-ERR [IN-USE]` is tried again.
+pub fn open_mailbox(port: u16, user: &str, password: &str) -> Pop3 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut pop = Pop3::connect(port).unwrap();
+        let reply = pop.login(user, password).unwrap();
+        if reply.starts_with("+OK") {
+            return pop;
+        }
+        assert!(
+            reply.starts_with("-ERR [IN-USE]") && Instant::now() < deadline,
+            "{reply}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Waits until `check` holds, up to `limit`.

@@ -460,7 +460,18 @@ fn postgres_options(url: &str) -> std::result::Result<PgConnectOptions, String> 
 async fn migrate(pool: &Pool, name: &str) -> Result<()> {
     let migrator = migrator(pool.dialect());
     let latest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-    let result = on_pool!(pool, p => migrator.run(p).await);
+    let mut result = on_pool!(pool, p => migrator.run(p).await);
+    // Two processes starting on one SQLite file (the server, and `mailroom user add` run right
+    // after it) may migrate it at once: SQLite has no migration lock, and the loser fails on
+    // what the winner created. Each migration is a transaction, so the loser finds it applied
+    // when it looks again.
+    for _ in 0..3 {
+        if result.is_ok() || pool.dialect() != Dialect::Sqlite {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        result = on_pool!(pool, p => migrator.run(p).await);
+    }
     result.map_err(|e| match e {
         MigrateError::VersionMissing(version) => StoreError::Corrupt(
             format!("data source \"{name}\""),
