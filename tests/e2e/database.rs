@@ -21,7 +21,7 @@ const DATA_SOURCES: &str = r#"<database-connections>
   </database-connections>"#;
 
 /// The harness's config with every repository moved into the database.
-fn in_database(xml: String) -> String {
+pub(crate) fn in_database(xml: String) -> String {
     xml.replace("file://var/mail/inboxes/", "db://maildb/inbox/")
         .replace("file://var/mail/spool/", "db://maildb/spool/spool")
         .replace("file://var/mail/error/", "db://maildb/mail/error/")

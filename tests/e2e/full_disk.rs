@@ -9,10 +9,10 @@ use std::process::Command;
 use crate::harness::{maildir_messages, repository_count, wait_for, Server, Smtp};
 
 /// A small tmpfs mounted over a directory; unmounted when dropped.
-struct Tmpfs(PathBuf);
+pub(crate) struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
+    pub(crate) fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -31,10 +31,13 @@ impl Drop for Tmpfs {
 }
 
 /// Fills the file system of `dir` with one file, until it is full.
-fn fill(path: &Path) {
+pub(crate) fn fill(path: &Path) {
     let mut file = std::fs::File::create(path).unwrap();
-    let block = vec![0u8; 64 * 1024];
-    while file.write_all(&block).is_ok() {}
+    // Large blocks, then small ones for the last few KiB.
+    for size in [64 * 1024, 512] {
+        let block = vec![0u8; size];
+        while file.write_all(&block).is_ok() {}
+    }
     let _ = file.sync_all();
 }
 

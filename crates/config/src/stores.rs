@@ -80,6 +80,10 @@ pub struct DataSource {
     pub password: Option<Secret>,
     /// `<max>`: connection pool size (default 10).
     pub max: u32,
+    /// `<leaseTime>` (Mailroom's own; seconds, default 300): how long a spool mail leased by a
+    /// node stays its own unless renewed — after a node dies, the others take its mails over
+    /// once this has passed.
+    pub lease_secs: u64,
     /// Where the `<data-source>` element is.
     pub location: Location,
 }
@@ -345,6 +349,8 @@ pub(crate) fn data_sources(ctx: &mut Ctx, el: &Element) -> Vec<DataSource> {
             user: opt(ctx, "user"),
             password: opt(ctx, "password").map(Secret::from),
             max: ctx.num_child(d, "max", 1u32, 10_000, 10),
+            // Held leases are renewed every second once half has passed: 5 s at least.
+            lease_secs: ctx.num_child(d, "leaseTime", 5u64, 86_400, 300),
             url,
             location: d.location(),
             name,

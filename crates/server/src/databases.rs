@@ -33,6 +33,7 @@ impl Databases {
                 user: d.user.clone(),
                 password: d.password.as_ref().map(|p| p.expose().to_string()),
                 max: d.max,
+                lease: std::time::Duration::from_secs(d.lease_secs),
             })
             .collect();
         Arc::new(Databases {

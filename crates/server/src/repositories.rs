@@ -140,11 +140,14 @@ pub fn outgoing(
         return db.spool(source, path).map_err(|e| e.to_string());
     }
     let path = file_path(&target, "outgoing spool").map_err(|e| e.to_string())?;
-    let spool = file_path(&config.spool_repository.target, "spool repository")
-        .map_err(|e| e.to_string())?;
     let dir = canonical_dir(path).map_err(|e| e.to_string())?;
-    if canonical_dir(spool).is_ok_and(|s| s == dir) {
-        return Err("it is the main spool; give the outgoing mail a directory of its own".into());
+    // A main spool in a database cannot be this directory.
+    if let RepositoryUrl::File(spool) = &config.spool_repository.target {
+        if canonical_dir(spool).is_ok_and(|s| s == dir) {
+            return Err(
+                "it is the main spool; give the outgoing mail a directory of its own".into(),
+            );
+        }
     }
     let opened = LogSpool::open(&dir).map_err(|e| e.to_string())?;
     Ok(Arc::new(Blocking::new(opened)))

@@ -14,8 +14,11 @@ pub fn run(cli: &Cli, action: &UserAction) -> Result<()> {
     // APOP needs the password itself (RFC 1939 §7): keep it only where a POP3 listener
     // offers APOP.
     let keep_apop_secret = crate::server::keeps_apop_secrets(&config);
-    // The repositories are async; one command needs no more than a thread of its own.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The repositories are async; one command needs no more than one worker thread. Not a
+    // current-thread runtime: the database is opened through a handle of it, and a handle's
+    // `block_on` drives no I/O there (a PostgreSQL connection would wait forever).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

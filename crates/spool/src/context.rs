@@ -222,7 +222,10 @@ impl MailetContext for ServerContext {
         mail: &Mail,
     ) -> Result<(), MailetError> {
         let delivery = self
-            .wait(self.inbox.deliver(user, trace_header, &mail.message))
+            .wait(
+                self.inbox
+                    .deliver_once(mail.name(), user, trace_header, &mail.message),
+            )
             .map_err(store_error)?;
         DELIVERIES.with(|d| d.borrow_mut().push(delivery));
         Ok(())

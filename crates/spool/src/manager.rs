@@ -29,7 +29,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use mailroom_mailet::derived_mail_name;
 use mailroom_mailet::outcome::{Outcome, Status};
@@ -101,6 +101,25 @@ struct Finished {
     deliveries: Vec<Delivery>,
 }
 
+/// A change to a leased mail that failed on a storage error (the spool's database away, say),
+/// tried again by the workers every [`PENDING_RETRY`] until it is done or the lease is lost:
+/// left alone, the lease would keep the mail from every worker until it expired.
+struct Pending {
+    token: LeaseToken,
+    _held: HeldLease,
+    change: Change,
+}
+
+enum Change {
+    /// Remove the finished mail.
+    Complete,
+    /// Put the mail back, as last stored, for another try after this delay.
+    Requeue(Duration),
+}
+
+/// How often pending spool changes are tried again.
+const PENDING_RETRY: Duration = Duration::from_secs(1);
+
 /// The mailet container.
 pub struct SpoolManager {
     tree: ProcessorTree,
@@ -109,6 +128,8 @@ pub struct SpoolManager {
     leases: Arc<Leases>,
     /// Mails whose processing failed on storage errors, with the number of attempts.
     failures: Mutex<HashMap<String, u32>>,
+    /// Spool changes that failed, and when they were last tried.
+    pending: Mutex<(Vec<Pending>, Option<Instant>)>,
 }
 
 /// The running workers.
@@ -138,6 +159,7 @@ impl SpoolManager {
             leases: Leases::new(context.spool().clone()),
             context,
             failures: Mutex::default(),
+            pending: Mutex::default(),
         })
     }
 
@@ -178,6 +200,7 @@ impl SpoolManager {
         mailroom_store::may_block_on_this_thread();
         let mut finished = Vec::new();
         while !stop.load(Ordering::SeqCst) {
+            self.retry_pending();
             // With finished mails waiting, only take mail that is already there: before
             // waiting for more, those are made durable and removed.
             let wait = if finished.is_empty() {
@@ -230,33 +253,81 @@ impl SpoolManager {
         }
     }
 
-    /// Removes a finished mail from the spool.
+    /// Removes a finished mail from the spool; should that fail, it is tried again.
     fn complete(&self, token: LeaseToken) {
-        if let Err(e) = self.context.wait(self.spool().complete(token.clone())) {
-            tracing::error!(mail = %token.name(), error = %e, "cannot remove a finished mail");
-            if !matches!(e, StoreError::LeaseLost(_)) {
-                self.retry_later(token, Duration::from_secs(60));
-            }
+        if let Err(e) = self.try_change(&token, &Change::Complete) {
+            tracing::error!(mail = %token.name(), error = %e,
+                "cannot remove a finished mail; trying again");
+            self.add_pending(token, Change::Complete);
         }
     }
 
-    /// Puts a leased mail back in the spool, as last stored, for another try after `delay`.
-    /// Should that fail too, its lease expires and it is retried then.
+    /// Puts a leased mail back in the spool, as last stored, for another try after `delay`;
+    /// should that fail, it is tried again.
     fn retry_later(&self, token: LeaseToken, delay: Duration) {
-        let name = token.name().to_string();
-        let result = match self.context.wait(self.spool().retrieve(&name)) {
-            Ok(Some(mail)) => self.context.wait(self.spool().requeue(
-                token,
-                &mail,
-                SystemTime::now() + delay,
-            )),
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            tracing::error!(mail = %name, error = %e,
-                "cannot put a mail back in the spool; retried once its lease expires");
+        if let Err(e) = self.try_change(&token, &Change::Requeue(delay)) {
+            tracing::error!(mail = %token.name(), error = %e,
+                "cannot put a mail back in the spool; trying again");
+            self.add_pending(token, Change::Requeue(delay));
         }
+    }
+
+    /// Makes `change` to the mail of `token`. A lease lost meanwhile is done with: another
+    /// worker has the mail.
+    fn try_change(&self, token: &LeaseToken, change: &Change) -> Result<(), StoreError> {
+        let result = match change {
+            Change::Complete => self.context.wait(self.spool().complete(token.clone())),
+            Change::Requeue(delay) => {
+                match self.context.wait(self.spool().retrieve(token.name())) {
+                    Ok(Some(mail)) => self.context.wait(self.spool().requeue(
+                        token.clone(),
+                        &mail,
+                        SystemTime::now() + *delay,
+                    )),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match result {
+            Err(StoreError::LeaseLost(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn add_pending(&self, token: LeaseToken, change: Change) {
+        let held = self.leases.hold(&token);
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.0.push(Pending {
+            token,
+            _held: held,
+            change,
+        });
+        pending.1.get_or_insert_with(Instant::now);
+    }
+
+    /// Tries the pending changes again, at most every [`PENDING_RETRY`] (one worker at a time:
+    /// the others find the list empty).
+    fn retry_pending(&self) {
+        let work = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match pending.1 {
+                Some(at) if at.elapsed() >= PENDING_RETRY && !pending.0.is_empty() => {
+                    pending.1 = Some(Instant::now());
+                    std::mem::take(&mut pending.0)
+                }
+                _ => return,
+            }
+        };
+        let mut left = Vec::new();
+        for p in work {
+            match self.try_change(&p.token, &p.change) {
+                Ok(()) => tracing::info!(mail = %p.token.name(), "pending spool change done"),
+                Err(_) => left.push(p),
+            }
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.0.extend(left);
     }
 
     /// Processes one leased spool mail until it leaves this worker: finished (and removed

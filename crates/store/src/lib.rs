@@ -238,6 +238,21 @@ pub trait InboxRepository: Send + Sync {
     async fn deliver(&self, user: &str, trace_header: &[u8], message: &Message)
         -> Result<Delivery>;
 
+    /// [`InboxRepository::deliver`] of the delivery named `key` (the spool mail's name: the
+    /// same for every attempt at that mail). A backend shared by several processes (the
+    /// database) stores one message per `key`, user and trace header, so that a mail delivered
+    /// again — its node died before removing it from the spool, or a removal failed — is not
+    /// duplicated; others deliver as `deliver` does.
+    async fn deliver_once(
+        &self,
+        _key: &str,
+        user: &str,
+        trace_header: &[u8],
+        message: &Message,
+    ) -> Result<Delivery> {
+        self.deliver(user, trace_header, message).await
+    }
+
     /// Makes `deliveries` durable: `Ok` only when every one of them is. A delivery that failed
     /// (its file could not be moved into place) fails the sync that names it, and only that
     /// one; it is not tried again by the repository: its mail is delivered again.

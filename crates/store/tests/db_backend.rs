@@ -21,6 +21,7 @@ fn sqlite_spec() -> DataSourceSpec {
         user: None,
         password: None,
         max: 8,
+        lease: mailroom_store::DEFAULT_LEASE,
     }
 }
 

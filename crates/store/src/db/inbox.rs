@@ -63,16 +63,18 @@ fn uid_of(name: &str) -> String {
     }
 }
 
-#[async_trait]
-impl InboxRepository for DbInbox {
-    async fn deliver(
+impl DbInbox {
+    /// Stores a message as row `name` of `user`; with `once`, a row of that name already
+    /// there is the same delivery made before, and nothing is stored.
+    async fn insert(
         &self,
+        name: String,
+        once: bool,
         user: &str,
         trace_header: &[u8],
         message: &Message,
     ) -> Result<Delivery> {
         validate_user_name(user)?;
-        let name = mailroom_mailet::new_mail_name();
         let mut header = trace_header.to_vec();
         header.extend_from_slice(message.header_section());
         let mut header_lf = BareLf::default();
@@ -90,19 +92,70 @@ impl InboxRepository for DbInbox {
                 return Err(e);
             }
         };
-        let statement = table::insert_sql(self.pool.dialect(), &self.table);
+        let mut statement = table::insert_sql(self.pool.dialect(), &self.table);
+        if once {
+            statement.push_str(" ON CONFLICT (repository_name, message_name) DO NOTHING");
+        }
         let result = on_pool!(&self.pool, p => bind_row!(sqlx::query(sql(statement)), values, user)
             .execute(p)
             .await
-            .map(|_| ()));
-        if let Err(e) = result {
-            super::body::delete_body(&self.pool, &body.id).await;
-            return Err(db_error(e));
+            .map(|r| r.rows_affected()));
+        match result {
+            Err(e) => {
+                super::body::delete_body(&self.pool, &body.id).await;
+                return Err(db_error(e));
+            }
+            // Delivered before: this copy's body goes.
+            Ok(0) => super::body::delete_body(&self.pool, &body.id).await,
+            Ok(_) => {}
         }
         Ok(Delivery(
             self.deliveries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         ))
+    }
+}
+
+/// The row name of the delivery `key` to `user` with `trace_header` (which names the
+/// recipient: one mail may reach a user twice, through two addresses). A SHA-1 in hex: the
+/// same in every process, and a valid UIDL.
+fn delivery_name(key: &str, user: &str, trace_header: &[u8]) -> String {
+    use sha1::{Digest, Sha1};
+    let mut hash = Sha1::new();
+    for part in [key.as_bytes(), user.as_bytes(), trace_header] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[async_trait]
+impl InboxRepository for DbInbox {
+    async fn deliver(
+        &self,
+        user: &str,
+        trace_header: &[u8],
+        message: &Message,
+    ) -> Result<Delivery> {
+        let name = mailroom_mailet::new_mail_name();
+        self.insert(name, false, user, trace_header, message).await
+    }
+
+    async fn deliver_once(
+        &self,
+        key: &str,
+        user: &str,
+        trace_header: &[u8],
+        message: &Message,
+    ) -> Result<Delivery> {
+        self.insert(
+            delivery_name(key, user, trace_header),
+            true,
+            user,
+            trace_header,
+            message,
+        )
+        .await
     }
 
     async fn sync(&self, _deliveries: &[Delivery]) -> Result<()> {

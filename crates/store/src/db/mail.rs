@@ -40,6 +40,9 @@ struct Inner {
     lease: Duration,
     /// Wakes workers waiting in `lease` when this process spools mail.
     spooled: Notify,
+    /// Leases taken whose mail could not be read (the database went away meanwhile): given
+    /// back at the next `lease`, rather than left to expire.
+    orphans: std::sync::Mutex<Vec<(String, i64)>>,
 }
 
 impl DbMailRepository {
@@ -69,6 +72,7 @@ impl DbMailRepository {
                 repository: repository.to_string(),
                 lease: DEFAULT_LEASE,
                 spooled: Notify::new(),
+                orphans: Default::default(),
             }),
         })
     }
@@ -80,6 +84,7 @@ impl DbMailRepository {
             repository: shared.repository.clone(),
             lease: shared.lease,
             spooled: Notify::new(),
+            orphans: Default::default(),
         });
         DbMailRepository {
             inner: Arc::new(Inner { lease, ..inner }),
@@ -253,6 +258,27 @@ impl DbMailRepository {
                 body::delete_body(self.pool(), new).await;
             }
             return Err(StoreError::LeaseLost(token.name().to_string()));
+        }
+        Ok(())
+    }
+
+    /// Gives back the leases [`Inner::orphans`] holds; those that cannot be yet stay there.
+    async fn release_orphans(&self) -> Result<()> {
+        let orphans =
+            std::mem::take(&mut *self.inner.orphans.lock().unwrap_or_else(|p| p.into_inner()));
+        for (i, (name, id)) in orphans.iter().enumerate() {
+            let token = LeaseToken::new(name.clone(), *id as u64, SystemTime::now());
+            match self.release(token).await {
+                Ok(()) | Err(StoreError::LeaseLost(_)) => {}
+                Err(e) => {
+                    self.inner
+                        .orphans
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(orphans[i..].iter().cloned());
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
@@ -473,6 +499,7 @@ impl Drop for Incoming {
 #[async_trait]
 impl SpoolRepository for DbMailRepository {
     async fn lease(&self, wait: Duration) -> Result<Option<Leased>> {
+        self.release_orphans().await?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let spooled = self.inner.spooled.notified();
@@ -480,15 +507,25 @@ impl SpoolRepository for DbMailRepository {
             spooled.as_mut().enable();
             while let Some((name, id, until)) = self.try_lease().await? {
                 let token = LeaseToken::new(name.clone(), id as u64, super::from_ms(until));
-                match fetch_row(&self.inner.table, &self.inner.repository, &name).await? {
-                    Some(row) => {
-                        let mail = row
-                            .into_mail(self.pool(), &self.inner.table.tmp_dir)
-                            .await?;
-                        return Ok(Some(Leased { mail, token }));
-                    }
+                let read = match fetch_row(&self.inner.table, &self.inner.repository, &name).await {
+                    Ok(Some(row)) => row
+                        .into_mail(self.pool(), &self.inner.table.tmp_dir)
+                        .await
+                        .map(Some),
+                    other => other.map(|_| None),
+                };
+                match read {
+                    Ok(Some(mail)) => return Ok(Some(Leased { mail, token })),
                     // Removed between the lease and the read: look for another.
-                    None => continue,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.inner
+                            .orphans
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((name, id));
+                        return Err(e);
+                    }
                 }
             }
             let now = tokio::time::Instant::now();

@@ -210,6 +210,9 @@ pub struct DataSourceSpec {
     pub password: Option<String>,
     /// `<max>`: the most connections the pool opens.
     pub max: u32,
+    /// `<leaseTime>`: how long a spool lease lasts unless renewed (a dead node's mails are
+    /// taken over once it has passed).
+    pub lease: Duration,
 }
 
 /// The schema versions this build knows, per engine.
@@ -253,6 +256,8 @@ fn migrator(dialect: Dialect) -> Migrator {
 #[derive(Clone, Debug, Default)]
 pub struct DataSources {
     pools: HashMap<String, Pool>,
+    /// The spool lease of each data source.
+    leases: HashMap<String, Duration>,
     /// Where large bodies read back from a database are kept while a mail is in use (unlinked
     /// files: nothing stays behind).
     tmp_dir: PathBuf,
@@ -266,11 +271,17 @@ impl DataSources {
         let tmp_dir = home.join("var/tmp/db");
         std::fs::create_dir_all(&tmp_dir)?;
         let mut pools = HashMap::new();
+        let mut leases = HashMap::new();
         for spec in specs {
             let pool = connect(spec, home).await?;
             pools.insert(spec.name.clone(), pool);
+            leases.insert(spec.name.clone(), spec.lease);
         }
-        Ok(DataSources { pools, tmp_dir })
+        Ok(DataSources {
+            pools,
+            leases,
+            tmp_dir,
+        })
     }
 
     /// The pool of the data source called `name`.
@@ -317,9 +328,14 @@ impl DataSources {
     /// process owns, leases left by a previous run are dropped: that process is gone. On
     /// PostgreSQL they are other nodes' until they expire.
     pub async fn spool(&self, source: &str, path: &[String]) -> Result<Arc<DbMailRepository>> {
-        let spool = self.mail(source, path).await?;
+        let lease = self
+            .leases
+            .get(source)
+            .copied()
+            .unwrap_or(crate::DEFAULT_LEASE);
+        let spool = Arc::unwrap_or_clone(self.mail(source, path).await?).with_lease_duration(lease);
         spool.drop_stale_leases().await?;
-        Ok(spool)
+        Ok(Arc::new(spool))
     }
 
     /// The inboxes at `db://SOURCE/TABLE/`: one `repository_name` per user, as James keeps them.
