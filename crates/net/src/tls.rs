@@ -14,6 +14,7 @@ use tokio_rustls::rustls::{self, ProtocolVersion};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::connection::BoxStream;
 use crate::ShutdownWatch;
 
 /// The longest any TLS handshake may take, whatever the connection timeout: a handshake is a
@@ -117,6 +118,34 @@ pub async fn accept(
     let stream = bounded_handshake(tls.acceptor().accept(stream), timeout, shutdown).await?;
     let info = TlsInfo::of(&stream);
     Ok((stream, info))
+}
+
+/// An accepted connection, ready for its protocol: the plain stream, or, on an implicit-TLS
+/// listener, the stream after the handshake (bounded by `timeout` and shutdown) with what it
+/// negotiated. `None` when the handshake failed or stalled: logged at info level with
+/// `protocol` (`SMTPS`, `POP3S`, `NNTPS`), and the connection is closed.
+pub async fn accepted(
+    tls: Option<&ListenerTls>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    timeout: Duration,
+    shutdown: &mut ShutdownWatch,
+    protocol: &str,
+) -> Option<(BoxStream, Option<TlsInfo>)> {
+    let Some(listener_tls) = tls.filter(|t| t.implicit) else {
+        return Some((Box::new(stream), None));
+    };
+    match accept(&listener_tls.config, stream, timeout, shutdown).await {
+        Ok((stream, info)) => {
+            tracing::debug!(%peer, version = %info.version, cipher = %info.cipher,
+                "{protocol} handshake");
+            Some((Box::new(stream), Some(info)))
+        }
+        Err(error) => {
+            tracing::info!(%peer, %error, "{protocol}: TLS handshake failed");
+            None
+        }
+    }
 }
 
 /// Waits for a server handshake at most `timeout`, and not past shutdown.

@@ -88,19 +88,12 @@ async fn accept(
     store: Arc<NntpStore>,
     mut shutdown: ShutdownWatch,
 ) {
-    match settings.tls.as_ref().filter(|t| t.implicit) {
-        None => serve_stream(stream, false, peer, settings, store, shutdown).await,
-        Some(listener_tls) => {
-            let timeout = tls::handshake_timeout(settings.connection_timeout);
-            match tls::accept(&listener_tls.config, stream, timeout, &mut shutdown).await {
-                Ok((stream, info)) => {
-                    tracing::debug!(%peer, version = %info.version, cipher = %info.cipher,
-                        "NNTPS handshake");
-                    serve_stream(stream, true, peer, settings, store, shutdown).await
-                }
-                Err(error) => tracing::info!(%peer, %error, "NNTPS: TLS handshake failed"),
-            }
-        }
+    let timeout = tls::handshake_timeout(settings.connection_timeout);
+    let tls = settings.tls.as_ref();
+    if let Some((stream, info)) =
+        tls::accepted(tls, stream, peer, timeout, &mut shutdown, "NNTPS").await
+    {
+        serve_stream(stream, info.is_some(), peer, settings, store, shutdown).await
     }
 }
 

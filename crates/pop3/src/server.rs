@@ -97,23 +97,16 @@ async fn accept(
     store: Arc<Pop3Store>,
     mut shutdown: ShutdownWatch,
 ) {
-    match settings.tls.as_ref().filter(|t| t.implicit) {
-        None => serve_stream(stream, false, peer, settings, store, shutdown).await,
-        Some(listener_tls) => {
-            let timeout = tls::handshake_timeout(settings.connection_timeout);
-            match tls::accept(&listener_tls.config, stream, timeout, &mut shutdown).await {
-                Ok((stream, info)) => {
-                    tracing::debug!(%peer, version = %info.version, cipher = %info.cipher,
-                        "POP3S handshake");
-                    serve_stream(stream, true, peer, settings, store, shutdown).await
-                }
-                Err(error) => tracing::info!(%peer, %error, "POP3S: TLS handshake failed"),
-            }
-        }
+    let timeout = tls::handshake_timeout(settings.connection_timeout);
+    let tls = settings.tls.as_ref();
+    if let Some((stream, info)) =
+        tls::accepted(tls, stream, peer, timeout, &mut shutdown, "POP3S").await
+    {
+        serve_stream(stream, info.is_some(), peer, settings, store, shutdown).await
     }
 }
 
-/// Serves one POP3 connection over any byte stream (plain TCP today, TLS later) until QUIT,
+/// Serves one POP3 connection over a plain byte stream (TCP, or a test pipe) until QUIT,
 /// disconnection, timeout or shutdown, and logs how it ended.
 pub async fn handle_connection<S>(
     stream: S,

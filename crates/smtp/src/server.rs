@@ -73,21 +73,16 @@ async fn accept(
     spool: Arc<dyn SpoolRepository>,
     mut shutdown: ShutdownWatch,
 ) {
-    match settings.tls.as_ref().filter(|t| t.implicit) {
-        None => handle_connection(stream, peer, settings, spool, shutdown).await,
-        Some(listener_tls) => {
-            let timeout = tls::handshake_timeout(settings.connection_timeout);
-            match tls::accept(&listener_tls.config, stream, timeout, &mut shutdown).await {
-                Ok((stream, info)) => {
-                    serve_stream(stream, Some(info), peer, settings, spool, shutdown).await
-                }
-                Err(error) => tracing::info!(%peer, %error, "SMTPS: TLS handshake failed"),
-            }
-        }
+    let timeout = tls::handshake_timeout(settings.connection_timeout);
+    let tls = settings.tls.as_ref();
+    if let Some((stream, info)) =
+        tls::accepted(tls, stream, peer, timeout, &mut shutdown, "SMTPS").await
+    {
+        serve_stream(stream, info, peer, settings, spool, shutdown).await
     }
 }
 
-/// Serves one SMTP connection over any byte stream (plain TCP today, TLS later) until QUIT,
+/// Serves one SMTP connection over a plain byte stream (TCP, or a test pipe) until QUIT,
 /// disconnection, timeout or shutdown. Logs the end of the session and each accepted mail.
 pub async fn handle_connection<S>(
     stream: S,
