@@ -33,9 +33,7 @@ use mailroom_store::{IncomingMessage, SpoolRepository};
 use tokio::net::TcpStream;
 
 use crate::session::{Credentials, DataStart, Outcome, Session};
-use crate::{
-    AuthVerdict, Authenticator, RecipientCheck, RecipientVerdict, SenderVerdict, SmtpSettings,
-};
+use crate::{AuthVerdict, RecipientVerdict, SenderVerdict, SmtpSettings};
 
 /// Octets read from the client at a time; also bounds what one `ingest` call can produce.
 const READ_BUFFER: usize = 64 * 1024;
@@ -116,9 +114,6 @@ async fn serve_stream<S>(
         connection = connection.with_tls(info);
     }
     let mut driver = Driver {
-        recipient_check: settings.recipient_check.clone(),
-        authenticator: settings.authenticator.clone(),
-        throttle: settings.auth_throttle.clone(),
         settings,
         session,
         spool,
@@ -156,12 +151,6 @@ struct Driver {
     settings: Arc<SmtpSettings>,
     /// Where accepted mail goes.
     spool: Arc<dyn SpoolRepository>,
-    /// Looks up local recipients at RCPT (`<verifyRecipients>`).
-    recipient_check: Option<Arc<dyn RecipientCheck>>,
-    /// Checks AUTH credentials and `<verifyIdentity>`.
-    authenticator: Option<Arc<dyn Authenticator>>,
-    /// Failed logins per client IP, shared by every listener.
-    throttle: Arc<mailroom_net::throttle::AuthThrottle>,
     /// The client's address, for the log.
     peer: SocketAddr,
     /// Message octets from the session, drained into `message` after every call.
@@ -251,7 +240,7 @@ impl Driver {
     /// A RCPT to a local recipient: looks it up and lets the session answer. A refusal is
     /// logged, so that an administrator sees who was turned away and why.
     async fn check_recipient(&mut self, address: MailAddress, out: &mut Vec<u8>) {
-        let verdict = match &self.recipient_check {
+        let verdict = match &self.settings.recipient_check {
             Some(check) => check.check(&address).await,
             None => RecipientVerdict::Known,
         };
@@ -276,7 +265,7 @@ impl Driver {
     /// throttle's delay for this client's address (cut short by shutdown), a success at once.
     async fn authenticate(&mut self, credentials: Credentials, connection: &mut Connection) {
         let ip = self.peer.ip();
-        let verdict = match &self.authenticator {
+        let verdict = match &self.settings.authenticator {
             Some(authenticator) => {
                 authenticator
                     .authenticate(&credentials.user, &credentials.password)
@@ -289,7 +278,7 @@ impl Driver {
                 tracing::info!(peer = %self.peer, user = %name, "SMTP AUTH succeeded");
             }
             AuthVerdict::Rejected => {
-                let delay = self.throttle.failed(ip);
+                let delay = self.settings.auth_throttle.failed(ip);
                 tracing::warn!(peer = %self.peer, user = %credentials.user, ?delay,
                     "SMTP AUTH failed");
                 if !delay.is_zero() {
@@ -306,7 +295,7 @@ impl Driver {
 
     /// `<verifyIdentity>`: whether the authenticated user may send as `sender`.
     async fn check_sender(&mut self, user: &str, sender: &MailAddress, out: &mut Vec<u8>) {
-        let verdict = match &self.authenticator {
+        let verdict = match &self.settings.authenticator {
             Some(authenticator) => authenticator.may_send_as(user, sender).await,
             None => SenderVerdict::NotOwn,
         };
