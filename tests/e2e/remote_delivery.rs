@@ -875,6 +875,10 @@ fn a_failed_handshake_is_retried_in_plain_text_unless_tls_is_required() {
     let mail = sink.wait_for("a@x.test");
     assert!(!mail.tls);
     assert_eq!(sink.starttls_count(), 1, "STARTTLS tried again");
+    // The sink has the mail a moment before the server logs the delivery.
+    wait_for("the delivery's outcome line", || {
+        server.log().contains("rcpt=a@x.test status=delivered")
+    });
     let log = server.log();
     assert!(log.contains("TLS handshake failed"), "{log}");
     assert_eq!(
