@@ -36,7 +36,7 @@ pub mod session;
 
 pub use reply::Reply;
 pub use server::serve;
-pub use session::{Credentials, DataStart, Outcome, Session};
+pub use session::{Credentials, DataStart, Outcome, Session, SpoolFailure};
 
 /// A predicate on a domain name (lower case, as [`mailroom_mailet::MailAddress`] keeps it).
 pub type DomainPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;

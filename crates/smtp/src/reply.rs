@@ -188,6 +188,12 @@ impl Reply {
         Reply::new(451, "4.3.0", "Local error in processing")
     }
 
+    /// `452 4.3.1 Insufficient system storage`: the spool's disk is full (or below the space
+    /// it keeps for the mail it has); the client tries again later.
+    pub fn insufficient_storage() -> Reply {
+        Reply::new(452, "4.3.1", "Insufficient system storage")
+    }
+
     /// `451 4.3.0`: the recipient could not be looked up (the users repository or the
     /// virtual user tables failed); the client tries again later.
     pub fn recipient_lookup_failed(address: &str) -> Reply {

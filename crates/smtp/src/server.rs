@@ -29,7 +29,7 @@ use mailroom_mailet::{Envelope, MailAddress};
 use mailroom_net::connection::Stream;
 use mailroom_net::tls::{self, TlsInfo};
 use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
-use mailroom_store::{IncomingMessage, SpoolRepository};
+use mailroom_store::{IncomingMessage, SpoolRepository, StoreError};
 use tokio::net::TcpStream;
 
 use crate::session::{Credentials, DataStart, Outcome, Session};
@@ -139,7 +139,8 @@ async fn serve_stream<S>(
 struct OpenMessage {
     /// Where the octets go.
     incoming: Box<dyn IncomingMessage>,
-    /// The first write error; the message is then refused at its end with `451`.
+    /// The first write error; the message is then refused at its end with `451` (`452` for a
+    /// full disk).
     failed: Option<io::Error>,
 }
 
@@ -355,15 +356,15 @@ impl Driver {
             .map_or_else(|| "<>".to_string(), |s| format!("<{s}>"));
         let rcpts = envelope.recipients.len();
         let size = envelope.size;
-        let result: Result<(), String> = match self.message.take() {
-            None => Err("no message open".to_string()),
+        let result: Result<(), StoreError> = match self.message.take() {
+            None => Err(StoreError::Io(io::Error::other("no message open"))),
             Some(OpenMessage {
                 failed: Some(e), ..
-            }) => Err(e.to_string()),
+            }) => Err(StoreError::Io(e)),
             Some(OpenMessage {
                 incoming,
                 failed: None,
-            }) => incoming.commit(envelope).await.map_err(|e| e.to_string()),
+            }) => incoming.commit(envelope).await,
         };
         match &result {
             Ok(()) => {

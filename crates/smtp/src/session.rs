@@ -54,6 +54,43 @@ use crate::{
 mod sasl;
 
 pub use sasl::Credentials;
+
+/// A spool failure as the session sees it: whether the spool is out of space (`452 4.3.1`,
+/// RFC 3463's "mail system full") or failed otherwise (`451 4.3.0`).
+pub trait SpoolFailure {
+    /// Whether the failure is a lack of storage.
+    fn storage_full(&self) -> bool {
+        false
+    }
+}
+
+impl SpoolFailure for () {}
+impl SpoolFailure for &str {}
+impl SpoolFailure for String {}
+
+impl SpoolFailure for std::io::Error {
+    fn storage_full(&self) -> bool {
+        matches!(
+            self.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+    }
+}
+
+impl SpoolFailure for mailroom_store::StoreError {
+    fn storage_full(&self) -> bool {
+        self.is_storage_full()
+    }
+}
+
+/// The reply to a failed open or commit of a message.
+fn spool_failure_reply(failure: &impl SpoolFailure) -> Reply {
+    if failure.storage_full() {
+        Reply::insufficient_storage()
+    } else {
+        Reply::local_error()
+    }
+}
 use sasl::SaslStep;
 
 /// After this many protocol errors (unknown commands, syntax, bad sequence) the client is
@@ -362,9 +399,9 @@ impl Session {
     }
 
     /// Answers [`Outcome::OpenMessage`]: with the spool's name for the mail and the date,
-    /// writes `354` and the `Received:` header (into `body`); on failure, `451` and the
-    /// session stays in command mode. Does nothing in any other state.
-    pub fn begin_data<E>(
+    /// writes `354` and the `Received:` header (into `body`); on failure, `451` (`452` when
+    /// the spool is full) and the session stays in command mode. Does nothing in any other state.
+    pub fn begin_data<E: SpoolFailure>(
         &mut self,
         opened: Result<DataStart, E>,
         out: &mut Vec<u8>,
@@ -383,8 +420,8 @@ impl Session {
                     size: 0,
                 };
             }
-            Err(_) => {
-                Reply::local_error().write_to(out);
+            Err(e) => {
+                spool_failure_reply(&e).write_to(out);
                 self.mode = Mode::Command;
             }
         }
@@ -420,15 +457,15 @@ impl Session {
     }
 
     /// Answers [`Outcome::Commit`]: `250` with the mail's name when the spool committed it,
-    /// `451` otherwise. Either way the transaction ends and command input resumes. Does nothing
+    /// `452 4.3.1` when it is full, `451` otherwise. Either way the transaction ends and command input resumes. Does nothing
     /// in any other state.
-    pub fn committed<E>(&mut self, result: Result<(), E>, out: &mut Vec<u8>) {
+    pub fn committed<E: SpoolFailure>(&mut self, result: Result<(), E>, out: &mut Vec<u8>) {
         let Mode::AwaitCommit { id } = &self.mode else {
             return;
         };
         match result {
             Ok(()) => Reply::accepted(id).write_to(out),
-            Err(_) => Reply::local_error().write_to(out),
+            Err(e) => spool_failure_reply(&e).write_to(out),
         }
         self.txn = None;
         self.mode = Mode::Command;

@@ -696,6 +696,52 @@ fn spool_failures_give_451() {
 }
 
 #[test]
+fn a_full_spool_gives_452_at_data_and_at_the_end_of_data() {
+    use mailroom_smtp::SpoolFailure;
+    let full = || std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left");
+    assert!(full().storage_full());
+    assert!(!std::io::Error::other("fsync failed").storage_full());
+    let mut session = Session::new(Arc::new(settings()), remote());
+    let mut out = Vec::new();
+    session.greet(&mut out);
+    let mut body = Vec::new();
+    let mut input: &[u8] = HEAD.as_bytes();
+    while !input.is_empty() {
+        let (used, outcome) = session.ingest(input, &mut out, &mut body);
+        input = &input[used..];
+        if matches!(outcome, Outcome::OpenMessage) {
+            session.begin_data(Err::<DataStart, _>(full()), &mut out, &mut body);
+        }
+    }
+    assert_eq!(codes(&String::from_utf8_lossy(&out))[4..], ["452 4.3.1"]);
+    // Accepted at DATA, full by its end.
+    let mut session = Session::new(Arc::new(settings()), remote());
+    let mut out = Vec::new();
+    session.greet(&mut out);
+    let input = format!("{HEAD}x\r\n.\r\n");
+    let mut input: &[u8] = input.as_bytes();
+    while !input.is_empty() {
+        let (used, outcome) = session.ingest(input, &mut out, &mut body);
+        input = &input[used..];
+        match outcome {
+            Outcome::OpenMessage => {
+                let start = DataStart {
+                    id: "m1".into(),
+                    date: "Mon, 23 Nov 2026 09:07:51 +0000".into(),
+                };
+                session.begin_data(Ok::<_, ()>(start), &mut out, &mut body);
+            }
+            Outcome::Commit(_) => session.committed(Err(full()), &mut out),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        codes(&String::from_utf8_lossy(&out))[4..],
+        ["354", "452 4.3.1"]
+    );
+}
+
+#[test]
 fn too_many_errors_close_the_session() {
     let t = run(settings(), &"FOO\r\n".repeat(25));
     assert_eq!(codes(&t.out).len(), 1 + 20 + 1);

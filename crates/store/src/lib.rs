@@ -82,6 +82,17 @@ pub enum StoreError {
     InvalidUrl(String, String),
 }
 
+impl StoreError {
+    /// Whether the storage is out of space (a full file system, a quota, a full database):
+    /// a temporary failure that SMTP answers with `452 4.3.1`.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, StoreError::Io(e) if matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        ))
+    }
+}
+
 /// The result of a repository call.
 pub type Result<T> = std::result::Result<T, StoreError>;
 

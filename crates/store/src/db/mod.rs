@@ -147,7 +147,21 @@ impl WriteTx for PgPool {
 
 /// A database error as a store error (temporary: the database may come back).
 pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
-    StoreError::Io(io::Error::other(format!("database: {e}")))
+    // SQLITE_FULL (13) and PostgreSQL's disk_full (53100), or a write that failed for lack
+    // of space: a full disk, answered as one (SMTP `452 4.3.1`).
+    let full = match &e {
+        sqlx::Error::Io(io) => io.kind() == io::ErrorKind::StorageFull,
+        _ => e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| code == "13" || code == "53100"),
+    };
+    let kind = if full {
+        io::ErrorKind::StorageFull
+    } else {
+        io::ErrorKind::Other
+    };
+    StoreError::Io(io::Error::new(kind, format!("database: {e}")))
 }
 
 /// Whether `e` is a unique-key violation.

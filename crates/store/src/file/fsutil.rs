@@ -39,6 +39,31 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The octets an unprivileged writer may still allocate on the file system of `path`.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Fails with [`io::ErrorKind::StorageFull`] when the file system of `dir` has less than
+/// `reserve` octets free: new mail is refused (SMTP `452 4.3.1`) while the space left serves
+/// mails already accepted (their hops, removals and deliveries).
+pub fn check_reserve(dir: &Path, reserve: u64) -> io::Result<()> {
+    let free = free_space(dir)?;
+    if free < reserve {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "{} KiB free on the file system of {}, less than the {} KiB kept in reserve",
+                free / 1024,
+                dir.display(),
+                reserve / 1024
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates a directory and its parents, fsyncing each parent that gained an entry.
 pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {

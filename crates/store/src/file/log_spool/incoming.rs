@@ -255,6 +255,8 @@ impl IncomingMessage for LogIncoming {
         envelope.touch();
         let shared = self.shared.clone();
         self.stop_receiving();
+        // Half the reserve may go to the mails received meanwhile, not more.
+        shared.check_reserve(2)?;
         match self.big.take() {
             Some(big) => {
                 envelope.size = big.payload_len;

@@ -69,7 +69,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -89,6 +89,12 @@ pub const INLINE_MAX: usize = 256 * 1024;
 pub const SEGMENT_MAX: u64 = 32 * 1024 * 1024;
 /// Small segments beyond this count make the oldest one's live mails move forward.
 pub const MAX_SEGMENTS: usize = 8;
+/// New mail is refused (`452 4.3.1`) when the spool's file system has less than this free at
+/// DATA, or less than half of it when the message is complete: the rest is kept for the mails
+/// already accepted (their hops, retries and removals, the next segment, their deliveries when
+/// the inboxes share the file system). A small mail goes to octets zero-filled ahead of time,
+/// so its append alone would succeed on a full disk; this check is what refuses it.
+pub const SPACE_RESERVE: u64 = 16 * 1024 * 1024;
 
 /// The log spool. See the [module docs](self).
 pub struct LogSpool {
@@ -115,6 +121,8 @@ struct Shared {
     receiving: AtomicUsize,
     /// Whether the active segment is full: checked before each append without the lock.
     full: AtomicBool,
+    /// [`SPACE_RESERVE`] unless set: the free space below which new mail is refused.
+    reserve: AtomicU64,
 }
 
 struct Inner {
@@ -189,6 +197,12 @@ impl LogSpool {
         Self::open(dir)
     }
 
+    /// Sets the free space below which new mail is refused ([`SPACE_RESERVE`] by default).
+    pub fn with_space_reserve(self, octets: u64) -> Self {
+        self.shared.reserve.store(octets, Ordering::Relaxed);
+        self
+    }
+
     /// Sets how long a lease lasts unless renewed.
     pub fn with_lease_duration(self, duration: Duration) -> Self {
         lock(&self.shared.inner).queue.duration = duration;
@@ -253,6 +267,7 @@ impl LogSpool {
             commits: commits.clone(),
             receiving: AtomicUsize::new(0),
             full: AtomicBool::new(false),
+            reserve: AtomicU64::new(SPACE_RESERVE),
         });
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
@@ -338,6 +353,14 @@ impl Shared {
         if inner.mails.contains_key(name) && inner.queue.queue(name, SystemTime::now()) {
             self.wake.notify_one();
         }
+    }
+
+    /// Fails with [`std::io::ErrorKind::StorageFull`] when less than the reserve, divided by
+    /// `divisor`, is free for the spool: no new mail is accepted then (the whole reserve at
+    /// DATA, half of it when the message is complete).
+    fn check_reserve(&self, divisor: u64) -> std::io::Result<()> {
+        let reserve = self.reserve.load(Ordering::Relaxed) / divisor;
+        super::fsutil::check_reserve(&self.dir, reserve)
     }
 
     /// Drops a mail from the index whose record could not be made durable: it was never

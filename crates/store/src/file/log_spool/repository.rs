@@ -21,12 +21,16 @@ impl Shared {
     /// Appends a DONE record for `name` and drops it from the index (its pins with it).
     /// Returns whether it was there. Not waited for: lost in a crash, the mail is processed
     /// again.
+    /// Should the append fail (a full disk), nothing changes: the lease is still held, and
+    /// the caller may try again. (Forgetting the lease first made the retry find it lost and
+    /// give up, leaving the mail in the log: after a restart it was delivered again.)
     fn remove_locked(&self, inner: &mut Inner, name: &str) -> Result<bool> {
-        inner.queue.forget(name);
         if !inner.mails.contains_key(name) {
+            inner.queue.forget(name);
             return Ok(false);
         }
         self.append(inner, KIND_DONE, name, &[])?;
+        inner.queue.forget(name);
         let entry = inner.mails.remove(name).expect("checked above");
         let active = inner.active;
         let refs = entry.mail_segments.iter().copied().filter(|s| *s != active);
@@ -148,6 +152,7 @@ impl MailRepository for LogSpool {
     }
 
     fn incoming(&self) -> Result<Box<dyn IncomingMessage>> {
+        self.shared.check_reserve(1)?;
         Ok(Box::new(LogIncoming::new(self.shared.clone())))
     }
 }

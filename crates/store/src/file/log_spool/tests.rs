@@ -435,3 +435,65 @@ fn snapshots_under_load_neither_give_up_nor_lie() {
     );
     assert!(complete > 0);
 }
+
+#[test]
+fn below_its_reserve_the_spool_refuses_new_mail_but_finishes_the_mail_it_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = LogSpool::open(dir.path()).unwrap();
+    let kept = incoming(&spool, b"accepted before the disk filled\r\n");
+    let open = spool.incoming().unwrap();
+    // No file system has this much free: as if it were full.
+    let spool = spool.with_space_reserve(u64::MAX);
+    let refused = spool.incoming().err().expect("refused at DATA");
+    assert!(refused.is_storage_full(), "{refused}");
+    // A message begun before is refused when complete, and leaves nothing behind.
+    let late = open
+        .commit(Envelope::new("x", None, vec![]))
+        .err()
+        .expect("refused at the end of DATA");
+    assert!(late.is_storage_full(), "{late}");
+    assert_eq!(spool.list().unwrap(), vec![kept.clone()]);
+    // What was accepted still moves: a hop, a retry and the removal use the space kept.
+    let leased = spool.lease(Duration::ZERO).unwrap().unwrap();
+    let mut mail = leased.mail;
+    mail.set_state("transport");
+    spool.update(&leased.token, &mail).unwrap();
+    spool.complete(leased.token).unwrap();
+    assert!(spool.list().unwrap().is_empty());
+    drop(spool);
+    assert!(LogSpool::open(dir.path()).unwrap().list().unwrap().is_empty());
+}
+
+/// A removal whose DONE record cannot be written (a full disk) changes nothing, and the same
+/// lease removes the mail once writing works again. (The lease used to be dropped before the
+/// append: the retry found it lost and gave up, the record was never written, and after a
+/// restart the mail was processed, and delivered, a second time.)
+#[test]
+fn a_removal_that_fails_keeps_its_lease_for_the_retry_and_the_mail_stays_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = {
+        let spool = LogSpool::open(dir.path()).unwrap();
+        let name = incoming(&spool, b"delivered\r\n");
+        let leased = spool.lease(Duration::ZERO).unwrap().unwrap();
+        let (active, writable) = {
+            let mut inner = lock(&spool.shared.inner);
+            let active = inner.active;
+            let segment = inner.segments.get_mut(&active).unwrap();
+            let read_only = Arc::new(File::open(&segment.path).unwrap());
+            (active, std::mem::replace(&mut segment.file, read_only))
+        };
+        assert!(spool.complete(leased.token.clone()).is_err());
+        assert_eq!(spool.list().unwrap(), vec![name.clone()]);
+        lock(&spool.shared.inner)
+            .segments
+            .get_mut(&active)
+            .unwrap()
+            .file = writable;
+        spool.complete(leased.token).unwrap();
+        assert!(spool.list().unwrap().is_empty());
+        name
+    };
+    let spool = LogSpool::open(dir.path()).unwrap();
+    assert!(spool.list().unwrap().is_empty(), "{name} came back");
+    assert!(spool.lease(Duration::ZERO).unwrap().is_none());
+}
