@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::harness::{wait_for, Server, Setup};
 
 /// James's data source block, on the embedded SQLite file.
-const DATA_SOURCES: &str = r#"<database-connections>
+pub(crate) const DATA_SOURCES: &str = r#"<database-connections>
     <data-sources>
       <data-source name="maildb" class="org.apache.james.util.dbcp.JdbcDataSource">
         <driver>org.sqlite.JDBC</driver>

@@ -102,3 +102,92 @@ fn a_full_inbox_file_system_loses_nothing_and_delivers_once_space_returns() {
     let log = server.log();
     assert!(!log.contains("mail deleted"), "{log}");
 }
+
+/// Sends MAIL, RCPT and DATA for alice; returns DATA's reply.
+fn begin_mail(smtp: &mut Smtp) -> String {
+    assert!(smtp.cmd("MAIL FROM:<s@example.net>").starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<alice@localhost>").starts_with("250"));
+    smtp.cmd("DATA")
+}
+
+/// Sends the message with Message-ID `id` and `body` after DATA's `354`; returns the reply.
+fn end_mail(smtp: &mut Smtp, id: &str, body: &str) -> String {
+    smtp.cmd(&format!("Message-ID: {id}\r\n\r\n{body}\r\n."))
+}
+
+#[test]
+#[ignore = "needs root to mount a small tmpfs; run by .ci/run"]
+fn a_full_spool_file_system_answers_452_and_loses_nothing() {
+    let mut server = Server::start();
+    server.add_user("alice", "a");
+    // The spool and the inboxes (all of var/mail) on one small file system.
+    server.kill();
+    let mail_dir = server.path("var/mail");
+    let _tmpfs = Tmpfs::mount(&mail_dir, "64m");
+    server.spawn();
+    let inbox = mail_dir.join("inboxes/alice");
+    // Over 256 KiB: streamed into a segment of its own.
+    let big = format!("{}\r\n", "x".repeat(76)).repeat(4000);
+
+    let mut smtp = Smtp::connect(server.smtp_port);
+    smtp.cmd("EHLO full");
+    let mut accepted = Vec::new();
+    for i in 0..3 {
+        assert!(begin_mail(&mut smtp).starts_with("354"));
+        let id = format!("<before-{i}@test>");
+        let reply = end_mail(&mut smtp, &id, "before");
+        assert!(reply.starts_with("250"), "{reply}");
+        accepted.push(id);
+    }
+    wait_for("the first mails delivered", || message_ids(&inbox).len() == 3);
+
+    // Two messages under way (one small, one large) when the disk fills up.
+    let mut small_early = Smtp::connect(server.smtp_port);
+    small_early.cmd("EHLO early");
+    assert!(begin_mail(&mut small_early).starts_with("354"));
+    let mut big_early = Smtp::connect(server.smtp_port);
+    big_early.cmd("EHLO early");
+    assert!(begin_mail(&mut big_early).starts_with("354"));
+
+    let filler = mail_dir.join("filler");
+    fill(&filler);
+    let reply = end_mail(&mut small_early, "<early-small@test>", "small");
+    assert!(reply.starts_with("452 4.3.1"), "{reply}");
+    let reply = end_mail(&mut big_early, "<early-big@test>", &big);
+    assert!(reply.starts_with("452 4.3.1"), "{reply}");
+    // New mail is refused at DATA, small or large, and the session goes on.
+    let reply = begin_mail(&mut smtp);
+    assert!(reply.starts_with("452 4.3.1"), "{reply}");
+    assert!(smtp.cmd("RSET").starts_with("250"));
+    assert!(smtp
+        .cmd(&format!("MAIL FROM:<s@example.net> SIZE={}", big.len()))
+        .starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<alice@localhost>").starts_with("250"));
+    let reply = smtp.cmd("DATA");
+    assert!(reply.starts_with("452 4.3.1"), "{reply}");
+    assert!(smtp.cmd("RSET").starts_with("250"));
+
+    // Space returns: mail is accepted again, and everything accepted is delivered once.
+    std::fs::remove_file(&filler).unwrap();
+    for (i, body) in ["after", big.as_str()].into_iter().enumerate() {
+        assert!(begin_mail(&mut smtp).starts_with("354"));
+        let id = format!("<after-{i}@test>");
+        let reply = end_mail(&mut smtp, &id, body);
+        assert!(reply.starts_with("250"), "{reply}");
+        accepted.push(id);
+    }
+    smtp.cmd("QUIT");
+    wait_for("every accepted mail delivered", || {
+        message_ids(&inbox).len() >= accepted.len()
+    });
+    // A restart delivers nothing again.
+    server.kill();
+    server.spawn();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let mut delivered = message_ids(&inbox);
+    delivered.sort();
+    accepted.sort();
+    assert_eq!(delivered, accepted, "each accepted mail delivered once, nothing else");
+    let log = server.log();
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -215,7 +215,13 @@ impl Server {
     /// Starts a server as `setup` says, its config.xml passed through `edit` first (to put
     /// repositories in a database, say).
     pub fn start_edited(setup: &Setup, edit: impl FnOnce(String) -> String) -> Server {
-        let home = tempfile::tempdir().unwrap();
+        Server::start_in(&std::env::temp_dir(), setup, edit)
+    }
+
+    /// Starts a server as [`Server::start_edited`] does, its home a new directory in `parent`
+    /// (a file system the test mounted).
+    pub fn start_in(parent: &Path, setup: &Setup, edit: impl FnOnce(String) -> String) -> Server {
+        let home = tempfile::tempdir_in(parent).unwrap();
         let (smtp_port, pop3_port, remote_manager_port, nntp_port) =
             (free_port(), free_port(), free_port(), free_port());
         let config = home.path().join("config.xml");

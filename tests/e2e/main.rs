@@ -21,6 +21,8 @@ mod nntp_clients;
 mod nntp_tls;
 mod outcome_log;
 mod pg;
+mod power_loss;
+mod power_loss_more;
 mod pop3;
 mod processor_tree;
 mod queue;
