@@ -139,7 +139,9 @@ fn a_full_spool_file_system_answers_452_and_loses_nothing() {
         assert!(reply.starts_with("250"), "{reply}");
         accepted.push(id);
     }
-    wait_for("the first mails delivered", || message_ids(&inbox).len() == 3);
+    wait_for("the first mails delivered", || {
+        message_ids(&inbox).len() == 3
+    });
 
     // Two messages under way (one small, one large) when the disk fills up.
     let mut small_early = Smtp::connect(server.smtp_port);
@@ -187,7 +189,10 @@ fn a_full_spool_file_system_answers_452_and_loses_nothing() {
     let mut delivered = message_ids(&inbox);
     delivered.sort();
     accepted.sort();
-    assert_eq!(delivered, accepted, "each accepted mail delivered once, nothing else");
+    assert_eq!(
+        delivered, accepted,
+        "each accepted mail delivered once, nothing else"
+    );
     let log = server.log();
     assert!(!log.contains("panicked"), "{log}");
 }

@@ -114,8 +114,7 @@ fn message_id(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// A POP3 client of a burst: logs in again and again, deletes the first two messages and
-/// QUITs. Collects `ack:ID` for deletions QUIT acknowledged and `try:ID` for every DELE sent.
+/// A POP3 client of a burst: logs in again and again, deletes the first message and QUITs. Collects `ack:ID` for deletions QUIT acknowledged and `try:ID` for every DELE sent.
 fn pop3_deleter(port: u16, user: &str, stop: &AtomicBool, collected: &Mutex<Vec<String>>) {
     while !stop.load(Ordering::Relaxed) {
         let Some(mut pop) = Lines::pop3_login(port, user) else {
@@ -125,7 +124,7 @@ fn pop3_deleter(port: u16, user: &str, stop: &AtomicBool, collected: &Mutex<Vec<
             return;
         };
         let mut deleted = Vec::new();
-        for entry in list.iter().take(2) {
+        for entry in list.iter().take(1) {
             let n = entry.split(' ').next().unwrap_or_default().to_string();
             let Some(id) = pop
                 .multi(&format!("TOP {n} 0"), "+OK")
@@ -179,15 +178,19 @@ fn pop3_deletions_acknowledged_before_a_power_cut_stay_deleted() {
     }
     xfs.sync();
     for cycle in 0..cycles() {
-        // Fresh mail for each mailbox, made durable before the burst.
+        // Each mailbox topped up to 60 messages, made durable before the burst.
         let mut sent: Vec<HashSet<String>> = Vec::new();
         for user in users {
             let inbox = server.path(&format!("var/mail/inboxes/{user}"));
             let mut smtp = server.smtp();
             let mut ids = maildir_ids(&inbox);
-            for n in 0..20 {
+            for n in 0..60usize.saturating_sub(ids.len()) {
                 let id = format!("<p{cycle}-{user}-{n}@power.test>");
-                smtp.send_mail("s@example.net", &[&format!("{user}@localhost")], &message_of(&id, n % 6));
+                smtp.send_mail(
+                    "s@example.net",
+                    &[&format!("{user}@localhost")],
+                    &message_of(&id, n % 5),
+                );
                 ids.insert(id);
             }
             wait_for("deliveries", || maildir_ids(&inbox) == ids);
@@ -204,12 +207,16 @@ fn pop3_deletions_acknowledged_before_a_power_cut_stay_deleted() {
                 }
             })
             .collect();
-        let collected = burst(&xfs, &mut random, clients);
+        let collected = burst(&xfs, &mut random, 600, clients);
         reboot(&mut server, &xfs);
-        let acknowledged: HashSet<&str> =
-            collected.iter().filter_map(|c| c.strip_prefix("ack:")).collect();
-        let tried: HashSet<&str> =
-            collected.iter().filter_map(|c| c.strip_prefix("try:")).collect();
+        let acknowledged: HashSet<&str> = collected
+            .iter()
+            .filter_map(|c| c.strip_prefix("ack:"))
+            .collect();
+        let tried: HashSet<&str> = collected
+            .iter()
+            .filter_map(|c| c.strip_prefix("try:"))
+            .collect();
         for (user, ids) in users.iter().zip(&sent) {
             let left = maildir_ids(&server.path(&format!("var/mail/inboxes/{user}")));
             for id in ids {
@@ -249,11 +256,17 @@ fn sqlite_mail_acknowledged_before_a_power_cut_is_delivered_whole() {
         let clients: Vec<_> = (0..4)
             .map(|t| {
                 move |stop: &AtomicBool, acked: &Mutex<Vec<String>>| {
-                    smtp_client(port, "alice@localhost", &format!("d{cycle}-t{t}"), stop, acked)
+                    smtp_client(
+                        port,
+                        "alice@localhost",
+                        &format!("d{cycle}-t{t}"),
+                        stop,
+                        acked,
+                    )
                 }
             })
             .collect();
-        let acked = burst(&xfs, &mut random, clients);
+        let acked = burst(&xfs, &mut random, 1000, clients);
         reboot(&mut server, &xfs);
         // Read over POP3 until every acknowledged mail is there; each whole; then deleted.
         let mut found = HashSet::new();
@@ -264,8 +277,8 @@ fn sqlite_mail_acknowledged_before_a_power_cut_is_delivered_whole() {
             let messages = pop.pop3_messages().expect("RETR");
             found.clear();
             for (_, text) in &messages {
-                let id = check_message(text.as_bytes())
-                    .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+                let id =
+                    check_message(text.as_bytes()).unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
                 found.insert(id);
             }
             let done = acked.iter().all(|id| found.contains(id));
@@ -311,7 +324,7 @@ fn poster(port: u16, prefix: &str, stop: &AtomicBool, acknowledged: &Mutex<Vec<S
         };
         let article = format!(
             "From: a@example.org\r\nNewsgroups: {groups}\r\n{}.",
-            message_of(&id, n % 6)
+            message_of(&id, n % 5)
         );
         if !news.cmd(&article).starts_with("240") {
             return;
@@ -346,7 +359,7 @@ fn nntp_posts_acknowledged_before_a_power_cut_survive_whole() {
                 }
             })
             .collect();
-        let acked = burst(&xfs, &mut random, clients);
+        let acked = burst(&xfs, &mut random, 1000, clients);
         reboot(&mut server, &xfs);
         acknowledged.extend(acked.iter().cloned());
         let (mut news, greeting) = Lines::connect(server.nntp_port).expect("NNTP");
