@@ -9,7 +9,7 @@
 //! each restart also recovers what earlier recoveries left. The random delays' seed is printed
 //! (and taken from `MAILROOM_POWER_SEED`) to replay a failure.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -193,8 +193,8 @@ pub(crate) fn check_message(bytes: &[u8]) -> Result<String, String> {
     Ok(id)
 }
 
-/// One SMTP client of a burst: sends mails to `rcpt` until `stop` or a failure; returns the
-/// Message-IDs that got `250`.
+/// One SMTP client of a burst: sends mails to `rcpt` until `stop` or a failure; collects the
+/// Message-IDs that got `250` before `stop` (see [`burst`]).
 pub(crate) fn smtp_client(
     port: u16,
     rcpt: &str,
@@ -239,7 +239,9 @@ pub(crate) fn smtp_client(
         {
             return;
         }
-        if !reply(&format!("{}.\r\n", message_of(&id, n))).starts_with("250") {
+        if !reply(&format!("{}.\r\n", message_of(&id, n))).starts_with("250")
+            || stop.load(Ordering::SeqCst)
+        {
             return;
         }
         acknowledged.lock().unwrap().push(id);
@@ -248,7 +250,8 @@ pub(crate) fn smtp_client(
 }
 
 /// Runs `clients` in threads until the power is cut, after a random delay of up to `within`
-/// ms; returns what they collected.
+/// ms; returns what they collected. `stop` is set just before the cut: a client counts an
+/// acknowledgement only if it read it before `stop` was set, that is before the cut.
 pub(crate) fn burst<F>(xfs: &Xfs, random: &mut Random, within: u64, clients: Vec<F>) -> Vec<String>
 where
     F: FnOnce(&AtomicBool, &Mutex<Vec<String>>) + Send + 'static,
@@ -263,8 +266,12 @@ where
         })
         .collect();
     std::thread::sleep(Duration::from_millis(random.between(within / 10, within)));
+    // Stopped before the cut: an acknowledgement read after this is not counted. The server
+    // runs on after the cut (a machine that lost power does not), and XFS answers a
+    // directory fsync on a file system already shut down with success when the change was
+    // dropped: shown here, with Python, by unlinks "acknowledged" after the cut that came back.
+    stop.store(true, Ordering::SeqCst);
     xfs.cut_power();
-    stop.store(true, Ordering::Relaxed);
     for thread in threads {
         thread.join().unwrap();
     }
@@ -351,8 +358,8 @@ fn smtp_mail_acknowledged_before_a_power_cut_is_delivered_whole() {
     server.add_user("alice", "a");
     xfs.sync();
     let inbox = server.path("var/mail/inboxes/alice");
-    let mut acknowledged: HashSet<String> = HashSet::new();
     let mut seen = HashMap::new();
+    let (mut acknowledged, mut duplicates) = (0, 0);
     for cycle in 0..cycles() {
         let port = server.smtp_port;
         let clients: Vec<_> = (0..4)
@@ -370,37 +377,46 @@ fn smtp_mail_acknowledged_before_a_power_cut_is_delivered_whole() {
             .collect();
         let acked = burst(&xfs, &mut random, 1000, clients);
         reboot(&mut server, &xfs);
-        acknowledged.extend(acked.iter().cloned());
+        // What was read before the cut may have changed: read every file again.
+        seen.clear();
         wait_long("every acknowledged mail delivered", || {
             let (found, _) = maildir(&inbox, &mut seen);
-            acknowledged.iter().all(|id| found.contains_key(id))
+            acked.iter().all(|id| found.contains_key(id))
         });
         let (found, bad) = maildir(&inbox, &mut seen);
         assert!(bad.is_empty(), "cycle {cycle}: {bad:?}");
-        // Duplicates are allowed (a removal is not waited for); by the cycle that sent them.
-        let mut duplicates = std::collections::BTreeMap::new();
-        for (id, n) in &found {
-            if *n > 1 {
-                let sent_in = id.split('-').next().unwrap_or_default().to_string();
-                *duplicates.entry(sent_in).or_insert(0) += n - 1;
-            }
-        }
-        let mut segments: Vec<String> = std::fs::read_dir(server.path("var/mail/spool"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("seg-"))
-            .collect();
-        segments.sort();
+        // Duplicates are allowed (a removal is not waited for): a second copy, or a mail of
+        // an earlier cycle delivered again.
+        let this_cycle = format!("<c{cycle}-");
+        let again: usize = found
+            .iter()
+            .map(|(id, n)| {
+                if id.starts_with(&this_cycle) {
+                    n - 1
+                } else {
+                    *n
+                }
+            })
+            .sum();
+        acknowledged += acked.len();
+        duplicates += again;
         eprintln!(
-            "cycle {cycle}: {} acknowledged, {} delivered in all, duplicates {duplicates:?}, \
-             segments {segments:?}",
+            "cycle {cycle}: {} acknowledged, {} delivered, {again} delivered again",
             acked.len(),
             found.len()
         );
+        // Checked: out of the way (and durably so), so that the next cycle reads only its own.
+        for sub in ["new", "cur"] {
+            for entry in std::fs::read_dir(inbox.join(sub)).unwrap() {
+                let _ = std::fs::remove_file(entry.unwrap().path());
+            }
+        }
+        xfs.sync();
         assert_eq!(
             crate::harness::repository_count(&server.path("var/mail/error")),
             0,
             "cycle {cycle}: mails in the error repository"
         );
     }
+    eprintln!("smtp: {acknowledged} acknowledged, 0 lost, {duplicates} delivered again");
 }
