@@ -177,6 +177,7 @@ fn pop3_deletions_acknowledged_before_a_power_cut_stay_deleted() {
         server.add_user(user, "secret");
     }
     xfs.sync();
+    let mut total = 0;
     for cycle in 0..cycles() {
         // Each mailbox topped up to 60 messages, made durable before the burst.
         let mut sent: Vec<HashSet<String>> = Vec::new();
@@ -238,7 +239,9 @@ fn pop3_deletions_acknowledged_before_a_power_cut_stay_deleted() {
             acknowledged.len(),
             tried.len()
         );
+        total += acknowledged.len();
     }
+    eprintln!("pop3: {total} deletions acknowledged, none came back");
 }
 
 #[test]
@@ -257,6 +260,7 @@ fn sqlite_mail_acknowledged_before_a_power_cut_is_delivered_whole() {
     );
     server.add_user("alice", "secret");
     xfs.sync();
+    let mut total = 0;
     for cycle in 0..cycles() {
         let port = server.smtp_port;
         let clients: Vec<_> = (0..4)
@@ -301,7 +305,9 @@ fn sqlite_mail_acknowledged_before_a_power_cut_is_delivered_whole() {
             acked.len(),
             found.len()
         );
+        total += acked.len();
     }
+    eprintln!("sqlite: {total} acknowledged, 0 lost");
 }
 
 /// The groups of tests/e2e/nntp.rs.
@@ -387,4 +393,5 @@ fn nntp_posts_acknowledged_before_a_power_cut_survive_whole() {
             acknowledged.len()
         );
     }
+    eprintln!("nntp: {} acknowledged, 0 lost", acknowledged.len());
 }
