@@ -14,12 +14,21 @@
 
 pub(crate) mod fsutil;
 mod group_commit;
+#[cfg(test)]
+mod group_commit_model;
+#[cfg(test)]
+mod group_commit_tests;
 mod log_spool;
 mod mail;
 mod maildir;
 mod mappings;
 mod news;
 mod users;
+
+/// The locks group commit is built on: std's (its loom model has its own `sync`).
+mod sync {
+    pub(super) use std::sync::{Condvar, Mutex, MutexGuard};
+}
 
 pub use log_spool::{LogSpool, Snapshot, SpooledMail};
 pub use mail::FileMailRepository;

@@ -449,8 +449,7 @@ fn below_its_reserve_the_spool_refuses_new_mail_but_finishes_the_mail_it_has() {
     // A message begun before is refused when complete, and leaves nothing behind.
     let late = open
         .commit(Envelope::new("x", None, vec![]))
-        .err()
-        .expect("refused at the end of DATA");
+        .expect_err("refused at the end of DATA");
     assert!(late.is_storage_full(), "{late}");
     assert_eq!(spool.list().unwrap(), vec![kept.clone()]);
     // What was accepted still moves: a hop, a retry and the removal use the space kept.
@@ -461,7 +460,11 @@ fn below_its_reserve_the_spool_refuses_new_mail_but_finishes_the_mail_it_has() {
     spool.complete(leased.token).unwrap();
     assert!(spool.list().unwrap().is_empty());
     drop(spool);
-    assert!(LogSpool::open(dir.path()).unwrap().list().unwrap().is_empty());
+    assert!(LogSpool::open(dir.path())
+        .unwrap()
+        .list()
+        .unwrap()
+        .is_empty());
 }
 
 /// A removal whose DONE record cannot be written (a full disk) changes nothing, and the same
