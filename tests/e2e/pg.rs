@@ -56,9 +56,15 @@ fn as_postgres(command: &str) -> String {
 impl PgCluster {
     /// Creates and starts a cluster.
     pub fn start() -> PgCluster {
+        PgCluster::start_in(&std::env::temp_dir())
+    }
+
+    /// Creates and starts a cluster in a new directory in `parent` (a file system the test
+    /// mounted).
+    pub fn start_in(parent: &std::path::Path) -> PgCluster {
         let dir = tempfile::Builder::new()
             .prefix("mailroom-pg")
-            .tempdir()
+            .tempdir_in(parent)
             .unwrap();
         let status = Command::new("chown")
             .arg("postgres")
@@ -98,6 +104,17 @@ impl PgCluster {
             self.bin.display(),
             self.dir.path().display()
         ));
+    }
+
+    /// The postmaster's process id (to kill it when its file system is gone).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Its URL, as a `<dburl>`.

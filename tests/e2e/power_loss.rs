@@ -56,6 +56,11 @@ impl Xfs {
             _dir: dir,
         };
         xfs.mount();
+        // Others may pass through (PostgreSQL's cluster runs as its own user).
+        use std::os::unix::fs::PermissionsExt;
+        for dir in [xfs._dir.path(), &xfs.mount] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         xfs
     }
 
@@ -320,6 +325,11 @@ pub(crate) fn wait_long(what: &str, mut check: impl FnMut() -> bool) {
 pub(crate) fn reboot(server: &mut Server, xfs: &Xfs) {
     server.kill();
     xfs.remount();
+    restart(server);
+}
+
+/// Starts the server again after a power cut and checks its start's log.
+pub(crate) fn restart(server: &mut Server) {
     let before = server.log().len();
     server.spawn();
     let log = server.log();

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use crate::database::{in_database, DATA_SOURCES};
 use crate::harness::{wait_for, Server, Setup};
+use crate::pg::{data_sources, PgCluster};
 use crate::power_loss::{
-    burst, check_message, cycles, message_of, reboot, smtp_client, wait_long, Random, Xfs,
+    burst, check_message, cycles, message_of, reboot, restart, smtp_client, wait_long, Random, Xfs,
 };
 
 /// A line-oriented client (POP3, NNTP) whose failures end its loop instead of panicking.
@@ -244,6 +245,49 @@ fn pop3_deletions_acknowledged_before_a_power_cut_stay_deleted() {
     eprintln!("pop3: {total} deletions acknowledged, none came back");
 }
 
+/// Reads alice's mailbox over POP3 until every mail of `acked` is there, each whole, then
+/// deletes everything; returns how many there were.
+fn check_database_inbox(server: &Server, cycle: usize, acked: &[String]) -> usize {
+    let mut found = HashSet::new();
+    wait_long("every acknowledged mail in the database inbox", || {
+        let Some(mut pop) = Lines::pop3_login(server.pop3_port, "alice") else {
+            return false;
+        };
+        let Some(messages) = pop.pop3_messages() else {
+            return false;
+        };
+        found.clear();
+        for (_, text) in &messages {
+            let id =
+                check_message(text.as_bytes()).unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+            found.insert(id);
+        }
+        let done = acked.iter().all(|id| found.contains(id));
+        if done {
+            for (n, _) in &messages {
+                assert!(pop.cmd(&format!("DELE {n}")).starts_with("+OK"));
+            }
+        }
+        pop.cmd("QUIT").starts_with("+OK") && done
+    });
+    found.len()
+}
+
+/// SMTP clients of a burst, to alice.
+fn smtp_clients(
+    port: u16,
+    prefix: &str,
+) -> Vec<impl FnOnce(&AtomicBool, &Mutex<Vec<String>>) + Send + 'static> {
+    (0..4)
+        .map(|t| {
+            let prefix = format!("{prefix}-t{t}");
+            move |stop: &AtomicBool, acked: &Mutex<Vec<String>>| {
+                smtp_client(port, "alice@localhost", &prefix, stop, acked)
+            }
+        })
+        .collect()
+}
+
 #[test]
 #[ignore = "needs root and xfsprogs; run by .ci/run"]
 fn sqlite_mail_acknowledged_before_a_power_cut_is_delivered_whole() {
@@ -262,52 +306,83 @@ fn sqlite_mail_acknowledged_before_a_power_cut_is_delivered_whole() {
     xfs.sync();
     let mut total = 0;
     for cycle in 0..cycles() {
-        let port = server.smtp_port;
-        let clients: Vec<_> = (0..4)
-            .map(|t| {
-                move |stop: &AtomicBool, acked: &Mutex<Vec<String>>| {
-                    smtp_client(
-                        port,
-                        "alice@localhost",
-                        &format!("d{cycle}-t{t}"),
-                        stop,
-                        acked,
-                    )
-                }
-            })
-            .collect();
+        let clients = smtp_clients(server.smtp_port, &format!("d{cycle}"));
         let acked = burst(&xfs, &mut random, 1000, clients);
         reboot(&mut server, &xfs);
-        // Read over POP3 until every acknowledged mail is there; each whole; then deleted.
-        let mut found = HashSet::new();
-        wait_long("every acknowledged mail in the database inbox", || {
-            let Some(mut pop) = Lines::pop3_login(server.pop3_port, "alice") else {
-                return false;
-            };
-            let messages = pop.pop3_messages().expect("RETR");
-            found.clear();
-            for (_, text) in &messages {
-                let id =
-                    check_message(text.as_bytes()).unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
-                found.insert(id);
-            }
-            let done = acked.iter().all(|id| found.contains(id));
-            if done {
-                for (n, _) in &messages {
-                    assert!(pop.cmd(&format!("DELE {n}")).starts_with("+OK"));
-                }
-            }
-            assert!(pop.cmd("QUIT").starts_with("+OK"));
-            done
-        });
+        let found = check_database_inbox(&server, cycle, &acked);
         eprintln!(
-            "cycle {cycle}: {} acknowledged, {} delivered",
-            acked.len(),
-            found.len()
+            "cycle {cycle}: {} acknowledged, {found} delivered",
+            acked.len()
         );
         total += acked.len();
     }
     eprintln!("sqlite: {total} acknowledged, 0 lost");
+}
+
+/// SIGKILLs process `pid` and its children (PostgreSQL's postmaster and back ends), and waits
+/// until they are gone.
+fn kill_tree(pid: u32) {
+    let children = std::process::Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap();
+    let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    pids.push(pid.to_string());
+    for pid in &pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", pid])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    wait_for("PostgreSQL's processes gone", || {
+        pids.iter()
+            .all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    });
+}
+
+#[test]
+#[ignore = "needs root, xfsprogs and PostgreSQL; run by .ci/run"]
+fn postgres_mail_acknowledged_before_a_power_cut_is_delivered_whole() {
+    let xfs = Xfs::new();
+    let mut random = Random::new("postgres");
+    // The cluster on the file system that loses power, and the server's home with it.
+    let pg = PgCluster::start_in(xfs.path());
+    // Short leases: the mails the killed server had leased are taken over soon.
+    let extra = data_sources(&pg.url(), 5);
+    let mut server = Server::start_in(
+        xfs.path(),
+        &Setup {
+            pop3_handler: Some(""),
+            extra: &extra,
+            ..Setup::default()
+        },
+        in_database,
+    );
+    server.add_user("alice", "secret");
+    xfs.sync();
+    let mut total = 0;
+    for cycle in 0..cycles() {
+        let postmaster = pg.postmaster_pid().expect("postmaster.pid");
+        let clients = smtp_clients(server.smtp_port, &format!("g{cycle}"));
+        let acked = burst(&xfs, &mut random, 1000, clients);
+        // Everything on the machine stops: the server, and PostgreSQL (its back ends follow
+        // their postmaster).
+        server.kill();
+        kill_tree(postmaster);
+        xfs.remount();
+        pg.up();
+        restart(&mut server);
+        let found = check_database_inbox(&server, cycle, &acked);
+        eprintln!(
+            "cycle {cycle}: {} acknowledged, {found} delivered",
+            acked.len()
+        );
+        total += acked.len();
+    }
+    eprintln!("postgres: {total} acknowledged, 0 lost");
 }
 
 /// The groups of tests/e2e/nntp.rs.
