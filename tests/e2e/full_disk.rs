@@ -1,5 +1,7 @@
 //! A full file system is a temporary fault: LocalDelivery fails with ENOSPC, every mail that got
-//! `250` stays in the spool and is retried, and once space returns each is delivered once.
+//! `250` stays in the spool and is retried, and once space returns each is delivered once. A
+//! full spool refuses new mail with `452 4.3.1` (at DATA, or at the end of a message under way)
+//! and keeps what it accepted.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -195,4 +197,70 @@ fn a_full_spool_file_system_answers_452_and_loses_nothing() {
     );
     let log = server.log();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+#[ignore = "needs root to mount a small tmpfs; run by .ci/run"]
+fn mail_accepted_before_both_disks_filled_waits_and_is_delivered_once_when_space_returns() {
+    let mut server = Server::start();
+    server.add_user("alice", "a");
+    server.kill();
+    // The spool and the inboxes on two small file systems.
+    let spool_dir = server.path("var/mail/spool");
+    let inboxes = server.path("var/mail/inboxes");
+    let _spool_fs = Tmpfs::mount(&spool_dir, "64m");
+    let _inbox_fs = Tmpfs::mount(&inboxes, "1m");
+    let inbox_filler = inboxes.join("filler");
+    fill(&inbox_filler);
+    server.spawn();
+    let inbox = inboxes.join("alice");
+
+    let mut smtp = Smtp::connect(server.smtp_port);
+    smtp.cmd("EHLO both");
+    let mut accepted = Vec::new();
+    for i in 0..10 {
+        assert!(begin_mail(&mut smtp).starts_with("354"));
+        let id = format!("<both-{i}@test>");
+        let reply = end_mail(&mut smtp, &id, "waits");
+        assert!(reply.starts_with("250"), "{reply}");
+        accepted.push(id);
+    }
+    wait_for("deliveries failing and kept for retry", || {
+        server
+            .log()
+            .matches("rcpt=alice@localhost status=deferred")
+            .count()
+            >= 10
+    });
+    // The spool's file system fills up too: no new mail, and the mails it has wait.
+    let spool_filler = spool_dir.join("filler");
+    fill(&spool_filler);
+    let reply = begin_mail(&mut smtp);
+    assert!(reply.starts_with("452 4.3.1"), "{reply}");
+    assert!(smtp.cmd("RSET").starts_with("250"));
+    assert!(message_ids(&inbox).is_empty());
+
+    // The inboxes get room first: the waiting mails are delivered, the spool still full.
+    std::fs::remove_file(&inbox_filler).unwrap();
+    wait_for("the waiting mails delivered", || {
+        message_ids(&inbox).len() >= accepted.len()
+    });
+    // Then the spool: mail is accepted again.
+    std::fs::remove_file(&spool_filler).unwrap();
+    assert!(begin_mail(&mut smtp).starts_with("354"));
+    let reply = end_mail(&mut smtp, "<both-after@test>", "after");
+    assert!(reply.starts_with("250"), "{reply}");
+    accepted.push("<both-after@test>".to_string());
+    smtp.cmd("QUIT");
+    wait_for("every accepted mail delivered", || {
+        message_ids(&inbox).len() >= accepted.len()
+    });
+    // Nothing is delivered twice, also after a restart.
+    server.kill();
+    server.spawn();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let mut delivered = message_ids(&inbox);
+    delivered.sort();
+    accepted.sort();
+    assert_eq!(delivered, accepted, "each accepted mail delivered once");
 }
