@@ -24,6 +24,7 @@ mod pg;
 mod pop3;
 mod power_loss;
 mod power_loss_more;
+mod power_loss_remote;
 mod processor_tree;
 mod queue;
 mod recipients;
