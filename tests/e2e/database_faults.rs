@@ -161,7 +161,8 @@ fn a_full_disk_under_sqlite_refuses_with_452_and_recovers() {
         let reply = try_send(server.smtp_port, "alice@localhost", &id).unwrap();
         assert!(
             reply.starts_with("250") || reply.starts_with("452 4.3.1"),
-            "{reply}"
+            "{reply}\n{}",
+            server.log()
         );
         if reply.starts_with("250") {
             accepted.push(id);

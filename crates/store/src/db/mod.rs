@@ -399,6 +399,12 @@ pub async fn connect(spec: &DataSourceSpec, home: &Path) -> Result<Pool> {
         let pool = SqlitePoolOptions::new()
             .max_connections(spec.max.max(1))
             .acquire_timeout(Duration::from_secs(30))
+            // A COMMIT refused with SQLITE_FULL may have rolled the transaction back already:
+            // sqlx's ROLLBACK then fails and the connection stays "in a transaction", every
+            // later BEGIN on it failing. Such a connection is closed, not handed out again.
+            .before_acquire(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .connect_with(options)
             .await
             .map_err(|e| db_open_error(spec, e))?;
