@@ -459,6 +459,19 @@ fn nntp_posts_acknowledged_before_a_power_cut_survive_whole() {
                 .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
             assert_eq!(&got, id);
         }
+        // Every article a reader can see is whole, acknowledged or not.
+        for group in ["comp.test", "alt.test"] {
+            let numbers = news
+                .multi(&format!("LISTGROUP {group}"), "211")
+                .expect("LISTGROUP");
+            for n in numbers {
+                let article = news
+                    .multi(&format!("ARTICLE {n}"), "220")
+                    .unwrap_or_else(|| panic!("cycle {cycle}: {group} {n} listed, unreadable"));
+                check_message(article.join("\n").as_bytes())
+                    .unwrap_or_else(|e| panic!("cycle {cycle}: {group} {n}: {e}"));
+            }
+        }
         let group = news.cmd("GROUP comp.test");
         assert!(group.starts_with("211"), "{group}");
         news.cmd("QUIT");
