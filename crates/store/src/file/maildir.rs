@@ -100,7 +100,9 @@ impl Maildir {
             return Ok(self.root.join(user));
         }
         let dir = self.user_dir(user)?;
-        known.insert(user.to_string());
+        if known.insert(user.to_string()) {
+            clean_tmp(&dir.join("tmp"), &self.host, SystemTime::now());
+        }
         Ok(dir)
     }
 
@@ -547,6 +549,52 @@ impl<W: Write> Write for ToLf<W> {
     }
 }
 
+/// How long a file may stay in `tmp/` before any Maildir writer may remove it (the Maildir
+/// specification's 36 hours).
+const TMP_STALE: Duration = Duration::from_secs(36 * 3600);
+
+/// Removes what interrupted deliveries left in a Maildir's `tmp/` (a crash or a power cut
+/// between the write and the rename into `new/`; none of them was acknowledged, and the spool
+/// delivers them again): the files of this host's writers whose process is gone, and, as the
+/// Maildir specification allows, any file untouched for [`TMP_STALE`]. Run on the first
+/// delivery to each Maildir after a start. Best effort: what cannot be removed stays.
+fn clean_tmp(tmp: &Path, host: &str, now: SystemTime) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    let own = crate::names::pid();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let dead_writer = name
+            .to_str()
+            .and_then(|name| writer_pid(name, host))
+            .is_some_and(|pid| pid != own && !Path::new(&format!("/proc/{pid}")).exists());
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at + TMP_STALE < now);
+        if dead_writer || stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The process id in a unique name of this module's form, `<secs>.M<usecs>P<pid>Q<n>.<host>`,
+/// written on `host`; `None` for any other name.
+fn writer_pid(name: &str, host: &str) -> Option<u32> {
+    let (secs, rest) = name.split_once('.')?;
+    let (unique, name_host) = rest.split_once('.')?;
+    if name_host != host || secs.parse::<u64>().is_err() {
+        return None;
+    }
+    let (usecs, rest) = unique.strip_prefix('M')?.split_once('P')?;
+    let (pid, n) = rest.split_once('Q')?;
+    if usecs.parse::<u32>().is_err() || n.parse::<u64>().is_err() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 /// This host's name for unique file names, with the characters Maildir reserves (`/`, `:`)
 /// escaped as its specification asks.
 fn host_name() -> String {
@@ -566,6 +614,40 @@ fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tmp_keeps_live_writers_and_others_files_and_loses_the_dead_and_the_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = "mx.example";
+        let own = crate::names::pid();
+        // Above any pid_max: a process that cannot exist.
+        let dead = "1796151859.M239542P999999999Q3.mx.example";
+        let live = format!("1796151859.M239543P{own}Q4.mx.example");
+        let other_host = "1796151859.M239544P999999999Q5.other.example";
+        let dovecot = "1796151859.M239545P999999999.mx.example";
+        let old = "left-by-someone";
+        for name in [dead, &live, other_host, dovecot, old] {
+            fs::write(dir.path().join(name), "x").unwrap();
+        }
+        let file = File::options()
+            .write(true)
+            .open(dir.path().join(old))
+            .unwrap();
+        file.set_modified(SystemTime::now() - TMP_STALE - Duration::from_secs(60))
+            .unwrap();
+        clean_tmp(dir.path(), host, SystemTime::now());
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut kept = vec![live.clone(), other_host.to_string(), dovecot.to_string()];
+        kept.sort();
+        assert_eq!(left, kept);
+        assert_eq!(writer_pid(&live, host), Some(own));
+        assert_eq!(writer_pid("1.M2P3Q4.mx.example,S=10", host), None);
+        assert_eq!(writer_pid("x.M2P3Q4.mx.example", host), None);
+    }
 
     #[test]
     fn host_name_is_the_kernel_host_name_escaped() {
