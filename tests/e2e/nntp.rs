@@ -288,7 +288,10 @@ fn bad_input_gets_protocol_errors_and_stores_nothing() {
 #[test]
 fn numbers_continue_after_a_restart_and_kill_9_loses_no_acknowledged_article() {
     let mut server = news_server("");
+    server.add_user("alice", "a long secret");
     let (mut c, _) = Client::connect(server.nntp_port);
+    assert!(c.cmd("AUTHINFO USER alice").starts_with("381"));
+    assert!(c.cmd("AUTHINFO PASS a long secret").starts_with("281"));
     for i in 1..=3 {
         assert!(c.post(&format!("<{i}@r>"), "comp.test").starts_with("240"));
     }
@@ -367,6 +370,21 @@ fn authinfo_against_the_users_repository() {
     assert!(c.cmd("AUTHINFO PASS a long secret").starts_with("281"));
     assert!(c.cmd("GROUP comp.test").starts_with("211"));
     assert!(c.post("<auth@r>", "comp.test").starts_with("240"));
+    // A cancel is the posting login's alone: bob's, with alice's From, is refused.
+    server.add_user("bob", "another secret");
+    let cancel = |c: &mut Client| {
+        assert!(c.cmd("POST").starts_with("340"));
+        c.send(b"From: Alice <alice@example.org>\r\nNewsgroups: comp.test\r\nSubject: cmsg cancel <auth@r>\r\nControl: cancel <auth@r>\r\n\r\n.\r\n");
+        c.line()
+    };
+    let (mut b, _) = Client::connect(server.nntp_port);
+    assert!(b.cmd("AUTHINFO USER bob").starts_with("381"));
+    assert!(b.cmd("AUTHINFO PASS another secret").starts_with("281"));
+    assert!(cancel(&mut b).starts_with("441 cancel refused"));
+    assert!(c.cmd("STAT <auth@r>").starts_with("223"));
+    assert!(c.post("<auth2@r>", "comp.test").starts_with("240"));
+    assert!(cancel(&mut c).starts_with("240"));
+    assert!(c.cmd("STAT <auth@r>").starts_with("430"));
     let out = python(
         r#"
 import sys, nntplib

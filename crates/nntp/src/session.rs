@@ -130,7 +130,6 @@ enum Pending {
     CancelCheck {
         ihave: bool,
         target: String,
-        from: String,
     },
     Cancel {
         ihave: bool,
@@ -741,13 +740,15 @@ impl Session {
                     self.mode = Mode::Await(Pending::CancelCheck {
                         ihave,
                         target: target.clone(),
-                        from: prepared.from,
                     });
                     Outcome::Query(Query::ArticleById(target))
                 }
                 None => {
                     self.mode = Mode::Await(Pending::Post { ihave });
-                    Outcome::Query(Query::Post(prepared.article))
+                    let mut article = prepared.article;
+                    // Kept with the article: the one login that may cancel it.
+                    article.poster = self.user.clone();
+                    Outcome::Query(Query::Post(article))
                 }
             },
         }

@@ -104,8 +104,9 @@ impl Rig {
                             session.answer(a, &mut out)
                         }
                         Outcome::Login { user, password } => {
-                            let ok = user == "alice" && password.expose() == "secret";
-                            session.logged_in(ok.then(|| "alice".to_string()), &mut out)
+                            let ok = ["alice", "bob"].contains(&user.as_str())
+                                && password.expose() == "secret";
+                            session.logged_in(ok.then_some(user), &mut out)
                         }
                     };
                 }
@@ -305,15 +306,32 @@ fn posting_rules() {
         .unwrap()
         .contains("Path: news.test!far\r\n"));
 
-    // Cancels: only by the poster.
-    let cancel = |from: &str| {
-        post(&rig, &format!("From: {from}\r\nNewsgroups: comp.test\r\nSubject: cmsg cancel <dup@x>\r\nControl: cancel <dup@x>\r\n\r\n"))
+    // Cancels: only by the login that posted the original, whatever the From says.
+    let as_user = |user: Option<&str>, from: &str, target: &str| {
+        let login = user.map_or(String::new(), |u| {
+            format!("AUTHINFO USER {u}\r\nAUTHINFO PASS secret\r\n")
+        });
+        rig.script(&format!("{login}POST\r\nFrom: {from}\r\nNewsgroups: comp.test\r\nSubject: cmsg cancel {target}\r\nControl: cancel {target}\r\n\r\n.\r\n"))
     };
-    assert!(cancel("mallory@evil")
-        .ends_with("441 cancel refused: only the poster may cancel an article\r\n"));
-    assert!(cancel("Someone <A@B>").ends_with("240 article cancelled\r\n"));
-    assert!(rig.news.locate("<dup@x>").unwrap().is_none());
-    assert!(cancel("a@b").ends_with("441 cancel: no such article\r\n"));
+    let refused = "441 cancel refused: only the login that posted an article may cancel it\r\n";
+    // <dup@x> was posted without a login: nobody may cancel it.
+    assert!(as_user(None, "a@b", "<dup@x>").ends_with(refused));
+    assert!(as_user(Some("alice"), "a@b", "<dup@x>").ends_with(refused));
+    let own = "From: Alice <alice@example.org>\r\nNewsgroups: comp.test\r\nSubject: s\r\nMessage-ID: <own@x>\r\n\r\nb\r\n";
+    let out = rig.script(&format!("AUTHINFO USER alice\r\nAUTHINFO PASS secret\r\nPOST\r\n{own}.\r\n"));
+    assert!(out.ends_with("240 article received ok\r\n"), "{out}");
+    assert_eq!(
+        rig.news.article_by_id("<own@x>").unwrap().unwrap().poster.as_deref(),
+        Some("alice")
+    );
+    // A forged From does not make bob (or an anonymous session) alice.
+    assert!(as_user(Some("bob"), "Alice <alice@example.org>", "<own@x>").ends_with(refused));
+    assert!(as_user(None, "Alice <alice@example.org>", "<own@x>").ends_with(refused));
+    assert!(rig.news.locate("<own@x>").unwrap().is_some());
+    assert!(as_user(Some("alice"), "someone@else", "<own@x>").ends_with("240 article cancelled\r\n"));
+    assert!(rig.news.locate("<own@x>").unwrap().is_none());
+    assert!(as_user(Some("alice"), "a@b", "<own@x>").ends_with("441 cancel: no such article\r\n"));
+    assert!(rig.news.locate("<dup@x>").unwrap().is_some());
 }
 
 #[test]
