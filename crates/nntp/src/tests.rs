@@ -318,17 +318,26 @@ fn posting_rules() {
     assert!(as_user(None, "a@b", "<dup@x>").ends_with(refused));
     assert!(as_user(Some("alice"), "a@b", "<dup@x>").ends_with(refused));
     let own = "From: Alice <alice@example.org>\r\nNewsgroups: comp.test\r\nSubject: s\r\nMessage-ID: <own@x>\r\n\r\nb\r\n";
-    let out = rig.script(&format!("AUTHINFO USER alice\r\nAUTHINFO PASS secret\r\nPOST\r\n{own}.\r\n"));
+    let out = rig.script(&format!(
+        "AUTHINFO USER alice\r\nAUTHINFO PASS secret\r\nPOST\r\n{own}.\r\n"
+    ));
     assert!(out.ends_with("240 article received ok\r\n"), "{out}");
     assert_eq!(
-        rig.news.article_by_id("<own@x>").unwrap().unwrap().poster.as_deref(),
+        rig.news
+            .article_by_id("<own@x>")
+            .unwrap()
+            .unwrap()
+            .poster
+            .as_deref(),
         Some("alice")
     );
     // A forged From does not make bob (or an anonymous session) alice.
     assert!(as_user(Some("bob"), "Alice <alice@example.org>", "<own@x>").ends_with(refused));
     assert!(as_user(None, "Alice <alice@example.org>", "<own@x>").ends_with(refused));
     assert!(rig.news.locate("<own@x>").unwrap().is_some());
-    assert!(as_user(Some("alice"), "someone@else", "<own@x>").ends_with("240 article cancelled\r\n"));
+    assert!(
+        as_user(Some("alice"), "someone@else", "<own@x>").ends_with("240 article cancelled\r\n")
+    );
     assert!(rig.news.locate("<own@x>").unwrap().is_none());
     assert!(as_user(Some("alice"), "a@b", "<own@x>").ends_with("441 cancel: no such article\r\n"));
     assert!(rig.news.locate("<dup@x>").unwrap().is_some());

@@ -8,8 +8,8 @@ use crate::databases::{db_parts, Databases};
 use anyhow::{anyhow, bail, Result};
 use mailroom_config::{Config, RepositoryUrl};
 use mailroom_store::file::{
-    FileMailRepository, FileMappingsRepository, FileNewsRepository, FileUsersRepository, LogSpool,
-    Maildir,
+    FileMailRepository, FileMappingsRepository, FileNews, FileNewsRepository, FileUsersRepository,
+    LogSpool, Maildir,
 };
 use mailroom_store::{
     Blocking, InboxRepository, MailRepository, MappingsRepository, NewsRepository, SpoolRepository,
@@ -96,7 +96,7 @@ pub fn news(config: &Config, xref_host: &str) -> Result<Option<Arc<dyn NewsRepos
             Err(e) => bail!("<nntp-repository><newsgroups>: {group}: {e}"),
         }
     }
-    Ok(Some(Arc::new(Blocking::new(repo))))
+    Ok(Some(Arc::new(FileNews::new(repo))))
 }
 
 /// The inbox repository (`<inboxRepository>`).

@@ -802,7 +802,10 @@ pub async fn news_repository(open: OpenNews<'_>) {
     let by_id = repo.article_by_id("<2@t>").await.unwrap().unwrap();
     assert!(by_id.octets.ends_with(b"two\r\n.dot\r\n"));
     assert_eq!(by_id.poster.as_deref(), Some("ann@example.org"));
-    assert_eq!(repo.article("comp.test", 1).await.unwrap().unwrap().poster, None);
+    assert_eq!(
+        repo.article("comp.test", 1).await.unwrap().unwrap().poster,
+        None
+    );
     assert!(repo.article("comp.test", 4).await.unwrap().is_none());
     assert!(repo.article("no.such", 1).await.unwrap().is_none());
     assert_eq!(repo.numbers("comp.test", 2, 100).await.unwrap(), [2, 3]);

@@ -199,10 +199,7 @@ impl Session {
             (Pending::Post { ihave }, Answer::Posted(result)) => {
                 answers::posted(ihave, result, out)
             }
-            (
-                Pending::CancelCheck { ihave, target },
-                Answer::Article(original),
-            ) => {
+            (Pending::CancelCheck { ihave, target }, Answer::Article(original)) => {
                 let refuse = if ihave { 437 } else { 441 };
                 match original {
                     None => status(out, refuse, "cancel: no such article"),

@@ -14,9 +14,8 @@
 //!
 //! Posting ([`post`]) writes the article to a temporary file, renames it into its first group,
 //! links it into the others and appends the overview lines; one `syncfs`, run by the syncer
-//! thread for every post queued meanwhile, makes all of it durable, and only then are the
-//! articles put in the indexes readers see (overview, Message-ID, counts) and the posters
-//! told. After each sync, `.synced` records the overview length it covered; at open, the lines
+//! thread for every post queued meanwhile, makes all of it durable, and only then are the articles put in the indexes readers
+//! see (overview, Message-ID, counts) and the posters told. After each sync, `.synced` records the overview length it covered; at open, the lines
 //! past it are checked against their articles' checksums (see [`recover`]). Parallel posts may
 //! append their overview lines out of number order; the reader sorts.
 //!
@@ -29,6 +28,9 @@
 
 mod post;
 mod recover;
+mod serve;
+
+pub use serve::FileNews;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -40,7 +42,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::fsutil::{create_dir_durable, sync_dir, try_lock, unique_suffix, write_atomic, FileLock};
+use super::fsutil::{
+    create_dir_durable, sync_dir, try_lock, unique_suffix, write_atomic, FileLock,
+};
 use crate::blocking::NewsRepository;
 use crate::news::{valid_group_name, Arrival, Article, GroupInfo, NewArticle, Overview};
 use crate::{Result, StoreError};
@@ -65,10 +69,10 @@ struct Inner {
     /// The host name written in `Xref:` headers.
     xref_host: String,
     state: Mutex<State>,
-    /// The root, kept open for `syncfs`.
-    root_dir: File,
     /// Posts written and waiting for their sync.
     queue: Mutex<post::Queue>,
+    /// The root, kept open for `syncfs`.
+    root_dir: File,
     /// Wakes the syncer when a post is queued or the repository closes.
     queued: Condvar,
     #[cfg(test)]
@@ -250,7 +254,12 @@ impl Inner {
         }
     }
 
-    fn read_article(&self, dir: &Path, number: u64, entry: (Arc<str>, Option<Arc<str>>)) -> Result<Option<Article>> {
+    fn read_article(
+        &self,
+        dir: &Path,
+        number: u64,
+        entry: (Arc<str>, Option<Arc<str>>),
+    ) -> Result<Option<Article>> {
         match fs::read(dir.join(number.to_string())) {
             Ok(octets) => Ok(Some(Article {
                 number,
@@ -264,7 +273,12 @@ impl Inner {
     }
 }
 
-fn overview_line(overview: &Overview, arrived: u64, crc: Option<u32>, poster: Option<&str>) -> String {
+fn overview_line(
+    overview: &Overview,
+    arrived: u64,
+    crc: Option<u32>,
+    poster: Option<&str>,
+) -> String {
     let mut line = match crc {
         Some(crc) => format!("{}\t{arrived}:{crc:08x}", overview.number),
         None => format!("{}\t{arrived}", overview.number),
@@ -329,8 +343,7 @@ fn rewrite_group(group: &mut Group) -> Result<()> {
         group.overview.read_exact_at(&mut line, offset)?;
         new_offsets.push(contents.len() as u64);
         contents.extend_from_slice(&line);
-        if offset + u64::from(len) <= group.synced && synced == new_offsets[new_offsets.len() - 1]
-        {
+        if offset + u64::from(len) <= group.synced && synced == new_offsets[new_offsets.len() - 1] {
             synced = contents.len() as u64;
         }
     }
@@ -391,11 +404,20 @@ fn remove_from_group(group: &mut Group, numbers: &[u64]) -> Result<()> {
 impl NewsRepository for FileNewsRepository {
     fn groups(&self) -> Result<Vec<GroupInfo>> {
         let state = self.inner.state();
-        Ok(state.groups.iter().map(|(n, g)| Inner::info(n, g)).collect())
+        Ok(state
+            .groups
+            .iter()
+            .map(|(n, g)| Inner::info(n, g))
+            .collect())
     }
 
     fn group(&self, name: &str) -> Result<Option<GroupInfo>> {
-        Ok(self.inner.state().groups.get(name).map(|g| Inner::info(name, g)))
+        Ok(self
+            .inner
+            .state()
+            .groups
+            .get(name)
+            .map(|g| Inner::info(name, g)))
     }
 
     fn create_group(&self, name: &str) -> Result<bool> {
@@ -434,7 +456,10 @@ impl NewsRepository for FileNewsRepository {
                 }
             }
         }
-        let doomed = self.inner.root.join(format!(".del.{name}.{}", unique_suffix()));
+        let doomed = self
+            .inner
+            .root
+            .join(format!(".del.{name}.{}", unique_suffix()));
         fs::rename(&group.dir, &doomed)?;
         sync_dir(&self.inner.root)?;
         if let Err(error) = fs::remove_dir_all(&doomed) {
@@ -445,10 +470,8 @@ impl NewsRepository for FileNewsRepository {
     }
 
     fn post(&self, article: &NewArticle) -> Result<Vec<(String, u64)>> {
-        let flight = self.inner.begin_post(article)?;
-        let numbers = flight.numbers();
         let (done, wait) = std::sync::mpsc::sync_channel(1);
-        self.inner.commit(flight, post::Done::Blocking(done));
+        let numbers = self.inner.begin_post(article, post::Done::Blocking(done))?;
         wait.recv()
             .map_err(|_| io::Error::other("the news syncer stopped"))??;
         Ok(numbers)

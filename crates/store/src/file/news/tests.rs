@@ -56,6 +56,17 @@ async fn conformance() {
     .await;
 }
 
+/// The same suite through [`FileNews`], whose posts await their sync on the task.
+#[tokio::test]
+async fn conformance_of_the_async_post() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    crate::conformance::news_repository(&move || {
+        std::sync::Arc::new(FileNews::new(open(&path))) as Arc<dyn crate::NewsRepository>
+    })
+    .await;
+}
+
 #[test]
 fn parallel_posts_get_distinct_numbers_that_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -268,7 +279,8 @@ fn only_lines_past_the_mark_are_checked_and_old_lines_need_no_checksum() {
         .append(true)
         .open(a.join(OVERVIEW))
         .unwrap();
-    f.write_all(overview_line(&o, 1, None, None).as_bytes()).unwrap();
+    f.write_all(overview_line(&o, 1, None, None).as_bytes())
+        .unwrap();
     fs::write(a.join("3"), "x").unwrap();
     let repo = open(dir.path());
     assert_eq!(numbers(&repo, "a"), [1, 2, 3]);
@@ -535,7 +547,10 @@ fn newnews_finds_articles_whose_arrivals_are_out_of_number_order() {
     assert_eq!(lines.len(), text.len());
     fs::write(g.join(OVERVIEW), lines).unwrap();
     let repo = open(dir.path());
-    let since = |s| repo.arrived_since(UNIX_EPOCH + Duration::from_secs(s)).unwrap();
+    let since = |s| {
+        repo.arrived_since(UNIX_EPOCH + Duration::from_secs(s))
+            .unwrap()
+    };
     let ids = |a: Vec<Arrival>| a.into_iter().map(|a| a.message_id).collect::<Vec<_>>();
     assert_eq!(ids(since(2_500_000_000)), ["<2@x>"]);
     assert_eq!(ids(since(1_500_000_000)), ["<3@x>", "<2@x>"]);
