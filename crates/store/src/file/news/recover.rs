@@ -91,7 +91,7 @@ pub(super) fn parse_line(line: &[u8], offset: u64) -> Option<(Entry, Option<u32>
 }
 
 fn unhex(hex: &str) -> Option<String> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..hex.len())
