@@ -14,8 +14,11 @@ pub(super) struct Faults {
     /// The next overview append fails.
     pub fail_append: AtomicBool,
     /// A point to stop at once: says it was reached, then waits to go on.
-    gate: Mutex<Option<(&'static str, mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    gate: Mutex<Option<Gate>>,
 }
+
+/// Where to stop, how to say it was reached, and what to wait for.
+type Gate = (&'static str, mpsc::Sender<()>, mpsc::Receiver<()>);
 
 impl Faults {
     /// Called at the named points of a post ("reserved", "syncing").
