@@ -194,13 +194,13 @@ fn nntplib_through_every_command() {
 }
 
 /// A raw NNTP client.
-struct Client {
+pub(crate) struct Client {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
 }
 
 impl Client {
-    fn connect(port: u16) -> (Client, String) {
+    pub(crate) fn connect(port: u16) -> (Client, String) {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
@@ -215,7 +215,7 @@ impl Client {
 
     /// The next line; empty when the server closed or reset the connection (a killed server
     /// must end a client loop, not panic its thread).
-    fn line(&mut self) -> String {
+    pub(crate) fn line(&mut self) -> String {
         let mut line = String::new();
         if self.reader.read_line(&mut line).is_err() {
             line.clear();
@@ -228,7 +228,7 @@ impl Client {
         let _ = self.writer.write_all(bytes);
     }
 
-    fn cmd(&mut self, line: &str) -> String {
+    pub(crate) fn cmd(&mut self, line: &str) -> String {
         self.send(format!("{line}\r\n").as_bytes());
         self.line()
     }
