@@ -477,8 +477,12 @@ impl Session {
                     ListKind::Extensions => {
                         // RFC 2980 said 202, which clients do not read as multi-line; 215 as LIST does.
                         status(out, 215, "extensions supported:");
-                        for item in ["OVER", "HDR", "LISTGROUP", "XPAT", "AUTHINFO USER"] {
+                        for item in ["OVER", "HDR", "LISTGROUP", "XPAT"] {
                             crate::reply::data_line(out, item);
+                        }
+                        // As CAPABILITIES: only where AUTHINFO can be used now.
+                        if self.caps().authinfo {
+                            crate::reply::data_line(out, "AUTHINFO USER");
                         }
                         crate::reply::end(out);
                         Outcome::Continue

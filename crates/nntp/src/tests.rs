@@ -368,6 +368,33 @@ fn bad_input_and_wrong_state() {
 }
 
 #[test]
+fn group_descriptions_and_list_extensions_follow_the_settings() {
+    let described = rig(NntpSettings {
+        descriptions: Arc::new([("comp.test".to_string(), "Testing, testing".to_string())].into()),
+        plaintext_auth: false,
+        ..NntpSettings::default()
+    });
+    let out = described.script("LIST NEWSGROUPS\r\nLIST NEWSGROUPS comp.*\r\nLIST EXTENSIONS\r\n");
+    assert_eq!(
+        out,
+        "215 information follows\r\nalt.test\t(no description)\r\ncomp.test\tTesting, testing\r\n.\r\n\
+         215 information follows\r\ncomp.test\tTesting, testing\r\n.\r\n\
+         215 extensions supported:\r\nOVER\r\nHDR\r\nLISTGROUP\r\nXPAT\r\n.\r\n"
+    );
+    // AUTHINFO USER only where it can be used (as in CAPABILITIES), and not after a login.
+    let plain = rig(NntpSettings::default());
+    let out = plain.script(
+        "LIST EXTENSIONS\r\nAUTHINFO USER alice\r\nAUTHINFO PASS secret\r\nLIST EXTENSIONS\r\n",
+    );
+    assert_eq!(
+        out,
+        "215 extensions supported:\r\nOVER\r\nHDR\r\nLISTGROUP\r\nXPAT\r\nAUTHINFO USER\r\n.\r\n\
+         381 password required\r\n281 authentication accepted\r\n\
+         215 extensions supported:\r\nOVER\r\nHDR\r\nLISTGROUP\r\nXPAT\r\n.\r\n"
+    );
+}
+
+#[test]
 fn authinfo_and_auth_required() {
     let rig = rig(NntpSettings {
         auth_for_reading: true,

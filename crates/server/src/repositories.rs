@@ -87,6 +87,19 @@ pub fn news(config: &Config, xref_host: &str) -> Result<Option<Arc<dyn NewsRepos
         return Ok(None);
     }
     let r = &config.nntp_repository;
+    for unused in &r.unused {
+        tracing::info!(
+            element = %unused,
+            "<nntp-repository>: <{unused}> is accepted and not used (the Message-ID index lives \
+             with the groups; posts are stored at once, with no spool)"
+        );
+    }
+    if r.newsgroups_only {
+        tracing::warn!(
+            "<nntp-repository>: <newsgroups only=\"true\"> is accepted and removes nothing: \
+             groups not listed stay (remove them with delgroup on the console)"
+        );
+    }
     let repo = FileNewsRepository::open(&r.root_path, &r.temp_path, xref_host)
         .map_err(|e| anyhow!("<nntp-repository> {}: {e}", r.root_path.display()))?;
     for group in &r.newsgroups {

@@ -31,7 +31,7 @@ impl Session {
                 answers::list_times(&groups, w.as_ref(), &self.settings.article_id_domain, out)
             }
             (Pending::ListNewsgroups(w), Answer::Groups(groups)) => {
-                answers::list_newsgroups(&groups, w.as_ref(), out)
+                answers::list_newsgroups(&groups, w.as_ref(), &self.settings.descriptions, out)
             }
             (Pending::NewGroups(since), Answer::Groups(groups)) => {
                 let new: Vec<GroupInfo> =
