@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{console, wait_for, Server, Setup, ADMIN};
+use crate::harness::{console, free_port, wait_for, Server, Setup, ADMIN};
 
 const GROUPS: &str = "<nntp-repository><articleIDDomainSuffix>news.example.test</articleIDDomainSuffix>\
-    <newsgroups><newsgroup>comp.test</newsgroup><newsgroup>alt.test</newsgroup></newsgroups></nntp-repository>";
+    <newsgroups><newsgroup>comp.test</newsgroup><newsgroup description=\"Alternative tests\">alt.test</newsgroup></newsgroups></nntp-repository>";
 
 fn news_server(handler: &str) -> Server {
     Server::start_setup(&Setup {
@@ -94,6 +94,7 @@ assert lines == [":", ":bytes", ":lines"], lines
 resp, desc = s.descriptions("comp.*")
 assert list(desc) == ["comp.test"], desc
 assert s.description("comp.test") == "(no description)", s.description("comp.test")
+assert s.description("alt.test") == "Alternative tests", s.description("alt.test")
 fmt = s._getoverviewfmt()
 assert fmt == ["subject", "from", "date", "message-id", "references", ":bytes", ":lines", "xref"], fmt
 
@@ -283,6 +284,42 @@ fn bad_input_gets_protocol_errors_and_stores_nothing() {
     let mut server = server;
     server.terminate();
     assert_eq!(code(c.line()), "400");
+}
+
+#[test]
+fn a_post_that_never_ends_is_cut_off_by_the_idle_timeout() {
+    // A second listener with a short <connectiontimeout> (ms).
+    let port = free_port();
+    let extra = format!(
+        r#"<nntpserver><port>{port}</port><bind>127.0.0.1</bind><handler>
+             <helloName>mail.example.test</helloName><connectiontimeout>1500</connectiontimeout>
+           </handler></nntpserver>{GROUPS}"#
+    );
+    let _server = Server::start_setup(&Setup {
+        nntp_handler: Some(""),
+        extra: &extra,
+        ..Setup::default()
+    });
+    wait_for("the second NNTP listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (mut c, banner) = Client::connect(port);
+    assert!(banner.starts_with("200 "), "{banner}");
+    assert!(c.cmd("POST").starts_with("340"));
+    c.send(b"From: a@b\r\nNewsgroups: comp.test\r\nSubject: s\r\n\r\nnever ends\r\n");
+    let started = std::time::Instant::now();
+    let reply = c.line();
+    let waited = started.elapsed();
+    assert!(reply.starts_with("400 "), "{reply:?}");
+    assert!(
+        waited >= Duration::from_millis(1200) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert_eq!(c.line(), "", "closed after the 400");
+    // Nothing stored; the server goes on.
+    let (mut c, _) = Client::connect(port);
+    assert_eq!(c.cmd("GROUP comp.test"), "211 0 1 0 comp.test\r\n");
+    assert!(c.post("<after@r>", "comp.test").starts_with("240"));
 }
 
 #[test]
