@@ -1,11 +1,10 @@
 //! [`FileNews`]: the file news repository through the async [`crate::NewsRepository`], with a
 //! post that awaits its sync instead of blocking a thread for it.
 //!
-//! Every call but `post` goes through [`Blocking`] (the blocking pool). A post writes its
-//! files and overview lines on the calling task (a small article in the page cache: a few
-//! syscalls, no disk wait), queues itself for the syncer thread and awaits the syncer's
-//! answer: one wake-up per post, where the blocking pool cost a hand-off to a pool thread, a
-//! wait on the group commit there, and a hand-off back.
+//! Every call goes through [`Blocking`] (the blocking pool), but a post holds its pool thread
+//! only while it writes its files and overview lines and queues itself for the syncer
+//! thread; the task then awaits the syncer's answer. No thread waits through the sync (the
+//! blocking backend's `post` keeps one until the syncer answers).
 
 use std::sync::Arc;
 
@@ -52,11 +51,16 @@ impl crate::NewsRepository for FileNews {
     }
 
     async fn post(&self, article: &NewArticle) -> Result<Vec<(String, u64)>> {
-        let inner = &self.repo.inner;
-        // Synchronous up to the queue: a task dropped while it waits leaves its post to the
-        // syncer, never half done.
         let (done, answer) = tokio::sync::oneshot::channel();
-        let numbers = inner.begin_post(article, Done::Async(done))?;
+        // On the blocking pool: the repository lock may be held by a cancel or an expiry
+        // that rewrites and syncs a group's files. The post queues itself there, so a task
+        // dropped meanwhile leaves it to the syncer, never half done.
+        let repo = self.repo.clone();
+        let article = article.clone();
+        let numbers = crate::on_blocking_pool(move || {
+            repo.inner.begin_post(&article, Done::Async(done))
+        })
+        .await??;
         answer
             .await
             .map_err(|_| StoreError::Io(std::io::Error::other("the news syncer stopped")))??;
