@@ -20,11 +20,11 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use rustix::fs::{linkat, renameat, unlinkat, AtFlags, CWD};
 
-use super::{append_line, now_secs, overview_line, unique_suffix, Entry, Inner, Synced};
+use super::{append_line, now_secs, overview_line, unique_suffix, Entry, Inner, State, Synced};
 use crate::news::{header_section, NewArticle, Overview};
 use crate::{Result, StoreError};
 
@@ -77,18 +77,6 @@ pub(super) struct Flight {
 }
 
 impl Flight {
-    /// What is left of a flight handed to the queue.
-    fn empty() -> Flight {
-        Flight {
-            message_id: String::new(),
-            poster: None,
-            arrived: 0,
-            targets: Vec::new(),
-            files: 0,
-            lengths: Vec::new(),
-        }
-    }
-
     /// The numbers it took, for the poster's answer.
     pub(super) fn numbers(&self) -> Vec<(String, u64)> {
         self.targets
@@ -111,9 +99,16 @@ impl Inner {
         #[cfg(test)]
         self.faults.pause("reserved");
         let numbers = flight.numbers();
-        let mut done = Some(done);
-        match self.write(article, &mut flight, &mut done) {
-            Ok(()) => Ok(numbers),
+        match self.write(article, &mut flight) {
+            Ok(state) => {
+                // Queued under the lock of its appends, so that every line in an overview
+                // file belongs to a post queued no later than the lines after it: the lengths
+                // a batch records cover no line whose article the batch's sync leaves out.
+                self.queue().flights.push((flight, done));
+                drop(state);
+                self.queued.notify_one();
+                Ok(numbers)
+            }
             Err(e) => {
                 self.abandon(&flight);
                 Err(e)
@@ -163,16 +158,9 @@ impl Inner {
         })
     }
 
-    /// The article's file, its links and its in-flight overview lines; then queues the post
-    /// (taking `done`) under the same lock as the appends, so that every line in an overview
-    /// file belongs to a post queued no later than the lines after it: the lengths a batch
-    /// records cover no line whose article the batch's sync leaves out.
-    fn write(
-        &self,
-        article: &NewArticle,
-        flight: &mut Flight,
-        done: &mut Option<Done>,
-    ) -> Result<()> {
+    /// The article's file, its links and its in-flight overview lines; returns with the
+    /// repository lock still held since the appends.
+    fn write(&self, article: &NewArticle, flight: &mut Flight) -> Result<MutexGuard<'_, State>> {
         let mut xref = format!("Xref: {}", self.xref_host);
         for t in &flight.targets {
             xref.push_str(&format!(" {}:{}", t.group, t.number));
@@ -261,12 +249,7 @@ impl Inner {
             }
         }
         let Some(error) = failed else {
-            if let Some(done) = done.take() {
-                let queued = std::mem::replace(flight, Flight::empty());
-                self.queue().flights.push((queued, done));
-                self.queued.notify_one();
-            }
-            return Ok(());
+            return Ok(state);
         };
         // Under the lock since the appends: each of our lines is still its file's last.
         for (group, offset) in appended {

@@ -57,10 +57,9 @@ impl crate::NewsRepository for FileNews {
         // dropped meanwhile leaves it to the syncer, never half done.
         let repo = self.repo.clone();
         let article = article.clone();
-        let numbers = crate::on_blocking_pool(move || {
-            repo.inner.begin_post(&article, Done::Async(done))
-        })
-        .await??;
+        let numbers =
+            crate::on_blocking_pool(move || repo.inner.begin_post(&article, Done::Async(done)))
+                .await??;
         answer
             .await
             .map_err(|_| StoreError::Io(std::io::Error::other("the news syncer stopped")))??;
