@@ -12,6 +12,9 @@
 #    articles, ARTICLE x10, QUIT. Target: Mailroom >= 10x INN for readers, >= INN for posting.
 # 3. A 100,000-article group (Mailroom only, written by posting): OVER of the last 100, timed.
 #
+# POST_RUNS=N bench/nntp.sh: only the POST part, N times, alternating Mailroom and INN (a sync
+# and a pause before each run), every run printed, then the ratio of the medians.
+#
 # INN must be installed (apt-get install inn2) and configured once: `domain:` set in
 # /etc/news/inn.conf, `port: 11119` and `bindaddress: 127.0.0.1` (never 119 or 1119, which
 # tests use), then `dpkg --configure -a`. This script starts it (rc.news as user news) when
@@ -59,6 +62,28 @@ sed -e "s|<port>2525</port>|<port>$(free_port)</port>|" -e "s|<port>1110</port>|
 RUST_LOG=warn "$bin" --config "$work/config.xml" --home "$work" 2>"$work/mailroom.log" &
 pids+=($!)
 wait_port "$port"
+
+if [ -n "${POST_RUNS:-}" ]; then
+  echo "== POST, $posts articles, $concurrency connections, $POST_RUNS alternating runs"
+  m_rates=(); i_rates=()
+  for run in $(seq "$POST_RUNS"); do
+    sync; sleep 2
+    m=$("$load" post 127.0.0.1:"$port" "$group" "$posts" "$concurrency" | rate)
+    sync; sleep 2
+    i=$("$load" post 127.0.0.1:"$inn_port" "$group" "$posts" "$concurrency" | rate)
+    echo "run $run: mailroom $m/s  inn $i/s  ratio $(python3 -c "print(f'{$m/$i:.2f}')")"
+    m_rates+=("$m"); i_rates+=("$i")
+  done
+  python3 - "${m_rates[*]}" "${i_rates[*]}" <<'PY'
+import statistics, sys
+m = [float(x) for x in sys.argv[1].split()]
+i = [float(x) for x in sys.argv[2].split()]
+print(f"median: mailroom {statistics.median(m):.0f}/s, inn {statistics.median(i):.0f}/s, "
+      f"ratio {statistics.median(m)/statistics.median(i):.2f}x; runs at >= 1x: "
+      f"{sum(a >= b for a, b in zip(m, i))} of {len(m)}")
+PY
+  exit 0
+fi
 
 echo "== POST, $posts articles, $concurrency connections"
 m_post=$("$load" post 127.0.0.1:"$port" "$group" "$posts" "$concurrency"); echo "mailroom: $m_post"

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{console, wait_for, Server, Setup, ADMIN};
+use crate::harness::{console, free_port, wait_for, Server, Setup, ADMIN};
 
 const GROUPS: &str = "<nntp-repository><articleIDDomainSuffix>news.example.test</articleIDDomainSuffix>\
-    <newsgroups><newsgroup>comp.test</newsgroup><newsgroup>alt.test</newsgroup></newsgroups></nntp-repository>";
+    <newsgroups><newsgroup>comp.test</newsgroup><newsgroup description=\"Alternative tests\">alt.test</newsgroup></newsgroups></nntp-repository>";
 
 fn news_server(handler: &str) -> Server {
     Server::start_setup(&Setup {
@@ -94,6 +94,7 @@ assert lines == [":", ":bytes", ":lines"], lines
 resp, desc = s.descriptions("comp.*")
 assert list(desc) == ["comp.test"], desc
 assert s.description("comp.test") == "(no description)", s.description("comp.test")
+assert s.description("alt.test") == "Alternative tests", s.description("alt.test")
 fmt = s._getoverviewfmt()
 assert fmt == ["subject", "from", "date", "message-id", "references", ":bytes", ":lines", "xref"], fmt
 
@@ -194,13 +195,13 @@ fn nntplib_through_every_command() {
 }
 
 /// A raw NNTP client.
-struct Client {
+pub(crate) struct Client {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
 }
 
 impl Client {
-    fn connect(port: u16) -> (Client, String) {
+    pub(crate) fn connect(port: u16) -> (Client, String) {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
@@ -215,7 +216,7 @@ impl Client {
 
     /// The next line; empty when the server closed or reset the connection (a killed server
     /// must end a client loop, not panic its thread).
-    fn line(&mut self) -> String {
+    pub(crate) fn line(&mut self) -> String {
         let mut line = String::new();
         if self.reader.read_line(&mut line).is_err() {
             line.clear();
@@ -228,7 +229,7 @@ impl Client {
         let _ = self.writer.write_all(bytes);
     }
 
-    fn cmd(&mut self, line: &str) -> String {
+    pub(crate) fn cmd(&mut self, line: &str) -> String {
         self.send(format!("{line}\r\n").as_bytes());
         self.line()
     }
@@ -286,9 +287,48 @@ fn bad_input_gets_protocol_errors_and_stores_nothing() {
 }
 
 #[test]
+fn a_post_that_never_ends_is_cut_off_by_the_idle_timeout() {
+    // A second listener with a short <connectiontimeout> (ms).
+    let port = free_port();
+    let extra = format!(
+        r#"<nntpserver><port>{port}</port><bind>127.0.0.1</bind><handler>
+             <helloName>mail.example.test</helloName><connectiontimeout>1500</connectiontimeout>
+           </handler></nntpserver>{GROUPS}"#
+    );
+    let _server = Server::start_setup(&Setup {
+        nntp_handler: Some(""),
+        extra: &extra,
+        ..Setup::default()
+    });
+    wait_for("the second NNTP listener", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (mut c, banner) = Client::connect(port);
+    assert!(banner.starts_with("200 "), "{banner}");
+    assert!(c.cmd("POST").starts_with("340"));
+    c.send(b"From: a@b\r\nNewsgroups: comp.test\r\nSubject: s\r\n\r\nnever ends\r\n");
+    let started = std::time::Instant::now();
+    let reply = c.line();
+    let waited = started.elapsed();
+    assert!(reply.starts_with("400 "), "{reply:?}");
+    assert!(
+        waited >= Duration::from_millis(1200) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert_eq!(c.line(), "", "closed after the 400");
+    // Nothing stored; the server goes on.
+    let (mut c, _) = Client::connect(port);
+    assert_eq!(c.cmd("GROUP comp.test"), "211 0 1 0 comp.test\r\n");
+    assert!(c.post("<after@r>", "comp.test").starts_with("240"));
+}
+
+#[test]
 fn numbers_continue_after_a_restart_and_kill_9_loses_no_acknowledged_article() {
     let mut server = news_server("");
+    server.add_user("alice", "a long secret");
     let (mut c, _) = Client::connect(server.nntp_port);
+    assert!(c.cmd("AUTHINFO USER alice").starts_with("381"));
+    assert!(c.cmd("AUTHINFO PASS a long secret").starts_with("281"));
     for i in 1..=3 {
         assert!(c.post(&format!("<{i}@r>"), "comp.test").starts_with("240"));
     }
@@ -367,6 +407,21 @@ fn authinfo_against_the_users_repository() {
     assert!(c.cmd("AUTHINFO PASS a long secret").starts_with("281"));
     assert!(c.cmd("GROUP comp.test").starts_with("211"));
     assert!(c.post("<auth@r>", "comp.test").starts_with("240"));
+    // A cancel is the posting login's alone: bob's, with alice's From, is refused.
+    server.add_user("bob", "another secret");
+    let cancel = |c: &mut Client| {
+        assert!(c.cmd("POST").starts_with("340"));
+        c.send(b"From: Alice <alice@example.org>\r\nNewsgroups: comp.test\r\nSubject: cmsg cancel <auth@r>\r\nControl: cancel <auth@r>\r\n\r\n.\r\n");
+        c.line()
+    };
+    let (mut b, _) = Client::connect(server.nntp_port);
+    assert!(b.cmd("AUTHINFO USER bob").starts_with("381"));
+    assert!(b.cmd("AUTHINFO PASS another secret").starts_with("281"));
+    assert!(cancel(&mut b).starts_with("441 cancel refused"));
+    assert!(c.cmd("STAT <auth@r>").starts_with("223"));
+    assert!(c.post("<auth2@r>", "comp.test").starts_with("240"));
+    assert!(cancel(&mut c).starts_with("240"));
+    assert!(c.cmd("STAT <auth@r>").starts_with("430"));
     let out = python(
         r#"
 import sys, nntplib

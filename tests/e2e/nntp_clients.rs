@@ -1,6 +1,7 @@
 //! NNTP with the Debian newsreaders and tools (run by `.ci/run`): `tin -Z` counting unread
-//! news, tin and `slrn` under tmux listing the groups and reading an article, and sinntp's
-//! `nntp-push`, `nntp-list`, `nntp-pull` and `nntp-get`.
+//! news, tin and `slrn` under tmux listing the groups and reading an article, sinntp's
+//! `nntp-push`, `nntp-list`, `nntp-pull` and `nntp-get`, and a transit feed over IHAVE from
+//! INN's `innxmit`.
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -284,4 +285,101 @@ fn tin_reads_a_group_under_tmux() {
     );
     assert!(index.contains("one") && index.contains("two"), "{index}");
     assert!(read.contains("one body"), "{read}");
+}
+
+/// INN's feeder, installed with inn2 (which `.ci/run` configures).
+const INNXMIT: &str = "/usr/lib/news/bin/innxmit";
+
+#[test]
+#[ignore = "needs inn2; run by .ci/run"]
+fn innxmit_feeds_articles_over_ihave() {
+    use crate::nntp::Client;
+    let server = news_server();
+    let dir = server.path("outgoing");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Articles as INN stores them (LF line ends); one cross-posted, one with a dot-line, one
+    // without a Subject (refused), and one named in the batch without its Message-ID.
+    let articles = [
+        ("1", "comp.test", "Subject: fed one\n", "one\n"),
+        (
+            "2",
+            "comp.test,alt.test",
+            "Subject: fed two\n",
+            "two\n.\n..two dots\n",
+        ),
+        ("3", "comp.test", "", "no subject\n"),
+        ("4", "alt.test", "Subject: fed four\n", "four\n"),
+    ];
+    let mut batch = String::new();
+    for (n, groups, subject, body) in articles {
+        let path = dir.join(n);
+        std::fs::write(
+            &path,
+            format!(
+                "Path: upstream.example!poster\nFrom: feed@example.net\nNewsgroups: {groups}\n\
+                 {subject}Message-ID: <fed{n}@example.net>\nDate: Tue, 01 Jul 2025 12:00:00 +0000\n\n{body}"
+            ),
+        )
+        .unwrap();
+        if n == "4" {
+            batch.push_str(&format!("{}\n", path.display()));
+        } else {
+            batch.push_str(&format!("{} <fed{n}@example.net>\n", path.display()));
+        }
+    }
+    let feed = |batch: &str| {
+        let file = dir.join("batch");
+        std::fs::write(&file, batch).unwrap();
+        // Streaming is tried first (MODE STREAM is refused: innxmit falls back to IHAVE).
+        let out = Command::new(INNXMIT)
+            .args(["-d", "-l", "-t", "10", "-T", "30", "-P"])
+            .arg(server.nntp_port.to_string())
+            .arg("127.0.0.1")
+            .arg(&file)
+            .output()
+            .expect("innxmit (inn2) is installed");
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "innxmit: {log}");
+        log
+    };
+    let log = feed(&batch);
+    assert_eq!(
+        log.matches("235 article transferred ok").count(),
+        3,
+        "{log}"
+    );
+    assert!(log.contains("437 "), "{log}");
+
+    let (mut c, _) = Client::connect(server.nntp_port);
+    assert_eq!(c.cmd("GROUP comp.test"), "211 2 1 2 comp.test\r\n");
+    assert_eq!(c.cmd("GROUP alt.test"), "211 2 1 2 alt.test\r\n");
+    assert!(c.cmd("STAT <fed3@example.net>").starts_with("430"));
+    assert_eq!(
+        c.cmd("STAT <fed4@example.net>"),
+        "223 0 <fed4@example.net>\r\n"
+    );
+    // The cross-post is one article with a number in each group, and its body is intact.
+    assert!(c.cmd("ARTICLE <fed2@example.net>").starts_with("220"));
+    let mut text = String::new();
+    loop {
+        let line = c.line();
+        if line == ".\r\n" || line.is_empty() {
+            break;
+        }
+        text.push_str(&line);
+    }
+    assert!(
+        text.contains("Path: mail.example.test!upstream.example!poster\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Xref: mail.example.test comp.test:2 alt.test:1\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\ntwo\r\n..\r\n...two dots\r\n"), "{text}");
+
+    // Fed again: the server has them all, stores nothing more.
+    let log = feed(&batch);
+    assert_eq!(log.matches("435 ").count(), 3, "{log}");
+    assert_eq!(c.cmd("GROUP comp.test"), "211 2 1 2 comp.test\r\n");
 }

@@ -104,6 +104,11 @@ pub struct NntpRepository {
     pub article_id_domain_suffix: String,
     /// `<newsgroups><newsgroup>`: groups created at start-up.
     pub newsgroups: Vec<String>,
+    /// `<newsgroup description="...">` (Mailroom's own): what LIST NEWSGROUPS says of a group.
+    pub descriptions: Vec<(String, String)>,
+    /// James's elements that are present and accepted but that Mailroom does not use
+    /// (`articleIDPath`, `spool`), for a note at start-up.
+    pub unused: Vec<&'static str>,
     /// `<newsgroups only="true">`: only the listed groups exist.
     pub newsgroups_only: bool,
     /// `<spool><configuration><spoolPath>` (default `file://var/nntp/spool`).
@@ -138,6 +143,8 @@ impl NntpRepository {
             article_id_path: p("file://var/nntp/articleid"),
             article_id_domain_suffix: domain.to_string(),
             newsgroups: Vec::new(),
+            descriptions: Vec::new(),
+            unused: Vec::new(),
             newsgroups_only: false,
             spool_path: p("file://var/nntp/spool"),
             spool_threads: 1,
@@ -397,6 +404,11 @@ pub(crate) fn nntp_repository(ctx: &mut Ctx, el: &Element, domain: &str) -> Nntp
             .to_string(),
         ..d
     };
+    for unused in ["articleIDPath", "spool"] {
+        if el.child(unused).is_some() {
+            r.unused.push(unused);
+        }
+    }
     if let Some(groups) = ctx.single(el, "newsgroups") {
         r.newsgroups_only = ctx.bool_attr(groups, "only", false);
         for g in groups.children_named("newsgroup") {
@@ -407,6 +419,14 @@ pub(crate) fn nntp_repository(ctx: &mut Ctx, el: &Element, domain: &str) -> Nntp
                 ctx.err(g, format!("\"{}\" is not a valid newsgroup name", g.text));
             } else if !r.newsgroups.contains(&g.text) {
                 r.newsgroups.push(g.text.clone());
+                if let Some(d) = g.attr("description") {
+                    // One line in LIST NEWSGROUPS: no TAB, CR or LF.
+                    let d: String = d
+                        .chars()
+                        .map(|c| if c.is_control() { ' ' } else { c })
+                        .collect();
+                    r.descriptions.push((g.text.clone(), d.trim().to_string()));
+                }
             }
         }
     }

@@ -740,3 +740,20 @@ fn nntp_handler_and_expire_rules() {
     ));
     assert_eq!(errs.len(), 3, "{errs:?}");
 }
+
+#[test]
+fn nntp_group_descriptions_and_unused_james_elements() {
+    let c = parse(&format!(
+        r#"<config>{SPOOL}<nntp-repository><articleIDPath>file://var/nntp/ids</articleIDPath>
+<newsgroups only="true"><newsgroup description="Talk about	tests">comp.test</newsgroup><newsgroup>alt.test</newsgroup></newsgroups></nntp-repository></config>"#
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = &c.nntp_repository;
+    assert_eq!(r.newsgroups, ["comp.test", "alt.test"]);
+    assert_eq!(
+        r.descriptions,
+        [("comp.test".to_string(), "Talk about tests".to_string())]
+    );
+    assert!(r.newsgroups_only);
+    assert_eq!(r.unused, ["articleIDPath"]);
+}

@@ -139,10 +139,19 @@ pub(crate) fn list_times(
     end(out);
 }
 
-pub(crate) fn list_newsgroups(groups: &[GroupInfo], w: Option<&Wildmat>, out: &mut Vec<u8>) {
+pub(crate) fn list_newsgroups(
+    groups: &[GroupInfo],
+    w: Option<&Wildmat>,
+    descriptions: &std::collections::HashMap<String, String>,
+    out: &mut Vec<u8>,
+) {
     status(out, 215, "information follows");
     for g in selected(groups, w) {
-        data_line(out, &format!("{}\t(no description)", g.name));
+        let description = descriptions
+            .get(&g.name)
+            .filter(|d| !d.is_empty())
+            .map_or("(no description)", String::as_str);
+        data_line(out, &format!("{}\t{description}", g.name));
     }
     end(out);
 }

@@ -17,8 +17,6 @@ pub struct Prepared {
     pub article: NewArticle,
     /// `Control: cancel <id>`: the Message-ID to cancel.
     pub cancel: Option<String>,
-    /// The From field, for the cancel check.
-    pub from: String,
 }
 
 /// Why an article is refused; the text goes into the 441/437 reply.
@@ -160,19 +158,10 @@ pub fn prepare(raw: &[u8], injection: &Injection<'_>) -> Result<Prepared, Refuse
             message_id,
             groups,
             octets: out,
+            poster: None,
         },
         cancel,
-        from: value("From").unwrap_or_default(),
     })
-}
-
-/// The address in a From field (`Name <a@b>` → `a@b`), lower-cased, for the cancel check.
-pub fn address_of(from: &str) -> String {
-    let addr = match (from.rfind('<'), from.rfind('>')) {
-        (Some(l), Some(r)) if l < r => &from[l + 1..r],
-        _ => from.split_ascii_whitespace().next().unwrap_or(""),
-    };
-    addr.trim().to_ascii_lowercase()
 }
 
 fn shorten(text: &str) -> String {
@@ -259,7 +248,5 @@ mod tests {
         let raw = b"From: Me <A@B>\r\nNewsgroups: x.y\r\nSubject: cmsg cancel <m@x>\r\nControl: cancel <m@x>\r\n\r\n";
         let p = prepare(raw, &injection()).unwrap();
         assert_eq!(p.cancel.as_deref(), Some("<m@x>"));
-        assert_eq!(address_of(&p.from), "a@b");
-        assert_eq!(address_of("a@b (Name)"), "a@b");
     }
 }

@@ -85,6 +85,7 @@ mod tests {
                 groups: vec![g.to_string()],
                 octets: format!("From: a@b\r\nNewsgroups: {g}\r\nSubject: s\r\n\r\nb\r\n")
                     .into_bytes(),
+                poster: None,
             })
             .await
             .unwrap();

@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -79,12 +80,15 @@ pub struct NntpSettings {
     pub max_article_size: usize,
     /// The time, for DATE, Date headers, generated Message-IDs and NEWNEWS's two-digit years.
     pub clock: fn() -> SystemTime,
+    /// Group name → what LIST NEWSGROUPS says of it (`<newsgroup description=...>`); a group
+    /// without one is `(no description)`.
+    pub descriptions: Arc<HashMap<String, String>>,
 }
 
 impl Default for NntpSettings {
     /// `localhost`, 3 minutes idle timeout, no limit, posting allowed without login,
     /// plaintext AUTHINFO allowed, a default [`AuthThrottle`] of its own, no TLS, 1 MiB
-    /// articles, the system clock.
+    /// articles, the system clock, no group descriptions.
     fn default() -> Self {
         NntpSettings {
             hello_name: "localhost".to_string(),
@@ -99,6 +103,7 @@ impl Default for NntpSettings {
             tls: None,
             max_article_size: 1024 * 1024,
             clock: SystemTime::now,
+            descriptions: Arc::default(),
         }
     }
 }

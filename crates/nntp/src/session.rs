@@ -130,7 +130,6 @@ enum Pending {
     CancelCheck {
         ihave: bool,
         target: String,
-        from: String,
     },
     Cancel {
         ihave: bool,
@@ -478,8 +477,12 @@ impl Session {
                     ListKind::Extensions => {
                         // RFC 2980 said 202, which clients do not read as multi-line; 215 as LIST does.
                         status(out, 215, "extensions supported:");
-                        for item in ["OVER", "HDR", "LISTGROUP", "XPAT", "AUTHINFO USER"] {
+                        for item in ["OVER", "HDR", "LISTGROUP", "XPAT"] {
                             crate::reply::data_line(out, item);
+                        }
+                        // As CAPABILITIES: only where AUTHINFO can be used now.
+                        if self.caps().authinfo {
+                            crate::reply::data_line(out, "AUTHINFO USER");
                         }
                         crate::reply::end(out);
                         Outcome::Continue
@@ -741,13 +744,15 @@ impl Session {
                     self.mode = Mode::Await(Pending::CancelCheck {
                         ihave,
                         target: target.clone(),
-                        from: prepared.from,
                     });
                     Outcome::Query(Query::ArticleById(target))
                 }
                 None => {
                     self.mode = Mode::Await(Pending::Post { ihave });
-                    Outcome::Query(Query::Post(prepared.article))
+                    let mut article = prepared.article;
+                    // Kept with the article: the one login that may cancel it.
+                    article.poster = self.user.clone();
+                    Outcome::Query(Query::Post(article))
                 }
             },
         }

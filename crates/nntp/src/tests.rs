@@ -104,8 +104,9 @@ impl Rig {
                             session.answer(a, &mut out)
                         }
                         Outcome::Login { user, password } => {
-                            let ok = user == "alice" && password.expose() == "secret";
-                            session.logged_in(ok.then(|| "alice".to_string()), &mut out)
+                            let ok = ["alice", "bob"].contains(&user.as_str())
+                                && password.expose() == "secret";
+                            session.logged_in(ok.then_some(user), &mut out)
                         }
                     };
                 }
@@ -305,15 +306,41 @@ fn posting_rules() {
         .unwrap()
         .contains("Path: news.test!far\r\n"));
 
-    // Cancels: only by the poster.
-    let cancel = |from: &str| {
-        post(&rig, &format!("From: {from}\r\nNewsgroups: comp.test\r\nSubject: cmsg cancel <dup@x>\r\nControl: cancel <dup@x>\r\n\r\n"))
+    // Cancels: only by the login that posted the original, whatever the From says.
+    let as_user = |user: Option<&str>, from: &str, target: &str| {
+        let login = user.map_or(String::new(), |u| {
+            format!("AUTHINFO USER {u}\r\nAUTHINFO PASS secret\r\n")
+        });
+        rig.script(&format!("{login}POST\r\nFrom: {from}\r\nNewsgroups: comp.test\r\nSubject: cmsg cancel {target}\r\nControl: cancel {target}\r\n\r\n.\r\n"))
     };
-    assert!(cancel("mallory@evil")
-        .ends_with("441 cancel refused: only the poster may cancel an article\r\n"));
-    assert!(cancel("Someone <A@B>").ends_with("240 article cancelled\r\n"));
-    assert!(rig.news.locate("<dup@x>").unwrap().is_none());
-    assert!(cancel("a@b").ends_with("441 cancel: no such article\r\n"));
+    let refused = "441 cancel refused: only the login that posted an article may cancel it\r\n";
+    // <dup@x> was posted without a login: nobody may cancel it.
+    assert!(as_user(None, "a@b", "<dup@x>").ends_with(refused));
+    assert!(as_user(Some("alice"), "a@b", "<dup@x>").ends_with(refused));
+    let own = "From: Alice <alice@example.org>\r\nNewsgroups: comp.test\r\nSubject: s\r\nMessage-ID: <own@x>\r\n\r\nb\r\n";
+    let out = rig.script(&format!(
+        "AUTHINFO USER alice\r\nAUTHINFO PASS secret\r\nPOST\r\n{own}.\r\n"
+    ));
+    assert!(out.ends_with("240 article received ok\r\n"), "{out}");
+    assert_eq!(
+        rig.news
+            .article_by_id("<own@x>")
+            .unwrap()
+            .unwrap()
+            .poster
+            .as_deref(),
+        Some("alice")
+    );
+    // A forged From does not make bob (or an anonymous session) alice.
+    assert!(as_user(Some("bob"), "Alice <alice@example.org>", "<own@x>").ends_with(refused));
+    assert!(as_user(None, "Alice <alice@example.org>", "<own@x>").ends_with(refused));
+    assert!(rig.news.locate("<own@x>").unwrap().is_some());
+    assert!(
+        as_user(Some("alice"), "someone@else", "<own@x>").ends_with("240 article cancelled\r\n")
+    );
+    assert!(rig.news.locate("<own@x>").unwrap().is_none());
+    assert!(as_user(Some("alice"), "a@b", "<own@x>").ends_with("441 cancel: no such article\r\n"));
+    assert!(rig.news.locate("<dup@x>").unwrap().is_some());
 }
 
 #[test]
@@ -337,6 +364,33 @@ fn bad_input_and_wrong_state() {
             "501", "501", "501", "211", "420", "420", "482", "501", "202", "215", "580"
         ],
         "{out}"
+    );
+}
+
+#[test]
+fn group_descriptions_and_list_extensions_follow_the_settings() {
+    let described = rig(NntpSettings {
+        descriptions: Arc::new([("comp.test".to_string(), "Testing, testing".to_string())].into()),
+        plaintext_auth: false,
+        ..NntpSettings::default()
+    });
+    let out = described.script("LIST NEWSGROUPS\r\nLIST NEWSGROUPS comp.*\r\nLIST EXTENSIONS\r\n");
+    assert_eq!(
+        out,
+        "215 information follows\r\nalt.test\t(no description)\r\ncomp.test\tTesting, testing\r\n.\r\n\
+         215 information follows\r\ncomp.test\tTesting, testing\r\n.\r\n\
+         215 extensions supported:\r\nOVER\r\nHDR\r\nLISTGROUP\r\nXPAT\r\n.\r\n"
+    );
+    // AUTHINFO USER only where it can be used (as in CAPABILITIES), and not after a login.
+    let plain = rig(NntpSettings::default());
+    let out = plain.script(
+        "LIST EXTENSIONS\r\nAUTHINFO USER alice\r\nAUTHINFO PASS secret\r\nLIST EXTENSIONS\r\n",
+    );
+    assert_eq!(
+        out,
+        "215 extensions supported:\r\nOVER\r\nHDR\r\nLISTGROUP\r\nXPAT\r\nAUTHINFO USER\r\n.\r\n\
+         381 password required\r\n281 authentication accepted\r\n\
+         215 extensions supported:\r\nOVER\r\nHDR\r\nLISTGROUP\r\nXPAT\r\n.\r\n"
     );
 }
 

@@ -8,8 +8,8 @@ use crate::databases::{db_parts, Databases};
 use anyhow::{anyhow, bail, Result};
 use mailroom_config::{Config, RepositoryUrl};
 use mailroom_store::file::{
-    FileMailRepository, FileMappingsRepository, FileNewsRepository, FileUsersRepository, LogSpool,
-    Maildir,
+    FileMailRepository, FileMappingsRepository, FileNews, FileNewsRepository, FileUsersRepository,
+    LogSpool, Maildir,
 };
 use mailroom_store::{
     Blocking, InboxRepository, MailRepository, MappingsRepository, NewsRepository, SpoolRepository,
@@ -87,6 +87,19 @@ pub fn news(config: &Config, xref_host: &str) -> Result<Option<Arc<dyn NewsRepos
         return Ok(None);
     }
     let r = &config.nntp_repository;
+    for unused in &r.unused {
+        tracing::info!(
+            element = %unused,
+            "<nntp-repository>: <{unused}> is accepted and not used (the Message-ID index lives \
+             with the groups; posts are stored at once, with no spool)"
+        );
+    }
+    if r.newsgroups_only {
+        tracing::warn!(
+            "<nntp-repository>: <newsgroups only=\"true\"> is accepted and removes nothing: \
+             groups not listed stay (remove them with delgroup on the console)"
+        );
+    }
     let repo = FileNewsRepository::open(&r.root_path, &r.temp_path, xref_host)
         .map_err(|e| anyhow!("<nntp-repository> {}: {e}", r.root_path.display()))?;
     for group in &r.newsgroups {
@@ -96,7 +109,7 @@ pub fn news(config: &Config, xref_host: &str) -> Result<Option<Arc<dyn NewsRepos
             Err(e) => bail!("<nntp-repository><newsgroups>: {group}: {e}"),
         }
     }
-    Ok(Some(Arc::new(Blocking::new(repo))))
+    Ok(Some(Arc::new(FileNews::new(repo))))
 }
 
 /// The inbox repository (`<inboxRepository>`).

@@ -681,6 +681,14 @@ fn nntp_settings(config: &Config, nntp: &NntpServer) -> NntpSettings {
         plaintext_auth: !nntp.require_tls_for_auth,
         max_article_size: usize::try_from(nntp.max_article_size_kib.saturating_mul(1024))
             .unwrap_or(usize::MAX),
+        descriptions: Arc::new(
+            config
+                .nntp_repository
+                .descriptions
+                .iter()
+                .cloned()
+                .collect(),
+        ),
         ..NntpSettings::default()
     }
 }

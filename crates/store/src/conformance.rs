@@ -713,6 +713,7 @@ fn news_article(id: &str, groups: &[&str], body: &str) -> crate::NewArticle {
             groups.join(",")
         )
         .into_bytes(),
+        poster: None,
     }
 }
 
@@ -749,9 +750,13 @@ pub async fn news_repository(open: OpenNews<'_>) {
         .await
         .unwrap();
     assert_eq!(posted, vec![("comp.test".to_string(), 1)]);
-    repo.post(&news_article("<2@t>", &["comp.test"], "two\r\n.dot\r\n"))
-        .await
-        .unwrap();
+    // Posted by a login, which is kept with the article (who may cancel it).
+    repo.post(&crate::NewArticle {
+        poster: Some("ann@example.org".into()),
+        ..news_article("<2@t>", &["comp.test"], "two\r\n.dot\r\n")
+    })
+    .await
+    .unwrap();
     // A cross-post: one article, a number in each group (unknown groups skipped), Xref.
     let cross = repo
         .post(&news_article(
@@ -796,6 +801,11 @@ pub async fn news_repository(open: OpenNews<'_>) {
     assert!(repo.locate("<nope@t>").await.unwrap().is_none());
     let by_id = repo.article_by_id("<2@t>").await.unwrap().unwrap();
     assert!(by_id.octets.ends_with(b"two\r\n.dot\r\n"));
+    assert_eq!(by_id.poster.as_deref(), Some("ann@example.org"));
+    assert_eq!(
+        repo.article("comp.test", 1).await.unwrap().unwrap().poster,
+        None
+    );
     assert!(repo.article("comp.test", 4).await.unwrap().is_none());
     assert!(repo.article("no.such", 1).await.unwrap().is_none());
     assert_eq!(repo.numbers("comp.test", 2, 100).await.unwrap(), [2, 3]);
@@ -832,6 +842,8 @@ pub async fn news_repository(open: OpenNews<'_>) {
     let info = repo.group("comp.test").await.unwrap().unwrap();
     assert_eq!((info.count, info.low, info.high), (2, 1, 3));
     assert_eq!(repo.group("alt.test").await.unwrap().unwrap().high, 1);
+    let by_id = repo.article_by_id("<2@t>").await.unwrap().unwrap();
+    assert_eq!(by_id.poster.as_deref(), Some("ann@example.org"));
     let next = repo
         .post(&news_article(
             "<4@t>",

@@ -180,6 +180,8 @@ pub struct Article {
     pub message_id: String,
     /// The article as stored (with the `Xref:` the repository added), lines ending in CRLF.
     pub octets: Vec<u8>,
+    /// The login that posted it ([`NewArticle::poster`]): who may cancel it.
+    pub poster: Option<String>,
 }
 
 /// An article to store, prepared by the NNTP session.
@@ -191,6 +193,9 @@ pub struct NewArticle {
     pub groups: Vec<String>,
     /// The article, lines ending in CRLF, without an `Xref:` header (the repository adds it).
     pub octets: Vec<u8>,
+    /// The login (AUTHINFO user) of the session that posted or fed it; `None` without one.
+    /// Kept with the article and not shown to readers: only that login may cancel it.
+    pub poster: Option<String>,
 }
 
 /// An article that arrived after some time (`NEWNEWS`).

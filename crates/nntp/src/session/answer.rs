@@ -5,7 +5,6 @@ use mailroom_store::GroupInfo;
 
 use super::{Incoming, Mode, Outcome, Pending, Selected, Session};
 use crate::answers;
-use crate::article;
 use crate::query::{Answer, Query};
 use crate::reply::status;
 
@@ -32,7 +31,7 @@ impl Session {
                 answers::list_times(&groups, w.as_ref(), &self.settings.article_id_domain, out)
             }
             (Pending::ListNewsgroups(w), Answer::Groups(groups)) => {
-                answers::list_newsgroups(&groups, w.as_ref(), out)
+                answers::list_newsgroups(&groups, w.as_ref(), &self.settings.descriptions, out)
             }
             (Pending::NewGroups(since), Answer::Groups(groups)) => {
                 let new: Vec<GroupInfo> =
@@ -200,33 +199,19 @@ impl Session {
             (Pending::Post { ihave }, Answer::Posted(result)) => {
                 answers::posted(ihave, result, out)
             }
-            (
-                Pending::CancelCheck {
-                    ihave,
-                    target,
-                    from,
-                },
-                Answer::Article(original),
-            ) => {
+            (Pending::CancelCheck { ihave, target }, Answer::Article(original)) => {
                 let refuse = if ihave { 437 } else { 441 };
                 match original {
                     None => status(out, refuse, "cancel: no such article"),
-                    Some(article) => {
-                        let theirs = mailroom_store::news::header_fields(&article.octets)
-                            .into_iter()
-                            .find(|(n, _)| n.eq_ignore_ascii_case("From"))
-                            .map(|(_, v)| article::address_of(&v))
-                            .unwrap_or_default();
-                        if theirs.is_empty() || theirs != article::address_of(&from) {
-                            status(
-                                out,
-                                refuse,
-                                "cancel refused: only the poster may cancel an article",
-                            );
-                        } else {
-                            return ask(self, Pending::Cancel { ihave }, Query::Cancel(target));
-                        }
+                    // The login that posted it, never the From header (anyone can write one).
+                    Some(article) if article.poster.is_some() && article.poster == self.user => {
+                        return ask(self, Pending::Cancel { ihave }, Query::Cancel(target));
                     }
+                    Some(_) => status(
+                        out,
+                        refuse,
+                        "cancel refused: only the login that posted an article may cancel it",
+                    ),
                 }
             }
             (Pending::Cancel { ihave }, Answer::Cancelled(done)) => match (done, ihave) {

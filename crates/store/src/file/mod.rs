@@ -34,5 +34,5 @@ pub use log_spool::{LogSpool, Snapshot, SpooledMail};
 pub use mail::FileMailRepository;
 pub use maildir::Maildir;
 pub use mappings::FileMappingsRepository;
-pub use news::FileNewsRepository;
+pub use news::{FileNews, FileNewsRepository};
 pub use users::FileUsersRepository;

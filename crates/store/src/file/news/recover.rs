@@ -17,7 +17,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::{corrupt, now_secs, rewrite_group, write_meta, Entry, Group, Meta, META, OVERVIEW};
+use super::{
+    corrupt, next_generation, now_secs, rewrite_group, write_meta, Entry, Group, Meta, META,
+    OVERVIEW,
+};
 use crate::Result;
 
 /// The mark file: `len` (u64 LE) and the CRC-32 of those 8 bytes (u32 LE).
@@ -58,17 +61,20 @@ pub(super) fn write_mark(file: &File, len: u64) -> io::Result<()> {
 }
 
 /// One overview line: its entry and its article's checksum (none on lines older than checksums).
+/// The second field is `arrival`, `arrival:crc` or `arrival:crc:poster` (hex).
 pub(super) fn parse_line(line: &[u8], offset: u64) -> Option<(Entry, Option<u32>)> {
     let text = std::str::from_utf8(line).ok()?;
     let mut parts = text.trim_end_matches('\n').split('\t');
     let number = parts.next()?.parse().ok()?;
-    let arrival = parts.next()?;
-    let (arrived, crc) = match arrival.split_once(':') {
-        Some((arrived, crc)) => (
-            arrived.parse().ok()?,
-            Some(u32::from_str_radix(crc, 16).ok()?),
-        ),
-        None => (arrival.parse().ok()?, None),
+    let mut arrival = parts.next()?.split(':');
+    let arrived = arrival.next()?.parse().ok()?;
+    let crc = match arrival.next() {
+        Some(crc) => Some(u32::from_str_radix(crc, 16).ok()?),
+        None => None,
+    };
+    let poster = match arrival.next() {
+        Some(hex) => Some(std::sync::Arc::from(unhex(hex)?.as_str())),
+        None => None,
     };
     let id = parts.nth(3)?;
     Some((
@@ -76,11 +82,23 @@ pub(super) fn parse_line(line: &[u8], offset: u64) -> Option<(Entry, Option<u32>
             number,
             arrived,
             id: std::sync::Arc::from(id),
+            poster,
             offset,
             len: line.len() as u32,
         },
         crc,
     ))
+}
+
+fn unhex(hex: &str) -> Option<String> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
 }
 
 /// Whether article `number` of `dir` is there with the checksum its line recorded.
@@ -94,7 +112,7 @@ fn intact(dir: &Path, number: u64, crc: u32) -> Result<bool> {
 
 /// Reads a group directory: meta, overview (a torn last line is cut off), the lines past the
 /// mark checked against their articles, and article files with no line removed.
-pub(super) fn load_group(dir: &Path, generation: u64) -> Result<Group> {
+pub(super) fn load_group(dir: &Path) -> Result<Group> {
     let meta_path = dir.join(META);
     let meta: Meta = match fs::read(&meta_path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt(&meta_path, e))?,
@@ -184,14 +202,18 @@ pub(super) fn load_group(dir: &Path, generation: u64) -> Result<Group> {
     }
     let mut group = Group {
         dir: dir.to_path_buf(),
+        dir_fd: std::sync::Arc::new(File::open(dir)?),
+        incarnation: next_generation(),
         created: meta.created,
         high,
+        shown_high: high,
         entries,
+        in_flight: Vec::new(),
         overview: std::sync::Arc::new(file),
         overview_len: good,
         mark: mark_file,
         synced: mark,
-        generation,
+        generation: next_generation(),
     };
     if dropped > 0 {
         tracing::warn!(
