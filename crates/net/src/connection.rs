@@ -14,11 +14,22 @@
 //! discarded (the CVE-2011-0411 class of bugs: commands pipelined after STARTTLS must not run
 //! as if they had come over TLS).
 //!
+//! Bounds, whatever the protocol: a command line must be complete within the idle timeout
+//! (a read that brings no line end does not restart it, so a client trickling one octet at a
+//! time is cut off like a silent one); a session may read at most a byte budget and last at
+//! most a lifetime ([`Connection::with_limits`]); replies are written before more input is
+//! read, so a client that never reads holds at most one batch of replies, and after the
+//! shutdown deadline ([`crate::Shutdown::wait_until`]) a write to it gives up at once. Memory
+//! of an idle connection is small: the read buffer starts at [`SMALL_BUFFER`] octets, grows
+//! while reads fill it, and shrinks back when the client goes quiet, as does the reply buffer.
+//!
 //! It knows no protocol: no command, no reply text, no store.
 
 use std::future::Future;
 use std::io;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
@@ -36,6 +47,14 @@ pub type BoxStream = Box<dyn Stream>;
 
 /// The default size of the read buffer, in octets.
 pub const DEFAULT_READ_BUFFER: usize = 16 * 1024;
+
+/// The size the read buffer starts at and shrinks back to, in octets: what an idle
+/// connection holds.
+pub const SMALL_BUFFER: usize = 1024;
+
+/// A reply buffer with more capacity than this is given back when the session waits for
+/// input.
+const KEPT_OUT: usize = 4 * 1024;
 
 /// What the protocol decided after a batch of input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +76,9 @@ pub enum End {
     Timeout,
     /// The server is stopping (the handler's shutdown goodbye was sent).
     Shutdown,
+    /// The session read its byte budget or reached its lifetime (the handler's
+    /// [`Handler::exceeded`] goodbye was sent).
+    Limit,
 }
 
 /// What one [`Connection::read`] brought.
@@ -66,10 +88,12 @@ pub enum Read {
     Input,
     /// The client closed its side.
     PeerClosed,
-    /// Nothing arrived within the idle timeout.
+    /// Nothing arrived within the idle timeout, or a line was not complete within it.
     Timeout,
     /// Shutdown was triggered.
     Shutdown,
+    /// The session's byte budget is spent or its lifetime is over.
+    Limit,
 }
 
 /// What a protocol brings to [`Connection::run`]: its banner, its goodbyes and what it does
@@ -83,6 +107,12 @@ pub trait Handler: Send {
 
     /// Appends the goodbye for a server that is stopping.
     fn shutdown(&mut self, out: &mut Vec<u8>);
+
+    /// Appends the goodbye for a session over its byte budget or lifetime; the timeout
+    /// goodbye unless the protocol has a better one.
+    fn exceeded(&mut self, out: &mut Vec<u8>) {
+        self.timeout(out);
+    }
 
     /// Handles the input buffered in `connection` ([`Connection::ingest`] hands it out with
     /// the reply buffer). It should consume all of it, unless it closes; what it leaves stays
@@ -100,16 +130,28 @@ pub struct Connection {
     /// The client; `None` only after an upgrade failed, which leaves nothing to talk to.
     stream: Option<BoxStream>,
     /// Input read but not consumed is `buffer[start..end]`; its length is the most one read
-    /// takes, which bounds what one batch can make the session produce.
+    /// takes, which bounds what one batch can make the session produce. Starts at
+    /// [`SMALL_BUFFER`] octets (allocated at the first read) and grows up to `capacity`.
     buffer: Vec<u8>,
+    /// The most the read buffer grows to.
+    capacity: usize,
+    /// Octets the last read brought: a small read into a big, emptied buffer shrinks it.
+    last_read: usize,
     /// Where the unconsumed input starts.
     start: usize,
     /// Where the unconsumed input ends.
     end: usize,
     /// Replies waiting to be written: written in one write per batch of input.
     out: Vec<u8>,
-    /// How long a client may stay silent.
+    /// How long a client may stay silent, and how long one line may take.
     idle_timeout: Duration,
+    /// When the line not yet complete started arriving: its deadline is this plus the idle
+    /// timeout, however many octets trickle in meanwhile. `None` between lines.
+    line_since: Option<Instant>,
+    /// Octets the client may still send; `None`: no budget.
+    budget: Option<u64>,
+    /// When the session must end; `None`: no lifetime.
+    ends_at: Option<Instant>,
     /// How long one write may take.
     write_timeout: Duration,
     /// How long a STARTTLS handshake may take: [`crate::tls::handshake_timeout`] of the
@@ -143,11 +185,16 @@ impl Connection {
     ) -> Connection {
         Connection {
             stream: Some(Box::new(stream)),
-            buffer: vec![0; DEFAULT_READ_BUFFER],
+            buffer: Vec::new(),
+            capacity: DEFAULT_READ_BUFFER,
+            last_read: 0,
             start: 0,
             end: 0,
             out: Vec::new(),
             idle_timeout: timeout,
+            line_since: None,
+            budget: None,
+            ends_at: None,
             write_timeout: timeout,
             handshake_timeout: crate::tls::handshake_timeout(timeout),
             shutdown,
@@ -169,7 +216,19 @@ impl Connection {
 
     /// Reads at most `octets` at a time (at least 1).
     pub fn with_read_buffer(mut self, octets: usize) -> Connection {
-        self.buffer = vec![0; octets.max(1)];
+        self.capacity = octets.max(1);
+        self.buffer = Vec::new();
+        self
+    }
+
+    /// Bounds the session by `limits`: at most `session_bytes` octets read from the client,
+    /// and an end `session_lifetime` from now. Either ends the session with the handler's
+    /// [`Handler::exceeded`] goodbye ([`End::Limit`]).
+    pub fn with_limits(mut self, limits: &crate::Limits) -> Connection {
+        self.budget = limits.session_bytes;
+        self.ends_at = limits
+            .session_lifetime
+            .and_then(|life| Instant::now().checked_add(life));
         self
     }
 
@@ -200,6 +259,11 @@ impl Connection {
                     self.flush().await?;
                     return Ok(End::Shutdown);
                 }
+                Read::Limit => {
+                    handler.exceeded(&mut self.out);
+                    self.flush().await?;
+                    return Ok(End::Limit);
+                }
             }
             let flow = handler.input(self).await?;
             self.flush().await?;
@@ -209,34 +273,91 @@ impl Connection {
         }
     }
 
-    /// Waits for input (appended after what is still buffered), the idle timeout or shutdown,
-    /// whichever comes first.
+    /// Waits for input (appended after what is still buffered), the idle timeout (or the end
+    /// of the time the current line may take), the end of the session's budget or lifetime,
+    /// or shutdown, whichever comes first.
     pub async fn read(&mut self) -> io::Result<Read> {
+        if self.budget == Some(0) {
+            return Ok(Read::Limit);
+        }
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
+            // Quiet after small reads: give the big buffers back while waiting.
+            if self.buffer.len() > SMALL_BUFFER && self.last_read < self.buffer.len() / 4 {
+                self.buffer = Vec::new();
+            }
+            if self.out.is_empty() && self.out.capacity() > KEPT_OUT {
+                self.out = Vec::new();
+            }
         } else if self.end == self.buffer.len() {
-            if self.start == 0 {
+            if self.start > 0 {
+                self.buffer.copy_within(self.start..self.end, 0);
+                (self.start, self.end) = (0, self.end - self.start);
+            } else if self.buffer.len() < self.capacity {
+                self.grow();
+            } else {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "the session left a full input buffer unconsumed",
                 ));
             }
-            self.buffer.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.buffer.is_empty() {
+            self.buffer = vec![0; SMALL_BUFFER.min(self.capacity)];
+        }
+        let now = Instant::now();
+        let mut deadline = now + self.idle_timeout;
+        let mut on_deadline = Read::Timeout;
+        if let Some(since) = self.line_since {
+            deadline = deadline.min(since + self.idle_timeout);
+        }
+        if let Some(end) = self.ends_at {
+            if end <= deadline {
+                (deadline, on_deadline) = (end, Read::Limit);
+            }
         }
         let stream = self.stream.as_mut().ok_or_else(gone)?;
+        let room = match self.budget {
+            Some(left) => (self.end + usize::try_from(left).unwrap_or(usize::MAX))
+                .min(self.buffer.len()),
+            None => self.buffer.len(),
+        };
         let read = tokio::select! {
-            read = tokio::time::timeout(self.idle_timeout, stream.read(&mut self.buffer[self.end..])) => read,
+            read = tokio::time::timeout_at(deadline, stream.read(&mut self.buffer[self.end..room])) => read,
             _ = self.shutdown.recv() => return Ok(Read::Shutdown),
         };
         match read {
-            Err(_elapsed) => Ok(Read::Timeout),
+            Err(_elapsed) => Ok(on_deadline),
             Ok(Ok(0)) => Ok(Read::PeerClosed),
             Ok(Ok(n)) => {
+                let fresh = &self.buffer[self.end..self.end + n];
+                // A line end restarts the line's clock (from now, if a new line has begun
+                // after it); octets without one do not.
+                match fresh.iter().rposition(|&b| b == b'\n') {
+                    Some(lf) if lf + 1 == n => self.line_since = None,
+                    Some(_) => self.line_since = Some(now),
+                    None => self.line_since = self.line_since.or(Some(now)),
+                }
+                if n == room - self.end && room == self.buffer.len() {
+                    // Reads fill the buffer: the client sends in bulk.
+                    self.grow();
+                }
+                self.last_read = n;
                 self.end += n;
+                if let Some(left) = &mut self.budget {
+                    *left = left.saturating_sub(n as u64);
+                }
                 Ok(Read::Input)
             }
             Ok(Err(e)) => Err(e),
+        }
+    }
+
+    /// Doubles the read buffer, up to its capacity.
+    fn grow(&mut self) {
+        let size = (self.buffer.len() * 2).clamp(SMALL_BUFFER, self.capacity.max(SMALL_BUFFER));
+        if size > self.buffer.len() {
+            self.buffer.resize(size.min(self.capacity), 0);
         }
     }
 
@@ -278,9 +399,13 @@ impl Connection {
             stream.write_all(&self.out).await?;
             stream.flush().await
         };
-        match tokio::time::timeout(self.write_timeout, write).await {
-            Ok(result) => result?,
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        let forced = self.shutdown.forced();
+        tokio::select! {
+            written = tokio::time::timeout(self.write_timeout, write) => match written {
+                Ok(result) => result?,
+                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+            },
+            _ = forced => return Err(past_deadline()),
         }
         self.out.clear();
         Ok(())
@@ -342,9 +467,20 @@ impl Connection {
     /// Shuts the stream down (TLS: sends close_notify), ignoring errors: the session is over.
     pub async fn close(&mut self) {
         if let Some(stream) = self.stream.as_mut() {
-            let _ = tokio::time::timeout(self.write_timeout, stream.shutdown()).await;
+            let forced = self.shutdown.forced();
+            tokio::select! {
+                _ = tokio::time::timeout(self.write_timeout, stream.shutdown()) => {}
+                _ = forced => {}
+            }
         }
     }
+}
+
+fn past_deadline() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "dropped at the shutdown deadline while waiting for the client",
+    )
 }
 
 fn gone() -> io::Error {
@@ -757,5 +893,152 @@ mod tests {
         assert_eq!(read_line(&mut tls).await, "bye\r\n");
         assert_eq!(session.await.unwrap().unwrap(), End::Closed);
         assert_eq!(discarded.load(Ordering::SeqCst), b"INJECTED\r\n".len());
+    }
+    #[tokio::test]
+    async fn a_trickled_line_must_end_within_the_timeout() {
+        let shutdown = Shutdown::new();
+        let timeout = Duration::from_millis(300);
+        let (client, session, _) = start(Upgrade::Flip, timeout, &shutdown);
+        let (read, mut write) = tokio::io::split(client);
+        let mut read = BufReader::new(read);
+        assert_eq!(read_line(&mut read).await, "hello\r\n");
+        let started = std::time::Instant::now();
+        // One octet every 100 ms, each well within the idle timeout, and no line end.
+        let trickle = tokio::spawn(async move {
+            for _ in 0..100 {
+                if write.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        assert_eq!(read_line(&mut read).await, "idle\r\n");
+        assert!(started.elapsed() < 3 * timeout, "{:?}", started.elapsed());
+        assert_eq!(session.await.unwrap().unwrap(), End::Timeout);
+        trickle.abort();
+    }
+
+    #[tokio::test]
+    async fn complete_lines_keep_a_session_alive() {
+        let shutdown = Shutdown::new();
+        let timeout = Duration::from_millis(300);
+        let (client, session, _) = start(Upgrade::Flip, timeout, &shutdown);
+        let (read, mut write) = tokio::io::split(client);
+        let mut read = BufReader::new(read);
+        assert_eq!(read_line(&mut read).await, "hello\r\n");
+        for _ in 0..6 {
+            write.write_all(b"a\r\n").await.unwrap();
+            assert_eq!(read_line(&mut read).await, "got a\r\n");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        write.write_all(b"QUIT\r\n").await.unwrap();
+        assert_eq!(read_line(&mut read).await, "bye\r\n");
+        assert_eq!(session.await.unwrap().unwrap(), End::Closed);
+    }
+
+    #[tokio::test]
+    async fn the_byte_budget_and_the_lifetime_end_a_session() {
+        let shutdown = Shutdown::new();
+        let limits = crate::Limits {
+            per_ip: None,
+            session_bytes: Some(10),
+            session_lifetime: None,
+        };
+        let (mut client, server) = duplex(1024);
+        let mut conn =
+            Connection::new(server, Duration::from_secs(60), shutdown.watch()).with_limits(&limits);
+        let session = tokio::spawn(async move { conn.run(&mut Echo::new(Upgrade::Flip)).await });
+        client.write_all(b"abc\r\ndefghijk\r\n").await.unwrap();
+        let mut all = String::new();
+        client.read_to_string(&mut all).await.unwrap();
+        // Ten octets read: the first line answered, the rest never seen.
+        assert_eq!(all, "hello\r\ngot abc\r\nidle\r\n");
+        assert_eq!(session.await.unwrap().unwrap(), End::Limit);
+
+        let limits = crate::Limits {
+            per_ip: None,
+            session_bytes: None,
+            session_lifetime: Some(Duration::from_millis(300)),
+        };
+        let (client, server) = duplex(1024);
+        let mut conn =
+            Connection::new(server, Duration::from_secs(60), shutdown.watch()).with_limits(&limits);
+        let session = tokio::spawn(async move { conn.run(&mut Echo::new(Upgrade::Flip)).await });
+        let (read, mut write) = tokio::io::split(client);
+        let mut read = BufReader::new(read);
+        assert_eq!(read_line(&mut read).await, "hello\r\n");
+        let started = std::time::Instant::now();
+        // Busy, never idle: the lifetime still ends it.
+        loop {
+            if write.write_all(b"a\r\n").await.is_err() {
+                break;
+            }
+            let line = read_line(&mut read).await;
+            if line == "idle\r\n" {
+                break;
+            }
+            assert_eq!(line, "got a\r\n");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(session.await.unwrap().unwrap(), End::Limit);
+    }
+
+    #[tokio::test]
+    async fn past_the_shutdown_deadline_a_blocked_write_is_dropped() {
+        let shutdown = Shutdown::new();
+        // A client that never reads, and a pipe too small for the replies.
+        let (mut client, server) = duplex(16);
+        let mut conn = Connection::new(server, Duration::from_secs(600), shutdown.watch());
+        let session = tokio::spawn(async move {
+            let end = conn.run(&mut Echo::new(Upgrade::Flip)).await;
+            conn.close().await;
+            end
+        });
+        client.write_all(b"a long enough line\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let in_time = tokio::time::timeout(
+            Duration::from_secs(5),
+            shutdown.wait_until(Some(Duration::from_millis(300))),
+        )
+        .await
+        .expect("the deadline ends the wait");
+        assert!(!in_time, "the session had to be forced");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let error = session.await.unwrap().unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn buffers_start_small_grow_with_bulk_and_shrink_when_quiet() {
+        let shutdown = Shutdown::new();
+        let (mut client, server) = duplex(256 * 1024);
+        let mut conn = Connection::new(server, SHORT, shutdown.watch()).with_read_buffer(64 * 1024);
+        client.write_all(b"x\n").await.unwrap();
+        assert_eq!(conn.read().await.unwrap(), Read::Input);
+        assert_eq!(conn.buffer.len(), SMALL_BUFFER);
+        conn.consume(2);
+        client.write_all(&vec![b'y'; 200 * 1024]).await.unwrap();
+        let mut total = 0;
+        while total < 200 * 1024 {
+            assert_eq!(conn.read().await.unwrap(), Read::Input);
+            let n = conn.input().len();
+            total += n;
+            conn.consume(n);
+        }
+        assert_eq!(conn.buffer.len(), 64 * 1024, "grown while reads fill it");
+        // Then a small read: once quiet, the big buffer goes.
+        client.write_all(b"z\n").await.unwrap();
+        assert_eq!(conn.read().await.unwrap(), Read::Input);
+        conn.consume(2);
+        conn.out().extend_from_slice(&[b'r'; 10_000]);
+        conn.flush().await.unwrap();
+        let mut drain = vec![0u8; 10_000];
+        client.read_exact(&mut drain).await.unwrap();
+        assert_eq!(conn.read().await.unwrap(), Read::Timeout);
+        assert_eq!(conn.buffer.len(), SMALL_BUFFER, "shrunk when quiet");
+        assert_eq!(conn.out.capacity(), 0, "the reply buffer given back");
     }
 }
