@@ -478,7 +478,7 @@ fn service_defaults_tls_and_listener_clash() {
     );
     assert_eq!(
         (s.max_message_bytes(), s.max_rcpt, s.auth_required),
-        (None, 0, AuthRequired::False)
+        (Some(50 << 20), 100, AuthRequired::False)
     );
     assert!(s.authorized_addresses.is_none());
     assert!(

@@ -28,10 +28,11 @@ use mailroom_mailet::outcome::{self, Status};
 use mailroom_mailet::{Envelope, MailAddress};
 use mailroom_net::connection::Stream;
 use mailroom_net::tls::{self, TlsInfo};
-use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
+use mailroom_net::{Admission, Connection, Flow, Handler, Listener, ShutdownWatch};
 use mailroom_store::{IncomingMessage, SpoolRepository};
 use tokio::net::TcpStream;
 
+use crate::reply::Reply;
 use crate::session::{Credentials, DataStart, Outcome, Session};
 use crate::{AuthVerdict, RecipientVerdict, SenderVerdict, SmtpSettings};
 
@@ -55,8 +56,17 @@ pub async fn serve(
             starttls = tls.is_some_and(|t| t.starttls && !t.implicit),
             "SMTP server listening");
     }
-    let limit = settings.connection_limit;
-    mailroom_net::serve(listener, limit, shutdown, move |stream, peer, shutdown| {
+    let admission = Admission {
+        connections: settings.connection_limit,
+        per_ip: settings.limits.per_ip,
+        refusal: Reply::new(
+            421,
+            "4.7.0",
+            format!("{} Too many connections, try again later", settings.hello_name),
+        )
+        .to_bytes(),
+    };
+    mailroom_net::serve(listener, admission, shutdown, move |stream, peer, shutdown| {
         accept(stream, peer, settings.clone(), spool.clone(), shutdown)
     })
     .await;
@@ -107,7 +117,8 @@ async fn serve_stream<S>(
 {
     tracing::debug!(%peer, tls = ?tls, "SMTP connection");
     let mut connection = Connection::new(stream, settings.connection_timeout, shutdown)
-        .with_read_buffer(READ_BUFFER);
+        .with_read_buffer(READ_BUFFER)
+        .with_limits(&settings.limits);
     let mut session = Session::new(settings.clone(), peer.ip());
     if let Some(info) = tls {
         session = session.with_tls(info.clone());
@@ -172,6 +183,10 @@ impl Handler for Driver {
 
     fn shutdown(&mut self, out: &mut Vec<u8>) {
         self.session.shutdown(out);
+    }
+
+    fn exceeded(&mut self, out: &mut Vec<u8>) {
+        self.session.exceeded(out);
     }
 
     async fn input(&mut self, connection: &mut Connection) -> io::Result<Flow> {

@@ -264,6 +264,18 @@ impl Session {
         self.mode = Mode::Closed;
     }
 
+    /// The session read its byte budget or reached its lifetime: writes `421 4.7.0` and
+    /// ends the session.
+    pub fn exceeded(&mut self, out: &mut Vec<u8>) {
+        Reply::new(
+            421,
+            "4.7.0",
+            format!("{} Error: session limit reached", self.settings.hello_name),
+        )
+        .write_to(out);
+        self.mode = Mode::Closed;
+    }
+
     /// The server is stopping: writes `421 4.3.2` and ends the session.
     pub fn shutdown(&mut self, out: &mut Vec<u8>) {
         Reply::shutting_down(&self.settings.hello_name).write_to(out);
