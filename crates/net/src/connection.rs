@@ -50,7 +50,7 @@ pub const DEFAULT_READ_BUFFER: usize = 16 * 1024;
 
 /// The size the read buffer starts at and shrinks back to, in octets: what an idle
 /// connection holds.
-pub const SMALL_BUFFER: usize = 1024;
+pub const SMALL_BUFFER: usize = 512;
 
 /// A reply buffer with more capacity than this is given back when the session waits for
 /// input.
@@ -265,7 +265,9 @@ impl Connection {
                     return Ok(End::Limit);
                 }
             }
-            let flow = handler.input(self).await?;
+            // Boxed: what the protocol awaits (store calls, TLS upgrades) takes memory only
+            // while it runs, not in the task of every idle session.
+            let flow = Box::pin(handler.input(self)).await?;
             self.flush().await?;
             if flow == Flow::Close {
                 return Ok(End::Closed);

@@ -1,0 +1,304 @@
+//! Issue 16's limits against the real binary: connection limits on every listener (per
+//! listener and per client address, with each protocol's temporary refusal), a command line
+//! that must end within `connectiontimeout`, a client that pipelines without reading, the
+//! shutdown deadline, and 10,000 idle connections.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Server, Setup, Smtp};
+
+const ADMIN: &str =
+    r#"<administrator_accounts><account login="root" password="secret pass"/></administrator_accounts>"#;
+
+/// The server's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Connects and reads the first line the server says.
+fn first_line(port: u16) -> (TcpStream, String) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    (stream, line)
+}
+
+/// Whether the server closed `stream` (EOF after whatever it still had to say).
+fn closed(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).is_ok()
+}
+
+#[test]
+fn every_listener_refuses_beyond_its_limits_with_its_protocols_refusal() {
+    let setup = Setup {
+        pop3_handler: Some(""),
+        nntp_handler: Some(""),
+        remote_manager_handler: Some(ADMIN),
+        extra: "<connections><max-connections>2</max-connections>\
+                <max-connections-per-ip>0</max-connections-per-ip></connections>",
+        ..Setup::default()
+    };
+    let server = Server::start_setup(&setup);
+    for (port, banner, refusal) in [
+        (server.smtp_port, "220 ", "421 4.7.0 "),
+        (server.pop3_port, "+OK", "-ERR [SYS/TEMP] "),
+        (server.nntp_port, "20", "400 "),
+        (server.remote_manager_port, "Mailroom Remote", "Too many connections"),
+    ] {
+        let held: Vec<TcpStream> = (0..2)
+            .map(|_| {
+                let (stream, line) = first_line(port);
+                assert!(line.starts_with(banner), "{port}: {line}");
+                stream
+            })
+            .collect();
+        let (mut third, line) = first_line(port);
+        assert!(line.starts_with(refusal), "{port}: {line}");
+        assert!(closed(&mut third), "refused and closed");
+        drop(held);
+        // The places are given back when the sessions end.
+        crate::harness::wait_for("a place again", || {
+            first_line(port).1.starts_with(banner)
+        });
+    }
+    assert!(server.log().contains("connection limit reached"));
+}
+
+#[test]
+fn one_client_address_gets_at_most_max_connections_per_ip() {
+    let server = Server::start_setup(&Setup {
+        extra: "<connections><max-connections>50</max-connections>\
+                <max-connections-per-ip>3</max-connections-per-ip></connections>",
+        ..Setup::default()
+    });
+    let held: Vec<Smtp> = (0..3).map(|_| Smtp::connect(server.smtp_port)).collect();
+    let (mut fourth, line) = first_line(server.smtp_port);
+    assert!(line.starts_with("421 4.7.0 "), "{line}");
+    assert!(closed(&mut fourth));
+    drop(held);
+    crate::harness::wait_for("a place again", || {
+        first_line(server.smtp_port).1.starts_with("220 ")
+    });
+}
+
+#[test]
+fn unset_limits_have_safe_defaults() {
+    // No <connections>, no <maxmessagesize>, no <maxRcpt>.
+    let server = Server::start();
+    let held: Vec<Smtp> = (0..10).map(|_| Smtp::connect(server.smtp_port)).collect();
+    let (_eleventh, line) = first_line(server.smtp_port);
+    assert!(line.starts_with("421 4.7.0 "), "10 per client address: {line}");
+    drop(held);
+    crate::harness::wait_for("a place again", || {
+        first_line(server.smtp_port).1.starts_with("220 ")
+    });
+    let mut smtp = Smtp::connect(server.smtp_port);
+    let ehlo = smtp.cmd("EHLO client.test");
+    assert!(ehlo.contains("250-SIZE 52428800"), "{ehlo}");
+    assert!(smtp.cmd("MAIL FROM:<a@client.test>").starts_with("250"));
+    for n in 0..100 {
+        // Loopback may relay: every remote recipient is accepted up to the limit.
+        let reply = smtp.cmd(&format!("RCPT TO:<r{n}@remote.example>"));
+        assert!(reply.starts_with("250"), "{n}: {reply}");
+    }
+    let reply = smtp.cmd("RCPT TO:<r100@remote.example>");
+    assert!(reply.starts_with("452 4.5.3"), "{reply}");
+}
+
+#[test]
+fn a_client_trickling_a_line_is_cut_off_within_three_timeouts() {
+    let server = Server::start_edited(&Setup::default(), |xml| {
+        xml.replace(
+            "<connectiontimeout>20000</connectiontimeout>",
+            "<connectiontimeout>1500</connectiontimeout>",
+        )
+    });
+    let (stream, banner) = first_line(server.smtp_port);
+    assert!(banner.starts_with("220 "));
+    let started = Instant::now();
+    let mut writer = stream.try_clone().unwrap();
+    // One octet every half second, never a line end: each octet is well within the timeout.
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..40 {
+            if writer.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let cut = started.elapsed();
+    assert!(line.starts_with("421 4.4.2 "), "{line}");
+    assert!(cut < Duration::from_millis(4500), "cut off after {cut:?}");
+    let mut rest = Vec::new();
+    assert!(reader.read_to_end(&mut rest).is_ok(), "closed");
+    trickle.join().unwrap();
+}
+
+/// Writes pipelined EHLOs (each answered with a multi-line reply) without reading, until the
+/// server stops reading them or `for_at_most` has passed. Returns the stream and whether the
+/// server stopped reading.
+fn pipeline_without_reading(port: u16, for_at_most: Duration) -> (TcpStream, bool) {
+    let (mut stream, _) = first_line(port);
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let batch = b"EHLO client.test\r\n".repeat(512);
+    let started = Instant::now();
+    while started.elapsed() < for_at_most {
+        match stream.write(&batch) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return (stream, true);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (stream, false)
+}
+
+#[test]
+fn a_client_that_pipelines_for_ten_seconds_without_reading_costs_little_memory() {
+    let server = Server::start();
+    let pid = server.pid();
+    // Warm up: one ordinary session.
+    Smtp::connect(server.smtp_port).cmd("EHLO warm.test");
+    let before = rss_kib(pid);
+    let started = Instant::now();
+    let (stream, _) = pipeline_without_reading(server.smtp_port, Duration::from_secs(10));
+    // Keep pushing for the rest of the ten seconds (each write may block for a second).
+    let mut stream = stream;
+    stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while started.elapsed() < Duration::from_secs(10) {
+        let _ = stream.write(b"EHLO client.test\r\n");
+    }
+    let after = rss_kib(pid);
+    let growth = after.saturating_sub(before);
+    eprintln!("pipelining 10 s without reading: RSS {before} KiB -> {after} KiB");
+    assert!(growth < 32 * 1024, "grew {growth} KiB");
+    // The server still serves others.
+    assert!(Smtp::connect(server.smtp_port).cmd("NOOP").starts_with("250"));
+}
+
+#[test]
+fn sigterm_drops_a_session_blocked_on_a_client_that_does_not_read_at_the_deadline() {
+    let mut server = Server::start_setup(&Setup {
+        extra: "<connections><shutdown-deadline>1000</shutdown-deadline></connections>",
+        ..Setup::default()
+    });
+    // An acknowledged mail first: it must survive the forced shutdown.
+    server.add_user("alice", "a long secret");
+    let mut smtp = Smtp::connect(server.smtp_port);
+    smtp.send_mail(
+        "a@client.test",
+        &["alice@localhost"],
+        "Subject: kept\r\n\r\nacknowledged before the stop\r\n",
+    );
+    drop(smtp);
+    let (_blocked, stopped_reading) =
+        pipeline_without_reading(server.smtp_port, Duration::from_secs(30));
+    assert!(stopped_reading, "the server kept reading a client that never reads");
+    let started = Instant::now();
+    assert!(server.terminate().success(), "{}", server.log());
+    let took = started.elapsed();
+    // The connection timeout is 20 s: without the deadline the stop would wait for it.
+    assert!(took < Duration::from_secs(6), "stopped after {took:?}");
+    assert!(server.log().contains("shutdown deadline"), "{}", server.log());
+    server.spawn();
+    let inbox = server.path("var/mail/inboxes/alice");
+    crate::harness::wait_for("the acknowledged mail delivered", || {
+        crate::harness::maildir_messages(&inbox)
+            .iter()
+            .any(|m| String::from_utf8_lossy(m).contains("acknowledged before the stop"))
+    });
+}
+
+/// Raises this process's open-files soft limit to its hard limit; returns the new soft limit.
+fn raise_own_open_files() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let Some(hard) = limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            },
+        );
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+#[test]
+fn ten_thousand_idle_connections_cost_little_and_a_new_client_is_still_served() {
+    const IDLE: usize = 10_000;
+    let open_files = raise_own_open_files();
+    assert!(
+        open_files > IDLE as u64 + 100,
+        "this test needs `ulimit -n` above {IDLE} (hard limit), got {open_files}"
+    );
+    let server = Server::start_edited(
+        &Setup {
+            extra: "<connections><max-connections>20000</max-connections>\
+                    <max-connections-per-ip>0</max-connections-per-ip></connections>",
+            ..Setup::default()
+        },
+        |xml| {
+            xml.replace(
+                "<connectiontimeout>20000</connectiontimeout>",
+                "<connectiontimeout>300000</connectiontimeout>",
+            )
+        },
+    );
+    let pid = server.pid();
+    Smtp::connect(server.smtp_port).cmd("EHLO warm.test");
+    let before = rss_kib(pid);
+    let mut idle = Vec::with_capacity(IDLE);
+    let mut banner = [0u8; 4];
+    for _ in 0..IDLE {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.smtp_port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.read_exact(&mut banner).unwrap();
+        assert_eq!(&banner, b"220 ");
+        idle.push(stream);
+    }
+    let during = rss_kib(pid);
+    let growth = during.saturating_sub(before);
+    let per_connection = growth * 1024 / IDLE as u64;
+    eprintln!(
+        "{IDLE} idle connections: RSS {before} KiB -> {during} KiB ({per_connection} B each)"
+    );
+    assert!(growth < 150 * 1024, "grew {growth} KiB");
+    // A new client is still served.
+    let mut smtp = Smtp::connect(server.smtp_port);
+    assert!(smtp.cmd("NOOP").starts_with("250"));
+    drop(idle);
+    // Closed again: the sessions end and most of the memory is not kept.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_kib(pid);
+    eprintln!("after they closed: RSS {after} KiB");
+}
