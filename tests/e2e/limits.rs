@@ -302,3 +302,60 @@ fn ten_thousand_idle_connections_cost_little_and_a_new_client_is_still_served() 
     let after = rss_kib(pid);
     eprintln!("after they closed: RSS {after} KiB");
 }
+
+/// Runs `clients` POP3 clients at once, each failing `attempts` logins; returns the server's
+/// RSS growth in KiB.
+fn failing_pop3_logins(server: &Server, clients: usize, attempts: usize) -> u64 {
+    let before = rss_kib(server.pid());
+    let port = server.pop3_port;
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (stream, banner) = first_line(port);
+                assert!(banner.starts_with("+OK"), "{banner}");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(120)))
+                    .unwrap();
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                for _ in 0..attempts {
+                    writer.write_all(b"USER alice\r\nPASS wrong\r\n").unwrap();
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    assert!(line.starts_with("+OK"), "{line}");
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    assert!(line.starts_with("-ERR"), "{line}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    rss_kib(server.pid()).saturating_sub(before)
+}
+
+#[test]
+fn failing_logins_from_many_clients_do_not_grow_memory_without_bound() {
+    let server = Server::start_setup(&Setup {
+        pop3_handler: Some(""),
+        extra: r#"<connections><max-connections>200</max-connections>
+                  <max-connections-per-ip>0</max-connections-per-ip></connections>
+                  <authThrottle failures="1000000" window="1000" delay="1000" maxDelay="1000"/>"#,
+        ..Setup::default()
+    });
+    server.add_user("alice", "a long secret");
+    let ten = failing_pop3_logins(&server, 10, 3);
+    let hundred = failing_pop3_logins(&server, 100, 2);
+    let again = failing_pop3_logins(&server, 100, 2);
+    eprintln!(
+        "failing POP3 logins: RSS growth {ten} KiB (10 clients), then {hundred} KiB (100 \
+         clients), then {again} KiB (100 more)"
+    );
+    // One argon2 memory (19 MiB) per hashing thread at most, and no growth once they have it.
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    assert!(ten + hundred < (cpus.min(4) * 19 + 24) * 1024, "{ten} + {hundred} KiB");
+    assert!(again < 8 * 1024, "{again} KiB more for the same load");
+}
