@@ -359,3 +359,67 @@ fn failing_logins_from_many_clients_do_not_grow_memory_without_bound() {
     assert!(ten + hundred < (cpus.min(4) * 19 + 24) * 1024, "{ten} + {hundred} KiB");
     assert!(again < 8 * 1024, "{again} KiB more for the same load");
 }
+
+#[test]
+fn client_strings_are_sanitised_and_numbers_out_of_range_are_refused() {
+    let server = Server::start_setup(&Setup {
+        pop3_handler: Some(""),
+        ..Setup::default()
+    });
+    server.add_user("alice", "a long secret");
+    // EHLO with an escape sequence and a tab: none of it reaches Received:.
+    let mut smtp = Smtp::connect(server.smtp_port);
+    assert!(smtp.cmd("EHLO evil\x1b[31m\tname").starts_with("250"));
+    // ENVID must be xtext (RFC 3461).
+    let reply = smtp.cmd("MAIL FROM:<a@client.test> ENVID=a=b");
+    assert!(reply.starts_with("501"), "{reply}");
+    let reply = smtp.cmd("MAIL FROM:<a@client.test> ENVID=a+2");
+    assert!(reply.starts_with("501"), "{reply}");
+    assert!(smtp.cmd("MAIL FROM:<a@client.test> ENVID=ok+2Bfine").starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<alice@localhost>").starts_with("250"));
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(b"Subject: sanitised\r\n\r\nbody\r\n.\r\n");
+    let reply = smtp.reply();
+    assert!(reply.starts_with("250"), "{reply}");
+    let inbox = server.path("var/mail/inboxes/alice");
+    crate::harness::wait_for("the mail", || {
+        !crate::harness::maildir_messages(&inbox).is_empty()
+    });
+    let mail = String::from_utf8_lossy(&crate::harness::maildir_messages(&inbox)[0]).to_string();
+    let received = mail
+        .lines()
+        .find(|l| l.starts_with("Received: "))
+        .unwrap_or_default();
+    // The name ends at the tab; its escape character is replaced.
+    assert!(received.starts_with("Received: from evil?[31m ("), "{received}");
+    assert!(!mail.contains('\x1b'), "{mail:?}");
+
+    // POP3 USER with an escape sequence: logged escaped, never raw.
+    let (stream, _) = first_line(server.pop3_port);
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    writer
+        .write_all(b"USER \x1b[2Jevil\x1b]0;title\x07\r\nPASS wrong\r\n")
+        .unwrap();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("-ERR"), "{line}");
+    // Numbers out of range are said to be, not clamped.
+    writer
+        .write_all(b"USER alice\r\nPASS a long secret\r\nRETR 18446744073709551616\r\nQUIT\r\n")
+        .unwrap();
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("-ERR number out of range: 18446744073709551616\r\n"),
+        "{rest}"
+    );
+    assert!(!rest.contains("18446744073709551615"), "{rest}");
+    crate::harness::wait_for("the failed login logged", || {
+        server.log().contains("POP3 login failed")
+    });
+    let log = server.log();
+    assert!(!log.contains('\x1b') && !log.contains('\x07'), "raw control characters in the log");
+}

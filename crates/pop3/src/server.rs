@@ -384,7 +384,7 @@ impl Driver {
 /// repository stores (which is the name delivery uses).
 async fn open_mailbox(store: &Pop3Store, login: &Login) -> Result<Box<dyn Mailbox>, LoginFailure> {
     let temporary = |error: StoreError| {
-        tracing::error!(user = %login.user, %error, "POP3 login: store failure");
+        tracing::error!(user = ?login.user, %error, "POP3 login: store failure");
         LoginFailure::Temporary
     };
     let user = match &login.credential {

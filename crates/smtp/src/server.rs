@@ -294,14 +294,14 @@ impl Driver {
             }
             AuthVerdict::Rejected => {
                 let delay = self.settings.auth_throttle.failed(ip);
-                tracing::warn!(peer = %self.peer, user = %credentials.user, ?delay,
+                tracing::warn!(peer = %self.peer, user = ?credentials.user, ?delay,
                     "SMTP AUTH failed");
                 if !delay.is_zero() {
                     connection.pause(delay).await;
                 }
             }
             AuthVerdict::Unavailable => {
-                tracing::warn!(peer = %self.peer, user = %credentials.user,
+                tracing::warn!(peer = %self.peer, user = ?credentials.user,
                     "SMTP AUTH could not be checked");
             }
         }

@@ -734,10 +734,15 @@ impl Session {
             IpAddr::V4(ip) => format!("[{ip}]"),
             IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
         };
-        let helo = self
+        // The client's name, as it gave it, but only as printable US-ASCII: a control
+        // character (an escape sequence, a bare CR) must not reach the header.
+        let helo: String = self
             .helo
             .as_ref()
-            .map_or(literal.as_str(), |h| h.name.as_str());
+            .map_or(literal.as_str(), |h| h.name.as_str())
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+            .collect();
         let protocol = self.protocol();
         let tls = match &self.tls {
             Some(info) => format!("\r\n\t(using {} with cipher {})", info.version, info.cipher),
