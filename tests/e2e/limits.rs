@@ -423,3 +423,48 @@ fn client_strings_are_sanitised_and_numbers_out_of_range_are_refused() {
     let log = server.log();
     assert!(!log.contains('\x1b') && !log.contains('\x07'), "raw control characters in the log");
 }
+
+#[test]
+fn a_hundred_thousand_recipients_in_one_transaction_take_linear_time() {
+    const RCPTS: usize = 100_000;
+    let server = Server::start_with(crate::harness::DEFAULT_TREE, "<maxRcpt>0</maxRcpt>");
+    let (stream, _) = first_line(server.smtp_port);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let started = Instant::now();
+    let sender = std::thread::spawn(move || {
+        writer
+            .write_all(b"EHLO client.test\r\nMAIL FROM:<a@client.test>\r\n")
+            .unwrap();
+        let batch: Vec<u8> = (0..RCPTS)
+            .flat_map(|n| format!("RCPT TO:<r{n}@remote.example>\r\n").into_bytes())
+            .collect();
+        writer.write_all(&batch).unwrap();
+        writer
+            .write_all(b"DATA\r\nSubject: many\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+            .unwrap();
+    });
+    let mut accepted = 0;
+    let mut line = String::new();
+    let mut last = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        if line.starts_with("250 2.1.5") {
+            accepted += 1;
+        }
+        last = std::mem::take(&mut line);
+    }
+    sender.join().unwrap();
+    let took = started.elapsed();
+    eprintln!("{RCPTS} RCPTs and the mail: {took:?}");
+    assert_eq!(accepted, RCPTS);
+    assert!(last.starts_with("221"), "{last}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // The spool hands the mail on (to var/mail/outgoing/ here) in linear time too.
+    let outgoing = server.path("var/mail/outgoing");
+    crate::harness::wait_for("the mail through the spool", || {
+        crate::harness::repository_count(&outgoing) == 1
+    });
+}
