@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Server, Setup, Smtp};
 
-const ADMIN: &str =
-    r#"<administrator_accounts><account login="root" password="secret pass"/></administrator_accounts>"#;
+const ADMIN: &str = r#"<administrator_accounts><account login="root" password="secret pass"/></administrator_accounts>"#;
 
 /// The server's resident memory, in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -58,7 +57,11 @@ fn every_listener_refuses_beyond_its_limits_with_its_protocols_refusal() {
         (server.smtp_port, "220 ", "421 4.7.0 "),
         (server.pop3_port, "+OK", "-ERR [SYS/TEMP] "),
         (server.nntp_port, "20", "400 "),
-        (server.remote_manager_port, "Mailroom Remote", "Too many connections"),
+        (
+            server.remote_manager_port,
+            "Mailroom Remote",
+            "Too many connections",
+        ),
     ] {
         let held: Vec<TcpStream> = (0..2)
             .map(|_| {
@@ -72,9 +75,7 @@ fn every_listener_refuses_beyond_its_limits_with_its_protocols_refusal() {
         assert!(closed(&mut third), "refused and closed");
         drop(held);
         // The places are given back when the sessions end.
-        crate::harness::wait_for("a place again", || {
-            first_line(port).1.starts_with(banner)
-        });
+        crate::harness::wait_for("a place again", || first_line(port).1.starts_with(banner));
     }
     assert!(server.log().contains("connection limit reached"));
 }
@@ -102,7 +103,10 @@ fn unset_limits_have_safe_defaults() {
     let server = Server::start();
     let held: Vec<Smtp> = (0..10).map(|_| Smtp::connect(server.smtp_port)).collect();
     let (_eleventh, line) = first_line(server.smtp_port);
-    assert!(line.starts_with("421 4.7.0 "), "10 per client address: {line}");
+    assert!(
+        line.starts_with("421 4.7.0 "),
+        "10 per client address: {line}"
+    );
     drop(held);
     crate::harness::wait_for("a place again", || {
         first_line(server.smtp_port).1.starts_with("220 ")
@@ -168,7 +172,12 @@ fn pipeline_without_reading(port: u16, for_at_most: Duration) -> (TcpStream, boo
     while started.elapsed() < for_at_most {
         match stream.write(&batch) {
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return (stream, true);
             }
             Err(e) => panic!("{e}"),
@@ -199,7 +208,9 @@ fn a_client_that_pipelines_for_ten_seconds_without_reading_costs_little_memory()
     eprintln!("pipelining 10 s without reading: RSS {before} KiB -> {after} KiB");
     assert!(growth < 32 * 1024, "grew {growth} KiB");
     // The server still serves others.
-    assert!(Smtp::connect(server.smtp_port).cmd("NOOP").starts_with("250"));
+    assert!(Smtp::connect(server.smtp_port)
+        .cmd("NOOP")
+        .starts_with("250"));
 }
 
 #[test]
@@ -219,13 +230,20 @@ fn sigterm_drops_a_session_blocked_on_a_client_that_does_not_read_at_the_deadlin
     drop(smtp);
     let (_blocked, stopped_reading) =
         pipeline_without_reading(server.smtp_port, Duration::from_secs(30));
-    assert!(stopped_reading, "the server kept reading a client that never reads");
+    assert!(
+        stopped_reading,
+        "the server kept reading a client that never reads"
+    );
     let started = Instant::now();
     assert!(server.terminate().success(), "{}", server.log());
     let took = started.elapsed();
     // The connection timeout is 20 s: without the deadline the stop would wait for it.
     assert!(took < Duration::from_secs(6), "stopped after {took:?}");
-    assert!(server.log().contains("shutdown deadline"), "{}", server.log());
+    assert!(
+        server.log().contains("shutdown deadline"),
+        "{}",
+        server.log()
+    );
     server.spawn();
     let inbox = server.path("var/mail/inboxes/alice");
     crate::harness::wait_for("the acknowledged mail delivered", || {
@@ -356,7 +374,10 @@ fn failing_logins_from_many_clients_do_not_grow_memory_without_bound() {
     );
     // One argon2 memory (19 MiB) per hashing thread at most, and no growth once they have it.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
-    assert!(ten + hundred < (cpus.min(4) * 19 + 24) * 1024, "{ten} + {hundred} KiB");
+    assert!(
+        ten + hundred < (cpus.min(4) * 19 + 24) * 1024,
+        "{ten} + {hundred} KiB"
+    );
     assert!(again < 8 * 1024, "{again} KiB more for the same load");
 }
 
@@ -375,7 +396,9 @@ fn client_strings_are_sanitised_and_numbers_out_of_range_are_refused() {
     assert!(reply.starts_with("501"), "{reply}");
     let reply = smtp.cmd("MAIL FROM:<a@client.test> ENVID=a+2");
     assert!(reply.starts_with("501"), "{reply}");
-    assert!(smtp.cmd("MAIL FROM:<a@client.test> ENVID=ok+2Bfine").starts_with("250"));
+    assert!(smtp
+        .cmd("MAIL FROM:<a@client.test> ENVID=ok+2Bfine")
+        .starts_with("250"));
     assert!(smtp.cmd("RCPT TO:<alice@localhost>").starts_with("250"));
     assert!(smtp.cmd("DATA").starts_with("354"));
     smtp.send(b"Subject: sanitised\r\n\r\nbody\r\n.\r\n");
@@ -391,7 +414,10 @@ fn client_strings_are_sanitised_and_numbers_out_of_range_are_refused() {
         .find(|l| l.starts_with("Received: "))
         .unwrap_or_default();
     // The name ends at the tab; its escape character is replaced.
-    assert!(received.starts_with("Received: from evil?[31m ("), "{received}");
+    assert!(
+        received.starts_with("Received: from evil?[31m ("),
+        "{received}"
+    );
     assert!(!mail.contains('\x1b'), "{mail:?}");
 
     // POP3 USER with an escape sequence: logged escaped, never raw.
@@ -421,7 +447,10 @@ fn client_strings_are_sanitised_and_numbers_out_of_range_are_refused() {
         server.log().contains("POP3 login failed")
     });
     let log = server.log();
-    assert!(!log.contains('\x1b') && !log.contains('\x07'), "raw control characters in the log");
+    assert!(
+        !log.contains('\x1b') && !log.contains('\x07'),
+        "raw control characters in the log"
+    );
 }
 
 #[test]

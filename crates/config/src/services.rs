@@ -686,8 +686,15 @@ pub(crate) fn connections(ctx: &mut Ctx, el: &Element) -> Connections {
             1_000_000,
             d.max_connections_per_ip,
         ),
-        max_session_bytes: ctx.num_child(el, "max-session-bytes", 0u64, u64::MAX, d.max_session_bytes),
-        max_session_time: match ctx.num_child(el, "max-session-time", 0u64, 864_000_000, 3_600_000) {
+        max_session_bytes: ctx.num_child(
+            el,
+            "max-session-bytes",
+            0u64,
+            u64::MAX,
+            d.max_session_bytes,
+        ),
+        max_session_time: match ctx.num_child(el, "max-session-time", 0u64, 864_000_000, 3_600_000)
+        {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         },

@@ -320,8 +320,9 @@ impl Connection {
         }
         let stream = self.stream.as_mut().ok_or_else(gone)?;
         let room = match self.budget {
-            Some(left) => (self.end + usize::try_from(left).unwrap_or(usize::MAX))
-                .min(self.buffer.len()),
+            Some(left) => {
+                (self.end + usize::try_from(left).unwrap_or(usize::MAX)).min(self.buffer.len())
+            }
             None => self.buffer.len(),
         };
         let read = tokio::select! {

@@ -399,7 +399,14 @@ pub async fn serve<H, F>(
             Some(sem) => match sem.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    refuse(&stream, &admission.refusal, peer, local, &mut refused, "connection limit");
+                    refuse(
+                        &stream,
+                        &admission.refusal,
+                        peer,
+                        local,
+                        &mut refused,
+                        "connection limit",
+                    );
                     continue;
                 }
             },
@@ -409,7 +416,14 @@ pub async fn serve<H, F>(
             Some(limit) => match PerIp::enter(&per_ip, peer.ip(), limit) {
                 Some(place) => Some(place),
                 None => {
-                    refuse(&stream, &admission.refusal, peer, local, &mut refused, "per-client limit");
+                    refuse(
+                        &stream,
+                        &admission.refusal,
+                        peer,
+                        local,
+                        &mut refused,
+                        "per-client limit",
+                    );
                     continue;
                 }
             },

@@ -78,9 +78,14 @@ pub async fn serve(
         // RFC 3977 §5.1.1: 400, service temporarily unavailable.
         refusal: b"400 too many connections, try again later\r\n".to_vec(),
     };
-    mailroom_net::serve(listener, admission, shutdown, move |stream, peer, shutdown| {
-        accept(stream, peer, settings.clone(), store.clone(), shutdown)
-    })
+    mailroom_net::serve(
+        listener,
+        admission,
+        shutdown,
+        move |stream, peer, shutdown| {
+            accept(stream, peer, settings.clone(), store.clone(), shutdown)
+        },
+    )
     .await;
 }
 

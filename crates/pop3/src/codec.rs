@@ -212,10 +212,7 @@ mod tests {
         ok("Stat", Command::Stat);
         ok("LIST", Command::List(None));
         ok("LIST 2", Command::List(Some(2)));
-        ok(
-            "UIDL 18446744073709551615",
-            Command::Uidl(Some(u64::MAX)),
-        );
+        ok("UIDL 18446744073709551615", Command::Uidl(Some(u64::MAX)));
         ok("TOP 1 0", Command::Top { msg: 1, lines: 0 });
         ok("RETR 1", Command::Retr(1));
         ok("DELE 3", Command::Dele(3));
@@ -235,7 +232,10 @@ mod tests {
             err("TOP 1 99999999999999999999999"),
             "number out of range: 99999999999999999999999"
         );
-        assert_eq!(err("UIDL 018446744073709551616"), "number out of range: 018446744073709551616");
+        assert_eq!(
+            err("UIDL 018446744073709551616"),
+            "number out of range: 018446744073709551616"
+        );
         assert_eq!(err("TOP 1"), "syntax: TOP message-number lines");
         assert_eq!(err("STAT 1"), "syntax: STAT");
         assert_eq!(err("PASS"), "syntax: PASS password");

@@ -89,9 +89,14 @@ pub async fn serve(
         per_ip: settings.limits.per_ip,
         refusal,
     };
-    mailroom_net::serve(listener, admission, shutdown, move |stream, peer, shutdown| {
-        accept(stream, peer, settings.clone(), store.clone(), shutdown)
-    })
+    mailroom_net::serve(
+        listener,
+        admission,
+        shutdown,
+        move |stream, peer, shutdown| {
+            accept(stream, peer, settings.clone(), store.clone(), shutdown)
+        },
+    )
     .await;
 }
 

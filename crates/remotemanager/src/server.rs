@@ -45,9 +45,14 @@ pub async fn serve(
         per_ip: settings.limits.per_ip,
         refusal: b"Too many connections, try again later\r\n".to_vec(),
     };
-    mailroom_net::serve(listener, admission, shutdown, move |stream, peer, shutdown| {
-        handle_connection(stream, peer, settings.clone(), console.clone(), shutdown)
-    })
+    mailroom_net::serve(
+        listener,
+        admission,
+        shutdown,
+        move |stream, peer, shutdown| {
+            handle_connection(stream, peer, settings.clone(), console.clone(), shutdown)
+        },
+    )
     .await;
 }
 

@@ -524,8 +524,11 @@ async fn serve(
     }
     let deadline = config.connections.shutdown_deadline;
     if !shutdown.wait_until(Some(deadline)).await {
-        tracing::warn!(?deadline, "sessions still waiting on their clients at the shutdown \
-            deadline were dropped (nothing they had not acknowledged was acknowledged)");
+        tracing::warn!(
+            ?deadline,
+            "sessions still waiting on their clients at the shutdown \
+            deadline were dropped (nothing they had not acknowledged was acknowledged)"
+        );
     }
     Ok(())
 }

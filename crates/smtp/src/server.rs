@@ -62,13 +62,21 @@ pub async fn serve(
         refusal: Reply::new(
             421,
             "4.7.0",
-            format!("{} Too many connections, try again later", settings.hello_name),
+            format!(
+                "{} Too many connections, try again later",
+                settings.hello_name
+            ),
         )
         .to_bytes(),
     };
-    mailroom_net::serve(listener, admission, shutdown, move |stream, peer, shutdown| {
-        accept(stream, peer, settings.clone(), spool.clone(), shutdown)
-    })
+    mailroom_net::serve(
+        listener,
+        admission,
+        shutdown,
+        move |stream, peer, shutdown| {
+            accept(stream, peer, settings.clone(), spool.clone(), shutdown)
+        },
+    )
     .await;
 }
 

@@ -156,7 +156,12 @@ fn verify_argon2(stored: &str, password: &[u8]) -> bool {
         if memory.len() < blocks {
             memory.resize(blocks, argon2::Block::default());
         }
-        argon.hash_password_into_with_memory(password, salt.as_ref(), &mut out, &mut memory[..blocks])
+        argon.hash_password_into_with_memory(
+            password,
+            salt.as_ref(),
+            &mut out,
+            &mut memory[..blocks],
+        )
     });
     hashed.is_ok() && constant_time_eq(&out, expected.as_bytes())
 }
