@@ -497,3 +497,63 @@ fn a_hundred_thousand_recipients_in_one_transaction_take_linear_time() {
         crate::harness::repository_count(&outgoing) == 1
     });
 }
+
+/// The server's CPU time so far (user + system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn running_out_of_descriptors_is_logged_once_and_does_not_spin() {
+    let server = Server::start_setup(&Setup {
+        extra: "<connections><max-connections>0</max-connections>\
+                <max-connections-per-ip>0</max-connections-per-ip></connections>",
+        ..Setup::default()
+    });
+    let pid = server.pid();
+    assert!(
+        server.log().contains("open files limit"),
+        "{}",
+        server.log()
+    );
+    // Few descriptors left to the running server (util-linux's prlimit).
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=80:80"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    // More clients than descriptors: the accepts beyond them fail with EMFILE.
+    let clients: Vec<TcpStream> = (0..150)
+        .map(|_| TcpStream::connect(("127.0.0.1", server.smtp_port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let spent = cpu_ticks(pid) - before;
+    // Backing off: a few accept attempts a second, not a busy loop (300 ticks = 3 s of CPU).
+    assert!(
+        spent < 30,
+        "{spent} ticks of CPU in 3 s while out of descriptors"
+    );
+    let log = server.log();
+    assert_eq!(
+        log.matches("out of file descriptors").count(),
+        1,
+        "logged once: {log}"
+    );
+    // Descriptors come back: the waiting clients are served, and so is a new one.
+    drop(clients);
+    crate::harness::wait_for("served again", || {
+        TcpStream::connect(("127.0.0.1", server.smtp_port)).is_ok_and(|s| {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut line = String::new();
+            BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("220")
+        })
+    });
+    crate::harness::wait_for("the recovery logged", || {
+        server.log().contains("file descriptors available again")
+    });
+}
