@@ -34,6 +34,7 @@ mod spool;
 #[allow(unsafe_code)]
 mod sys;
 
+pub use memory::release_free_memory;
 pub use server::serve;
 pub use session::{Session, Step};
 

@@ -1,6 +1,6 @@
 //! The process's resource limits and the session limits every listener shares: the
-//! open-files soft limit raised to the hard one at start, and `<connections>` turned into
-//! [`mailroom_net::Limits`].
+//! open-files soft limit raised to the hard one at start, `<connections>` turned into
+//! [`mailroom_net::Limits`], and memory freed by closed sessions given back to the system.
 
 use mailroom_config::Config;
 use mailroom_net::Limits;
@@ -40,5 +40,24 @@ pub fn session_limits(config: &Config) -> Limits {
         per_ip: (c.max_connections_per_ip > 0).then_some(c.max_connections_per_ip as usize),
         session_bytes: (c.max_session_bytes > 0).then_some(c.max_session_bytes),
         session_lifetime: c.max_session_time,
+    }
+}
+
+/// How often the allocator's free pages are given back to the system.
+const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Until shutdown, gives the allocator's free pages back to the system every
+/// [`RELEASE_EVERY`]: after a burst of connections (10,000 idle ones, say) has closed, glibc
+/// would otherwise keep their memory for good.
+pub async fn release_memory(mut shutdown: mailroom_net::ShutdownWatch) {
+    let mut every = tokio::time::interval(RELEASE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                let _ = tokio::task::spawn_blocking(mailroom_remotemanager::release_free_memory).await;
+            }
+            _ = shutdown.recv() => return,
+        }
     }
 }

@@ -421,6 +421,9 @@ async fn serve(
     if let Some(fetchmail) = &fetchmail {
         tasks.extend(fetchmail.spawn(|| shutdown.watch()));
     }
+    tasks.push(tokio::spawn(crate::limits::release_memory(
+        shutdown.watch(),
+    )));
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
         let listener = next_listener();
         let mut settings = smtp_settings(config, smtp, &recipients);
