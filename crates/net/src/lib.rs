@@ -57,6 +57,10 @@ const MIN_BACKOFF: Duration = Duration::from_millis(10);
 /// The longest pause between two accepts after errors (out of file descriptors, say).
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Running out of descriptors is logged at most once in this time, however often accepts
+/// fail (or succeed in between, as descriptors come and go).
+const STARVED_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// A bound, listening TCP socket.
 #[derive(Debug)]
 pub struct Listener {
@@ -362,8 +366,10 @@ pub async fn serve<H, F>(
     let per_ip = Arc::new(PerIp::default());
     let local = listener.local_addr().ok();
     let mut backoff = MIN_BACKOFF;
-    // Set while accepts fail for want of descriptors: said once, not once per retry.
+    // Set when running out of descriptors was logged, cleared (and the recovery logged) at
+    // the next accept; `said` keeps the error to one line per STARVED_LOG_EVERY.
     let mut starved = false;
+    let mut said: Option<tokio::time::Instant> = None;
     // Refusals since the last admitted connection: the first one is logged, not every one.
     let mut refused = 0u64;
     loop {
@@ -375,10 +381,13 @@ pub async fn serve<H, F>(
             Ok(accepted) => accepted,
             Err(e) => {
                 if out_of_descriptors(&e) {
-                    if !starved {
+                    if said.is_none_or(|at| at.elapsed() >= STARVED_LOG_EVERY) {
                         tracing::error!(listener = ?local, error = %e,
                             "out of file descriptors: new connections wait in the backlog");
+                        said = Some(tokio::time::Instant::now());
                         starved = true;
+                    } else {
+                        tracing::debug!(listener = ?local, error = %e, "accept failed");
                     }
                 } else {
                     tracing::debug!(listener = ?local, error = %e, "accept failed; backing off {:?}", backoff);

@@ -17,8 +17,9 @@ pub fn raise_open_files() {
     };
     // `None` is unlimited; the kernel caps RLIMIT_NOFILE at fs.nr_open anyway.
     let target = hard.unwrap_or(1 << 20);
+    let shown = |limit: Option<u64>| limit.map_or("unlimited".to_string(), |n| n.to_string());
     if target <= soft {
-        tracing::info!(soft, hard = ?hard, "open files limit");
+        tracing::info!(soft, hard = %shown(hard), "open files limit");
         return;
     }
     let raised = rustix::process::Rlimit {
@@ -27,7 +28,7 @@ pub fn raise_open_files() {
     };
     match setrlimit(Resource::Nofile, raised) {
         Ok(()) => tracing::info!(from = soft, to = target, "open files limit raised"),
-        Err(e) => tracing::warn!(soft, hard = ?hard, error = %e,
+        Err(e) => tracing::warn!(soft, hard = %shown(hard), error = %e,
             "open files limit could not be raised"),
     }
 }
