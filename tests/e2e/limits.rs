@@ -565,3 +565,35 @@ fn running_out_of_descriptors_is_logged_once_and_does_not_spin() {
         server.log().contains("file descriptors available again")
     });
 }
+
+#[test]
+fn refused_console_adduser_commands_do_not_grow_memory() {
+    let server = Server::start_setup(&Setup {
+        remote_manager_handler: Some(ADMIN),
+        ..Setup::default()
+    });
+    server.add_user("alice", "a long secret");
+    let pid = server.pid();
+    let refused = |times: usize| {
+        let commands: Vec<String> = (0..times)
+            .map(|n| format!("adduser alice another secret {n}"))
+            .collect();
+        let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+        let before = rss_kib(pid);
+        let said = crate::harness::console(&server, &commands);
+        assert_eq!(
+            said.matches("User alice already exists").count(),
+            times,
+            "{said}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        rss_kib(pid).saturating_sub(before)
+    };
+    let first = refused(5);
+    let then = refused(20);
+    eprintln!("refused adduser: RSS growth {first} KiB (5), then {then} KiB (20 more)");
+    // The hashing threads' memory once (19 MiB each), and nothing more after.
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    assert!(first < (cpus.min(4) * 19 + 8) * 1024, "{first} KiB");
+    assert!(then < 4 * 1024, "{then} KiB more");
+}

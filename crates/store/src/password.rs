@@ -30,12 +30,51 @@ pub enum Verified {
     YesButUpgrade,
 }
 
-/// Hashes a password with argon2id and a random salt, as a PHC string.
+/// Hashes a password with argon2id (default parameters) and a random salt, as a PHC string,
+/// in this thread's reused argon2 memory.
 pub fn hash(password: &str) -> String {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .expect("argon2 with default parameters cannot fail")
-        .to_string()
+    let mut salt = [0u8; 16];
+    if getrandom::fill(&mut salt).is_err() {
+        // No randomness here: the library's own salt source says why, the hard way.
+        return Argon2::default()
+            .hash_password(password.as_bytes())
+            .expect("argon2 with default parameters cannot fail")
+            .to_string();
+    }
+    hash_with_salt(password.as_bytes(), &salt).expect("argon2 with default parameters cannot fail")
+}
+
+/// The argon2id PHC string of `password` with `salt`, in this thread's reused memory.
+fn hash_with_salt(password: &[u8], salt: &[u8]) -> Option<String> {
+    use argon2::password_hash::phc::{Output, ParamsString, Salt};
+    let params = argon2::Params::default();
+    let blocks = params.block_count();
+    let output_len = params
+        .output_len()
+        .unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN);
+    let argon = Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        params.clone(),
+    );
+    let mut out = vec![0u8; output_len];
+    MEMORY
+        .with(|memory| {
+            let mut memory = memory.borrow_mut();
+            if memory.len() < blocks {
+                memory.resize(blocks, argon2::Block::default());
+            }
+            argon.hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
+        })
+        .ok()?;
+    let phc = PasswordHash {
+        algorithm: argon2::Algorithm::Argon2id.ident(),
+        version: Some(argon2::Version::V0x13.into()),
+        params: ParamsString::try_from(&params).ok()?,
+        salt: Some(Salt::new(salt).ok()?),
+        hash: Some(Output::new(&out).ok()?),
+    };
+    Some(phc.to_string())
 }
 
 /// Checks `password` against a stored hash: an argon2 PHC string, `{SHA}base64` or James 2.3's
@@ -195,6 +234,16 @@ mod tests {
         assert_eq!(verify(&h, "correct horse battery staple"), Verified::Yes);
         assert_eq!(verify(&h, "wrong"), Verified::No);
         assert_eq!(verify(DUMMY_HASH, "anything"), Verified::No);
+        // The library itself accepts the hashes made in reused memory.
+        let parsed = PasswordHash::new(&h).unwrap();
+        use argon2::password_hash::PasswordVerifier;
+        assert!(Argon2::default()
+            .verify_password(b"correct horse battery staple", &parsed)
+            .is_ok());
+        assert!(Argon2::default()
+            .verify_password(b"wrong", &parsed)
+            .is_err());
+        assert_ne!(hash("same"), hash("same"), "a salt of its own each time");
     }
 
     #[test]
