@@ -50,7 +50,7 @@ pub const DEFAULT_READ_BUFFER: usize = 16 * 1024;
 
 /// The size the read buffer starts at and shrinks back to, in octets: what an idle
 /// connection holds.
-pub const SMALL_BUFFER: usize = 512;
+pub const SMALL_BUFFER: usize = 256;
 
 /// A reply buffer with more capacity than this is given back when the session waits for
 /// input.
