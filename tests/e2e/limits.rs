@@ -599,3 +599,24 @@ fn refused_console_adduser_commands_do_not_grow_memory() {
     assert!(first < (cpus.min(4) * 19 + 8) * 1024, "{first} KiB");
     assert!(then < 4 * 1024, "{then} KiB more");
 }
+
+#[test]
+fn nntp_numbers_out_of_range_get_a_clear_error() {
+    let server = Server::start_setup(&Setup {
+        nntp_handler: Some(""),
+        ..Setup::default()
+    });
+    let (stream, banner) = first_line(server.nntp_port);
+    assert!(banner.starts_with("20"), "{banner}");
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    writer
+        .write_all(b"ARTICLE 18446744073709551616\r\nLISTGROUP misc.test 1-18446744073709551616\r\nQUIT\r\n")
+        .unwrap();
+    let mut all = String::new();
+    reader.read_to_string(&mut all).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    assert!(lines[0].starts_with("501 "), "{all}");
+    assert!(lines[1].starts_with("501 "), "{all}");
+    assert!(!all.contains("18446744073709551615"), "{all}");
+}
