@@ -200,9 +200,15 @@ impl Handler for Driver {
     async fn input(&mut self, connection: &mut Connection) -> io::Result<Flow> {
         while !connection.input().is_empty() {
             let (session, body) = (&mut self.session, &mut self.body);
+            let before = connection.input().len();
             let outcome = connection.ingest(|input, out| session.ingest(input, out, body));
             self.drain_body().await;
             match outcome {
+                // Input left after progress: a batch of replies is pending (REPLY_BATCH).
+                // Write it before reading more of the client's pipeline.
+                Outcome::Continue if (1..before).contains(&connection.input().len()) => {
+                    connection.flush().await?;
+                }
                 // Everything consumed (or, defensively, nothing more can be).
                 Outcome::Continue => break,
                 Outcome::OpenMessage => self.open_message(connection.out()).await,

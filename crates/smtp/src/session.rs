@@ -53,6 +53,10 @@ use crate::{
 
 mod sasl;
 
+/// Replies pending after which [`Session::ingest`] stops with input left: what one batch of
+/// pipelined commands can make the server hold for a client that does not read.
+pub const REPLY_BATCH: usize = 64 * 1024;
+
 pub use sasl::Credentials;
 use sasl::SaslStep;
 
@@ -332,6 +336,11 @@ impl Session {
                         }
                         // The waiting modes answer at the top of the loop.
                         _ => {}
+                    }
+                    // A client pipelining commands without reading their replies: stop here,
+                    // with input left, so that the replies are written before more is read.
+                    if out.len() >= REPLY_BATCH {
+                        return (pos, Outcome::Continue);
                     }
                 }
                 Mode::Data { scanner, id, size } => {
