@@ -620,3 +620,36 @@ fn nntp_numbers_out_of_range_get_a_clear_error() {
     assert!(lines[1].starts_with("501 "), "{all}");
     assert!(!all.contains("18446744073709551615"), "{all}");
 }
+
+#[test]
+fn an_implicit_tls_listener_over_its_limit_closes_without_plain_text() {
+    let server = Server::start_edited(
+        &Setup {
+            extra: "<connections><max-connections>1</max-connections></connections>",
+            ..Setup::default()
+        },
+        |xml| {
+            xml.replacen(
+                "<bind>127.0.0.1</bind>",
+                r#"<bind>127.0.0.1</bind><tls socketTLS="true" startTLS="false"/>"#,
+                1,
+            )
+        },
+    );
+    // The start-up probe's place is given back once its handshake fails (at once: it closed).
+    std::thread::sleep(Duration::from_millis(300));
+    let _held = TcpStream::connect(("127.0.0.1", server.smtp_port)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut refused = TcpStream::connect(("127.0.0.1", server.smtp_port)).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    refused.read_to_end(&mut got).unwrap();
+    assert!(got.is_empty(), "plain text to a TLS client: {got:?}");
+    assert!(
+        server.log().contains("connection limit reached"),
+        "{}",
+        server.log()
+    );
+}

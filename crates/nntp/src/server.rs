@@ -75,8 +75,13 @@ pub async fn serve(
     let admission = Admission {
         connections: settings.connection_limit,
         per_ip: settings.limits.per_ip,
-        // RFC 3977 §5.1.1: 400, service temporarily unavailable.
-        refusal: b"400 too many connections, try again later\r\n".to_vec(),
+        // RFC 3977 §5.1.1: 400, service temporarily unavailable; an implicit-TLS client
+        // expects a handshake, not plain text: it is only closed.
+        refusal: if settings.tls.as_ref().is_some_and(|t| t.implicit) {
+            Vec::new()
+        } else {
+            b"400 too many connections, try again later\r\n".to_vec()
+        },
     };
     mailroom_net::serve(
         listener,

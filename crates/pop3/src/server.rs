@@ -83,7 +83,11 @@ pub async fn serve(
             "POP3 server listening");
     }
     let mut refusal = Vec::new();
-    Reply::err_code(Code::SysTemp, "too many connections, try again later").write_to(&mut refusal);
+    // An implicit-TLS client expects a handshake, not plain text: it is only closed.
+    if !settings.tls.as_ref().is_some_and(|t| t.implicit) {
+        Reply::err_code(Code::SysTemp, "too many connections, try again later")
+            .write_to(&mut refusal);
+    }
     let admission = Admission {
         connections: settings.connection_limit,
         per_ip: settings.limits.per_ip,

@@ -56,18 +56,24 @@ pub async fn serve(
             starttls = tls.is_some_and(|t| t.starttls && !t.implicit),
             "SMTP server listening");
     }
+    // An implicit-TLS client expects a handshake, not plain text: it is only closed.
+    let implicit_tls = settings.tls.as_ref().is_some_and(|t| t.implicit);
     let admission = Admission {
         connections: settings.connection_limit,
         per_ip: settings.limits.per_ip,
-        refusal: Reply::new(
-            421,
-            "4.7.0",
-            format!(
-                "{} Too many connections, try again later",
-                settings.hello_name
-            ),
-        )
-        .to_bytes(),
+        refusal: if implicit_tls {
+            Vec::new()
+        } else {
+            Reply::new(
+                421,
+                "4.7.0",
+                format!(
+                    "{} Too many connections, try again later",
+                    settings.hello_name
+                ),
+            )
+            .to_bytes()
+        },
     };
     mailroom_net::serve(
         listener,
