@@ -94,7 +94,8 @@ pub enum AuthRequired {
 pub struct SmtpServer {
     /// Port, bind, hello name, timeouts, TLS.
     pub common: ServiceCommon,
-    /// `<maxmessagesize>` in KiB; 0 (default) means no limit. See [`SmtpServer::max_message_bytes`].
+    /// `<maxmessagesize>` in KiB (default [`DEFAULT_MAX_MESSAGE_KIB`], 50 MiB); 0 means no
+    /// limit. See [`SmtpServer::max_message_bytes`].
     pub max_message_size_kib: u64,
     /// `<authRequired>`.
     pub auth_required: AuthRequired,
@@ -104,7 +105,8 @@ pub struct SmtpServer {
     pub verify_identity: bool,
     /// `<heloEhloEnforcement>` (default true): HELO/EHLO required before MAIL.
     pub helo_ehlo_enforcement: bool,
-    /// `<maxRcpt>`: recipients per transaction; 0 (default) means no limit.
+    /// `<maxRcpt>`: recipients per transaction (default [`DEFAULT_MAX_RCPT`]); 0 means no
+    /// limit.
     pub max_rcpt: u32,
     /// `<requireTLSForAuth>` (default true): AUTH only over TLS.
     pub require_tls_for_auth: bool,
@@ -233,8 +235,18 @@ pub struct Connections {
     /// `<max-connections>` per listener (default 30, 0 = no limit): the limit of every
     /// listener without its own `<connectionLimit>`.
     pub max_connections: u32,
-    /// `<max-connections-per-ip>` (default 0 = no limit).
+    /// `<max-connections-per-ip>` (default 10, 0 = no limit): sessions from one client
+    /// address (an IPv6 /64) at once, on each listener.
     pub max_connections_per_ip: u32,
+    /// `<max-session-bytes>` (default 1 GiB, 0 = no limit): octets a client may send in one
+    /// session.
+    pub max_session_bytes: u64,
+    /// `<max-session-time>` (ms in the file, default one hour, 0 = no limit): how long one
+    /// session may last.
+    pub max_session_time: Option<Duration>,
+    /// `<shutdown-deadline>` (ms in the file, default 10 s): how long a stopping server waits
+    /// for its sessions before dropping those still waiting on their client.
+    pub shutdown_deadline: Duration,
 }
 
 impl Default for Connections {
@@ -242,7 +254,10 @@ impl Default for Connections {
         Connections {
             idle_timeout: Duration::from_millis(300_000),
             max_connections: 30,
-            max_connections_per_ip: 0,
+            max_connections_per_ip: 10,
+            max_session_bytes: 1 << 30,
+            max_session_time: Some(Duration::from_secs(3600)),
+            shutdown_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -421,10 +436,19 @@ fn bind_address(text: &str) -> Result<IpAddr, String> {
     Ok(ip)
 }
 
-/// `<maxmessagesize>` in KiB: 0 or a negative number means no limit, as in James.
+/// The message size limit of an SMTP listener whose `<maxmessagesize>` is unset, in KiB
+/// (50 MiB).
+pub const DEFAULT_MAX_MESSAGE_KIB: u64 = 50 * 1024;
+
+/// The recipients per transaction of an SMTP listener whose `<maxRcpt>` is unset (RFC 5321
+/// §4.5.3.1.8 asks for at least 100).
+pub const DEFAULT_MAX_RCPT: u32 = 100;
+
+/// `<maxmessagesize>` in KiB: 0 or a negative number means no limit, as in James; unset,
+/// [`DEFAULT_MAX_MESSAGE_KIB`].
 fn max_message_size(ctx: &mut Ctx, handler: &Element) -> u64 {
     let Some(el) = ctx.single(handler, "maxmessagesize") else {
-        return 0;
+        return DEFAULT_MAX_MESSAGE_KIB;
     };
     match el.text.parse::<i64>() {
         Ok(n) if n <= 0 => 0,
@@ -475,12 +499,12 @@ pub(crate) fn smtp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> SmtpS
     let common = common(ctx, el, &SMTP, first_servername);
     let mut s = SmtpServer {
         common,
-        max_message_size_kib: 0,
+        max_message_size_kib: DEFAULT_MAX_MESSAGE_KIB,
         auth_required: AuthRequired::False,
         authorized_addresses: None,
         verify_identity: true,
         helo_ehlo_enforcement: true,
-        max_rcpt: 0,
+        max_rcpt: DEFAULT_MAX_RCPT,
         require_tls_for_auth: true,
         address_brackets_enforcement: true,
         greeting: None,
@@ -532,7 +556,7 @@ pub(crate) fn smtp(ctx: &mut Ctx, el: &Element, first_servername: &str) -> SmtpS
     }
     s.verify_identity = ctx.bool_child(h, "verifyIdentity", true);
     s.helo_ehlo_enforcement = ctx.bool_child(h, "heloEhloEnforcement", true);
-    s.max_rcpt = ctx.num_child(h, "maxRcpt", 0u32, 1_000_000, 0);
+    s.max_rcpt = ctx.num_child(h, "maxRcpt", 0u32, 1_000_000, DEFAULT_MAX_RCPT);
     s.require_tls_for_auth = ctx.bool_child(h, "requireTLSForAuth", true);
     s.address_brackets_enforcement = ctx.bool_child(h, "addressBracketsEnforcement", true);
     s.verify_recipients = ctx.bool_child(h, "verifyRecipients", true);
@@ -636,7 +660,14 @@ pub(crate) fn remote_manager(ctx: &mut Ctx, el: &Element, first_servername: &str
 pub(crate) fn connections(ctx: &mut Ctx, el: &Element) -> Connections {
     ctx.warn_unknown(
         el,
-        &["idle-timeout", "max-connections", "max-connections-per-ip"],
+        &[
+            "idle-timeout",
+            "max-connections",
+            "max-connections-per-ip",
+            "max-session-bytes",
+            "max-session-time",
+            "shutdown-deadline",
+        ],
     );
     let d = Connections::default();
     Connections {
@@ -648,7 +679,32 @@ pub(crate) fn connections(ctx: &mut Ctx, el: &Element) -> Connections {
             300_000,
         )),
         max_connections: ctx.num_child(el, "max-connections", 0u32, 1_000_000, d.max_connections),
-        max_connections_per_ip: ctx.num_child(el, "max-connections-per-ip", 0u32, 1_000_000, 0),
+        max_connections_per_ip: ctx.num_child(
+            el,
+            "max-connections-per-ip",
+            0u32,
+            1_000_000,
+            d.max_connections_per_ip,
+        ),
+        max_session_bytes: ctx.num_child(
+            el,
+            "max-session-bytes",
+            0u64,
+            u64::MAX,
+            d.max_session_bytes,
+        ),
+        max_session_time: match ctx.num_child(el, "max-session-time", 0u64, 864_000_000, 3_600_000)
+        {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        },
+        shutdown_deadline: Duration::from_millis(ctx.num_child(
+            el,
+            "shutdown-deadline",
+            0u64,
+            3_600_000,
+            10_000,
+        )),
     }
 }
 

@@ -478,7 +478,7 @@ fn service_defaults_tls_and_listener_clash() {
     );
     assert_eq!(
         (s.max_message_bytes(), s.max_rcpt, s.auth_required),
-        (None, 0, AuthRequired::False)
+        (Some(50 << 20), 100, AuthRequired::False)
     );
     assert!(s.authorized_addresses.is_none());
     assert!(
@@ -756,4 +756,44 @@ fn nntp_group_descriptions_and_unused_james_elements() {
     );
     assert!(r.newsgroups_only);
     assert_eq!(r.unused, ["articleIDPath"]);
+}
+
+/// Issue 16: every limit has a safe default, unset as in the embedded configuration, and 0
+/// turns one off.
+#[test]
+fn connection_and_session_limits_have_safe_defaults() {
+    let embedded = Config::embedded_default(Some(Path::new("/opt/mr"))).unwrap();
+    let unset = parse(&format!("<config>{SPOOL}</config>")).unwrap();
+    for c in [&embedded, &unset] {
+        let l = &c.connections;
+        assert_eq!(
+            (
+                l.max_connections,
+                l.max_connections_per_ip,
+                l.max_session_bytes
+            ),
+            (30, 10, 1 << 30)
+        );
+        assert_eq!(l.max_session_time, Some(Duration::from_secs(3600)));
+        assert_eq!(l.shutdown_deadline, Duration::from_secs(10));
+    }
+    for s in embedded.smtp.iter() {
+        assert_eq!((s.max_message_bytes(), s.max_rcpt), (Some(50 << 20), 100));
+    }
+    let off = parse(&format!(
+        "<config>{SPOOL}<connections><max-connections-per-ip>0</max-connections-per-ip>\
+         <max-session-bytes>0</max-session-bytes><max-session-time>0</max-session-time>\
+         <shutdown-deadline>2500</shutdown-deadline></connections>\
+         <smtpserver><handler><maxmessagesize>0</maxmessagesize><maxRcpt>0</maxRcpt></handler>\
+         </smtpserver></config>"
+    ))
+    .unwrap();
+    let l = &off.connections;
+    assert_eq!((l.max_connections_per_ip, l.max_session_bytes), (0, 0));
+    assert_eq!(l.max_session_time, None);
+    assert_eq!(l.shutdown_deadline, Duration::from_millis(2500));
+    assert_eq!(
+        (off.smtp[0].max_message_bytes(), off.smtp[0].max_rcpt),
+        (None, 0)
+    );
 }

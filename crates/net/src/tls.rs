@@ -135,7 +135,8 @@ pub async fn accepted(
     let Some(listener_tls) = tls.filter(|t| t.implicit) else {
         return Some((Box::new(stream), None));
     };
-    match accept(&listener_tls.config, stream, timeout, shutdown).await {
+    // Boxed: the handshake's state lives only while it runs, not in every session's task.
+    match Box::pin(accept(&listener_tls.config, stream, timeout, shutdown)).await {
         Ok((stream, info)) => {
             tracing::debug!(%peer, version = %info.version, cipher = %info.cipher,
                 "{protocol} handshake");

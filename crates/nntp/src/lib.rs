@@ -59,6 +59,9 @@ pub struct NntpSettings {
     pub connection_timeout: Duration,
     /// The most simultaneous connections (`<connectionLimit>`); `None`: no limit.
     pub connection_limit: Option<usize>,
+    /// Sessions per client address, and each session's byte budget and lifetime (safe
+    /// defaults: [`mailroom_net::Limits::default`]).
+    pub limits: mailroom_net::Limits,
     /// No POST or IHAVE (`<readOnly>` of the repository).
     pub read_only: bool,
     /// Reading needs AUTHINFO first (`<authRequired>`).
@@ -95,6 +98,7 @@ impl Default for NntpSettings {
             article_id_domain: "localhost".to_string(),
             connection_timeout: Duration::from_secs(180),
             connection_limit: None,
+            limits: mailroom_net::Limits::default(),
             read_only: false,
             auth_for_reading: false,
             auth_for_posting: false,

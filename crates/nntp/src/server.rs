@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use mailroom_net::connection::Stream;
 use mailroom_net::tls;
-use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
+use mailroom_net::{Admission, Connection, Flow, Handler, Listener, ShutdownWatch};
 use mailroom_store::{NewsRepository, StoreError, VerifiedLogins};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -72,10 +72,25 @@ pub async fn serve(
             plaintext_logins = settings.plaintext_auth,
             "NNTP server listening");
     }
-    let limit = settings.connection_limit;
-    mailroom_net::serve(listener, limit, shutdown, move |stream, peer, shutdown| {
-        accept(stream, peer, settings.clone(), store.clone(), shutdown)
-    })
+    let admission = Admission {
+        connections: settings.connection_limit,
+        per_ip: settings.limits.per_ip,
+        // RFC 3977 §5.1.1: 400, service temporarily unavailable; an implicit-TLS client
+        // expects a handshake, not plain text: it is only closed.
+        refusal: if settings.tls.as_ref().is_some_and(|t| t.implicit) {
+            Vec::new()
+        } else {
+            b"400 too many connections, try again later\r\n".to_vec()
+        },
+    };
+    mailroom_net::serve(
+        listener,
+        admission,
+        shutdown,
+        move |stream, peer, shutdown| {
+            accept(stream, peer, settings.clone(), store.clone(), shutdown)
+        },
+    )
     .await;
 }
 
@@ -133,7 +148,8 @@ async fn serve_stream<S>(
 {
     tracing::debug!(%peer, encrypted, "NNTP connection");
     let mut connection = Connection::new(stream, settings.connection_timeout, shutdown)
-        .with_read_buffer(READ_BUFFER);
+        .with_read_buffer(READ_BUFFER)
+        .with_limits(&settings.limits);
     let mut driver = Driver {
         session: Session::new(settings.clone(), nonce(), encrypted),
         settings,

@@ -72,6 +72,8 @@ pub enum CommandError {
     Unknown(String),
     /// Arguments missing, extra, or not numbers; the usage of the command.
     Usage(&'static str),
+    /// A number too large for any maildrop (above 2^64 - 1), quoted (shortened).
+    TooLarge(String),
 }
 
 impl std::fmt::Display for CommandError {
@@ -80,6 +82,7 @@ impl std::fmt::Display for CommandError {
             CommandError::Empty => f.write_str("empty command"),
             CommandError::Unknown(keyword) => write!(f, "unknown command {keyword}"),
             CommandError::Usage(usage) => write!(f, "syntax: {usage}"),
+            CommandError::TooLarge(number) => write!(f, "number out of range: {number}"),
         }
     }
 }
@@ -100,11 +103,11 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     let none = |cmd: Command, u: &'static str| if args.is_empty() { Ok(cmd) } else { usage(u) };
     let optional_number = |u: &'static str| match args[..] {
         [] => Ok(None),
-        [n] => number(n).map(Some).ok_or(CommandError::Usage(u)),
+        [n] => number(n, u).map(Some),
         _ => usage(u),
     };
     let one_number = |u: &'static str| match args[..] {
-        [n] => number(n).ok_or(CommandError::Usage(u)),
+        [n] => number(n, u),
         _ => usage(u),
     };
     match keyword.as_str() {
@@ -148,10 +151,13 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "RETR" => one_number("RETR message-number").map(Command::Retr),
         "DELE" => one_number("DELE message-number").map(Command::Dele),
         "TOP" => match args[..] {
-            [msg, lines] => match (number(msg), number(lines)) {
-                (Some(msg), Some(lines)) => Ok(Command::Top { msg, lines }),
-                _ => usage("TOP message-number lines"),
-            },
+            [msg, lines] => {
+                let u = "TOP message-number lines";
+                Ok(Command::Top {
+                    msg: number(msg, u)?,
+                    lines: number(lines, u)?,
+                })
+            }
             _ => usage("TOP message-number lines"),
         },
         _ => Err(CommandError::Unknown(printable(&keyword))),
@@ -162,13 +168,14 @@ fn usage<T>(usage: &'static str) -> Result<T, CommandError> {
     Err(CommandError::Usage(usage))
 }
 
-/// A non-negative decimal number; one too large to represent saturates (it then names no
-/// message, or all of a body's lines), so that only non-digits are a syntax error.
-fn number(arg: &str) -> Option<u64> {
+/// A non-negative decimal number: anything else is a syntax error (`usage`), and one too
+/// large to represent is said to be out of range, never clamped to another number.
+fn number(arg: &str, usage: &'static str) -> Result<u64, CommandError> {
     if arg.is_empty() || !arg.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+        return Err(CommandError::Usage(usage));
     }
-    Some(arg.parse().unwrap_or(u64::MAX))
+    arg.parse()
+        .map_err(|_| CommandError::TooLarge(printable(arg)))
 }
 
 /// What the client sent, safe to quote in a reply: at most 40 characters, controls replaced.
@@ -205,10 +212,7 @@ mod tests {
         ok("Stat", Command::Stat);
         ok("LIST", Command::List(None));
         ok("LIST 2", Command::List(Some(2)));
-        ok(
-            "UIDL 99999999999999999999999",
-            Command::Uidl(Some(u64::MAX)),
-        );
+        ok("UIDL 18446744073709551615", Command::Uidl(Some(u64::MAX)));
         ok("TOP 1 0", Command::Top { msg: 1, lines: 0 });
         ok("RETR 1", Command::Retr(1));
         ok("DELE 3", Command::Dele(3));
@@ -220,6 +224,18 @@ mod tests {
         assert_eq!(err("RETR"), "syntax: RETR message-number");
         assert_eq!(err("RETR one"), "syntax: RETR message-number");
         assert_eq!(err("RETR -1"), "syntax: RETR message-number");
+        assert_eq!(
+            err("RETR 18446744073709551616"),
+            "number out of range: 18446744073709551616"
+        );
+        assert_eq!(
+            err("TOP 1 99999999999999999999999"),
+            "number out of range: 99999999999999999999999"
+        );
+        assert_eq!(
+            err("UIDL 018446744073709551616"),
+            "number out of range: 018446744073709551616"
+        );
         assert_eq!(err("TOP 1"), "syntax: TOP message-number lines");
         assert_eq!(err("STAT 1"), "syntax: STAT");
         assert_eq!(err("PASS"), "syntax: PASS password");

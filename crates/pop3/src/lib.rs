@@ -45,9 +45,12 @@ pub struct Pop3Settings {
     /// ms there; RFC 1939 asks for at least 10 minutes). Also bounds each write to a client
     /// that does not read.
     pub connection_timeout: Duration,
-    /// The most simultaneous connections (`<connectionLimit>`); further clients wait in the
-    /// kernel's backlog. `None`: no limit.
+    /// The most simultaneous connections (`<connectionLimit>`); further clients get
+    /// `-ERR [SYS/TEMP]` and are closed. `None`: no limit.
     pub connection_limit: Option<usize>,
+    /// Sessions per client address, and each session's byte budget and lifetime (safe
+    /// defaults: [`mailroom_net::Limits::default`]).
+    pub limits: mailroom_net::Limits,
     /// Whether APOP is offered (`<enableAPOP>`): the banner then carries a timestamp. It needs
     /// the users' APOP secrets, which the users repository keeps only where this is on.
     pub enable_apop: bool,
@@ -71,6 +74,7 @@ impl Default for Pop3Settings {
             hello_name: "localhost".to_string(),
             connection_timeout: Duration::from_secs(600),
             connection_limit: None,
+            limits: mailroom_net::Limits::default(),
             enable_apop: false,
             plaintext_auth: true,
             auth_throttle: Arc::new(AuthThrottle::default()),

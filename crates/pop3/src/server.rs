@@ -27,13 +27,14 @@ use std::sync::Arc;
 use mailroom_net::connection::Stream;
 use mailroom_net::dot::DotEncoder;
 use mailroom_net::tls;
-use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
+use mailroom_net::{Admission, Connection, Flow, Handler, Listener, ShutdownWatch};
 use mailroom_store::password::constant_time_eq;
 use mailroom_store::{InboxRepository, Mailbox, StoreError, User, VerifiedLogins};
 use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use crate::reply::{Code, Reply};
 use crate::session::{Credential, Login, LoginFailure, Outcome, Session};
 use crate::Pop3Settings;
 
@@ -81,10 +82,25 @@ pub async fn serve(
             plaintext_logins = settings.plaintext_auth,
             "POP3 server listening");
     }
-    let limit = settings.connection_limit;
-    mailroom_net::serve(listener, limit, shutdown, move |stream, peer, shutdown| {
-        accept(stream, peer, settings.clone(), store.clone(), shutdown)
-    })
+    let mut refusal = Vec::new();
+    // An implicit-TLS client expects a handshake, not plain text: it is only closed.
+    if !settings.tls.as_ref().is_some_and(|t| t.implicit) {
+        Reply::err_code(Code::SysTemp, "too many connections, try again later")
+            .write_to(&mut refusal);
+    }
+    let admission = Admission {
+        connections: settings.connection_limit,
+        per_ip: settings.limits.per_ip,
+        refusal,
+    };
+    mailroom_net::serve(
+        listener,
+        admission,
+        shutdown,
+        move |stream, peer, shutdown| {
+            accept(stream, peer, settings.clone(), store.clone(), shutdown)
+        },
+    )
     .await;
 }
 
@@ -139,7 +155,8 @@ async fn serve_stream<S>(
             .map_or(0, |d| d.as_nanos() as u64)
     });
     let mut connection = Connection::new(stream, settings.connection_timeout, shutdown)
-        .with_read_buffer(READ_BUFFER);
+        .with_read_buffer(READ_BUFFER)
+        .with_limits(&settings.limits);
     let mut session = Session::new(settings.clone(), nonce);
     if encrypted {
         session = session.with_tls();
@@ -201,6 +218,10 @@ impl Handler for Driver {
 
     fn shutdown(&mut self, out: &mut Vec<u8>) {
         self.session.shutdown(out);
+    }
+
+    fn exceeded(&mut self, out: &mut Vec<u8>) {
+        self.session.exceeded(out);
     }
 
     async fn input(&mut self, connection: &mut Connection) -> io::Result<Flow> {
@@ -372,7 +393,7 @@ impl Driver {
 /// repository stores (which is the name delivery uses).
 async fn open_mailbox(store: &Pop3Store, login: &Login) -> Result<Box<dyn Mailbox>, LoginFailure> {
     let temporary = |error: StoreError| {
-        tracing::error!(user = %login.user, %error, "POP3 login: store failure");
+        tracing::error!(user = ?login.user, %error, "POP3 login: store failure");
         LoginFailure::Temporary
     };
     let user = match &login.credential {

@@ -604,6 +604,13 @@ impl Session {
         self.mode = Mode::Closed;
     }
 
+    /// The session read its byte budget or reached its lifetime: says goodbye; nothing is
+    /// deleted.
+    pub fn exceeded(&mut self, out: &mut Vec<u8>) {
+        Reply::err_code(Code::SysTemp, "session limit reached; nothing was deleted").write_to(out);
+        self.mode = Mode::Closed;
+    }
+
     /// The server is stopping: says goodbye; nothing is deleted.
     pub fn shutdown(&mut self, out: &mut Vec<u8>) {
         Reply::err_code(Code::SysTemp, "server shutting down; nothing was deleted").write_to(out);

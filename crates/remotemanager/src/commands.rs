@@ -40,9 +40,10 @@ async fn lookup(
 /// Runs `work`, which hashes a password (argon2id: tens of milliseconds of CPU), on the
 /// blocking pool rather than on a runtime thread.
 async fn hashed(work: impl FnOnce() -> User + Send + 'static) -> User {
-    match tokio::task::spawn_blocking(work).await {
+    // On the bounded hashing threads: refused commands must not grow the memory.
+    match mailroom_store::password::in_pool(work).await {
         Ok(user) => user,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("hashing a password: {e}"),
     }
 }
 

@@ -34,6 +34,7 @@ mod spool;
 #[allow(unsafe_code)]
 mod sys;
 
+pub use memory::release_free_memory;
 pub use server::serve;
 pub use session::{Session, Step};
 
@@ -71,6 +72,9 @@ pub struct RemoteManagerSettings {
     pub connection_timeout: Duration,
     /// At most this many sessions at once (`<connectionLimit>`).
     pub connection_limit: Option<usize>,
+    /// Sessions per client address, and each session's byte budget and lifetime (safe
+    /// defaults: [`mailroom_net::Limits::default`]).
+    pub limits: mailroom_net::Limits,
     /// How long a failed login waits before its answer.
     pub login_failure_delay: Duration,
     /// Failed logins after which the connection is closed.

@@ -66,6 +66,8 @@ fn max_bytes() -> u64 {
     cgroup.map_or(machine, |limit| limit.min(machine))
 }
 
-fn release_free_memory() {
+/// Gives the allocator's free heap pages back to the system (glibc's `malloc_trim`): what
+/// connections that have closed used is returned, not kept for the next burst.
+pub fn release_free_memory() {
     sys::malloc_trim();
 }

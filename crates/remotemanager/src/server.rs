@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use mailroom_net::connection::Stream;
 use mailroom_net::lines::{LineEvent, LineReader};
-use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
+use mailroom_net::{Admission, Connection, Flow, Handler, Listener, ShutdownWatch};
 
 use crate::session::Session;
 use crate::{Console, RemoteManagerSettings};
@@ -40,10 +40,19 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "RemoteManager listening");
     }
-    let limit = settings.connection_limit;
-    mailroom_net::serve(listener, limit, shutdown, move |stream, peer, shutdown| {
-        handle_connection(stream, peer, settings.clone(), console.clone(), shutdown)
-    })
+    let admission = Admission {
+        connections: settings.connection_limit,
+        per_ip: settings.limits.per_ip,
+        refusal: b"Too many connections, try again later\r\n".to_vec(),
+    };
+    mailroom_net::serve(
+        listener,
+        admission,
+        shutdown,
+        move |stream, peer, shutdown| {
+            handle_connection(stream, peer, settings.clone(), console.clone(), shutdown)
+        },
+    )
     .await;
 }
 
@@ -59,7 +68,8 @@ pub async fn handle_connection<S>(
 {
     tracing::info!(%peer, "RemoteManager connection");
     let mut connection = Connection::new(stream, settings.connection_timeout, shutdown)
-        .with_read_buffer(READ_BUFFER);
+        .with_read_buffer(READ_BUFFER)
+        .with_limits(&settings.limits);
     let mut driver = Driver {
         session: Session::new(settings, console.clone()),
         console,

@@ -369,6 +369,7 @@ mod tests {
             prompt: String::new(),
             connection_timeout: Duration::from_secs(60),
             connection_limit: None,
+            limits: mailroom_net::Limits::default(),
             login_failure_delay: Duration::from_millis(1500),
             max_login_failures: 2,
         };

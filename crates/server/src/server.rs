@@ -100,6 +100,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     let tree = build_tree(&config, &deliveries, &gateway)?;
     let expiry_rules = expiry_rules(&config)?;
     tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
+    crate::limits::raise_open_files();
     // Signals are caught before the first port is bound: once one is, a client (or a test)
     // may think the server up and stop it, and a SIGTERM must then stop it cleanly. Then the
     // ports: a start that fails on a busy port leaves no storage behind.
@@ -420,6 +421,9 @@ async fn serve(
     if let Some(fetchmail) = &fetchmail {
         tasks.extend(fetchmail.spawn(|| shutdown.watch()));
     }
+    tasks.push(tokio::spawn(crate::limits::release_memory(
+        shutdown.watch(),
+    )));
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
         let listener = next_listener();
         let mut settings = smtp_settings(config, smtp, &recipients);
@@ -443,7 +447,7 @@ async fn serve(
     }
     for pop3 in config.pop3.iter().filter(|s| s.common.enabled) {
         let listener = next_listener();
-        let mut settings = pop3_settings(pop3);
+        let mut settings = pop3_settings(config, pop3);
         settings.tls = certificates.listener(&pop3.common);
         settings.auth_throttle = throttle.clone();
         if !settings.plaintext_auth && settings.tls.is_none() {
@@ -495,7 +499,7 @@ async fn serve(
         let listener = next_listener();
         tasks.push(tokio::spawn(mailroom_remotemanager::serve(
             listener,
-            Arc::new(remote_manager_settings(manager)),
+            Arc::new(remote_manager_settings(config, manager)),
             console.clone(),
             shutdown.watch(),
         )));
@@ -521,7 +525,14 @@ async fn serve(
     for task in tasks {
         let _ = task.await;
     }
-    shutdown.wait().await;
+    let deadline = config.connections.shutdown_deadline;
+    if !shutdown.wait_until(Some(deadline)).await {
+        tracing::warn!(
+            ?deadline,
+            "sessions still waiting on their clients at the shutdown \
+            deadline were dropped (nothing they had not acknowledged was acknowledged)"
+        );
+    }
     Ok(())
 }
 
@@ -600,6 +611,7 @@ fn smtp_settings(
         helo_ehlo_enforcement: smtp.helo_ehlo_enforcement,
         connection_timeout: smtp.common.connection_timeout,
         connection_limit: smtp.common.connection_limit.map(|n| n as usize),
+        limits: crate::limits::session_limits(config),
         address_brackets_enforcement: smtp.address_brackets_enforcement,
         is_local_domain: Arc::new(move |domain| james.is_local_domain(domain)),
         recipient_check: smtp.verify_recipients.then(|| recipients.clone()),
@@ -625,11 +637,12 @@ const LOGIN_CACHE_TTL: Duration = Duration::from_secs(3600);
 const LOGIN_CACHE_ENTRIES: usize = 100_000;
 
 /// The POP3 listener settings of one `<pop3server>` block.
-fn pop3_settings(pop3: &Pop3Server) -> Pop3Settings {
+fn pop3_settings(config: &Config, pop3: &Pop3Server) -> Pop3Settings {
     Pop3Settings {
         hello_name: pop3.common.hello_name.clone(),
         connection_timeout: pop3.common.connection_timeout,
         connection_limit: pop3.common.connection_limit.map(|n| n as usize),
+        limits: crate::limits::session_limits(config),
         enable_apop: pop3.enable_apop,
         plaintext_auth: !pop3.require_tls_for_auth,
         ..Pop3Settings::default()
@@ -675,6 +688,7 @@ fn nntp_settings(config: &Config, nntp: &NntpServer) -> NntpSettings {
         article_id_domain: config.nntp_repository.article_id_domain_suffix.clone(),
         connection_timeout: nntp.common.connection_timeout,
         connection_limit: nntp.common.connection_limit.map(|n| n as usize),
+        limits: crate::limits::session_limits(config),
         read_only: config.nntp_repository.read_only,
         auth_for_reading: nntp.auth_required,
         auth_for_posting: nntp.auth_required,
@@ -694,7 +708,7 @@ fn nntp_settings(config: &Config, nntp: &NntpServer) -> NntpSettings {
 }
 
 /// The settings of one `<remotemanager>` block.
-fn remote_manager_settings(manager: &RemoteManager) -> RemoteManagerSettings {
+fn remote_manager_settings(config: &Config, manager: &RemoteManager) -> RemoteManagerSettings {
     RemoteManagerSettings {
         administrators: manager
             .administrators
@@ -704,6 +718,7 @@ fn remote_manager_settings(manager: &RemoteManager) -> RemoteManagerSettings {
         prompt: manager.prompt.clone(),
         connection_timeout: manager.common.connection_timeout,
         connection_limit: manager.common.connection_limit.map(|n| n as usize),
+        limits: crate::limits::session_limits(config),
         login_failure_delay: Duration::from_secs(1),
         max_login_failures: 3,
     }

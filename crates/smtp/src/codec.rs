@@ -280,11 +280,11 @@ fn parse_mail(args: &str, require_brackets: bool) -> Result<Command, CommandErro
                 }
             }
             "ENVID" => {
-                let envid = value.filter(|v| !v.is_empty() && v.len() <= 100).ok_or(
-                    CommandError::Syntax(
-                        "Syntax error: ENVID needs a value of at most 100 characters",
-                    ),
-                )?;
+                let envid = value
+                    .filter(|v| !v.is_empty() && v.len() <= 100 && is_xtext(v))
+                    .ok_or(CommandError::Syntax(
+                        "Syntax error: ENVID needs an xtext value (RFC 3461) of at most 100 characters",
+                    ))?;
                 if parsed.envid.replace(envid.to_string()).is_some() {
                     return Err(dup());
                 }
@@ -330,9 +330,19 @@ fn parse_rcpt(args: &str, require_brackets: bool) -> Result<Command, CommandErro
                 }
             }
             "ORCPT" => {
-                let orcpt = value.filter(|v| v.contains(';') && v.len() <= 500).ok_or(
-                    CommandError::Syntax("Syntax error: ORCPT must be addr-type;address"),
-                )?;
+                let orcpt = value
+                    .filter(|v| v.len() <= 500)
+                    .and_then(|v| v.split_once(';').map(|(kind, xtext)| (v, kind, xtext)))
+                    .filter(|(_, kind, xtext)| {
+                        !kind.is_empty()
+                            && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                            && !xtext.is_empty()
+                            && is_xtext(xtext)
+                    })
+                    .map(|(v, _, _)| v)
+                    .ok_or(CommandError::Syntax(
+                        "Syntax error: ORCPT must be addr-type;xtext (RFC 3461)",
+                    ))?;
                 if parsed.orcpt.replace(orcpt.to_string()).is_some() {
                     return Err(dup());
                 }
@@ -344,6 +354,26 @@ fn parse_rcpt(args: &str, require_brackets: bool) -> Result<Command, CommandErro
         recipient,
         params: parsed,
     })
+}
+
+/// Whether `text` is xtext (RFC 3461 §4): printable US-ASCII but `+` and `=`, and `+`
+/// followed by two upper-case hexadecimal digits for any other octet.
+fn is_xtext(text: &str) -> bool {
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'+' => {
+                let hex = |b: Option<u8>| b.is_some_and(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'));
+                if !hex(bytes.next()) || !hex(bytes.next()) {
+                    return false;
+                }
+            }
+            b'=' => return false,
+            b'!'..=b'~' => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Strips `FROM:` / `TO:` (any case) and the spaces lenient clients put after the colon.
@@ -450,6 +480,28 @@ mod tests {
                 assert_eq!(params.envid.as_deref(), Some("x+2B1"));
             }
             other => panic!("{other:?}"),
+        }
+        for bad in ["x+2b", "x+2", "a=b", "a\u{1b}[31m", "+ZZ"] {
+            assert!(
+                matches!(
+                    p(&format!("MAIL FROM:<a@b.example> ENVID={bad}")),
+                    Err(CommandError::Syntax(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            p("RCPT TO:<c@d.example> ORCPT=rfc822;c+2Bx@d.example"),
+            Ok(Command::Rcpt { .. })
+        ));
+        for bad in ["rfc822", "rfc822;", ";c@d", "rfc822;a=b", "rfc822;a+4"] {
+            assert!(
+                matches!(
+                    p(&format!("RCPT TO:<c@d.example> ORCPT={bad}")),
+                    Err(CommandError::Syntax(_))
+                ),
+                "{bad:?}"
+            );
         }
         assert!(matches!(
             p("mail from: <>"),

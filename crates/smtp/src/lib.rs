@@ -157,9 +157,12 @@ pub struct SmtpSettings {
     /// (`<connectiontimeout>`, in ms there). Also bounds each write to a client that does not
     /// read.
     pub connection_timeout: Duration,
-    /// The most simultaneous connections (`<connectionLimit>`); further clients wait in the
-    /// kernel's backlog. `None`: no limit.
+    /// The most simultaneous connections (`<connectionLimit>`); further clients get
+    /// `421 4.7.0` and are closed. `None`: no limit.
     pub connection_limit: Option<usize>,
+    /// Sessions per client address, and each session's byte budget and lifetime (safe
+    /// defaults: [`mailroom_net::Limits::default`]).
+    pub limits: mailroom_net::Limits,
     /// Whether MAIL FROM / RCPT TO addresses must be in angle brackets, as RFC 5321 says; when
     /// false, `MAIL FROM:a@b` is accepted for old clients.
     pub address_brackets_enforcement: bool,
@@ -204,6 +207,7 @@ impl Default for SmtpSettings {
             helo_ehlo_enforcement: true,
             connection_timeout: Duration::from_secs(300),
             connection_limit: None,
+            limits: mailroom_net::Limits::default(),
             address_brackets_enforcement: true,
             is_local_domain: Arc::new(|domain| domain == "localhost"),
             recipient_check: None,
@@ -228,6 +232,7 @@ impl fmt::Debug for SmtpSettings {
             .field("helo_ehlo_enforcement", &self.helo_ehlo_enforcement)
             .field("connection_timeout", &self.connection_timeout)
             .field("connection_limit", &self.connection_limit)
+            .field("limits", &self.limits)
             .field(
                 "address_brackets_enforcement",
                 &self.address_brackets_enforcement,

@@ -28,10 +28,11 @@ use mailroom_mailet::outcome::{self, Status};
 use mailroom_mailet::{Envelope, MailAddress};
 use mailroom_net::connection::Stream;
 use mailroom_net::tls::{self, TlsInfo};
-use mailroom_net::{Connection, Flow, Handler, Listener, ShutdownWatch};
+use mailroom_net::{Admission, Connection, Flow, Handler, Listener, ShutdownWatch};
 use mailroom_store::{IncomingMessage, SpoolRepository, StoreError};
 use tokio::net::TcpStream;
 
+use crate::reply::Reply;
 use crate::session::{Credentials, DataStart, Outcome, Session};
 use crate::{AuthVerdict, RecipientVerdict, SenderVerdict, SmtpSettings};
 
@@ -55,10 +56,33 @@ pub async fn serve(
             starttls = tls.is_some_and(|t| t.starttls && !t.implicit),
             "SMTP server listening");
     }
-    let limit = settings.connection_limit;
-    mailroom_net::serve(listener, limit, shutdown, move |stream, peer, shutdown| {
-        accept(stream, peer, settings.clone(), spool.clone(), shutdown)
-    })
+    // An implicit-TLS client expects a handshake, not plain text: it is only closed.
+    let implicit_tls = settings.tls.as_ref().is_some_and(|t| t.implicit);
+    let admission = Admission {
+        connections: settings.connection_limit,
+        per_ip: settings.limits.per_ip,
+        refusal: if implicit_tls {
+            Vec::new()
+        } else {
+            Reply::new(
+                421,
+                "4.7.0",
+                format!(
+                    "{} Too many connections, try again later",
+                    settings.hello_name
+                ),
+            )
+            .to_bytes()
+        },
+    };
+    mailroom_net::serve(
+        listener,
+        admission,
+        shutdown,
+        move |stream, peer, shutdown| {
+            accept(stream, peer, settings.clone(), spool.clone(), shutdown)
+        },
+    )
     .await;
 }
 
@@ -107,7 +131,8 @@ async fn serve_stream<S>(
 {
     tracing::debug!(%peer, tls = ?tls, "SMTP connection");
     let mut connection = Connection::new(stream, settings.connection_timeout, shutdown)
-        .with_read_buffer(READ_BUFFER);
+        .with_read_buffer(READ_BUFFER)
+        .with_limits(&settings.limits);
     let mut session = Session::new(settings.clone(), peer.ip());
     if let Some(info) = tls {
         session = session.with_tls(info.clone());
@@ -175,12 +200,22 @@ impl Handler for Driver {
         self.session.shutdown(out);
     }
 
+    fn exceeded(&mut self, out: &mut Vec<u8>) {
+        self.session.exceeded(out);
+    }
+
     async fn input(&mut self, connection: &mut Connection) -> io::Result<Flow> {
         while !connection.input().is_empty() {
             let (session, body) = (&mut self.session, &mut self.body);
+            let before = connection.input().len();
             let outcome = connection.ingest(|input, out| session.ingest(input, out, body));
             self.drain_body().await;
             match outcome {
+                // Input left after progress: a batch of replies is pending (REPLY_BATCH).
+                // Write it before reading more of the client's pipeline.
+                Outcome::Continue if (1..before).contains(&connection.input().len()) => {
+                    connection.flush().await?;
+                }
                 // Everything consumed (or, defensively, nothing more can be).
                 Outcome::Continue => break,
                 Outcome::OpenMessage => self.open_message(connection.out()).await,
@@ -280,14 +315,14 @@ impl Driver {
             }
             AuthVerdict::Rejected => {
                 let delay = self.settings.auth_throttle.failed(ip);
-                tracing::warn!(peer = %self.peer, user = %credentials.user, ?delay,
+                tracing::warn!(peer = %self.peer, user = ?credentials.user, ?delay,
                     "SMTP AUTH failed");
                 if !delay.is_zero() {
                     connection.pause(delay).await;
                 }
             }
             AuthVerdict::Unavailable => {
-                tracing::warn!(peer = %self.peer, user = %credentials.user,
+                tracing::warn!(peer = %self.peer, user = ?credentials.user,
                     "SMTP AUTH could not be checked");
             }
         }

@@ -53,6 +53,10 @@ use crate::{
 
 mod sasl;
 
+/// Replies pending after which [`Session::ingest`] stops with input left: what one batch of
+/// pipelined commands can make the server hold for a client that does not read.
+pub const REPLY_BATCH: usize = 64 * 1024;
+
 pub use sasl::Credentials;
 
 /// A spool failure as the session sees it: whether the spool is out of space (`452 4.3.1`,
@@ -301,6 +305,18 @@ impl Session {
         self.mode = Mode::Closed;
     }
 
+    /// The session read its byte budget or reached its lifetime: writes `421 4.7.0` and
+    /// ends the session.
+    pub fn exceeded(&mut self, out: &mut Vec<u8>) {
+        Reply::new(
+            421,
+            "4.7.0",
+            format!("{} Error: session limit reached", self.settings.hello_name),
+        )
+        .write_to(out);
+        self.mode = Mode::Closed;
+    }
+
     /// The server is stopping: writes `421 4.3.2` and ends the session.
     pub fn shutdown(&mut self, out: &mut Vec<u8>) {
         Reply::shutting_down(&self.settings.hello_name).write_to(out);
@@ -357,6 +373,11 @@ impl Session {
                         }
                         // The waiting modes answer at the top of the loop.
                         _ => {}
+                    }
+                    // A client pipelining commands without reading their replies: stop here,
+                    // with input left, so that the replies are written before more is read.
+                    if out.len() >= REPLY_BATCH {
+                        return (pos, Outcome::Continue);
                     }
                 }
                 Mode::Data { scanner, id, size } => {
@@ -759,10 +780,15 @@ impl Session {
             IpAddr::V4(ip) => format!("[{ip}]"),
             IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
         };
-        let helo = self
+        // The client's name, as it gave it, but only as printable US-ASCII: a control
+        // character (an escape sequence, a bare CR) must not reach the header.
+        let helo: String = self
             .helo
             .as_ref()
-            .map_or(literal.as_str(), |h| h.name.as_str());
+            .map_or(literal.as_str(), |h| h.name.as_str())
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+            .collect();
         let protocol = self.protocol();
         let tls = match &self.tls {
             Some(info) => format!("\r\n\t(using {} with cipher {})", info.version, info.cipher),

@@ -54,10 +54,12 @@ fn drive(settings: &Arc<SmtpSettings>, peer: IpAddr, chunks: &[&[u8]], spool: Sp
                 None => assert!(body.is_empty(), "body octets outside DATA"),
             }
             match outcome {
-                Outcome::Continue => {
-                    assert!(input.is_empty(), "Continue left input");
-                    break;
+                // Input left: a batch of replies is pending (the driver writes it first).
+                Outcome::Continue if !input.is_empty() => {
+                    assert!(used > 0, "Continue left input without progress");
+                    assert!(out.len() >= mailroom_smtp::session::REPLY_BATCH);
                 }
+                Outcome::Continue => break,
                 Outcome::OpenMessage => {
                     opened += 1;
                     let start = DataStart {
@@ -833,4 +835,27 @@ fn random_input_never_panics() {
         let whole = drive(&settings, remote(), &[&input], spool);
         assert_eq!(split, whole, "input {:?}", String::from_utf8_lossy(&input));
     }
+}
+
+/// Issue 16: a client that pipelines commands without reading holds at most a batch of
+/// replies: the session stops with input left once [`REPLY_BATCH`] octets are pending.
+#[test]
+fn pipelined_replies_are_bounded_per_batch() {
+    use mailroom_smtp::session::REPLY_BATCH;
+    let settings = Arc::new(settings());
+    let mut session = Session::new(settings, remote());
+    let (mut out, mut body) = (Vec::new(), Vec::new());
+    let input = "EHLO client.example\r\n".repeat(10_000);
+    let (used, outcome) = session.ingest(input.as_bytes(), &mut out, &mut body);
+    assert!(matches!(outcome, Outcome::Continue));
+    assert!(used < input.len(), "stopped with input left");
+    assert!(
+        out.len() >= REPLY_BATCH && out.len() < REPLY_BATCH + 1024,
+        "{}",
+        out.len()
+    );
+    // Written, the rest goes on from where it stopped.
+    out.clear();
+    let (more, _) = session.ingest(&input.as_bytes()[used..], &mut out, &mut body);
+    assert!(more > 0 && out.starts_with(b"250-mx.example.org"));
 }

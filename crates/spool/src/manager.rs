@@ -533,10 +533,11 @@ impl SpoolManager {
                 continue;
             }
             if matched.len() < mail.recipients().len() {
+                let taken: std::collections::HashSet<&MailAddress> = matched.iter().collect();
                 let rest = mail
                     .recipients()
                     .iter()
-                    .filter(|r| !matched.contains(r))
+                    .filter(|r| !taken.contains(r))
                     .cloned()
                     .collect();
                 let mut copy = mail.split_off(derived_mail_name(mail.name()), matched);
@@ -588,9 +589,11 @@ fn guarded<T>(call: impl FnOnce() -> Result<T, MailetError>) -> Result<T, Mailet
 
 /// The matched recipients that really are the mail's, each once, in the mail's order.
 fn own_recipients(mail: &Mail, matched: Vec<MailAddress>) -> Vec<MailAddress> {
+    // A set, not a scan per recipient: a mail may have tens of thousands of them.
+    let matched: std::collections::HashSet<MailAddress> = matched.into_iter().collect();
     mail.recipients()
         .iter()
-        .filter(|r| matched.contains(r))
+        .filter(|r| matched.contains(*r))
         .cloned()
         .collect()
 }

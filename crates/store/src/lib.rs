@@ -349,7 +349,7 @@ pub trait UsersRepository: Send + Sync {
         let user = self.get(name).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let password = password.to_string();
-        let (verified, password) = on_blocking_pool(move || {
+        let (verified, password) = password::in_pool(move || {
             // Without a user, spend the time a real check takes so that timing does not
             // reveal user names.
             let hash = stored.as_deref().unwrap_or(password::DUMMY_HASH);
@@ -360,7 +360,7 @@ pub trait UsersRepository: Send + Sync {
             (None, _) | (_, password::Verified::No) => Ok(false),
             (Some(_), password::Verified::Yes) => Ok(true),
             (Some(user), password::Verified::YesButUpgrade) => {
-                let new = on_blocking_pool(move || password::hash(&password)).await?;
+                let new = password::in_pool(move || password::hash(&password)).await?;
                 self.replace_password_hash(name, &user.password_hash, new)
                     .await?;
                 Ok(true)

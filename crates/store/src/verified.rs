@@ -25,7 +25,7 @@ use blake2::Blake2bMac512;
 use tokio::sync::Semaphore;
 
 use crate::password::{self, Verified};
-use crate::{on_blocking_pool, Result, User, UsersRepository};
+use crate::{Result, User, UsersRepository};
 
 /// Checks passwords against a users repository, remembering the logins it verified.
 pub struct VerifiedLogins {
@@ -102,7 +102,7 @@ impl VerifiedLogins {
             // Spend the time a real check takes so that timing does not reveal user names.
             let password = password.to_string();
             let _slot = self.checks.acquire().await;
-            on_blocking_pool(move || password::verify(password::DUMMY_HASH, &password)).await?;
+            password::in_pool(move || password::verify(password::DUMMY_HASH, &password)).await?;
             return Ok(None);
         };
         let key = user.name.to_lowercase();
@@ -113,7 +113,7 @@ impl VerifiedLogins {
         let (hash, password) = (user.password_hash.clone(), password.to_string());
         // The semaphore is never closed; an error would only mean no bound.
         let slot = self.checks.acquire().await;
-        let upgraded = on_blocking_pool(move || match password::verify(&hash, &password) {
+        let upgraded = password::in_pool(move || match password::verify(&hash, &password) {
             Verified::No => None,
             Verified::Yes => Some(None),
             Verified::YesButUpgrade => Some(Some(password::hash(&password))),
