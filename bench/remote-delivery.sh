@@ -62,6 +62,8 @@ mr_port=$(free_port)
 sed -e "s|<port>2525</port>|<port>$mr_port</port>|" \
   -e "s|<deliveryThreads>[0-9]*</deliveryThreads>|<deliveryThreads>$threads</deliveryThreads><gateway>127.0.0.1:$sink_port</gateway>|" \
   crates/config/default-config.xml > "$work/config.xml"
+# The load comes from one address: no per-client limit.
+sed -i 's|<max-connections-per-ip>[0-9]*<|<max-connections-per-ip>0<|' "$work/config.xml"
 grep -q "<gateway>127.0.0.1:$sink_port</gateway>" "$work/config.xml"
 RUST_LOG=warn "$bin" --config "$work/config.xml" 2>"$work/mailroom.log" &
 pids+=("$!")

@@ -188,6 +188,8 @@ sed -e "s|<port>5587</port>|<port>$mr_sub</port>|" -e "s|<port>2525</port>|<port
     -e "s|</config>|<tls><certificate>$work/tls.crt</certificate><privateKey>$work/tls.key</privateKey></tls>\n\
 <pop3server enabled=\"true\"><port>$mr_pop3s</port><bind>127.0.0.1</bind><tls socketTLS=\"true\"/></pop3server>\n</config>|" \
   crates/config/default-config.xml > "$work/config.xml"
+# The load comes from one address: no per-client limit.
+sed -i 's|<max-connections-per-ip>[0-9]*<|<max-connections-per-ip>0<|' "$work/config.xml"
 "$bin" user add bench --password bench --config "$work/config.xml" >/dev/null
 RUST_LOG=warn "$bin" --config "$work/config.xml" 2>"$work/mailroom.log" &
 pids+=("$!")
