@@ -16,6 +16,7 @@ mod first_hour;
 mod full_disk;
 mod harness;
 mod interop;
+mod metrics;
 mod nntp;
 mod nntp_clients;
 mod nntp_tls;

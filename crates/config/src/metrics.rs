@@ -95,7 +95,10 @@ mod tests {
         let errors = config("<metrics><port>0</port><bind>not an ip!</bind></metrics>")
             .unwrap_err()
             .to_string();
-        assert!(errors.contains("<port> must be a number from 1 to 65535"), "{errors}");
+        assert!(
+            errors.contains("<port> must be a number from 1 to 65535"),
+            "{errors}"
+        );
         assert!(errors.contains("<bind> \"not an ip!\""), "{errors}");
     }
 }

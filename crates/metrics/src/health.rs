@@ -160,6 +160,9 @@ mod tests {
         running.abort();
         let _ = running.await;
         let report = health.report().await.to_string();
-        assert!(report.contains("SMTP 127.0.0.1:1: not listening"), "{report}");
+        assert!(
+            report.contains("SMTP 127.0.0.1:1: not listening"),
+            "{report}"
+        );
     }
 }

@@ -243,7 +243,10 @@ pub async fn serve(
 
 async fn metrics_page(State(observed): State<Arc<Observed>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         observed.render().await,
     )
 }

@@ -42,6 +42,7 @@ pub async fn serve(
     }
     let limit = settings.connection_limit;
     mailroom_net::serve(listener, limit, shutdown, move |stream, peer, shutdown| {
+        metrics::counter!("mailroom_connections_total", "protocol" => "remotemanager").increment(1);
         handle_connection(stream, peer, settings.clone(), console.clone(), shutdown)
     })
     .await;

@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod databases;
 mod fetch;
+mod observe;
 mod queue;
 mod recipients;
 mod repositories;
