@@ -457,6 +457,7 @@ impl Config {
                 listeners.push((c, kind));
             }
         }
+        self.metrics.cross_check(ctx, &listeners);
     }
 
     /// Resolves a path or `file:` URL against the home: `file://var/x` and `var/x` are

@@ -36,6 +36,25 @@ impl Default for Metrics {
     }
 }
 
+impl Metrics {
+    /// Reports a `<metrics>` listener on the address of an enabled service listener.
+    pub(crate) fn cross_check(&self, ctx: &mut Ctx, listeners: &[(&crate::ServiceCommon, &str)]) {
+        let Some(location) = self.location.as_ref().filter(|_| self.enabled) else {
+            return;
+        };
+        let clash = listeners.iter().find(|(o, _)| {
+            o.port == self.port
+                && (o.bind == self.bind || o.bind.is_unspecified() || self.bind.is_unspecified())
+        });
+        if let Some((o, kind)) = clash {
+            ctx.errors.push(location.error(format!(
+                "<metrics> listens on {}:{}, which <{kind}> at {} already uses",
+                self.bind, self.port, o.location
+            )));
+        }
+    }
+}
+
 pub(crate) fn parse(ctx: &mut Ctx, el: &Element) -> Metrics {
     ctx.warn_unknown(el, &["port", "bind"]);
     let default = Metrics::default();
@@ -100,5 +119,14 @@ mod tests {
             "{errors}"
         );
         assert!(errors.contains("<bind> \"not an ip!\""), "{errors}");
+        let errors = config(
+            "<smtpserver><port>2600</port></smtpserver><metrics><port>2600</port></metrics>",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains("<metrics> listens on 127.0.0.1:2600, which <smtpserver>"),
+            "{errors}"
+        );
     }
 }
