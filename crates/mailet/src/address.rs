@@ -168,7 +168,12 @@ fn parse_local_part(raw: &str) -> Result<String, AddressError> {
         let mut chars = body.chars();
         while let Some(c) = chars.next() {
             match c {
-                '\\' => out.push(chars.next().ok_or(AddressError::BadLocalPart)?),
+                // quoted-pairSMTP (RFC 5321 §4.1.2): a backslash and a printable ASCII
+                // character; a control character (CR, LF, NUL) is never part of an address.
+                '\\' => match chars.next() {
+                    Some(c) if (' '..='~').contains(&c) => out.push(c),
+                    _ => return Err(AddressError::BadLocalPart),
+                },
                 '"' => return Err(AddressError::BadLocalPart),
                 c if c.is_ascii_control() => return Err(AddressError::BadLocalPart),
                 c => out.push(c),
@@ -253,6 +258,19 @@ pub fn check_domain(domain: &str) -> Result<(), AddressError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `address` fuzz target: `\\` before a control character let NUL, CR or LF
+    /// into a local part (which then printed as an address that does not parse, and could
+    /// split a header line such as `Return-Path:`).
+    #[test]
+    fn a_quoted_pair_is_printable_ascii_only() {
+        for text in ["\"a\\\0b\"@x.test", "\"a\\\r\\\nb\"@x.test", "\"a\\\u{7f}\"@x.test", "\"a\\\u{e9}\"@x.test"] {
+            assert_eq!(MailAddress::parse(text), Err(AddressError::BadLocalPart), "{text:?}");
+        }
+        let a = MailAddress::parse("\"a\\\"b\\\\c\"@x.test").unwrap();
+        assert_eq!(a.local_part(), "a\"b\\c");
+        assert_eq!(MailAddress::parse(&a.to_string()), Ok(a));
+    }
 
     #[test]
     fn parses_plain_and_quoted() {

@@ -23,7 +23,7 @@ mod users;
 
 pub use log_spool::{LogSpool, Snapshot, SpooledMail};
 pub use mail::FileMailRepository;
-pub use maildir::Maildir;
+pub use maildir::{file_name_fields, Maildir};
 pub use mappings::FileMappingsRepository;
 pub use news::FileNewsRepository;
 pub use users::FileUsersRepository;
