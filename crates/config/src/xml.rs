@@ -467,7 +467,11 @@ mod tests {
     /// pre-processor index past the end of the text.
     #[test]
     fn an_unterminated_doctype_is_an_error_not_a_panic() {
-        for text in ["<!DOCTYPE config", "<?xml version=\"1.0\"?>\n<!DOCTYPE c \"x", "<!DOCTYPE"] {
+        for text in [
+            "<!DOCTYPE config",
+            "<?xml version=\"1.0\"?>\n<!DOCTYPE c \"x",
+            "<!DOCTYPE",
+        ] {
             let errors = parse(text).unwrap_err().to_string();
             assert!(errors.contains("t.xml:"), "{errors}");
         }

@@ -264,8 +264,17 @@ mod tests {
     /// split a header line such as `Return-Path:`).
     #[test]
     fn a_quoted_pair_is_printable_ascii_only() {
-        for text in ["\"a\\\0b\"@x.test", "\"a\\\r\\\nb\"@x.test", "\"a\\\u{7f}\"@x.test", "\"a\\\u{e9}\"@x.test"] {
-            assert_eq!(MailAddress::parse(text), Err(AddressError::BadLocalPart), "{text:?}");
+        for text in [
+            "\"a\\\0b\"@x.test",
+            "\"a\\\r\\\nb\"@x.test",
+            "\"a\\\u{7f}\"@x.test",
+            "\"a\\\u{e9}\"@x.test",
+        ] {
+            assert_eq!(
+                MailAddress::parse(text),
+                Err(AddressError::BadLocalPart),
+                "{text:?}"
+            );
         }
         let a = MailAddress::parse("\"a\\\"b\\\\c\"@x.test").unwrap();
         assert_eq!(a.local_part(), "a\"b\\c");

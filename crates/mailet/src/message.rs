@@ -292,7 +292,10 @@ mod tests {
     /// it was neither a field of its own nor removable.
     #[test]
     fn a_field_added_after_a_last_line_without_line_end_is_its_own_line() {
-        for text in [&b"Subject: hi"[..], b"Subject: hi\r\nbroken line without colon"] {
+        for text in [
+            &b"Subject: hi"[..],
+            b"Subject: hi\r\nbroken line without colon",
+        ] {
             let mut m = Message::from_bytes(text);
             m.add_header("X-A", "b");
             assert_eq!(m.header("X-A").as_deref(), Some("b"));
