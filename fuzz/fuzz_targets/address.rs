@@ -16,16 +16,26 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(address) = MailAddress::parse(text) {
         let printed = address.to_string();
-        assert_eq!(MailAddress::parse(&printed).as_ref(), Ok(&address), "{printed}");
+        assert_eq!(
+            MailAddress::parse(&printed).as_ref(),
+            Ok(&address),
+            "{printed}"
+        );
         let path = format!("<{printed}>");
-        assert_eq!(MailAddress::parse_path(&path), Ok(Some(address.clone())), "{path}");
+        assert_eq!(
+            MailAddress::parse_path(&path),
+            Ok(Some(address.clone())),
+            "{path}"
+        );
         assert!(check_domain(address.domain()).is_ok());
     }
     let _ = MailAddress::parse_path(text);
     let _ = check_domain(text);
     for verb in ["MAIL FROM:", "RCPT TO:"] {
         let line = format!("{verb}{text}");
-        if let Ok(Command::Mail { .. } | Command::Rcpt { .. }) = parse_command(line.as_bytes(), true) {
+        if let Ok(Command::Mail { .. } | Command::Rcpt { .. }) =
+            parse_command(line.as_bytes(), true)
+        {
             // Accepted with brackets: then also without enforcement.
             assert!(parse_command(line.as_bytes(), false).is_ok(), "{line}");
         }

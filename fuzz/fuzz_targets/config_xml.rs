@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if ["/dev", "/proc", "/sys", "file:"].iter().any(|p| text.contains(p)) {
+    if ["/dev", "/proc", "/sys", "file:"]
+        .iter()
+        .any(|p| text.contains(p))
+    {
         return;
     }
     let base = Path::new("/nonexistent-fuzz-base");

@@ -50,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
     let mut with_more = wire.clone();
     with_more.extend_from_slice(b"QUIT\r\n");
     let (body, end, _) = decode(&[&with_more]);
-    assert_eq!(end, Some(wire.len()), "the end of data is the encoder's last line");
+    assert_eq!(
+        end,
+        Some(wire.len()),
+        "the end of data is the encoder's last line"
+    );
     let mut expected = Vec::with_capacity(input.len() + 2);
     for (i, &b) in input.iter().enumerate() {
         if b == b'\n' && (i == 0 || input[i - 1] != b'\r') {

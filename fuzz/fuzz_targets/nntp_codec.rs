@@ -17,7 +17,9 @@ fuzz_target!(|data: &[u8]| {
     let pieces = lines(&mut reader(), &[&input[..at], &input[at..]]);
     assert_eq!(whole, pieces, "split at {at}");
     for event in whole {
-        let LineEvent::Line(line) = event else { continue };
+        let LineEvent::Line(line) = event else {
+            continue;
+        };
         let _ = parse_command(&line);
         let text = String::from_utf8_lossy(&line);
         if let Ok(id) = message_id(&text) {

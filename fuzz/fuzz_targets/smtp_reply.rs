@@ -12,7 +12,9 @@ use mailroom_fuzz::split;
 use tokio::io::BufReader;
 
 fn replies(input: &[u8], chunk: usize) -> Vec<String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let mut reader = BufReader::with_capacity(chunk.max(1), input);
         let mut all = Vec::new();

@@ -7,13 +7,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailroom_store::file::LogSpool;
 use mailroom_store::blocking::MailRepository;
+use mailroom_store::file::LogSpool;
 
 fuzz_target!(|data: &[u8]| {
     // In memory where possible: the target writes a file per input.
     let shm = std::path::Path::new("/dev/shm");
-    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
     let dir = base.join(format!("mailroom-fuzz-spool-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
