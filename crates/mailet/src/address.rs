@@ -295,9 +295,16 @@ mod tests {
         assert_eq!(a.local_part(), "\u{2003}a");
         assert_eq!(MailAddress::parse(&a.to_string()), Ok(a));
         for text in ["\"\u{85}a\"@x.test", "\u{85}a@x.test", "a\u{9f}@x.test"] {
-            assert_eq!(MailAddress::parse(text), Err(AddressError::BadLocalPart), "{text:?}");
+            assert_eq!(
+                MailAddress::parse(text),
+                Err(AddressError::BadLocalPart),
+                "{text:?}"
+            );
         }
-        assert_eq!(MailAddress::parse(" \ta@x.test\r\n").unwrap().local_part(), "a");
+        assert_eq!(
+            MailAddress::parse(" \ta@x.test\r\n").unwrap().local_part(),
+            "a"
+        );
     }
 
     #[test]
