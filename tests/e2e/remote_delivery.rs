@@ -1109,6 +1109,11 @@ fn the_embedded_default_relays_remote_mail_from_loopback() {
     );
     xml = replace(
         xml,
+        "<port>9465</port>",
+        &format!("<port>{}</port>", crate::harness::free_port()),
+    );
+    xml = replace(
+        xml,
         "<port>1119</port>",
         &format!("<port>{}</port>", crate::harness::free_port()),
     );

@@ -381,6 +381,7 @@ impl DefaultServer {
             ("<port>1110</port>", free_port()),
             // NNTP, once it is served.
             ("<port>1119</port>", free_port()),
+            ("<port>9465</port>", free_port()),
         ] {
             assert!(
                 xml.contains(from) || from.contains("1119"),

@@ -26,6 +26,7 @@ assert_eq!(config.resolve_path("file://var/mail/spool/"), std::path::Path::new("
 pub mod error;
 pub mod fetchmail;
 pub mod james;
+pub mod metrics;
 pub mod network;
 pub mod secret;
 pub mod services;
@@ -83,6 +84,7 @@ const KNOWN_BLOCKS: &[&str] = &[
     "connections",
     "tls",
     "authThrottle",
+    "metrics",
 ];
 
 /// Top-level blocks of James's Avalon container that have no meaning here: accepted, logged,
@@ -145,6 +147,8 @@ pub struct Config {
     pub tls: TlsFiles,
     /// `<authThrottle>` (Mailroom's own): how failed logins slow down, per client IP.
     pub auth_throttle: AuthThrottle,
+    /// `<metrics>` (Mailroom's own): the Prometheus `/metrics` and `/health` endpoints.
+    pub metrics: metrics::Metrics,
 }
 
 impl Config {
@@ -298,6 +302,9 @@ impl Config {
             auth_throttle: block("authThrottle")
                 .map(|el| services::auth_throttle(&mut ctx, el))
                 .unwrap_or_default(),
+            metrics: block("metrics")
+                .map(|el| metrics::parse(&mut ctx, el))
+                .unwrap_or_default(),
             james,
         };
         for c in &root.children {
@@ -450,6 +457,7 @@ impl Config {
                 listeners.push((c, kind));
             }
         }
+        self.metrics.cross_check(ctx, &listeners);
     }
 
     /// Resolves a path or `file:` URL against the home: `file://var/x` and `var/x` are

@@ -416,7 +416,7 @@ fn common(ctx: &mut Ctx, el: &Element, d: &Defaults, first_servername: &str) -> 
 
 /// A `<bind>` value: an IP address, or a host name resolved now (its first address, IPv4
 /// first, as James bound `InetAddress.getByName`).
-fn bind_address(text: &str) -> Result<IpAddr, String> {
+pub(crate) fn bind_address(text: &str) -> Result<IpAddr, String> {
     use std::net::ToSocketAddrs;
     if let Ok(ip) = text.parse() {
         return Ok(ip);

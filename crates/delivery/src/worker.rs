@@ -87,7 +87,10 @@ impl Worker {
         };
         let mut plain = plain_text_addresses(&mail);
         let known_plain = plain.len();
+        metrics::counter!("mailroom_delivery_attempts_total").increment(1);
+        let started = std::time::Instant::now();
         let results = self.attempt(&mail, &mut plain).await;
+        metrics::histogram!("mailroom_delivery_duration_seconds").record(started.elapsed());
         let retry = attempt <= self.settings.max_retries;
         let delay = self.settings.delay_before(attempt);
         let mut failed = Vec::new();
@@ -236,6 +239,7 @@ impl Worker {
                 unwanted,
             }) => {
                 self.spool.store(&notice).await?;
+                metrics::counter!("mailroom_bounces_total").increment(1);
                 let to = copy.sender().map(ToString::to_string).unwrap_or_default();
                 for (rcpt, status) in &reported {
                     let line = Outcome::new(copy.name(), rcpt, Status::Bounced)

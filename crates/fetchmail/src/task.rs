@@ -173,12 +173,14 @@ impl Task {
                 Ok(()) => summary.accounts_ok += 1,
                 Err(e) => {
                     summary.accounts_failed += 1;
+                    metrics::counter!("mailroom_fetchmail_account_failures_total").increment(1);
                     tracing::warn!(task = %self.config.name, account = %account.user,
                         host = %self.config.host, port = self.config.port, error = %e,
                         "fetch failed; retried at the next interval");
                 }
             }
         }
+        metrics::counter!("mailroom_fetchmail_runs_total").increment(1);
         summary
     }
 
@@ -386,6 +388,7 @@ impl Task {
             .commit(envelope)
             .await
             .map_err(|e| format!("cannot commit to the spool: {e}"))?;
+        metrics::counter!("mailroom_mails_received_total", "source" => "fetchmail").increment(1);
         Ok(Outcome::Spooled(name))
     }
 

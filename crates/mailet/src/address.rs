@@ -61,7 +61,9 @@ impl MailAddress {
 
     /// Parses `local@domain` (no angle brackets). The local part may be quoted.
     pub fn parse(text: &str) -> Result<Self, AddressError> {
-        let text = text.trim();
+        // ASCII white space only: a local part may begin with a non-ASCII character that
+        // Unicode calls white space.
+        let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
         if text.is_empty() {
             return Err(AddressError::Empty);
         }
@@ -134,9 +136,12 @@ impl<'de> Deserialize<'de> for MailAddress {
     }
 }
 
-/// `atext` of RFC 5322 §3.2.3; non-ASCII is allowed as RFC 6531 extends it.
+/// `atext` of RFC 5322 §3.2.3; non-ASCII is allowed as RFC 6531 extends it, except control
+/// characters (U+0080 to U+009F).
 fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+-/=?^_`{|}~".contains(c)
+        || (!c.is_ascii() && !c.is_control())
 }
 
 /// Position of the `@` that separates local part and domain, skipping a quoted local part.
@@ -168,9 +173,14 @@ fn parse_local_part(raw: &str) -> Result<String, AddressError> {
         let mut chars = body.chars();
         while let Some(c) = chars.next() {
             match c {
-                '\\' => out.push(chars.next().ok_or(AddressError::BadLocalPart)?),
+                // quoted-pairSMTP (RFC 5321 §4.1.2): a backslash and a printable ASCII
+                // character; a control character (CR, LF, NUL) is never part of an address.
+                '\\' => match chars.next() {
+                    Some(c) if (' '..='~').contains(&c) => out.push(c),
+                    _ => return Err(AddressError::BadLocalPart),
+                },
                 '"' => return Err(AddressError::BadLocalPart),
-                c if c.is_ascii_control() => return Err(AddressError::BadLocalPart),
+                c if c.is_control() => return Err(AddressError::BadLocalPart),
                 c => out.push(c),
             }
         }
@@ -253,6 +263,49 @@ pub fn check_domain(domain: &str) -> Result<(), AddressError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `address` fuzz target: `\\` before a control character let NUL, CR or LF
+    /// into a local part (which then printed as an address that does not parse, and could
+    /// split a header line such as `Return-Path:`).
+    #[test]
+    fn a_quoted_pair_is_printable_ascii_only() {
+        for text in [
+            "\"a\\\0b\"@x.test",
+            "\"a\\\r\\\nb\"@x.test",
+            "\"a\\\u{7f}\"@x.test",
+            "\"a\\\u{e9}\"@x.test",
+        ] {
+            assert_eq!(
+                MailAddress::parse(text),
+                Err(AddressError::BadLocalPart),
+                "{text:?}"
+            );
+        }
+        let a = MailAddress::parse("\"a\\\"b\\\\c\"@x.test").unwrap();
+        assert_eq!(a.local_part(), "a\"b\\c");
+        assert_eq!(MailAddress::parse(&a.to_string()), Ok(a));
+    }
+
+    /// Found by the `address` fuzz target: a local part starting with U+0085 (which Unicode
+    /// counts as white space) printed as a dot-string that `parse` then trimmed to another
+    /// address. Only ASCII white space is trimmed now, and control characters are refused.
+    #[test]
+    fn unicode_white_space_and_controls_do_not_change_an_address() {
+        let a = MailAddress::parse("\u{2003}a@x.test").unwrap();
+        assert_eq!(a.local_part(), "\u{2003}a");
+        assert_eq!(MailAddress::parse(&a.to_string()), Ok(a));
+        for text in ["\"\u{85}a\"@x.test", "\u{85}a@x.test", "a\u{9f}@x.test"] {
+            assert_eq!(
+                MailAddress::parse(text),
+                Err(AddressError::BadLocalPart),
+                "{text:?}"
+            );
+        }
+        assert_eq!(
+            MailAddress::parse(" \ta@x.test\r\n").unwrap().local_part(),
+            "a"
+        );
+    }
 
     #[test]
     fn parses_plain_and_quoted() {

@@ -145,7 +145,13 @@ impl Message {
     /// Appends a field at the end of the header section.
     pub fn add_header(&mut self, name: &str, value: &str) {
         let at = self.fields_end();
-        self.header.splice(at..at, field_line(name, value));
+        let mut line = field_line(name, value);
+        // A last field without a line end (a message that is only a header, cut short) must
+        // not run into the new one.
+        if at > 0 && self.header[at - 1] != b'\n' {
+            line.splice(0..0, *b"\r\n");
+        }
+        self.header.splice(at..at, line);
     }
 
     /// Inserts a field at the top of the header section (trace fields such as `Received:`).
@@ -280,6 +286,27 @@ mod tests {
     use super::*;
 
     const SAMPLE: &[u8] = b"From: a@example.org\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\nX-Long: one\r\n two\r\nX-Dup: 1\r\nX-Dup: 2\r\n\r\nbody\r\n.line\r\n";
+
+    /// Found by the `mime_message` fuzz target: a header section whose last line has no line
+    /// end (a message that is only a header) had the added field glued onto that line, where
+    /// it was neither a field of its own nor removable.
+    #[test]
+    fn a_field_added_after_a_last_line_without_line_end_is_its_own_line() {
+        for text in [
+            &b"Subject: hi"[..],
+            b"Subject: hi\r\nbroken line without colon",
+        ] {
+            let mut m = Message::from_bytes(text);
+            m.add_header("X-A", "b");
+            assert_eq!(m.header("X-A").as_deref(), Some("b"));
+            assert_eq!(m.header("Subject").as_deref(), Some("hi"));
+            let bytes = m.to_bytes().unwrap();
+            let line = b"\r\nX-A: b\r\n";
+            assert!(bytes.windows(line.len()).any(|w| w == line));
+            assert!(m.remove_header("X-A"));
+            assert_eq!(m.header("X-A"), None);
+        }
+    }
 
     #[test]
     fn splits_and_reads_headers() {

@@ -72,8 +72,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// `mail=<name> rcpt=<address> status=<status>`.
+    /// `mail=<name> rcpt=<address> status=<status>`. Counted in `mailroom_deliveries_total`
+    /// by status: every outcome line is made here.
     pub fn new(mail: &str, rcpt: &MailAddress, status: Status) -> Self {
+        metrics::counter!("mailroom_deliveries_total", "outcome" => status.as_str()).increment(1);
         let mut outcome = Outcome {
             line: String::new(),
         };
@@ -85,6 +87,7 @@ impl Outcome {
 
     /// `rcpt=<address> status=<status>`: a recipient refused before any mail exists (at RCPT).
     pub fn without_mail(rcpt: &MailAddress, status: Status) -> Self {
+        metrics::counter!("mailroom_deliveries_total", "outcome" => status.as_str()).increment(1);
         let mut outcome = Outcome {
             line: String::new(),
         };

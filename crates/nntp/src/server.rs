@@ -88,6 +88,7 @@ pub async fn serve(
         admission,
         shutdown,
         move |stream, peer, shutdown| {
+            metrics::counter!("mailroom_connections_total", "protocol" => "nntp").increment(1);
             accept(stream, peer, settings.clone(), store.clone(), shutdown)
         },
     )
@@ -271,6 +272,8 @@ impl Driver {
             }
             Ok(None) => {
                 let delay = self.settings.auth_throttle.failed(self.peer.ip());
+                metrics::counter!("mailroom_auth_failures_total", "protocol" => "nntp")
+                    .increment(1);
                 tracing::warn!(peer = %self.peer, %user, ?delay, "NNTP login failed");
                 if !delay.is_zero() {
                     connection.pause(delay).await;

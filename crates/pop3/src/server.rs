@@ -98,6 +98,7 @@ pub async fn serve(
         admission,
         shutdown,
         move |stream, peer, shutdown| {
+            metrics::counter!("mailroom_connections_total", "protocol" => "pop3").increment(1);
             accept(stream, peer, settings.clone(), store.clone(), shutdown)
         },
     )
@@ -305,6 +306,8 @@ impl Driver {
             }
             Err(LoginFailure::Credentials) => {
                 let delay = self.settings.auth_throttle.failed(self.peer.ip());
+                metrics::counter!("mailroom_auth_failures_total", "protocol" => "pop3")
+                    .increment(1);
                 tracing::warn!(peer = %self.peer, user = ?name, ?delay, "POP3 login failed");
                 // Shutdown cuts the delay short; the next read then says goodbye.
                 if !delay.is_zero() {

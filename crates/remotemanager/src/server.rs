@@ -50,6 +50,8 @@ pub async fn serve(
         admission,
         shutdown,
         move |stream, peer, shutdown| {
+            metrics::counter!("mailroom_connections_total", "protocol" => "remotemanager")
+                .increment(1);
             handle_connection(stream, peer, settings.clone(), console.clone(), shutdown)
         },
     )
@@ -152,15 +154,15 @@ enum Telnet {
     SubCommand,
 }
 
-/// Drops telnet command sequences from the input, across reads.
+/// Drops telnet command sequences from the input, across reads (public for the fuzz targets).
 #[derive(Default)]
-struct TelnetFilter {
+pub struct TelnetFilter {
     state: Telnet,
 }
 
 impl TelnetFilter {
     /// The data octets of `bytes`.
-    fn filter(&mut self, bytes: &[u8]) -> Vec<u8> {
+    pub fn filter(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut data = Vec::with_capacity(bytes.len());
         for &b in bytes {
             self.state = match (self.state, b) {

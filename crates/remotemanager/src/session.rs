@@ -131,6 +131,8 @@ impl Session {
             return;
         }
         self.failures += 1;
+        metrics::counter!("mailroom_auth_failures_total", "protocol" => "remotemanager")
+            .increment(1);
         tracing::warn!(%login, failures = self.failures, "RemoteManager login failed");
         out.line(format!("Login failed for {login}"));
         step.delay = Some(self.settings.login_failure_delay);

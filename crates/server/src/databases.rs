@@ -71,6 +71,17 @@ impl Databases {
         Ok(sources)
     }
 
+    /// The use of each connected data source's pool: name, (open, idle, most).
+    pub fn pool_usage(&self) -> Vec<(String, (u32, usize, u32))> {
+        let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        let pools = opened
+            .iter()
+            .filter_map(|(name, s)| Some((name, s.pool(name).ok()?)));
+        pools
+            .map(|(name, pool)| (name.clone(), pool.usage()))
+            .collect()
+    }
+
     /// The users repository at a `db://` URL.
     pub fn users(&self, source: &str, path: &[String]) -> StoreResult<Arc<dyn UsersRepository>> {
         let sources = self.source(source)?;

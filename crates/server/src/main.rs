@@ -7,6 +7,7 @@ mod cli;
 mod databases;
 mod fetch;
 mod limits;
+mod observe;
 mod queue;
 mod recipients;
 mod repositories;

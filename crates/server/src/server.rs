@@ -86,6 +86,7 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
 /// Runs the server until SIGTERM or SIGINT.
 pub fn run(cli: &Cli) -> Result<()> {
     let config = load_config(cli)?;
+    let recorder = crate::observe::install(&config)?;
     // Built first: the SpoolManager's workers (plain threads) wait on it for DNS answers.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -104,9 +105,10 @@ pub fn run(cli: &Cli) -> Result<()> {
     // Signals are caught before the first port is bound: once one is, a client (or a test)
     // may think the server up and stop it, and a SIGTERM must then stop it cleanly. Then the
     // ports: a start that fails on a busy port leaves no storage behind.
-    let (signals, listeners) = {
+    let (signals, listeners, metrics_listener) = {
         let _runtime = runtime.enter();
-        (Signals::catch()?, bind_all(&config)?)
+        let metrics = crate::observe::bind(&config)?;
+        (Signals::catch()?, bind_all(&config)?, metrics)
     };
     // After the ports: a start that fails on a busy port generates no certificate.
     let certificates = Arc::new(Certificates::load(&config, tls_services(&config))?);
@@ -222,6 +224,15 @@ pub fn run(cli: &Cli) -> Result<()> {
         (server_name, &postmaster),
     );
     let expiry = news.clone().map(|news| (news, expiry_rules.clone()));
+    let observe = metrics_listener.zip(recorder).map(|(listener, handle)| {
+        let outgoing = deliveries.spools().into_iter().map(|(_, s)| s).collect();
+        let sources = crate::observe::Sources {
+            spool: spool.clone(),
+            outgoing,
+            databases,
+        };
+        crate::observe::Endpoint::new(&config, listener, handle, sources)
+    });
     let services = Services {
         fetchmail,
         spool,
@@ -234,6 +245,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         authenticator,
         throttle: auth_throttle(&config),
         certificates,
+        observe,
     };
     let served = runtime.block_on(serve(&config, listeners, services, signals, &stop));
     runtime.block_on(delivery_workers.stop(DELIVERY_GRACE));
@@ -374,6 +386,8 @@ struct Services {
     throttle: Arc<AuthThrottle>,
     /// The listeners' TLS certificates, reloaded on SIGHUP.
     certificates: Arc<Certificates>,
+    /// The `<metrics>` endpoint, when enabled.
+    observe: Option<crate::observe::Endpoint>,
 }
 
 /// The listeners whose certificates [`Certificates::load`] loads: every enabled SMTP, POP3 and
@@ -406,9 +420,12 @@ async fn serve(
         authenticator,
         throttle,
         certificates,
+        observe,
     } = services;
     let shutdown = Shutdown::new();
     let mut tasks = Vec::new();
+    let health = observe.as_ref().map(crate::observe::Endpoint::health);
+    tasks.extend(observe.map(|endpoint| endpoint.spawn(shutdown.watch())));
     let mut bound = listeners.into_iter();
     let mut next_listener = move || bound.next().expect("bound by bind_all, in this order");
     if let Some((listener, repos)) = control {
@@ -426,6 +443,7 @@ async fn serve(
     )));
     for smtp in config.smtp.iter().filter(|s| s.common.enabled) {
         let listener = next_listener();
+        let name = format!("SMTP {}", shown(&listener));
         let mut settings = smtp_settings(config, smtp, &recipients);
         settings.tls = certificates.listener(&smtp.common);
         settings.authenticator = Some(authenticator.clone());
@@ -444,9 +462,11 @@ async fn serve(
             spool.clone(),
             shutdown.watch(),
         )));
+        crate::observe::watch(&health, name, &tasks);
     }
     for pop3 in config.pop3.iter().filter(|s| s.common.enabled) {
         let listener = next_listener();
+        let name = format!("POP3 {}", shown(&listener));
         let mut settings = pop3_settings(config, pop3);
         settings.tls = certificates.listener(&pop3.common);
         settings.auth_throttle = throttle.clone();
@@ -461,6 +481,7 @@ async fn serve(
             pop3_store.clone(),
             shutdown.watch(),
         )));
+        crate::observe::watch(&health, name, &tasks);
     }
     if let Some((news, rules)) = expiry {
         let interval = Duration::from_secs(config.nntp_repository.expire_interval_secs);
@@ -473,6 +494,7 @@ async fn serve(
     }
     for nntp in config.nntp.iter().filter(|s| s.common.enabled) {
         let listener = next_listener();
+        let name = format!("NNTP {}", shown(&listener));
         let Some(store) = nntp_store.clone() else {
             continue;
         };
@@ -490,6 +512,7 @@ async fn serve(
             store,
             shutdown.watch(),
         )));
+        crate::observe::watch(&health, name, &tasks);
     }
     for manager in config.remote_manager.iter().filter(|r| r.common.enabled) {
         if console_refused(manager).is_some() {
@@ -497,12 +520,14 @@ async fn serve(
             continue;
         }
         let listener = next_listener();
+        let name = format!("RemoteManager {}", shown(&listener));
         tasks.push(tokio::spawn(mailroom_remotemanager::serve(
             listener,
             Arc::new(remote_manager_settings(config, manager)),
             console.clone(),
             shutdown.watch(),
         )));
+        crate::observe::watch(&health, name, &tasks);
     }
 
     loop {

@@ -80,6 +80,7 @@ pub async fn serve(
         admission,
         shutdown,
         move |stream, peer, shutdown| {
+            metrics::counter!("mailroom_connections_total", "protocol" => "smtp").increment(1);
             accept(stream, peer, settings.clone(), spool.clone(), shutdown)
         },
     )
@@ -315,6 +316,8 @@ impl Driver {
             }
             AuthVerdict::Rejected => {
                 let delay = self.settings.auth_throttle.failed(ip);
+                metrics::counter!("mailroom_auth_failures_total", "protocol" => "smtp")
+                    .increment(1);
                 tracing::warn!(peer = %self.peer, user = ?credentials.user, ?delay,
                     "SMTP AUTH failed");
                 if !delay.is_zero() {
@@ -404,6 +407,7 @@ impl Driver {
         match &result {
             Ok(()) => {
                 self.accepted += 1;
+                metrics::counter!("mailroom_mails_received_total", "source" => "smtp").increment(1);
                 tracing::info!(peer = %self.peer, %id, from = %sender, rcpts, size, "mail accepted");
             }
             Err(error) => {

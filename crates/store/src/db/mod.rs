@@ -72,6 +72,12 @@ impl Pool {
             Pool::Postgres(_) => Dialect::Postgres,
         }
     }
+
+    /// Connections open now, how many of them are idle, and the most the pool opens (for the
+    /// metrics).
+    pub fn usage(&self) -> (u32, usize, u32) {
+        on_pool!(self, p => (p.size(), p.num_idle(), p.options().get_max_connections()))
+    }
 }
 
 /// Where the two engines' SQL differs.

@@ -428,6 +428,14 @@ fn sort_key(file_name: &str) -> (u64, u64, String) {
     (secs, micros, file_name.to_string())
 }
 
+/// What is read from a Maildir file name: its UID, its `S=` and `W=` sizes and its
+/// delivery-time sort key (public for the fuzz targets, which feed it any name).
+pub fn file_name_fields(file_name: &str) -> (String, Option<u64>, Option<u64>, (u64, u64)) {
+    let (secs, micros, _) = sort_key(file_name);
+    let (s, w) = (size_field(file_name, 'S'), size_field(file_name, 'W'));
+    (uid_of(file_name), s, w, (secs, micros))
+}
+
 /// A writer that counts what passes through it: the octets, and the LFs without a CR before
 /// them, which POP3 sends as CRLF.
 struct LineEnds<W> {

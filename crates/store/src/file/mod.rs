@@ -32,7 +32,7 @@ mod sync {
 
 pub use log_spool::{LogSpool, Snapshot, SpooledMail};
 pub use mail::FileMailRepository;
-pub use maildir::Maildir;
+pub use maildir::{file_name_fields, Maildir};
 pub use mappings::FileMappingsRepository;
 pub use news::{FileNews, FileNewsRepository};
 pub use users::FileUsersRepository;

@@ -320,6 +320,9 @@ impl Mailet for Notify {
         };
         let notice_name = notice.name().to_string();
         ctx.send_mail(notice)?;
+        if matches!(self.kind, Kind::Dsn | Kind::Bounce) {
+            metrics::counter!("mailroom_bounces_total").increment(1);
+        }
         let status = match self.kind {
             Kind::Dsn | Kind::Bounce => Status::Bounced,
             Kind::NotifySender | Kind::NotifyPostmaster => Status::Notified,
