@@ -335,7 +335,9 @@ impl Connection {
             Ok(Ok(n)) => {
                 let fresh = &self.buffer[self.end..self.end + n];
                 // A line end restarts the line's clock (from now, if a new line has begun
-                // after it); octets without one do not.
+                // after it); octets without one do not. "Now" is when they arrived, not when
+                // the wait began: a line begun late in an idle spell still gets its full time.
+                let now = Instant::now();
                 match fresh.iter().rposition(|&b| b == b'\n') {
                     Some(lf) if lf + 1 == n => self.line_since = None,
                     Some(_) => self.line_since = Some(now),

@@ -586,6 +586,7 @@ fn a_mail_with_many_recipients_is_processed_in_linear_time() {
     let took = started.elapsed();
     assert_eq!(f.repo("one")[0].recipients().len(), 1);
     assert_eq!(f.repo("rest")[0].recipients().len(), 59_999);
-    // Quadratic, this took 34 s (debug build); linear, 3 s with the repositories' writes.
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // Quadratic, this took 34 s (debug build); linear, 3 s with the repositories' writes,
+    // which a loaded 2-core CI machine may make several times slower: the bound sits between.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
 }

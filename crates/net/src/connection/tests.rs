@@ -430,17 +430,42 @@ async fn a_trickled_line_must_end_within_the_timeout() {
 #[tokio::test]
 async fn complete_lines_keep_a_session_alive() {
     let shutdown = Shutdown::new();
-    let timeout = Duration::from_millis(300);
+    // Wide margins (each pause is 0.7 s short of the timeout): a loaded CI machine may hold
+    // this thread for a few hundred milliseconds.
+    let timeout = Duration::from_secs(1);
     let (client, session, _) = start(Upgrade::Flip, timeout, &shutdown);
     let (read, mut write) = tokio::io::split(client);
     let mut read = BufReader::new(read);
     assert_eq!(read_line(&mut read).await, "hello\r\n");
+    // Longer in all than the timeout: the line clock does not add up across lines.
     for _ in 0..6 {
         write.write_all(b"a\r\n").await.unwrap();
         assert_eq!(read_line(&mut read).await, "got a\r\n");
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     write.write_all(b"QUIT\r\n").await.unwrap();
+    assert_eq!(read_line(&mut read).await, "bye\r\n");
+    assert_eq!(session.await.unwrap().unwrap(), End::Closed);
+}
+
+/// A line that begins arriving late in an idle spell gets the whole timeout from its first
+/// octet, not what was left of the idle one. (The clock used to start when the wait began:
+/// such a line was cut off short of its time.)
+#[tokio::test]
+async fn a_line_begun_late_in_an_idle_spell_gets_its_full_time() {
+    let shutdown = Shutdown::new();
+    let timeout = Duration::from_secs(1);
+    let (client, session, _) = start(Upgrade::Flip, timeout, &shutdown);
+    let (read, mut write) = tokio::io::split(client);
+    let mut read = BufReader::new(read);
+    assert_eq!(read_line(&mut read).await, "hello\r\n");
+    // Idle for 0.7 s, then half a line, then its end 0.6 s later: 1.3 s after the wait
+    // began, 0.6 s after the line did.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    write.write_all(b"ab").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    write.write_all(b"c\r\nQUIT\r\n").await.unwrap();
+    assert_eq!(read_line(&mut read).await, "got abc\r\n");
     assert_eq!(read_line(&mut read).await, "bye\r\n");
     assert_eq!(session.await.unwrap().unwrap(), End::Closed);
 }
