@@ -4,6 +4,7 @@
 
 mod auth;
 mod cli;
+mod copy;
 mod databases;
 mod fetch;
 mod queue;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, StoreAction};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,6 +39,9 @@ fn main() -> ExitCode {
         Some(Command::User { action }) => users::run(&cli, action),
         Some(Command::Queue { action }) => queue::run(&cli, action),
         Some(Command::Fetchmail { action }) => fetch::run(&cli, action),
+        Some(Command::Store {
+            action: StoreAction::Copy { from, to },
+        }) => copy::run(from, to),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

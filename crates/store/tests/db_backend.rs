@@ -77,6 +77,11 @@ async fn all_kinds(sources: DataSources) {
         .await
         .unwrap();
     conformance::inbox_repository(inbox.as_ref()).await;
+    let inbox = sources
+        .inbox("maildb", &path(&[&unique("imported")]))
+        .await
+        .unwrap();
+    conformance::inbox_import(inbox.as_ref()).await;
 
     let table = unique("spool");
     let spool = sources

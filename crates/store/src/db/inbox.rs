@@ -73,7 +73,7 @@ impl DbInbox {
         user: &str,
         trace_header: &[u8],
         message: &Message,
-    ) -> Result<Delivery> {
+    ) -> Result<(Delivery, bool)> {
         validate_user_name(user)?;
         let mut header = trace_header.to_vec();
         header.extend_from_slice(message.header_section());
@@ -100,19 +100,23 @@ impl DbInbox {
             .execute(p)
             .await
             .map(|r| r.rows_affected()));
-        match result {
+        let stored = match result {
             Err(e) => {
                 super::body::delete_body(&self.pool, &body.id).await;
                 return Err(db_error(e));
             }
             // Delivered before: this copy's body goes.
-            Ok(0) => super::body::delete_body(&self.pool, &body.id).await,
-            Ok(_) => {}
-        }
-        Ok(Delivery(
+            Ok(0) => {
+                super::body::delete_body(&self.pool, &body.id).await;
+                false
+            }
+            Ok(_) => true,
+        };
+        let delivery = Delivery(
             self.deliveries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        ))
+        );
+        Ok((delivery, stored))
     }
 }
 
@@ -138,7 +142,10 @@ impl InboxRepository for DbInbox {
         message: &Message,
     ) -> Result<Delivery> {
         let name = mailroom_mailet::new_mail_name();
-        self.insert(name, false, user, trace_header, message).await
+        Ok(self
+            .insert(name, false, user, trace_header, message)
+            .await?
+            .0)
     }
 
     async fn deliver_once(
@@ -156,6 +163,19 @@ impl InboxRepository for DbInbox {
             message,
         )
         .await
+        .map(|(delivery, _)| delivery)
+    }
+
+    /// The row is named `uid` (a UIDL is its row's name), so a second import of it is the
+    /// same row and stores nothing. The trace header is part of `message` already.
+    async fn import(&self, user: &str, uid: &str, message: &Message) -> Result<bool> {
+        if uid_of(uid) != uid {
+            return Err(StoreError::InvalidName(uid.to_string(), "not a UIDL"));
+        }
+        Ok(self
+            .insert(uid.to_string(), true, user, &[], message)
+            .await?
+            .1)
     }
 
     async fn sync(&self, _deliveries: &[Delivery]) -> Result<()> {
