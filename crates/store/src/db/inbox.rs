@@ -216,36 +216,31 @@ impl InboxRepository for DbInbox {
                 Some(conn)
             }
         };
+        // A row James wrote has no stored POP3 size: the database computes it, and no body
+        // is read.
         let statement = format!(
-            "SELECT message_name, mailroom_pop3_size, \
-             CASE WHEN mailroom_body_id IS NULL THEN message_body END AS james_body \
+            "SELECT message_name, COALESCE(mailroom_pop3_size, \
+             CASE WHEN mailroom_body_id IS NULL THEN {} END) \
              FROM {} WHERE repository_name = $1 ORDER BY {}",
+            self.pool.dialect().james_wire_size(),
             self.table,
             self.pool.dialect().seq()
         );
-        let rows: Vec<(String, Option<i64>, Option<Vec<u8>>)> = on_pool!(&self.pool, p => {
+        let rows: Vec<(String, Option<i64>)> = on_pool!(&self.pool, p => {
             let rows = sqlx::query(sql(statement))
                 .bind(user)
                 .fetch_all(p)
                 .await
                 .map_err(db_error)?;
             rows.iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect::<sqlx::Result<Vec<_>>>()
                 .map_err(db_error)?
         });
         let mut messages = Vec::with_capacity(rows.len());
         let mut names = Vec::with_capacity(rows.len());
-        for (name, pop3_size, james_body) in rows {
-            let size = match (pop3_size, james_body) {
-                (Some(size), _) => size.max(0) as u64,
-                (None, Some(whole)) => {
-                    let mut lf = BareLf::default();
-                    lf.feed(&whole);
-                    whole.len() as u64 + lf.count
-                }
-                (None, None) => 0,
-            };
+        for (name, pop3_size) in rows {
+            let size = pop3_size.unwrap_or(0).max(0) as u64;
             messages.push(MailboxMessage {
                 uid: uid_of(&name),
                 size,

@@ -90,6 +90,30 @@ impl Dialect {
         }
     }
 
+    /// The size POP3 sends of a James row's `message_body` (every LF without a CR before it
+    /// counted as CRLF), computed by the database so that listing a mailbox reads no body:
+    /// octets + LFs − CRLFs, the LFs and CRLFs counted by what `replace` removes. On
+    /// PostgreSQL the `bytea` is counted in its `escape` text form, which keeps CR and LF
+    /// as they are (and spells only NUL, high-bit octets and `\` otherwise).
+    pub(crate) fn james_wire_size(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => {
+                "(length(CAST(message_body AS BLOB)) \
+                 + length(CAST(message_body AS BLOB)) \
+                 - length(CAST(replace(message_body, x'0a', x'') AS BLOB)) \
+                 - (length(CAST(message_body AS BLOB)) \
+                    - length(CAST(replace(message_body, x'0d0a', x'') AS BLOB))) / 2)"
+            }
+            Dialect::Postgres => {
+                "(octet_length(message_body) \
+                 + length(encode(message_body, 'escape')) \
+                 - length(replace(encode(message_body, 'escape'), chr(10), '')) \
+                 - (length(encode(message_body, 'escape')) \
+                    - length(replace(encode(message_body, 'escape'), chr(13) || chr(10), ''))) / 2)"
+            }
+        }
+    }
+
     /// `last_updated` in milliseconds since the epoch (a James `timestamp` on PostgreSQL).
     pub(crate) fn updated_ms(self) -> &'static str {
         match self {
