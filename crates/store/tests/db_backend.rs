@@ -457,3 +457,59 @@ async fn postgres_james_rows_are_sized_by_the_database() {
         [bodies[0].len() as u64 + 3, bodies[1].len() as u64 + 2]
     );
 }
+
+/// Opening an SQLite spool drops the leases left in it only when no other process has it
+/// open: a second opener (`mailroom queue` beside a running server) leaves the live leases
+/// alone; the next opener after the owner is gone takes the stale ones over at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_spool_leases_are_dropped_only_when_stale() {
+    let home = tempfile::tempdir().unwrap();
+    let url = path(&["spool", "spool"]);
+    let owner = sqlite(home.path())
+        .await
+        .spool("maildb", &url)
+        .await
+        .unwrap();
+    let name = mailroom_mailet::new_mail_name();
+    owner
+        .store(&mailroom_mailet::Mail::new(
+            mailroom_mailet::Envelope::new(name.clone(), None, Vec::new()),
+            Message::from_bytes(b"Subject: x\r\n\r\nx\r\n"),
+        ))
+        .await
+        .unwrap();
+    let leased = owner
+        .lease(std::time::Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the mail is due");
+
+    // Another process opens the spool while the owner runs: the lease holds.
+    let other = sqlite(home.path())
+        .await
+        .spool("maildb", &url)
+        .await
+        .unwrap();
+    assert!(other
+        .lease(std::time::Duration::from_millis(200))
+        .await
+        .unwrap()
+        .is_none());
+    owner.update(&leased.token, &leased.mail).await.unwrap();
+    drop(other);
+
+    // The owner is gone (a crash: its lease is never released): the next opener owns the
+    // spool and takes the mail at once, without waiting for the lease to expire.
+    drop(owner);
+    let next = sqlite(home.path())
+        .await
+        .spool("maildb", &url)
+        .await
+        .unwrap();
+    let again = next
+        .lease(std::time::Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the stale lease was dropped");
+    assert_eq!(again.mail.envelope.name, name);
+}
