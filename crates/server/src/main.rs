@@ -8,6 +8,7 @@ mod copy;
 mod databases;
 mod fetch;
 mod queue;
+mod queue_db;
 mod recipients;
 mod repositories;
 mod server;
