@@ -4,7 +4,11 @@
 //! opens repositories only through [`crate::repositories`] and changes nothing in the source.
 //!
 //! What is copied, in this order, each keyed so that **a second run copies nothing twice** and
-//! an interrupted run, started again, copies what is missing:
+//! an interrupted run, started again, copies what is missing. Every item copied is written
+//! down in a ledger in the target's home (`var/store-copy/from-<digest of the source config's
+//! path>.ledger`, one line per item), so that an item copied once and then removed from the
+//! target (a message a user deleted over POP3, a spooled mail the new server has processed)
+//! is not copied again by a later run either:
 //!
 //! * **users** of `LocalUsers`, with their password hashes as stored (a James SHA hash is
 //!   upgraded at the user's next login, as it would have been), aliases and forwards; a user
@@ -47,6 +51,100 @@ pub struct Counts {
     pub copied: u64,
     /// In the target already (an earlier run, or put there otherwise).
     pub present: u64,
+    /// Copied by an earlier run and removed from the target since: not copied again.
+    pub earlier: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.copied += other.copied;
+        self.present += other.present;
+        self.earlier += other.earlier;
+    }
+}
+
+/// What earlier runs from the same source copied into the target: one line per item, made
+/// durable every [`Ledger::SYNC_EVERY`] items and at the end. An entry lost in a crash only
+/// means that the item, if the target has it, is found there; if the target has lost it
+/// meanwhile too, it is copied again.
+struct Ledger {
+    done: HashSet<String>,
+    file: std::io::BufWriter<std::fs::File>,
+    unsynced: usize,
+}
+
+impl Ledger {
+    const SYNC_EVERY: usize = 256;
+
+    /// The ledger of copies from `source` (a config file) into the home of `target`.
+    fn open(source: &Path, target: &Config) -> Result<Ledger> {
+        let source = source
+            .canonicalize()
+            .with_context(|| source.display().to_string())?;
+        let digest = source
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        let dir = target.home.join("var/store-copy");
+        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+        let path = dir.join(format!("from-{digest:016x}.ledger"));
+        let done = match std::fs::read_to_string(&path) {
+            Ok(text) => text.lines().map(str::to_string).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
+            Err(e) => return Err(e).with_context(|| path.display().to_string()),
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| path.display().to_string())?;
+        Ok(Ledger {
+            done,
+            file: std::io::BufWriter::new(file),
+            unsynced: 0,
+        })
+    }
+
+    /// Writes `key` down (once).
+    fn record(&mut self, key: String) -> Result<()> {
+        use std::io::Write;
+        if self.done.contains(&key) {
+            return Ok(());
+        }
+        writeln!(self.file, "{key}")?;
+        self.done.insert(key);
+        self.unsynced += 1;
+        if self.unsynced >= Self::SYNC_EVERY {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        use std::io::Write;
+        self.file.flush()?;
+        self.file.get_ref().sync_data()?;
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    /// Counts one item of the source: in the target already (`present`), copied by an earlier
+    /// run and gone since, or to be copied now (`true`).
+    fn should_copy(&mut self, key: String, present: bool, counts: &mut Counts) -> Result<bool> {
+        if present {
+            counts.present += 1;
+            self.record(key)?;
+            Ok(false)
+        } else if self.done.contains(&key) {
+            counts.earlier += 1;
+            Ok(false)
+        } else {
+            Ok(true)
+        }
+    }
 }
 
 /// One configuration's repositories, opened.
@@ -76,10 +174,14 @@ pub fn run(from: &Path, to: &Path) -> Result<()> {
     for (side, path) in [(&source, from), (&target, to)] {
         refuse_if_running(&side.config, path)?;
     }
-    let total = runtime.block_on(copy_all(&source, &target))?;
+    let mut ledger = Ledger::open(from, &target.config)?;
+    let total = runtime.block_on(copy_all(&source, &target, &mut ledger));
+    ledger.sync()?;
+    let total = total?;
     eprintln!(
-        "mailroom: copy done: {} item(s) copied, {} already there",
-        total.copied, total.present
+        "mailroom: copy done: {} item(s) copied, {} already there, {} copied by an earlier run \
+         and removed from the target since",
+        total.copied, total.present, total.earlier
     );
     Ok(())
 }
@@ -98,24 +200,20 @@ fn refuse_if_running(config: &Config, path: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn copy_all(source: &Side, target: &Side) -> Result<Counts> {
+async fn copy_all(source: &Side, target: &Side, ledger: &mut Ledger) -> Result<Counts> {
     let mut total = Counts::default();
-    let mut add = |c: Counts| {
-        total.copied += c.copied;
-        total.present += c.present;
-    };
     let from_users = repositories::users(&source.config, &source.db)?;
     let to_users = repositories::users(&target.config, &target.db)?;
     let names = from_users.list().await?;
-    add(copy_users(&*from_users, &*to_users, &names).await?);
+    total.add(copy_users(&*from_users, &*to_users, &names, ledger).await?);
 
     let from_inbox = repositories::inbox(&source.config, &source.db)?;
     let to_inbox = repositories::inbox(&target.config, &target.db)?;
-    add(copy_inboxes(&*from_inbox, &*to_inbox, &names).await?);
+    total.add(copy_inboxes(&*from_inbox, &*to_inbox, &names, ledger).await?);
 
     let from_spool = repositories::spool(&source.config, &source.db)?;
     let to_spool = repositories::spool(&target.config, &target.db)?;
-    add(copy_mails("spool", &*from_spool, &*to_spool).await?);
+    total.add(copy_mails("spool", "spool", &*from_spool, &*to_spool, ledger).await?);
 
     let from_named = named_repositories(&source.config);
     let to_named = named_repositories(&target.config);
@@ -141,7 +239,7 @@ async fn copy_all(source: &Side, target: &Side) -> Result<Counts> {
                 to_mail.open(to_url).context(to_url.clone())?,
             )
         };
-        add(copy_mails(to_url, &*from_repo, &*to_repo).await?);
+        total.add(copy_mails(to_url, key, &*from_repo, &*to_repo, ledger).await?);
     }
     for (key, to_url, _) in &to_named {
         if !from_named.iter().any(|(k, _, _)| k == key) {
@@ -198,6 +296,7 @@ async fn copy_users(
     from: &dyn UsersRepository,
     to: &dyn UsersRepository,
     names: &[String],
+    ledger: &mut Ledger,
 ) -> Result<Counts> {
     let progress = bar("users", names.len() as u64);
     let mut counts = Counts::default();
@@ -205,12 +304,13 @@ async fn copy_users(
         progress.set_message(name.clone());
         // Removed from the source meanwhile: nothing to copy.
         if let Some(user) = from.get(name).await? {
-            if to.get(name).await?.is_some() {
-                counts.present += 1;
-            } else {
+            let key = format!("user\t{name}");
+            let present = to.get(name).await?.is_some();
+            if ledger.should_copy(key.clone(), present, &mut counts)? {
                 to.add(&user)
                     .await
                     .with_context(|| format!("user {name}"))?;
+                ledger.record(key)?;
                 counts.copied += 1;
             }
         }
@@ -220,6 +320,7 @@ async fn copy_users(
     tracing::info!(
         copied = counts.copied,
         present = counts.present,
+        earlier = counts.earlier,
         "users copied"
     );
     Ok(counts)
@@ -230,6 +331,7 @@ async fn copy_inboxes(
     from: &dyn InboxRepository,
     to: &dyn InboxRepository,
     users: &[String],
+    ledger: &mut Ledger,
 ) -> Result<Counts> {
     let progress = bar("inboxes", users.len() as u64);
     let mut counts = Counts::default();
@@ -245,8 +347,8 @@ async fn copy_inboxes(
         let there: HashSet<String> = target.messages().iter().map(|m| m.uid.clone()).collect();
         for (index, message) in source.messages().iter().enumerate() {
             progress.set_message(format!("{user}: {}", message.uid));
-            if there.contains(&message.uid) {
-                counts.present += 1;
+            let key = format!("inbox\t{user}\t{}", message.uid);
+            if !ledger.should_copy(key.clone(), there.contains(&message.uid), &mut counts)? {
                 continue;
             }
             let stream = source.open_message(index).await?;
@@ -262,6 +364,7 @@ async fn copy_inboxes(
             } else {
                 counts.present += 1;
             }
+            ledger.record(key)?;
         }
         drop(target);
         progress.inc(1);
@@ -270,6 +373,7 @@ async fn copy_inboxes(
     tracing::info!(
         copied = counts.copied,
         present = counts.present,
+        earlier = counts.earlier,
         "inbox messages copied"
     );
     Ok(counts)
@@ -278,8 +382,10 @@ async fn copy_inboxes(
 /// Copies every mail of `from` that `to` has no mail of that name of.
 async fn copy_mails(
     what: &str,
+    key: &str,
     from: &dyn MailRepository,
     to: &dyn MailRepository,
+    ledger: &mut Ledger,
 ) -> Result<Counts> {
     let names = from.list().await?;
     let there: HashSet<String> = to.list().await?.into_iter().collect();
@@ -287,13 +393,15 @@ async fn copy_mails(
     let mut counts = Counts::default();
     for name in names {
         progress.set_message(name.clone());
-        if there.contains(&name) {
-            counts.present += 1;
-        } else if let Some(mail) = from.retrieve(&name).await? {
-            to.store(&mail)
-                .await
-                .with_context(|| format!("{what}: mail {name}"))?;
-            counts.copied += 1;
+        let item = format!("mail\t{key}\t{name}");
+        if ledger.should_copy(item.clone(), there.contains(&name), &mut counts)? {
+            if let Some(mail) = from.retrieve(&name).await? {
+                to.store(&mail)
+                    .await
+                    .with_context(|| format!("{what}: mail {name}"))?;
+                ledger.record(item)?;
+                counts.copied += 1;
+            }
         }
         progress.inc(1);
     }
@@ -302,6 +410,7 @@ async fn copy_mails(
         repository = what,
         copied = counts.copied,
         present = counts.present,
+        earlier = counts.earlier,
         "mails copied"
     );
     Ok(counts)
