@@ -195,3 +195,53 @@ fn smtp_in_pop3_out_all_in_sqlite() {
     let log = server.log();
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// `mailroom queue` on a spool in SQLite with the server stopped: a mail flushed into it from
+/// a file repository is listed, shown and deleted through the database.
+#[test]
+fn queue_reads_and_changes_a_database_spool_with_the_server_stopped() {
+    let mut server = Server::start_edited(
+        &Setup {
+            smtp_handler: "<verifyRecipients>false</verifyRecipients>",
+            extra: DATA_SOURCES,
+            ..Setup::default()
+        },
+        |xml| {
+            in_database(xml).replace(
+                "db://maildb/mail/address-error/",
+                "file://var/mail/address-error/",
+            )
+        },
+    );
+    server.smtp().send_mail(
+        "s@example.net",
+        &["nobody@localhost"],
+        "Subject: lost\r\n\r\nx\r\n",
+    );
+    wait_for("the address-error mail", || {
+        crate::harness::repository_count(&server.path("var/mail/address-error")) == 1
+    });
+    assert!(server.terminate().success());
+    let run = |args: &[&str]| {
+        let out = server.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(run(&["queue", "list"]).contains("0 mail(s) in the spool"));
+    run(&["queue", "flush", "--all", "file://var/mail/address-error/"]);
+    let listed = run(&["queue", "list"]);
+    assert!(listed.contains("1 mail(s) in the spool"), "{listed}");
+    let name = listed.split_whitespace().next().unwrap().to_string();
+    assert!(
+        listed.contains("state=root") && listed.contains("recipients=nobody@localhost"),
+        "{listed}"
+    );
+    let shown = run(&["queue", "show", &name]);
+    assert!(shown.contains("Subject: lost"), "{shown}");
+    run(&["queue", "delete", &name]);
+    assert!(run(&["queue", "list"]).contains("0 mail(s) in the spool"));
+}

@@ -34,6 +34,7 @@ mod remote_delivery;
 mod remote_manager;
 mod smtp_auth;
 mod smtp_input;
+mod store_copy;
 mod tls;
 mod tls_auth;
 mod tls_auth_peers;

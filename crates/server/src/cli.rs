@@ -42,6 +42,12 @@ pub enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// Moves data between storage backends.
+    Store {
+        /// The store command.
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Runs a FetchMail task of the running server now.
     Fetchmail {
         /// The fetchmail command.
@@ -123,5 +129,22 @@ pub enum QueueAction {
         /// NAME [URL], or with --all only [URL].
         #[arg(value_name = "NAME|URL")]
         args: Vec<String>,
+    },
+}
+
+/// `mailroom store ...`.
+#[derive(Subcommand, Debug)]
+pub enum StoreAction {
+    /// Copies the users, inboxes (with their UIDLs), spool and mail repositories of one
+    /// configuration's repositories into another's (any backend to any other). Idempotent:
+    /// what the target has already is not copied again, so an interrupted copy is finished
+    /// by running it again. Neither server may be running.
+    Copy {
+        /// The configuration whose repositories are read.
+        #[arg(long, value_name = "OLD.xml")]
+        from: PathBuf,
+        /// The configuration whose repositories are written.
+        #[arg(long, value_name = "NEW.xml")]
+        to: PathBuf,
     },
 }

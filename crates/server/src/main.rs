@@ -4,11 +4,13 @@
 
 mod auth;
 mod cli;
+mod copy;
 mod databases;
 mod fetch;
 mod limits;
 mod observe;
 mod queue;
+mod queue_db;
 mod recipients;
 mod repositories;
 mod server;
@@ -19,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, StoreAction};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,6 +42,9 @@ fn main() -> ExitCode {
         Some(Command::User { action }) => users::run(&cli, action),
         Some(Command::Queue { action }) => queue::run(&cli, action),
         Some(Command::Fetchmail { action }) => fetch::run(&cli, action),
+        Some(Command::Store {
+            action: StoreAction::Copy { from, to },
+        }) => copy::run(from, to),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

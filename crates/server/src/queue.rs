@@ -42,6 +42,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use crate::cli::{Cli, QueueAction};
+use crate::queue_db::DbSpool;
 use crate::repositories::{AdminRepositories, AdminTarget, MailRepositories};
 
 /// The control socket's file name in the spool directory.
@@ -286,28 +287,36 @@ pub fn run(cli: &Cli, action: &QueueAction) -> Result<()> {
     let config = crate::server::load_config(cli)?;
     let admin = AdminRepositories::new(&config)?;
     match action {
-        QueueAction::List { url } => list(&admin, url.as_deref()),
-        QueueAction::Show { name, url } => show(&admin, name, url.as_deref()),
-        QueueAction::Flush { all, args } => change(&admin, Verb::Flush, *all, args),
-        QueueAction::Delete { all, args } => change(&admin, Verb::Delete, *all, args),
+        QueueAction::List { url } => list(&config, &admin, url.as_deref()),
+        QueueAction::Show { name, url } => show(&config, &admin, name, url.as_deref()),
+        QueueAction::Flush { all, args } => change(&config, &admin, Verb::Flush, *all, args),
+        QueueAction::Delete { all, args } => change(&config, &admin, Verb::Delete, *all, args),
     }
 }
 
 /// What list and show read: a log spool (the spool or an outgoing spool) in this directory,
-/// or a repository opened without changing anything.
+/// the spool in a database, or a repository opened without changing anything.
 enum Source {
     Spool(PathBuf),
+    Database(DbSpool),
     Repository(FileMailRepository),
 }
 
 /// Opens what `url` names for reading; with the name to show.
-fn source(admin: &AdminRepositories, url: Option<&str>) -> Result<(String, Source)> {
+fn source(
+    config: &mailroom_config::Config,
+    admin: &AdminRepositories,
+    url: Option<&str>,
+) -> Result<(String, Source)> {
     let target = match url {
         None => AdminTarget::Spool,
         Some(url) => admin.resolve(url)?,
     };
     let shown = url.unwrap_or("the spool").to_string();
     match target {
+        AdminTarget::Spool if admin.spool_in_database() => {
+            Ok((shown, Source::Database(DbSpool::open(config)?)))
+        }
         AdminTarget::Spool => Ok((shown, Source::Spool(admin.spool_dir().to_path_buf()))),
         AdminTarget::Outgoing(dir) => Ok((shown, Source::Spool(dir))),
         AdminTarget::Mail(dir) => {
@@ -335,8 +344,12 @@ const INCOMPLETE: &str = "the spool changed throughout its reading; mails may be
 
 /// Prints one line per mail as it is read (its envelope alone: no message is opened, and
 /// nothing is kept), so that a large spool or repository costs neither memory nor files.
-fn list(admin: &AdminRepositories, url: Option<&str>) -> Result<()> {
-    let (shown, source) = source(admin, url)?;
+fn list(
+    config: &mailroom_config::Config,
+    admin: &AdminRepositories,
+    url: Option<&str>,
+) -> Result<()> {
+    let (shown, source) = source(config, admin, url)?;
     let now = SystemTime::now();
     let mut out = std::io::stdout().lock();
     let mut count = 0;
@@ -348,6 +361,15 @@ fn list(admin: &AdminRepositories, url: Option<&str>) -> Result<()> {
             for mail in &snapshot.mails {
                 list_line(&mut out, &mail.envelope, mail.next_attempt, now)?;
                 count += 1;
+            }
+        }
+        Source::Database(db) => {
+            for name in db.names()? {
+                // Removed meanwhile: not listed.
+                if let Some((mail, next)) = db.find(&name)? {
+                    list_line(&mut out, &mail.envelope, next, now)?;
+                    count += 1;
+                }
             }
         }
         Source::Repository(repo) => {
@@ -397,9 +419,14 @@ fn list_line(
 }
 
 /// Prints one mail's envelope and header section: only its message is opened.
-fn show(admin: &AdminRepositories, name: &str, url: Option<&str>) -> Result<()> {
+fn show(
+    config: &mailroom_config::Config,
+    admin: &AdminRepositories,
+    name: &str,
+    url: Option<&str>,
+) -> Result<()> {
     mailroom_store::validate_mail_name(name)?;
-    let (shown, source) = source(admin, url)?;
+    let (shown, source) = source(config, admin, url)?;
     let found = match source {
         Source::Spool(dir) => {
             let mut found = None;
@@ -425,6 +452,7 @@ fn show(admin: &AdminRepositories, name: &str, url: Option<&str>) -> Result<()> 
             }
             found
         }
+        Source::Database(db) => db.find(name)?,
         Source::Repository(repo) => repo.retrieve(name)?.map(|mail| (mail, None)),
     };
     let Some((mail, next_attempt)) = found else {
@@ -456,7 +484,13 @@ fn show(admin: &AdminRepositories, name: &str, url: Option<&str>) -> Result<()> 
 }
 
 /// `flush|delete NAME [URL]` or `--all [URL]`.
-fn change(admin: &AdminRepositories, verb: Verb, all: bool, args: &[String]) -> Result<()> {
+fn change(
+    config: &mailroom_config::Config,
+    admin: &AdminRepositories,
+    verb: Verb,
+    all: bool,
+    args: &[String],
+) -> Result<()> {
     let (name, url) = match (all, args) {
         (true, []) => (None, None),
         (true, [url]) => (None, Some(url.clone())),
@@ -474,7 +508,7 @@ fn change(admin: &AdminRepositories, verb: Verb, all: bool, args: &[String]) -> 
     let request = Request { verb, name, url };
     let count = match ask_server(admin.spool_dir(), &request)? {
         Some(answer) => answer?,
-        None => apply_here(admin, &request)?,
+        None => apply_here(config, admin, &request)?,
     };
     if let (Some(name), 0) = (&request.name, count) {
         bail!(
@@ -516,13 +550,26 @@ fn ask_server(spool_dir: &Path, request: &Request) -> Result<Option<Result<usize
 /// Carries out `request` with the server stopped: opens the repository here, and the spool
 /// (taking its lock) only when the request acts on it — a delete in a repository or any
 /// request on an outgoing spool leaves the main spool alone. Existing spools only: none is
-/// created here.
-fn apply_here(admin: &AdminRepositories, request: &Request) -> Result<usize> {
+/// created here. A spool in a database is opened through it.
+fn apply_here(
+    config: &mailroom_config::Config,
+    admin: &AdminRepositories,
+    request: &Request,
+) -> Result<usize> {
     let target = match &request.url {
         None => AdminTarget::Spool,
         Some(url) => admin.resolve(url)?,
     };
+    let db_spool = match (&target, request.verb) {
+        (AdminTarget::Spool, _) | (AdminTarget::Mail(_), Verb::Flush)
+            if admin.spool_in_database() =>
+        {
+            Some(DbSpool::open(config)?)
+        }
+        _ => None,
+    };
     let spool = match (&target, request.verb) {
+        _ if db_spool.is_some() => db_spool.as_ref().map(DbSpool::spool),
         (AdminTarget::Spool, _) => match open_here(admin.spool_dir(), admin)? {
             Some(spool) => Some(spool),
             // No spool yet (the server never ran): nothing queued in it.
@@ -556,6 +603,11 @@ fn apply_here(admin: &AdminRepositories, request: &Request) -> Result<usize> {
         }),
         fetchmail: None,
     };
+    if let Some(db) = &db_spool {
+        return db
+            .block_on(apply(request, &repos))
+            .map_err(|e| anyhow!("{e}"));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

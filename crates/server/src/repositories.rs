@@ -359,6 +359,12 @@ impl AdminRepositories {
         })
     }
 
+    /// Whether the spool is in a database (then [`AdminRepositories::spool_dir`] holds only
+    /// the control socket).
+    pub fn spool_in_database(&self) -> bool {
+        self.spool_db.is_some()
+    }
+
     /// The spool's directory.
     pub fn spool_dir(&self) -> &Path {
         &self.spool_dir

@@ -187,6 +187,11 @@ impl<T: ?Sized + blocking::InboxRepository + 'static> InboxRepository for Blocki
         self.0.location(user)
     }
 
+    async fn import(&self, user: &str, uid: &str, message: &Message) -> Result<bool> {
+        let (user, uid, message) = (user.to_string(), uid.to_string(), message.clone());
+        self.run(move |b| b.import(&user, &uid, &message)).await
+    }
+
     async fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>> {
         let user = user.to_string();
         let inner = self.run(move |b| b.open_mailbox(&user)).await?;

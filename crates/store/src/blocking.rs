@@ -70,6 +70,8 @@ pub trait InboxRepository: Send + Sync {
     fn sync(&self, deliveries: &[Delivery]) -> Result<()>;
     /// See [`crate::InboxRepository::open_mailbox`].
     fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>>;
+    /// See [`crate::InboxRepository::import`].
+    fn import(&self, user: &str, uid: &str, message: &Message) -> Result<bool>;
     /// See [`crate::InboxRepository::location`].
     fn location(&self, _user: &str) -> Option<String> {
         None

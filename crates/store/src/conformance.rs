@@ -700,6 +700,48 @@ pub async fn inbox_repository(inbox: &dyn InboxRepository) {
     ));
 }
 
+/// Import (`mailroom store copy`): a message stored under a given UIDL keeps it and its
+/// octets and POP3 size; importing that UIDL again stores nothing; imports come in order after
+/// what was there; a UIDL that is not one is refused.
+pub async fn inbox_import(inbox: &dyn InboxRepository) {
+    let first = b"Return-Path: <a@b>\r\nSubject: one\r\n\r\nline\nbare LF\r\n".to_vec();
+    let second = b"Subject: two\r\n\r\n2\r\n".to_vec();
+    for (uid, text) in [
+        ("1700000000.M1P2Q3.host", &first),
+        ("1700000001.M1P2Q4.host", &second),
+    ] {
+        let stored = inbox
+            .import("carol", uid, &Message::from_bytes(text))
+            .await
+            .unwrap();
+        assert!(stored, "{uid}");
+    }
+    assert!(!inbox
+        .import(
+            "carol",
+            "1700000000.M1P2Q3.host",
+            &Message::from_bytes(&second)
+        )
+        .await
+        .unwrap());
+    let mailbox = inbox.open_mailbox("carol").await.unwrap();
+    let uids: Vec<&str> = mailbox.messages().iter().map(|m| m.uid.as_str()).collect();
+    assert_eq!(uids, ["1700000000.M1P2Q3.host", "1700000001.M1P2Q4.host"]);
+    // One bare LF: one octet more on the wire.
+    assert_eq!(mailbox.messages()[0].size, first.len() as u64 + 1);
+    let read = read_all(mailbox.as_ref()).await;
+    let wire = |b: &[u8]| String::from_utf8_lossy(b).replace("\r\n", "\n");
+    assert_eq!(wire(&read[0]), wire(&first));
+    assert_eq!(read[1], second);
+    drop(mailbox);
+    assert!(matches!(
+        inbox
+            .import("carol", "has space", &Message::from_bytes(&second))
+            .await,
+        Err(StoreError::InvalidName(..))
+    ));
+}
+
 /// Opens the news repository under test: the first call an empty one, each later call (once
 /// the previous handle is dropped) the same one again, as a restart does.
 pub type OpenNews<'a> = &'a dyn Fn() -> Arc<dyn crate::NewsRepository>;

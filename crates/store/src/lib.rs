@@ -277,6 +277,18 @@ pub trait InboxRepository: Send + Sync {
     /// without mail yet has an empty inbox.
     async fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>>;
 
+    /// Stores `message` (whole, trace header included, as a [`Mailbox`] streamed it) in
+    /// `user`'s inbox under the UIDL `uid`, unless a message with that UIDL is there already:
+    /// what `mailroom store copy` uses so that a copied inbox keeps its UIDLs (POP3 clients that
+    /// leave mail on the server fetch nothing twice) and a second copy adds nothing. Durable on
+    /// return; returns whether it was stored. A backend that cannot keep a given UIDL refuses.
+    async fn import(&self, user: &str, uid: &str, _message: &Message) -> Result<bool> {
+        Err(StoreError::InvalidName(
+            format!("{user}/{uid}"),
+            "this inbox backend cannot import messages",
+        ))
+    }
+
     /// Where `user`'s mail is kept (a Maildir's path), for the log lines that say where a mail
     /// was delivered; `None` when the backend has nothing to show. Touches no storage.
     fn location(&self, _user: &str) -> Option<String> {

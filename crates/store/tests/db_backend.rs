@@ -77,6 +77,11 @@ async fn all_kinds(sources: DataSources) {
         .await
         .unwrap();
     conformance::inbox_repository(inbox.as_ref()).await;
+    let inbox = sources
+        .inbox("maildb", &path(&[&unique("imported")]))
+        .await
+        .unwrap();
+    conformance::inbox_import(inbox.as_ref()).await;
 
     let table = unique("spool");
     let spool = sources
@@ -259,7 +264,21 @@ async fn sqlite_james_mail_rows_are_served() {
         .await
         .unwrap();
     }
+    // Sized by the database, without the body read: CRLF, CR CR LF, NUL and high octets.
+    let odd: &[u8] = b"Subject: odd\r\n\r\na\r\r\nb\x00\xff\\\n\r\n\n";
+    sqlx::query(
+        "INSERT INTO inbox VALUES ('Mail1170000000000-2', 'ann', 'root', NULL, NULL, \
+         'ann@example.org', 'mx.example', '192.0.2.1', $1, NULL, 1170000000000)",
+    )
+    .bind(odd)
+    .execute(&pool)
+    .await
+    .unwrap();
     let inbox = sources.inbox("maildb", &path(&["inbox"])).await.unwrap();
+    let ann = inbox.open_mailbox("ann").await.unwrap();
+    // Two bare LFs.
+    assert_eq!(ann.messages()[0].size, odd.len() as u64 + 2);
+    drop(ann);
     let mailbox = inbox.open_mailbox("joe").await.unwrap();
     assert_eq!(mailbox.messages().len(), 1);
     assert_eq!(mailbox.messages()[0].uid, "Mail1170000000000-0");
@@ -392,4 +411,105 @@ async fn bad_urls_are_refused() {
             .await,
         Err(StoreError::InvalidName(..))
     ));
+}
+
+/// A James row on PostgreSQL is sized by the database (its `bytea` never read to list the
+/// mailbox), exactly as POP3 sends it: CRLF, CR CR LF, NUL, high octets and `\`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs PostgreSQL: set MAILROOM_TEST_POSTGRES=postgres://…; run by .ci/run"]
+async fn postgres_james_rows_are_sized_by_the_database() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = postgres(home.path()).await;
+    let Pool::Postgres(pool) = sources.pool("maildb").unwrap().clone() else {
+        unreachable!()
+    };
+    let table = unique("jinbox");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {table} (message_name VARCHAR(200) NOT NULL, repository_name VARCHAR(255) \
+         NOT NULL, message_state VARCHAR(30) NOT NULL, error_message VARCHAR(200) NULL, \
+         sender VARCHAR(255) NULL, recipients TEXT NOT NULL, remote_host VARCHAR(255) NOT NULL, \
+         remote_addr VARCHAR(20) NOT NULL, message_body BYTEA NOT NULL, message_attributes BYTEA \
+         NULL, last_updated TIMESTAMP NOT NULL, PRIMARY KEY (repository_name, message_name))"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let bodies: [&[u8]; 2] = [
+        b"Subject: from James\n\nbody\n",
+        b"Subject: odd\r\n\r\na\r\r\nb\x00\xff\\\n\r\n\n",
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} VALUES ($1, 'joe', 'root', NULL, NULL, 'joe@example.org', \
+             'mx.example', '192.0.2.1', $2, NULL, now())"
+        )))
+        .bind(format!("Mail1170000000000-{i}"))
+        .bind(*body)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let inbox = sources.inbox("maildb", &path(&[&table])).await.unwrap();
+    let mailbox = inbox.open_mailbox("joe").await.unwrap();
+    let sizes: Vec<u64> = mailbox.messages().iter().map(|m| m.size).collect();
+    assert_eq!(
+        sizes,
+        [bodies[0].len() as u64 + 3, bodies[1].len() as u64 + 2]
+    );
+}
+
+/// Opening an SQLite spool drops the leases left in it only when no other process has it
+/// open: a second opener (`mailroom queue` beside a running server) leaves the live leases
+/// alone; the next opener after the owner is gone takes the stale ones over at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_spool_leases_are_dropped_only_when_stale() {
+    let home = tempfile::tempdir().unwrap();
+    let url = path(&["spool", "spool"]);
+    let owner = sqlite(home.path())
+        .await
+        .spool("maildb", &url)
+        .await
+        .unwrap();
+    let name = mailroom_mailet::new_mail_name();
+    owner
+        .store(&mailroom_mailet::Mail::new(
+            mailroom_mailet::Envelope::new(name.clone(), None, Vec::new()),
+            Message::from_bytes(b"Subject: x\r\n\r\nx\r\n"),
+        ))
+        .await
+        .unwrap();
+    let leased = owner
+        .lease(std::time::Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the mail is due");
+
+    // Another process opens the spool while the owner runs: the lease holds.
+    let other = sqlite(home.path())
+        .await
+        .spool("maildb", &url)
+        .await
+        .unwrap();
+    assert!(other
+        .lease(std::time::Duration::from_millis(200))
+        .await
+        .unwrap()
+        .is_none());
+    owner.update(&leased.token, &leased.mail).await.unwrap();
+    drop(other);
+
+    // The owner is gone (a crash: its lease is never released): the next opener owns the
+    // spool and takes the mail at once, without waiting for the lease to expire.
+    drop(owner);
+    let next = sqlite(home.path())
+        .await
+        .spool("maildb", &url)
+        .await
+        .unwrap();
+    let again = next
+        .lease(std::time::Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("the stale lease was dropped");
+    assert_eq!(again.mail.envelope.name, name);
 }

@@ -77,6 +77,8 @@ fn reopening_cleans_crash_leftovers_and_keeps_mail() {
 async fn maildir_inbox_repository() {
     let dir = tempfile::tempdir().unwrap();
     conformance::inbox_repository(&Blocking::new(Maildir::open(dir.path()).unwrap())).await;
+    let dir = tempfile::tempdir().unwrap();
+    conformance::inbox_import(&Blocking::new(Maildir::open(dir.path()).unwrap())).await;
 }
 
 #[test]

@@ -73,7 +73,7 @@ impl DbInbox {
         user: &str,
         trace_header: &[u8],
         message: &Message,
-    ) -> Result<Delivery> {
+    ) -> Result<(Delivery, bool)> {
         validate_user_name(user)?;
         let mut header = trace_header.to_vec();
         header.extend_from_slice(message.header_section());
@@ -100,19 +100,23 @@ impl DbInbox {
             .execute(p)
             .await
             .map(|r| r.rows_affected()));
-        match result {
+        let stored = match result {
             Err(e) => {
                 super::body::delete_body(&self.pool, &body.id).await;
                 return Err(db_error(e));
             }
             // Delivered before: this copy's body goes.
-            Ok(0) => super::body::delete_body(&self.pool, &body.id).await,
-            Ok(_) => {}
-        }
-        Ok(Delivery(
+            Ok(0) => {
+                super::body::delete_body(&self.pool, &body.id).await;
+                false
+            }
+            Ok(_) => true,
+        };
+        let delivery = Delivery(
             self.deliveries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        ))
+        );
+        Ok((delivery, stored))
     }
 }
 
@@ -138,7 +142,10 @@ impl InboxRepository for DbInbox {
         message: &Message,
     ) -> Result<Delivery> {
         let name = mailroom_mailet::new_mail_name();
-        self.insert(name, false, user, trace_header, message).await
+        Ok(self
+            .insert(name, false, user, trace_header, message)
+            .await?
+            .0)
     }
 
     async fn deliver_once(
@@ -156,6 +163,19 @@ impl InboxRepository for DbInbox {
             message,
         )
         .await
+        .map(|(delivery, _)| delivery)
+    }
+
+    /// The row is named `uid` (a UIDL is its row's name), so a second import of it is the
+    /// same row and stores nothing. The trace header is part of `message` already.
+    async fn import(&self, user: &str, uid: &str, message: &Message) -> Result<bool> {
+        if uid_of(uid) != uid {
+            return Err(StoreError::InvalidName(uid.to_string(), "not a UIDL"));
+        }
+        Ok(self
+            .insert(uid.to_string(), true, user, &[], message)
+            .await?
+            .1)
     }
 
     async fn sync(&self, _deliveries: &[Delivery]) -> Result<()> {
@@ -196,36 +216,31 @@ impl InboxRepository for DbInbox {
                 Some(conn)
             }
         };
+        // A row James wrote has no stored POP3 size: the database computes it, and no body
+        // is read.
         let statement = format!(
-            "SELECT message_name, mailroom_pop3_size, \
-             CASE WHEN mailroom_body_id IS NULL THEN message_body END AS james_body \
+            "SELECT message_name, COALESCE(mailroom_pop3_size, \
+             CASE WHEN mailroom_body_id IS NULL THEN {} END) \
              FROM {} WHERE repository_name = $1 ORDER BY {}",
+            self.pool.dialect().james_wire_size(),
             self.table,
             self.pool.dialect().seq()
         );
-        let rows: Vec<(String, Option<i64>, Option<Vec<u8>>)> = on_pool!(&self.pool, p => {
+        let rows: Vec<(String, Option<i64>)> = on_pool!(&self.pool, p => {
             let rows = sqlx::query(sql(statement))
                 .bind(user)
                 .fetch_all(p)
                 .await
                 .map_err(db_error)?;
             rows.iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect::<sqlx::Result<Vec<_>>>()
                 .map_err(db_error)?
         });
         let mut messages = Vec::with_capacity(rows.len());
         let mut names = Vec::with_capacity(rows.len());
-        for (name, pop3_size, james_body) in rows {
-            let size = match (pop3_size, james_body) {
-                (Some(size), _) => size.max(0) as u64,
-                (None, Some(whole)) => {
-                    let mut lf = BareLf::default();
-                    lf.feed(&whole);
-                    whole.len() as u64 + lf.count
-                }
-                (None, None) => 0,
-            };
+        for (name, pop3_size) in rows {
+            let size = pop3_size.unwrap_or(0).max(0) as u64;
             messages.push(MailboxMessage {
                 uid: uid_of(&name),
                 size,

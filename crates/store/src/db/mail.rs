@@ -43,6 +43,9 @@ struct Inner {
     /// Leases taken whose mail could not be read (the database went away meanwhile): given
     /// back at the next `lease`, rather than left to expire.
     orphans: std::sync::Mutex<Vec<(String, i64)>>,
+    /// On SQLite, the lock that says this process owns the spool (see
+    /// [`super::DataSources::spool`]); held as long as the repository is.
+    _owner: Option<crate::file::fsutil::FileLock>,
 }
 
 impl DbMailRepository {
@@ -73,6 +76,7 @@ impl DbMailRepository {
                 lease: DEFAULT_LEASE,
                 spooled: Notify::new(),
                 orphans: Default::default(),
+                _owner: None,
             }),
         })
     }
@@ -85,14 +89,34 @@ impl DbMailRepository {
             lease: shared.lease,
             spooled: Notify::new(),
             orphans: Default::default(),
+            _owner: None,
         });
         DbMailRepository {
             inner: Arc::new(Inner { lease, ..inner }),
         }
     }
 
-    /// On SQLite (one process owns the file), ends every lease: whoever held them is gone.
-    pub async fn drop_stale_leases(&self) -> Result<()> {
+    /// The same repository holding `owner` for as long as it lives.
+    pub(crate) fn owning(self, owner: crate::file::fsutil::FileLock) -> DbMailRepository {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            table: shared.table.clone(),
+            repository: shared.repository.clone(),
+            lease: shared.lease,
+            spooled: Notify::new(),
+            orphans: Default::default(),
+            _owner: None,
+        });
+        DbMailRepository {
+            inner: Arc::new(Inner {
+                _owner: Some(owner),
+                ..inner
+            }),
+        }
+    }
+
+    /// On SQLite, ends every lease: called only by the owner of the spool, which knows that
+    /// whoever held them is gone.
+    pub(crate) async fn drop_stale_leases(&self) -> Result<()> {
         if let Pool::Sqlite(p) = self.pool() {
             let statement = format!(
                 "UPDATE {} SET mailroom_lease_id = NULL, mailroom_lease_until = NULL \

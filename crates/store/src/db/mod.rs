@@ -96,6 +96,30 @@ impl Dialect {
         }
     }
 
+    /// The size POP3 sends of a James row's `message_body` (every LF without a CR before it
+    /// counted as CRLF), computed by the database so that listing a mailbox reads no body:
+    /// octets + LFs − CRLFs, the LFs and CRLFs counted by what `replace` removes. On
+    /// PostgreSQL the `bytea` is counted in its `escape` text form, which keeps CR and LF
+    /// as they are (and spells only NUL, high-bit octets and `\` otherwise).
+    pub(crate) fn james_wire_size(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => {
+                "(length(CAST(message_body AS BLOB)) \
+                 + length(CAST(message_body AS BLOB)) \
+                 - length(CAST(replace(message_body, x'0a', x'') AS BLOB)) \
+                 - (length(CAST(message_body AS BLOB)) \
+                    - length(CAST(replace(message_body, x'0d0a', x'') AS BLOB))) / 2)"
+            }
+            Dialect::Postgres => {
+                "(octet_length(message_body) \
+                 + length(encode(message_body, 'escape')) \
+                 - length(replace(encode(message_body, 'escape'), chr(10), '')) \
+                 - (length(encode(message_body, 'escape')) \
+                    - length(replace(encode(message_body, 'escape'), chr(13) || chr(10), ''))) / 2)"
+            }
+        }
+    }
+
     /// `last_updated` in milliseconds since the epoch (a James `timestamp` on PostgreSQL).
     pub(crate) fn updated_ms(self) -> &'static str {
         match self {
@@ -278,6 +302,8 @@ pub struct DataSources {
     pools: HashMap<String, Pool>,
     /// The spool lease of each data source.
     leases: HashMap<String, Duration>,
+    /// The database file of each SQLite data source, beside which spool owners' lock files go.
+    sqlite_files: HashMap<String, PathBuf>,
     /// Where large bodies read back from a database are kept while a mail is in use (unlinked
     /// files: nothing stays behind).
     tmp_dir: PathBuf,
@@ -292,14 +318,19 @@ impl DataSources {
         std::fs::create_dir_all(&tmp_dir)?;
         let mut pools = HashMap::new();
         let mut leases = HashMap::new();
+        let mut sqlite_files = HashMap::new();
         for spec in specs {
             let pool = connect(spec, home).await?;
             pools.insert(spec.name.clone(), pool);
             leases.insert(spec.name.clone(), spec.lease);
+            if let Some(path) = sqlite_path(&spec.url) {
+                sqlite_files.insert(spec.name.clone(), resolve(home, path));
+            }
         }
         Ok(DataSources {
             pools,
             leases,
+            sqlite_files,
             tmp_dir,
         })
     }
@@ -344,17 +375,39 @@ impl DataSources {
         ))
     }
 
-    /// The spool at `db://SOURCE/TABLE/REPOSITORY`. On SQLite, an embedded database that one
-    /// process owns, leases left by a previous run are dropped: that process is gone. On
-    /// PostgreSQL they are other nodes' until they expire.
+    /// The spool at `db://SOURCE/TABLE/REPOSITORY`.
+    ///
+    /// On SQLite (one machine) the opener owns the spool while it holds an `flock` on a lock
+    /// file beside the database (`<db>.spool-<digest>.lock`, one per spool): the first opener,
+    /// when no other process holds it, knows that every lease left in the spool is stale (its
+    /// holder is gone) and drops them, so that a restarted server does not wait for them to
+    /// expire. An opener that finds the lock held (a server runs and `mailroom queue` or
+    /// `store copy` opens the spool too) leaves the leases alone: they are live. On
+    /// PostgreSQL leases are other nodes' until they expire.
     pub async fn spool(&self, source: &str, path: &[String]) -> Result<Arc<DbMailRepository>> {
         let lease = self
             .leases
             .get(source)
             .copied()
             .unwrap_or(crate::DEFAULT_LEASE);
-        let spool = Arc::unwrap_or_clone(self.mail(source, path).await?).with_lease_duration(lease);
-        spool.drop_stale_leases().await?;
+        let mut spool =
+            Arc::unwrap_or_clone(self.mail(source, path).await?).with_lease_duration(lease);
+        if let Some(file) = self.sqlite_files.get(source) {
+            let (table, repository) = table_and_repository(source, path)?;
+            let digest = format!("{table}/{repository}")
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+            let lock = file.with_extension(format!("spool-{digest:016x}.lock"));
+            let owner = tokio::task::spawn_blocking(move || crate::file::fsutil::try_lock(&lock))
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))??;
+            if let Some(owner) = owner {
+                spool.drop_stale_leases().await?;
+                spool = spool.owning(owner);
+            }
+        }
         Ok(Arc::new(spool))
     }
 
@@ -384,11 +437,7 @@ fn table_and_repository(source: &str, path: &[String]) -> Result<(String, String
 pub async fn connect(spec: &DataSourceSpec, home: &Path) -> Result<Pool> {
     let url = spec.url.trim();
     let invalid = |why: String| StoreError::InvalidUrl(url.to_string(), why);
-    let pool = if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        let path = path.split('?').next().unwrap_or_default();
+    let pool = if let Some(path) = sqlite_path(url) {
         if path.is_empty() {
             return Err(invalid("names no database file".into()));
         }
@@ -489,6 +538,15 @@ fn postgres_options(url: &str) -> std::result::Result<PgConnectOptions, String> 
         .port(port)
         .database(database);
     Ok(with_ssl_off(options, url))
+}
+
+/// The file part of an `sqlite://PATH[?...]` URL.
+fn sqlite_path(url: &str) -> Option<&str> {
+    let path = url
+        .trim()
+        .strip_prefix("sqlite://")
+        .or_else(|| url.trim().strip_prefix("sqlite:"))?;
+    Some(path.split('?').next().unwrap_or_default())
 }
 
 /// Takes an exclusive lock on `path` (created if missing), held until the file is dropped.

@@ -227,6 +227,65 @@ impl InboxRepository for Maildir {
         Some(self.root.join(user).display().to_string())
     }
 
+    /// Written as a delivery is, under the unique name `uid`, then synced on its own (a copy
+    /// is not a hot path). A UIDL that cannot be a Maildir unique name (with `/`, `,` or `:`,
+    /// which the name's fields and flags use) is refused.
+    fn import(&self, user: &str, uid: &str, message: &Message) -> Result<bool> {
+        validate_user_name(user)?;
+        if uid.is_empty()
+            || uid.len() > 70
+            || !uid.bytes().all(|b| (0x21..=0x7e).contains(&b))
+            || uid.contains(['/', ',', ':'])
+            || uid.starts_with('.')
+        {
+            return Err(StoreError::InvalidName(
+                uid.to_string(),
+                "not usable as a Maildir file name",
+            ));
+        }
+        let dir = self.maildir_of(user, false)?;
+        for sub in ["new", "cur"] {
+            for entry in fs::read_dir(dir.join(sub))? {
+                if entry?
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| uid_of(n) == uid)
+                {
+                    return Ok(false);
+                }
+            }
+        }
+        let tmp = dir.join("tmp").join(uid);
+        let written = (|| -> io::Result<(u64, u64)> {
+            let file = File::create(&tmp)?;
+            let counted = LineEnds::new(BufWriter::with_capacity(64 * 1024, file));
+            let mut out = ToLf::new(counted);
+            io::copy(&mut message.reader()?, &mut out)?;
+            let mut counted = out.finish()?;
+            counted.flush()?;
+            let (size, wire) = (counted.size, counted.crlf_size());
+            counted
+                .inner
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()?;
+            Ok((size, wire))
+        })();
+        let (size, wire) = match written {
+            Ok(sizes) => sizes,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        fs::rename(
+            &tmp,
+            dir.join("new").join(format!("{uid},S={size},W={wire}")),
+        )?;
+        sync_dir(&dir.join("new"))?;
+        Ok(true)
+    }
+
     fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>> {
         validate_user_name(user)?;
         let mut dir = self.maildir_of(user, false)?;
