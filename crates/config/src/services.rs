@@ -241,7 +241,7 @@ pub struct Connections {
     /// `<max-session-bytes>` (default 1 GiB, 0 = no limit): octets a client may send in one
     /// session.
     pub max_session_bytes: u64,
-    /// `<max-session-time>` (ms in the file, default one hour, 0 = no limit): how long one
+    /// `<max-session-time>` (ms in the file, default one day, 0 = no limit): how long one
     /// session may last.
     pub max_session_time: Option<Duration>,
     /// `<shutdown-deadline>` (ms in the file, default 10 s): how long a stopping server waits
@@ -256,7 +256,7 @@ impl Default for Connections {
             max_connections: 30,
             max_connections_per_ip: 10,
             max_session_bytes: 1 << 30,
-            max_session_time: Some(Duration::from_secs(3600)),
+            max_session_time: Some(Duration::from_secs(86_400)),
             shutdown_deadline: Duration::from_secs(10),
         }
     }
@@ -693,7 +693,7 @@ pub(crate) fn connections(ctx: &mut Ctx, el: &Element) -> Connections {
             u64::MAX,
             d.max_session_bytes,
         ),
-        max_session_time: match ctx.num_child(el, "max-session-time", 0u64, 864_000_000, 3_600_000)
+        max_session_time: match ctx.num_child(el, "max-session-time", 0u64, 864_000_000, 86_400_000)
         {
             0 => None,
             ms => Some(Duration::from_millis(ms)),

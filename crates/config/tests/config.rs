@@ -774,7 +774,7 @@ fn connection_and_session_limits_have_safe_defaults() {
             ),
             (30, 10, 1 << 30)
         );
-        assert_eq!(l.max_session_time, Some(Duration::from_secs(3600)));
+        assert_eq!(l.max_session_time, Some(Duration::from_secs(86_400)));
         assert_eq!(l.shutdown_deadline, Duration::from_secs(10));
     }
     for s in embedded.smtp.iter() {

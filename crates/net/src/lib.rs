@@ -240,10 +240,9 @@ pub mod defaults {
     pub const PER_IP: usize = 10;
     /// Octets a client may send in one session (1 GiB).
     pub const SESSION_BYTES: u64 = 1 << 30;
-    /// How long a session may last (one hour).
-    pub const SESSION_LIFETIME: Duration = Duration::from_secs(3600);
-    /// How long a shutdown waits for sessions before dropping those still running.
-    pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+    /// How long a session may last (one day: a POP3 download of a large mailbox over a slow
+    /// link, or a newsreader left open, must end with its QUIT, or its deletions never commit).
+    pub const SESSION_LIFETIME: Duration = Duration::from_secs(86_400);
 }
 
 /// Bounds on one session, whatever its protocol: see [`Connection::with_limits`].
@@ -258,23 +257,12 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// The [`defaults`]: 10 sessions per client, 1 GiB and one hour per session.
+    /// The [`defaults`]: 10 sessions per client, 1 GiB and one day per session.
     fn default() -> Self {
         Limits {
             per_ip: Some(defaults::PER_IP),
             session_bytes: Some(defaults::SESSION_BYTES),
             session_lifetime: Some(defaults::SESSION_LIFETIME),
-        }
-    }
-}
-
-impl Limits {
-    /// No limit at all (tests, and configurations that ask for none).
-    pub fn none() -> Limits {
-        Limits {
-            per_ip: None,
-            session_bytes: None,
-            session_lifetime: None,
         }
     }
 }

@@ -9,6 +9,7 @@ pub fn page_size() -> u64 {
 
 /// Returns the allocator's unused heap pages to the system (glibc's `malloc_trim(0)`).
 pub fn malloc_trim() {
+    #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap pages; it is thread-safe and takes no
     // pointers.
     unsafe {
