@@ -364,6 +364,13 @@ impl Server {
             .unwrap()
     }
 
+    /// Whether `mailroom queue list` shows no mail in the spool: the spool's removals are
+    /// written (a mail whose removal is not, when the server is killed, is delivered again).
+    pub fn spool_empty(&self) -> bool {
+        let out = String::from_utf8_lossy(&self.cli(&["queue", "list"]).stdout).into_owned();
+        out.starts_with("0 mail(s)") || out.contains("\n0 mail(s)")
+    }
+
     /// Adds a user through the CLI.
     pub fn add_user(&self, name: &str, password: &str) {
         let out = self.cli(&["user", "add", name, "--password", password]);

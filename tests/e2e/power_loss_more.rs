@@ -199,11 +199,7 @@ fn pop3_deletions_acknowledged_before_a_power_cut_stay_deleted() {
             sent.push(ids);
         }
         // The spool's removals too (a removal lost in the cut delivers the mail again).
-        wait_for("the spool empty", || {
-            let out = server.cli(&["queue", "list"]);
-            String::from_utf8_lossy(&out.stdout).contains("\n0 mail(s)")
-                || String::from_utf8_lossy(&out.stdout).starts_with("0 mail(s)")
-        });
+        wait_for("the spool empty", || server.spool_empty());
         xfs.sync();
         let port = server.pop3_port;
         let clients: Vec<_> = users
