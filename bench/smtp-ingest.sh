@@ -39,7 +39,7 @@ now() { date +%s.%N; }
 rss_kib() { awk "/^$1:/ {print \$2}" /proc/"$2"/status; }
 
 mr_port=$(free_port)
-sed -e "s|<port>2525</port>|<port>$mr_port</port>|" -e 's|<maxmessagesize>[0-9]*</maxmessagesize>||' \
+sed -e "s|<port>2525</port>|<port>$mr_port</port>|" -e 's|<maxmessagesize>[0-9]*</maxmessagesize>|<maxmessagesize>0</maxmessagesize>|' \
   crates/config/default-config.xml > "$work/config.xml"
 # The load comes from one address: no per-client limit.
 sed -i 's|<max-connections-per-ip>[0-9]*<|<max-connections-per-ip>0<|' "$work/config.xml"
