@@ -54,6 +54,10 @@ pub enum Command {
         #[command(subcommand)]
         action: FetchmailAction,
     },
+    /// Lists every mailet this build has: what it does, its parameters and an example.
+    ListMailets,
+    /// Lists every matcher this build has: what it matches and an example.
+    ListMatchers,
 }
 
 /// `mailroom fetchmail ...`.

@@ -42,6 +42,14 @@ fn main() -> ExitCode {
         Some(Command::User { action }) => users::run(&cli, action),
         Some(Command::Queue { action }) => queue::run(&cli, action),
         Some(Command::Fetchmail { action }) => fetch::run(&cli, action),
+        Some(Command::ListMailets) => {
+            server::list_mailets();
+            Ok(())
+        }
+        Some(Command::ListMatchers) => {
+            server::list_matchers();
+            Ok(())
+        }
         Some(Command::Store {
             action: StoreAction::Copy { from, to },
         }) => copy::run(from, to),

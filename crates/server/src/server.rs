@@ -45,14 +45,21 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
 
 /// Builds the processor tree, reporting unknown names and bad parameters at file:line.
 /// `deliveries` serves its RemoteDelivery mailets, `news` its ToNewsgroup mailets.
+/// Every matcher and mailet this server knows: the standard library and the mailets that
+/// capture the server's services.
+fn registry(deliveries: &Arc<RemoteDeliveries>, news: &Arc<NewsGateway>) -> Registry {
+    let mut registry = Registry::standard();
+    mailroom_delivery::register(&mut registry, deliveries);
+    mailroom_nntp::gateway::register(&mut registry, news);
+    registry
+}
+
 fn build_tree(
     config: &Config,
     deliveries: &Arc<RemoteDeliveries>,
     news: &Arc<NewsGateway>,
 ) -> Result<ProcessorTree> {
-    let mut registry = Registry::standard();
-    mailroom_delivery::register(&mut registry, deliveries);
-    mailroom_nntp::gateway::register(&mut registry, news);
+    let registry = registry(deliveries, news);
     ProcessorTree::build(
         &config.spool_manager,
         &registry,
@@ -81,6 +88,46 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
     )?;
     println!("{}: configuration is valid", config.source.display());
     Ok(())
+}
+
+/// The registry as `check-config` builds it (no runtime, nothing opened).
+fn offline_registry() -> Registry {
+    registry(
+        &RemoteDeliveries::new("localhost", None),
+        &NewsGateway::new("localhost", "localhost", None),
+    )
+}
+
+/// `mailroom list-mailets`.
+pub fn list_mailets() {
+    for (name, params, doc) in offline_registry().mailet_docs() {
+        let params = match params {
+            Some([]) => "none".to_string(),
+            Some(names) => names.join(", "),
+            None => "any (see the summary)".to_string(),
+        };
+        print_entry(name, &format!("parameters: {params}"), doc);
+    }
+}
+
+/// `mailroom list-matchers`.
+pub fn list_matchers() {
+    for (name, takes_condition, doc) in offline_registry().matcher_docs() {
+        let condition = if takes_condition {
+            "Name=condition"
+        } else {
+            "no condition"
+        };
+        print_entry(name, condition, doc);
+    }
+}
+
+fn print_entry(name: &str, takes: &str, doc: Option<mailroom_spool::Doc>) {
+    let doc = doc.unwrap_or_default();
+    println!("{name}\n    {}\n    {takes}", doc.summary);
+    if !doc.example.is_empty() {
+        println!("    example: {}", doc.example);
+    }
 }
 
 /// Runs the server until SIGTERM or SIGINT.

@@ -23,5 +23,5 @@ pub mod tree;
 
 pub use context::{Repositories, ServerContext, UsernameRules};
 pub use manager::{SpoolManager, SpoolManagerHandle};
-pub use registry::Registry;
+pub use registry::{Doc, Registry};
 pub use tree::ProcessorTree;

@@ -34,10 +34,20 @@ pub type MatcherFactory =
 pub type MailetFactory =
     Arc<dyn Fn(&MailetConfig) -> Result<Box<dyn Mailet>, MailetError> + Send + Sync>;
 
+/// What `mailroom list-mailets` / `list-matchers` and the README's table show of an entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Doc {
+    /// One or two sentences: what it does, with James 2.3's semantics.
+    pub summary: &'static str,
+    /// A configuration line using it (`<mailet match="All" class="X"><p>v</p></mailet>`).
+    pub example: &'static str,
+}
+
 /// A registered matcher: its factory and whether it takes a condition.
 #[derive(Clone)]
 struct MatcherEntry {
     factory: MatcherFactory,
+    doc: Option<Doc>,
     /// `false` when declared with [`MatcherDeclaration::no_condition`]: a condition written
     /// for it is warned about. `true` (not checked) otherwise.
     takes_condition: bool,
@@ -47,6 +57,7 @@ struct MatcherEntry {
 #[derive(Clone)]
 struct MailetEntry {
     factory: MailetFactory,
+    doc: Option<Doc>,
     /// The parameter names it reads, when declared with [`MailetDeclaration::params`]; any
     /// other parameter is warned about (a typo is otherwise silently ignored). `None`: not
     /// declared, nothing is checked (a mailet such as `SetMailAttribute` takes any name).
@@ -58,8 +69,15 @@ pub struct MailetDeclaration<'a>(&'a mut MailetEntry);
 
 impl MailetDeclaration<'_> {
     /// The mailet reads exactly these parameters; any other one gets a warning at its line.
-    pub fn params(self, names: &'static [&'static str]) {
+    pub fn params(self, names: &'static [&'static str]) -> Self {
         self.0.params = Some(names);
+        self
+    }
+
+    /// What it does and an example, for `mailroom list-mailets` and the README.
+    pub fn about(self, summary: &'static str, example: &'static str) -> Self {
+        self.0.doc = Some(Doc { summary, example });
+        self
     }
 }
 
@@ -68,8 +86,15 @@ pub struct MatcherDeclaration<'a>(&'a mut MatcherEntry);
 
 impl MatcherDeclaration<'_> {
     /// The matcher takes no condition (`All`): `All=x` gets a warning.
-    pub fn no_condition(self) {
+    pub fn no_condition(self) -> Self {
         self.0.takes_condition = false;
+        self
+    }
+
+    /// What it matches and an example, for `mailroom list-matchers` and the README.
+    pub fn about(self, summary: &'static str, example: &'static str) -> Self {
+        self.0.doc = Some(Doc { summary, example });
+        self
     }
 }
 
@@ -147,6 +172,7 @@ impl Registry {
     {
         let entry = MatcherEntry {
             factory: Arc::new(factory),
+            doc: None,
             takes_condition: true,
         };
         self.matchers.insert(name.to_string(), entry);
@@ -162,6 +188,7 @@ impl Registry {
     {
         let entry = MailetEntry {
             factory: Arc::new(factory),
+            doc: None,
             params: None,
         };
         self.mailets.insert(name.to_string(), entry);
@@ -191,6 +218,22 @@ impl Registry {
     /// Every matcher name, sorted (for error messages).
     pub fn matcher_names(&self) -> Vec<&str> {
         self.matchers.keys().map(String::as_str).collect()
+    }
+
+    /// Every matcher, sorted by name: whether it takes a condition, and its documentation.
+    pub fn matcher_docs(&self) -> impl Iterator<Item = (&str, bool, Option<Doc>)> {
+        self.matchers
+            .iter()
+            .map(|(name, e)| (name.as_str(), e.takes_condition, e.doc))
+    }
+
+    /// Every mailet, sorted by name: the parameters it declares, and its documentation.
+    pub fn mailet_docs(
+        &self,
+    ) -> impl Iterator<Item = (&str, Option<&'static [&'static str]>, Option<Doc>)> {
+        self.mailets
+            .iter()
+            .map(|(name, e)| (name.as_str(), e.params, e.doc))
     }
 
     /// Every mailet name, sorted (for error messages).
