@@ -244,7 +244,7 @@ pub fn register(registry: &mut Registry, deliveries: &Arc<RemoteDeliveries>) {
     registry
         .add_mailet("RemoteDelivery", move |config| {
             Ok(Box::new(deliveries.mailet(config)?))
-        })
+        }).about("Queues the mail in its outgoing spool and ghosts it; workers deliver by MX (or <gateway>) with retries on <delayTime>, and bounce to <bounceProcessor>.", "<mailet match=\"All\" class=\"RemoteDelivery\"><outgoing>file://var/mail/outgoing/</outgoing><delayTime>5 minutes</delayTime><maxRetries>5</maxRetries></mailet>")
         .params(settings::PARAMS);
 }
 

@@ -74,7 +74,7 @@ pub fn register(registry: &mut Registry, gateway: &Arc<NewsGateway>) {
                 groups,
                 pass_through: config.bool_param("passThrough", false)?,
             }))
-        })
+        }).about("Posts the mail into <newsgroup> (comma-separated) of the news repository and ghosts it (<passThrough>true lets it go on).", "<mailet match=\"RecipientIs=rust@example.org\" class=\"ToNewsgroup\"><newsgroup>local.rust</newsgroup></mailet>")
         .params(&["newsgroup", "passThrough"]);
 }
 

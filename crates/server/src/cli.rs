@@ -55,9 +55,17 @@ pub enum Command {
         action: FetchmailAction,
     },
     /// Lists every mailet this build has: what it does, its parameters and an example.
-    ListMailets,
+    ListMailets {
+        /// As a Markdown table (the README's).
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Lists every matcher this build has: what it matches and an example.
-    ListMatchers,
+    ListMatchers {
+        /// As a Markdown table (the README's).
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 /// `mailroom fetchmail ...`.

@@ -42,12 +42,12 @@ fn main() -> ExitCode {
         Some(Command::User { action }) => users::run(&cli, action),
         Some(Command::Queue { action }) => queue::run(&cli, action),
         Some(Command::Fetchmail { action }) => fetch::run(&cli, action),
-        Some(Command::ListMailets) => {
-            server::list_mailets();
+        Some(Command::ListMailets { markdown }) => {
+            print!("{}", server::list_mailets(*markdown));
             Ok(())
         }
-        Some(Command::ListMatchers) => {
-            server::list_matchers();
+        Some(Command::ListMatchers { markdown }) => {
+            print!("{}", server::list_matchers(*markdown));
             Ok(())
         }
         Some(Command::Store {

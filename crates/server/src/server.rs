@@ -98,36 +98,59 @@ fn offline_registry() -> Registry {
     )
 }
 
-/// `mailroom list-mailets`.
-pub fn list_mailets() {
-    for (name, params, doc) in offline_registry().mailet_docs() {
+/// `mailroom list-mailets [--markdown]`: every mailet, its parameters and an example.
+pub fn list_mailets(markdown: bool) -> String {
+    let registry = offline_registry();
+    let entries = registry.mailet_docs().map(|(name, params, doc)| {
         let params = match params {
             Some([]) => "none".to_string(),
             Some(names) => names.join(", "),
-            None => "any (see the summary)".to_string(),
+            None => "any (see above)".to_string(),
         };
-        print_entry(name, &format!("parameters: {params}"), doc);
-    }
+        (name, params, doc)
+    });
+    listing(entries, "Mailet", "Parameters", markdown)
 }
 
-/// `mailroom list-matchers`.
-pub fn list_matchers() {
-    for (name, takes_condition, doc) in offline_registry().matcher_docs() {
-        let condition = if takes_condition {
-            "Name=condition"
+/// `mailroom list-matchers [--markdown]`: every matcher, whether it takes a condition, and an
+/// example.
+pub fn list_matchers(markdown: bool) -> String {
+    let registry = offline_registry();
+    let entries = registry.matcher_docs().map(|(name, takes_condition, doc)| {
+        let condition = if takes_condition { "yes" } else { "no" };
+        (name, condition.to_string(), doc)
+    });
+    listing(entries, "Matcher", "Condition", markdown)
+}
+
+/// The entries as indented text, or as the README's Markdown table.
+fn listing<'a>(
+    entries: impl Iterator<Item = (&'a str, String, Option<mailroom_spool::Doc>)>,
+    kind: &str,
+    column: &str,
+    markdown: bool,
+) -> String {
+    let mut out = String::new();
+    if markdown {
+        out.push_str(&format!("| {kind} | What it does | {column} | Example |\n"));
+        out.push_str("|---|---|---|---|\n");
+    }
+    for (name, detail, doc) in entries {
+        let doc = doc.unwrap_or_default();
+        if markdown {
+            let summary = doc.summary.replace('<', "&lt;").replace('>', "&gt;");
+            let example = doc.example.replace('|', "\\|");
+            out.push_str(&format!(
+                "| `{name}` | {summary} | {detail} | `{example}` |\n"
+            ));
         } else {
-            "no condition"
-        };
-        print_entry(name, condition, doc);
+            out.push_str(&format!(
+                "{name}\n    {}\n    {column}: {detail}\n    example: {}\n",
+                doc.summary, doc.example
+            ));
+        }
     }
-}
-
-fn print_entry(name: &str, takes: &str, doc: Option<mailroom_spool::Doc>) {
-    let doc = doc.unwrap_or_default();
-    println!("{name}\n    {}\n    {takes}", doc.summary);
-    if !doc.example.is_empty() {
-        println!("    example: {}", doc.example);
-    }
+    out
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -828,6 +851,41 @@ impl Signals {
             _ = self.term.recv() => { tracing::info!("SIGTERM received"); Signal::Stop }
             _ = self.int.recv() => { tracing::info!("SIGINT received"); Signal::Stop }
             _ = self.hup.recv() => { tracing::info!("SIGHUP received: reloading TLS certificates"); Signal::Reload }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every matcher and mailet says what it does, and the README's tables are the ones
+    /// `mailroom list-matchers --markdown` / `list-mailets --markdown` print.
+    #[test]
+    fn every_mailet_and_matcher_is_documented_in_the_readme() {
+        let registry = offline_registry();
+        let undocumented: Vec<&str> = registry
+            .mailet_docs()
+            .filter(|(_, _, doc)| doc.is_none_or(|d| d.summary.is_empty() || d.example.is_empty()))
+            .map(|(name, _, _)| name)
+            .chain(
+                registry
+                    .matcher_docs()
+                    .filter(|(_, _, doc)| {
+                        doc.is_none_or(|d| d.summary.is_empty() || d.example.is_empty())
+                    })
+                    .map(|(name, _, _)| name),
+            )
+            .collect();
+        assert!(undocumented.is_empty(), "no .about(..): {undocumented:?}");
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
+        for table in [list_matchers(true), list_mailets(true)] {
+            assert!(
+                readme.contains(&table),
+                "README.md lacks this table (regenerate it with mailroom list-matchers/list-mailets --markdown):\n{table}"
+            );
         }
     }
 }

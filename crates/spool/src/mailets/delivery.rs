@@ -23,7 +23,7 @@ use crate::Registry;
 
 pub(super) fn register(registry: &mut Registry) {
     registry
-        .add_mailet("LocalDelivery", |_| Ok(Box::new(LocalDelivery)))
+        .add_mailet("LocalDelivery", |_| Ok(Box::new(LocalDelivery))).about("Delivers to each recipient's inbox with Return-Path: and Delivered-To:, honouring the users' alias and forward; a recipient that is not a local user goes to error.", "<mailet match=\"RecipientIsLocal\" class=\"LocalDelivery\"/>")
         .params(&[]);
 }
 

@@ -14,10 +14,10 @@ pub(super) fn register(registry: &mut Registry) {
         }))
     };
     registry
-        .add_mailet("SetMimeHeader", set_header)
+        .add_mailet("SetMimeHeader", set_header).about("Sets the header <name> to <value>, replacing any field of that name.", "<mailet match=\"All\" class=\"SetMimeHeader\"><name>X-Processed</name><value>yes</value></mailet>")
         .params(&["name", "value"]);
     registry
-        .add_mailet("AddHeader", set_header)
+        .add_mailet("AddHeader", set_header).about("Another name of SetMimeHeader.", "<mailet match=\"All\" class=\"AddHeader\"><name>X-Processed</name><value>yes</value></mailet>")
         .params(&["name", "value"]);
     registry
         .add_mailet("RemoveMimeHeader", |c| {
@@ -28,7 +28,7 @@ pub(super) fn register(registry: &mut Registry) {
                 .filter(|n| !n.is_empty())
                 .collect();
             Ok(Box::new(RemoveMimeHeader(names)))
-        })
+        }).about("Removes every field called one of <name> (comma-separated).", "<mailet match=\"All\" class=\"RemoveMimeHeader\"><name>X-Spam-Flag, X-Spam-Score</name></mailet>")
         .params(&["name"]);
     registry.add_mailet("SetMailAttribute", |c| {
         if c.params.is_empty() {
@@ -42,7 +42,7 @@ pub(super) fn register(registry: &mut Registry) {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         )))
-    });
+    }).about("Each parameter becomes a mail attribute of that name, with its text as a string value.", "<mailet match=\"All\" class=\"SetMailAttribute\"><org.example.seen>true</org.example.seen></mailet>");
 }
 
 /// `<name>X-Header</name><value>text</value>`: sets the header, replacing any of that name.

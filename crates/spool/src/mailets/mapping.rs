@@ -33,7 +33,11 @@ pub(super) fn register(registry: &mut Registry) {
                     table: c.param("table").unwrap_or(DEFAULT_TABLE).to_string(),
                 }))
             })
-            .params(&["table"]);
+            .params(&["table"])
+            .about(
+                "Rewrites each recipient through the virtual user table <table> (default: default), edited with the console's addmapping: user@domain, user@*, *@domain, error:, regex:, domain:.",
+                "<mailet match=\"All\" class=\"VirtualUserTable\"><table>default</table></mailet>",
+            );
     }
 }
 

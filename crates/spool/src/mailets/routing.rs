@@ -15,6 +15,10 @@ pub(super) fn register(registry: &mut Registry) {
                 notice: c.param("notice").map(str::to_string),
             }))
         })
+        .about(
+            "Moves the mail to <processor>; <notice> becomes its error message.",
+            "<mailet match=\"All\" class=\"ToProcessor\"><processor>transport</processor></mailet>",
+        )
         .params(&["processor", "notice"]);
     registry
         .add_mailet("ToRepository", |c| {
@@ -22,13 +26,21 @@ pub(super) fn register(registry: &mut Registry) {
                 url: c.required("repositoryPath")?.to_string(),
                 pass_through: c.bool_param("passThrough", false)?,
             }))
-        })
+        }).about("Stores the mail in the mail repository <repositoryPath> and ghosts it (<passThrough>true lets it go on).", "<mailet match=\"All\" class=\"ToRepository\"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>")
         .params(&["repositoryPath", "passThrough"]);
     registry
         .add_mailet("Null", |_| Ok(Box::new(Null)))
+        .about(
+            "Ghosts the mail: processing ends and it leaves the spool.",
+            "<mailet match=\"RelayLimit=30\" class=\"Null\"/>",
+        )
         .params(&[]);
     registry
         .add_mailet("PostmasterAlias", |_| Ok(Box::new(PostmasterAlias)))
+        .about(
+            "Rewrites postmaster@ any local domain to the configured <postmaster>.",
+            "<mailet match=\"All\" class=\"PostmasterAlias\"/>",
+        )
         .params(&[]);
 }
 

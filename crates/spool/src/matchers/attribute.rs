@@ -6,11 +6,16 @@ use super::all_if;
 use crate::Registry;
 
 pub(super) fn register(registry: &mut Registry) {
-    registry.add_matcher("HasMailAttribute", |c| {
-        Ok(Box::new(HasMailAttribute(
-            c.required_condition()?.to_string(),
-        )))
-    });
+    registry
+        .add_matcher("HasMailAttribute", |c| {
+            Ok(Box::new(HasMailAttribute(
+                c.required_condition()?.to_string(),
+            )))
+        })
+        .about(
+            "Every recipient when the mail has the attribute.",
+            "<mailet match=\"HasMailAttribute=org.apache.james.infected\" class=\"Null\"/>",
+        );
     registry.add_matcher("HasMailAttributeWithValue", |c| {
         let condition = c.required_condition()?;
         let (name, value) = condition.split_once(',').ok_or_else(|| {
@@ -20,7 +25,7 @@ pub(super) fn register(registry: &mut Registry) {
             name: name.trim().to_string(),
             value: value.trim().to_string(),
         }))
-    });
+    }).about("Every recipient when the attribute's value (as a string) equals the value given after the comma.", "<mailet match=\"HasMailAttributeWithValue=org.apache.james.infected, true\" class=\"Null\"/>");
 }
 
 /// Every recipient when the mail has the attribute.

@@ -10,12 +10,12 @@ use crate::Registry;
 
 pub(super) fn register(registry: &mut Registry) {
     registry
-        .add_matcher("SMTPAuthSuccessful", |_| Ok(Box::new(SmtpAuthSuccessful)))
+        .add_matcher("SMTPAuthSuccessful", |_| Ok(Box::new(SmtpAuthSuccessful))).about("Every recipient when the client authenticated with SMTP AUTH.", "<mailet match=\"SMTPAuthSuccessful\" class=\"SetMimeHeader\"><name>X-UserIsAuth</name><value>true</value></mailet>")
         .no_condition();
     registry.add_matcher("SMTPAuthUserIs", |c| {
         let users: Vec<String> = list(c.required_condition()?).map(str::to_string).collect();
         Ok(Box::new(SmtpAuthUserIs(users)))
-    });
+    }).about("Every recipient when the client authenticated as one of the listed users.", "<mailet match=\"SMTPAuthUserIs=alice, bob\" class=\"ToProcessor\"><processor>trusted</processor></mailet>");
 }
 
 /// The user a mail's client authenticated as, if it did.

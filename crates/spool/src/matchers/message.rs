@@ -12,28 +12,33 @@ pub(super) fn register(registry: &mut Registry) {
             text: c.required_condition()?.to_string(),
             whole: false,
         }))
-    });
-    registry.add_matcher("SubjectIs", |c| {
-        Ok(Box::new(Subject {
-            text: c.required_condition()?.to_string(),
-            whole: true,
-        }))
-    });
+    }).about("Every recipient when the (decoded) Subject starts with the text.", "<mailet match=\"SubjectStartsWith=[SPAM]\" class=\"ToRepository\"><repositoryPath>file://var/mail/spam/</repositoryPath></mailet>");
+    registry
+        .add_matcher("SubjectIs", |c| {
+            Ok(Box::new(Subject {
+                text: c.required_condition()?.to_string(),
+                whole: true,
+            }))
+        })
+        .about(
+            "Every recipient when the (decoded) Subject is exactly the text.",
+            "<mailet match=\"SubjectIs=test\" class=\"Null\"/>",
+        );
     registry.add_matcher("SizeGreaterThan", |c| {
         Ok(Box::new(SizeGreaterThan(size(c)?)))
-    });
+    }).about("Every recipient when the message is larger than the size (octets, or with a k or m suffix).", "<mailet match=\"SizeGreaterThan=10m\" class=\"Bounce\"/>");
     registry.add_matcher("RelayLimit", |c| {
         let limit = c.required_condition()?.parse().map_err(|_| {
             MailetError::new("RelayLimit needs a number of Received headers (RelayLimit=30)")
         })?;
         Ok(Box::new(RelayLimit(limit)))
-    });
+    }).about("Every recipient when the message has at least that many Received: headers (a mail loop).", "<mailet match=\"RelayLimit=30\" class=\"Null\"/>");
     registry.add_matcher("HasHeader", |c| {
         Ok(Box::new(HasHeader(c.required_condition()?.to_string())))
-    });
+    }).about("Every recipient when the message has a header of that name.", "<mailet match=\"HasHeader=X-Spam-Flag\" class=\"ToProcessor\"><processor>spam</processor></mailet>");
     registry.add_matcher("FetchedFrom", |c| {
         Ok(Box::new(FetchedFrom(c.required_condition()?.to_string())))
-    });
+    }).about("Every recipient of a mail that FetchMail fetched with that X-fetched-from value (the task's <fetched-from>).", "<mailet match=\"FetchedFrom=pop.example.org\" class=\"ToProcessor\"><processor>fetched</processor></mailet>");
 }
 
 /// `SizeGreaterThan=1m`: a size in octets with an optional `k` or `m` suffix.

@@ -15,13 +15,13 @@ pub(super) fn register(registry: &mut Registry) {
             networks: networks(c)?,
             inside: true,
         }))
-    });
+    }).about("Every recipient when the client's IP address is in one of the listed networks (IP, CIDR, wildcard, host name).", "<mailet match=\"RemoteAddrInNetwork=127.0.0.1, 192.168.0.0/16\" class=\"ToProcessor\"><processor>transport</processor></mailet>");
     registry.add_matcher("RemoteAddrNotInNetwork", |c| {
         Ok(Box::new(RemoteAddr {
             networks: networks(c)?,
             inside: false,
         }))
-    });
+    }).about("Every recipient when the client's IP address is in none of the listed networks.", "<mailet match=\"RemoteAddrNotInNetwork=127.0.0.1\" class=\"ToProcessor\"><processor>relay-denied</processor></mailet>");
 }
 
 fn networks(config: &MatcherConfig) -> Result<NetworkList, MailetError> {

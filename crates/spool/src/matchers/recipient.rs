@@ -9,34 +9,46 @@ use crate::Registry;
 pub(super) fn register(registry: &mut Registry) {
     registry
         .add_matcher("All", |_| Ok(Box::new(All)))
+        .about(
+            "Every recipient.",
+            "<mailet match=\"All\" class=\"LocalDelivery\"/>",
+        )
         .no_condition();
     registry
         .add_matcher("RecipientIsLocal", |_| Ok(Box::new(RecipientIsLocal)))
+        .about(
+            "Recipients whose domain is one of the servernames and whose user exists.",
+            "<mailet match=\"RecipientIsLocal\" class=\"LocalDelivery\"/>",
+        )
         .no_condition();
     registry
-        .add_matcher("HostIsLocal", |_| Ok(Box::new(HostIsLocal)))
+        .add_matcher("HostIsLocal", |_| Ok(Box::new(HostIsLocal))).about("Recipients whose domain is one of the servernames (the user need not exist).", "<mailet match=\"HostIsLocal\" class=\"ToProcessor\"><processor>local-address-error</processor></mailet>")
         .no_condition();
     registry
         .add_matcher("SenderIsNull", |_| Ok(Box::new(SenderIsNull)))
+        .about(
+            "Every recipient of a mail from the null sender <> (a bounce).",
+            "<mailet match=\"SenderIsNull\" class=\"Null\"/>",
+        )
         .no_condition();
     registry.add_matcher("RecipientIs", |c| {
         Ok(Box::new(RecipientIs(addresses(
             &c.name,
             c.required_condition()?,
         )?)))
-    });
+    }).about("The recipients equal to one of the listed addresses (comma- or space-separated).", "<mailet match=\"RecipientIs=abuse@example.org, spam@example.org\" class=\"ToProcessor\"><processor>abuse</processor></mailet>");
     registry.add_matcher("SenderIs", |c| {
         Ok(Box::new(SenderIs(addresses(
             &c.name,
             c.required_condition()?,
         )?)))
-    });
+    }).about("Every recipient when the envelope sender is one of the listed addresses.", "<mailet match=\"SenderIs=boss@example.org\" class=\"SetMimeHeader\"><name>X-Priority</name><value>1</value></mailet>");
     registry.add_matcher("HostIs", |c: &MatcherConfig| {
         let hosts = list(c.required_condition()?)
             .map(str::to_lowercase)
             .collect();
         Ok(Box::new(HostIs(hosts)))
-    });
+    }).about("The recipients whose domain is one of the listed domains.", "<mailet match=\"HostIs=example.org, example.net\" class=\"RemoteDelivery\"><gateway>relay.example.org</gateway></mailet>");
 }
 
 /// Compares addresses the way administrators expect: the whole address case-insensitively.

@@ -58,7 +58,7 @@ pub(crate) const ATTR_DSN_RECIPIENTS: &str = "mailroom.smtp.dsn.recipients";
 
 pub(super) fn register(registry: &mut Registry) {
     registry
-        .add_mailet("DSNBounce", |c| Ok(Box::new(Notify::new(Kind::Dsn, c)?)))
+        .add_mailet("DSNBounce", |c| Ok(Box::new(Notify::new(Kind::Dsn, c)?))).about("Sends the sender an RFC 3464 delivery status report (multipart/report) from <> and ghosts the mail unless <passThrough>.", "<mailet match=\"All\" class=\"DSNBounce\"><passThrough>false</passThrough></mailet>")
         .params(&[
             "notice",
             "message",
@@ -70,7 +70,7 @@ pub(super) fn register(registry: &mut Registry) {
             "attachError",
         ]);
     registry
-        .add_mailet("Bounce", |c| Ok(Box::new(Notify::new(Kind::Bounce, c)?)))
+        .add_mailet("Bounce", |c| Ok(Box::new(Notify::new(Kind::Bounce, c)?))).about("Sends the sender a plain multipart/mixed notice with James's message details and the original attached.", "<mailet match=\"All\" class=\"Bounce\"><inline>heads</inline><attachment>message</attachment></mailet>")
         .params(&[
             "notice",
             "message",
@@ -86,12 +86,12 @@ pub(super) fn register(registry: &mut Registry) {
     registry
         .add_mailet("NotifySender", |c| {
             Ok(Box::new(Notify::new(Kind::NotifySender, c)?))
-        })
+        }).about("Writes to the sender about the mail (default prefix Re:), the original attached.", "<mailet match=\"All\" class=\"NotifySender\"><notice>Your mail was held.</notice></mailet>")
         .params(NOTIFY_PARAMS);
     registry
         .add_mailet("NotifyPostmaster", |c| {
             Ok(Box::new(Notify::new(Kind::NotifyPostmaster, c)?))
-        })
+        }).about("Writes to the postmaster about the mail (default prefix Re:), the original attached.", "<mailet match=\"All\" class=\"NotifyPostmaster\"><attachError>true</attachError></mailet>")
         .params(NOTIFY_PARAMS);
 }
 
