@@ -2,9 +2,17 @@
 
 mod attribute;
 mod auth;
+mod header;
 mod message;
 mod network;
+mod pattern;
+mod quota;
 mod recipient;
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use header::HABEAS_WARRANT_MARK;
+pub use pattern::register_file_regex;
 
 use mailroom_mailet::{Mail, MailAddress, MailetError};
 
@@ -17,6 +25,9 @@ pub fn register(registry: &mut Registry) {
     message::register(registry);
     attribute::register(registry);
     auth::register(registry);
+    header::register(registry);
+    pattern::register(registry);
+    quota::register(registry);
 }
 
 /// All recipients when `yes`, none otherwise: for matchers that judge the mail as a whole.
