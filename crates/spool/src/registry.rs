@@ -114,9 +114,6 @@ pub const NOT_YET_MATCHERS: &[&str] = &[
     "InSpammerBlacklist",
     "AttachmentFileNameIs",
     "IsInWhiteList",
-    "And",
-    "Or",
-    "Not",
 ];
 
 /// James 2.3's standard mailets that this build does not have yet (DESIGN §2). A

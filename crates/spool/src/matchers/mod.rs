@@ -28,6 +28,7 @@ pub fn register(registry: &mut Registry) {
     header::register(registry);
     pattern::register(registry);
     quota::register(registry);
+    crate::composite::register(registry);
 }
 
 /// All recipients when `yes`, none otherwise: for matchers that judge the mail as a whole.
