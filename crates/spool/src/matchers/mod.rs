@@ -2,6 +2,7 @@
 
 mod attribute;
 mod auth;
+mod dns;
 mod header;
 mod message;
 mod network;
@@ -28,6 +29,7 @@ pub fn register(registry: &mut Registry) {
     header::register(registry);
     pattern::register(registry);
     quota::register(registry);
+    dns::register(registry);
     crate::composite::register(registry);
 }
 
