@@ -1,10 +1,12 @@
 //! The standard matchers, with James 2.3's names and condition syntax.
 
+mod attachment;
 mod attribute;
 mod auth;
 mod dns;
 mod header;
 mod message;
+mod mime;
 mod network;
 mod pattern;
 mod quota;
@@ -30,6 +32,7 @@ pub fn register(registry: &mut Registry) {
     pattern::register(registry);
     quota::register(registry);
     dns::register(registry);
+    attachment::register(registry);
     crate::composite::register(registry);
 }
 
