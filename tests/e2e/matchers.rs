@@ -493,7 +493,9 @@ fn dns_matchers_against_a_scripted_dns_server() {
     assert_eq!(subjects(&ham), vec!["clean", "fake a-only", "fake good"]);
     // SERVFAIL is no answer: the mail waits in the spool, and is not judged.
     wait_for("the failed lookup logged", || {
-        server.log().contains("InSpammerBlacklist=servfail.test.")
+        server
+            .log()
+            .contains("matcher InSpammerBlacklist=servfail.test./ToProcessor failed")
     });
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert!(!server.spool_empty());
