@@ -221,6 +221,11 @@ const COMPOSITE_TREE: &str = r#"
         <matcher match="HasHeader=X-A"/>
         <matcher match="HasHeader=X-B"/>
       </matcher>
+      <matcher name="lists" match="Or">
+        <matcher match="RecipientIsRegex=list-[a-z]+@localhost"/>
+        <matcher match="UserIs=abuse"/>
+      </matcher>
+      <mailet match="lists" class="ToRepository"><repositoryPath>file://var/mail/lists/</repositoryPath></mailet>
       <mailet match="bigOrFlagged" class="ToProcessor"><processor>held</processor></mailet>
       <mailet match="onlyOneMark" class="SetMimeHeader"><name>X-One-Mark</name><value>yes</value></mailet>
       <mailet match="localButNotBob" class="LocalDelivery"/>
@@ -276,6 +281,24 @@ fn composite_matchers_route_mail_and_their_mistakes_are_reported_at_their_lines(
         repository_count(&server.path("var/mail/held")) == 2
             && repository_count(&server.path("var/mail/rest")) == 1
     });
+    // Addresses only a declaration routes (no user behind them) pass the RCPT check; others
+    // do not.
+    smtp.send_mail(
+        "s@example.net",
+        &["list-rust@localhost", "abuse@localhost"],
+        "Subject: to lists\r\n\r\nhi\r\n",
+    );
+    wait_for("the lists' mail", || {
+        repository_count(&server.path("var/mail/lists")) == 1
+    });
+    let lists = envelopes(&server.path("var/mail/lists"));
+    assert_eq!(
+        lists[0]["recipients"],
+        serde_json::json!(["list-rust@localhost", "abuse@localhost"])
+    );
+    assert!(smtp.cmd("MAIL FROM:<s@example.net>").starts_with("250"));
+    let reply = smtp.cmd("RCPT TO:<list-RUST1@localhost>");
+    assert!(reply.starts_with("550 5.1.1"), "{reply}");
     let mut held = subjects(&server.path("var/mail/held"));
     held.sort();
     assert_eq!(held, vec!["big", "flagged"]);
