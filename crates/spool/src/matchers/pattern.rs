@@ -60,8 +60,9 @@ pub(super) fn register(registry: &mut Registry) {
         .add_matcher("NESSpamCheck", |_| Ok(Box::new(nes_spam_check()?)))
         .no_condition()
         .about(
-            "Every recipient when a header matches one of the fixed spam-tool signatures James \
-             2.3 ships (Netscape Enterprise Server's list: forged Received lines, bulk mailers).",
+            "Every recipient when a header matches one of the 39 fixed header patterns of \
+             James 2.3's NESSpamCheck (forged Received lines, bulk-mailer X-Mailer values, \
+             empty Message-IDs...), each matching the whole value.",
             r#"<mailet match="NESSpamCheck" class="ToProcessor"><processor>spam</processor></mailet>"#,
         );
     register_file_regex(registry, Path::new("."));
