@@ -188,7 +188,9 @@ impl Walker {
     /// Writes the current part's body, decoded from base64 when `base64`, to `out` (the
     /// line end before the next delimiter belongs to the delimiter and is left out).
     pub fn copy_body(&mut self, base64: bool, out: &mut dyn Write) -> io::Result<()> {
-        if !self.in_body {
+        // A part cut short by the next delimiter (held in `pending`) has no body.
+        if !self.in_body || self.pending.is_some() {
+            self.in_body = false;
             return Ok(());
         }
         self.in_body = false;
@@ -383,6 +385,28 @@ aGVsbG8gd29y\r\nbGQ=\r\n\
             }
         }
         assert_eq!(body, b"hello world");
+    }
+
+    #[test]
+    fn a_part_cut_short_has_no_body() {
+        let text = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+Content-Type: application/zip; name=a.zip\r\n--b\r\nContent-Type: text/plain; name=next.txt\r\n\r\nnext body\r\n--b--\r\n";
+        let message = Message::from_bytes(text);
+        let mut walker = Walker::new(&message).unwrap();
+        let mut names = Vec::new();
+        while let Some(p) = walker.next_part().unwrap() {
+            let mut body = Vec::new();
+            walker.copy_body(false, &mut body).unwrap();
+            names.push((p.file_name, String::from_utf8(body).unwrap()));
+        }
+        assert_eq!(
+            names,
+            vec![
+                (None, String::new()),
+                (Some("a.zip".into()), String::new()),
+                (Some("next.txt".into()), "next body".into()),
+            ]
+        );
     }
 
     #[test]
