@@ -48,7 +48,7 @@ pub use services::{
     AdminAccount, AuthRequired, AuthThrottle, Connections, DnsServer, NntpServer, Pop3Server,
     RemoteManager, ServiceCommon, ServiceTls, SmtpServer, TlsFiles,
 };
-pub use spoolmanager::{split_matcher, MailetConfig, ProcessorConfig, SpoolManager};
+pub use spoolmanager::{split_matcher, MailetConfig, MatcherDecl, ProcessorConfig, SpoolManager};
 pub use stores::{
     DataSource, ExpireRule, MailstoreEntry, NntpRepository, RepositoryType, UsersRepository,
     UsersRepositoryKind,
@@ -257,6 +257,7 @@ impl Config {
                 SpoolManager {
                     threads: 1,
                     processors: Vec::new(),
+                    matchers: Vec::new(),
                     location: root.location(),
                 }
             }

@@ -1,6 +1,8 @@
 //! `<spoolmanager>`: the worker count and the processor tree, checked for the structural rules
 //! of DESIGN §2 (`root` and `error` present, no `ghost`, unique names, `match` and `class` on
-//! every mailet).
+//! every mailet), and James 3's composite matchers: `<matcher name="x" match="Or">` with nested
+//! `<matcher match="..."/>` children, inside a processor (or at the top of `<spoolmanager>`,
+//! for every processor), used by name in a mailet's `match="x"`.
 //!
 //! Matcher and mailet names, their conditions and parameters, and the processor names used by
 //! `onMatchException`/`onMailetException` or `ToProcessor` are *not* checked here: the spool crate
@@ -17,6 +19,8 @@ pub struct SpoolManager {
     pub threads: usize,
     /// The processors in document order.
     pub processors: Vec<ProcessorConfig>,
+    /// The `<matcher>` declarations directly in `<spoolmanager>`: every processor may use them.
+    pub matchers: Vec<MatcherDecl>,
     /// Where the `<spoolmanager>` element is (for errors about the tree as a whole).
     pub location: Location,
 }
@@ -38,7 +42,26 @@ pub struct ProcessorConfig {
     pub class: Option<String>,
     /// The matcher/mailet pairs in order.
     pub mailets: Vec<MailetConfig>,
+    /// The `<matcher>` declarations of this processor, in order.
+    pub matchers: Vec<MatcherDecl>,
     /// Where the `<processor>` element is.
+    pub location: Location,
+}
+
+/// One `<matcher>` element (James 3): `<matcher name="spamOrBig" match="Or">` with nested
+/// `<matcher match="SizeGreaterThan=1m"/>` children. What the names mean (And, Or, Not, Xor,
+/// other matchers, other declarations) is the spool crate's to check, at [`MatcherDecl::location`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatcherDecl {
+    /// The `name` attribute, trimmed: what a `match=` refers to. Required on a declaration
+    /// directly in a processor, optional on a nested one.
+    pub name: Option<String>,
+    /// The `match` attribute, trimmed: `And`, `Or`, `Not`, `Xor`, any matcher with its
+    /// condition, or the name of another declaration.
+    pub matcher: String,
+    /// The nested `<matcher>` elements, in order.
+    pub children: Vec<MatcherDecl>,
+    /// Where the `<matcher>` element is.
     pub location: Location,
 }
 
@@ -97,9 +120,11 @@ pub fn split_matcher(matcher: &str) -> (&str, Option<&str>) {
 pub(crate) fn parse(ctx: &mut Ctx, el: &Element) -> SpoolManager {
     let threads = ctx.num_child(el, "threads", 1u32, 1024, 1) as usize;
     let mut processors: Vec<ProcessorConfig> = Vec::new();
+    let mut matchers = Vec::new();
     for child in &el.children {
         match child.name.as_str() {
             "threads" => {}
+            "matcher" => matchers.extend(matcher_decl(ctx, child, true)),
             "processor" => {
                 if let Some(p) = processor(ctx, child) {
                     if let Some(first) = processors.iter().find(|q| q.name == p.name) {
@@ -129,8 +154,40 @@ pub(crate) fn parse(ctx: &mut Ctx, el: &Element) -> SpoolManager {
     SpoolManager {
         threads,
         processors,
+        matchers,
         location: el.location(),
     }
+}
+
+/// A `<matcher>` element and its nested ones; `top`: directly in a processor or in
+/// `<spoolmanager>`, where it must have a name (nothing could refer to it otherwise).
+fn matcher_decl(ctx: &mut Ctx, el: &Element, top: bool) -> Option<MatcherDecl> {
+    let name = if top {
+        Some(ctx.required_attr(el, "name")?.trim().to_string())
+    } else {
+        el.attr("name").map(|n| n.trim().to_string())
+    };
+    let matcher = ctx.required_attr(el, "match")?.trim().to_string();
+    let mut children = Vec::new();
+    for child in &el.children {
+        if child.name == "matcher" {
+            children.extend(matcher_decl(ctx, child, false));
+        } else {
+            ctx.err(
+                child,
+                format!(
+                    "<{}> is not allowed in <matcher>; only nested <matcher> elements are",
+                    child.name
+                ),
+            );
+        }
+    }
+    Some(MatcherDecl {
+        name,
+        matcher,
+        children,
+        location: el.location(),
+    })
 }
 
 fn processor(ctx: &mut Ctx, el: &Element) -> Option<ProcessorConfig> {
@@ -140,14 +197,18 @@ fn processor(ctx: &mut Ctx, el: &Element) -> Option<ProcessorConfig> {
         return None;
     }
     let mut mailets = Vec::new();
+    let mut matchers = Vec::new();
     for child in &el.children {
         if child.name == "mailet" {
             mailets.extend(mailet(ctx, child));
+        } else if child.name == "matcher" {
+            matchers.extend(matcher_decl(ctx, child, true));
         } else {
             ctx.err(
                 child,
                 format!(
-                    "<{}> is not allowed in <processor name=\"{name}\">; only <mailet> is",
+                    "<{}> is not allowed in <processor name=\"{name}\">; only <mailet> and \
+                     <matcher> are",
                     child.name
                 ),
             );
@@ -157,6 +218,7 @@ fn processor(ctx: &mut Ctx, el: &Element) -> Option<ProcessorConfig> {
         name,
         class: el.attr("class").map(str::to_string),
         mailets,
+        matchers,
         location: el.location(),
     })
 }
@@ -188,6 +250,40 @@ fn mailet(ctx: &mut Ctx, el: &Element) -> Option<MailetConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn composite_matchers_are_read_with_their_lines() {
+        let xml = "<config><spoolmanager>\n<matcher name=\"g\" match=\"All\"/>\n<processor name=\"root\">\n<matcher name=\"x\" match=\"Or\">\n<matcher match=\"SizeGreaterThan=1m\"/>\n<matcher match=\"Not\"><matcher match=\"HostIsLocal\"/></matcher>\n</matcher>\n<mailet match=\"x\" class=\"Null\"/>\n</processor>\n<processor name=\"error\"/>\n</spoolmanager></config>";
+        let config =
+            crate::Config::from_str_with_name(xml, "t.xml", std::path::Path::new("."), None)
+                .unwrap();
+        let sm = &config.spool_manager;
+        assert_eq!(sm.matchers.len(), 1);
+        assert_eq!(sm.matchers[0].name.as_deref(), Some("g"));
+        let root = sm.processor("root").unwrap();
+        let x = &root.matchers[0];
+        assert_eq!((x.name.as_deref(), x.matcher.as_str()), (Some("x"), "Or"));
+        assert_eq!(x.location.line, 4);
+        assert_eq!(x.children.len(), 2);
+        assert_eq!(x.children[0].matcher, "SizeGreaterThan=1m");
+        assert_eq!(x.children[1].children[0].matcher, "HostIsLocal");
+        assert_eq!(x.children[1].location.line, 6);
+        assert_eq!(root.mailets[0].matcher, "x");
+
+        for bad in [
+            "<matcher match=\"Or\"/>",
+            "<matcher name=\"x\" match=\"Or\"><p>1</p></matcher>",
+            "<matcher name=\"x\"/>",
+        ] {
+            let xml = format!(
+                "<config><spoolmanager><processor name=\"root\">{bad}</processor>\
+                 <processor name=\"error\"/></spoolmanager></config>"
+            );
+            let result =
+                crate::Config::from_str_with_name(&xml, "t.xml", std::path::Path::new("."), None);
+            assert!(result.is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn matcher_split() {

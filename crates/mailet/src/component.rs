@@ -145,6 +145,16 @@ pub trait MailetContext: Send + Sync {
         None
     }
 
+    /// The octets held in `user`'s inbox (the sum of its messages' sizes): what quota
+    /// matchers such as `RecipientIsOverFixedQuota` compare. `user` is the user's stored name,
+    /// as [`MailetContext::deliver_to_inbox`] takes it. Contexts without inboxes answer a
+    /// permanent error.
+    fn inbox_size(&self, user: &str) -> Result<u64, MailetError> {
+        Err(MailetError::permanent(format!(
+            "this context cannot measure the inbox of {user}"
+        )))
+    }
+
     /// The targets `address` maps to in the virtual user table `table`, as text in the
     /// mapping syntax (`user@domain`, `user`, `error:550 text`, `regex:pattern:replacement`,
     /// `domain:other.example`). The most specific source wins: `user@domain`, then `user@*`,

@@ -36,6 +36,16 @@ pub struct LocalRecipients {
     routed: HashSet<String>,
     /// Local parts the tree routes by name (`UserIs=abuse`), lower-cased.
     routed_users: HashSet<String>,
+    /// Addresses the tree routes by pattern (`RecipientIsRegex=list-.*@example.org`).
+    routed_patterns: Vec<regex::Regex>,
+}
+
+/// The `match=` of every `<matcher>` declaration in `decls` and below.
+fn collect_declared<'a>(decls: &'a [mailroom_config::MatcherDecl], out: &mut Vec<&'a str>) {
+    for decl in decls {
+        out.push(&decl.matcher);
+        collect_declared(&decl.children, out);
+    }
 }
 
 impl LocalRecipients {
@@ -47,24 +57,39 @@ impl LocalRecipients {
     ) -> Self {
         let mut tables = Vec::new();
         let (mut routed, mut routed_users) = (HashSet::new(), HashSet::new());
-        for mailet in config
-            .spool_manager
+        let mut routed_patterns = Vec::new();
+        // Every matcher of the tree: the mailets' and those of the <matcher> declarations.
+        let spool_manager = &config.spool_manager;
+        let mut declared = Vec::new();
+        collect_declared(&spool_manager.matchers, &mut declared);
+        for processor in &spool_manager.processors {
+            collect_declared(&processor.matchers, &mut declared);
+        }
+        let matchers = spool_manager
             .processors
             .iter()
             .flat_map(|p| &p.mailets)
-        {
-            let (matcher, condition) = split_matcher(&mailet.matcher);
+            .map(|m| m.matcher.as_str())
+            .chain(declared);
+        for text in matchers {
+            let (matcher, condition) = split_matcher(text);
             let matcher = short_name(matcher, &config.matcher_packages).unwrap_or("");
             let names = condition
                 .unwrap_or("")
-                .split(',')
+                .split([',', ' ', '\t'])
                 .map(|n| n.trim().to_lowercase())
                 .filter(|n| !n.is_empty());
             match matcher {
                 "RecipientIs" => routed.extend(names),
                 "UserIs" => routed_users.extend(names),
+                // Anchored as the matcher anchors it; a bad one stops the tree anyway.
+                "RecipientIsRegex" => routed_patterns.extend(
+                    regex::Regex::new(&format!("^(?:{})$", condition.unwrap_or("").trim())).ok(),
+                ),
                 _ => {}
             }
+        }
+        for mailet in spool_manager.processors.iter().flat_map(|p| &p.mailets) {
             let class = short_name(&mailet.class, &config.mailet_packages).unwrap_or("");
             if !TABLE_MAILETS.contains(&class) {
                 continue;
@@ -85,6 +110,7 @@ impl LocalRecipients {
             ignore_case: config.james.usernames.ignore_case,
             routed,
             routed_users,
+            routed_patterns,
         }
     }
 
@@ -113,10 +139,12 @@ impl LocalRecipients {
     }
 
     async fn lookup(&self, recipient: &MailAddress) -> Result<RecipientVerdict, StoreError> {
-        if self.routed.contains(&recipient.to_string().to_lowercase())
+        let address = recipient.to_string();
+        if self.routed.contains(&address.to_lowercase())
             || self
                 .routed_users
                 .contains(&recipient.local_part().to_lowercase())
+            || self.routed_patterns.iter().any(|p| p.is_match(&address))
         {
             return Ok(RecipientVerdict::Known);
         }

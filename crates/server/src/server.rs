@@ -59,7 +59,9 @@ fn build_tree(
     deliveries: &Arc<RemoteDeliveries>,
     news: &Arc<NewsGateway>,
 ) -> Result<ProcessorTree> {
-    let registry = registry(deliveries, news);
+    let mut registry = registry(deliveries, news);
+    // FileRegexMatcher's pattern file is named relative to the server home.
+    mailroom_spool::matchers::register_file_regex(&mut registry, &config.home);
     ProcessorTree::build(
         &config.spool_manager,
         &registry,

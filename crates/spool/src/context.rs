@@ -177,6 +177,10 @@ impl MailetContext for ServerContext {
         self.servernames.contains(&domain)
     }
 
+    fn inbox_size(&self, user: &str) -> Result<u64, MailetError> {
+        self.wait(self.inbox.size(user)).map_err(store_error)
+    }
+
     fn local_user(&self, name: &str) -> Result<Option<UserRecord>, MailetError> {
         let Some(user) = self.wait(self.users.get(name)).map_err(store_error)? else {
             return Ok(None);

@@ -7,12 +7,14 @@
 //!
 //! * [`registry`]: short names (and Java-qualified names) → matcher and mailet factories.
 //! * [`tree`]: the processor tree built from `<spoolmanager>`, checked at start-up.
+//! * [`composite`]: James 3's composite matchers (`<matcher name="x" match="Or">`).
 //! * [`manager`]: the workers and the processing rules.
 //! * [`context`]: what mailets may ask of the server.
 //! * [`matchers`] and [`mailets`]: the standard library.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod composite;
 pub mod context;
 pub mod leases;
 pub mod mailets;

@@ -6,18 +6,20 @@
 //! error); a parameter a mailet does not read, or a condition given to a matcher that takes
 //! none, is warned about at its line. A James 2.3 matcher or mailet that this build does not
 //! have yet is a warning, not an error, so that a stock James file loads; see
-//! [`NOT_YET_MATCHERS`] and [`NOT_YET_MAILETS`] for what they do meanwhile.
+//! [`NOT_YET_MATCHERS`] and [`NOT_YET_MAILETS`] for what they do meanwhile. A `match=` that
+//! names a `<matcher>` declaration (James 3's composites) is resolved by [`crate::composite`].
 
 use std::collections::BTreeMap;
 
 use mailroom_config::{
-    ConfigError, MailetConfig as MailetEntry, SpoolManager as SpoolManagerConfig,
+    ConfigError, Location, MailetConfig as MailetEntry, SpoolManager as SpoolManagerConfig,
 };
 use mailroom_mailet::{
     state, Mail, MailAddress, Mailet, MailetConfig, MailetContext, MailetError, Matcher,
     MatcherConfig,
 };
 
+use crate::composite::Composites;
 use crate::registry::{short_name, Registry, NOT_YET_MAILETS, NOT_YET_MATCHERS};
 
 /// Stands in for a James matcher this build does not have yet: matches no recipient, so the
@@ -93,6 +95,34 @@ fn check_entry(
     }
 }
 
+/// A matcher from the registry by short name, or the stand-in for one this build does not
+/// have yet (warned about at `location`).
+fn plain_matcher(
+    registry: &Registry,
+    short: &str,
+    condition: Option<&str>,
+    location: &Location,
+) -> Result<Box<dyn Matcher>, String> {
+    if registry.matcher(short).is_none() && NOT_YET_MATCHERS.contains(&short) {
+        tracing::warn!(
+            "{location}: matcher {short} is not in this build yet; until it is, it matches no \
+             recipient"
+        );
+        return Ok(Box::new(NotYetMatcher));
+    }
+    let factory = registry.matcher(short).ok_or_else(|| {
+        format!(
+            "unknown matcher {short:?}; known matchers: {}",
+            registry.matcher_names().join(", ")
+        )
+    })?;
+    factory(&MatcherConfig {
+        name: short.to_string(),
+        condition: condition.map(|c| c.trim().to_string()),
+    })
+    .map_err(|e| e.to_string())
+}
+
 /// What to do when a matcher fails (`onMatchException`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OnMatchError {
@@ -156,7 +186,26 @@ impl ProcessorTree {
         let names: Vec<&str> = config.processors.iter().map(|p| p.name.as_str()).collect();
         let mut errors = Vec::new();
         let mut processors = BTreeMap::new();
+        let plain = |short: &str, condition: Option<&str>, location: &Location| {
+            plain_matcher(registry, short, condition, location)
+        };
+        let mut global = Composites::new(
+            &config.matchers,
+            None,
+            registry,
+            matcher_packages,
+            &mut errors,
+        );
+        global.build_all(&config.matchers, &plain, &mut errors);
         for processor in &config.processors {
+            let mut composites = Composites::new(
+                &processor.matchers,
+                Some(&global),
+                registry,
+                matcher_packages,
+                &mut errors,
+            );
+            composites.build_all(&processor.matchers, &plain, &mut errors);
             let mut steps = Vec::new();
             for entry in &processor.mailets {
                 let err = |message: String| entry.location.error(message);
@@ -171,29 +220,25 @@ impl ProcessorTree {
                     &names,
                     &mut errors,
                 );
-                let matcher = short_name(matcher_text, matcher_packages)
-                    .and_then(|short| {
-                        if registry.matcher(short).is_none() && NOT_YET_MATCHERS.contains(&short) {
-                            tracing::warn!(
-                                "{}: matcher {short} is not in this build yet; until it is, it \
-                                 matches no recipient",
-                                entry.location
-                            );
-                            return Ok(Box::new(NotYetMatcher) as Box<dyn Matcher>);
-                        }
-                        let factory = registry.matcher(short).ok_or_else(|| {
-                            format!(
-                                "unknown matcher {short:?}; known matchers: {}",
-                                registry.matcher_names().join(", ")
-                            )
-                        })?;
-                        factory(&MatcherConfig {
-                            name: short.to_string(),
-                            condition: condition.map(|c| c.trim().to_string()),
-                        })
-                        .map_err(|e| e.to_string())
-                    })
-                    .map_err(err);
+                let matcher = if composites.contains(matcher_text) {
+                    match condition {
+                        Some(_) => Err(err(format!(
+                            "{matcher_text} is a <matcher> declaration: it takes no condition"
+                        ))),
+                        None => composites
+                            .use_named(matcher_text, &plain, &mut errors)
+                            .ok_or_else(|| {
+                                err(format!(
+                                    "matcher {matcher_text} cannot be used: its <matcher> \
+                                     declaration has errors"
+                                ))
+                            }),
+                    }
+                } else {
+                    short_name(matcher_text, matcher_packages)
+                        .and_then(|short| plain(short, condition, &entry.location))
+                        .map_err(err)
+                };
                 let mailet = short_name(&entry.class, mailet_packages)
                     .and_then(|short| {
                         if registry.mailet(short).is_none() && NOT_YET_MAILETS.contains(&short) {

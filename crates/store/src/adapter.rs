@@ -187,6 +187,11 @@ impl<T: ?Sized + blocking::InboxRepository + 'static> InboxRepository for Blocki
         self.0.location(user)
     }
 
+    async fn size(&self, user: &str) -> Result<u64> {
+        let user = user.to_string();
+        self.run(move |b| b.size(&user)).await
+    }
+
     async fn import(&self, user: &str, uid: &str, message: &Message) -> Result<bool> {
         let (user, uid, message) = (user.to_string(), uid.to_string(), message.clone());
         self.run(move |b| b.import(&user, &uid, &message)).await

@@ -76,6 +76,11 @@ pub trait InboxRepository: Send + Sync {
     fn location(&self, _user: &str) -> Option<String> {
         None
     }
+    /// See [`crate::InboxRepository::size`].
+    fn size(&self, user: &str) -> Result<u64> {
+        let mailbox = self.open_mailbox(user)?;
+        Ok(mailbox.messages().iter().map(|m| m.size).sum())
+    }
 }
 
 /// See [`crate::Mailbox`].

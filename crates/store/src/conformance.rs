@@ -646,6 +646,11 @@ pub async fn inbox_repository(inbox: &dyn InboxRepository) {
     }
     assert!(listed[0].uid != listed[1].uid && listed[1].uid != listed[2].uid);
     assert!(mailbox.open_message(3).await.is_err());
+    // The inbox's size (quota matchers) is the listed sizes' sum, also while a session
+    // holds the mailbox; a user without mail has none.
+    let total: u64 = listed.iter().map(|m| m.size).sum();
+    assert_eq!(inbox.size("Alice").await.unwrap(), total);
+    assert_eq!(inbox.size("nobody-yet").await.unwrap(), 0);
 
     // One session at a time.
     assert!(matches!(

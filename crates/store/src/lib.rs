@@ -294,6 +294,15 @@ pub trait InboxRepository: Send + Sync {
     fn location(&self, _user: &str) -> Option<String> {
         None
     }
+
+    /// The octets held in `user`'s inbox: the sum of its messages' sizes as POP3 counts them
+    /// (what quota matchers compare). Takes no lock, so a POP3 session in progress does not
+    /// stop it; the answer may already be old when it returns. A user without mail has 0.
+    /// The default opens the mailbox for a moment (and so fails while it is open).
+    async fn size(&self, user: &str) -> Result<u64> {
+        let mailbox = self.open_mailbox(user).await?;
+        Ok(mailbox.messages().iter().map(|m| m.size).sum())
+    }
 }
 
 /// One message in a [`Mailbox`] snapshot.

@@ -2,6 +2,7 @@
 
 pub mod bounce;
 mod delivery;
+mod habeas;
 mod headers;
 mod mapping;
 mod routing;
@@ -15,4 +16,5 @@ pub fn register(registry: &mut Registry) {
     headers::register(registry);
     mapping::register(registry);
     bounce::register(registry);
+    habeas::register(registry);
 }

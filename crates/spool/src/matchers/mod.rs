@@ -1,10 +1,21 @@
 //! The standard matchers, with James 2.3's names and condition syntax.
 
+mod attachment;
 mod attribute;
 mod auth;
+mod dns;
+mod header;
 mod message;
+mod mime;
 mod network;
+mod pattern;
+mod quota;
 mod recipient;
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use header::HABEAS_WARRANT_MARK;
+pub use pattern::register_file_regex;
 
 use mailroom_mailet::{Mail, MailAddress, MailetError};
 
@@ -17,6 +28,12 @@ pub fn register(registry: &mut Registry) {
     message::register(registry);
     attribute::register(registry);
     auth::register(registry);
+    header::register(registry);
+    pattern::register(registry);
+    quota::register(registry);
+    dns::register(registry);
+    attachment::register(registry);
+    crate::composite::register(registry);
 }
 
 /// All recipients when `yes`, none otherwise: for matchers that judge the mail as a whole.

@@ -49,6 +49,35 @@ pub(super) fn register(registry: &mut Registry) {
             .collect();
         Ok(Box::new(HostIs(hosts)))
     }).about("The recipients whose domain is one of the listed domains.", "<mailet match=\"HostIs=example.org, example.net\" class=\"RemoteDelivery\"><gateway>relay.example.org</gateway></mailet>");
+    registry
+        .add_matcher("SenderHostIs", |c| {
+            let hosts = list(c.required_condition()?)
+                .map(str::to_lowercase)
+                .collect();
+            Ok(Box::new(SenderHostIs(hosts)))
+        })
+        .about(
+            "Every recipient when the sender's domain is one of these (case-insensitive; \
+             never for the null sender).",
+            r#"<mailet match="SenderHostIs=spam.example, junk.example" class="Null"/>"#,
+        );
+    registry
+        .add_matcher("UserIs", |c| {
+            let users = list(c.required_condition()?).map(str::to_string).collect();
+            Ok(Box::new(UserIs(users)))
+        })
+        .about(
+            "The recipients whose user part (before the @, any domain) is one of these, \
+             compared exactly as James does.",
+            r#"<mailet match="UserIs=postmaster, abuse" class="ToProcessor">"#,
+        );
+    registry
+        .add_matcher("IsSingleRecipient", |_| Ok(Box::new(IsSingleRecipient)))
+        .no_condition()
+        .about(
+            "Every recipient when the mail has exactly one.",
+            r#"<mailet match="IsSingleRecipient" class="ToProcessor"><processor>single</processor></mailet>"#,
+        );
 }
 
 /// Compares addresses the way administrators expect: the whole address case-insensitively.
@@ -148,5 +177,92 @@ struct SenderIsNull;
 impl Matcher for SenderIsNull {
     fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
         all_if(mail, mail.sender().is_none())
+    }
+}
+
+/// `SenderHostIs=a.example, b.example`: every recipient when the sender's domain is listed.
+struct SenderHostIs(Vec<String>);
+
+impl Matcher for SenderHostIs {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        let hit = mail
+            .sender()
+            .is_some_and(|s| self.0.iter().any(|h| h.eq_ignore_ascii_case(s.domain())));
+        all_if(mail, hit)
+    }
+}
+
+/// `UserIs=alice, bob`: the recipients whose local part is listed.
+struct UserIs(Vec<String>);
+
+impl Matcher for UserIs {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        Ok(mail
+            .recipients()
+            .iter()
+            .filter(|r| self.0.iter().any(|u| u == r.local_part()))
+            .cloned()
+            .collect())
+    }
+}
+
+/// Every recipient when there is exactly one.
+struct IsSingleRecipient;
+
+impl Matcher for IsSingleRecipient {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        all_if(mail, mail.recipients().len() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::matchers::testing::{build, mail_from, run, try_build};
+
+    #[test]
+    fn sender_host_is() {
+        let m = build("SenderHostIs", Some("spam.example, Junk.example"));
+        let rcpts = ["a@b.example", "c@d.example"];
+        assert_eq!(
+            run(&*m, &mail_from(Some("x@JUNK.example"), &rcpts, b"\r\nx")).len(),
+            2
+        );
+        assert!(run(&*m, &mail_from(Some("x@ham.example"), &rcpts, b"\r\nx")).is_empty());
+        assert!(run(&*m, &mail_from(None, &rcpts, b"\r\nx")).is_empty());
+        assert!(try_build("SenderHostIs", None).is_err());
+    }
+
+    #[test]
+    fn user_is_matches_local_parts() {
+        let m = build("UserIs", Some("postmaster,abuse"));
+        let mail = mail_from(
+            None,
+            &[
+                "postmaster@a.example",
+                "bob@a.example",
+                "abuse@b.example",
+                "Abuse@c.example",
+            ],
+            b"\r\nx",
+        );
+        assert_eq!(
+            run(&*m, &mail),
+            vec!["postmaster@a.example", "abuse@b.example"]
+        );
+        assert!(try_build("UserIs", None).is_err());
+    }
+
+    #[test]
+    fn is_single_recipient() {
+        let m = build("IsSingleRecipient", None);
+        assert_eq!(
+            run(&*m, &mail_from(None, &["a@b.example"], b"\r\nx")).len(),
+            1
+        );
+        assert!(run(
+            &*m,
+            &mail_from(None, &["a@b.example", "c@b.example"], b"\r\nx")
+        )
+        .is_empty());
     }
 }

@@ -183,6 +183,29 @@ impl InboxRepository for DbInbox {
         Ok(())
     }
 
+    /// The sizes `open_mailbox` lists, summed, without its locks.
+    async fn size(&self, user: &str) -> Result<u64> {
+        validate_user_name(user)?;
+        let statement = format!(
+            "SELECT COALESCE(mailroom_pop3_size, \
+             CASE WHEN mailroom_body_id IS NULL THEN {} END) \
+             FROM {} WHERE repository_name = $1",
+            self.pool.dialect().james_wire_size(),
+            self.table,
+        );
+        let sizes: Vec<Option<i64>> = on_pool!(&self.pool, p => {
+            sqlx::query_scalar(sql(statement))
+                .bind(user)
+                .fetch_all(p)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(sizes
+            .into_iter()
+            .map(|s| s.unwrap_or(0).max(0) as u64)
+            .fold(0, u64::saturating_add))
+    }
+
     async fn open_mailbox(&self, user: &str) -> Result<Box<dyn Mailbox>> {
         validate_user_name(user)?;
         let key = user.to_string();

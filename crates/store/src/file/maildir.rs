@@ -227,6 +227,42 @@ impl InboxRepository for Maildir {
         Some(self.root.join(user).display().to_string())
     }
 
+    /// From the listing of `new/` and `cur/`, without the reading lock: `,W=` where the name
+    /// has it, else the file's length (a file another program put there).
+    fn size(&self, user: &str) -> Result<u64> {
+        validate_user_name(user)?;
+        let dir = self.root.join(user);
+        let mut total = 0u64;
+        for sub in ["new", "cur"] {
+            let entries = match fs::read_dir(dir.join(sub)) {
+                Ok(entries) => entries,
+                // No Maildir yet: no mail yet.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if name.starts_with('.') {
+                    continue;
+                }
+                let size = match size_field(&name, 'W') {
+                    Some(size) => size,
+                    None => match entry.metadata() {
+                        Ok(meta) => meta.len(),
+                        // Taken away by a reader since the listing.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    },
+                };
+                total = total.saturating_add(size);
+            }
+        }
+        Ok(total)
+    }
+
     /// Written as a delivery is, under the unique name `uid`, then synced on its own (a copy
     /// is not a hot path). A UIDL that cannot be a Maildir unique name (with `/`, `,` or `:`,
     /// which the name's fields and flags use) is refused.
