@@ -138,11 +138,6 @@ pub const NOT_YET_MAILETS: &[&str] = &[
     "Redirect",
     "Resend",
     "AddFooter",
-    "RemoveMailAttribute",
-    "RemoveAllMailAttributes",
-    "LogMessage",
-    "UseHeaderRecipients",
-    "ServerTime",
     "XMLVirtualUserTable",
     "WhiteListManager",
     "Listserv",
@@ -244,7 +239,14 @@ impl Registry {
 
 /// Resolves a `class=`/`match=` name to a short name: a short name stays as it is; a
 /// Java-qualified name is accepted when its package is one of `packages`.
+///
+/// James's `debug.X` mailets are named relative to a listed package (`debug.Counter` is
+/// `org.apache.james.transport.mailets.debug.Counter`): such a name resolves to the
+/// registered name `debug.X`, written either way.
 pub fn short_name<'a>(name: &'a str, packages: &[String]) -> Result<&'a str, String> {
+    if let Some(short) = debug_name(name, packages) {
+        return Ok(short);
+    }
     match name.rsplit_once('.') {
         None => Ok(name),
         Some((package, short)) if packages.iter().any(|p| p.trim_end_matches('.') == package) => {
@@ -254,6 +256,23 @@ pub fn short_name<'a>(name: &'a str, packages: &[String]) -> Result<&'a str, Str
             "{name}: package {package} is not listed in the packages of the configuration"
         )),
     }
+}
+
+/// `debug.X`, or `P.debug.X` with `P` a listed package: the suffix `debug.X`.
+fn debug_name<'a>(name: &'a str, packages: &[String]) -> Option<&'a str> {
+    let at = if name.starts_with("debug.") {
+        0
+    } else {
+        let at = name.rfind(".debug.")?;
+        let package = &name[..at];
+        packages
+            .iter()
+            .any(|p| p.trim_end_matches('.') == package)
+            .then_some(at + 1)?
+    };
+    let short = &name[at..];
+    let class = &short["debug.".len()..];
+    (!class.is_empty() && !class.contains('.')).then_some(short)
 }
 
 #[cfg(test)]
@@ -328,5 +347,15 @@ mod tests {
             Ok("LocalDelivery")
         );
         assert!(short_name("com.example.Other", &packages).is_err());
+        assert_eq!(short_name("debug.Counter", &packages), Ok("debug.Counter"));
+        assert_eq!(
+            short_name(
+                "org.apache.james.transport.mailets.debug.Identity",
+                &packages
+            ),
+            Ok("debug.Identity")
+        );
+        assert!(short_name("com.example.debug.Counter", &packages).is_err());
+        assert!(short_name("debug.a.B", &packages).is_err());
     }
 }

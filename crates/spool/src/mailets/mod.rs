@@ -1,10 +1,14 @@
 //! The standard mailets, with James 2.3's names and parameters.
 
 pub mod bounce;
+pub(crate) mod compose;
 mod delivery;
 mod headers;
 mod mapping;
+mod misc;
 mod routing;
+#[cfg(test)]
+mod testing;
 
 use crate::Registry;
 
@@ -15,4 +19,5 @@ pub fn register(registry: &mut Registry) {
     headers::register(registry);
     mapping::register(registry);
     bounce::register(registry);
+    misc::register(registry);
 }
