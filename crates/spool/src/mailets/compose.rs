@@ -168,6 +168,57 @@ pub(crate) fn header_addresses(message: &Message, name: &str) -> Vec<MailAddress
     out
 }
 
+/// Splits `bytes` at each marker (in the order given, each found after the previous one) and
+/// puts the marker's segment in its place: how a message built with `mail-builder` around
+/// placeholder parts gets its streamed contents. `None` when a marker is missing.
+pub(crate) fn splice_markers(bytes: &[u8], markers: Vec<(String, Segment)>) -> Option<Spliced> {
+    let mut spliced = Spliced::default();
+    let mut rest = bytes;
+    for (marker, segment) in markers {
+        let at = find(rest, marker.as_bytes())?;
+        spliced.push(Segment::bytes(&rest[..at]));
+        spliced.push(segment);
+        rest = &rest[at + marker.len()..];
+    }
+    spliced.push(Segment::bytes(rest));
+    Some(spliced)
+}
+
+/// A placeholder that cannot occur in MIME text (it holds control characters, and the
+/// boundaries around it are random): replaced by [`splice_markers`].
+pub(crate) fn marker(mail_name: &str, what: &str) -> String {
+    format!("\u{1}mailroom-{what}-{mail_name}\u{1}")
+}
+
+/// A header value as RFC 2047 encoded words when it is not ASCII (UTF-8, base64, words of at
+/// most 45 octets so that each encoded word stays under 75 characters).
+pub(crate) fn encode_header_text(text: &str) -> String {
+    use base64::Engine;
+    let text = one_line(text);
+    if text.is_ascii() {
+        return text;
+    }
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in text.chars() {
+        if chunk.len() + c.len_utf8() > 45 {
+            words.push(std::mem::take(&mut chunk));
+        }
+        chunk.push(c);
+    }
+    words.push(chunk);
+    words
+        .iter()
+        .map(|w| {
+            format!(
+                "=?utf-8?B?{}?=",
+                base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +256,43 @@ mod tests {
             end: 6,
         }]);
         assert!(body.open().is_err());
+    }
+
+    #[test]
+    fn markers_are_replaced_in_order() {
+        let source: Arc<dyn BodySource> = Arc::new(MemoryBody::new(&b"BODY"[..]));
+        let bytes = b"a\x01m1\x01b\x01m2\x01c";
+        let spliced = splice_markers(
+            bytes,
+            vec![
+                ("\u{1}m1\u{1}".into(), Segment::bytes(&b"X"[..])),
+                (
+                    "\u{1}m2\u{1}".into(),
+                    Segment::Range {
+                        source,
+                        start: 0,
+                        end: 4,
+                    },
+                ),
+            ],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        spliced.open().unwrap().read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"aXbBODYc");
+        assert!(splice_markers(b"abc", vec![("x".into(), Segment::bytes(&b""[..]))]).is_none());
+    }
+
+    #[test]
+    fn non_ascii_header_text_is_encoded() {
+        assert_eq!(encode_header_text("plain\r\ntext"), "plain  text");
+        let encoded = encode_header_text(&"café ".repeat(20));
+        assert!(encoded.is_ascii() && encoded.starts_with("=?utf-8?B?"));
+        let field = format!("Subject: {encoded}\r\n\r\n");
+        let parsed = mail_parser::MessageParser::new()
+            .parse_headers(field.as_bytes())
+            .unwrap();
+        assert_eq!(parsed.subject().unwrap(), "café ".repeat(20).trim());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod delivery;
 mod headers;
 mod mapping;
 mod misc;
+mod redirect;
 mod routing;
 #[cfg(test)]
 mod testing;
@@ -20,4 +21,5 @@ pub fn register(registry: &mut Registry) {
     mapping::register(registry);
     bounce::register(registry);
     misc::register(registry);
+    redirect::register(registry);
 }
