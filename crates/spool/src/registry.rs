@@ -134,7 +134,6 @@ pub const NOT_YET_MAILETS: &[&str] = &[
     "UsersRepositoryAliasingForwarding",
     "ToMultiRepository",
     "FromRepository",
-    "AddFooter",
     "XMLVirtualUserTable",
     "WhiteListManager",
     "Listserv",

@@ -3,6 +3,7 @@
 pub mod bounce;
 pub(crate) mod compose;
 mod delivery;
+mod footer;
 mod headers;
 mod mapping;
 mod misc;
@@ -21,5 +22,6 @@ pub fn register(registry: &mut Registry) {
     mapping::register(registry);
     bounce::register(registry);
     misc::register(registry);
+    footer::register(registry);
     redirect::register(registry);
 }
