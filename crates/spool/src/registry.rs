@@ -132,8 +132,6 @@ pub const NOT_YET_MATCHERS: &[&str] = &[
 /// the spool (a temporary failure, retried) rather than lost, until it lands.
 pub const NOT_YET_MAILETS: &[&str] = &[
     "UsersRepositoryAliasingForwarding",
-    "ToMultiRepository",
-    "FromRepository",
     "XMLVirtualUserTable",
     "WhiteListManager",
     "Listserv",

@@ -8,6 +8,7 @@ mod headers;
 mod mapping;
 mod misc;
 mod redirect;
+pub mod repository;
 mod routing;
 #[cfg(test)]
 mod testing;
