@@ -330,6 +330,22 @@ mod tests {
     }
 
     #[test]
+    fn debug_mailets_resolve_from_relative_and_qualified_names() {
+        let xml = r#"<config><spoolmanager>
+            <processor name="root">
+              <mailet match="All" class="debug.Identity"/>
+              <mailet match="All" class="org.apache.james.transport.mailets.debug.Counter"/>
+            </processor>
+            <processor name="error"><mailet match="All" class="debug.DumpSystemErr"/></processor>
+            </spoolmanager></config>"#;
+        let config =
+            Config::from_str_with_name(xml, "t.xml", std::path::Path::new("."), None).unwrap();
+        let packages = vec!["org.apache.james.transport.mailets".to_string()];
+        ProcessorTree::build(&config.spool_manager, &Registry::standard(), &[], &packages)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+
+    #[test]
     fn resolves_java_names_through_listed_packages() {
         let packages = vec!["org.apache.james.transport.mailets".to_string()];
         assert_eq!(short_name("LocalDelivery", &packages), Ok("LocalDelivery"));

@@ -84,7 +84,7 @@ impl Redirect {
         if let Some(reverse_path) = self.new_reverse_path(ctx) {
             envelope.sender = reverse_path;
         }
-        if let Some(from) = self.from_address(ctx) {
+        if let Some(from) = self.new_from(ctx) {
             message.set_header("From", &format!("<{from}>"));
         }
         if self.is_reply {

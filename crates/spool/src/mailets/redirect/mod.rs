@@ -360,7 +360,7 @@ impl Redirect {
     }
 
     /// The `From:` address `sender` gives, if it changes it.
-    fn from_address(&self, ctx: &dyn MailetContext) -> Option<MailAddress> {
+    fn new_from(&self, ctx: &dyn MailetContext) -> Option<MailAddress> {
         match &self.sender {
             Some(Addr::Plain(a)) => Some(a.clone()),
             Some(Addr::Special(Special::Postmaster)) => Some(ctx.postmaster().clone()),
@@ -375,7 +375,7 @@ impl Redirect {
             Some(Addr::Special(Special::Postmaster)) => Some(Some(ctx.postmaster().clone())),
             Some(Addr::Special(Special::Null)) => Some(None),
             // Redirect: the reverse path follows `sender` when not given.
-            None if self.variant == Variant::Redirect => self.from_address(ctx).map(Some),
+            None if self.variant == Variant::Redirect => self.new_from(ctx).map(Some),
             _ => None,
         }
     }
