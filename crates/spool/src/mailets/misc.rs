@@ -128,6 +128,10 @@ impl Mailet for UseHeaderRecipients {
         } else {
             let mut copy = mail.split_off(derived_mail_name(mail.name()), recipients);
             copy.set_state(state::ROOT);
+            // A new mail, as James's: no attributes (an SMTP AUTH user among them would let
+            // addresses taken from the header relay). Its client address stays the original's,
+            // where James's would come from localhost.
+            copy.envelope.attributes.clear();
             ctx.send_mail(copy)?;
         }
         mail.set_state(state::GHOST);

@@ -15,8 +15,15 @@ fn use_header_recipients_sends_a_copy_to_the_header_addresses() {
     let ctx = Recorder::new();
     let mailet = build("UseHeaderRecipients", &[]).unwrap();
     let mut m = mail(Some("a@example.net"), &["x@example.org"], MSG);
+    m.set_attribute(
+        mailroom_mailet::ATTR_SMTP_AUTH_USER,
+        AttributeValue::from("a"),
+    );
+    m.envelope.remote_addr = "203.0.113.7".into();
     mailet.service(&mut m, &ctx).unwrap();
     assert_eq!(m.state(), state::GHOST);
+    assert!(ctx.sent()[0].envelope.attributes.is_empty());
+    assert_eq!(ctx.sent()[0].envelope.remote_addr, "203.0.113.7");
     let sent = ctx.sent();
     assert_eq!(
         addrs(&sent[0]),

@@ -13,6 +13,10 @@
 //! `recipients`, `unaltered`, `null`, and `delete` as `null`), each only where James allows
 //! it; the factory refuses any other.
 //!
+//! A mail made by one of them carries the attribute [`ATTR_REDIRECTS`] (how many were made in
+//! a row); the ninth in a row is refused as a loop in the processor tree (a permanent error:
+//! the mail goes to `error`), where James would loop until its mail names grew too long.
+//!
 //! Parameters are read once when the tree is built, so `<static>` changes nothing here (it is
 //! checked, and accepted for Redirect only, as James does).
 //!
@@ -29,8 +33,8 @@ use mail_builder::mime::{BodyPart, MimePart};
 use mail_builder::MessageBuilder;
 use mailroom_mailet::outcome::{Outcome, Status};
 use mailroom_mailet::{
-    derived_mail_name, header_section_len, state, BodySource, DnsError, Mail, MailAddress, Mailet,
-    MailetConfig, MailetContext, MailetError, MemoryBody, Message,
+    derived_mail_name, header_section_len, state, AttributeValue, BodySource, DnsError, Mail,
+    MailAddress, Mailet, MailetConfig, MailetContext, MailetError, MemoryBody, Message,
 };
 
 use super::compose::{
@@ -381,10 +385,29 @@ impl Redirect {
     }
 }
 
+/// Attribute counting how many times a mail was made by these mailets from another one.
+pub const ATTR_REDIRECTS: &str = "mailroom.redirect.count";
+/// How many redirections in a row are allowed before the mail is taken for a loop in the
+/// processor tree (James stops at a mail name grown by 8 redirections).
+const MAX_REDIRECTS: f64 = 8.0;
+
 impl Mailet for Redirect {
     fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
+        let count = match mail.attribute(ATTR_REDIRECTS) {
+            Some(AttributeValue::Number(n)) => *n,
+            _ => 0.0,
+        };
+        if count >= MAX_REDIRECTS {
+            return Err(MailetError::permanent(format!(
+                "{}: mail {} was made by {count} redirections in a row; a loop in the \
+                 processor tree?",
+                self.variant.name(),
+                mail.name()
+            )));
+        }
         let name = derived_mail_name(mail.name());
         let mut new = self.compose(mail, ctx, &name)?;
+        new.set_attribute(ATTR_REDIRECTS, AttributeValue::Number(count + 1.0));
         if new.recipients().is_empty() {
             ctx.log(&format!(
                 "mail={} {}: the new mail has no recipients; nothing sent",

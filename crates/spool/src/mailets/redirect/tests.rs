@@ -341,3 +341,21 @@ fn a_large_body_is_streamed_into_the_new_mail() {
     assert!(sent[0].size() > 1 << 30);
     assert!(started.elapsed().as_secs() < 60);
 }
+
+#[test]
+fn a_redirection_loop_is_stopped() {
+    let ctx = Recorder::new();
+    let mailet = build("Resend", &[("prefix", "again")]).unwrap();
+    let mut m = original();
+    for _ in 0..8 {
+        mailet.service(&mut m, &ctx).unwrap();
+        m = ctx.sent().pop().unwrap();
+    }
+    assert_eq!(
+        m.attribute(ATTR_REDIRECTS),
+        Some(&AttributeValue::Number(8.0))
+    );
+    let e = mailet.service(&mut m, &ctx).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Permanent);
+    assert!(e.to_string().contains("loop"), "{e}");
+}
