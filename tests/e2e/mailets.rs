@@ -5,6 +5,7 @@
 //!   on the way;
 //! * the forward family: Forward, Redirect, Resend, NotifySender and Bounce, each checked in
 //!   the Maildir that gets its mail, with its envelope sender (`Return-Path:`) and header.
+//! * FromRepository releasing held mail into a processor, and debug.Counter.
 
 use std::io::Write;
 
@@ -340,4 +341,70 @@ fn forward_redirect_resend_notify_and_bounce_reach_the_right_mailboxes() {
     assert_eq!(only(&server, "alice", 3).len(), 3);
     assert!(only(&server, "nobody", 0).is_empty());
     assert!(server.log().contains("status=forwarded"));
+}
+
+const RESPOOL_TREE: &str = r#"
+    <processor name="root">
+      <mailet match="RecipientIs=held@localhost" class="ToRepository">
+        <repositoryPath>file://var/mail/held/</repositoryPath>
+      </mailet>
+      <mailet match="RecipientIs=respool@localhost" class="FromRepository">
+        <repositoryPath>file://var/mail/held/</repositoryPath>
+        <processor>release</processor>
+        <delete>true</delete>
+      </mailet>
+      <mailet match="RecipientIs=count@localhost" class="debug.Counter"/>
+      <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+      <mailet match="All" class="Null"/>
+    </processor>
+    <processor name="release">
+      <mailet match="HasMailAttribute=FromRepository" class="SetMimeHeader">
+        <name>X-Released</name><value>yes</value>
+      </mailet>
+      <mailet match="All" class="LocalDelivery"/>
+    </processor>
+    <processor name="error">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>
+    </processor>
+"#;
+
+#[test]
+fn from_repository_releases_held_mail_into_a_processor() {
+    let server = Server::start_with(RESPOOL_TREE, "");
+    for user in ["alice", "held", "respool", "count"] {
+        server.add_user(user, "secret");
+    }
+    let held = server.path("var/mail/held");
+    for n in 0..3 {
+        server.smtp().send_mail(
+            "alice@localhost",
+            &["held@localhost"],
+            &format!("Subject: held {n}\n\nwaiting\n"),
+        );
+    }
+    wait_for("three held mails", || {
+        crate::harness::repository_count(&held) == 3
+    });
+    server.smtp().send_mail(
+        "alice@localhost",
+        &["count@localhost"],
+        "Subject: c\n\ncounted\n",
+    );
+    // The trigger: the held mails go to `release`, which delivers them to held@.
+    server.smtp().send_mail(
+        "alice@localhost",
+        &["respool@localhost"],
+        "Subject: go\n\nrelease\n",
+    );
+    let inbox = server.path("var/mail/inboxes/held");
+    wait_for("the released mails", || maildir_messages(&inbox).len() == 3);
+    for raw in maildir_messages(&inbox) {
+        assert!(text(&raw).contains("\nX-Released: yes\n"), "{}", text(&raw));
+    }
+    wait_for("the repository to empty", || {
+        crate::harness::repository_count(&held) == 0
+    });
+    assert!(maildir_messages(&server.path("var/mail/inboxes/respool")).is_empty());
+    assert!(maildir_messages(&server.path("var/mail/inboxes/count")).is_empty());
+    assert!(server.log().contains("debug.Counter: 1"));
 }

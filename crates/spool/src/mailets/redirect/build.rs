@@ -112,7 +112,10 @@ impl Redirect {
         };
         let head = String::from_utf8_lossy(original.header_section()).into_owned();
         let head = crlf(head.trim_end());
-        let body_8bit = has_8bit(body.open()?)?;
+        // Read (streamed) only when the body goes into the new message.
+        let body_used = matches!(self.inline, Part::Body | Part::All)
+            || matches!(self.attachment, Part::Body | Part::All);
+        let body_8bit = body_used && has_8bit(body.open()?)?;
 
         let mut markers = Vec::new();
         let mut text = String::new();
