@@ -1,9 +1,14 @@
 //! The standard mailets, with James 2.3's names and parameters.
+//!
+//! Shared within the crate, for mailets that compose or rewrite mail (the list server's):
+//! `compose` (streamed bodies spliced from stored ranges and new octets, header helpers),
+//! `footer::AddFooter::new(text)` (a footer added in bounded memory), and the
+//! Redirect/Resend factories (`Registry::standard().mailet("Resend")` with a `MailetConfig`).
 
 pub mod bounce;
 pub(crate) mod compose;
 mod delivery;
-mod footer;
+pub(crate) mod footer;
 mod headers;
 mod mapping;
 mod misc;
@@ -11,7 +16,7 @@ mod redirect;
 pub mod repository;
 mod routing;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use crate::Registry;
 

@@ -35,10 +35,7 @@ const MAX_DECODED_HTML: u64 = 1024 * 1024;
 pub(super) fn register(registry: &mut Registry) {
     registry
         .add_mailet("AddFooter", |c| {
-            let text = c.required("text")?;
-            Ok(Box::new(AddFooter {
-                text: crlf(text),
-            }))
+            Ok(Box::new(AddFooter::new(c.required("text")?)))
         })
         .params(&["text"])
         .about(
@@ -51,10 +48,18 @@ pub(super) fn register(registry: &mut Registry) {
         );
 }
 
-/// The mailet, configured.
-struct AddFooter {
+/// The mailet, configured; also used directly by other mailets of the crate (a list's
+/// footer).
+pub(crate) struct AddFooter {
     /// The footer, with CRLF line ends.
     text: String,
+}
+
+impl AddFooter {
+    /// Adds `text` (any line ends) as a footer; [`Mailet::service`] applies it to a mail.
+    pub(crate) fn new(text: &str) -> Self {
+        AddFooter { text: crlf(text) }
+    }
 }
 
 /// A change to the body: octets `start..end` replaced by `bytes`.
