@@ -267,7 +267,12 @@ impl ToMultiRepository {
         };
         let user = rcpt.local_part();
         match &self.url {
-            None => ctx.deliver_to_inbox(user, &trace, mail),
+            // The server's inbox: under the user's stored name (`Bob@` is `bob` when names
+            // ignore case), as LocalDelivery files it.
+            None => {
+                let stored = ctx.local_user(user)?.map(|u| u.name);
+                ctx.deliver_to_inbox(stored.as_deref().unwrap_or(user), &trace, mail)
+            }
             Some(url) => {
                 let inbox = self.services.inbox_repository(url)?;
                 let delivery = self

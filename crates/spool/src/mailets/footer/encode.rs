@@ -18,6 +18,19 @@ pub(super) fn charset_bytes(text: &str, charset: Option<&str>) -> Option<(Vec<u8
             .map(|c| u8::try_from(u32::from(c)).ok())
             .collect::<Option<Vec<u8>>>()
             .map(|b| (b, false)),
+        // Windows-1252 agrees with ISO-8859-1 but in 0x80..0x9F, where it has the euro sign
+        // and typographic marks; those are mapped, the C1 controls are not written.
+        "windows-1252" | "cp1252" => text
+            .chars()
+            .map(|c| match u32::from(c) {
+                n @ (0..=0x7f | 0xa0..=0xff) => Some(n as u8),
+                _ => CP1252_HIGH
+                    .iter()
+                    .position(|&h| h == c)
+                    .map(|i| 0x80 + i as u8),
+            })
+            .collect::<Option<Vec<u8>>>()
+            .map(|b| (b, false)),
         // Charsets that are not ASCII-compatible.
         c if c.starts_with("utf-16") || c.starts_with("utf-32") || c.starts_with("ucs") => None,
         // Any other charset this build cannot convert to: only ASCII text is safe (those
@@ -25,6 +38,12 @@ pub(super) fn charset_bytes(text: &str, charset: Option<&str>) -> Option<(Vec<u8
         _ => text.is_ascii().then(|| (text.as_bytes().to_vec(), false)),
     }
 }
+
+/// Windows-1252 octets 0x80..=0x9F (`\0`: unassigned).
+const CP1252_HIGH: [char; 32] = [
+    '€', '\0', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\0', 'Ž', '\0', '\0', '‘',
+    '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\0', 'ž', 'Ÿ',
+];
 
 /// Quoted-printable (RFC 2045 §6.7): `\n` in the input is a hard line break, lines are wrapped
 /// with soft breaks before 76 characters.
@@ -105,6 +124,11 @@ mod tests {
             Some((b"a".to_vec(), false))
         );
         assert_eq!(charset_bytes("a", Some("utf-16")), None);
+        assert_eq!(
+            charset_bytes("é €—", Some("windows-1252")),
+            Some((vec![0xe9, b' ', 0x80, 0x97], false))
+        );
+        assert_eq!(charset_bytes("\u{81}", Some("windows-1252")), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   octets, streamed when the mail is next written (one pass reads the structure, one pass
 //!   reads each changed part; neither holds more than a line or a header);
 //! * the part's charset is kept (UTF-8, US-ASCII — relabelled UTF-8 when the footer is not
-//!   ASCII —, ISO-8859-1; other charsets take an ASCII footer), and so is its transfer
+//!   ASCII —, ISO-8859-1, Windows-1252; other charsets take an ASCII footer), and so is its transfer
 //!   encoding: quoted-printable text gets a quoted-printable footer; base64 text gets its last
 //!   base64 quantum re-encoded with the footer; a 7bit part given 8-bit text is relabelled
 //!   8bit. A base64 HTML part is decoded to find `</body>` only when under 1 MiB (a larger one
