@@ -359,3 +359,47 @@ fn a_redirection_loop_is_stopped() {
     assert_eq!(e.kind(), ErrorKind::Permanent);
     assert!(e.to_string().contains("loop"), "{e}");
 }
+
+/// The over-quota warning of James 2.3.2's stock config.xml (commented out there).
+#[test]
+fn the_stock_configs_over_quota_resend_is_accepted_and_works() {
+    let (orig, sent, _) = run(
+        "Resend",
+        &[
+            ("sender", "postmaster"),
+            ("replyTo", "postmaster"),
+            ("reversePath", "null"),
+            ("inline", "none"),
+            ("attachment", "message"),
+            ("prefix", "[OVER QUOTA WARNING]"),
+            (
+                "message",
+                "When receiving the attached message, your mailbox is larger than 20 MB.",
+            ),
+        ],
+    );
+    assert_eq!(orig.state(), state::GHOST);
+    let new = &sent[0];
+    assert_eq!(rcpts(new), rcpts(&orig));
+    assert_eq!(new.sender(), None);
+    assert_eq!(
+        new.message.subject().unwrap(),
+        "[OVER QUOTA WARNING] figures"
+    );
+    assert_eq!(
+        new.message.header("From").unwrap(),
+        "<postmaster@mx.example.org>"
+    );
+    let bytes = new.message.to_bytes().unwrap();
+    let parsed = MessageParser::new().parse(&bytes).unwrap();
+    assert!(parsed.body_text(0).unwrap().starts_with("When receiving"));
+    assert_eq!(
+        parsed
+            .attachment(0)
+            .unwrap()
+            .message()
+            .unwrap()
+            .raw_message(),
+        ORIGINAL
+    );
+}
