@@ -123,6 +123,45 @@ pub fn inbox(config: &Config, db: &Databases) -> Result<Arc<dyn InboxRepository>
     Ok(Arc::new(Blocking::new(Maildir::open(path)?)))
 }
 
+/// Inbox repositories that mailets name by URL (ToMultiRepository's `repositoryUrl`: an
+/// inbox root, one mailbox per user), each opened once.
+pub struct InboxRepositories {
+    home: PathBuf,
+    db: Arc<Databases>,
+    open: Mutex<HashMap<String, Arc<dyn InboxRepository>>>,
+}
+
+impl InboxRepositories {
+    /// The inbox roots of the server at `config`.
+    pub fn new(config: &Config, db: Arc<Databases>) -> Self {
+        InboxRepositories {
+            home: config.home.clone(),
+            db,
+            open: Mutex::default(),
+        }
+    }
+
+    /// The inbox root at `url` (`file://var/mail/inboxes2/`, `db://maildb/inbox2`).
+    pub fn open(&self, url: &str) -> Result<Arc<dyn InboxRepository>, StoreError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(repo) = open.get(url) {
+            return Ok(repo.clone());
+        }
+        let invalid = |why: String| StoreError::InvalidUrl(url.to_string(), why);
+        let target = RepositoryUrl::parse(url, &self.home).map_err(invalid)?;
+        let repo: Arc<dyn InboxRepository> = match &target {
+            RepositoryUrl::File(path) => Arc::new(Blocking::new(Maildir::open(path)?)),
+            other => {
+                let (source, path) =
+                    db_parts(other, "inbox repository").map_err(|e| invalid(e.to_string()))?;
+                self.db.inbox(source, path)?
+            }
+        };
+        open.insert(url.to_string(), repo.clone());
+        Ok(repo)
+    }
+}
+
 /// The spool (`<spoolrepository>`).
 pub fn spool(config: &Config, db: &Databases) -> Result<Arc<dyn SpoolRepository>> {
     let target = &config.spool_repository.target;

@@ -23,6 +23,7 @@ use mailroom_pop3::server::Pop3Store;
 use mailroom_pop3::Pop3Settings;
 use mailroom_remotemanager::{Console, Opened, RemoteManagerSettings};
 use mailroom_smtp::{AuthPolicy, Authenticator, RecipientCheck, SmtpSettings};
+use mailroom_spool::mailets::repository::StoreServices;
 use mailroom_spool::{
     ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
 };
@@ -47,10 +48,18 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
 /// `deliveries` serves its RemoteDelivery mailets, `news` its ToNewsgroup mailets.
 /// Every matcher and mailet this server knows: the standard library and the mailets that
 /// capture the server's services.
-fn registry(deliveries: &Arc<RemoteDeliveries>, news: &Arc<NewsGateway>) -> Registry {
+fn registry(
+    home: &Path,
+    deliveries: &Arc<RemoteDeliveries>,
+    news: &Arc<NewsGateway>,
+    store: &Arc<StoreServices>,
+) -> Registry {
     let mut registry = Registry::standard();
+    // FileRegexMatcher's pattern file is named relative to the server home.
+    mailroom_spool::matchers::register_file_regex(&mut registry, home);
     mailroom_delivery::register(&mut registry, deliveries);
     mailroom_nntp::gateway::register(&mut registry, news);
+    mailroom_spool::mailets::repository::register(&mut registry, store);
     registry
 }
 
@@ -58,10 +67,9 @@ fn build_tree(
     config: &Config,
     deliveries: &Arc<RemoteDeliveries>,
     news: &Arc<NewsGateway>,
+    store: &Arc<StoreServices>,
 ) -> Result<ProcessorTree> {
-    let mut registry = registry(deliveries, news);
-    // FileRegexMatcher's pattern file is named relative to the server home.
-    mailroom_spool::matchers::register_file_regex(&mut registry, &config.home);
+    let registry = registry(&config.home, deliveries, news, store);
     ProcessorTree::build(
         &config.spool_manager,
         &registry,
@@ -87,6 +95,7 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
         &config,
         &RemoteDeliveries::new(&helo_name(&config), None),
         &gateway,
+        &StoreServices::new(None),
     )?;
     println!("{}: configuration is valid", config.source.display());
     Ok(())
@@ -95,8 +104,10 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
 /// The registry as `check-config` builds it (no runtime, nothing opened).
 fn offline_registry() -> Registry {
     registry(
+        Path::new("."),
         &RemoteDeliveries::new("localhost", None),
         &NewsGateway::new("localhost", "localhost", None),
+        &StoreServices::new(None),
     )
 }
 
@@ -170,7 +181,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         &config.nntp_repository.article_id_domain_suffix,
         Some(runtime.handle().clone()),
     );
-    let tree = build_tree(&config, &deliveries, &gateway)?;
+    let store_services = StoreServices::new(Some(runtime.handle().clone()));
+    let tree = build_tree(&config, &deliveries, &gateway, &store_services)?;
     let expiry_rules = expiry_rules(&config)?;
     tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
     crate::limits::raise_open_files();
@@ -217,6 +229,14 @@ pub fn run(cli: &Cli) -> Result<()> {
         .clone()
         .map(|news| Arc::new(NntpStore::new(logins.clone(), news)));
     let opener = mail_repositories.clone();
+    {
+        let mail = mail_repositories.clone();
+        let inboxes = repositories::InboxRepositories::new(&config, databases.clone());
+        store_services.open(
+            Box::new(move |url| mail.open(url)),
+            Box::new(move |url| inboxes.open(url)),
+        );
+    }
     let mappings = repositories::mappings(&config)?;
     let recipients = LocalRecipients::new(&config, users.clone(), mappings.clone());
     runtime.block_on(recipients.warn_if_postmaster_is_missing(&config, &postmaster));

@@ -149,7 +149,7 @@ impl ServerContext {
 
 /// A store error as a mailet error: I/O and resource errors are temporary, except those that
 /// say the path itself is wrong (a configuration error that waiting will not mend).
-fn store_error(e: StoreError) -> MailetError {
+pub(crate) fn store_error(e: StoreError) -> MailetError {
     use std::io::ErrorKind::{InvalidFilename, IsADirectory, NotADirectory};
     match &e {
         StoreError::Io(io)

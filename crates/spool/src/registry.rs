@@ -115,17 +115,6 @@ pub const NOT_YET_MATCHERS: &[&str] = &["IsInWhiteList"];
 /// the spool (a temporary failure, retried) rather than lost, until it lands.
 pub const NOT_YET_MAILETS: &[&str] = &[
     "UsersRepositoryAliasingForwarding",
-    "ToMultiRepository",
-    "FromRepository",
-    "Forward",
-    "Redirect",
-    "Resend",
-    "AddFooter",
-    "RemoveMailAttribute",
-    "RemoveAllMailAttributes",
-    "LogMessage",
-    "UseHeaderRecipients",
-    "ServerTime",
     "XMLVirtualUserTable",
     "WhiteListManager",
     "Listserv",
@@ -227,7 +216,14 @@ impl Registry {
 
 /// Resolves a `class=`/`match=` name to a short name: a short name stays as it is; a
 /// Java-qualified name is accepted when its package is one of `packages`.
+///
+/// James's `debug.X` mailets are named relative to a listed package (`debug.Counter` is
+/// `org.apache.james.transport.mailets.debug.Counter`): such a name resolves to the
+/// registered name `debug.X`, written either way.
 pub fn short_name<'a>(name: &'a str, packages: &[String]) -> Result<&'a str, String> {
+    if let Some(short) = debug_name(name, packages) {
+        return Ok(short);
+    }
     match name.rsplit_once('.') {
         None => Ok(name),
         Some((package, short)) if packages.iter().any(|p| p.trim_end_matches('.') == package) => {
@@ -237,6 +233,23 @@ pub fn short_name<'a>(name: &'a str, packages: &[String]) -> Result<&'a str, Str
             "{name}: package {package} is not listed in the packages of the configuration"
         )),
     }
+}
+
+/// `debug.X`, or `P.debug.X` with `P` a listed package: the suffix `debug.X`.
+fn debug_name<'a>(name: &'a str, packages: &[String]) -> Option<&'a str> {
+    let at = if name.starts_with("debug.") {
+        0
+    } else {
+        let at = name.rfind(".debug.")?;
+        let package = &name[..at];
+        packages
+            .iter()
+            .any(|p| p.trim_end_matches('.') == package)
+            .then_some(at + 1)?
+    };
+    let short = &name[at..];
+    let class = &short["debug.".len()..];
+    (!class.is_empty() && !class.contains('.')).then_some(short)
 }
 
 #[cfg(test)]
@@ -300,6 +313,22 @@ mod tests {
     }
 
     #[test]
+    fn debug_mailets_resolve_from_relative_and_qualified_names() {
+        let xml = r#"<config><spoolmanager>
+            <processor name="root">
+              <mailet match="All" class="debug.Identity"/>
+              <mailet match="All" class="org.apache.james.transport.mailets.debug.Counter"/>
+            </processor>
+            <processor name="error"><mailet match="All" class="debug.DumpSystemErr"/></processor>
+            </spoolmanager></config>"#;
+        let config =
+            Config::from_str_with_name(xml, "t.xml", std::path::Path::new("."), None).unwrap();
+        let packages = vec!["org.apache.james.transport.mailets".to_string()];
+        ProcessorTree::build(&config.spool_manager, &Registry::standard(), &[], &packages)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+
+    #[test]
     fn resolves_java_names_through_listed_packages() {
         let packages = vec!["org.apache.james.transport.mailets".to_string()];
         assert_eq!(short_name("LocalDelivery", &packages), Ok("LocalDelivery"));
@@ -311,5 +340,15 @@ mod tests {
             Ok("LocalDelivery")
         );
         assert!(short_name("com.example.Other", &packages).is_err());
+        assert_eq!(short_name("debug.Counter", &packages), Ok("debug.Counter"));
+        assert_eq!(
+            short_name(
+                "org.apache.james.transport.mailets.debug.Identity",
+                &packages
+            ),
+            Ok("debug.Identity")
+        );
+        assert!(short_name("com.example.debug.Counter", &packages).is_err());
+        assert!(short_name("debug.a.B", &packages).is_err());
     }
 }

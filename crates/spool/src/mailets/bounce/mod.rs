@@ -15,10 +15,9 @@
 //!
 //! The report's text parts are built with `mail-builder`; the returned message is never read
 //! into memory: the report's body is the MIME text before it, the original message streamed
-//! from storage, and the MIME text after it ([`Enclosing`]), copied into the spool by
+//! from storage, and the MIME text after it ([`Spliced`](super::compose::Spliced)), copied into the spool by
 //! `send_mail`.
 
-use std::io::{self, Read};
 use std::sync::Arc;
 
 use mail_builder::headers::content_type::ContentType;
@@ -33,6 +32,7 @@ use mailroom_mailet::{
 };
 use regex::Regex;
 
+use super::compose::{crlf, enclose, encoding, has_8bit, one_line};
 use crate::Registry;
 
 /// Attribute set by RemoteDelivery: the remote host that refused the mail (`Remote-MTA:`).
@@ -587,20 +587,6 @@ fn xtext_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The text on one line: control characters (CR, LF, tabs) become spaces.
-fn one_line(text: &str) -> String {
-    let line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    line.trim().to_string()
-}
-
-/// Text with CRLF line ends, whatever it had.
-fn crlf(text: &str) -> String {
-    text.replace("\r\n", "\n").replace('\n', "\r\n")
-}
-
 /// When the mail arrived: the time in its name (`Mail<millis>-...`, which copies keep), else
 /// when its envelope last changed.
 fn arrival(mail: &Mail) -> Date {
@@ -611,28 +597,6 @@ fn arrival(mail: &Mail) -> Date {
         .and_then(|digits| digits.parse::<u64>().ok())
         .unwrap_or(mail.envelope.last_updated);
     Date::new((millis / 1000) as i64)
-}
-
-/// Whether the reader gives any octet above 127.
-fn has_8bit(mut reader: impl Read) -> io::Result<bool> {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        if buf[..n].iter().any(|b| *b >= 0x80) {
-            return Ok(true);
-        }
-    }
-}
-
-fn encoding(eight_bit: bool) -> &'static str {
-    if eight_bit {
-        "8bit"
-    } else {
-        "7bit"
-    }
 }
 
 impl Notify {
@@ -758,13 +722,12 @@ impl Notify {
             .write_to_vec()?;
         let header_len = header_section_len(&bytes);
         let (header, body) = bytes.split_at(header_len);
-        let body: Arc<dyn BodySource> = match find(body, marker.as_bytes()) {
-            Some(at) if attachment == Attachment::Message => Arc::new(Enclosing {
-                before: MemoryBody::new(&body[..at]),
-                message: mail.message.clone(),
-                after: MemoryBody::new(&body[at + marker.len()..]),
-            }),
-            _ => Arc::new(MemoryBody::new(body)),
+        let enclosed = (attachment == Attachment::Message)
+            .then(|| enclose(body, marker.as_bytes(), &mail.message))
+            .flatten();
+        let body: Arc<dyn BodySource> = match enclosed {
+            Some(spliced) => Arc::new(spliced),
+            None => Arc::new(MemoryBody::new(body)),
         };
         let mut envelope = Envelope::new(name, None, vec![recipient.clone()]);
         envelope.attributes.insert(
@@ -837,34 +800,6 @@ impl Notify {
             )));
         }
         text
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// A body made of MIME text around a message that stays in storage: what a report that
-/// returns the whole original is, so that a large original is never held in memory.
-#[derive(Debug)]
-struct Enclosing {
-    before: MemoryBody,
-    message: Message,
-    after: MemoryBody,
-}
-
-impl BodySource for Enclosing {
-    fn len(&self) -> u64 {
-        self.before.len() + self.message.size() + self.after.len()
-    }
-
-    fn open(&self) -> io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(
-            self.before
-                .open()?
-                .chain(self.message.reader()?)
-                .chain(self.after.open()?),
-        ))
     }
 }
 

@@ -178,7 +178,7 @@ fn dsn_report_has_every_field_and_returns_the_original() {
         Some(&AttributeValue::from("DSNBounce"))
     );
     // The original is streamed, not copied into memory.
-    assert!(format!("{:?}", bounce.message.body()).contains("Enclosing"));
+    assert!(format!("{:?}", bounce.message.body()).contains("Message(Message"));
 
     let bytes = bounce.message.to_bytes().unwrap();
     assert_eq!(bytes.len() as u64, bounce.size());
