@@ -1,5 +1,6 @@
 //! The standard mailets, with James 2.3's names and parameters.
 
+pub mod bayes;
 pub mod bounce;
 mod delivery;
 mod headers;
