@@ -30,6 +30,7 @@ use mailroom_store::{NewsRepository, SpoolRepository, StoreError, VerifiedLogins
 use tokio::sync::Notify;
 
 use crate::cli::Cli;
+use crate::databases::Databases;
 use crate::recipients::LocalRecipients;
 use crate::repositories;
 use crate::tls::Certificates;
@@ -47,10 +48,17 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
 /// `deliveries` serves its RemoteDelivery mailets, `news` its ToNewsgroup mailets.
 /// Every matcher and mailet this server knows: the standard library and the mailets that
 /// capture the server's services.
-fn registry(deliveries: &Arc<RemoteDeliveries>, news: &Arc<NewsGateway>) -> Registry {
+/// `databases` (none for `list-mailets`) holds BayesianAnalysis's token tables.
+fn registry(
+    deliveries: &Arc<RemoteDeliveries>,
+    news: &Arc<NewsGateway>,
+    databases: Option<&Arc<Databases>>,
+) -> Registry {
     let mut registry = Registry::standard();
     mailroom_delivery::register(&mut registry, deliveries);
     mailroom_nntp::gateway::register(&mut registry, news);
+    let bayes = crate::bayes::BayesStores(databases.cloned());
+    mailroom_spool::mailets::bayes::register(&mut registry, Arc::new(bayes));
     registry
 }
 
@@ -58,8 +66,9 @@ fn build_tree(
     config: &Config,
     deliveries: &Arc<RemoteDeliveries>,
     news: &Arc<NewsGateway>,
+    databases: &Arc<Databases>,
 ) -> Result<ProcessorTree> {
-    let registry = registry(deliveries, news);
+    let registry = registry(deliveries, news, Some(databases));
     ProcessorTree::build(
         &config.spool_manager,
         &registry,
@@ -81,10 +90,16 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
     let config = loaded.map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
     Certificates::check(&config, tls_services(&config))?;
     let gateway = NewsGateway::new(&nntp_host(&config), "localhost", None);
+    // The data sources are named, never connected: mailets check that theirs exist.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("starting the async runtime")?;
+    let databases = Databases::new(&config, runtime.handle().clone());
     build_tree(
         &config,
         &RemoteDeliveries::new(&helo_name(&config), None),
         &gateway,
+        &databases,
     )?;
     println!("{}: configuration is valid", config.source.display());
     Ok(())
@@ -95,6 +110,7 @@ fn offline_registry() -> Registry {
     registry(
         &RemoteDeliveries::new("localhost", None),
         &NewsGateway::new("localhost", "localhost", None),
+        None,
     )
 }
 
@@ -145,7 +161,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         &config.nntp_repository.article_id_domain_suffix,
         Some(runtime.handle().clone()),
     );
-    let tree = build_tree(&config, &deliveries, &gateway)?;
+    // Named now, each connected when a repository or mailet first needs it.
+    let databases = Databases::new(&config, runtime.handle().clone());
+    let tree = build_tree(&config, &deliveries, &gateway, &databases)?;
     let expiry_rules = expiry_rules(&config)?;
     tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
     crate::limits::raise_open_files();
@@ -163,7 +181,6 @@ pub fn run(cli: &Cli) -> Result<()> {
     // Arc) remote delivery later.
     let resolver = Arc::new(resolver(&config)?);
 
-    let databases = crate::databases::Databases::new(&config, runtime.handle().clone());
     let spool = repositories::spool(&config, &databases)?;
     deliveries
         .open(|url| repositories::outgoing(&config, &databases, url))

@@ -2,6 +2,7 @@
 
 pub mod bayes;
 pub mod bounce;
+mod clamav;
 mod delivery;
 mod headers;
 mod mapping;
@@ -16,4 +17,5 @@ pub fn register(registry: &mut Registry) {
     headers::register(registry);
     mapping::register(registry);
     bounce::register(registry);
+    clamav::register(registry);
 }
