@@ -1,0 +1,316 @@
+//! Content scanning: ClamAVScan against a real clamd (Debian's `clamav-daemon`, started here
+//! on a free loopback port with a local test signature, nothing downloaded), and Bayesian
+//! training by mail (BayesianAnalysisFeeder) then scoring (BayesianAnalysis) on the embedded
+//! SQLite data source.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::database::DATA_SOURCES;
+use crate::harness::{
+    free_port, maildir_messages, python, repository_count, wait_for, Server, Setup,
+};
+
+/// The string the test signature matches (not a real virus: a made-up marker).
+const MARKER: &str = "MAILROOM-CLAMAV-TEST-SIGNATURE-7f3a";
+
+/// A clamd on a loopback port with a one-signature database of its own; killed on drop.
+struct Clamd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Clamd {
+    fn start() -> Clamd {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let db = dir.path().join("db");
+        std::fs::create_dir_all(&db).unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        // An .ndb body signature: Name:TargetType(0 = any):Offset(* = anywhere):hex.
+        let hex: String = MARKER.bytes().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(
+            db.join("mailroom-test.ndb"),
+            format!("Mailroom.Test.Signature:0:*:{hex}\n"),
+        )
+        .unwrap();
+        let conf = dir.path().join("clamd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Foreground yes\nTCPSocket {port}\nTCPAddr 127.0.0.1\nDatabaseDirectory {}\n\
+                 TemporaryDirectory {}\nLogFile {}\n",
+                db.display(),
+                dir.path().join("tmp").display(),
+                dir.path().join("clamd.log").display()
+            ),
+        )
+        .unwrap();
+        let mut clamd = Clamd {
+            child: None,
+            dir,
+            port,
+        };
+        clamd.spawn();
+        clamd
+    }
+
+    /// Starts clamd (again) and waits until it answers PING.
+    fn spawn(&mut self) {
+        let child = Command::new("clamd")
+            .arg("-c")
+            .arg(self.dir.path().join("clamd.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("clamd is installed (clamav-daemon)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.pong() {
+            assert!(
+                Instant::now() < deadline,
+                "clamd did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn pong(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut reply = Vec::new();
+        s.write_all(b"zPING\0").is_ok() && s.read_to_end(&mut reply).is_ok() && reply == b"PONG\0"
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("clamd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Clamd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn clamav_tree(port: u16) -> String {
+    format!(
+        r#"
+    <processor name="root">
+      <mailet match="All" class="ClamAVScan">
+        <host>127.0.0.1</host><port>{port}</port>
+        <maxPings>3</maxPings><pingIntervalMilli>500</pingIntervalMilli>
+      </mailet>
+      <mailet match="HasMailAttributeWithValue=org.apache.james.infected, true" class="ToRepository">
+        <repositoryPath>file://var/mail/infected/</repositoryPath>
+      </mailet>
+      <mailet match="All" class="ToProcessor"><processor>transport</processor></mailet>
+    </processor>
+    <processor name="transport">
+      <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+      <mailet match="All" class="Null"/>
+    </processor>
+    <processor name="error">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>
+    </processor>"#
+    )
+}
+
+/// A message whose attachment (base64) carries the test signature: clamd decodes it.
+fn infected_message() -> String {
+    let encoded = python(
+        "import base64,sys; print(base64.b64encode(sys.argv[1].encode()).decode())",
+        &[&format!("attached: {MARKER} end")],
+    );
+    format!(
+        "Subject: infected\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n\
+         --b\nContent-Type: text/plain\n\nsee attached\n--b\n\
+         Content-Type: application/octet-stream; name=x.bin\nContent-Transfer-Encoding: base64\n\n\
+         {}\n--b--\n",
+        encoded.trim()
+    )
+}
+
+fn one_file(dir: &Path) -> String {
+    let mail = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "mail"))
+        .unwrap();
+    String::from_utf8_lossy(&std::fs::read(mail).unwrap()).into_owned()
+}
+
+#[test]
+#[ignore = "needs clamav-daemon; run by .ci/run"]
+fn clamav_scan_against_a_real_clamd() {
+    let mut clamd = Clamd::start();
+    let tree = clamav_tree(clamd.port);
+    let server = Server::start_with(&tree, "");
+    server.add_user("bob", "b");
+    let inbox = server.path("var/mail/inboxes/bob");
+
+    server.smtp().send_mail(
+        "a@example.net",
+        &["bob@localhost"],
+        "Subject: clean\n\nhello\n",
+    );
+    server
+        .smtp()
+        .send_mail("a@example.net", &["bob@localhost"], &infected_message());
+    wait_for("the clean mail delivered", || {
+        maildir_messages(&inbox).len() == 1
+    });
+    let clean = String::from_utf8_lossy(&maildir_messages(&inbox)[0]).into_owned();
+    assert!(clean.contains("X-MessageIsInfected: false"), "{clean}");
+    let infected_dir = server.path("var/mail/infected");
+    wait_for("the infected mail kept", || {
+        repository_count(&infected_dir) == 1
+    });
+    let infected = one_file(&infected_dir);
+    assert!(infected.contains("X-MessageIsInfected: true"), "{infected}");
+    assert!(
+        infected.contains("Mailroom.Test.Signature.UNOFFICIAL FOUND"),
+        "the verdict in the error message: {infected}"
+    );
+
+    // clamd away: the mail waits in the spool (temporary error), and goes once it is back.
+    clamd.stop();
+    server.smtp().send_mail(
+        "a@example.net",
+        &["bob@localhost"],
+        "Subject: later\n\nhello again\n",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(maildir_messages(&inbox).len(), 1);
+    assert!(!server.spool_empty());
+    assert_eq!(repository_count(&server.path("var/mail/error")), 0);
+    clamd.spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while maildir_messages(&inbox).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered after clamd came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let later = maildir_messages(&inbox)
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m).into_owned())
+        .find(|m| m.contains("Subject: later"))
+        .unwrap();
+    assert!(later.contains("X-MessageIsInfected: false"), "{later}");
+}
+
+const BAYES_TREE: &str = r#"
+    <processor name="root">
+      <mailet match="RecipientIs=spam@localhost" class="BayesianAnalysisFeeder">
+        <repositoryPath>db://maildb</repositoryPath><feedType>spam</feedType>
+      </mailet>
+      <mailet match="RecipientIs=ham@localhost" class="BayesianAnalysisFeeder">
+        <repositoryPath>db://maildb</repositoryPath><feedType>ham</feedType>
+      </mailet>
+      <mailet match="All" class="BayesianAnalysis">
+        <repositoryPath>db://maildb</repositoryPath>
+      </mailet>
+      <mailet match="All" class="ToProcessor"><processor>transport</processor></mailet>
+    </processor>
+    <processor name="transport">
+      <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+      <mailet match="All" class="Null"/>
+    </processor>
+    <processor name="error">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>
+    </processor>"#;
+
+#[test]
+fn bayesian_training_by_mail_then_scoring() {
+    let server = Server::start_setup(&Setup {
+        tree: BAYES_TREE,
+        extra: DATA_SOURCES,
+        ..Setup::default()
+    });
+    for user in ["bob", "spam", "ham"] {
+        server.add_user(user, "p");
+    }
+    let spams = [
+        "Buy cheap pills now! Cheap viagra, best price, click here",
+        "Cheap pills and viagra at the best price, click here today",
+        "Click here for cheap viagra pills, unbeatable price",
+        "Best price on viagra: cheap pills, click here now",
+        "cheap pills cheap viagra click here best price",
+    ];
+    let hams = [
+        "Hello team, the meeting notes and the project schedule are attached",
+        "The project meeting moved to Thursday; schedule attached",
+        "Notes from the team meeting: the project schedule is on track",
+        "Hello, please review the meeting notes before the project review",
+        "Team, the schedule for the project meeting is attached",
+    ];
+    for (spam, ham) in spams.iter().zip(hams) {
+        server.smtp().send_mail(
+            "x@example.net",
+            &["spam@localhost"],
+            &format!("Subject: offer\n\n{spam}\n"),
+        );
+        server.smtp().send_mail(
+            "y@example.net",
+            &["ham@localhost"],
+            &format!("Subject: work\n\n{ham}\n"),
+        );
+    }
+    wait_for("the training", || server.spool_empty());
+    // Trained, not delivered.
+    assert!(maildir_messages(&server.path("var/mail/inboxes/spam")).is_empty());
+    // James's tables, in the data source.
+    let counts = python(
+        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+         print(c.execute('SELECT hamcount, spamcount FROM bayesiananalysis_messagecounts').fetchall(), \
+         c.execute(\"SELECT occurrences FROM bayesiananalysis_spam WHERE token='viagra'\").fetchall())",
+        &[server.path("var/mail.db").to_str().unwrap()],
+    );
+    assert_eq!(counts.trim(), "[(5, 5)] [(5,)]");
+
+    server.smtp().send_mail(
+        "z@example.net",
+        &["bob@localhost"],
+        "Subject: hi\n\ncheap viagra pills, click here\n",
+    );
+    server.smtp().send_mail(
+        "w@example.net",
+        &["bob@localhost"],
+        "Subject: tomorrow\n\nthe project meeting schedule\n",
+    );
+    let inbox = server.path("var/mail/inboxes/bob");
+    wait_for("both delivered", || maildir_messages(&inbox).len() == 2);
+    let mails: Vec<String> = maildir_messages(&inbox)
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m).into_owned())
+        .collect();
+    let spam = mails.iter().find(|m| m.contains("viagra")).unwrap();
+    let ham = mails.iter().find(|m| m.contains("meeting")).unwrap();
+    let score = |m: &str| -> f64 {
+        let line = m
+            .lines()
+            .find_map(|l| l.strip_prefix("X-MessageIsSpamProbability: "))
+            .unwrap_or_else(|| panic!("no header in {m}"));
+        line.trim().parse().unwrap()
+    };
+    assert!(score(spam) > 0.9, "{spam}");
+    assert!(spam.contains("% SPAM] hi"), "{spam}");
+    assert!(score(ham) < 0.1, "{ham}");
+    assert!(ham.contains("Subject: tomorrow"), "{ham}");
+}
