@@ -314,3 +314,83 @@ fn bayesian_training_by_mail_then_scoring() {
     assert!(score(ham) < 0.1, "{ham}");
     assert!(ham.contains("Subject: tomorrow"), "{ham}");
 }
+
+/// `mailroom check-config` on a config with this root processor: its output, and the line
+/// numbers of its config.
+fn check_config(root: &str) -> (String, String, std::path::PathBuf, tempfile::TempDir) {
+    let tree = format!(
+        r#"
+    <processor name="root">
+      {root}
+      <mailet match="All" class="Null"/>
+    </processor>
+    <processor name="error"><mailet match="All" class="Null"/></processor>"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let xml = crate::harness::config_xml_for(
+        (free_port(), free_port(), free_port(), free_port()),
+        &Setup {
+            tree: &tree,
+            extra: DATA_SOURCES,
+            ..Setup::default()
+        },
+    );
+    let path = dir.path().join("config.xml");
+    std::fs::write(&path, &xml).unwrap();
+    let out = Command::new(crate::harness::BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.success(),
+        all.contains("configuration is valid"),
+        "{all}"
+    );
+    (all, xml, path, dir)
+}
+
+#[test]
+fn check_config_reports_bad_scanning_parameters() {
+    let (all, xml, path, dir) = check_config(
+        r#"<mailet match="All" class="ClamAVScan"><port>clamd</port></mailet>
+      <mailet match="All" class="BayesianAnalysis"><repositoryPath>file://var/bayes/</repositoryPath></mailet>
+      <mailet match="All" class="BayesianAnalysisFeeder"><repositoryPath>db://maildb</repositoryPath><feedType>eggs</feedType></mailet>"#,
+    );
+    assert!(!all.contains("configuration is valid"), "{all}");
+    let line = |needle: &str| xml.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let file = path.display();
+    for (needle, message) in [
+        ("<port>clamd", "<port> must be a port number"),
+        (
+            "file://var/bayes/",
+            "<repositoryPath> must be db://DATASOURCE",
+        ),
+        ("eggs", "<feedType> must be ham or spam"),
+    ] {
+        assert!(
+            all.lines().any(|l| l.starts_with(&format!("{file}:{}:", line(needle)))
+                && l.contains(message)),
+            "{needle}: {all}"
+        );
+    }
+    // A data source that is not declared.
+    let (all, ..) = check_config(
+        r#"<mailet match="All" class="BayesianAnalysis"><repositoryPath>db://nosuch</repositoryPath></mailet>"#,
+    );
+    assert!(all.contains("nosuch"), "{all}");
+    assert!(!all.contains("configuration is valid"), "{all}");
+    // Well formed: valid, and nothing was opened (no database file, no clamd needed).
+    let (all, _, _, valid) = check_config(
+        r#"<mailet match="All" class="ClamAVScan"><host>127.0.0.1</host><port>1</port></mailet>
+      <mailet match="All" class="BayesianAnalysis"><repositoryPath>db://maildb</repositoryPath><maxSize>200000</maxSize></mailet>"#,
+    );
+    assert!(all.contains("configuration is valid"), "{all}");
+    assert!(!valid.path().join("var/mail.db").exists());
+    drop(dir);
+}
