@@ -251,7 +251,9 @@ fn store_failures_are_temporary() {
 #[test]
 fn factories_check_every_parameter() {
     let memory = Arc::new(Memory::default());
-    let bad: &[(&str, &[(&str, &str)], &str)] = &[
+    /// Mailet, parameters, and what the error names.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let bad: &[Case] = &[
         ("BayesianAnalysis", &[], "repositoryPath"),
         (
             "BayesianAnalysis",
