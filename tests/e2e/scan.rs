@@ -394,3 +394,164 @@ fn check_config_reports_bad_scanning_parameters() {
     assert!(!valid.path().join("var/mail.db").exists());
     drop(dir);
 }
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn smime_signed_mail_is_checked_and_stripped() {
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=Test CA",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=emailProtection\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "a.key",
+            "-out",
+            "a.csr",
+            "-subj",
+            "/CN=alice",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "a.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "a.pem",
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    std::fs::write(
+        d.join("content.txt"),
+        "Content-Type: text/plain\r\n\r\nSigned hello.\r\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "smime",
+            "-sign",
+            "-binary",
+            "-in",
+            "content.txt",
+            "-signer",
+            "a.pem",
+            "-inkey",
+            "a.key",
+            "-out",
+            "signed.eml",
+        ],
+    );
+    let signed = std::fs::read_to_string(d.join("signed.eml")).unwrap();
+
+    let tree = format!(
+        r#"
+    <processor name="root">
+      <mailet match="IsSMIMESigned" class="SMIMECheckSignature">
+        <keyStoreType>pem</keyStoreType><keyStoreFileName>{}</keyStoreFileName><strip>true</strip>
+      </mailet>
+      <mailet match="HasMailAttribute=org.apache.james.SMIMECheckSignature" class="SetMimeHeader">
+        <name>X-Signature</name><value>checked</value>
+      </mailet>
+      <mailet match="All" class="ToProcessor"><processor>transport</processor></mailet>
+    </processor>
+    <processor name="transport">
+      <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+      <mailet match="All" class="Null"/>
+    </processor>
+    <processor name="error">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>
+    </processor>"#,
+        d.join("ca.pem").display()
+    );
+    let server = Server::start_with(&tree, "");
+    server.add_user("bob", "b");
+    server.smtp().send_mail(
+        "alice@example.net",
+        &["bob@localhost"],
+        &format!("Subject: signed\n{signed}"),
+    );
+    // The same, changed on the way: not checked, left as it is.
+    server.smtp().send_mail(
+        "alice@example.net",
+        &["bob@localhost"],
+        &format!(
+            "Subject: changed\n{}",
+            signed.replace("Signed hello", "Signed h3llo")
+        ),
+    );
+    let inbox = server.path("var/mail/inboxes/bob");
+    wait_for("both delivered", || maildir_messages(&inbox).len() == 2);
+    let mails: Vec<String> = maildir_messages(&inbox)
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m).replace("\r\n", "\n"))
+        .collect();
+    let good = mails
+        .iter()
+        .find(|m| m.contains("Subject: signed"))
+        .unwrap();
+    assert!(good.contains("X-Signature: checked"), "{good}");
+    assert!(good.contains("\nContent-Type: text/plain\n"), "{good}");
+    assert!(!good.contains("pkcs7-signature"), "stripped: {good}");
+    assert!(good.ends_with("\n\nSigned hello.\n"), "{good}");
+    let changed = mails
+        .iter()
+        .find(|m| m.contains("Subject: changed"))
+        .unwrap();
+    assert!(!changed.contains("X-Signature"), "{changed}");
+    assert!(changed.contains("multipart/signed"), "{changed}");
+}

@@ -7,6 +7,7 @@ mod delivery;
 mod headers;
 mod mapping;
 mod routing;
+pub mod smime;
 
 use crate::Registry;
 
@@ -18,4 +19,5 @@ pub fn register(registry: &mut Registry) {
     mapping::register(registry);
     bounce::register(registry);
     clamav::register(registry);
+    smime::register(registry);
 }
