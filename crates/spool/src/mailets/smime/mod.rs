@@ -66,6 +66,84 @@ pub(super) fn register(registry: &mut Registry) {
              with signed-data.",
             r#"<mailet match="IsSMIMESigned" class="SMIMECheckSignature"/>"#,
         );
+    registry
+        .add_matcher("IsSMIMEEncrypted", |_| Ok(Box::new(IsSmimeEncrypted)))
+        .no_condition()
+        .about(
+            "Every recipient when the message is S/MIME encrypted by its Content-Type: \
+             application/(x-)pkcs7-mime with smime-type=enveloped-data.",
+            r#"<mailet match="IsSMIMEEncrypted" class="ToProcessor"><processor>encrypted</processor></mailet>"#,
+        );
+    registry
+        .add_matcher("IsX509CertificateSubject", |c| {
+            let condition = c.required_condition()?;
+            let (attribute, check) = condition.split_once(';').ok_or_else(|| {
+                MailetError::new(format!(
+                    "matcher IsX509CertificateSubject needs attribute;text, got {condition:?}"
+                ))
+            })?;
+            Ok(Box::new(IsX509CertificateSubject {
+                attribute: attribute.trim().to_string(),
+                check: check.to_string(),
+            }))
+        })
+        .about(
+            "Every recipient when a certificate in the attribute (as SMIMECheckSignature sets \
+             it: DER octets, or a list of them) has a subject containing the text \
+             (attribute;text; the subject written CN=..., O=..., C=... as Java does).",
+            r#"<mailet match="IsX509CertificateSubject=org.apache.james.SMIMECheckSignature;CN=Alice" class="SetMimeHeader"><name>X-Signed-By</name><value>Alice</value></mailet>"#,
+        );
+}
+
+/// James's `IsSMIMEEncrypted`.
+struct IsSmimeEncrypted;
+
+impl Matcher for IsSmimeEncrypted {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        let encrypted = content_type(&mail.message).is_some_and(|ct| {
+            matches!(
+                ct.mime.as_str(),
+                "application/pkcs7-mime" | "application/x-pkcs7-mime"
+            ) && ct.smime_type.as_deref() == Some("enveloped-data")
+        });
+        Ok(if encrypted {
+            mail.recipients().to_vec()
+        } else {
+            Vec::new()
+        })
+    }
+}
+
+/// James's `IsX509CertificateSubject`. James counted the text only after the subject's first
+/// character (`indexOf(check) > 0`); here anywhere in it.
+struct IsX509CertificateSubject {
+    attribute: String,
+    check: String,
+}
+
+impl Matcher for IsX509CertificateSubject {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        let certificates: Vec<&[u8]> = match mail.attribute(&self.attribute) {
+            Some(AttributeValue::Bytes(der)) => vec![der.as_slice()],
+            Some(AttributeValue::List(list)) => list
+                .iter()
+                .filter_map(|v| match v {
+                    AttributeValue::Bytes(der) => Some(der.as_slice()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let found = certificates
+            .into_iter()
+            .filter_map(verify::subject)
+            .any(|subject| subject.contains(&self.check));
+        Ok(if found {
+            mail.recipients().to_vec()
+        } else {
+            Vec::new()
+        })
+    }
 }
 
 /// What the top-level Content-Type says.

@@ -370,3 +370,46 @@ fn cut_or_damaged_signatures_are_errors_not_panics() {
         let _ = verify::verify(&bad, None, &trust);
     }
 }
+
+fn matcher(name: &str, condition: Option<&str>) -> Result<Box<dyn Matcher>, MailetError> {
+    let mut registry = Registry::default();
+    register(&mut registry);
+    registry.matcher(name).unwrap()(&MatcherConfig {
+        name: name.into(),
+        condition: condition.map(str::to_string),
+    })
+}
+
+#[test]
+fn encrypted_and_certificate_subject_matchers() {
+    let encrypted = matcher("IsSMIMEEncrypted", None).unwrap();
+    let m = mail(b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n\r\nAAAA\r\n");
+    assert_eq!(encrypted.matches(&m, &ctx()).unwrap().len(), 1);
+    let m = mail(b"Content-Type: application/x-pkcs7-mime; smime-type=signed-data\r\n\r\nAAAA\r\n");
+    assert!(encrypted.matches(&m, &ctx()).unwrap().is_empty());
+    assert!(is_signed(&m));
+
+    let dir = tempfile::tempdir().unwrap();
+    ca(dir.path(), "ca");
+    signer(dir.path(), "alice", "ca", &["-newkey", "rsa:2048"]);
+    let pem = std::fs::read(dir.path().join("alice.pem")).unwrap();
+    let der = verify::pem_certificates(&pem).unwrap().remove(0);
+    assert_eq!(verify::subject(&der).as_deref(), Some("CN=alice"));
+    let by_alice = matcher("IsX509CertificateSubject", Some("signers;CN=alice")).unwrap();
+    let by_bob = matcher("IsX509CertificateSubject", Some("signers; CN=bob")).unwrap();
+    let mut m = mail(b"Subject: x\r\n\r\nx\r\n");
+    assert!(by_alice.matches(&m, &ctx()).unwrap().is_empty());
+    m.set_attribute(
+        "signers",
+        AttributeValue::List(vec![AttributeValue::Bytes(der.clone())]),
+    );
+    assert_eq!(by_alice.matches(&m, &ctx()).unwrap().len(), 1);
+    assert!(by_bob.matches(&m, &ctx()).unwrap().is_empty());
+    m.set_attribute("signers", AttributeValue::Bytes(der));
+    assert_eq!(by_alice.matches(&m, &ctx()).unwrap().len(), 1);
+    m.set_attribute("signers", AttributeValue::Bytes(b"junk".to_vec()));
+    assert!(by_alice.matches(&m, &ctx()).unwrap().is_empty());
+    // The condition is attribute;text.
+    assert!(matcher("IsX509CertificateSubject", Some("no-separator")).is_err());
+    assert!(matcher("IsX509CertificateSubject", None).is_err());
+}

@@ -96,6 +96,21 @@ pub(crate) fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
+/// A certificate's subject as Java writes it: `CN=alice, O=Example, C=US` (most specific
+/// first); `None` when the octets are no certificate.
+pub fn subject(der: &[u8]) -> Option<String> {
+    let certificate = Certificate::from_der(der).ok()?;
+    let names: Vec<String> = certificate
+        .tbs_certificate
+        .subject
+        .0
+        .iter()
+        .rev()
+        .map(|rdn| rdn.to_string())
+        .collect();
+    Some(names.join(", "))
+}
+
 /// What was found of one signer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signer {
