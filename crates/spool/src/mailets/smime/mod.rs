@@ -13,6 +13,7 @@
 //! PEM file (`keyStoreType` `pem`; `keytool -exportcert -rfc` or `openssl pkcs12 -nokeys`
 //! converts one), by default the system's `/etc/ssl/certs/ca-certificates.crt`.
 
+pub mod sign;
 pub mod verify;
 
 use std::io::Read;
@@ -56,6 +57,31 @@ pub(super) fn register(registry: &mut Registry) {
              keyStoreFileName; default the system's CA certificates): Java KeyStore files are \
              refused, convert them to PEM.",
             r#"<mailet match="IsSMIMESigned" class="SMIMECheckSignature"><keyStoreType>pem</keyStoreType><keyStoreFileName>/etc/mailroom/smime-ca.pem</keyStoreFileName><strip>true</strip></mailet>"#,
+        );
+    registry
+        .add_mailet("SMIMESign", |c| Ok(Box::new(sign::SmimeSign::new(c)?)))
+        .params(&[
+            "debug",
+            "keyStoreFileName",
+            "keyStorePassword",
+            "keyStoreType",
+            "keyAlias",
+            "keyAliasPassword",
+            "signerName",
+            "postmasterSigns",
+            "rebuildFrom",
+            "explanationText",
+        ])
+        .about(
+            "Signs with the server's key (S/MIME, multipart/signed, SHA-256 with RSA or ECDSA) \
+             a mail whose sender authenticated over SMTP as the reverse-path's user, with that \
+             address in From: (or a mail from the postmaster, postmasterSigns default true): \
+             the content and an explanation part (explanationText, with [signerName], \
+             [signerAddress], [reversePath], [headers]) are signed; Sender: names the signer \
+             (signerName, default the certificate's CN) and rebuildFrom (default true) makes \
+             From: the signer's address. keyStoreFileName is a PEM file with the PKCS #8 key \
+             and the certificate (emailAddress in its subject), keyStoreType pem.",
+            r#"<mailet match="SMTPAuthSuccessful" class="SMIMESign"><keyStoreType>pem</keyStoreType><keyStoreFileName>/etc/mailroom/signer.pem</keyStoreFileName></mailet>"#,
         );
     registry
         .add_matcher("IsSMIMESigned", |_| Ok(Box::new(IsSmimeSigned)))

@@ -413,3 +413,275 @@ fn encrypted_and_certificate_subject_matchers() {
     assert!(matcher("IsX509CertificateSubject", Some("no-separator")).is_err());
     assert!(matcher("IsX509CertificateSubject", None).is_err());
 }
+
+/// A signing key file as SMIMESign reads it: the PKCS #8 key, the certificate (with an
+/// emailAddress), the CA.
+fn signing_pem(dir: &Path, name: &str, key: &[&str], email: bool) -> std::path::PathBuf {
+    let keyout = format!("{name}.key");
+    let csr = format!("{name}.csr");
+    let subj = if email {
+        format!("/CN=Mail Server {name}/emailAddress={name}@localhost")
+    } else {
+        format!("/CN={name}")
+    };
+    let mut req = vec!["req", "-new", "-nodes"];
+    req.extend_from_slice(key);
+    req.extend_from_slice(&["-keyout", &keyout, "-out", &csr, "-subj", &subj]);
+    openssl(dir, &req);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=emailProtection\n",
+    )
+    .unwrap();
+    let cert = format!("{name}.pem");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let mut all = std::fs::read(dir.join(&keyout)).unwrap();
+    all.extend(std::fs::read(dir.join(&cert)).unwrap());
+    all.extend(std::fs::read(dir.join("ca.pem")).unwrap());
+    let path = dir.join(format!("{name}-signing.pem"));
+    std::fs::write(&path, all).unwrap();
+    path
+}
+
+fn signing_mailet(params: &[(&str, &str)]) -> Result<Box<dyn Mailet>, MailetError> {
+    let mut registry = Registry::default();
+    register(&mut registry);
+    let config = MailetConfig {
+        name: "SMIMESign".into(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    };
+    registry.mailet("SMIMESign").unwrap()(&config)
+}
+
+fn authenticated(sender: &str, from: &str, user: Option<&str>) -> Mail {
+    let text = format!(
+        "From: Alice <{from}>\r\nTo: bob@example.net\r\nSubject: hello\r\nMessage-ID: <1@x>\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+         Grüße, Bob.\r\n"
+    );
+    let mut m = Mail::new(
+        Envelope::new(
+            "m1",
+            MailAddress::parse(sender).ok(),
+            vec![MailAddress::parse("bob@example.net").unwrap()],
+        ),
+        Message::from_bytes(text.as_bytes()),
+    );
+    if let Some(user) = user {
+        m.set_attribute(mailroom_mailet::ATTR_SMTP_AUTH_USER, user.into());
+    }
+    m
+}
+
+#[test]
+fn smime_sign_is_verified_by_openssl_and_by_the_checker() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ca(d, "ca");
+    for (name, key) in [
+        ("rsa", &["-newkey", "rsa:2048"][..]),
+        (
+            "ec",
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"][..],
+        ),
+    ] {
+        let pem = signing_pem(d, name, key, true);
+        let sign = signing_mailet(&[
+            ("keyStoreType", "pem"),
+            ("keyStoreFileName", pem.to_str().unwrap()),
+            ("keyStorePassword", "unused"),
+        ])
+        .unwrap();
+        let mut m = authenticated("alice@localhost", "alice@localhost", Some("alice"));
+        sign.service(&mut m, &ctx()).unwrap();
+        let bytes = m.message.to_bytes().unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        assert!(
+            text.contains(
+                "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\""
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "Sender: \"Mail Server {name}\" <{name}@localhost>\r\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("From: \"alice@localhost\" <{name}@localhost>\r\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("Reply-To: Alice <alice@localhost>\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Message-ID: <1@x>\r\n"));
+        assert_eq!(m.attribute(sign::SIGNATURE_VALIDITY), Some(&"valid".into()));
+        assert_eq!(
+            m.attribute(sign::SIGNER_ADDRESS),
+            Some(&format!("{name}@localhost").as_str().into())
+        );
+        // A real S/MIME verifier agrees, and gets the content with the explanation.
+        std::fs::write(d.join("out.eml"), &bytes).unwrap();
+        openssl(
+            d,
+            &[
+                "smime",
+                "-verify",
+                "-in",
+                "out.eml",
+                "-CAfile",
+                "ca.pem",
+                "-out",
+                "content.txt",
+            ],
+        );
+        let content = std::fs::read_to_string(d.join("content.txt")).unwrap();
+        assert!(content.contains("Grüße, Bob."), "{content}");
+        assert!(
+            content.contains("filename=SignatureExplanation.txt"),
+            "{content}"
+        );
+        // And so does SMIMECheckSignature.
+        assert!(is_signed(&m));
+        let check = checker(&[("keyStoreFileName", d.join("ca.pem").to_str().unwrap())]).unwrap();
+        check.service(&mut m, &ctx()).unwrap();
+        assert_eq!(signers(&m), Some(1), "{name}");
+        // Already signed: not again.
+        let before = m.message.to_bytes().unwrap();
+        m.set_attribute(mailroom_mailet::ATTR_SMTP_AUTH_USER, "alice".into());
+        sign.service(&mut m, &ctx()).unwrap();
+        assert_eq!(m.message.to_bytes().unwrap(), before);
+    }
+}
+
+#[test]
+fn smime_sign_signs_only_what_james_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ca(d, "ca");
+    let pem = signing_pem(d, "rsa", &["-newkey", "rsa:2048"], true);
+    let pem = pem.to_str().unwrap();
+    let sign = signing_mailet(&[
+        ("keyStoreFileName", pem),
+        ("rebuildFrom", "false"),
+        ("signerName", "Our Server"),
+    ])
+    .unwrap();
+    let unsigned = [
+        authenticated("alice@localhost", "alice@localhost", None),
+        authenticated("alice@localhost", "alice@localhost", Some("mallory")),
+        authenticated("alice@localhost", "eve@localhost", Some("alice")),
+    ];
+    for mut m in unsigned {
+        let before = m.message.to_bytes().unwrap();
+        sign.service(&mut m, &ctx()).unwrap();
+        assert_eq!(m.message.to_bytes().unwrap(), before);
+        assert_eq!(m.attribute(sign::SIGNATURE_VALIDITY), None);
+    }
+    // The postmaster signs whatever its From: (postmasterSigns defaults to true), unless told not.
+    let mut m = authenticated("postmaster@localhost", "other@localhost", Some("anyone"));
+    sign.service(&mut m, &ctx()).unwrap();
+    let text = String::from_utf8(m.message.to_bytes().unwrap()).unwrap();
+    assert!(
+        text.contains("Sender: \"Our Server\" <rsa@localhost>\r\n"),
+        "{text}"
+    );
+    // rebuildFrom=false: From: as it was.
+    assert!(text.contains("From: Alice <other@localhost>\r\n"), "{text}");
+    let no_postmaster =
+        signing_mailet(&[("keyStoreFileName", pem), ("postmasterSigns", "false")]).unwrap();
+    let mut m = authenticated(
+        "postmaster@localhost",
+        "postmaster@localhost",
+        Some("postmaster"),
+    );
+    no_postmaster.service(&mut m, &ctx()).unwrap();
+    assert_eq!(m.attribute(sign::SIGNATURE_VALIDITY), None);
+}
+
+#[test]
+fn smime_sign_factory_checks_every_parameter() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ca(d, "ca");
+    let good = signing_pem(d, "rsa", &["-newkey", "rsa:2048"], true);
+    let no_email = signing_pem(d, "plain", &["-newkey", "rsa:2048"], false);
+    // The key of one and the certificate of another.
+    let mut mixed = std::fs::read(d.join("rsa.key")).unwrap();
+    mixed.extend(std::fs::read(d.join("plain.pem")).unwrap());
+    std::fs::write(d.join("mixed.pem"), mixed).unwrap();
+    let mixed = d.join("mixed.pem");
+    openssl(
+        d,
+        &[
+            "pkcs8", "-topk8", "-in", "rsa.key", "-out", "enc.key", "-passout", "pass:x",
+        ],
+    );
+    let mut encrypted = std::fs::read(d.join("enc.key")).unwrap();
+    encrypted.extend(std::fs::read(d.join("rsa.pem")).unwrap());
+    std::fs::write(d.join("enc.pem"), encrypted).unwrap();
+    let encrypted = d.join("enc.pem");
+    let g = good.to_str().unwrap();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "keyStoreFileName"),
+        (
+            &[("keyStoreFileName", g), ("keyStoreType", "pkcs12")],
+            "keyStoreType",
+        ),
+        (
+            &[("keyStoreFileName", no_email.to_str().unwrap())],
+            "Signer address missing",
+        ),
+        (
+            &[("keyStoreFileName", mixed.to_str().unwrap())],
+            "not the private key's",
+        ),
+        (
+            &[("keyStoreFileName", encrypted.to_str().unwrap())],
+            "encrypted",
+        ),
+        (
+            &[("keyStoreFileName", g), ("rebuildFrom", "maybe")],
+            "rebuildFrom",
+        ),
+        (
+            &[("keyStoreFileName", g), ("postmasterSigns", "x")],
+            "postmasterSigns",
+        ),
+        (
+            &[("keyStoreFileName", "/nonexistent/key.pem")],
+            "keyStoreFileName",
+        ),
+    ];
+    for (params, why) in cases {
+        let e = signing_mailet(params)
+            .err()
+            .unwrap_or_else(|| panic!("{params:?}"));
+        assert!(e.message().contains(why), "{params:?}: {e}");
+    }
+    assert!(signing_mailet(&[("keyStoreFileName", g)]).is_ok());
+}

@@ -71,27 +71,36 @@ impl TrustStore {
 /// The DER of each `CERTIFICATE` block of a PEM text, each checked to be a certificate.
 /// (x509-cert's own PEM reader panics on some inputs, an empty file among them.)
 pub(crate) fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let blocks = pem_blocks(pem, "CERTIFICATE")?;
+    for der in &blocks {
+        Certificate::from_der(der).map_err(|e| format!("a certificate block: {e}"))?;
+    }
+    Ok(blocks)
+}
+
+/// The decoded contents of each `-----BEGIN {label}-----` block (anything between blocks is
+/// ignored).
+pub(crate) fn pem_blocks(pem: &[u8], label: &str) -> Result<Vec<Vec<u8>>, String> {
     use base64::Engine;
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
+    let begin = format!("-----BEGIN {label}-----");
+    let end_line = format!("-----END {label}-----");
     let text = String::from_utf8_lossy(pem);
     let mut out = Vec::new();
     let mut rest = text.as_ref();
-    while let Some(start) = rest.find(BEGIN) {
-        let after = &rest[start + BEGIN.len()..];
+    while let Some(start) = rest.find(&begin) {
+        let after = &rest[start + begin.len()..];
         let end = after
-            .find(END)
-            .ok_or("a certificate block without its END line")?;
+            .find(&end_line)
+            .ok_or_else(|| format!("a {label} block without its END line"))?;
         let clean: String = after[..end]
             .chars()
             .filter(|c| !c.is_whitespace())
             .collect();
         let der = base64::engine::general_purpose::STANDARD
             .decode(clean)
-            .map_err(|e| format!("a certificate block: {e}"))?;
-        Certificate::from_der(&der).map_err(|e| format!("a certificate block: {e}"))?;
+            .map_err(|e| format!("a {label} block: {e}"))?;
         out.push(der);
-        rest = &after[end + END.len()..];
+        rest = &after[end + end_line.len()..];
     }
     Ok(out)
 }
