@@ -555,3 +555,136 @@ fn smime_signed_mail_is_checked_and_stripped() {
     assert!(!changed.contains("X-Signature"), "{changed}");
     assert!(changed.contains("multipart/signed"), "{changed}");
 }
+
+#[test]
+fn smime_sign_for_an_authenticated_sender_then_openssl_verifies() {
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=Test CA",
+            "-days",
+            "30",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=emailProtection\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "s.key",
+            "-out",
+            "s.csr",
+            "-subj",
+            "/CN=Mailroom Signer/emailAddress=signer@localhost",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "s.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "s.pem",
+            "-days",
+            "30",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let mut pem = std::fs::read(d.join("s.key")).unwrap();
+    pem.extend(std::fs::read(d.join("s.pem")).unwrap());
+    std::fs::write(d.join("signing.pem"), pem).unwrap();
+    let tree = format!(
+        r#"
+    <processor name="root">
+      <mailet match="SMTPAuthSuccessful" class="SMIMESign">
+        <keyStoreType>pem</keyStoreType><keyStoreFileName>{}</keyStoreFileName>
+      </mailet>
+      <mailet match="All" class="ToProcessor"><processor>transport</processor></mailet>
+    </processor>
+    <processor name="transport">
+      <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+      <mailet match="All" class="Null"/>
+    </processor>
+    <processor name="error">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>
+    </processor>"#,
+        d.join("signing.pem").display()
+    );
+    let server = Server::start_with(
+        &tree,
+        "<authRequired>true</authRequired><requireTLSForAuth>false</requireTLSForAuth>\
+         <authorizedAddresses>192.0.2.0/24</authorizedAddresses>",
+    );
+    server.add_user("alice", "alice pw");
+    server.add_user("bob", "b");
+    python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]))
+s.login('alice', 'alice pw')
+s.sendmail('alice@localhost', ['bob@localhost'],
+    'From: alice@localhost\r\nTo: bob@localhost\r\nSubject: please sign\r\n\r\nSigned by the server.\r\n')
+s.quit()
+"#,
+        &[&server.smtp_port.to_string()],
+    );
+    let inbox = server.path("var/mail/inboxes/bob");
+    wait_for("delivered", || maildir_messages(&inbox).len() == 1);
+    let delivered = maildir_messages(&inbox).remove(0);
+    let text = String::from_utf8_lossy(&delivered).into_owned();
+    assert!(text.contains("multipart/signed"), "{text}");
+    assert!(
+        text.contains("Sender: \"Mailroom Signer\" <signer@localhost>"),
+        "{text}"
+    );
+    std::fs::write(d.join("delivered.eml"), &delivered).unwrap();
+    openssl(
+        d,
+        &[
+            "smime",
+            "-verify",
+            "-in",
+            "delivered.eml",
+            "-CAfile",
+            "ca.pem",
+            "-out",
+            "content.txt",
+        ],
+    );
+    let content = std::fs::read_to_string(d.join("content.txt")).unwrap();
+    assert!(content.contains("Signed by the server."), "{content}");
+    assert!(content.contains("SignatureExplanation.txt"), "{content}");
+}
