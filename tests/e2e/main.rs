@@ -34,6 +34,7 @@ mod queue;
 mod recipients;
 mod remote_delivery;
 mod remote_manager;
+mod scan;
 mod smtp_auth;
 mod smtp_input;
 mod store_copy;

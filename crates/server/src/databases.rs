@@ -46,7 +46,7 @@ impl Databases {
 
     /// Runs `work` to its end from synchronous code: start-up, or a mailet's thread (a runtime
     /// worker thread is allowed to block for it).
-    fn block<F: Future>(&self, work: F) -> F::Output {
+    pub(crate) fn block<F: Future>(&self, work: F) -> F::Output {
         if Handle::try_current().is_ok() {
             tokio::task::block_in_place(|| self.runtime.block_on(work))
         } else {
@@ -80,6 +80,17 @@ impl Databases {
         pools
             .map(|(name, pool)| (name.clone(), pool.usage()))
             .collect()
+    }
+
+    /// Whether `<database-connections>` declares a data source called `name`.
+    pub fn has_source(&self, name: &str) -> bool {
+        self.specs.iter().any(|s| s.name == name)
+    }
+
+    /// James's Bayesian token tables in data source `source`.
+    pub fn bayes(&self, source: &str) -> StoreResult<mailroom_store::db::DbBayes> {
+        let sources = self.source(source)?;
+        self.block(sources.bayes(source))
     }
 
     /// The users repository at a `db://` URL.

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod bayes;
 mod cli;
 mod copy;
 mod databases;

@@ -31,6 +31,7 @@ use mailroom_store::{NewsRepository, SpoolRepository, StoreError, VerifiedLogins
 use tokio::sync::Notify;
 
 use crate::cli::Cli;
+use crate::databases::Databases;
 use crate::recipients::LocalRecipients;
 use crate::repositories;
 use crate::tls::Certificates;
@@ -48,11 +49,13 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
 /// `deliveries` serves its RemoteDelivery mailets, `news` its ToNewsgroup mailets.
 /// Every matcher and mailet this server knows: the standard library and the mailets that
 /// capture the server's services.
+/// `databases` (none for `list-mailets`) holds BayesianAnalysis's token tables.
 fn registry(
     home: &Path,
     deliveries: &Arc<RemoteDeliveries>,
     news: &Arc<NewsGateway>,
     store: &Arc<StoreServices>,
+    databases: Option<&Arc<Databases>>,
 ) -> Registry {
     let mut registry = Registry::standard();
     // FileRegexMatcher's pattern file is named relative to the server home.
@@ -60,6 +63,8 @@ fn registry(
     mailroom_delivery::register(&mut registry, deliveries);
     mailroom_nntp::gateway::register(&mut registry, news);
     mailroom_spool::mailets::repository::register(&mut registry, store);
+    let bayes = crate::bayes::BayesStores(databases.cloned());
+    mailroom_spool::mailets::bayes::register(&mut registry, Arc::new(bayes));
     registry
 }
 
@@ -68,8 +73,9 @@ fn build_tree(
     deliveries: &Arc<RemoteDeliveries>,
     news: &Arc<NewsGateway>,
     store: &Arc<StoreServices>,
+    databases: &Arc<Databases>,
 ) -> Result<ProcessorTree> {
-    let registry = registry(&config.home, deliveries, news, store);
+    let registry = registry(&config.home, deliveries, news, store, Some(databases));
     ProcessorTree::build(
         &config.spool_manager,
         &registry,
@@ -91,11 +97,17 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
     let config = loaded.map_err(|errors| anyhow!("invalid configuration:\n{errors}"))?;
     Certificates::check(&config, tls_services(&config))?;
     let gateway = NewsGateway::new(&nntp_host(&config), "localhost", None);
+    // The data sources are named, never connected: mailets check that theirs exist.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("starting the async runtime")?;
+    let databases = Databases::new(&config, runtime.handle().clone());
     build_tree(
         &config,
         &RemoteDeliveries::new(&helo_name(&config), None),
         &gateway,
         &StoreServices::new(None),
+        &databases,
     )?;
     println!("{}: configuration is valid", config.source.display());
     Ok(())
@@ -108,6 +120,7 @@ fn offline_registry() -> Registry {
         &RemoteDeliveries::new("localhost", None),
         &NewsGateway::new("localhost", "localhost", None),
         &StoreServices::new(None),
+        None,
     )
 }
 
@@ -182,7 +195,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         Some(runtime.handle().clone()),
     );
     let store_services = StoreServices::new(Some(runtime.handle().clone()));
-    let tree = build_tree(&config, &deliveries, &gateway, &store_services)?;
+    // Named now, each connected when a repository or mailet first needs it.
+    let databases = Databases::new(&config, runtime.handle().clone());
+    let tree = build_tree(&config, &deliveries, &gateway, &store_services, &databases)?;
     let expiry_rules = expiry_rules(&config)?;
     tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
     crate::limits::raise_open_files();
@@ -200,7 +215,6 @@ pub fn run(cli: &Cli) -> Result<()> {
     // Arc) remote delivery later.
     let resolver = Arc::new(resolver(&config)?);
 
-    let databases = crate::databases::Databases::new(&config, runtime.handle().clone());
     let spool = repositories::spool(&config, &databases)?;
     deliveries
         .open(|url| repositories::outgoing(&config, &databases, url))

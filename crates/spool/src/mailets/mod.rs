@@ -5,7 +5,9 @@
 //! `footer::AddFooter::new(text)` (a footer added in bounded memory), and the
 //! Redirect/Resend factories (`Registry::standard().mailet("Resend")` with a `MailetConfig`).
 
+pub mod bayes;
 pub mod bounce;
+mod clamav;
 pub(crate) mod compose;
 mod delivery;
 pub(crate) mod footer;
@@ -16,6 +18,7 @@ mod misc;
 mod redirect;
 pub mod repository;
 mod routing;
+pub mod smime;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -32,4 +35,6 @@ pub fn register(registry: &mut Registry) {
     misc::register(registry);
     footer::register(registry);
     redirect::register(registry);
+    clamav::register(registry);
+    smime::register(registry);
 }

@@ -16,6 +16,7 @@
 //! Every write commits before it returns: SQLite runs in WAL mode with `synchronous=FULL`, and
 //! PostgreSQL's default `synchronous_commit` holds the commit until it is on disk.
 
+mod bayes;
 mod body;
 mod inbox;
 mod mail;
@@ -36,6 +37,7 @@ use sqlx::sqlite::{
 };
 use sqlx::SqlSafeStr;
 
+pub use bayes::{Corpus, DbBayes, TokenCounts};
 pub use inbox::DbInbox;
 pub use mail::DbMailRepository;
 pub use users::DbUsersRepository;
@@ -409,6 +411,11 @@ impl DataSources {
             }
         }
         Ok(Arc::new(spool))
+    }
+
+    /// James's Bayesian token tables in data source `source` (BayesianAnalysis).
+    pub async fn bayes(&self, source: &str) -> Result<DbBayes> {
+        DbBayes::open(self.pool(source)?.clone()).await
     }
 
     /// The inboxes at `db://SOURCE/TABLE/`: one `repository_name` per user, as James keeps them.
