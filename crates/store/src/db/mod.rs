@@ -19,6 +19,7 @@
 mod body;
 mod inbox;
 mod mail;
+pub mod sql;
 mod table;
 mod users;
 
