@@ -5,6 +5,7 @@ mod delivery;
 mod headers;
 mod mapping;
 mod routing;
+mod vut;
 
 use crate::Registry;
 
@@ -15,4 +16,13 @@ pub fn register(registry: &mut Registry) {
     headers::register(registry);
     mapping::register(registry);
     bounce::register(registry);
+    vut::register(registry);
+}
+
+/// Registers the mailets and matchers that use the server's data sources (see [`crate::sql`]).
+pub(crate) fn register_sql(
+    registry: &mut Registry,
+    sources: std::sync::Arc<dyn crate::sql::SqlSources>,
+) {
+    vut::register_sql(registry, sources);
 }

@@ -180,17 +180,25 @@ mod tests {
         };
         let pool = super::super::connect(&spec, home.path()).await.unwrap();
         assert!(!table_exists(&pool, "Things").await.unwrap());
-        execute(&pool, "CREATE TABLE things (name TEXT, n INTEGER, ok BOOLEAN)", &[])
-            .await
-            .unwrap();
+        execute(
+            &pool,
+            "CREATE TABLE things (name TEXT, n INTEGER, ok BOOLEAN)",
+            &[],
+        )
+        .await
+        .unwrap();
         assert!(table_exists(&pool, "Things").await.unwrap());
         let changed = execute(&pool, "INSERT INTO things VALUES (?, 7, 1)", &["a?b"])
             .await
             .unwrap();
         assert_eq!(changed, 1);
-        let rows = query_text(&pool, "SELECT name, n, ok, NULL FROM things WHERE name = ?", &["a?b"])
-            .await
-            .unwrap();
+        let rows = query_text(
+            &pool,
+            "SELECT name, n, ok, NULL FROM things WHERE name = ?",
+            &["a?b"],
+        )
+        .await
+        .unwrap();
         assert_eq!(
             rows,
             vec![vec![
