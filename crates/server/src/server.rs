@@ -23,6 +23,7 @@ use mailroom_pop3::server::Pop3Store;
 use mailroom_pop3::Pop3Settings;
 use mailroom_remotemanager::{Console, Opened, RemoteManagerSettings};
 use mailroom_smtp::{AuthPolicy, Authenticator, RecipientCheck, SmtpSettings};
+use mailroom_spool::sql::SqlSources;
 use mailroom_spool::{
     ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
 };
@@ -30,6 +31,7 @@ use mailroom_store::{NewsRepository, SpoolRepository, StoreError, VerifiedLogins
 use tokio::sync::Notify;
 
 use crate::cli::Cli;
+use crate::databases::DataSourceNames;
 use crate::recipients::LocalRecipients;
 use crate::repositories;
 use crate::tls::Certificates;
@@ -47,10 +49,16 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
 /// `deliveries` serves its RemoteDelivery mailets, `news` its ToNewsgroup mailets.
 /// Every matcher and mailet this server knows: the standard library and the mailets that
 /// capture the server's services.
-fn registry(deliveries: &Arc<RemoteDeliveries>, news: &Arc<NewsGateway>) -> Registry {
+/// `sql` serves the JDBC mailets and matchers (the data sources of `<database-connections>`).
+fn registry(
+    deliveries: &Arc<RemoteDeliveries>,
+    news: &Arc<NewsGateway>,
+    sql: Arc<dyn SqlSources>,
+) -> Registry {
     let mut registry = Registry::standard();
     mailroom_delivery::register(&mut registry, deliveries);
     mailroom_nntp::gateway::register(&mut registry, news);
+    mailroom_spool::sql::register(&mut registry, sql);
     registry
 }
 
@@ -58,8 +66,9 @@ fn build_tree(
     config: &Config,
     deliveries: &Arc<RemoteDeliveries>,
     news: &Arc<NewsGateway>,
+    sql: Arc<dyn SqlSources>,
 ) -> Result<ProcessorTree> {
-    let registry = registry(deliveries, news);
+    let registry = registry(deliveries, news, sql);
     ProcessorTree::build(
         &config.spool_manager,
         &registry,
@@ -85,6 +94,9 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
         &config,
         &RemoteDeliveries::new(&helo_name(&config), None),
         &gateway,
+        Arc::new(DataSourceNames(
+            config.data_sources.iter().map(|d| d.name.clone()).collect(),
+        )),
     )?;
     println!("{}: configuration is valid", config.source.display());
     Ok(())
@@ -95,6 +107,7 @@ fn offline_registry() -> Registry {
     registry(
         &RemoteDeliveries::new("localhost", None),
         &NewsGateway::new("localhost", "localhost", None),
+        Arc::new(DataSourceNames(Vec::new())),
     )
 }
 
@@ -145,7 +158,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         &config.nntp_repository.article_id_domain_suffix,
         Some(runtime.handle().clone()),
     );
-    let tree = build_tree(&config, &deliveries, &gateway)?;
+    // Nothing connects yet: each data source when a repository or a JDBC mailet first uses it.
+    let databases = crate::databases::Databases::new(&config, runtime.handle().clone());
+    let tree = build_tree(&config, &deliveries, &gateway, databases.clone())?;
     let expiry_rules = expiry_rules(&config)?;
     tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
     crate::limits::raise_open_files();
@@ -163,7 +178,6 @@ pub fn run(cli: &Cli) -> Result<()> {
     // Arc) remote delivery later.
     let resolver = Arc::new(resolver(&config)?);
 
-    let databases = crate::databases::Databases::new(&config, runtime.handle().clone());
     let spool = repositories::spool(&config, &databases)?;
     deliveries
         .open(|url| repositories::outgoing(&config, &databases, url))
