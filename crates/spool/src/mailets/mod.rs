@@ -3,6 +3,7 @@
 pub mod bounce;
 mod delivery;
 mod headers;
+mod jdbc;
 mod mapping;
 mod routing;
 mod vut;
@@ -24,5 +25,6 @@ pub(crate) fn register_sql(
     registry: &mut Registry,
     sources: std::sync::Arc<dyn crate::sql::SqlSources>,
 ) {
-    vut::register_sql(registry, sources);
+    vut::register_sql(registry, sources.clone());
+    jdbc::register_sql(registry, sources);
 }

@@ -231,4 +231,4 @@ impl Lookup for Sql {
 
 #[cfg(test)]
 #[path = "vut_tests.rs"]
-mod tests;
+pub(crate) mod tests;

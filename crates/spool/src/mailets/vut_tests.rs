@@ -38,7 +38,7 @@ impl MailetContext for Ctx {
     }
 }
 
-fn config(name: &str, params: &[(&str, &str)]) -> MailetConfig {
+pub(crate) fn config(name: &str, params: &[(&str, &str)]) -> MailetConfig {
     MailetConfig {
         name: name.into(),
         params: params
@@ -48,7 +48,7 @@ fn config(name: &str, params: &[(&str, &str)]) -> MailetConfig {
     }
 }
 
-fn mail(recipients: &[&str]) -> Mail {
+pub(crate) fn mail(recipients: &[&str]) -> Mail {
     let recipients = recipients
         .iter()
         .map(|r| MailAddress::parse(r).unwrap())
@@ -62,17 +62,17 @@ fn mail(recipients: &[&str]) -> Mail {
     Mail::new(envelope, Message::from_bytes(b"Subject: x\r\n\r\nbody\r\n"))
 }
 
-fn texts(addresses: &[MailAddress]) -> Vec<String> {
+pub(crate) fn texts(addresses: &[MailAddress]) -> Vec<String> {
     addresses.iter().map(ToString::to_string).collect()
 }
 
-fn registry_with(sources: Arc<dyn SqlSources>) -> Registry {
+pub(crate) fn registry_with(sources: Arc<dyn SqlSources>) -> Registry {
     let mut registry = Registry::standard();
     crate::sql::register(&mut registry, sources);
     registry
 }
 
-fn build(
+pub(crate) fn build(
     registry: &Registry,
     name: &str,
     params: &[(&str, &str)],
