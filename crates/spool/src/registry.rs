@@ -121,7 +121,6 @@ pub const NOT_YET_MATCHERS: &[&str] = &[
     "CompareNumericHeaderValue",
     "AttachmentFileNameIs",
     "RecipientIsOverFixedQuota",
-    "IsInWhiteList",
     "And",
     "Or",
     "Not",
@@ -131,7 +130,6 @@ pub const NOT_YET_MATCHERS: &[&str] = &[
 /// configuration that uses one still loads, with a warning; a mail that reaches it is kept in
 /// the spool (a temporary failure, retried) rather than lost, until it lands.
 pub const NOT_YET_MAILETS: &[&str] = &[
-    "UsersRepositoryAliasingForwarding",
     "ToMultiRepository",
     "FromRepository",
     "Forward",
@@ -143,8 +141,6 @@ pub const NOT_YET_MAILETS: &[&str] = &[
     "LogMessage",
     "UseHeaderRecipients",
     "ServerTime",
-    "XMLVirtualUserTable",
-    "WhiteListManager",
     "Listserv",
     "AvalonListserv",
     "AvalonListservManager",

@@ -43,8 +43,14 @@ impl JdbcAlias {
         let table = table.ok_or_else(|| {
             MailetError::new(format!("{what} {url:?} names no table (db://SOURCE/TABLE)"))
         })?;
-        let from = identifier(&format!("{}: <source_column>", c.name), c.required("source_column")?)?;
-        let to = identifier(&format!("{}: <target_column>", c.name), c.required("target_column")?)?;
+        let from = identifier(
+            &format!("{}: <source_column>", c.name),
+            c.required("source_column")?,
+        )?;
+        let to = identifier(
+            &format!("{}: <target_column>", c.name),
+            c.required("target_column")?,
+        )?;
         Ok(JdbcAlias {
             query: format!("SELECT {to} FROM {table} WHERE {from} = ?"),
             sources,
@@ -62,7 +68,11 @@ impl Mailet for JdbcAlias {
         for rcpt in mail.recipients() {
             let text = rcpt.to_string();
             let rows = self.sources.query(&self.source, &self.query, &[&text])?;
-            let target = rows.into_iter().next().and_then(|r| r.into_iter().next()).flatten();
+            let target = rows
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next())
+                .flatten();
             match target.map(|t| (MailAddress::parse(t.trim()), t)) {
                 None => recipients.push(rcpt.clone()),
                 Some((Ok(to), _)) => {
@@ -74,7 +84,9 @@ impl Mailet for JdbcAlias {
                     added.push(to);
                 }
                 Some((Err(e), t)) => {
-                    ctx.log(&format!("There is an invalid alias from {rcpt} to {t:?}: {e}"));
+                    ctx.log(&format!(
+                        "There is an invalid alias from {rcpt} to {t:?}: {e}"
+                    ));
                     recipients.push(rcpt.clone());
                 }
             }
@@ -128,7 +140,12 @@ mod tests {
             texts(m.recipients()),
             ["broken@example.org", "x@example.org", "lead@example.net"]
         );
-        assert!(ctx.logged.lock().unwrap().iter().any(|l| l.contains("invalid alias")));
+        assert!(ctx
+            .logged
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("invalid alias")));
 
         for (drop, why) in [
             ("mappings", "needs the parameter <mappings>"),
@@ -154,7 +171,9 @@ mod tests {
 
         let away = registry_with(Sqlite::away());
         let mailet = build(&away, "JDBCAlias", &params).unwrap();
-        let e = mailet.service(&mut mail(&["a@example.org"]), &ctx).unwrap_err();
+        let e = mailet
+            .service(&mut mail(&["a@example.org"]), &ctx)
+            .unwrap_err();
         assert!(e.is_temporary());
     }
 }

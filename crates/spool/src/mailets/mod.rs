@@ -1,5 +1,6 @@
 //! The standard mailets, with James 2.3's names and parameters.
 
+mod aliasing;
 pub mod bounce;
 mod delivery;
 mod headers;
