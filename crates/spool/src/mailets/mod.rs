@@ -8,6 +8,7 @@ mod jdbc;
 mod mapping;
 mod routing;
 mod vut;
+mod whitelist;
 
 use crate::Registry;
 
@@ -27,5 +28,6 @@ pub(crate) fn register_sql(
     sources: std::sync::Arc<dyn crate::sql::SqlSources>,
 ) {
     vut::register_sql(registry, sources.clone());
-    jdbc::register_sql(registry, sources);
+    jdbc::register_sql(registry, sources.clone());
+    whitelist::register_sql(registry, sources);
 }
