@@ -1,0 +1,234 @@
+//! James's virtual user tables and white list through the real binary: `XMLVirtualUserTable`
+//! and `JDBCVirtualUserTable` (James's `VirtualUserTable` table in the SQLite data source) map
+//! mail that comes in over SMTP into Maildirs read back over POP3; a data source that is away
+//! keeps the mail in the spool; `WhiteListManager` takes an `insert` command by mail and
+//! `IsInWhiteList` then lets the listed sender's mail through while a stranger's goes to spam.
+
+use std::time::Duration;
+
+use crate::database::DATA_SOURCES;
+use crate::harness::{
+    free_port, maildir_messages, python, repository_count, wait_for, Server, Setup,
+};
+
+/// SQL run on the server's SQLite data source (`var/mail.db`) with Python's sqlite3.
+fn sqlite(server: &Server, statements: &str) {
+    python(
+        "import sqlite3, sys\n\
+         db = sqlite3.connect(sys.argv[1], timeout=30)\n\
+         db.executescript(sys.argv[2])\n\
+         db.commit()\n",
+        &[server.path("var/mail.db").to_str().unwrap(), statements],
+    );
+}
+
+/// The subjects of a user's mails, read over POP3 with poplib.
+fn pop3_subjects(server: &Server, user: &str) -> Vec<String> {
+    let out = python(
+        "import poplib, sys, email\n\
+         p = poplib.POP3('127.0.0.1', int(sys.argv[1]))\n\
+         p.user(sys.argv[2]); p.pass_('secret')\n\
+         for i in range(1, p.stat()[0] + 1):\n\
+         \x20   msg = email.message_from_bytes(b'\\r\\n'.join(p.retr(i)[1]))\n\
+         \x20   print(msg['Subject'])\n\
+         p.quit()\n",
+        &[&server.pop3_port.to_string(), user],
+    );
+    let mut subjects: Vec<String> = out.lines().map(str::to_string).collect();
+    subjects.sort();
+    subjects
+}
+
+fn inbox(server: &Server, user: &str) -> Vec<String> {
+    maildir_messages(&server.path(&format!("var/mail/inboxes/{user}")))
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m).into_owned())
+        .collect()
+}
+
+const VUT_TREE: &str = r#"
+    <processor name="root">
+      <mailet match="All" class="XMLVirtualUserTable">
+        <mapping>sales@localhost=alice;bob@example.test</mapping>
+        <mapping>*@old.test=regex:(.*)@old\.test:${1}@localhost</mapping>
+        <mapping>gone@localhost=error:550 5.1.1 gone away</mapping>
+        <mapping>ext@localhost=someone@far.test</mapping>
+      </mailet>
+      <mailet match="All" class="JDBCVirtualUserTable">
+        <table>db://maildb/VirtualUserTable</table>
+      </mailet>
+      <mailet match="All" class="ToProcessor"><processor>transport</processor></mailet>
+    </processor>
+    <processor name="transport">
+      <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+      <mailet match="HostIsLocal" class="ToRepository"><repositoryPath>file://var/mail/address-error/</repositoryPath></mailet>
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/outgoing/</repositoryPath></mailet>
+    </processor>
+    <processor name="error">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>
+    </processor>
+"#;
+
+#[test]
+fn xml_and_jdbc_virtual_user_tables() {
+    // RCPT checks stay on: the XML table's sources and (unreadable at RCPT) the database
+    // table's domain are accepted, and the tree decides.
+    let server = Server::start_setup(&Setup {
+        tree: VUT_TREE,
+        pop3_handler: Some(""),
+        extra: DATA_SOURCES,
+        ..Setup::default()
+    });
+    for user in ["alice", "bob", "carol"] {
+        server.add_user(user, "secret");
+    }
+    // James's table, as James's documentation creates it (`%`: any user, any domain).
+    sqlite(
+        &server,
+        "CREATE TABLE VirtualUserTable (user varchar(64) NOT NULL default '', \
+         domain varchar(255) NOT NULL default '', target_address varchar(255) NOT NULL \
+         default '', PRIMARY KEY (user, domain));\n\
+         INSERT INTO VirtualUserTable VALUES ('info', 'localhost', 'carol');\n\
+         INSERT INTO VirtualUserTable VALUES ('%', 'example.test', 'bob@localhost');",
+    );
+    let mut smtp = server.smtp();
+    for (rcpt, subject) in [
+        ("sales@localhost", "to sales"),
+        ("joe@old.test", "to old"),
+        ("info@localhost", "to info"),
+        ("anyone@example.test", "catch-all"),
+        ("gone@localhost", "to gone"),
+        ("ext@localhost", "to ext"),
+    ] {
+        smtp.send_mail(
+            "sender@remote.test",
+            &[rcpt],
+            &format!("Subject: {subject}\r\n\r\nhello\r\n"),
+        );
+    }
+    wait_for("every mail processed", || server.spool_empty());
+    // sales → alice (XML) and bob@example.test → bob@localhost (the JDBC catch-all).
+    assert_eq!(pop3_subjects(&server, "alice"), ["to sales"]);
+    assert_eq!(pop3_subjects(&server, "bob"), ["catch-all", "to sales"]);
+    assert_eq!(pop3_subjects(&server, "carol"), ["to info"]);
+    // The error: mapping's refusal goes to the error processor; joe@old.test becomes
+    // joe@localhost by regex, who is no user.
+    assert_eq!(repository_count(&server.path("var/mail/error")), 1);
+    assert_eq!(repository_count(&server.path("var/mail/address-error")), 1);
+    // A remote target leaves in a mail of its own, sent from this server.
+    assert_eq!(repository_count(&server.path("var/mail/outgoing")), 1);
+    let log = server.log();
+    assert!(log.contains("status=mapped"), "{log}");
+}
+
+#[test]
+fn a_database_that_is_away_keeps_the_mail() {
+    let closed = free_port();
+    let sources = format!(
+        r#"<database-connections><data-sources>
+          <data-source name="away"><dburl>postgres://mailroom@127.0.0.1:{closed}/mail</dburl><max>1</max></data-source>
+        </data-sources></database-connections>"#
+    );
+    let tree = VUT_TREE
+        .replace("db://maildb/VirtualUserTable", "db://away/VirtualUserTable")
+        .replace(
+            "<mapping>sales@localhost=alice;bob@example.test</mapping>",
+            "",
+        );
+    let server = Server::start_setup(&Setup {
+        tree: &tree,
+        smtp_handler: "<verifyRecipients>false</verifyRecipients>",
+        extra: &sources,
+        ..Setup::default()
+    });
+    server.add_user("alice", "secret");
+    server.smtp().send_mail(
+        "s@remote.test",
+        &["alice@localhost"],
+        "Subject: wait\r\n\r\nx\r\n",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!server.spool_empty(), "{}", server.log());
+    assert!(inbox(&server, "alice").is_empty());
+    assert_eq!(repository_count(&server.path("var/mail/error")), 0);
+}
+
+const WHITELIST_TREE: &str = r#"
+    <processor name="root">
+      <mailet match="All" class="WhiteListManager">
+        <repositoryPath>db://maildb</repositoryPath>
+        <automaticInsert>true</automaticInsert>
+        <whitelistManagerAddress>whitelist@localhost</whitelistManagerAddress>
+        <displayFlag>display</displayFlag>
+        <insertFlag>insert</insertFlag>
+        <removeFlag>remove</removeFlag>
+      </mailet>
+      <mailet match="IsInWhiteList=db://maildb" class="ToProcessor" onMatchException="noMatch">
+        <processor>transport</processor>
+      </mailet>
+      <mailet match="SenderIs=postmaster@localhost" class="ToProcessor"><processor>transport</processor></mailet>
+      <mailet match="All" class="ToProcessor"><processor>spam</processor></mailet>
+    </processor>
+    <processor name="transport">
+      <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/outgoing/</repositoryPath></mailet>
+    </processor>
+    <processor name="spam">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/spam/</repositoryPath></mailet>
+    </processor>
+    <processor name="error">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>
+    </processor>
+"#;
+
+#[test]
+fn whitelist_insert_by_mail_then_the_sender_gets_through() {
+    let server = Server::start_setup(&Setup {
+        tree: WHITELIST_TREE,
+        smtp_handler: "<verifyRecipients>false</verifyRecipients>",
+        pop3_handler: Some(""),
+        extra: DATA_SOURCES,
+        ..Setup::default()
+    });
+    server.add_user("alice", "secret");
+    let mut smtp = server.smtp();
+    smtp.send_mail(
+        "alice@localhost",
+        &["whitelist@localhost"],
+        "Subject: insert\r\n\r\nfriend@remote.test\r\n",
+    );
+    wait_for("the postmaster's reply", || {
+        inbox(&server, "alice").len() == 1
+    });
+    let reply = &inbox(&server, "alice")[0];
+    assert!(reply.contains("Inserted: friend@remote.test"), "{reply}");
+    assert!(reply.contains("Subject: Re:insert"), "{reply}");
+
+    smtp.send_mail(
+        "friend@remote.test",
+        &["alice@localhost"],
+        "Subject: from a friend\r\n\r\nhi\r\n",
+    );
+    smtp.send_mail(
+        "stranger@remote.test",
+        &["alice@localhost"],
+        "Subject: from a stranger\r\n\r\nbuy\r\n",
+    );
+    wait_for("both mails processed", || server.spool_empty());
+    assert_eq!(
+        pop3_subjects(&server, "alice"),
+        ["Re:insert", "from a friend"]
+    );
+    assert_eq!(repository_count(&server.path("var/mail/spam")), 1);
+    // The list is in James's table.
+    let rows = python(
+        "import sqlite3, sys\n\
+         print(sqlite3.connect(sys.argv[1]).execute('SELECT localUser, localHost, remoteUser, \
+         remoteHost FROM whitelist').fetchall())\n",
+        &[server.path("var/mail.db").to_str().unwrap()],
+    );
+    assert_eq!(
+        rows.trim(),
+        "[('alice', 'localhost', 'friend', 'remote.test')]"
+    );
+}
