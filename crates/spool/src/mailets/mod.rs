@@ -5,6 +5,7 @@ pub mod bounce;
 mod delivery;
 mod headers;
 mod jdbc;
+mod jdbc_listserv;
 mod mapping;
 mod routing;
 mod vut;
@@ -29,5 +30,6 @@ pub(crate) fn register_sql(
 ) {
     vut::register_sql(registry, sources.clone());
     jdbc::register_sql(registry, sources.clone());
+    jdbc_listserv::register_sql(registry, sources.clone());
     whitelist::register_sql(registry, sources);
 }
