@@ -10,6 +10,7 @@ use crate::database::DATA_SOURCES;
 use crate::harness::{
     free_port, maildir_messages, python, repository_count, wait_for, Server, Setup,
 };
+use crate::pg::{data_sources, PgCluster};
 
 /// SQL run on the server's SQLite data source (`var/mail.db`) with Python's sqlite3.
 fn sqlite(server: &Server, statements: &str) {
@@ -69,28 +70,43 @@ const VUT_TREE: &str = r#"
     </processor>
 "#;
 
+/// James's table, as James's documentation creates it (`%`: any user, any domain); `user`
+/// quoted, which PostgreSQL needs.
+const VUT_TABLE: &str = "CREATE TABLE VirtualUserTable (\"user\" varchar(64) NOT NULL default '', \
+     domain varchar(255) NOT NULL default '', target_address varchar(255) NOT NULL \
+     default '', PRIMARY KEY (\"user\", domain));\n\
+     INSERT INTO VirtualUserTable VALUES ('info', 'localhost', 'carol');\n\
+     INSERT INTO VirtualUserTable VALUES ('%', 'example.test', 'bob@localhost');";
+
 #[test]
 fn xml_and_jdbc_virtual_user_tables() {
+    virtual_tables_on(DATA_SOURCES, |server| sqlite(server, VUT_TABLE));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl) and root; run by .ci/run"]
+fn xml_and_jdbc_virtual_user_tables_on_postgresql() {
+    let pg = PgCluster::start();
+    virtual_tables_on(&data_sources(&pg.url(), 60), |_| {
+        pg.query(VUT_TABLE);
+    });
+}
+
+/// The virtual tables scenario on the data source `maildb` of `sources`, whose
+/// `VirtualUserTable` table `create` makes once the server runs.
+fn virtual_tables_on(sources: &str, create: impl FnOnce(&Server)) {
     // RCPT checks stay on: the XML table's sources and (unreadable at RCPT) the database
     // table's domain are accepted, and the tree decides.
     let server = Server::start_setup(&Setup {
         tree: VUT_TREE,
         pop3_handler: Some(""),
-        extra: DATA_SOURCES,
+        extra: sources,
         ..Setup::default()
     });
     for user in ["alice", "bob", "carol"] {
         server.add_user(user, "secret");
     }
-    // James's table, as James's documentation creates it (`%`: any user, any domain).
-    sqlite(
-        &server,
-        "CREATE TABLE VirtualUserTable (user varchar(64) NOT NULL default '', \
-         domain varchar(255) NOT NULL default '', target_address varchar(255) NOT NULL \
-         default '', PRIMARY KEY (user, domain));\n\
-         INSERT INTO VirtualUserTable VALUES ('info', 'localhost', 'carol');\n\
-         INSERT INTO VirtualUserTable VALUES ('%', 'example.test', 'bob@localhost');",
-    );
+    create(&server);
     let mut smtp = server.smtp();
     for (rcpt, subject) in [
         ("sales@localhost", "to sales"),
@@ -183,11 +199,35 @@ const WHITELIST_TREE: &str = r#"
 
 #[test]
 fn whitelist_insert_by_mail_then_the_sender_gets_through() {
+    whitelist_on(DATA_SOURCES, |server| {
+        python(
+            "import sqlite3, sys\n\
+             print(sqlite3.connect(sys.argv[1]).execute('SELECT localUser, localHost, \
+             remoteUser, remoteHost FROM whitelist').fetchall())\n",
+            &[server.path("var/mail.db").to_str().unwrap()],
+        )
+    });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl) and root; run by .ci/run"]
+fn whitelist_on_postgresql() {
+    let pg = PgCluster::start();
+    whitelist_on(&data_sources(&pg.url(), 60), |_| {
+        let row = pg.query("SELECT localUser, localHost, remoteUser, remoteHost FROM whitelist");
+        let cells: Vec<String> = row.split('|').map(|c| format!("'{c}'")).collect();
+        format!("[({})]", cells.join(", "))
+    });
+}
+
+/// The whitelist scenario on the data source `maildb` of `sources`; `rows` prints the
+/// whitelist table as Python prints a list of tuples.
+fn whitelist_on(sources: &str, rows: impl FnOnce(&Server) -> String) {
     let server = Server::start_setup(&Setup {
         tree: WHITELIST_TREE,
         smtp_handler: "<verifyRecipients>false</verifyRecipients>",
         pop3_handler: Some(""),
-        extra: DATA_SOURCES,
+        extra: sources,
         ..Setup::default()
     });
     server.add_user("alice", "secret");
@@ -221,14 +261,8 @@ fn whitelist_insert_by_mail_then_the_sender_gets_through() {
     );
     assert_eq!(repository_count(&server.path("var/mail/spam")), 1);
     // The list is in James's table.
-    let rows = python(
-        "import sqlite3, sys\n\
-         print(sqlite3.connect(sys.argv[1]).execute('SELECT localUser, localHost, remoteUser, \
-         remoteHost FROM whitelist').fetchall())\n",
-        &[server.path("var/mail.db").to_str().unwrap()],
-    );
     assert_eq!(
-        rows.trim(),
+        rows(&server).trim(),
         "[('alice', 'localhost', 'friend', 'remote.test')]"
     );
 }
