@@ -266,3 +266,83 @@ fn whitelist_on(sources: &str, rows: impl FnOnce(&Server) -> String) {
         "[('alice', 'localhost', 'friend', 'remote.test')]"
     );
 }
+
+#[test]
+fn check_config_reports_tables_and_whitelist_at_their_lines() {
+    let tree = r#"
+    <processor name="root">
+      <mailet match="All" class="XMLVirtualUserTable">
+        <mapping>nobody-here</mapping>
+      </mailet>
+      <mailet match="All" class="JDBCVirtualUserTable">
+        <table>db://nodb/VirtualUserTable</table>
+      </mailet>
+      <mailet match="All" class="WhiteListManager">
+        <automaticInsert>true</automaticInsert>
+      </mailet>
+      <mailet match="IsInWhiteList=db://maildb" class="Null"/>
+      <mailet match="All" class="JDBCAlias">
+        <mappings>db://maildb/Aliases</mappings>
+        <source_column>src</source_column>
+      </mailet>
+    </processor>
+    <processor name="error"><mailet match="All" class="Null"/></processor>
+"#;
+    // Without <database-connections>: every db:// URL is reported at its line.
+    let (file, xml, all) = check_config(tree, "");
+    let line = |xml: &str, needle: &str| xml.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    for needle in [
+        "db://nodb/VirtualUserTable",
+        "IsInWhiteList=db://maildb",
+        "db://maildb/Aliases",
+    ] {
+        let at = format!("{file}:{}:", line(&xml, needle));
+        assert!(
+            all.lines()
+                .any(|l| l.contains(&at) && l.contains("does not define")),
+            "{at}\n{all}"
+        );
+    }
+    // With the data source: each mailet's own checks, at its line.
+    let tree = tree.replace("db://nodb/", "db://maildb/");
+    let (file, xml, all) = check_config(&tree, DATA_SOURCES);
+    for (needle, says) in [
+        ("class=\"XMLVirtualUserTable\"", "is not source=target"),
+        ("class=\"WhiteListManager\"", "<repositoryPath> is required"),
+        ("class=\"JDBCAlias\"", "<target_column>"),
+    ] {
+        let at = format!("{file}:{}:", line(&xml, needle));
+        assert!(
+            all.lines().any(|l| l.contains(&at) && l.contains(says)),
+            "{at} {says}\n{all}"
+        );
+    }
+}
+
+/// Runs `mailroom check-config` on a config with `tree` and `extra`: its file name, its
+/// text, and what the command said (which must be a failure).
+fn check_config(tree: &str, extra: &str) -> (String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let xml = crate::harness::config_xml_for(
+        (free_port(), 0, 0, 0),
+        &Setup {
+            tree,
+            extra,
+            ..Setup::default()
+        },
+    );
+    let path = dir.path().join("config.xml");
+    std::fs::write(&path, &xml).unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    (path.display().to_string(), xml, all)
+}
