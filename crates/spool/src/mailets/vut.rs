@@ -160,8 +160,9 @@ struct Sql {
     /// `db://SOURCE/TABLE`, for the log.
     url: String,
     query: String,
-    /// How many of (user, domain, domain) the query binds.
-    placeholders: usize,
+    /// `None`: James's query, written here; `Some(n)`: a `<sqlquery>` that binds the first
+    /// `n` of (user, domain, domain).
+    placeholders: Option<usize>,
 }
 
 impl Sql {
@@ -172,13 +173,15 @@ impl Sql {
         let table = table.ok_or_else(|| {
             MailetError::new(format!("{what} {url:?} names no table (db://SOURCE/TABLE)"))
         })?;
-        let query = match c.param("sqlquery") {
-            Some(q) if !q.trim().is_empty() => q.trim().to_string(),
+        let (query, placeholders) = match c.param("sqlquery") {
+            Some(q) if !q.trim().is_empty() => {
+                let (_, n) = mailroom_store::db::sql::number_placeholders(q);
+                (q.trim().to_string(), Some(n))
+            }
             Some(_) => return Err(MailetError::new(format!("{}: <sqlquery> is empty", c.name))),
-            None => default_query(&table),
+            None => (default_query(&table), None),
         };
-        let (_, placeholders) = mailroom_store::db::sql::number_placeholders(&query);
-        if placeholders > 3 {
+        if let Some(placeholders @ 4..) = placeholders {
             return Err(MailetError::new(format!(
                 "{}: <sqlquery> has {placeholders} ? placeholders; it is given the user, the \
                  domain and the domain again (at most 3)",
@@ -197,15 +200,31 @@ impl Sql {
 
 /// James's default query on `table`, written for both engines: the most specific row whose
 /// user and domain match, `%` standing for any user, and for any domain the table knows.
+/// User and domain are compared as the address spells them and lower-cased (James's MySQL
+/// compared without case), with `IN` so that the primary key `(user, domain)` serves the
+/// lookup: [`default_params`] binds them.
 fn default_query(table: &str) -> String {
     format!(
         "SELECT vut.target_address FROM {table} vut \
-         WHERE (lower(vut.user) = lower(?) OR vut.user = '%') \
-         AND (lower(vut.domain) = lower(?) OR (vut.domain = '%' AND EXISTS \
-         (SELECT 1 FROM {table} d WHERE lower(d.domain) = lower(?)))) \
+         WHERE vut.user IN (?, ?, '%') \
+         AND (vut.domain IN (?, ?) OR (vut.domain = '%' AND EXISTS \
+         (SELECT 1 FROM {table} d WHERE d.domain IN (?, ?)))) \
          ORDER BY CASE WHEN vut.user = '%' THEN 1 ELSE 0 END, \
          CASE WHEN vut.domain = '%' THEN 1 ELSE 0 END LIMIT 1"
     )
+}
+
+/// What [`default_query`] binds for `address`.
+fn default_params(address: &MailAddress) -> Vec<String> {
+    let (user, domain) = (address.local_part(), address.domain());
+    vec![
+        user.to_string(),
+        user.to_lowercase(),
+        domain.to_string(),
+        domain.to_lowercase(),
+        domain.to_string(),
+        domain.to_lowercase(),
+    ]
 }
 
 impl Lookup for Sql {
@@ -214,10 +233,15 @@ impl Lookup for Sql {
         address: &MailAddress,
         ctx: &dyn MailetContext,
     ) -> Result<Vec<String>, MailetError> {
-        let params = [address.local_part(), address.domain(), address.domain()];
-        let rows = self
-            .sources
-            .query(&self.source, &self.query, &params[..self.placeholders])?;
+        let params = match self.placeholders {
+            None => default_params(address),
+            Some(n) => [address.local_part(), address.domain(), address.domain()][..n]
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+        };
+        let params: Vec<&str> = params.iter().map(String::as_str).collect();
+        let rows = self.sources.query(&self.source, &self.query, &params)?;
         let first = rows.into_iter().next().and_then(|r| r.into_iter().next());
         Ok(match first.flatten() {
             Some(text) => james_targets(&text, ctx, address),
