@@ -144,6 +144,15 @@ fn xml_table_checks_its_mappings() {
     }
     // No mapping: a table that maps nothing, as James.
     assert!(build(&registry, "XMLVirtualUserTable", &[]).is_ok());
+    // The stock config.xml's conditional regex sample, over two lines.
+    let lists = "*@listserver=regex:(.*)-on@listserver:${1}-subscribe@listserver;\n   \
+                 regex:(.*)-off@listserver:${1}-unsubscribe@listserver";
+    let mailet = build(&registry, "XMLVirtualUserTable", &[("mapping", lists)]).unwrap();
+    let ctx = Ctx::default();
+    let mut m = mail(&["rust-off@listserver"]);
+    mailet.service(&mut m, &ctx).unwrap();
+    let sent = ctx.sent.into_inner().unwrap();
+    assert_eq!(texts(sent[0].recipients()), ["rust-unsubscribe@listserver"]);
 }
 
 fn vut_table(db: &Sqlite) {
