@@ -346,3 +346,69 @@ fn check_config(tree: &str, extra: &str) -> (String, String, String) {
     assert!(!out.status.success(), "{all}");
     (path.display().to_string(), xml, all)
 }
+
+#[test]
+fn jdbc_listserv_members_in_the_database() {
+    let tree = r#"
+    <processor name="root">
+      <mailet match="RecipientIs=james@localhost" class="JDBCListserv">
+        <data_source>maildb</data_source>
+        <listserv_id>james</listserv_id>
+        <listserv_table>listserv</listserv_table>
+        <members_table>listserv_members</members_table>
+      </mailet>
+      <mailet match="All" class="ToProcessor"><processor>transport</processor></mailet>
+    </processor>
+    <processor name="transport">
+      <mailet match="RecipientIsLocal" class="LocalDelivery"/>
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/outgoing/</repositoryPath></mailet>
+    </processor>
+    <processor name="error">
+      <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>
+    </processor>
+"#;
+    let server = Server::start_setup(&Setup {
+        tree,
+        pop3_handler: Some(""),
+        extra: DATA_SOURCES,
+        ..Setup::default()
+    });
+    for user in ["alice", "bob"] {
+        server.add_user(user, "secret");
+    }
+    sqlite(
+        &server,
+        "CREATE TABLE listserv (listserv_id varchar(255) PRIMARY KEY, members_only SMALLINT, \
+         attachments_allowed SMALLINT, reply_to_list SMALLINT, subject_prefix varchar(50), \
+         list_address varchar(255));\n\
+         CREATE TABLE listserv_members (listserv_id varchar(255), member varchar(255));\n\
+         INSERT INTO listserv VALUES ('james', 1, 1, 1, 'James', 'james@localhost');\n\
+         INSERT INTO listserv_members VALUES ('james', 'alice@localhost');\n\
+         INSERT INTO listserv_members VALUES ('james', 'bob@localhost');\n\
+         INSERT INTO listserv_members VALUES ('james', 'carol@far.test');",
+    );
+    let mut smtp = server.smtp();
+    smtp.send_mail(
+        "alice@localhost",
+        &["james@localhost"],
+        "Subject: Re: release\r\n\r\nship it\r\n",
+    );
+    smtp.send_mail(
+        "stranger@remote.test",
+        &["james@localhost"],
+        "Subject: offer\r\n\r\nbuy\r\n",
+    );
+    wait_for("both mails processed", || server.spool_empty());
+    for user in ["alice", "bob"] {
+        assert_eq!(pop3_subjects(&server, user), ["[James] RE: release"]);
+        let mail = &inbox(&server, user)[0];
+        assert!(mail.contains("Reply-To: james@localhost"), "{mail}");
+        assert!(
+            mail.contains("Return-Path: <postmaster@localhost>"),
+            "{mail}"
+        );
+    }
+    // The remote member's copy leaves; the stranger's mail goes to error.
+    assert_eq!(repository_count(&server.path("var/mail/outgoing")), 1);
+    assert_eq!(repository_count(&server.path("var/mail/error")), 1);
+}
