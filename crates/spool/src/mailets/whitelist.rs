@@ -98,9 +98,11 @@ impl WhiteList {
         })
     }
 
-    /// Creates the table the first time it is used (James's `createWhiteListTable`).
+    /// Creates the table the first time it is used (James's `createWhiteListTable`). Two
+    /// creators at once (two workers, two nodes on one PostgreSQL) may see the other's
+    /// `CREATE TABLE IF NOT EXISTS` fail; a table that is there afterwards is all that counts.
     fn ensure(&self) -> Result<(), MailetError> {
-        if self.created.load(Ordering::Relaxed) {
+        if self.created.load(Ordering::Acquire) {
             return Ok(());
         }
         let ddl = format!(
@@ -110,8 +112,13 @@ impl WhiteList {
              PRIMARY KEY (localUser, localHost, remoteUser, remoteHost))",
             self.table
         );
-        self.sources.execute(&self.source, &ddl, &[])?;
-        self.created.store(true, Ordering::Relaxed);
+        if let Err(e) = self.sources.execute(&self.source, &ddl, &[]) {
+            let probe = format!("SELECT localUser FROM {} WHERE 1 = 0", self.table);
+            if e.is_temporary() || self.sources.query(&self.source, &probe, &[]).is_err() {
+                return Err(e);
+            }
+        }
+        self.created.store(true, Ordering::Release);
         Ok(())
     }
 
