@@ -12,15 +12,38 @@ use crate::harness::{
 };
 use crate::pg::{data_sources, PgCluster};
 
-/// SQL run on the server's SQLite data source (`var/mail.db`) with Python's sqlite3.
-fn sqlite(server: &Server, statements: &str) {
-    python(
-        "import sqlite3, sys\n\
-         db = sqlite3.connect(sys.argv[1], timeout=30)\n\
-         db.executescript(sys.argv[2])\n\
-         db.commit()\n",
-        &[server.path("var/mail.db").to_str().unwrap(), statements],
-    );
+/// An SQLite database made before the server starts (the JDBC mailets check their tables
+/// at start-up, as James's do): its `<database-connections>` block, data source `maildb`.
+struct SqliteFile {
+    dir: tempfile::TempDir,
+}
+
+impl SqliteFile {
+    /// A database holding what `statements` make (run with Python's sqlite3).
+    fn with(statements: &str) -> SqliteFile {
+        let file = SqliteFile {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        python(
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1], timeout=30)\n\
+             db.executescript(sys.argv[2])\n\
+             db.commit()\n",
+            &[file.path().to_str().unwrap(), statements],
+        );
+        file
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("mail.db")
+    }
+
+    fn sources(&self) -> String {
+        DATA_SOURCES.replace(
+            "sqlite://var/mail.db",
+            &format!("sqlite://{}", self.path().display()),
+        )
+    }
 }
 
 /// The subjects of a user's mails, read over POP3 with poplib.
@@ -80,21 +103,21 @@ const VUT_TABLE: &str = "CREATE TABLE VirtualUserTable (\"user\" varchar(64) NOT
 
 #[test]
 fn xml_and_jdbc_virtual_user_tables() {
-    virtual_tables_on(DATA_SOURCES, |server| sqlite(server, VUT_TABLE));
+    let db = SqliteFile::with(VUT_TABLE);
+    virtual_tables_on(&db.sources());
 }
 
 #[test]
 #[ignore = "needs PostgreSQL (initdb, pg_ctl) and root; run by .ci/run"]
 fn xml_and_jdbc_virtual_user_tables_on_postgresql() {
     let pg = PgCluster::start();
-    virtual_tables_on(&data_sources(&pg.url(), 60), |_| {
-        pg.query(VUT_TABLE);
-    });
+    pg.query(VUT_TABLE);
+    virtual_tables_on(&data_sources(&pg.url(), 60));
 }
 
-/// The virtual tables scenario on the data source `maildb` of `sources`, whose
-/// `VirtualUserTable` table `create` makes once the server runs.
-fn virtual_tables_on(sources: &str, create: impl FnOnce(&Server)) {
+/// The virtual tables scenario on the data source `maildb` of `sources`, which holds
+/// [`VUT_TABLE`].
+fn virtual_tables_on(sources: &str) {
     // RCPT checks stay on: the XML table's sources and (unreadable at RCPT) the database
     // table's domain are accepted, and the tree decides.
     let server = Server::start_setup(&Setup {
@@ -106,7 +129,6 @@ fn virtual_tables_on(sources: &str, create: impl FnOnce(&Server)) {
     for user in ["alice", "bob", "carol"] {
         server.add_user(user, "secret");
     }
-    create(&server);
     let mut smtp = server.smtp();
     for (rcpt, subject) in [
         ("sales@localhost", "to sales"),
@@ -367,17 +389,7 @@ fn jdbc_listserv_members_in_the_database() {
       <mailet match="All" class="ToRepository"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>
     </processor>
 "#;
-    let server = Server::start_setup(&Setup {
-        tree,
-        pop3_handler: Some(""),
-        extra: DATA_SOURCES,
-        ..Setup::default()
-    });
-    for user in ["alice", "bob"] {
-        server.add_user(user, "secret");
-    }
-    sqlite(
-        &server,
+    let db = SqliteFile::with(
         "CREATE TABLE listserv (listserv_id varchar(255) PRIMARY KEY, members_only SMALLINT, \
          attachments_allowed SMALLINT, reply_to_list SMALLINT, subject_prefix varchar(50), \
          list_address varchar(255));\n\
@@ -387,6 +399,15 @@ fn jdbc_listserv_members_in_the_database() {
          INSERT INTO listserv_members VALUES ('james', 'bob@localhost');\n\
          INSERT INTO listserv_members VALUES ('james', 'carol@far.test');",
     );
+    let server = Server::start_setup(&Setup {
+        tree,
+        pop3_handler: Some(""),
+        extra: &db.sources(),
+        ..Setup::default()
+    });
+    for user in ["alice", "bob"] {
+        server.add_user(user, "secret");
+    }
     let mut smtp = server.smtp();
     smtp.send_mail(
         "alice@localhost",
@@ -411,4 +432,60 @@ fn jdbc_listserv_members_in_the_database() {
     // The remote member's copy leaves; the stranger's mail goes to error.
     assert_eq!(repository_count(&server.path("var/mail/outgoing")), 1);
     assert_eq!(repository_count(&server.path("var/mail/error")), 1);
+}
+
+#[test]
+fn a_missing_table_stops_the_start_at_its_line() {
+    let db = SqliteFile::with("CREATE TABLE other (x TEXT);");
+    let tree = VUT_TREE.replace(
+        "db://maildb/VirtualUserTable",
+        "db://maildb/VirtualUserTabel",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let xml = crate::harness::config_xml_for(
+        (free_port(), 0, 0, 0),
+        &Setup {
+            tree: &tree,
+            extra: &db.sources(),
+            ..Setup::default()
+        },
+    );
+    let path = dir.path().join("config.xml");
+    std::fs::write(&path, &xml).unwrap();
+    let log = dir.path().join("server.log");
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("--home")
+        .arg(dir.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Bounded: a server that started anyway is stopped, and the test fails.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "{said}");
+    let line = xml
+        .lines()
+        .position(|l| l.contains("class=\"JDBCVirtualUserTable\""))
+        .unwrap()
+        + 1;
+    assert!(
+        said.contains(&format!(
+            "{}:{line}: JDBCVirtualUserTable: could not find table 'VirtualUserTabel' in data source 'maildb'",
+            path.display()
+        )),
+        "{said}"
+    );
 }

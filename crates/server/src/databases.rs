@@ -138,6 +138,13 @@ impl SqlSources for Databases {
         self.block(mailroom_store::db::sql::execute(pool, sql, params))
             .map_err(|e| sql_error(source, e))
     }
+
+    fn table_exists(&self, source: &str, table: &str) -> Option<bool> {
+        let sources = self.source(source).ok()?;
+        let pool = sources.pool(source).ok()?;
+        self.block(mailroom_store::db::sql::table_exists(pool, table))
+            .ok()
+    }
 }
 
 fn unreachable_source(source: &str, e: StoreError) -> MailetError {

@@ -26,6 +26,29 @@ pub trait SqlSources: Send + Sync {
 
     /// Runs a statement that changes rows; how many it changed.
     fn execute(&self, source: &str, sql: &str, params: &[&str]) -> Result<u64, MailetError>;
+
+    /// Whether `table` exists on the data source, when that can be told now: `None` while a
+    /// configuration is only checked (nothing connects) or when the database is away, which
+    /// must not stop the server from starting.
+    fn table_exists(&self, _source: &str, _table: &str) -> Option<bool> {
+        None
+    }
+}
+
+/// James's start-up check of a JDBC mailet's table: a table the database says it lacks is a
+/// configuration error at the mailet's line.
+pub fn check_table(
+    what: &str,
+    sources: &dyn SqlSources,
+    source: &str,
+    table: &str,
+) -> Result<(), MailetError> {
+    match sources.table_exists(source, table) {
+        Some(false) => Err(MailetError::new(format!(
+            "{what}: could not find table '{table}' in data source '{source}'"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A store's SQL error as a mailet error: away is temporary, refused is permanent.
@@ -167,6 +190,12 @@ pub(crate) mod testing {
             self.runtime
                 .block_on(db::sql::execute(pool, sql, params))
                 .map_err(|e| sql_error(source, e))
+        }
+        fn table_exists(&self, source: &str, table: &str) -> Option<bool> {
+            let pool = self.pool(source).ok()?;
+            self.runtime
+                .block_on(db::sql::table_exists(pool, table))
+                .ok()
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use mailroom_mailet::outcome::{Outcome, Status};
 use mailroom_mailet::{Mail, MailAddress, Mailet, MailetConfig, MailetContext, MailetError};
 
-use crate::sql::{db_url, identifier, SqlSources};
+use crate::sql::{check_table, db_url, identifier, SqlSources};
 use crate::Registry;
 
 pub(super) fn register_sql(registry: &mut Registry, sources: Arc<dyn SqlSources>) {
@@ -43,6 +43,7 @@ impl JdbcAlias {
         let table = table.ok_or_else(|| {
             MailetError::new(format!("{what} {url:?} names no table (db://SOURCE/TABLE)"))
         })?;
+        check_table(&c.name, sources.as_ref(), &source, &table)?;
         let from = identifier(
             &format!("{}: <source_column>", c.name),
             c.required("source_column")?,
@@ -168,6 +169,10 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.to_string().contains("no data source"), "{e}");
+        let mut missing = params.to_vec();
+        missing[0] = ("mappings", "db://maildb/Nope");
+        let e = build(&registry, "JDBCAlias", &missing).err().unwrap();
+        assert!(e.to_string().contains("could not find table 'Nope'"), "{e}");
 
         let away = registry_with(Sqlite::away());
         let mailet = build(&away, "JDBCAlias", &params).unwrap();

@@ -25,7 +25,7 @@ use mailroom_mailet::{
     MailetError,
 };
 
-use crate::sql::{identifier, SqlSources};
+use crate::sql::{check_table, identifier, SqlSources};
 use crate::Registry;
 
 pub(super) fn register_sql(registry: &mut Registry, sources: Arc<dyn SqlSources>) {
@@ -94,6 +94,9 @@ impl JdbcListserv {
             Ok(identifier(&format!("{}: <{name}>", c.name), c.required(name)?.trim())?.to_string())
         };
         let (lists, members) = (table("listserv_table")?, table("members_table")?);
+        for name in [&lists, &members] {
+            check_table(&c.name, sources.as_ref(), &source, name)?;
+        }
         Ok(JdbcListserv {
             sources,
             source,

@@ -194,6 +194,7 @@ fn subjects_are_normalised_as_james() {
 #[test]
 fn parameters_missing_list_and_database_away() {
     let db = Sqlite::new();
+    tables(&db, "0", "1");
     for (key, why) in [
         ("data_source", "<data_source>"),
         ("listserv_id", "<listserv_id>"),
@@ -211,9 +212,17 @@ fn parameters_missing_list_and_database_away() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("plain SQL name"), "{e}");
-    assert!(listserv(db.clone(), &[("cache_settings", "sometimes")]).is_err());
-
-    tables(&db, "0", "1");
+    let e = listserv(db.clone(), &[("cache_settings", "sometimes")])
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("true or false"), "{e}");
+    let e = listserv(db.clone(), &[("members_table", "nosuch")])
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("could not find table 'nosuch'"),
+        "{e}"
+    );
     let mailet = listserv(db.clone(), &[("listserv_id", "nolist")]).unwrap();
     let e = mailet
         .service(&mut mail("a@example.org", "Subject: x"), &ctx())

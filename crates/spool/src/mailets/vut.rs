@@ -14,7 +14,7 @@ use mailroom_mailet::{MailAddress, MailetConfig, MailetContext, MailetError};
 use mailroom_store::mappings::Target;
 
 use super::mapping::{store_form, Lookup, VirtualUserTable};
-use crate::sql::{db_url, SqlSources};
+use crate::sql::{check_table, db_url, SqlSources};
 use crate::Registry;
 
 pub(super) fn register(registry: &mut Registry) {
@@ -173,6 +173,7 @@ impl Sql {
         let table = table.ok_or_else(|| {
             MailetError::new(format!("{what} {url:?} names no table (db://SOURCE/TABLE)"))
         })?;
+        check_table(&c.name, sources.as_ref(), &source, &table)?;
         let (query, placeholders) = match c.param("sqlquery") {
             Some(q) if !q.trim().is_empty() => {
                 let (_, n) = mailroom_store::db::sql::number_placeholders(q);

@@ -251,8 +251,15 @@ fn jdbc_table_with_its_own_query_and_checks() {
         (vec![("table", "db://maildb")], "names no table"),
         (vec![("table", "db://maildb/a;b")], "plain SQL name"),
         (
-            vec![("table", "db://maildb/t"), ("sqlquery", "SELECT ? ? ? ?")],
+            vec![
+                ("table", "db://maildb/aliases"),
+                ("sqlquery", "SELECT ? ? ? ?"),
+            ],
             "at most 3",
+        ),
+        (
+            vec![("table", "db://maildb/missing")],
+            "could not find table 'missing' in data source 'maildb'",
         ),
         (vec![("table", "x"), ("sqlquery", "SELECT 1")], "db://"),
     ] {
@@ -280,12 +287,20 @@ fn database_away_keeps_the_mail_and_a_bad_query_fails_it() {
         .unwrap_err();
     assert!(e.is_temporary(), "{e}");
 
+    // A query the database refuses (a column that is not there) fails the mail.
     let db = Sqlite::new();
+    vut_table(&db);
     let registry = registry_with(db);
     let mailet = build(
         &registry,
         "JDBCVirtualUserTable",
-        &[("table", "db://maildb/VirtualUserTable")],
+        &[
+            ("table", "db://maildb/VirtualUserTable"),
+            (
+                "sqlquery",
+                "SELECT target FROM VirtualUserTable WHERE user = ?",
+            ),
+        ],
     )
     .unwrap();
     let e = mailet
