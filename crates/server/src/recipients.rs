@@ -74,6 +74,15 @@ impl LocalRecipients {
                 _ => {}
             }
             let class = short_name(&mailet.class, &config.mailet_packages).unwrap_or("");
+            if class == "WhiteListManager" {
+                // Its commands come by mail to this address, which need be no user.
+                let manager = mailet
+                    .params
+                    .iter()
+                    .filter(|(n, _)| n == "whitelistManagerAddress");
+                routed.extend(manager.map(|(_, value)| value.trim().to_lowercase()));
+                continue;
+            }
             if class == "XMLVirtualUserTable" {
                 let mappings = mailet.params.iter().filter(|(name, _)| name == "mapping");
                 inline_sources.extend(mappings.flat_map(|(_, value)| {
