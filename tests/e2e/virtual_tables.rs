@@ -1,8 +1,11 @@
-//! James's virtual user tables and white list through the real binary: `XMLVirtualUserTable`
-//! and `JDBCVirtualUserTable` (James's `VirtualUserTable` table in the SQLite data source) map
-//! mail that comes in over SMTP into Maildirs read back over POP3; a data source that is away
-//! keeps the mail in the spool; `WhiteListManager` takes an `insert` command by mail and
-//! `IsInWhiteList` then lets the listed sender's mail through while a stranger's goes to spam.
+//! James's virtual user tables, aliasing and white list through the real binary:
+//! `XMLVirtualUserTable` and `JDBCVirtualUserTable` (James's `VirtualUserTable` table, on
+//! SQLite and, run by `.ci/run`, PostgreSQL) map mail that comes in over SMTP into Maildirs read
+//! back over POP3; a data source that is away keeps the mail in the spool; a missing table
+//! stops the start at its line; `UsersRepositoryAliasingForwarding` applies aliases and
+//! forwards before delivery; `JDBCListserv` distributes to members kept in the database;
+//! `WhiteListManager` takes an `insert` command by mail and `IsInWhiteList` then lets the
+//! listed sender's mail through while a stranger's goes to spam.
 
 use std::time::Duration;
 
@@ -487,5 +490,56 @@ fn a_missing_table_stops_the_start_at_its_line() {
             path.display()
         )),
         "{said}"
+    );
+}
+
+#[test]
+fn users_repository_aliasing_forwarding_before_delivery() {
+    let tree = VUT_TREE.replace(
+        r#"<mailet match="All" class="XMLVirtualUserTable">"#,
+        r#"<mailet match="RecipientIsLocal" class="UsersRepositoryAliasingForwarding"/>
+      <mailet match="All" class="XMLVirtualUserTable">"#,
+    );
+    let tree = tree.replace(
+        "<table>db://maildb/VirtualUserTable</table>",
+        "<table>default</table>",
+    );
+    let server = Server::start_setup(&Setup {
+        tree: &tree,
+        remote_manager_handler: Some(crate::harness::ADMIN),
+        ..Setup::default()
+    });
+    for user in ["carol", "erin", "frank"] {
+        server.add_user(user, "secret");
+    }
+    let said = crate::harness::console(
+        &server,
+        &[
+            "setforwarding carol bob@remote.example",
+            "setalias erin frank",
+        ],
+    );
+    assert!(
+        said.contains("Forwarding destination for carol set to"),
+        "{said}"
+    );
+    server.smtp().send_mail(
+        "s@remote.test",
+        &["carol@localhost", "erin@localhost"],
+        "Subject: both\r\n\r\nhi\r\n",
+    );
+    wait_for("the mail processed", || server.spool_empty());
+    // erin's copy went to frank, carol's left for her forward address.
+    assert_eq!(inbox(&server, "frank").len(), 1);
+    assert!(inbox(&server, "erin").is_empty() && inbox(&server, "carol").is_empty());
+    assert_eq!(repository_count(&server.path("var/mail/outgoing")), 1);
+    let log = server.log();
+    assert!(
+        log.contains("rcpt=erin@localhost status=mapped to=frank@localhost"),
+        "{log}"
+    );
+    assert!(
+        log.contains("rcpt=carol@localhost status=forwarded to=bob@remote.example"),
+        "{log}"
     );
 }
