@@ -42,3 +42,4 @@ mod tls;
 mod tls_auth;
 mod tls_auth_peers;
 mod tls_peers;
+mod virtual_tables;

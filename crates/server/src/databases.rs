@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use mailroom_config::{Config, RepositoryUrl};
+use mailroom_mailet::MailetError;
+use mailroom_spool::sql::{sql_error, SqlSources, TextRow};
 use mailroom_store::db::{DataSourceSpec, DataSources};
 use mailroom_store::{InboxRepository, MailRepository, SpoolRepository, StoreError};
 use mailroom_store::{Result as StoreResult, UsersRepository};
@@ -115,6 +117,73 @@ impl Databases {
     pub fn mail(&self, source: &str, path: &[String]) -> StoreResult<Arc<dyn MailRepository>> {
         let sources = self.source(source)?;
         Ok(self.block(sources.mail(source, path))?)
+    }
+}
+
+/// What James's JDBC mailets and matchers run (`JDBCVirtualUserTable`, `JDBCAlias`, the
+/// whitelist): their SQL on a data source, connected on first use. A data source that cannot
+/// be reached now is a temporary failure (the mail waits in the spool).
+impl SqlSources for Databases {
+    fn names(&self) -> Vec<String> {
+        self.specs.iter().map(|s| s.name.clone()).collect()
+    }
+
+    fn query(&self, source: &str, sql: &str, params: &[&str]) -> Result<Vec<TextRow>, MailetError> {
+        let sources = self
+            .source(source)
+            .map_err(|e| unreachable_source(source, e))?;
+        let pool = sources
+            .pool(source)
+            .map_err(|e| unreachable_source(source, e))?;
+        self.block(mailroom_store::db::sql::query_text(pool, sql, params))
+            .map_err(|e| sql_error(source, e))
+    }
+
+    fn execute(&self, source: &str, sql: &str, params: &[&str]) -> Result<u64, MailetError> {
+        let sources = self
+            .source(source)
+            .map_err(|e| unreachable_source(source, e))?;
+        let pool = sources
+            .pool(source)
+            .map_err(|e| unreachable_source(source, e))?;
+        self.block(mailroom_store::db::sql::execute(pool, sql, params))
+            .map_err(|e| sql_error(source, e))
+    }
+
+    fn table_exists(&self, source: &str, table: &str) -> Option<bool> {
+        let sources = self.source(source).ok()?;
+        let pool = sources.pool(source).ok()?;
+        self.block(mailroom_store::db::sql::table_exists(pool, table))
+            .ok()
+    }
+}
+
+fn unreachable_source(source: &str, e: StoreError) -> MailetError {
+    let message = format!("data source \"{source}\": {e}");
+    match e {
+        StoreError::InvalidUrl(..) | StoreError::Corrupt(..) => MailetError::permanent(message),
+        _ => MailetError::temporary(message),
+    }
+}
+
+/// The data sources' names only, for `check-config` and `list-mailets` (nothing connects).
+pub struct DataSourceNames(pub Vec<String>);
+
+impl SqlSources for DataSourceNames {
+    fn names(&self) -> Vec<String> {
+        self.0.clone()
+    }
+
+    fn query(&self, source: &str, _: &str, _: &[&str]) -> Result<Vec<TextRow>, MailetError> {
+        Err(MailetError::temporary(format!(
+            "data source \"{source}\" is not connected while checking"
+        )))
+    }
+
+    fn execute(&self, source: &str, _: &str, _: &[&str]) -> Result<u64, MailetError> {
+        Err(MailetError::temporary(format!(
+            "data source \"{source}\" is not connected while checking"
+        )))
     }
 }
 

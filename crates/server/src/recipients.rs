@@ -38,6 +38,13 @@ pub struct LocalRecipients {
     routed_users: HashSet<String>,
     /// Addresses the tree routes by pattern (`RecipientIsRegex=list-.*@example.org`).
     routed_patterns: Vec<regex::Regex>,
+    /// The sources of the tree's `XMLVirtualUserTable` mappings (`user@dom`, `user@*`,
+    /// `*@dom`), lower-cased.
+    inline_sources: HashSet<String>,
+    /// Whether the tree maps through James's database table (`JDBCVirtualUserTable` on a
+    /// `db://` table), which is not read here: an unknown local recipient is then accepted
+    /// and the tree decides.
+    database_table: bool,
 }
 
 /// The `match=` of every `<matcher>` declaration in `decls` and below.
@@ -57,6 +64,7 @@ impl LocalRecipients {
     ) -> Self {
         let mut tables = Vec::new();
         let (mut routed, mut routed_users) = (HashSet::new(), HashSet::new());
+        let (mut inline_sources, mut database_table) = (HashSet::new(), false);
         let mut routed_patterns = Vec::new();
         // Every matcher of the tree: the mailets' and those of the <matcher> declarations.
         let spool_manager = &config.spool_manager;
@@ -91,6 +99,25 @@ impl LocalRecipients {
         }
         for mailet in spool_manager.processors.iter().flat_map(|p| &p.mailets) {
             let class = short_name(&mailet.class, &config.mailet_packages).unwrap_or("");
+            if class == "WhiteListManager" {
+                // Its commands come by mail to this address, which need be no user.
+                let manager = mailet
+                    .params
+                    .iter()
+                    .filter(|(n, _)| n == "whitelistManagerAddress");
+                routed.extend(manager.map(|(_, value)| value.trim().to_lowercase()));
+                continue;
+            }
+            if class == "XMLVirtualUserTable" {
+                let mappings = mailet.params.iter().filter(|(name, _)| name == "mapping");
+                inline_sources.extend(mappings.flat_map(|(_, value)| {
+                    value
+                        .split(',')
+                        .filter_map(|m| Some(m.split_once('=')?.0.trim().to_lowercase()))
+                        .collect::<Vec<_>>()
+                }));
+                continue;
+            }
             if !TABLE_MAILETS.contains(&class) {
                 continue;
             }
@@ -99,6 +126,10 @@ impl LocalRecipients {
                 .iter()
                 .find(|(name, _)| name == "table")
                 .map_or(DEFAULT_TABLE, |(_, value)| value.as_str());
+            if table.starts_with("db://") {
+                database_table = true;
+                continue;
+            }
             if !tables.iter().any(|t| t == table) {
                 tables.push(table.to_string());
             }
@@ -111,6 +142,8 @@ impl LocalRecipients {
             routed,
             routed_users,
             routed_patterns,
+            inline_sources,
+            database_table,
         }
     }
 
@@ -148,6 +181,20 @@ impl LocalRecipients {
         {
             return Ok(RecipientVerdict::Known);
         }
+        let (user, domain) = (
+            recipient.local_part().to_lowercase(),
+            recipient.domain().to_lowercase(),
+        );
+        if [
+            format!("{user}@{domain}"),
+            format!("{user}@*"),
+            format!("*@{domain}"),
+        ]
+        .iter()
+        .any(|source| self.inline_sources.contains(source))
+        {
+            return Ok(RecipientVerdict::Known);
+        }
         // Tables first: the tree maps recipients before it delivers, so a mapping (an
         // `error:` one in particular) wins over a user of the same name.
         for table in &self.tables {
@@ -170,6 +217,7 @@ impl LocalRecipients {
         let name = recipient.local_part();
         match self.users.get(name).await {
             Ok(Some(user)) if self.ignore_case || user.name == name => Ok(RecipientVerdict::Known),
+            Ok(_) if self.database_table => Ok(RecipientVerdict::Known),
             Ok(_) => Ok(RecipientVerdict::Unknown),
             // A local part that cannot be a user name (`a/b`) is no user.
             Err(StoreError::InvalidName(..)) => Ok(RecipientVerdict::Unknown),

@@ -24,6 +24,7 @@ use mailroom_pop3::Pop3Settings;
 use mailroom_remotemanager::{Console, Opened, RemoteManagerSettings};
 use mailroom_smtp::{AuthPolicy, Authenticator, RecipientCheck, SmtpSettings};
 use mailroom_spool::mailets::repository::StoreServices;
+use mailroom_spool::sql::SqlSources;
 use mailroom_spool::{
     ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
 };
@@ -31,7 +32,7 @@ use mailroom_store::{NewsRepository, SpoolRepository, StoreError, VerifiedLogins
 use tokio::sync::Notify;
 
 use crate::cli::Cli;
-use crate::databases::Databases;
+use crate::databases::{DataSourceNames, Databases};
 use crate::recipients::LocalRecipients;
 use crate::repositories;
 use crate::tls::Certificates;
@@ -49,33 +50,32 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
 /// `deliveries` serves its RemoteDelivery mailets, `news` its ToNewsgroup mailets.
 /// Every matcher and mailet this server knows: the standard library and the mailets that
 /// capture the server's services.
-/// `databases` (none for `list-mailets`) holds BayesianAnalysis's token tables.
-fn registry(
-    home: &Path,
-    deliveries: &Arc<RemoteDeliveries>,
-    news: &Arc<NewsGateway>,
-    store: &Arc<StoreServices>,
-    databases: Option<&Arc<Databases>>,
-) -> Registry {
+/// The server's services that mailets capture in their factories.
+struct MailetServices {
+    deliveries: Arc<RemoteDeliveries>,
+    news: Arc<NewsGateway>,
+    store: Arc<StoreServices>,
+    /// BayesianAnalysis's token tables (none for `list-mailets`).
+    databases: Option<Arc<Databases>>,
+    /// The data sources of `<database-connections>`, for the JDBC mailets and matchers.
+    sql: Arc<dyn SqlSources>,
+}
+
+fn registry(home: &Path, services: &MailetServices) -> Registry {
     let mut registry = Registry::standard();
     // FileRegexMatcher's pattern file is named relative to the server home.
     mailroom_spool::matchers::register_file_regex(&mut registry, home);
-    mailroom_delivery::register(&mut registry, deliveries);
-    mailroom_nntp::gateway::register(&mut registry, news);
-    mailroom_spool::mailets::repository::register(&mut registry, store);
-    let bayes = crate::bayes::BayesStores(databases.cloned());
+    mailroom_delivery::register(&mut registry, &services.deliveries);
+    mailroom_nntp::gateway::register(&mut registry, &services.news);
+    mailroom_spool::mailets::repository::register(&mut registry, &services.store);
+    let bayes = crate::bayes::BayesStores(services.databases.clone());
     mailroom_spool::mailets::bayes::register(&mut registry, Arc::new(bayes));
+    mailroom_spool::sql::register(&mut registry, services.sql.clone());
     registry
 }
 
-fn build_tree(
-    config: &Config,
-    deliveries: &Arc<RemoteDeliveries>,
-    news: &Arc<NewsGateway>,
-    store: &Arc<StoreServices>,
-    databases: &Arc<Databases>,
-) -> Result<ProcessorTree> {
-    let registry = registry(&config.home, deliveries, news, store, Some(databases));
+fn build_tree(config: &Config, services: &MailetServices) -> Result<ProcessorTree> {
+    let registry = registry(&config.home, services);
     ProcessorTree::build(
         &config.spool_manager,
         &registry,
@@ -101,27 +101,30 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .context("starting the async runtime")?;
-    let databases = Databases::new(&config, runtime.handle().clone());
-    build_tree(
-        &config,
-        &RemoteDeliveries::new(&helo_name(&config), None),
-        &gateway,
-        &StoreServices::new(None),
-        &databases,
-    )?;
+    let services = MailetServices {
+        deliveries: RemoteDeliveries::new(&helo_name(&config), None),
+        news: gateway,
+        store: StoreServices::new(None),
+        databases: Some(Databases::new(&config, runtime.handle().clone())),
+        sql: Arc::new(DataSourceNames(
+            config.data_sources.iter().map(|d| d.name.clone()).collect(),
+        )),
+    };
+    build_tree(&config, &services)?;
     println!("{}: configuration is valid", config.source.display());
     Ok(())
 }
 
 /// The registry as `check-config` builds it (no runtime, nothing opened).
 fn offline_registry() -> Registry {
-    registry(
-        Path::new("."),
-        &RemoteDeliveries::new("localhost", None),
-        &NewsGateway::new("localhost", "localhost", None),
-        &StoreServices::new(None),
-        None,
-    )
+    let services = MailetServices {
+        deliveries: RemoteDeliveries::new("localhost", None),
+        news: NewsGateway::new("localhost", "localhost", None),
+        store: StoreServices::new(None),
+        databases: None,
+        sql: Arc::new(DataSourceNames(Vec::new())),
+    };
+    registry(Path::new("."), &services)
 }
 
 /// `mailroom list-mailets [--markdown]`: every mailet, its parameters and an example.
@@ -195,9 +198,16 @@ pub fn run(cli: &Cli) -> Result<()> {
         Some(runtime.handle().clone()),
     );
     let store_services = StoreServices::new(Some(runtime.handle().clone()));
-    // Named now, each connected when a repository or mailet first needs it.
+    // Nothing connects yet: each data source when a repository or a JDBC mailet first uses it.
     let databases = Databases::new(&config, runtime.handle().clone());
-    let tree = build_tree(&config, &deliveries, &gateway, &store_services, &databases)?;
+    let mailet_services = MailetServices {
+        deliveries: deliveries.clone(),
+        news: gateway.clone(),
+        store: store_services.clone(),
+        databases: Some(databases.clone()),
+        sql: databases.clone(),
+    };
+    let tree = build_tree(&config, &mailet_services)?;
     let expiry_rules = expiry_rules(&config)?;
     tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
     crate::limits::raise_open_files();

@@ -11,6 +11,7 @@
 //! * [`manager`]: the workers and the processing rules.
 //! * [`context`]: what mailets may ask of the server.
 //! * [`matchers`] and [`mailets`]: the standard library.
+//! * [`sql`]: the data sources James's JDBC mailets and matchers query.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod mailets;
 pub mod manager;
 pub mod matchers;
 pub mod registry;
+pub mod sql;
 pub mod tree;
 
 pub use context::{Repositories, ServerContext, UsernameRules};

@@ -25,49 +25,93 @@ pub(super) fn register(registry: &mut Registry) {
     registry
         .add_mailet("LocalDelivery", |_| Ok(Box::new(LocalDelivery))).about("Delivers to each recipient's inbox with Return-Path: and Delivered-To:, honouring the users' alias and forward; a recipient that is not a local user goes to error.", "<mailet match=\"RecipientIsLocal\" class=\"LocalDelivery\"/>")
         .params(&[]);
+    super::aliasing::register(registry);
 }
 
 struct LocalDelivery;
 
-/// Where one recipient's mail goes.
-enum Target {
+/// Where one recipient's mail goes, by the users repository (shared with
+/// `UsersRepositoryAliasingForwarding`).
+pub(super) enum Target {
     Inbox(String),
     Forward(MailAddress),
+    /// Not a local domain, or no such user: not the users repository's to decide.
+    Unknown(&'static str),
     Fail(&'static str),
 }
 
-impl LocalDelivery {
-    fn target(
-        rcpt: &MailAddress,
-        mail: &Mail,
-        ctx: &dyn MailetContext,
-    ) -> Result<Target, MailetError> {
-        if !ctx.is_local_server(rcpt.domain()) {
-            return Ok(Target::Fail("not a local domain"));
-        }
-        let Some(user) = ctx.local_user(rcpt.local_part())? else {
-            return Ok(Target::Fail("no such local user"));
-        };
-        let delivered_to = rcpt.to_string();
-        if mail
-            .message
-            .headers("Delivered-To")
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(&delivered_to))
-        {
-            return Ok(Target::Fail("mail forwarding loop"));
-        }
-        if let Some(forward) = user.forward {
-            return Ok(Target::Forward(forward));
-        }
-        match user.alias {
-            None => Ok(Target::Inbox(user.name)),
-            Some(alias) => match ctx.local_user(&alias)? {
-                Some(target) => Ok(Target::Inbox(target.name)),
-                None => Ok(Target::Fail("alias names no existing user")),
-            },
-        }
+/// Which of a user's settings apply (`UsersRepositoryAliasingForwarding` may turn either off).
+#[derive(Clone, Copy)]
+pub(super) struct Settings {
+    pub(super) aliases: bool,
+    pub(super) forwarding: bool,
+}
+
+impl Settings {
+    const ALL: Settings = Settings {
+        aliases: true,
+        forwarding: true,
+    };
+}
+
+/// Where `rcpt`'s mail goes: forwarding first, then the alias, then the user's own inbox.
+pub(super) fn target(
+    rcpt: &MailAddress,
+    mail: &Mail,
+    ctx: &dyn MailetContext,
+    settings: Settings,
+) -> Result<Target, MailetError> {
+    if !ctx.is_local_server(rcpt.domain()) {
+        return Ok(Target::Unknown("not a local domain"));
     }
+    let Some(user) = ctx.local_user(rcpt.local_part())? else {
+        return Ok(Target::Unknown("no such local user"));
+    };
+    let delivered_to = rcpt.to_string();
+    if mail
+        .message
+        .headers("Delivered-To")
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(&delivered_to))
+    {
+        return Ok(Target::Fail("mail forwarding loop"));
+    }
+    if let Some(forward) = user.forward.filter(|_| settings.forwarding) {
+        return Ok(Target::Forward(forward));
+    }
+    match user.alias.filter(|_| settings.aliases) {
+        None => Ok(Target::Inbox(user.name)),
+        Some(alias) => match ctx.local_user(&alias)? {
+            Some(target) => Ok(Target::Inbox(target.name)),
+            None => Ok(Target::Fail("alias names no existing user")),
+        },
+    }
+}
+
+/// Sends `rcpt`'s copy of `mail` on to `to` (with `Delivered-To: rcpt`, which stops loops) and
+/// logs `status=forwarded`.
+pub(super) fn forward(
+    mail: &Mail,
+    rcpt: &MailAddress,
+    to: &MailAddress,
+    ctx: &dyn MailetContext,
+) -> Result<(), MailetError> {
+    let mut envelope = Envelope::new(
+        derived_mail_name(mail.name()),
+        mail.sender().cloned(),
+        vec![to.clone()],
+    );
+    envelope.remote_addr = mail.envelope.remote_addr.clone();
+    envelope.remote_host = mail.envelope.remote_host.clone();
+    let forwarded = envelope.name.clone();
+    let mut message = mail.message.clone();
+    message.prepend_header("Delivered-To", &rcpt.to_string());
+    ctx.send_mail(Mail::new(envelope, message))?;
+    let line = Outcome::new(mail.name(), rcpt, Status::Forwarded)
+        .field("to", to)
+        .field("forward", forwarded);
+    ctx.log(&line.to_string());
+    Ok(())
 }
 
 impl Mailet for LocalDelivery {
@@ -83,7 +127,7 @@ impl Mailet for LocalDelivery {
         let mut failed: Vec<(MailAddress, String)> = Vec::new();
         let mut retry: Vec<(MailAddress, String)> = Vec::new();
         for rcpt in mail.recipients() {
-            let outcome = Self::target(rcpt, mail, ctx).and_then(|target| match target {
+            let outcome = target(rcpt, mail, ctx, Settings::ALL).and_then(|target| match target {
                 Target::Inbox(user) => {
                     let trace = format!("{return_path}Delivered-To: {rcpt}\r\n");
                     ctx.deliver_to_inbox(&user, trace.as_bytes(), &delivery)?;
@@ -95,25 +139,8 @@ impl Mailet for LocalDelivery {
                     ctx.log(&line.to_string());
                     Ok(())
                 }
-                Target::Forward(to) => {
-                    let mut envelope = Envelope::new(
-                        derived_mail_name(mail.name()),
-                        mail.sender().cloned(),
-                        vec![to.clone()],
-                    );
-                    envelope.remote_addr = mail.envelope.remote_addr.clone();
-                    envelope.remote_host = mail.envelope.remote_host.clone();
-                    let forwarded = envelope.name.clone();
-                    let mut message = mail.message.clone();
-                    message.prepend_header("Delivered-To", &rcpt.to_string());
-                    ctx.send_mail(Mail::new(envelope, message))?;
-                    let line = Outcome::new(mail.name(), rcpt, Status::Forwarded)
-                        .field("to", to)
-                        .field("forward", forwarded);
-                    ctx.log(&line.to_string());
-                    Ok(())
-                }
-                Target::Fail(why) => Err(MailetError::new(why)),
+                Target::Forward(to) => forward(mail, rcpt, &to, ctx),
+                Target::Fail(why) | Target::Unknown(why) => Err(MailetError::new(why)),
             });
             match outcome {
                 Ok(()) => {}

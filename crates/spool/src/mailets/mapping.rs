@@ -9,6 +9,12 @@
 //! text as its error message). A recipient whose targets give nothing is kept. Targets are
 //! mapped again, up to 10 levels, so that chains work and loops end.
 //!
+//! The same resolution serves James's `XMLVirtualUserTable` and the `db://` form of
+//! `JDBCVirtualUserTable` (see `vut.rs`): only where the targets come from differs ([`Lookup`]),
+//! and, as James's `AbstractVirtualUserTable` does, mapped targets in other domains leave in a
+//! mail of their own, sent from this server (so that relay checks let it through), marked so
+//! that the table does not map it again.
+//!
 //! Each recipient rewritten logs `status=mapped` with its new addresses, each refused one
 //! `status=refused` with the reply and the copy that goes to `error` (see
 //! [`mailroom_mailet::outcome`]).
@@ -16,7 +22,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use mailroom_mailet::outcome::{Outcome, Status};
-use mailroom_mailet::{state, Mail, MailAddress, Mailet, MailetContext, MailetError};
+use mailroom_mailet::{
+    derived_mail_name, state, AttributeValue, Mail, MailAddress, Mailet, MailetConfig,
+    MailetContext, MailetError,
+};
 use mailroom_store::mappings::{Target, DEFAULT_TABLE};
 use regex::Regex;
 
@@ -25,25 +34,87 @@ use crate::Registry;
 /// How many times a mapped address is mapped again.
 const MAX_DEPTH: usize = 10;
 
+/// The attribute that marks a mail a James-form table sent for its remote targets: the table
+/// lets it pass once (James's `AbstractVirtualUserTable.mapped`).
+pub(super) const MAPPED_MARKER: &str =
+    "org.apache.james.transport.mailets.AbstractVirtualUserTable.mapped";
+
 pub(super) fn register(registry: &mut Registry) {
     for name in ["VirtualUserTable", "JDBCVirtualUserTable"] {
         registry
             .add_mailet(name, |c| {
-                Ok(Box::new(VirtualUserTable {
-                    table: c.param("table").unwrap_or(DEFAULT_TABLE).to_string(),
-                }))
+                if c.param("table").is_some_and(|t| t.starts_with("db://")) {
+                    return Err(MailetError::new(format!(
+                        "{}: a db:// table needs the server's data sources (not available here)",
+                        c.name
+                    )));
+                }
+                store_form(c)
             })
-            .params(&["table"])
+            .params(&["table", "sqlquery"])
             .about(
-                "Rewrites each recipient through the virtual user table <table> (default: default), edited with the console's addmapping: user@domain, user@*, *@domain, error:, regex:, domain:.",
+                "Rewrites recipients through a table of the mappings repository (RemoteManager \
+                 addmapping): user@dom, user@*, *@dom sources; address, user, domain:, regex:, \
+                 error: targets; chains followed up to 10 deep. JDBCVirtualUserTable with a \
+                 db://SOURCE/TABLE table reads James's VirtualUserTable table instead.",
                 "<mailet match=\"All\" class=\"VirtualUserTable\"><table>default</table></mailet>",
             );
     }
 }
 
-/// `<table>name</table>` (default: the default table).
-struct VirtualUserTable {
-    table: String,
+/// `VirtualUserTable` / `JDBCVirtualUserTable` on a table of the mappings repository.
+pub(super) fn store_form(c: &MailetConfig) -> Result<Box<dyn Mailet>, MailetError> {
+    if c.param("sqlquery").is_some() {
+        return Err(MailetError::new(format!(
+            "{}: <sqlquery> is James's, for a <table> of the form db://DATA-SOURCE/TABLE",
+            c.name
+        )));
+    }
+    let table = c.param("table").unwrap_or(DEFAULT_TABLE);
+    if table.is_empty() || table.contains(char::is_whitespace) {
+        return Err(MailetError::new(format!(
+            "{}: <table> {table:?} is not a table name",
+            c.name
+        )));
+    }
+    Ok(Box::new(VirtualUserTable::store(table)))
+}
+
+/// Where a table's targets for an address come from.
+pub(super) trait Lookup: Send + Sync {
+    /// The target texts of `address` (in [`Target::parse`]'s syntax), empty when unmapped.
+    fn targets(
+        &self,
+        address: &MailAddress,
+        ctx: &dyn MailetContext,
+    ) -> Result<Vec<String>, MailetError>;
+
+    /// The table's name, for the log.
+    fn name(&self) -> &str;
+}
+
+/// A table of the mappings repository.
+struct StoreTable(String);
+
+impl Lookup for StoreTable {
+    fn targets(
+        &self,
+        address: &MailAddress,
+        ctx: &dyn MailetContext,
+    ) -> Result<Vec<String>, MailetError> {
+        ctx.address_mappings(&self.0, address)
+    }
+    fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A virtual user table: where its targets come from, and what it does with remote ones.
+/// Mailroom's own tables follow chains of mappings; James's forms map once, as James does.
+pub(super) struct VirtualUserTable {
+    lookup: Box<dyn Lookup>,
+    /// James's forms: mapped targets in other domains leave in a mail of their own.
+    james: bool,
 }
 
 /// Where one recipient ends up.
@@ -55,6 +126,22 @@ struct Resolved {
 }
 
 impl VirtualUserTable {
+    /// A table of the mappings repository (Mailroom's own form).
+    fn store(table: &str) -> Self {
+        VirtualUserTable {
+            lookup: Box::new(StoreTable(table.to_string())),
+            james: false,
+        }
+    }
+
+    /// A table in James's form (`XMLVirtualUserTable`, `JDBCVirtualUserTable` on `db://`).
+    pub(super) fn james(lookup: Box<dyn Lookup>) -> Self {
+        VirtualUserTable {
+            lookup,
+            james: true,
+        }
+    }
+
     fn resolve(
         &self,
         address: &MailAddress,
@@ -62,7 +149,13 @@ impl VirtualUserTable {
         depth: usize,
         out: &mut Resolved,
     ) -> Result<(), MailetError> {
-        let targets = ctx.address_mappings(&self.table, address)?;
+        if self.james && depth > 0 {
+            // James maps a recipient once: a target is not looked up again (a catch-all row
+            // must not swallow the addresses other rows map to).
+            out.addresses.push(address.clone());
+            return Ok(());
+        }
+        let targets = self.lookup.targets(address, ctx)?;
         if targets.is_empty() {
             out.addresses.push(address.clone());
             return Ok(());
@@ -70,14 +163,17 @@ impl VirtualUserTable {
         if depth == MAX_DEPTH {
             out.errors.push(format!(
                 "550 5.4.6 mapping loop for {address} in table {}",
-                self.table
+                self.lookup.name()
             ));
             return Ok(());
         }
         let mut produced = false;
         for text in targets {
             let target = Target::parse(&text).map_err(|e| {
-                MailetError::new(format!("table {}: bad target {text:?}: {e}", self.table))
+                MailetError::new(format!(
+                    "table {}: bad target {text:?}: {e}",
+                    self.lookup.name()
+                ))
             })?;
             let next = match target {
                 Target::Error { code, text } => {
@@ -127,7 +223,13 @@ fn rewrite(
 
 impl Mailet for VirtualUserTable {
     fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
+        if self.james && mail.envelope.attributes.remove(MAPPED_MARKER).is_some() {
+            // Sent by a table for its remote targets: mapped already.
+            return Ok(());
+        }
         let mut addresses = Vec::new();
+        // James's forms: mapped targets in other domains, sent on in a mail of their own.
+        let mut remote = Vec::new();
         // Refused recipients by reply: each reply leaves in its own copy for `error`.
         let mut refused: BTreeMap<String, Vec<MailAddress>> = BTreeMap::new();
         // The log lines of rewritten recipients, written once the mail has changed.
@@ -139,8 +241,16 @@ impl Mailet for VirtualUserTable {
                 mapped.push(
                     Outcome::new(mail.name(), recipient, Status::Mapped)
                         .field("to", join(&one.addresses))
-                        .field("table", &self.table),
+                        .field("table", self.lookup.name()),
                 );
+                if self.james {
+                    let (here, away): (Vec<_>, Vec<_>) = one
+                        .addresses
+                        .into_iter()
+                        .partition(|a| ctx.is_local_server(a.domain()));
+                    one.addresses = here;
+                    remote.extend(away);
+                }
             }
             addresses.extend(one.addresses);
             for reply in one.errors {
@@ -149,8 +259,18 @@ impl Mailet for VirtualUserTable {
         }
         let mut seen = HashSet::new();
         addresses.retain(|a| seen.insert(a.clone()));
-        if addresses.as_slice() == mail.recipients() && refused.is_empty() {
+        if addresses.as_slice() == mail.recipients() && refused.is_empty() && remote.is_empty() {
             return Ok(());
+        }
+        if !remote.is_empty() {
+            let mut seen = HashSet::new();
+            remote.retain(|a| seen.insert(a.clone()));
+            let mut copy = mail.split_off(derived_mail_name(mail.name()), remote);
+            copy.set_state(state::ROOT);
+            copy.envelope.remote_addr = "127.0.0.1".into();
+            copy.envelope.remote_host = "localhost".into();
+            copy.set_attribute(MAPPED_MARKER, AttributeValue::Bool(true));
+            ctx.send_mail(copy)?;
         }
         for (reply, recipients) in refused {
             let mut copy = mail.split_off(
@@ -257,9 +377,7 @@ mod tests {
             Envelope::new("m1", None, recipients),
             Message::from_bytes(b"Subject: x\r\n\r\nbody\r\n"),
         );
-        let mailet = VirtualUserTable {
-            table: DEFAULT_TABLE.into(),
-        };
+        let mailet = VirtualUserTable::store(DEFAULT_TABLE);
         mailet.service(&mut mail, &ctx).unwrap();
         (mail, ctx.sent.into_inner().unwrap())
     }

@@ -5,6 +5,7 @@
 //! `footer::AddFooter::new(text)` (a footer added in bounded memory), and the
 //! Redirect/Resend factories (`Registry::standard().mailet("Resend")` with a `MailetConfig`).
 
+mod aliasing;
 pub mod bayes;
 pub mod bounce;
 mod clamav;
@@ -13,6 +14,8 @@ mod delivery;
 pub(crate) mod footer;
 mod habeas;
 mod headers;
+mod jdbc;
+mod jdbc_listserv;
 mod mapping;
 mod misc;
 mod redirect;
@@ -21,6 +24,8 @@ mod routing;
 pub mod smime;
 #[cfg(test)]
 pub(crate) mod testing;
+mod vut;
+mod whitelist;
 
 use crate::Registry;
 
@@ -37,4 +42,16 @@ pub fn register(registry: &mut Registry) {
     redirect::register(registry);
     clamav::register(registry);
     smime::register(registry);
+    vut::register(registry);
+}
+
+/// Registers the mailets and matchers that use the server's data sources (see [`crate::sql`]).
+pub(crate) fn register_sql(
+    registry: &mut Registry,
+    sources: std::sync::Arc<dyn crate::sql::SqlSources>,
+) {
+    vut::register_sql(registry, sources.clone());
+    jdbc::register_sql(registry, sources.clone());
+    jdbc_listserv::register_sql(registry, sources.clone());
+    whitelist::register_sql(registry, sources);
 }

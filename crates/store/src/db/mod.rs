@@ -20,6 +20,7 @@ mod bayes;
 mod body;
 mod inbox;
 mod mail;
+pub mod sql;
 mod table;
 mod users;
 

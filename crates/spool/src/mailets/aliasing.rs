@@ -1,0 +1,267 @@
+//! UsersRepositoryAliasingForwarding: applies the users repository's alias and forward
+//! settings to the recipients, as James 2.3 does before its `ToMultiRepository`, without
+//! delivering. The settings are read exactly as `LocalDelivery` reads them (`delivery.rs`):
+//!
+//! * a user who forwards: a copy goes to the forward address (`status=forwarded`) and the
+//!   recipient leaves the mail;
+//! * a user with an alias: the recipient becomes the alias user, in the same domain;
+//! * a forwarding loop, or an alias that names no user: the recipient leaves in a copy that
+//!   goes to the `error` processor with the reason;
+//! * anyone else (other domains, unknown users): stays as is.
+//!
+//! `Return-Path:` is set from the sender, as James does. A mail left with no recipient is
+//! ghosted. `<enableAliases>` / `<enableForwarding>` false turn those settings off (they can
+//! only narrow `<James>`'s `<usernames>` flags, which the users repository already applies);
+//! `<ignoreCase>` is the users repository's (`<usernames ignoreCase>`), accepted as a check.
+
+use mailroom_mailet::outcome::{Outcome, Status};
+use mailroom_mailet::{
+    derived_mail_name, state, Mail, MailAddress, Mailet, MailetConfig, MailetContext, MailetError,
+};
+
+use super::delivery::{forward, target, Settings, Target};
+use crate::Registry;
+
+pub(super) fn register(registry: &mut Registry) {
+    registry
+        .add_mailet("UsersRepositoryAliasingForwarding", |c| {
+            Ok(Box::new(AliasingForwarding::new(c)?))
+        })
+        .params(&[
+            "enableAliases",
+            "enableForwarding",
+            "ignoreCase",
+            "usersRepository",
+        ])
+        .about(
+            "Applies the users repository's settings without delivering: a forwarding user's \
+             copy is sent to the forward address and the recipient removed; an aliased \
+             recipient becomes the alias user. <enableAliases>/<enableForwarding> false turn \
+             either off.",
+            "<mailet match=\"RecipientIsLocal\" class=\"UsersRepositoryAliasingForwarding\"/>",
+        );
+}
+
+struct AliasingForwarding {
+    settings: Settings,
+}
+
+impl AliasingForwarding {
+    fn new(c: &MailetConfig) -> Result<AliasingForwarding, MailetError> {
+        c.bool_param("ignoreCase", false)?;
+        match c.param("usersRepository").map(str::trim) {
+            None | Some("") | Some("LocalUsers") => {}
+            Some(other) => {
+                return Err(MailetError::new(format!(
+                    "{}: <usersRepository> {other:?}: only the server's users repository \
+                     (LocalUsers) is available",
+                    c.name
+                )))
+            }
+        }
+        Ok(AliasingForwarding {
+            settings: Settings {
+                aliases: c.bool_param("enableAliases", true)?,
+                forwarding: c.bool_param("enableForwarding", true)?,
+            },
+        })
+    }
+}
+
+impl Mailet for AliasingForwarding {
+    fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
+        let return_path = format!(
+            "<{}>",
+            mail.sender().map(|s| s.to_string()).unwrap_or_default()
+        );
+        mail.message.remove_header("Return-Path");
+        mail.message.prepend_header("Return-Path", &return_path);
+        let mut kept = Vec::new();
+        let mut failed: Vec<(MailAddress, &'static str)> = Vec::new();
+        for rcpt in mail.recipients() {
+            match target(rcpt, mail, ctx, self.settings)? {
+                Target::Unknown(_) => kept.push(rcpt.clone()),
+                Target::Inbox(user) if user == rcpt.local_part() => kept.push(rcpt.clone()),
+                Target::Inbox(user) => {
+                    let to = MailAddress::new(&user, rcpt.domain())
+                        .map_err(|e| MailetError::new(format!("alias {user}: {e}")))?;
+                    let line = Outcome::new(mail.name(), rcpt, Status::Mapped).field("to", &to);
+                    ctx.log(&line.to_string());
+                    kept.push(to);
+                }
+                Target::Forward(to) => forward(mail, rcpt, &to, ctx)?,
+                Target::Fail(why) => failed.push((rcpt.clone(), why)),
+            }
+        }
+        if !failed.is_empty() {
+            let why: Vec<String> = failed.iter().map(|(r, w)| format!("{r}: {w}")).collect();
+            let reason = format!("UsersRepositoryAliasingForwarding: {}", why.join("; "));
+            let mut copy = mail.split_off(
+                derived_mail_name(mail.name()),
+                failed.iter().map(|(r, _)| r.clone()).collect(),
+            );
+            copy.set_state(state::ERROR);
+            copy.envelope.error_message = Some(reason.clone());
+            let name = copy.name().to_string();
+            ctx.send_mail(copy)?;
+            for (rcpt, why) in &failed {
+                let line = Outcome::new(mail.name(), rcpt, Status::Failed)
+                    .field("reason", why)
+                    .field("copy", &name)
+                    .field("next", state::ERROR);
+                ctx.log(&line.to_string());
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        kept.retain(|a| seen.insert(a.clone()));
+        if kept.is_empty() {
+            mail.set_state(state::GHOST);
+        }
+        mail.set_recipients(kept);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use mailroom_mailet::{Envelope, Message, UserRecord};
+
+    use super::*;
+
+    /// Users: `fwd` forwards to `far@remote.example`, `al` is an alias of `main`, `bad` an
+    /// alias of nobody, `main` plain.
+    struct Users {
+        postmaster: MailAddress,
+        sent: Mutex<Vec<Mail>>,
+    }
+
+    impl MailetContext for Users {
+        fn is_local_server(&self, domain: &str) -> bool {
+            domain == "example.org"
+        }
+        fn local_user(&self, name: &str) -> Result<Option<UserRecord>, MailetError> {
+            let (alias, forward) = match name {
+                "fwd" => (None, MailAddress::parse("far@remote.example").ok()),
+                "al" => (Some("main".to_string()), None),
+                "bad" => (Some("ghost".to_string()), None),
+                "main" => (None, None),
+                _ => return Ok(None),
+            };
+            Ok(Some(UserRecord {
+                name: name.into(),
+                alias,
+                forward,
+            }))
+        }
+        fn postmaster(&self) -> &MailAddress {
+            &self.postmaster
+        }
+        fn send_mail(&self, mail: Mail) -> Result<(), MailetError> {
+            self.sent.lock().unwrap().push(mail);
+            Ok(())
+        }
+        fn store_mail(&self, _: &str, _: &Mail) -> Result<(), MailetError> {
+            unreachable!()
+        }
+        fn deliver_to_inbox(&self, _: &str, _: &[u8], _: &Mail) -> Result<(), MailetError> {
+            unreachable!()
+        }
+        fn log(&self, _: &str) {}
+    }
+
+    fn run(params: &[(&str, &str)], recipients: &[&str]) -> (Mail, Vec<Mail>) {
+        let config = MailetConfig {
+            name: "UsersRepositoryAliasingForwarding".into(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        };
+        let mailet = AliasingForwarding::new(&config).unwrap();
+        let ctx = Users {
+            postmaster: MailAddress::parse("postmaster@example.org").unwrap(),
+            sent: Mutex::default(),
+        };
+        let recipients = recipients
+            .iter()
+            .map(|r| MailAddress::parse(r).unwrap())
+            .collect();
+        let mut mail = Mail::new(
+            Envelope::new(
+                "m1",
+                MailAddress::parse("s@remote.example").ok(),
+                recipients,
+            ),
+            Message::from_bytes(b"Return-Path: <forged@x>\r\nSubject: x\r\n\r\nbody\r\n"),
+        );
+        mailet.service(&mut mail, &ctx).unwrap();
+        (mail, ctx.sent.into_inner().unwrap())
+    }
+
+    fn texts(addresses: &[MailAddress]) -> Vec<String> {
+        addresses.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn aliases_forwards_and_failures() {
+        let (mail, sent) = run(
+            &[],
+            &[
+                "fwd@example.org",
+                "al@example.org",
+                "main@example.org",
+                "bad@example.org",
+                "who@example.org",
+                "x@remote.example",
+            ],
+        );
+        assert_eq!(
+            texts(mail.recipients()),
+            ["main@example.org", "who@example.org", "x@remote.example"]
+        );
+        assert_eq!(mail.message.headers("Return-Path"), ["<s@remote.example>"]);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(texts(sent[0].recipients()), ["far@remote.example"]);
+        assert_eq!(
+            sent[0].message.header("Delivered-To").as_deref(),
+            Some("fwd@example.org")
+        );
+        assert_eq!(sent[1].state(), state::ERROR);
+        assert_eq!(texts(sent[1].recipients()), ["bad@example.org"]);
+        assert!(sent[1]
+            .envelope
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("alias names no existing user"));
+    }
+
+    #[test]
+    fn settings_turned_off_and_parameters_checked() {
+        let (mail, sent) = run(
+            &[("enableAliases", "false"), ("enableForwarding", "false")],
+            &["fwd@example.org", "al@example.org"],
+        );
+        assert_eq!(
+            texts(mail.recipients()),
+            ["fwd@example.org", "al@example.org"]
+        );
+        assert!(sent.is_empty());
+        let (mail, _) = run(&[], &["fwd@example.org"]);
+        assert_eq!(mail.state(), state::GHOST);
+        for bad in [
+            ("enableAliases", "maybe"),
+            ("ignoreCase", "2"),
+            ("usersRepository", "Other"),
+        ] {
+            let config = MailetConfig {
+                name: "UsersRepositoryAliasingForwarding".into(),
+                params: [(bad.0.to_string(), bad.1.to_string())].into(),
+            };
+            assert!(AliasingForwarding::new(&config).is_err(), "{bad:?}");
+        }
+    }
+}
