@@ -23,6 +23,7 @@ use mailroom_pop3::server::Pop3Store;
 use mailroom_pop3::Pop3Settings;
 use mailroom_remotemanager::{Console, Opened, RemoteManagerSettings};
 use mailroom_smtp::{AuthPolicy, Authenticator, RecipientCheck, SmtpSettings};
+use mailroom_spool::mailets::lists::ListStores;
 use mailroom_spool::{
     ProcessorTree, Registry, Repositories, ServerContext, SpoolManager, UsernameRules,
 };
@@ -47,19 +48,35 @@ pub fn load_config(cli: &Cli) -> Result<Config> {
 /// `deliveries` serves its RemoteDelivery mailets, `news` its ToNewsgroup mailets.
 /// Every matcher and mailet this server knows: the standard library and the mailets that
 /// capture the server's services.
-fn registry(deliveries: &Arc<RemoteDeliveries>, news: &Arc<NewsGateway>) -> Registry {
+fn registry(
+    deliveries: &Arc<RemoteDeliveries>,
+    news: &Arc<NewsGateway>,
+    lists: &Arc<ListStores>,
+) -> Registry {
     let mut registry = Registry::standard();
     mailroom_delivery::register(&mut registry, deliveries);
     mailroom_nntp::gateway::register(&mut registry, news);
+    mailroom_spool::mailets::lists::register(&mut registry, lists);
     registry
+}
+
+/// The list mailets' members stores: the repositories of `<users-store>`, opened later.
+fn list_stores(config: &Config, runtime: Option<tokio::runtime::Handle>) -> Arc<ListStores> {
+    let names = config
+        .users_repositories
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    ListStores::new(names, &config.home, runtime)
 }
 
 fn build_tree(
     config: &Config,
     deliveries: &Arc<RemoteDeliveries>,
     news: &Arc<NewsGateway>,
+    lists: &Arc<ListStores>,
 ) -> Result<ProcessorTree> {
-    let registry = registry(deliveries, news);
+    let registry = registry(deliveries, news, lists);
     ProcessorTree::build(
         &config.spool_manager,
         &registry,
@@ -85,6 +102,7 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
         &config,
         &RemoteDeliveries::new(&helo_name(&config), None),
         &gateway,
+        &list_stores(&config, None),
     )?;
     println!("{}: configuration is valid", config.source.display());
     Ok(())
@@ -95,6 +113,7 @@ fn offline_registry() -> Registry {
     registry(
         &RemoteDeliveries::new("localhost", None),
         &NewsGateway::new("localhost", "localhost", None),
+        &ListStores::new(Vec::new(), Path::new("."), None),
     )
 }
 
@@ -145,7 +164,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         &config.nntp_repository.article_id_domain_suffix,
         Some(runtime.handle().clone()),
     );
-    let tree = build_tree(&config, &deliveries, &gateway)?;
+    let lists = list_stores(&config, Some(runtime.handle().clone()));
+    let tree = build_tree(&config, &deliveries, &gateway, &lists)?;
     let expiry_rules = expiry_rules(&config)?;
     tracing::info!(home = %config.home.display(), config = %config.source.display(), "starting");
     crate::limits::raise_open_files();
@@ -175,6 +195,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         databases.clone(),
     )?);
     let users = repositories::users(&config, &databases)?;
+    let all_users = repositories::all_users(&config, users.clone(), &databases)?;
+    lists.open(all_users.clone());
     let inbox = repositories::inbox(&config, &databases)?;
     // One login cache for POP3, NNTP and SMTP AUTH: a password checked by one is not checked
     // with argon2 again by another.
@@ -242,7 +264,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         (listener, Arc::new(repos))
     });
     let console = Arc::new(Console {
-        users: repositories::all_users(&config, users, &databases)?,
+        users: all_users,
         keep_apop_secret: keeps_apop_secrets(&config),
         spool: spool.clone(),
         open_repository: admin_opener(admin, spool.clone(), outgoing, mail_repositories),

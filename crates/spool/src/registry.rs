@@ -146,8 +146,6 @@ pub const NOT_YET_MAILETS: &[&str] = &[
     "XMLVirtualUserTable",
     "WhiteListManager",
     "Listserv",
-    "AvalonListserv",
-    "AvalonListservManager",
 ];
 
 impl Registry {

@@ -3,6 +3,7 @@
 pub mod bounce;
 mod delivery;
 mod headers;
+pub mod lists;
 mod mapping;
 mod routing;
 
@@ -15,4 +16,5 @@ pub fn register(registry: &mut Registry) {
     headers::register(registry);
     mapping::register(registry);
     bounce::register(registry);
+    lists::register_matchers(registry);
 }
