@@ -130,8 +130,10 @@ impl ListProcessor {
                 message.set_header("Reply-To", &address);
             }
             if let Some(prefix) = &self.subject_prefix {
+                // James 2.3.2 wrote `[prefix]` with no space before the subject; AvalonListserv
+                // and later James versions put one, as here.
                 let prefix = if self.auto_bracket {
-                    format!("[{prefix}]")
+                    format!("[{prefix}] ")
                 } else {
                     prefix.clone()
                 };

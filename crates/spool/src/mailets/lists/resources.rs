@@ -56,6 +56,9 @@ const BUILT_IN: &[(&str, &str, &str)] = &[
      href=\"mailto:${LIST_NAME}-info@${DOMAIN_NAME}\">${LIST_NAME}-info@${DOMAIN_NAME}</a>"),
 ];
 
+/// A text's group and name.
+type Key = (String, String);
+
 /// The texts of one list, with its standard properties (`LIST_NAME`, `DISPLAY_NAME`,
 /// `DOMAIN_NAME`) filled in when a text is asked for.
 #[derive(Clone, Debug)]
@@ -119,7 +122,7 @@ impl Resources {
 
 /// The resources of a `miResources.xml` text for the list `list_name`: the default ones, then
 /// those `for` the tag whose `<matcher match>` pattern matches the list's name.
-fn parse(xml: &str, list_name: &str) -> Result<Vec<((String, String), String)>, String> {
+fn parse(xml: &str, list_name: &str) -> Result<Vec<(Key, String)>, String> {
     let doc = roxmltree::Document::parse(xml).map_err(|e| e.to_string())?;
     let root = doc.root_element();
     let mut tag = None;
