@@ -36,6 +36,9 @@ pub struct LocalRecipients {
     routed: HashSet<String>,
     /// Local parts the tree routes by name (`UserIs=abuse`), lower-cased.
     routed_users: HashSet<String>,
+    /// The command addresses of mailing lists (`CommandListservMatcher=list@example.org`
+    /// routes every `list-command@example.org`): `list-` and the domain, lower-cased.
+    list_commands: Vec<(String, String)>,
 }
 
 impl LocalRecipients {
@@ -47,6 +50,7 @@ impl LocalRecipients {
     ) -> Self {
         let mut tables = Vec::new();
         let (mut routed, mut routed_users) = (HashSet::new(), HashSet::new());
+        let mut list_commands = Vec::new();
         for mailet in config
             .spool_manager
             .processors
@@ -63,6 +67,17 @@ impl LocalRecipients {
             match matcher {
                 "RecipientIs" => routed.extend(names),
                 "UserIs" => routed_users.extend(names),
+                "CommandForListserv" => {
+                    for (list, domain) in names.filter_map(|n| split_address(&n)) {
+                        routed.insert(format!("{list}-on@{domain}"));
+                        routed.insert(format!("{list}-off@{domain}"));
+                    }
+                }
+                "CommandListservMatcher" => list_commands.extend(
+                    names
+                        .filter_map(|n| split_address(&n))
+                        .map(|(list, domain)| (format!("{list}-"), domain)),
+                ),
                 _ => {}
             }
             let class = short_name(&mailet.class, &config.mailet_packages).unwrap_or("");
@@ -85,6 +100,7 @@ impl LocalRecipients {
             ignore_case: config.james.usernames.ignore_case,
             routed,
             routed_users,
+            list_commands,
         }
     }
 
@@ -117,6 +133,10 @@ impl LocalRecipients {
             || self
                 .routed_users
                 .contains(&recipient.local_part().to_lowercase())
+            || self.list_commands.iter().any(|(prefix, domain)| {
+                recipient.local_part().to_lowercase().starts_with(prefix)
+                    && recipient.domain().eq_ignore_ascii_case(domain)
+            })
         {
             return Ok(RecipientVerdict::Known);
         }
@@ -148,6 +168,12 @@ impl LocalRecipients {
             Err(e) => Err(e),
         }
     }
+}
+
+/// `list@domain` as (`list`, `domain`).
+fn split_address(address: &str) -> Option<(String, String)> {
+    let (list, domain) = address.rsplit_once('@')?;
+    Some((list.to_string(), domain.to_string()))
 }
 
 #[async_trait]
