@@ -64,6 +64,16 @@ struct Lists {
 }
 
 fn lists() -> Lists {
+    lists_over(|home, _| {
+        let repo = FileUsersRepository::open(&home.join("var/lists/list-test")).unwrap();
+        Arc::new(Blocking::new(repo))
+    })
+}
+
+/// The list mailets over the `list-test` repository that `open` opens in the home.
+fn lists_over(
+    open: impl FnOnce(&Path, &tokio::runtime::Runtime) -> Arc<dyn UsersRepository>,
+) -> Lists {
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -72,11 +82,7 @@ fn lists() -> Lists {
         .unwrap();
     let names = vec!["LocalUsers".to_string(), "list-test".to_string()];
     let stores = ListStores::new(names, dir.path(), Some(runtime.handle().clone()));
-    let repo = FileUsersRepository::open(&dir.path().join("var/lists/list-test")).unwrap();
-    stores.open(vec![(
-        "list-test".to_string(),
-        Arc::new(Blocking::new(repo)),
-    )]);
+    stores.open(vec![("list-test".to_string(), open(dir.path(), &runtime))]);
     let mut registry = Registry::standard();
     register(&mut registry, &stores);
     Lists {
@@ -569,4 +575,68 @@ fn matchers_pick_command_addresses() {
             "list-info@localhost"
         ]
     );
+}
+
+#[test]
+fn members_on_the_database_backend() {
+    let l = lists_over(|home, runtime| {
+        let spec = mailroom_store::db::DataSourceSpec {
+            name: "maildb".into(),
+            url: "sqlite://var/mail.db".into(),
+            user: None,
+            password: None,
+            max: 4,
+            lease: mailroom_store::DEFAULT_LEASE,
+        };
+        runtime.block_on(async {
+            let sources = mailroom_store::db::DataSources::open(&[spec], home)
+                .await
+                .unwrap();
+            let repo: Arc<dyn UsersRepository> = sources
+                .users("maildb", &["listtest".to_string()])
+                .await
+                .unwrap();
+            repo
+        })
+    });
+    let ctx = Recorder::new();
+    let manager = l.mailet("CommandListservManager", MANAGER).unwrap();
+    let long = format!("{}@{}.example.org", "l".repeat(60), "d".repeat(40));
+    for who in ["bob@example.org", long.as_str()] {
+        let mut m = mail(Some(who), &["testlist-subscribe-confirm@localhost"], "\r\n");
+        manager.service(&mut m, &ctx).unwrap();
+    }
+    let mut m = mail(
+        Some("bob@example.org"),
+        &["testlist-info@localhost"],
+        "\r\n",
+    );
+    manager.service(&mut m, &ctx).unwrap();
+    let info = ctx.take().last().unwrap().message.to_bytes().unwrap();
+    let parsed = mail_parser::MessageParser::new().parse(&info).unwrap();
+    let info = parsed.body_text(0).unwrap();
+    assert!(info.lines().any(|l| l == "    bob@example.org"), "{info}");
+    assert!(info.lines().any(|l| l == format!("    {long}")), "{info}");
+    let processor = l.mailet("CommandListservProcessor", PROCESSOR).unwrap();
+    let mut post = mail(
+        Some("x@example.net"),
+        &["testlist@localhost"],
+        "Subject: s\r\n\r\nb\r\n",
+    );
+    processor.service(&mut post, &ctx).unwrap();
+    assert_eq!(ctx.take()[0].recipients().len(), 2);
+    let mut m = mail(
+        Some(&long),
+        &["testlist-unsubscribe-confirm@localhost"],
+        "\r\n",
+    );
+    manager.service(&mut m, &ctx).unwrap();
+    ctx.take();
+    let mut post = mail(
+        Some("x@example.net"),
+        &["testlist@localhost"],
+        "Subject: s\r\n\r\nb\r\n",
+    );
+    processor.service(&mut post, &ctx).unwrap();
+    assert_eq!(ctx.take()[0].recipients(), &[addr("bob@example.org")]);
 }
