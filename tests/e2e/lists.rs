@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::harness::{free_port, python, wait_for, Server, Setup, BIN};
+use crate::harness::{
+    free_port, maildir_messages, python, wait_for, Server, Setup, BIN, DEFAULT_TREE,
+};
 
 /// The stock `apps/james` directory.
 fn stock() -> PathBuf {
@@ -275,4 +277,90 @@ fn the_stock_config_runs_local_remote_bounce_and_the_list_server() {
         .collect();
     members.sort();
     assert_eq!(members, ["alice%40localhost.user", "bob%40localhost.user"]);
+}
+
+/// James's simple list server: `club-on@` and `club-off@` (CommandForListserv and
+/// AvalonListservManager) and posts through AvalonListserv, members in a users repository.
+#[test]
+fn avalon_list_on_off_and_post() {
+    let tree = DEFAULT_TREE.replacen(
+        r#"<processor name="root">"#,
+        r#"<processor name="root">
+      <mailet match="CommandForListserv=club@localhost" class="AvalonListservManager">
+        <repositoryName>club</repositoryName>
+      </mailet>
+      <mailet match="RecipientIs=club@localhost" class="AvalonListserv">
+        <repositoryName>club</repositoryName>
+        <subjectprefix>Club</subjectprefix>
+      </mailet>"#,
+        1,
+    );
+    let server = Server::start_edited(
+        &Setup {
+            tree: &tree,
+            ..Setup::default()
+        },
+        |xml| {
+            substitute(
+                &xml,
+                "</users-store>",
+                r#"<repository name="club" class="org.apache.james.userrepository.UsersFileRepository" destinationURL="file://var/lists/club/"/></users-store>"#,
+                1,
+            )
+        },
+    );
+    for user in ["alice", "bob", "postmaster"] {
+        server.add_user(user, "secret");
+    }
+    let inbox = |user: &str| -> Vec<String> {
+        maildir_messages(&server.path(&format!("var/mail/inboxes/{user}")))
+            .iter()
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .collect()
+    };
+    let mut smtp = server.smtp();
+    for user in ["alice", "bob"] {
+        smtp.send_mail(
+            &format!("{user}@localhost"),
+            &["club-on@localhost"],
+            "Subject: join\r\n\r\n",
+        );
+        wait_for("the notice", || {
+            inbox(user)
+                .iter()
+                .any(|m| m.contains("You have been added"))
+        });
+    }
+    smtp.send_mail(
+        "bob@localhost",
+        &["club-off@localhost"],
+        "Subject: off\r\n\r\n",
+    );
+    wait_for("the notice", || {
+        inbox("bob")
+            .iter()
+            .any(|m| m.contains("You have been removed"))
+    });
+    smtp.send_mail(
+        "bob@localhost",
+        &["club@localhost"],
+        "From: bob@localhost\r\nSubject: hello\r\n\r\nto the club\r\n",
+    );
+    wait_for("the post", || {
+        inbox("alice")
+            .iter()
+            .any(|m| m.contains("Subject: [Club] hello"))
+    });
+    let post = inbox("alice")
+        .into_iter()
+        .find(|m| m.contains("to the club"))
+        .unwrap();
+    assert!(
+        post.contains("Return-Path: <postmaster@localhost>"),
+        "{post}"
+    );
+    assert!(post.contains("X-been-there: club@localhost"), "{post}");
+    // bob left: the post did not reach him.
+    wait_for("the spool to empty", || server.spool_empty());
+    assert!(!inbox("bob").iter().any(|m| m.contains("to the club")));
 }

@@ -235,6 +235,12 @@ pub(super) fn register(registry: &mut Registry, stores: &Arc<ListStores>) {
         .add_mailet("CommandListservManager", move |c| {
             let info = Arc::new(list_info(c, &stores)?);
             let mut managers = stores.managers.lock().unwrap_or_else(|e| e.into_inner());
+            if managers.contains_key(&info.list_name) {
+                return Err(MailetError::new(format!(
+                    "mailet CommandListservManager: the list {} has a manager already",
+                    info.list_name
+                )));
+            }
             managers.insert(info.list_name.clone(), info.clone());
             Ok(Box::new(Manager(info)))
         })

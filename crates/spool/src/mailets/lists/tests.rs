@@ -459,6 +459,8 @@ fn parameters_are_checked() {
         assert!(e.to_string().contains(says), "{k}={v}: {e}");
     }
     l.mailet("CommandListservManager", MANAGER).unwrap();
+    let e = l.mailet("CommandListservManager", MANAGER).err().unwrap();
+    assert!(e.to_string().contains("has a manager already"), "{e}");
     for (k, v) in [
         ("membersonly", "maybe"),
         ("listOwner", "@"),
