@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::{
-    free_port, maildir_messages, python, wait_for, Server, Setup, BIN, DEFAULT_TREE,
+    free_port, maildir_messages, python, repository_count, wait_for, Server, Setup, BIN,
+    DEFAULT_TREE,
 };
 
 /// The stock `apps/james` directory.
@@ -268,6 +269,15 @@ fn the_stock_config_runs_local_remote_bounce_and_the_list_server() {
             "footer: {post}"
         );
         assert!(post.contains("Return-Path: <owner@localhost>"), "{post}");
+    }
+    // Nothing went wrong on the way (the repositories are made by the first mail filed).
+    for dir in ["var/mail/error", "var/mail/address-error"] {
+        let dir = server.path(dir);
+        assert!(
+            !dir.exists() || repository_count(&dir) == 0,
+            "{}",
+            dir.display()
+        );
     }
     // The members are users of the repository list-test (`@` is written `%40` in a name).
     let mut members: Vec<String> = std::fs::read_dir(server.path("var/lists/list-test"))
