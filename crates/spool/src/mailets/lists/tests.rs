@@ -580,11 +580,29 @@ fn matchers_pick_command_addresses() {
 }
 
 #[test]
-fn members_on_the_database_backend() {
+fn members_on_the_sqlite_backend() {
+    members_on_a_database("sqlite://var/mail.db", "listtest");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: set MAILROOM_TEST_POSTGRES=postgres://…; run by .ci/run"]
+fn members_on_the_postgresql_backend() {
+    let url = std::env::var("MAILROOM_TEST_POSTGRES").expect("MAILROOM_TEST_POSTGRES");
+    // A table of its own: runs share the database.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    members_on_a_database(&url, &format!("list_{}_{nanos}", std::process::id()));
+}
+
+/// Subscribing, listing, posting and unsubscribing with the members in the users table
+/// `table` of the database at `url`.
+fn members_on_a_database(url: &str, table: &str) {
     let l = lists_over(|home, runtime| {
         let spec = mailroom_store::db::DataSourceSpec {
             name: "maildb".into(),
-            url: "sqlite://var/mail.db".into(),
+            url: url.into(),
             user: None,
             password: None,
             max: 4,
@@ -594,10 +612,8 @@ fn members_on_the_database_backend() {
             let sources = mailroom_store::db::DataSources::open(&[spec], home)
                 .await
                 .unwrap();
-            let repo: Arc<dyn UsersRepository> = sources
-                .users("maildb", &["listtest".to_string()])
-                .await
-                .unwrap();
+            let repo: Arc<dyn UsersRepository> =
+                sources.users("maildb", &[table.to_string()]).await.unwrap();
             repo
         })
     });
