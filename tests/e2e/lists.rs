@@ -270,6 +270,23 @@ fn the_stock_config_runs_local_remote_bounce_and_the_list_server() {
         );
         assert!(post.contains("Return-Path: <owner@localhost>"), "{post}");
     }
+    // A text-and-HTML post gets the footer in both alternatives.
+    smtp.send_mail(
+        "carol@localhost",
+        &["testlist@localhost"],
+        "From: carol@localhost\r\nSubject: both\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n\
+         --alt\r\nContent-Type: text/plain\r\n\r\nplain words\r\n\
+         --alt\r\nContent-Type: text/html\r\n\r\n<html><body>html words</body></html>\r\n\
+         --alt--\r\n",
+    );
+    let post = wait_mail(&server, "bob", &["Subject: [Test] both"]);
+    assert!(post.contains("plain words\n\n-----"), "{post}");
+    assert!(
+        post.contains("<a href=\"mailto:testlist-unsubscribe@localhost\">"),
+        "{post}"
+    );
+    assert!(post.contains("</a></body></html>"), "{post}");
     // Nothing went wrong on the way (the repositories are made by the first mail filed).
     for dir in ["var/mail/error", "var/mail/address-error"] {
         let dir = server.path(dir);

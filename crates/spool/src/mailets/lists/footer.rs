@@ -1,14 +1,14 @@
-//! `CommandListservFooter`: the list's footer (the `footer` text of its resources) added to a
-//! mail. The body is not read into memory: the footer is appended as the body is streamed.
-//!
-//! A single-part `text/plain` mail (7bit, 8bit, binary or quoted-printable) gets the footer;
-//! other mails (HTML, multipart, base64) are passed on unchanged, with a log line.
+//! `CommandListservFooter`: the list's footer (the `footer` and `footer_html` texts of its
+//! resources) added to a mail's text parts, where [`splice`](super::splice) finds they go. The
+//! body is not read into memory: the footer octets are spliced in as the body is streamed.
+//! A mail with no part the footer can go in (an image, base64 text) is passed on unchanged,
+//! with a log line.
 
-use std::io::{self, Read};
 use std::sync::Arc;
 
 use mailroom_mailet::{BodySource, Mail, Mailet, MailetContext, MailetError, Message};
 
+use super::splice::{self, Leaf, PartType, Spliced};
 use super::{media_type, ListStores};
 use crate::Registry;
 
@@ -24,27 +24,42 @@ pub(super) fn register(registry: &mut Registry, stores: &Arc<ListStores>) {
                     "mailet CommandListservFooter: no CommandListservManager with <listName>{list}</listName> comes before it"
                 ))
             })?;
-            Ok(Box::new(Footer(info.resources.get("footer", "text", &[]))))
+            Ok(Box::new(Footer::of(&info.resources)))
         })
         .params(&["listName"])
         .about(
-            "Adds the footer of the list `<listName>` (the `footer` text of its \
-             CommandListservManager's resources) to a plain-text mail, streaming the body.",
+            "Adds the footer of the list `<listName>` (the `footer`/`footer_html` texts of \
+             its CommandListservManager's resources) to the mail's text and HTML parts, as \
+             James's AddFooter does, streaming the body.",
             r#"<mailet match="RecipientIs=list@example.org" class="CommandListservFooter"><listName>list</listName></mailet>"#,
         );
 }
 
-struct Footer(String);
+/// A list's footer, in text and in HTML.
+pub(super) struct Footer {
+    text: String,
+    html: String,
+}
+
+impl Footer {
+    /// The `footer` and `footer_html` texts of a list.
+    pub(super) fn of(resources: &super::resources::Resources) -> Footer {
+        Footer {
+            text: resources.get("footer", "text", &[]),
+            html: resources.get("footer_html", "text", &[]),
+        }
+    }
+}
 
 impl Mailet for Footer {
     fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
-        add_footer(mail, &self.0, ctx);
+        add_footer(mail, self, ctx);
         Ok(())
     }
 }
 
-/// Appends `footer` to the mail's text when it is plain text; logs and leaves it otherwise.
-pub(super) fn add_footer(mail: &mut Mail, footer: &str, ctx: &dyn MailetContext) {
+/// Adds the footer to the mail's text parts; logs and leaves a mail without one.
+pub(super) fn add_footer(mail: &mut Mail, footer: &Footer, ctx: &dyn MailetContext) {
     match with_footer(&mail.message, footer) {
         Some(message) => {
             mail.message = message;
@@ -58,48 +73,43 @@ pub(super) fn add_footer(mail: &mut Mail, footer: &str, ctx: &dyn MailetContext)
     }
 }
 
-/// The message with `footer` after its body, when the body is plain text it can be appended
-/// to; `None` otherwise.
-fn with_footer(message: &Message, footer: &str) -> Option<Message> {
-    if media_type(message) != "text/plain" {
-        return None;
-    }
-    let encoding = message
-        .header("Content-Transfer-Encoding")
-        .map(|e| e.trim().to_ascii_lowercase())
-        .unwrap_or_else(|| "7bit".to_string());
-    let text = super::crlf(footer);
-    let suffix = match encoding.as_str() {
-        "7bit" | "8bit" | "binary" => format!("\r\n{text}\r\n"),
-        "quoted-printable" => format!("\r\n{}\r\n", quoted_printable(&text)),
+/// The message with the footer in its text parts (see [`splice`](super::splice)); `None`
+/// when it has none the footer can go in.
+fn with_footer(message: &Message, footer: &Footer) -> Option<Message> {
+    let top = PartType::new(
+        message.header("Content-Type").as_deref(),
+        message.header("Content-Transfer-Encoding").as_deref(),
+    );
+    let body = message.body();
+    let inserts = match splice::plan(&top, body.as_ref()) {
+        Ok(inserts) if !inserts.is_empty() => inserts,
         _ => return None,
     };
-    let body: Arc<dyn BodySource> = Arc::new(Appended {
-        body: message.body().clone(),
-        suffix: suffix.into_bytes().into(),
+    let text = super::crlf(&footer.text);
+    let html = super::crlf(&footer.html).replace("\r\n", " <br />\r\n");
+    let bytes = inserts
+        .iter()
+        .map(|insert| {
+            let (content, qp) = match insert.leaf {
+                Leaf::Plain { qp } => (&text, qp),
+                Leaf::Html { qp } => (&html, qp),
+            };
+            let content = if qp {
+                quoted_printable(content)
+            } else {
+                content.clone()
+            };
+            // At the very end of the body the footer ends its own line; elsewhere the line
+            // end that follows (before a delimiter or `</body>`) does.
+            let end = if insert.at >= body.len() { "\r\n" } else { "" };
+            (insert.at, format!("\r\n{content}{end}").into_bytes().into())
+        })
+        .collect::<Vec<(u64, Arc<[u8]>)>>();
+    let body: Arc<dyn BodySource> = Arc::new(Spliced {
+        body: body.clone(),
+        inserts: bytes.into(),
     });
     Some(Message::new(message.header_section().to_vec(), body))
-}
-
-/// A body followed by a few octets of our own, read in one stream.
-#[derive(Debug)]
-struct Appended {
-    body: Arc<dyn BodySource>,
-    suffix: Arc<[u8]>,
-}
-
-impl BodySource for Appended {
-    fn len(&self) -> u64 {
-        self.body.len() + self.suffix.len() as u64
-    }
-
-    fn open(&self) -> io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(
-            self.body
-                .open()?
-                .chain(io::Cursor::new(self.suffix.clone())),
-        ))
-    }
 }
 
 /// `text` (CRLF lines) quoted-printable: `=`, non-ASCII and trailing blanks escaped, lines
@@ -137,27 +147,94 @@ fn quoted_printable(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn footer(text: &str) -> Footer {
+        Footer {
+            text: text.to_string(),
+            html: "<hr>\nleave".to_string(),
+        }
+    }
+
+    fn footed(message: &[u8], text: &str) -> Option<Vec<u8>> {
+        let m = Message::from_bytes(message);
+        let f = with_footer(&m, &footer(text))?;
+        let bytes = f.to_bytes().unwrap();
+        assert_eq!(f.size(), bytes.len() as u64);
+        // Read in small pieces too: the insertions land at the same places.
+        let mut small = Vec::new();
+        let mut reader = f.reader().unwrap();
+        let mut buf = [0u8; 3];
+        loop {
+            let n = std::io::Read::read(&mut reader, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            small.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(small, bytes);
+        Some(bytes)
+    }
+
     #[test]
     fn plain_text_gets_the_footer_and_others_do_not() {
-        let m = Message::from_bytes(b"Subject: a\r\n\r\nhello\r\n");
-        let f = with_footer(&m, "--\nleave: l-unsubscribe@x").unwrap();
         assert_eq!(
-            f.to_bytes().unwrap(),
+            footed(b"Subject: a\r\n\r\nhello\r\n", "--\nleave: l-unsubscribe@x").unwrap(),
             b"Subject: a\r\n\r\nhello\r\n\r\n--\r\nleave: l-unsubscribe@x\r\n"
         );
-        assert_eq!(f.size(), f.to_bytes().unwrap().len() as u64);
-        let qp = Message::from_bytes(
+        let qp = footed(
             b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nx\r\n",
-        );
-        let f = with_footer(&qp, "a=b").unwrap();
-        assert!(f.to_bytes().unwrap().ends_with(b"x\r\n\r\na=3Db\r\n"));
+            "a=b",
+        )
+        .unwrap();
+        assert!(qp.ends_with(b"x\r\n\r\na=3Db\r\n"));
+        let html = footed(
+            b"Content-Type: text/html\r\n\r\n<p>x</p></BODY></html>\r\n",
+            "f",
+        )
+        .unwrap();
+        assert!(html.ends_with(b"<p>x</p>\r\n<hr> <br />\r\nleave</BODY></html>\r\n"));
         for other in [
-            &b"Content-Type: text/html\r\n\r\n<p>x</p>"[..],
-            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b--\r\n",
+            &b"Content-Type: image/png\r\n\r\nxx"[..],
             b"Content-Transfer-Encoding: base64\r\n\r\naGk=\r\n",
+            b"Content-Type: multipart/mixed\r\n\r\n--b--\r\n",
         ] {
-            assert!(with_footer(&Message::from_bytes(other), "f").is_none());
+            assert!(footed(other, "f").is_none());
         }
+    }
+
+    #[test]
+    fn multiparts_get_it_in_the_first_part_or_every_alternative() {
+        let mail = b"Content-Type: multipart/mixed; boundary=\"out\"\r\n\r\npreamble\r\n\
+            --out\r\nContent-Type: multipart/alternative; boundary=in\r\n\r\n\
+            --in\r\nContent-Type: text/plain\r\n\r\nplain\r\n\
+            --in\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<body>html</body>\r\n\
+            --in--\r\n\
+            --out\r\nContent-Type: text/plain\r\n\r\nsecond part\r\n\
+            --out--\r\n";
+        let out = String::from_utf8(footed(mail, "FOOT").unwrap()).unwrap();
+        assert!(out.contains("plain\r\nFOOT\r\n--in\r\n"), "{out}");
+        assert!(
+            out.contains("<body>html\r\n<hr> <br />\r\nleave</body>"),
+            "{out}"
+        );
+        assert!(out.contains("second part\r\n--out--"), "{out}");
+        assert_eq!(out.matches("FOOT").count(), 1);
+        let parsed = mail_parser::MessageParser::new()
+            .parse(out.as_bytes())
+            .unwrap();
+        assert!(parsed.body_text(0).unwrap().contains("FOOT"));
+        // An attachment first: nothing to add to.
+        let attachment = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n\
+            --b\r\nContent-Type: application/pdf\r\n\r\n%PDF\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n";
+        assert!(footed(attachment, "f").is_none());
+        // LF line ends and an empty first part.
+        let lf = footed(
+            b"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\n--b--\n",
+            "F",
+        )
+        .unwrap();
+        assert!(String::from_utf8(lf)
+            .unwrap()
+            .contains("text/plain\n\r\nF\n--b--"));
     }
 
     #[test]

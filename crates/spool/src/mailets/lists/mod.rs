@@ -8,7 +8,7 @@
 //! per member (see [`Members`]); the repositories are opened after the processor tree is built,
 //! so the mailets reach them through a shared [`ListStores`] that the server fills in
 //! ([`ListStores::open`]). A post goes out as one new mail to every member, whose body is the
-//! original's body, streamed from storage (a footer is appended as it is read).
+//! original's body, streamed from storage (a footer is spliced in as it is read).
 //!
 //! This module owns list membership and list mail; it does not deliver (the copies go back to
 //! the spool through [`MailetContext::send_mail`]).
@@ -19,6 +19,7 @@ mod footer;
 mod members;
 mod processor;
 mod resources;
+mod splice;
 #[cfg(test)]
 mod tests;
 

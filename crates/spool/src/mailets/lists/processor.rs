@@ -113,8 +113,7 @@ impl ListProcessor {
             ));
             return Ok(());
         }
-        let footer = self.list.resources.get("footer", "text", &[]);
-        super::footer::add_footer(mail, &footer, ctx);
+        super::footer::add_footer(mail, &super::footer::Footer::of(&self.list.resources), ctx);
         if members.is_empty() {
             ctx.log(&format!(
                 "list {}: no members; post {} dropped",
