@@ -17,6 +17,7 @@ mod full_disk;
 mod harness;
 mod interop;
 mod limits;
+mod lists;
 mod mailets;
 mod matchers;
 mod metrics;

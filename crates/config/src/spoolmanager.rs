@@ -228,12 +228,13 @@ fn mailet(ctx: &mut Ctx, el: &Element) -> Option<MailetConfig> {
     let class = ctx.required_attr(el, "class");
     let mut params: Vec<(String, String)> = Vec::new();
     for p in &el.children {
+        let value = param_value(p);
         match params.iter_mut().find(|(n, _)| *n == p.name) {
             Some((_, v)) => {
                 v.push(',');
-                v.push_str(&p.text);
+                v.push_str(&value);
             }
-            None => params.push((p.name.clone(), p.text.clone())),
+            None => params.push((p.name.clone(), value)),
         }
     }
     Some(MailetConfig {
@@ -245,6 +246,29 @@ fn mailet(ctx: &mut Ctx, el: &Element) -> Option<MailetConfig> {
         element: el.clone(),
         location: el.location(),
     })
+}
+
+/// A parameter's value: its text; for a parameter written as a list of elements (James's
+/// `<commands><command name="info" class="Info"/></commands>` of `CommandListservManager`,
+/// `<commandpackages><commandpackage>..`), one item per child joined with `,`: the child's
+/// attributes as `name=value` joined with `;`, or its text when it has none.
+fn param_value(p: &Element) -> String {
+    if p.children.is_empty() || !p.text.is_empty() {
+        return p.text.clone();
+    }
+    let items: Vec<String> = p
+        .children
+        .iter()
+        .map(|c| {
+            if c.attrs.is_empty() {
+                c.text.clone()
+            } else {
+                let attrs: Vec<String> = c.attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                attrs.join(";")
+            }
+        })
+        .collect();
+    items.join(",")
 }
 
 #[cfg(test)]
@@ -292,6 +316,25 @@ mod tests {
         assert_eq!(
             split_matcher("HasMailAttributeWithValue=a, b=c"),
             ("HasMailAttributeWithValue", Some("a, b=c"))
+        );
+    }
+
+    #[test]
+    fn list_parameters_are_flattened() {
+        let xml = r#"<mailet match="All" class="X"><listName> t </listName>
+            <commandpackages><commandpackage>a.b</commandpackage></commandpackages>
+            <commands><command name="info" class="Info"/><command name="owner" class="Owner"/></commands>
+            </mailet>"#;
+        let el = crate::xml::parse_document(
+            xml,
+            std::sync::Arc::from(std::path::Path::new("t")),
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let values: Vec<String> = el.children.iter().map(param_value).collect();
+        assert_eq!(
+            values,
+            ["t", "a.b", "name=info;class=Info,name=owner;class=Owner"]
         );
     }
 }

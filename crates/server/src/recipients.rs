@@ -45,6 +45,9 @@ pub struct LocalRecipients {
     /// `db://` table), which is not read here: an unknown local recipient is then accepted
     /// and the tree decides.
     database_table: bool,
+    /// The command addresses of mailing lists (`CommandListservMatcher=list@example.org`
+    /// routes every `list-command@example.org`): `list-` and the domain, lower-cased.
+    list_commands: Vec<(String, String)>,
 }
 
 /// The `match=` of every `<matcher>` declaration in `decls` and below.
@@ -64,6 +67,7 @@ impl LocalRecipients {
     ) -> Self {
         let mut tables = Vec::new();
         let (mut routed, mut routed_users) = (HashSet::new(), HashSet::new());
+        let mut list_commands = Vec::new();
         let (mut inline_sources, mut database_table) = (HashSet::new(), false);
         let mut routed_patterns = Vec::new();
         // Every matcher of the tree: the mailets' and those of the <matcher> declarations.
@@ -93,6 +97,17 @@ impl LocalRecipients {
                 // Anchored as the matcher anchors it; a bad one stops the tree anyway.
                 "RecipientIsRegex" => routed_patterns.extend(
                     regex::Regex::new(&format!("^(?:{})$", condition.unwrap_or("").trim())).ok(),
+                ),
+                "CommandForListserv" => {
+                    for (list, domain) in names.filter_map(|n| split_address(&n)) {
+                        routed.insert(format!("{list}-on@{domain}"));
+                        routed.insert(format!("{list}-off@{domain}"));
+                    }
+                }
+                "CommandListservMatcher" => list_commands.extend(
+                    names
+                        .filter_map(|n| split_address(&n))
+                        .map(|(list, domain)| (format!("{list}-"), domain)),
                 ),
                 _ => {}
             }
@@ -144,6 +159,7 @@ impl LocalRecipients {
             routed_patterns,
             inline_sources,
             database_table,
+            list_commands,
         }
     }
 
@@ -178,6 +194,10 @@ impl LocalRecipients {
                 .routed_users
                 .contains(&recipient.local_part().to_lowercase())
             || self.routed_patterns.iter().any(|p| p.is_match(&address))
+            || self.list_commands.iter().any(|(prefix, domain)| {
+                recipient.local_part().to_lowercase().starts_with(prefix)
+                    && recipient.domain().eq_ignore_ascii_case(domain)
+            })
         {
             return Ok(RecipientVerdict::Known);
         }
@@ -224,6 +244,12 @@ impl LocalRecipients {
             Err(e) => Err(e),
         }
     }
+}
+
+/// `list@domain` as (`list`, `domain`).
+fn split_address(address: &str) -> Option<(String, String)> {
+    let (list, domain) = address.rsplit_once('@')?;
+    Some((list.to_string(), domain.to_string()))
 }
 
 #[async_trait]

@@ -23,6 +23,7 @@ use mailroom_pop3::server::Pop3Store;
 use mailroom_pop3::Pop3Settings;
 use mailroom_remotemanager::{Console, Opened, RemoteManagerSettings};
 use mailroom_smtp::{AuthPolicy, Authenticator, RecipientCheck, SmtpSettings};
+use mailroom_spool::mailets::lists::ListStores;
 use mailroom_spool::mailets::repository::StoreServices;
 use mailroom_spool::sql::SqlSources;
 use mailroom_spool::{
@@ -55,6 +56,8 @@ struct MailetServices {
     deliveries: Arc<RemoteDeliveries>,
     news: Arc<NewsGateway>,
     store: Arc<StoreServices>,
+    /// The list mailets' members stores: the repositories of `<users-store>`, opened later.
+    lists: Arc<ListStores>,
     /// BayesianAnalysis's token tables (none for `list-mailets`).
     databases: Option<Arc<Databases>>,
     /// The data sources of `<database-connections>`, for the JDBC mailets and matchers.
@@ -68,10 +71,21 @@ fn registry(home: &Path, services: &MailetServices) -> Registry {
     mailroom_delivery::register(&mut registry, &services.deliveries);
     mailroom_nntp::gateway::register(&mut registry, &services.news);
     mailroom_spool::mailets::repository::register(&mut registry, &services.store);
+    mailroom_spool::mailets::lists::register(&mut registry, &services.lists);
     let bayes = crate::bayes::BayesStores(services.databases.clone());
     mailroom_spool::mailets::bayes::register(&mut registry, Arc::new(bayes));
     mailroom_spool::sql::register(&mut registry, services.sql.clone());
     registry
+}
+
+/// The list mailets' members stores: the repositories of `<users-store>`, opened later.
+fn list_stores(config: &Config, runtime: Option<tokio::runtime::Handle>) -> Arc<ListStores> {
+    let names = config
+        .users_repositories
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    ListStores::new(names, &config.home, runtime)
 }
 
 fn build_tree(config: &Config, services: &MailetServices) -> Result<ProcessorTree> {
@@ -105,6 +119,7 @@ pub fn check_config(file: Option<&Path>, home: Option<&Path>) -> Result<()> {
         deliveries: RemoteDeliveries::new(&helo_name(&config), None),
         news: gateway,
         store: StoreServices::new(None),
+        lists: list_stores(&config, None),
         databases: Some(Databases::new(&config, runtime.handle().clone())),
         sql: Arc::new(DataSourceNames(
             config.data_sources.iter().map(|d| d.name.clone()).collect(),
@@ -121,6 +136,7 @@ fn offline_registry() -> Registry {
         deliveries: RemoteDeliveries::new("localhost", None),
         news: NewsGateway::new("localhost", "localhost", None),
         store: StoreServices::new(None),
+        lists: ListStores::new(Vec::new(), Path::new("."), None),
         databases: None,
         sql: Arc::new(DataSourceNames(Vec::new())),
     };
@@ -198,12 +214,14 @@ pub fn run(cli: &Cli) -> Result<()> {
         Some(runtime.handle().clone()),
     );
     let store_services = StoreServices::new(Some(runtime.handle().clone()));
+    let lists = list_stores(&config, Some(runtime.handle().clone()));
     // Nothing connects yet: each data source when a repository or a JDBC mailet first uses it.
     let databases = Databases::new(&config, runtime.handle().clone());
     let mailet_services = MailetServices {
         deliveries: deliveries.clone(),
         news: gateway.clone(),
         store: store_services.clone(),
+        lists: lists.clone(),
         databases: Some(databases.clone()),
         sql: databases.clone(),
     };
@@ -236,6 +254,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         databases.clone(),
     )?);
     let users = repositories::users(&config, &databases)?;
+    let all_users = repositories::all_users(&config, users.clone(), &databases)?;
+    lists.open(all_users.clone());
     let inbox = repositories::inbox(&config, &databases)?;
     // One login cache for POP3, NNTP and SMTP AUTH: a password checked by one is not checked
     // with argon2 again by another.
@@ -311,7 +331,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         (listener, Arc::new(repos))
     });
     let console = Arc::new(Console {
-        users: repositories::all_users(&config, users, &databases)?,
+        users: all_users,
         keep_apop_secret: keeps_apop_secrets(&config),
         spool: spool.clone(),
         open_repository: admin_opener(admin, spool.clone(), outgoing, mail_repositories),

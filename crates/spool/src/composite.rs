@@ -11,10 +11,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use mailroom_config::{split_matcher, ConfigError, Location, MatcherDecl};
+use mailroom_config::{split_matcher, ConfigError, MatcherDecl};
 use mailroom_mailet::{Mail, MailAddress, MailetContext, MailetError, Matcher};
 
-use crate::registry::{short_name, Registry, NOT_YET_MATCHERS};
+use crate::registry::{short_name, Registry};
 
 /// Registers And, Or, Not and Xor for their documentation (`mailroom list-matchers`): used
 /// directly in a mailet's `match=`, they are an error that says how to declare them.
@@ -141,8 +141,7 @@ impl Matcher for Shared {
 
 /// Builds a matcher from the registry: a matcher this build does not have yet stands in as
 /// one that matches nothing (with a warning), as for a mailet's `match=`.
-pub type PlainBuilder<'a> =
-    dyn Fn(&str, Option<&str>, &Location) -> Result<Box<dyn Matcher>, String> + 'a;
+pub type PlainBuilder<'a> = dyn Fn(&str, Option<&str>) -> Result<Box<dyn Matcher>, String> + 'a;
 
 /// The declarations a processor sees, and what has been built of them.
 pub struct Composites<'a> {
@@ -175,7 +174,7 @@ impl<'a> Composites<'a> {
             let Some(name) = decl.name.as_deref() else {
                 continue;
             };
-            if registry.matcher(name).is_some() || NOT_YET_MATCHERS.contains(&name) {
+            if registry.matcher(name).is_some() {
                 errors.push(decl.location.error(format!(
                     "<matcher name=\"{name}\">: {name} is the name of a matcher; choose \
                      another name"
@@ -349,7 +348,7 @@ impl<'a> Composites<'a> {
                 return None;
             }
         };
-        match plain(short, condition, &decl.location) {
+        match plain(short, condition) {
             Ok(matcher) => Some(Arc::from(matcher)),
             Err(e) => {
                 errors.push(decl.location.error(e));

@@ -105,16 +105,6 @@ pub struct Registry {
     mailets: BTreeMap<String, MailetEntry>,
 }
 
-/// James 2.3's standard matchers that this build does not have yet (DESIGN §2). A
-/// configuration that uses one (the stock James file does) still loads: the matcher is
-/// reported with a warning and matches no recipient until it lands.
-pub const NOT_YET_MATCHERS: &[&str] = &[];
-
-/// James 2.3's standard mailets that this build does not have yet (DESIGN §2). A
-/// configuration that uses one still loads, with a warning; a mail that reaches it is kept in
-/// the spool (a temporary failure, retried) rather than lost, until it lands.
-pub const NOT_YET_MAILETS: &[&str] = &["Listserv", "AvalonListserv", "AvalonListservManager"];
-
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {

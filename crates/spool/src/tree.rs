@@ -4,46 +4,17 @@
 //! Also checked here, since only the registry knows them: a parameter that names a processor
 //! (`processor`, or any name ending in `Processor`, James's convention) must name one (an
 //! error); a parameter a mailet does not read, or a condition given to a matcher that takes
-//! none, is warned about at its line. A James 2.3 matcher or mailet that this build does not
-//! have yet is a warning, not an error, so that a stock James file loads; see
-//! [`NOT_YET_MATCHERS`] and [`NOT_YET_MAILETS`] for what they do meanwhile. A `match=` that
-//! names a `<matcher>` declaration (James 3's composites) is resolved by [`crate::composite`].
+//! none, is warned about at its line. A `match=` that names a `<matcher>` declaration (James 3's composites) is resolved by [`crate::composite`].
 
 use std::collections::BTreeMap;
 
 use mailroom_config::{
-    ConfigError, Location, MailetConfig as MailetEntry, SpoolManager as SpoolManagerConfig,
+    ConfigError, MailetConfig as MailetEntry, SpoolManager as SpoolManagerConfig,
 };
-use mailroom_mailet::{
-    state, Mail, MailAddress, Mailet, MailetConfig, MailetContext, MailetError, Matcher,
-    MatcherConfig,
-};
+use mailroom_mailet::{state, Mailet, MailetConfig, Matcher, MatcherConfig};
 
 use crate::composite::Composites;
-use crate::registry::{short_name, Registry, NOT_YET_MAILETS, NOT_YET_MATCHERS};
-
-/// Stands in for a James matcher this build does not have yet: matches no recipient, so the
-/// mailet beside it is skipped (warned about at start-up).
-struct NotYetMatcher;
-
-impl Matcher for NotYetMatcher {
-    fn matches(&self, _: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
-        Ok(Vec::new())
-    }
-}
-
-/// Stands in for a James mailet this build does not have yet: a mail that reaches it stays in
-/// the spool (a temporary failure, tried again later) instead of being lost or misrouted.
-struct NotYetMailet(String);
-
-impl Mailet for NotYetMailet {
-    fn service(&self, _: &mut Mail, _: &dyn MailetContext) -> Result<(), MailetError> {
-        Err(MailetError::temporary(format!(
-            "mailet {} is not in this build yet; the mail is kept in the spool",
-            self.0
-        )))
-    }
-}
+use crate::registry::{short_name, Registry};
 
 /// Whether a mailet parameter names a processor: `processor`, or James's `...Processor`
 /// (`bounceProcessor`, `errorProcessor`).
@@ -95,21 +66,12 @@ fn check_entry(
     }
 }
 
-/// A matcher from the registry by short name, or the stand-in for one this build does not
-/// have yet (warned about at `location`).
+/// A matcher from the registry by short name.
 fn plain_matcher(
     registry: &Registry,
     short: &str,
     condition: Option<&str>,
-    location: &Location,
 ) -> Result<Box<dyn Matcher>, String> {
-    if registry.matcher(short).is_none() && NOT_YET_MATCHERS.contains(&short) {
-        tracing::warn!(
-            "{location}: matcher {short} is not in this build yet; until it is, it matches no \
-             recipient"
-        );
-        return Ok(Box::new(NotYetMatcher));
-    }
     let factory = registry.matcher(short).ok_or_else(|| {
         format!(
             "unknown matcher {short:?}; known matchers: {}",
@@ -186,9 +148,8 @@ impl ProcessorTree {
         let names: Vec<&str> = config.processors.iter().map(|p| p.name.as_str()).collect();
         let mut errors = Vec::new();
         let mut processors = BTreeMap::new();
-        let plain = |short: &str, condition: Option<&str>, location: &Location| {
-            plain_matcher(registry, short, condition, location)
-        };
+        let plain =
+            |short: &str, condition: Option<&str>| plain_matcher(registry, short, condition);
         let mut global = Composites::new(
             &config.matchers,
             None,
@@ -236,19 +197,11 @@ impl ProcessorTree {
                     }
                 } else {
                     short_name(matcher_text, matcher_packages)
-                        .and_then(|short| plain(short, condition, &entry.location))
+                        .and_then(|short| plain(short, condition))
                         .map_err(err)
                 };
                 let mailet = short_name(&entry.class, mailet_packages)
                     .and_then(|short| {
-                        if registry.mailet(short).is_none() && NOT_YET_MAILETS.contains(&short) {
-                            tracing::warn!(
-                                "{}: mailet {short} is not in this build yet; until it is, a \
-                                 mail that reaches it is kept in the spool",
-                                entry.location
-                            );
-                            return Ok(Box::new(NotYetMailet(short.to_string())) as Box<dyn Mailet>);
-                        }
                         let factory = registry.mailet(short).ok_or_else(|| {
                             format!(
                                 "unknown mailet {short:?}; known mailets: {}",

@@ -16,6 +16,7 @@ mod habeas;
 mod headers;
 mod jdbc;
 mod jdbc_listserv;
+pub mod lists;
 mod mapping;
 mod misc;
 mod redirect;
@@ -43,6 +44,7 @@ pub fn register(registry: &mut Registry) {
     clamav::register(registry);
     smime::register(registry);
     vut::register(registry);
+    lists::register_matchers(registry);
 }
 
 /// Registers the mailets and matchers that use the server's data sources (see [`crate::sql`]).

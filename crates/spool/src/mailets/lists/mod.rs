@@ -1,0 +1,396 @@
+//! Mailing lists, with James 2.3's classes and parameters: the simple list server
+//! (`AvalonListserv`, with `AvalonListservManager` for `list-on@`/`list-off@` and the matcher
+//! `CommandForListserv`) and the command list manager of the stock `james-listmanager.xml`
+//! (`CommandListservManager`, `CommandListservProcessor`, `CommandListservFooter`, the matcher
+//! `CommandListservMatcher`).
+//!
+//! Members live in a users repository of `<users-store>` named by `<repositoryName>`, one user
+//! per member (see [`Members`]); the repositories are opened after the processor tree is built,
+//! so the mailets reach them through a shared [`ListStores`] that the server fills in
+//! ([`ListStores::open`]). A post goes out as one new mail to every member, whose body is the
+//! original's body, streamed from storage (a footer is spliced in as it is read).
+//!
+//! This module owns list membership and list mail; it does not deliver (the copies go back to
+//! the spool through [`MailetContext::send_mail`]).
+
+mod avalon;
+mod command;
+mod footer;
+mod members;
+mod processor;
+mod resources;
+mod splice;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::date::Date;
+use mail_builder::headers::raw::Raw;
+use mail_builder::mime::{BodyPart, MimePart};
+use mail_builder::MessageBuilder;
+use mailroom_mailet::{
+    derived_mail_name, header_section_len, Envelope, Mail, MailAddress, MailetContext, MailetError,
+    MatcherConfig, MemoryBody, Message,
+};
+use mailroom_store::UsersRepository;
+
+use crate::Registry;
+
+pub use members::Members;
+
+/// The server's own users: never a list's member store (a member would become a login name).
+const LOCAL_USERS: &str = "LocalUsers";
+
+/// What the list mailets share with the server: the `<users-store>` repositories by name
+/// (opened after the processor tree is built), the runtime to wait on them from the spool's
+/// worker threads, and the command list managers by list name (for the processors and footers
+/// that name them).
+pub struct ListStores {
+    /// The repository names `<users-store>` declares, to check `<repositoryName>` at start-up.
+    names: Vec<String>,
+    /// The server's home: a relative `<resources>` path is taken from there.
+    home: PathBuf,
+    runtime: Option<tokio::runtime::Handle>,
+    repositories: OnceLock<BTreeMap<String, Arc<dyn UsersRepository>>>,
+    /// `CommandListservManager`s by `<listName>`, in the order the tree builds them.
+    managers: Mutex<BTreeMap<String, Arc<command::ListInfo>>>,
+}
+
+impl ListStores {
+    /// The list stores of a configuration whose `<users-store>` declares `names`; `runtime`
+    /// is `None` where no mail is processed (`check-config`).
+    pub fn new(
+        names: Vec<String>,
+        home: &Path,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Arc<Self> {
+        Arc::new(ListStores {
+            names,
+            home: home.to_path_buf(),
+            runtime,
+            repositories: OnceLock::new(),
+            managers: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Hands over the opened repositories (once).
+    pub fn open(&self, repositories: Vec<(String, Arc<dyn UsersRepository>)>) {
+        let _ = self.repositories.set(repositories.into_iter().collect());
+    }
+
+    /// The members store `<repositoryName>` names, checked against `<users-store>`.
+    fn members(self: &Arc<Self>, mailet: &str, name: &str) -> Result<Members, MailetError> {
+        if name == LOCAL_USERS {
+            return Err(MailetError::new(format!(
+                "mailet {mailet}: <repositoryName> {LOCAL_USERS} is the server's own users; \
+                 a list needs a repository of its own in <users-store>"
+            )));
+        }
+        if !self.names.iter().any(|n| n == name) {
+            return Err(MailetError::new(format!(
+                "mailet {mailet}: <repositoryName> {name:?} is not a repository of \
+                 <users-store> (it has: {})",
+                self.names.join(", ")
+            )));
+        }
+        Ok(Members::new(self.clone(), name))
+    }
+
+    /// A relative path from the home.
+    fn resolve(&self, path: &str) -> PathBuf {
+        let path = Path::new(path);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.home.join(path)
+        }
+    }
+
+    fn manager(&self, list: &str) -> Option<Arc<command::ListInfo>> {
+        let managers = self.managers.lock().unwrap_or_else(|e| e.into_inner());
+        managers.get(list).cloned()
+    }
+}
+
+/// Registers the list mailets, their members in `stores`.
+pub fn register(registry: &mut Registry, stores: &Arc<ListStores>) {
+    avalon::register(registry, stores);
+    command::register(registry, stores);
+    processor::register(registry, stores);
+    footer::register(registry, stores);
+}
+
+/// Registers `CommandForListserv` and `CommandListservMatcher` (they need no service).
+pub fn register_matchers(registry: &mut Registry) {
+    registry
+        .add_matcher("CommandForListserv", |c| {
+            let list = list_address(c)?;
+            Ok(Box::new(CommandFor {
+                list,
+                any_command: false,
+            }))
+        })
+        .about(
+            "The recipients that are the on/off commands of the list at the condition: \
+             `list-on@domain` and `list-off@domain` (for AvalonListservManager).",
+            r#"<mailet match="CommandForListserv=list@example.org" class="AvalonListservManager">"#,
+        );
+    registry
+        .add_matcher("CommandListservMatcher", |c| {
+            let list = list_address(c)?;
+            Ok(Box::new(CommandFor {
+                list,
+                any_command: true,
+            }))
+        })
+        .about(
+            "The recipients that are commands of the list at the condition: any \
+             `list-command@domain` (for CommandListservManager).",
+            r#"<mailet match="CommandListservMatcher=list@example.org" class="CommandListservManager">"#,
+        );
+}
+
+fn list_address(config: &MatcherConfig) -> Result<MailAddress, MailetError> {
+    let text = config.required_condition()?;
+    MailAddress::parse(text).map_err(|e| {
+        MailetError::new(format!(
+            "matcher {}: {text:?} is not a list address: {e}",
+            config.name
+        ))
+    })
+}
+
+/// `CommandForListserv` (`-on`/`-off` only) and `CommandListservMatcher` (any `-command`).
+struct CommandFor {
+    list: MailAddress,
+    any_command: bool,
+}
+
+impl mailroom_mailet::Matcher for CommandFor {
+    fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
+        let user = self.list.local_part();
+        Ok(mail
+            .recipients()
+            .iter()
+            .filter(|r| r.domain().eq_ignore_ascii_case(self.list.domain()))
+            .filter(|r| {
+                let Some(command) = r
+                    .local_part()
+                    .strip_prefix(user)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                else {
+                    return false;
+                };
+                self.any_command || command == "on" || command == "off"
+            })
+            .cloned()
+            .collect())
+    }
+}
+
+/// A parameter that must be a mail address.
+fn address_param(
+    config: &mailroom_mailet::MailetConfig,
+    name: &str,
+) -> Result<MailAddress, MailetError> {
+    let text = config.required(name)?;
+    MailAddress::parse(text).map_err(|e| {
+        MailetError::new(format!(
+            "mailet {}: <{name}> {text:?} is not a mail address: {e}",
+            config.name
+        ))
+    })
+}
+
+/// A reply the list software writes (a confirmation request, a welcome, an error): plain
+/// text from `from` to `to`, its envelope sender `from` (as James sends it).
+struct Reply<'a> {
+    from: (&'a str, &'a MailAddress),
+    to: (&'a str, &'a MailAddress),
+    subject: &'a str,
+    text: &'a str,
+    reply_to: Option<&'a str>,
+}
+
+impl Reply<'_> {
+    fn to_mail(&self, parent: &Mail, host: &str) -> Result<Mail, MailetError> {
+        let name = derived_mail_name(parent.name());
+        let (from, to) = (self.from.1.to_string(), self.to.1.to_string());
+        let mut builder = MessageBuilder::new()
+            .from((self.from.0, from.as_str()))
+            .to((self.to.0, to.as_str()))
+            .subject(self.subject)
+            .date(Date::now())
+            .message_id(format!("{name}@{host}"))
+            .header("Auto-Submitted", Raw::new("auto-replied"))
+            .text_body(crlf(self.text));
+        if let Some(reply_to) = self.reply_to {
+            builder = builder.reply_to(reply_to);
+        }
+        let bytes = builder.write_to_vec()?;
+        let envelope = Envelope::new(name, Some(self.from.1.clone()), vec![self.to.1.clone()]);
+        Ok(Mail::new(envelope, Message::from_bytes(&bytes)))
+    }
+}
+
+/// What James's `MailetContext.bounce(mail, text)` does: a notice from the postmaster to the
+/// sender saying `text`, with the original's header section attached. The envelope sender
+/// is null, so a notice is never answered with another. Nothing when the mail itself has the
+/// null sender.
+fn notify_sender(mail: &Mail, ctx: &dyn MailetContext, text: &str) -> Result<(), MailetError> {
+    let Some(sender) = mail.sender() else {
+        ctx.log(&format!("{}: not notifying <> of: {text}", mail.name()));
+        return Ok(());
+    };
+    let name = derived_mail_name(mail.name());
+    let postmaster = ctx.postmaster().to_string();
+    let subject = format!(
+        "Re: {}",
+        one_line(&mail.message.subject().unwrap_or_default())
+    );
+    let heads = mail.message.header_section().to_vec();
+    let eight_bit = !heads.is_ascii();
+    let parts = vec![
+        MimePart::new(
+            ContentType::new("text/plain").attribute("charset", "utf-8"),
+            BodyPart::Text(crlf(&format!("{text}\n")).into()),
+        ),
+        MimePart::new("text/rfc822-headers", BodyPart::Binary(heads.into()))
+            .transfer_encoding(if eight_bit { "8bit" } else { "7bit" }),
+    ];
+    let to = sender.to_string();
+    let mut builder = MessageBuilder::new()
+        .from(postmaster.as_str())
+        .to(to.as_str())
+        .subject(subject)
+        .date(Date::now())
+        .message_id(format!("{name}@{}", ctx.server_name()))
+        .header("Auto-Submitted", Raw::new("auto-replied"));
+    if let Some(id) = mail.message.header("Message-ID") {
+        builder = builder.header("In-Reply-To", Raw::new(one_line(&id)));
+    }
+    let bytes = builder
+        .body(MimePart::new("multipart/mixed", BodyPart::Multipart(parts)))
+        .write_to_vec()?;
+    let split = header_section_len(&bytes);
+    let message = Message::new(
+        bytes[..split].to_vec(),
+        Arc::new(MemoryBody::new(&bytes[split..])),
+    );
+    let envelope = Envelope::new(name, None, vec![sender.clone()]);
+    ctx.send_mail(Mail::new(envelope, message))
+}
+
+/// Text on one line (a header value).
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Text with CRLF line ends.
+fn crlf(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
+/// Whether the message is multipart (James: its content is a `MimeMultipart`).
+fn is_multipart(message: &Message) -> bool {
+    media_type(message).starts_with("multipart/")
+}
+
+/// The lower-cased media type of `Content-Type:` (`text/plain` when there is none).
+fn media_type(message: &Message) -> String {
+    message
+        .header("Content-Type")
+        .and_then(|v| v.split(';').next().map(|t| t.trim().to_ascii_lowercase()))
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "text/plain".to_string())
+}
+
+/// The copy of a post that goes to the members: the original's header section edited by
+/// `edit`, the original's body shared (streamed from storage when read), sent by `sender` to
+/// `members` from the `root` processor.
+fn list_copy(
+    mail: &Mail,
+    sender: &MailAddress,
+    members: Vec<MailAddress>,
+    edit: impl FnOnce(&mut Message),
+) -> Mail {
+    let mut message = mail.message.clone();
+    edit(&mut message);
+    let mut envelope = Envelope::new(
+        derived_mail_name(mail.name()),
+        Some(sender.clone()),
+        members,
+    );
+    envelope.remote_host = mail.envelope.remote_host.clone();
+    envelope.remote_addr = mail.envelope.remote_addr.clone();
+    Mail::new(envelope, message)
+}
+
+/// Sets `Subject:`, as an RFC 2047 encoded word when it is not ASCII.
+fn set_subject(message: &mut Message, subject: &str) {
+    if subject.is_ascii() {
+        message.set_header("Subject", subject);
+    } else {
+        let encoded = base64(subject.as_bytes());
+        message.set_header("Subject", &format!("=?utf-8?b?{encoded}?="));
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// James's subject normalisation for list mail: the prefix moved (or put) at the front, every
+/// `Re:` after it turned into `RE:` and reduced to one, double spaces made single.
+fn normalize_subject(subject: &str, prefix: &str) -> String {
+    let mut s = subject.to_string();
+    match s.find(prefix) {
+        Some(0) => {}
+        Some(at) => {
+            s.replace_range(at..at + prefix.len(), "");
+            s.insert_str(0, prefix);
+        }
+        None => s.insert_str(0, prefix),
+    }
+    let start = prefix.len();
+    while let Some(at) = find_from(&s, "Re:", start) {
+        s.replace_range(at..at + 3, "RE:");
+    }
+    // Every `RE:` after the first one goes.
+    let after_first = find_from(&s, "RE:", start).map_or(2, |at| at + 3);
+    while let Some(at) = find_from(&s, "RE:", after_first).filter(|&at| at > 0) {
+        s.replace_range(at..at + 3, "");
+    }
+    while let Some(at) = find_from(&s, "  ", start) {
+        s.replace_range(at..at + 2, " ");
+    }
+    s
+}
+
+/// `text.find(pattern)` from byte `from` on (moved forward to a character boundary).
+fn find_from(text: &str, pattern: &str, from: usize) -> Option<usize> {
+    let mut from = from.min(text.len());
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    text[from..].find(pattern).map(|at| at + from)
+}
