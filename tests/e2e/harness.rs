@@ -390,6 +390,11 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        // A failed test shows what the server said (the test harness prints it with the
+        // failure).
+        if std::thread::panicking() {
+            eprintln!("--- the server's log ---\n{}", self.log());
+        }
     }
 }
 
