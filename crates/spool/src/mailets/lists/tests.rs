@@ -9,6 +9,7 @@ use mailroom_store::file::FileUsersRepository;
 use mailroom_store::Blocking;
 
 use super::members::{decode, key};
+use super::post::normalize_subject;
 use super::*;
 
 /// A context that records the mails sent and the lines logged.
@@ -352,7 +353,7 @@ fn subscribe_confirm_post_info_owner_unsubscribe() {
     let body = text(copy);
     assert!(body.contains("hi all\r\n"), "{body}");
     assert!(
-        body.ends_with("Other commands: testlist-info@localhost\r\n"),
+        body.ends_with("Other commands: testlist-info@localhost"),
         "{body}"
     );
     assert_eq!(copy.size(), body.len() as u64);
