@@ -33,6 +33,10 @@ impl Recorder {
     pub(crate) fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
+    /// The mails sent so far, taken (the next call sees only newer ones).
+    pub(crate) fn take(&self) -> Vec<Mail> {
+        std::mem::take(&mut *self.sent.lock().unwrap())
+    }
 }
 
 impl MailetContext for Recorder {

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use mailroom_mailet::UserRecord;
+use mailroom_mailet::{Envelope, UserRecord};
 
 use super::*;
 use crate::sql::testing::Sqlite;

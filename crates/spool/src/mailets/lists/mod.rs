@@ -207,37 +207,6 @@ fn address_param(
     })
 }
 
-/// A reply the list software writes (a confirmation request, a welcome, an error): plain
-/// text from `from` to `to`, its envelope sender `from` (as James sends it).
-struct Reply<'a> {
-    from: (&'a str, &'a MailAddress),
-    to: (&'a str, &'a MailAddress),
-    subject: &'a str,
-    text: &'a str,
-    reply_to: Option<&'a str>,
-}
-
-impl Reply<'_> {
-    fn to_mail(&self, parent: &Mail, host: &str) -> Result<Mail, MailetError> {
-        let name = derived_mail_name(parent.name());
-        let (from, to) = (self.from.1.to_string(), self.to.1.to_string());
-        let mut builder = MessageBuilder::new()
-            .from((self.from.0, from.as_str()))
-            .to((self.to.0, to.as_str()))
-            .subject(self.subject)
-            .date(Date::now())
-            .message_id(format!("{name}@{host}"))
-            .header("Auto-Submitted", Raw::new("auto-replied"))
-            .text_body(crlf(self.text));
-        if let Some(reply_to) = self.reply_to {
-            builder = builder.reply_to(reply_to);
-        }
-        let bytes = builder.write_to_vec()?;
-        let envelope = Envelope::new(name, Some(self.from.1.clone()), vec![self.to.1.clone()]);
-        Ok(Mail::new(envelope, Message::from_bytes(&bytes)))
-    }
-}
-
 /// What James's `MailetContext.bounce(mail, text)` does: a notice from the postmaster to the
 /// sender saying `text`, with the original's header section attached. The envelope sender
 /// is null, so a notice is never answered with another. Nothing when the mail itself has the
