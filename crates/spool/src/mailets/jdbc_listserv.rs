@@ -39,8 +39,7 @@ pub(super) fn register_sql(registry: &mut Registry, sources: Arc<dyn SqlSources>
             "A mailing list kept in a database: members in <members_table> (listserv_id, \
              member), settings in <listserv_table> (members_only, attachments_allowed, \
              reply_to_list, subject_prefix, list_address) for <listserv_id> on <data_source>. \
-             Sends the mail on to every member from the postmaster, as AvalonListserv does \
-             (a refused mail is answered with a notice to its sender).",
+             Sends the mail on to every member from the postmaster.",
             "<mailet match=\"RecipientIs=list@example.org\" class=\"JDBCListserv\">\
              <data_source>maildb</data_source><listserv_id>list</listserv_id>\
              <listserv_table>listserv</listserv_table><members_table>listserv_members\
