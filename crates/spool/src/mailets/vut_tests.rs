@@ -1,8 +1,7 @@
-use std::collections::BTreeMap;
-
 use mailroom_mailet::{state, Envelope, Mail, Message};
 
 use super::*;
+pub(crate) use crate::mailets::testing::config;
 use crate::mailets::testing::Recorder;
 use crate::sql::testing::Sqlite;
 
@@ -11,16 +10,6 @@ pub(crate) fn ctx() -> Recorder {
     Recorder {
         local_domains: vec!["localhost", "example.org"],
         ..Recorder::new()
-    }
-}
-
-pub(crate) fn config(name: &str, params: &[(&str, &str)]) -> MailetConfig {
-    MailetConfig {
-        name: name.into(),
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
     }
 }
 

@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use mailroom_mailet::{state, Mailet, MailetConfig, Matcher, MatcherConfig};
+use mailroom_mailet::{state, Mailet, Matcher, MatcherConfig};
 use mailroom_store::file::FileUsersRepository;
 use mailroom_store::Blocking;
 
 use super::members::{decode, key};
 use super::post::normalize_subject;
 use super::*;
-use crate::mailets::testing::Recorder;
+use crate::mailets::testing::{config, Recorder};
 
 /// The mailet tests' recording context, its postmaster at `localhost`.
 fn recorder() -> Recorder {
@@ -53,16 +53,6 @@ fn lists_over(
         registry,
         _runtime: runtime,
         _dir: dir,
-    }
-}
-
-fn config(name: &str, params: &[(&str, &str)]) -> MailetConfig {
-    MailetConfig {
-        name: name.to_string(),
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
     }
 }
 
