@@ -33,12 +33,12 @@ use mail_builder::headers::raw::Raw;
 use mail_builder::mime::{BodyPart, MimePart};
 use mail_builder::MessageBuilder;
 use mailroom_mailet::{
-    derived_mail_name, header_section_len, Envelope, Mail, MailAddress, MailetContext, MailetError,
-    MatcherConfig, MemoryBody, Message,
+    derived_mail_name, Envelope, Mail, MailAddress, MailetContext, MailetError, MatcherConfig,
+    Message,
 };
 use mailroom_store::UsersRepository;
 
-use crate::mailets::compose::{crlf, one_line};
+use crate::mailets::compose::{crlf, encoding, one_line};
 use crate::Registry;
 
 pub use members::Members;
@@ -230,7 +230,7 @@ fn notify_sender(mail: &Mail, ctx: &dyn MailetContext, text: &str) -> Result<(),
             BodyPart::Text(crlf(&format!("{text}\n")).into()),
         ),
         MimePart::new("text/rfc822-headers", BodyPart::Binary(heads.into()))
-            .transfer_encoding(if eight_bit { "8bit" } else { "7bit" }),
+            .transfer_encoding(encoding(eight_bit)),
     ];
     let to = sender.to_string();
     let mut builder = MessageBuilder::new()
@@ -246,11 +246,6 @@ fn notify_sender(mail: &Mail, ctx: &dyn MailetContext, text: &str) -> Result<(),
     let bytes = builder
         .body(MimePart::new("multipart/mixed", BodyPart::Multipart(parts)))
         .write_to_vec()?;
-    let split = header_section_len(&bytes);
-    let message = Message::new(
-        bytes[..split].to_vec(),
-        Arc::new(MemoryBody::new(&bytes[split..])),
-    );
     let envelope = Envelope::new(name, None, vec![sender.clone()]);
-    ctx.send_mail(Mail::new(envelope, message))
+    ctx.send_mail(Mail::new(envelope, Message::from_bytes(&bytes)))
 }
