@@ -106,7 +106,6 @@ impl ListProcessor {
             ));
             return Ok(());
         }
-        self.footer.service(mail, ctx)?;
         if members.is_empty() {
             ctx.log(&format!(
                 "list {}: no members; post {} dropped",
@@ -115,7 +114,10 @@ impl ListProcessor {
             ));
             return Ok(());
         }
-        ctx.send_mail(self.rules.copy(mail, &self.owner, members, &list_address))
+        // The footer goes into the copy: a post kept for a retry is never footed twice.
+        let mut copy = self.rules.copy(mail, &self.owner, members, &list_address);
+        self.footer.service(&mut copy, ctx)?;
+        ctx.send_mail(copy)
     }
 }
 
