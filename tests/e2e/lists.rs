@@ -1,8 +1,10 @@
 //! James 2.3.2's stock configuration with its list-manager include enabled: `check-config`
-//! accepts it unchanged, and the real binary, started on it with only ports, bind addresses
-//! and include paths changed, delivers local mail, queues remote mail for RemoteDelivery,
-//! bounces, and runs the mailing list (subscribe by mail, confirm, post to the members).
+//! accepts it unchanged, and the real binary, started on it with only ports, bind addresses,
+//! include paths and the DNS server (the test's own) changed, delivers local mail, queues
+//! remote mail for RemoteDelivery, bounces, and runs the mailing list (subscribe by mail,
+//! confirm, post to the members).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -10,6 +12,7 @@ use crate::harness::{
     free_port, maildir_messages, python, repository_count, wait_for, Server, Setup, BIN,
     DEFAULT_TREE,
 };
+use crate::remote_delivery::start_dns;
 
 /// The stock `apps/james` directory.
 fn stock() -> PathBuf {
@@ -59,9 +62,13 @@ fn substitute(text: &str, from: &str, to: &str, times: usize) -> String {
 
 /// The stock config-with-lists.xml with only what a test run needs changed: the ports (SMTP,
 /// POP3 and NNTP on the harness's ports, the RemoteManager on a free one), every service bound
-/// to 127.0.0.1 (the stock file has the `<bind>` commented out), and the includes' paths made
-/// absolute (the harness writes the file into its temporary home).
-fn stock_for_test(ports: (u16, u16, u16)) -> String {
+/// to 127.0.0.1 (the stock file has the `<bind>` commented out), the includes' paths made
+/// absolute (the harness writes the file into its temporary home), and `<dnsserver>` pointed
+/// at the test's own DNS server `dns` with `<autodiscover>false</autodiscover>`. That is the
+/// only change beyond ports and binds, and it is there so that the bounce part never depends
+/// on the machine: the stock file asks the system's resolvers, which a CI box may not have,
+/// and RemoteDelivery bounces at once only when a resolver says the domain does not exist.
+fn stock_for_test(ports: (u16, u16, u16), dns: SocketAddr) -> String {
     let (smtp, pop3, nntp) = ports;
     let text = std::fs::read_to_string(stock().join("SAR-INF/config-with-lists.xml")).unwrap();
     let conf = stock().join("conf").canonicalize().unwrap();
@@ -88,6 +95,18 @@ fn stock_for_test(ports: (u16, u16, u16)) -> String {
         &text,
         "<port>4555</port>",
         &format!("<port>{}</port>", free_port()),
+        1,
+    );
+    let text = substitute(
+        &text,
+        "<!--\n          <server>127.0.0.1</server>\n         -->",
+        &format!("<server>{dns}</server>"),
+        1,
+    );
+    let text = substitute(
+        &text,
+        "<autodiscover>true</autodiscover>",
+        "<autodiscover>false</autodiscover>",
         1,
     );
     substitute(
@@ -144,19 +163,11 @@ fn wait_mail(server: &Server, user: &str, parts: &[&str]) -> String {
     found.unwrap()
 }
 
-/// Whether the system resolver answers at all (an NXDOMAIN for a `.invalid` name): the bounce
-/// of the stock config comes from RemoteDelivery finding that a domain does not exist.
-fn resolver_answers() -> bool {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg("import socket\ntry:\n socket.getaddrinfo('mailroom-test.invalid', 25)\nexcept socket.gaierror as e:\n print(e.errno == socket.EAI_NONAME)")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "True"
-}
-
 #[test]
 fn the_stock_config_runs_local_remote_bounce_and_the_list_server() {
+    // A DNS server of the test's own that knows no name: `mailroom-test.invalid` does not
+    // exist, whatever resolvers this machine has or lacks.
+    let dns = start_dns(Vec::new());
     let mut ports = None;
     let server = Server::start_edited(
         &Setup {
@@ -167,7 +178,7 @@ fn the_stock_config_runs_local_remote_bounce_and_the_list_server() {
         |generated| {
             let p = harness_ports(&generated);
             ports = Some(p);
-            stock_for_test(p)
+            stock_for_test(p, dns)
         },
     );
     assert_eq!(
@@ -205,21 +216,17 @@ fn the_stock_config_runs_local_remote_bounce_and_the_list_server() {
     });
 
     // A bounce: a domain that does not exist fails at once, DSNBounce tells alice.
-    if resolver_answers() {
-        smtp.send_mail(
-            "alice@localhost",
-            &["nobody@mailroom-test.invalid"],
-            "From: alice@localhost\r\nSubject: lost\r\n\r\nhello\r\n",
-        );
-        let dsn = wait_mail(
-            &server,
-            "alice",
-            &["multipart/report", "nobody@mailroom-test.invalid"],
-        );
-        assert!(dsn.contains("Action: failed"), "{dsn}");
-    } else {
-        eprintln!("no DNS resolver answers here: the bounce part is left out");
-    }
+    smtp.send_mail(
+        "alice@localhost",
+        &["nobody@mailroom-test.invalid"],
+        "From: alice@localhost\r\nSubject: lost\r\n\r\nhello\r\n",
+    );
+    let dsn = wait_mail(
+        &server,
+        "alice",
+        &["multipart/report", "nobody@mailroom-test.invalid"],
+    );
+    assert!(dsn.contains("Action: failed"), "{dsn}");
 
     // The list: bob subscribes, gets the request to confirm, confirms, is welcomed.
     smtp.send_mail(

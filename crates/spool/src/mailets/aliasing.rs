@@ -125,51 +125,24 @@ impl Mailet for AliasingForwarding {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::Mutex;
 
-    use mailroom_mailet::{Envelope, Message, UserRecord};
+    use mailroom_mailet::{Envelope, Message};
 
     use super::*;
+    use crate::mailets::testing::Recorder;
 
     /// Users: `fwd` forwards to `far@remote.example`, `al` is an alias of `main`, `bad` an
     /// alias of nobody, `main` plain.
-    struct Users {
-        postmaster: MailAddress,
-        sent: Mutex<Vec<Mail>>,
-    }
-
-    impl MailetContext for Users {
-        fn is_local_server(&self, domain: &str) -> bool {
-            domain == "example.org"
-        }
-        fn local_user(&self, name: &str) -> Result<Option<UserRecord>, MailetError> {
-            let (alias, forward) = match name {
-                "fwd" => (None, MailAddress::parse("far@remote.example").ok()),
-                "al" => (Some("main".to_string()), None),
-                "bad" => (Some("ghost".to_string()), None),
-                "main" => (None, None),
-                _ => return Ok(None),
-            };
-            Ok(Some(UserRecord {
-                name: name.into(),
-                alias,
-                forward,
-            }))
-        }
-        fn postmaster(&self) -> &MailAddress {
-            &self.postmaster
-        }
-        fn send_mail(&self, mail: Mail) -> Result<(), MailetError> {
-            self.sent.lock().unwrap().push(mail);
-            Ok(())
-        }
-        fn store_mail(&self, _: &str, _: &Mail) -> Result<(), MailetError> {
-            unreachable!()
-        }
-        fn deliver_to_inbox(&self, _: &str, _: &[u8], _: &Mail) -> Result<(), MailetError> {
-            unreachable!()
-        }
-        fn log(&self, _: &str) {}
+    fn users() -> Recorder {
+        Recorder::with_users(
+            "example.org",
+            &[
+                ("fwd", None, Some("far@remote.example")),
+                ("al", Some("main"), None),
+                ("bad", Some("ghost"), None),
+                ("main", None, None),
+            ],
+        )
     }
 
     fn run(params: &[(&str, &str)], recipients: &[&str]) -> (Mail, Vec<Mail>) {
@@ -181,10 +154,7 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
         };
         let mailet = AliasingForwarding::new(&config).unwrap();
-        let ctx = Users {
-            postmaster: MailAddress::parse("postmaster@example.org").unwrap(),
-            sent: Mutex::default(),
-        };
+        let ctx = users();
         let recipients = recipients
             .iter()
             .map(|r| MailAddress::parse(r).unwrap())

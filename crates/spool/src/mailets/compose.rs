@@ -9,7 +9,9 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use mailroom_mailet::{BodySource, MailAddress, MemoryBody, Message};
+use mailroom_mailet::{
+    derived_mail_name, BodySource, Envelope, Mail, MailAddress, MailetError, MemoryBody, Message,
+};
 
 /// One piece of a [`Spliced`] body.
 #[derive(Clone, Debug)]
@@ -217,6 +219,59 @@ pub(crate) fn encode_header_text(text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A plain-text reply that a mailet writes to a mail (the list server's confirmations and
+/// errors, WhiteListManager's answers, ServerTime): `From:`/`To:` with optional display
+/// names, a `Date:`, a `Message-ID:` derived from the mail's name, `In-Reply-To:` the mail's
+/// `Message-ID:`; its envelope from `from` to `to`.
+pub(crate) struct Reply<'a> {
+    /// The sender (envelope and `From:`), with a display name.
+    pub(crate) from: (Option<&'a str>, &'a MailAddress),
+    /// The recipient (envelope and `To:`), with a display name.
+    pub(crate) to: (Option<&'a str>, &'a MailAddress),
+    pub(crate) subject: &'a str,
+    /// The text, any line ends.
+    pub(crate) text: &'a str,
+    pub(crate) reply_to: Option<&'a str>,
+    /// Adds `Auto-Submitted: auto-replied` (RFC 3834).
+    pub(crate) auto_submitted: bool,
+}
+
+impl Reply<'_> {
+    /// The reply to `original`, written by host `host`.
+    pub(crate) fn to_mail(&self, original: &Mail, host: &str) -> Result<Mail, MailetError> {
+        use mail_builder::headers::address::Address;
+        use mail_builder::headers::date::Date;
+        use mail_builder::headers::raw::Raw;
+
+        let name = derived_mail_name(original.name());
+        let address = |(display, addr): (Option<&str>, &MailAddress)| match display {
+            Some(display) => Address::new_address(Some(display.to_string()), addr.to_string()),
+            None => Address::new_address(None::<String>, addr.to_string()),
+        };
+        let mut builder = mail_builder::MessageBuilder::new()
+            .from(address(self.from))
+            .to(address(self.to))
+            .subject(one_line(self.subject))
+            .date(Date::now())
+            .message_id(format!("{name}@{host}"))
+            .text_body(crlf(self.text));
+        if self.auto_submitted {
+            builder = builder.header("Auto-Submitted", Raw::new("auto-replied"));
+        }
+        if let Some(id) = original.message.header("Message-ID") {
+            builder = builder.header("In-Reply-To", Raw::new(one_line(&id)));
+        }
+        if let Some(reply_to) = self.reply_to {
+            builder = builder.reply_to(reply_to);
+        }
+        let bytes = builder
+            .write_to_vec()
+            .map_err(|e| MailetError::new(format!("writing a reply: {e}")))?;
+        let envelope = Envelope::new(name, Some(self.from.1.clone()), vec![self.to.1.clone()]);
+        Ok(Mail::new(envelope, Message::from_bytes(&bytes)))
+    }
 }
 
 #[cfg(test)]

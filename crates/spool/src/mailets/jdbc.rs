@@ -112,7 +112,7 @@ impl Mailet for JdbcAlias {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mailets::vut::tests::{build, mail, registry_with, texts, Ctx};
+    use crate::mailets::vut::tests::{build, ctx, mail, registry_with, texts};
     use crate::sql::testing::Sqlite;
 
     #[test]
@@ -134,7 +134,7 @@ mod tests {
             ("target_column", "dst"),
         ];
         let mailet = build(&registry, "JDBCAlias", &params).unwrap();
-        let ctx = Ctx::default();
+        let ctx = ctx();
         let mut m = mail(&["team@example.org", "broken@example.org", "x@example.org"]);
         mailet.service(&mut m, &ctx).unwrap();
         assert_eq!(
@@ -142,7 +142,7 @@ mod tests {
             ["broken@example.org", "x@example.org", "lead@example.net"]
         );
         assert!(ctx
-            .logged
+            .log
             .lock()
             .unwrap()
             .iter()

@@ -6,24 +6,19 @@
 //! Both are read on the list's first mail and kept (`<cache_settings>`, default true), or read
 //! for every mail when it is false. A list without its settings row is a configuration error.
 //!
-//! A mail to the list goes on to every member, from the postmaster (bounces come back to the
-//! postmaster, not the list), as James's `GenericListserv` sends it: `Return-Path:` removed,
-//! the subject prefixed `[prefix] ` (with James's `Re:` normalising), `Reply-To:` the list when
-//! `reply_to_list`, and `X-been-there:` the list, which stops a mail that comes back around.
-//! A non-member's mail to a members-only list, or a multipart mail to a list that takes no
-//! attachments, is refused: it goes to the `error` processor with James's reason as its error
-//! message. The list's mail itself is consumed. A database that is away keeps the mail in the
-//! spool.
+//! A mail to the list is handled as James's `GenericListserv` does, by the code AvalonListserv
+//! shares ([`post::serve`]): it goes on to every member from the postmaster, `Return-Path:`
+//! removed, the subject prefixed `[prefix] ` (with James's `Re:` normalising), `Reply-To:` the
+//! list when `reply_to_list`, `X-been-there:` the list; a non-member's mail to a members-only
+//! list, or a multipart mail to a list that takes no attachments, is answered with a notice
+//! to its sender. Only where the members and settings come from differs. A database that is
+//! away keeps the mail in the spool.
 
 use std::sync::{Arc, Mutex};
 
-use mail_builder::headers::text::Text;
-use mail_builder::headers::Header;
-use mailroom_mailet::outcome::{Outcome, Status};
-use mailroom_mailet::{
-    derived_mail_name, state, Envelope, Mail, MailAddress, Mailet, MailetConfig, MailetContext,
-    MailetError,
-};
+use mailroom_mailet::{Mail, MailAddress, Mailet, MailetConfig, MailetContext, MailetError};
+
+use super::lists::post::{self, PostRules};
 
 use crate::sql::{check_table, identifier, SqlSources};
 use crate::Registry;
@@ -56,10 +51,7 @@ pub(super) fn register_sql(registry: &mut Registry, sources: Arc<dyn SqlSources>
 #[derive(Clone, Debug, PartialEq)]
 struct List {
     members: Vec<MailAddress>,
-    members_only: bool,
-    attachments_allowed: bool,
-    reply_to_list: bool,
-    subject_prefix: Option<String>,
+    rules: PostRules,
     address: Option<MailAddress>,
 }
 
@@ -158,10 +150,12 @@ impl JdbcListserv {
         });
         let list = List {
             members,
-            members_only: flag(0),
-            attachments_allowed: flag(1),
-            reply_to_list: flag(2),
-            subject_prefix: cell(3),
+            rules: PostRules {
+                members_only: flag(0),
+                attachments_allowed: flag(1),
+                reply_to_list: flag(2),
+                subject_prefix: PostRules::prefix(cell(3).as_deref(), true),
+            },
             address,
         };
         *cached = Some(list.clone());
@@ -169,132 +163,10 @@ impl JdbcListserv {
     }
 }
 
-/// James's `normalizeSubject`: the prefix first, every `Re:` spelled `RE:` and only the first
-/// kept, runs of blanks reduced to one.
-fn normalize_subject(subject: &str, prefix: &str) -> String {
-    let mut s = subject.to_string();
-    match s.find(prefix) {
-        Some(0) => {}
-        Some(i) => {
-            s.replace_range(i..i + prefix.len(), "");
-            s.insert_str(0, prefix);
-        }
-        None => s.insert_str(0, prefix),
-    }
-    let p = prefix.len();
-    let rest = s[p..].replace("Re:", "RE:");
-    let rest = match rest.find("RE:") {
-        Some(first) => {
-            let (head, tail) = rest.split_at(first + 3);
-            format!("{head}{}", tail.replace("RE:", ""))
-        }
-        None => rest,
-    };
-    let mut rest = rest;
-    while rest.contains("  ") {
-        rest = rest.replace("  ", " ");
-    }
-    format!("{}{rest}", &s[..p])
-}
-
-/// A header value as it is written: raw when ASCII, RFC 2047 words otherwise.
-fn encoded(value: &str) -> String {
-    if value.is_ascii() {
-        return value.to_string();
-    }
-    let mut out = Vec::new();
-    Text::new(value).write_header(&mut out, "Subject: ".len());
-    String::from_utf8_lossy(&out).trim_end().to_string()
-}
-
-impl JdbcListserv {
-    /// Sends a refused mail to `error` with James's reason.
-    fn refuse(
-        &self,
-        mail: &mut Mail,
-        why: &str,
-        ctx: &dyn MailetContext,
-    ) -> Result<(), MailetError> {
-        let mut copy = mail.split_off(derived_mail_name(mail.name()), mail.recipients().to_vec());
-        copy.set_state(state::ERROR);
-        copy.envelope.error_message = Some(why.to_string());
-        let name = copy.name().to_string();
-        ctx.send_mail(copy)?;
-        for rcpt in mail.recipients() {
-            let line = Outcome::new(mail.name(), rcpt, Status::Refused)
-                .field("reason", why)
-                .field("copy", &name)
-                .field("next", state::ERROR);
-            ctx.log(&line.to_string());
-        }
-        mail.set_state(state::GHOST);
-        Ok(())
-    }
-}
-
 impl Mailet for JdbcListserv {
     fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
         let list = self.list(ctx)?;
-        if list.members_only && !mail.sender().is_some_and(|s| list.members.contains(s)) {
-            return self.refuse(
-                mail,
-                "Only members of this listserv are allowed to send a message to this address.",
-                ctx,
-            );
-        }
-        let multipart = mail
-            .message
-            .header("Content-Type")
-            .is_some_and(|ct| ct.trim().to_ascii_lowercase().starts_with("multipart/"));
-        if !list.attachments_allowed && multipart {
-            return self.refuse(mail, "You cannot send attachments to this listserv.", ctx);
-        }
-        let Some(address) = list
-            .address
-            .clone()
-            .or_else(|| mail.recipients().first().cloned())
-        else {
-            mail.set_state(state::GHOST);
-            return Ok(());
-        };
-        let been_there = mail.message.headers("X-been-there");
-        if been_there
-            .iter()
-            .any(|b| b.trim().eq_ignore_ascii_case(&address.to_string()))
-        {
-            // The list's own mail come back around: swallowed.
-            mail.set_state(state::GHOST);
-            return Ok(());
-        }
-        let mut message = mail.message.clone();
-        message.remove_header("Return-Path");
-        if let Some(prefix) = &list.subject_prefix {
-            let subject = mail.message.subject().unwrap_or_default();
-            let subject = normalize_subject(&subject, &format!("[{prefix}] "));
-            message.set_header("Subject", &encoded(&subject));
-        }
-        if list.reply_to_list {
-            message.set_header("Reply-To", &address.to_string());
-        }
-        message.set_header("X-been-there", &address.to_string());
-        if !list.members.is_empty() {
-            let mut envelope = Envelope::new(
-                derived_mail_name(mail.name()),
-                Some(ctx.postmaster().clone()),
-                list.members.clone(),
-            );
-            envelope.remote_addr = mail.envelope.remote_addr.clone();
-            envelope.remote_host = mail.envelope.remote_host.clone();
-            let name = envelope.name.clone();
-            ctx.send_mail(Mail::new(envelope, message))?;
-            ctx.log(&format!(
-                "mail={} list={address} status=distributed members={} copy={name}",
-                mail.name(),
-                list.members.len()
-            ));
-        }
-        mail.set_state(state::GHOST);
-        Ok(())
+        post::serve(&list.rules, mail, ctx, list.members, list.address)
     }
 }
 

@@ -7,14 +7,11 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mail_builder::headers::date::Date;
-use mail_builder::headers::raw::Raw;
-use mail_builder::MessageBuilder;
 use mailroom_mailet::{
-    derived_mail_name, state, Envelope, Mail, Mailet, MailetConfig, MailetContext, MailetError,
-    Message,
+    derived_mail_name, state, Mail, Mailet, MailetConfig, MailetContext, MailetError,
 };
 
-use super::compose::{header_addresses, one_line};
+use super::compose::{header_addresses, Reply};
 use crate::Registry;
 
 pub(super) fn register(registry: &mut Registry) {
@@ -151,26 +148,17 @@ impl Mailet for ServerTime {
             ));
             return Ok(());
         };
-        let name = derived_mail_name(mail.name());
         let now = Date::now();
-        let mut builder = MessageBuilder::new()
-            .header("From", Raw::new(format!("<{from}>")))
-            .header("To", Raw::new(format!("<{sender}>")))
-            .subject("The time is now...")
-            .date(Date::now())
-            .message_id(format!("{name}@{}", ctx.server_name()))
-            .text_body(format!(
-                "This mail server thinks it's {}.\r\n",
-                now.to_rfc822()
-            ));
-        if let Some(id) = mail.message.header("Message-ID") {
-            builder = builder.header("In-Reply-To", Raw::new(one_line(&id)));
+        let text = format!("This mail server thinks it's {}.\r\n", now.to_rfc822());
+        let reply = Reply {
+            from: (None, from),
+            to: (None, sender),
+            subject: "The time is now...",
+            text: &text,
+            reply_to: None,
+            auto_submitted: false,
         }
-        let bytes = builder.write_to_vec()?;
-        let reply = Mail::new(
-            Envelope::new(name, Some(from.clone()), vec![sender.clone()]),
-            Message::from_bytes(&bytes),
-        );
+        .to_mail(mail, ctx.server_name())?;
         ctx.send_mail(reply)
     }
 }

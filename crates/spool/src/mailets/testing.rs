@@ -16,6 +16,10 @@ pub(crate) struct Recorder {
     pub(crate) log: Mutex<Vec<String>>,
     /// Domain → its mail exchangers; a domain absent here has no such domain.
     pub(crate) mx: BTreeMap<String, Vec<String>>,
+    /// The local domains (`mx.example.org` unless told).
+    pub(crate) local_domains: Vec<&'static str>,
+    /// The local users by name (none unless told).
+    pub(crate) users: BTreeMap<String, UserRecord>,
 }
 
 impl Recorder {
@@ -25,6 +29,32 @@ impl Recorder {
             sent: Mutex::default(),
             log: Mutex::default(),
             mx: BTreeMap::new(),
+            local_domains: vec!["mx.example.org"],
+            users: BTreeMap::new(),
+        }
+    }
+    /// A context whose local domain is `domain` (its postmaster there) with these users:
+    /// `(name, alias of, forwards to)`.
+    pub(crate) fn with_users(
+        domain: &'static str,
+        users: &[(&str, Option<&str>, Option<&str>)],
+    ) -> Self {
+        let users = users
+            .iter()
+            .map(|&(name, alias, forward)| {
+                let record = UserRecord {
+                    name: name.to_string(),
+                    alias: alias.map(str::to_string),
+                    forward: forward.map(|f| MailAddress::parse(f).unwrap()),
+                };
+                (name.to_string(), record)
+            })
+            .collect();
+        Recorder {
+            postmaster: MailAddress::parse(&format!("postmaster@{domain}")).unwrap(),
+            local_domains: vec![domain],
+            users,
+            ..Recorder::new()
         }
     }
     pub(crate) fn sent(&self) -> Vec<Mail> {
@@ -33,14 +63,20 @@ impl Recorder {
     pub(crate) fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
+    /// The mails sent so far, taken (the next call sees only newer ones).
+    pub(crate) fn take(&self) -> Vec<Mail> {
+        std::mem::take(&mut *self.sent.lock().unwrap())
+    }
 }
 
 impl MailetContext for Recorder {
     fn is_local_server(&self, domain: &str) -> bool {
-        domain == "mx.example.org"
+        self.local_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
     }
-    fn local_user(&self, _: &str) -> Result<Option<UserRecord>, MailetError> {
-        Ok(None)
+    fn local_user(&self, name: &str) -> Result<Option<UserRecord>, MailetError> {
+        Ok(self.users.get(name).cloned())
     }
     fn server_name(&self) -> &str {
         "mx.example.org"

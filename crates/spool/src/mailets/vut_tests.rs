@@ -1,50 +1,15 @@
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
-use mailroom_mailet::{state, Envelope, Mail, Message, UserRecord};
+use mailroom_mailet::{state, Envelope, Mail, Message};
 
 use super::*;
+pub(crate) use crate::mailets::testing::config;
+use crate::mailets::testing::Recorder;
 use crate::sql::testing::Sqlite;
 
 /// Local domains `localhost` and `example.org`; records what is sent and logged.
-#[derive(Default)]
-pub(crate) struct Ctx {
-    pub(crate) sent: Mutex<Vec<Mail>>,
-    pub(crate) logged: Mutex<Vec<String>>,
-}
-
-impl MailetContext for Ctx {
-    fn is_local_server(&self, domain: &str) -> bool {
-        domain == "localhost" || domain == "example.org"
-    }
-    fn local_user(&self, _: &str) -> Result<Option<UserRecord>, MailetError> {
-        Ok(None)
-    }
-    fn postmaster(&self) -> &MailAddress {
-        unreachable!()
-    }
-    fn send_mail(&self, mail: Mail) -> Result<(), MailetError> {
-        self.sent.lock().unwrap().push(mail);
-        Ok(())
-    }
-    fn store_mail(&self, _: &str, _: &Mail) -> Result<(), MailetError> {
-        unreachable!()
-    }
-    fn deliver_to_inbox(&self, _: &str, _: &[u8], _: &Mail) -> Result<(), MailetError> {
-        unreachable!()
-    }
-    fn log(&self, message: &str) {
-        self.logged.lock().unwrap().push(message.to_string());
-    }
-}
-
-pub(crate) fn config(name: &str, params: &[(&str, &str)]) -> MailetConfig {
-    MailetConfig {
-        name: name.into(),
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
+pub(crate) fn ctx() -> Recorder {
+    Recorder {
+        local_domains: vec!["localhost", "example.org"],
+        ..Recorder::new()
     }
 }
 
@@ -91,7 +56,7 @@ const STOCK: &str = "morgoth@middle-earth=sauron@mordor,\
 fn xml_table_maps_as_james_does() {
     let registry = Registry::standard();
     let mailet = build(&registry, "XMLVirtualUserTable", &[("mapping", STOCK)]).unwrap();
-    let ctx = Ctx::default();
+    let ctx = ctx();
     let mut m = mail(&[
         "Istari@middle-earth",
         "boromir@osgilliath",
@@ -148,7 +113,7 @@ fn xml_table_checks_its_mappings() {
     let lists = "*@listserver=regex:(.*)-on@listserver:${1}-subscribe@listserver;\n   \
                  regex:(.*)-off@listserver:${1}-unsubscribe@listserver";
     let mailet = build(&registry, "XMLVirtualUserTable", &[("mapping", lists)]).unwrap();
-    let ctx = Ctx::default();
+    let ctx = ctx();
     let mut m = mail(&["rust-off@listserver"]);
     mailet.service(&mut m, &ctx).unwrap();
     let sent = ctx.sent.into_inner().unwrap();
@@ -191,7 +156,7 @@ fn jdbc_table_with_james_default_query() {
         &[("table", "db://maildb/VirtualUserTable")],
     )
     .unwrap();
-    let ctx = Ctx::default();
+    let ctx = ctx();
     let mut m = mail(&[
         "Sales@example.org",
         "anyone@example.org",
@@ -241,7 +206,7 @@ fn jdbc_table_with_its_own_query_and_checks() {
         &[("table", "db://maildb/aliases"), ("sqlquery", query)],
     )
     .unwrap();
-    let ctx = Ctx::default();
+    let ctx = ctx();
     let mut m = mail(&["x@example.org"]);
     mailet.service(&mut m, &ctx).unwrap();
     assert_eq!(texts(m.recipients()), ["y@example.org"]);
@@ -283,7 +248,7 @@ fn database_away_keeps_the_mail_and_a_bad_query_fails_it() {
     )
     .unwrap();
     let e = mailet
-        .service(&mut mail(&["a@example.org"]), &Ctx::default())
+        .service(&mut mail(&["a@example.org"]), &ctx())
         .unwrap_err();
     assert!(e.is_temporary(), "{e}");
 
@@ -304,7 +269,7 @@ fn database_away_keeps_the_mail_and_a_bad_query_fails_it() {
     )
     .unwrap();
     let e = mailet
-        .service(&mut mail(&["a@example.org"]), &Ctx::default())
+        .service(&mut mail(&["a@example.org"]), &ctx())
         .unwrap_err();
     assert!(!e.is_temporary(), "{e}");
 }

@@ -17,14 +17,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use mail_builder::headers::raw::Raw;
-use mail_builder::MessageBuilder;
 use mail_parser::MimeHeaders;
 use mailroom_mailet::{
-    derived_mail_name, state, Envelope, Mail, MailAddress, Mailet, MailetConfig, MailetContext,
-    MailetError, Matcher, MatcherConfig, Message,
+    state, Mail, MailAddress, Mailet, MailetConfig, MailetContext, MailetError, Matcher,
+    MatcherConfig, Message,
 };
 
+use super::compose::Reply;
 use crate::sql::{db_url, SqlSources};
 use crate::Registry;
 
@@ -347,29 +346,22 @@ fn plain_body(message: &Message) -> Option<String> {
 
 /// The postmaster's reply to a command mail's sender.
 fn reply(mail: &Mail, text: String, ctx: &dyn MailetContext) -> Result<(), MailetError> {
-    let sender = mail.sender().expect("checked by service").clone();
-    let postmaster = ctx.postmaster().clone();
+    let sender = mail.sender().expect("checked by service");
     let subject = mail.message.subject().unwrap_or_default();
     let subject = if subject.starts_with("Re:") {
         subject
     } else {
         format!("Re:{subject}")
     };
-    let name = derived_mail_name(mail.name());
-    let mut builder = MessageBuilder::new()
-        .from(postmaster.to_string())
-        .to(sender.to_string())
-        .subject(subject)
-        .message_id(format!("{name}@{}", ctx.server_name()))
-        .text_body(text);
-    if let Some(id) = mail.message.header("Message-ID") {
-        builder = builder.header("In-Reply-To", Raw::new(id.trim().to_string()));
-    }
-    let bytes = builder
-        .write_to_vec()
-        .map_err(|e| MailetError::new(format!("building the reply: {e}")))?;
-    let envelope = Envelope::new(name, Some(postmaster), vec![sender]);
-    ctx.send_mail(Mail::new(envelope, Message::from_bytes(&bytes)))
+    let reply = Reply {
+        from: (None, ctx.postmaster()),
+        to: (None, sender),
+        subject: &subject,
+        text: &text,
+        reply_to: None,
+        auto_submitted: false,
+    };
+    ctx.send_mail(reply.to_mail(mail, ctx.server_name())?)
 }
 
 impl Mailet for WhiteListManager {

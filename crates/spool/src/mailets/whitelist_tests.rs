@@ -1,68 +1,34 @@
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
-use mailroom_mailet::UserRecord;
+use mailroom_mailet::Envelope;
 
 use super::*;
+use crate::mailets::testing::Recorder;
 use crate::sql::testing::Sqlite;
 
 /// Local domain `example.org` with users `alice`, `bob` and `al` (an alias of `alice`).
-struct Users {
-    postmaster: MailAddress,
-    sent: Mutex<Vec<Mail>>,
+fn users() -> Recorder {
+    Recorder::with_users(
+        "example.org",
+        &[
+            ("alice", None, None),
+            ("bob", None, None),
+            ("al", Some("alice"), None),
+        ],
+    )
 }
 
-impl Users {
-    fn new() -> Users {
-        Users {
-            postmaster: MailAddress::parse("postmaster@example.org").unwrap(),
-            sent: Mutex::default(),
-        }
-    }
-
-    fn replies(&self) -> Vec<String> {
-        std::mem::take(&mut *self.sent.lock().unwrap())
-            .into_iter()
-            .map(|m| {
-                assert_eq!(m.sender(), Some(&self.postmaster));
-                let bytes = m.message.to_bytes().unwrap();
-                let parsed = mail_parser::MessageParser::default().parse(&bytes).unwrap();
-                parsed.body_text(0).unwrap().into_owned()
-            })
-            .collect()
-    }
-}
-
-impl MailetContext for Users {
-    fn is_local_server(&self, domain: &str) -> bool {
-        domain == "example.org"
-    }
-    fn local_user(&self, name: &str) -> Result<Option<UserRecord>, MailetError> {
-        let alias = match name {
-            "alice" | "bob" => None,
-            "al" => Some("alice".to_string()),
-            _ => return Ok(None),
-        };
-        Ok(Some(UserRecord {
-            name: name.into(),
-            alias,
-            forward: None,
-        }))
-    }
-    fn postmaster(&self) -> &MailAddress {
-        &self.postmaster
-    }
-    fn send_mail(&self, mail: Mail) -> Result<(), MailetError> {
-        self.sent.lock().unwrap().push(mail);
-        Ok(())
-    }
-    fn store_mail(&self, _: &str, _: &Mail) -> Result<(), MailetError> {
-        unreachable!()
-    }
-    fn deliver_to_inbox(&self, _: &str, _: &[u8], _: &Mail) -> Result<(), MailetError> {
-        unreachable!()
-    }
-    fn log(&self, _: &str) {}
+/// The text of each reply sent (and taken), each from the postmaster.
+fn replies_to(ctx: &Recorder) -> Vec<String> {
+    ctx.take()
+        .into_iter()
+        .map(|m| {
+            assert_eq!(m.sender(), Some(&ctx.postmaster));
+            let bytes = m.message.to_bytes().unwrap();
+            let parsed = mail_parser::MessageParser::default().parse(&bytes).unwrap();
+            parsed.body_text(0).unwrap().into_owned()
+        })
+        .collect()
 }
 
 fn registry(sources: Arc<dyn SqlSources>) -> Registry {
@@ -116,7 +82,7 @@ fn commands_automatic_insert_and_the_matcher() {
     let registry = registry(db.clone());
     let mailet = manager(&registry, PARAMS).unwrap();
     let is_in = matcher(&registry, "db://maildb").unwrap();
-    let ctx = Users::new();
+    let ctx = users();
     let manager_address = ["whitelist.manager@example.org"];
 
     // Insert through the alias: the list is alice's.
@@ -128,7 +94,7 @@ fn commands_automatic_insert_and_the_matcher() {
     );
     mailet.service(&mut m, &ctx).unwrap();
     assert_eq!(m.state(), state::GHOST);
-    let replies = ctx.replies();
+    let replies = replies_to(&ctx);
     assert_eq!(replies.len(), 1);
     assert!(
         replies[0].contains("Inserting in the white list of alice@example.org"),
@@ -156,7 +122,7 @@ fn commands_automatic_insert_and_the_matcher() {
     );
     mailet.service(&mut m, &ctx).unwrap();
     assert_eq!(m.state(), state::ROOT);
-    assert!(ctx.replies().is_empty());
+    assert!(replies_to(&ctx).is_empty());
 
     // The matcher: remote senders in a recipient's list.
     let incoming = mail(
@@ -186,7 +152,7 @@ fn commands_automatic_insert_and_the_matcher() {
     // Display, remove, unknown commands.
     let mut m = mail("alice@example.org", &manager_address, "display", "");
     mailet.service(&mut m, &ctx).unwrap();
-    let shown = ctx.replies().remove(0);
+    let shown = replies_to(&ctx).remove(0);
     assert!(
         shown.contains("friend@remote.example\n") || shown.contains("friend@remote.example\r\n"),
         "{shown}"
@@ -199,7 +165,7 @@ fn commands_automatic_insert_and_the_matcher() {
         "friend@remote.example nobody@x.example",
     );
     mailet.service(&mut m, &ctx).unwrap();
-    let removed = ctx.replies().remove(0);
+    let removed = replies_to(&ctx).remove(0);
     assert!(
         removed.contains("Removed: friend@remote.example"),
         "{removed}"
@@ -214,7 +180,7 @@ fn commands_automatic_insert_and_the_matcher() {
     assert!(is_in.matches(&incoming, &ctx).unwrap().is_empty());
     let mut m = mail("alice@example.org", &manager_address, "what", "");
     mailet.service(&mut m, &ctx).unwrap();
-    assert!(ctx.replies()[0].contains("ERROR: Unknown command in the subject line: what"));
+    assert!(replies_to(&ctx)[0].contains("ERROR: Unknown command in the subject line: what"));
     // Not a local user: not a command, nothing stored.
     let mut m = mail(
         "eve@remote.example",
@@ -224,7 +190,7 @@ fn commands_automatic_insert_and_the_matcher() {
     );
     mailet.service(&mut m, &ctx).unwrap();
     assert_eq!(m.state(), state::ROOT);
-    assert!(ctx.replies().is_empty());
+    assert!(replies_to(&ctx).is_empty());
 }
 
 #[test]
@@ -266,12 +232,12 @@ fn parameters_are_checked_and_an_absent_database_keeps_the_mail() {
     let away = registry_away();
     let mailet = manager(&away, PARAMS).unwrap();
     let mut m = mail("alice@example.org", &["pal@remote.example"], "hi", "x");
-    let e = mailet.service(&mut m, &Users::new()).unwrap_err();
+    let e = mailet.service(&mut m, &users()).unwrap_err();
     assert!(e.is_temporary(), "{e}");
     let incoming = mail("pal@remote.example", &["alice@example.org"], "hi", "x");
     let e = matcher(&away, "db://maildb")
         .unwrap()
-        .matches(&incoming, &Users::new())
+        .matches(&incoming, &users())
         .unwrap_err();
     assert!(e.is_temporary(), "{e}");
 }

@@ -49,33 +49,10 @@ impl Matcher for SmtpAuthUserIs {
 
 #[cfg(test)]
 mod tests {
-    use mailroom_mailet::{Envelope, MatcherConfig, Message, UserRecord};
+    use mailroom_mailet::{Envelope, MatcherConfig, Message};
 
     use super::*;
-
-    struct NoContext(MailAddress);
-
-    impl MailetContext for NoContext {
-        fn is_local_server(&self, _: &str) -> bool {
-            false
-        }
-        fn local_user(&self, _: &str) -> Result<Option<UserRecord>, MailetError> {
-            Ok(None)
-        }
-        fn postmaster(&self) -> &MailAddress {
-            &self.0
-        }
-        fn send_mail(&self, _: Mail) -> Result<(), MailetError> {
-            unreachable!()
-        }
-        fn store_mail(&self, _: &str, _: &Mail) -> Result<(), MailetError> {
-            unreachable!()
-        }
-        fn deliver_to_inbox(&self, _: &str, _: &[u8], _: &Mail) -> Result<(), MailetError> {
-            unreachable!()
-        }
-        fn log(&self, _: &str) {}
-    }
+    use crate::mailets::testing::Recorder;
 
     fn mail(user: Option<AttributeValue>) -> Mail {
         let rcpts = vec![
@@ -100,7 +77,7 @@ mod tests {
             condition: condition.map(str::to_string),
         })
         .unwrap();
-        let context = NoContext(MailAddress::parse("postmaster@example.org").unwrap());
+        let context = Recorder::new();
         matcher.matches(mail, &context).unwrap().len()
     }
 
@@ -114,7 +91,7 @@ mod tests {
             condition: Some("pop-task".into()),
         })
         .unwrap();
-        let context = NoContext(MailAddress::parse("postmaster@example.org").unwrap());
+        let context = Recorder::new();
         let rcpts = vec![MailAddress::parse("a@example.org").unwrap()];
         let m = |text: &[u8]| {
             Mail::new(

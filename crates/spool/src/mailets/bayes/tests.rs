@@ -1,9 +1,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use mailroom_mailet::{Envelope, MailAddress, Message, UserRecord};
+use mailroom_mailet::{Envelope, MailAddress, Message};
 
 use super::*;
+use crate::mailets::testing::Recorder;
 
 /// A token store in memory, and the context the mailets log into.
 #[derive(Default)]
@@ -50,32 +51,9 @@ impl TokenStores for Stores {
     }
 }
 
-struct Ctx(MailAddress);
-
-impl MailetContext for Ctx {
-    fn is_local_server(&self, domain: &str) -> bool {
-        domain == "localhost"
-    }
-    fn local_user(&self, _: &str) -> Result<Option<UserRecord>, MailetError> {
-        Ok(None)
-    }
-    fn postmaster(&self) -> &MailAddress {
-        &self.0
-    }
-    fn send_mail(&self, _: Mail) -> Result<(), MailetError> {
-        unreachable!()
-    }
-    fn store_mail(&self, _: &str, _: &Mail) -> Result<(), MailetError> {
-        unreachable!()
-    }
-    fn deliver_to_inbox(&self, _: &str, _: &[u8], _: &Mail) -> Result<(), MailetError> {
-        unreachable!()
-    }
-    fn log(&self, _: &str) {}
-}
-
-fn ctx() -> Ctx {
-    Ctx(MailAddress::parse("postmaster@localhost").unwrap())
+/// The mailet tests' context, its local domain `localhost`.
+fn ctx() -> Recorder {
+    Recorder::with_users("localhost", &[])
 }
 
 fn mailet(memory: &Arc<Memory>, name: &str, params: &[(&str, &str)]) -> Box<dyn Mailet> {

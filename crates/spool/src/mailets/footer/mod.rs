@@ -25,7 +25,7 @@ use mailroom_mailet::{BodySource, Mail, Mailet, MailetContext, MailetError, Mess
 use regex::Regex;
 
 use self::encode::{base64_decode, base64_lines, charset_bytes, quoted_printable};
-use self::scan::{content_info, structure, PartInfo};
+use self::scan::{content_info, rfind, structure, PartInfo};
 use super::compose::{crlf, Segment, Spliced};
 use crate::Registry;
 
@@ -48,17 +48,39 @@ pub(super) fn register(registry: &mut Registry) {
         );
 }
 
-/// The mailet, configured; also used directly by other mailets of the crate (a list's
-/// footer).
+/// The mailet, configured; also the list server's footer (`CommandListservFooter` and
+/// `CommandListservProcessor` build one with [`AddFooter::with_html`]).
 pub(crate) struct AddFooter {
-    /// The footer, with CRLF line ends.
+    /// The mailet's name, for log lines.
+    name: &'static str,
+    /// The footer for text parts, with CRLF line ends.
     text: String,
+    /// What goes before `</body>` of HTML parts, with CRLF line ends.
+    html: String,
 }
 
 impl AddFooter {
-    /// Adds `text` (any line ends) as a footer; [`Mailet::service`] applies it to a mail.
+    /// Adds `text` (any line ends) as a footer, in HTML with its line breaks as `<br />`
+    /// (James's AddFooter); [`Mailet::service`] applies it to a mail.
     pub(crate) fn new(text: &str) -> Self {
-        AddFooter { text: crlf(text) }
+        let text = crlf(text);
+        let html = format!("<br>{}", text.replace("\r\n", "<br />\r\n"));
+        AddFooter {
+            name: "AddFooter",
+            text,
+            html,
+        }
+    }
+
+    /// A footer with an HTML text of its own (a list's `footer` and `footer_html`; James's
+    /// CommandListservFooter ends each HTML line with ` <br />`).
+    pub(crate) fn with_html(name: &'static str, text: &str, html: &str) -> Self {
+        let html = format!("<br>{}", crlf(html).replace("\r\n", " <br />\r\n"));
+        AddFooter {
+            name,
+            text: crlf(text),
+            html,
+        }
     }
 }
 
@@ -70,11 +92,6 @@ struct Edit {
 }
 
 impl AddFooter {
-    /// James's HTML footer: line breaks become `<br />`.
-    fn html(&self) -> String {
-        format!("<br>{}", self.text.replace("\r\n", "<br />\r\n"))
-    }
-
     /// The parts the footer goes into (James's `attachFooter`).
     fn targets(parts: &[PartInfo], idx: usize, out: &mut Vec<usize>) {
         let part = &parts[idx];
@@ -105,8 +122,8 @@ impl AddFooter {
         let Some(header) = &part.header else {
             return Err("part header too long".into());
         };
-        let text = if html { self.html() } else { self.text.clone() };
-        let Some((bytes, relabel_utf8)) = charset_bytes(&text, part.charset.as_deref()) else {
+        let text = if html { &self.html } else { &self.text };
+        let Some((bytes, relabel_utf8)) = charset_bytes(text, part.charset.as_deref()) else {
             return Err(format!(
                 "the footer cannot be written in charset {}",
                 part.charset.as_deref().unwrap_or("us-ascii")
@@ -118,6 +135,9 @@ impl AddFooter {
             .map_err(|e| format!("reading the part: {e}"))?;
         let (start, end) = (part.content_start, part.content_end);
         let mut relabel_8bit = false;
+        // An empty part of a multipart: the line break before the delimiter that follows is
+        // the one that ends the part's header, so the footer needs one of its own.
+        let delimiter_break: &[u8] = if start == end && !top { b"\r\n" } else { b"" };
         let edit = match encoding {
             "7bit" | "8bit" | "binary" => {
                 relabel_8bit = encoding == "7bit" && !bytes.is_ascii();
@@ -133,6 +153,7 @@ impl AddFooter {
                             out.extend_from_slice(b"\r\n");
                         }
                         out.extend_from_slice(&bytes);
+                        out.extend_from_slice(delimiter_break);
                         Edit {
                             start: end,
                             end,
@@ -164,6 +185,7 @@ impl AddFooter {
                         out.extend_from_slice(b"\r\n");
                     }
                     out.extend(quoted_printable(&bytes));
+                    out.extend_from_slice(delimiter_break);
                     Edit {
                         start: end,
                         end,
@@ -269,15 +291,17 @@ impl Mailet for AddFooter {
                 problems.join("; ")
             };
             ctx.log(&format!(
-                "mail={} AddFooter: unable to add footer ({why}); mail unchanged",
-                mail.name()
+                "mail={} {}: unable to add footer ({why}); mail unchanged",
+                mail.name(),
+                self.name
             ));
             return Ok(());
         }
         for problem in problems {
             ctx.log(&format!(
-                "mail={} AddFooter: {problem}; that part unchanged",
-                mail.name()
+                "mail={} {}: {problem}; that part unchanged",
+                mail.name(),
+                self.name
             ));
         }
         edits.sort_by_key(|e| (e.start, e.end));
@@ -330,10 +354,6 @@ fn read_range(body: &dyn BodySource, start: u64, end: u64) -> std::io::Result<Ve
     let mut out = Vec::new();
     reader.take(end - start).read_to_end(&mut out)?;
     Ok(out)
-}
-
-fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 #[cfg(test)]

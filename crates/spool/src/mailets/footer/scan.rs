@@ -294,6 +294,7 @@ pub(super) fn content_info(
     Ok(info)
 }
 
-fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` last occurs in `haystack`.
+pub(super) fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).rposition(|w| w == needle)
 }

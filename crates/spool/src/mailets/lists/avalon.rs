@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use mailroom_mailet::{state, Mail, MailAddress, Mailet, MailetContext, MailetError};
 
-use super::{is_multipart, list_copy, normalize_subject, notify_sender, ListStores, Members};
+use super::post::{self, PostRules};
+use super::{notify_sender, ListStores, Members};
 use crate::Registry;
 
 /// Registers `AvalonListserv` and `AvalonListservManager`.
@@ -16,11 +17,7 @@ pub(super) fn register(registry: &mut Registry, stores: &Arc<ListStores>) {
     registry
         .add_mailet("AvalonListserv", move |c| {
             Ok(Box::new(Listserv {
-                members_only: c.bool_param("membersonly", false)?,
-                attachments_allowed: c.bool_param("attachmentsallowed", true)?,
-                reply_to_list: c.bool_param("replytolist", true)?,
-                subject_prefix: c.param("subjectprefix").map(str::to_string),
-                auto_bracket: c.bool_param("autobracket", true)?,
+                rules: PostRules::from_config(c)?,
                 members: s.members("AvalonListserv", c.required("repositoryName")?)?,
             }))
         })
@@ -56,56 +53,14 @@ pub(super) fn register(registry: &mut Registry, stores: &Arc<ListStores>) {
 }
 
 struct Listserv {
-    members_only: bool,
-    attachments_allowed: bool,
-    reply_to_list: bool,
-    subject_prefix: Option<String>,
-    auto_bracket: bool,
+    rules: PostRules,
     members: Members,
 }
 
 impl Mailet for Listserv {
     fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
-        let members = self.members.list()?;
-        let is_member = mail.sender().is_some_and(|s| members.contains(s));
-        if self.members_only && !is_member {
-            notify_sender(mail, ctx, "Only members of this list may send mail to it.")?;
-            mail.set_state(state::GHOST);
-            return Ok(());
-        }
-        if !self.attachments_allowed && is_multipart(&mail.message) {
-            notify_sender(mail, ctx, "This list does not accept attachments.")?;
-            mail.set_state(state::GHOST);
-            return Ok(());
-        }
-        let Some(list) = mail.recipients().first().map(ToString::to_string) else {
-            return Ok(());
-        };
-        let been_there = mail.message.header("X-been-there");
-        if been_there.is_some_and(|b| b.eq_ignore_ascii_case(&list)) || members.is_empty() {
-            mail.set_state(state::GHOST);
-            return Ok(());
-        }
-        let copy = list_copy(mail, ctx.postmaster(), members, |message| {
-            message.remove_header("Return-Path");
-            if let Some(prefix) = &self.subject_prefix {
-                // James's AvalonListserv brackets with a space after: `[prefix] `.
-                let prefix = if self.auto_bracket {
-                    format!("[{prefix}] ")
-                } else {
-                    prefix.clone()
-                };
-                let subject = message.subject().unwrap_or_default();
-                super::set_subject(message, &normalize_subject(&subject, &prefix));
-            }
-            if self.reply_to_list {
-                message.set_header("Reply-To", &list);
-            }
-            message.set_header("X-been-there", &list);
-        });
-        ctx.send_mail(copy)?;
-        mail.set_state(state::GHOST);
-        Ok(())
+        // James's AvalonListserv has no address of its own: the post's recipient is the list.
+        post::serve(&self.rules, mail, ctx, self.members.list()?, None)
     }
 }
 

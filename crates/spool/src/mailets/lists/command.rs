@@ -14,7 +14,8 @@ use mailroom_mailet::{
 };
 
 use super::resources::Resources;
-use super::{address_param, ListStores, Members, Reply};
+use super::{address_param, ListStores, Members};
+use crate::mailets::compose::Reply;
 use crate::Registry;
 
 /// The package James loads the commands from.
@@ -102,11 +103,12 @@ impl ListInfo {
             return Ok(());
         };
         let reply = Reply {
-            from: (&self.display_name, &self.owner),
-            to: (sender.local_part(), sender),
+            from: (Some(&self.display_name), &self.owner),
+            to: (Some(sender.local_part()), sender),
             subject,
             text,
             reply_to,
+            auto_submitted: true,
         };
         ctx.send_mail(reply.to_mail(mail, ctx.server_name())?)
     }

@@ -1,15 +1,16 @@
 //! `CommandListservFooter`: the list's footer (the `footer` and `footer_html` texts of its
-//! resources) added to a mail's text parts, where [`splice`](super::splice) finds they go. The
-//! body is not read into memory: the footer octets are spliced in as the body is streamed.
-//! A mail with no part the footer can go in (an image, base64 text) is passed on unchanged,
-//! with a log line.
+//! resources) added to a mail's text parts by [`AddFooter`]'s machinery: the same placement
+//! (James's `AbstractAddFooter`), charset and transfer-encoding handling, and a body that is
+//! spliced and streamed, never read into memory. A mail with no part the footer can go in (an
+//! image) is passed on unchanged, with a log line.
 
 use std::sync::Arc;
 
-use mailroom_mailet::{BodySource, Mail, Mailet, MailetContext, MailetError, Message};
+use mailroom_mailet::MailetError;
 
-use super::splice::{self, Leaf, PartType, Spliced};
-use super::{media_type, ListStores};
+use super::resources::Resources;
+use super::ListStores;
+use crate::mailets::footer::AddFooter;
 use crate::Registry;
 
 /// Registers `CommandListservFooter` (James builds one inside each `CommandListservProcessor`;
@@ -24,7 +25,7 @@ pub(super) fn register(registry: &mut Registry, stores: &Arc<ListStores>) {
                     "mailet CommandListservFooter: no CommandListservManager with <listName>{list}</listName> comes before it"
                 ))
             })?;
-            Ok(Box::new(Footer::of(&info.resources)))
+            Ok(Box::new(footer(&info.resources)))
         })
         .params(&["listName"])
         .about(
@@ -35,133 +36,33 @@ pub(super) fn register(registry: &mut Registry, stores: &Arc<ListStores>) {
         );
 }
 
-/// A list's footer, in text and in HTML.
-pub(super) struct Footer {
-    text: String,
-    html: String,
-}
-
-impl Footer {
-    /// The `footer` and `footer_html` texts of a list.
-    pub(super) fn of(resources: &super::resources::Resources) -> Footer {
-        Footer {
-            text: resources.get("footer", "text", &[]),
-            html: resources.get("footer_html", "text", &[]),
-        }
-    }
-}
-
-impl Mailet for Footer {
-    fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
-        add_footer(mail, self, ctx);
-        Ok(())
-    }
-}
-
-/// Adds the footer to the mail's text parts; logs and leaves a mail without one.
-pub(super) fn add_footer(mail: &mut Mail, footer: &Footer, ctx: &dyn MailetContext) {
-    match with_footer(&mail.message, footer) {
-        Some(message) => {
-            mail.message = message;
-            mail.envelope.size = mail.message.size();
-        }
-        None => ctx.log(&format!(
-            "{}: no list footer added to a {} message",
-            mail.name(),
-            media_type(&mail.message)
-        )),
-    }
-}
-
-/// The message with the footer in its text parts (see [`splice`](super::splice)); `None`
-/// when it has none the footer can go in.
-fn with_footer(message: &Message, footer: &Footer) -> Option<Message> {
-    let top = PartType::new(
-        message.header("Content-Type").as_deref(),
-        message.header("Content-Transfer-Encoding").as_deref(),
-    );
-    let body = message.body();
-    let inserts = match splice::plan(&top, body.as_ref()) {
-        Ok(inserts) if !inserts.is_empty() => inserts,
-        _ => return None,
-    };
-    let text = super::crlf(&footer.text);
-    let html = super::crlf(&footer.html).replace("\r\n", " <br />\r\n");
-    let bytes = inserts
-        .iter()
-        .map(|insert| {
-            let (content, qp) = match insert.leaf {
-                Leaf::Plain { qp } => (&text, qp),
-                Leaf::Html { qp } => (&html, qp),
-            };
-            let content = if qp {
-                quoted_printable(content)
-            } else {
-                content.clone()
-            };
-            // At the very end of the body the footer ends its own line; elsewhere the line
-            // end that follows (before a delimiter or `</body>`) does.
-            let end = if insert.at >= body.len() { "\r\n" } else { "" };
-            (insert.at, format!("\r\n{content}{end}").into_bytes().into())
-        })
-        .collect::<Vec<(u64, Arc<[u8]>)>>();
-    let body: Arc<dyn BodySource> = Arc::new(Spliced {
-        body: body.clone(),
-        inserts: bytes.into(),
-    });
-    Some(Message::new(message.header_section().to_vec(), body))
-}
-
-/// `text` (CRLF lines) quoted-printable: `=`, non-ASCII and trailing blanks escaped, lines
-/// cut with soft breaks before 76 characters.
-fn quoted_printable(text: &str) -> String {
-    let mut out = String::new();
-    for (i, line) in text.split("\r\n").enumerate() {
-        if i > 0 {
-            out.push_str("\r\n");
-        }
-        let bytes = line.as_bytes();
-        let mut width = 0;
-        for (j, &b) in bytes.iter().enumerate() {
-            let last = j + 1 == bytes.len();
-            let piece = if b == b'='
-                || !(b == b' ' || b == b'\t' || b.is_ascii_graphic())
-                || (last && (b == b' ' || b == b'\t'))
-            {
-                format!("={b:02X}")
-            } else {
-                (b as char).to_string()
-            };
-            if width + piece.len() > 75 {
-                out.push_str("=\r\n");
-                width = 0;
-            }
-            width += piece.len();
-            out.push_str(&piece);
-        }
-    }
-    out
+/// A list's footer: its `footer` text for text parts, its `footer_html` text for HTML ones.
+pub(super) fn footer(resources: &Resources) -> AddFooter {
+    AddFooter::with_html(
+        "CommandListservFooter",
+        &resources.get("footer", "text", &[]),
+        &resources.get("footer_html", "text", &[]),
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use mailroom_mailet::{Mail, Mailet, Message};
+
     use super::*;
+    use crate::mailets::testing::{mail, Recorder};
 
-    fn footer(text: &str) -> Footer {
-        Footer {
-            text: text.to_string(),
-            html: "<hr>\nleave".to_string(),
-        }
-    }
-
+    /// The message with the footer `text` (`<hr>` and `leave` in HTML), read whole and in
+    /// small pieces (the insertions land at the same places); `None` when it is unchanged.
     fn footed(message: &[u8], text: &str) -> Option<Vec<u8>> {
-        let m = Message::from_bytes(message);
-        let f = with_footer(&m, &footer(text))?;
-        let bytes = f.to_bytes().unwrap();
-        assert_eq!(f.size(), bytes.len() as u64);
-        // Read in small pieces too: the insertions land at the same places.
+        let ctx = Recorder::new();
+        let footer = AddFooter::with_html("CommandListservFooter", text, "<hr>\nleave");
+        let mut m: Mail = mail(Some("a@example.net"), &["l@example.org"], message);
+        footer.service(&mut m, &ctx).unwrap();
+        let bytes = m.message.to_bytes().unwrap();
+        assert_eq!(m.message.size(), bytes.len() as u64);
         let mut small = Vec::new();
-        let mut reader = f.reader().unwrap();
+        let mut reader = m.message.reader().unwrap();
         let mut buf = [0u8; 3];
         loop {
             let n = std::io::Read::read(&mut reader, &mut buf).unwrap();
@@ -171,30 +72,38 @@ mod tests {
             small.extend_from_slice(&buf[..n]);
         }
         assert_eq!(small, bytes);
-        Some(bytes)
+        let unchanged = ctx.log().iter().any(|l| l.contains("unable to add footer"));
+        assert_eq!(
+            unchanged,
+            bytes == Message::from_bytes(message).to_bytes().unwrap()
+        );
+        (!unchanged).then_some(bytes)
     }
 
     #[test]
     fn plain_text_gets_the_footer_and_others_do_not() {
         assert_eq!(
             footed(b"Subject: a\r\n\r\nhello\r\n", "--\nleave: l-unsubscribe@x").unwrap(),
-            b"Subject: a\r\n\r\nhello\r\n\r\n--\r\nleave: l-unsubscribe@x\r\n"
+            b"Subject: a\r\n\r\nhello\r\n--\r\nleave: l-unsubscribe@x"
         );
         let qp = footed(
             b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nx\r\n",
             "a=b",
         )
         .unwrap();
-        assert!(qp.ends_with(b"x\r\n\r\na=3Db\r\n"));
+        assert!(qp.ends_with(b"x\r\na=3Db"));
         let html = footed(
             b"Content-Type: text/html\r\n\r\n<p>x</p></BODY></html>\r\n",
             "f",
         )
         .unwrap();
-        assert!(html.ends_with(b"<p>x</p>\r\n<hr> <br />\r\nleave</BODY></html>\r\n"));
+        assert!(html.ends_with(b"<p>x</p><br><hr> <br />\r\nleave</BODY></html>\r\n"));
+        // Base64 text gets it too (its last quantum re-encoded).
+        let b64 = footed(b"Content-Transfer-Encoding: base64\r\n\r\naGk=\r\n", "f").unwrap();
+        let parsed = mail_parser::MessageParser::new().parse(&b64).unwrap();
+        assert_eq!(parsed.body_text(0).unwrap(), "hi\r\nf");
         for other in [
             &b"Content-Type: image/png\r\n\r\nxx"[..],
-            b"Content-Transfer-Encoding: base64\r\n\r\naGk=\r\n",
             b"Content-Type: multipart/mixed\r\n\r\n--b--\r\n",
         ] {
             assert!(footed(other, "f").is_none());
@@ -213,7 +122,7 @@ mod tests {
         let out = String::from_utf8(footed(mail, "FOOT").unwrap()).unwrap();
         assert!(out.contains("plain\r\nFOOT\r\n--in\r\n"), "{out}");
         assert!(
-            out.contains("<body>html\r\n<hr> <br />\r\nleave</body>"),
+            out.contains("<body>html=\r\n<br><hr> <br />\r\nleave=\r\n</body>"),
             "{out}"
         );
         assert!(out.contains("second part\r\n--out--"), "{out}");
@@ -222,26 +131,22 @@ mod tests {
             .parse(out.as_bytes())
             .unwrap();
         assert!(parsed.body_text(0).unwrap().contains("FOOT"));
+        assert!(parsed
+            .body_html(0)
+            .unwrap()
+            .contains("html<br><hr> <br />\r\nleave</body>"));
         // An attachment first: nothing to add to.
         let attachment = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n\
             --b\r\nContent-Type: application/pdf\r\n\r\n%PDF\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n";
         assert!(footed(attachment, "f").is_none());
-        // LF line ends and an empty first part.
+        // LF line ends and an empty first part: the footer ends its own line, the delimiter
+        // stays at the start of one.
         let lf = footed(
             b"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\n--b--\n",
             "F",
         )
         .unwrap();
-        assert!(String::from_utf8(lf)
-            .unwrap()
-            .contains("text/plain\n\r\nF\n--b--"));
-    }
-
-    #[test]
-    fn quoted_printable_cuts_long_lines() {
-        let long = "x".repeat(100) + " ";
-        let qp = quoted_printable(&long);
-        assert!(qp.split("\r\n").all(|l| l.len() <= 76), "{qp}");
-        assert!(qp.ends_with("=20"));
+        let lf = String::from_utf8(lf).unwrap();
+        assert!(lf.contains("text/plain\n\nF\r\n--b--"), "{lf:?}");
     }
 }

@@ -17,9 +17,9 @@ mod avalon;
 mod command;
 mod footer;
 mod members;
+pub(crate) mod post;
 mod processor;
 mod resources;
-mod splice;
 #[cfg(test)]
 mod tests;
 
@@ -33,11 +33,12 @@ use mail_builder::headers::raw::Raw;
 use mail_builder::mime::{BodyPart, MimePart};
 use mail_builder::MessageBuilder;
 use mailroom_mailet::{
-    derived_mail_name, header_section_len, Envelope, Mail, MailAddress, MailetContext, MailetError,
-    MatcherConfig, MemoryBody, Message,
+    derived_mail_name, Envelope, Mail, MailAddress, MailetContext, MailetError, MatcherConfig,
+    Message,
 };
 use mailroom_store::UsersRepository;
 
+use crate::mailets::compose::{crlf, encoding, one_line};
 use crate::Registry;
 
 pub use members::Members;
@@ -206,37 +207,6 @@ fn address_param(
     })
 }
 
-/// A reply the list software writes (a confirmation request, a welcome, an error): plain
-/// text from `from` to `to`, its envelope sender `from` (as James sends it).
-struct Reply<'a> {
-    from: (&'a str, &'a MailAddress),
-    to: (&'a str, &'a MailAddress),
-    subject: &'a str,
-    text: &'a str,
-    reply_to: Option<&'a str>,
-}
-
-impl Reply<'_> {
-    fn to_mail(&self, parent: &Mail, host: &str) -> Result<Mail, MailetError> {
-        let name = derived_mail_name(parent.name());
-        let (from, to) = (self.from.1.to_string(), self.to.1.to_string());
-        let mut builder = MessageBuilder::new()
-            .from((self.from.0, from.as_str()))
-            .to((self.to.0, to.as_str()))
-            .subject(self.subject)
-            .date(Date::now())
-            .message_id(format!("{name}@{host}"))
-            .header("Auto-Submitted", Raw::new("auto-replied"))
-            .text_body(crlf(self.text));
-        if let Some(reply_to) = self.reply_to {
-            builder = builder.reply_to(reply_to);
-        }
-        let bytes = builder.write_to_vec()?;
-        let envelope = Envelope::new(name, Some(self.from.1.clone()), vec![self.to.1.clone()]);
-        Ok(Mail::new(envelope, Message::from_bytes(&bytes)))
-    }
-}
-
 /// What James's `MailetContext.bounce(mail, text)` does: a notice from the postmaster to the
 /// sender saying `text`, with the original's header section attached. The envelope sender
 /// is null, so a notice is never answered with another. Nothing when the mail itself has the
@@ -260,7 +230,7 @@ fn notify_sender(mail: &Mail, ctx: &dyn MailetContext, text: &str) -> Result<(),
             BodyPart::Text(crlf(&format!("{text}\n")).into()),
         ),
         MimePart::new("text/rfc822-headers", BodyPart::Binary(heads.into()))
-            .transfer_encoding(if eight_bit { "8bit" } else { "7bit" }),
+            .transfer_encoding(encoding(eight_bit)),
     ];
     let to = sender.to_string();
     let mut builder = MessageBuilder::new()
@@ -276,121 +246,6 @@ fn notify_sender(mail: &Mail, ctx: &dyn MailetContext, text: &str) -> Result<(),
     let bytes = builder
         .body(MimePart::new("multipart/mixed", BodyPart::Multipart(parts)))
         .write_to_vec()?;
-    let split = header_section_len(&bytes);
-    let message = Message::new(
-        bytes[..split].to_vec(),
-        Arc::new(MemoryBody::new(&bytes[split..])),
-    );
     let envelope = Envelope::new(name, None, vec![sender.clone()]);
-    ctx.send_mail(Mail::new(envelope, message))
-}
-
-/// Text on one line (a header value).
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Text with CRLF line ends.
-fn crlf(text: &str) -> String {
-    text.replace("\r\n", "\n").replace('\n', "\r\n")
-}
-
-/// Whether the message is multipart (James: its content is a `MimeMultipart`).
-fn is_multipart(message: &Message) -> bool {
-    media_type(message).starts_with("multipart/")
-}
-
-/// The lower-cased media type of `Content-Type:` (`text/plain` when there is none).
-fn media_type(message: &Message) -> String {
-    message
-        .header("Content-Type")
-        .and_then(|v| v.split(';').next().map(|t| t.trim().to_ascii_lowercase()))
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| "text/plain".to_string())
-}
-
-/// The copy of a post that goes to the members: the original's header section edited by
-/// `edit`, the original's body shared (streamed from storage when read), sent by `sender` to
-/// `members` from the `root` processor.
-fn list_copy(
-    mail: &Mail,
-    sender: &MailAddress,
-    members: Vec<MailAddress>,
-    edit: impl FnOnce(&mut Message),
-) -> Mail {
-    let mut message = mail.message.clone();
-    edit(&mut message);
-    let mut envelope = Envelope::new(
-        derived_mail_name(mail.name()),
-        Some(sender.clone()),
-        members,
-    );
-    envelope.remote_host = mail.envelope.remote_host.clone();
-    envelope.remote_addr = mail.envelope.remote_addr.clone();
-    Mail::new(envelope, message)
-}
-
-/// Sets `Subject:`, as an RFC 2047 encoded word when it is not ASCII.
-fn set_subject(message: &mut Message, subject: &str) {
-    if subject.is_ascii() {
-        message.set_header("Subject", subject);
-    } else {
-        let encoded = base64(subject.as_bytes());
-        message.set_header("Subject", &format!("=?utf-8?b?{encoded}?="));
-    }
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// James's subject normalisation for list mail: the prefix moved (or put) at the front, every
-/// `Re:` after it turned into `RE:` and reduced to one, double spaces made single.
-fn normalize_subject(subject: &str, prefix: &str) -> String {
-    let mut s = subject.to_string();
-    match s.find(prefix) {
-        Some(0) => {}
-        Some(at) => {
-            s.replace_range(at..at + prefix.len(), "");
-            s.insert_str(0, prefix);
-        }
-        None => s.insert_str(0, prefix),
-    }
-    let start = prefix.len();
-    while let Some(at) = find_from(&s, "Re:", start) {
-        s.replace_range(at..at + 3, "RE:");
-    }
-    // Every `RE:` after the first one goes.
-    let after_first = find_from(&s, "RE:", start).map_or(2, |at| at + 3);
-    while let Some(at) = find_from(&s, "RE:", after_first).filter(|&at| at > 0) {
-        s.replace_range(at..at + 3, "");
-    }
-    while let Some(at) = find_from(&s, "  ", start) {
-        s.replace_range(at..at + 2, " ");
-    }
-    s
-}
-
-/// `text.find(pattern)` from byte `from` on (moved forward to a character boundary).
-fn find_from(text: &str, pattern: &str, from: usize) -> Option<usize> {
-    let mut from = from.min(text.len());
-    while !text.is_char_boundary(from) {
-        from += 1;
-    }
-    text[from..].find(pattern).map(|at| at + from)
+    ctx.send_mail(Mail::new(envelope, Message::from_bytes(&bytes)))
 }

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use mailroom_mailet::{state, Mail, MailAddress, Mailet, MailetContext, MailetError};
 
 use super::command::ListInfo;
-use super::{address_param, is_multipart, list_copy, normalize_subject, ListStores, Members};
+use super::footer::footer;
+use super::post::{PostRules, Refusal};
+use super::{address_param, ListStores, Members};
+use crate::mailets::footer::AddFooter;
 use crate::Registry;
 
 /// Registers `CommandListservProcessor`.
@@ -35,11 +38,8 @@ pub(super) fn register(registry: &mut Registry, stores: &Arc<ListStores>) {
                 }
             }
             Ok(Box::new(ListProcessor {
-                members_only: c.bool_param("membersonly", false)?,
-                attachments_allowed: c.bool_param("attachmentsallowed", true)?,
-                reply_to_list: c.bool_param("replytolist", true)?,
-                subject_prefix: c.param("subjectprefix").map(str::to_string),
-                auto_bracket: c.bool_param("autobracket", true)?,
+                rules: PostRules::from_config(c)?,
+                footer: footer(&list.resources),
                 owner: address_param(c, "listOwner")?,
                 members: stores.members("CommandListservProcessor", c.required("repositoryName")?)?,
                 specified_posters_only: c.bool_param("specifiedpostersonly", false)?,
@@ -70,11 +70,8 @@ pub(super) fn register(registry: &mut Registry, stores: &Arc<ListStores>) {
 }
 
 struct ListProcessor {
-    members_only: bool,
-    attachments_allowed: bool,
-    reply_to_list: bool,
-    subject_prefix: Option<String>,
-    auto_bracket: bool,
+    rules: PostRules,
+    footer: AddFooter,
     owner: MailAddress,
     members: Members,
     specified_posters_only: bool,
@@ -83,37 +80,32 @@ struct ListProcessor {
 }
 
 impl ListProcessor {
-    fn refuse(&self, mail: &Mail, ctx: &dyn MailetContext, key: &str) -> Result<(), MailetError> {
-        let r = &self.list.resources;
-        let subject = r.get("List Manager", "invalid.mail.subject", &[]);
-        self.list
-            .on_error(mail, ctx, &subject, &r.get("List Manager", key, &[]))
-    }
-
     fn post(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
         let members = self.members.list()?;
         let Some(list_address) = mail.recipients().first().cloned() else {
             return Ok(());
         };
-        let sender = mail.sender();
-        let is_member = sender.is_some_and(|s| members.contains(s));
-        let allowed = sender.is_some_and(|s| self.allowed.contains(s));
-        if !((!self.specified_posters_only && (!self.members_only || is_member)) || allowed) {
-            return self.refuse(mail, ctx, "error.membersonly");
+        let refusal =
+            self.rules
+                .refusal(mail, &members, &self.allowed, self.specified_posters_only);
+        if let Some(refusal) = refusal {
+            let key = match refusal {
+                Refusal::MembersOnly => "error.membersonly",
+                Refusal::Attachments => "error.attachments",
+            };
+            let r = &self.list.resources;
+            let subject = r.get("List Manager", "invalid.mail.subject", &[]);
+            return self
+                .list
+                .on_error(mail, ctx, &subject, &r.get("List Manager", key, &[]));
         }
-        if !self.attachments_allowed && is_multipart(&mail.message) {
-            return self.refuse(mail, ctx, "error.attachments");
-        }
-        let address = list_address.to_string();
-        let been_there = mail.message.header("X-been-there");
-        if been_there.is_some_and(|b| b.eq_ignore_ascii_case(&address)) {
+        if PostRules::came_back(mail, &list_address) {
             ctx.log(&format!(
-                "{}: already sent through {address}; dropped",
+                "{}: already sent through {list_address}; dropped",
                 mail.name()
             ));
             return Ok(());
         }
-        super::footer::add_footer(mail, &super::footer::Footer::of(&self.list.resources), ctx);
         if members.is_empty() {
             ctx.log(&format!(
                 "list {}: no members; post {} dropped",
@@ -122,24 +114,9 @@ impl ListProcessor {
             ));
             return Ok(());
         }
-        let copy = list_copy(mail, &self.owner, members, |message| {
-            message.remove_header("Return-Path");
-            message.set_header("X-been-there", &address);
-            if self.reply_to_list {
-                message.set_header("Reply-To", &address);
-            }
-            if let Some(prefix) = &self.subject_prefix {
-                // James 2.3.2 wrote `[prefix]` with no space before the subject; AvalonListserv
-                // and later James versions put one, as here.
-                let prefix = if self.auto_bracket {
-                    format!("[{prefix}] ")
-                } else {
-                    prefix.clone()
-                };
-                let subject = message.subject().unwrap_or_default();
-                super::set_subject(message, &normalize_subject(&subject, &prefix));
-            }
-        });
+        // The footer goes into the copy: a post kept for a retry is never footed twice.
+        let mut copy = self.rules.copy(mail, &self.owner, members, &list_address);
+        self.footer.service(&mut copy, ctx)?;
         ctx.send_mail(copy)
     }
 }

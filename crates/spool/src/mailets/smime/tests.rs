@@ -4,36 +4,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use mailroom_mailet::{Envelope, MatcherConfig, UserRecord};
+use mailroom_mailet::{Envelope, MatcherConfig};
 
 use super::*;
+use crate::mailets::testing::Recorder;
 
-struct Ctx(MailAddress);
-
-impl MailetContext for Ctx {
-    fn is_local_server(&self, _: &str) -> bool {
-        false
+/// The mailet tests' context (it records what it is given), its postmaster at `localhost`.
+fn ctx() -> Recorder {
+    Recorder {
+        postmaster: MailAddress::parse("postmaster@localhost").unwrap(),
+        ..Recorder::new()
     }
-    fn local_user(&self, _: &str) -> Result<Option<UserRecord>, MailetError> {
-        Ok(None)
-    }
-    fn postmaster(&self) -> &MailAddress {
-        &self.0
-    }
-    fn send_mail(&self, _: Mail) -> Result<(), MailetError> {
-        unreachable!()
-    }
-    fn store_mail(&self, _: &str, _: &Mail) -> Result<(), MailetError> {
-        unreachable!()
-    }
-    fn deliver_to_inbox(&self, _: &str, _: &[u8], _: &Mail) -> Result<(), MailetError> {
-        unreachable!()
-    }
-    fn log(&self, _: &str) {}
-}
-
-fn ctx() -> Ctx {
-    Ctx(MailAddress::parse("postmaster@localhost").unwrap())
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
