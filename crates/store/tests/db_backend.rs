@@ -72,17 +72,6 @@ async fn all_kinds(sources: DataSources) {
         .unwrap();
     conformance::mail_repository(mail.as_ref()).await;
 
-    let inbox = sources
-        .inbox("maildb", &path(&[&unique("inbox")]))
-        .await
-        .unwrap();
-    conformance::inbox_repository(inbox.as_ref()).await;
-    let inbox = sources
-        .inbox("maildb", &path(&[&unique("imported")]))
-        .await
-        .unwrap();
-    conformance::inbox_import(inbox.as_ref()).await;
-
     let mappings = sources
         .mappings(
             "maildb",
@@ -94,6 +83,18 @@ async fn all_kinds(sources: DataSources) {
         .await
         .unwrap();
     conformance::mappings_repository(&mappings).await;
+
+    let inbox = sources
+        .inbox("maildb", &path(&[&unique("inbox")]))
+        .await
+        .unwrap();
+    conformance::inbox_repository(inbox.as_ref()).await;
+    let inbox = sources
+        .inbox("maildb", &path(&[&unique("imported")]))
+        .await
+        .unwrap();
+    conformance::inbox_import(inbox.as_ref()).await;
+
 
     let table = unique("spool");
     let spool = sources
