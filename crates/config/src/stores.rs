@@ -62,6 +62,86 @@ pub struct UsersRepository {
     pub location: Location,
 }
 
+/// One `<virtualusertable-store><table>` (James's form, `org.apache.james.vut.JDBCVirtualUserTable`):
+/// the mapping table `name` kept in a database table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualUserTableRef {
+    /// The table's name on the console (`addmapping table=NAME`); James's
+    /// `DefaultVirtualUserTable` is Mailroom's `default`.
+    pub name: String,
+    /// `destinationURL`, as written.
+    pub url: String,
+    /// The data source and the database table (`db://maildb/VirtualUserTable`).
+    pub target: RepositoryUrl,
+    /// Where the `<table>` element is.
+    pub location: Location,
+}
+
+/// `<virtualusertable-store>`: `<table name=... class=... destinationURL="db://SOURCE/TABLE"/>`.
+pub(crate) fn virtual_user_tables(ctx: &mut Ctx, el: &Element) -> Vec<VirtualUserTableRef> {
+    let mut tables: Vec<VirtualUserTableRef> = Vec::new();
+    for t in &el.children {
+        if t.name != "table" {
+            ctx.err(
+                t,
+                format!("<{}> is not allowed in <virtualusertable-store>; only <table>", t.name),
+            );
+            continue;
+        }
+        let Some(name) = ctx.required_attr(t, "name") else {
+            continue;
+        };
+        let name = if name == "DefaultVirtualUserTable" {
+            "default".to_string()
+        } else {
+            name.to_lowercase()
+        };
+        if let Some(class) = t.attr("class") {
+            let short = class.rsplit('.').next().unwrap_or(class);
+            if short != "JDBCVirtualUserTable" {
+                ctx.err(
+                    t,
+                    format!(
+                        "unknown virtual user table class \"{class}\" (known: JDBCVirtualUserTable; \
+                         tables not listed here are files under var/virtual/)"
+                    ),
+                );
+                continue;
+            }
+        }
+        let Some(url) = ctx.required_attr(t, "destinationURL") else {
+            continue;
+        };
+        let Some(target) = ctx.url(t, &url) else {
+            continue;
+        };
+        match &target {
+            RepositoryUrl::Db { path, .. } if path.len() == 1 => {}
+            _ => {
+                ctx.err(
+                    t,
+                    format!(
+                        "virtual user table \"{name}\": destinationURL \"{url}\" must be \
+                         db://DATA-SOURCE/TABLE (tables not listed here are files under var/virtual/)"
+                    ),
+                );
+                continue;
+            }
+        }
+        if tables.iter().any(|o| o.name == name) {
+            ctx.err(t, format!("virtual user table \"{name}\" is listed twice"));
+            continue;
+        }
+        tables.push(VirtualUserTableRef {
+            name,
+            url,
+            target,
+            location: t.location(),
+        });
+    }
+    tables
+}
+
 /// One `<data-source name=...>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataSource {

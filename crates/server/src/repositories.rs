@@ -11,6 +11,7 @@ use mailroom_store::file::{
     FileMailRepository, FileMappingsRepository, FileNews, FileNewsRepository, FileUsersRepository,
     LogSpool, Maildir,
 };
+use mailroom_store::mappings::RoutedMappings;
 use mailroom_store::{
     Blocking, InboxRepository, MailRepository, MappingsRepository, NewsRepository, SpoolRepository,
     StoreError, UsersRepository,
@@ -73,10 +74,34 @@ pub fn all_users(
     Ok(all)
 }
 
-/// The virtual user tables, under `var/virtual/` in the home.
-pub fn mappings(config: &Config) -> Result<Arc<dyn MappingsRepository>> {
+/// The virtual user tables: those of `<virtualusertable-store>` in their databases, every
+/// other one a file under `var/virtual/` in the home.
+pub fn mappings(config: &Config, db: &Databases) -> Result<Arc<dyn MappingsRepository>> {
     let dir = config.home.join("var/virtual");
-    Ok(Arc::new(Blocking::new(FileMappingsRepository::open(&dir)?)))
+    let files: Arc<dyn MappingsRepository> =
+        Arc::new(Blocking::new(FileMappingsRepository::open(&dir)?));
+    if config.virtual_user_tables.is_empty() {
+        return Ok(files);
+    }
+    // One repository per data source, holding its tables.
+    let mut by_source: Vec<(&str, Vec<(String, String)>)> = Vec::new();
+    for t in &config.virtual_user_tables {
+        let (source, path) = db_parts(&t.target, "virtual user table")?;
+        let entry = (t.name.clone(), path.join("/"));
+        match by_source.iter_mut().find(|(s, _)| *s == source) {
+            Some((_, tables)) => tables.push(entry),
+            None => by_source.push((source, vec![entry])),
+        }
+    }
+    let mut routes: Vec<(String, Arc<dyn MappingsRepository>)> = Vec::new();
+    for (source, tables) in by_source {
+        let repo: Arc<dyn MappingsRepository> = Arc::new(
+            db.mappings(source, &tables)
+                .map_err(|e| anyhow!("<virtualusertable-store>: {e}"))?,
+        );
+        routes.extend(tables.into_iter().map(|(name, _)| (name, repo.clone())));
+    }
+    Ok(Arc::new(RoutedMappings::new(routes, files)))
 }
 
 /// The news repository of `<nntp-repository>` (groups under `<rootPath>`, temporary files in

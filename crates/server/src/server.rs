@@ -281,7 +281,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             Box::new(move |url| inboxes.open(url)),
         );
     }
-    let mappings = repositories::mappings(&config)?;
+    let mappings = repositories::mappings(&config, &databases)?;
     let recipients = LocalRecipients::new(&config, users.clone(), mappings.clone());
     runtime.block_on(recipients.warn_if_postmaster_is_missing(&config, &postmaster));
     let authenticator: Arc<dyn Authenticator> = Arc::new(crate::auth::SmtpLogins::new(
