@@ -18,6 +18,10 @@
 //!   has already is skipped. Messages go through an unlinked temporary file, never whole in
 //!   memory;
 //! * **the spool**, by mail name. A mail waiting for a retry is due at once in the target;
+//! * **virtual user tables**: every mapping (source and target) of the tables either
+//!   configuration keeps in a database (`<virtualusertable-store>`) and of the source's table
+//!   files (`var/virtual/*.json`), into the table of the same name in the target; a mapping
+//!   the target has already is skipped;
 //! * **mail repositories and RemoteDelivery outgoing spools** that both configurations name,
 //!   paired by where they are named: the processor, the mailet's class and its place among
 //!   the mailets of that class there, and the parameter (`repositoryPath`, `outgoing`...). A
@@ -38,7 +42,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mailroom_config::Config;
 use mailroom_mailet::{header_section_len, BodySource, Message, MAX_HEADER_SECTION};
-use mailroom_store::{InboxRepository, MailRepository, UsersRepository};
+use mailroom_store::{InboxRepository, MailRepository, MappingsRepository, UsersRepository};
 use tokio::io::AsyncWriteExt;
 
 use crate::databases::Databases;
@@ -215,6 +219,11 @@ async fn copy_all(source: &Side, target: &Side, ledger: &mut Ledger) -> Result<C
     let to_spool = repositories::spool(&target.config, &target.db)?;
     total.add(copy_mails("spool", "spool", &*from_spool, &*to_spool, ledger).await?);
 
+    let from_mappings = repositories::mappings(&source.config, &source.db)?;
+    let to_mappings = repositories::mappings(&target.config, &target.db)?;
+    let tables = mapping_tables(&source.config, &target.config)?;
+    total.add(copy_mappings(&*from_mappings, &*to_mappings, &tables, ledger).await?);
+
     let from_named = named_repositories(&source.config);
     let to_named = named_repositories(&target.config);
     let from_mail = MailRepositories::new(&source.config, source.db.clone())?;
@@ -277,6 +286,67 @@ fn named_repositories(config: &Config) -> Vec<(String, String, bool)> {
         }
     }
     named
+}
+
+/// The virtual user tables to copy: `default`, those either configuration keeps in a
+/// database, and the source's table files.
+fn mapping_tables(source: &Config, target: &Config) -> Result<Vec<String>> {
+    let mut tables = vec![mailroom_store::mappings::DEFAULT_TABLE.to_string()];
+    let configured = source.virtual_user_tables.iter().chain(&target.virtual_user_tables);
+    tables.extend(configured.map(|t| t.name.clone()));
+    let dir = source.home.join("var/virtual");
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let name = entry?.file_name();
+                if let Some(table) = name.to_str().and_then(|n| n.strip_suffix(".json")) {
+                    tables.push(table.to_string());
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow!("{}: {e}", dir.display())),
+    }
+    tables.sort();
+    tables.dedup();
+    Ok(tables)
+}
+
+/// Copies every mapping of `tables`.
+async fn copy_mappings(
+    from: &dyn MappingsRepository,
+    to: &dyn MappingsRepository,
+    tables: &[String],
+    ledger: &mut Ledger,
+) -> Result<Counts> {
+    let progress = bar("mappings", tables.len() as u64);
+    let mut counts = Counts::default();
+    for table in tables {
+        progress.set_message(table.clone());
+        for (source, targets) in from.all(table).await? {
+            let there = to.get(table, &source).await?;
+            for target in targets {
+                let key = format!("mapping\t{table}\t{source}\t{target}");
+                let present = there.contains(&target);
+                if ledger.should_copy(key.clone(), present, &mut counts)? {
+                    to.add(table, &source, &target)
+                        .await
+                        .with_context(|| format!("table {table}: {source} -> {target}"))?;
+                    ledger.record(key)?;
+                    counts.copied += 1;
+                }
+            }
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    tracing::info!(
+        copied = counts.copied,
+        present = counts.present,
+        earlier = counts.earlier,
+        "virtual user tables copied"
+    );
+    Ok(counts)
 }
 
 /// A progress bar on standard error for `len` items (drawn only at a terminal).
