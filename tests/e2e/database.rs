@@ -245,3 +245,92 @@ fn queue_reads_and_changes_a_database_spool_with_the_server_stopped() {
     run(&["queue", "delete", &name]);
     assert!(run(&["queue", "list"]).contains("0 mail(s) in the spool"));
 }
+
+/// The virtual user table in SQLite, in James's `<virtualusertable-store>` form: a mapping
+/// added on the console is kept in James's `VirtualUserTable` table (not in `var/virtual/`)
+/// and routes mail after a restart; removed, the address is refused again.
+#[test]
+fn console_mappings_in_sqlite_route_mail_across_a_restart() {
+    let tree = crate::harness::DEFAULT_TREE.replacen(
+        r#"<processor name="root">"#,
+        r#"<processor name="root">
+      <mailet match="All" class="VirtualUserTable"/>"#,
+        1,
+    );
+    let extra = format!(
+        r#"{DATA_SOURCES}
+  <virtualusertable-store>
+    <table name="DefaultVirtualUserTable" class="org.apache.james.vut.JDBCVirtualUserTable"
+           destinationURL="db://maildb/VirtualUserTable"/>
+  </virtualusertable-store>"#
+    );
+    let mut server = Server::start_edited(
+        &Setup {
+            tree: &tree,
+            pop3_handler: Some(""),
+            remote_manager_handler: Some(crate::harness::ADMIN),
+            extra: &extra,
+            ..Setup::default()
+        },
+        in_database,
+    );
+    server.add_user("bob", "secret");
+    let said = crate::harness::console(
+        &server,
+        &[
+            "addmapping Info@localhost bob@localhost",
+            "addmapping info@localhost domain:example.net",
+        ],
+    );
+    assert_eq!(
+        said.matches("Adding mapping successful: true").count(),
+        2,
+        "{said}"
+    );
+    // Kept as James keeps it: one row, the targets joined by `;`.
+    let row = crate::harness::python(
+        "import sqlite3, sys\n\
+         db = sqlite3.connect(sys.argv[1])\n\
+         print(db.execute('SELECT \"user\", domain, target_address FROM virtualusertable').fetchall())",
+        &[server.path("var/mail.db").to_str().unwrap()],
+    );
+    assert_eq!(
+        row.trim(),
+        "[('info', 'localhost', 'bob@localhost;domain:example.net')]"
+    );
+    assert!(!server.path("var/virtual/default.json").exists());
+
+    assert!(server.terminate().success());
+    server.spawn();
+    let said = crate::harness::console(
+        &server,
+        &[
+            "listmapping info@localhost",
+            "removemapping info@localhost domain:example.net",
+        ],
+    );
+    assert!(
+        said.contains("Mappings: bob@localhost, domain:example.net"),
+        "{said}"
+    );
+    assert!(said.contains("Removing mapping successful: true"), "{said}");
+    send(&server, "info@localhost", "mapped");
+    wait_for("the mapped mail in bob's inbox", || {
+        Pop3::login(server.pop3_port, "bob", "secret").uidl().len() == 1
+    });
+    let mut pop = Pop3::login(server.pop3_port, "bob", "secret");
+    let retr = pop.multi("RETR 1");
+    assert!(retr.iter().any(|l| l == "Subject: mapped"), "{retr:?}");
+    pop.cmd("QUIT");
+
+    // Removed: info@ is no address any more.
+    let said = crate::harness::console(&server, &["removemapping info@localhost bob@localhost"]);
+    assert!(said.contains("Removing mapping successful: true"), "{said}");
+    let mut smtp = server.smtp();
+    assert!(smtp.cmd("EHLO t").starts_with("250"));
+    assert!(smtp.cmd("MAIL FROM:<s@example.net>").starts_with("250"));
+    let reply = smtp.cmd("RCPT TO:<info@localhost>");
+    assert!(reply.starts_with("550 5.1.1"), "{reply}");
+    let log = server.log();
+    assert!(!log.contains("ERROR"), "{log}");
+}
