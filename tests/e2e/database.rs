@@ -334,3 +334,101 @@ fn console_mappings_in_sqlite_route_mail_across_a_restart() {
     let log = server.log();
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// `mailroom queue` on a mail repository in SQLite (`db://maildb/mail/address-error/`): with
+/// the server running, list and show read it through the database and flush goes to the
+/// server; with it stopped, delete and flush act through the database, the flushed mail
+/// waiting in the spool (in the database too) until the server starts again.
+#[test]
+fn queue_commands_on_a_database_error_repository() {
+    const URL: &str = "db://maildb/mail/address-error/";
+    let mut server = Server::start_edited(
+        &Setup {
+            smtp_handler: "<verifyRecipients>false</verifyRecipients>",
+            pop3_handler: Some(""),
+            extra: DATA_SOURCES,
+            ..Setup::default()
+        },
+        in_database,
+    );
+    let run = |server: &Server, args: &[&str]| {
+        let out = server.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let names = |listed: &str| -> Vec<String> {
+        listed
+            .lines()
+            .filter(|l| l.starts_with("Mail"))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    send(&server, "first@localhost", "first");
+    wait_for("the first mail in the error repository", || {
+        run(&server, &["queue", "list", URL]).contains("1 mail(s) in")
+    });
+    let listed = run(&server, &["queue", "list", URL]);
+    assert!(
+        listed.contains("recipients=first@localhost") && listed.contains("error:"),
+        "{listed}"
+    );
+    let first = names(&listed).remove(0);
+    let shown = run(&server, &["queue", "show", &first, URL]);
+    assert!(shown.contains("Subject: first"), "{shown}");
+    // A URL the configuration does not name is refused.
+    let out = server.cli(&["queue", "list", "db://maildb/mail/other/"]);
+    assert!(!out.status.success());
+
+    // Running: the flush goes to the server, which delivers the mail to its new user.
+    server.add_user("first", "pass");
+    assert!(run(&server, &["queue", "flush", &first, URL]).contains("flushed 1 mail(s)"));
+    wait_for("the flushed mail delivered", || {
+        Pop3::login(server.pop3_port, "first", "pass").uidl().len() == 1
+    });
+    assert!(run(&server, &["queue", "list", URL]).contains("0 mail(s) in"));
+
+    send(&server, "second@localhost", "second");
+    send(&server, "third@localhost", "third");
+    wait_for("two mails in the error repository", || {
+        run(&server, &["queue", "list", URL]).contains("2 mail(s) in")
+    });
+    assert!(server.terminate().success());
+
+    // Stopped: read, deleted and flushed through the database.
+    let listed = run(&server, &["queue", "list", URL]);
+    let (mut second, mut third) = (None, None);
+    for line in listed.lines().filter(|l| l.starts_with("Mail")) {
+        let name = line.split_whitespace().next().unwrap().to_string();
+        if line.contains("recipients=second@localhost") {
+            second = Some(name);
+        } else if line.contains("recipients=third@localhost") {
+            third = Some(name);
+        }
+    }
+    let (second, third) = (second.expect("second listed"), third.expect("third listed"));
+    assert!(run(&server, &["queue", "show", &third, URL]).contains("Subject: third"));
+    assert!(run(&server, &["queue", "delete", &second, URL]).contains("deleted 1 mail(s)"));
+    let out = server.cli(&["queue", "delete", &second, URL]);
+    assert!(!out.status.success(), "deleted twice");
+    server.add_user("third", "pass");
+    assert!(run(&server, &["queue", "flush", "--all", URL]).contains("flushed 1 mail(s)"));
+    assert!(run(&server, &["queue", "list", URL]).contains("0 mail(s) in"));
+    let spooled = run(&server, &["queue", "list"]);
+    assert!(
+        spooled.contains("1 mail(s) in the spool")
+            && spooled.contains("recipients=third@localhost")
+            && spooled.contains("state=root"),
+        "{spooled}"
+    );
+
+    server.spawn();
+    wait_for("the mail flushed while stopped delivered", || {
+        Pop3::login(server.pop3_port, "third", "pass").uidl().len() == 1
+    });
+    let log = server.log();
+    assert!(!log.contains("ERROR"), "{log}");
+}

@@ -360,6 +360,8 @@ pub enum AdminTarget {
     Outgoing(PathBuf),
     /// The mail repository in this directory.
     Mail(PathBuf),
+    /// The mail repository at this `db://` URL (as [`db_key`] spells it).
+    DbMail(String),
 }
 
 /// The repositories an administrator may name (in the console's `listspool`/`flushspool`/
@@ -378,6 +380,8 @@ pub struct AdminRepositories {
     outgoing: Vec<PathBuf>,
     /// The configured mail repositories' directories, normalised.
     allowed: Vec<PathBuf>,
+    /// The configured mail repositories in a database, as [`db_key`] spells them.
+    allowed_db: Vec<String>,
 }
 
 impl AdminRepositories {
@@ -393,6 +397,7 @@ impl AdminRepositories {
             }
         };
         let mut allowed = Vec::new();
+        let mut allowed_db = Vec::new();
         let mut outgoing = Vec::new();
         for processor in &config.spool_manager.processors {
             for mailet in &processor.mailets {
@@ -404,6 +409,14 @@ impl AdminRepositories {
                 }
                 for (_, value) in &mailet.params {
                     let value = value.trim();
+                    if value.starts_with("db:") {
+                        if let Ok(RepositoryUrl::Db { source, path }) =
+                            RepositoryUrl::parse(value, &config.home)
+                        {
+                            allowed_db.push(db_key(&source, &path));
+                        }
+                        continue;
+                    }
                     if !value.starts_with("file:") {
                         continue;
                     }
@@ -420,6 +433,7 @@ impl AdminRepositories {
             spool_db,
             outgoing,
             allowed,
+            allowed_db,
         })
     }
 
@@ -445,9 +459,15 @@ impl AdminRepositories {
             {
                 return Ok(AdminTarget::Spool);
             }
+            RepositoryUrl::Db { source, path }
+                if self.allowed_db.contains(&db_key(&source, &path)) =>
+            {
+                return Ok(AdminTarget::DbMail(db_key(&source, &path)));
+            }
             _ => {
                 return Err(invalid(
-                    "only the spool may be named by a database URL here in this build",
+                    "the configuration names no such repository (only the spool and the \
+                     repositories the mailets name may be given)",
                 ))
             }
         };

@@ -445,6 +445,7 @@ fn admin_opener(
             .map(|(_, spool)| Opened::Spool(spool.clone()))
             .ok_or_else(|| StoreError::NotFound(format!("outgoing spool {url}"))),
         repositories::AdminTarget::Mail(dir) => mail.open_existing(url, &dir).map(Opened::Mail),
+        repositories::AdminTarget::DbMail(key) => mail.open(&key).map(Opened::Mail),
     })
 }
 
