@@ -346,6 +346,7 @@ fn queue_commands_on_a_database_error_repository() {
         &Setup {
             smtp_handler: "<verifyRecipients>false</verifyRecipients>",
             pop3_handler: Some(""),
+            remote_manager_handler: Some(crate::harness::ADMIN),
             extra: DATA_SOURCES,
             ..Setup::default()
         },
@@ -382,6 +383,19 @@ fn queue_commands_on_a_database_error_repository() {
     // A URL the configuration does not name is refused.
     let out = server.cli(&["queue", "list", "db://maildb/mail/other/"]);
     assert!(!out.status.success());
+    // The console's spool commands read it too.
+    let said = crate::harness::console(
+        &server,
+        &[
+            &format!("listspool {URL}"),
+            "listspool db://maildb/mail/other/",
+        ],
+    );
+    assert!(said.contains("Number of spooled mails: 1"), "{said}");
+    assert!(
+        said.contains("not a repository that the configuration names"),
+        "{said}"
+    );
 
     // Running: the flush goes to the server, which delivers the mail to its new user.
     server.add_user("first", "pass");

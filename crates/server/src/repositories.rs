@@ -465,10 +465,7 @@ impl AdminRepositories {
                 return Ok(AdminTarget::DbMail(db_key(&source, &path)));
             }
             _ => {
-                return Err(invalid(
-                    "the configuration names no such repository (only the spool and the \
-                     repositories the mailets name may be given)",
-                ))
+                return Err(invalid("not a repository that the configuration names"))
             }
         };
         let dir = normal(&dir);
