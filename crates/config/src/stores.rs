@@ -84,7 +84,10 @@ pub(crate) fn virtual_user_tables(ctx: &mut Ctx, el: &Element) -> Vec<VirtualUse
         if t.name != "table" {
             ctx.err(
                 t,
-                format!("<{}> is not allowed in <virtualusertable-store>; only <table>", t.name),
+                format!(
+                    "<{}> is not allowed in <virtualusertable-store>; only <table>",
+                    t.name
+                ),
             );
             continue;
         }
@@ -471,6 +474,22 @@ pub(crate) fn nntp_repository(ctx: &mut Ctx, el: &Element, domain: &str) -> Nntp
             "expire",
         ],
     );
+    // A database news repository is not built: refused, rather than read as a directory
+    // named `db:`.
+    for child in ["rootPath", "tempPath", "articleIDPath"] {
+        if let Some(c) = el.child(child) {
+            let lower = c.text.trim().to_ascii_lowercase();
+            if lower.starts_with("db:") || lower.starts_with("dbfile:") {
+                ctx.err(
+                    c,
+                    format!(
+                        "<{child}>: the news repository in a database is not available in this \
+                         build; use a file:// path"
+                    ),
+                );
+            }
+        }
+    }
     let d = NntpRepository::defaults(&ctx.home, domain);
     let mut r = NntpRepository {
         read_only: ctx.bool_child(el, "readOnly", false),

@@ -841,3 +841,17 @@ fn virtual_user_tables_in_a_database() {
     assert!(e[4].contains("needs a name="), "{e:?}");
     assert!(e[5].contains("only <table>"), "{e:?}");
 }
+
+#[test]
+fn a_news_repository_in_a_database_is_refused() {
+    let e = errors(&format!(
+        "<config>{SPOOL}\n<nntp-repository>\n<rootPath>db://maildb/news</rootPath>\n</nntp-repository></config>"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "config.xml:3: <rootPath>: the news repository in a database is not available"
+        ),
+        "{e:?}"
+    );
+}

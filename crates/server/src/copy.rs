@@ -292,7 +292,10 @@ fn named_repositories(config: &Config) -> Vec<(String, String, bool)> {
 /// database, and the source's table files.
 fn mapping_tables(source: &Config, target: &Config) -> Result<Vec<String>> {
     let mut tables = vec![mailroom_store::mappings::DEFAULT_TABLE.to_string()];
-    let configured = source.virtual_user_tables.iter().chain(&target.virtual_user_tables);
+    let configured = source
+        .virtual_user_tables
+        .iter()
+        .chain(&target.virtual_user_tables);
     tables.extend(configured.map(|t| t.name.clone()));
     let dir = source.home.join("var/virtual");
     match std::fs::read_dir(&dir) {

@@ -464,9 +464,7 @@ impl AdminRepositories {
             {
                 return Ok(AdminTarget::DbMail(db_key(&source, &path)));
             }
-            _ => {
-                return Err(invalid("not a repository that the configuration names"))
-            }
+            _ => return Err(invalid("not a repository that the configuration names")),
         };
         let dir = normal(&dir);
         if dir == self.spool_dir {

@@ -95,7 +95,6 @@ async fn all_kinds(sources: DataSources) {
         .unwrap();
     conformance::inbox_import(inbox.as_ref()).await;
 
-
     let table = unique("spool");
     let spool = sources
         .spool("maildb", &path(&[&table, "spool"]))
@@ -544,9 +543,8 @@ async fn james_virtual_user_table(sources: DataSources) {
         ("sales", "%", "dave@example.org, erin@example.org"),
     ];
     for (user, domain, target) in rows {
-        let insert = format!(
-            "INSERT INTO {table} (\"user\", domain, target_address) VALUES ($1, $2, $3)"
-        );
+        let insert =
+            format!("INSERT INTO {table} (\"user\", domain, target_address) VALUES ($1, $2, $3)");
         match &pool {
             Pool::Sqlite(p) => {
                 sqlx::query(sqlx::AssertSqlSafe(insert))
@@ -593,13 +591,24 @@ async fn james_virtual_user_table(sources: DataSources) {
     assert_eq!(sources, ["*@example.com", "info@example.org", "sales@*"]);
     // Added through the repository: one row, targets joined by `;`, as James writes them.
     let info = Source::parse("info@example.org").unwrap();
-    assert!(mappings.add("default", &info, &t("domain:example.net")).await.unwrap());
+    assert!(mappings
+        .add("default", &info, &t("domain:example.net"))
+        .await
+        .unwrap());
     let select = format!(
         "SELECT target_address FROM {table} WHERE \"user\" = 'info' AND domain = 'example.org'"
     );
     let stored: String = match &pool {
-        Pool::Sqlite(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(select)).fetch_one(p).await,
-        Pool::Postgres(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(select)).fetch_one(p).await,
+        Pool::Sqlite(p) => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(select))
+                .fetch_one(p)
+                .await
+        }
+        Pool::Postgres(p) => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(select))
+                .fetch_one(p)
+                .await
+        }
     }
     .unwrap();
     assert_eq!(stored, "carol;bob@example.net;domain:example.net");

@@ -30,7 +30,13 @@ fn columns(source: &Source) -> (String, String) {
         .as_str()
         .rsplit_once('@')
         .expect("a parsed source has an @");
-    let wild = |part: &str| if part == "*" { "%".to_string() } else { part.to_string() };
+    let wild = |part: &str| {
+        if part == "*" {
+            "%".to_string()
+        } else {
+            part.to_string()
+        }
+    };
     (wild(user), wild(domain))
 }
 
@@ -51,7 +57,9 @@ fn parse_targets(text: &str, at: &str) -> Vec<Target> {
         match Target::parse(token) {
             Ok(target) if !targets.contains(&target) => targets.push(target),
             Ok(_) => {}
-            Err(why) => tracing::warn!(source = %at, target = %token, "unreadable mapping skipped: {why}"),
+            Err(why) => {
+                tracing::warn!(source = %at, target = %token, "unreadable mapping skipped: {why}")
+            }
         }
     }
     targets
@@ -213,9 +221,7 @@ impl MappingsRepository for DbMappings {
             return Ok(Vec::new());
         };
         let (user, domain) = columns(source);
-        let select = format!(
-            "SELECT target_address FROM {t} WHERE \"user\" = $1 AND domain = $2"
-        );
+        let select = format!("SELECT target_address FROM {t} WHERE \"user\" = $1 AND domain = $2");
         let result: sqlx::Result<Option<String>> = on_pool!(&self.pool, p => {
             sqlx::query_scalar(sql(select)).bind(&user).bind(&domain).fetch_optional(p).await
         });
@@ -240,7 +246,13 @@ impl MappingsRepository for DbMappings {
         });
         let mut all = Vec::new();
         for (user, domain, text) in rows {
-            let star = |part: &str| if part == "%" { "*".to_string() } else { part.to_string() };
+            let star = |part: &str| {
+                if part == "%" {
+                    "*".to_string()
+                } else {
+                    part.to_string()
+                }
+            };
             let spelled = format!("{}@{}", star(&user), star(&domain));
             let Ok(source) = Source::parse(&spelled) else {
                 tracing::warn!(source = %spelled, table = %t, "unreadable mapping source skipped");
@@ -271,7 +283,10 @@ mod tests {
             parse_targets("a@example.org, b@example.org", "x"),
             vec![t("a@example.org"), t("b@example.org")]
         );
-        assert_eq!(parse_targets("error:550 no, sorry", "x"), vec![t("error:550 no, sorry")]);
+        assert_eq!(
+            parse_targets("error:550 no, sorry", "x"),
+            vec![t("error:550 no, sorry")]
+        );
         assert_eq!(
             parse_targets("regex:(.*)@a{1,3}.org:$1@b.org", "x"),
             vec![t("regex:(.*)@a{1,3}.org:$1@b.org")]
