@@ -231,7 +231,7 @@ impl NewsRepository for DbNews {
             on_pool!(&self.pool, p => async {
             let mut tx = p.write_tx().await?;
             let exists: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM mailroom_news_articles WHERE message_id = $1",
+                "SELECT CAST(1 AS BIGINT) FROM mailroom_news_articles WHERE message_id = $1",
             )
             .bind(id)
             .fetch_optional(&mut *tx)
