@@ -433,6 +433,13 @@ impl Config {
         for (target, url, loc) in &mailet_urls {
             urls.push((target, url, loc.clone()));
         }
+        if let Some((source, loc)) = &self.nntp_repository.root_db {
+            if self.data_source(source).is_none() {
+                ctx.errors.push(loc.error(format!(
+                    "<rootPath> uses data source \"{source}\", which <database-connections> does not define"
+                )));
+            }
+        }
         for (target, url, loc) in urls {
             if let Some(source) = target.data_source() {
                 if self.data_source(source).is_none() {

@@ -174,6 +174,9 @@ pub struct DataSource {
 /// `<nntp-repository>`: where news is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NntpRepository {
+    /// `<rootPath>db://SOURCE/</rootPath>`: the news is in this data source (and `root_path`
+    /// is not used), with where it is written.
+    pub root_db: Option<(String, Location)>,
     /// `<readOnly>` (default false): posting disallowed.
     pub read_only: bool,
     /// `<rootPath>` (default `file://var/nntp/groups`).
@@ -220,6 +223,7 @@ impl NntpRepository {
     pub fn defaults(ctx_home: &std::path::Path, domain: &str) -> NntpRepository {
         let p = |s: &str| crate::url::resolve_path(ctx_home, s);
         NntpRepository {
+            root_db: None,
             read_only: false,
             root_path: p("file://var/nntp/groups"),
             temp_path: p("file://var/nntp/temp"),
@@ -474,24 +478,35 @@ pub(crate) fn nntp_repository(ctx: &mut Ctx, el: &Element, domain: &str) -> Nntp
             "expire",
         ],
     );
-    // A database news repository is not built: refused, rather than read as a directory
-    // named `db:`.
+    // `<rootPath>db://SOURCE/</rootPath>`: the news repository in a database (its tables have
+    // fixed names). Other database URLs are refused rather than read as a directory `db:`.
+    let mut root_db = None;
     for child in ["rootPath", "tempPath", "articleIDPath"] {
-        if let Some(c) = el.child(child) {
-            let lower = c.text.trim().to_ascii_lowercase();
-            if lower.starts_with("db:") || lower.starts_with("dbfile:") {
-                ctx.err(
-                    c,
-                    format!(
-                        "<{child}>: the news repository in a database is not available in this \
-                         build; use a file:// path"
-                    ),
-                );
+        let Some(c) = el.child(child) else {
+            continue;
+        };
+        let text = c.text.trim();
+        let lower = text.to_ascii_lowercase();
+        if !(lower.starts_with("db:") || lower.starts_with("dbfile:")) {
+            continue;
+        }
+        match RepositoryUrl::parse(text, &ctx.home) {
+            Ok(RepositoryUrl::Db { source, path }) if child == "rootPath" && path.is_empty() => {
+                root_db = Some((source, c.location()));
             }
+            _ => ctx.err(
+                c,
+                format!(
+                    "<{child}>: \"{text}\" is not a news repository: use a file:// path, or \
+                     db://DATA-SOURCE/ in <rootPath> for news in a database (its tables have \
+                     fixed names)"
+                ),
+            ),
         }
     }
     let d = NntpRepository::defaults(&ctx.home, domain);
     let mut r = NntpRepository {
+        root_db,
         read_only: ctx.bool_child(el, "readOnly", false),
         root_path: ctx.path_child(el, "rootPath", "file://var/nntp/groups"),
         temp_path: ctx.path_child(el, "tempPath", "file://var/nntp/temp"),

@@ -843,15 +843,31 @@ fn virtual_user_tables_in_a_database() {
 }
 
 #[test]
-fn a_news_repository_in_a_database_is_refused() {
+fn a_news_repository_in_a_database() {
+    let sources = "<database-connections><data-sources><data-source name=\"maildb\"><dburl>sqlite://var/mail.db</dburl></data-source></data-sources></database-connections>";
+    let config = parse(&format!(
+        "<config>{SPOOL}{sources}<nntp-repository><rootPath>db://maildb/</rootPath></nntp-repository></config>"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.nntp_repository.root_db.as_ref().map(|(s, _)| s.as_str()),
+        Some("maildb")
+    );
     let e = errors(&format!(
-        "<config>{SPOOL}\n<nntp-repository>\n<rootPath>db://maildb/news</rootPath>\n</nntp-repository></config>"
+        "<config>{SPOOL}\n<nntp-repository>\n<rootPath>db://nosuch/</rootPath>\n<tempPath>db://maildb/</tempPath>\n</nntp-repository></config>"
     ));
-    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e.len(), 2, "{e:?}");
     assert!(
-        e[0].starts_with(
-            "config.xml:3: <rootPath>: the news repository in a database is not available"
-        ),
+        e[0].starts_with("config.xml:3: <rootPath> uses data source \"nosuch\""),
         "{e:?}"
     );
+    assert!(
+        e[1].starts_with("config.xml:4: <tempPath>: \"db://maildb/\" is not a news repository"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "<config>{SPOOL}{sources}\n<nntp-repository>\n<rootPath>db://maildb/news</rootPath>\n</nntp-repository></config>"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("is not a news repository"), "{e:?}");
 }

@@ -123,6 +123,12 @@ impl Databases {
         self.block(sources.mappings(source, tables))
     }
 
+    /// The news repository in data source `source`.
+    pub fn news(&self, source: &str, xref_host: &str) -> StoreResult<mailroom_store::db::DbNews> {
+        let sources = self.source(source)?;
+        self.block(sources.news(source, xref_host))
+    }
+
     /// A mail repository at a `db://` URL.
     pub fn mail(&self, source: &str, path: &[String]) -> StoreResult<Arc<dyn MailRepository>> {
         let sources = self.source(source)?;

@@ -107,11 +107,29 @@ pub fn mappings(config: &Config, db: &Databases) -> Result<Arc<dyn MappingsRepos
 /// The news repository of `<nntp-repository>` (groups under `<rootPath>`, temporary files in
 /// `<tempPath>`), with the groups of `<newsgroups>` created; `None` when no NNTP server is
 /// enabled. `xref_host` names this server in `Xref:` headers.
-pub fn news(config: &Config, xref_host: &str) -> Result<Option<Arc<dyn NewsRepository>>> {
+pub fn news(
+    config: &Config,
+    xref_host: &str,
+    db: &Databases,
+) -> Result<Option<Arc<dyn NewsRepository>>> {
     if !config.nntp.iter().any(|s| s.common.enabled) {
         return Ok(None);
     }
     let r = &config.nntp_repository;
+    if let Some((source, _)) = &r.root_db {
+        // In a database: `<rootPath>db://SOURCE/</rootPath>`.
+        let news = db
+            .news(source, xref_host)
+            .map_err(|e| anyhow!("<nntp-repository> db://{source}/: {e}"))?;
+        for group in &r.newsgroups {
+            match db.block(NewsRepository::create_group(&news, group)) {
+                Ok(true) => tracing::info!(%group, "newsgroup created"),
+                Ok(false) => {}
+                Err(e) => bail!("<nntp-repository><newsgroups>: {group}: {e}"),
+            }
+        }
+        return Ok(Some(Arc::new(news)));
+    }
     for unused in &r.unused {
         tracing::info!(
             element = %unused,

@@ -265,7 +265,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         LOGIN_CACHE_ENTRIES,
     ));
     let pop3_store = Arc::new(Pop3Store::new(logins.clone(), inbox.clone()));
-    let news = repositories::news(&config, &nntp_host(&config))?;
+    let news = repositories::news(&config, &nntp_host(&config), &databases)?;
     if let Some(news) = &news {
         gateway.open(news.clone());
     }
