@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::harness::{console, free_port, wait_for, Server, Setup, ADMIN};
 
-const GROUPS: &str = "<nntp-repository><articleIDDomainSuffix>news.example.test</articleIDDomainSuffix>\
+pub(crate) const GROUPS: &str = "<nntp-repository><articleIDDomainSuffix>news.example.test</articleIDDomainSuffix>\
     <newsgroups><newsgroup>comp.test</newsgroup><newsgroup description=\"Alternative tests\">alt.test</newsgroup></newsgroups></nntp-repository>";
 
 fn news_server(handler: &str) -> Server {
@@ -234,7 +234,7 @@ impl Client {
         self.line()
     }
 
-    fn post(&mut self, id: &str, group: &str) -> String {
+    pub(crate) fn post(&mut self, id: &str, group: &str) -> String {
         let reply = self.cmd("POST");
         assert!(reply.starts_with("340"), "{reply}");
         self.send(

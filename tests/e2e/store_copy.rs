@@ -345,3 +345,62 @@ fn file_to_sqlite_copies_the_virtual_user_tables() {
     assert!(ok, "{err}");
     assert_eq!(counts(&err), (0, 3, 1), "{err}");
 }
+
+/// News: groups and articles of a file news repository copied into SQLite, each article once
+/// with its groups and one `Xref:` of the target's; a second copy copies nothing.
+#[test]
+fn file_to_sqlite_copies_the_news() {
+    use crate::nntp::{Client, GROUPS};
+    let news = |extra: &'static str| Setup {
+        nntp_handler: Some(""),
+        extra,
+        ..Setup::default()
+    };
+    let mut old = Server::start_setup(&news(GROUPS));
+    let (mut c, _) = Client::connect(old.nntp_port);
+    assert!(c.post("<one@r>", "comp.test").starts_with("240"));
+    assert!(c.post("<two@r>", "comp.test,alt.test").starts_with("240"));
+    assert!(c.post("<three@r>", "alt.test").starts_with("240"));
+    drop(c);
+    assert!(old.terminate().success());
+    let in_sqlite: &'static str = Box::leak(
+        format!(
+            "{DATA_SOURCES}\n{}",
+            GROUPS.replace(
+                "<nntp-repository>",
+                "<nntp-repository><rootPath>db://maildb/</rootPath>"
+            )
+        )
+        .into_boxed_str(),
+    );
+    let mut new = Server::start_setup(&news(in_sqlite));
+    assert!(new.terminate().success());
+
+    let (ok, err) = copy(&old.config, &new.config);
+    assert!(ok, "{err}");
+    assert_eq!(counts(&err).0, 3, "{err}");
+    let (ok, err) = copy(&old.config, &new.config);
+    assert!(ok, "{err}");
+    assert_eq!(counts(&err), (0, 3, 0), "{err}");
+
+    new.spawn();
+    let (mut c, _) = Client::connect(new.nntp_port);
+    assert_eq!(c.cmd("GROUP comp.test"), "211 2 1 2 comp.test\r\n");
+    assert_eq!(c.cmd("GROUP alt.test"), "211 2 1 2 alt.test\r\n");
+    assert!(c.cmd("ARTICLE <two@r>").starts_with("220"));
+    let mut xrefs = Vec::new();
+    loop {
+        let line = c.line();
+        if line == ".\r\n" || line.is_empty() {
+            break;
+        }
+        if line.starts_with("Xref:") {
+            xrefs.push(line);
+        }
+    }
+    assert_eq!(xrefs.len(), 1, "{xrefs:?}");
+    assert!(
+        xrefs[0].ends_with(" comp.test:2 alt.test:1\r\n"),
+        "{xrefs:?}"
+    );
+}

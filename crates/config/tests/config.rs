@@ -850,7 +850,11 @@ fn a_news_repository_in_a_database() {
     ))
     .unwrap();
     assert_eq!(
-        config.nntp_repository.root_db.as_ref().map(|(s, _)| s.as_str()),
+        config
+            .nntp_repository
+            .root_db
+            .as_ref()
+            .map(|(s, _)| s.as_str()),
         Some("maildb")
     );
     let e = errors(&format!(

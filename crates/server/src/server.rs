@@ -834,7 +834,7 @@ fn expiry_rules(config: &Config) -> Result<Vec<mailroom_nntp::expire::Rule>> {
 
 /// The name of this news server in `Path:` and `Xref:`: the first enabled NNTP server's
 /// `<helloName>`, else the article-ID domain.
-fn nntp_host(config: &Config) -> String {
+pub(crate) fn nntp_host(config: &Config) -> String {
     config
         .nntp
         .iter()

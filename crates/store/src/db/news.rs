@@ -161,7 +161,11 @@ impl NewsRepository for DbNews {
         let rows: sqlx::Result<Vec<GroupRow>> = on_pool!(&self.pool, p => {
             sqlx::query_as(sql(select)).fetch_all(p).await
         });
-        Ok(rows.map_err(db_error)?.into_iter().map(group_info).collect())
+        Ok(rows
+            .map_err(db_error)?
+            .into_iter()
+            .map(group_info)
+            .collect())
     }
 
     async fn group(&self, name: &str) -> Result<Option<GroupInfo>> {
@@ -227,8 +231,7 @@ impl NewsRepository for DbNews {
         let xref_host = self.xref_host.clone();
         let octets = &article.octets;
         let poster = article.poster.as_deref();
-        let result: sqlx::Result<std::result::Result<Vec<(String, u64)>, StoreError>> =
-            on_pool!(&self.pool, p => async {
+        let result: sqlx::Result<std::result::Result<Vec<(String, u64)>, StoreError>> = on_pool!(&self.pool, p => async {
             let mut tx = p.write_tx().await?;
             let exists: Option<i64> = sqlx::query_scalar(
                 "SELECT CAST(1 AS BIGINT) FROM mailroom_news_articles WHERE message_id = $1",
@@ -312,18 +315,17 @@ impl NewsRepository for DbNews {
     }
 
     async fn article(&self, group: &str, number: u64) -> Result<Option<Article>> {
-        let row: sqlx::Result<Option<(String, Vec<u8>, Option<String>)>> =
-            on_pool!(&self.pool, p => {
-                sqlx::query_as(
-                    "SELECT a.message_id, a.octets, a.poster FROM mailroom_news_numbers n \
-                     JOIN mailroom_news_articles a ON a.message_id = n.message_id \
-                     WHERE n.grp = $1 AND n.number = $2",
-                )
-                .bind(group)
-                .bind(db_number(number))
-                .fetch_optional(p)
-                .await
-            });
+        let row: sqlx::Result<Option<(String, Vec<u8>, Option<String>)>> = on_pool!(&self.pool, p => {
+            sqlx::query_as(
+                "SELECT a.message_id, a.octets, a.poster FROM mailroom_news_numbers n \
+                 JOIN mailroom_news_articles a ON a.message_id = n.message_id \
+                 WHERE n.grp = $1 AND n.number = $2",
+            )
+            .bind(group)
+            .bind(db_number(number))
+            .fetch_optional(p)
+            .await
+        });
         Ok(row
             .map_err(db_error)?
             .map(|(message_id, octets, poster)| Article {
