@@ -446,3 +446,69 @@ fn queue_commands_on_a_database_error_repository() {
     let log = server.log();
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// `mailroom queue` on a RemoteDelivery outgoing spool in SQLite (`db://maildb/mail/outgoing/`):
+/// the mail waiting for its retry (its gateway refuses connections) is listed and shown with
+/// the server running, its retry made due through the server, and deleted through the
+/// database with the server stopped.
+#[test]
+fn queue_commands_on_a_database_outgoing_spool() {
+    const URL: &str = "db://maildb/mail/outgoing/";
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let tree = format!(
+        r#"
+    <processor name="root">
+      <mailet match="All" class="RemoteDelivery">
+        <outgoing>{URL}</outgoing>
+        <gateway>127.0.0.1</gateway><gatewayPort>{port}</gatewayPort>
+        <delayTime>1 hour</delayTime>
+      </mailet>
+    </processor>
+    <processor name="error">
+      <mailet match="All" class="ToRepository"><repositoryPath>db://maildb/mail/error/</repositoryPath></mailet>
+    </processor>
+"#
+    );
+    let mut server = Server::start_edited(
+        &Setup {
+            tree: &tree,
+            extra: DATA_SOURCES,
+            ..Setup::default()
+        },
+        in_database,
+    );
+    let run = |server: &Server, args: &[&str]| {
+        let out = server.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    send(&server, "far@remote.example", "far");
+    // Waiting for its retry, an hour away.
+    wait_for("the mail waiting in the outgoing spool", || {
+        let listed = run(&server, &["queue", "list", URL]);
+        listed.contains("1 mail(s) in") && !listed.contains("next=now")
+    });
+    let listed = run(&server, &["queue", "list", URL]);
+    assert!(listed.contains("recipients=far@remote.example"), "{listed}");
+    let name = listed.split_whitespace().next().unwrap().to_string();
+    assert!(run(&server, &["queue", "show", &name, URL]).contains("Subject: far"));
+    // Running: made due by the server, which tries again at once (and fails again).
+    assert!(run(&server, &["queue", "flush", &name, URL]).contains("flushed 1 mail(s)"));
+    wait_for("the second attempt", || {
+        let shown = run(&server, &["queue", "show", &name, URL]);
+        !shown.contains("next attempt: now") && shown.contains("error:")
+    });
+    assert!(server.terminate().success());
+
+    let listed = run(&server, &["queue", "list", URL]);
+    assert!(listed.contains(&format!("{name} ")), "{listed}");
+    assert!(run(&server, &["queue", "delete", "--all", URL]).contains("deleted 1 mail(s)"));
+    assert!(run(&server, &["queue", "list", URL]).contains("0 mail(s) in"));
+    assert!(!server.path("var/mail/outgoing").exists());
+}

@@ -182,9 +182,10 @@ pub async fn apply(request: &Request, repos: &Repos) -> Result<usize, String> {
     // A log spool (where flushing makes a mail due at once), or a mail repository.
     let (repository, log_spool): (Arc<dyn MailRepository>, _) = match &target {
         AdminTarget::Spool => (spool()?, Some(spool()?)),
-        AdminTarget::Outgoing(dir) => {
-            let outgoing = repos
-                .outgoing(dir)
+        AdminTarget::Outgoing(_) | AdminTarget::DbOutgoing(_) => {
+            let outgoing = target
+                .outgoing_key()
+                .and_then(|key| repos.outgoing(&key))
                 .ok_or_else(|| format!("the outgoing spool {url} is not open"))?;
             (outgoing.clone(), Some(outgoing))
         }
@@ -338,6 +339,9 @@ fn source(
             Ok((shown, Source::Repository(repo)))
         }
         AdminTarget::DbMail(key) => Ok((shown, Source::DbRepository(DbMail::open(config, &key)?))),
+        AdminTarget::DbOutgoing(key) => {
+            Ok((shown, Source::Database(DbSpool::outgoing(config, &key)?)))
+        }
     }
 }
 
@@ -584,6 +588,20 @@ fn apply_here(
     };
     if let AdminTarget::DbMail(key) = &target {
         return apply_in_db_repository(config, admin, request, key);
+    }
+    if let AdminTarget::DbOutgoing(key) = &target {
+        let db = DbSpool::outgoing(config, key)?;
+        let repos = Repos {
+            admin: admin.clone(),
+            spool: None,
+            outgoing: vec![(PathBuf::from(key), db.spool())],
+            open: Box::new(|url, _| Err(StoreError::NotFound(format!("repository {url}")))),
+            open_db: Box::new(|url| Err(StoreError::NotFound(format!("repository {url}")))),
+            fetchmail: None,
+        };
+        return db
+            .block_on(apply(request, &repos))
+            .map_err(|e| anyhow!("{e}"));
     }
     let db_spool = match (&target, request.verb) {
         (AdminTarget::Spool, _) | (AdminTarget::Mail(_), Verb::Flush)

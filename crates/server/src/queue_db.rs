@@ -48,6 +48,19 @@ impl DbSpool {
         })
     }
 
+    /// The RemoteDelivery outgoing spool of `config` at `url`, which must be in a database.
+    pub fn outgoing(config: &Config, url: &str) -> Result<DbSpool> {
+        let runtime = runtime()?;
+        let db = Databases::new(config, runtime.handle().clone());
+        let spool = crate::repositories::outgoing(config, &db, url)
+            .map_err(|e| anyhow::anyhow!("outgoing spool {url}: {e}"))?;
+        Ok(DbSpool {
+            spool,
+            _db: db,
+            runtime,
+        })
+    }
+
     /// The spool.
     pub fn spool(&self) -> Arc<dyn SpoolRepository> {
         self.spool.clone()

@@ -380,6 +380,21 @@ pub enum AdminTarget {
     Mail(PathBuf),
     /// The mail repository at this `db://` URL (as [`db_key`] spells it).
     DbMail(String),
+    /// A RemoteDelivery outgoing spool at this `db://` URL (as [`db_key`] spells it).
+    DbOutgoing(String),
+}
+
+impl AdminTarget {
+    /// How an open outgoing spool is found among a server's (which are keyed by directory):
+    /// its directory, or for one in a database its `db://` URL taken as a path (no directory
+    /// can be spelled so).
+    pub fn outgoing_key(&self) -> Option<PathBuf> {
+        match self {
+            AdminTarget::Outgoing(dir) => Some(dir.clone()),
+            AdminTarget::DbOutgoing(key) => Some(PathBuf::from(key)),
+            _ => None,
+        }
+    }
 }
 
 /// The repositories an administrator may name (in the console's `listspool`/`flushspool`/
@@ -400,6 +415,8 @@ pub struct AdminRepositories {
     allowed: Vec<PathBuf>,
     /// The configured mail repositories in a database, as [`db_key`] spells them.
     allowed_db: Vec<String>,
+    /// The outgoing spools in a database, as [`db_key`] spells them.
+    outgoing_db: Vec<String>,
 }
 
 impl AdminRepositories {
@@ -417,11 +434,16 @@ impl AdminRepositories {
         let mut allowed = Vec::new();
         let mut allowed_db = Vec::new();
         let mut outgoing = Vec::new();
+        let mut outgoing_db = Vec::new();
         for processor in &config.spool_manager.processors {
             for mailet in &processor.mailets {
                 if let Some(url) = mailroom_delivery::configured_outgoing(mailet) {
-                    if let Ok(RepositoryUrl::File(dir)) = RepositoryUrl::parse(&url, &config.home) {
-                        outgoing.push(normal(&dir));
+                    match RepositoryUrl::parse(&url, &config.home) {
+                        Ok(RepositoryUrl::File(dir)) => outgoing.push(normal(&dir)),
+                        Ok(RepositoryUrl::Db { source, path }) => {
+                            outgoing_db.push(db_key(&source, &path))
+                        }
+                        _ => {}
                     }
                     continue;
                 }
@@ -452,6 +474,7 @@ impl AdminRepositories {
             outgoing,
             allowed,
             allowed_db,
+            outgoing_db,
         })
     }
 
@@ -481,6 +504,11 @@ impl AdminRepositories {
                 if self.allowed_db.contains(&db_key(&source, &path)) =>
             {
                 return Ok(AdminTarget::DbMail(db_key(&source, &path)));
+            }
+            RepositoryUrl::Db { source, path }
+                if self.outgoing_db.contains(&db_key(&source, &path)) =>
+            {
+                return Ok(AdminTarget::DbOutgoing(db_key(&source, &path)));
             }
             _ => return Err(invalid("not a repository that the configuration names")),
         };

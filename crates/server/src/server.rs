@@ -423,7 +423,7 @@ fn outgoing_spools(
         .spools()
         .into_iter()
         .filter_map(|(url, spool)| match admin.resolve(&url) {
-            Ok(repositories::AdminTarget::Outgoing(dir)) => Some((dir, spool)),
+            Ok(target) => target.outgoing_key().map(|key| (key, spool)),
             _ => None,
         })
         .collect()
@@ -439,9 +439,10 @@ fn admin_opener(
 ) -> mailroom_remotemanager::RepositoryOpener {
     Arc::new(move |url| match admin.resolve(url)? {
         repositories::AdminTarget::Spool => Ok(Opened::Spool(spool.clone())),
-        repositories::AdminTarget::Outgoing(dir) => outgoing
+        target @ (repositories::AdminTarget::Outgoing(_)
+        | repositories::AdminTarget::DbOutgoing(_)) => outgoing
             .iter()
-            .find(|(d, _)| *d == dir)
+            .find(|(d, _)| Some(d) == target.outgoing_key().as_ref())
             .map(|(_, spool)| Opened::Spool(spool.clone()))
             .ok_or_else(|| StoreError::NotFound(format!("outgoing spool {url}"))),
         repositories::AdminTarget::Mail(dir) => mail.open_existing(url, &dir).map(Opened::Mail),
