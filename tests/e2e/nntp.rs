@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::harness::{console, free_port, wait_for, Server, Setup, ADMIN};
 
-const GROUPS: &str = "<nntp-repository><articleIDDomainSuffix>news.example.test</articleIDDomainSuffix>\
+pub(crate) const GROUPS: &str = "<nntp-repository><articleIDDomainSuffix>news.example.test</articleIDDomainSuffix>\
     <newsgroups><newsgroup>comp.test</newsgroup><newsgroup description=\"Alternative tests\">alt.test</newsgroup></newsgroups></nntp-repository>";
 
 fn news_server(handler: &str) -> Server {
@@ -234,7 +234,7 @@ impl Client {
         self.line()
     }
 
-    fn post(&mut self, id: &str, group: &str) -> String {
+    pub(crate) fn post(&mut self, id: &str, group: &str) -> String {
         let reply = self.cmd("POST");
         assert!(reply.starts_with("340"), "{reply}");
         self.send(
@@ -500,4 +500,44 @@ fn to_newsgroup_posts_mail_sent_to_a_list_address() {
     crate::harness::wait_for("the outcome line", || {
         server.log().contains("status=stored newsgroups=")
     });
+}
+
+/// The news in the embedded SQLite database (`<rootPath>db://maildb/</rootPath>`): every
+/// command through nntplib, then the numbers and articles across a restart; no group
+/// directory is made.
+#[test]
+fn news_in_sqlite_through_every_command_and_a_restart() {
+    let extra = format!(
+        "{}\n{}",
+        crate::database::DATA_SOURCES,
+        GROUPS.replace(
+            "<nntp-repository>",
+            "<nntp-repository><rootPath>db://maildb/</rootPath>"
+        )
+    );
+    let mut server = Server::start_setup(&Setup {
+        nntp_handler: Some(""),
+        remote_manager_handler: Some(ADMIN),
+        extra: &extra,
+        ..Setup::default()
+    });
+    let out = python(NNTPLIB, server.nntp_port);
+    assert!(out.starts_with("205"), "{out}\n{}", server.log());
+    let said = console(&server, &["listgroups"]);
+    assert!(said.contains("Existing newsgroups: 2\r\nalt.test articles=2 low=1 high=2\r\ncomp.test articles=3 low=1 high=3\r\n"), "{said}");
+    assert!(!server.path("var/nntp/groups").exists());
+    assert!(server.path("var/mail.db").exists());
+
+    server.terminate();
+    server.spawn();
+    let (mut c, _) = Client::connect(server.nntp_port);
+    assert_eq!(c.cmd("GROUP comp.test"), "211 3 1 3 comp.test\r\n");
+    assert!(c.post("<after@r>", "comp.test").starts_with("240"));
+    assert_eq!(c.cmd("STAT <after@r>"), "223 0 <after@r>\r\n");
+    assert_eq!(c.cmd("STAT 4"), "223 4 <after@r>\r\n");
+    assert_eq!(c.cmd("GROUP comp.test"), "211 4 1 4 comp.test\r\n");
+    let reply = c.post("<after@r>", "comp.test");
+    assert!(reply.starts_with("441"), "{reply}");
+    let log = server.log();
+    assert!(!log.contains("ERROR"), "{log}");
 }

@@ -270,3 +270,137 @@ fn file_to_sqlite_to_postgresql_keeps_messages_uidls_and_passwords() {
     // The spooled mail may be in the spool or processed into address-error by now.
     copy_and_check(&sqlite, &mut postgres, &before, false);
 }
+
+/// The virtual user tables: mappings added on a file server's console are copied into a
+/// SQLite server whose `default` table is in the database (James's `VirtualUserTable`) and
+/// whose `sales` table stays a file; a second copy copies nothing, and a mapping removed on
+/// the new server is not copied back.
+#[test]
+fn file_to_sqlite_copies_the_virtual_user_tables() {
+    use crate::harness::{console, ADMIN};
+    let with_console = || Setup {
+        remote_manager_handler: Some(ADMIN),
+        ..Setup::default()
+    };
+    let mut old = Server::start_setup(&with_console());
+    let said = console(
+        &old,
+        &[
+            "addmapping info@localhost alice@localhost",
+            "addmapping info@localhost domain:example.net",
+            "addmapping *@example.test bob",
+            "addmapping table=sales orders@localhost carol@localhost",
+        ],
+    );
+    assert_eq!(said.matches("successful: true").count(), 4, "{said}");
+    assert!(old.terminate().success());
+    let mut new = Server::start_edited(&with_console(), |xml| {
+        to_sqlite(xml).replace(
+            "</config>",
+            r#"<virtualusertable-store>
+    <table name="default" class="org.apache.james.vut.JDBCVirtualUserTable"
+           destinationURL="db://maildb/VirtualUserTable"/>
+  </virtualusertable-store>
+</config>"#,
+        )
+    });
+    assert!(new.terminate().success());
+
+    let (ok, err) = copy(&old.config, &new.config);
+    assert!(ok, "{err}");
+    assert_eq!(counts(&err).0, 4, "{err}");
+    let (ok, err) = copy(&old.config, &new.config);
+    assert!(ok, "{err}");
+    assert_eq!(counts(&err).0, 0, "{err}");
+    let rows = crate::harness::python(
+        "import sqlite3, sys\n\
+         db = sqlite3.connect(sys.argv[1])\n\
+         print(sorted(db.execute('SELECT \"user\", domain, target_address FROM virtualusertable').fetchall()))",
+        &[new.path("var/mail.db").to_str().unwrap()],
+    );
+    assert_eq!(
+        rows.trim(),
+        "[('%', 'example.test', 'bob'), ('info', 'localhost', 'alice@localhost;domain:example.net')]"
+    );
+    assert!(new.path("var/virtual/sales.json").exists());
+
+    new.spawn();
+    let said = console(
+        &new,
+        &[
+            "listallmappings",
+            "listallmappings table=sales",
+            "removemapping info@localhost domain:example.net",
+        ],
+    );
+    assert!(
+        said.contains("*@example.test -> bob")
+            && said.contains("info@localhost -> alice@localhost, domain:example.net")
+            && said.contains("orders@localhost -> carol@localhost")
+            && said.contains("Removing mapping successful: true"),
+        "{said}"
+    );
+    assert!(new.terminate().success());
+    let (ok, err) = copy(&old.config, &new.config);
+    assert!(ok, "{err}");
+    assert_eq!(counts(&err), (0, 3, 1), "{err}");
+}
+
+/// News: groups and articles of a file news repository copied into SQLite, each article once
+/// with its groups and one `Xref:` of the target's; a second copy copies nothing.
+#[test]
+fn file_to_sqlite_copies_the_news() {
+    use crate::nntp::{Client, GROUPS};
+    let news = |extra: &'static str| Setup {
+        nntp_handler: Some(""),
+        extra,
+        ..Setup::default()
+    };
+    let mut old = Server::start_setup(&news(GROUPS));
+    let (mut c, _) = Client::connect(old.nntp_port);
+    assert!(c.post("<one@r>", "comp.test").starts_with("240"));
+    assert!(c.post("<two@r>", "comp.test,alt.test").starts_with("240"));
+    assert!(c.post("<three@r>", "alt.test").starts_with("240"));
+    drop(c);
+    assert!(old.terminate().success());
+    let in_sqlite: &'static str = Box::leak(
+        format!(
+            "{DATA_SOURCES}\n{}",
+            GROUPS.replace(
+                "<nntp-repository>",
+                "<nntp-repository><rootPath>db://maildb/</rootPath>"
+            )
+        )
+        .into_boxed_str(),
+    );
+    let mut new = Server::start_setup(&news(in_sqlite));
+    assert!(new.terminate().success());
+
+    let (ok, err) = copy(&old.config, &new.config);
+    assert!(ok, "{err}");
+    assert_eq!(counts(&err).0, 3, "{err}");
+    let (ok, err) = copy(&old.config, &new.config);
+    assert!(ok, "{err}");
+    assert_eq!(counts(&err), (0, 3, 0), "{err}");
+
+    new.spawn();
+    let (mut c, _) = Client::connect(new.nntp_port);
+    assert_eq!(c.cmd("GROUP comp.test"), "211 2 1 2 comp.test\r\n");
+    assert_eq!(c.cmd("GROUP alt.test"), "211 2 1 2 alt.test\r\n");
+    assert!(c.cmd("ARTICLE <two@r>").starts_with("220"));
+    let mut xrefs = Vec::new();
+    loop {
+        let line = c.line();
+        if line == ".\r\n" || line.is_empty() {
+            break;
+        }
+        if line.starts_with("Xref:") {
+            xrefs.push(line);
+        }
+    }
+    assert_eq!(xrefs.len(), 1, "{xrefs:?}");
+    assert!(
+        xrefs[0].ends_with(" comp.test:2 alt.test:1\r\n"),
+        "{xrefs:?}"
+    );
+}

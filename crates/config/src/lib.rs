@@ -51,7 +51,7 @@ pub use services::{
 pub use spoolmanager::{split_matcher, MailetConfig, MatcherDecl, ProcessorConfig, SpoolManager};
 pub use stores::{
     DataSource, ExpireRule, MailstoreEntry, NntpRepository, RepositoryType, UsersRepository,
-    UsersRepositoryKind,
+    UsersRepositoryKind, VirtualUserTableRef,
 };
 pub use url::RepositoryUrl;
 pub use values::parse_bool;
@@ -79,6 +79,7 @@ const KNOWN_BLOCKS: &[&str] = &[
     "fetchmail",
     "mailstore",
     "users-store",
+    "virtualusertable-store",
     "database-connections",
     "dnsserver",
     "connections",
@@ -137,6 +138,9 @@ pub struct Config {
     pub mailstore: Vec<MailstoreEntry>,
     /// `<users-store>` repositories; always contains `LocalUsers` (default `file://var/users/`).
     pub users_repositories: Vec<UsersRepository>,
+    /// `<virtualusertable-store>`: the virtual user tables kept in a database (the others are
+    /// files under `var/virtual/`).
+    pub virtual_user_tables: Vec<VirtualUserTableRef>,
     /// `<database-connections>` data sources.
     pub data_sources: Vec<DataSource>,
     /// `<dnsserver>`.
@@ -288,6 +292,9 @@ impl Config {
             users_repositories: block("users-store")
                 .map(|el| stores::users_store(&mut ctx, el))
                 .unwrap_or_default(),
+            virtual_user_tables: block("virtualusertable-store")
+                .map(|el| stores::virtual_user_tables(&mut ctx, el))
+                .unwrap_or_default(),
             data_sources: block("database-connections")
                 .map(|el| stores::data_sources(&mut ctx, el))
                 .unwrap_or_default(),
@@ -394,6 +401,9 @@ impl Config {
         for u in &self.users_repositories {
             urls.push((&u.target, &u.url, u.location.clone()));
         }
+        for t in &self.virtual_user_tables {
+            urls.push((&t.target, &t.url, t.location.clone()));
+        }
         // Mailet parameters and matcher conditions holding a database URL (a repositoryPath,
         // a JDBC virtual user table, IsInWhiteList=db://maildb): the data source must exist.
         let mut mailet_urls: Vec<(RepositoryUrl, String, Location)> = Vec::new();
@@ -422,6 +432,13 @@ impl Config {
         }
         for (target, url, loc) in &mailet_urls {
             urls.push((target, url, loc.clone()));
+        }
+        if let Some((source, loc)) = &self.nntp_repository.root_db {
+            if self.data_source(source).is_none() {
+                ctx.errors.push(loc.error(format!(
+                    "<rootPath> uses data source \"{source}\", which <database-connections> does not define"
+                )));
+            }
         }
         for (target, url, loc) in urls {
             if let Some(source) = target.data_source() {

@@ -62,6 +62,89 @@ pub struct UsersRepository {
     pub location: Location,
 }
 
+/// One `<virtualusertable-store><table>` (James's form, `org.apache.james.vut.JDBCVirtualUserTable`):
+/// the mapping table `name` kept in a database table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualUserTableRef {
+    /// The table's name on the console (`addmapping table=NAME`); James's
+    /// `DefaultVirtualUserTable` is Mailroom's `default`.
+    pub name: String,
+    /// `destinationURL`, as written.
+    pub url: String,
+    /// The data source and the database table (`db://maildb/VirtualUserTable`).
+    pub target: RepositoryUrl,
+    /// Where the `<table>` element is.
+    pub location: Location,
+}
+
+/// `<virtualusertable-store>`: `<table name=... class=... destinationURL="db://SOURCE/TABLE"/>`.
+pub(crate) fn virtual_user_tables(ctx: &mut Ctx, el: &Element) -> Vec<VirtualUserTableRef> {
+    let mut tables: Vec<VirtualUserTableRef> = Vec::new();
+    for t in &el.children {
+        if t.name != "table" {
+            ctx.err(
+                t,
+                format!(
+                    "<{}> is not allowed in <virtualusertable-store>; only <table>",
+                    t.name
+                ),
+            );
+            continue;
+        }
+        let Some(name) = ctx.required_attr(t, "name") else {
+            continue;
+        };
+        let name = if name == "DefaultVirtualUserTable" {
+            "default".to_string()
+        } else {
+            name.to_lowercase()
+        };
+        if let Some(class) = t.attr("class") {
+            let short = class.rsplit('.').next().unwrap_or(class);
+            if short != "JDBCVirtualUserTable" {
+                ctx.err(
+                    t,
+                    format!(
+                        "unknown virtual user table class \"{class}\" (known: JDBCVirtualUserTable; \
+                         tables not listed here are files under var/virtual/)"
+                    ),
+                );
+                continue;
+            }
+        }
+        let Some(url) = ctx.required_attr(t, "destinationURL") else {
+            continue;
+        };
+        let Some(target) = ctx.url(t, &url) else {
+            continue;
+        };
+        match &target {
+            RepositoryUrl::Db { path, .. } if path.len() == 1 => {}
+            _ => {
+                ctx.err(
+                    t,
+                    format!(
+                        "virtual user table \"{name}\": destinationURL \"{url}\" must be \
+                         db://DATA-SOURCE/TABLE (tables not listed here are files under var/virtual/)"
+                    ),
+                );
+                continue;
+            }
+        }
+        if tables.iter().any(|o| o.name == name) {
+            ctx.err(t, format!("virtual user table \"{name}\" is listed twice"));
+            continue;
+        }
+        tables.push(VirtualUserTableRef {
+            name,
+            url,
+            target,
+            location: t.location(),
+        });
+    }
+    tables
+}
+
 /// One `<data-source name=...>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataSource {
@@ -91,6 +174,9 @@ pub struct DataSource {
 /// `<nntp-repository>`: where news is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NntpRepository {
+    /// `<rootPath>db://SOURCE/</rootPath>`: the news is in this data source (and `root_path`
+    /// is not used), with where it is written.
+    pub root_db: Option<(String, Location)>,
     /// `<readOnly>` (default false): posting disallowed.
     pub read_only: bool,
     /// `<rootPath>` (default `file://var/nntp/groups`).
@@ -137,6 +223,7 @@ impl NntpRepository {
     pub fn defaults(ctx_home: &std::path::Path, domain: &str) -> NntpRepository {
         let p = |s: &str| crate::url::resolve_path(ctx_home, s);
         NntpRepository {
+            root_db: None,
             read_only: false,
             root_path: p("file://var/nntp/groups"),
             temp_path: p("file://var/nntp/temp"),
@@ -391,8 +478,35 @@ pub(crate) fn nntp_repository(ctx: &mut Ctx, el: &Element, domain: &str) -> Nntp
             "expire",
         ],
     );
+    // `<rootPath>db://SOURCE/</rootPath>`: the news repository in a database (its tables have
+    // fixed names). Other database URLs are refused rather than read as a directory `db:`.
+    let mut root_db = None;
+    for child in ["rootPath", "tempPath", "articleIDPath"] {
+        let Some(c) = el.child(child) else {
+            continue;
+        };
+        let text = c.text.trim();
+        let lower = text.to_ascii_lowercase();
+        if !(lower.starts_with("db:") || lower.starts_with("dbfile:")) {
+            continue;
+        }
+        match RepositoryUrl::parse(text, &ctx.home) {
+            Ok(RepositoryUrl::Db { source, path }) if child == "rootPath" && path.is_empty() => {
+                root_db = Some((source, c.location()));
+            }
+            _ => ctx.err(
+                c,
+                format!(
+                    "<{child}>: \"{text}\" is not a news repository: use a file:// path, or \
+                     db://DATA-SOURCE/ in <rootPath> for news in a database (its tables have \
+                     fixed names)"
+                ),
+            ),
+        }
+    }
     let d = NntpRepository::defaults(&ctx.home, domain);
     let mut r = NntpRepository {
+        root_db,
         read_only: ctx.bool_child(el, "readOnly", false),
         root_path: ctx.path_child(el, "rootPath", "file://var/nntp/groups"),
         temp_path: ctx.path_child(el, "tempPath", "file://var/nntp/temp"),

@@ -797,3 +797,81 @@ fn connection_and_session_limits_have_safe_defaults() {
         (None, 0)
     );
 }
+
+#[test]
+fn virtual_user_tables_in_a_database() {
+    let sources = "<database-connections><data-sources><data-source name=\"maildb\"><dburl>sqlite://var/mail.db</dburl></data-source></data-sources></database-connections>";
+    let config = parse(&format!(
+        "<config>{SPOOL}{sources}<virtualusertable-store>\
+         <table name=\"DefaultVirtualUserTable\" class=\"org.apache.james.vut.JDBCVirtualUserTable\" destinationURL=\"db://maildb/VirtualUserTable\"/>\
+         <table name=\"Sales\" destinationURL=\"db://maildb/sales_vut\"/>\
+         </virtualusertable-store></config>"
+    ))
+    .unwrap();
+    let tables: Vec<(&str, &str)> = config
+        .virtual_user_tables
+        .iter()
+        .map(|t| (t.name.as_str(), t.url.as_str()))
+        .collect();
+    assert_eq!(
+        tables,
+        [
+            ("default", "db://maildb/VirtualUserTable"),
+            ("sales", "db://maildb/sales_vut")
+        ]
+    );
+    let e = errors(&format!(
+        "<config>{SPOOL}{sources}<virtualusertable-store>\n\
+         <table name=\"a\" destinationURL=\"file://var/virtual/\"/>\n\
+         <table name=\"b\" class=\"XMLVirtualUserTable\" destinationURL=\"db://maildb/b\"/>\n\
+         <table name=\"c\" destinationURL=\"db://nosuch/c\"/>\n\
+         <table name=\"c\" destinationURL=\"db://maildb/c2\"/>\n\
+         <table destinationURL=\"db://maildb/d\"/>\n\
+         <mapping/>\n\
+         </virtualusertable-store></config>"
+    ));
+    assert_eq!(e.len(), 6, "{e:?}");
+    assert!(e[0].contains("must be db://DATA-SOURCE/TABLE"), "{e:?}");
+    assert!(e[1].contains("unknown virtual user table class"), "{e:?}");
+    assert!(
+        e[2].contains("\"db://nosuch/c\" uses data source \"nosuch\""),
+        "{e:?}"
+    );
+    assert!(e[3].contains("is listed twice"), "{e:?}");
+    assert!(e[4].contains("needs a name="), "{e:?}");
+    assert!(e[5].contains("only <table>"), "{e:?}");
+}
+
+#[test]
+fn a_news_repository_in_a_database() {
+    let sources = "<database-connections><data-sources><data-source name=\"maildb\"><dburl>sqlite://var/mail.db</dburl></data-source></data-sources></database-connections>";
+    let config = parse(&format!(
+        "<config>{SPOOL}{sources}<nntp-repository><rootPath>db://maildb/</rootPath></nntp-repository></config>"
+    ))
+    .unwrap();
+    assert_eq!(
+        config
+            .nntp_repository
+            .root_db
+            .as_ref()
+            .map(|(s, _)| s.as_str()),
+        Some("maildb")
+    );
+    let e = errors(&format!(
+        "<config>{SPOOL}\n<nntp-repository>\n<rootPath>db://nosuch/</rootPath>\n<tempPath>db://maildb/</tempPath>\n</nntp-repository></config>"
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("config.xml:3: <rootPath> uses data source \"nosuch\""),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("config.xml:4: <tempPath>: \"db://maildb/\" is not a news repository"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "<config>{SPOOL}{sources}\n<nntp-repository>\n<rootPath>db://maildb/news</rootPath>\n</nntp-repository></config>"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("is not a news repository"), "{e:?}");
+}

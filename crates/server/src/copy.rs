@@ -18,6 +18,13 @@
 //!   has already is skipped. Messages go through an unlinked temporary file, never whole in
 //!   memory;
 //! * **the spool**, by mail name. A mail waiting for a retry is due at once in the target;
+//! * **virtual user tables**: every mapping (source and target) of the tables either
+//!   configuration keeps in a database (`<virtualusertable-store>`) and of the source's table
+//!   files (`var/virtual/*.json`), into the table of the same name in the target; a mapping
+//!   the target has already is skipped;
+//! * **news**, when both configurations run an NNTP server: every group, and every article
+//!   once with its groups, poster and octets (posted anew in the target, which gives its own
+//!   numbers and `Xref:`); an article whose Message-ID the target has is skipped;
 //! * **mail repositories and RemoteDelivery outgoing spools** that both configurations name,
 //!   paired by where they are named: the processor, the mailet's class and its place among
 //!   the mailets of that class there, and the parameter (`repositoryPath`, `outgoing`...). A
@@ -38,7 +45,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mailroom_config::Config;
 use mailroom_mailet::{header_section_len, BodySource, Message, MAX_HEADER_SECTION};
-use mailroom_store::{InboxRepository, MailRepository, UsersRepository};
+use mailroom_store::{
+    InboxRepository, MailRepository, MappingsRepository, NewArticle, NewsRepository,
+    UsersRepository,
+};
 use tokio::io::AsyncWriteExt;
 
 use crate::databases::Databases;
@@ -215,6 +225,29 @@ async fn copy_all(source: &Side, target: &Side, ledger: &mut Ledger) -> Result<C
     let to_spool = repositories::spool(&target.config, &target.db)?;
     total.add(copy_mails("spool", "spool", &*from_spool, &*to_spool, ledger).await?);
 
+    let from_mappings = repositories::mappings(&source.config, &source.db)?;
+    let to_mappings = repositories::mappings(&target.config, &target.db)?;
+    let tables = mapping_tables(&source.config, &target.config)?;
+    total.add(copy_mappings(&*from_mappings, &*to_mappings, &tables, ledger).await?);
+
+    let from_news = repositories::news(
+        &source.config,
+        &crate::server::nntp_host(&source.config),
+        &source.db,
+    )?;
+    let to_news = repositories::news(
+        &target.config,
+        &crate::server::nntp_host(&target.config),
+        &target.db,
+    )?;
+    match (from_news, to_news) {
+        (Some(from), Some(to)) => total.add(copy_news(&*from, &*to, ledger).await?),
+        (Some(_), None) => {
+            tracing::warn!("the target configuration runs no NNTP server: news not copied")
+        }
+        _ => {}
+    }
+
     let from_named = named_repositories(&source.config);
     let to_named = named_repositories(&target.config);
     let from_mail = MailRepositories::new(&source.config, source.db.clone())?;
@@ -277,6 +310,217 @@ fn named_repositories(config: &Config) -> Vec<(String, String, bool)> {
         }
     }
     named
+}
+
+/// The virtual user tables to copy: `default`, those either configuration keeps in a
+/// database, and the source's table files.
+fn mapping_tables(source: &Config, target: &Config) -> Result<Vec<String>> {
+    let mut tables = vec![mailroom_store::mappings::DEFAULT_TABLE.to_string()];
+    let configured = source
+        .virtual_user_tables
+        .iter()
+        .chain(&target.virtual_user_tables);
+    tables.extend(configured.map(|t| t.name.clone()));
+    let dir = source.home.join("var/virtual");
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let name = entry?.file_name();
+                if let Some(table) = name.to_str().and_then(|n| n.strip_suffix(".json")) {
+                    tables.push(table.to_string());
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow!("{}: {e}", dir.display())),
+    }
+    tables.sort();
+    tables.dedup();
+    Ok(tables)
+}
+
+/// Copies every mapping of `tables`.
+async fn copy_mappings(
+    from: &dyn MappingsRepository,
+    to: &dyn MappingsRepository,
+    tables: &[String],
+    ledger: &mut Ledger,
+) -> Result<Counts> {
+    let progress = bar("mappings", tables.len() as u64);
+    let mut counts = Counts::default();
+    for table in tables {
+        progress.set_message(table.clone());
+        for (source, targets) in from.all(table).await? {
+            let there = to.get(table, &source).await?;
+            for target in targets {
+                let key = format!("mapping\t{table}\t{source}\t{target}");
+                let present = there.contains(&target);
+                if ledger.should_copy(key.clone(), present, &mut counts)? {
+                    to.add(table, &source, &target)
+                        .await
+                        .with_context(|| format!("table {table}: {source} -> {target}"))?;
+                    ledger.record(key)?;
+                    counts.copied += 1;
+                }
+            }
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    tracing::info!(
+        copied = counts.copied,
+        present = counts.present,
+        earlier = counts.earlier,
+        "virtual user tables copied"
+    );
+    Ok(counts)
+}
+
+/// Copies every group and every article, each article once with all its groups.
+async fn copy_news(
+    from: &dyn NewsRepository,
+    to: &dyn NewsRepository,
+    ledger: &mut Ledger,
+) -> Result<Counts> {
+    let groups = from.groups().await?;
+    let total: u64 = groups.iter().map(|g| g.count).sum();
+    let progress = bar("news", total);
+    let mut counts = Counts::default();
+    for group in &groups {
+        to.create_group(&group.name)
+            .await
+            .with_context(|| format!("newsgroup {}", group.name))?;
+    }
+    for id in posting_order(from, &groups).await? {
+        progress.set_message(id.clone());
+        // Cancelled meanwhile: nothing to copy.
+        let Some(article) = from.article_by_id(&id).await? else {
+            continue;
+        };
+        let key = format!("news\t{id}");
+        let present = to.article_by_id(&id).await?.is_some();
+        if ledger.should_copy(key.clone(), present, &mut counts)? {
+            // Its groups in the order of its `Xref:` (the order it was posted to them).
+            let located: Vec<String> = from
+                .locate(&id)
+                .await?
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(g, _)| g)
+                .collect();
+            let mut groups: Vec<String> = xref_groups(&article.octets)
+                .into_iter()
+                .filter(|g| located.contains(g))
+                .collect();
+            for g in located {
+                if !groups.contains(&g) {
+                    groups.push(g);
+                }
+            }
+            let new = NewArticle {
+                message_id: id.clone(),
+                groups,
+                octets: without_xref(&article.octets),
+                poster: article.poster.clone(),
+            };
+            to.post(&new)
+                .await
+                .with_context(|| format!("article {id}"))?;
+            ledger.record(key)?;
+            counts.copied += 1;
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    tracing::info!(
+        copied = counts.copied,
+        present = counts.present,
+        earlier = counts.earlier,
+        "news copied"
+    );
+    Ok(counts)
+}
+
+/// Every article's Message-ID once, in an order that keeps each group's number order (the
+/// order they were posted in), so that the target numbers them alike: the next is always one
+/// at the head of every group it is in. Read from the overview: no article is opened.
+async fn posting_order(
+    from: &dyn NewsRepository,
+    groups: &[mailroom_store::GroupInfo],
+) -> Result<Vec<String>> {
+    let mut lists: Vec<std::collections::VecDeque<String>> = Vec::new();
+    let mut places: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for group in groups {
+        let over = from.overview(&group.name, group.low, group.high).await?;
+        let ids: std::collections::VecDeque<String> =
+            over.iter().map(|o| o.message_id().to_string()).collect();
+        for id in &ids {
+            *places.entry(id.clone()).or_default() += 1;
+        }
+        lists.push(ids);
+    }
+    let mut order = Vec::with_capacity(places.len());
+    let mut seen = HashSet::new();
+    while lists.iter().any(|l| !l.is_empty()) {
+        let mut at_head: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for id in lists.iter().filter_map(|l| l.front()) {
+            *at_head.entry(id.as_str()).or_default() += 1;
+        }
+        // Numbered out of order somewhere (never by a repository): take the first head.
+        let first_head = || lists.iter().find_map(|l| l.front()).cloned();
+        let next = lists
+            .iter()
+            .filter_map(|l| l.front())
+            .find(|id| at_head.get(id.as_str()) == places.get(id.as_str()))
+            .cloned()
+            .or_else(first_head)
+            .expect("a list is not empty");
+        for list in &mut lists {
+            if list.front() == Some(&next) {
+                list.pop_front();
+                if let Some(n) = places.get_mut(&next) {
+                    *n -= 1;
+                }
+            }
+        }
+        if seen.insert(next.clone()) {
+            order.push(next);
+        }
+    }
+    Ok(order)
+}
+
+/// The groups of an article's `Xref:` header (`Xref: host group:number ...`), in its order.
+fn xref_groups(octets: &[u8]) -> Vec<String> {
+    mailroom_store::news::header_fields(octets)
+        .into_iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("xref"))
+        .map(|(_, value)| {
+            value
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|place| place.rsplit_once(':').map(|(g, _)| g.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An article without the `Xref:` header its repository added (the target adds its own).
+fn without_xref(octets: &[u8]) -> Vec<u8> {
+    let head = mailroom_store::news::header_section(octets).len();
+    let mut out = Vec::with_capacity(octets.len());
+    let mut skipping = false;
+    for line in octets[..head].split_inclusive(|&b| b == b'\n') {
+        let continued = line.starts_with(b" ") || line.starts_with(b"\t");
+        if !continued {
+            skipping = line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"xref:");
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(&octets[head..]);
+    out
 }
 
 /// A progress bar on standard error for `len` items (drawn only at a terminal).
@@ -484,6 +728,22 @@ impl Read for RangeReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xref_groups_in_their_order() {
+        let stored = b"From: a@b\r\nXref: h comp.test:3 alt.test:1\r\n\r\nx\r\n";
+        assert_eq!(xref_groups(stored), ["comp.test", "alt.test"]);
+        assert!(xref_groups(b"From: a@b\r\n\r\nx\r\n").is_empty());
+    }
+
+    #[test]
+    fn the_repositorys_xref_is_taken_out() {
+        let stored = b"From: a@b\r\nXref: old.example comp.test:3\r\n  alt.test:1\r\nSubject: s\r\n\r\nXref: in the body\r\n";
+        assert_eq!(
+            without_xref(stored),
+            b"From: a@b\r\nSubject: s\r\n\r\nXref: in the body\r\n".to_vec()
+        );
+    }
 
     #[test]
     fn repositories_pair_by_where_they_are_named() {

@@ -113,6 +113,22 @@ impl Databases {
         Ok(self.block(sources.spool(source, path))?)
     }
 
+    /// The virtual user tables kept in data source `source`: `(name, database table)` each.
+    pub fn mappings(
+        &self,
+        source: &str,
+        tables: &[(String, String)],
+    ) -> StoreResult<mailroom_store::db::DbMappings> {
+        let sources = self.source(source)?;
+        self.block(sources.mappings(source, tables))
+    }
+
+    /// The news repository in data source `source`.
+    pub fn news(&self, source: &str, xref_host: &str) -> StoreResult<mailroom_store::db::DbNews> {
+        let sources = self.source(source)?;
+        self.block(sources.news(source, xref_host))
+    }
+
     /// A mail repository at a `db://` URL.
     pub fn mail(&self, source: &str, path: &[String]) -> StoreResult<Arc<dyn MailRepository>> {
         let sources = self.source(source)?;

@@ -42,7 +42,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use crate::cli::{Cli, QueueAction};
-use crate::queue_db::DbSpool;
+use crate::queue_db::{DbMail, DbSpool};
 use crate::repositories::{AdminRepositories, AdminTarget, MailRepositories};
 
 /// The control socket's file name in the spool directory.
@@ -113,6 +113,9 @@ impl Request {
 pub type Opener =
     Box<dyn Fn(&str, &Path) -> Result<Arc<dyn MailRepository>, StoreError> + Send + Sync>;
 
+/// Opens the mail repository at a `db://` URL an administrator named.
+pub type DbOpener = Box<dyn Fn(&str) -> Result<Arc<dyn MailRepository>, StoreError> + Send + Sync>;
+
 /// What flush and delete act on: the spool, the outgoing spools, and the configured mail
 /// repositories.
 pub struct Repos {
@@ -126,6 +129,8 @@ pub struct Repos {
     pub outgoing: Vec<(PathBuf, Arc<dyn SpoolRepository>)>,
     /// Opens a configured mail repository.
     pub open: Opener,
+    /// Opens a configured mail repository in a database, by its `db://` URL.
+    pub open_db: DbOpener,
     /// The server's FetchMail tasks (`fetchmail NAME` requests), when it runs them.
     pub fetchmail: Option<mailroom_fetchmail::FetchMail>,
 }
@@ -143,7 +148,11 @@ impl Repos {
             admin,
             spool: Some(spool),
             outgoing,
-            open: Box::new(move |url, dir| mail.open_existing(url, dir)),
+            open: {
+                let mail = mail.clone();
+                Box::new(move |url, dir| mail.open_existing(url, dir))
+            },
+            open_db: Box::new(move |url| mail.open(url)),
             fetchmail: None,
         }
     }
@@ -173,13 +182,15 @@ pub async fn apply(request: &Request, repos: &Repos) -> Result<usize, String> {
     // A log spool (where flushing makes a mail due at once), or a mail repository.
     let (repository, log_spool): (Arc<dyn MailRepository>, _) = match &target {
         AdminTarget::Spool => (spool()?, Some(spool()?)),
-        AdminTarget::Outgoing(dir) => {
-            let outgoing = repos
-                .outgoing(dir)
+        AdminTarget::Outgoing(_) | AdminTarget::DbOutgoing(_) => {
+            let outgoing = target
+                .outgoing_key()
+                .and_then(|key| repos.outgoing(&key))
                 .ok_or_else(|| format!("the outgoing spool {url} is not open"))?;
             (outgoing.clone(), Some(outgoing))
         }
         AdminTarget::Mail(dir) => ((repos.open)(url, dir).map_err(|e| e.to_string())?, None),
+        AdminTarget::DbMail(key) => ((repos.open_db)(key).map_err(|e| e.to_string())?, None),
     };
     let names = match &request.name {
         Some(name) => vec![name.clone()],
@@ -300,6 +311,7 @@ enum Source {
     Spool(PathBuf),
     Database(DbSpool),
     Repository(FileMailRepository),
+    DbRepository(DbMail),
 }
 
 /// Opens what `url` names for reading; with the name to show.
@@ -325,6 +337,10 @@ fn source(
                 e => e.into(),
             })?;
             Ok((shown, Source::Repository(repo)))
+        }
+        AdminTarget::DbMail(key) => Ok((shown, Source::DbRepository(DbMail::open(config, &key)?))),
+        AdminTarget::DbOutgoing(key) => {
+            Ok((shown, Source::Database(DbSpool::outgoing(config, &key)?)))
         }
     }
 }
@@ -377,6 +393,15 @@ fn list(
                 // Removed meanwhile, or not whole: not listed.
                 if let Some(envelope) = repo.envelope(&name)? {
                     list_line(&mut out, &envelope, None, now)?;
+                    count += 1;
+                }
+            }
+        }
+        Source::DbRepository(db) => {
+            for name in db.names()? {
+                // Removed meanwhile: not listed.
+                if let Some(mail) = db.find(&name)? {
+                    list_line(&mut out, &mail.envelope, None, now)?;
                     count += 1;
                 }
             }
@@ -454,6 +479,7 @@ fn show(
         }
         Source::Database(db) => db.find(name)?,
         Source::Repository(repo) => repo.retrieve(name)?.map(|mail| (mail, None)),
+        Source::DbRepository(db) => db.find(name)?.map(|mail| (mail, None)),
     };
     let Some((mail, next_attempt)) = found else {
         bail!("no mail {name} in {shown}");
@@ -560,6 +586,23 @@ fn apply_here(
         None => AdminTarget::Spool,
         Some(url) => admin.resolve(url)?,
     };
+    if let AdminTarget::DbMail(key) = &target {
+        return apply_in_db_repository(config, admin, request, key);
+    }
+    if let AdminTarget::DbOutgoing(key) = &target {
+        let db = DbSpool::outgoing(config, key)?;
+        let repos = Repos {
+            admin: admin.clone(),
+            spool: None,
+            outgoing: vec![(PathBuf::from(key), db.spool())],
+            open: Box::new(|url, _| Err(StoreError::NotFound(format!("repository {url}")))),
+            open_db: Box::new(|url| Err(StoreError::NotFound(format!("repository {url}")))),
+            fetchmail: None,
+        };
+        return db
+            .block_on(apply(request, &repos))
+            .map_err(|e| anyhow!("{e}"));
+    }
     let db_spool = match (&target, request.verb) {
         (AdminTarget::Spool, _) | (AdminTarget::Mail(_), Verb::Flush)
             if admin.spool_in_database() =>
@@ -601,6 +644,7 @@ fn apply_here(
             Err(StoreError::NotFound(_)) => Err(StoreError::NotFound(format!("repository {url}"))),
             Err(e) => Err(e),
         }),
+        open_db: Box::new(|url| Err(StoreError::NotFound(format!("repository {url}")))),
         fetchmail: None,
     };
     if let Some(db) = &db_spool {
@@ -614,6 +658,39 @@ fn apply_here(
         .context("starting the async runtime")?;
     runtime
         .block_on(apply(request, &repos))
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// [`apply_here`] on a mail repository in a database: its rows are changed through the
+/// database; a flush stores into the spool (in the database too, or the log spool here).
+fn apply_in_db_repository(
+    config: &mailroom_config::Config,
+    admin: &AdminRepositories,
+    request: &Request,
+    key: &str,
+) -> Result<usize> {
+    let db = DbMail::open(config, key)?;
+    let spool = match request.verb {
+        Verb::Delete => None,
+        Verb::Flush if admin.spool_in_database() => Some(db.spool(config)?),
+        Verb::Flush => match open_here(admin.spool_dir(), admin)? {
+            Some(spool) => Some(spool),
+            None => bail!(
+                "there is no spool at {} to flush into yet: start the server once",
+                admin.spool_dir().display()
+            ),
+        },
+    };
+    let repository = db.repository();
+    let repos = Repos {
+        admin: admin.clone(),
+        spool,
+        outgoing: Vec::new(),
+        open: Box::new(|url, _| Err(StoreError::NotFound(format!("repository {url}")))),
+        open_db: Box::new(move |_| Ok(repository.clone())),
+        fetchmail: None,
+    };
+    db.block_on(apply(request, &repos))
         .map_err(|e| anyhow!("{e}"))
 }
 

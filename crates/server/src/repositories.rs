@@ -11,6 +11,7 @@ use mailroom_store::file::{
     FileMailRepository, FileMappingsRepository, FileNews, FileNewsRepository, FileUsersRepository,
     LogSpool, Maildir,
 };
+use mailroom_store::mappings::RoutedMappings;
 use mailroom_store::{
     Blocking, InboxRepository, MailRepository, MappingsRepository, NewsRepository, SpoolRepository,
     StoreError, UsersRepository,
@@ -73,20 +74,62 @@ pub fn all_users(
     Ok(all)
 }
 
-/// The virtual user tables, under `var/virtual/` in the home.
-pub fn mappings(config: &Config) -> Result<Arc<dyn MappingsRepository>> {
+/// The virtual user tables: those of `<virtualusertable-store>` in their databases, every
+/// other one a file under `var/virtual/` in the home.
+pub fn mappings(config: &Config, db: &Databases) -> Result<Arc<dyn MappingsRepository>> {
     let dir = config.home.join("var/virtual");
-    Ok(Arc::new(Blocking::new(FileMappingsRepository::open(&dir)?)))
+    let files: Arc<dyn MappingsRepository> =
+        Arc::new(Blocking::new(FileMappingsRepository::open(&dir)?));
+    if config.virtual_user_tables.is_empty() {
+        return Ok(files);
+    }
+    // One repository per data source, holding its tables.
+    let mut by_source: Vec<(&str, Vec<(String, String)>)> = Vec::new();
+    for t in &config.virtual_user_tables {
+        let (source, path) = db_parts(&t.target, "virtual user table")?;
+        let entry = (t.name.clone(), path.join("/"));
+        match by_source.iter_mut().find(|(s, _)| *s == source) {
+            Some((_, tables)) => tables.push(entry),
+            None => by_source.push((source, vec![entry])),
+        }
+    }
+    let mut routes: Vec<(String, Arc<dyn MappingsRepository>)> = Vec::new();
+    for (source, tables) in by_source {
+        let repo: Arc<dyn MappingsRepository> = Arc::new(
+            db.mappings(source, &tables)
+                .map_err(|e| anyhow!("<virtualusertable-store>: {e}"))?,
+        );
+        routes.extend(tables.into_iter().map(|(name, _)| (name, repo.clone())));
+    }
+    Ok(Arc::new(RoutedMappings::new(routes, files)))
 }
 
 /// The news repository of `<nntp-repository>` (groups under `<rootPath>`, temporary files in
 /// `<tempPath>`), with the groups of `<newsgroups>` created; `None` when no NNTP server is
 /// enabled. `xref_host` names this server in `Xref:` headers.
-pub fn news(config: &Config, xref_host: &str) -> Result<Option<Arc<dyn NewsRepository>>> {
+pub fn news(
+    config: &Config,
+    xref_host: &str,
+    db: &Databases,
+) -> Result<Option<Arc<dyn NewsRepository>>> {
     if !config.nntp.iter().any(|s| s.common.enabled) {
         return Ok(None);
     }
     let r = &config.nntp_repository;
+    if let Some((source, _)) = &r.root_db {
+        // In a database: `<rootPath>db://SOURCE/</rootPath>`.
+        let news = db
+            .news(source, xref_host)
+            .map_err(|e| anyhow!("<nntp-repository> db://{source}/: {e}"))?;
+        for group in &r.newsgroups {
+            match db.block(NewsRepository::create_group(&news, group)) {
+                Ok(true) => tracing::info!(%group, "newsgroup created"),
+                Ok(false) => {}
+                Err(e) => bail!("<nntp-repository><newsgroups>: {group}: {e}"),
+            }
+        }
+        return Ok(Some(Arc::new(news)));
+    }
     for unused in &r.unused {
         tracing::info!(
             element = %unused,
@@ -335,6 +378,23 @@ pub enum AdminTarget {
     Outgoing(PathBuf),
     /// The mail repository in this directory.
     Mail(PathBuf),
+    /// The mail repository at this `db://` URL (as [`db_key`] spells it).
+    DbMail(String),
+    /// A RemoteDelivery outgoing spool at this `db://` URL (as [`db_key`] spells it).
+    DbOutgoing(String),
+}
+
+impl AdminTarget {
+    /// How an open outgoing spool is found among a server's (which are keyed by directory):
+    /// its directory, or for one in a database its `db://` URL taken as a path (no directory
+    /// can be spelled so).
+    pub fn outgoing_key(&self) -> Option<PathBuf> {
+        match self {
+            AdminTarget::Outgoing(dir) => Some(dir.clone()),
+            AdminTarget::DbOutgoing(key) => Some(PathBuf::from(key)),
+            _ => None,
+        }
+    }
 }
 
 /// The repositories an administrator may name (in the console's `listspool`/`flushspool`/
@@ -353,6 +413,10 @@ pub struct AdminRepositories {
     outgoing: Vec<PathBuf>,
     /// The configured mail repositories' directories, normalised.
     allowed: Vec<PathBuf>,
+    /// The configured mail repositories in a database, as [`db_key`] spells them.
+    allowed_db: Vec<String>,
+    /// The outgoing spools in a database, as [`db_key`] spells them.
+    outgoing_db: Vec<String>,
 }
 
 impl AdminRepositories {
@@ -368,17 +432,31 @@ impl AdminRepositories {
             }
         };
         let mut allowed = Vec::new();
+        let mut allowed_db = Vec::new();
         let mut outgoing = Vec::new();
+        let mut outgoing_db = Vec::new();
         for processor in &config.spool_manager.processors {
             for mailet in &processor.mailets {
                 if let Some(url) = mailroom_delivery::configured_outgoing(mailet) {
-                    if let Ok(RepositoryUrl::File(dir)) = RepositoryUrl::parse(&url, &config.home) {
-                        outgoing.push(normal(&dir));
+                    match RepositoryUrl::parse(&url, &config.home) {
+                        Ok(RepositoryUrl::File(dir)) => outgoing.push(normal(&dir)),
+                        Ok(RepositoryUrl::Db { source, path }) => {
+                            outgoing_db.push(db_key(&source, &path))
+                        }
+                        _ => {}
                     }
                     continue;
                 }
                 for (_, value) in &mailet.params {
                     let value = value.trim();
+                    if value.starts_with("db:") {
+                        if let Ok(RepositoryUrl::Db { source, path }) =
+                            RepositoryUrl::parse(value, &config.home)
+                        {
+                            allowed_db.push(db_key(&source, &path));
+                        }
+                        continue;
+                    }
                     if !value.starts_with("file:") {
                         continue;
                     }
@@ -395,6 +473,8 @@ impl AdminRepositories {
             spool_db,
             outgoing,
             allowed,
+            allowed_db,
+            outgoing_db,
         })
     }
 
@@ -420,11 +500,17 @@ impl AdminRepositories {
             {
                 return Ok(AdminTarget::Spool);
             }
-            _ => {
-                return Err(invalid(
-                    "only the spool may be named by a database URL here in this build",
-                ))
+            RepositoryUrl::Db { source, path }
+                if self.allowed_db.contains(&db_key(&source, &path)) =>
+            {
+                return Ok(AdminTarget::DbMail(db_key(&source, &path)));
             }
+            RepositoryUrl::Db { source, path }
+                if self.outgoing_db.contains(&db_key(&source, &path)) =>
+            {
+                return Ok(AdminTarget::DbOutgoing(db_key(&source, &path)));
+            }
+            _ => return Err(invalid("not a repository that the configuration names")),
         };
         let dir = normal(&dir);
         if dir == self.spool_dir {

@@ -265,7 +265,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         LOGIN_CACHE_ENTRIES,
     ));
     let pop3_store = Arc::new(Pop3Store::new(logins.clone(), inbox.clone()));
-    let news = repositories::news(&config, &nntp_host(&config))?;
+    let news = repositories::news(&config, &nntp_host(&config), &databases)?;
     if let Some(news) = &news {
         gateway.open(news.clone());
     }
@@ -281,7 +281,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             Box::new(move |url| inboxes.open(url)),
         );
     }
-    let mappings = repositories::mappings(&config)?;
+    let mappings = repositories::mappings(&config, &databases)?;
     let recipients = LocalRecipients::new(&config, users.clone(), mappings.clone());
     runtime.block_on(recipients.warn_if_postmaster_is_missing(&config, &postmaster));
     let authenticator: Arc<dyn Authenticator> = Arc::new(crate::auth::SmtpLogins::new(
@@ -423,7 +423,7 @@ fn outgoing_spools(
         .spools()
         .into_iter()
         .filter_map(|(url, spool)| match admin.resolve(&url) {
-            Ok(repositories::AdminTarget::Outgoing(dir)) => Some((dir, spool)),
+            Ok(target) => target.outgoing_key().map(|key| (key, spool)),
             _ => None,
         })
         .collect()
@@ -439,12 +439,14 @@ fn admin_opener(
 ) -> mailroom_remotemanager::RepositoryOpener {
     Arc::new(move |url| match admin.resolve(url)? {
         repositories::AdminTarget::Spool => Ok(Opened::Spool(spool.clone())),
-        repositories::AdminTarget::Outgoing(dir) => outgoing
+        target @ (repositories::AdminTarget::Outgoing(_)
+        | repositories::AdminTarget::DbOutgoing(_)) => outgoing
             .iter()
-            .find(|(d, _)| *d == dir)
+            .find(|(d, _)| Some(d) == target.outgoing_key().as_ref())
             .map(|(_, spool)| Opened::Spool(spool.clone()))
             .ok_or_else(|| StoreError::NotFound(format!("outgoing spool {url}"))),
         repositories::AdminTarget::Mail(dir) => mail.open_existing(url, &dir).map(Opened::Mail),
+        repositories::AdminTarget::DbMail(key) => mail.open(&key).map(Opened::Mail),
     })
 }
 
@@ -833,7 +835,7 @@ fn expiry_rules(config: &Config) -> Result<Vec<mailroom_nntp::expire::Rule>> {
 
 /// The name of this news server in `Path:` and `Xref:`: the first enabled NNTP server's
 /// `<helloName>`, else the article-ID domain.
-fn nntp_host(config: &Config) -> String {
+pub(crate) fn nntp_host(config: &Config) -> String {
     config
         .nntp
         .iter()

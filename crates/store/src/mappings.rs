@@ -38,6 +38,54 @@ pub trait MappingsRepository: Send + Sync {
     async fn all(&self, table: &str) -> Result<Vec<(Source, Vec<Target>)>>;
 }
 
+/// Mapping tables kept in different repositories: the tables named in `routes` (each in its
+/// own repository, a database's), every other table in `rest` (the files under the home).
+pub struct RoutedMappings {
+    routes: std::collections::HashMap<String, std::sync::Arc<dyn MappingsRepository>>,
+    rest: std::sync::Arc<dyn MappingsRepository>,
+}
+
+impl RoutedMappings {
+    /// `routes`: table name → its repository; other tables go to `rest`.
+    pub fn new(
+        routes: impl IntoIterator<Item = (String, std::sync::Arc<dyn MappingsRepository>)>,
+        rest: std::sync::Arc<dyn MappingsRepository>,
+    ) -> Self {
+        RoutedMappings {
+            routes: routes
+                .into_iter()
+                .map(|(name, repo)| (name.to_lowercase(), repo))
+                .collect(),
+            rest,
+        }
+    }
+
+    fn route(&self, table: &str) -> &dyn MappingsRepository {
+        self.routes
+            .get(&table.to_lowercase())
+            .map_or(&*self.rest, |repo| &**repo)
+    }
+}
+
+#[async_trait::async_trait]
+impl MappingsRepository for RoutedMappings {
+    async fn add(&self, table: &str, source: &Source, target: &Target) -> Result<bool> {
+        self.route(table).add(table, source, target).await
+    }
+
+    async fn remove(&self, table: &str, source: &Source, target: &Target) -> Result<bool> {
+        self.route(table).remove(table, source, target).await
+    }
+
+    async fn get(&self, table: &str, source: &Source) -> Result<Vec<Target>> {
+        self.route(table).get(table, source).await
+    }
+
+    async fn all(&self, table: &str) -> Result<Vec<(Source, Vec<Target>)>> {
+        self.route(table).all(table).await
+    }
+}
+
 /// The targets `address` maps to in `table`: the most specific source wins, `user@domain`,
 /// then `user@*`, then `*@domain`. Empty when nothing maps it. A local part that cannot be a
 /// source (quoted, odd characters) has no mapping.

@@ -72,6 +72,18 @@ async fn all_kinds(sources: DataSources) {
         .unwrap();
     conformance::mail_repository(mail.as_ref()).await;
 
+    let mappings = sources
+        .mappings(
+            "maildb",
+            &[
+                ("default".to_string(), unique("vut")),
+                ("other".to_string(), unique("vut_other")),
+            ],
+        )
+        .await
+        .unwrap();
+    conformance::mappings_repository(&mappings).await;
+
     let inbox = sources
         .inbox("maildb", &path(&[&unique("inbox")]))
         .await
@@ -512,4 +524,113 @@ async fn sqlite_spool_leases_are_dropped_only_when_stale() {
         .unwrap()
         .expect("the stale lease was dropped");
     assert_eq!(again.mail.envelope.name, name);
+}
+
+/// A virtual user table James wrote (`%` wildcards, targets joined by `;` or `,`, a bare user)
+/// is read as it is; what `addmapping` writes, James's mailet query reads.
+async fn james_virtual_user_table(sources: DataSources) {
+    use mailroom_store::mappings::{targets_of, Source, Target};
+    use mailroom_store::MappingsRepository;
+    let table = unique("virtualusertable");
+    let mappings = sources
+        .mappings("maildb", &[("default".to_string(), table.clone())])
+        .await
+        .unwrap();
+    let pool = sources.pool("maildb").unwrap().clone();
+    let rows = [
+        ("info", "example.org", "carol;bob@example.net"),
+        ("%", "example.com", "alice@example.org"),
+        ("sales", "%", "dave@example.org, erin@example.org"),
+    ];
+    for (user, domain, target) in rows {
+        let insert =
+            format!("INSERT INTO {table} (\"user\", domain, target_address) VALUES ($1, $2, $3)");
+        match &pool {
+            Pool::Sqlite(p) => {
+                sqlx::query(sqlx::AssertSqlSafe(insert))
+                    .bind(user)
+                    .bind(domain)
+                    .bind(target)
+                    .execute(p)
+                    .await
+                    .unwrap();
+            }
+            Pool::Postgres(p) => {
+                sqlx::query(sqlx::AssertSqlSafe(insert))
+                    .bind(user)
+                    .bind(domain)
+                    .bind(target)
+                    .execute(p)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let t = |s: &str| Target::parse(s).unwrap();
+    let address = |s: &str| mailroom_mailet::MailAddress::parse(s).unwrap();
+    assert_eq!(
+        targets_of(&mappings, "default", &address("info@example.org"))
+            .await
+            .unwrap(),
+        vec![t("carol"), t("bob@example.net")]
+    );
+    assert_eq!(
+        targets_of(&mappings, "default", &address("anyone@example.com"))
+            .await
+            .unwrap(),
+        vec![t("alice@example.org")]
+    );
+    assert_eq!(
+        targets_of(&mappings, "default", &address("sales@example.test"))
+            .await
+            .unwrap(),
+        vec![t("dave@example.org"), t("erin@example.org")]
+    );
+    let all = mappings.all("default").await.unwrap();
+    let sources: Vec<&str> = all.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(sources, ["*@example.com", "info@example.org", "sales@*"]);
+    // Added through the repository: one row, targets joined by `;`, as James writes them.
+    let info = Source::parse("info@example.org").unwrap();
+    assert!(mappings
+        .add("default", &info, &t("domain:example.net"))
+        .await
+        .unwrap());
+    let select = format!(
+        "SELECT target_address FROM {table} WHERE \"user\" = 'info' AND domain = 'example.org'"
+    );
+    let stored: String = match &pool {
+        Pool::Sqlite(p) => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(select))
+                .fetch_one(p)
+                .await
+        }
+        Pool::Postgres(p) => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(select))
+                .fetch_one(p)
+                .await
+        }
+    }
+    .unwrap();
+    assert_eq!(stored, "carol;bob@example.net;domain:example.net");
+    // A target with `;` cannot be kept in such a row.
+    assert!(mappings
+        .add("default", &info, &t("error:550 no; never"))
+        .await
+        .is_err());
+    // An unknown table maps nothing and cannot be written.
+    assert!(mappings.get("nosuch", &info).await.unwrap().is_empty());
+    assert!(mappings.add("nosuch", &info, &t("carol")).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_james_virtual_user_table() {
+    let home = tempfile::tempdir().unwrap();
+    james_virtual_user_table(sqlite(home.path()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set MAILROOM_TEST_POSTGRES=postgres://…; run by .ci/run"]
+async fn postgres_james_virtual_user_table() {
+    let home = tempfile::tempdir().unwrap();
+    james_virtual_user_table(postgres(home.path()).await).await;
 }

@@ -1,4 +1,5 @@
-//! The database backend: users, mail repositories, inboxes and the spool in SQLite (embedded,
+//! The database backend: users, mail repositories, inboxes, the spool, virtual user tables and
+//! news in SQLite (embedded,
 //! nothing to install) or PostgreSQL, through sqlx.
 //!
 //! * [`DataSources`]: one connection pool per `<data-source>` (`sqlite://var/mail.db` relative
@@ -20,6 +21,8 @@ mod bayes;
 mod body;
 mod inbox;
 mod mail;
+mod mappings;
+mod news;
 pub mod sql;
 mod table;
 mod users;
@@ -41,6 +44,8 @@ use sqlx::SqlSafeStr;
 pub use bayes::{Corpus, DbBayes, TokenCounts};
 pub use inbox::DbInbox;
 pub use mail::DbMailRepository;
+pub use mappings::DbMappings;
+pub use news::DbNews;
 pub use users::DbUsersRepository;
 
 use crate::{Result, StoreError};
@@ -417,6 +422,18 @@ impl DataSources {
     /// James's Bayesian token tables in data source `source` (BayesianAnalysis).
     pub async fn bayes(&self, source: &str) -> Result<DbBayes> {
         DbBayes::open(self.pool(source)?.clone()).await
+    }
+
+    /// Virtual user tables in data source `source`: each `(name, table)` is the mapping table
+    /// `name` kept in database table `table` (James's `VirtualUserTable` columns).
+    pub async fn mappings(&self, source: &str, tables: &[(String, String)]) -> Result<DbMappings> {
+        DbMappings::open(self.pool(source)?.clone(), tables).await
+    }
+
+    /// The news repository in data source `source` (Mailroom's `mailroom_news_*` tables);
+    /// `xref_host` names this server in `Xref:` headers.
+    pub async fn news(&self, source: &str, xref_host: &str) -> Result<DbNews> {
+        DbNews::open(self.pool(source)?.clone(), xref_host).await
     }
 
     /// The inboxes at `db://SOURCE/TABLE/`: one `repository_name` per user, as James keeps them.
