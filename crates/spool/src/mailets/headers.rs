@@ -8,9 +8,20 @@ use crate::Registry;
 pub(super) fn register(registry: &mut Registry) {
     // Captures nothing, so it is `Copy` and registers under both names.
     let set_header = |c: &MailetConfig| -> Result<Box<dyn Mailet>, MailetError> {
+        let name = c.required("name")?.trim();
+        if !is_field_name(name) {
+            return Err(MailetError::new(format!(
+                "mailet {}: <name> {name:?} is not a header field name (printable ASCII, \
+                 no spaces or ':')",
+                c.name
+            )));
+        }
+        // James 2.3 refuses a missing or empty value too ("Please configure a name and a
+        // value").
+        let value = c.required("value")?;
         Ok(Box::new(SetMimeHeader {
-            name: c.required("name")?.to_string(),
-            value: c.param("value").unwrap_or_default().to_string(),
+            name: name.to_string(),
+            value: value.to_string(),
         }))
     };
     registry
@@ -43,6 +54,11 @@ pub(super) fn register(registry: &mut Registry) {
                 .collect(),
         )))
     }).about("Each parameter becomes a mail attribute of that name, with its text as a string value.", "<mailet match=\"All\" class=\"SetMailAttribute\"><org.example.seen>true</org.example.seen></mailet>");
+}
+
+/// An RFC 5322 field name: printable ASCII without spaces or ':'.
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
 /// `<name>X-Header</name><value>text</value>`: sets the header, replacing any of that name.
@@ -79,5 +95,22 @@ impl Mailet for SetMailAttribute {
             mail.set_attribute(name.clone(), value.as_str().into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::build as try_build;
+
+    #[test]
+    fn set_mime_header_checks_its_name_and_value() {
+        assert!(try_build("SetMimeHeader", &[("name", "X-Ok"), ("value", "yes")]).is_ok());
+        for bad in ["X Bad", "X-Bad:", "X-Bad\r\nInjected", "Sübject"] {
+            let err = try_build("SetMimeHeader", &[("name", bad), ("value", "v")]).err();
+            assert!(err.is_some(), "{bad:?} accepted");
+        }
+        // James 2.3 requires a value as well.
+        assert!(try_build("AddHeader", &[("name", "X-Ok")]).is_err());
+        assert!(try_build("AddHeader", &[("name", "X-Ok"), ("value", "")]).is_err());
     }
 }
