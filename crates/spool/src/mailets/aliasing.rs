@@ -238,6 +238,8 @@ mod tests {
             ),
             Message::from_bytes(b"Return-Path: <forged@x>\r\nSubject: x\r\n\r\nbody\r\n"),
         );
+        mail.envelope.remote_addr = "203.0.113.5".into();
+        mail.envelope.remote_host = "outside.example".into();
         mailet.service(&mut mail, &ctx).unwrap();
         (mail, ctx.sent.into_inner().unwrap())
     }
@@ -266,6 +268,9 @@ mod tests {
         assert_eq!(mail.message.headers("Return-Path"), ["<s@remote.example>"]);
         assert_eq!(sent.len(), 2);
         assert_eq!(texts(sent[0].recipients()), ["far@remote.example"]);
+        // Sent by the server, as James's sendMail: relay checks on the client's address
+        // (the stock config's RemoteAddrNotInNetwork=127.0.0.1) let the forward through.
+        assert_eq!(sent[0].envelope.remote_addr, "127.0.0.1");
         assert_eq!(
             sent[0].message.header("Delivered-To").as_deref(),
             Some("fwd@example.org")
