@@ -190,11 +190,13 @@ impl WhiteList {
 }
 
 /// The user's primary name: an alias's target, else the name itself (James's
-/// `getPrimaryName`).
-fn primary_name(user: &str, ctx: &dyn MailetContext) -> String {
+/// `getPrimaryName`). A users store that is away is a temporary error: the list of the
+/// wrong name would be read (or written) otherwise, where James quietly used the name itself.
+fn primary_name(user: &str, ctx: &dyn MailetContext) -> Result<String, MailetError> {
     match ctx.local_user(user) {
-        Ok(Some(record)) => record.alias.unwrap_or(record.name).to_lowercase(),
-        _ => user.to_string(),
+        Ok(Some(record)) => Ok(record.alias.unwrap_or(record.name).to_lowercase()),
+        Err(e) if e.is_temporary() => Err(e),
+        _ => Ok(user.to_string()),
     }
 }
 
@@ -264,7 +266,7 @@ impl WhiteListManager {
         let sender = mail.sender().expect("checked by service");
         let subject = mail.message.subject().unwrap_or_default();
         let local = (
-            primary_name(&sender.local_part().to_lowercase(), ctx),
+            primary_name(&sender.local_part().to_lowercase(), ctx)?,
             sender.domain().to_lowercase(),
         );
         let owner = format!("{}@{}", local.0, local.1);
@@ -390,7 +392,7 @@ impl Mailet for WhiteListManager {
         }
         if self.automatic_insert {
             let local = (
-                primary_name(&sender.local_part().to_lowercase(), ctx),
+                primary_name(&sender.local_part().to_lowercase(), ctx)?,
                 sender.domain().to_lowercase(),
             );
             for rcpt in mail.recipients() {
@@ -439,7 +441,7 @@ impl Matcher for IsInWhiteList {
                 continue;
             }
             let local = (
-                primary_name(&rcpt.local_part().to_lowercase(), ctx),
+                primary_name(&rcpt.local_part().to_lowercase(), ctx)?,
                 rcpt.domain().to_lowercase(),
             );
             if self.list.contains(&local, &remote)? {

@@ -41,6 +41,7 @@ impl MailetContext for Users {
         let alias = match name {
             "alice" | "bob" => None,
             "al" => Some("alice".to_string()),
+            "flaky" => return Err(MailetError::temporary("users store: timed out")),
             _ => return Ok(None),
         };
         Ok(Some(UserRecord {
@@ -270,6 +271,17 @@ fn parameters_are_checked_and_an_absent_database_keeps_the_mail() {
     assert!(e.is_temporary(), "{e}");
     let incoming = mail("pal@remote.example", &["alice@example.org"], "hi", "x");
     let e = matcher(&away, "db://maildb")
+        .unwrap()
+        .matches(&incoming, &Users::new())
+        .unwrap_err();
+    assert!(e.is_temporary(), "{e}");
+}
+
+#[test]
+fn a_users_store_away_keeps_the_mail_rather_than_reading_the_wrong_list() {
+    let registry = registry(Sqlite::new());
+    let incoming = mail("pal@remote.example", &["flaky@example.org"], "hi", "x");
+    let e = matcher(&registry, "db://maildb")
         .unwrap()
         .matches(&incoming, &Users::new())
         .unwrap_err();
