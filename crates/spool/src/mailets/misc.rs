@@ -10,11 +10,12 @@ use mail_builder::headers::date::Date;
 use mail_builder::headers::raw::Raw;
 use mail_builder::MessageBuilder;
 use mailroom_mailet::{
-    derived_mail_name, state, Envelope, Mail, Mailet, MailetConfig, MailetContext, MailetError,
-    Message,
+    derived_mail_name, state, AttributeValue, Envelope, Mail, Mailet, MailetConfig, MailetContext,
+    MailetError, Message,
 };
 
 use super::compose::{header_addresses, one_line};
+use super::redirect::{ATTR_REDIRECTS, MAX_REDIRECTS};
 use crate::Registry;
 
 pub(super) fn register(registry: &mut Registry) {
@@ -126,12 +127,27 @@ impl Mailet for UseHeaderRecipients {
                 mail.name()
             ));
         } else {
+            // A header that names an address this mailet serves (To: the address it matches)
+            // would send the mail round for ever, as in James: the hops are counted, with
+            // Redirect's counter, and the ninth is refused as a loop.
+            let hops = match mail.attribute(ATTR_REDIRECTS) {
+                Some(AttributeValue::Number(n)) => *n,
+                _ => 0.0,
+            };
+            if hops >= MAX_REDIRECTS {
+                return Err(MailetError::permanent(format!(
+                    "UseHeaderRecipients: mail {} was resent {hops} times in a row; a loop in \
+                     the processor tree?",
+                    mail.name()
+                )));
+            }
             let mut copy = mail.split_off(derived_mail_name(mail.name()), recipients);
             copy.set_state(state::ROOT);
             // A new mail, as James's: no attributes (an SMTP AUTH user among them would let
             // addresses taken from the header relay). Its client address stays the original's,
             // where James's would come from localhost.
             copy.envelope.attributes.clear();
+            copy.set_attribute(ATTR_REDIRECTS, AttributeValue::Number(hops + 1.0));
             ctx.send_mail(copy)?;
         }
         mail.set_state(state::GHOST);
@@ -151,12 +167,27 @@ impl Mailet for ServerTime {
             ));
             return Ok(());
         };
+        // No reply to an automatic message (RFC 3834), nor to the address the reply comes
+        // from: a mail from time@ to time@ (a forged sender) would otherwise be answered by
+        // a reply that this mailet answers again, for ever.
+        let automatic = mail
+            .message
+            .header("Auto-Submitted")
+            .is_some_and(|v| !v.trim().eq_ignore_ascii_case("no"));
+        if automatic || mail.recipients().contains(sender) {
+            ctx.log(&format!(
+                "mail={} ServerTime: no reply to an automatic message or to itself",
+                mail.name()
+            ));
+            return Ok(());
+        }
         let name = derived_mail_name(mail.name());
         let now = Date::now();
         let mut builder = MessageBuilder::new()
             .header("From", Raw::new(format!("<{from}>")))
             .header("To", Raw::new(format!("<{sender}>")))
             .subject("The time is now...")
+            .header("Auto-Submitted", Raw::new("auto-replied"))
             .date(Date::now())
             .message_id(format!("{name}@{}", ctx.server_name()))
             .text_body(format!(

@@ -389,7 +389,7 @@ impl Redirect {
 pub const ATTR_REDIRECTS: &str = "mailroom.redirect.count";
 /// How many redirections in a row are allowed before the mail is taken for a loop in the
 /// processor tree (James stops at a mail name grown by 8 redirections).
-const MAX_REDIRECTS: f64 = 8.0;
+pub(super) const MAX_REDIRECTS: f64 = 8.0;
 
 impl Mailet for Redirect {
     fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {
