@@ -145,12 +145,17 @@ impl WhiteList {
             "INSERT INTO {} (localUser, localHost, remoteUser, remoteHost) VALUES (?,?,?,?)",
             self.table
         );
-        self.sources.execute(
+        match self.sources.execute(
             &self.source,
             &sql,
             &[&local.0, &local.1, &remote.0, &remote.1],
-        )?;
-        Ok(true)
+        ) {
+            Ok(_) => Ok(true),
+            // Another worker (or node) inserted the same entry since the check: the primary
+            // key refuses the second insert, which is no failure of this mail.
+            Err(e) if !e.is_temporary() && self.contains(local, remote)? => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn remove(&self, local: &Party, remote: &Party) -> Result<bool, MailetError> {
