@@ -332,8 +332,8 @@ fn composite_matchers_route_mail_and_their_mistakes_are_reported_at_their_lines(
             1,
         ),
         (
-            "<matcher name=\"x\" match=\"Not\">\n<matcher match=\"All\"/>\n<matcher match=\"All\"/>\n</matcher>",
-            "Not takes exactly one nested <matcher>, not 2",
+            "<matcher name=\"x\" match=\"Not\">\n</matcher>",
+            "Not needs nested <matcher> elements to combine",
             0,
         ),
         (
