@@ -32,12 +32,17 @@ pub(super) fn register(registry: &mut Registry) {
         .params(&["name", "value"]);
     registry
         .add_mailet("RemoveMimeHeader", |c| {
-            let names = c
+            let names: Vec<String> = c
                 .required("name")?
                 .split(',')
                 .map(|n| n.trim().to_string())
                 .filter(|n| !n.is_empty())
                 .collect();
+            if let Some(bad) = names.iter().find(|n| !is_field_name(n)) {
+                return Err(MailetError::new(format!(
+                    "mailet RemoveMimeHeader: <name> {bad:?} is not a header field name"
+                )));
+            }
             Ok(Box::new(RemoveMimeHeader(names)))
         }).about("Removes every field called one of <name> (comma-separated).", "<mailet match=\"All\" class=\"RemoveMimeHeader\"><name>X-Spam-Flag, X-Spam-Score</name></mailet>")
         .params(&["name"]);
@@ -112,5 +117,7 @@ mod tests {
         // James 2.3 requires a value as well.
         assert!(try_build("AddHeader", &[("name", "X-Ok")]).is_err());
         assert!(try_build("AddHeader", &[("name", "X-Ok"), ("value", "")]).is_err());
+        assert!(try_build("RemoveMimeHeader", &[("name", "X-A, X-B")]).is_ok());
+        assert!(try_build("RemoveMimeHeader", &[("name", "X-A, X B")]).is_err());
     }
 }

@@ -24,7 +24,15 @@ pub(super) fn register(registry: &mut Registry) {
         .add_mailet("ToRepository", |c| {
             let url = c.required("repositoryPath")?;
             // Checked here so that check-config reports a bad URL at its line, not the
-            // first mail that reaches it.
+            // first mail that reaches it. A URL, as James's Store requires (file://, db://,
+            // dbfile://, or file:path).
+            let trimmed = url.trim();
+            if !trimmed.contains("://") && !trimmed.starts_with("file:") {
+                return Err(MailetError::new(format!(
+                    "mailet ToRepository: <repositoryPath> {url:?} is not a repository URL \
+                     (file://, db://, dbfile://)"
+                )));
+            }
             mailroom_config::RepositoryUrl::parse(url, std::path::Path::new(".")).map_err(|e| {
                 MailetError::new(format!("mailet ToRepository: <repositoryPath>: {e}"))
             })?;
@@ -140,14 +148,20 @@ mod tests {
         for good in [
             "file://var/mail/error/",
             "db://maildb/error",
-            "var/mail/error",
+            "file:var/mail/error",
         ] {
             assert!(
                 try_build("ToRepository", &[("repositoryPath", good)]).is_ok(),
                 "{good}"
             );
         }
-        for bad in ["ftp://host/x", "mbox://var/mail", "db:///error", ""] {
+        for bad in [
+            "ftp://host/x",
+            "mbox://var/mail",
+            "db:///error",
+            "",
+            "var/mail/error",
+        ] {
             assert!(
                 try_build("ToRepository", &[("repositoryPath", bad)]).is_err(),
                 "{bad:?} accepted"

@@ -307,10 +307,20 @@ impl Redirect {
             is_reply: false,
         };
         if variant == Variant::Forward {
-            let text = param("forwardto").or(param("forwardTo")).ok_or_else(|| {
-                MailetError::new("mailet Forward needs the parameter <forwardto>")
-            })?;
-            redirect.recipients = Some(parse_list(name, "forwardto", text)?);
+            // James reads forwardto, else forwardTo; both are checked so that a typo in the
+            // one not read is still reported.
+            let other = param("forwardTo")
+                .map(|t| parse_list(name, "forwardTo", t))
+                .transpose()?;
+            redirect.recipients = match param("forwardto") {
+                Some(text) => Some(parse_list(name, "forwardto", text)?),
+                None => other,
+            };
+            if redirect.recipients.is_none() {
+                return Err(MailetError::new(
+                    "mailet Forward needs the parameter <forwardto>",
+                ));
+            }
             return Ok(redirect);
         }
         let default_inline = if variant == Variant::Redirect {
