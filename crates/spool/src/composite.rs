@@ -5,8 +5,7 @@
 //! This module owns the meaning of the names and the combination of the children's results;
 //! `tree.rs` owns everything else about a step. Every declaration is built once, at start-up,
 //! whether used or not, so that its mistakes are reported once at its own line: an unknown
-//! matcher, a cycle of names, a `Not` without exactly one child, an `And`/`Or`/`Xor` without
-//! any, children under a plain matcher, a name declared twice or that is also a matcher's.
+//! matcher, a cycle of names, an `And`/`Or`/`Not`/`Xor` without any child, children under a plain matcher, a name declared twice or that is also a matcher's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,7 +21,7 @@ pub(crate) fn register(registry: &mut Registry) {
     let docs = [
         ("And", "The recipients that every nested matcher matched (children after one that matched nobody are not asked)."),
         ("Or", "The recipients that at least one nested matcher matched."),
-        ("Not", "The mail's recipients that its one nested matcher did not match."),
+        ("Not", "The mail's recipients that none of its nested matchers matched (with several, James 3's NOR)."),
         ("Xor", "The recipients that an odd number of nested matchers matched."),
     ];
     for (name, summary) in docs {
@@ -54,7 +53,7 @@ pub enum Op {
     And,
     /// The recipients some child matched.
     Or,
-    /// The mail's recipients that its one child did not match.
+    /// The mail's recipients that no child matched (James 3's `Not` takes several: NOR).
     Not,
     /// The recipients an odd number of children matched.
     Xor,
@@ -80,8 +79,7 @@ pub struct Composite {
 }
 
 impl Composite {
-    /// `op` over `children` (which the caller has checked: one for `Not`, at least one
-    /// otherwise).
+    /// `op` over `children` (which the caller has checked: at least one).
     pub fn new(op: Op, children: Vec<Arc<dyn Matcher>>) -> Self {
         Composite { op, children }
     }
@@ -279,12 +277,6 @@ impl<'a> Composites<'a> {
             return None;
         }
         let count = decl.children.len();
-        if op == Op::Not && count != 1 {
-            errors.push(err(format!(
-                "Not takes exactly one nested <matcher>, not {count}"
-            )));
-            return None;
-        }
         if count == 0 {
             errors.push(err(format!(
                 "{text} needs nested <matcher> elements to combine"
@@ -417,6 +409,8 @@ mod tests {
             run(&op(Op::Not, &[ab]), &mail),
             vec!["c@x.example", "d@x.example"]
         );
+        // Several children: the recipients none matched (James 3's Not).
+        assert_eq!(run(&op(Op::Not, &[ab, bc]), &mail), vec!["d@x.example"]);
         // b is matched three times (odd), a, c and d once each.
         assert_eq!(
             run(&op(Op::Xor, &[ab, bc, bd]), &mail),
@@ -464,6 +458,12 @@ mod tests {
         };
         assert_eq!(names(&*root.steps[0].matcher), vec!["b@far.example"]);
         assert_eq!(names(&*root.steps[1].matcher), vec!["b@far.example"]);
+        // James 3's Not takes several children (NOR): a config written for it is accepted.
+        let nor = r#"<matcher name="neither" match="Not"><matcher match="HostIsLocal"/><matcher match="SizeGreaterThan=1k"/></matcher>
+<mailet match="neither" class="Null"/>"#;
+        let tree = build(nor, "").unwrap_or_else(|e| panic!("{e:?}"));
+        let step = &tree.get("root").unwrap().steps[0];
+        assert_eq!(names(&*step.matcher), vec!["b@far.example"]);
     }
 
     #[test]
@@ -471,7 +471,7 @@ mod tests {
         let cases = [
             (r#"<matcher name="x" match="Or"><matcher match="NoSuchMatcher"/></matcher>"#, "t.xml:4: unknown matcher \"NoSuchMatcher\""),
             ("<matcher name=\"a\" match=\"Or\">\n<matcher match=\"b\"/></matcher>\n<matcher name=\"b\" match=\"And\">\n<matcher match=\"a\"/></matcher>", "cycle: a -> b -> a"),
-            (r#"<matcher name="x" match="Not"><matcher match="All"/><matcher match="All"/></matcher>"#, "t.xml:4: Not takes exactly one nested <matcher>, not 2"),
+            (r#"<matcher name="x" match="Not"/>"#, "t.xml:4: Not needs nested <matcher> elements"),
             (r#"<matcher name="x" match="Or"/>"#, "t.xml:4: Or needs nested <matcher> elements"),
             (r#"<matcher name="HostIsLocal" match="Or"><matcher match="All"/></matcher>"#, "t.xml:4: <matcher name=\"HostIsLocal\">: HostIsLocal is the name of a matcher"),
             (r#"<matcher name="x" match="All"/><matcher name="x" match="All"/>"#, "is declared twice (first at t.xml:4)"),

@@ -77,9 +77,29 @@ impl Mailet for AliasingForwarding {
         mail.message.remove_header("Return-Path");
         mail.message.prepend_header("Return-Path", &return_path);
         let mut kept = Vec::new();
-        let mut failed: Vec<(MailAddress, &'static str)> = Vec::new();
+        let mut failed: Vec<(MailAddress, String)> = Vec::new();
+        // Recipients that met a temporary fault (the users store away, the spool full): they
+        // stay in the mail, which is tried again. Failing the whole mail at once instead
+        // would send the forwarded copies made so far a second time.
+        let mut retry: Vec<(MailAddress, String)> = Vec::new();
         for rcpt in mail.recipients() {
-            match target(rcpt, mail, ctx, self.settings)? {
+            let step = match target(rcpt, mail, ctx, self.settings) {
+                Ok(Target::Forward(to)) => forward(mail, rcpt, &to, ctx).map(|()| None),
+                other => other.map(Some),
+            };
+            let found = match step {
+                Ok(Some(found)) => found,
+                Ok(None) => continue,
+                Err(e) if e.is_temporary() => {
+                    retry.push((rcpt.clone(), e.to_string()));
+                    continue;
+                }
+                Err(e) => {
+                    failed.push((rcpt.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            match found {
                 Target::Unknown(_) => kept.push(rcpt.clone()),
                 Target::Inbox(user) if user == rcpt.local_part() => kept.push(rcpt.clone()),
                 Target::Inbox(user) => {
@@ -89,8 +109,8 @@ impl Mailet for AliasingForwarding {
                     ctx.log(&line.to_string());
                     kept.push(to);
                 }
-                Target::Forward(to) => forward(mail, rcpt, &to, ctx)?,
-                Target::Fail(why) => failed.push((rcpt.clone(), why)),
+                Target::Forward(_) => unreachable!("forwarded above"),
+                Target::Fail(why) => failed.push((rcpt.clone(), why.to_string())),
             }
         }
         if !failed.is_empty() {
@@ -103,7 +123,16 @@ impl Mailet for AliasingForwarding {
             copy.set_state(state::ERROR);
             copy.envelope.error_message = Some(reason.clone());
             let name = copy.name().to_string();
-            ctx.send_mail(copy)?;
+            if let Err(e) = ctx.send_mail(copy) {
+                // Not in the spool: these recipients stay with the mail and are tried again.
+                retry.extend(failed.into_iter().map(|(r, why)| {
+                    (
+                        r,
+                        format!("{why}, and not sent to the error processor: {e}"),
+                    )
+                }));
+                failed = Vec::new();
+            }
             for (rcpt, why) in &failed {
                 let line = Outcome::new(mail.name(), rcpt, Status::Failed)
                     .field("reason", why)
@@ -114,6 +143,17 @@ impl Mailet for AliasingForwarding {
         }
         let mut seen = std::collections::HashSet::new();
         kept.retain(|a| seen.insert(a.clone()));
+        if !retry.is_empty() {
+            // Those kept are mapped again next time, which changes nothing; those forwarded
+            // or sent to `error` have left the mail.
+            let why: Vec<String> = retry.iter().map(|(r, w)| format!("{r}: {w}")).collect();
+            kept.extend(retry.into_iter().map(|(r, _)| r));
+            mail.set_recipients(kept);
+            return Err(MailetError::temporary(format!(
+                "UsersRepositoryAliasingForwarding: {}",
+                why.join("; ")
+            )));
+        }
         if kept.is_empty() {
             mail.set_state(state::GHOST);
         }
@@ -167,6 +207,8 @@ mod tests {
             ),
             Message::from_bytes(b"Return-Path: <forged@x>\r\nSubject: x\r\n\r\nbody\r\n"),
         );
+        mail.envelope.remote_addr = "203.0.113.5".into();
+        mail.envelope.remote_host = "outside.example".into();
         mailet.service(&mut mail, &ctx).unwrap();
         (mail, ctx.sent.into_inner().unwrap())
     }
@@ -195,6 +237,9 @@ mod tests {
         assert_eq!(mail.message.headers("Return-Path"), ["<s@remote.example>"]);
         assert_eq!(sent.len(), 2);
         assert_eq!(texts(sent[0].recipients()), ["far@remote.example"]);
+        // Sent by the server, as James's sendMail: relay checks on the client's address
+        // (the stock config's RemoteAddrNotInNetwork=127.0.0.1) let the forward through.
+        assert_eq!(sent[0].envelope.remote_addr, "127.0.0.1");
         assert_eq!(
             sent[0].message.header("Delivered-To").as_deref(),
             Some("fwd@example.org")
@@ -207,6 +252,39 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("alias names no existing user"));
+    }
+
+    #[test]
+    fn a_temporary_fault_keeps_the_recipient_and_sends_no_forward_twice() {
+        let config = MailetConfig {
+            name: "UsersRepositoryAliasingForwarding".into(),
+            params: BTreeMap::new(),
+        };
+        let mailet = AliasingForwarding::new(&config).unwrap();
+        let mut ctx = users();
+        ctx.unreachable_users.push("flaky");
+        let recipients = ["fwd@example.org", "flaky@example.org", "al@example.org"]
+            .iter()
+            .map(|r| MailAddress::parse(r).unwrap())
+            .collect();
+        let mut mail = Mail::new(
+            Envelope::new(
+                "m1",
+                MailAddress::parse("s@remote.example").ok(),
+                recipients,
+            ),
+            Message::from_bytes(b"Subject: x\r\n\r\nbody\r\n"),
+        );
+        let err = mailet.service(&mut mail, &ctx).unwrap_err();
+        assert!(err.is_temporary(), "{err}");
+        // The forward went out once and fwd has left the mail, so that the retry does not
+        // forward again; the alias is already mapped; flaky waits in the spool.
+        assert_eq!(ctx.sent().len(), 1);
+        assert_eq!(
+            texts(mail.recipients()),
+            ["main@example.org", "flaky@example.org"]
+        );
+        assert_ne!(mail.state(), state::GHOST);
     }
 
     #[test]

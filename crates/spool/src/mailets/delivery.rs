@@ -96,13 +96,15 @@ pub(super) fn forward(
     to: &MailAddress,
     ctx: &dyn MailetContext,
 ) -> Result<(), MailetError> {
-    let mut envelope = Envelope::new(
+    // Sent by this server (remote address 127.0.0.1, as James's `sendMail` does): the forward
+    // address is the user's setting, not the sender's choice, and a relay check such as the
+    // stock config's `RemoteAddrNotInNetwork=127.0.0.1` in `transport` must let it through
+    // when the original came from outside.
+    let envelope = Envelope::new(
         derived_mail_name(mail.name()),
         mail.sender().cloned(),
         vec![to.clone()],
     );
-    envelope.remote_addr = mail.envelope.remote_addr.clone();
-    envelope.remote_host = mail.envelope.remote_host.clone();
     let forwarded = envelope.name.clone();
     let mut message = mail.message.clone();
     message.prepend_header("Delivered-To", &rcpt.to_string());

@@ -8,9 +8,20 @@ use crate::Registry;
 pub(super) fn register(registry: &mut Registry) {
     // Captures nothing, so it is `Copy` and registers under both names.
     let set_header = |c: &MailetConfig| -> Result<Box<dyn Mailet>, MailetError> {
+        let name = c.required("name")?.trim();
+        if !is_field_name(name) {
+            return Err(MailetError::new(format!(
+                "mailet {}: <name> {name:?} is not a header field name (printable ASCII, \
+                 no spaces or ':')",
+                c.name
+            )));
+        }
+        // James 2.3 refuses a missing or empty value too ("Please configure a name and a
+        // value").
+        let value = c.required("value")?;
         Ok(Box::new(SetMimeHeader {
-            name: c.required("name")?.to_string(),
-            value: c.param("value").unwrap_or_default().to_string(),
+            name: name.to_string(),
+            value: value.to_string(),
         }))
     };
     registry
@@ -21,12 +32,17 @@ pub(super) fn register(registry: &mut Registry) {
         .params(&["name", "value"]);
     registry
         .add_mailet("RemoveMimeHeader", |c| {
-            let names = c
+            let names: Vec<String> = c
                 .required("name")?
                 .split(',')
                 .map(|n| n.trim().to_string())
                 .filter(|n| !n.is_empty())
                 .collect();
+            if let Some(bad) = names.iter().find(|n| !is_field_name(n)) {
+                return Err(MailetError::new(format!(
+                    "mailet RemoveMimeHeader: <name> {bad:?} is not a header field name"
+                )));
+            }
             Ok(Box::new(RemoveMimeHeader(names)))
         }).about("Removes every field called one of <name> (comma-separated).", "<mailet match=\"All\" class=\"RemoveMimeHeader\"><name>X-Spam-Flag, X-Spam-Score</name></mailet>")
         .params(&["name"]);
@@ -43,6 +59,11 @@ pub(super) fn register(registry: &mut Registry) {
                 .collect(),
         )))
     }).about("Each parameter becomes a mail attribute of that name, with its text as a string value.", "<mailet match=\"All\" class=\"SetMailAttribute\"><org.example.seen>true</org.example.seen></mailet>");
+}
+
+/// An RFC 5322 field name: printable ASCII without spaces or ':'.
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
 /// `<name>X-Header</name><value>text</value>`: sets the header, replacing any of that name.
@@ -79,5 +100,24 @@ impl Mailet for SetMailAttribute {
             mail.set_attribute(name.clone(), value.as_str().into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::build as try_build;
+
+    #[test]
+    fn set_mime_header_checks_its_name_and_value() {
+        assert!(try_build("SetMimeHeader", &[("name", "X-Ok"), ("value", "yes")]).is_ok());
+        for bad in ["X Bad", "X-Bad:", "X-Bad\r\nInjected", "Sübject"] {
+            let err = try_build("SetMimeHeader", &[("name", bad), ("value", "v")]).err();
+            assert!(err.is_some(), "{bad:?} accepted");
+        }
+        // James 2.3 requires a value as well.
+        assert!(try_build("AddHeader", &[("name", "X-Ok")]).is_err());
+        assert!(try_build("AddHeader", &[("name", "X-Ok"), ("value", "")]).is_err());
+        assert!(try_build("RemoveMimeHeader", &[("name", "X-A, X-B")]).is_ok());
+        assert!(try_build("RemoveMimeHeader", &[("name", "X-A, X B")]).is_err());
     }
 }

@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use mail_builder::headers::date::Date;
 use mailroom_mailet::{
-    derived_mail_name, state, Mail, Mailet, MailetConfig, MailetContext, MailetError,
+    derived_mail_name, state, AttributeValue, Mail, Mailet, MailetConfig, MailetContext,
+    MailetError,
 };
 
 use super::compose::{header_addresses, Reply};
+use super::redirect::{ATTR_REDIRECTS, MAX_REDIRECTS};
 use crate::Registry;
 
 pub(super) fn register(registry: &mut Registry) {
@@ -123,12 +125,27 @@ impl Mailet for UseHeaderRecipients {
                 mail.name()
             ));
         } else {
+            // A header that names an address this mailet serves (To: the address it matches)
+            // would send the mail round for ever, as in James: the hops are counted, with
+            // Redirect's counter, and the ninth is refused as a loop.
+            let hops = match mail.attribute(ATTR_REDIRECTS) {
+                Some(AttributeValue::Number(n)) => *n,
+                _ => 0.0,
+            };
+            if hops >= MAX_REDIRECTS {
+                return Err(MailetError::permanent(format!(
+                    "UseHeaderRecipients: mail {} was resent {hops} times in a row; a loop in \
+                     the processor tree?",
+                    mail.name()
+                )));
+            }
             let mut copy = mail.split_off(derived_mail_name(mail.name()), recipients);
             copy.set_state(state::ROOT);
             // A new mail, as James's: no attributes (an SMTP AUTH user among them would let
             // addresses taken from the header relay). Its client address stays the original's,
             // where James's would come from localhost.
             copy.envelope.attributes.clear();
+            copy.set_attribute(ATTR_REDIRECTS, AttributeValue::Number(hops + 1.0));
             ctx.send_mail(copy)?;
         }
         mail.set_state(state::GHOST);
@@ -148,6 +165,20 @@ impl Mailet for ServerTime {
             ));
             return Ok(());
         };
+        // No reply to an automatic message (RFC 3834), nor to the address the reply comes
+        // from: a mail from time@ to time@ (a forged sender) would otherwise be answered by
+        // a reply that this mailet answers again, for ever.
+        let automatic = mail
+            .message
+            .header("Auto-Submitted")
+            .is_some_and(|v| !v.trim().eq_ignore_ascii_case("no"));
+        if automatic || mail.recipients().contains(sender) {
+            ctx.log(&format!(
+                "mail={} ServerTime: no reply to an automatic message or to itself",
+                mail.name()
+            ));
+            return Ok(());
+        }
         let now = Date::now();
         let text = format!("This mail server thinks it's {}.\r\n", now.to_rfc822());
         let reply = Reply {
@@ -156,7 +187,7 @@ impl Mailet for ServerTime {
             subject: "The time is now...",
             text: &text,
             reply_to: None,
-            auto_submitted: false,
+            auto_submitted: true,
         }
         .to_mail(mail, ctx.server_name())?;
         ctx.send_mail(reply)

@@ -22,7 +22,9 @@ fn use_header_recipients_sends_a_copy_to_the_header_addresses() {
     m.envelope.remote_addr = "203.0.113.7".into();
     mailet.service(&mut m, &ctx).unwrap();
     assert_eq!(m.state(), state::GHOST);
-    assert!(ctx.sent()[0].envelope.attributes.is_empty());
+    // Only the hop counter that stops loops: the SMTP AUTH user is gone.
+    let attributes: Vec<String> = ctx.sent()[0].envelope.attributes.keys().cloned().collect();
+    assert_eq!(attributes, ["mailroom.redirect.count"]);
     assert_eq!(ctx.sent()[0].envelope.remote_addr, "203.0.113.7");
     let sent = ctx.sent();
     assert_eq!(
@@ -62,6 +64,42 @@ fn server_time_replies_to_the_sender_from_the_first_recipient() {
     let mut bounce = mail(None, &["time@mx.example.org"], MSG);
     mailet.service(&mut bounce, &ctx).unwrap();
     assert_eq!(ctx.sent().len(), 1);
+    // The reply says it is automatic; no reply to itself or to an automatic message, which
+    // would loop (time@ to time@ answered by time@ to time@...).
+    assert_eq!(
+        reply.message.header("Auto-Submitted").as_deref(),
+        Some("auto-replied")
+    );
+    let mut forged = mail(Some("time@mx.example.org"), &["time@mx.example.org"], MSG);
+    mailet.service(&mut forged, &ctx).unwrap();
+    let auto = [b"Auto-Submitted: auto-replied\r\n".as_slice(), MSG].concat();
+    let mut auto = mail(Some("a@example.net"), &["time@mx.example.org"], &auto);
+    mailet.service(&mut auto, &ctx).unwrap();
+    assert_eq!(ctx.sent().len(), 1);
+}
+
+#[test]
+fn use_header_recipients_stops_a_loop() {
+    // The header names the address the mailet serves: each copy comes back to it.
+    let ctx = Recorder::new();
+    let mailet = build("UseHeaderRecipients", &[]).unwrap();
+    let looping = b"To: gw@mx.example.org\r\nSubject: x\r\n\r\nbody\r\n";
+    let mut m = mail(Some("a@example.net"), &["gw@mx.example.org"], looping);
+    let mut rounds = 0;
+    loop {
+        match mailet.service(&mut m, &ctx) {
+            Ok(()) => {
+                rounds += 1;
+                assert!(rounds < 100, "UseHeaderRecipients loops for ever");
+                m = ctx.sent().pop().unwrap();
+            }
+            Err(e) => {
+                assert!(!e.is_temporary(), "{e}");
+                break;
+            }
+        }
+    }
+    assert_eq!(rounds, 8);
 }
 
 #[test]

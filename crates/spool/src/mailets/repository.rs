@@ -299,6 +299,9 @@ impl Mailet for ToMultiRepository {
             copy.message.prepend_header("Return-Path", &path);
         }
         let mut failed = Vec::new();
+        // Recipients that met a temporary fault (a full disk, a database away): they stay
+        // in the spool and are tried again, as LocalDelivery's; those delivered leave.
+        let mut retry: Vec<(MailAddress, String)> = Vec::new();
         for rcpt in mail.recipients() {
             match self.store(ctx, &copy, rcpt) {
                 Ok(()) => {
@@ -309,11 +312,7 @@ impl Mailet for ToMultiRepository {
                     }
                     ctx.log(&line.to_string());
                 }
-                Err(e)
-                    if e.is_temporary() && failed.is_empty() && rcpt == &mail.recipients()[0] =>
-                {
-                    return Err(e)
-                }
+                Err(e) if e.is_temporary() => retry.push((rcpt.clone(), e.to_string())),
                 Err(e) => {
                     ctx.log(&format!(
                         "mail={} rcpt={rcpt} ToMultiRepository: error while storing mail: {e}",
@@ -330,7 +329,24 @@ impl Mailet for ToMultiRepository {
             );
             errors.set_state(state::ERROR);
             errors.envelope.error_message = Some(failed[0].1.clone());
-            ctx.send_mail(errors)?;
+            if let Err(e) = ctx.send_mail(errors) {
+                // Not in the spool: these recipients stay with the mail and are tried again
+                // (rather than the whole mail, whose delivered copies would be duplicated).
+                retry.extend(failed.into_iter().map(|(r, why)| {
+                    (
+                        r,
+                        format!("{why}, and not sent to the error processor: {e}"),
+                    )
+                }));
+            }
+        }
+        if !retry.is_empty() {
+            let why: Vec<String> = retry.iter().map(|(r, w)| format!("{r}: {w}")).collect();
+            mail.set_recipients(retry.into_iter().map(|(r, _)| r).collect());
+            return Err(MailetError::temporary(format!(
+                "ToMultiRepository: {}",
+                why.join("; ")
+            )));
         }
         mail.set_state(state::GHOST);
         Ok(())

@@ -194,3 +194,74 @@ fn unopened_services_are_a_temporary_error() {
     let mut m = mail(Some("a@example.net"), &["b@example.org"], MSG);
     assert!(mailet.service(&mut m, &ctx).unwrap_err().is_temporary());
 }
+
+/// Delivers into a recorded list of inboxes; `carol`'s is away (a temporary fault).
+struct FlakyInboxes {
+    inner: Recorder,
+    delivered: std::sync::Mutex<Vec<String>>,
+}
+
+impl MailetContext for FlakyInboxes {
+    fn is_local_server(&self, domain: &str) -> bool {
+        self.inner.is_local_server(domain)
+    }
+    fn local_user(&self, name: &str) -> Result<Option<mailroom_mailet::UserRecord>, MailetError> {
+        self.inner.local_user(name)
+    }
+    fn server_name(&self) -> &str {
+        self.inner.server_name()
+    }
+    fn postmaster(&self) -> &MailAddress {
+        self.inner.postmaster()
+    }
+    fn send_mail(&self, mail: Mail) -> Result<(), MailetError> {
+        self.inner.send_mail(mail)
+    }
+    fn store_mail(&self, url: &str, mail: &Mail) -> Result<(), MailetError> {
+        self.inner.store_mail(url, mail)
+    }
+    fn deliver_to_inbox(&self, user: &str, _: &[u8], _: &Mail) -> Result<(), MailetError> {
+        match user {
+            "carol" => Err(MailetError::temporary("inbox of carol: disk full")),
+            "dave" => Err(MailetError::permanent("no such mailbox")),
+            _ => {
+                self.delivered.lock().unwrap().push(user.to_string());
+                Ok(())
+            }
+        }
+    }
+    fn log(&self, message: &str) {
+        MailetContext::log(&self.inner, message)
+    }
+}
+
+#[test]
+fn to_multi_repository_keeps_temporarily_failed_recipients_in_the_spool() {
+    let f = fixture();
+    let ctx = FlakyInboxes {
+        inner: Recorder::new(),
+        delivered: Default::default(),
+    };
+    let mailet = build(&f, "ToMultiRepository", &[]).unwrap();
+    let mut m = mail(
+        Some("a@example.net"),
+        &[
+            "bob@mx.example.org",
+            "carol@mx.example.org",
+            "dave@mx.example.org",
+        ],
+        MSG,
+    );
+    // carol's fault is temporary: the mail stays in the spool for her alone (bob has his
+    // copy; dave's permanent failure goes to `error`), rather than carol going to `error`.
+    let err = mailet.service(&mut m, &ctx).unwrap_err();
+    assert!(err.is_temporary(), "{err}");
+    assert_eq!(m.recipients().len(), 1);
+    assert_eq!(m.recipients()[0].to_string(), "carol@mx.example.org");
+    assert_ne!(m.state(), state::GHOST);
+    assert_eq!(*ctx.delivered.lock().unwrap(), ["bob"]);
+    let sent = ctx.inner.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].state(), state::ERROR);
+    assert_eq!(sent[0].recipients()[0].to_string(), "dave@mx.example.org");
+}

@@ -22,8 +22,22 @@ pub(super) fn register(registry: &mut Registry) {
         .params(&["processor", "notice"]);
     registry
         .add_mailet("ToRepository", |c| {
+            let url = c.required("repositoryPath")?;
+            // Checked here so that check-config reports a bad URL at its line, not the
+            // first mail that reaches it. A URL, as James's Store requires (file://, db://,
+            // dbfile://, or file:path).
+            let trimmed = url.trim();
+            if !trimmed.contains("://") && !trimmed.starts_with("file:") {
+                return Err(MailetError::new(format!(
+                    "mailet ToRepository: <repositoryPath> {url:?} is not a repository URL \
+                     (file://, db://, dbfile://)"
+                )));
+            }
+            mailroom_config::RepositoryUrl::parse(url, std::path::Path::new(".")).map_err(|e| {
+                MailetError::new(format!("mailet ToRepository: <repositoryPath>: {e}"))
+            })?;
             Ok(Box::new(ToRepository {
-                url: c.required("repositoryPath")?.to_string(),
+                url: url.to_string(),
                 pass_through: c.bool_param("passThrough", false)?,
             }))
         }).about("Stores the mail in the mail repository <repositoryPath> and ghosts it (<passThrough>true lets it go on).", "<mailet match=\"All\" class=\"ToRepository\"><repositoryPath>file://var/mail/error/</repositoryPath></mailet>")
@@ -122,5 +136,41 @@ impl Mailet for PostmasterAlias {
         recipients.dedup();
         mail.set_recipients(recipients);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::build as try_build;
+
+    #[test]
+    fn to_repository_checks_its_url() {
+        for good in [
+            "file://var/mail/error/",
+            "db://maildb/error",
+            "file:var/mail/error",
+        ] {
+            assert!(
+                try_build("ToRepository", &[("repositoryPath", good)]).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "ftp://host/x",
+            "mbox://var/mail",
+            "db:///error",
+            "",
+            "var/mail/error",
+        ] {
+            assert!(
+                try_build("ToRepository", &[("repositoryPath", bad)]).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        assert!(try_build(
+            "ToRepository",
+            &[("repositoryPath", "file://x/"), ("passThrough", "maybe")]
+        )
+        .is_err());
     }
 }

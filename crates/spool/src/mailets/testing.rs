@@ -20,6 +20,8 @@ pub(crate) struct Recorder {
     pub(crate) local_domains: Vec<&'static str>,
     /// The local users by name (none unless told).
     pub(crate) users: BTreeMap<String, UserRecord>,
+    /// Users whose lookup fails with a temporary error (a users store that is away).
+    pub(crate) unreachable_users: Vec<&'static str>,
 }
 
 impl Recorder {
@@ -31,6 +33,7 @@ impl Recorder {
             mx: BTreeMap::new(),
             local_domains: vec!["mx.example.org"],
             users: BTreeMap::new(),
+            unreachable_users: Vec::new(),
         }
     }
     /// A context whose local domain is `domain` (its postmaster there) with these users:
@@ -76,6 +79,9 @@ impl MailetContext for Recorder {
             .any(|d| d.eq_ignore_ascii_case(domain))
     }
     fn local_user(&self, name: &str) -> Result<Option<UserRecord>, MailetError> {
+        if self.unreachable_users.contains(&name) {
+            return Err(MailetError::temporary("users store: timed out"));
+        }
         Ok(self.users.get(name).cloned())
     }
     fn server_name(&self) -> &str {

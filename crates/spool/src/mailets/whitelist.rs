@@ -144,12 +144,17 @@ impl WhiteList {
             "INSERT INTO {} (localUser, localHost, remoteUser, remoteHost) VALUES (?,?,?,?)",
             self.table
         );
-        self.sources.execute(
+        match self.sources.execute(
             &self.source,
             &sql,
             &[&local.0, &local.1, &remote.0, &remote.1],
-        )?;
-        Ok(true)
+        ) {
+            Ok(_) => Ok(true),
+            // Another worker (or node) inserted the same entry since the check: the primary
+            // key refuses the second insert, which is no failure of this mail.
+            Err(e) if !e.is_temporary() && self.contains(local, remote)? => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn remove(&self, local: &Party, remote: &Party) -> Result<bool, MailetError> {
@@ -189,11 +194,13 @@ impl WhiteList {
 }
 
 /// The user's primary name: an alias's target, else the name itself (James's
-/// `getPrimaryName`).
-fn primary_name(user: &str, ctx: &dyn MailetContext) -> String {
+/// `getPrimaryName`). A users store that is away is a temporary error: the list of the
+/// wrong name would be read (or written) otherwise, where James quietly used the name itself.
+fn primary_name(user: &str, ctx: &dyn MailetContext) -> Result<String, MailetError> {
     match ctx.local_user(user) {
-        Ok(Some(record)) => record.alias.unwrap_or(record.name).to_lowercase(),
-        _ => user.to_string(),
+        Ok(Some(record)) => Ok(record.alias.unwrap_or(record.name).to_lowercase()),
+        Err(e) if e.is_temporary() => Err(e),
+        _ => Ok(user.to_string()),
     }
 }
 
@@ -263,7 +270,7 @@ impl WhiteListManager {
         let sender = mail.sender().expect("checked by service");
         let subject = mail.message.subject().unwrap_or_default();
         let local = (
-            primary_name(&sender.local_part().to_lowercase(), ctx),
+            primary_name(&sender.local_part().to_lowercase(), ctx)?,
             sender.domain().to_lowercase(),
         );
         let owner = format!("{}@{}", local.0, local.1);
@@ -382,7 +389,7 @@ impl Mailet for WhiteListManager {
         }
         if self.automatic_insert {
             let local = (
-                primary_name(&sender.local_part().to_lowercase(), ctx),
+                primary_name(&sender.local_part().to_lowercase(), ctx)?,
                 sender.domain().to_lowercase(),
             );
             for rcpt in mail.recipients() {
@@ -431,7 +438,7 @@ impl Matcher for IsInWhiteList {
                 continue;
             }
             let local = (
-                primary_name(&rcpt.local_part().to_lowercase(), ctx),
+                primary_name(&rcpt.local_part().to_lowercase(), ctx)?,
                 rcpt.domain().to_lowercase(),
             );
             if self.list.contains(&local, &remote)? {

@@ -242,6 +242,53 @@ fn parameters_are_checked_and_an_absent_database_keeps_the_mail() {
     assert!(e.is_temporary(), "{e}");
 }
 
+#[test]
+fn a_users_store_away_keeps_the_mail_rather_than_reading_the_wrong_list() {
+    let registry = registry(Sqlite::new());
+    let incoming = mail("pal@remote.example", &["flaky@example.org"], "hi", "x");
+    let e = matcher(&registry, "db://maildb")
+        .unwrap()
+        .matches(&incoming, &{
+            let mut ctx = users();
+            ctx.unreachable_users.push("flaky");
+            ctx
+        })
+        .unwrap_err();
+    assert!(e.is_temporary(), "{e}");
+}
+
+/// SQLite where another worker inserts the same entry between the check and the insert.
+struct Racing(Arc<Sqlite>);
+
+impl SqlSources for Racing {
+    fn names(&self) -> Vec<String> {
+        self.0.names()
+    }
+    fn query(
+        &self,
+        source: &str,
+        sql: &str,
+        params: &[&str],
+    ) -> Result<Vec<crate::sql::TextRow>, MailetError> {
+        self.0.query(source, sql, params)
+    }
+    fn execute(&self, source: &str, sql: &str, params: &[&str]) -> Result<u64, MailetError> {
+        if sql.starts_with("INSERT") {
+            self.0.execute(source, sql, params)?;
+        }
+        self.0.execute(source, sql, params)
+    }
+}
+
+#[test]
+fn an_entry_inserted_meanwhile_by_another_worker_is_no_error() {
+    let registry = registry(Arc::new(Racing(Sqlite::new())));
+    let mailet = manager(&registry, PARAMS).unwrap();
+    let mut m = mail("alice@example.org", &["pal@remote.example"], "hi", "x");
+    mailet.service(&mut m, &users()).unwrap();
+    assert_eq!(m.state(), state::ROOT);
+}
+
 fn registry_away() -> Registry {
     registry(Sqlite::away())
 }

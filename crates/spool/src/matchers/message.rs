@@ -34,7 +34,13 @@ pub(super) fn register(registry: &mut Registry) {
         Ok(Box::new(RelayLimit(limit)))
     }).about("Every recipient when the message has at least that many Received: headers (a mail loop).", "<mailet match=\"RelayLimit=30\" class=\"Null\"/>");
     registry.add_matcher("HasHeader", |c| {
-        Ok(Box::new(HasHeader(c.required_condition()?.to_string())))
+        let name = c.required_condition()?.trim();
+        if !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(MailetError::new(format!(
+                "HasHeader: {name:?} is not a header field name"
+            )));
+        }
+        Ok(Box::new(HasHeader(name.to_string())))
     }).about("Every recipient when the message has a header of that name.", "<mailet match=\"HasHeader=X-Spam-Flag\" class=\"ToProcessor\"><processor>spam</processor></mailet>");
     registry.add_matcher("FetchedFrom", |c| {
         Ok(Box::new(FetchedFrom(c.required_condition()?.to_string())))
@@ -51,11 +57,17 @@ fn size(config: &MatcherConfig) -> Result<u64, MailetError> {
             None => (text.as_str(), 1),
         },
     };
-    digits.trim().parse::<u64>().map(|n| n * unit).map_err(|_| {
-        MailetError::new(format!(
-            "SizeGreaterThan: {text:?} is not a size like 100k or 2m"
-        ))
-    })
+    // checked_mul: `99999999999999999m` is refused, not an overflow panic.
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| {
+            MailetError::new(format!(
+                "SizeGreaterThan: {text:?} is not a size like 100k or 2m"
+            ))
+        })
 }
 
 /// Every recipient when the decoded subject starts with (or, `whole`, equals) the text.
@@ -113,5 +125,22 @@ struct HasHeader(String);
 impl Matcher for HasHeader {
     fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
         all_if(mail, mail.message.header(&self.0).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::matchers::testing::try_build;
+
+    #[test]
+    fn conditions_are_checked() {
+        assert!(try_build("SizeGreaterThan", Some("10m")).is_ok());
+        for bad in ["99999999999999999m", "18014398509481984k", "ten", "-1"] {
+            assert!(try_build("SizeGreaterThan", Some(bad)).is_err(), "{bad}");
+        }
+        assert!(try_build("HasHeader", Some("X-Spam-Flag")).is_ok());
+        for bad in ["X Spam", "X-Spam:", "Sübject"] {
+            assert!(try_build("HasHeader", Some(bad)).is_err(), "{bad}");
+        }
     }
 }

@@ -44,16 +44,12 @@ pub(super) fn register(registry: &mut Registry) {
         )?)))
     }).about("Every recipient when the envelope sender is one of the listed addresses.", "<mailet match=\"SenderIs=boss@example.org\" class=\"SetMimeHeader\"><name>X-Priority</name><value>1</value></mailet>");
     registry.add_matcher("HostIs", |c: &MatcherConfig| {
-        let hosts = list(c.required_condition()?)
-            .map(str::to_lowercase)
-            .collect();
+        let hosts = domains(c)?;
         Ok(Box::new(HostIs(hosts)))
     }).about("The recipients whose domain is one of the listed domains.", "<mailet match=\"HostIs=example.org, example.net\" class=\"RemoteDelivery\"><gateway>relay.example.org</gateway></mailet>");
     registry
         .add_matcher("SenderHostIs", |c| {
-            let hosts = list(c.required_condition()?)
-                .map(str::to_lowercase)
-                .collect();
+            let hosts = domains(c)?;
             Ok(Box::new(SenderHostIs(hosts)))
         })
         .about(
@@ -78,6 +74,19 @@ pub(super) fn register(registry: &mut Registry) {
             "Every recipient when the mail has exactly one.",
             r#"<mailet match="IsSingleRecipient" class="ToProcessor"><processor>single</processor></mailet>"#,
         );
+}
+
+/// The condition's list of domains, lower-case; each must be a domain name or an address
+/// literal, so that a typo is reported by check-config rather than matching nothing.
+fn domains(c: &MatcherConfig) -> Result<Vec<String>, MailetError> {
+    list(c.required_condition()?)
+        .map(|host| {
+            mailroom_mailet::check_domain(host).map_err(|e| {
+                MailetError::new(format!("{}: {host:?} is not a domain: {e}", c.name))
+            })?;
+            Ok(host.to_lowercase())
+        })
+        .collect()
 }
 
 /// Compares addresses the way administrators expect: the whole address case-insensitively.
@@ -230,6 +239,15 @@ mod tests {
         assert!(run(&*m, &mail_from(Some("x@ham.example"), &rcpts, b"\r\nx")).is_empty());
         assert!(run(&*m, &mail_from(None, &rcpts, b"\r\nx")).is_empty());
         assert!(try_build("SenderHostIs", None).is_err());
+        for bad in [
+            "spam..example",
+            "spam.example, x@y.example",
+            "spam.example;junk",
+        ] {
+            assert!(try_build("SenderHostIs", Some(bad)).is_err(), "{bad}");
+            assert!(try_build("HostIs", Some(bad)).is_err(), "{bad}");
+        }
+        assert!(try_build("HostIs", Some("localhost, [127.0.0.1]")).is_ok());
     }
 
     #[test]

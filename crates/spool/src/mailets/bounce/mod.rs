@@ -252,6 +252,9 @@ impl Notify {
             None if matches!(kind, Kind::Dsn | Kind::Bounce) => "Undelivered:".to_string(),
             None => "Re:".to_string(),
         };
+        // Both read (not `||`), so that a malformed second one is reported too.
+        let attach_stack_trace = c.bool_param("attachStackTrace", false)?;
+        let attach_error = c.bool_param("attachError", false)?;
         Ok(Notify {
             kind,
             notice,
@@ -269,8 +272,7 @@ impl Notify {
             },
             prefix,
             pass_through: c.bool_param("passThrough", true)?,
-            attach_error: c.bool_param("attachStackTrace", false)?
-                || c.bool_param("attachError", false)?,
+            attach_error: attach_stack_trace || attach_error,
         })
     }
 

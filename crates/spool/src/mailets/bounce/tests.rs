@@ -502,6 +502,16 @@ fn bad_parameters_are_refused() {
         };
         assert!(Notify::new(kind, &config).is_err(), "{kind:?} {param}");
     }
+    // A malformed attachError is refused even when attachStackTrace is true.
+    let config = MailetConfig {
+        name: "Bounce".to_string(),
+        params: [
+            ("attachStackTrace".to_string(), "true".to_string()),
+            ("attachError".to_string(), "perhaps".to_string()),
+        ]
+        .into(),
+    };
+    assert!(Notify::new(Kind::Bounce, &config).is_err());
 }
 
 #[test]

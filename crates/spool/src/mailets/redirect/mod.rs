@@ -307,10 +307,20 @@ impl Redirect {
             is_reply: false,
         };
         if variant == Variant::Forward {
-            let text = param("forwardto").or(param("forwardTo")).ok_or_else(|| {
-                MailetError::new("mailet Forward needs the parameter <forwardto>")
-            })?;
-            redirect.recipients = Some(parse_list(name, "forwardto", text)?);
+            // James reads forwardto, else forwardTo; both are checked so that a typo in the
+            // one not read is still reported.
+            let other = param("forwardTo")
+                .map(|t| parse_list(name, "forwardTo", t))
+                .transpose()?;
+            redirect.recipients = match param("forwardto") {
+                Some(text) => Some(parse_list(name, "forwardto", text)?),
+                None => other,
+            };
+            if redirect.recipients.is_none() {
+                return Err(MailetError::new(
+                    "mailet Forward needs the parameter <forwardto>",
+                ));
+            }
             return Ok(redirect);
         }
         let default_inline = if variant == Variant::Redirect {
@@ -389,7 +399,7 @@ impl Redirect {
 pub const ATTR_REDIRECTS: &str = "mailroom.redirect.count";
 /// How many redirections in a row are allowed before the mail is taken for a loop in the
 /// processor tree (James stops at a mail name grown by 8 redirections).
-const MAX_REDIRECTS: f64 = 8.0;
+pub(super) const MAX_REDIRECTS: f64 = 8.0;
 
 impl Mailet for Redirect {
     fn service(&self, mail: &mut Mail, ctx: &dyn MailetContext) -> Result<(), MailetError> {

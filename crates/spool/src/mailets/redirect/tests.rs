@@ -71,6 +71,13 @@ fn factories_refuse_bad_parameters() {
         ("Forward", vec![]),
         ("Forward", vec![("forwardto", "not an address")]),
         ("Forward", vec![("forwardto", " , ")]),
+        (
+            "Forward",
+            vec![
+                ("forwardto", "x@example.com"),
+                ("forwardTo", "not an address"),
+            ],
+        ),
         ("Redirect", vec![]),
         (
             "Redirect",
