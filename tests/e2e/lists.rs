@@ -163,6 +163,14 @@ fn wait_mail(server: &Server, user: &str, parts: &[&str]) -> String {
     found.unwrap()
 }
 
+/// Sends one mail over SMTP from 127.0.0.2: port, sender, recipient, message.
+const FROM_OUTSIDE: &str = r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), source_address=("127.0.0.2", 0))
+s.sendmail(sys.argv[2], [sys.argv[3]], sys.argv[4].encode())
+s.quit()
+"#;
+
 #[test]
 fn the_stock_config_runs_local_remote_bounce_and_the_list_server() {
     // A DNS server of the test's own that knows no name: `mailroom-test.invalid` does not
@@ -261,10 +269,39 @@ fn the_stock_config_runs_local_remote_bounce_and_the_list_server() {
         "Subject: c\r\n\r\n",
     );
     wait_mail(&server, "alice", &["Welcome to the testlist mailing list"]);
-    smtp.send_mail(
-        "carol@localhost",
-        &["testlist@localhost"],
-        "From: carol@localhost\r\nSubject: Re: news\r\n\r\nthe news of the day\r\n",
+    // And a remote member (its request to confirm and welcome go to the outgoing queue).
+    let far = "someone@[192.0.2.1]";
+    for to in [
+        "testlist-subscribe@localhost",
+        "testlist-subscribe-confirm@localhost",
+    ] {
+        smtp.send_mail(far, &[to], "Subject: s\r\n\r\n");
+    }
+    let in_outgoing = || {
+        let out = server.cli(&["queue", "list", outgoing]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|line| line.contains(far))
+            .count()
+    };
+    wait_for("the request and the welcome in the outgoing queue", || {
+        in_outgoing() >= 3
+    });
+    // The post comes from outside (127.0.0.2 is not the stock `RemoteAddrNotInNetwork`'s
+    // 127.0.0.1): the list's copy is sent by the server, so the relay check lets it reach the
+    // remote member.
+    python(
+        FROM_OUTSIDE,
+        &[
+            &server.smtp_port.to_string(),
+            "carol@localhost",
+            "testlist@localhost",
+            "From: carol@localhost\r\nSubject: Re: news\r\n\r\nthe news of the day\r\n",
+        ],
+    );
+    wait_for(
+        "the post for the remote member in the outgoing queue",
+        || in_outgoing() >= 4,
     );
     for user in ["alice", "bob"] {
         let post = wait_mail(&server, user, &["Subject: [Test] RE: news"]);
@@ -310,7 +347,14 @@ fn the_stock_config_runs_local_remote_bounce_and_the_list_server() {
         .filter(|name| name.ends_with(".user"))
         .collect();
     members.sort();
-    assert_eq!(members, ["alice%40localhost.user", "bob%40localhost.user"]);
+    assert_eq!(
+        members,
+        [
+            "alice%40localhost.user",
+            "bob%40localhost.user",
+            "someone%40%5b192.0.2.1%5d.user"
+        ]
+    );
 }
 
 /// James's simple list server: `club-on@` and `club-off@` (CommandForListserv and

@@ -65,16 +65,16 @@ fn listserv(
     })
 }
 
+/// A post received from outside (remote address 192.0.2.7).
 fn mail(from: &str, header: &str) -> Mail {
     let text = format!("Return-Path: <{from}>\r\n{header}\r\n\r\nhello\r\n");
-    Mail::new(
-        Envelope::new(
-            "m1",
-            MailAddress::parse(from).ok(),
-            vec![MailAddress::parse("james@example.org").unwrap()],
-        ),
-        Message::from_bytes(text.as_bytes()),
-    )
+    let mut envelope = Envelope::new(
+        "m1",
+        MailAddress::parse(from).ok(),
+        vec![MailAddress::parse("james@example.org").unwrap()],
+    );
+    envelope.remote_addr = "192.0.2.7".into();
+    Mail::new(envelope, Message::from_bytes(text.as_bytes()))
 }
 
 #[test]
@@ -90,6 +90,8 @@ fn distributes_to_the_members_as_james() {
     assert_eq!(sent.len(), 1);
     let out = &sent[0];
     assert_eq!(out.sender(), Some(&ctx.postmaster));
+    // Sent by the server: a relay check must let it reach b@remote.example.
+    assert_eq!(out.envelope.remote_addr, "127.0.0.1");
     let members: Vec<String> = out.recipients().iter().map(ToString::to_string).collect();
     assert_eq!(members, ["a@example.org", "b@remote.example"]);
     assert_eq!(out.message.subject().as_deref(), Some("[James] RE: hello"));

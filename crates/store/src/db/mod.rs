@@ -202,6 +202,27 @@ pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
     StoreError::Io(io::Error::new(kind, format!("database: {e}")))
 }
 
+/// Whether a database's error code says the fault is passing (worth another try later) rather
+/// than the statement's: SQLite's BUSY, LOCKED, IOERR and FULL (primary codes 5, 6, 10, 13;
+/// `code` may be an extended code, whose low byte is the primary one), PostgreSQL's SQLSTATE
+/// classes 08 (connection), 53 (insufficient resources), 57 (operator intervention, e.g. a
+/// shutdown), 58 (system error) and the serialization failure and deadlock of class 40.
+pub(crate) fn temporary_code(sqlite: bool, code: &str) -> bool {
+    if sqlite {
+        code.parse::<u32>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13))
+    } else {
+        matches!(code.get(..2), Some("08" | "53" | "57" | "58"))
+            || matches!(code, "40001" | "40P01")
+    }
+}
+
+/// Whether a database error is a passing fault (see [`temporary_code`]).
+pub(crate) fn is_temporary_database_error(e: &dyn sqlx::error::DatabaseError) -> bool {
+    let sqlite = e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
+    e.code().is_some_and(|code| temporary_code(sqlite, &code))
+}
+
 /// Whether `e` is a unique-key violation.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()

@@ -24,6 +24,11 @@ pub enum SqlError {
 impl SqlError {
     fn of(e: sqlx::Error) -> SqlError {
         match e {
+            // A database that is busy, restarting or out of space answers with an error too,
+            // but one that another try may mend.
+            sqlx::Error::Database(ref d) if super::is_temporary_database_error(d.as_ref()) => {
+                SqlError::Unavailable(e.to_string())
+            }
             sqlx::Error::Database(_)
             | sqlx::Error::ColumnNotFound(_)
             | sqlx::Error::ColumnIndexOutOfBounds { .. }
@@ -212,5 +217,73 @@ mod tests {
             Err(SqlError::Statement(_)) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn database_error_codes_are_classified() {
+        use super::super::temporary_code;
+        // SQLite: BUSY, LOCKED, IOERR, FULL and their extended codes are temporary.
+        for code in ["5", "6", "10", "13", "517", "262", "266", "3338"] {
+            assert!(temporary_code(true, code), "sqlite {code}");
+        }
+        // SQLITE_ERROR (syntax, missing table), CONSTRAINT, READONLY, MISMATCH are not.
+        for code in ["1", "19", "2067", "8", "20", "x"] {
+            assert!(!temporary_code(true, code), "sqlite {code}");
+        }
+        for code in [
+            "08000", "08006", "08001", "40001", "40P01", "53100", "53300", "57P01", "57P03",
+            "58030",
+        ] {
+            assert!(temporary_code(false, code), "postgres {code}");
+        }
+        // Syntax error, undefined table/column, unique violation, other class-40 states.
+        for code in ["42601", "42P01", "42703", "23505", "40002", "22P02", "5"] {
+            assert!(!temporary_code(false, code), "postgres {code}");
+        }
+    }
+
+    /// A real SQLITE_BUSY (another connection holds the write lock, no busy timeout) is
+    /// `Unavailable`; a missing table on the same pool is `Statement`.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sqlite_busy_is_unavailable() {
+        use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+        let home = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(home.path().join("busy.db"))
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::ZERO);
+        let holder = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (a TEXT)")
+            .execute(&holder)
+            .await
+            .unwrap();
+        let mut lock = holder.begin_with("BEGIN EXCLUSIVE").await.unwrap();
+        sqlx::query("INSERT INTO t VALUES ('held')")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        let other = Pool::Sqlite(
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap(),
+        );
+        match execute(&other, "INSERT INTO t VALUES (?)", &["x"]).await {
+            Err(SqlError::Unavailable(why)) => assert!(why.contains("lock"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        lock.rollback().await.unwrap();
+        match query_text(&other, "SELECT x FROM missing", &[]).await {
+            Err(SqlError::Statement(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        execute(&other, "INSERT INTO t VALUES (?)", &["x"])
+            .await
+            .unwrap();
     }
 }

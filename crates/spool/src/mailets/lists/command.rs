@@ -196,14 +196,14 @@ impl ListInfo {
                 "an unknown error occurred",
             ),
             Command::Owner => {
-                // The mail itself goes on to the owner, from its sender.
-                let mut envelope = Envelope::new(
+                // The mail itself goes on to the owner, from its sender, sent by this server
+                // (127.0.0.1): the owner is the administrator's setting, so a relay check on
+                // the remote address must let it through when the mail came from outside.
+                let envelope = Envelope::new(
                     mailroom_mailet::derived_mail_name(mail.name()),
                     Some(sender.clone()),
                     vec![self.owner.clone()],
                 );
-                envelope.remote_host = mail.envelope.remote_host.clone();
-                envelope.remote_addr = mail.envelope.remote_addr.clone();
                 ctx.send_mail(Mail::new(envelope, mail.message.clone()))
             }
             Command::Info => {

@@ -102,7 +102,7 @@ impl PostRules {
 
     /// The copy that goes to the members: the post's header section with `Return-Path:`
     /// removed, the subject prefixed, `Reply-To:` and `X-been-there:` the list; its body
-    /// shared (streamed from storage when read); sent by `from`.
+    /// shared (streamed from storage when read); sent by `from`, from this server.
     pub(crate) fn copy(
         &self,
         mail: &Mail,
@@ -122,10 +122,11 @@ impl PostRules {
             message.set_header("Reply-To", &list);
         }
         message.set_header("X-been-there", &list);
-        let mut envelope =
-            Envelope::new(derived_mail_name(mail.name()), Some(from.clone()), members);
-        envelope.remote_host = mail.envelope.remote_host.clone();
-        envelope.remote_addr = mail.envelope.remote_addr.clone();
+        // Sent by this server (remote address 127.0.0.1, as James's `sendMail` does): the
+        // members are the administrator's list, not the poster's choice, and a relay check such
+        // as the stock config's `RemoteAddrNotInNetwork=127.0.0.1` must let a post from outside
+        // reach remote members.
+        let envelope = Envelope::new(derived_mail_name(mail.name()), Some(from.clone()), members);
         Mail::new(envelope, message)
     }
 }
@@ -181,36 +182,54 @@ pub(crate) fn is_multipart(message: &Message) -> bool {
 
 /// James's subject normalisation for list mail: the prefix moved (or put) at the front, every
 /// `Re:` after it turned into `RE:` and reduced to one, double spaces made single.
+/// Linear in the subject's length: a poster chooses the subject, and may make it a megabyte of
+/// `Re: ` (James's way, a search from the start after each change, is quadratic).
 pub(crate) fn normalize_subject(subject: &str, prefix: &str) -> String {
-    let mut s = subject.to_string();
-    match s.find(prefix) {
-        Some(0) => {}
+    // The prefix at the front (moved there if it was further on).
+    let mut s = String::with_capacity(subject.len() + prefix.len());
+    match subject.find(prefix) {
+        Some(0) => s.push_str(subject),
         Some(at) => {
-            s.replace_range(at..at + prefix.len(), "");
-            s.insert_str(0, prefix);
+            s.push_str(prefix);
+            s.push_str(&subject[..at]);
+            s.push_str(&subject[at + prefix.len()..]);
         }
-        None => s.insert_str(0, prefix),
+        None => {
+            s.push_str(prefix);
+            s.push_str(subject);
+        }
     }
     let start = prefix.len();
-    while let Some(at) = find_from(&s, "Re:", start) {
-        s.replace_range(at..at + 3, "RE:");
+    // `Re:` after the prefix becomes `RE:` (no new `Re:` can appear by that).
+    let s = format!("{}{}", &s[..start], s[start..].replace("Re:", "RE:"));
+    // Every `RE:` after the first one after the prefix goes, including one that a removal
+    // forms from its neighbours: a stack that drops a trailing `RE:` as it appears leaves the
+    // same text as removing them one by one. Without a first one, removal starts at byte 2.
+    // All three passes only remove ASCII bytes, so the text stays UTF-8.
+    let keep = s[start..]
+        .find("RE:")
+        .map_or(2, |at| start + at + 3)
+        .min(s.len());
+    let mut out = Vec::with_capacity(s.len());
+    out.extend_from_slice(&s.as_bytes()[..keep]);
+    for &b in &s.as_bytes()[keep..] {
+        out.push(b);
+        if out.len() >= keep + 3 && out.ends_with(b"RE:") {
+            out.truncate(out.len() - 3);
+        }
     }
-    // Every `RE:` after the first one goes.
-    let after_first = find_from(&s, "RE:", start).map_or(2, |at| at + 3);
-    while let Some(at) = find_from(&s, "RE:", after_first).filter(|&at| at > 0) {
-        s.replace_range(at..at + 3, "");
-    }
-    while let Some(at) = find_from(&s, "  ", start) {
-        s.replace_range(at..at + 2, " ");
-    }
-    s
-}
-
-/// `text.find(pattern)` from byte `from` on (moved forward to a character boundary).
-fn find_from(text: &str, pattern: &str, from: usize) -> Option<usize> {
-    let mut from = from.min(text.len());
-    while !text.is_char_boundary(from) {
+    // Runs of spaces starting after the prefix become one space.
+    let mut from = start.min(out.len());
+    while from < out.len() && (out[from] & 0xC0) == 0x80 {
         from += 1;
     }
-    text[from..].find(pattern).map(|at| at + from)
+    let mut result = Vec::with_capacity(out.len());
+    result.extend_from_slice(&out[..from]);
+    for &b in &out[from..] {
+        if b == b' ' && result.len() > from && result.last() == Some(&b' ') {
+            continue;
+        }
+        result.push(b);
+    }
+    String::from_utf8(result).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
