@@ -66,6 +66,18 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Ends a repository's progress bar and logs what was copied of `what`.
+    fn finish(self, progress: &ProgressBar, what: &str) -> Counts {
+        progress.finish_and_clear();
+        tracing::info!(
+            copied = self.copied,
+            present = self.present,
+            earlier = self.earlier,
+            "{what} copied"
+        );
+        self
+    }
+
     fn add(&mut self, other: Counts) {
         self.copied += other.copied;
         self.present += other.present;
@@ -366,14 +378,7 @@ async fn copy_mappings(
         }
         progress.inc(1);
     }
-    progress.finish_and_clear();
-    tracing::info!(
-        copied = counts.copied,
-        present = counts.present,
-        earlier = counts.earlier,
-        "virtual user tables copied"
-    );
-    Ok(counts)
+    Ok(counts.finish(&progress, "virtual user tables"))
 }
 
 /// Copies every group and every article, each article once with all its groups.
@@ -431,14 +436,7 @@ async fn copy_news(
         }
         progress.inc(1);
     }
-    progress.finish_and_clear();
-    tracing::info!(
-        copied = counts.copied,
-        present = counts.present,
-        earlier = counts.earlier,
-        "news copied"
-    );
-    Ok(counts)
+    Ok(counts.finish(&progress, "news"))
 }
 
 /// Every article's Message-ID once, in an order that keeps each group's number order (the
@@ -560,14 +558,7 @@ async fn copy_users(
         }
         progress.inc(1);
     }
-    progress.finish_and_clear();
-    tracing::info!(
-        copied = counts.copied,
-        present = counts.present,
-        earlier = counts.earlier,
-        "users copied"
-    );
-    Ok(counts)
+    Ok(counts.finish(&progress, "users"))
 }
 
 /// Copies the inboxes of `users`, message by message, keeping every UIDL.
@@ -613,14 +604,7 @@ async fn copy_inboxes(
         drop(target);
         progress.inc(1);
     }
-    progress.finish_and_clear();
-    tracing::info!(
-        copied = counts.copied,
-        present = counts.present,
-        earlier = counts.earlier,
-        "inbox messages copied"
-    );
-    Ok(counts)
+    Ok(counts.finish(&progress, "inbox messages"))
 }
 
 /// Copies every mail of `from` that `to` has no mail of that name of.
@@ -649,15 +633,7 @@ async fn copy_mails(
         }
         progress.inc(1);
     }
-    progress.finish_and_clear();
-    tracing::info!(
-        repository = what,
-        copied = counts.copied,
-        present = counts.present,
-        earlier = counts.earlier,
-        "mails copied"
-    );
-    Ok(counts)
+    Ok(counts.finish(&progress, &format!("mails of {what}")))
 }
 
 /// A stored message read into an unlinked temporary file, as a [`Message`]: its header
