@@ -226,11 +226,22 @@ impl InboxRepository for DbInbox {
             Pool::Postgres(p) => {
                 let mut conn = p.acquire().await.map_err(db_error)?;
                 let lock_key = digest(&format!("{}/{user}", self.table)) as i64;
-                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(lock_key)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
+                // A session that has just ended (this user's last POP3 session, here or on
+                // another node) releases its lock only when the server notices its connection
+                // close, a few milliseconds later: a client that reconnects at once waits for
+                // that rather than getting "in use".
+                let deadline = tokio::time::Instant::now() + NODE_LOCK_GRACE;
+                let locked = loop {
+                    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                        .bind(lock_key)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(db_error)?;
+                    if locked || tokio::time::Instant::now() >= deadline {
+                        break locked;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                };
                 // Closing the session is what releases the lock, whatever happens later.
                 conn.close_on_drop();
                 if !locked {
@@ -281,6 +292,10 @@ impl InboxRepository for DbInbox {
         }))
     }
 }
+
+/// How long opening a mailbox waits for another session's node lock to go before it answers
+/// "in use".
+const NODE_LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// This process's hold on a mailbox, released on drop.
 struct LocalLock {

@@ -93,7 +93,7 @@ impl DbMappings {
             let mut tx = p.write_tx().await?;
             if d == Dialect::Postgres {
                 // Two nodes starting together must not both create a table.
-                sqlx::query("SELECT pg_advisory_xact_lock(727275)").execute(&mut *tx).await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(727277)").execute(&mut *tx).await?;
             }
             for create in creates {
                 sqlx::query(sql(create)).execute(&mut *tx).await?;
