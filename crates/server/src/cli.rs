@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Mailroom: an SMTP and POP3 mail server with FetchMail and a programmable processing
-/// pipeline (NNTP and the database backends are not in this build yet).
+/// Mailroom: an SMTP, POP3 and NNTP mail server with FetchMail, a RemoteManager console and a
+/// programmable processing pipeline of James 2.3 matchers and mailets, on file or database
+/// storage.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Cli {
