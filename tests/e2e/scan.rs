@@ -408,10 +408,14 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-#[test]
-fn smime_signed_mail_is_checked_and_stripped() {
-    let certs = tempfile::tempdir().unwrap();
-    let d = certs.path();
+/// In `d`: a test CA (`ca.pem`, `ca.key`) and a certificate for S/MIME signed by it
+/// (`LEAF.pem`, `LEAF.key`) with `subject`.
+fn make_pki(d: &Path, leaf: &str, subject: &str) {
+    let (key, csr, pem) = (
+        format!("{leaf}.key"),
+        format!("{leaf}.csr"),
+        format!("{leaf}.pem"),
+    );
     openssl(
         d,
         &[
@@ -442,17 +446,8 @@ fn smime_signed_mail_is_checked_and_stripped() {
     openssl(
         d,
         &[
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "a.key",
-            "-out",
-            "a.csr",
-            "-subj",
-            "/CN=alice",
+            "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+            subject,
         ],
     );
     openssl(
@@ -461,20 +456,27 @@ fn smime_signed_mail_is_checked_and_stripped() {
             "x509",
             "-req",
             "-in",
-            "a.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-out",
-            "a.pem",
+            &pem,
             "-days",
             "30",
             "-extfile",
             "ext.cnf",
         ],
     );
+}
+
+#[test]
+fn smime_signed_mail_is_checked_and_stripped() {
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    make_pki(d, "a", "/CN=alice");
     std::fs::write(
         d.join("content.txt"),
         "Content-Type: text/plain\r\n\r\nSigned hello.\r\n",
@@ -560,69 +562,7 @@ fn smime_signed_mail_is_checked_and_stripped() {
 fn smime_sign_for_an_authenticated_sender_then_openssl_verifies() {
     let certs = tempfile::tempdir().unwrap();
     let d = certs.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-subj",
-            "/CN=Test CA",
-            "-days",
-            "30",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    std::fs::write(
-        d.join("ext.cnf"),
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=emailProtection\n",
-    )
-    .unwrap();
-    openssl(
-        d,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "s.key",
-            "-out",
-            "s.csr",
-            "-subj",
-            "/CN=Mailroom Signer/emailAddress=signer@localhost",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "s.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "s.pem",
-            "-days",
-            "30",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
+    make_pki(d, "s", "/CN=Mailroom Signer/emailAddress=signer@localhost");
     let mut pem = std::fs::read(d.join("s.key")).unwrap();
     pem.extend(std::fs::read(d.join("s.pem")).unwrap());
     std::fs::write(d.join("signing.pem"), pem).unwrap();
