@@ -1,6 +1,7 @@
-//! The conformance suite against the database backend: on an embedded SQLite file in every
-//! `cargo test`, and on PostgreSQL when `MAILROOM_TEST_POSTGRES=postgres://…` names a server
-//! (`.ci/run` starts a private cluster and sets it; without it those cases are ignored).
+//! The conformance suite against the database backend (and DBFile, its bodies in files): on
+//! an embedded SQLite file in every `cargo test`, and on PostgreSQL when
+//! `MAILROOM_TEST_POSTGRES=postgres://…` names a server (`.ci/run` starts a private cluster
+//! and sets it; without it those cases are ignored).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -131,6 +132,22 @@ async fn sqlite_conformance() {
 async fn postgres_conformance() {
     let home = tempfile::tempdir().unwrap();
     all_kinds(postgres(home.path()).await).await;
+}
+
+/// DBFile (`dbfile://`): the same suite with the bodies in files under the home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_dbfile_conformance() {
+    let home = tempfile::tempdir().unwrap();
+    all_kinds(sqlite(home.path()).await.with_file_bodies()).await;
+    assert!(home.path().join("var/dbfile/maildb").is_dir());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set MAILROOM_TEST_POSTGRES=postgres://…; run by .ci/run"]
+async fn postgres_dbfile_conformance() {
+    let home = tempfile::tempdir().unwrap();
+    all_kinds(postgres(home.path()).await.with_file_bodies()).await;
+    assert!(home.path().join("var/dbfile/maildb").is_dir());
 }
 
 /// A schema written by a newer Mailroom is refused, saying so.

@@ -3,6 +3,10 @@
 //! during a long SMTP DATA), read back one chunk per query. The row that names a body
 //! (`mailroom_body_id`) is written after it; a body no row names (a transfer cut off, a crash) is
 //! swept when its table is next opened.
+//!
+//! [`Bodies`] says where a repository's bodies go: chunks in `mailroom_bodies` (`db://`) or
+//! files under the home ([`super::body_files`], `dbfile://`). Every repository reads either
+//! kind, told apart by the id, so a repository moved from one URL to the other keeps its mail.
 
 use std::future::Future;
 use std::io::{self, Read, Write};
@@ -14,8 +18,31 @@ use std::task::{Context, Poll};
 use mailroom_mailet::{BodySource, MemoryBody};
 use tokio::io::{AsyncRead, ReadBuf};
 
+use super::body_files::{self, BodyFiles, FileWriter};
 use super::{db_error, now_ms, on_pool, sql, Pool};
-use crate::{on_blocking_pool, Result, StoreError};
+use crate::{on_blocking_pool, MessageStream, Result, StoreError};
+
+/// Where a repository's bodies are kept: the pool (chunks, and the rows) and the data
+/// source's body files.
+#[derive(Clone, Debug)]
+pub(crate) struct Bodies {
+    pub(crate) pool: Pool,
+    /// The data source's body files (`var/dbfile/<source>`): read whichever way new bodies go.
+    pub(crate) files: Arc<BodyFiles>,
+    /// Whether new bodies go to files (`dbfile://`) rather than to `mailroom_bodies`.
+    pub(crate) write_files: bool,
+}
+
+impl Bodies {
+    /// Bodies written to `mailroom_bodies` (or to files with `write_files`).
+    pub(crate) fn new(pool: Pool, files: Arc<BodyFiles>, write_files: bool) -> Bodies {
+        Bodies {
+            pool,
+            files,
+            write_files,
+        }
+    }
+}
 
 /// The most octets one chunk row holds (and so the most a reader or writer holds at once).
 pub(crate) const CHUNK: usize = 256 * 1024;
@@ -86,7 +113,11 @@ pub(crate) async fn read_chunk(pool: &Pool, body_id: &str, seq: i32) -> Result<O
 }
 
 /// Deletes a body (best effort, for cleanup after a failure: a leftover is swept later).
-pub(crate) async fn delete_body(pool: &Pool, body_id: &str) {
+pub(crate) async fn delete_body(bodies: &Bodies, body_id: &str) {
+    if body_files::is_file_id(body_id) {
+        return body_files::remove(&bodies.files, vec![body_id.to_string()]).await;
+    }
+    let pool = &bodies.pool;
     let statement = "DELETE FROM mailroom_bodies WHERE body_id = $1";
     let result =
         on_pool!(pool, p => sqlx::query(statement).bind(body_id).execute(p).await.map(|_| ()));
@@ -95,9 +126,33 @@ pub(crate) async fn delete_body(pool: &Pool, body_id: &str) {
     }
 }
 
+/// After a transaction that deleted rows (and their chunks) has committed: removes the body
+/// files of those rows, named by `ids` (chunk ids among them are skipped: they went with the
+/// transaction).
+pub(crate) async fn removed(bodies: &Bodies, ids: Vec<String>) {
+    let files: Vec<String> = ids
+        .into_iter()
+        .filter(|id| body_files::is_file_id(id))
+        .collect();
+    if !files.is_empty() {
+        body_files::remove(&bodies.files, files).await;
+    }
+}
+
 /// Deletes the bodies of `table` that no row names and that are old enough not to be in
-/// transfer.
-pub(crate) async fn sweep_orphans(pool: &Pool, table: &str) -> Result<u64> {
+/// transfer: chunks, and body files.
+pub(crate) async fn sweep_orphans(bodies: &Bodies, table: &str) -> Result<u64> {
+    let files = body_files::sweep(
+        &bodies.files,
+        &bodies.pool,
+        table,
+        std::time::Duration::from_millis(ORPHAN_AGE_MS as u64),
+    )
+    .await?;
+    Ok(files + sweep_chunks(&bodies.pool, table).await?)
+}
+
+async fn sweep_chunks(pool: &Pool, table: &str) -> Result<u64> {
     let prefix = format!("{table}/");
     let statement = format!(
         "DELETE FROM mailroom_bodies WHERE substr(body_id, 1, $2) = $1 AND written_at < $3 \
@@ -115,23 +170,31 @@ pub(crate) async fn sweep_orphans(pool: &Pool, table: &str) -> Result<u64> {
     Ok(done)
 }
 
-/// Writes a body chunk by chunk as its octets arrive.
+/// Writes a body as its octets arrive: chunk by chunk to `mailroom_bodies`, or to a file.
 pub(crate) struct BodyWriter {
     pool: Pool,
     id: String,
     buf: Vec<u8>,
     seq: i32,
     len: u64,
+    /// The body's file, for a `dbfile://` repository.
+    file: Option<FileWriter>,
 }
 
 impl BodyWriter {
-    pub(crate) fn new(pool: Pool, table: &str) -> BodyWriter {
+    pub(crate) fn new(bodies: Bodies, table: &str) -> BodyWriter {
+        let file = bodies
+            .write_files
+            .then(|| FileWriter::new(bodies.files.clone(), table));
         BodyWriter {
-            pool,
-            id: new_body_id(table),
+            pool: bodies.pool,
+            id: file
+                .as_ref()
+                .map_or_else(|| new_body_id(table), FileWriter::id),
             buf: Vec::new(),
             seq: 0,
             len: 0,
+            file,
         }
     }
 
@@ -139,12 +202,16 @@ impl BodyWriter {
         &self.id
     }
 
-    /// Whether a chunk reached the database (so that there is something to clean up).
+    /// Whether a chunk reached the database (so that there is something to clean up; a
+    /// body file not yet placed removes itself).
     pub(crate) fn wrote_any(&self) -> bool {
         self.seq > 0
     }
 
     pub(crate) async fn write(&mut self, mut octets: &[u8]) -> Result<()> {
+        if let Some(file) = &mut self.file {
+            return file.write(octets).await;
+        }
         self.len += octets.len() as u64;
         while !octets.is_empty() {
             let take = (CHUNK - self.buf.len()).min(octets.len());
@@ -166,8 +233,13 @@ impl BodyWriter {
         Ok(())
     }
 
-    /// Writes what is buffered; the body is then whole in the database.
+    /// Writes what is buffered; the body is then whole and durable (for a file: fsync'd and
+    /// renamed into place, its directory fsync'd), ready for the row that names it.
     pub(crate) async fn finish(mut self) -> Result<WrittenBody> {
+        if let Some(file) = self.file.take() {
+            let len = file.finish().await?;
+            return Ok(WrittenBody { id: self.id, len });
+        }
         self.flush().await?;
         Ok(WrittenBody {
             id: self.id,
@@ -179,12 +251,12 @@ impl BodyWriter {
 /// Writes `source` (a body held in memory or a file) to the database, counting its bare LFs
 /// into `lf`. A body read from a file is read on the blocking pool, a chunk at a time.
 pub(crate) async fn write_source(
-    pool: &Pool,
+    bodies: &Bodies,
     table: &str,
     source: &Arc<dyn BodySource>,
     lf: &mut BareLf,
 ) -> Result<WrittenBody> {
-    let mut writer = BodyWriter::new(pool.clone(), table);
+    let mut writer = BodyWriter::new(bodies.clone(), table);
     let result = async {
         let mut reader = Some(source.open()?);
         loop {
@@ -216,14 +288,14 @@ pub(crate) async fn write_source(
             match writer.finish().await {
                 Ok(written) => Ok(written),
                 Err(e) => {
-                    delete_body(pool, &id).await;
+                    delete_body(bodies, &id).await;
                     Err(e)
                 }
             }
         }
         Err(e) => {
             if writer.wrote_any() {
-                delete_body(pool, writer.id()).await;
+                delete_body(bodies, writer.id()).await;
             }
             Err(e)
         }
@@ -236,14 +308,20 @@ fn read_up_to(reader: &mut Box<dyn Read + Send>, max: usize) -> io::Result<Vec<u
     Ok(chunk)
 }
 
-/// Reads a body of `len` octets back: into memory when small, else into an unlinked file in
-/// `tmp_dir`, one chunk at a time.
+/// Reads a body of `len` octets back: a body file where it is; chunks into memory when small,
+/// else into an unlinked file in `tmp_dir`, one chunk at a time.
 pub(crate) async fn load(
-    pool: &Pool,
+    bodies: &Bodies,
     body_id: &str,
     len: u64,
     tmp_dir: &Path,
 ) -> Result<Arc<dyn BodySource>> {
+    if body_files::is_file_id(body_id) {
+        return Ok(Arc::new(
+            body_files::load(&bodies.files, body_id, len).await?,
+        ));
+    }
+    let pool = &bodies.pool;
     let corrupt = |why: String| StoreError::Corrupt(body_id.to_string(), why);
     if len <= IN_MEMORY {
         let mut all = Vec::with_capacity(len as usize);
@@ -292,6 +370,19 @@ pub(crate) async fn load(
         Arc::new(file),
         0,
         len,
+    )))
+}
+
+/// A body streamed out (a POP3 RETR): its file, or its chunks one query at a time.
+pub(crate) async fn open_stream(bodies: &Bodies, body_id: &str) -> Result<MessageStream> {
+    if body_files::is_file_id(body_id) {
+        return Ok(Box::new(
+            body_files::open_stream(&bodies.files, body_id).await?,
+        ));
+    }
+    Ok(Box::new(ChunkStream::new(
+        bodies.pool.clone(),
+        body_id.to_string(),
     )))
 }
 

@@ -15,7 +15,7 @@ use mailroom_mailet::{Envelope, Message};
 use sqlx::Row;
 use tokio::io::AsyncReadExt;
 
-use super::body::{BareLf, ChunkStream};
+use super::body::{self, BareLf, Bodies};
 use super::table::{self, bind_row, RowValues};
 use super::{db_error, on_pool, sql, Pool, WriteTx};
 use crate::{
@@ -26,6 +26,8 @@ use crate::{
 /// Users' inboxes in a database table.
 pub struct DbInbox {
     pool: Pool,
+    /// Where bodies go (chunks or files) and are read from.
+    bodies: Bodies,
     table: String,
     /// Mailboxes open in this process, by user.
     open: Arc<Mutex<HashSet<String>>>,
@@ -34,11 +36,12 @@ pub struct DbInbox {
 
 impl DbInbox {
     /// Opens the inboxes in `table`, creating it or adding Mailroom's columns to James's.
-    pub async fn open(pool: Pool, table: &str) -> Result<DbInbox> {
+    pub(crate) async fn open(bodies: Bodies, table: &str) -> Result<DbInbox> {
         let table = super::table_name(table)?;
-        table::ensure(&pool, &table).await?;
+        table::ensure(&bodies, &table).await?;
         Ok(DbInbox {
-            pool,
+            pool: bodies.pool.clone(),
+            bodies,
             table,
             open: Arc::default(),
             deliveries: Default::default(),
@@ -81,14 +84,14 @@ impl DbInbox {
         header_lf.feed(&header);
         let mut body_lf = header_lf;
         body_lf.count = 0;
-        let body = super::body::write_source(&self.pool, &self.table, message.body(), &mut body_lf)
-            .await?;
+        let body =
+            body::write_source(&self.bodies, &self.table, message.body(), &mut body_lf).await?;
         let mut envelope = Envelope::new(name, None, Vec::new());
         envelope.state = "inbox".into();
         let values = match RowValues::new(&envelope, header, &body, header_lf, body_lf) {
             Ok(values) => values,
             Err(e) => {
-                super::body::delete_body(&self.pool, &body.id).await;
+                body::delete_body(&self.bodies, &body.id).await;
                 return Err(e);
             }
         };
@@ -102,12 +105,12 @@ impl DbInbox {
             .map(|r| r.rows_affected()));
         let stored = match result {
             Err(e) => {
-                super::body::delete_body(&self.pool, &body.id).await;
+                body::delete_body(&self.bodies, &body.id).await;
                 return Err(db_error(e));
             }
             // Delivered before: this copy's body goes.
             Ok(0) => {
-                super::body::delete_body(&self.pool, &body.id).await;
+                body::delete_body(&self.bodies, &body.id).await;
                 false
             }
             Ok(_) => true,
@@ -283,6 +286,7 @@ impl InboxRepository for DbInbox {
         }
         Ok(Box::new(DbMailbox {
             pool: self.pool.clone(),
+            bodies: self.bodies.clone(),
             table: self.table.clone(),
             user: user.to_string(),
             messages,
@@ -314,6 +318,7 @@ impl Drop for LocalLock {
 
 struct DbMailbox {
     pool: Pool,
+    bodies: Bodies,
     table: String,
     user: String,
     messages: Vec<MailboxMessage>,
@@ -353,7 +358,7 @@ impl Mailbox for DbMailbox {
         match row {
             Some((header, Some(body_id), _)) => Ok(Box::new(
                 std::io::Cursor::new(header.unwrap_or_default())
-                    .chain(ChunkStream::new(self.pool.clone(), body_id)),
+                    .chain(body::open_stream(&self.bodies, &body_id).await?),
             )),
             Some((_, None, Some(whole))) => Ok(Box::new(std::io::Cursor::new(whole))),
             _ => Err(StoreError::NotFound(format!("message {name}"))),
@@ -368,8 +373,9 @@ impl Mailbox for DbMailbox {
             self.table
         );
         let user = &self.user;
-        let result: sqlx::Result<()> = on_pool!(&self.pool, p => async {
+        let result: sqlx::Result<Vec<String>> = on_pool!(&self.pool, p => async {
             let mut tx = p.write_tx().await?;
+            let mut bodies = Vec::new();
             for name in names {
                 let gone: Option<Option<String>> = sqlx::query_scalar(sql(statement.clone()))
                     .bind(user)
@@ -378,14 +384,18 @@ impl Mailbox for DbMailbox {
                     .await?;
                 if let Some(Some(body)) = gone {
                     sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
-                        .bind(body)
+                        .bind(&body)
                         .execute(&mut *tx)
                         .await?;
+                    bodies.push(body);
                 }
             }
-            tx.commit().await
+            tx.commit().await?;
+            Ok(bodies)
         }
         .await);
-        result.map_err(db_error)
+        // Body files go once their rows are gone for good.
+        body::removed(&self.bodies, result.map_err(db_error)?).await;
+        Ok(())
     }
 }

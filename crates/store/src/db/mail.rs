@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use mailroom_mailet::{Envelope, Mail};
 use tokio::sync::Notify;
 
-use super::body::{self, BareLf, BodyWriter};
+use super::body::{self, BareLf, Bodies, BodyWriter};
 use super::table::{self, bind_row, fetch_row, RowValues, Table};
 use super::{db_error, now_ms, on_pool, sql, to_ms, Dialect, Pool, WriteTx};
 use crate::{
@@ -27,6 +27,9 @@ use crate::{
 /// How often a waiting [`SpoolRepository::lease`] looks again for mail that became due
 /// (retries, expired leases, mail another node spooled); mail spooled here wakes it at once.
 const POLL: Duration = Duration::from_millis(100);
+
+/// How long a mail that cannot be read (a missing body file) waits before it is tried again.
+const CORRUPT_RETRY: Duration = Duration::from_secs(3600);
 
 /// A mail repository, or the spool, in a database table.
 #[derive(Clone)]
@@ -51,8 +54,8 @@ struct Inner {
 impl DbMailRepository {
     /// Opens repository `repository` of table `table`, creating the table or adding
     /// Mailroom's columns to James's as needed.
-    pub async fn open(
-        pool: Pool,
+    pub(crate) async fn open(
+        bodies: Bodies,
         table: &str,
         repository: &str,
         tmp_dir: std::path::PathBuf,
@@ -64,11 +67,12 @@ impl DbMailRepository {
                 "a repository name is 1 to 255 octets".into(),
             ));
         }
-        table::ensure(&pool, &table).await?;
+        table::ensure(&bodies, &table).await?;
         Ok(DbMailRepository {
             inner: Arc::new(Inner {
                 table: Table {
-                    pool,
+                    pool: bodies.pool.clone(),
+                    bodies,
                     name: table,
                     tmp_dir: Arc::new(tmp_dir),
                 },
@@ -140,6 +144,10 @@ impl DbMailRepository {
         &self.inner.table.name
     }
 
+    fn bodies(&self) -> &Bodies {
+        &self.inner.table.bodies
+    }
+
     fn dialect(&self) -> Dialect {
         self.pool().dialect()
     }
@@ -161,7 +169,7 @@ impl DbMailRepository {
             table::set_sql(d)
         );
         let repository = &self.inner.repository;
-        let result: sqlx::Result<()> = on_pool!(self.pool(), p => async {
+        let result: sqlx::Result<Option<String>> = on_pool!(self.pool(), p => async {
             let mut tx = p.write_tx().await?;
             let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
                 .bind(repository)
@@ -171,18 +179,24 @@ impl DbMailRepository {
             bind_row!(sqlx::query(sql(upsert)), values, repository)
                 .execute(&mut *tx)
                 .await?;
-            if let Some(Some(old)) = old.filter(|o| o.as_deref() != Some(&values.body_id)) {
+            let old = old.flatten().filter(|o| *o != values.body_id);
+            if let Some(old) = &old {
                 sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
                     .bind(old)
                     .execute(&mut *tx)
                     .await?;
             }
-            tx.commit().await
+            tx.commit().await?;
+            Ok(old)
         }
         .await);
-        if let Err(e) = result {
-            body::delete_body(self.pool(), &values.body_id).await;
-            return Err(db_error(e));
+        match result {
+            Err(e) => {
+                body::delete_body(self.bodies(), &values.body_id).await;
+                return Err(db_error(e));
+            }
+            // A body file goes only once the row that named it is gone for good.
+            Ok(old) => body::removed(self.bodies(), old.into_iter().collect()).await,
         }
         self.inner.spooled.notify_waiters();
         Ok(())
@@ -228,7 +242,7 @@ impl DbMailRepository {
         let repository = &self.inner.repository;
         let id = token.id() as i64;
         let new_body = values.as_ref().map(|v| v.body_id.clone());
-        let result: sqlx::Result<bool> = on_pool!(self.pool(), p => async {
+        let result: sqlx::Result<(bool, Option<String>)> = on_pool!(self.pool(), p => async {
             let mut tx = p.write_tx().await?;
             let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
                 .bind(repository)
@@ -237,7 +251,7 @@ impl DbMailRepository {
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(old) = old else {
-                return Ok(false);
+                return Ok((false, None));
             };
             match &values {
                 Some(v) => {
@@ -258,28 +272,32 @@ impl DbMailRepository {
                     query.execute(&mut *tx).await?;
                 }
             }
-            if let Some(old) = old.filter(|o| delete || new_body.as_ref().is_some_and(|n| n != o)) {
+            let old = old.filter(|o| delete || new_body.as_ref().is_some_and(|n| n != o));
+            if let Some(old) = &old {
                 sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
                     .bind(old)
                     .execute(&mut *tx)
                     .await?;
             }
             tx.commit().await?;
-            Ok(true)
+            Ok((true, old))
         }
         .await);
         let held = match result {
-            Ok(held) => held,
+            Ok((held, old)) => {
+                body::removed(self.bodies(), old.into_iter().collect()).await;
+                held
+            }
             Err(e) => {
                 if let Some(new) = &new_body {
-                    body::delete_body(self.pool(), new).await;
+                    body::delete_body(self.bodies(), new).await;
                 }
                 return Err(db_error(e));
             }
         };
         if !held {
             if let Some(new) = &new_body {
-                body::delete_body(self.pool(), new).await;
+                body::delete_body(self.bodies(), new).await;
             }
             return Err(StoreError::LeaseLost(token.name().to_string()));
         }
@@ -369,7 +387,7 @@ impl MailRepository for DbMailRepository {
     async fn store(&self, mail: &Mail) -> Result<()> {
         validate_mail_name(mail.name())?;
         let values =
-            RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message).await?;
+            RowValues::write(self.bodies(), self.table(), &mail.envelope, &mail.message).await?;
         self.put(values).await
     }
 
@@ -377,7 +395,7 @@ impl MailRepository for DbMailRepository {
         validate_mail_name(name)?;
         match fetch_row(&self.inner.table, &self.inner.repository, name).await? {
             Some(row) => Ok(Some(
-                row.into_mail(self.pool(), &self.inner.table.tmp_dir)
+                row.into_mail(self.bodies(), &self.inner.table.tmp_dir)
                     .await?,
             )),
             None => Ok(None),
@@ -392,7 +410,7 @@ impl MailRepository for DbMailRepository {
             self.table()
         );
         let repository = &self.inner.repository;
-        let result: sqlx::Result<bool> = on_pool!(self.pool(), p => async {
+        let result: sqlx::Result<Option<Option<String>>> = on_pool!(self.pool(), p => async {
             let mut tx = p.write_tx().await?;
             let gone: Option<Option<String>> = sqlx::query_scalar(sql(statement))
                 .bind(repository)
@@ -406,10 +424,12 @@ impl MailRepository for DbMailRepository {
                     .await?;
             }
             tx.commit().await?;
-            Ok(gone.is_some())
+            Ok(gone)
         }
         .await);
-        result.map_err(db_error)
+        let gone = result.map_err(db_error)?;
+        body::removed(self.bodies(), gone.clone().flatten().into_iter().collect()).await;
+        Ok(gone.is_some())
     }
 
     async fn list(&self) -> Result<Vec<String>> {
@@ -431,7 +451,7 @@ impl MailRepository for DbMailRepository {
             name: mailroom_mailet::new_mail_name(),
             head: Vec::new(),
             header_done: false,
-            body: Some(BodyWriter::new(self.pool().clone(), self.table())),
+            body: Some(BodyWriter::new(self.bodies().clone(), self.table())),
             body_lf: BareLf::default(),
         }))
     }
@@ -467,9 +487,11 @@ impl Incoming {
     async fn write_body(&mut self, octets: &[u8]) -> io::Result<()> {
         self.body_lf.feed(octets);
         let body = self.body.as_mut().expect("written before commit");
-        body.write(octets)
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))
+        body.write(octets).await.map_err(|e| match e {
+            // Kept as it is: a full disk is answered `452 4.3.1`.
+            StoreError::Io(e) => e,
+            e => io::Error::other(e.to_string()),
+        })
     }
 }
 
@@ -512,9 +534,9 @@ impl Drop for Incoming {
         // Not committed: remove the chunks written so far (a sweep removes them otherwise).
         if let Some(body) = self.body.take().filter(BodyWriter::wrote_any) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let pool = self.repo.pool().clone();
+                let bodies = self.repo.bodies().clone();
                 let id = body.id().to_string();
-                runtime.spawn(async move { body::delete_body(&pool, &id).await });
+                runtime.spawn(async move { body::delete_body(&bodies, &id).await });
             }
         }
     }
@@ -533,7 +555,7 @@ impl SpoolRepository for DbMailRepository {
                 let token = LeaseToken::new(name.clone(), id as u64, super::from_ms(until));
                 let read = match fetch_row(&self.inner.table, &self.inner.repository, &name).await {
                     Ok(Some(row)) => row
-                        .into_mail(self.pool(), &self.inner.table.tmp_dir)
+                        .into_mail(self.bodies(), &self.inner.table.tmp_dir)
                         .await
                         .map(Some),
                     other => other.map(|_| None),
@@ -542,6 +564,26 @@ impl SpoolRepository for DbMailRepository {
                     Ok(Some(mail)) => return Ok(Some(Leased { mail, token })),
                     // Removed between the lease and the read: look for another.
                     Ok(None) => continue,
+                    // Damaged (its body file missing, say): put aside for a while, so that
+                    // the mails behind it are not held up, and said in the log.
+                    Err(StoreError::Corrupt(what, why)) => {
+                        tracing::error!(
+                            "spool {}: mail {name} cannot be read ({what}: {why}); \
+                             tried again in an hour",
+                            self.inner.repository
+                        );
+                        let later = now_ms() + CORRUPT_RETRY.as_millis() as i64;
+                        self.under_lease(
+                            &token,
+                            None,
+                            ", mailroom_lease_id = NULL, mailroom_lease_until = NULL, \
+                             mailroom_next_attempt = $17",
+                            Some(later),
+                            false,
+                        )
+                        .await?;
+                        continue;
+                    }
                     Err(e) => {
                         self.inner
                             .orphans
@@ -587,7 +629,7 @@ impl SpoolRepository for DbMailRepository {
             return Err(StoreError::LeaseLost(mail.name().to_string()));
         }
         let values =
-            RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message).await?;
+            RowValues::write(self.bodies(), self.table(), &mail.envelope, &mail.message).await?;
         self.under_lease(token, Some(values), "", None, false).await
     }
 
@@ -616,7 +658,7 @@ impl SpoolRepository for DbMailRepository {
             return Err(StoreError::LeaseLost(mail.name().to_string()));
         }
         let values =
-            RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message).await?;
+            RowValues::write(self.bodies(), self.table(), &mail.envelope, &mail.message).await?;
         self.under_lease(
             &token,
             Some(values),

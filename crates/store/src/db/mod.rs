@@ -12,13 +12,15 @@
 //!   database is served as it is.
 //! * Bodies are kept in `mailroom_bodies` in chunks of [`body::CHUNK`] octets (SQLite blobs,
 //!   PostgreSQL `bytea`), written and read one chunk at a time, so memory stays bounded whatever
-//!   a message's size.
+//!   a message's size. A `dbfile://` repository keeps them as files under the home instead
+//!   (`var/dbfile/<source>/<table>/`, see [`body_files`]): [`DataSources::with_file_bodies`].
 //!
 //! Every write commits before it returns: SQLite runs in WAL mode with `synchronous=FULL`, and
 //! PostgreSQL's default `synchronous_commit` holds the commit until it is on disk.
 
 mod bayes;
 mod body;
+mod body_files;
 mod inbox;
 mod mail;
 mod mappings;
@@ -336,6 +338,11 @@ pub struct DataSources {
     /// Where large bodies read back from a database are kept while a mail is in use (unlinked
     /// files: nothing stays behind).
     tmp_dir: PathBuf,
+    /// Where `dbfile://` repositories keep bodies: `<this>/<source>/<table>/`.
+    dbfile_root: PathBuf,
+    /// Whether the repositories opened through this value write bodies to files
+    /// ([`DataSources::with_file_bodies`]).
+    write_files: bool,
 }
 
 impl DataSources {
@@ -361,7 +368,36 @@ impl DataSources {
             leases,
             sqlite_files,
             tmp_dir,
+            dbfile_root: home.join("var/dbfile"),
+            write_files: false,
         })
+    }
+
+    /// The same data sources for `dbfile://` repositories: what they open keeps its rows in
+    /// the database as `db://` does, and its bodies in files under the home
+    /// (`var/dbfile/<source>/<table>/`), as James's `filestore` did. Either kind reads the
+    /// bodies of both.
+    pub fn with_file_bodies(&self) -> DataSources {
+        DataSources {
+            write_files: true,
+            ..self.clone()
+        }
+    }
+
+    /// Where the repositories of data source `source` keep their bodies.
+    fn bodies(&self, source: &str) -> Result<body::Bodies> {
+        let plain = !matches!(source, "" | "." | "..") && !source.contains(['/', '\\', '\0']);
+        if self.write_files && !plain {
+            return Err(StoreError::InvalidUrl(
+                format!("dbfile://{source}/"),
+                "a data source whose name cannot be a directory name".into(),
+            ));
+        }
+        Ok(body::Bodies::new(
+            self.pool(source)?.clone(),
+            Arc::new(body_files::BodyFiles::new(self.dbfile_root.join(source))),
+            self.write_files,
+        ))
     }
 
     /// The pool of the data source called `name`.
@@ -395,7 +431,7 @@ impl DataSources {
         let (table, repository) = table_and_repository(source, path)?;
         Ok(Arc::new(
             DbMailRepository::open(
-                self.pool(source)?.clone(),
+                self.bodies(source)?,
                 &table,
                 &repository,
                 self.tmp_dir.clone(),
@@ -460,9 +496,7 @@ impl DataSources {
     /// The inboxes at `db://SOURCE/TABLE/`: one `repository_name` per user, as James keeps them.
     pub async fn inbox(&self, source: &str, path: &[String]) -> Result<Arc<DbInbox>> {
         let table = path.first().map_or("inbox", String::as_str);
-        Ok(Arc::new(
-            DbInbox::open(self.pool(source)?.clone(), table).await?,
-        ))
+        Ok(Arc::new(DbInbox::open(self.bodies(source)?, table).await?))
     }
 }
 

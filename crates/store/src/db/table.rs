@@ -4,7 +4,8 @@
 //! James's columns are written as James wrote them (truncated to James's widths), so a James
 //! reading the table sees the mails; Mailroom's own columns hold what James's cannot:
 //! `mailroom_envelope` (the whole envelope as JSON, attributes included), `mailroom_header` and
-//! `mailroom_body_id` (the header section, and the body's chunks in `mailroom_bodies`),
+//! `mailroom_body_id` (the header section, and the body: its chunks in `mailroom_bodies`, or
+//! its file for `dbfile://`),
 //! `mailroom_size` and `mailroom_pop3_size`, and the spool's lease and schedule. A row James
 //! wrote has none of them: its message is `message_body`, its envelope James's columns.
 
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use mailroom_mailet::{Envelope, Mail, MailAddress, Message};
 use sqlx::Row;
 
-use super::body::{self, BareLf, WrittenBody};
+use super::body::{self, BareLf, Bodies, WrittenBody};
 use super::{db_error, from_ms, on_pool, sql, Dialect, Pool, WriteTx};
 use crate::{Result, StoreError};
 
@@ -38,7 +39,8 @@ fn mailroom_columns(d: Dialect) -> Vec<(&'static str, String)> {
 }
 
 /// Creates table `table` with James's columns if it does not exist, and adds Mailroom's.
-pub(crate) async fn ensure(pool: &Pool, table: &str) -> Result<()> {
+pub(crate) async fn ensure(bodies: &Bodies, table: &str) -> Result<()> {
+    let pool = &bodies.pool;
     let d = pool.dialect();
     let (blob, ts) = (
         d.blob(),
@@ -104,7 +106,7 @@ pub(crate) async fn ensure(pool: &Pool, table: &str) -> Result<()> {
     }
     .await);
     result.map_err(db_error)?;
-    body::sweep_orphans(pool, table).await?;
+    body::sweep_orphans(bodies, table).await?;
     Ok(())
 }
 
@@ -171,7 +173,11 @@ impl StoredRow {
     }
 
     /// The mail, its body loaded (bounded memory: see [`body::load`]).
-    pub(crate) async fn into_mail(self, pool: &Pool, tmp_dir: &std::path::Path) -> Result<Mail> {
+    pub(crate) async fn into_mail(
+        self,
+        bodies: &Bodies,
+        tmp_dir: &std::path::Path,
+    ) -> Result<Mail> {
         let message = match (self.body_id, self.james_body) {
             (Some(id), _) => {
                 let body_len =
@@ -183,7 +189,10 @@ impl StoredRow {
                                 "size below header".into(),
                             )
                         })?;
-                Message::new(self.header, body::load(pool, &id, body_len, tmp_dir).await?)
+                Message::new(
+                    self.header,
+                    body::load(bodies, &id, body_len, tmp_dir).await?,
+                )
             }
             (None, Some(whole)) => Message::from_bytes(&whole),
             (None, None) => {
@@ -306,7 +315,7 @@ impl RowValues {
 
     /// Writes the header of `message` and its body; the values to store it with.
     pub(crate) async fn write(
-        pool: &Pool,
+        bodies: &Bodies,
         table: &str,
         envelope: &Envelope,
         message: &Message,
@@ -316,11 +325,11 @@ impl RowValues {
         header_lf.feed(&header);
         let mut body_lf = header_lf;
         body_lf.count = 0;
-        let body = body::write_source(pool, table, message.body(), &mut body_lf).await?;
+        let body = body::write_source(bodies, table, message.body(), &mut body_lf).await?;
         match RowValues::new(envelope, header, &body, header_lf, body_lf) {
             Ok(values) => Ok(values),
             Err(e) => {
-                body::delete_body(pool, &body.id).await;
+                body::delete_body(bodies, &body.id).await;
                 Err(e)
             }
         }
@@ -377,6 +386,8 @@ pub(crate) use bind_row;
 #[derive(Clone, Debug)]
 pub(crate) struct Table {
     pub(crate) pool: Pool,
+    /// Where the bodies its rows name are kept (the same pool, and the body files).
+    pub(crate) bodies: Bodies,
     pub(crate) name: String,
     pub(crate) tmp_dir: Arc<std::path::PathBuf>,
 }

@@ -1,0 +1,337 @@
+//! Message bodies as files, for `dbfile://` repositories: the envelope and index stay in the
+//! table's row as with `db://`, and the body is one file under the home,
+//! `var/dbfile/<data source>/<table>/<unique>`, named by the row's `mailroom_body_id`
+//! (`dbfile:<table>/<unique>`).
+//!
+//! A body is streamed into `<table>/tmp/`, fsync'd, renamed into `<table>/`, and that directory
+//! is fsync'd before the caller commits the row that names it: a crash in between leaves a
+//! file no row names (an orphan, swept a day later), never a row without its body. A file is
+//! removed only after the transaction that removed its row has committed.
+//!
+//! This module owns the files only; which rows name them is the table code's business.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{db_error, on_pool, sql, Pool};
+use crate::file::fsutil::{self, FileBody};
+use crate::{on_blocking_pool, Result, StoreError};
+
+/// How a file body's id starts in `mailroom_body_id` (a chunked body's id starts with its
+/// table's name, which cannot contain `:`).
+pub(crate) const PREFIX: &str = "dbfile:";
+
+/// Octets gathered before one write to the file (and so the most a writer holds).
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// The body files of one data source: `<root>/<table>/<unique>`.
+#[derive(Debug)]
+pub(crate) struct BodyFiles {
+    root: PathBuf,
+}
+
+impl BodyFiles {
+    /// The body files under `root` (`var/dbfile/<data source>`); nothing is created yet.
+    pub(crate) fn new(root: PathBuf) -> BodyFiles {
+        BodyFiles { root }
+    }
+
+    /// The directory of `table`'s bodies.
+    pub(crate) fn table_dir(&self, table: &str) -> PathBuf {
+        self.root.join(table)
+    }
+
+    /// The file of body `id`, checked so that a row cannot name a file elsewhere.
+    pub(crate) fn path_of(&self, id: &str) -> Result<PathBuf> {
+        let bad = || StoreError::Corrupt(id.to_string(), "not a body file id".into());
+        let rest = id.strip_prefix(PREFIX).ok_or_else(bad)?;
+        let (table, unique) = rest.split_once('/').ok_or_else(bad)?;
+        let plain = |s: &str, extra: &[u8]| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || extra.contains(&b))
+        };
+        if !plain(table, b"") || !plain(unique, b"-.") || unique.starts_with('.') {
+            return Err(bad());
+        }
+        Ok(self.root.join(table).join(unique))
+    }
+}
+
+/// Whether `id` names a body file rather than chunks in `mailroom_bodies`.
+pub(crate) fn is_file_id(id: &str) -> bool {
+    id.starts_with(PREFIX)
+}
+
+/// A body being written to a file: created on the first write, in `<table>/tmp/`.
+pub(crate) struct FileWriter {
+    files: Arc<BodyFiles>,
+    table: String,
+    unique: String,
+    file: Option<File>,
+    buf: Vec<u8>,
+    len: u64,
+    /// Set once the file is renamed into place: from then on it is the caller's to remove.
+    placed: bool,
+}
+
+impl FileWriter {
+    pub(crate) fn new(files: Arc<BodyFiles>, table: &str) -> FileWriter {
+        FileWriter {
+            files,
+            table: table.to_string(),
+            unique: mailroom_mailet::new_mail_name(),
+            file: None,
+            buf: Vec::new(),
+            len: 0,
+            placed: false,
+        }
+    }
+
+    /// The id the row will name the body by.
+    pub(crate) fn id(&self) -> String {
+        format!("{PREFIX}{}/{}", self.table, self.unique)
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.files
+            .table_dir(&self.table)
+            .join("tmp")
+            .join(&self.unique)
+    }
+
+    pub(crate) async fn write(&mut self, octets: &[u8]) -> Result<()> {
+        self.len += octets.len() as u64;
+        self.buf.extend_from_slice(octets);
+        if self.buf.len() >= WRITE_BUFFER {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered, creating the file first if need be.
+    async fn flush(&mut self) -> Result<()> {
+        let file = self.file.take();
+        let mut buf = std::mem::take(&mut self.buf);
+        let tmp = self.tmp_path();
+        let (file, buf) = on_blocking_pool(move || {
+            let mut file = match file {
+                Some(file) => file,
+                None => {
+                    fsutil::create_dir_durable(tmp.parent().expect("tmp/ has a parent"))?;
+                    File::options().write(true).create_new(true).open(&tmp)?
+                }
+            };
+            file.write_all(&buf)?;
+            buf.clear();
+            Ok::<_, io::Error>((file, buf))
+        })
+        .await??;
+        self.file = Some(file);
+        self.buf = buf;
+        Ok(())
+    }
+
+    /// Makes the body durable in its place (data fsync'd, renamed, directory fsync'd): the
+    /// row naming it may be committed once this returns.
+    pub(crate) async fn finish(mut self) -> Result<u64> {
+        self.flush().await?;
+        let file = self.file.take().expect("created by flush");
+        let tmp = self.tmp_path();
+        let dir = self.files.table_dir(&self.table);
+        let target = dir.join(&self.unique);
+        on_blocking_pool(move || {
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&tmp, &target)?;
+            fsutil::sync_dir(&dir)
+        })
+        .await??;
+        self.placed = true;
+        Ok(self.len)
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        // Not placed: the temporary file is nobody's (an unlink is quick enough to do here).
+        if !self.placed && (self.file.is_some() || self.len > 0) {
+            let _ = fs::remove_file(self.tmp_path());
+        }
+    }
+}
+
+/// Opens body file `id` of `len` octets as a message body (read where it is: no copy).
+pub(crate) async fn load(files: &BodyFiles, id: &str, len: u64) -> Result<FileBody> {
+    let path = files.path_of(id)?;
+    let id = id.to_string();
+    on_blocking_pool(move || {
+        let file = File::open(&path).map_err(|e| missing(&id, &path, e))?;
+        let actual = file.metadata()?.len();
+        if actual != len {
+            return Err(StoreError::Corrupt(
+                id,
+                format!(
+                    "body file {} has {actual} octets, expected {len}",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(FileBody::new(Arc::new(file), 0, len))
+    })
+    .await?
+}
+
+/// Opens body file `id` for streaming (a POP3 RETR).
+pub(crate) async fn open_stream(files: &BodyFiles, id: &str) -> Result<tokio::fs::File> {
+    let path = files.path_of(id)?;
+    tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| missing(id, &path, e))
+}
+
+/// A body file that cannot be opened: [`StoreError::Corrupt`] when it is not there (a row
+/// without its body is damage, not a passing fault), the I/O error otherwise.
+fn missing(id: &str, path: &Path, e: io::Error) -> StoreError {
+    if e.kind() == io::ErrorKind::NotFound {
+        StoreError::Corrupt(
+            id.to_string(),
+            format!("its body file {} is missing", path.display()),
+        )
+    } else {
+        StoreError::Io(io::Error::new(
+            e.kind(),
+            format!("body file {}: {e}", path.display()),
+        ))
+    }
+}
+
+/// Removes body files whose rows are gone (committed). A file that cannot be removed stays as
+/// an orphan for the sweep.
+pub(crate) async fn remove(files: &Arc<BodyFiles>, ids: Vec<String>) {
+    let files = files.clone();
+    let result = on_blocking_pool(move || {
+        for id in ids {
+            match files.path_of(&id).map(fs::remove_file) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => {}
+                Ok(Err(e)) => {
+                    tracing::warn!("dbfile: cannot remove body {id} (it will be swept): {e}")
+                }
+                Err(e) => tracing::warn!("dbfile: {e}"),
+            }
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::warn!("dbfile: removing bodies: {e}");
+    }
+}
+
+/// Removes `table`'s body files that are older than `age` and that no row names, and
+/// temporary files older than `age` (a transfer cut off by a crash). Returns how many.
+pub(crate) async fn sweep(
+    files: &Arc<BodyFiles>,
+    pool: &Pool,
+    table: &str,
+    age: Duration,
+) -> Result<u64> {
+    let dir = files.table_dir(table);
+    let (old, mut removed) = on_blocking_pool(move || old_files(&dir, age)).await??;
+    if old.is_empty() {
+        return Ok(removed);
+    }
+    let statement = format!(
+        "SELECT mailroom_body_id FROM {table} WHERE mailroom_body_id IS NOT NULL \
+         AND substr(mailroom_body_id, 1, $2) = $1"
+    );
+    let prefix = format!("{PREFIX}{table}/");
+    let named: Vec<String> = on_pool!(pool, p => sqlx::query_scalar(sql(statement))
+        .bind(&prefix)
+        .bind(prefix.len() as i32)
+        .fetch_all(p)
+        .await)
+    .map_err(db_error)?;
+    let named: HashSet<String> = named.into_iter().collect();
+    let orphans: Vec<String> = old
+        .into_iter()
+        .map(|unique| format!("{prefix}{unique}"))
+        .filter(|id| !named.contains(id))
+        .collect();
+    removed += orphans.len() as u64;
+    if !orphans.is_empty() {
+        tracing::info!(
+            "dbfile: {} body file(s) of table {table} that no row names are removed",
+            orphans.len()
+        );
+    }
+    remove(files, orphans).await;
+    Ok(removed)
+}
+
+/// The names of the body files in `dir` older than `age`; temporary files that old are
+/// removed at once (counted in the second value).
+fn old_files(dir: &Path, age: Duration) -> io::Result<(Vec<String>, u64)> {
+    let cutoff = SystemTime::now()
+        .checked_sub(age)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let old = |entry: &fs::DirEntry| {
+        entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t <= cutoff)
+    };
+    let mut names = Vec::new();
+    let mut removed = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((names, 0)),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "tmp" {
+            for tmp in fs::read_dir(entry.path())? {
+                let tmp = tmp?;
+                if old(&tmp) && fs::remove_file(tmp.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        } else if entry.file_type()?.is_file() && old(&entry) {
+            names.push(name);
+        }
+    }
+    Ok((names, removed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_cannot_leave_the_root() {
+        let files = BodyFiles::new(PathBuf::from("/home/var/dbfile/maildb"));
+        assert_eq!(
+            files.path_of("dbfile:spool/Mail1-2-ab").unwrap(),
+            PathBuf::from("/home/var/dbfile/maildb/spool/Mail1-2-ab")
+        );
+        for bad in [
+            "spool/Mail1",
+            "dbfile:spool",
+            "dbfile:../x/y",
+            "dbfile:spool/../../etc",
+            "dbfile:spool/a/b",
+            "dbfile:spool/.hidden",
+            "dbfile:/abs",
+            "dbfile:spool/",
+        ] {
+            assert!(files.path_of(bad).is_err(), "{bad}");
+        }
+    }
+}

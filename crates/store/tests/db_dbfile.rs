@@ -1,0 +1,324 @@
+//! DBFile (`dbfile://`) beyond the conformance suite (which `db_backend.rs` runs on it): where
+//! the body files go, that they go when their rows do, that a missing one is an error for
+//! that mail alone, that orphans are swept, and that `db://` and `dbfile://` read each
+//! other's mail. On an embedded SQLite file.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use mailroom_mailet::{Envelope, MailAddress, Message};
+use mailroom_store::db::{DataSourceSpec, DataSources, Pool};
+use mailroom_store::{InboxRepository, MailRepository, SpoolRepository, StoreError};
+use tokio::io::AsyncReadExt;
+
+async fn sqlite(home: &Path) -> DataSources {
+    let spec = DataSourceSpec {
+        name: "maildb".into(),
+        url: "sqlite://var/mail.db".into(),
+        user: None,
+        password: None,
+        max: 4,
+        lease: mailroom_store::DEFAULT_LEASE,
+    };
+    DataSources::open(&[spec], home).await.unwrap()
+}
+
+fn path(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+/// The body files of `table` (not the temporary ones), sorted.
+fn files(home: &Path, table: &str) -> Vec<PathBuf> {
+    let dir = home.join("var/dbfile/maildb").join(table);
+    let mut found: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    found.sort();
+    found
+}
+
+fn tmp_files(home: &Path, table: &str) -> usize {
+    std::fs::read_dir(home.join("var/dbfile/maildb").join(table).join("tmp"))
+        .map_or(0, |d| d.count())
+}
+
+async fn count(sources: &DataSources, statement: &str) -> i64 {
+    let Pool::Sqlite(pool) = sources.pool("maildb").unwrap().clone() else {
+        unreachable!()
+    };
+    sqlx::query_scalar(sqlx::AssertSqlSafe(statement.to_string()))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+}
+
+fn mail(name: &str, text: &[u8]) -> mailroom_mailet::Mail {
+    let envelope = Envelope::new(
+        name,
+        MailAddress::parse("a@example.org").ok(),
+        vec![MailAddress::parse("b@example.org").unwrap()],
+    );
+    mailroom_mailet::Mail::new(envelope, Message::from_bytes(text))
+}
+
+/// A large message streamed into a dbfile spool lands in one file (nothing in
+/// `mailroom_bodies`, `message_body` empty as with `db://`), is read where it is, delivered
+/// to a dbfile inbox (its own file) and streamed out; removing the rows removes the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_files_and_go_with_their_rows() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = sqlite(home.path()).await.with_file_bodies();
+    let spool = sources
+        .spool("maildb", &path(&["spool", "spool"]))
+        .await
+        .unwrap();
+    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+    let lines = 4 * 1024 * 1024 / line.len();
+    let mut incoming = spool.incoming().await.unwrap();
+    incoming.write(b"Subject: big\r\n\r\n").await.unwrap();
+    for _ in 0..lines {
+        incoming.write(line).await.unwrap();
+    }
+    let name = incoming.name().to_string();
+    incoming
+        .commit(Envelope::new("x", None, vec![]))
+        .await
+        .unwrap();
+    let body_len = (lines * line.len()) as u64;
+    let spool_files = files(home.path(), "spool");
+    assert_eq!(spool_files.len(), 1);
+    assert_eq!(std::fs::metadata(&spool_files[0]).unwrap().len(), body_len);
+    assert_eq!(tmp_files(home.path(), "spool"), 0);
+    assert_eq!(
+        count(&sources, "SELECT COUNT(*) FROM mailroom_bodies").await,
+        0
+    );
+    assert_eq!(
+        count(
+            &sources,
+            "SELECT COUNT(*) FROM spool WHERE length(message_body) = 0 \
+             AND mailroom_body_id LIKE 'dbfile:spool/%'"
+        )
+        .await,
+        1
+    );
+
+    let mail = spool.retrieve(&name).await.unwrap().unwrap();
+    assert_eq!(mail.message.size(), 16 + body_len);
+    let mut body = mail.message.body().open().unwrap();
+    let mut buf = vec![0; line.len()];
+    std::io::Read::read_exact(&mut body, &mut buf).unwrap();
+    assert_eq!(buf, line);
+
+    let inbox = sources.inbox("maildb", &path(&["inbox"])).await.unwrap();
+    let delivery = inbox
+        .deliver("bob", b"Return-Path: <>\r\n", &mail.message)
+        .await
+        .unwrap();
+    inbox.sync(&[delivery]).await.unwrap();
+    assert_eq!(files(home.path(), "inbox").len(), 1);
+    let mut mailbox = inbox.open_mailbox("bob").await.unwrap();
+    assert_eq!(mailbox.messages()[0].size, 17 + 16 + body_len);
+    let mut text = Vec::new();
+    mailbox
+        .open_message(0)
+        .await
+        .unwrap()
+        .read_to_end(&mut text)
+        .await
+        .unwrap();
+    assert_eq!(text.len() as u64, 17 + 16 + body_len);
+    assert!(text.starts_with(b"Return-Path: <>\r\nSubject: big\r\n\r\n0123"));
+    drop(body);
+    drop(mail);
+
+    // Rewritten under a lease: a new file, the old one gone once the row names the new.
+    let leased = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+    let mut changed = leased.mail.clone();
+    changed.envelope.state = "transport".into();
+    spool.update(&leased.token, &changed).await.unwrap();
+    let after = files(home.path(), "spool");
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, spool_files);
+    drop(changed);
+    drop(leased.mail);
+    spool.complete(leased.token).await.unwrap();
+    assert!(files(home.path(), "spool").is_empty());
+    mailbox.delete(&[0]).await.unwrap();
+    drop(mailbox);
+    assert!(files(home.path(), "inbox").is_empty());
+
+    // A message dropped before its commit leaves no file either.
+    let mut incoming = spool.incoming().await.unwrap();
+    incoming.write(b"Subject: gone\r\n\r\n").await.unwrap();
+    incoming.write(&vec![b'x'; 600 * 1024]).await.unwrap();
+    drop(incoming);
+    assert!(files(home.path(), "spool").is_empty());
+    assert_eq!(tmp_files(home.path(), "spool"), 0);
+}
+
+/// A body file removed by hand: that message is an error (`Corrupt`, naming the file), the
+/// others are read; in the spool the mail is put aside for an hour and the next one leased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_body_file_fails_that_mail_alone() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = sqlite(home.path()).await.with_file_bodies();
+    let inbox = sources.inbox("maildb", &path(&["inbox"])).await.unwrap();
+    for text in [
+        &b"Subject: 1\r\n\r\none\r\n"[..],
+        b"Subject: 2\r\n\r\ntwo\r\n",
+    ] {
+        inbox
+            .deliver("joe", b"", &Message::from_bytes(text))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let listed = files(home.path(), "inbox");
+    assert_eq!(listed.len(), 2);
+    let mailbox = inbox.open_mailbox("joe").await.unwrap();
+    // Which file is the first message's: the one holding "one".
+    let first = listed
+        .iter()
+        .find(|p| std::fs::read(p).unwrap() == b"one\r\n")
+        .unwrap();
+    std::fs::remove_file(first).unwrap();
+    assert_eq!(mailbox.messages().len(), 2);
+    match mailbox.open_message(0).await {
+        Err(StoreError::Corrupt(_, why)) => assert!(why.contains("missing"), "{why}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a message without its body file was opened"),
+    }
+    let mut text = Vec::new();
+    mailbox
+        .open_message(1)
+        .await
+        .unwrap()
+        .read_to_end(&mut text)
+        .await
+        .unwrap();
+    assert_eq!(text, b"Subject: 2\r\n\r\ntwo\r\n");
+    drop(mailbox);
+
+    let spool = sources
+        .spool("maildb", &path(&["spool", "spool"]))
+        .await
+        .unwrap();
+    spool
+        .store(&mail("Mail1-a", b"Subject: a\r\n\r\nfirst\r\n"))
+        .await
+        .unwrap();
+    spool
+        .store(&mail("Mail1-b", b"Subject: b\r\n\r\nsecond\r\n"))
+        .await
+        .unwrap();
+    let first = files(home.path(), "spool")
+        .into_iter()
+        .find(|p| std::fs::read(p).unwrap() == b"first\r\n")
+        .unwrap();
+    std::fs::remove_file(first).unwrap();
+    assert!(matches!(
+        spool.retrieve("Mail1-a").await,
+        Err(StoreError::Corrupt(..))
+    ));
+    let leased = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+    assert_eq!(leased.mail.name(), "Mail1-b");
+    let later = spool.next_attempt("Mail1-a").await.unwrap().unwrap();
+    assert!(later > SystemTime::now() + Duration::from_secs(3000));
+    spool.complete(leased.token).await.unwrap();
+    assert!(spool.lease(Duration::ZERO).await.unwrap().is_none());
+    // Its row can still be removed by an administrator.
+    assert!(spool.remove("Mail1-a").await.unwrap());
+}
+
+/// Files no row names, older than a day, are swept when the table is opened (and temporary
+/// files that old); a file a row names stays, however old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_files_are_swept() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = sqlite(home.path()).await.with_file_bodies();
+    let repo = sources
+        .mail("maildb", &path(&["mail", "error"]))
+        .await
+        .unwrap();
+    repo.store(&mail("Mail1-kept", b"Subject: k\r\n\r\nkept\r\n"))
+        .await
+        .unwrap();
+    let dir = home.path().join("var/dbfile/maildb/mail");
+    let kept = files(home.path(), "mail");
+    assert_eq!(kept.len(), 1);
+    let two_days_ago = SystemTime::now() - Duration::from_secs(48 * 3600);
+    let age = |p: &Path| {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap()
+    };
+    age(&kept[0]);
+    let orphan = dir.join("Mail0000000000000-1-0000000000000000");
+    std::fs::write(&orphan, b"left by a crash").unwrap();
+    age(&orphan);
+    let young = dir.join("Mail0000000000000-2-0000000000000000");
+    std::fs::write(&young, b"maybe being committed").unwrap();
+    let tmp = dir.join("tmp/Mail0000000000000-3-0000000000000000");
+    std::fs::write(&tmp, b"a transfer cut off").unwrap();
+    age(&tmp);
+    drop(repo);
+
+    let repo = sources
+        .mail("maildb", &path(&["mail", "error"]))
+        .await
+        .unwrap();
+    assert!(!orphan.exists());
+    assert!(!tmp.exists());
+    assert!(young.exists());
+    assert!(kept[0].exists());
+    let mail = repo.retrieve("Mail1-kept").await.unwrap().unwrap();
+    assert_eq!(
+        mail.message.to_bytes().unwrap(),
+        b"Subject: k\r\n\r\nkept\r\n"
+    );
+}
+
+/// A table written by `db://` and then opened as `dbfile://` (or back) serves every mail:
+/// the id says where each body is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_and_dbfile_read_each_other() {
+    let home = tempfile::tempdir().unwrap();
+    let plain = sqlite(home.path()).await;
+    let files_too = plain.with_file_bodies();
+    let db = plain
+        .mail("maildb", &path(&["mail", "error"]))
+        .await
+        .unwrap();
+    db.store(&mail("Mail1-db", b"Subject: db\r\n\r\nchunks\r\n"))
+        .await
+        .unwrap();
+    let dbfile = files_too
+        .mail("maildb", &path(&["mail", "error"]))
+        .await
+        .unwrap();
+    dbfile
+        .store(&mail("Mail1-file", b"Subject: file\r\n\r\nfile\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(files(home.path(), "mail").len(), 1);
+    for repo in [&db, &dbfile] {
+        for (name, body) in [
+            ("Mail1-db", &b"chunks\r\n"[..]),
+            ("Mail1-file", b"file\r\n"),
+        ] {
+            let mail = repo.retrieve(name).await.unwrap().unwrap();
+            assert!(mail.message.to_bytes().unwrap().ends_with(body));
+        }
+    }
+    // Removed through the db:// handle, the file goes too.
+    assert!(db.remove("Mail1-file").await.unwrap());
+    assert!(files(home.path(), "mail").is_empty());
+}
