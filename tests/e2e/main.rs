@@ -9,6 +9,7 @@ mod crash;
 mod database;
 mod database_faults;
 mod database_nodes;
+mod dbfile;
 mod delivery;
 mod fetchmail;
 mod fetchmail_dovecot;

@@ -361,6 +361,17 @@ pub(crate) fn users_store(ctx: &mut Ctx, el: &Element) -> Vec<UsersRepository> {
         let Some(target) = ctx.url(r, &url) else {
             continue;
         };
+        if matches!(target, RepositoryUrl::DbFile { .. }) {
+            // James 2.3 read users from db:// URLs only; dbfile:// is for mail bodies.
+            ctx.err(
+                r,
+                format!(
+                    "users repository \"{name}\": \"{url}\": dbfile:// keeps mail bodies in \
+                     files, and users have none; use db://SOURCE/TABLE"
+                ),
+            );
+            continue;
+        }
         let url_kind = match target {
             RepositoryUrl::File(_) => UsersRepositoryKind::File,
             _ => UsersRepositoryKind::Database,

@@ -540,6 +540,18 @@ fn stores_and_urls() {
         "config.xml:10: unknown repository type \"BLOB\" (known: MAIL, SPOOL, STREAM, OBJECT)"
     );
 
+    // Users have no bodies to keep in files: dbfile:// is refused for them (James 2.3 read
+    // users from db:// only).
+    let e = errors(&format!(
+        "<config>{SPOOL}\n<database-connections><data-source name=\"maildb\"><dburl>sqlite://var/m.db</dburl></data-source></database-connections>\n<users-store>\n<repository name=\"LocalUsers\" destinationURL=\"dbfile://maildb/users\"/>\n</users-store></config>"
+    ));
+    assert!(
+        e.iter().any(|e| e.starts_with(
+            "config.xml:4: users repository \"LocalUsers\": \"dbfile://maildb/users\": dbfile:// keeps mail bodies in files"
+        )),
+        "{e:?}"
+    );
+
     let e = errors(&format!("<config>{SPOOL}\n<James><inboxRepository><repository destinationURL=\"mbox:///var/mail\" type=\"MAIL\"/></inboxRepository></James></config>"));
     assert!(
         e[0].starts_with("config.xml:2: \"mbox:///var/mail\": mbox repositories are not supported"),

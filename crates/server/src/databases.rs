@@ -73,6 +73,17 @@ impl Databases {
         Ok(sources)
     }
 
+    /// Data source `name` for repositories whose bodies go to files (`dbfile://`, under
+    /// `var/dbfile/<name>/` in the home) when `files`, else to the database.
+    fn bodies_in(&self, name: &str, files: bool) -> StoreResult<DataSources> {
+        let sources = self.source(name)?;
+        Ok(if files {
+            sources.with_file_bodies()
+        } else {
+            sources
+        })
+    }
+
     /// The use of each connected data source's pool: name, (open, idle, most).
     pub fn pool_usage(&self) -> Vec<(String, (u32, usize, u32))> {
         let opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
@@ -101,15 +112,25 @@ impl Databases {
         Ok(self.block(sources.users(source, path))?)
     }
 
-    /// The inboxes at a `db://` URL.
-    pub fn inbox(&self, source: &str, path: &[String]) -> StoreResult<Arc<dyn InboxRepository>> {
-        let sources = self.source(source)?;
+    /// The inboxes at a `db://` URL (with `files`, `dbfile://`: bodies in files).
+    pub fn inbox(
+        &self,
+        source: &str,
+        path: &[String],
+        files: bool,
+    ) -> StoreResult<Arc<dyn InboxRepository>> {
+        let sources = self.bodies_in(source, files)?;
         Ok(self.block(sources.inbox(source, path))?)
     }
 
-    /// A spool at a `db://` URL.
-    pub fn spool(&self, source: &str, path: &[String]) -> StoreResult<Arc<dyn SpoolRepository>> {
-        let sources = self.source(source)?;
+    /// A spool at a `db://` URL (with `files`, `dbfile://`: bodies in files).
+    pub fn spool(
+        &self,
+        source: &str,
+        path: &[String],
+        files: bool,
+    ) -> StoreResult<Arc<dyn SpoolRepository>> {
+        let sources = self.bodies_in(source, files)?;
         Ok(self.block(sources.spool(source, path))?)
     }
 
@@ -129,9 +150,14 @@ impl Databases {
         self.block(sources.news(source, xref_host))
     }
 
-    /// A mail repository at a `db://` URL.
-    pub fn mail(&self, source: &str, path: &[String]) -> StoreResult<Arc<dyn MailRepository>> {
-        let sources = self.source(source)?;
+    /// A mail repository at a `db://` URL (with `files`, `dbfile://`: bodies in files).
+    pub fn mail(
+        &self,
+        source: &str,
+        path: &[String],
+        files: bool,
+    ) -> StoreResult<Arc<dyn MailRepository>> {
+        let sources = self.bodies_in(source, files)?;
         Ok(self.block(sources.mail(source, path))?)
     }
 }
@@ -203,13 +229,24 @@ impl SqlSources for DataSourceNames {
     }
 }
 
-/// A `db://` URL's data source and path; `dbfile://` is not built yet.
+/// A `db://` URL's data source and path, for what has no message bodies (users, virtual
+/// user tables): `dbfile://` is refused there.
 pub fn db_parts<'a>(url: &'a RepositoryUrl, what: &str) -> anyhow::Result<(&'a str, &'a [String])> {
     match url {
         RepositoryUrl::Db { source, path } => Ok((source, path)),
         RepositoryUrl::DbFile { .. } => anyhow::bail!(
-            "{what}: dbfile:// repositories are not available in this build; use db:// or file://"
+            "{what}: dbfile:// keeps mail bodies in files, and a {what} has none; use db://"
         ),
         RepositoryUrl::File(_) => anyhow::bail!("{what}: not a database URL"),
+    }
+}
+
+/// A `db://` or `dbfile://` URL of mail (a mail repository, a spool, inboxes): its data
+/// source, its path, and whether its bodies go to files (`dbfile://`). `None` for a file URL.
+pub fn mail_parts(url: &RepositoryUrl) -> Option<(&str, &[String], bool)> {
+    match url {
+        RepositoryUrl::Db { source, path } => Some((source, path, false)),
+        RepositoryUrl::DbFile { source, path } => Some((source, path, true)),
+        RepositoryUrl::File(_) => None,
     }
 }

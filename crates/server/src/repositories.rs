@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::databases::{db_parts, Databases};
+use crate::databases::{db_parts, mail_parts, Databases};
 use anyhow::{anyhow, bail, Result};
 use mailroom_config::{Config, RepositoryUrl};
 use mailroom_store::file::{
@@ -158,9 +158,8 @@ pub fn news(
 /// The inbox repository (`<inboxRepository>`).
 pub fn inbox(config: &Config, db: &Databases) -> Result<Arc<dyn InboxRepository>> {
     let target = &config.james.inbox_repository.target;
-    if !matches!(target, RepositoryUrl::File(_)) {
-        let (source, path) = db_parts(target, "inbox repository")?;
-        return Ok(db.inbox(source, path)?);
+    if let Some((source, path, files)) = mail_parts(target) {
+        return Ok(db.inbox(source, path, files)?);
     }
     let path = file_path(&config.james.inbox_repository.target, "inbox repository")?;
     Ok(Arc::new(Blocking::new(Maildir::open(path)?)))
@@ -195,9 +194,9 @@ impl InboxRepositories {
         let repo: Arc<dyn InboxRepository> = match &target {
             RepositoryUrl::File(path) => Arc::new(Blocking::new(Maildir::open(path)?)),
             other => {
-                let (source, path) =
-                    db_parts(other, "inbox repository").map_err(|e| invalid(e.to_string()))?;
-                self.db.inbox(source, path)?
+                let (source, path, files) =
+                    mail_parts(other).ok_or_else(|| invalid("not a database URL".into()))?;
+                self.db.inbox(source, path, files)?
             }
         };
         open.insert(url.to_string(), repo.clone());
@@ -208,9 +207,8 @@ impl InboxRepositories {
 /// The spool (`<spoolrepository>`).
 pub fn spool(config: &Config, db: &Databases) -> Result<Arc<dyn SpoolRepository>> {
     let target = &config.spool_repository.target;
-    if !matches!(target, RepositoryUrl::File(_)) {
-        let (source, path) = db_parts(target, "spool repository")?;
-        return Ok(db.spool(source, path)?);
+    if let Some((source, path, files)) = mail_parts(target) {
+        return Ok(db.spool(source, path, files)?);
     }
     let path = file_path(&config.spool_repository.target, "spool repository")?;
     Ok(Arc::new(Blocking::new(LogSpool::open(path)?)))
@@ -224,15 +222,16 @@ pub fn outgoing(
     url: &str,
 ) -> Result<Arc<dyn SpoolRepository>, String> {
     let target = RepositoryUrl::parse(url, &config.home)?;
-    if let RepositoryUrl::Db { source, path } = &target {
-        if let RepositoryUrl::Db { source: s, path: p } = &config.spool_repository.target {
+    if let Some((source, path, files)) = mail_parts(&target) {
+        // db:// and dbfile:// of one table and repository are the same rows.
+        if let Some((s, p, _)) = mail_parts(&config.spool_repository.target) {
             if db_key(source, path) == db_key(s, p) {
                 return Err(
                     "it is the main spool; give the outgoing mail a repository of its own".into(),
                 );
             }
         }
-        return db.spool(source, path).map_err(|e| e.to_string());
+        return db.spool(source, path, files).map_err(|e| e.to_string());
     }
     let path = file_path(&target, "outgoing spool").map_err(|e| e.to_string())?;
     let dir = canonical_dir(path).map_err(|e| e.to_string())?;
@@ -296,15 +295,17 @@ impl MailRepositories {
         }
         let invalid = |why: String| StoreError::InvalidUrl(url.to_string(), why);
         let target = RepositoryUrl::parse(url, &self.home).map_err(invalid)?;
-        if let RepositoryUrl::Db { source, path } = &target {
+        if let Some((source, path, files)) = mail_parts(&target) {
             let key = db_key(source, path);
             if self.spool_db.as_ref() == Some(&key) {
                 return Err(invalid("it is the spool; store mails elsewhere".into()));
             }
+            // db:// and dbfile:// name the same rows, but write bodies apart: one handle each.
+            let key = if files { format!("{key}#files") } else { key };
             if let Some(repo) = self.lock().by_url.get(&key) {
                 return Ok(repo.clone());
             }
-            let repo = self.db.mail(source, path)?;
+            let repo = self.db.mail(source, path, files)?;
             let mut open = self.lock();
             open.by_url.insert(key, repo.clone());
             open.by_url.insert(url.to_string(), repo.clone());
@@ -440,7 +441,8 @@ impl AdminRepositories {
                 if let Some(url) = mailroom_delivery::configured_outgoing(mailet) {
                     match RepositoryUrl::parse(&url, &config.home) {
                         Ok(RepositoryUrl::File(dir)) => outgoing.push(normal(&dir)),
-                        Ok(RepositoryUrl::Db { source, path }) => {
+                        Ok(RepositoryUrl::Db { source, path })
+                        | Ok(RepositoryUrl::DbFile { source, path }) => {
                             outgoing_db.push(db_key(&source, &path))
                         }
                         _ => {}
@@ -449,8 +451,9 @@ impl AdminRepositories {
                 }
                 for (_, value) in &mailet.params {
                     let value = value.trim();
-                    if value.starts_with("db:") {
-                        if let Ok(RepositoryUrl::Db { source, path }) =
+                    if value.starts_with("db:") || value.starts_with("dbfile:") {
+                        if let Ok(RepositoryUrl::Db { source, path })
+                        | Ok(RepositoryUrl::DbFile { source, path }) =
                             RepositoryUrl::parse(value, &config.home)
                         {
                             allowed_db.push(db_key(&source, &path));
@@ -500,12 +503,12 @@ impl AdminRepositories {
             {
                 return Ok(AdminTarget::Spool);
             }
-            RepositoryUrl::Db { source, path }
+            RepositoryUrl::Db { source, path } | RepositoryUrl::DbFile { source, path }
                 if self.allowed_db.contains(&db_key(&source, &path)) =>
             {
                 return Ok(AdminTarget::DbMail(db_key(&source, &path)));
             }
-            RepositoryUrl::Db { source, path }
+            RepositoryUrl::Db { source, path } | RepositoryUrl::DbFile { source, path }
                 if self.outgoing_db.contains(&db_key(&source, &path)) =>
             {
                 return Ok(AdminTarget::DbOutgoing(db_key(&source, &path)));

@@ -1,0 +1,373 @@
+//! DBFile (`dbfile://maildb/...`): the spool, the inboxes and the error repositories keep
+//! their rows in the embedded SQLite database and their bodies in files under
+//! `var/dbfile/maildb/`. SMTP in, POP3 out with UIDLs stable across a restart, `mailroom
+//! queue` on a dbfile repository, a body file removed by hand (an error for that message
+//! alone), kill -9 in the middle of a burst (nothing acknowledged lost), and a 100 MiB message
+//! through all of it with the server's memory measured.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::database::{in_database, DATA_SOURCES};
+use crate::harness::{wait_for, Server, Setup, Smtp};
+
+/// The harness's config with the spool, inboxes and error repositories in `dbfile://` (users
+/// in `db://`: they have no bodies).
+fn in_dbfile(xml: String) -> String {
+    in_database(xml)
+        .replace("db://maildb/inbox/", "dbfile://maildb/inbox/")
+        .replace("db://maildb/spool/spool", "dbfile://maildb/spool/spool")
+        .replace("db://maildb/mail/", "dbfile://maildb/mail/")
+}
+
+fn start(smtp_handler: &str) -> Server {
+    Server::start_edited(
+        &Setup {
+            smtp_handler,
+            pop3_handler: Some(""),
+            extra: DATA_SOURCES,
+            ..Setup::default()
+        },
+        in_dbfile,
+    )
+}
+
+/// The body files of a table (temporary ones aside).
+fn body_files(server: &Server, table: &str) -> Vec<PathBuf> {
+    let dir = server.path(&format!("var/dbfile/maildb/{table}"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// A small POP3 client.
+struct Pop3 {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Pop3 {
+    /// Logs in, trying again while a session the test just ended still holds the mailbox.
+    fn login(port: u16, user: &str, password: &str) -> Pop3 {
+        for _ in 0..100 {
+            let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let mut pop = Pop3 {
+                reader: BufReader::new(stream.try_clone().unwrap()),
+                writer: stream,
+            };
+            assert!(pop.line().starts_with("+OK"));
+            assert!(pop.cmd(&format!("USER {user}")).starts_with("+OK"));
+            let reply = pop.cmd(&format!("PASS {password}"));
+            if reply.starts_with("+OK") {
+                return pop;
+            }
+            assert!(reply.contains("[IN-USE]"), "{reply}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the mailbox stayed in use");
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        assert!(self.reader.read_line(&mut line).unwrap() > 0, "closed");
+        line.trim_end_matches(['\r', '\n']).to_string()
+    }
+
+    fn cmd(&mut self, line: &str) -> String {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+        self.line()
+    }
+
+    /// A multi-line reply's lines, or the `-ERR` line.
+    fn multi(&mut self, line: &str) -> Result<Vec<String>, String> {
+        let reply = self.cmd(line);
+        if !reply.starts_with("+OK") {
+            return Err(reply);
+        }
+        let mut lines = Vec::new();
+        loop {
+            match self.line() {
+                end if end == "." => return Ok(lines),
+                l => lines.push(l),
+            }
+        }
+    }
+
+    fn uidl(&mut self) -> Vec<String> {
+        self.multi("UIDL").unwrap()
+    }
+}
+
+fn send(server: &Server, rcpt: &str, subject: &str) {
+    let mut smtp = server.smtp();
+    assert!(smtp.cmd("EHLO client.example.net").starts_with("250"));
+    assert!(smtp.cmd("MAIL FROM:<s@example.net>").starts_with("250"));
+    let reply = smtp.cmd(&format!("RCPT TO:<{rcpt}>"));
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(format!("Subject: {subject}\r\n\r\nbody of {subject}\r\n..dot\r\n").as_bytes());
+    let reply = smtp.cmd(".");
+    assert!(reply.starts_with("250"), "{reply}");
+    smtp.cmd("QUIT");
+}
+
+fn run(server: &Server, args: &[&str]) -> String {
+    let out = server.cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn smtp_in_pop3_out_with_bodies_in_files() {
+    let mut server = start("<verifyRecipients>false</verifyRecipients>");
+    server.add_user("bob", "secret");
+    for subject in ["one", "two", "three"] {
+        send(&server, "bob@localhost", subject);
+    }
+    // Mail for nobody goes to the address-error repository, in dbfile too.
+    send(&server, "nobody@localhost", "lost");
+    wait_for("three deliveries", || {
+        Pop3::login(server.pop3_port, "bob", "secret").uidl().len() == 3
+    });
+    wait_for("the spool emptied", || {
+        body_files(&server, "spool").is_empty()
+    });
+    assert_eq!(body_files(&server, "inbox").len(), 3);
+    let mut pop = Pop3::login(server.pop3_port, "bob", "secret");
+    let uids = pop.uidl();
+    let retr = pop.multi("RETR 1").unwrap();
+    assert!(retr.iter().any(|l| l == "..dot"), "{retr:?}");
+    assert!(
+        retr.iter().any(|l| l.starts_with("Return-Path:")),
+        "{retr:?}"
+    );
+    pop.cmd("QUIT");
+
+    // The error repository in dbfile, read by `mailroom queue` through the database.
+    const ERRORS: &str = "dbfile://maildb/mail/address-error/";
+    wait_for("the mail in address-error", || {
+        run(&server, &["queue", "list", ERRORS]).contains("1 mail(s) in")
+    });
+    assert_eq!(body_files(&server, "mail").len(), 1);
+    let listed = run(&server, &["queue", "list", ERRORS]);
+    let name = listed
+        .lines()
+        .find(|l| l.starts_with("Mail"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let shown = run(&server, &["queue", "show", &name, ERRORS]);
+    assert!(shown.contains("Subject: lost"), "{shown}");
+
+    // Restarted: the same UIDLs; a deletion holds and takes its body file with it.
+    assert!(server.terminate().success());
+    run(&server, &["queue", "delete", &name, ERRORS]);
+    assert!(body_files(&server, "mail").is_empty());
+    server.spawn();
+    let mut pop = Pop3::login(server.pop3_port, "bob", "secret");
+    assert_eq!(pop.uidl(), uids);
+    assert!(pop.cmd("DELE 1").starts_with("+OK"));
+    assert!(pop.cmd("QUIT").starts_with("+OK"));
+    wait_for("the deleted body file removed", || {
+        body_files(&server, "inbox").len() == 2
+    });
+
+    // A body file removed by hand: that message is an error, the session and the other
+    // message go on, and the server keeps running.
+    std::fs::remove_file(&body_files(&server, "inbox")[0]).unwrap();
+    let mut pop = Pop3::login(server.pop3_port, "bob", "secret");
+    let results: Vec<Result<Vec<String>, String>> =
+        (1..=2).map(|n| pop.multi(&format!("RETR {n}"))).collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_err()).count(),
+        1,
+        "{results:?}"
+    );
+    let ok = results.iter().find_map(|r| r.as_ref().ok()).unwrap();
+    assert!(ok.iter().any(|l| l.starts_with("Subject: ")), "{ok:?}");
+    assert!(pop.cmd("NOOP").starts_with("+OK"));
+    pop.cmd("QUIT");
+    send(&server, "bob@localhost", "after");
+    wait_for("the next delivery", || {
+        Pop3::login(server.pop3_port, "bob", "secret").uidl().len() == 3
+    });
+    let log = server.log();
+    assert!(log.contains("is missing"), "{log}");
+    // Nothing went to the file repositories.
+    for dir in ["var/mail/inboxes", "var/mail/spool", "var/mail/error"] {
+        assert!(!server.path(dir).exists(), "{dir} exists");
+    }
+}
+
+/// The Message-IDs in bob's mailbox, read over POP3.
+fn delivered(port: u16) -> HashSet<String> {
+    let mut pop = Pop3::login(port, "bob", "secret");
+    let count = pop.uidl().len();
+    let ids = (1..=count)
+        .filter_map(|n| pop.multi(&format!("TOP {n} 0")).ok())
+        .filter_map(|lines| {
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix("Message-ID: ").map(str::to_string))
+        })
+        .collect();
+    pop.cmd("QUIT");
+    ids
+}
+
+#[test]
+fn kill_9_during_a_burst_loses_nothing_with_dbfile() {
+    let mut server = start("");
+    server.add_user("bob", "secret");
+    let port = server.smtp_port;
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let senders: Vec<_> = (0..3)
+        .map(|t| {
+            let accepted = accepted.clone();
+            std::thread::spawn(move || {
+                let _ = std::panic::catch_unwind(move || {
+                    let mut smtp = Smtp::connect(port);
+                    smtp.cmd("EHLO crash");
+                    for i in 0..150 {
+                        smtp.cmd("MAIL FROM:<s@example.net>");
+                        smtp.cmd("RCPT TO:<bob@localhost>");
+                        smtp.cmd("DATA");
+                        let id = format!("<burst-{t}-{i}@test>");
+                        let reply = smtp.cmd(&format!("Message-ID: {id}\r\n\r\nbody {i}\r\n."));
+                        if reply.starts_with("250") {
+                            accepted.lock().unwrap().push(id);
+                        }
+                    }
+                });
+            })
+        })
+        .collect();
+    let db = server.path("var/mail.db");
+    wait_for("some deliveries", || {
+        crate::harness::python(
+            "import sqlite3, sys\n\
+             print(sqlite3.connect(sys.argv[1]).execute('SELECT COUNT(*) FROM inbox').fetchone()[0])",
+            &[db.to_str().unwrap()],
+        )
+        .trim()
+        .parse::<usize>()
+        .unwrap_or(0)
+            >= 40
+    });
+    server.kill();
+    for sender in senders {
+        let _ = sender.join();
+    }
+    let accepted: Vec<String> = accepted.lock().unwrap().clone();
+    assert!(accepted.len() >= 40, "only {} accepted", accepted.len());
+
+    server.spawn();
+    wait_for("every accepted mail delivered", || {
+        let seen = delivered(server.pop3_port);
+        accepted.iter().all(|id| seen.contains(id))
+    });
+    // Every message listed can be read (no row without its body).
+    let mut pop = Pop3::login(server.pop3_port, "bob", "secret");
+    let count = pop.uidl().len();
+    for n in 1..=count {
+        pop.multi(&format!("RETR {n}")).unwrap();
+    }
+    pop.cmd("QUIT");
+}
+
+/// The server's peak resident memory so far (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// A 100 MiB message: SMTP into the dbfile spool, delivered to a dbfile inbox, read back
+/// with POP3 RETR; the server's peak memory grows by less than 32 MiB.
+#[test]
+fn a_100_mib_message_through_dbfile_with_bounded_memory() {
+    let server = start("<maxmessagesize>0</maxmessagesize>");
+    server.add_user("bob", "secret");
+    // Warm up every path once (SQLite pages, the POP3 session) before the baseline.
+    send(&server, "bob@localhost", "warm-up");
+    wait_for("the warm-up", || {
+        Pop3::login(server.pop3_port, "bob", "secret").uidl().len() == 1
+    });
+    let before = peak_rss_kib(server.pid());
+
+    let line = [b'x'; 998];
+    let lines = 100 * 1024 * 1024 / 1000;
+    let mut smtp = server.smtp();
+    assert!(smtp.cmd("EHLO big").starts_with("250"));
+    assert!(smtp.cmd("MAIL FROM:<s@example.net>").starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<bob@localhost>").starts_with("250"));
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(b"Subject: big\r\n\r\n");
+    let mut block = Vec::with_capacity(1000 * 64);
+    for _ in 0..64 {
+        block.extend_from_slice(&line);
+        block.extend_from_slice(b"\r\n");
+    }
+    for _ in 0..lines / 64 {
+        smtp.send(&block);
+    }
+    let reply = smtp.cmd(".");
+    assert!(reply.starts_with("250"), "{reply}");
+    smtp.cmd("QUIT");
+    let sent = 16 + (lines / 64 * 64 * 1000) as u64;
+
+    wait_for("the big delivery", || {
+        Pop3::login(server.pop3_port, "bob", "secret").uidl().len() == 2
+    });
+    let mut pop = Pop3::login(server.pop3_port, "bob", "secret");
+    let listed = pop.cmd("LIST 2");
+    let size: u64 = listed.split(' ').nth(2).unwrap().parse().unwrap();
+    assert!(size > sent, "{listed}");
+    // RETR, counted as it streams.
+    assert!(pop.cmd("RETR 2").starts_with("+OK"));
+    let mut received = 0u64;
+    loop {
+        let l = pop.line();
+        if l == "." {
+            break;
+        }
+        received += l.len() as u64 + 2;
+    }
+    assert_eq!(received, size);
+    pop.cmd("QUIT");
+    let after = peak_rss_kib(server.pid());
+    let growth = after.saturating_sub(before);
+    eprintln!("dbfile 100 MiB: peak RSS {before} KiB before, {after} KiB after (+{growth} KiB)");
+    assert!(growth < 32 * 1024, "peak RSS grew by {growth} KiB");
+    assert_eq!(body_files(&server, "inbox").len(), 2);
+    assert!(file_len(&body_files(&server, "inbox")) > 100 * 1000 * 1000);
+}
+
+fn file_len(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .map(|p: &PathBuf| std::fs::metadata(Path::new(p)).unwrap().len())
+        .sum()
+}
