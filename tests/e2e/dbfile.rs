@@ -371,3 +371,92 @@ fn file_len(files: &[PathBuf]) -> u64 {
         .map(|p: &PathBuf| std::fs::metadata(Path::new(p)).unwrap().len())
         .sum()
 }
+
+/// The body files' file system full (the database has room): new mail gets `452 4.3.1`, small
+/// or large (ENOSPC while streaming), the session goes on, deliveries wait; once space
+/// returns mail is accepted again, and every mail acknowledged is delivered exactly once.
+#[test]
+#[ignore = "needs root to mount a small tmpfs; run by .ci/run"]
+fn a_full_body_file_system_answers_452_and_loses_nothing() {
+    use crate::full_disk::{fill, Tmpfs};
+    use crate::pg::{mailbox_ids, try_send, wait_long};
+    let mut server = start("<maxmessagesize>0</maxmessagesize>");
+    server.kill();
+    let dir = server.path("var/dbfile");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    let _tmpfs = Tmpfs::mount(&dir, "32m");
+    server.spawn();
+    server.add_user("alice", "a");
+
+    let mut accepted = Vec::new();
+    let mut send = |n: usize| {
+        let id = format!("<dbfile-full-{n}@test>");
+        let reply = try_send(server.smtp_port, "alice@localhost", &id).unwrap();
+        assert!(
+            reply.starts_with("250") || reply.starts_with("452 4.3.1"),
+            "{reply}\n{}",
+            server.log()
+        );
+        if reply.starts_with("250") {
+            accepted.push(id);
+        }
+        reply.starts_with("250")
+    };
+    for n in 0..5 {
+        assert!(send(n));
+    }
+    wait_long("the first five delivered", Duration::from_secs(60), || {
+        mailbox_ids(server.pop3_port, "alice", "a").len() == 5
+    });
+    let filler = dir.join("filler");
+    fill(&filler);
+    let refused = (5..15).filter(|n| !send(*n)).count();
+    assert!(refused > 0, "nothing refused on a full disk");
+    // A large message under way: ENOSPC while its body streams, 452 at its end, and the
+    // session goes on.
+    let mut smtp = Smtp::connect(server.smtp_port);
+    assert!(smtp.cmd("EHLO big").starts_with("250"));
+    assert!(smtp.cmd("MAIL FROM:<s@example.net>").starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<alice@localhost>").starts_with("250"));
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(b"Subject: big\r\n\r\n");
+    let line = [b'y'; 998];
+    for _ in 0..4 * 1024 {
+        smtp.send(&line);
+        smtp.send(b"\r\n");
+    }
+    let reply = smtp.cmd(".");
+    assert!(reply.starts_with("452 4.3.1"), "{reply}");
+    assert!(smtp.cmd("NOOP").starts_with("250"));
+    smtp.cmd("QUIT");
+    // Space returns: the server goes on by itself.
+    std::fs::remove_file(&filler).unwrap();
+    for n in 15..20 {
+        assert!(send(n), "mail {n} refused once space returned");
+    }
+    let mut delivered = std::collections::HashMap::new();
+    wait_long(
+        "every accepted mail delivered",
+        Duration::from_secs(60),
+        || {
+            delivered.clear();
+            for id in mailbox_ids(server.pop3_port, "alice", "a") {
+                *delivered.entry(id).or_insert(0) += 1;
+            }
+            accepted.iter().all(|id| delivered.contains_key(id))
+        },
+    );
+    let twice: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(delivered.len(), accepted.len(), "{delivered:?}");
+    let log = server.log();
+    assert!(!log.contains("state=error"), "{log}");
+    // Nothing half-written is left in the temporary directories.
+    for table in ["spool", "inbox"] {
+        let tmp = server.path(&format!("var/dbfile/maildb/{table}/tmp"));
+        let left = std::fs::read_dir(&tmp).map_or(0, |d| d.count());
+        assert_eq!(left, 0, "{}", tmp.display());
+    }
+}
