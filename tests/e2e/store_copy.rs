@@ -271,6 +271,46 @@ fn file_to_sqlite_to_postgresql_keeps_messages_uidls_and_passwords() {
     copy_and_check(&sqlite, &mut postgres, &before, false);
 }
 
+/// DBFile both ways: files to `dbfile://` (rows in SQLite, bodies in files under
+/// `var/dbfile/`), then on to a second file server; POP3 shows the same messages, UIDLs and
+/// sizes on each.
+#[test]
+fn file_to_dbfile_to_file_keeps_messages_and_uidls() {
+    let (old, before) = file_server();
+    let mut dbfile = stopped_server(|xml| {
+        to_sqlite(xml)
+            .replace("db://maildb/inbox/", "dbfile://maildb/inbox/")
+            .replace("db://maildb/spool/spool", "dbfile://maildb/spool/spool")
+            .replace("db://maildb/mail/", "dbfile://maildb/mail/")
+    });
+    copy_and_check(&old, &mut dbfile, &before, true);
+    let bodies = std::fs::read_dir(dbfile.path("var/dbfile/maildb/inbox"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_file())
+        .count();
+    assert_eq!(bodies, 4);
+    assert!(dbfile.terminate().success());
+    let mut files = stopped_server(|xml| xml);
+    let (ok, err) = copy(&dbfile.config, &files.config);
+    assert!(ok, "{err}");
+    assert_eq!(counts(&err).0, 9, "{err}");
+    files.spawn();
+    for ((user, password), (_, shown_before)) in [
+        ("bob", "bob's secret"),
+        ("carol", "carol pw"),
+        ("dave", "dave pw"),
+    ]
+    .into_iter()
+    .zip(&before)
+    {
+        assert_eq!(
+            &shown(files.pop3_port, user, password),
+            shown_before,
+            "{user}"
+        );
+    }
+}
+
 /// The virtual user tables: mappings added on a file server's console are copied into a
 /// SQLite server whose `default` table is in the database (James's `VirtualUserTable`) and
 /// whose `sales` table stays a file; a second copy copies nothing, and a mapping removed on
