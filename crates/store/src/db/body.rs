@@ -112,15 +112,26 @@ pub(crate) async fn read_chunk(pool: &Pool, body_id: &str, seq: i32) -> Result<O
     .map_err(db_error)
 }
 
-/// Deletes a body (best effort, for cleanup after a failure: a leftover is swept later).
+/// Deletes a body (best effort, for cleanup after a failure: a leftover is swept later). A
+/// body file goes only if the database says no row names it (see [`body_files::discard`]).
 pub(crate) async fn delete_body(bodies: &Bodies, body_id: &str) {
     if body_files::is_file_id(body_id) {
-        return body_files::remove(&bodies.files, vec![body_id.to_string()]).await;
+        return body_files::discard(&bodies.files, &bodies.pool, body_id).await;
     }
     let pool = &bodies.pool;
-    let statement = "DELETE FROM mailroom_bodies WHERE body_id = $1";
-    let result =
-        on_pool!(pool, p => sqlx::query(statement).bind(body_id).execute(p).await.map(|_| ()));
+    // Not if a row names it: a failed COMMIT may have committed all the same.
+    let Some(Ok(table)) = body_id.split_once('/').map(|(t, _)| super::table_name(t)) else {
+        return;
+    };
+    let statement = format!(
+        "DELETE FROM mailroom_bodies WHERE body_id = $1 \
+         AND NOT EXISTS (SELECT 1 FROM {table} WHERE mailroom_body_id = $1)"
+    );
+    let result = on_pool!(pool, p => sqlx::query(sql(statement))
+        .bind(body_id)
+        .execute(p)
+        .await
+        .map(|_| ()));
     if let Err(e) = result {
         tracing::warn!("database: cannot remove body {body_id} (it will be swept later): {e}");
     }

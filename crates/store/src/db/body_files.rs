@@ -233,6 +233,31 @@ pub(crate) async fn remove(files: &Arc<BodyFiles>, ids: Vec<String>) {
     }
 }
 
+/// Removes body file `id` after a write that failed, unless a row names it: a failed
+/// `COMMIT` may have committed all the same (the connection broke before the answer), and a
+/// row must never lose its body. When the database cannot say, the file stays for the sweep.
+pub(crate) async fn discard(files: &Arc<BodyFiles>, pool: &Pool, id: &str) {
+    let table = id
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(table, _)| table);
+    let Some(Ok(table)) = table.map(super::table_name) else {
+        return;
+    };
+    let statement = format!("SELECT COUNT(*) FROM {table} WHERE mailroom_body_id = $1");
+    let named: std::result::Result<i64, _> = on_pool!(pool, p => sqlx::query_scalar(sql(statement))
+        .bind(id)
+        .fetch_one(p)
+        .await);
+    match named {
+        Ok(0) => remove(files, vec![id.to_string()]).await,
+        Ok(_) => {}
+        Err(e) => tracing::info!(
+            "dbfile: body {id} kept for the sweep (cannot tell whether a row names it: {e})"
+        ),
+    }
+}
+
 /// Removes `table`'s body files that are older than `age` and that no row names, and
 /// temporary files older than `age` (a transfer cut off by a crash). Returns how many.
 pub(crate) async fn sweep(
@@ -313,6 +338,55 @@ fn old_files(dir: &Path, age: Duration) -> io::Result<(Vec<String>, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::{DataSourceSpec, DataSources};
+    use crate::MailRepository;
+
+    /// After a failed write, a body is removed only if no row names it: a COMMIT that failed
+    /// may have committed all the same, and a row must keep its body (files and chunks alike).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_never_takes_a_named_body() {
+        let home = tempfile::tempdir().unwrap();
+        let spec = DataSourceSpec {
+            name: "maildb".into(),
+            url: "sqlite://var/mail.db".into(),
+            user: None,
+            password: None,
+            max: 2,
+            lease: crate::DEFAULT_LEASE,
+        };
+        let plain = DataSources::open(&[spec], home.path()).await.unwrap();
+        for sources in [plain.with_file_bodies(), plain.clone()] {
+            let repo = sources
+                .mail("maildb", &["mail".into(), "error".into()])
+                .await
+                .unwrap();
+            let mail = mailroom_mailet::Mail::new(
+                mailroom_mailet::Envelope::new("Mail1-x", None, vec![]),
+                mailroom_mailet::Message::from_bytes(b"Subject: x\r\n\r\nbody\r\n"),
+            );
+            repo.store(&mail).await.unwrap();
+            let bodies = sources.bodies("maildb").unwrap();
+            let id: String = on_pool!(&bodies.pool, p => sqlx::query_scalar(
+                "SELECT mailroom_body_id FROM mail WHERE message_name = 'Mail1-x'"
+            )
+            .fetch_one(p)
+            .await)
+            .unwrap();
+            super::super::body::delete_body(&bodies, &id).await;
+            let read = repo.retrieve("Mail1-x").await.unwrap().unwrap();
+            assert_eq!(
+                read.message.to_bytes().unwrap(),
+                b"Subject: x\r\n\r\nbody\r\n"
+            );
+            assert!(repo.remove("Mail1-x").await.unwrap());
+        }
+        // A file no row names goes.
+        let bodies = plain.with_file_bodies().bodies("maildb").unwrap();
+        let lone = home.path().join("var/dbfile/maildb/mail/Mail2-lone");
+        std::fs::write(&lone, b"x").unwrap();
+        super::super::body::delete_body(&bodies, "dbfile:mail/Mail2-lone").await;
+        assert!(!lone.exists());
+    }
 
     #[test]
     fn ids_cannot_leave_the_root() {
