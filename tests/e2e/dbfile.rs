@@ -460,3 +460,73 @@ fn a_full_body_file_system_answers_452_and_loses_nothing() {
         assert_eq!(left, 0, "{}", tmp.display());
     }
 }
+
+/// DBFile over PostgreSQL with the database stopped under a message: its body file is written,
+/// its row cannot be, and the client gets `451 4.3.0` (as new sessions do at RCPT); once the
+/// database is back mail is accepted again, and what was acknowledged is delivered once.
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl) and root; run by .ci/run"]
+fn dbfile_over_postgresql_answers_451_while_the_database_is_away() {
+    use crate::pg::{data_sources, mailbox_ids, try_send, wait_long, PgCluster};
+    let pg = PgCluster::start();
+    let extra = data_sources(&pg.url(), 10);
+    let server = Server::start_edited(
+        &Setup {
+            pop3_handler: Some(""),
+            extra: &extra,
+            ..Setup::default()
+        },
+        in_dbfile,
+    );
+    server.add_user("bob", "secret");
+    let mut accepted = Vec::new();
+    for n in 0..3 {
+        let id = format!("<pg-before-{n}@test>");
+        let reply = try_send(server.smtp_port, "bob@localhost", &id).unwrap();
+        assert!(reply.starts_with("250"), "{reply}");
+        accepted.push(id);
+    }
+    // A message under way when the database goes.
+    let mut smtp = Smtp::connect(server.smtp_port);
+    assert!(smtp.cmd("EHLO t").starts_with("250"));
+    assert!(smtp.cmd("MAIL FROM:<s@example.net>").starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<bob@localhost>").starts_with("250"));
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    smtp.send(b"Message-ID: <pg-lost@test>\r\n\r\n");
+    smtp.send(&vec![b'z'; 300 * 1024]);
+    pg.down();
+    let reply = smtp.cmd("\r\n.");
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    let reply = try_send(server.smtp_port, "bob@localhost", "<pg-away@test>").unwrap();
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+    pg.up();
+    let mut n = 0;
+    wait_long("mail accepted again", Duration::from_secs(90), || {
+        n += 1;
+        let id = format!("<pg-after-{n}@test>");
+        let ok =
+            try_send(server.smtp_port, "bob@localhost", &id).is_ok_and(|r| r.starts_with("250"));
+        if ok {
+            accepted.push(id);
+        }
+        ok
+    });
+    let mut delivered = Vec::new();
+    wait_long(
+        "every accepted mail delivered",
+        Duration::from_secs(90),
+        || {
+            delivered = mailbox_ids(server.pop3_port, "bob", "secret");
+            accepted.iter().all(|id| delivered.contains(id))
+        },
+    );
+    delivered.sort();
+    accepted.sort();
+    assert_eq!(
+        delivered, accepted,
+        "each acknowledged mail once, nothing else"
+    );
+    // Nothing half-written is left in the temporary directory.
+    let tmp = server.path("var/dbfile/maildb/spool/tmp");
+    assert_eq!(std::fs::read_dir(&tmp).map_or(0, |d| d.count()), 0);
+}
