@@ -322,3 +322,103 @@ async fn db_and_dbfile_read_each_other() {
     assert!(db.remove("Mail1-file").await.unwrap());
     assert!(files(home.path(), "mail").is_empty());
 }
+
+/// Rows James 2.3's DBFile wrote: the header section in `message_body`, the body in
+/// `var/dbmail/<name in hex>.Repository.FileStreamStore`. POP3 lists and sends the whole
+/// message, the mail repository reads it whole; a James row without such a file is its
+/// `message_body`, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn james_dbfile_rows_are_read() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = sqlite(home.path()).await;
+    let Pool::Sqlite(pool) = sources.pool("maildb").unwrap().clone() else {
+        unreachable!()
+    };
+    sqlx::query(
+        "CREATE TABLE inbox (message_name VARCHAR(200) NOT NULL, repository_name VARCHAR(255) \
+         NOT NULL, message_state VARCHAR(30) NOT NULL, error_message VARCHAR(200) NULL, \
+         sender VARCHAR(255) NULL, recipients TEXT NOT NULL, remote_host VARCHAR(255) NOT NULL, \
+         remote_addr VARCHAR(20) NOT NULL, message_body BLOB NOT NULL, message_attributes BLOB \
+         NULL, last_updated BIGINT NOT NULL, PRIMARY KEY (repository_name, message_name))",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let header: &[u8] = b"Subject: from James DBFile\r\nFrom: a@example.org\r\n\r\n";
+    let body: &[u8] = b"line one\nline two\r\n";
+    for (name, repo, text) in [
+        ("Mail1170000000000-0", "joe", header),
+        ("Mail1170000000000-1", "error", header),
+        (
+            "Mail1170000000000-2",
+            "joe",
+            &b"Subject: whole\r\n\r\nin the row\r\n"[..],
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO inbox VALUES ($1, $2, 'root', NULL, 'a@example.org', \
+             'joe@example.org', 'mx.example', '192.0.2.1', $3, NULL, 1170000000000)",
+        )
+        .bind(name)
+        .bind(repo)
+        .bind(text)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let dbmail = home.path().join("var/dbmail");
+    std::fs::create_dir_all(&dbmail).unwrap();
+    for name in ["Mail1170000000000-0", "Mail1170000000000-1"] {
+        let hex: String = name.bytes().map(|b| format!("{b:02X}")).collect();
+        std::fs::write(
+            dbmail.join(format!("{hex}.Repository.FileStreamStore")),
+            body,
+        )
+        .unwrap();
+    }
+    let whole = [header, body].concat();
+
+    for sources in [sources.clone(), sources.with_file_bodies()] {
+        let inbox = sources.inbox("maildb", &path(&["inbox"])).await.unwrap();
+        let mailbox = inbox.open_mailbox("joe").await.unwrap();
+        let listed = mailbox.messages().to_vec();
+        assert_eq!(listed.len(), 2);
+        // One bare LF in the body file.
+        assert_eq!(listed[0].size, whole.len() as u64 + 1);
+        assert_eq!(listed[1].size, 30);
+        let mut text = Vec::new();
+        mailbox
+            .open_message(0)
+            .await
+            .unwrap()
+            .read_to_end(&mut text)
+            .await
+            .unwrap();
+        assert_eq!(text, whole);
+        let mut text = Vec::new();
+        mailbox
+            .open_message(1)
+            .await
+            .unwrap()
+            .read_to_end(&mut text)
+            .await
+            .unwrap();
+        assert_eq!(text, b"Subject: whole\r\n\r\nin the row\r\n");
+        drop(mailbox);
+
+        let errors = sources
+            .mail("maildb", &path(&["inbox", "error"]))
+            .await
+            .unwrap();
+        let mail = errors
+            .retrieve("Mail1170000000000-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(mail.message.to_bytes().unwrap(), whole);
+        assert_eq!(
+            mail.message.header("subject").as_deref(),
+            Some("from James DBFile")
+        );
+    }
+}

@@ -397,6 +397,54 @@ pub(crate) async fn open_stream(bodies: &Bodies, body_id: &str) -> Result<Messag
     )))
 }
 
+/// The message of a row James wrote (no `mailroom_body_id`): its `message_body`, followed,
+/// when James's DBFile kept the body in its `filestore`, by that file (read where it is).
+pub(crate) async fn james_message(
+    bodies: &Bodies,
+    name: &str,
+    stored: Vec<u8>,
+) -> Result<mailroom_mailet::Message> {
+    use mailroom_mailet::Message;
+    match body_files::james_body(&bodies.files, name).await? {
+        Some(body) if mailroom_mailet::header_section_len(&stored) == stored.len() => {
+            Ok(Message::new(stored, Arc::new(body)))
+        }
+        Some(_) => {
+            tracing::warn!(
+                "mail {name}: James's message_body is more than a header section; \
+                 its filestore file is not read"
+            );
+            Ok(Message::from_bytes(&stored))
+        }
+        None => Ok(Message::from_bytes(&stored)),
+    }
+}
+
+/// A row James wrote, streamed out: `message_body`, then James's body file if there is one.
+pub(crate) async fn james_stream(
+    bodies: &Bodies,
+    name: &str,
+    stored: Vec<u8>,
+) -> Result<MessageStream> {
+    use tokio::io::AsyncReadExt;
+    if mailroom_mailet::header_section_len(&stored) == stored.len() {
+        if let Some(file) = body_files::james_open(&bodies.files, name).await? {
+            return Ok(Box::new(AsyncReadExt::chain(io::Cursor::new(stored), file)));
+        }
+    }
+    Ok(Box::new(io::Cursor::new(stored)))
+}
+
+/// Whether James 2.3's DBFile `filestore` (`var/dbmail`) is there to read bodies from.
+pub(crate) fn james_filestore(bodies: &Bodies) -> bool {
+    bodies.files.james_dir().is_dir()
+}
+
+/// What James's body file of mail `name` adds to the POP3 size of its row (`None`: none).
+pub(crate) async fn james_wire_size(bodies: &Bodies, name: &str) -> Result<Option<u64>> {
+    body_files::james_wire_size(&bodies.files, name).await
+}
+
 type ChunkFuture = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>> + Send>>;
 
 /// A body streamed from the database chunk by chunk (a POP3 RETR).

@@ -9,6 +9,10 @@
 //! removed only after the transaction that removed its row has committed.
 //!
 //! This module owns the files only; which rows name them is the table code's business.
+//!
+//! It also reads the bodies of rows James 2.3's DBFile repositories wrote: James put the
+//! header section in `message_body` and the body in its `filestore` (`var/dbmail/`), in a file
+//! named by the mail name alone, `<name in upper-case hex>.Repository.FileStreamStore`.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -32,12 +36,26 @@ const WRITE_BUFFER: usize = 256 * 1024;
 #[derive(Debug)]
 pub(crate) struct BodyFiles {
     root: PathBuf,
+    /// James 2.3's `filestore` directory (`var/dbmail` under the home), read only.
+    james: PathBuf,
 }
 
 impl BodyFiles {
-    /// The body files under `root` (`var/dbfile/<data source>`); nothing is created yet.
-    pub(crate) fn new(root: PathBuf) -> BodyFiles {
-        BodyFiles { root }
+    /// The body files under `root` (`var/dbfile/<data source>`), and James's under `james`;
+    /// nothing is created.
+    pub(crate) fn new(root: PathBuf, james: PathBuf) -> BodyFiles {
+        BodyFiles { root, james }
+    }
+
+    /// James's `filestore` directory.
+    pub(crate) fn james_dir(&self) -> &Path {
+        &self.james
+    }
+
+    /// The file James 2.3's DBFile kept the body of mail `name` in.
+    fn james_path(&self, name: &str) -> PathBuf {
+        let hex: String = name.bytes().map(|b| format!("{b:02X}")).collect();
+        self.james.join(format!("{hex}.Repository.FileStreamStore"))
     }
 
     /// The directory of `table`'s bodies.
@@ -209,6 +227,60 @@ fn missing(id: &str, path: &Path, e: io::Error) -> StoreError {
             format!("body file {}: {e}", path.display()),
         ))
     }
+}
+
+/// The body James 2.3's DBFile kept for mail `name`, if there is one (a row of James's whose
+/// `message_body` is then the header section alone).
+pub(crate) async fn james_body(files: &BodyFiles, name: &str) -> Result<Option<FileBody>> {
+    let path = files.james_path(name);
+    on_blocking_pool(move || match File::open(&path) {
+        Ok(file) => {
+            let len = file.metadata()?.len();
+            Ok(Some(FileBody::new(Arc::new(file), 0, len)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Io(e)),
+    })
+    .await?
+}
+
+/// James's body file of mail `name`, opened for streaming, if there is one.
+pub(crate) async fn james_open(files: &BodyFiles, name: &str) -> Result<Option<tokio::fs::File>> {
+    match tokio::fs::File::open(files.james_path(name)).await {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Io(e)),
+    }
+}
+
+/// The octets POP3 sends of James's body file of mail `name` (every bare LF as CRLF), read
+/// once through; `None` when there is no such file. Whether the file ends after a CR matters
+/// not: the header section before it ends with a line end.
+pub(crate) async fn james_wire_size(files: &BodyFiles, name: &str) -> Result<Option<u64>> {
+    if !files.james.is_dir() {
+        return Ok(None);
+    }
+    let path = files.james_path(name);
+    on_blocking_pool(move || {
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::Io(e)),
+        };
+        let mut lf = super::body::BareLf::default();
+        let mut total = 0u64;
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = io::Read::read(&mut file, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            lf.feed(&buf[..n]);
+            total += n as u64;
+        }
+        Ok(Some(total + lf.count))
+    })
+    .await?
 }
 
 /// Removes body files whose rows are gone (committed). A file that cannot be removed stays as
@@ -390,7 +462,14 @@ mod tests {
 
     #[test]
     fn ids_cannot_leave_the_root() {
-        let files = BodyFiles::new(PathBuf::from("/home/var/dbfile/maildb"));
+        let files = BodyFiles::new(
+            PathBuf::from("/home/var/dbfile/maildb"),
+            PathBuf::from("/home/var/dbmail"),
+        );
+        assert_eq!(
+            files.james_path("Mail1-2"),
+            PathBuf::from("/home/var/dbmail/4D61696C312D32.Repository.FileStreamStore")
+        );
         assert_eq!(
             files.path_of("dbfile:spool/Mail1-2-ab").unwrap(),
             PathBuf::from("/home/var/dbfile/maildb/spool/Mail1-2-ab")

@@ -284,6 +284,14 @@ impl InboxRepository for DbInbox {
             });
             names.push(name);
         }
+        // Rows James's DBFile wrote: their bodies are files, which the database cannot size.
+        if body::james_filestore(&self.bodies) {
+            for (message, name) in messages.iter_mut().zip(&names) {
+                if let Some(extra) = body::james_wire_size(&self.bodies, name).await? {
+                    message.size += extra;
+                }
+            }
+        }
         Ok(Box::new(DbMailbox {
             pool: self.pool.clone(),
             bodies: self.bodies.clone(),
@@ -360,7 +368,7 @@ impl Mailbox for DbMailbox {
                 std::io::Cursor::new(header.unwrap_or_default())
                     .chain(body::open_stream(&self.bodies, &body_id).await?),
             )),
-            Some((_, None, Some(whole))) => Ok(Box::new(std::io::Cursor::new(whole))),
+            Some((_, None, Some(whole))) => body::james_stream(&self.bodies, name, whole).await,
             _ => Err(StoreError::NotFound(format!("message {name}"))),
         }
     }

@@ -395,7 +395,10 @@ impl DataSources {
         }
         Ok(body::Bodies::new(
             self.pool(source)?.clone(),
-            Arc::new(body_files::BodyFiles::new(self.dbfile_root.join(source))),
+            Arc::new(body_files::BodyFiles::new(
+                self.dbfile_root.join(source),
+                self.dbfile_root.with_file_name("dbmail"),
+            )),
             self.write_files,
         ))
     }

@@ -194,7 +194,8 @@ impl StoredRow {
                     body::load(bodies, &id, body_len, tmp_dir).await?,
                 )
             }
-            (None, Some(whole)) => Message::from_bytes(&whole),
+            // James's DBFile kept the body in a file of its own.
+            (None, Some(whole)) => body::james_message(bodies, &self.envelope.name, whole).await?,
             (None, None) => {
                 return Err(StoreError::Corrupt(
                     self.envelope.name,
