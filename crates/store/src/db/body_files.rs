@@ -94,6 +94,8 @@ pub(crate) struct FileWriter {
     file: Option<File>,
     buf: Vec<u8>,
     len: u64,
+    /// Set once the temporary file may exist (its creation was tried).
+    created: bool,
     /// Set once the file is renamed into place: from then on it is the caller's to remove.
     placed: bool,
 }
@@ -107,6 +109,7 @@ impl FileWriter {
             file: None,
             buf: Vec::new(),
             len: 0,
+            created: false,
             placed: false,
         }
     }
@@ -137,6 +140,7 @@ impl FileWriter {
         let file = self.file.take();
         let mut buf = std::mem::take(&mut self.buf);
         let tmp = self.tmp_path();
+        self.created = true;
         let (file, buf) = on_blocking_pool(move || {
             let mut file = match file {
                 Some(file) => file,
@@ -178,7 +182,7 @@ impl FileWriter {
 impl Drop for FileWriter {
     fn drop(&mut self) {
         // Not placed: the temporary file is nobody's (an unlink is quick enough to do here).
-        if !self.placed && (self.file.is_some() || self.len > 0) {
+        if self.created && !self.placed {
             let _ = fs::remove_file(self.tmp_path());
         }
     }
