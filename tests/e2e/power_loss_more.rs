@@ -243,7 +243,7 @@ fn pop3_deletions_acknowledged_before_a_power_cut_stay_deleted() {
 
 /// Reads alice's mailbox over POP3 until every mail of `acked` is there, each whole, then
 /// deletes everything; returns how many there were.
-fn check_database_inbox(server: &Server, cycle: usize, acked: &[String]) -> usize {
+pub(crate) fn check_database_inbox(server: &Server, cycle: usize, acked: &[String]) -> usize {
     let mut found = HashSet::new();
     wait_long("every acknowledged mail in the database inbox", || {
         let Some(mut pop) = Lines::pop3_login(server.pop3_port, "alice") else {
@@ -270,7 +270,7 @@ fn check_database_inbox(server: &Server, cycle: usize, acked: &[String]) -> usiz
 }
 
 /// SMTP clients of a burst, to alice.
-fn smtp_clients(
+pub(crate) fn smtp_clients(
     port: u16,
     prefix: &str,
 ) -> Vec<impl FnOnce(&AtomicBool, &Mutex<Vec<String>>) + Send + 'static> {
