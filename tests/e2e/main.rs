@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod database;
 mod database_faults;
+mod database_large;
 mod database_nodes;
 mod delivery;
 mod fetchmail;
