@@ -7,6 +7,7 @@ mod bounce;
 mod cli;
 mod crash;
 mod database;
+mod database_admin;
 mod database_faults;
 mod database_large;
 mod database_nodes;

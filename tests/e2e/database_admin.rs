@@ -1,0 +1,223 @@
+//! Administration of a server whose repositories are all in the embedded SQLite database:
+//! users added, changed and deleted on the RemoteManager live in James's `users` table and
+//! log in over POP3 before and after a restart; a `kill -9` in the middle of a burst loses
+//! no acknowledged mail and delivers none twice; a database written by a newer Mailroom stops
+//! the start with a message that says so.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::database::{in_database, DATA_SOURCES};
+use crate::harness::{console, python, Server, Setup, ADMIN, BIN};
+use crate::pg::{mailbox_ids, try_send, wait_long, Pop3};
+
+/// Rows of one SQL query on the server's SQLite file, one line each, columns joined by `|`.
+fn sqlite(server: &Server, query: &str) -> String {
+    python(
+        "import sqlite3, sys\n\
+         db = sqlite3.connect(sys.argv[1])\n\
+         for row in db.execute(sys.argv[2]).fetchall(): print('|'.join(str(c) for c in row))\n\
+         db.commit()",
+        &[server.path("var/mail.db").to_str().unwrap(), query],
+    )
+}
+
+/// The reply to PASS (or USER) of a fresh POP3 session.
+fn login(server: &Server, user: &str, password: &str) -> String {
+    let mut pop = Pop3::connect(server.pop3_port).unwrap();
+    let reply = pop.login(user, password).unwrap();
+    let _ = pop.cmd("QUIT");
+    reply
+}
+
+fn setup() -> Setup<'static> {
+    Setup {
+        pop3_handler: Some(""),
+        remote_manager_handler: Some(ADMIN),
+        extra: DATA_SOURCES,
+        ..Setup::default()
+    }
+}
+
+#[test]
+fn console_users_in_sqlite_log_in_across_a_restart() {
+    let mut server = Server::start_edited(&setup(), in_database);
+    let said = console(
+        &server,
+        &[
+            "adduser alice first pass",
+            "adduser bob pw",
+            "adduser ALICE other",
+            "countusers",
+            "verify bob",
+            "setpassword alice second pass",
+            "deluser bob",
+            "verify bob",
+            "listusers",
+        ],
+    );
+    for line in [
+        "User alice added",
+        "User bob added",
+        "User ALICE already exists",
+        "Existing accounts 2",
+        "User bob exists",
+        "Password for alice reset",
+        "User bob deleted",
+        "User bob does not exist",
+        "Existing accounts 1\r\nuser: alice",
+    ] {
+        assert!(said.contains(line), "{line:?} not in {said}");
+    }
+    // James's table holds them, with argon2id hashes.
+    assert_eq!(
+        sqlite(
+            &server,
+            "SELECT username, pwdAlgorithm, pwdHash IS NULL, \
+             mailroom_password_hash LIKE '$argon2id$%' FROM users"
+        ),
+        "alice|argon2id|1|1\n"
+    );
+    assert!(login(&server, "alice", "second pass").starts_with("+OK"));
+    assert!(login(&server, "alice", "first pass").starts_with("-ERR"));
+    assert!(login(&server, "bob", "pw").starts_with("-ERR"));
+
+    // Restarted: the same users, from the database.
+    assert!(server.terminate().success());
+    server.spawn();
+    assert!(login(&server, "Alice", "second pass").starts_with("+OK"));
+    let said = console(&server, &["countusers"]);
+    assert!(said.contains("Existing accounts 1"), "{said}");
+    assert!(!server.path("var/users").exists());
+}
+
+#[test]
+fn kill_9_during_a_burst_into_sqlite_loses_nothing_and_delivers_once() {
+    let mut server = Server::start_edited(&setup(), in_database);
+    server.add_user("bob", "secret");
+    let port = server.smtp_port;
+    // Each send is a session of its own: a kill ends at most one per sender.
+    let outcomes: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let senders: Vec<_> = (0..3)
+        .map(|t| {
+            let outcomes = outcomes.clone();
+            std::thread::spawn(move || {
+                for n in 0..100 {
+                    let id = format!("<kill-{t}-{n}@test>");
+                    let reply = try_send(port, "bob@localhost", &id).ok();
+                    let gone = reply.is_none();
+                    outcomes.lock().unwrap().push((id, reply));
+                    if gone {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    let accepted = |outcomes: &[(String, Option<String>)]| -> Vec<String> {
+        outcomes
+            .iter()
+            .filter(|(_, r)| r.as_deref().is_some_and(|r| r.starts_with("250")))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    wait_long("part of the burst", Duration::from_secs(60), || {
+        accepted(&outcomes.lock().unwrap()).len() >= 40
+    });
+    server.kill();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let outcomes = outcomes.lock().unwrap().clone();
+    let accepted = accepted(&outcomes);
+    assert!(
+        outcomes.iter().any(|(_, r)| r.is_none()),
+        "the burst ended before the kill: {} sent",
+        outcomes.len()
+    );
+    for (id, reply) in &outcomes {
+        if let Some(reply) = reply {
+            assert!(reply.starts_with("250"), "{id}: {reply}");
+        }
+    }
+
+    // What the restart has to finish: mails acknowledged and not yet delivered, and mails
+    // delivered but not yet removed from the spool (delivered again: the inbox keeps one).
+    let left = sqlite(&server, "SELECT count(*) FROM spool");
+    let inboxed = sqlite(&server, "SELECT count(*) FROM inbox");
+    server.spawn();
+    let mut delivered: HashMap<String, usize> = HashMap::new();
+    wait_long(
+        "every acknowledged mail delivered",
+        Duration::from_secs(60),
+        || {
+            delivered.clear();
+            for id in mailbox_ids(server.pop3_port, "bob", "secret") {
+                *delivered.entry(id).or_default() += 1;
+            }
+            accepted.iter().all(|id| delivered.contains_key(id))
+        },
+    );
+    wait_long("the spool empty", Duration::from_secs(60), || {
+        sqlite(&server, "SELECT count(*) FROM spool") == "0\n"
+    });
+    // A database inbox delivers idempotently: once, even for the mails being delivered when
+    // the server died (a mail acknowledged as the kill came may be there too, once).
+    delivered.clear();
+    for id in mailbox_ids(server.pop3_port, "bob", "secret") {
+        *delivered.entry(id).or_default() += 1;
+    }
+    let twice: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    eprintln!(
+        "{} acknowledged before the kill; then {} in the spool, {} in the inbox; {} delivered",
+        accepted.len(),
+        left.trim(),
+        inboxed.trim(),
+        delivered.len()
+    );
+}
+
+#[test]
+fn a_database_from_a_newer_mailroom_stops_the_start() {
+    let mut server = Server::start_edited(&setup(), in_database);
+    assert!(server.terminate().success());
+    sqlite(
+        &server,
+        "INSERT INTO mailroom_migrations (version, description, success, checksum, \
+         execution_time) VALUES (9999, 'from the future', 1, X'00', 0)",
+    );
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&server.config)
+        .arg("--home")
+        .arg(server.home.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("maildb") && said.contains("9999") && said.contains("newer Mailroom"),
+        "{said}"
+    );
+    // Nothing was changed: the row from the future is still there, and the server starts
+    // again once it is gone.
+    assert_eq!(
+        sqlite(
+            &server,
+            "SELECT count(*) FROM mailroom_migrations WHERE version = 9999"
+        ),
+        "1\n"
+    );
+    sqlite(
+        &server,
+        "DELETE FROM mailroom_migrations WHERE version = 9999",
+    );
+    server.spawn();
+}
