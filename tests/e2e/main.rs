@@ -11,6 +11,7 @@ mod database_admin;
 mod database_faults;
 mod database_large;
 mod database_nodes;
+mod database_pool;
 mod delivery;
 mod fetchmail;
 mod fetchmail_dovecot;
