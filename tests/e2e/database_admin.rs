@@ -2,7 +2,7 @@
 //! users added, changed and deleted on the RemoteManager live in James's `users` table and
 //! log in over POP3 before and after a restart; a `kill -9` in the middle of a burst loses
 //! no acknowledged mail and delivers none twice; a database written by a newer Mailroom stops
-//! the start with a message that says so.
+//! the start with a message that says so (on SQLite, and on PostgreSQL in `.ci/run`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -219,5 +219,41 @@ fn a_database_from_a_newer_mailroom_stops_the_start() {
         &server,
         "DELETE FROM mailroom_migrations WHERE version = 9999",
     );
+    server.spawn();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl) and root; run by .ci/run"]
+fn a_postgresql_database_from_a_newer_mailroom_stops_the_start() {
+    let pg = crate::pg::PgCluster::start();
+    let extra = crate::pg::data_sources(&pg.url(), 300);
+    let mut server = Server::start_edited(
+        &Setup {
+            pop3_handler: Some(""),
+            extra: &extra,
+            ..Setup::default()
+        },
+        in_database,
+    );
+    assert!(server.terminate().success());
+    pg.query(
+        "INSERT INTO mailroom_migrations (version, description, success, checksum, \
+         execution_time) VALUES (9999, 'from the future', TRUE, '\\x00', 0)",
+    );
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&server.config)
+        .arg("--home")
+        .arg(server.home.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("maildb") && said.contains("9999") && said.contains("newer Mailroom"),
+        "{said}"
+    );
+    pg.query("DELETE FROM mailroom_migrations WHERE version = 9999");
     server.spawn();
 }
