@@ -9,6 +9,7 @@ mod crash;
 mod database;
 mod database_admin;
 mod database_faults;
+mod database_james;
 mod database_large;
 mod database_nodes;
 mod database_pool;
