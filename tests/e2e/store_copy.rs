@@ -1,7 +1,7 @@
 //! `mailroom store copy`: a server's users, inboxes and mail repositories copied from files to
 //! the embedded SQLite, and from there back to files (and on to PostgreSQL in `.ci/run`); POP3
-//! on the new server shows the
-//! same messages, sizes and UIDLs to the same passwords, and a second copy copies nothing.
+//! on the new server shows the same messages, sizes and UIDLs to the same passwords, and a
+//! second copy copies nothing.
 
 use std::path::Path;
 use std::process::Command;
