@@ -257,3 +257,86 @@ fn a_postgresql_database_from_a_newer_mailroom_stops_the_start() {
     pg.query("DELETE FROM mailroom_migrations WHERE version = 9999");
     server.spawn();
 }
+
+/// Mapping rows James wrote in mixed case: the mappings repository looks sources up
+/// lower-cased, so the console lists them lower-cased but cannot find or remove them; the
+/// `JDBCVirtualUserTable` mailet's own query finds a row whose domain is lower-case for a
+/// recipient whose local part is spelled as the row's user (domains arrive lower-cased, so a
+/// mixed-case domain is never found). The README's limit.
+#[test]
+fn mixed_case_james_mapping_rows_are_found_by_the_jdbc_mailet_only() {
+    let extra = format!(
+        r#"{DATA_SOURCES}
+  <virtualusertable-store>
+    <table name="DefaultVirtualUserTable" destinationURL="db://maildb/VirtualUserTable"/>
+  </virtualusertable-store>"#
+    );
+    let mut server = Server::start_edited(
+        &Setup {
+            smtp_handler: "<verifyRecipients>false</verifyRecipients>",
+            pop3_handler: Some(""),
+            remote_manager_handler: Some(ADMIN),
+            extra: &extra,
+            ..Setup::default()
+        },
+        in_database,
+    );
+    server.add_user("carol", "secret");
+    assert!(server.terminate().success());
+    sqlite(
+        &server,
+        "INSERT INTO VirtualUserTable VALUES ('Info', 'LocalHost', 'carol'), \
+         ('Sales', 'localhost', 'carol')",
+    );
+    // The mailet checks its table at start: it is added once the table exists.
+    let xml = std::fs::read_to_string(&server.config).unwrap().replacen(
+        r#"<processor name="root">"#,
+        r#"<processor name="root">
+      <mailet match="All" class="JDBCVirtualUserTable"><table>db://maildb/VirtualUserTable</table></mailet>"#,
+        1,
+    );
+    std::fs::write(&server.config, xml).unwrap();
+    server.spawn();
+    let said = console(
+        &server,
+        &[
+            "listallmappings",
+            "listmapping sales@localhost",
+            "removemapping sales@localhost carol",
+        ],
+    );
+    for line in [
+        "info@localhost -> carol",
+        "sales@localhost -> carol",
+        "No mappings found",
+        "Removing mapping successful: false",
+    ] {
+        assert!(said.contains(line), "{line:?} not in {said}");
+    }
+    for rcpt in ["Info@LocalHost", "Sales@localhost", "sales@localhost"] {
+        server.smtp().send_mail(
+            "s@example.net",
+            &[rcpt],
+            &format!("Subject: to {rcpt}\r\n\r\nx\r\n"),
+        );
+    }
+    wait_long("the mails processed", Duration::from_secs(30), || {
+        server.spool_empty()
+    });
+    let mut pop = crate::pg::open_mailbox(server.pop3_port, "carol", "secret");
+    let top = pop.multi("TOP 1 0").unwrap().unwrap();
+    assert!(
+        top.iter().any(|l| l == "Subject: to Sales@localhost"),
+        "{top:?}"
+    );
+    assert!(pop.cmd("STAT").unwrap().starts_with("+OK 1 "));
+    let _ = pop.cmd("QUIT");
+    let out = server.cli(&["queue", "list", "db://maildb/mail/address-error/"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("2 mail(s) in"), "{listed}");
+    // The rows are as James wrote them.
+    assert_eq!(
+        sqlite(&server, "SELECT * FROM VirtualUserTable ORDER BY domain"),
+        "Info|LocalHost|carol\nSales|localhost|carol\n"
+    );
+}
