@@ -191,6 +191,8 @@ fn session(
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let peer = stream.peer_addr().ok();
+    // The plain socket, to half-close it under a fault.
+    let raw = stream.try_clone()?;
     let mut io: BufReader<Box<dyn ReadWrite>> = BufReader::new(Box::new(stream));
     say(&mut io, "220 sink.test ESMTP")?;
     let fault = {
@@ -328,6 +330,14 @@ fn session(
                 }
                 if matches!(fault, Some(Fault::DropMidData)) && data.len() > 10 {
                     // Closed with the data half read: the client must not count it delivered.
+                    // Half-closed (FIN), and what the client still sends read and dropped
+                    // until it goes away: a socket closed with unread input, or written to
+                    // once closed, is reset instead, and on a loaded machine the client then
+                    // sees "connection reset" rather than the close (whether its last write
+                    // came before the close is a race).
+                    raw.shutdown(std::net::Shutdown::Write)?;
+                    let mut sink = [0u8; 4096];
+                    while matches!(io.get_mut().read(&mut sink), Ok(1..)) {}
                     return Ok(());
                 }
                 if l == ".\r\n" {
