@@ -280,7 +280,8 @@ fn file_to_sqlite_to_postgresql_keeps_messages_uidls_and_passwords() {
     copy_and_check(&sqlite, &mut postgres, &before, false);
 }
 
-/// Back from the database to files: the same messages, UIDLs (Maildir file names) and sizes.
+/// Back from the database to files: the same messages, UIDLs (Maildir file names) and sizes;
+/// progress bars at a terminal.
 #[test]
 fn file_to_sqlite_and_back_to_files_keeps_messages_uidls_and_passwords() {
     let (old, before) = file_server();
@@ -291,6 +292,26 @@ fn file_to_sqlite_and_back_to_files_keeps_messages_uidls_and_passwords() {
     // The spooled mail may be in the spool or processed into address-error by now.
     copy_and_check(&sqlite, &mut files, &before, false);
     assert!(!files.path("var/mail.db").exists());
+
+    // At a terminal (script(1) gives it one), each repository has a progress bar.
+    assert!(files.terminate().success());
+    let command = format!(
+        "{BIN} store copy --from {} --to {}",
+        sqlite.config.display(),
+        files.config.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    for bar in ["users [", "] 3/3", "inboxes ["] {
+        assert!(shown.contains(bar), "{bar:?} not in {shown:?}");
+    }
+    // Without one, no bar: the log lines alone.
+    let (ok, err) = copy(&sqlite.config, &files.config);
+    assert!(ok && !err.contains("users ["), "{err}");
 }
 
 /// The virtual user tables: mappings added on a file server's console are copied into a
