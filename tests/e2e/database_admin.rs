@@ -5,7 +5,7 @@
 //! the start with a message that says so (on SQLite, and on PostgreSQL in `.ci/run`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::database::{in_database, DATA_SOURCES};
@@ -98,7 +98,7 @@ fn kill_9_during_a_burst_into_sqlite_loses_nothing_and_delivers_once() {
     server.add_user("bob", "secret");
     let port = server.smtp_port;
     // Each send is a session of its own: a kill ends at most one per sender.
-    let outcomes: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let outcomes: crate::pg::Outcomes = Arc::default();
     let senders: Vec<_> = (0..3)
         .map(|t| {
             let outcomes = outcomes.clone();

@@ -33,7 +33,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// text varies (a cheap generator) so that no two chunks of the store are alike.
 fn body_line(n: u64, out: &mut Vec<u8>) {
     let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    if n % 997 == 0 {
+    if n.is_multiple_of(997) {
         out.push(b'.');
     }
     write!(out, "{n:09} ").unwrap();
