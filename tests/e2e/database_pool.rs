@@ -22,7 +22,8 @@ fn cluster() -> PgCluster {
     pg
 }
 
-/// James's data source block for `pg`, in the JDBC form.
+/// James's data source block for `pg`, in the JDBC form (and no limit of connections per
+/// client address: every client here is 127.0.0.1).
 fn jdbc_sources(pg: &PgCluster, password: &str, max: u32) -> String {
     format!(
         r#"<database-connections>
@@ -33,7 +34,8 @@ fn jdbc_sources(pg: &PgCluster, password: &str, max: u32) -> String {
         <password>{password}</password>
         <max>{max}</max>
       </data-source>
-  </database-connections>"#,
+  </database-connections>
+  <connections><max-connections-per-ip>0</max-connections-per-ip></connections>"#,
         pg.port
     )
 }
