@@ -143,9 +143,9 @@ fn jdbc_url_with_user_and_password_and_at_most_max_connections() {
 /// user still logs in.
 #[test]
 #[ignore = "fails: each open PostgreSQL mailbox holds a pool connection for its advisory lock \
-            (db/inbox.rs open_mailbox) and needs a second one to list, so <max> open POP3 \
-            sessions starve the pool (the <max>th login gets -ERR [SYS/TEMP] after 10 s, SMTP \
-            451); for the lead"]
+            (db/inbox.rs open_mailbox) and needs a second one to list, so <max> - 1 open POP3 \
+            sessions starve the pool (the next login gets -ERR [SYS/TEMP] after 10 s, SMTP \
+            and the spool wait meanwhile); for the lead"]
 fn open_pop3_sessions_leave_connections_for_smtp_and_the_spool() {
     const MAX: u32 = 3;
     let pg = cluster();
