@@ -106,6 +106,23 @@ impl PgCluster {
         ));
     }
 
+    /// Makes connections over TCP as `role` prove their password (SCRAM), where the rest of
+    /// the cluster trusts everyone, and reloads the server.
+    pub fn require_password(&self, role: &str) {
+        let hba = self.dir.path().join("data/pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!("host all {role} 127.0.0.1/32 scram-sha-256\n{old}"),
+        )
+        .unwrap();
+        as_postgres(&format!(
+            "{}/pg_ctl -D {}/data reload >/dev/null",
+            self.bin.display(),
+            self.dir.path().display()
+        ));
+    }
+
     /// The postmaster's process id (to kill it when its file system is gone).
     pub fn postmaster_pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.dir.path().join("data/postmaster.pid"))
@@ -124,9 +141,14 @@ impl PgCluster {
 
     /// The answer of one SQL query, as psql prints it unaligned.
     pub fn query(&self, sql: &str) -> String {
+        self.query_in("postgres", sql)
+    }
+
+    /// The answer of one SQL query in database `db`.
+    pub fn query_in(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-U", "postgres", "-d", "postgres", "-Atc", sql])
+            .args(["-U", "postgres", "-d", db, "-Atc", sql])
             .output()
             .unwrap();
         assert!(

@@ -229,9 +229,11 @@ const OTHER_IP: &str = r#"
 import smtplib, sys, time
 s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), source_address=("127.0.0.2", 0))
 s.ehlo("other.example")
+# One AUTH PLAIN (login() would try PLAIN, then LOGIN: two checks, each slow under load).
+s.user, s.password = "alice", "wrong"
 start = time.monotonic()
 try:
-    s.login("alice", "wrong")
+    s.auth("PLAIN", s.auth_plain)
 except smtplib.SMTPAuthenticationError:
     pass
 print("%.3f" % (time.monotonic() - start))
@@ -243,13 +245,15 @@ fn failed_logins_are_throttled_per_address_across_smtp_and_pop3() {
     let server = Server::start_setup(&Setup {
         smtp_handler: AUTH_HANDLER,
         pop3_handler: Some(""),
-        extra: r#"<authThrottle failures="2" window="60000" delay="700" maxDelay="700"/>"#,
+        extra: r#"<authThrottle failures="2" window="60000" delay="2000" maxDelay="2000"/>"#,
         ..Setup::default()
     });
     server.add_user("alice", "alice pw");
     let port = server.smtp_port;
-    let slow = Duration::from_millis(650);
-    let fast = Duration::from_millis(450);
+    // A delayed answer takes the 2 s delay and more; one answered at once takes a password
+    // check (argon2: some 100 ms, several times that on a loaded machine), far less than 2 s.
+    let slow = Duration::from_millis(1950);
+    let fast = Duration::from_millis(1000);
 
     // Two failures in POP3 from 127.0.0.1: under the threshold, answered at once.
     let stream = std::net::TcpStream::connect(("127.0.0.1", server.pop3_port)).unwrap();
@@ -274,7 +278,11 @@ fn failed_logins_are_throttled_per_address_across_smtp_and_pop3() {
         .trim()
         .parse()
         .unwrap();
-    assert!(other < 0.45, "another address waited {other} s");
+    // Held up, it would wait for the end of 127.0.0.1's pause, 1.9 s after it began.
+    assert!(
+        other < fast.as_secs_f64(),
+        "another address waited {other} s"
+    );
     assert!(waiting.join().unwrap() >= slow);
 
     // A correct login is not slowed, and it does not clear the address's failures (a guesser

@@ -1,6 +1,7 @@
 //! `mailroom store copy`: a server's users, inboxes and mail repositories copied from files to
-//! the embedded SQLite (and on to PostgreSQL in `.ci/run`); POP3 on the new server shows the
-//! same messages, sizes and UIDLs to the same passwords, and a second copy copies nothing.
+//! the embedded SQLite, and from there back to files (and on to PostgreSQL in `.ci/run`); POP3
+//! on the new server shows the same messages, sizes and UIDLs to the same passwords, and a
+//! second copy copies nothing.
 
 use std::path::Path;
 use std::process::Command;
@@ -136,8 +137,16 @@ fn stopped_server(edit: impl FnOnce(String) -> String) -> Server {
 /// POP3 shows `before`.
 fn copy_and_check(from: &Server, to: &mut Server, before: &[(&str, Shown)], spooled: bool) {
     to.spawn();
-    // The control socket, by which a running server is known, is bound once the server runs.
-    let socket = to.path("var/run/db-spool/control.sock");
+    // The control socket, by which a running server is known, is bound once the server runs
+    // (in a file spool's directory, or under var/run for a spool in a database).
+    let in_database = std::fs::read_to_string(&to.config)
+        .unwrap()
+        .contains("db://maildb/spool/");
+    let socket = to.path(if in_database {
+        "var/run/db-spool/control.sock"
+    } else {
+        "var/mail/spool/control.sock"
+    });
     crate::harness::wait_for("the control socket", || {
         std::os::unix::net::UnixStream::connect(&socket).is_ok()
     });
@@ -309,6 +318,40 @@ fn file_to_dbfile_to_file_keeps_messages_and_uidls() {
             "{user}"
         );
     }
+}
+
+/// Back from the database to files: the same messages, UIDLs (Maildir file names) and sizes;
+/// progress bars at a terminal.
+#[test]
+fn file_to_sqlite_and_back_to_files_keeps_messages_uidls_and_passwords() {
+    let (old, before) = file_server();
+    let mut sqlite = stopped_server(to_sqlite);
+    copy_and_check(&old, &mut sqlite, &before, true);
+    assert!(sqlite.terminate().success());
+    let mut files = stopped_server(|xml| xml);
+    // The spooled mail may be in the spool or processed into address-error by now.
+    copy_and_check(&sqlite, &mut files, &before, false);
+    assert!(!files.path("var/mail.db").exists());
+
+    // At a terminal (script(1) gives it one), each repository has a progress bar.
+    assert!(files.terminate().success());
+    let command = format!(
+        "{BIN} store copy --from {} --to {}",
+        sqlite.config.display(),
+        files.config.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    for bar in ["users [", "] 3/3", "inboxes ["] {
+        assert!(shown.contains(bar), "{bar:?} not in {shown:?}");
+    }
+    // Without one, no bar: the log lines alone.
+    let (ok, err) = copy(&sqlite.config, &files.config);
+    assert!(ok && !err.contains("users ["), "{err}");
 }
 
 /// The virtual user tables: mappings added on a file server's console are copied into a
