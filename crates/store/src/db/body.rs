@@ -1,8 +1,9 @@
 //! Message bodies in `mailroom_bodies`, one row per chunk of at most [`CHUNK`] octets: written
 //! chunk by chunk as they arrive (each insert commits on its own, so no transaction stays open
-//! during a long SMTP DATA), read back one chunk per query. The row that names a body
-//! (`mailroom_body_id`) is written after it; a body no row names (a transfer cut off, a crash) is
-//! swept when its table is next opened.
+//! during a long SMTP DATA; the last, partial chunk goes in the transaction of the row that
+//! names the body, so a small body costs no commit of its own), read back one chunk per query.
+//! The row that names a body (`mailroom_body_id`) is written after it; a body no row names (a
+//! transfer cut off, a crash) is swept when its table is next opened.
 
 use std::future::Future;
 use std::io::{self, Read, Write};
@@ -59,10 +60,37 @@ pub(crate) struct WrittenBody {
     pub(crate) len: u64,
 }
 
+/// Inserts one chunk: `$1` body id, `$2` sequence number, `$3` data, `$4` time written.
+pub(crate) const INSERT_CHUNK: &str =
+    "INSERT INTO mailroom_bodies (body_id, seq, data, written_at) \
+                                       VALUES ($1, $2, $3, $4)";
+
+/// The last, partial chunk of a body, not written yet: it goes in the transaction that writes
+/// the row naming the body, so that a body of one chunk and its row cost one commit.
+#[derive(Debug, Default)]
+pub(crate) struct Tail {
+    pub(crate) seq: i32,
+    pub(crate) data: Vec<u8>,
+}
+
+/// Inserts a [`Tail`] (if it has octets) with the executor `$c` of a write transaction.
+macro_rules! insert_tail {
+    ($c:expr, $body_id:expr, $tail:expr) => {
+        if !$tail.data.is_empty() {
+            sqlx::query($crate::db::body::INSERT_CHUNK)
+                .bind($body_id)
+                .bind($tail.seq)
+                .bind(&$tail.data)
+                .bind($crate::db::now_ms())
+                .execute($c)
+                .await?;
+        }
+    };
+}
+pub(crate) use insert_tail;
+
 async fn write_chunk(pool: &Pool, body_id: &str, seq: i32, data: &[u8]) -> Result<()> {
-    let statement = "INSERT INTO mailroom_bodies (body_id, seq, data, written_at) \
-                     VALUES ($1, $2, $3, $4)";
-    on_pool!(pool, p => sqlx::query(statement)
+    on_pool!(pool, p => sqlx::query(INSERT_CHUNK)
         .bind(body_id)
         .bind(seq)
         .bind(data)
@@ -166,24 +194,30 @@ impl BodyWriter {
         Ok(())
     }
 
-    /// Writes what is buffered; the body is then whole in the database.
-    pub(crate) async fn finish(mut self) -> Result<WrittenBody> {
-        self.flush().await?;
-        Ok(WrittenBody {
+    /// Ends the body: its full chunks are in the database, its last one is handed back to be
+    /// written with the row that names the body.
+    pub(crate) fn finish(self) -> (WrittenBody, Tail) {
+        let tail = Tail {
+            seq: self.seq,
+            data: self.buf,
+        };
+        let body = WrittenBody {
             id: self.id,
             len: self.len,
-        })
+        };
+        (body, tail)
     }
 }
 
 /// Writes `source` (a body held in memory or a file) to the database, counting its bare LFs
-/// into `lf`. A body read from a file is read on the blocking pool, a chunk at a time.
+/// into `lf`. A body read from a file is read on the blocking pool, a chunk at a time. Its
+/// last chunk is handed back (see [`BodyWriter::finish`]).
 pub(crate) async fn write_source(
     pool: &Pool,
     table: &str,
     source: &Arc<dyn BodySource>,
     lf: &mut BareLf,
-) -> Result<WrittenBody> {
+) -> Result<(WrittenBody, Tail)> {
     let mut writer = BodyWriter::new(pool.clone(), table);
     let result = async {
         let mut reader = Some(source.open()?);
@@ -211,16 +245,7 @@ pub(crate) async fn write_source(
     }
     .await;
     match result {
-        Ok(()) => {
-            let id = writer.id().to_string();
-            match writer.finish().await {
-                Ok(written) => Ok(written),
-                Err(e) => {
-                    delete_body(pool, &id).await;
-                    Err(e)
-                }
-            }
-        }
+        Ok(()) => Ok(writer.finish()),
         Err(e) => {
             if writer.wrote_any() {
                 delete_body(pool, writer.id()).await;

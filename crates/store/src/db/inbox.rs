@@ -15,9 +15,10 @@ use mailroom_mailet::{Envelope, Message};
 use sqlx::Row;
 use tokio::io::AsyncReadExt;
 
-use super::body::{BareLf, ChunkStream};
+use super::batch::write_tx;
+use super::body::{insert_tail, BareLf, ChunkStream};
 use super::table::{self, bind_row, RowValues};
-use super::{db_error, on_pool, sql, Pool, WriteTx};
+use super::{db_error, on_pool, sql, Pool};
 use crate::{
     validate_user_name, Delivery, InboxRepository, Mailbox, MailboxMessage, MessageStream, Result,
     StoreError,
@@ -81,12 +82,13 @@ impl DbInbox {
         header_lf.feed(&header);
         let mut body_lf = header_lf;
         body_lf.count = 0;
-        let body = super::body::write_source(&self.pool, &self.table, message.body(), &mut body_lf)
-            .await?;
+        let (body, tail) =
+            super::body::write_source(&self.pool, &self.table, message.body(), &mut body_lf)
+                .await?;
         let mut envelope = Envelope::new(name, None, Vec::new());
         envelope.state = "inbox".into();
         let values = match RowValues::new(&envelope, header, &body, header_lf, body_lf) {
-            Ok(values) => values,
+            Ok(values) => RowValues { tail, ..values },
             Err(e) => {
                 super::body::delete_body(&self.pool, &body.id).await;
                 return Err(e);
@@ -96,10 +98,17 @@ impl DbInbox {
         if once {
             statement.push_str(" ON CONFLICT (repository_name, message_name) DO NOTHING");
         }
-        let result = on_pool!(&self.pool, p => bind_row!(sqlx::query(sql(statement)), values, user)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()));
+        let user = user.to_string();
+        let result: sqlx::Result<u64> = write_tx!(&self.pool, c => {
+            let stored = bind_row!(sqlx::query(sql(statement)), values, &user)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+            if stored > 0 {
+                insert_tail!(&mut *c, &values.body_id, values.tail);
+            }
+            Ok(stored)
+        });
         let stored = match result {
             Err(e) => {
                 super::body::delete_body(&self.pool, &body.id).await;
@@ -367,25 +376,24 @@ impl Mailbox for DbMailbox {
              RETURNING mailroom_body_id",
             self.table
         );
-        let user = &self.user;
-        let result: sqlx::Result<()> = on_pool!(&self.pool, p => async {
-            let mut tx = p.write_tx().await?;
+        let names: Vec<String> = names.into_iter().cloned().collect();
+        let user = self.user.clone();
+        let result: sqlx::Result<()> = write_tx!(&self.pool, c => {
             for name in names {
                 let gone: Option<Option<String>> = sqlx::query_scalar(sql(statement.clone()))
-                    .bind(user)
+                    .bind(&user)
                     .bind(name)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut *c)
                     .await?;
                 if let Some(Some(body)) = gone {
                     sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
                         .bind(body)
-                        .execute(&mut *tx)
+                        .execute(&mut *c)
                         .await?;
                 }
             }
-            tx.commit().await
-        }
-        .await);
+            Ok(())
+        });
         result.map_err(db_error)
     }
 }

@@ -16,9 +16,10 @@ use async_trait::async_trait;
 use mailroom_mailet::{Envelope, Mail};
 use tokio::sync::Notify;
 
-use super::body::{self, BareLf, BodyWriter};
+use super::batch::write_tx;
+use super::body::{self, insert_tail, BareLf, BodyWriter};
 use super::table::{self, bind_row, fetch_row, RowValues, Table};
-use super::{db_error, now_ms, on_pool, sql, to_ms, Dialect, Pool, WriteTx};
+use super::{db_error, now_ms, on_pool, sql, to_ms, Dialect, Pool};
 use crate::{
     validate_mail_name, IncomingMessage, LeaseToken, Leased, MailRepository, Result,
     SpoolRepository, StoreError, DEFAULT_LEASE,
@@ -160,28 +161,28 @@ impl DbMailRepository {
             table::insert_sql(d, t),
             table::set_sql(d)
         );
-        let repository = &self.inner.repository;
-        let result: sqlx::Result<()> = on_pool!(self.pool(), p => async {
-            let mut tx = p.write_tx().await?;
+        let repository = self.inner.repository.clone();
+        let body_id = values.body_id.clone();
+        let result: sqlx::Result<()> = write_tx!(self.pool(), c => {
             let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
-                .bind(repository)
+                .bind(&repository)
                 .bind(&values.name)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *c)
                 .await?;
-            bind_row!(sqlx::query(sql(upsert)), values, repository)
-                .execute(&mut *tx)
+            insert_tail!(&mut *c, &values.body_id, values.tail);
+            bind_row!(sqlx::query(sql(upsert)), values, &repository)
+                .execute(&mut *c)
                 .await?;
             if let Some(Some(old)) = old.filter(|o| o.as_deref() != Some(&values.body_id)) {
                 sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
                     .bind(old)
-                    .execute(&mut *tx)
+                    .execute(&mut *c)
                     .await?;
             }
-            tx.commit().await
-        }
-        .await);
+            Ok(())
+        });
         if let Err(e) = result {
-            body::delete_body(self.pool(), &values.body_id).await;
+            body::delete_body(self.pool(), &body_id).await;
             return Err(db_error(e));
         }
         self.inner.spooled.notify_waiters();
@@ -225,49 +226,49 @@ impl DbMailRepository {
                     .replace("$17", "$4")
             )
         };
-        let repository = &self.inner.repository;
+        let repository = self.inner.repository.clone();
+        let name = token.name().to_string();
         let id = token.id() as i64;
         let new_body = values.as_ref().map(|v| v.body_id.clone());
-        let result: sqlx::Result<bool> = on_pool!(self.pool(), p => async {
-            let mut tx = p.write_tx().await?;
+        let replaced = new_body.clone();
+        let result: sqlx::Result<bool> = write_tx!(self.pool(), c => {
             let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
-                .bind(repository)
-                .bind(token.name())
+                .bind(&repository)
+                .bind(&name)
                 .bind(id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *c)
                 .await?;
             let Some(old) = old else {
                 return Ok(false);
             };
             match &values {
                 Some(v) => {
-                    let mut query = bind_row!(sqlx::query(sql(change)), v, repository).bind(id);
+                    insert_tail!(&mut *c, &v.body_id, v.tail);
+                    let mut query = bind_row!(sqlx::query(sql(change)), v, &repository).bind(id);
                     if let Some(time) = time {
                         query = query.bind(time);
                     }
-                    query.execute(&mut *tx).await?;
+                    query.execute(&mut *c).await?;
                 }
                 None => {
                     let mut query = sqlx::query(sql(change))
-                        .bind(repository)
-                        .bind(token.name())
+                        .bind(&repository)
+                        .bind(&name)
                         .bind(id);
                     if let Some(time) = time {
                         query = query.bind(time);
                     }
-                    query.execute(&mut *tx).await?;
+                    query.execute(&mut *c).await?;
                 }
             }
-            if let Some(old) = old.filter(|o| delete || new_body.as_ref().is_some_and(|n| n != o)) {
+            if let Some(old) = old.filter(|o| delete || replaced.as_ref().is_some_and(|n| n != o)) {
                 sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
                     .bind(old)
-                    .execute(&mut *tx)
+                    .execute(&mut *c)
                     .await?;
             }
-            tx.commit().await?;
             Ok(true)
-        }
-        .await);
+        });
         let held = match result {
             Ok(held) => held,
             Err(e) => {
@@ -325,8 +326,23 @@ impl DbMailRepository {
                 ""
             }
         );
+        // Nothing due (an idle spool, polled): a read, which costs no write transaction.
+        let due = format!(
+            "SELECT 1 FROM {t} WHERE repository_name = $1 \
+             AND (mailroom_lease_until IS NULL OR mailroom_lease_until <= $2) \
+             AND (mailroom_next_attempt IS NULL OR mailroom_next_attempt <= $2) LIMIT 1"
+        );
+        let any: Option<i32> = on_pool!(self.pool(), p => sqlx::query_scalar(sql(due))
+            .bind(&self.inner.repository)
+            .bind(now)
+            .fetch_optional(p)
+            .await)
+        .map_err(db_error)?;
+        if any.is_none() {
+            return Ok(None);
+        }
         let id_expr = match d {
-            Dialect::Sqlite => "$4",
+            Dialect::Sqlite => "(SELECT value + 1 FROM mailroom_counters WHERE name = 'lease')",
             Dialect::Postgres => "nextval('mailroom_lease_ids')",
         };
         let lease = format!(
@@ -334,30 +350,22 @@ impl DbMailRepository {
              WHERE repository_name = $1 AND message_name = ({pick}) \
              RETURNING message_name, mailroom_lease_id"
         );
-        let repository = &self.inner.repository;
-        let result: sqlx::Result<Option<(String, Option<i64>)>> = on_pool!(self.pool(), p => async {
-            let mut tx = p.write_tx().await?;
-            let next_id: i64 = if d == Dialect::Sqlite {
-                sqlx::query_scalar(
-                    "UPDATE mailroom_counters SET value = value + 1 WHERE name = 'lease' \
-                     RETURNING value",
-                )
-                .fetch_one(&mut *tx)
-                .await?
-            } else {
-                0
-            };
-            let mut query = sqlx::query_as(sql(lease)).bind(repository).bind(until).bind(now);
-            if d == Dialect::Sqlite {
-                query = query.bind(next_id);
-            }
-            let leased = query.fetch_optional(&mut *tx).await?;
-            if leased.is_some() {
-                tx.commit().await?;
+        let repository = self.inner.repository.clone();
+        let result: sqlx::Result<Option<(String, Option<i64>)>> = write_tx!(self.pool(), c => {
+            let leased: Option<(String, Option<i64>)> = sqlx::query_as(sql(lease))
+                .bind(&repository)
+                .bind(until)
+                .bind(now)
+                .fetch_optional(&mut *c)
+                .await?;
+            if leased.is_some() && d == Dialect::Sqlite {
+                // The id just given: lease ids are unique for the database's life.
+                sqlx::query("UPDATE mailroom_counters SET value = value + 1 WHERE name = 'lease'")
+                    .execute(&mut *c)
+                    .await?;
             }
             Ok(leased)
-        }
-        .await);
+        });
         Ok(result
             .map_err(db_error)?
             .map(|(name, id)| (name, id.unwrap_or_default(), until)))
@@ -391,24 +399,22 @@ impl MailRepository for DbMailRepository {
              RETURNING mailroom_body_id",
             self.table()
         );
-        let repository = &self.inner.repository;
-        let result: sqlx::Result<bool> = on_pool!(self.pool(), p => async {
-            let mut tx = p.write_tx().await?;
+        let repository = self.inner.repository.clone();
+        let name = name.to_string();
+        let result: sqlx::Result<bool> = write_tx!(self.pool(), c => {
             let gone: Option<Option<String>> = sqlx::query_scalar(sql(statement))
-                .bind(repository)
-                .bind(name)
-                .fetch_optional(&mut *tx)
+                .bind(&repository)
+                .bind(&name)
+                .fetch_optional(&mut *c)
                 .await?;
             if let Some(Some(body)) = &gone {
                 sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
                     .bind(body)
-                    .execute(&mut *tx)
+                    .execute(&mut *c)
                     .await?;
             }
-            tx.commit().await?;
             Ok(gone.is_some())
-        }
-        .await);
+        });
         result.map_err(db_error)
     }
 
@@ -492,7 +498,8 @@ impl IncomingMessage for Incoming {
             self.split_header(true).await?;
         }
         let body = self.body.take().expect("committed once");
-        let body = body.finish().await?;
+        let body_written = body.wrote_any();
+        let (body, tail) = body.finish();
         envelope.name = self.name.clone();
         let mut header_lf = BareLf::default();
         header_lf.feed(&self.head);
@@ -502,7 +509,16 @@ impl IncomingMessage for Incoming {
             &body,
             header_lf,
             self.body_lf,
-        )?;
+        );
+        let values = match values {
+            Ok(values) => RowValues { tail, ..values },
+            Err(e) => {
+                if body_written {
+                    body::delete_body(self.repo.pool(), &body.id).await;
+                }
+                return Err(e);
+            }
+        };
         self.repo.put(values).await
     }
 }

@@ -17,6 +17,7 @@
 //! Every write commits before it returns: SQLite runs in WAL mode with `synchronous=FULL`, and
 //! PostgreSQL's default `synchronous_commit` holds the commit until it is on disk.
 
+mod batch;
 mod bayes;
 mod body;
 mod inbox;

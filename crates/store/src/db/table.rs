@@ -14,7 +14,7 @@ use std::sync::Arc;
 use mailroom_mailet::{Envelope, Mail, MailAddress, Message};
 use sqlx::Row;
 
-use super::body::{self, BareLf, WrittenBody};
+use super::body::{self, BareLf, Tail, WrittenBody};
 use super::{db_error, from_ms, on_pool, sql, Dialect, Pool, WriteTx};
 use crate::{Result, StoreError};
 
@@ -266,6 +266,8 @@ pub(crate) struct RowValues {
     pub(crate) body_id: String,
     pub(crate) size: i64,
     pub(crate) pop3_size: i64,
+    /// The body's last chunk, written in the transaction that writes the row.
+    pub(crate) tail: Tail,
 }
 
 impl RowValues {
@@ -301,6 +303,7 @@ impl RowValues {
             body_id: body.id.clone(),
             size: size as i64,
             pop3_size: (size + header_lf.count + body_lf.count) as i64,
+            tail: Tail::default(),
         })
     }
 
@@ -316,9 +319,9 @@ impl RowValues {
         header_lf.feed(&header);
         let mut body_lf = header_lf;
         body_lf.count = 0;
-        let body = body::write_source(pool, table, message.body(), &mut body_lf).await?;
+        let (body, tail) = body::write_source(pool, table, message.body(), &mut body_lf).await?;
         match RowValues::new(envelope, header, &body, header_lf, body_lf) {
-            Ok(values) => Ok(values),
+            Ok(values) => Ok(RowValues { tail, ..values }),
             Err(e) => {
                 body::delete_body(pool, &body.id).await;
                 Err(e)
