@@ -19,8 +19,8 @@ use mailroom_mailet::{
 };
 use mailroom_store::mappings::targets_of;
 use mailroom_store::{
-    Delivery, InboxRepository, MailRepository, MappingsRepository, SpoolRepository, StoreError,
-    UsersRepository,
+    Delivery, InboxRepository, LeaseToken, MailRepository, MappingsRepository, SpoolRepository,
+    StoreError, UsersRepository,
 };
 
 thread_local! {
@@ -125,6 +125,19 @@ impl ServerContext {
     /// The spool.
     pub fn spool(&self) -> &Arc<dyn SpoolRepository> {
         &self.spool
+    }
+
+    /// Removes a finished mail together with its inbox deliveries in one transaction, when
+    /// the spool and the inbox share one; `Ok(false)` when they do not (nothing done).
+    pub fn complete_delivered(
+        &self,
+        token: &LeaseToken,
+        deliveries: &[Delivery],
+    ) -> Result<bool, StoreError> {
+        self.wait(
+            self.spool
+                .complete_delivered(token, &*self.inbox, deliveries),
+        )
     }
 
     /// Makes these inbox deliveries durable (`Ok` only if every one of them is).

@@ -225,9 +225,27 @@ impl SpoolManager {
         self.remove_finished(&mut finished);
     }
 
-    /// Removes finished mails from the spool, once their deliveries are durable. One inbox
-    /// sync serves the whole batch.
+    /// Removes finished mails from the spool, once their deliveries are durable. A mail whose
+    /// spool and inbox share a transaction (a database for both) is removed in the same
+    /// transaction that writes its deliveries; for the others one inbox sync serves the whole
+    /// batch, then each is removed.
     fn remove_finished(&self, finished: &mut Vec<Finished>) {
+        finished.retain_mut(|f| {
+            if f.deliveries.is_empty() {
+                return true;
+            }
+            match self.context.complete_delivered(&f.token, &f.deliveries) {
+                Ok(true) | Err(StoreError::LeaseLost(_)) => false,
+                Ok(false) => true,
+                Err(e) => {
+                    // Nothing was written: the mail is delivered again, soon.
+                    tracing::error!(mail = %f.token.name(), error = %e,
+                        "cannot deliver and remove a finished mail; it will be retried");
+                    self.retry_later(f.token.clone(), retry_delay(1));
+                    false
+                }
+            }
+        });
         if finished.is_empty() {
             return;
         }

@@ -124,13 +124,36 @@ pub(crate) async fn delete_body(pool: &Pool, body_id: &str) {
 }
 
 /// Deletes the bodies of `table` that no row names and that are old enough not to be in
-/// transfer.
+/// transfer. Rows of any table may name them (an inbox row names the body of the spool mail
+/// it was delivered from), so every table with a `mailroom_body_id` column is looked at.
 pub(crate) async fn sweep_orphans(pool: &Pool, table: &str) -> Result<u64> {
+    let list = match pool.dialect() {
+        super::Dialect::Sqlite => {
+            "SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND p.name = 'mailroom_body_id'"
+        }
+        super::Dialect::Postgres => {
+            "SELECT table_name::TEXT FROM information_schema.columns \
+             WHERE column_name = 'mailroom_body_id' AND table_schema = current_schema()"
+        }
+    };
+    let tables: Vec<String> =
+        on_pool!(pool, p => sqlx::query_scalar(list).fetch_all(p).await).map_err(db_error)?;
+    let mut naming: Vec<String> = tables
+        .iter()
+        .filter_map(|t| super::table_name(t).ok())
+        .map(|t| format!("SELECT mailroom_body_id FROM {t} WHERE mailroom_body_id IS NOT NULL"))
+        .collect();
+    if naming.is_empty() {
+        naming.push(format!(
+            "SELECT mailroom_body_id FROM {table} WHERE mailroom_body_id IS NOT NULL"
+        ));
+    }
     let prefix = format!("{table}/");
     let statement = format!(
         "DELETE FROM mailroom_bodies WHERE substr(body_id, 1, $2) = $1 AND written_at < $3 \
-         AND body_id NOT IN (SELECT mailroom_body_id FROM {table} \
-                             WHERE mailroom_body_id IS NOT NULL)"
+         AND body_id NOT IN ({})",
+        naming.join(" UNION ALL ")
     );
     let done = on_pool!(pool, p => sqlx::query(sql(statement))
         .bind(&prefix)

@@ -6,8 +6,15 @@
 //! (`mailroom_pop3_size`, counting every bare LF as CRLF). A mailbox is locked in this process
 //! and, on PostgreSQL, across nodes by a session advisory lock held on a connection of its own
 //! for as long as the mailbox is open.
+//!
+//! `deliver_once` (LocalDelivery's) stages a delivery in memory and writes nothing: the row
+//! is written by `sync`, or — when the mail comes from a database spool on the same data
+//! source — by the spool's removal of the mail, in the same transaction
+//! ([`crate::SpoolRepository::complete_delivered`]), and then the row names the spool mail's
+//! body rather than a copy of it. A body may so be named by several rows (one per
+//! recipient): a row's removal removes its body only when no other row of the table names it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -16,7 +23,7 @@ use sqlx::Row;
 use tokio::io::AsyncReadExt;
 
 use super::batch::write_tx;
-use super::body::{insert_tail, BareLf, ChunkStream};
+use super::body::{insert_tail, BareLf, ChunkStream, WrittenBody};
 use super::table::{self, bind_row, RowValues};
 use super::{db_error, on_pool, sql, Pool};
 use crate::{
@@ -31,6 +38,91 @@ pub struct DbInbox {
     /// Mailboxes open in this process, by user.
     open: Arc<Mutex<HashSet<String>>>,
     deliveries: std::sync::atomic::AtomicU64,
+    /// Deliveries `deliver_once` made and nobody wrote yet, by delivery number.
+    staged: Mutex<HashMap<u64, Staged>>,
+}
+
+/// The delivery numbers of staged deliveries have this bit set (the others are written).
+const STAGED: u64 = 1 << 63;
+
+/// How long a staged delivery that is neither synced nor committed is kept (its mail failed:
+/// it is delivered again when it is retried).
+const STAGED_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A delivery made and not written yet: the row it becomes, but for its body.
+pub(crate) struct Staged {
+    pub(crate) name: String,
+    pub(crate) user: String,
+    /// The trace header and the message's header section.
+    pub(crate) header: Vec<u8>,
+    pub(crate) header_lf: BareLf,
+    /// The message, whose body is written (or, by the spool, named) with the row.
+    pub(crate) message: Message,
+    at: std::time::Instant,
+}
+
+impl Staged {
+    /// The values of the row, its body being `body` with `body_lf` bare LFs.
+    pub(crate) fn values(self, body: &WrittenBody, body_lf: BareLf) -> Result<RowValues> {
+        let mut envelope = Envelope::new(self.name, None, Vec::new());
+        envelope.state = "inbox".into();
+        RowValues::new(&envelope, self.header, body, self.header_lf, body_lf)
+    }
+
+    /// Writes the body (its last chunk stays in the values, for the row's transaction).
+    pub(crate) async fn write(self, pool: &Pool, table: &str) -> Result<RowValues> {
+        let mut body_lf = BareLf::default();
+        let (body, tail) =
+            super::body::write_source(pool, table, self.message.body(), &mut body_lf).await?;
+        match self.values(&body, body_lf) {
+            Ok(values) => Ok(RowValues { tail, ..values }),
+            Err(e) => {
+                super::body::delete_body(pool, &body.id).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Inserts inbox rows in a write transaction (`$c`, see [`write_tx!`]): each of `$rows`, an
+/// iterator of `(user, values, named)` where `named` says that the body is another row's
+/// (the spool's), with `ON CONFLICT DO NOTHING` (`$insert`, from [`insert_once_sql`]). A row
+/// already there is an earlier delivery of the same mail: its own copy of the body goes. The
+/// value is whether a row naming a body of another was stored.
+macro_rules! insert_rows {
+    ($c:ident, $insert:expr, $rows:expr) => {{
+        let mut named_stored = false;
+        for (user, v, named) in $rows {
+            let stored = bind_row!(sqlx::query(sql($insert.clone())), v, user)
+                .execute(&mut *$c)
+                .await?
+                .rows_affected()
+                > 0;
+            match (stored, *named) {
+                (true, true) => named_stored = true,
+                (true, false) => {
+                    $crate::db::body::insert_tail!(&mut *$c, &v.body_id, v.tail);
+                }
+                (false, true) => {}
+                (false, false) => {
+                    sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
+                        .bind(&v.body_id)
+                        .execute(&mut *$c)
+                        .await?;
+                }
+            }
+        }
+        named_stored
+    }};
+}
+pub(crate) use insert_rows;
+
+/// The insert of an inbox row that stores nothing when the row is there already.
+pub(crate) fn insert_once_sql(d: super::Dialect, table: &str) -> String {
+    format!(
+        "{} ON CONFLICT (repository_name, message_name) DO NOTHING",
+        table::insert_sql(d, table)
+    )
 }
 
 impl DbInbox {
@@ -38,12 +130,78 @@ impl DbInbox {
     pub async fn open(pool: Pool, table: &str) -> Result<DbInbox> {
         let table = super::table_name(table)?;
         table::ensure(&pool, &table).await?;
+        // A row's removal looks for other rows naming its body.
+        let index = format!(
+            "CREATE INDEX IF NOT EXISTS {table}_mailroom_body ON {table} (mailroom_body_id)"
+        );
+        on_pool!(&pool, p => sqlx::query(sql(index)).execute(p).await.map(|_| ()))
+            .map_err(db_error)?;
         Ok(DbInbox {
             pool,
             table,
             open: Arc::default(),
             deliveries: Default::default(),
+            staged: Mutex::default(),
         })
+    }
+
+    /// The data source's pool.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The table's name.
+    pub(crate) fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Takes the staged deliveries among `deliveries` (the others were written when made).
+    /// A staged delivery no longer here (taken before, or dropped as too old) is an error:
+    /// its mail must be delivered again.
+    pub(crate) fn take_staged(&self, deliveries: &[Delivery]) -> Result<Vec<Staged>> {
+        let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        let mut taken = Vec::new();
+        for d in deliveries.iter().filter(|d| d.0 & STAGED != 0) {
+            match staged.remove(&d.0) {
+                Some(s) => taken.push(s),
+                None => {
+                    return Err(StoreError::Io(std::io::Error::other(format!(
+                        "inbox delivery {} is no longer pending",
+                        d.0 & !STAGED
+                    ))))
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Writes staged deliveries: their bodies, then their rows in one transaction.
+    async fn write_staged(&self, staged: Vec<Staged>) -> Result<()> {
+        let mut rows = Vec::with_capacity(staged.len());
+        for s in staged {
+            let user = s.user.clone();
+            match s.write(&self.pool, &self.table).await {
+                Ok(values) => rows.push((user, values, false)),
+                Err(e) => {
+                    for (_, v, _) in &rows {
+                        super::body::delete_body(&self.pool, &v.body_id).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let bodies: Vec<String> = rows.iter().map(|(_, v, _)| v.body_id.clone()).collect();
+        let insert = insert_once_sql(self.pool.dialect(), &self.table);
+        let result: sqlx::Result<bool> = write_tx!(&self.pool, c => {
+            Ok(insert_rows!(c, insert, rows.iter()))
+        });
+        if let Err(e) = result {
+            for body in &bodies {
+                super::body::delete_body(&self.pool, body).await;
+            }
+            return Err(db_error(e));
+        }
+        Ok(())
     }
 }
 
@@ -164,15 +322,27 @@ impl InboxRepository for DbInbox {
         trace_header: &[u8],
         message: &Message,
     ) -> Result<Delivery> {
-        self.insert(
-            delivery_name(key, user, trace_header),
-            true,
-            user,
-            trace_header,
-            message,
-        )
-        .await
-        .map(|(delivery, _)| delivery)
+        validate_user_name(user)?;
+        let mut header = trace_header.to_vec();
+        header.extend_from_slice(message.header_section());
+        let mut header_lf = BareLf::default();
+        header_lf.feed(&header);
+        let staged = Staged {
+            name: delivery_name(key, user, trace_header),
+            user: user.to_string(),
+            header,
+            header_lf,
+            message: message.clone(),
+            at: std::time::Instant::now(),
+        };
+        let number = self
+            .deliveries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            | STAGED;
+        let mut all = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|_, s| s.at.elapsed() < STAGED_AGE);
+        all.insert(number, staged);
+        Ok(Delivery(number))
     }
 
     /// The row is named `uid` (a UIDL is its row's name), so a second import of it is the
@@ -187,9 +357,17 @@ impl InboxRepository for DbInbox {
             .1)
     }
 
-    async fn sync(&self, _deliveries: &[Delivery]) -> Result<()> {
-        // Each delivery committed before `deliver` returned.
-        Ok(())
+    /// Writes the staged deliveries among `deliveries` (the others committed when made).
+    async fn sync(&self, deliveries: &[Delivery]) -> Result<()> {
+        let staged = self.take_staged(deliveries)?;
+        if staged.is_empty() {
+            return Ok(());
+        }
+        self.write_staged(staged).await
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     /// The sizes `open_mailbox` lists, summed, without its locks.
@@ -376,6 +554,11 @@ impl Mailbox for DbMailbox {
              RETURNING mailroom_body_id",
             self.table
         );
+        let delete_body = format!(
+            "DELETE FROM mailroom_bodies WHERE body_id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM {} WHERE mailroom_body_id = $1)",
+            self.table
+        );
         let names: Vec<String> = names.into_iter().cloned().collect();
         let user = self.user.clone();
         let result: sqlx::Result<()> = write_tx!(&self.pool, c => {
@@ -386,7 +569,8 @@ impl Mailbox for DbMailbox {
                     .fetch_optional(&mut *c)
                     .await?;
                 if let Some(Some(body)) = gone {
-                    sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
+                    // Other recipients' rows may name the same body.
+                    sqlx::query(sql(delete_body.clone()))
                         .bind(body)
                         .execute(&mut *c)
                         .await?;

@@ -8,26 +8,42 @@
 //! SQLite. `mailroom_next_attempt` is the durable retry schedule, indexed with the repository
 //! name. Every call that takes a token matches its lease id, so a stale token changes nothing.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use mailroom_mailet::{Envelope, Mail};
+use mailroom_mailet::{BodySource, Envelope, Mail};
 use tokio::sync::Notify;
 
 use super::batch::write_tx;
-use super::body::{self, insert_tail, BareLf, BodyWriter};
+use super::body::{self, insert_tail, BareLf, BodyWriter, WrittenBody};
+use super::inbox::{insert_once_sql, insert_rows, DbInbox};
 use super::table::{self, bind_row, fetch_row, RowValues, Table};
 use super::{db_error, now_ms, on_pool, sql, to_ms, Dialect, Pool};
 use crate::{
-    validate_mail_name, IncomingMessage, LeaseToken, Leased, MailRepository, Result,
-    SpoolRepository, StoreError, DEFAULT_LEASE,
+    validate_mail_name, Delivery, InboxRepository, IncomingMessage, LeaseToken, Leased,
+    MailRepository, Result, SpoolRepository, StoreError, DEFAULT_LEASE,
 };
 
 /// How often a waiting [`SpoolRepository::lease`] looks again for mail that became due
 /// (retries, expired leases, mail another node spooled); mail spooled here wakes it at once.
 const POLL: Duration = Duration::from_millis(100);
+
+/// The stored body of a leased mail, as handed out.
+struct LeasedBody {
+    id: String,
+    /// The body the leased mail was given: a message whose body is this one (the same
+    /// allocation) has this stored body.
+    body: Arc<dyn BodySource>,
+    lf: BareLf,
+}
+
+/// Whether two bodies are the same one (not merely equal).
+fn same_body(a: &Arc<dyn BodySource>, b: &Arc<dyn BodySource>) -> bool {
+    std::ptr::eq(Arc::as_ptr(a) as *const (), Arc::as_ptr(b) as *const ())
+}
 
 /// A mail repository, or the spool, in a database table.
 #[derive(Clone)]
@@ -44,6 +60,10 @@ struct Inner {
     /// Leases taken whose mail could not be read (the database went away meanwhile): given
     /// back at the next `lease`, rather than left to expire.
     orphans: std::sync::Mutex<Vec<(String, i64)>>,
+    /// The stored body of each mail leased here, by name and lease id: a delivery whose
+    /// message still has that very body names it rather than copying it
+    /// ([`SpoolRepository::complete_delivered`]).
+    leased: std::sync::Mutex<HashMap<(String, i64), LeasedBody>>,
     /// On SQLite, the lock that says this process owns the spool (see
     /// [`super::DataSources::spool`]); held as long as the repository is.
     _owner: Option<crate::file::fsutil::FileLock>,
@@ -77,6 +97,7 @@ impl DbMailRepository {
                 lease: DEFAULT_LEASE,
                 spooled: Notify::new(),
                 orphans: Default::default(),
+                leased: Default::default(),
                 _owner: None,
             }),
         })
@@ -90,6 +111,7 @@ impl DbMailRepository {
             lease: shared.lease,
             spooled: Notify::new(),
             orphans: Default::default(),
+            leased: Default::default(),
             _owner: None,
         });
         DbMailRepository {
@@ -105,6 +127,7 @@ impl DbMailRepository {
             lease: shared.lease,
             spooled: Notify::new(),
             orphans: Default::default(),
+            leased: Default::default(),
             _owner: None,
         });
         DbMailRepository {
@@ -135,6 +158,10 @@ impl DbMailRepository {
 
     fn pool(&self) -> &Pool {
         &self.inner.table.pool
+    }
+
+    fn leased(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), LeasedBody>> {
+        self.inner.leased.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn table(&self) -> &str {
@@ -229,6 +256,10 @@ impl DbMailRepository {
         let repository = self.inner.repository.clone();
         let name = token.name().to_string();
         let id = token.id() as i64;
+        if delete || values.is_some() || extra.contains("mailroom_lease_id = NULL") {
+            // The lease ends or the body changes: the stored body is no longer the mail's.
+            self.leased().remove(&(name.clone(), id));
+        }
         let new_body = values.as_ref().map(|v| v.body_id.clone());
         let replaced = new_body.clone();
         let result: sqlx::Result<bool> = write_tx!(self.pool(), c => {
@@ -548,14 +579,28 @@ impl SpoolRepository for DbMailRepository {
             while let Some((name, id, until)) = self.try_lease().await? {
                 let token = LeaseToken::new(name.clone(), id as u64, super::from_ms(until));
                 let read = match fetch_row(&self.inner.table, &self.inner.repository, &name).await {
-                    Ok(Some(row)) => row
-                        .into_mail(self.pool(), &self.inner.table.tmp_dir)
-                        .await
-                        .map(Some),
+                    Ok(Some(row)) => {
+                        let body = row.body_lf();
+                        row.into_mail(self.pool(), &self.inner.table.tmp_dir)
+                            .await
+                            .map(|mail| Some((mail, body)))
+                    }
                     other => other.map(|_| None),
                 };
                 match read {
-                    Ok(Some(mail)) => return Ok(Some(Leased { mail, token })),
+                    Ok(Some((mail, body))) => {
+                        if let Some((body_id, lf)) = body {
+                            self.leased().insert(
+                                (name, id),
+                                LeasedBody {
+                                    id: body_id,
+                                    body: mail.message.body().clone(),
+                                    lf,
+                                },
+                            );
+                        }
+                        return Ok(Some(Leased { mail, token }));
+                    }
                     // Removed between the lease and the read: look for another.
                     Ok(None) => continue,
                     Err(e) => {
@@ -648,6 +693,110 @@ impl SpoolRepository for DbMailRepository {
 
     async fn complete(&self, token: LeaseToken) -> Result<()> {
         self.under_lease(&token, None, "", None, true).await
+    }
+
+    /// With a database inbox of the same data source, one transaction inserts the inbox rows
+    /// and deletes the spool row (and its body, unless a row now names it).
+    async fn complete_delivered(
+        &self,
+        token: &LeaseToken,
+        inbox: &dyn InboxRepository,
+        deliveries: &[Delivery],
+    ) -> Result<bool> {
+        let Some(inbox) = inbox.as_any().and_then(|a| a.downcast_ref::<DbInbox>()) else {
+            return Ok(false);
+        };
+        if !super::same_database(self.pool(), inbox.pool()) {
+            return Ok(false);
+        }
+        let id = token.id() as i64;
+        let leased = self.leased().remove(&(token.name().to_string(), id));
+        let staged = inbox.take_staged(deliveries)?;
+        // Each row: the spool's body named when the message still has it, else a copy.
+        let mut rows = Vec::with_capacity(staged.len());
+        let mut copies = Vec::new();
+        for s in staged {
+            let user = s.user.clone();
+            let row = match &leased {
+                Some(l) if same_body(&l.body, s.message.body()) => {
+                    let body = WrittenBody {
+                        id: l.id.clone(),
+                        len: l.body.len(),
+                    };
+                    s.values(&body, l.lf).map(|v| (user, v, true))
+                }
+                _ => s
+                    .write(self.pool(), inbox.table())
+                    .await
+                    .map(|v| (user, v, false)),
+            };
+            match row {
+                Ok(row) => {
+                    if !row.2 {
+                        copies.push(row.1.body_id.clone());
+                    }
+                    rows.push(row);
+                }
+                Err(e) => {
+                    for copy in &copies {
+                        body::delete_body(self.pool(), copy).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let d = self.dialect();
+        let t = self.table();
+        let select_old =
+            format!(
+            "SELECT mailroom_body_id FROM {t} WHERE repository_name = $1 AND message_name = $2 \
+             AND mailroom_lease_id = $3{}",
+            if d == Dialect::Postgres { " FOR UPDATE" } else { "" }
+        );
+        let delete = format!(
+            "DELETE FROM {t} WHERE repository_name = $1 AND message_name = $2 \
+             AND mailroom_lease_id = $3"
+        );
+        let insert = insert_once_sql(d, inbox.table());
+        let repository = self.inner.repository.clone();
+        let name = token.name().to_string();
+        let result: sqlx::Result<bool> = write_tx!(self.pool(), c => {
+            let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
+                .bind(&repository)
+                .bind(&name)
+                .bind(id)
+                .fetch_optional(&mut *c)
+                .await?;
+            let Some(old) = old else {
+                return Ok(false);
+            };
+            let named = insert_rows!(c, insert, rows.iter());
+            sqlx::query(sql(delete))
+                .bind(&repository)
+                .bind(&name)
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
+            if let Some(old) = old.filter(|_| !named) {
+                sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
+                    .bind(old)
+                    .execute(&mut *c)
+                    .await?;
+            }
+            Ok(true)
+        });
+        match result {
+            Ok(true) => Ok(true),
+            done => {
+                for copy in &copies {
+                    body::delete_body(self.pool(), copy).await;
+                }
+                match done {
+                    Err(e) => Err(db_error(e)),
+                    _ => Err(StoreError::LeaseLost(token.name().to_string())),
+                }
+            }
+        }
     }
 
     async fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>> {

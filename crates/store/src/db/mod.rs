@@ -184,6 +184,31 @@ impl WriteTx for PgPool {
     }
 }
 
+/// Whether two pools reach the same database (one SQLite file, or one PostgreSQL database),
+/// so that one transaction can write through both.
+pub(crate) fn same_database(a: &Pool, b: &Pool) -> bool {
+    match (a, b) {
+        (Pool::Sqlite(a), Pool::Sqlite(b)) => {
+            a.connect_options().get_filename() == b.connect_options().get_filename()
+        }
+        (Pool::Postgres(a), Pool::Postgres(b)) => {
+            let (a, b) = (a.connect_options(), b.connect_options());
+            (
+                a.get_host(),
+                a.get_port(),
+                a.get_database(),
+                a.get_username(),
+            ) == (
+                b.get_host(),
+                b.get_port(),
+                b.get_database(),
+                b.get_username(),
+            )
+        }
+        _ => false,
+    }
+}
+
 /// A database error as a store error (temporary: the database may come back).
 pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
     // SQLITE_FULL (13) and PostgreSQL's disk_full (53100), or a write that failed for lack

@@ -113,7 +113,7 @@ pub(crate) fn select_columns(d: Dialect) -> String {
     format!(
         "message_name, message_state, error_message, sender, recipients, remote_host, \
          remote_addr, {} AS updated_ms, mailroom_envelope, mailroom_header, mailroom_body_id, \
-         mailroom_size, message_attributes, \
+         mailroom_size, mailroom_pop3_size, message_attributes, \
          CASE WHEN mailroom_body_id IS NULL THEN message_body END AS james_body",
         d.updated_ms()
     )
@@ -125,6 +125,8 @@ pub(crate) struct StoredRow {
     pub(crate) header: Vec<u8>,
     pub(crate) body_id: Option<String>,
     pub(crate) size: u64,
+    /// The size POP3 sends (Mailroom's rows).
+    pub(crate) pop3_size: Option<i64>,
     /// The whole message of a row James wrote.
     pub(crate) james_body: Option<Vec<u8>>,
 }
@@ -160,6 +162,7 @@ impl StoredRow {
         let size: Option<i64> = row.try_get("mailroom_size")?;
         let james_body: Option<Vec<u8>> = row.try_get("james_body")?;
         Ok(StoredRow {
+            pop3_size: row.try_get("mailroom_pop3_size")?,
             size: size.map_or(james_body.as_ref().map_or(0, |b| b.len() as u64), |s| {
                 s.max(0) as u64
             }),
@@ -168,6 +171,18 @@ impl StoredRow {
             body_id: row.try_get("mailroom_body_id")?,
             james_body,
         })
+    }
+
+    /// The body id of a Mailroom row and the bare LFs of its body (from its POP3 size, which
+    /// counts those of the header section and of the body).
+    pub(crate) fn body_lf(&self) -> Option<(String, BareLf)> {
+        let id = self.body_id.clone()?;
+        let mut header = BareLf::default();
+        header.feed(&self.header);
+        let body = self.pop3_size?.checked_sub(self.size as i64)? - header.count as i64;
+        let mut lf = BareLf::default();
+        lf.count = u64::try_from(body).ok()?;
+        Some((id, lf))
     }
 
     /// The mail, its body loaded (bounded memory: see [`body::load`]).
