@@ -7,6 +7,7 @@ mod bounce;
 mod cli;
 mod crash;
 mod database;
+mod database_crash;
 mod database_faults;
 mod database_nodes;
 mod delivery;
