@@ -115,15 +115,21 @@ fn spawn_writer() -> mpsc::UnboundedSender<Job> {
 async fn commit_batch(batch: Vec<Job>) {
     let pool = batch[0].pool.clone();
     let mut replies = Vec::with_capacity(batch.len());
+    let mut jobs = batch.into_iter();
     let outcome: sqlx::Result<()> = async {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut jobs = batch.into_iter();
+        let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => tx,
+            Err(e) => {
+                replies.extend(jobs.by_ref().map(|j| (j.reply, None)));
+                return Err(e);
+            }
+        };
         while let Some(job) = jobs.next() {
             let mut savepoint = match tx.begin().await {
                 Ok(s) => s,
                 Err(e) => {
                     replies.push((job.reply, None));
-                    replies.extend(jobs.map(|j| (j.reply, None)));
+                    replies.extend(jobs.by_ref().map(|j| (j.reply, None)));
                     return Err(e);
                 }
             };
@@ -132,7 +138,7 @@ async fn commit_batch(batch: Vec<Job>) {
                     let released = savepoint.commit().await;
                     replies.push((job.reply, Some(Ok(value))));
                     if let Err(e) = released {
-                        replies.extend(jobs.map(|j| (j.reply, None)));
+                        replies.extend(jobs.by_ref().map(|j| (j.reply, None)));
                         return Err(e);
                     }
                 }
@@ -142,7 +148,7 @@ async fn commit_batch(batch: Vec<Job>) {
                     let cause = fatal.then(|| undone.err().unwrap_or_else(|| like(&e)));
                     replies.push((job.reply, Some(Err(e))));
                     if let Some(cause) = cause {
-                        replies.extend(jobs.map(|j| (j.reply, None)));
+                        replies.extend(jobs.by_ref().map(|j| (j.reply, None)));
                         return Err(cause);
                     }
                 }

@@ -296,12 +296,13 @@ pub(crate) async fn load(
     if len <= IN_MEMORY {
         let mut all = Vec::with_capacity(len as usize);
         let mut seq = 0;
-        while let Some(chunk) = read_chunk(pool, body_id, seq).await? {
+        // Read until `len` octets are there: no query to learn that there is no more.
+        while (all.len() as u64) < len {
+            let Some(chunk) = read_chunk(pool, body_id, seq).await? else {
+                break;
+            };
             all.extend_from_slice(&chunk);
             seq += 1;
-            if all.len() as u64 > len {
-                break;
-            }
         }
         if all.len() as u64 != len {
             return Err(corrupt(format!("{} octets, expected {len}", all.len())));

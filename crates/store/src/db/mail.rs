@@ -64,6 +64,9 @@ struct Inner {
     /// message still has that very body names it rather than copying it
     /// ([`SpoolRepository::complete_delivered`]).
     leased: std::sync::Mutex<HashMap<(String, i64), LeasedBody>>,
+    /// Whether the last look for due mail found some (then the next one skips the read that
+    /// tells whether there is any).
+    busy: std::sync::atomic::AtomicBool,
     /// On SQLite, the lock that says this process owns the spool (see
     /// [`super::DataSources::spool`]); held as long as the repository is.
     _owner: Option<crate::file::fsutil::FileLock>,
@@ -98,6 +101,7 @@ impl DbMailRepository {
                 spooled: Notify::new(),
                 orphans: Default::default(),
                 leased: Default::default(),
+                busy: Default::default(),
                 _owner: None,
             }),
         })
@@ -112,6 +116,7 @@ impl DbMailRepository {
             spooled: Notify::new(),
             orphans: Default::default(),
             leased: Default::default(),
+            busy: Default::default(),
             _owner: None,
         });
         DbMailRepository {
@@ -128,6 +133,7 @@ impl DbMailRepository {
             spooled: Notify::new(),
             orphans: Default::default(),
             leased: Default::default(),
+            busy: Default::default(),
             _owner: None,
         });
         DbMailRepository {
@@ -339,6 +345,23 @@ impl DbMailRepository {
         Ok(())
     }
 
+    /// Whether a mail is due and not leased (a read).
+    async fn any_due(&self, now: i64) -> Result<bool> {
+        let due = format!(
+            "SELECT 1 FROM {} WHERE repository_name = $1 \
+             AND (mailroom_lease_until IS NULL OR mailroom_lease_until <= $2) \
+             AND (mailroom_next_attempt IS NULL OR mailroom_next_attempt <= $2) LIMIT 1",
+            self.table()
+        );
+        let any: Option<i32> = on_pool!(self.pool(), p => sqlx::query_scalar(sql(due))
+            .bind(&self.inner.repository)
+            .bind(now)
+            .fetch_optional(p)
+            .await)
+        .map_err(db_error)?;
+        Ok(any.is_some())
+    }
+
     /// Leases one due, unleased mail if there is one: its name and lease id.
     async fn try_lease(&self) -> Result<Option<(String, i64, i64)>> {
         let d = self.dialect();
@@ -357,19 +380,10 @@ impl DbMailRepository {
                 ""
             }
         );
-        // Nothing due (an idle spool, polled): a read, which costs no write transaction.
-        let due = format!(
-            "SELECT 1 FROM {t} WHERE repository_name = $1 \
-             AND (mailroom_lease_until IS NULL OR mailroom_lease_until <= $2) \
-             AND (mailroom_next_attempt IS NULL OR mailroom_next_attempt <= $2) LIMIT 1"
-        );
-        let any: Option<i32> = on_pool!(self.pool(), p => sqlx::query_scalar(sql(due))
-            .bind(&self.inner.repository)
-            .bind(now)
-            .fetch_optional(p)
-            .await)
-        .map_err(db_error)?;
-        if any.is_none() {
+        // Nothing due (an idle spool, polled): a read, which costs no write transaction. While
+        // the spool is busy (the last look found mail) that read is skipped.
+        let busy = &self.inner.busy;
+        if !busy.load(std::sync::atomic::Ordering::Relaxed) && !self.any_due(now).await? {
             return Ok(None);
         }
         let id_expr = match d {
@@ -397,9 +411,9 @@ impl DbMailRepository {
             }
             Ok(leased)
         });
-        Ok(result
-            .map_err(db_error)?
-            .map(|(name, id)| (name, id.unwrap_or_default(), until)))
+        let leased = result.map_err(db_error)?;
+        busy.store(leased.is_some(), std::sync::atomic::Ordering::Relaxed);
+        Ok(leased.map(|(name, id)| (name, id.unwrap_or_default(), until)))
     }
 }
 
