@@ -61,11 +61,12 @@ make_config() { # home backend -> prints the SMTP port
   local home=$1 backend=$2 port
   mkdir -p "$home"
   port=$(free_port)
-  python3 - "$home/config.xml" "$backend" "$port" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" <<'PY'
+  python3 - "$home/config.xml" "$backend" "$port" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" <<'PY'
 import re, sys
-out, backend, smtp, submission, pop3, nntp, rm = sys.argv[1:]
+out, backend, smtp, submission, pop3, nntp, rm, metrics = sys.argv[1:]
 xml = open("crates/config/default-config.xml").read()
-for old, new in (("2525", smtp), ("5587", submission), ("1110", pop3), ("1119", nntp), ("4555", rm)):
+for old, new in (("2525", smtp), ("5587", submission), ("1110", pop3), ("1119", nntp), ("4555", rm),
+                 ("9465", metrics)):
     xml = xml.replace(f"<port>{old}</port>", f"<port>{new}</port>")
 xml = re.sub(r"<max-connections-per-ip>\d+<", "<max-connections-per-ip>0<", xml)  # one load address
 if backend != "file":

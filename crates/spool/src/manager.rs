@@ -230,22 +230,27 @@ impl SpoolManager {
     /// transaction that writes its deliveries; for the others one inbox sync serves the whole
     /// batch, then each is removed.
     fn remove_finished(&self, finished: &mut Vec<Finished>) {
-        finished.retain_mut(|f| {
-            if f.deliveries.is_empty() {
-                return true;
-            }
-            match self.context.complete_delivered(&f.token, &f.deliveries) {
-                Ok(true) | Err(StoreError::LeaseLost(_)) => false,
-                Ok(false) => true,
+        let (delivered, others): (Vec<Finished>, Vec<Finished>) = std::mem::take(finished)
+            .into_iter()
+            .partition(|f| !f.deliveries.is_empty());
+        *finished = others;
+        let calls = delivered
+            .iter()
+            .map(|f| (f.token.clone(), f.deliveries.clone()))
+            .collect();
+        let results = self.context.complete_delivered(calls);
+        for (f, result) in delivered.into_iter().zip(results) {
+            match result {
+                Ok(true) | Err(StoreError::LeaseLost(_)) => {}
+                Ok(false) => finished.push(f),
                 Err(e) => {
                     // Nothing was written: the mail is delivered again, soon.
                     tracing::error!(mail = %f.token.name(), error = %e,
                         "cannot deliver and remove a finished mail; it will be retried");
-                    self.retry_later(f.token.clone(), retry_delay(1));
-                    false
+                    self.retry_later(f.token, retry_delay(1));
                 }
             }
-        });
+        }
         if finished.is_empty() {
             return;
         }

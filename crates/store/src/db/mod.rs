@@ -15,7 +15,8 @@
 //!   a message's size.
 //!
 //! Every write commits before it returns: SQLite runs in WAL mode with `synchronous=FULL`, and
-//! PostgreSQL's default `synchronous_commit` holds the commit until it is on disk.
+//! PostgreSQL's default `synchronous_commit` holds the commit until it is on disk. On SQLite
+//! the writes of the mail path share group transactions ([`batch`]: one writer per file).
 
 mod batch;
 mod bayes;

@@ -100,6 +100,16 @@ pub(crate) async fn ensure(pool: &Pool, table: &str) -> Result<()> {
             }
         }
         sqlx::query(sql(index)).execute(&mut *tx).await?;
+        if d == Dialect::Postgres {
+            // The spool leases its oldest due mail: walked in this index's order, not sorted
+            // from a scan of every row (SQLite's rowid order is the table's own).
+            sqlx::query(sql(format!(
+                "CREATE INDEX IF NOT EXISTS {table}_mailroom_order \
+                 ON {table} (repository_name, mailroom_seq)"
+            )))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await
     }
     .await);
