@@ -178,6 +178,43 @@ impl DbMailRepository {
         self.pool().dialect()
     }
 
+    /// Writes the row of a mail just received under a fresh name (no row can have it yet), its
+    /// body's last chunk with it: on PostgreSQL one statement, which needs no `BEGIN` and
+    /// `COMMIT` round trips.
+    async fn put_new(&self, values: RowValues) -> Result<()> {
+        let insert = table::insert_sql(self.dialect(), self.table());
+        let repository = self.inner.repository.clone();
+        let body_id = values.body_id.clone();
+        let result: sqlx::Result<()> = match self.pool() {
+            Pool::Postgres(p) if !values.tail.data.is_empty() => {
+                let statement = format!(
+                    "WITH chunk AS (INSERT INTO mailroom_bodies (body_id, seq, data, written_at) \
+                     VALUES ($13, $16, $17, $18)) {insert}"
+                );
+                bind_row!(sqlx::query(sql(statement)), values, &repository)
+                    .bind(values.tail.seq)
+                    .bind(&values.tail.data)
+                    .bind(now_ms())
+                    .execute(p)
+                    .await
+                    .map(|_| ())
+            }
+            pool => write_tx!(pool, c => {
+                insert_tail!(&mut *c, &values.body_id, values.tail);
+                bind_row!(sqlx::query(sql(insert)), values, &repository)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            }),
+        };
+        if let Err(e) = result {
+            body::delete_body(self.pool(), &body_id).await;
+            return Err(db_error(e));
+        }
+        self.inner.spooled.notify_waiters();
+        Ok(())
+    }
+
     /// Writes `values` as the row of its name: a new row, or the replacement of one (its lease
     /// kept, its schedule dropped: due at once). The old body goes in the same transaction.
     async fn put(&self, values: RowValues) -> Result<()> {
@@ -396,21 +433,32 @@ impl DbMailRepository {
              RETURNING message_name, mailroom_lease_id"
         );
         let repository = self.inner.repository.clone();
-        let result: sqlx::Result<Option<(String, Option<i64>)>> = write_tx!(self.pool(), c => {
-            let leased: Option<(String, Option<i64>)> = sqlx::query_as(sql(lease))
-                .bind(&repository)
-                .bind(until)
-                .bind(now)
-                .fetch_optional(&mut *c)
-                .await?;
-            if leased.is_some() && d == Dialect::Sqlite {
-                // The id just given: lease ids are unique for the database's life.
-                sqlx::query("UPDATE mailroom_counters SET value = value + 1 WHERE name = 'lease'")
-                    .execute(&mut *c)
-                    .await?;
+        let result: sqlx::Result<Option<(String, Option<i64>)>> = match self.pool() {
+            // One statement, atomic by itself: no `BEGIN` and `COMMIT` round trips.
+            Pool::Postgres(p) => {
+                sqlx::query_as(sql(lease))
+                    .bind(&repository)
+                    .bind(until)
+                    .bind(now)
+                    .fetch_optional(p)
+                    .await
             }
-            Ok(leased)
-        });
+            pool => write_tx!(pool, c => {
+                let leased: Option<(String, Option<i64>)> = sqlx::query_as(sql(lease))
+                    .bind(&repository)
+                    .bind(until)
+                    .bind(now)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                if leased.is_some() && d == Dialect::Sqlite {
+                    // The id just given: lease ids are unique for the database's life.
+                    sqlx::query("UPDATE mailroom_counters SET value = value + 1 WHERE name = 'lease'")
+                        .execute(&mut *c)
+                        .await?;
+                }
+                Ok(leased)
+            }),
+        };
         let leased = result.map_err(db_error)?;
         busy.store(leased.is_some(), std::sync::atomic::Ordering::Relaxed);
         Ok(leased.map(|(name, id)| (name, id.unwrap_or_default(), until)))
@@ -564,7 +612,7 @@ impl IncomingMessage for Incoming {
                 return Err(e);
             }
         };
-        self.repo.put(values).await
+        self.repo.put_new(values).await
     }
 }
 
