@@ -83,7 +83,7 @@ async fn delivery(sources: DataSources, sqlite: bool) {
         .await
         .unwrap();
     let inbox = sources
-        .inbox("maildb", &[inbox_table.clone()])
+        .inbox("maildb", std::slice::from_ref(&inbox_table))
         .await
         .unwrap();
     conformance::spool_delivery(spool.as_ref(), inbox.as_ref()).await;

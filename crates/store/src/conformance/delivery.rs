@@ -106,7 +106,11 @@ pub async fn spool_delivery(spool: &dyn SpoolRepository, inbox: &dyn InboxReposi
             "{user}: delivered exactly once"
         );
         let wire = expected(user, body);
-        assert_eq!(read_all(mailbox.as_ref()).await, [wire.clone()], "{user}");
+        assert_eq!(
+            read_all(mailbox.as_ref()).await,
+            std::slice::from_ref(&wire),
+            "{user}"
+        );
         assert_eq!(mailbox.messages()[0].size, wire.len() as u64, "{user}");
         uids.push(mailbox.messages()[0].uid.clone());
     }

@@ -133,7 +133,7 @@ async fn commit_batch(batch: Vec<Job>) {
                     return Err(e);
                 }
             };
-            match (job.run)(&mut *savepoint).await {
+            match (job.run)(&mut savepoint).await {
                 Ok(value) => {
                     let released = savepoint.commit().await;
                     replies.push((job.reply, Some(Ok(value))));
