@@ -233,6 +233,8 @@ impl DbMailRepository {
         );
         let repository = self.inner.repository.clone();
         let body_id = values.body_id.clone();
+        // A leaseholder here no longer has the stored body (this replaces it).
+        self.leased().retain(|(name, _), _| name != &values.name);
         let result: sqlx::Result<()> = write_tx!(self.pool(), c => {
             let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
                 .bind(&repository)
@@ -299,12 +301,22 @@ impl DbMailRepository {
         let repository = self.inner.repository.clone();
         let name = token.name().to_string();
         let id = token.id() as i64;
-        if delete || values.is_some() || extra.contains("mailroom_lease_id = NULL") {
+        let key = (name.clone(), id);
+        let kept = self.leased().get(&key).map(|l| l.id.clone());
+        let same_body = values
+            .as_ref()
+            .is_none_or(|v| kept.as_ref() == Some(&v.body_id));
+        if delete || !same_body || extra.contains("mailroom_lease_id = NULL") {
             // The lease ends or the body changes: the stored body is no longer the mail's.
-            self.leased().remove(&(name.clone(), id));
+            self.leased().remove(&key);
         }
-        let new_body = values.as_ref().map(|v| v.body_id.clone());
+        // A body written for this change (not the one kept), removed should the change fail.
+        let new_body = values
+            .as_ref()
+            .map(|v| v.body_id.clone())
+            .filter(|n| kept.as_ref() != Some(n));
         let replaced = new_body.clone();
+        let written = new_body.clone();
         let result: sqlx::Result<bool> = write_tx!(self.pool(), c => {
             let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
                 .bind(&repository)
@@ -315,6 +327,11 @@ impl DbMailRepository {
             let Some(old) = old else {
                 return Ok(false);
             };
+            if written.is_none() && values.as_ref().is_some_and(|v| old.as_ref() != Some(&v.body_id)) {
+                // The kept body was replaced meanwhile (a store elsewhere): never name a
+                // body that is gone. The change fails; the mail is tried again.
+                return Err(sqlx::Error::Protocol("the stored body changed under the lease".into()));
+            }
             match &values {
                 Some(v) => {
                     insert_tail!(&mut *c, &v.body_id, v.tail);
@@ -397,6 +414,35 @@ impl DbMailRepository {
             .await)
         .map_err(db_error)?;
         Ok(any.is_some())
+    }
+
+    /// The values to store a leased mail with: its stored body kept when the mail still has it
+    /// (a processor hop changes the envelope or the header, not the body), else a new one.
+    async fn values_of(&self, token: &LeaseToken, mail: &Mail) -> Result<RowValues> {
+        let kept = self
+            .leased()
+            .get(&(token.name().to_string(), token.id() as i64))
+            .filter(|l| same_body(&l.body, mail.message.body()))
+            .map(|l| {
+                (
+                    WrittenBody {
+                        id: l.id.clone(),
+                        len: l.body.len(),
+                    },
+                    l.lf,
+                )
+            });
+        match kept {
+            Some((body, body_lf)) => {
+                let header = mail.message.header_section().to_vec();
+                let mut header_lf = BareLf::default();
+                header_lf.feed(&header);
+                RowValues::new(&mail.envelope, header, &body, header_lf, body_lf)
+            }
+            None => {
+                RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message).await
+            }
+        }
     }
 
     /// Leases one due, unleased mail if there is one: its name and lease id.
@@ -709,8 +755,7 @@ impl SpoolRepository for DbMailRepository {
         if mail.name() != token.name() {
             return Err(StoreError::LeaseLost(mail.name().to_string()));
         }
-        let values =
-            RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message).await?;
+        let values = self.values_of(token, mail).await?;
         self.under_lease(token, Some(values), "", None, false).await
     }
 
@@ -738,8 +783,7 @@ impl SpoolRepository for DbMailRepository {
         if mail.name() != token.name() {
             return Err(StoreError::LeaseLost(mail.name().to_string()));
         }
-        let values =
-            RowValues::write(self.pool(), self.table(), &mail.envelope, &mail.message).await?;
+        let values = self.values_of(&token, mail).await?;
         self.under_lease(
             &token,
             Some(values),
