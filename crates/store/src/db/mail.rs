@@ -19,13 +19,14 @@ use tokio::sync::Notify;
 
 use super::batch::write_tx;
 use super::body::{self, insert_tail, BareLf, BodyWriter, WrittenBody};
-use super::inbox::{insert_once_sql, insert_rows, DbInbox};
 use super::table::{self, bind_row, fetch_row, RowValues, Table};
 use super::{db_error, now_ms, on_pool, sql, to_ms, Dialect, Pool};
 use crate::{
     validate_mail_name, Delivery, InboxRepository, IncomingMessage, LeaseToken, Leased,
     MailRepository, Result, SpoolRepository, StoreError, DEFAULT_LEASE,
 };
+
+mod delivery;
 
 /// How often a waiting [`SpoolRepository::lease`] looks again for mail that became due
 /// (retries, expired leases, mail another node spooled); mail spooled here wakes it at once.
@@ -809,100 +810,8 @@ impl SpoolRepository for DbMailRepository {
         inbox: &dyn InboxRepository,
         deliveries: &[Delivery],
     ) -> Result<bool> {
-        let Some(inbox) = inbox.as_any().and_then(|a| a.downcast_ref::<DbInbox>()) else {
-            return Ok(false);
-        };
-        if !super::same_database(self.pool(), inbox.pool()) {
-            return Ok(false);
-        }
-        let id = token.id() as i64;
-        let leased = self.leased().remove(&(token.name().to_string(), id));
-        let staged = inbox.take_staged(deliveries)?;
-        // Each row: the spool's body named when the message still has it, else a copy.
-        let mut rows = Vec::with_capacity(staged.len());
-        let mut copies = Vec::new();
-        for s in staged {
-            let user = s.user.clone();
-            let row = match &leased {
-                Some(l) if same_body(&l.body, s.message.body()) => {
-                    let body = WrittenBody {
-                        id: l.id.clone(),
-                        len: l.body.len(),
-                    };
-                    s.values(&body, l.lf).map(|v| (user, v, true))
-                }
-                _ => s
-                    .write(self.pool(), inbox.table())
-                    .await
-                    .map(|v| (user, v, false)),
-            };
-            match row {
-                Ok(row) => {
-                    if !row.2 {
-                        copies.push(row.1.body_id.clone());
-                    }
-                    rows.push(row);
-                }
-                Err(e) => {
-                    for copy in &copies {
-                        body::delete_body(self.pool(), copy).await;
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        let d = self.dialect();
-        let t = self.table();
-        let select_old =
-            format!(
-            "SELECT mailroom_body_id FROM {t} WHERE repository_name = $1 AND message_name = $2 \
-             AND mailroom_lease_id = $3{}",
-            if d == Dialect::Postgres { " FOR UPDATE" } else { "" }
-        );
-        let delete = format!(
-            "DELETE FROM {t} WHERE repository_name = $1 AND message_name = $2 \
-             AND mailroom_lease_id = $3"
-        );
-        let insert = insert_once_sql(d, inbox.table());
-        let repository = self.inner.repository.clone();
-        let name = token.name().to_string();
-        let result: sqlx::Result<bool> = write_tx!(self.pool(), c => {
-            let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
-                .bind(&repository)
-                .bind(&name)
-                .bind(id)
-                .fetch_optional(&mut *c)
-                .await?;
-            let Some(old) = old else {
-                return Ok(false);
-            };
-            let named = insert_rows!(c, insert, rows.iter());
-            sqlx::query(sql(delete))
-                .bind(&repository)
-                .bind(&name)
-                .bind(id)
-                .execute(&mut *c)
-                .await?;
-            if let Some(old) = old.filter(|_| !named) {
-                sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
-                    .bind(old)
-                    .execute(&mut *c)
-                    .await?;
-            }
-            Ok(true)
-        });
-        match result {
-            Ok(true) => Ok(true),
-            done => {
-                for copy in &copies {
-                    body::delete_body(self.pool(), copy).await;
-                }
-                match done {
-                    Err(e) => Err(db_error(e)),
-                    _ => Err(StoreError::LeaseLost(token.name().to_string())),
-                }
-            }
-        }
+        self.complete_with_deliveries(token, inbox, deliveries)
+            .await
     }
 
     async fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>> {
