@@ -61,11 +61,12 @@ make_config() { # home backend -> prints the SMTP port
   local home=$1 backend=$2 port
   mkdir -p "$home"
   port=$(free_port)
-  python3 - "$home/config.xml" "$backend" "$port" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" <<'PY'
+  python3 - "$home/config.xml" "$backend" "$port" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" <<'PY'
 import re, sys
-out, backend, smtp, submission, pop3, nntp, rm = sys.argv[1:]
+out, backend, smtp, submission, pop3, nntp, rm, metrics = sys.argv[1:]
 xml = open("crates/config/default-config.xml").read()
-for old, new in (("2525", smtp), ("5587", submission), ("1110", pop3), ("1119", nntp), ("4555", rm)):
+for old, new in (("2525", smtp), ("5587", submission), ("1110", pop3), ("1119", nntp), ("4555", rm),
+                 ("9465", metrics)):
     xml = xml.replace(f"<port>{old}</port>", f"<port>{new}</port>")
 xml = re.sub(r"<max-connections-per-ip>\d+<", "<max-connections-per-ip>0<", xml)  # one load address
 if backend != "file":
@@ -134,11 +135,37 @@ drain() { # kind expected
   echo "  $1: only $(delivered "$1") of $2 delivered" >&2
 }
 
+# CPU seconds (user + system) a process has used, its reaped children's included: for
+# PostgreSQL, the postmaster and every backend alive.
+cpu_of() { # pid...
+  local total=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat")))
+  done
+  echo "$total / $(getconf CLK_TCK)" | bc -l
+}
+pg_pids() { local pm; pm=$(head -1 "$work/pg/postmaster.pid"); echo "$pm" $(ps -o pid= --ppid "$pm"); }
+declare -A node_pid
+i=0
+for node in file sqlite pg1 pg2a pg2b; do node_pid[$node]=${pids[$i]}; i=$((i + 1)); done
+node_pids() { # kind
+  case $1 in
+    pg2) echo "${node_pid[pg2a]} ${node_pid[pg2b]}" ;;
+    *) echo "${node_pid[$1]}" ;;
+  esac
+}
+declare -A cpu_node cpu_pg
+
 declare -A rates
 kinds=(sink file sqlite pg1 pg2)
 for round in $(seq "$rounds"); do
   line="  round $round:"
   for kind in "${kinds[@]}"; do
+    if [ "$kind" != sink ]; then
+      # shellcheck disable=SC2046
+      n0=$(cpu_of $(node_pids "$kind")); p0=$(cpu_of $(pg_pids))
+    fi
     case $kind in
       sink) s=$(timed source_to "$sink_port" "$messages" "$sessions") ;;
       pg2) s=$(timed two_nodes) ;;
@@ -147,7 +174,13 @@ for round in $(seq "$rounds"); do
     rate=$(echo "$messages / $s" | bc -l)
     rates[$kind]="${rates[$kind]:-} $rate"
     line="$line $kind $(printf '%.0f' "$rate")"
-    [ "$kind" = sink ] || drain "$kind" $((round * messages))
+    if [ "$kind" != sink ]; then
+      drain "$kind" $((round * messages))
+      # shellcheck disable=SC2046
+      cpu_node[$kind]="${cpu_node[$kind]:-} $(echo "($(cpu_of $(node_pids "$kind"))) - ($n0)" | bc -l)"
+      # shellcheck disable=SC2046
+      cpu_pg[$kind]="${cpu_pg[$kind]:-} $(echo "($(cpu_of $(pg_pids))) - ($p0)" | bc -l)"
+    fi
   done
   echo "$line msg/s"
 done
@@ -165,6 +198,13 @@ printf '  Mailroom, files:               %7.0f msg/s  (%.0f %% of smtp-sink)\n' 
 printf '  Mailroom, SQLite:              %7.0f msg/s  (%.0f %% of files; target >= 50 %%)\n' "${med[sqlite]}" "$(pct "${med[sqlite]}" "${med[file]}")"
 printf '  Mailroom, PostgreSQL, 1 node:  %7.0f msg/s  (%.0f %% of files)\n' "${med[pg1]}" "$(pct "${med[pg1]}" "${med[file]}")"
 printf '  Mailroom, PostgreSQL, 2 nodes: %7.0f msg/s  (%.2fx one node; target >= 1.5x)\n' "${med[pg2]}" "$(echo "${med[pg2]} / ${med[pg1]}" | bc -l)"
+echo "  CPU seconds per 1000 messages, ingest and delivery (median; Mailroom's nodes, PostgreSQL's processes):"
+for kind in file sqlite pg1 pg2; do
+  # shellcheck disable=SC2086
+  printf '    %-7s mailroom %5.2f  postgres %5.2f\n' "$kind" \
+    "$(echo "1000 * $(median ${cpu_node[$kind]}) / $messages" | bc -l)" \
+    "$(echo "1000 * $(median ${cpu_pg[$kind]}) / $messages" | bc -l)"
+done
 missing=0
 for kind in file sqlite pg1 pg2; do
   got=$(delivered "$kind")

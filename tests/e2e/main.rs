@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod database;
 mod database_admin;
+mod database_crash;
 mod database_faults;
 mod database_james;
 mod database_large;

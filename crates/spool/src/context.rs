@@ -19,8 +19,8 @@ use mailroom_mailet::{
 };
 use mailroom_store::mappings::targets_of;
 use mailroom_store::{
-    Delivery, InboxRepository, MailRepository, MappingsRepository, SpoolRepository, StoreError,
-    UsersRepository,
+    Delivery, InboxRepository, LeaseToken, MailRepository, MappingsRepository, SpoolRepository,
+    StoreError, UsersRepository,
 };
 
 thread_local! {
@@ -125,6 +125,35 @@ impl ServerContext {
     /// The spool.
     pub fn spool(&self) -> &Arc<dyn SpoolRepository> {
         &self.spool
+    }
+
+    /// Removes a finished mail together with its inbox deliveries in one transaction, when
+    /// the spool and the inbox share one; `Ok(false)` when they do not (nothing done).
+    /// Several at once: each its own transaction, so that they can share a group commit.
+    pub fn complete_delivered(
+        &self,
+        finished: Vec<(LeaseToken, Vec<Delivery>)>,
+    ) -> Vec<Result<bool, StoreError>> {
+        let calls: Vec<_> = finished
+            .into_iter()
+            .map(|(token, deliveries)| {
+                let (spool, inbox) = (self.spool.clone(), self.inbox.clone());
+                self.runtime.spawn(async move {
+                    spool.complete_delivered(&token, &*inbox, &deliveries).await
+                })
+            })
+            .collect();
+        self.wait(async move {
+            let mut results = Vec::with_capacity(calls.len());
+            for call in calls {
+                results.push(call.await.unwrap_or_else(|e| {
+                    Err(StoreError::Io(std::io::Error::other(format!(
+                        "removing a finished mail: {e}"
+                    ))))
+                }));
+            }
+            results
+        })
     }
 
     /// Makes these inbox deliveries durable (`Ok` only if every one of them is).

@@ -225,9 +225,32 @@ impl SpoolManager {
         self.remove_finished(&mut finished);
     }
 
-    /// Removes finished mails from the spool, once their deliveries are durable. One inbox
-    /// sync serves the whole batch.
+    /// Removes finished mails from the spool, once their deliveries are durable. A mail whose
+    /// spool and inbox share a transaction (a database for both) is removed in the same
+    /// transaction that writes its deliveries; for the others one inbox sync serves the whole
+    /// batch, then each is removed.
     fn remove_finished(&self, finished: &mut Vec<Finished>) {
+        let (delivered, others): (Vec<Finished>, Vec<Finished>) = std::mem::take(finished)
+            .into_iter()
+            .partition(|f| !f.deliveries.is_empty());
+        *finished = others;
+        let calls = delivered
+            .iter()
+            .map(|f| (f.token.clone(), f.deliveries.clone()))
+            .collect();
+        let results = self.context.complete_delivered(calls);
+        for (f, result) in delivered.into_iter().zip(results) {
+            match result {
+                Ok(true) | Err(StoreError::LeaseLost(_)) => {}
+                Ok(false) => finished.push(f),
+                Err(e) => {
+                    // Nothing was written: the mail is delivered again, soon.
+                    tracing::error!(mail = %f.token.name(), error = %e,
+                        "cannot deliver and remove a finished mail; it will be retried");
+                    self.retry_later(f.token, retry_delay(1));
+                }
+            }
+        }
         if finished.is_empty() {
             return;
         }

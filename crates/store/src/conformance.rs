@@ -9,6 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use mailroom_mailet::{AttributeValue, Envelope, Mail, MailAddress, Message};
 use tokio::io::AsyncReadExt;
 
+mod delivery;
+pub use delivery::spool_delivery;
+
 use crate::{
     InboxRepository, Leased, MailRepository, Mailbox, MappingsRepository, SpoolRepository,
     StoreError, User, UsersRepository,

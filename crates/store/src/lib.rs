@@ -222,6 +222,23 @@ pub trait SpoolRepository: MailRepository {
     /// Removes the leased mail: its processing has ended.
     async fn complete(&self, token: LeaseToken) -> Result<()>;
 
+    /// Removes the leased mail and makes its `deliveries` to `inbox` durable **in one
+    /// transaction**, where the spool and the inbox share one (a database spool delivering to
+    /// a database inbox of the same data source): a crash at any point leaves either the mail
+    /// in the spool and none of its deliveries, or the deliveries and no mail. Returns
+    /// `Ok(false)`, having done nothing, when this spool cannot for this inbox: the caller then
+    /// syncs the deliveries ([`InboxRepository::sync`]) and completes as usual. On an error
+    /// nothing is done, and the deliveries are spent (the mail is to be delivered again);
+    /// a lease not held is [`StoreError::LeaseLost`].
+    async fn complete_delivered(
+        &self,
+        _token: &LeaseToken,
+        _inbox: &dyn InboxRepository,
+        _deliveries: &[Delivery],
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
     /// When the mail called `name` was requeued for (`None`: no such mail, or due at once).
     async fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>>;
 
@@ -287,6 +304,13 @@ pub trait InboxRepository: Send + Sync {
             format!("{user}/{uid}"),
             "this inbox backend cannot import messages",
         ))
+    }
+
+    /// The repository itself, for a spool that commits deliveries together with its removal
+    /// ([`SpoolRepository::complete_delivered`]) to find a backend it shares a transaction
+    /// with; `None` (the default) for the others.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
     }
 
     /// Where `user`'s mail is kept (a Maildir's path), for the log lines that say where a mail

@@ -1,8 +1,9 @@
 //! Message bodies in `mailroom_bodies`, one row per chunk of at most [`CHUNK`] octets: written
 //! chunk by chunk as they arrive (each insert commits on its own, so no transaction stays open
-//! during a long SMTP DATA), read back one chunk per query. The row that names a body
-//! (`mailroom_body_id`) is written after it; a body no row names (a transfer cut off, a crash) is
-//! swept when its table is next opened.
+//! during a long SMTP DATA; the last, partial chunk goes in the transaction of the row that
+//! names the body, so a small body costs no commit of its own), read back one chunk per query.
+//! The row that names a body (`mailroom_body_id`) is written after it; a body no row names (a
+//! transfer cut off, a crash) is swept when its table is next opened.
 //!
 //! [`Bodies`] says where a repository's bodies go: chunks in `mailroom_bodies` (`db://`) or
 //! files under the home ([`super::body_files`], `dbfile://`). Every repository reads either
@@ -86,10 +87,37 @@ pub(crate) struct WrittenBody {
     pub(crate) len: u64,
 }
 
+/// Inserts one chunk: `$1` body id, `$2` sequence number, `$3` data, `$4` time written.
+pub(crate) const INSERT_CHUNK: &str =
+    "INSERT INTO mailroom_bodies (body_id, seq, data, written_at) \
+                                       VALUES ($1, $2, $3, $4)";
+
+/// The last, partial chunk of a body, not written yet: it goes in the transaction that writes
+/// the row naming the body, so that a body of one chunk and its row cost one commit.
+#[derive(Debug, Default)]
+pub(crate) struct Tail {
+    pub(crate) seq: i32,
+    pub(crate) data: Vec<u8>,
+}
+
+/// Inserts a [`Tail`] (if it has octets) with the executor `$c` of a write transaction.
+macro_rules! insert_tail {
+    ($c:expr, $body_id:expr, $tail:expr) => {
+        if !$tail.data.is_empty() {
+            sqlx::query($crate::db::body::INSERT_CHUNK)
+                .bind($body_id)
+                .bind($tail.seq)
+                .bind(&$tail.data)
+                .bind($crate::db::now_ms())
+                .execute($c)
+                .await?;
+        }
+    };
+}
+pub(crate) use insert_tail;
+
 async fn write_chunk(pool: &Pool, body_id: &str, seq: i32, data: &[u8]) -> Result<()> {
-    let statement = "INSERT INTO mailroom_bodies (body_id, seq, data, written_at) \
-                     VALUES ($1, $2, $3, $4)";
-    on_pool!(pool, p => sqlx::query(statement)
+    on_pool!(pool, p => sqlx::query(INSERT_CHUNK)
         .bind(body_id)
         .bind(seq)
         .bind(data)
@@ -137,38 +165,63 @@ pub(crate) async fn delete_body(bodies: &Bodies, body_id: &str) {
     }
 }
 
-/// After a transaction that deleted rows (and their chunks) has committed: removes the body
-/// files of those rows, named by `ids` (chunk ids among them are skipped: they went with the
-/// transaction).
+/// After a transaction that deleted rows (and their chunks, when no other row names them)
+/// has committed: removes the body files of those rows, named by `ids`, that no row names
+/// any more (chunk ids among them are skipped: they went with the transaction).
 pub(crate) async fn removed(bodies: &Bodies, ids: Vec<String>) {
-    let files: Vec<String> = ids
-        .into_iter()
-        .filter(|id| body_files::is_file_id(id))
-        .collect();
-    if !files.is_empty() {
-        body_files::remove(&bodies.files, files).await;
+    for id in ids.iter().filter(|id| body_files::is_file_id(id)) {
+        body_files::discard(&bodies.files, &bodies.pool, id).await;
     }
 }
 
 /// Deletes the bodies of `table` that no row names and that are old enough not to be in
-/// transfer: chunks, and body files.
+/// transfer: chunks, and body files. Rows of any table may name them (an inbox row names the
+/// body of the spool mail it was delivered from), so every table with a `mailroom_body_id`
+/// column is looked at.
 pub(crate) async fn sweep_orphans(bodies: &Bodies, table: &str) -> Result<u64> {
+    let naming = naming_rows(&bodies.pool, table).await?;
     let files = body_files::sweep(
         &bodies.files,
         &bodies.pool,
         table,
+        &naming,
         std::time::Duration::from_millis(ORPHAN_AGE_MS as u64),
     )
     .await?;
-    Ok(files + sweep_chunks(&bodies.pool, table).await?)
+    Ok(files + sweep_chunks(&bodies.pool, table, &naming).await?)
 }
 
-async fn sweep_chunks(pool: &Pool, table: &str) -> Result<u64> {
+/// A query of every body id a row names, in every table that has a `mailroom_body_id`
+/// column (`table` at least).
+pub(crate) async fn naming_rows(pool: &Pool, table: &str) -> Result<String> {
+    let list = match pool.dialect() {
+        super::Dialect::Sqlite => {
+            "SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND p.name = 'mailroom_body_id'"
+        }
+        super::Dialect::Postgres => {
+            "SELECT table_name::TEXT FROM information_schema.columns \
+             WHERE column_name = 'mailroom_body_id' AND table_schema = current_schema()"
+        }
+    };
+    let mut tables: Vec<String> =
+        on_pool!(pool, p => sqlx::query_scalar(list).fetch_all(p).await).map_err(db_error)?;
+    tables.push(table.to_string());
+    tables.sort();
+    tables.dedup();
+    Ok(tables
+        .iter()
+        .filter_map(|t| super::table_name(t).ok())
+        .map(|t| format!("SELECT mailroom_body_id FROM {t} WHERE mailroom_body_id IS NOT NULL"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL "))
+}
+
+async fn sweep_chunks(pool: &Pool, table: &str, naming: &str) -> Result<u64> {
     let prefix = format!("{table}/");
     let statement = format!(
         "DELETE FROM mailroom_bodies WHERE substr(body_id, 1, $2) = $1 AND written_at < $3 \
-         AND body_id NOT IN (SELECT mailroom_body_id FROM {table} \
-                             WHERE mailroom_body_id IS NOT NULL)"
+         AND body_id NOT IN ({naming})"
     );
     let done = on_pool!(pool, p => sqlx::query(sql(statement))
         .bind(&prefix)
@@ -244,29 +297,35 @@ impl BodyWriter {
         Ok(())
     }
 
-    /// Writes what is buffered; the body is then whole and durable (for a file: fsync'd and
-    /// renamed into place, its directory fsync'd), ready for the row that names it.
-    pub(crate) async fn finish(mut self) -> Result<WrittenBody> {
+    /// Ends the body. A body file is then whole and durable (fsync'd and renamed into place,
+    /// its directory fsync'd); of a chunked body the full chunks are in the database and the
+    /// last one is handed back, to be written with the row that names the body.
+    pub(crate) async fn finish(mut self) -> Result<(WrittenBody, Tail)> {
         if let Some(file) = self.file.take() {
             let len = file.finish().await?;
-            return Ok(WrittenBody { id: self.id, len });
+            return Ok((WrittenBody { id: self.id, len }, Tail::default()));
         }
-        self.flush().await?;
-        Ok(WrittenBody {
+        let tail = Tail {
+            seq: self.seq,
+            data: std::mem::take(&mut self.buf),
+        };
+        let body = WrittenBody {
             id: self.id,
             len: self.len,
-        })
+        };
+        Ok((body, tail))
     }
 }
 
 /// Writes `source` (a body held in memory or a file) to the database, counting its bare LFs
-/// into `lf`. A body read from a file is read on the blocking pool, a chunk at a time.
+/// into `lf`. A body read from a file is read on the blocking pool, a chunk at a time. Its
+/// last chunk is handed back (see [`BodyWriter::finish`]).
 pub(crate) async fn write_source(
     bodies: &Bodies,
     table: &str,
     source: &Arc<dyn BodySource>,
     lf: &mut BareLf,
-) -> Result<WrittenBody> {
+) -> Result<(WrittenBody, Tail)> {
     let mut writer = BodyWriter::new(bodies.clone(), table);
     let result = async {
         let mut reader = Some(source.open()?);
@@ -337,12 +396,13 @@ pub(crate) async fn load(
     if len <= IN_MEMORY {
         let mut all = Vec::with_capacity(len as usize);
         let mut seq = 0;
-        while let Some(chunk) = read_chunk(pool, body_id, seq).await? {
+        // Read until `len` octets are there: no query to learn that there is no more.
+        while (all.len() as u64) < len {
+            let Some(chunk) = read_chunk(pool, body_id, seq).await? else {
+                break;
+            };
             all.extend_from_slice(&chunk);
             seq += 1;
-            if all.len() as u64 > len {
-                break;
-            }
         }
         if all.len() as u64 != len {
             return Err(corrupt(format!("{} octets, expected {len}", all.len())));

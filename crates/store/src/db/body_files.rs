@@ -309,9 +309,11 @@ pub(crate) async fn remove(files: &Arc<BodyFiles>, ids: Vec<String>) {
     }
 }
 
-/// Removes body file `id` after a write that failed, unless a row names it: a failed
-/// `COMMIT` may have committed all the same (the connection broke before the answer), and a
-/// row must never lose its body. When the database cannot say, the file stays for the sweep.
+/// Removes body file `id` unless a row names it: after a write that failed (a failed `COMMIT`
+/// may have committed all the same: the connection broke before the answer), or after a row
+/// that named it was deleted (other rows may name it too: the inbox rows of one delivery name
+/// the spool mail's body). A row must never lose its body: when the database cannot say, the
+/// file stays for the sweep.
 pub(crate) async fn discard(files: &Arc<BodyFiles>, pool: &Pool, id: &str) {
     let table = id
         .strip_prefix(PREFIX)
@@ -320,12 +322,17 @@ pub(crate) async fn discard(files: &Arc<BodyFiles>, pool: &Pool, id: &str) {
     let Some(Ok(table)) = table.map(super::table_name) else {
         return;
     };
-    let statement = format!("SELECT COUNT(*) FROM {table} WHERE mailroom_body_id = $1");
-    let named: std::result::Result<i64, _> = on_pool!(pool, p => sqlx::query_scalar(sql(statement))
-        .bind(id)
-        .fetch_one(p)
-        .await);
-    match named {
+    let named = async {
+        let naming = super::body::naming_rows(pool, &table).await?;
+        let statement =
+            format!("SELECT COUNT(*) FROM ({naming}) AS named WHERE mailroom_body_id = $1");
+        on_pool!(pool, p => sqlx::query_scalar::<_, i64>(sql(statement))
+            .bind(id)
+            .fetch_one(p)
+            .await)
+        .map_err(db_error)
+    };
+    match named.await {
         Ok(0) => remove(files, vec![id.to_string()]).await,
         Ok(_) => {}
         Err(e) => tracing::info!(
@@ -334,12 +341,14 @@ pub(crate) async fn discard(files: &Arc<BodyFiles>, pool: &Pool, id: &str) {
     }
 }
 
-/// Removes `table`'s body files that are older than `age` and that no row names, and
-/// temporary files older than `age` (a transfer cut off by a crash). Returns how many.
+/// Removes `table`'s body files that are older than `age` and that no row names (`naming`:
+/// see [`super::body::naming_rows`]), and temporary files older than `age` (a transfer cut off
+/// by a crash). Returns how many.
 pub(crate) async fn sweep(
     files: &Arc<BodyFiles>,
     pool: &Pool,
     table: &str,
+    naming: &str,
     age: Duration,
 ) -> Result<u64> {
     let dir = files.table_dir(table);
@@ -348,8 +357,8 @@ pub(crate) async fn sweep(
         return Ok(removed);
     }
     let statement = format!(
-        "SELECT mailroom_body_id FROM {table} WHERE mailroom_body_id IS NOT NULL \
-         AND substr(mailroom_body_id, 1, $2) = $1"
+        "SELECT mailroom_body_id FROM ({naming}) AS named \
+         WHERE substr(mailroom_body_id, 1, $2) = $1"
     );
     let prefix = format!("{PREFIX}{table}/");
     let named: Vec<String> = on_pool!(pool, p => sqlx::query_scalar(sql(statement))

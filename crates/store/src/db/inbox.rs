@@ -6,8 +6,15 @@
 //! (`mailroom_pop3_size`, counting every bare LF as CRLF). A mailbox is locked in this process
 //! and, on PostgreSQL, across nodes by a session advisory lock held on a connection of its own
 //! for as long as the mailbox is open.
+//!
+//! `deliver_once` (LocalDelivery's) stages a delivery in memory and writes nothing: the row
+//! is written by `sync`, or — when the mail comes from a database spool on the same data
+//! source — by the spool's removal of the mail, in the same transaction
+//! ([`crate::SpoolRepository::complete_delivered`]), and then the row names the spool mail's
+//! body rather than a copy of it. A body may so be named by several rows (one per
+//! recipient): a row's removal removes its body only when no other row of the table names it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -15,9 +22,10 @@ use mailroom_mailet::{Envelope, Message};
 use sqlx::Row;
 use tokio::io::AsyncReadExt;
 
-use super::body::{self, BareLf, Bodies};
+use super::batch::write_tx;
+use super::body::{self, insert_tail, BareLf, Bodies, WrittenBody};
 use super::table::{self, bind_row, RowValues};
-use super::{db_error, on_pool, sql, Pool, WriteTx};
+use super::{db_error, on_pool, sql, Pool};
 use crate::{
     validate_user_name, Delivery, InboxRepository, Mailbox, MailboxMessage, MessageStream, Result,
     StoreError,
@@ -32,20 +40,180 @@ pub struct DbInbox {
     /// Mailboxes open in this process, by user.
     open: Arc<Mutex<HashSet<String>>>,
     deliveries: std::sync::atomic::AtomicU64,
+    /// Deliveries `deliver_once` made and nobody wrote yet, by delivery number.
+    staged: Mutex<HashMap<u64, Staged>>,
+}
+
+/// The delivery numbers of staged deliveries have this bit set (the others are written).
+const STAGED: u64 = 1 << 63;
+
+/// How long a staged delivery that is neither synced nor committed is kept (its mail failed:
+/// it is delivered again when it is retried).
+const STAGED_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A delivery made and not written yet: the row it becomes, but for its body.
+pub(crate) struct Staged {
+    pub(crate) name: String,
+    pub(crate) user: String,
+    /// The trace header and the message's header section.
+    pub(crate) header: Vec<u8>,
+    pub(crate) header_lf: BareLf,
+    /// The message, whose body is written (or, by the spool, named) with the row.
+    pub(crate) message: Message,
+    at: std::time::Instant,
+}
+
+impl Staged {
+    /// The values of the row, its body being `body` with `body_lf` bare LFs.
+    pub(crate) fn values(self, body: &WrittenBody, body_lf: BareLf) -> Result<RowValues> {
+        let mut envelope = Envelope::new(self.name, None, Vec::new());
+        envelope.state = "inbox".into();
+        RowValues::new(&envelope, self.header, body, self.header_lf, body_lf)
+    }
+
+    /// Writes the body (its last chunk stays in the values, for the row's transaction).
+    pub(crate) async fn write(self, bodies: &Bodies, table: &str) -> Result<RowValues> {
+        let mut body_lf = BareLf::default();
+        let (body, tail) =
+            body::write_source(bodies, table, self.message.body(), &mut body_lf).await?;
+        match self.values(&body, body_lf) {
+            Ok(values) => Ok(RowValues { tail, ..values }),
+            Err(e) => {
+                body::delete_body(bodies, &body.id).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Inserts inbox rows in a write transaction (`$c`, see [`write_tx!`]): each of `$rows`, an
+/// iterator of `(user, values, named)` where `named` says that the body is another row's
+/// (the spool's), with `ON CONFLICT DO NOTHING` (`$insert`, from [`insert_once_sql`]). A row
+/// already there is an earlier delivery of the same mail: its own copy of the body goes. The
+/// value is whether a row naming a body of another was stored, and the ids of the bodies
+/// deleted (for [`body::removed`] once the transaction has committed).
+macro_rules! insert_rows {
+    ($c:ident, $insert:expr, $rows:expr) => {{
+        let mut named_stored = false;
+        let mut gone = Vec::new();
+        for (user, v, named) in $rows {
+            let stored = bind_row!(sqlx::query(sql($insert.clone())), v, user)
+                .execute(&mut *$c)
+                .await?
+                .rows_affected()
+                > 0;
+            match (stored, *named) {
+                (true, true) => named_stored = true,
+                (true, false) => {
+                    $crate::db::body::insert_tail!(&mut *$c, &v.body_id, v.tail);
+                }
+                (false, true) => {}
+                (false, false) => {
+                    sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
+                        .bind(&v.body_id)
+                        .execute(&mut *$c)
+                        .await?;
+                    gone.push(v.body_id.clone());
+                }
+            }
+        }
+        (named_stored, gone)
+    }};
+}
+pub(crate) use insert_rows;
+
+/// The insert of an inbox row that stores nothing when the row is there already.
+pub(crate) fn insert_once_sql(d: super::Dialect, table: &str) -> String {
+    format!(
+        "{} ON CONFLICT (repository_name, message_name) DO NOTHING",
+        table::insert_sql(d, table)
+    )
 }
 
 impl DbInbox {
     /// Opens the inboxes in `table`, creating it or adding Mailroom's columns to James's.
     pub(crate) async fn open(bodies: Bodies, table: &str) -> Result<DbInbox> {
+        let pool = bodies.pool.clone();
         let table = super::table_name(table)?;
         table::ensure(&bodies, &table).await?;
+        // A row's removal looks for other rows naming its body.
+        let index = format!(
+            "CREATE INDEX IF NOT EXISTS {table}_mailroom_body ON {table} (mailroom_body_id)"
+        );
+        on_pool!(&pool, p => sqlx::query(sql(index)).execute(p).await.map(|_| ()))
+            .map_err(db_error)?;
         Ok(DbInbox {
-            pool: bodies.pool.clone(),
+            pool,
             bodies,
             table,
             open: Arc::default(),
             deliveries: Default::default(),
+            staged: Mutex::default(),
         })
+    }
+
+    /// The data source's pool.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The table's name.
+    pub(crate) fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Takes the staged deliveries among `deliveries` (the others were written when made).
+    /// A staged delivery no longer here (taken before, or dropped as too old) is an error:
+    /// its mail must be delivered again.
+    pub(crate) fn take_staged(&self, deliveries: &[Delivery]) -> Result<Vec<Staged>> {
+        let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        let mut taken = Vec::new();
+        for d in deliveries.iter().filter(|d| d.0 & STAGED != 0) {
+            match staged.remove(&d.0) {
+                Some(s) => taken.push(s),
+                None => {
+                    return Err(StoreError::Io(std::io::Error::other(format!(
+                        "inbox delivery {} is no longer pending",
+                        d.0 & !STAGED
+                    ))))
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Writes staged deliveries: their bodies, then their rows in one transaction.
+    async fn write_staged(&self, staged: Vec<Staged>) -> Result<()> {
+        let mut rows = Vec::with_capacity(staged.len());
+        for s in staged {
+            let user = s.user.clone();
+            match s.write(&self.bodies, &self.table).await {
+                Ok(values) => rows.push((user, values, false)),
+                Err(e) => {
+                    for (_, v, _) in &rows {
+                        body::delete_body(&self.bodies, &v.body_id).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let bodies: Vec<String> = rows.iter().map(|(_, v, _)| v.body_id.clone()).collect();
+        let insert = insert_once_sql(self.pool.dialect(), &self.table);
+        let result: sqlx::Result<(bool, Vec<String>)> = write_tx!(&self.pool, c => {
+            Ok(insert_rows!(c, insert, rows.iter()))
+        });
+        match result {
+            Ok((_, gone)) => {
+                body::removed(&self.bodies, gone).await;
+                Ok(())
+            }
+            Err(e) => {
+                for id in &bodies {
+                    body::delete_body(&self.bodies, id).await;
+                }
+                Err(db_error(e))
+            }
+        }
     }
 }
 
@@ -84,12 +252,12 @@ impl DbInbox {
         header_lf.feed(&header);
         let mut body_lf = header_lf;
         body_lf.count = 0;
-        let body =
+        let (body, tail) =
             body::write_source(&self.bodies, &self.table, message.body(), &mut body_lf).await?;
         let mut envelope = Envelope::new(name, None, Vec::new());
         envelope.state = "inbox".into();
         let values = match RowValues::new(&envelope, header, &body, header_lf, body_lf) {
-            Ok(values) => values,
+            Ok(values) => RowValues { tail, ..values },
             Err(e) => {
                 body::delete_body(&self.bodies, &body.id).await;
                 return Err(e);
@@ -99,10 +267,17 @@ impl DbInbox {
         if once {
             statement.push_str(" ON CONFLICT (repository_name, message_name) DO NOTHING");
         }
-        let result = on_pool!(&self.pool, p => bind_row!(sqlx::query(sql(statement)), values, user)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()));
+        let user = user.to_string();
+        let result: sqlx::Result<u64> = write_tx!(&self.pool, c => {
+            let stored = bind_row!(sqlx::query(sql(statement)), values, &user)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+            if stored > 0 {
+                insert_tail!(&mut *c, &values.body_id, values.tail);
+            }
+            Ok(stored)
+        });
         let stored = match result {
             Err(e) => {
                 body::delete_body(&self.bodies, &body.id).await;
@@ -158,15 +333,27 @@ impl InboxRepository for DbInbox {
         trace_header: &[u8],
         message: &Message,
     ) -> Result<Delivery> {
-        self.insert(
-            delivery_name(key, user, trace_header),
-            true,
-            user,
-            trace_header,
-            message,
-        )
-        .await
-        .map(|(delivery, _)| delivery)
+        validate_user_name(user)?;
+        let mut header = trace_header.to_vec();
+        header.extend_from_slice(message.header_section());
+        let mut header_lf = BareLf::default();
+        header_lf.feed(&header);
+        let staged = Staged {
+            name: delivery_name(key, user, trace_header),
+            user: user.to_string(),
+            header,
+            header_lf,
+            message: message.clone(),
+            at: std::time::Instant::now(),
+        };
+        let number = self
+            .deliveries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            | STAGED;
+        let mut all = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|_, s| s.at.elapsed() < STAGED_AGE);
+        all.insert(number, staged);
+        Ok(Delivery(number))
     }
 
     /// The row is named `uid` (a UIDL is its row's name), so a second import of it is the
@@ -181,9 +368,17 @@ impl InboxRepository for DbInbox {
             .1)
     }
 
-    async fn sync(&self, _deliveries: &[Delivery]) -> Result<()> {
-        // Each delivery committed before `deliver` returned.
-        Ok(())
+    /// Writes the staged deliveries among `deliveries` (the others committed when made).
+    async fn sync(&self, deliveries: &[Delivery]) -> Result<()> {
+        let staged = self.take_staged(deliveries)?;
+        if staged.is_empty() {
+            return Ok(());
+        }
+        self.write_staged(staged).await
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     /// The sizes `open_mailbox` lists, summed, without its locks.
@@ -380,29 +575,33 @@ impl Mailbox for DbMailbox {
              RETURNING mailroom_body_id",
             self.table
         );
-        let user = &self.user;
-        let result: sqlx::Result<Vec<String>> = on_pool!(&self.pool, p => async {
-            let mut tx = p.write_tx().await?;
+        let delete_body = format!(
+            "DELETE FROM mailroom_bodies WHERE body_id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM {} WHERE mailroom_body_id = $1)",
+            self.table
+        );
+        let names: Vec<String> = names.into_iter().cloned().collect();
+        let user = self.user.clone();
+        let result: sqlx::Result<Vec<String>> = write_tx!(&self.pool, c => {
             let mut bodies = Vec::new();
             for name in names {
                 let gone: Option<Option<String>> = sqlx::query_scalar(sql(statement.clone()))
-                    .bind(user)
+                    .bind(&user)
                     .bind(name)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut *c)
                     .await?;
                 if let Some(Some(body)) = gone {
-                    sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
+                    // Other recipients' rows may name the same body.
+                    sqlx::query(sql(delete_body.clone()))
                         .bind(&body)
-                        .execute(&mut *tx)
+                        .execute(&mut *c)
                         .await?;
                     bodies.push(body);
                 }
             }
-            tx.commit().await?;
             Ok(bodies)
-        }
-        .await);
-        // Body files go once their rows are gone for good.
+        });
+        // Body files go once their rows are gone for good (and no other row names them).
         body::removed(&self.bodies, result.map_err(db_error)?).await;
         Ok(())
     }

@@ -8,21 +8,25 @@
 //! SQLite. `mailroom_next_attempt` is the durable retry schedule, indexed with the repository
 //! name. Every call that takes a token matches its lease id, so a stale token changes nothing.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use mailroom_mailet::{Envelope, Mail};
+use mailroom_mailet::{BodySource, Envelope, Mail};
 use tokio::sync::Notify;
 
-use super::body::{self, BareLf, Bodies, BodyWriter};
+use super::batch::write_tx;
+use super::body::{self, insert_tail, BareLf, Bodies, BodyWriter, WrittenBody};
 use super::table::{self, bind_row, fetch_row, RowValues, Table};
-use super::{db_error, now_ms, on_pool, sql, to_ms, Dialect, Pool, WriteTx};
+use super::{db_error, now_ms, on_pool, sql, to_ms, Dialect, Pool};
 use crate::{
-    validate_mail_name, IncomingMessage, LeaseToken, Leased, MailRepository, Result,
-    SpoolRepository, StoreError, DEFAULT_LEASE,
+    validate_mail_name, Delivery, InboxRepository, IncomingMessage, LeaseToken, Leased,
+    MailRepository, Result, SpoolRepository, StoreError, DEFAULT_LEASE,
 };
+
+mod delivery;
 
 /// How often a waiting [`SpoolRepository::lease`] looks again for mail that became due
 /// (retries, expired leases, mail another node spooled); mail spooled here wakes it at once.
@@ -30,6 +34,20 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// How long a mail that cannot be read (a missing body file) waits before it is tried again.
 const CORRUPT_RETRY: Duration = Duration::from_secs(3600);
+
+/// The stored body of a leased mail, as handed out.
+struct LeasedBody {
+    id: String,
+    /// The body the leased mail was given: a message whose body is this one (the same
+    /// allocation) has this stored body.
+    body: Arc<dyn BodySource>,
+    lf: BareLf,
+}
+
+/// Whether two bodies are the same one (not merely equal).
+fn same_body(a: &Arc<dyn BodySource>, b: &Arc<dyn BodySource>) -> bool {
+    std::ptr::eq(Arc::as_ptr(a) as *const (), Arc::as_ptr(b) as *const ())
+}
 
 /// A mail repository, or the spool, in a database table.
 #[derive(Clone)]
@@ -46,6 +64,13 @@ struct Inner {
     /// Leases taken whose mail could not be read (the database went away meanwhile): given
     /// back at the next `lease`, rather than left to expire.
     orphans: std::sync::Mutex<Vec<(String, i64)>>,
+    /// The stored body of each mail leased here, by name and lease id: a delivery whose
+    /// message still has that very body names it rather than copying it
+    /// ([`SpoolRepository::complete_delivered`]).
+    leased: std::sync::Mutex<HashMap<(String, i64), LeasedBody>>,
+    /// Whether the last look for due mail found some (then the next one skips the read that
+    /// tells whether there is any).
+    busy: std::sync::atomic::AtomicBool,
     /// On SQLite, the lock that says this process owns the spool (see
     /// [`super::DataSources::spool`]); held as long as the repository is.
     _owner: Option<crate::file::fsutil::FileLock>,
@@ -80,6 +105,8 @@ impl DbMailRepository {
                 lease: DEFAULT_LEASE,
                 spooled: Notify::new(),
                 orphans: Default::default(),
+                leased: Default::default(),
+                busy: Default::default(),
                 _owner: None,
             }),
         })
@@ -93,6 +120,8 @@ impl DbMailRepository {
             lease: shared.lease,
             spooled: Notify::new(),
             orphans: Default::default(),
+            leased: Default::default(),
+            busy: Default::default(),
             _owner: None,
         });
         DbMailRepository {
@@ -108,6 +137,8 @@ impl DbMailRepository {
             lease: shared.lease,
             spooled: Notify::new(),
             orphans: Default::default(),
+            leased: Default::default(),
+            busy: Default::default(),
             _owner: None,
         });
         DbMailRepository {
@@ -140,6 +171,10 @@ impl DbMailRepository {
         &self.inner.table.pool
     }
 
+    fn leased(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), LeasedBody>> {
+        self.inner.leased.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn table(&self) -> &str {
         &self.inner.table.name
     }
@@ -150,6 +185,43 @@ impl DbMailRepository {
 
     fn dialect(&self) -> Dialect {
         self.pool().dialect()
+    }
+
+    /// Writes the row of a mail just received under a fresh name (no row can have it yet), its
+    /// body's last chunk with it: on PostgreSQL one statement, which needs no `BEGIN` and
+    /// `COMMIT` round trips.
+    async fn put_new(&self, values: RowValues) -> Result<()> {
+        let insert = table::insert_sql(self.dialect(), self.table());
+        let repository = self.inner.repository.clone();
+        let body_id = values.body_id.clone();
+        let result: sqlx::Result<()> = match self.pool() {
+            Pool::Postgres(p) if !values.tail.data.is_empty() => {
+                let statement = format!(
+                    "WITH chunk AS (INSERT INTO mailroom_bodies (body_id, seq, data, written_at) \
+                     VALUES ($13, $16, $17, $18)) {insert}"
+                );
+                bind_row!(sqlx::query(sql(statement)), values, &repository)
+                    .bind(values.tail.seq)
+                    .bind(&values.tail.data)
+                    .bind(now_ms())
+                    .execute(p)
+                    .await
+                    .map(|_| ())
+            }
+            pool => write_tx!(pool, c => {
+                insert_tail!(&mut *c, &values.body_id, values.tail);
+                bind_row!(sqlx::query(sql(insert)), values, &repository)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            }),
+        };
+        if let Err(e) = result {
+            body::delete_body(self.bodies(), &body_id).await;
+            return Err(db_error(e));
+        }
+        self.inner.spooled.notify_waiters();
+        Ok(())
     }
 
     /// Writes `values` as the row of its name: a new row, or the replacement of one (its lease
@@ -168,31 +240,32 @@ impl DbMailRepository {
             table::insert_sql(d, t),
             table::set_sql(d)
         );
-        let repository = &self.inner.repository;
-        let result: sqlx::Result<Option<String>> = on_pool!(self.pool(), p => async {
-            let mut tx = p.write_tx().await?;
+        let repository = self.inner.repository.clone();
+        let body_id = values.body_id.clone();
+        // A leaseholder here no longer has the stored body (this replaces it).
+        self.leased().retain(|(name, _), _| name != &values.name);
+        let result: sqlx::Result<Option<String>> = write_tx!(self.pool(), c => {
             let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
-                .bind(repository)
+                .bind(&repository)
                 .bind(&values.name)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *c)
                 .await?;
-            bind_row!(sqlx::query(sql(upsert)), values, repository)
-                .execute(&mut *tx)
+            insert_tail!(&mut *c, &values.body_id, values.tail);
+            bind_row!(sqlx::query(sql(upsert)), values, &repository)
+                .execute(&mut *c)
                 .await?;
             let old = old.flatten().filter(|o| *o != values.body_id);
             if let Some(old) = &old {
                 sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
                     .bind(old)
-                    .execute(&mut *tx)
+                    .execute(&mut *c)
                     .await?;
             }
-            tx.commit().await?;
             Ok(old)
-        }
-        .await);
+        });
         match result {
             Err(e) => {
-                body::delete_body(self.bodies(), &values.body_id).await;
+                body::delete_body(self.bodies(), &body_id).await;
                 return Err(db_error(e));
             }
             // A body file goes only once the row that named it is gone for good.
@@ -239,50 +312,69 @@ impl DbMailRepository {
                     .replace("$17", "$4")
             )
         };
-        let repository = &self.inner.repository;
+        let repository = self.inner.repository.clone();
+        let name = token.name().to_string();
         let id = token.id() as i64;
-        let new_body = values.as_ref().map(|v| v.body_id.clone());
-        let result: sqlx::Result<(bool, Option<String>)> = on_pool!(self.pool(), p => async {
-            let mut tx = p.write_tx().await?;
+        let key = (name.clone(), id);
+        let kept = self.leased().get(&key).map(|l| l.id.clone());
+        let same_body = values
+            .as_ref()
+            .is_none_or(|v| kept.as_ref() == Some(&v.body_id));
+        if delete || !same_body || extra.contains("mailroom_lease_id = NULL") {
+            // The lease ends or the body changes: the stored body is no longer the mail's.
+            self.leased().remove(&key);
+        }
+        // A body written for this change (not the one kept), removed should the change fail.
+        let new_body = values
+            .as_ref()
+            .map(|v| v.body_id.clone())
+            .filter(|n| kept.as_ref() != Some(n));
+        let replaced = new_body.clone();
+        let written = new_body.clone();
+        let result: sqlx::Result<(bool, Option<String>)> = write_tx!(self.pool(), c => {
             let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
-                .bind(repository)
-                .bind(token.name())
+                .bind(&repository)
+                .bind(&name)
                 .bind(id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *c)
                 .await?;
             let Some(old) = old else {
                 return Ok((false, None));
             };
+            if written.is_none() && values.as_ref().is_some_and(|v| old.as_ref() != Some(&v.body_id)) {
+                // The kept body was replaced meanwhile (a store elsewhere): never name a
+                // body that is gone. The change fails; the mail is tried again.
+                return Err(sqlx::Error::Protocol("the stored body changed under the lease".into()));
+            }
             match &values {
                 Some(v) => {
-                    let mut query = bind_row!(sqlx::query(sql(change)), v, repository).bind(id);
+                    insert_tail!(&mut *c, &v.body_id, v.tail);
+                    let mut query = bind_row!(sqlx::query(sql(change)), v, &repository).bind(id);
                     if let Some(time) = time {
                         query = query.bind(time);
                     }
-                    query.execute(&mut *tx).await?;
+                    query.execute(&mut *c).await?;
                 }
                 None => {
                     let mut query = sqlx::query(sql(change))
-                        .bind(repository)
-                        .bind(token.name())
+                        .bind(&repository)
+                        .bind(&name)
                         .bind(id);
                     if let Some(time) = time {
                         query = query.bind(time);
                     }
-                    query.execute(&mut *tx).await?;
+                    query.execute(&mut *c).await?;
                 }
             }
-            let old = old.filter(|o| delete || new_body.as_ref().is_some_and(|n| n != o));
+            let old = old.filter(|o| delete || replaced.as_ref().is_some_and(|n| n != o));
             if let Some(old) = &old {
                 sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
                     .bind(old)
-                    .execute(&mut *tx)
+                    .execute(&mut *c)
                     .await?;
             }
-            tx.commit().await?;
             Ok((true, old))
-        }
-        .await);
+        });
         let held = match result {
             Ok((held, old)) => {
                 body::removed(self.bodies(), old.into_iter().collect()).await;
@@ -325,6 +417,52 @@ impl DbMailRepository {
         Ok(())
     }
 
+    /// Whether a mail is due and not leased (a read).
+    async fn any_due(&self, now: i64) -> Result<bool> {
+        let due = format!(
+            "SELECT 1 FROM {} WHERE repository_name = $1 \
+             AND (mailroom_lease_until IS NULL OR mailroom_lease_until <= $2) \
+             AND (mailroom_next_attempt IS NULL OR mailroom_next_attempt <= $2) LIMIT 1",
+            self.table()
+        );
+        let any: Option<i32> = on_pool!(self.pool(), p => sqlx::query_scalar(sql(due))
+            .bind(&self.inner.repository)
+            .bind(now)
+            .fetch_optional(p)
+            .await)
+        .map_err(db_error)?;
+        Ok(any.is_some())
+    }
+
+    /// The values to store a leased mail with: its stored body kept when the mail still has it
+    /// (a processor hop changes the envelope or the header, not the body), else a new one.
+    async fn values_of(&self, token: &LeaseToken, mail: &Mail) -> Result<RowValues> {
+        let kept = self
+            .leased()
+            .get(&(token.name().to_string(), token.id() as i64))
+            .filter(|l| same_body(&l.body, mail.message.body()))
+            .map(|l| {
+                (
+                    WrittenBody {
+                        id: l.id.clone(),
+                        len: l.body.len(),
+                    },
+                    l.lf,
+                )
+            });
+        match kept {
+            Some((body, body_lf)) => {
+                let header = mail.message.header_section().to_vec();
+                let mut header_lf = BareLf::default();
+                header_lf.feed(&header);
+                RowValues::new(&mail.envelope, header, &body, header_lf, body_lf)
+            }
+            None => {
+                RowValues::write(self.bodies(), self.table(), &mail.envelope, &mail.message).await
+            }
+        }
+    }
+
     /// Leases one due, unleased mail if there is one: its name and lease id.
     async fn try_lease(&self) -> Result<Option<(String, i64, i64)>> {
         let d = self.dialect();
@@ -343,8 +481,14 @@ impl DbMailRepository {
                 ""
             }
         );
+        // Nothing due (an idle spool, polled): a read, which costs no write transaction. While
+        // the spool is busy (the last look found mail) that read is skipped.
+        let busy = &self.inner.busy;
+        if !busy.load(std::sync::atomic::Ordering::Relaxed) && !self.any_due(now).await? {
+            return Ok(None);
+        }
         let id_expr = match d {
-            Dialect::Sqlite => "$4",
+            Dialect::Sqlite => "(SELECT value + 1 FROM mailroom_counters WHERE name = 'lease')",
             Dialect::Postgres => "nextval('mailroom_lease_ids')",
         };
         let lease = format!(
@@ -352,33 +496,36 @@ impl DbMailRepository {
              WHERE repository_name = $1 AND message_name = ({pick}) \
              RETURNING message_name, mailroom_lease_id"
         );
-        let repository = &self.inner.repository;
-        let result: sqlx::Result<Option<(String, Option<i64>)>> = on_pool!(self.pool(), p => async {
-            let mut tx = p.write_tx().await?;
-            let next_id: i64 = if d == Dialect::Sqlite {
-                sqlx::query_scalar(
-                    "UPDATE mailroom_counters SET value = value + 1 WHERE name = 'lease' \
-                     RETURNING value",
-                )
-                .fetch_one(&mut *tx)
-                .await?
-            } else {
-                0
-            };
-            let mut query = sqlx::query_as(sql(lease)).bind(repository).bind(until).bind(now);
-            if d == Dialect::Sqlite {
-                query = query.bind(next_id);
+        let repository = self.inner.repository.clone();
+        let result: sqlx::Result<Option<(String, Option<i64>)>> = match self.pool() {
+            // One statement, atomic by itself: no `BEGIN` and `COMMIT` round trips.
+            Pool::Postgres(p) => {
+                sqlx::query_as(sql(lease))
+                    .bind(&repository)
+                    .bind(until)
+                    .bind(now)
+                    .fetch_optional(p)
+                    .await
             }
-            let leased = query.fetch_optional(&mut *tx).await?;
-            if leased.is_some() {
-                tx.commit().await?;
-            }
-            Ok(leased)
-        }
-        .await);
-        Ok(result
-            .map_err(db_error)?
-            .map(|(name, id)| (name, id.unwrap_or_default(), until)))
+            pool => write_tx!(pool, c => {
+                let leased: Option<(String, Option<i64>)> = sqlx::query_as(sql(lease))
+                    .bind(&repository)
+                    .bind(until)
+                    .bind(now)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                if leased.is_some() && d == Dialect::Sqlite {
+                    // The id just given: lease ids are unique for the database's life.
+                    sqlx::query("UPDATE mailroom_counters SET value = value + 1 WHERE name = 'lease'")
+                        .execute(&mut *c)
+                        .await?;
+                }
+                Ok(leased)
+            }),
+        };
+        let leased = result.map_err(db_error)?;
+        busy.store(leased.is_some(), std::sync::atomic::Ordering::Relaxed);
+        Ok(leased.map(|(name, id)| (name, id.unwrap_or_default(), until)))
     }
 }
 
@@ -409,24 +556,22 @@ impl MailRepository for DbMailRepository {
              RETURNING mailroom_body_id",
             self.table()
         );
-        let repository = &self.inner.repository;
-        let result: sqlx::Result<Option<Option<String>>> = on_pool!(self.pool(), p => async {
-            let mut tx = p.write_tx().await?;
+        let repository = self.inner.repository.clone();
+        let name = name.to_string();
+        let result: sqlx::Result<Option<Option<String>>> = write_tx!(self.pool(), c => {
             let gone: Option<Option<String>> = sqlx::query_scalar(sql(statement))
-                .bind(repository)
-                .bind(name)
-                .fetch_optional(&mut *tx)
+                .bind(&repository)
+                .bind(&name)
+                .fetch_optional(&mut *c)
                 .await?;
             if let Some(Some(body)) = &gone {
                 sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1")
                     .bind(body)
-                    .execute(&mut *tx)
+                    .execute(&mut *c)
                     .await?;
             }
-            tx.commit().await?;
             Ok(gone)
-        }
-        .await);
+        });
         let gone = result.map_err(db_error)?;
         body::removed(self.bodies(), gone.clone().flatten().into_iter().collect()).await;
         Ok(gone.is_some())
@@ -514,7 +659,7 @@ impl IncomingMessage for Incoming {
             self.split_header(true).await?;
         }
         let body = self.body.take().expect("committed once");
-        let body = body.finish().await?;
+        let (body, tail) = body.finish().await?;
         envelope.name = self.name.clone();
         let mut header_lf = BareLf::default();
         header_lf.feed(&self.head);
@@ -524,8 +669,15 @@ impl IncomingMessage for Incoming {
             &body,
             header_lf,
             self.body_lf,
-        )?;
-        self.repo.put(values).await
+        );
+        let values = match values {
+            Ok(values) => RowValues { tail, ..values },
+            Err(e) => {
+                body::delete_body(self.repo.bodies(), &body.id).await;
+                return Err(e);
+            }
+        };
+        self.repo.put_new(values).await
     }
 }
 
@@ -554,14 +706,28 @@ impl SpoolRepository for DbMailRepository {
             while let Some((name, id, until)) = self.try_lease().await? {
                 let token = LeaseToken::new(name.clone(), id as u64, super::from_ms(until));
                 let read = match fetch_row(&self.inner.table, &self.inner.repository, &name).await {
-                    Ok(Some(row)) => row
-                        .into_mail(self.bodies(), &self.inner.table.tmp_dir)
-                        .await
-                        .map(Some),
+                    Ok(Some(row)) => {
+                        let body = row.body_lf();
+                        row.into_mail(self.bodies(), &self.inner.table.tmp_dir)
+                            .await
+                            .map(|mail| Some((mail, body)))
+                    }
                     other => other.map(|_| None),
                 };
                 match read {
-                    Ok(Some(mail)) => return Ok(Some(Leased { mail, token })),
+                    Ok(Some((mail, body))) => {
+                        if let Some((body_id, lf)) = body {
+                            self.leased().insert(
+                                (name, id),
+                                LeasedBody {
+                                    id: body_id,
+                                    body: mail.message.body().clone(),
+                                    lf,
+                                },
+                            );
+                        }
+                        return Ok(Some(Leased { mail, token }));
+                    }
                     // Removed between the lease and the read: look for another.
                     Ok(None) => continue,
                     // Damaged (its body file missing, say): put aside for a while, so that
@@ -628,8 +794,7 @@ impl SpoolRepository for DbMailRepository {
         if mail.name() != token.name() {
             return Err(StoreError::LeaseLost(mail.name().to_string()));
         }
-        let values =
-            RowValues::write(self.bodies(), self.table(), &mail.envelope, &mail.message).await?;
+        let values = self.values_of(token, mail).await?;
         self.under_lease(token, Some(values), "", None, false).await
     }
 
@@ -657,8 +822,7 @@ impl SpoolRepository for DbMailRepository {
         if mail.name() != token.name() {
             return Err(StoreError::LeaseLost(mail.name().to_string()));
         }
-        let values =
-            RowValues::write(self.bodies(), self.table(), &mail.envelope, &mail.message).await?;
+        let values = self.values_of(&token, mail).await?;
         self.under_lease(
             &token,
             Some(values),
@@ -674,6 +838,18 @@ impl SpoolRepository for DbMailRepository {
 
     async fn complete(&self, token: LeaseToken) -> Result<()> {
         self.under_lease(&token, None, "", None, true).await
+    }
+
+    /// With a database inbox of the same data source, one transaction inserts the inbox rows
+    /// and deletes the spool row (and its body, unless a row now names it).
+    async fn complete_delivered(
+        &self,
+        token: &LeaseToken,
+        inbox: &dyn InboxRepository,
+        deliveries: &[Delivery],
+    ) -> Result<bool> {
+        self.complete_with_deliveries(token, inbox, deliveries)
+            .await
     }
 
     async fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>> {

@@ -16,8 +16,10 @@
 //!   (`var/dbfile/<source>/<table>/`, see [`body_files`]): [`DataSources::with_file_bodies`].
 //!
 //! Every write commits before it returns: SQLite runs in WAL mode with `synchronous=FULL`, and
-//! PostgreSQL's default `synchronous_commit` holds the commit until it is on disk.
+//! PostgreSQL's default `synchronous_commit` holds the commit until it is on disk. On SQLite
+//! the writes of the mail path share group transactions ([`batch`]: one writer per file).
 
+mod batch;
 mod bayes;
 mod body;
 mod body_files;
@@ -182,6 +184,31 @@ impl WriteTx for PgPool {
     ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>>> + Send
     {
         self.begin()
+    }
+}
+
+/// Whether two pools reach the same database (one SQLite file, or one PostgreSQL database),
+/// so that one transaction can write through both.
+pub(crate) fn same_database(a: &Pool, b: &Pool) -> bool {
+    match (a, b) {
+        (Pool::Sqlite(a), Pool::Sqlite(b)) => {
+            a.connect_options().get_filename() == b.connect_options().get_filename()
+        }
+        (Pool::Postgres(a), Pool::Postgres(b)) => {
+            let (a, b) = (a.connect_options(), b.connect_options());
+            (
+                a.get_host(),
+                a.get_port(),
+                a.get_database(),
+                a.get_username(),
+            ) == (
+                b.get_host(),
+                b.get_port(),
+                b.get_database(),
+                b.get_username(),
+            )
+        }
+        _ => false,
     }
 }
 

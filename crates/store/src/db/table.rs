@@ -15,7 +15,7 @@ use std::sync::Arc;
 use mailroom_mailet::{Envelope, Mail, MailAddress, Message};
 use sqlx::Row;
 
-use super::body::{self, BareLf, Bodies, WrittenBody};
+use super::body::{self, BareLf, Bodies, Tail, WrittenBody};
 use super::{db_error, from_ms, on_pool, sql, Dialect, Pool, WriteTx};
 use crate::{Result, StoreError};
 
@@ -102,6 +102,16 @@ pub(crate) async fn ensure(bodies: &Bodies, table: &str) -> Result<()> {
             }
         }
         sqlx::query(sql(index)).execute(&mut *tx).await?;
+        if d == Dialect::Postgres {
+            // The spool leases its oldest due mail: walked in this index's order, not sorted
+            // from a scan of every row (SQLite's rowid order is the table's own).
+            sqlx::query(sql(format!(
+                "CREATE INDEX IF NOT EXISTS {table}_mailroom_order \
+                 ON {table} (repository_name, mailroom_seq)"
+            )))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await
     }
     .await);
@@ -115,7 +125,7 @@ pub(crate) fn select_columns(d: Dialect) -> String {
     format!(
         "message_name, message_state, error_message, sender, recipients, remote_host, \
          remote_addr, {} AS updated_ms, mailroom_envelope, mailroom_header, mailroom_body_id, \
-         mailroom_size, message_attributes, \
+         mailroom_size, mailroom_pop3_size, message_attributes, \
          CASE WHEN mailroom_body_id IS NULL THEN message_body END AS james_body",
         d.updated_ms()
     )
@@ -127,6 +137,8 @@ pub(crate) struct StoredRow {
     pub(crate) header: Vec<u8>,
     pub(crate) body_id: Option<String>,
     pub(crate) size: u64,
+    /// The size POP3 sends (Mailroom's rows).
+    pub(crate) pop3_size: Option<i64>,
     /// The whole message of a row James wrote.
     pub(crate) james_body: Option<Vec<u8>>,
 }
@@ -162,6 +174,7 @@ impl StoredRow {
         let size: Option<i64> = row.try_get("mailroom_size")?;
         let james_body: Option<Vec<u8>> = row.try_get("james_body")?;
         Ok(StoredRow {
+            pop3_size: row.try_get("mailroom_pop3_size")?,
             size: size.map_or(james_body.as_ref().map_or(0, |b| b.len() as u64), |s| {
                 s.max(0) as u64
             }),
@@ -170,6 +183,18 @@ impl StoredRow {
             body_id: row.try_get("mailroom_body_id")?,
             james_body,
         })
+    }
+
+    /// The body id of a Mailroom row and the bare LFs of its body (from its POP3 size, which
+    /// counts those of the header section and of the body).
+    pub(crate) fn body_lf(&self) -> Option<(String, BareLf)> {
+        let id = self.body_id.clone()?;
+        let mut header = BareLf::default();
+        header.feed(&self.header);
+        let body = self.pop3_size?.checked_sub(self.size as i64)? - header.count as i64;
+        let mut lf = BareLf::default();
+        lf.count = u64::try_from(body).ok()?;
+        Some((id, lf))
     }
 
     /// The mail, its body loaded (bounded memory: see [`body::load`]).
@@ -276,6 +301,8 @@ pub(crate) struct RowValues {
     pub(crate) body_id: String,
     pub(crate) size: i64,
     pub(crate) pop3_size: i64,
+    /// The body's last chunk, written in the transaction that writes the row.
+    pub(crate) tail: Tail,
 }
 
 impl RowValues {
@@ -311,6 +338,7 @@ impl RowValues {
             body_id: body.id.clone(),
             size: size as i64,
             pop3_size: (size + header_lf.count + body_lf.count) as i64,
+            tail: Tail::default(),
         })
     }
 
@@ -326,9 +354,9 @@ impl RowValues {
         header_lf.feed(&header);
         let mut body_lf = header_lf;
         body_lf.count = 0;
-        let body = body::write_source(bodies, table, message.body(), &mut body_lf).await?;
+        let (body, tail) = body::write_source(bodies, table, message.body(), &mut body_lf).await?;
         match RowValues::new(envelope, header, &body, header_lf, body_lf) {
-            Ok(values) => Ok(values),
+            Ok(values) => Ok(RowValues { tail, ..values }),
             Err(e) => {
                 body::delete_body(bodies, &body.id).await;
                 Err(e)
