@@ -136,14 +136,13 @@ async fn bodies_are_files_and_go_with_their_rows() {
     drop(body);
     drop(mail);
 
-    // Rewritten under a lease: a new file, the old one gone once the row names the new.
+    // Changed under a lease, its body unchanged: the row keeps its file (no copy).
     let leased = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
     let mut changed = leased.mail.clone();
     changed.envelope.state = "transport".into();
     spool.update(&leased.token, &changed).await.unwrap();
     let after = files(home.path(), "spool");
-    assert_eq!(after.len(), 1);
-    assert_ne!(after, spool_files);
+    assert_eq!(after, spool_files);
     drop(changed);
     drop(leased.mail);
     spool.complete(leased.token).await.unwrap();
@@ -421,4 +420,55 @@ async fn james_dbfile_rows_are_read() {
             Some("from James DBFile")
         );
     }
+}
+
+/// Delivered from a dbfile spool to a dbfile inbox in one transaction: the inbox rows name
+/// the spool mail's body file (no copy), which outlives the spool row and goes with the last
+/// inbox row that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_body_file_goes_with_the_last_row_naming_it() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = sqlite(home.path()).await.with_file_bodies();
+    let spool = sources
+        .spool("maildb", &path(&["spool", "spool"]))
+        .await
+        .unwrap();
+    let inbox = sources.inbox("maildb", &path(&["inbox"])).await.unwrap();
+    spool
+        .store(&mail("shared-1", b"Subject: shared\r\n\r\nbody\r\n"))
+        .await
+        .unwrap();
+    let leased = spool.lease(Duration::from_secs(5)).await.unwrap().unwrap();
+    let mut deliveries = Vec::new();
+    for user in ["ann", "ben"] {
+        let trace = format!("Delivered-To: {user}@example.org\r\n");
+        let message = &leased.mail.message;
+        let delivery = inbox.deliver_once(leased.mail.name(), user, trace.as_bytes(), message);
+        deliveries.push(delivery.await.unwrap());
+    }
+    assert!(spool
+        .complete_delivered(&leased.token, inbox.as_ref(), &deliveries)
+        .await
+        .unwrap());
+    assert!(spool.list().await.unwrap().is_empty());
+    let shared = files(home.path(), "spool");
+    assert_eq!(shared.len(), 1, "the spool's body file stays: the inbox rows name it");
+    assert!(files(home.path(), "inbox").is_empty(), "no copy");
+
+    let mut ann = inbox.open_mailbox("ann").await.unwrap();
+    ann.delete(&[0]).await.unwrap();
+    drop(ann);
+    assert_eq!(files(home.path(), "spool"), shared, "ben's row still names it");
+    let mut ben = inbox.open_mailbox("ben").await.unwrap();
+    let mut text = Vec::new();
+    ben.open_message(0)
+        .await
+        .unwrap()
+        .read_to_end(&mut text)
+        .await
+        .unwrap();
+    assert!(text.ends_with(b"\r\n\r\nbody\r\n"), "{text:?}");
+    ben.delete(&[0]).await.unwrap();
+    drop(ben);
+    assert!(files(home.path(), "spool").is_empty(), "gone with the last row");
 }
