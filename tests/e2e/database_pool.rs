@@ -142,10 +142,7 @@ fn jdbc_url_with_user_and_password_and_at_most_max_connections() {
 /// not take every connection of the pool: mail is still accepted and delivered, and another
 /// user still logs in.
 #[test]
-#[ignore = "fails: each open PostgreSQL mailbox holds a pool connection for its advisory lock \
-            (db/inbox.rs open_mailbox) and needs a second one to list, so <max> - 1 open POP3 \
-            sessions starve the pool (the next login gets -ERR [SYS/TEMP] after 10 s, SMTP \
-            and the spool wait meanwhile); for the lead"]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl) and root; run by .ci/run"]
 fn open_pop3_sessions_leave_connections_for_smtp_and_the_spool() {
     const MAX: u32 = 3;
     let pg = cluster();

@@ -4,8 +4,8 @@
 //! A message's UIDL is its `message_name`, which never changes (a James name that is not a
 //! valid UIDL is replaced by a digest of it); its POP3 size is kept at delivery
 //! (`mailroom_pop3_size`, counting every bare LF as CRLF). A mailbox is locked in this process
-//! and, on PostgreSQL, across nodes by a session advisory lock held on a connection of its own
-//! for as long as the mailbox is open.
+//! and, on PostgreSQL, across nodes by a session advisory lock held for as long as the mailbox
+//! is open (all of them on one connection: [`super::node_lock`]).
 //!
 //! `deliver_once` (LocalDelivery's) stages a delivery in memory and writes nothing: the row
 //! is written by `sync`, or — when the mail comes from a database spool on the same data
@@ -23,6 +23,7 @@ use sqlx::Row;
 use tokio::io::AsyncReadExt;
 
 use super::batch::write_tx;
+use super::node_lock::{NodeLock, NodeLocks};
 use super::body::{self, insert_tail, BareLf, Bodies, WrittenBody};
 use super::table::{self, bind_row, RowValues};
 use super::{db_error, on_pool, sql, Pool};
@@ -39,6 +40,8 @@ pub struct DbInbox {
     table: String,
     /// Mailboxes open in this process, by user.
     open: Arc<Mutex<HashSet<String>>>,
+    /// On PostgreSQL, the mailbox locks across nodes.
+    node_locks: Option<Arc<NodeLocks>>,
     deliveries: std::sync::atomic::AtomicU64,
     /// Deliveries `deliver_once` made and nobody wrote yet, by delivery number.
     staged: Mutex<HashMap<u64, Staged>>,
@@ -142,8 +145,13 @@ impl DbInbox {
         );
         on_pool!(&pool, p => sqlx::query(sql(index)).execute(p).await.map(|_| ()))
             .map_err(db_error)?;
+        let node_locks = match &pool {
+            Pool::Postgres(p) => Some(NodeLocks::new(p.clone())),
+            Pool::Sqlite(_) => None,
+        };
         Ok(DbInbox {
             pool,
+            node_locks,
             bodies,
             table,
             open: Arc::default(),
@@ -419,33 +427,14 @@ impl InboxRepository for DbInbox {
             set: self.open.clone(),
             key,
         };
-        let node_lock = match &self.pool {
-            Pool::Sqlite(_) => None,
-            Pool::Postgres(p) => {
-                let mut conn = p.acquire().await.map_err(db_error)?;
-                let lock_key = digest(&format!("{}/{user}", self.table)) as i64;
-                // A session that has just ended (this user's last POP3 session, here or on
-                // another node) releases its lock only when the server notices its connection
-                // close, a few milliseconds later: a client that reconnects at once waits for
-                // that rather than getting "in use".
-                let deadline = tokio::time::Instant::now() + NODE_LOCK_GRACE;
-                let locked = loop {
-                    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                        .bind(lock_key)
-                        .fetch_one(&mut *conn)
-                        .await
-                        .map_err(db_error)?;
-                    if locked || tokio::time::Instant::now() >= deadline {
-                        break locked;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                };
-                // Closing the session is what releases the lock, whatever happens later.
-                conn.close_on_drop();
-                if !locked {
-                    return Err(StoreError::InUse(format!("mailbox of {user}")));
+        let node_lock = match &self.node_locks {
+            None => None,
+            Some(locks) => {
+                let key = digest(&format!("{}/{user}", self.table)) as i64;
+                match locks.lock(key).await? {
+                    Some(lock) => Some(lock),
+                    None => return Err(StoreError::InUse(format!("mailbox of {user}"))),
                 }
-                Some(conn)
             }
         };
         // A row James wrote has no stored POP3 size: the database computes it, and no body
@@ -500,10 +489,6 @@ impl InboxRepository for DbInbox {
     }
 }
 
-/// How long opening a mailbox waits for another session's node lock to go before it answers
-/// "in use".
-const NODE_LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// This process's hold on a mailbox, released on drop.
 struct LocalLock {
     set: Arc<Mutex<HashSet<String>>>,
@@ -527,7 +512,7 @@ struct DbMailbox {
     messages: Vec<MailboxMessage>,
     names: Vec<String>,
     _local: LocalLock,
-    _node_lock: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    _node_lock: Option<NodeLock>,
 }
 
 #[async_trait]

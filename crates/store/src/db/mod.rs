@@ -27,6 +27,7 @@ mod inbox;
 mod mail;
 mod mappings;
 mod news;
+mod node_lock;
 pub mod sql;
 mod table;
 mod users;

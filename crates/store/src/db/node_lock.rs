@@ -1,0 +1,123 @@
+//! Mailbox locks across the nodes that share a PostgreSQL: session advisory locks, all held on
+//! one connection of the pool per inbox repository, so that open POP3 sessions cost one
+//! connection in all rather than one each (which starved SMTP and the spool of connections).
+//!
+//! Advisory locks of one session are counted: a mailbox closed and at once reopened on this
+//! node locks its key a second time before the first unlock has run, and stays locked after
+//! it. If the lock connection fails, PostgreSQL has dropped every lock it held: the next lock
+//! takes a fresh connection, and unlocks meant for the dead one are not sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+use tokio::sync::Mutex;
+
+use super::db_error;
+use crate::Result;
+
+/// How long a lock waits for another session's lock to go before it answers "in use": a
+/// session that has just ended (this user's last POP3 session, here or on another node)
+/// releases its lock only when its QUIT has been handled, a few milliseconds later.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// The advisory locks this process holds for one inbox repository.
+pub(crate) struct NodeLocks {
+    pool: PgPool,
+    /// The connection holding the locks, and its generation (raised at each new connection).
+    conn: Mutex<(Option<PoolConnection<Postgres>>, u64)>,
+}
+
+/// A held lock: dropping it unlocks the key.
+pub(crate) struct NodeLock {
+    locks: Arc<NodeLocks>,
+    key: i64,
+    generation: u64,
+}
+
+impl NodeLocks {
+    pub(crate) fn new(pool: PgPool) -> Arc<NodeLocks> {
+        Arc::new(NodeLocks {
+            pool,
+            conn: Mutex::new((None, 0)),
+        })
+    }
+
+    /// Locks `key`, waiting up to [`GRACE`] for another holder to let go; `None` when it is
+    /// still held elsewhere.
+    pub(crate) async fn lock(self: &Arc<Self>, key: i64) -> Result<Option<NodeLock>> {
+        let deadline = tokio::time::Instant::now() + GRACE;
+        loop {
+            if let Some(generation) = self.try_lock(key).await? {
+                return Ok(Some(NodeLock {
+                    locks: self.clone(),
+                    key,
+                    generation,
+                }));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            // The connection is free for other mailboxes while this one waits.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One attempt: the generation of the connection that took the lock, or `None`.
+    async fn try_lock(&self, key: i64) -> Result<Option<u64>> {
+        let mut held = self.conn.lock().await;
+        if held.0.is_none() {
+            let conn = self.pool.acquire().await.map_err(db_error)?;
+            *held = (Some(conn), held.1 + 1);
+        }
+        let conn = held.0.as_mut().expect("connected above");
+        match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut **conn)
+            .await
+        {
+            Ok(true) => Ok(Some(held.1)),
+            Ok(false) => Ok(None),
+            Err(e) => {
+                Self::forget(&mut held.0);
+                Err(db_error(e))
+            }
+        }
+    }
+
+    /// Drops a failed lock connection: closing it is what releases its locks in PostgreSQL.
+    fn forget(conn: &mut Option<PoolConnection<Postgres>>) {
+        if let Some(mut conn) = conn.take() {
+            conn.close_on_drop();
+        }
+    }
+
+    async fn unlock(&self, key: i64, generation: u64) {
+        let mut held = self.conn.lock().await;
+        if held.1 != generation {
+            return;
+        }
+        let Some(conn) = held.0.as_mut() else {
+            return;
+        };
+        let unlocked = sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .fetch_one(&mut **conn)
+            .await;
+        if let Err(e) = unlocked {
+            tracing::warn!(error = %e, "mailbox lock connection failed; its locks are released");
+            Self::forget(&mut held.0);
+        }
+    }
+}
+
+impl Drop for NodeLock {
+    fn drop(&mut self) {
+        let (locks, key, generation) = (self.locks.clone(), self.key, self.generation);
+        // Without a runtime the process is ending, and closing the connection unlocks.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { locks.unlock(key, generation).await });
+        }
+    }
+}
