@@ -139,9 +139,9 @@ fn copy_and_check(from: &Server, to: &mut Server, before: &[(&str, Shown)], spoo
     to.spawn();
     // The control socket, by which a running server is known, is bound once the server runs
     // (in a file spool's directory, or under var/run for a spool in a database).
-    let in_database = std::fs::read_to_string(&to.config)
-        .unwrap()
-        .contains("db://maildb/spool/");
+    let config = std::fs::read_to_string(&to.config).unwrap();
+    let in_database =
+        config.contains("db://maildb/spool/") || config.contains("dbfile://maildb/spool/");
     let socket = to.path(if in_database {
         "var/run/db-spool/control.sock"
     } else {

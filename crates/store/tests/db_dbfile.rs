@@ -452,13 +452,21 @@ async fn a_delivered_body_file_goes_with_the_last_row_naming_it() {
         .unwrap());
     assert!(spool.list().await.unwrap().is_empty());
     let shared = files(home.path(), "spool");
-    assert_eq!(shared.len(), 1, "the spool's body file stays: the inbox rows name it");
+    assert_eq!(
+        shared.len(),
+        1,
+        "the spool's body file stays: the inbox rows name it"
+    );
     assert!(files(home.path(), "inbox").is_empty(), "no copy");
 
     let mut ann = inbox.open_mailbox("ann").await.unwrap();
     ann.delete(&[0]).await.unwrap();
     drop(ann);
-    assert_eq!(files(home.path(), "spool"), shared, "ben's row still names it");
+    assert_eq!(
+        files(home.path(), "spool"),
+        shared,
+        "ben's row still names it"
+    );
     let mut ben = inbox.open_mailbox("ben").await.unwrap();
     let mut text = Vec::new();
     ben.open_message(0)
@@ -470,5 +478,8 @@ async fn a_delivered_body_file_goes_with_the_last_row_naming_it() {
     assert!(text.ends_with(b"\r\n\r\nbody\r\n"), "{text:?}");
     ben.delete(&[0]).await.unwrap();
     drop(ben);
-    assert!(files(home.path(), "spool").is_empty(), "gone with the last row");
+    assert!(
+        files(home.path(), "spool").is_empty(),
+        "gone with the last row"
+    );
 }

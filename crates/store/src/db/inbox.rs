@@ -23,8 +23,8 @@ use sqlx::Row;
 use tokio::io::AsyncReadExt;
 
 use super::batch::write_tx;
-use super::node_lock::{NodeLock, NodeLocks};
 use super::body::{self, insert_tail, BareLf, Bodies, WrittenBody};
+use super::node_lock::{NodeLock, NodeLocks};
 use super::table::{self, bind_row, RowValues};
 use super::{db_error, on_pool, sql, Pool};
 use crate::{
