@@ -6,7 +6,8 @@
 #
 # smtp-source sends MESSAGES (default 5000) messages of 1 KiB over SESSIONS (default 10)
 # sessions to each of: smtp-sink (no storage), Mailroom on files (the default config), Mailroom
-# on SQLite (sqlite://var/mail.db), one Mailroom node on PostgreSQL, and two nodes on one
+# on SQLite (sqlite://var/mail.db), on DBFile over SQLite (rows in the database, bodies in
+# files), one Mailroom node on PostgreSQL, and two nodes on one
 # PostgreSQL (each gets half the messages and half the sessions, at the same time), in ROUNDS
 # (default 3) alternating rounds. Prints each round and the medians, and checks that every
 # message reached the bench user's inbox. PostgreSQL is a private cluster (initdb + pg_ctl as
@@ -57,13 +58,13 @@ psql -d postgres -c 'CREATE DATABASE one' -c 'CREATE DATABASE two'
 
 # A node's config: the default one on its own ports, its repositories on BACKEND (file, or a
 # <dburl>).
-make_config() { # home backend -> prints the SMTP port
-  local home=$1 backend=$2 port
+make_config() { # home backend [scheme: db or dbfile] -> prints the SMTP port
+  local home=$1 backend=$2 scheme=${3:-db} port
   mkdir -p "$home"
   port=$(free_port)
-  python3 - "$home/config.xml" "$backend" "$port" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" <<'PY'
+  python3 - "$home/config.xml" "$backend" "$scheme" "$port" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" <<'PY'
 import re, sys
-out, backend, smtp, submission, pop3, nntp, rm, metrics = sys.argv[1:]
+out, backend, scheme, smtp, submission, pop3, nntp, rm, metrics = sys.argv[1:]
 xml = open("crates/config/default-config.xml").read()
 for old, new in (("2525", smtp), ("5587", submission), ("1110", pop3), ("1119", nntp), ("4555", rm),
                  ("9465", metrics)):
@@ -71,10 +72,10 @@ for old, new in (("2525", smtp), ("5587", submission), ("1110", pop3), ("1119", 
 xml = re.sub(r"<max-connections-per-ip>\d+<", "<max-connections-per-ip>0<", xml)  # one load address
 if backend != "file":
     xml = xml.replace("<dburl>sqlite://var/mail.db</dburl>", f"<dburl>{backend}</dburl>")
-    for old, new in (("file://var/mail/inboxes/", "db://maildb/inbox/"),
-                     ("file://var/mail/spool/", "db://maildb/spool/spool"),
-                     ("file://var/mail/error/", "db://maildb/mail/error/"),
-                     ("file://var/mail/address-error/", "db://maildb/mail/address-error/")):
+    for old, new in (("file://var/mail/inboxes/", f"{scheme}://maildb/inbox/"),
+                     ("file://var/mail/spool/", f"{scheme}://maildb/spool/spool"),
+                     ("file://var/mail/error/", f"{scheme}://maildb/mail/error/"),
+                     ("file://var/mail/address-error/", f"{scheme}://maildb/mail/address-error/")):
         assert old in xml, old
         xml = xml.replace(old, new)
     old = ('<repository name="LocalUsers" class="org.apache.james.userrepository.UsersFileRepository">\n'
@@ -96,14 +97,15 @@ start_node() { # home
 declare -A port
 port[file]=$(make_config "$work/file" file)
 port[sqlite]=$(make_config "$work/sqlite" sqlite://var/mail.db)
+port[dbfile]=$(make_config "$work/dbfile" sqlite://var/mail.db dbfile)
 port[pg1]=$(make_config "$work/pg1" "postgres://postgres@127.0.0.1:$pgport/one")
 port[pg2a]=$(make_config "$work/pg2a" "postgres://postgres@127.0.0.1:$pgport/two")
 port[pg2b]=$(make_config "$work/pg2b" "postgres://postgres@127.0.0.1:$pgport/two")
-for node in file sqlite pg1 pg2a; do
+for node in file sqlite dbfile pg1 pg2a; do
   "$bin" user add bench --password bench --config "$work/$node/config.xml" --home "$work/$node" >/dev/null
 done
-for node in file sqlite pg1 pg2a pg2b; do start_node "$work/$node"; done
-for node in file sqlite pg1 pg2a pg2b; do wait_port "${port[$node]}"; done
+for node in file sqlite dbfile pg1 pg2a pg2b; do start_node "$work/$node"; done
+for node in file sqlite dbfile pg1 pg2a pg2b; do wait_port "${port[$node]}"; done
 sink_port=$(free_port)
 smtp-sink -u nobody -c 127.0.0.1:"$sink_port" 256 >/dev/null 2>&1 &
 pids+=("$!")
@@ -122,7 +124,7 @@ two_nodes() {
 delivered() { # kind
   case $1 in
     file) find "$work/file/var/mail/inboxes/bench/new" -type f 2>/dev/null | wc -l ;;
-    sqlite) python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM inbox WHERE repository_name = ?", ("bench",)).fetchone()[0])' "$work/sqlite/var/mail.db" ;;
+    sqlite|dbfile) python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM inbox WHERE repository_name = ?", ("bench",)).fetchone()[0])' "$work/$1/var/mail.db" ;;
     pg1) psql -d one -c "SELECT count(*) FROM inbox WHERE repository_name = 'bench'" ;;
     pg2) psql -d two -c "SELECT count(*) FROM inbox WHERE repository_name = 'bench'" ;;
   esac
@@ -148,7 +150,7 @@ cpu_of() { # pid...
 pg_pids() { local pm; pm=$(head -1 "$work/pg/postmaster.pid"); echo "$pm" $(ps -o pid= --ppid "$pm"); }
 declare -A node_pid
 i=0
-for node in file sqlite pg1 pg2a pg2b; do node_pid[$node]=${pids[$i]}; i=$((i + 1)); done
+for node in file sqlite dbfile pg1 pg2a pg2b; do node_pid[$node]=${pids[$i]}; i=$((i + 1)); done
 node_pids() { # kind
   case $1 in
     pg2) echo "${node_pid[pg2a]} ${node_pid[pg2b]}" ;;
@@ -158,7 +160,7 @@ node_pids() { # kind
 declare -A cpu_node cpu_pg
 
 declare -A rates
-kinds=(sink file sqlite pg1 pg2)
+kinds=(sink file sqlite dbfile pg1 pg2)
 for round in $(seq "$rounds"); do
   line="  round $round:"
   for kind in "${kinds[@]}"; do
@@ -196,17 +198,18 @@ pct() { echo "100 * $1 / $2" | bc -l; }
 printf '  smtp-sink (no storage):        %7.0f msg/s\n' "${med[sink]}"
 printf '  Mailroom, files:               %7.0f msg/s  (%.0f %% of smtp-sink)\n' "${med[file]}" "$(pct "${med[file]}" "${med[sink]}")"
 printf '  Mailroom, SQLite:              %7.0f msg/s  (%.0f %% of files; target >= 50 %%)\n' "${med[sqlite]}" "$(pct "${med[sqlite]}" "${med[file]}")"
+printf '  Mailroom, DBFile (SQLite):     %7.0f msg/s  (%.0f %% of files)\n' "${med[dbfile]}" "$(pct "${med[dbfile]}" "${med[file]}")"
 printf '  Mailroom, PostgreSQL, 1 node:  %7.0f msg/s  (%.0f %% of files)\n' "${med[pg1]}" "$(pct "${med[pg1]}" "${med[file]}")"
 printf '  Mailroom, PostgreSQL, 2 nodes: %7.0f msg/s  (%.2fx one node; target >= 1.5x)\n' "${med[pg2]}" "$(echo "${med[pg2]} / ${med[pg1]}" | bc -l)"
 echo "  CPU seconds per 1000 messages, ingest and delivery (median; Mailroom's nodes, PostgreSQL's processes):"
-for kind in file sqlite pg1 pg2; do
+for kind in file sqlite dbfile pg1 pg2; do
   # shellcheck disable=SC2086
   printf '    %-7s mailroom %5.2f  postgres %5.2f\n' "$kind" \
     "$(echo "1000 * $(median ${cpu_node[$kind]}) / $messages" | bc -l)" \
     "$(echo "1000 * $(median ${cpu_pg[$kind]}) / $messages" | bc -l)"
 done
 missing=0
-for kind in file sqlite pg1 pg2; do
+for kind in file sqlite dbfile pg1 pg2; do
   got=$(delivered "$kind")
   [ "$got" -ge $((rounds * messages)) ] || { echo "  $kind: MISSING MESSAGES ($got of $((rounds * messages)))" >&2; missing=1; }
 done
