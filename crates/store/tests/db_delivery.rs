@@ -295,3 +295,51 @@ async fn sqlite_concurrent_stores_are_all_durable_and_listed() {
             .ends_with(format!("body {}\r\n", subject.trim()).as_bytes()));
     }
 }
+
+/// The spool row of a leased mail replaced meanwhile by a store from elsewhere (another
+/// handle on the table: another node, `mailroom queue`): the replacement deleted the body the
+/// staged deliveries would name. The deliveries must not commit naming a body that is gone;
+/// the mail is delivered again (from what is stored now).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_body_replaced_under_the_lease_is_never_named() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = sqlite(home.path()).await;
+    let spool = sources
+        .spool("maildb", &["spool".into(), "spool".into()])
+        .await
+        .unwrap();
+    let elsewhere = sources
+        .mail("maildb", &["spool".into(), "spool".into()])
+        .await
+        .unwrap();
+    let inbox = sources.inbox("maildb", &["inbox".into()]).await.unwrap();
+    spool.store(&mail("replaced-1", &["eve"])).await.unwrap();
+    let leased = spool.lease(Duration::from_secs(5)).await.unwrap().unwrap();
+    let d = inbox
+        .deliver_once(leased.mail.name(), "eve", b"", &leased.mail.message)
+        .await
+        .unwrap();
+    let mut other = mail("replaced-1", &["eve"]);
+    other.message = Message::from_bytes(b"Subject: other\r\n\r\nanother body\r\n");
+    elsewhere.store(&other).await.unwrap();
+    let done = spool
+        .complete_delivered(&leased.token, inbox.as_ref(), &[d])
+        .await;
+    let mut eve = inbox.open_mailbox("eve").await.unwrap();
+    for i in 0..eve.messages().len() {
+        // Every committed row has its body.
+        let mut text = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut eve.open_message(i).await.unwrap(), &mut text)
+            .await
+            .unwrap();
+        assert!(
+            text.ends_with(b"\r\n\r\nbody\r\n"),
+            "{done:?}: {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    assert!(done.is_err(), "{done:?}");
+    assert!(eve.messages().is_empty());
+    drop(eve);
+    assert_eq!(spool.list().await.unwrap(), ["replaced-1"]);
+}

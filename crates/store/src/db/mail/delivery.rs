@@ -71,6 +71,12 @@ impl DbMailRepository {
         let insert = insert_once_sql(d, inbox.table());
         let repository = self.inner.repository.clone();
         let name = token.name().to_string();
+        // The body the rows name instead of a copy: it must still be the spool row's.
+        let kept_id = rows
+            .iter()
+            .any(|(_, _, named)| *named)
+            .then(|| leased.as_ref().map(|l| l.id.clone()))
+            .flatten();
         let result: sqlx::Result<Option<Vec<String>>> = write_tx!(self.pool(), c => {
             let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
                 .bind(&repository)
@@ -81,6 +87,11 @@ impl DbMailRepository {
             let Some(old) = old else {
                 return Ok(None);
             };
+            if kept_id.is_some() && old != kept_id {
+                // Replaced meanwhile (a store elsewhere deleted it): never name a body that
+                // is gone. Nothing is done; the mail is delivered again, as stored now.
+                return Err(sqlx::Error::Protocol("the stored body changed under the lease".into()));
+            }
             let (named, mut gone) = insert_rows!(c, insert, rows.iter());
             sqlx::query(sql(delete))
                 .bind(&repository)
