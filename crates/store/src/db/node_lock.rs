@@ -64,24 +64,33 @@ impl NodeLocks {
         }
     }
 
-    /// One attempt: the generation of the connection that took the lock, or `None`.
+    /// One attempt: the generation of the connection that took the lock, or `None`. A kept
+    /// connection that fails (broken since its last use: PostgreSQL restarted) is replaced
+    /// and the lock tried again on the fresh one, so that the first mailbox opened once the
+    /// database is back is not refused.
     async fn try_lock(&self, key: i64) -> Result<Option<u64>> {
         let mut held = self.conn.lock().await;
-        if held.0.is_none() {
-            let conn = self.pool.acquire().await.map_err(db_error)?;
-            *held = (Some(conn), held.1 + 1);
-        }
-        let conn = held.0.as_mut().expect("connected above");
-        match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut **conn)
-            .await
-        {
-            Ok(true) => Ok(Some(held.1)),
-            Ok(false) => Ok(None),
-            Err(e) => {
-                Self::forget(&mut held.0);
-                Err(db_error(e))
+        loop {
+            let fresh = held.0.is_none();
+            if fresh {
+                let conn = self.pool.acquire().await.map_err(db_error)?;
+                *held = (Some(conn), held.1 + 1);
+            }
+            let conn = held.0.as_mut().expect("connected above");
+            match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut **conn)
+                .await
+            {
+                Ok(true) => return Ok(Some(held.1)),
+                Ok(false) => return Ok(None),
+                Err(e) => {
+                    Self::forget(&mut held.0);
+                    if fresh {
+                        return Err(db_error(e));
+                    }
+                    tracing::warn!(error = %e, "mailbox lock connection failed; its locks are released");
+                }
             }
         }
     }
@@ -119,5 +128,50 @@ impl Drop for NodeLock {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { locks.unlock(key, generation).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lock connection broken (PostgreSQL restarted, the back end killed): the next lock
+    /// is taken on a fresh connection, not refused once with the dead one's error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set MAILROOM_TEST_POSTGRES=postgres://…; run by .ci/run"]
+    async fn a_broken_lock_connection_is_replaced_at_the_next_lock() {
+        let url = std::env::var("MAILROOM_TEST_POSTGRES").expect("MAILROOM_TEST_POSTGRES");
+        let pool = PgPool::connect(&url).await.unwrap();
+        let locks = NodeLocks::new(pool.clone());
+        let key = 0x5eed_0000 + i64::from(std::process::id());
+        let held = locks.lock(key).await.unwrap().expect("free");
+        let pid: i32 = sqlx::query_scalar(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::oid",
+        )
+        .bind(key)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(killed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let again = locks.lock(key + 1).await.unwrap();
+        assert!(again.is_some());
+        // The first lock went with its connection: taken again here, its holder's unlock
+        // (meant for the dead connection) does not undo it.
+        drop(held);
+        let first = locks
+            .lock(key)
+            .await
+            .unwrap()
+            .expect("released with the connection");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let other = NodeLocks::new(pool.clone());
+        assert!(other.lock(key).await.unwrap().is_none(), "still held");
+        drop(first);
     }
 }
