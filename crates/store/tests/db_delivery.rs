@@ -343,3 +343,48 @@ async fn sqlite_a_body_replaced_under_the_lease_is_never_named() {
     drop(eve);
     assert_eq!(spool.list().await.unwrap(), ["replaced-1"]);
 }
+
+/// Two data sources naming one database, a dbfile spool in one and the inbox in the other:
+/// their body files are under different directories (`var/dbfile/<source>`), so a delivery
+/// must not name (nor copy into) the spool's: every delivered message reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_sources_of_one_database_deliver_readable_bodies() {
+    let home = tempfile::tempdir().unwrap();
+    let mut other = spec("sqlite://var/mail.db".into());
+    other.name = "otherdb".into();
+    let sources = DataSources::open(&[spec("sqlite://var/mail.db".into()), other], home.path())
+        .await
+        .unwrap();
+    let spool = sources
+        .with_file_bodies()
+        .spool("maildb", &["spool".into(), "spool".into()])
+        .await
+        .unwrap();
+    let inbox = sources.inbox("otherdb", &["inbox".into()]).await.unwrap();
+    spool.store(&mail("two-sources-1", &["fay"])).await.unwrap();
+    let leased = spool.lease(Duration::from_secs(5)).await.unwrap().unwrap();
+    let d = inbox
+        .deliver_once(leased.mail.name(), "fay", b"", &leased.mail.message)
+        .await
+        .unwrap();
+    // Either one transaction or the usual sync then removal: the caller does what it says.
+    if !spool
+        .complete_delivered(&leased.token, inbox.as_ref(), &[d])
+        .await
+        .unwrap()
+    {
+        inbox.sync(&[d]).await.unwrap();
+        spool.complete(leased.token).await.unwrap();
+    }
+    let fay = inbox.open_mailbox("fay").await.unwrap();
+    assert_eq!(fay.messages().len(), 1);
+    let mut text = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut fay.open_message(0).await.unwrap(), &mut text)
+        .await
+        .unwrap();
+    assert!(
+        text.ends_with(b"\r\n\r\nbody\r\n"),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+}

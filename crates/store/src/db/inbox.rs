@@ -165,6 +165,11 @@ impl DbInbox {
         &self.pool
     }
 
+    /// Where its bodies are written and read.
+    pub(crate) fn bodies(&self) -> &Bodies {
+        &self.bodies
+    }
+
     /// The table's name.
     pub(crate) fn table(&self) -> &str {
         &self.table

@@ -17,7 +17,12 @@ impl DbMailRepository {
         let Some(inbox) = inbox.as_any().and_then(|a| a.downcast_ref::<DbInbox>()) else {
             return Ok(false);
         };
-        if !crate::db::same_database(self.pool(), inbox.pool()) {
+        // One database, and one place for body files: the inbox reads the rows' bodies
+        // (the spool's, or copies written here) where it looks for its own. Two data
+        // sources naming one database keep their files apart (`var/dbfile/<source>`).
+        if !crate::db::same_database(self.pool(), inbox.pool())
+            || self.bodies().files.root() != inbox.bodies().files.root()
+        {
             return Ok(false);
         }
         let id = token.id() as i64;
