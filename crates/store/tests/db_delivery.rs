@@ -325,7 +325,7 @@ async fn sqlite_a_body_replaced_under_the_lease_is_never_named() {
     let done = spool
         .complete_delivered(&leased.token, inbox.as_ref(), &[d])
         .await;
-    let mut eve = inbox.open_mailbox("eve").await.unwrap();
+    let eve = inbox.open_mailbox("eve").await.unwrap();
     for i in 0..eve.messages().len() {
         // Every committed row has its body.
         let mut text = Vec::new();
