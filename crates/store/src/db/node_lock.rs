@@ -27,6 +27,9 @@ pub(crate) struct NodeLocks {
     pool: PgPool,
     /// The connection holding the locks, and its generation (raised at each new connection).
     conn: Mutex<(Option<PoolConnection<Postgres>>, u64)>,
+    /// Where a lock dropped off any runtime (a blocking caller's thread) is unlocked: else
+    /// its key stayed locked on the kept connection, on every node, until the process ended.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// A held lock: dropping it unlocks the key.
@@ -41,6 +44,7 @@ impl NodeLocks {
         Arc::new(NodeLocks {
             pool,
             conn: Mutex::new((None, 0)),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -124,8 +128,11 @@ impl NodeLocks {
 impl Drop for NodeLock {
     fn drop(&mut self) {
         let (locks, key, generation) = (self.locks.clone(), self.key, self.generation);
-        // Without a runtime the process is ending, and closing the connection unlocks.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        // With no runtime at all the process is ending, and closing the connection unlocks.
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| locks.runtime.clone());
+        if let Some(runtime) = runtime {
             runtime.spawn(async move { locks.unlock(key, generation).await });
         }
     }
@@ -137,6 +144,20 @@ mod tests {
 
     /// The lock connection broken (PostgreSQL restarted, the back end killed): the next lock
     /// is taken on a fresh connection, not refused once with the dead one's error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set MAILROOM_TEST_POSTGRES=postgres://…; run by .ci/run"]
+    async fn a_lock_dropped_off_the_runtime_is_unlocked() {
+        let url = std::env::var("MAILROOM_TEST_POSTGRES").expect("MAILROOM_TEST_POSTGRES");
+        let pool = PgPool::connect(&url).await.unwrap();
+        let locks = NodeLocks::new(pool.clone());
+        let key = 0x5eed_1000 + i64::from(std::process::id());
+        let held = locks.lock(key).await.unwrap().expect("free");
+        // A mailbox dropped on a thread of no runtime (a blocking caller's).
+        std::thread::spawn(move || drop(held)).join().unwrap();
+        let other = NodeLocks::new(pool.clone());
+        assert!(other.lock(key).await.unwrap().is_some(), "unlocked");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs PostgreSQL: set MAILROOM_TEST_POSTGRES=postgres://…; run by .ci/run"]
     async fn a_broken_lock_connection_is_replaced_at_the_next_lock() {
