@@ -1,9 +1,11 @@
 //! Crash safety with every repository in the embedded SQLite database: `kill -9` while
 //! several SMTP sessions send and the spool delivers (group commits of the sessions' mails,
 //! deliveries committed with their mails' removal in one transaction). After the restart every
-//! mail that got `250` is in the inbox exactly once: no loss, and no duplicate either.
-
+//! mail that got `250` is in the inbox exactly once: no loss, and no duplicate either; the
+//! restart finishes both what was acknowledged and not yet delivered and what was delivered
+//! and not yet removed from the spool.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::database::{in_database, DATA_SOURCES};
@@ -58,9 +60,13 @@ fn kill_9_during_a_burst_into_sqlite_delivers_every_accepted_mail_exactly_once()
     server.add_user("alice", "a");
     let port = server.smtp_port;
     let accepted = Arc::new(Mutex::new(Vec::new()));
+    // Any reply but 250 to a whole mail, and the sessions that sent all theirs.
+    let refused = Arc::new(Mutex::new(Vec::new()));
+    let finished = Arc::new(AtomicUsize::new(0));
     let senders: Vec<_> = (0..4)
         .map(|session| {
-            let accepted = accepted.clone();
+            let (accepted, refused, finished) =
+                (accepted.clone(), refused.clone(), finished.clone());
             std::thread::spawn(move || {
                 // The server is killed under the sessions: their panics are expected.
                 let _ = std::panic::catch_unwind(move || {
@@ -74,8 +80,11 @@ fn kill_9_during_a_burst_into_sqlite_delivers_every_accepted_mail_exactly_once()
                         let reply = smtp.cmd(&format!("Message-ID: {id}\r\n\r\nbody {i}\r\n."));
                         if reply.starts_with("250") {
                             accepted.lock().unwrap().push(id);
+                        } else {
+                            refused.lock().unwrap().push((id, reply));
                         }
                     }
+                    finished.fetch_add(1, Ordering::SeqCst);
                 });
             })
         })
@@ -87,7 +96,17 @@ fn kill_9_during_a_burst_into_sqlite_delivers_every_accepted_mail_exactly_once()
     }
     let accepted: Vec<String> = accepted.lock().unwrap().clone();
     assert!(accepted.len() >= 60, "only {} accepted", accepted.len());
+    assert!(
+        finished.load(Ordering::SeqCst) < 4,
+        "the burst ended before the kill"
+    );
+    let refused = refused.lock().unwrap().clone();
+    assert!(refused.is_empty(), "refused before the kill: {refused:?}");
 
+    // What the restart has to finish: mails acknowledged and not yet delivered, and mails
+    // delivered but not yet removed from the spool (delivered again: the inbox keeps one).
+    let left = sqlite_count(&server, "SELECT count(*) FROM spool");
+    let inboxed = inbox_rows(&server, "alice");
     server.spawn();
     wait_for("every accepted mail delivered", || {
         inbox_rows(&server, "alice") >= accepted.len()
@@ -102,13 +121,25 @@ fn kill_9_during_a_burst_into_sqlite_delivers_every_accepted_mail_exactly_once()
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     // Nothing is left in the spool: every mail was delivered and removed.
     wait_for("an empty spool", || {
-        python(
-            "import sqlite3, sys\n\
-             db = sqlite3.connect(sys.argv[1], timeout=30)\n\
-             print(db.execute('SELECT count(*) FROM spool').fetchone()[0])",
-            &[server.path("var/mail.db").to_str().unwrap()],
-        )
-        .trim()
-            == "0"
+        sqlite_count(&server, "SELECT count(*) FROM spool") == 0
     });
+    eprintln!(
+        "{} acknowledged before the kill; then {left} in the spool, {inboxed} in the inbox; \
+         {} delivered",
+        accepted.len(),
+        ids.len()
+    );
+}
+
+/// The count one SQL query returns, read beside the running server (SQLite in WAL mode).
+fn sqlite_count(server: &Server, query: &str) -> usize {
+    python(
+        "import sqlite3, sys\n\
+         db = sqlite3.connect(sys.argv[1], timeout=30)\n\
+         print(db.execute(sys.argv[2]).fetchone()[0])",
+        &[server.path("var/mail.db").to_str().unwrap(), query],
+    )
+    .trim()
+    .parse()
+    .unwrap()
 }

@@ -156,6 +156,11 @@ impl ServerContext {
         })
     }
 
+    /// Drops inbox deliveries that will not be made durable (their mail is tried again).
+    pub fn forget_inbox(&self, deliveries: &[Delivery]) {
+        self.inbox.forget(deliveries);
+    }
+
     /// Makes these inbox deliveries durable (`Ok` only if every one of them is).
     pub fn sync_inbox(&self, deliveries: &[Delivery]) -> Result<(), StoreError> {
         if deliveries.is_empty() {

@@ -380,6 +380,9 @@ impl SpoolManager {
                 });
             }
             Err(Stopped::Storage(e)) => {
+                // The mail runs again from what is stored: what it delivered and did not make
+                // durable is delivered again then (a database inbox holds it till then).
+                self.context.forget_inbox(&deliveries);
                 // Storage is failing (a full disk, say): retry later, less and less often,
                 // rather than re-running the mailets every second.
                 let attempts = {

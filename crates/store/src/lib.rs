@@ -286,6 +286,12 @@ pub trait InboxRepository: Send + Sync {
     /// one; it is not tried again by the repository: its mail is delivered again.
     async fn sync(&self, deliveries: &[Delivery]) -> Result<()>;
 
+    /// Drops `deliveries` that will be neither synced nor committed (their mail failed and is
+    /// delivered again from what is stored): a backend that holds deliveries until then
+    /// ([`InboxRepository::deliver_once`] on a database) lets go of them at once rather than
+    /// after an hour. The default has nothing held.
+    fn forget(&self, _deliveries: &[Delivery]) {}
+
     /// Opens `user`'s inbox for a reader (a POP3 session): locks it exclusively — a second
     /// open fails with [`StoreError::InUse`] until the returned [`Mailbox`] is dropped, also
     /// across processes where the backend can — and takes a snapshot of its messages. Mail

@@ -295,3 +295,96 @@ async fn sqlite_concurrent_stores_are_all_durable_and_listed() {
             .ends_with(format!("body {}\r\n", subject.trim()).as_bytes()));
     }
 }
+
+/// The spool row of a leased mail replaced meanwhile by a store from elsewhere (another
+/// handle on the table: another node, `mailroom queue`): the replacement deleted the body the
+/// staged deliveries would name. The deliveries must not commit naming a body that is gone;
+/// the mail is delivered again (from what is stored now).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_body_replaced_under_the_lease_is_never_named() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = sqlite(home.path()).await;
+    let spool = sources
+        .spool("maildb", &["spool".into(), "spool".into()])
+        .await
+        .unwrap();
+    let elsewhere = sources
+        .mail("maildb", &["spool".into(), "spool".into()])
+        .await
+        .unwrap();
+    let inbox = sources.inbox("maildb", &["inbox".into()]).await.unwrap();
+    spool.store(&mail("replaced-1", &["eve"])).await.unwrap();
+    let leased = spool.lease(Duration::from_secs(5)).await.unwrap().unwrap();
+    let d = inbox
+        .deliver_once(leased.mail.name(), "eve", b"", &leased.mail.message)
+        .await
+        .unwrap();
+    let mut other = mail("replaced-1", &["eve"]);
+    other.message = Message::from_bytes(b"Subject: other\r\n\r\nanother body\r\n");
+    elsewhere.store(&other).await.unwrap();
+    let done = spool
+        .complete_delivered(&leased.token, inbox.as_ref(), &[d])
+        .await;
+    let eve = inbox.open_mailbox("eve").await.unwrap();
+    for i in 0..eve.messages().len() {
+        // Every committed row has its body.
+        let mut text = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut eve.open_message(i).await.unwrap(), &mut text)
+            .await
+            .unwrap();
+        assert!(
+            text.ends_with(b"\r\n\r\nbody\r\n"),
+            "{done:?}: {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    assert!(done.is_err(), "{done:?}");
+    assert!(eve.messages().is_empty());
+    drop(eve);
+    assert_eq!(spool.list().await.unwrap(), ["replaced-1"]);
+}
+
+/// Two data sources naming one database, a dbfile spool in one and the inbox in the other:
+/// their body files are under different directories (`var/dbfile/<source>`), so a delivery
+/// must not name (nor copy into) the spool's: every delivered message reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_sources_of_one_database_deliver_readable_bodies() {
+    let home = tempfile::tempdir().unwrap();
+    let mut other = spec("sqlite://var/mail.db".into());
+    other.name = "otherdb".into();
+    let sources = DataSources::open(&[spec("sqlite://var/mail.db".into()), other], home.path())
+        .await
+        .unwrap();
+    let spool = sources
+        .with_file_bodies()
+        .spool("maildb", &["spool".into(), "spool".into()])
+        .await
+        .unwrap();
+    let inbox = sources.inbox("otherdb", &["inbox".into()]).await.unwrap();
+    spool.store(&mail("two-sources-1", &["fay"])).await.unwrap();
+    let leased = spool.lease(Duration::from_secs(5)).await.unwrap().unwrap();
+    let d = inbox
+        .deliver_once(leased.mail.name(), "fay", b"", &leased.mail.message)
+        .await
+        .unwrap();
+    // Either one transaction or the usual sync then removal: the caller does what it says.
+    if !spool
+        .complete_delivered(&leased.token, inbox.as_ref(), &[d])
+        .await
+        .unwrap()
+    {
+        inbox.sync(&[d]).await.unwrap();
+        spool.complete(leased.token).await.unwrap();
+    }
+    let fay = inbox.open_mailbox("fay").await.unwrap();
+    assert_eq!(fay.messages().len(), 1);
+    let mut text = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut fay.open_message(0).await.unwrap(), &mut text)
+        .await
+        .unwrap();
+    assert!(
+        text.ends_with(b"\r\n\r\nbody\r\n"),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+}

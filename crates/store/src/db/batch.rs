@@ -133,7 +133,7 @@ async fn commit_batch(batch: Vec<Job>) {
                     return Err(e);
                 }
             };
-            match (job.run)(&mut savepoint).await {
+            match CatchPanic((job.run)(&mut savepoint)).await {
                 Ok(value) => {
                     let released = savepoint.commit().await;
                     replies.push((job.reply, Some(Ok(value))));
@@ -171,6 +171,27 @@ async fn commit_batch(batch: Vec<Job>) {
                     Some(Err(own)) => own,
                     _ => like(&e),
                 }));
+            }
+        }
+    }
+}
+
+/// A job's future whose panic (a bug) becomes that job's error, rolled back to its savepoint,
+/// instead of ending the writer task and with it every job of its batch and of the queue.
+struct CatchPanic<'c>(JobFuture<'c, Erased>);
+
+impl Future for CatchPanic<'_> {
+    type Output = sqlx::Result<Erased>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let job = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => {
+                std::task::Poll::Ready(Err(sqlx::Error::Protocol("a database job panicked".into())))
             }
         }
     }
@@ -366,5 +387,49 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(keys, ["whole"]);
+    }
+
+    /// A job that panics fails alone: the jobs of its batch before and after it commit, and
+    /// the writer goes on with the next batches.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_panicking_job_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(dir.path()).await;
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let p = pool.clone();
+                tokio::spawn(async move {
+                    run(&p, move |c| {
+                        Box::pin(async move {
+                            sqlx::query("INSERT INTO t (k, v) VALUES ($1, 1)")
+                                .bind(format!("k{i}"))
+                                .execute(&mut *c)
+                                .await?;
+                            if i == 25 {
+                                panic!("a job's bug");
+                            }
+                            Ok(())
+                        })
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut failed = 0;
+        for t in tasks {
+            if t.await.unwrap().is_err() {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 1);
+        insert(&pool, "after".into()).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            n, 50,
+            "49 jobs and the one after, not the panicking one's row"
+        );
     }
 }

@@ -47,6 +47,11 @@ impl BodyFiles {
         BodyFiles { root, james }
     }
 
+    /// Where this data source's body files are (`var/dbfile/<source>`).
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// James's `filestore` directory.
     pub(crate) fn james_dir(&self) -> &Path {
         &self.james

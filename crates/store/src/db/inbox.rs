@@ -165,6 +165,11 @@ impl DbInbox {
         &self.pool
     }
 
+    /// Where its bodies are written and read.
+    pub(crate) fn bodies(&self) -> &Bodies {
+        &self.bodies
+    }
+
     /// The table's name.
     pub(crate) fn table(&self) -> &str {
         &self.table
@@ -173,21 +178,29 @@ impl DbInbox {
     /// Takes the staged deliveries among `deliveries` (the others were written when made).
     /// A staged delivery no longer here (taken before, or dropped as too old) is an error:
     /// its mail must be delivered again.
+    /// Every one of them is taken, even when one is missing (none is left behind).
     pub(crate) fn take_staged(&self, deliveries: &[Delivery]) -> Result<Vec<Staged>> {
         let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
         let mut taken = Vec::new();
+        let mut missing = None;
         for d in deliveries.iter().filter(|d| d.0 & STAGED != 0) {
             match staged.remove(&d.0) {
                 Some(s) => taken.push(s),
-                None => {
-                    return Err(StoreError::Io(std::io::Error::other(format!(
-                        "inbox delivery {} is no longer pending",
-                        d.0 & !STAGED
-                    ))))
-                }
+                None => missing = missing.or(Some(d.0 & !STAGED)),
             }
         }
-        Ok(taken)
+        match missing {
+            Some(d) => Err(StoreError::Io(std::io::Error::other(format!(
+                "inbox delivery {d} is no longer pending"
+            )))),
+            None => Ok(taken),
+        }
+    }
+
+    /// How many staged deliveries are held (tests).
+    #[doc(hidden)]
+    pub fn staged_count(&self) -> usize {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Writes staged deliveries: their bodies, then their rows in one transaction.
@@ -383,6 +396,13 @@ impl InboxRepository for DbInbox {
             return Ok(());
         }
         self.write_staged(staged).await
+    }
+
+    fn forget(&self, deliveries: &[Delivery]) {
+        let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        for d in deliveries {
+            staged.remove(&d.0);
+        }
     }
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {

@@ -175,6 +175,12 @@ impl DbMailRepository {
         self.inner.leased.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many leased mails' stored bodies are held (tests).
+    #[doc(hidden)]
+    pub fn leased_count(&self) -> usize {
+        self.leased().len()
+    }
+
     fn table(&self) -> &str {
         &self.inner.table.name
     }
@@ -388,6 +394,9 @@ impl DbMailRepository {
             }
         };
         if !held {
+            // The lease is gone for good (the mail too, or another has it): so is the body
+            // kept for it.
+            self.leased().remove(&key);
             if let Some(new) = &new_body {
                 body::delete_body(self.bodies(), new).await;
             }

@@ -27,6 +27,9 @@ pub(crate) struct NodeLocks {
     pool: PgPool,
     /// The connection holding the locks, and its generation (raised at each new connection).
     conn: Mutex<(Option<PoolConnection<Postgres>>, u64)>,
+    /// Where a lock dropped off any runtime (a blocking caller's thread) is unlocked: else
+    /// its key stayed locked on the kept connection, on every node, until the process ended.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// A held lock: dropping it unlocks the key.
@@ -41,6 +44,7 @@ impl NodeLocks {
         Arc::new(NodeLocks {
             pool,
             conn: Mutex::new((None, 0)),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -64,24 +68,33 @@ impl NodeLocks {
         }
     }
 
-    /// One attempt: the generation of the connection that took the lock, or `None`.
+    /// One attempt: the generation of the connection that took the lock, or `None`. A kept
+    /// connection that fails (broken since its last use: PostgreSQL restarted) is replaced
+    /// and the lock tried again on the fresh one, so that the first mailbox opened once the
+    /// database is back is not refused.
     async fn try_lock(&self, key: i64) -> Result<Option<u64>> {
         let mut held = self.conn.lock().await;
-        if held.0.is_none() {
-            let conn = self.pool.acquire().await.map_err(db_error)?;
-            *held = (Some(conn), held.1 + 1);
-        }
-        let conn = held.0.as_mut().expect("connected above");
-        match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut **conn)
-            .await
-        {
-            Ok(true) => Ok(Some(held.1)),
-            Ok(false) => Ok(None),
-            Err(e) => {
-                Self::forget(&mut held.0);
-                Err(db_error(e))
+        loop {
+            let fresh = held.0.is_none();
+            if fresh {
+                let conn = self.pool.acquire().await.map_err(db_error)?;
+                *held = (Some(conn), held.1 + 1);
+            }
+            let conn = held.0.as_mut().expect("connected above");
+            match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut **conn)
+                .await
+            {
+                Ok(true) => return Ok(Some(held.1)),
+                Ok(false) => return Ok(None),
+                Err(e) => {
+                    Self::forget(&mut held.0);
+                    if fresh {
+                        return Err(db_error(e));
+                    }
+                    tracing::warn!(error = %e, "mailbox lock connection failed; its locks are released");
+                }
             }
         }
     }
@@ -115,9 +128,71 @@ impl NodeLocks {
 impl Drop for NodeLock {
     fn drop(&mut self) {
         let (locks, key, generation) = (self.locks.clone(), self.key, self.generation);
-        // Without a runtime the process is ending, and closing the connection unlocks.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        // With no runtime at all the process is ending, and closing the connection unlocks.
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| locks.runtime.clone());
+        if let Some(runtime) = runtime {
             runtime.spawn(async move { locks.unlock(key, generation).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lock connection broken (PostgreSQL restarted, the back end killed): the next lock
+    /// is taken on a fresh connection, not refused once with the dead one's error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set MAILROOM_TEST_POSTGRES=postgres://…; run by .ci/run"]
+    async fn a_lock_dropped_off_the_runtime_is_unlocked() {
+        let url = std::env::var("MAILROOM_TEST_POSTGRES").expect("MAILROOM_TEST_POSTGRES");
+        let pool = PgPool::connect(&url).await.unwrap();
+        let locks = NodeLocks::new(pool.clone());
+        let key = 0x5eed_1000 + i64::from(std::process::id());
+        let held = locks.lock(key).await.unwrap().expect("free");
+        // A mailbox dropped on a thread of no runtime (a blocking caller's).
+        std::thread::spawn(move || drop(held)).join().unwrap();
+        let other = NodeLocks::new(pool.clone());
+        assert!(other.lock(key).await.unwrap().is_some(), "unlocked");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set MAILROOM_TEST_POSTGRES=postgres://…; run by .ci/run"]
+    async fn a_broken_lock_connection_is_replaced_at_the_next_lock() {
+        let url = std::env::var("MAILROOM_TEST_POSTGRES").expect("MAILROOM_TEST_POSTGRES");
+        let pool = PgPool::connect(&url).await.unwrap();
+        let locks = NodeLocks::new(pool.clone());
+        let key = 0x5eed_0000 + i64::from(std::process::id());
+        let held = locks.lock(key).await.unwrap().expect("free");
+        let pid: i32 = sqlx::query_scalar(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::oid",
+        )
+        .bind(key)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(killed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let again = locks.lock(key + 1).await.unwrap();
+        assert!(again.is_some());
+        // The first lock went with its connection: taken again here, its holder's unlock
+        // (meant for the dead connection) does not undo it.
+        drop(held);
+        let first = locks
+            .lock(key)
+            .await
+            .unwrap()
+            .expect("released with the connection");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let other = NodeLocks::new(pool.clone());
+        assert!(other.lock(key).await.unwrap().is_none(), "still held");
+        drop(first);
     }
 }

@@ -17,7 +17,12 @@ impl DbMailRepository {
         let Some(inbox) = inbox.as_any().and_then(|a| a.downcast_ref::<DbInbox>()) else {
             return Ok(false);
         };
-        if !crate::db::same_database(self.pool(), inbox.pool()) {
+        // One database, and one place for body files: the inbox reads the rows' bodies
+        // (the spool's, or copies written here) where it looks for its own. Two data
+        // sources naming one database keep their files apart (`var/dbfile/<source>`).
+        if !crate::db::same_database(self.pool(), inbox.pool())
+            || self.bodies().files.root() != inbox.bodies().files.root()
+        {
             return Ok(false);
         }
         let id = token.id() as i64;
@@ -71,6 +76,12 @@ impl DbMailRepository {
         let insert = insert_once_sql(d, inbox.table());
         let repository = self.inner.repository.clone();
         let name = token.name().to_string();
+        // The body the rows name instead of a copy: it must still be the spool row's.
+        let kept_id = rows
+            .iter()
+            .any(|(_, _, named)| *named)
+            .then(|| leased.as_ref().map(|l| l.id.clone()))
+            .flatten();
         let result: sqlx::Result<Option<Vec<String>>> = write_tx!(self.pool(), c => {
             let old: Option<Option<String>> = sqlx::query_scalar(sql(select_old))
                 .bind(&repository)
@@ -81,6 +92,11 @@ impl DbMailRepository {
             let Some(old) = old else {
                 return Ok(None);
             };
+            if kept_id.is_some() && old != kept_id {
+                // Replaced meanwhile (a store elsewhere deleted it): never name a body that
+                // is gone. Nothing is done; the mail is delivered again, as stored now.
+                return Err(sqlx::Error::Protocol("the stored body changed under the lease".into()));
+            }
             let (named, mut gone) = insert_rows!(c, insert, rows.iter());
             sqlx::query(sql(delete))
                 .bind(&repository)
