@@ -33,7 +33,7 @@ pub(crate) fn in_database(xml: String) -> String {
 }
 
 /// A POP3 session: sends a command, reads the reply (and the lines of a multi-line one).
-struct Pop3 {
+pub(crate) struct Pop3 {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
 }
@@ -41,8 +41,8 @@ struct Pop3 {
 impl Pop3 {
     /// Logs in; a mailbox still held by a session the test just dropped (the server has not
     /// seen its end yet) is tried again for a while.
-    fn login(port: u16, user: &str, password: &str) -> Pop3 {
-        for _ in 0..50 {
+    pub(crate) fn login(port: u16, user: &str, password: &str) -> Pop3 {
+        for _ in 0..100 {
             match Pop3::try_login(port, user, password) {
                 Ok(pop) => return pop,
                 Err(reply) if reply.contains("[IN-USE]") => {
@@ -57,7 +57,7 @@ impl Pop3 {
     fn try_login(port: u16, user: &str, password: &str) -> Result<Pop3, String> {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
+            .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         let mut pop = Pop3 {
             reader: BufReader::new(stream.try_clone().unwrap()),
@@ -73,13 +73,13 @@ impl Pop3 {
         }
     }
 
-    fn line(&mut self) -> String {
+    pub(crate) fn line(&mut self) -> String {
         let mut line = String::new();
         assert!(self.reader.read_line(&mut line).unwrap() > 0, "closed");
         line.trim_end_matches(['\r', '\n']).to_string()
     }
 
-    fn cmd(&mut self, line: &str) -> String {
+    pub(crate) fn cmd(&mut self, line: &str) -> String {
         self.writer
             .write_all(format!("{line}\r\n").as_bytes())
             .unwrap();
@@ -87,18 +87,26 @@ impl Pop3 {
     }
 
     fn multi(&mut self, line: &str) -> Vec<String> {
+        self.try_multi(line)
+            .unwrap_or_else(|reply| panic!("{line}: {reply}"))
+    }
+
+    /// A multi-line reply's lines, or the `-ERR` line.
+    pub(crate) fn try_multi(&mut self, line: &str) -> Result<Vec<String>, String> {
         let reply = self.cmd(line);
-        assert!(reply.starts_with("+OK"), "{line}: {reply}");
+        if !reply.starts_with("+OK") {
+            return Err(reply);
+        }
         let mut lines = Vec::new();
         loop {
             match self.line() {
-                end if end == "." => return lines,
+                end if end == "." => return Ok(lines),
                 l => lines.push(l),
             }
         }
     }
 
-    fn uidl(&mut self) -> Vec<String> {
+    pub(crate) fn uidl(&mut self) -> Vec<String> {
         self.multi("UIDL")
     }
 }
