@@ -363,7 +363,9 @@ pub trait Mailbox: Send {
     async fn open_message(&self, index: usize) -> Result<MessageStream>;
 
     /// Removes the messages at `indexes` (a message removed meanwhile by someone else is not
-    /// an error). Durable on return: a POP3 server answers QUIT only after this.
+    /// an error). Durable on return: a POP3 server answers QUIT only after this. Fails with
+    /// [`StoreError::InUse`], removing nothing, when the mailbox's lock was lost meanwhile
+    /// (a database's, with its connection) and another session may have the mailbox.
     async fn delete(&mut self, indexes: &[usize]) -> Result<()>;
 }
 

@@ -504,7 +504,7 @@ impl InboxRepository for DbInbox {
             messages,
             names,
             _local: local,
-            _node_lock: node_lock,
+            node_lock,
         }))
     }
 }
@@ -532,7 +532,7 @@ struct DbMailbox {
     messages: Vec<MailboxMessage>,
     names: Vec<String>,
     _local: LocalLock,
-    _node_lock: Option<NodeLock>,
+    node_lock: Option<NodeLock>,
 }
 
 #[async_trait]
@@ -575,6 +575,19 @@ impl Mailbox for DbMailbox {
 
     async fn delete(&mut self, indexes: &[usize]) -> Result<()> {
         let names: Vec<&String> = indexes.iter().filter_map(|&i| self.names.get(i)).collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        // A lock lost with its connection: another session (on another node) may have the
+        // mailbox now, and this snapshot is no longer this session's to act on.
+        if let Some(lock) = &self.node_lock {
+            if !lock.confirm().await? {
+                return Err(StoreError::InUse(format!(
+                    "mailbox of {} (its lock was lost while the database was away)",
+                    self.user
+                )));
+            }
+        }
         let statement = format!(
             "DELETE FROM {} WHERE repository_name = $1 AND message_name = $2 \
              RETURNING mailroom_body_id",
