@@ -301,7 +301,11 @@ fn a_requeued_mail_waits_for_its_time_across_a_reopen_and_compaction() {
             assert!(spool.remove(&other).unwrap());
         }
         assert!(!first_segment(dir.path()).ends_with("seg-0000000000000001.log"));
-        assert!(spool.lease(Duration::from_millis(10)).unwrap().is_none());
+        // (On a loaded machine the traffic can outlast the delay: then only the lease's
+        // time is checked, below.)
+        if SystemTime::now() + Duration::from_millis(100) < at {
+            assert!(spool.lease(Duration::from_millis(10)).unwrap().is_none());
+        }
         (name, at)
     };
     let spool = LogSpool::open_with(dir.path(), 4096).unwrap();
