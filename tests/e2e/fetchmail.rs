@@ -3,7 +3,7 @@
 //! `mailroom fetchmail run NAME`; kept mail is never fetched twice, across a kill -9 and a
 //! restart. The Dovecot variants (plain, STLS, POP3S) run in `.ci/run`.
 
-use crate::harness::{maildir_messages, wait_for, Server, Setup};
+use crate::harness::{maildir_messages, wait_for, Server, Setup, DEFAULT_TREE};
 
 /// A FetchMail block pulling `alice` on `127.0.0.1:port` for `bob@localhost`.
 fn fetch_block(port: u16, options: &str) -> String {
@@ -67,22 +67,42 @@ fn run_task(server: &Server) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The default tree, with mail the task `pull` fetched marked by `FetchedFrom`.
+fn tree_marking_fetched_mail() -> String {
+    DEFAULT_TREE.replacen(
+        r#"<processor name="root">"#,
+        r#"<processor name="root">
+      <mailet match="FetchedFrom=pull" class="SetMimeHeader"><name>X-Matched</name><value>fetched</value></mailet>"#,
+        1,
+    )
+}
+
 #[test]
 fn pulls_from_a_second_mailroom_and_deletes_there() {
     let source = source_with_mail(2);
+    let tree = tree_marking_fetched_mail();
     let puller = Server::start_setup(&Setup {
+        tree: &tree,
         extra: &fetch_block(source.pop3_port, ""),
         ..Setup::default()
     });
     puller.add_user("bob", "b secret");
+    // A sender writing the task's field itself is not taken for fetched mail.
+    puller.smtp().send_mail(
+        "mallory@example.net",
+        &["bob@localhost"],
+        "X-fetched-from: pull\r\nSubject: forged\r\n\r\nbody\r\n",
+    );
     // The first run (at start) may have come before bob existed: rejected and left there.
     let out = run_task(&puller);
     assert!(out.contains("accounts_failed=0"), "{out}");
     let bob = puller.path("var/mail/inboxes/bob");
-    wait_for("bob's fetched mail", || maildir_messages(&bob).len() == 2);
+    wait_for("bob's fetched mail", || maildir_messages(&bob).len() == 3);
     for m in maildir_messages(&bob) {
         let text = String::from_utf8_lossy(&m);
         assert!(text.contains("\nX-fetched-from: pull\n"), "{text}");
+        let forged = text.contains("Subject: forged");
+        assert_eq!(text.contains("X-Matched: fetched"), !forged, "{text}");
     }
     assert_eq!(stored(&source), 0, "deleted on the source");
     assert!(run_task(&puller).contains("fetched=0"));

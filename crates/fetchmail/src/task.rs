@@ -487,12 +487,15 @@ impl Task {
             envelope.remote_host = host.clone();
             envelope.remote_addr = addr.clone();
         }
+        envelope.attributes.insert(
+            mailroom_mailet::ATTR_FETCHMAIL_TASK.into(),
+            AttributeValue::String(c.name.clone()),
+        );
         let mut set = |name: &str, value: AttributeValue| {
             envelope
                 .attributes
                 .insert(format!("{ATTRIBUTE_PREFIX}{name}"), value);
         };
-        set("taskName", AttributeValue::String(c.name.clone()));
         set("folderName", AttributeValue::String(c.folder.clone()));
         let flags = [
             ("isRemoteRecipient", remote),

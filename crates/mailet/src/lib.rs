@@ -89,3 +89,8 @@ pub use name::{derived_mail_name, is_valid_mail_name, new_mail_name, MAX_MAIL_NA
 /// The mail attribute holding the user name a client authenticated as with SMTP AUTH (a
 /// string), under James's name so that James matchers and configurations keep working.
 pub const ATTR_SMTP_AUTH_USER: &str = "org.apache.james.SMTPAuthUser";
+
+/// The mail attribute FetchMail sets on each mail it spools: the name of the task that fetched
+/// it (a string), under James's name. Unlike the `X-fetched-from` field written beside it,
+/// no sender can set it.
+pub const ATTR_FETCHMAIL_TASK: &str = "org.apache.james.fetchmail.taskName";

@@ -1,7 +1,10 @@
 //! Matchers on the message: SubjectStartsWith, SubjectIs, SizeGreaterThan, RelayLimit,
 //! HasHeader, FetchedFrom.
 
-use mailroom_mailet::{Mail, MailAddress, MailetContext, MailetError, Matcher, MatcherConfig};
+use mailroom_mailet::{
+    AttributeValue, Mail, MailAddress, MailetContext, MailetError, Matcher, MatcherConfig,
+    ATTR_FETCHMAIL_TASK,
+};
 
 use super::all_if;
 use crate::Registry;
@@ -44,7 +47,7 @@ pub(super) fn register(registry: &mut Registry) {
     }).about("Every recipient when the message has a header of that name.", "<mailet match=\"HasHeader=X-Spam-Flag\" class=\"ToProcessor\"><processor>spam</processor></mailet>");
     registry.add_matcher("FetchedFrom", |c| {
         Ok(Box::new(FetchedFrom(c.required_condition()?.to_string())))
-    }).about("Every recipient of a mail that FetchMail fetched with that X-fetched-from value (the task's <fetched-from>).", "<mailet match=\"FetchedFrom=pop.example.org\" class=\"ToProcessor\"><processor>fetched</processor></mailet>");
+    }).about("Every recipient of a mail that the FetchMail task of that name fetched (its attribute org.apache.james.fetchmail.taskName, which no sender can forge, unlike the X-fetched-from field James 2.3 tested).", "<mailet match=\"FetchedFrom=pop.example.org\" class=\"ToProcessor\"><processor>fetched</processor></mailet>");
 }
 
 /// `SizeGreaterThan=1m`: a size in octets with an optional `k` or `m` suffix.
@@ -107,15 +110,18 @@ impl Matcher for RelayLimit {
     }
 }
 
-/// `FetchedFrom=TASK`: every recipient of mail that FetchMail's task `TASK` fetched (its
-/// first `X-fetched-from` field names the task). Unlike James 2.3, the field is left in place:
-/// matchers here do not change the mail.
+/// `FetchedFrom=TASK`: every recipient of mail that FetchMail's task `TASK` fetched. James 2.3
+/// tests the `X-fetched-from` field, which any sender can write into a mail and so steer it;
+/// here it is the task's attribute, which FetchMail sets beside the field and no sender can.
 struct FetchedFrom(String);
 
 impl Matcher for FetchedFrom {
     fn matches(&self, mail: &Mail, _: &dyn MailetContext) -> Result<Vec<MailAddress>, MailetError> {
-        let task = mail.message.header("X-fetched-from");
-        all_if(mail, task.is_some_and(|t| t.trim() == self.0))
+        let task = mail.attribute(ATTR_FETCHMAIL_TASK);
+        all_if(
+            mail,
+            matches!(task, Some(AttributeValue::String(t)) if *t == self.0),
+        )
     }
 }
 
