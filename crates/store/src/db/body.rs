@@ -3,7 +3,7 @@
 //! during a long SMTP DATA; the last, partial chunk goes in the transaction of the row that
 //! names the body, so a small body costs no commit of its own), read back one chunk per query.
 //! The row that names a body (`mailroom_body_id`) is written after it; a body no row names (a
-//! transfer cut off, a crash) is swept when its table is next opened.
+//! transfer cut off, a crash) is swept when its table is opened, and every hour after.
 //!
 //! [`Bodies`] says where a repository's bodies go: chunks in `mailroom_bodies` (`db://`) or
 //! files under the home ([`super::body_files`], `dbfile://`). Every repository reads either
@@ -172,6 +172,46 @@ pub(crate) async fn removed(bodies: &Bodies, ids: Vec<String>) {
     for id in ids.iter().filter(|id| body_files::is_file_id(id)) {
         body_files::discard(&bodies.files, &bodies.pool, id).await;
     }
+}
+
+/// How often a table's orphan bodies are swept again while the server runs (the first sweep
+/// is when the table is opened): a body whose row's COMMIT failed without saying whether it
+/// committed (the database went away) is kept for the sweep, and not until the next start.
+#[cfg(not(test))]
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+#[cfg(test)]
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Sweeps `table`'s orphans now, and then every [`SWEEP_EVERY`] until the data source is
+/// closed: one task per table and body directory, however many repositories open the table.
+pub(crate) async fn sweep_orphans_from_now_on(bodies: &Bodies, table: &str) -> Result<()> {
+    static SWEEPING: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
+        std::sync::Mutex::new(Vec::new());
+    sweep_orphans(bodies, table).await?;
+    let key = (bodies.files.root().to_path_buf(), table.to_string());
+    {
+        let mut sweeping = SWEEPING.lock().unwrap_or_else(|p| p.into_inner());
+        if sweeping.contains(&key) {
+            return Ok(());
+        }
+        sweeping.push(key.clone());
+    }
+    let bodies = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            if bodies.pool.is_closed() {
+                break;
+            }
+            if let Err(e) = sweep_orphans(&bodies, &key.1).await {
+                // The database is away: the next sweep takes them.
+                tracing::warn!(table = %key.1, error = %e, "cannot sweep orphan bodies now");
+            }
+        }
+        let mut sweeping = SWEEPING.lock().unwrap_or_else(|p| p.into_inner());
+        sweeping.retain(|k| *k != key);
+    });
+    Ok(())
 }
 
 /// Deletes the bodies of `table` that no row names and that are old enough not to be in

@@ -478,6 +478,77 @@ mod tests {
         assert!(!lone.exists());
     }
 
+    /// While the server runs, orphans (a file or chunks no row names, older than a day) are
+    /// swept again, not only when the table is opened; young ones and named ones stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn orphans_are_swept_while_the_server_runs() {
+        let home = tempfile::tempdir().unwrap();
+        let spec = DataSourceSpec {
+            name: "maildb".into(),
+            url: "sqlite://var/mail.db".into(),
+            user: None,
+            password: None,
+            max: 2,
+            lease: crate::DEFAULT_LEASE,
+        };
+        let sources = DataSources::open(&[spec], home.path())
+            .await
+            .unwrap()
+            .with_file_bodies();
+        let repo = sources
+            .mail("maildb", &["mail".into(), "error".into()])
+            .await
+            .unwrap();
+        let mail = mailroom_mailet::Mail::new(
+            mailroom_mailet::Envelope::new("Mail1-kept", None, vec![]),
+            mailroom_mailet::Message::from_bytes(b"Subject: x\r\n\r\nkept\r\n"),
+        );
+        repo.store(&mail).await.unwrap();
+        // Left after the table was opened: a file and chunks whose rows never committed.
+        let dir = home.path().join("var/dbfile/maildb/mail");
+        let two_days_ago = SystemTime::now() - Duration::from_secs(48 * 3600);
+        let orphan = dir.join("Mail0000000000000-1-0000000000000000");
+        let young = dir.join("Mail0000000000000-2-0000000000000000");
+        for file in [&orphan, &young] {
+            fs::write(file, b"left by a failed commit").unwrap();
+        }
+        fs::File::options()
+            .write(true)
+            .open(&orphan)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        let bodies = sources.bodies("maildb").unwrap();
+        let chunks = |id: &'static str| {
+            let pool = bodies.pool.clone();
+            async move {
+                let n: i64 = on_pool!(&pool, p => sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM mailroom_bodies WHERE body_id = $1")
+                .bind(id)
+                .fetch_one(p)
+                .await)
+                .unwrap();
+                n
+            }
+        };
+        on_pool!(&bodies.pool, p => sqlx::query(
+            "INSERT INTO mailroom_bodies (body_id, seq, data, written_at) \
+             VALUES ('mail/Mail0000000000000-3-00', 0, x'00', 0)")
+        .execute(p)
+        .await
+        .map(|_| ()))
+        .unwrap();
+        assert_eq!(chunks("mail/Mail0000000000000-3-00").await, 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while orphan.exists() || chunks("mail/Mail0000000000000-3-00").await > 0 {
+            assert!(std::time::Instant::now() < deadline, "not swept");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(young.exists());
+        let read = repo.retrieve("Mail1-kept").await.unwrap().unwrap();
+        assert!(read.message.to_bytes().unwrap().ends_with(b"kept\r\n"));
+    }
+
     #[test]
     fn ids_cannot_leave_the_root() {
         let files = BodyFiles::new(

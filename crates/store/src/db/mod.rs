@@ -91,6 +91,11 @@ impl Pool {
     pub fn usage(&self) -> (u32, usize, u32) {
         on_pool!(self, p => (p.size(), p.num_idle(), p.options().get_max_connections()))
     }
+
+    /// Whether the pool was closed (the data sources are closed: the server is stopping).
+    pub(crate) fn is_closed(&self) -> bool {
+        on_pool!(self, p => p.is_closed())
+    }
 }
 
 /// Where the two engines' SQL differs.

@@ -116,8 +116,7 @@ pub(crate) async fn ensure(bodies: &Bodies, table: &str) -> Result<()> {
     }
     .await);
     result.map_err(db_error)?;
-    body::sweep_orphans(bodies, table).await?;
-    Ok(())
+    body::sweep_orphans_from_now_on(bodies, table).await
 }
 
 /// The columns a row is read with (see [`StoredRow::from_row`]).
