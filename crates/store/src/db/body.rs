@@ -185,8 +185,17 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(300);
 /// Sweeps `table`'s orphans now, and then every [`SWEEP_EVERY`] until the data source is
 /// closed: one task per table and body directory, however many repositories open the table.
 pub(crate) async fn sweep_orphans_from_now_on(bodies: &Bodies, table: &str) -> Result<()> {
-    static SWEEPING: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
-        std::sync::Mutex::new(Vec::new());
+    type Key = (std::path::PathBuf, String);
+    static SWEEPING: std::sync::Mutex<Vec<Key>> = std::sync::Mutex::new(Vec::new());
+    /// Its table's entry in `SWEEPING`, removed when its task ends (or its runtime drops it).
+    struct Sweeping(Key);
+    impl Drop for Sweeping {
+        fn drop(&mut self) {
+            let mut sweeping = SWEEPING.lock().unwrap_or_else(|p| p.into_inner());
+            sweeping.retain(|k| *k != self.0);
+        }
+    }
+
     sweep_orphans(bodies, table).await?;
     let key = (bodies.files.root().to_path_buf(), table.to_string());
     {
@@ -196,20 +205,20 @@ pub(crate) async fn sweep_orphans_from_now_on(bodies: &Bodies, table: &str) -> R
         }
         sweeping.push(key.clone());
     }
+    let sweeping = Sweeping(key);
     let bodies = bodies.clone();
     tokio::spawn(async move {
+        let table = &sweeping.0 .1;
         loop {
             tokio::time::sleep(SWEEP_EVERY).await;
             if bodies.pool.is_closed() {
-                break;
+                return;
             }
-            if let Err(e) = sweep_orphans(&bodies, &key.1).await {
+            if let Err(e) = sweep_orphans(&bodies, table).await {
                 // The database is away: the next sweep takes them.
-                tracing::warn!(table = %key.1, error = %e, "cannot sweep orphan bodies now");
+                tracing::warn!(%table, error = %e, "cannot sweep orphan bodies now");
             }
         }
-        let mut sweeping = SWEEPING.lock().unwrap_or_else(|p| p.into_inner());
-        sweeping.retain(|k| *k != key);
     });
     Ok(())
 }
