@@ -208,7 +208,7 @@ pub(crate) async fn sweep_orphans_from_now_on(bodies: &Bodies, table: &str) -> R
     let sweeping = Sweeping(key);
     let bodies = bodies.clone();
     tokio::spawn(async move {
-        let table = &sweeping.0 .1;
+        let (_, table) = &sweeping.0;
         loop {
             tokio::time::sleep(SWEEP_EVERY).await;
             if bodies.pool.is_closed() {
