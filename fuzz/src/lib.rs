@@ -137,6 +137,17 @@ pub fn run_smtp(settings: &Arc<SmtpSettings>, pieces: &[&[u8]]) -> SmtpRun {
                 Outcome::Authenticate(_) => {
                     session.authenticated(AuthVerdict::Rejected, &mut run.out)
                 }
+                Outcome::CheckRoom(size) => {
+                    // A spool with room for up to a mebibyte.
+                    let room = match size > 1 << 20 {
+                        true => Err(std::io::Error::new(
+                            std::io::ErrorKind::StorageFull,
+                            "no space left",
+                        )),
+                        false => Ok(()),
+                    };
+                    session.room_checked(room, &mut run.out)
+                }
                 Outcome::CheckSender { .. } => {
                     session.sender_checked(SenderVerdict::Own, &mut run.out)
                 }

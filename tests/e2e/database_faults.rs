@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::database::in_database;
 use crate::full_disk::{fill, Tmpfs};
-use crate::harness::{Server, Setup};
+use crate::harness::{Server, Setup, Smtp};
 use crate::pg::{data_sources, mailbox_ids, try_send, wait_long, Outcomes, PgCluster, Pop3};
 
 fn count(outcomes: &Outcomes, accepted: bool) -> usize {
@@ -178,8 +178,17 @@ fn a_full_disk_under_sqlite_refuses_with_452_and_recovers() {
     fill(&filler);
     let refused = (5..25).filter(|n| !send(*n)).count();
     assert!(refused > 0, "nothing refused on a full disk");
+    // A size announced at MAIL FROM that the database's file system has no room for: 452 4.3.1
+    // at once (RFC 1870), before the message is sent.
+    let mut smtp = Smtp::connect(server.smtp_port);
+    smtp.cmd("EHLO full");
+    let sized = "MAIL FROM:<s@example.net> SIZE=1000000";
+    let reply = smtp.cmd(sized);
+    assert!(reply.starts_with("452 4.3.1"), "{reply}");
     // Space returns: the server goes on by itself.
     std::fs::remove_file(&filler).unwrap();
+    assert!(smtp.cmd(sized).starts_with("250"));
+    smtp.cmd("QUIT");
     for n in 25..30 {
         assert!(send(n), "mail {n} refused once space returned");
     }

@@ -182,20 +182,20 @@ fn a_full_spool_file_system_answers_452_and_loses_nothing() {
     assert!(reply.starts_with("452 4.3.1"), "{reply}");
     let reply = end_mail(&mut big_early, "<early-big@test>", &big);
     assert!(reply.starts_with("452 4.3.1"), "{reply}");
-    // New mail is refused at DATA, small or large, and the session goes on.
+    // New mail is refused at DATA, and at MAIL FROM when it announces its size (RFC 1870),
+    // and the session goes on.
     let reply = begin_mail(&mut smtp);
     assert!(reply.starts_with("452 4.3.1"), "{reply}");
     assert!(smtp.cmd("RSET").starts_with("250"));
-    assert!(smtp
-        .cmd(&format!("MAIL FROM:<s@example.net> SIZE={}", big.len()))
-        .starts_with("250"));
-    assert!(smtp.cmd("RCPT TO:<alice@localhost>").starts_with("250"));
-    let reply = smtp.cmd("DATA");
+    let sized = format!("MAIL FROM:<s@example.net> SIZE={}", big.len());
+    let reply = smtp.cmd(&sized);
     assert!(reply.starts_with("452 4.3.1"), "{reply}");
-    assert!(smtp.cmd("RSET").starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<alice@localhost>").starts_with("503"));
 
     // Space returns: mail is accepted again, and everything accepted is delivered once.
     std::fs::remove_file(&filler).unwrap();
+    assert!(smtp.cmd(&sized).starts_with("250"));
+    assert!(smtp.cmd("RSET").starts_with("250"));
     for (i, body) in ["after", big.as_str()].into_iter().enumerate() {
         assert!(begin_mail(&mut smtp).starts_with("354"));
         let id = format!("<after-{i}@test>");

@@ -228,6 +228,14 @@ impl Handler for Driver {
                 Outcome::Authenticate(credentials) => {
                     self.authenticate(credentials, connection).await
                 }
+                Outcome::CheckRoom(size) => {
+                    let room = self.spool.room_for(size).await;
+                    if let Err(error) = &room {
+                        tracing::warn!(peer = %self.peer, size, %error,
+                            "MAIL FROM: cannot take a message of the announced size now");
+                    }
+                    self.session.room_checked(room, connection.out());
+                }
                 Outcome::CheckSender { user, sender } => {
                     self.check_sender(&user, &sender, connection.out()).await
                 }

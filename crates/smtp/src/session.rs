@@ -22,6 +22,9 @@
 //! * [`Outcome::Authenticate`]: an AUTH exchange gave a user name and password; the driver
 //!   checks them ([`crate::Authenticator`]), holds a failure back as the throttle says, and
 //!   calls [`Session::authenticated`]. Pipelined commands wait;
+//! * [`Outcome::CheckRoom`]: a MAIL FROM announces the message's size (`SIZE=`, RFC 1870);
+//!   the driver asks the spool whether it has room for it and calls [`Session::room_checked`]
+//!   (`452 4.3.1` at once when it has not, rather than after the message was sent);
 //! * [`Outcome::CheckSender`]: an authenticated client's MAIL FROM names a local address that
 //!   is not the user's own (`<verifyIdentity>`); the driver asks whether it is an alias of
 //!   theirs and calls [`Session::sender_checked`];
@@ -124,6 +127,9 @@ pub enum Outcome {
     /// AUTH gave these credentials: check them, then call [`Session::authenticated`]. Input
     /// after the exchange was not consumed.
     Authenticate(Credentials),
+    /// A MAIL FROM announces a message of this many octets: ask the spool whether it has
+    /// room, then call [`Session::room_checked`]. Input after the MAIL was not consumed.
+    CheckRoom(u64),
     /// The authenticated `user` gives `sender`, a local address not their own, as MAIL FROM:
     /// ask whether it is theirs, then call [`Session::sender_checked`]. Input after the MAIL
     /// was not consumed.
@@ -189,6 +195,13 @@ enum Mode {
     Sasl(SaslStep),
     /// AUTH credentials wait for [`Session::authenticated`].
     AwaitAuth(Credentials),
+    /// A MAIL FROM with `SIZE=` waits for [`Session::room_checked`].
+    AwaitRoom {
+        /// The reverse-path.
+        sender: Option<MailAddress>,
+        /// Its parameters, with the size.
+        params: MailParams,
+    },
     /// A MAIL FROM waits for [`Session::sender_checked`] (`<verifyIdentity>`).
     AwaitSender {
         /// The authenticated user.
@@ -346,6 +359,9 @@ impl Session {
                 Mode::AwaitCommit { .. } => return (pos, Outcome::Continue),
                 Mode::AwaitAuth(credentials) => {
                     return (pos, Outcome::Authenticate(credentials.clone()))
+                }
+                Mode::AwaitRoom { params, .. } => {
+                    return (pos, Outcome::CheckRoom(params.size.unwrap_or(0)))
                 }
                 Mode::AwaitSender { user, sender, .. } => {
                     let (user, sender) = (user.clone(), sender.clone());
@@ -591,16 +607,11 @@ impl Session {
                 if max > 0 && params.size.is_some_and(|size| size > max) {
                     return Some(Reply::too_big());
                 }
-                if let Some((user, sender)) = self.identity_to_check(sender.as_ref()) {
-                    self.mode = Mode::AwaitSender {
-                        user,
-                        sender,
-                        params,
-                    };
+                if params.size.is_some() {
+                    self.mode = Mode::AwaitRoom { sender, params };
                     return None;
                 }
-                self.start_transaction(sender, params);
-                Reply::sender_ok()
+                return self.mail(sender, params);
             }
             Command::Rcpt { recipient, params } => return self.rcpt(recipient, params),
             Command::Data => {
@@ -631,6 +642,42 @@ impl Session {
     /// Whether STARTTLS is offered: on a plain connection to a listener that has it.
     fn starttls_offered(&self) -> bool {
         self.tls.is_none() && self.settings.tls.as_ref().is_some_and(|t| t.starttls)
+    }
+
+    /// A MAIL FROM that passed its size checks: the identity check, or the transaction starts
+    /// (`250`); `None` when a check is pending.
+    fn mail(&mut self, sender: Option<MailAddress>, params: MailParams) -> Option<Reply> {
+        if let Some((user, sender)) = self.identity_to_check(sender.as_ref()) {
+            self.mode = Mode::AwaitSender {
+                user,
+                sender,
+                params,
+            };
+            return None;
+        }
+        self.start_transaction(sender, params);
+        Some(Reply::sender_ok())
+    }
+
+    /// Answers [`Outcome::CheckRoom`]: `452 4.3.1` when the spool has no room for the
+    /// announced size, else the MAIL goes on (its `250`, or the identity check). Any other
+    /// failure to tell lets the MAIL go on: the message is refused at its end if need be.
+    /// Does nothing in any other state.
+    pub fn room_checked<E: SpoolFailure>(&mut self, room: Result<(), E>, out: &mut Vec<u8>) {
+        if !matches!(self.mode, Mode::AwaitRoom { .. }) {
+            return;
+        }
+        let Mode::AwaitRoom { sender, params } = std::mem::replace(&mut self.mode, Mode::Command)
+        else {
+            return;
+        };
+        let reply = match room {
+            Err(e) if e.storage_full() => Some(Reply::insufficient_storage()),
+            _ => self.mail(sender, params),
+        };
+        if let Some(reply) = reply {
+            self.reply(reply, out);
+        }
     }
 
     /// A MAIL FROM accepted: the transaction starts.

@@ -101,6 +101,7 @@ fn drive(settings: &Arc<SmtpSettings>, session: Session, chunks: &[&[u8]]) -> Tr
                     );
                     session.authenticated(verdict, &mut out);
                 }
+                Outcome::CheckRoom(_) => session.room_checked(Ok::<(), ()>(()), &mut out),
                 Outcome::CheckSender { user, sender } => {
                     let verdict =
                         block_on(authenticator.as_ref().unwrap().may_send_as(&user, &sender));

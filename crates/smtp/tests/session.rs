@@ -26,11 +26,14 @@ struct Mail {
 struct Spool {
     open_fails: bool,
     commit_fails: bool,
+    /// No room for an announced size (a full disk).
+    no_room: bool,
 }
 
 const OK_SPOOL: Spool = Spool {
     open_fails: false,
     commit_fails: false,
+    no_room: false,
 };
 
 /// Plays the driver: feeds `chunks` in order and answers every outcome.
@@ -97,6 +100,16 @@ fn drive(settings: &Arc<SmtpSettings>, peer: IpAddr, chunks: &[&[u8]], spool: Sp
                         .unwrap()
                         .block_on(check.check(&address));
                     session.recipient_checked(verdict, &mut out);
+                }
+                Outcome::CheckRoom(_) => {
+                    let room = match spool.no_room {
+                        true => Err(std::io::Error::new(
+                            std::io::ErrorKind::StorageFull,
+                            "no space left",
+                        )),
+                        false => Ok(()),
+                    };
+                    session.room_checked(room, &mut out);
                 }
                 Outcome::Discard => current = None,
                 Outcome::Authenticate(_) | Outcome::CheckSender { .. } => {
@@ -323,6 +336,42 @@ fn declared_size_over_the_limit() {
     assert!(t
         .out
         .contains("552 5.3.4 Message size exceeds fixed maximum message size\r\n"));
+}
+
+/// A size announced in MAIL FROM for which the spool has no room: `452 4.3.1` at once (RFC
+/// 1870 §6.1), no transaction; a MAIL without SIZE is not checked, and pipelined commands
+/// after the refused MAIL are answered in order.
+#[test]
+fn declared_size_without_room_in_the_spool() {
+    let s = Arc::new(settings());
+    let no_room = Spool {
+        no_room: true,
+        ..OK_SPOOL
+    };
+    let t = replay(
+        &s,
+        remote(),
+        b"EHLO c\r\nMAIL FROM:<a@c.example> SIZE=5000\r\nRCPT TO:<b@example.org>\r\nRSET\r\nMAIL FROM:<a@c.example>\r\n",
+        no_room,
+    );
+    assert_eq!(
+        codes(&t.out),
+        [
+            "220",
+            "250",
+            "452 4.3.1",
+            "503 5.5.1",
+            "250 2.0.0",
+            "250 2.1.0"
+        ]
+    );
+    let sized = format!("{HEAD}x\r\n.\r\n").replace(
+        "MAIL FROM:<a@client.example>",
+        "MAIL FROM:<a@client.example> SIZE=5",
+    );
+    let t = replay(&s, remote(), sized.as_bytes(), OK_SPOOL);
+    assert_eq!(codes(&t.out)[2], "250 2.1.0", "{}", t.out);
+    assert_eq!(t.mails.len(), 1);
 }
 
 #[test]
@@ -669,8 +718,8 @@ fn spool_failures_give_451() {
         remote(),
         input.as_bytes(),
         Spool {
-            open_fails: false,
             commit_fails: true,
+            ..OK_SPOOL
         },
     );
     assert_eq!(codes(&t.out)[5..], ["451 4.3.0", "250 2.0.0"]);
@@ -680,8 +729,8 @@ fn spool_failures_give_451() {
         remote(),
         format!("{HEAD}x\r\n.\r\nRCPT TO:<b@example.org>\r\n").as_bytes(),
         Spool {
-            open_fails: false,
             commit_fails: true,
+            ..OK_SPOOL
         },
     );
     assert_eq!(codes(&t.out)[5..], ["451 4.3.0", "503 5.5.1"]);
@@ -691,7 +740,7 @@ fn spool_failures_give_451() {
         format!("{HEAD}NOOP\r\n").as_bytes(),
         Spool {
             open_fails: true,
-            commit_fails: false,
+            ..OK_SPOOL
         },
     );
     assert_eq!(codes(&t.out)[4..], ["451 4.3.0", "250 2.0.0"]);
@@ -830,6 +879,7 @@ fn random_input_never_panics() {
         let spool = Spool {
             open_fails: next() % 7 == 0,
             commit_fails: next() % 5 == 0,
+            no_room: next() % 3 == 0,
         };
         let split = drive(&settings, remote(), &chunks, spool);
         let whole = drive(&settings, remote(), &[&input], spool);

@@ -76,6 +76,7 @@ fn feed(session: &mut Session, input: &str, bodies: &mut Vec<String>) -> (String
             Outcome::CheckRecipient(_)
             | Outcome::Discard
             | Outcome::Authenticate(_)
+            | Outcome::CheckRoom(_)
             | Outcome::CheckSender { .. } => unreachable!(),
         }
     }

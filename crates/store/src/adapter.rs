@@ -162,6 +162,10 @@ impl<T: ?Sized + blocking::SpoolRepository + 'static> SpoolRepository for Blocki
         let name = name.to_string();
         self.run(move |b| b.make_due(&name)).await
     }
+
+    async fn room_for(&self, size: u64) -> Result<()> {
+        self.run(move |b| b.room_for(size)).await
+    }
 }
 
 #[async_trait]

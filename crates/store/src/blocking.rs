@@ -60,6 +60,10 @@ pub trait SpoolRepository: MailRepository {
     fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>>;
     /// See [`crate::SpoolRepository::make_due`].
     fn make_due(&self, name: &str) -> Result<bool>;
+    /// See [`crate::SpoolRepository::room_for`].
+    fn room_for(&self, _size: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// See [`crate::InboxRepository`].

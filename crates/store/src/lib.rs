@@ -249,6 +249,15 @@ pub trait SpoolRepository: MailRepository {
     /// after a worker completed it, as a retrieve-then-store could. Returns `true` when the
     /// mail is waiting and is now due (also when it was due already).
     async fn make_due(&self, name: &str) -> Result<bool>;
+
+    /// Whether a message of `size` octets (as `MAIL FROM ... SIZE=` announces it) would find
+    /// room now: fails with a [`StoreError::is_storage_full`] error when the spool's storage has not
+    /// that much free beside its reserve, so that SMTP can answer `452 4.3.1` before the
+    /// message is sent (RFC 1870 §6.1). A spool that cannot tell (its storage is on another
+    /// machine) says yes; the message is still refused at its end if space runs out.
+    async fn room_for(&self, _size: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// One delivery to an inbox, from [`InboxRepository::deliver`] until

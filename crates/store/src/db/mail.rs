@@ -27,6 +27,7 @@ use crate::{
 };
 
 mod delivery;
+mod room;
 
 /// How often a waiting [`SpoolRepository::lease`] looks again for mail that became due
 /// (retries, expired leases, mail another node spooled); mail spooled here wakes it at once.
@@ -875,6 +876,10 @@ impl SpoolRepository for DbMailRepository {
             .await)
         .map_err(db_error)?;
         Ok(table::time_of(at.flatten()))
+    }
+
+    async fn room_for(&self, size: u64) -> Result<()> {
+        self.room(size).await
     }
 
     async fn make_due(&self, name: &str) -> Result<bool> {

@@ -46,6 +46,26 @@ pub fn free_space(path: &Path) -> io::Result<u64> {
 }
 
 /// Fails with [`io::ErrorKind::StorageFull`] when the file system of `dir` has less than
+/// `reserve` octets free beside a message of `size` octets that a client announced.
+pub fn check_room(dir: &Path, reserve: u64, size: u64) -> io::Result<()> {
+    let free = free_space(dir)?;
+    if free < reserve.saturating_add(size) {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "{} KiB free on the file system of {}: no room for a message of {} KiB \
+                 beside the {} KiB kept in reserve",
+                free / 1024,
+                dir.display(),
+                size.div_ceil(1024),
+                reserve / 1024
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails with [`io::ErrorKind::StorageFull`] when the file system of `dir` has less than
 /// `reserve` octets free: new mail is refused (SMTP `452 4.3.1`) while the space left serves
 /// mails already accepted (their hops, removals and deliveries).
 pub fn check_reserve(dir: &Path, reserve: u64) -> io::Result<()> {

@@ -248,6 +248,18 @@ impl SpoolRepository for LogSpool {
         Ok(inner.mails.get(name).and_then(|e| e.next_attempt))
     }
 
+    fn room_for(&self, size: u64) -> Result<()> {
+        let reserve = self
+            .shared
+            .reserve
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Ok(crate::file::fsutil::check_room(
+            &self.shared.dir,
+            reserve,
+            size,
+        )?)
+    }
+
     fn make_due(&self, name: &str) -> Result<bool> {
         validate_mail_name(name)?;
         let shared = &self.shared;
