@@ -33,6 +33,8 @@ struct Received {
     data: String,
     /// Whether the mail came over TLS (STARTTLS).
     tls: bool,
+    /// The name the client's TLS handshake asked for (SNI).
+    sni: Option<String>,
     /// The user name the client authenticated as.
     auth: Option<String>,
     /// Where the connection came from.
@@ -208,6 +210,7 @@ fn session(
         data: String::new(),
         peer,
         tls: false,
+        sni: None,
         auth: None,
     };
     let read = |io: &mut BufReader<Box<dyn ReadWrite>>| -> std::io::Result<Option<String>> {
@@ -249,7 +252,13 @@ fn session(
                 Some(config) if !offers.broken_tls => {
                     let plain = io.into_inner();
                     let conn = ServerConnection::new(config.clone()).unwrap();
-                    io = BufReader::new(Box::new(StreamOwned::new(conn, plain)));
+                    let mut tls = StreamOwned::new(conn, plain);
+                    // The handshake first, for the name the client asked for.
+                    while tls.conn.is_handshaking() {
+                        tls.conn.complete_io(&mut tls.sock)?;
+                    }
+                    mail.sni = tls.conn.server_name().map(str::to_string);
+                    io = BufReader::new(Box::new(tls));
                     mail.tls = true;
                 }
                 _ => {
@@ -841,6 +850,19 @@ fn starttls_when_the_peer_offers_it_and_require_tls() {
     assert!(mail.tls, "not over TLS");
     assert_eq!(mail.helo, "relay.example.test");
     assert!(mail.data.contains("\r\n..leading dot\r\n"));
+    // A gateway given as an address: no name in the handshake.
+    assert_eq!(mail.sni, None);
+
+    // An MX found by name: the handshake names it (SNI).
+    let dns = start_dns(vec![
+        ("named.test", mx(10, "mx.named.test")),
+        ("mx.named.test", a([127, 0, 0, 1])),
+    ]);
+    let server = start(&format!("<mxPort>{}</mxPort>", tls.port), Some(dns));
+    send(&server, &["a@named.test"]);
+    let mail = tls.wait_for("a@named.test");
+    assert!(mail.tls, "not over TLS");
+    assert_eq!(mail.sni.as_deref(), Some("mx.named.test"));
 
     // requireTLS: a peer with STARTTLS takes the mail, one without keeps it waiting.
     let plain = Sink::start();

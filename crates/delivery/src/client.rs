@@ -227,11 +227,12 @@ async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result<TcpS
     socket.connect(addr).await
 }
 
-/// Delivers `envelope` to the server at `addr`: `Ok` with one result per recipient, or
-/// [`HostError`] when the host took nothing (no connection, a refused greeting, EHLO or `MAIL
-/// FROM` 4xx, a broken reply).
+/// Delivers `envelope` to the server at `addr`, which is `host` (an MX's or gateway's name, or
+/// an address): `Ok` with one result per recipient, or [`HostError`] when the host took
+/// nothing (no connection, a refused greeting, EHLO or `MAIL FROM` 4xx, a broken reply).
 pub async fn deliver(
     addr: SocketAddr,
+    host: &str,
     settings: &ClientSettings,
     envelope: &Envelope<'_>,
 ) -> Result<Vec<RcptResult>, HostError> {
@@ -249,6 +250,7 @@ pub async fn deliver(
         tls: false,
         timeout: settings.timeout,
         addr,
+        host: host.to_string(),
     };
     let result = session.transaction(settings, envelope).await;
     if result.is_ok() {
@@ -268,6 +270,8 @@ struct Session {
     tls: bool,
     timeout: Duration,
     addr: SocketAddr,
+    /// The host's name, sent in the TLS handshake (SNI) when it is a name.
+    host: String,
 }
 
 impl Session {
@@ -494,8 +498,13 @@ impl Session {
         )
         .into_inner();
         let connector = tokio_rustls::TlsConnector::from(tls_config());
-        // No certificate is checked, so the name is only what SNI says: the address.
-        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        // No certificate is checked: the name only tells a server with several certificates
+        // which one to present (SNI, RFC 6066 §3), as other MTAs send it. An address is no
+        // name, and SNI carries none.
+        let name = match rustls::pki_types::ServerName::try_from(self.host.clone()) {
+            Ok(name @ rustls::pki_types::ServerName::DnsName(_)) => name,
+            _ => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+        };
         let tls = match tokio::time::timeout(self.timeout, connector.connect(name, stream)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => return Err(failed(e.to_string())),

@@ -376,7 +376,7 @@ impl Worker {
                 } else {
                     StartTls::Offered
                 };
-                match client::deliver(addr, &client, &envelope).await {
+                match client::deliver(addr, &target.host, &client, &envelope).await {
                     Err(e) => {
                         if e.tls_failed && !settings.require_tls {
                             plain.push(addr.to_string());
