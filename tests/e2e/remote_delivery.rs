@@ -19,7 +19,9 @@ use tokio_rustls::rustls::{ServerConfig, ServerConnection, StreamOwned};
 use base64::Engine;
 
 use crate::delivery::envelopes;
-use crate::harness::{console, maildir_messages, repository_count, wait_for, Server, Setup, ADMIN};
+use crate::harness::{
+    console, maildir_messages, repository_count, wait_for, Server, Setup, Smtp, ADMIN,
+};
 
 /// One mail a sink received.
 #[derive(Clone, Debug)]
@@ -78,6 +80,8 @@ struct Offers {
     dsn: bool,
     /// No 8BITMIME.
     seven_bit: bool,
+    /// SMTPUTF8 (RFC 6531).
+    smtputf8: bool,
 }
 
 /// A catching SMTP server on 127.0.0.1.
@@ -241,6 +245,9 @@ fn session(
             }
             if !offers.seven_bit {
                 lines.push("250-8BITMIME");
+            }
+            if offers.smtputf8 {
+                lines.push("250-SMTPUTF8");
             }
             lines.push("250-PIPELINING");
             lines.push("250 HELP");
@@ -894,6 +901,74 @@ fn starttls_when_the_peer_offers_it_and_require_tls() {
     );
     send(&server, &["c@tls.test"]);
     assert!(tls.wait_for("c@tls.test").tls);
+}
+
+/// Sends a message in a transaction with SMTPUTF8 (RFC 6531), UTF-8 addresses allowed.
+fn send_utf8(server: &Server, from: &str, to: &str) {
+    let mut smtp = Smtp::connect(server.smtp_port);
+    assert!(smtp.cmd("EHLO client.test").contains("SMTPUTF8"));
+    let reply = smtp.cmd(&format!("MAIL FROM:<{from}> SMTPUTF8"));
+    assert!(reply.starts_with("250"), "{reply}");
+    let reply = smtp.cmd(&format!("RCPT TO:<{to}>"));
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(smtp.cmd("DATA").starts_with("354"));
+    let reply = smtp.cmd(&format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: grüße\r\n\r\nHallo\r\n."
+    ));
+    assert!(reply.starts_with("250"), "{reply}");
+    smtp.cmd("QUIT");
+}
+
+/// RFC 6531: a mail that came with SMTPUTF8 goes on with it, UTF-8 addresses and all, to a
+/// server that offers it; to one that does not, a non-ASCII envelope bounces with 5.6.7 (no
+/// downgrade) and an ASCII one goes without the parameter.
+#[test]
+fn smtputf8_is_passed_on_or_a_non_ascii_envelope_bounces() {
+    let utf8 = Sink::offering(Offers {
+        smtputf8: true,
+        ..Offers::default()
+    });
+    let server = start(&format!("<gateway>127.0.0.1:{}</gateway>", utf8.port), None);
+    send_utf8(&server, "jörg@localhost", "ünï@utf8.test");
+    let mail = utf8.wait_for("ünï@utf8.test");
+    assert!(
+        mail.from.starts_with("<jörg@localhost> SIZE="),
+        "{}",
+        mail.from
+    );
+    assert!(mail.from.ends_with(" SMTPUTF8"), "{}", mail.from);
+    assert!(mail.data.contains("Subject: grüße\r\n"), "{}", mail.data);
+
+    let plain = Sink::start();
+    let server = start(
+        &format!(
+            "<gateway>127.0.0.1:{}</gateway><bounceProcessor>bounces</bounceProcessor>",
+            plain.port
+        ),
+        None,
+    );
+    send_utf8(&server, "a@localhost", "ünï@utf8.test");
+    send_utf8(&server, "a@localhost", "ascii@utf8.test");
+    let mail = plain.wait_for("ascii@utf8.test");
+    assert!(!mail.from.contains("SMTPUTF8"), "{}", mail.from);
+    wait_for("the bounce", || bounces(&server).len() == 1);
+    let bounce = &bounces(&server)[0];
+    assert_eq!(bounce["recipients"], serde_json::json!(["ünï@utf8.test"]));
+    assert!(
+        bounce["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("does not offer SMTPUTF8"),
+        "{bounce}"
+    );
+    assert_eq!(
+        bounce["attributes"]["mailroom.delivery.status"]["value"],
+        "5.6.7"
+    );
+    assert!(plain
+        .received()
+        .iter()
+        .all(|m| m.rcpts.iter().all(|r| r.is_ascii())));
 }
 
 #[test]

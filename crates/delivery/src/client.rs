@@ -12,8 +12,9 @@
 //! mandatory. AUTH PLAIN or LOGIN ([`Credentials`]) after TLS, over plain text only when
 //! allowed. DSN parameters ([`DsnParams`]) when the server offers DSN. A message with 8-bit
 //! octets goes with `BODY=8BITMIME`, or fails with 5.6.3 when the server does not offer
-//! 8BITMIME (RFC 6152 §3: convert or fail; no conversion is done). What it does not do yet:
-//! PIPELINING, SMTPUTF8.
+//! 8BITMIME (RFC 6152 §3: convert or fail; no conversion is done). PIPELINING when offered.
+//! `SMTPUTF8` (RFC 6531) when the mail came with it or its envelope has a non-ASCII address;
+//! such an envelope fails with 5.6.7 at a server that does not offer SMTPUTF8 (no downgrade).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -168,6 +169,8 @@ pub struct Envelope<'a> {
     pub message: &'a Message,
     /// Whether the message has octets above 127 (sent with `BODY=8BITMIME`).
     pub eight_bit: bool,
+    /// Whether the mail came with `SMTPUTF8` (RFC 6531): passed on when the server offers it.
+    pub smtputf8: bool,
     /// What to pass on when the server offers DSN.
     pub dsn: &'a DsnParams,
 }
@@ -343,6 +346,17 @@ impl Session {
             );
             return Ok(vec![RcptResult::Permanent(reply); count]);
         }
+        let non_ascii = |a: &MailAddress| !a.local_part().is_ascii() || !a.domain().is_ascii();
+        let utf8_envelope =
+            envelope.sender.is_some_and(non_ascii) || envelope.recipients.iter().any(non_ascii);
+        let smtputf8 = offers(&ehlo, "SMTPUTF8").is_some();
+        if utf8_envelope && !smtputf8 {
+            let reply = Reply::local(
+                553,
+                "5.6.7 the envelope has non-ASCII addresses and the server does not offer SMTPUTF8",
+            );
+            return Ok(vec![RcptResult::Permanent(reply); count]);
+        }
         let dsn = offers(&ehlo, "DSN").is_some();
         let sender = envelope.sender.map(ToString::to_string).unwrap_or_default();
         let mut mail_from = format!("MAIL FROM:<{sender}>");
@@ -351,6 +365,9 @@ impl Session {
         }
         if envelope.eight_bit {
             mail_from.push_str(" BODY=8BITMIME");
+        }
+        if smtputf8 && (envelope.smtputf8 || utf8_envelope) {
+            mail_from.push_str(" SMTPUTF8");
         }
         if dsn {
             if let Some(ret) = param_value(&envelope.dsn.ret) {

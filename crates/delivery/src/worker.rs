@@ -25,6 +25,8 @@ use crate::{ATTEMPTS, PLAIN_TEXT};
 const ATTR_DSN_RET: &str = "mailroom.smtp.dsn.ret";
 const ATTR_DSN_ENVID: &str = "mailroom.smtp.dsn.envid";
 const ATTR_DSN_RECIPIENTS: &str = "mailroom.smtp.dsn.recipients";
+/// The SMTP server's `SMTPUTF8` attribute (`mailroom_smtp::ATTR_SMTPUTF8`).
+const ATTR_SMTPUTF8: &str = "mailroom.smtp.smtputf8";
 
 /// What every worker of one outgoing spool shares.
 pub(crate) struct Worker {
@@ -367,6 +369,10 @@ impl Worker {
                     recipients: &pending,
                     message: &mail.message,
                     eight_bit,
+                    smtputf8: matches!(
+                        mail.attribute(ATTR_SMTPUTF8),
+                        Some(AttributeValue::Bool(true))
+                    ),
                     dsn,
                 };
                 client.starttls = if settings.require_tls {

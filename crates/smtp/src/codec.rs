@@ -99,6 +99,8 @@ pub struct MailParams {
     pub ret: Option<String>,
     /// `ENVID=xtext` (RFC 3461), as sent.
     pub envid: Option<String>,
+    /// `SMTPUTF8` (RFC 6531): UTF-8 addresses and header fields.
+    pub smtputf8: bool,
 }
 
 /// ESMTP parameters of RCPT TO that Mailroom understands (RFC 3461 DSN).
@@ -119,7 +121,8 @@ pub enum CommandError {
     Nul,
     /// The line holds a CR that is not part of its CRLF.
     BareCr,
-    /// The line holds octets above 127 (SMTPUTF8 is not offered).
+    /// The line holds octets above 127 outside the address of a MAIL or RCPT, or that are
+    /// not UTF-8.
     EightBit,
     /// The verb is not an SMTP command.
     Unknown,
@@ -164,10 +167,13 @@ pub fn parse_command(line: &[u8], require_brackets: bool) -> Result<Command, Com
     if line.contains(&b'\r') {
         return Err(CommandError::BareCr);
     }
-    if !line.is_ascii() {
+    // UTF-8 only in MAIL and RCPT (RFC 6531 §3.3: their addresses); the session refuses a
+    // non-ASCII address unless the transaction has SMTPUTF8.
+    let utf8_allowed = line.len() >= 4
+        && (line[..4].eq_ignore_ascii_case(b"MAIL") || line[..4].eq_ignore_ascii_case(b"RCPT"));
+    if !line.is_ascii() && !utf8_allowed {
         return Err(CommandError::EightBit);
     }
-    // ASCII was checked just above.
     let line = std::str::from_utf8(line).map_err(|_| CommandError::EightBit)?;
     let (verb, args) = match line.find(' ') {
         Some(i) => (&line[..i], line[i + 1..].trim()),
@@ -286,6 +292,16 @@ fn parse_mail(args: &str, require_brackets: bool) -> Result<Command, CommandErro
                         "Syntax error: ENVID needs an xtext value (RFC 3461) of at most 100 characters",
                     ))?;
                 if parsed.envid.replace(envid.to_string()).is_some() {
+                    return Err(dup());
+                }
+            }
+            "SMTPUTF8" => {
+                if value.is_some() {
+                    return Err(CommandError::Syntax(
+                        "Syntax error: SMTPUTF8 takes no value",
+                    ));
+                }
+                if std::mem::replace(&mut parsed.smtputf8, true) {
                     return Err(dup());
                 }
             }
@@ -563,6 +579,45 @@ mod tests {
         assert_eq!(parse_command(b"NOOP\r", true), Err(CommandError::BareCr));
         assert_eq!(
             parse_command("NOOP é".as_bytes(), true),
+            Err(CommandError::EightBit)
+        );
+    }
+
+    /// RFC 6531: UTF-8 in the addresses of MAIL and RCPT, `SMTPUTF8` without a value; 8-bit
+    /// octets anywhere else, or that are not UTF-8, are refused.
+    #[test]
+    fn utf8_addresses_and_smtputf8() {
+        let p = |s: &str| parse_command(s.as_bytes(), true);
+        match p("MAIL FROM:<jörg@bücher.example> SMTPUTF8 SIZE=10") {
+            Ok(Command::Mail { sender, params }) => {
+                assert_eq!(sender.unwrap().to_string(), "jörg@bücher.example");
+                assert!(params.smtputf8);
+                assert_eq!(params.size, Some(10));
+            }
+            other => panic!("{other:?}"),
+        }
+        match p("RCPT TO:<用户@例子.example>") {
+            Ok(Command::Rcpt {
+                recipient: Recipient::Address(address),
+                ..
+            }) => assert_eq!(address.local_part(), "用户"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            p("MAIL FROM:<a@b.example>"),
+            Ok(Command::Mail { params, .. }) if !params.smtputf8
+        ));
+        assert!(matches!(
+            p("MAIL FROM:<a@b.example> SMTPUTF8=yes"),
+            Err(CommandError::Syntax(_))
+        ));
+        assert!(matches!(
+            p("MAIL FROM:<a@b.example> SMTPUTF8 SMTPUTF8"),
+            Err(CommandError::Syntax(_))
+        ));
+        assert_eq!(p("EHLO bücher.example"), Err(CommandError::EightBit));
+        assert_eq!(
+            parse_command(b"MAIL FROM:<j\xf6rg@b.example> SMTPUTF8", true),
             Err(CommandError::EightBit)
         );
     }

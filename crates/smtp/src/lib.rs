@@ -137,6 +137,9 @@ pub const ATTR_DSN_ENVID: &str = "mailroom.smtp.dsn.envid";
 /// Envelope attribute: a map from each recipient with DSN parameters to a map with its
 /// `notify` and/or `orcpt` values (RFC 3461, as sent).
 pub const ATTR_DSN_RECIPIENTS: &str = "mailroom.smtp.dsn.recipients";
+/// Envelope attribute: `true` when MAIL FROM had `SMTPUTF8` (RFC 6531): the envelope and the
+/// header may be UTF-8, and a relay must pass the mail only to a server that offers SMTPUTF8.
+pub const ATTR_SMTPUTF8: &str = "mailroom.smtp.smtputf8";
 /// Envelope attribute: the name the client gave in HELO/EHLO.
 pub const ATTR_HELO: &str = "mailroom.smtp.helo";
 

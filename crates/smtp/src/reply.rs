@@ -310,6 +310,16 @@ impl Reply {
     }
 
     /// `501 5.1.7 Bad sender address syntax`.
+    /// `553 5.6.7`: a non-ASCII address in a transaction without SMTPUTF8 (RFC 6531 §3.5).
+    pub fn utf8_needs_smtputf8() -> Reply {
+        Reply::new(
+            553,
+            "5.6.7",
+            "Non-ASCII addresses need MAIL FROM with SMTPUTF8 (RFC 6531)",
+        )
+    }
+
+    /// `501 5.1.7 Bad sender address syntax`.
     pub fn bad_sender(why: &str) -> Reply {
         Reply::new(501, "5.1.7", format!("Bad sender address syntax: {why}"))
     }

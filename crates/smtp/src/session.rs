@@ -51,7 +51,7 @@ use crate::codec::{
 use crate::reply::Reply;
 use crate::{
     RecipientVerdict, SmtpSettings, ATTR_AUTH_USER, ATTR_BODY, ATTR_DSN_ENVID, ATTR_DSN_RECIPIENTS,
-    ATTR_DSN_RET, ATTR_HELO,
+    ATTR_DSN_RET, ATTR_HELO, ATTR_SMTPUTF8,
 };
 
 mod sasl;
@@ -88,6 +88,11 @@ impl SpoolFailure for mailroom_store::StoreError {
     fn storage_full(&self) -> bool {
         self.is_storage_full()
     }
+}
+
+/// Whether an address is all ASCII (else it needs SMTPUTF8).
+fn is_ascii(address: &MailAddress) -> bool {
+    address.local_part().is_ascii() && address.domain().is_ascii()
 }
 
 /// The reply to a failed open or commit of a message.
@@ -607,6 +612,9 @@ impl Session {
                 if max > 0 && params.size.is_some_and(|size| size > max) {
                     return Some(Reply::too_big());
                 }
+                if !params.smtputf8 && sender.as_ref().is_some_and(|s| !is_ascii(s)) {
+                    return Some(Reply::utf8_needs_smtputf8());
+                }
                 if params.size.is_some() {
                     self.mode = Mode::AwaitRoom { sender, params };
                     return None;
@@ -700,6 +708,7 @@ impl Session {
             "PIPELINING".to_string(),
             size,
             "8BITMIME".to_string(),
+            "SMTPUTF8".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
         ];
         if self.starttls_offered() {
@@ -738,6 +747,9 @@ impl Session {
         let Some(txn) = self.txn.as_mut() else {
             return Some(Reply::bad_sequence("need MAIL before RCPT"));
         };
+        if !txn.params.smtputf8 && !is_ascii(&address) {
+            return Some(Reply::utf8_needs_smtputf8());
+        }
         if txn.seen.contains(&address) {
             return Some(Reply::recipient_ok());
         }
@@ -788,6 +800,9 @@ impl Session {
         if let Some(envid) = params.envid {
             attributes.insert(ATTR_DSN_ENVID.into(), envid.into());
         }
+        if params.smtputf8 {
+            attributes.insert(ATTR_SMTPUTF8.into(), AttributeValue::Bool(true));
+        }
         let mut dsn = BTreeMap::new();
         for (address, p) in rcpts {
             let mut entry = BTreeMap::new();
@@ -807,17 +822,23 @@ impl Session {
         envelope
     }
 
-    /// The `with` protocol of the `Received:` header (RFC 3848): `ESMTP`, plus `S` over TLS
-    /// and `A` once authenticated; `SMTP` after HELO.
+    /// The `with` protocol of the `Received:` header (RFC 3848): `ESMTP` (`UTF8SMTP` for a
+    /// transaction with SMTPUTF8, RFC 6531 §3.7.3), plus `S` over TLS and `A` once
+    /// authenticated; `SMTP` after HELO.
     fn protocol(&self) -> &'static str {
         if !self.helo.as_ref().is_some_and(|h| h.extended) {
             return "SMTP";
         }
-        match (self.tls.is_some(), self.auth_user.is_some()) {
-            (false, false) => "ESMTP",
-            (false, true) => "ESMTPA",
-            (true, false) => "ESMTPS",
-            (true, true) => "ESMTPSA",
+        let utf8 = self.txn.as_ref().is_some_and(|t| t.params.smtputf8);
+        match (utf8, self.tls.is_some(), self.auth_user.is_some()) {
+            (false, false, false) => "ESMTP",
+            (false, false, true) => "ESMTPA",
+            (false, true, false) => "ESMTPS",
+            (false, true, true) => "ESMTPSA",
+            (true, false, false) => "UTF8SMTP",
+            (true, false, true) => "UTF8SMTPA",
+            (true, true, false) => "UTF8SMTPS",
+            (true, true, true) => "UTF8SMTPSA",
         }
     }
 

@@ -227,7 +227,7 @@ fn one_mail_with_received_header_and_envelope() {
 fn ehlo_advertises_extensions() {
     let t = run(settings(), "EHLO c\r\n");
     assert!(t.out.ends_with(
-        "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n"
+        "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
     ));
     let t = run(
         SmtpSettings {
@@ -681,6 +681,55 @@ fn lf_only_command_lines_are_accepted() {
         "EHLO c\nMAIL FROM:<a@c.example>\nRCPT TO:<b@example.org>\nRSET\nQUIT\n",
     );
     assert_eq!(crlf, lf);
+}
+
+/// RFC 6531: SMTPUTF8 is offered; a transaction with it takes UTF-8 addresses, keeps the
+/// parameter as an attribute and says `UTF8SMTP` in its Received header; without it a
+/// non-ASCII sender or recipient gets `553 5.6.7`.
+#[test]
+fn smtputf8_transactions() {
+    let t = run(
+        settings(),
+        "EHLO c\r\nMAIL FROM:<jörg@bücher.example> SMTPUTF8\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<ünï@example.org>\r\nDATA\r\nSubject: grüße\r\n\r\nx\r\n.\r\n",
+    );
+    assert!(t.out.contains("250-SMTPUTF8\r\n"), "{}", t.out);
+    assert_eq!(
+        codes(&t.out)[2..],
+        ["250 2.1.0", "250 2.1.5", "250 2.1.5", "354", "250 2.0.0"]
+    );
+    let mail = &t.mails[0];
+    assert_eq!(
+        mail.envelope.sender.as_ref().unwrap().to_string(),
+        "jörg@bücher.example"
+    );
+    assert_eq!(mail.envelope.recipients[1].local_part(), "ünï");
+    assert_eq!(
+        mail.envelope.attributes.get(mailroom_smtp::ATTR_SMTPUTF8),
+        Some(&AttributeValue::Bool(true))
+    );
+    assert!(mail.body.contains(" with UTF8SMTP id m1"), "{}", mail.body);
+    assert!(mail.body.ends_with("Subject: grüße\r\n\r\nx\r\n"));
+
+    let t = run(
+        settings(),
+        "EHLO c\r\nMAIL FROM:<jörg@bücher.example>\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<ünï@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nx\r\n.\r\n",
+    );
+    assert_eq!(
+        codes(&t.out)[2..],
+        [
+            "553 5.6.7",
+            "250 2.1.0",
+            "553 5.6.7",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0"
+        ]
+    );
+    assert!(!t.mails[0]
+        .envelope
+        .attributes
+        .contains_key(mailroom_smtp::ATTR_SMTPUTF8));
+    assert!(t.mails[0].body.contains(" with ESMTP id m1"));
 }
 
 #[test]
