@@ -24,6 +24,8 @@ struct Held {
     token: LeaseToken,
     /// How long the lease was for when taken.
     lease: Duration,
+    /// How many [`HeldLease`]s hold it (a worker's, and a pending change's).
+    holders: usize,
 }
 
 /// A lease kept alive until this is dropped.
@@ -34,7 +36,14 @@ pub struct HeldLease {
 
 impl Drop for HeldLease {
     fn drop(&mut self) {
-        self.leases.held().remove(&self.id);
+        // Another hold of the same lease (a change left pending) keeps it renewed.
+        let mut held = self.leases.held();
+        if let Some(h) = held.get_mut(&self.id) {
+            h.holders -= 1;
+            if h.holders == 0 {
+                held.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -57,11 +66,17 @@ impl Leases {
             .expires_at()
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        let held = Held {
-            token: token.clone(),
-            lease,
-        };
-        self.held().insert(token.id(), held);
+        // Held already (a change left pending is held by the worker too): the renewed token
+        // and the lease's length are kept. Replacing them with `token`, which may be the
+        // first one handed out and past its expiry, stopped the renewals.
+        self.held()
+            .entry(token.id())
+            .and_modify(|held| held.holders += 1)
+            .or_insert_with(|| Held {
+                token: token.clone(),
+                lease,
+                holders: 1,
+            });
         HeldLease {
             leases: self.clone(),
             id: token.id(),
@@ -153,6 +168,44 @@ mod tests {
             .is_none());
         spool.complete(first.token).await.unwrap();
         drop(held);
+        renewer.abort();
+    }
+
+    /// A lease held twice (a worker's hold, and the hold of a spool change left pending on a
+    /// storage failure, taken with the token as first handed out) is renewed until both let
+    /// go: the first one dropped does not end the second's renewals.
+    #[tokio::test]
+    async fn a_lease_held_twice_is_renewed_until_both_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = Duration::from_millis(600);
+        let spool: Arc<dyn SpoolRepository> = Arc::new(Blocking::new(
+            LogSpool::open(dir.path())
+                .unwrap()
+                .with_lease_duration(lease),
+        ));
+        let mail = Mail::new(
+            Envelope::new("pending", None, vec![]),
+            Message::from_bytes(b"\r\n"),
+        );
+        spool.store(&mail).await.unwrap();
+        let leases = Leases::new(spool.clone());
+        let renewer = tokio::spawn(leases.clone().renew_forever(Duration::from_millis(50)));
+        let leased = spool.lease(Duration::from_secs(1)).await.unwrap().unwrap();
+        let worker = leases.hold(&leased.token);
+        // Past the first expiry: the token in hand is stale, the lease renewed.
+        tokio::time::sleep(lease + lease / 2).await;
+        let pending = leases.hold(&leased.token);
+        drop(worker);
+        tokio::time::sleep(lease * 2).await;
+        assert!(
+            spool
+                .lease(Duration::from_millis(100))
+                .await
+                .unwrap()
+                .is_none(),
+            "the pending mail's lease expired and it was handed out again"
+        );
+        drop(pending);
         renewer.abort();
     }
 }

@@ -483,3 +483,48 @@ async fn a_delivered_body_file_goes_with_the_last_row_naming_it() {
         "gone with the last row"
     );
 }
+
+/// A body file that cannot be read (an I/O error, not a missing file: here a symbolic link
+/// to itself, as a bad sector or a wrong mode would fail it) holds up that mail alone: the
+/// workers that meet it give it back for a while, and the mails behind it are leased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_body_file_does_not_hold_up_the_spool() {
+    let home = tempfile::tempdir().unwrap();
+    let sources = sqlite(home.path()).await.with_file_bodies();
+    let spool = sources
+        .spool("maildb", &path(&["spool", "spool"]))
+        .await
+        .unwrap();
+    spool
+        .store(&mail("Mail1-a", b"Subject: a\r\n\r\nfirst\r\n"))
+        .await
+        .unwrap();
+    spool
+        .store(&mail("Mail1-b", b"Subject: b\r\n\r\nsecond\r\n"))
+        .await
+        .unwrap();
+    let first = files(home.path(), "spool")
+        .into_iter()
+        .find(|p| std::fs::read(p).unwrap() == b"first\r\n")
+        .unwrap();
+    std::fs::remove_file(&first).unwrap();
+    std::os::unix::fs::symlink(&first, &first).unwrap();
+    // As a worker does: a failed lease is tried again a moment later.
+    let mut leased = None;
+    for _ in 0..5 {
+        match spool.lease(Duration::from_millis(200)).await {
+            Ok(Some(mail)) => {
+                leased = Some(mail);
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => assert!(matches!(e, StoreError::Io(_)), "{e}"),
+        }
+    }
+    let leased = leased.expect("the mail behind the unreadable one was never leased");
+    assert_eq!(leased.mail.name(), "Mail1-b");
+    spool.complete(leased.token).await.unwrap();
+    // The unreadable one is still there, for later.
+    assert!(spool.list().await.unwrap().contains(&"Mail1-a".to_string()));
+    assert!(spool.next_attempt("Mail1-a").await.unwrap().is_some());
+}

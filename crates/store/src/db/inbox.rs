@@ -139,12 +139,12 @@ impl DbInbox {
         let pool = bodies.pool.clone();
         let table = super::table_name(table)?;
         table::ensure(&bodies, &table).await?;
-        // A row's removal looks for other rows naming its body.
+        // A row's removal looks for other rows naming its body. Under the schema lock: nodes
+        // starting together each create it.
         let index = format!(
             "CREATE INDEX IF NOT EXISTS {table}_mailroom_body ON {table} (mailroom_body_id)"
         );
-        on_pool!(&pool, p => sqlx::query(sql(index)).execute(p).await.map(|_| ()))
-            .map_err(db_error)?;
+        table::create_locked(&pool, index).await?;
         let node_locks = match &pool {
             Pool::Postgres(p) => Some(NodeLocks::new(p.clone())),
             Pool::Sqlite(_) => None,

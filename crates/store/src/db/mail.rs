@@ -36,6 +36,11 @@ const POLL: Duration = Duration::from_millis(100);
 /// How long a mail that cannot be read (a missing body file) waits before it is tried again.
 const CORRUPT_RETRY: Duration = Duration::from_secs(3600);
 
+/// How long a mail whose read failed after its lease (the database went away, or its body
+/// cannot be read: an I/O error) waits once given back: due at once, it was the oldest due
+/// mail, leased again first by every worker, and the mails behind it never came.
+const ORPHAN_RETRY: Duration = Duration::from_secs(15);
+
 /// The stored body of a leased mail, as handed out.
 struct LeasedBody {
     id: String,
@@ -406,13 +411,25 @@ impl DbMailRepository {
         Ok(())
     }
 
-    /// Gives back the leases [`Inner::orphans`] holds; those that cannot be yet stay there.
+    /// Gives back the leases [`Inner::orphans`] holds, due in [`ORPHAN_RETRY`]; those that
+    /// cannot be yet stay there.
     async fn release_orphans(&self) -> Result<()> {
         let orphans =
             std::mem::take(&mut *self.inner.orphans.lock().unwrap_or_else(|p| p.into_inner()));
         for (i, (name, id)) in orphans.iter().enumerate() {
             let token = LeaseToken::new(name.clone(), *id as u64, SystemTime::now());
-            match self.release(token).await {
+            let later = now_ms() + ORPHAN_RETRY.as_millis() as i64;
+            let given_back = self
+                .under_lease(
+                    &token,
+                    None,
+                    ", mailroom_lease_id = NULL, mailroom_lease_until = NULL, \
+                     mailroom_next_attempt = $17",
+                    Some(later),
+                    false,
+                )
+                .await;
+            match given_back {
                 Ok(()) | Err(StoreError::LeaseLost(_)) => {}
                 Err(e) => {
                     self.inner

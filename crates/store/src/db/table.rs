@@ -38,6 +38,29 @@ fn mailroom_columns(d: Dialect) -> Vec<(&'static str, String)> {
     columns
 }
 
+/// The advisory lock that serializes schema changes on PostgreSQL: nodes starting together
+/// must not race to create the same table or index (`IF NOT EXISTS` does not stop two
+/// sessions creating one at once: one fails on a duplicate `pg_class` entry).
+const SCHEMA_LOCK: i64 = 727274;
+
+/// Runs `statement`, a `CREATE … IF NOT EXISTS`, under [`SCHEMA_LOCK`] on PostgreSQL.
+pub(crate) async fn create_locked(pool: &Pool, statement: String) -> Result<()> {
+    let d = pool.dialect();
+    let result: sqlx::Result<()> = on_pool!(pool, p => async {
+        let mut tx = p.write_tx().await?;
+        if d == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(SCHEMA_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(sql(statement)).execute(&mut *tx).await?;
+        tx.commit().await
+    }
+    .await);
+    result.map_err(db_error)
+}
+
 /// Creates table `table` with James's columns if it does not exist, and adds Mailroom's.
 pub(crate) async fn ensure(bodies: &Bodies, table: &str) -> Result<()> {
     let pool = &bodies.pool;
@@ -74,7 +97,10 @@ pub(crate) async fn ensure(bodies: &Bodies, table: &str) -> Result<()> {
         let mut tx = p.write_tx().await?;
         if d == Dialect::Postgres {
             // Nodes starting together must not race to create the same table.
-            sqlx::query("SELECT pg_advisory_xact_lock(727274)").execute(&mut *tx).await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(SCHEMA_LOCK)
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query(sql(create)).execute(&mut *tx).await?;
         let existing: HashSet<String> = match d {
