@@ -242,3 +242,56 @@ fn a_mail_gone_under_its_lease_leaves_no_body_held() {
         "the body of a mail gone is let go of"
     );
 }
+
+/// A split copy delivered to an inbox made durable at the parent's processor hop, and then the
+/// hop's store of the parent fails (a crash there does the same): the parent runs again from
+/// its stored state and splits again. The copy has the same name at every run, so the
+/// database inbox, which stores one message per name and user, does not deliver it twice.
+#[test]
+fn a_split_copy_delivered_before_a_failed_hop_is_not_delivered_again() {
+    let f = fixture(
+        r#"<processor name="root">
+          <mailet match="RecipientIs=alice@localhost" class="LocalDelivery"/>
+          <mailet match="All" class="ToProcessor"><processor>next</processor></mailet>
+        </processor>
+        <processor name="next">
+          <mailet match="All" class="LocalDelivery"/>
+        </processor>"#,
+    );
+    let (runtime, spool, inbox) = (&f.runtime, &f.spool, &f.inbox);
+    let pool = f.sources.pool("maildb").unwrap().clone();
+    runtime.block_on(execute(
+        &pool,
+        "CREATE TRIGGER refuse_hop BEFORE UPDATE ON spool \
+         WHEN NEW.message_state = 'next' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    ));
+    runtime
+        .block_on(spool.store(&mail("hop-parent", &["alice", "bob"])))
+        .unwrap();
+    let leased = runtime
+        .block_on(spool.lease(Duration::from_secs(1)))
+        .unwrap()
+        .unwrap();
+    f.manager.process(leased);
+    assert_eq!(runtime.block_on(spool.list()).unwrap(), ["hop-parent"]);
+
+    runtime.block_on(execute(&pool, "DROP TRIGGER refuse_hop"));
+    runtime.block_on(spool.make_due("hop-parent")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !runtime.block_on(spool.list()).unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mails left in the spool"
+        );
+        if let Some(leased) = runtime
+            .block_on(spool.lease(Duration::from_millis(200)))
+            .unwrap()
+        {
+            f.manager.process(leased);
+        }
+    }
+    for user in ["alice", "bob"] {
+        let mailbox = runtime.block_on(inbox.open_mailbox(user)).unwrap();
+        assert_eq!(mailbox.messages().len(), 1, "{user}");
+    }
+}
