@@ -736,3 +736,72 @@ async fn postgres_nodes_starting_together_all_open_the_inbox() {
         }
     }
 }
+
+/// A body that lost a chunk (a damaged database) or the tail of its file (DBFile) fails at its
+/// end when read out, rather than passing for the whole message (a POP3 client would then
+/// delete it); an intact one reads whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_ends_short_is_an_error_when_read() {
+    let home = tempfile::tempdir().unwrap();
+    let plain = sqlite(home.path()).await;
+    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+    let mut text = b"Subject: big\r\n\r\n".to_vec();
+    while text.len() < 700 * 1024 {
+        text.extend_from_slice(line);
+    }
+    let message = Message::from_bytes(&text);
+    for (sources, table) in [
+        (plain.clone(), "chunked"),
+        (plain.with_file_bodies(), "filed"),
+    ] {
+        let inbox = sources.inbox("maildb", &path(&[table])).await.unwrap();
+        for user in ["intact", "damaged"] {
+            let delivery = inbox.deliver(user, b"", &message).await.unwrap();
+            inbox.sync(&[delivery]).await.unwrap();
+        }
+        let mailbox = inbox.open_mailbox("intact").await.unwrap();
+        assert_eq!(read_all(&*mailbox).await.unwrap(), text.len());
+        drop(mailbox);
+        // Damage the second user's body: its second chunk, or the end of its file.
+        let Pool::Sqlite(pool) = sources.pool("maildb").unwrap().clone() else {
+            unreachable!()
+        };
+        let select =
+            format!("SELECT mailroom_body_id FROM {table} WHERE repository_name = 'damaged'");
+        let body_id: String = sqlx::query_scalar(sqlx::AssertSqlSafe(select))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        match body_id.strip_prefix("dbfile:") {
+            None => {
+                let gone =
+                    sqlx::query("DELETE FROM mailroom_bodies WHERE body_id = $1 AND seq = 1")
+                        .bind(&body_id)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                assert_eq!(gone.rows_affected(), 1);
+            }
+            Some(file) => {
+                let file = home.path().join("var/dbfile/maildb").join(file);
+                let len = std::fs::metadata(&file).unwrap().len();
+                std::fs::File::options()
+                    .write(true)
+                    .open(&file)
+                    .unwrap()
+                    .set_len(len - 1000)
+                    .unwrap();
+            }
+        }
+        let mailbox = inbox.open_mailbox("damaged").await.unwrap();
+        let error = read_all(&*mailbox).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{table}");
+    }
+}
+
+/// Reads the first message of `mailbox` to its end: how many octets.
+async fn read_all(mailbox: &dyn mailroom_store::Mailbox) -> std::io::Result<usize> {
+    let mut stream = mailbox.open_message(0).await.unwrap();
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).await.map(|_| all.len())
+}

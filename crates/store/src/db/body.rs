@@ -493,17 +493,61 @@ pub(crate) async fn load(
     )))
 }
 
-/// A body streamed out (a POP3 RETR): its file, or its chunks one query at a time.
-pub(crate) async fn open_stream(bodies: &Bodies, body_id: &str) -> Result<MessageStream> {
-    if body_files::is_file_id(body_id) {
-        return Ok(Box::new(
-            body_files::open_stream(&bodies.files, body_id).await?,
-        ));
+/// A body streamed out (a POP3 RETR): its file, or its chunks one query at a time. With its
+/// length known, a body that ends short (a chunk or a file's tail lost from a damaged store)
+/// is an error at its end rather than passing for the whole message, which a POP3 client
+/// would then delete.
+pub(crate) async fn open_stream(
+    bodies: &Bodies,
+    body_id: &str,
+    len: Option<u64>,
+) -> Result<MessageStream> {
+    let stream: MessageStream = if body_files::is_file_id(body_id) {
+        Box::new(body_files::open_stream(&bodies.files, body_id).await?)
+    } else {
+        Box::new(ChunkStream::new(bodies.pool.clone(), body_id.to_string()))
+    };
+    Ok(match len {
+        Some(len) => Box::new(NotShort {
+            inner: stream,
+            left: len,
+        }),
+        None => stream,
+    })
+}
+
+/// A stream that fails with [`io::ErrorKind::UnexpectedEof`] when it ends before `left`
+/// more octets.
+struct NotShort {
+    inner: MessageStream,
+    left: u64,
+}
+
+impl AsyncRead for NotShort {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = out.filled().len();
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut self.inner).poll_read(cx, out) {
+            Poll::Ready(Ok(())) => {
+                let read = (out.filled().len() - before) as u64;
+                if read == 0 && self.left > 0 {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the stored body is {} octets short", self.left),
+                    )));
+                }
+                self.left = self.left.saturating_sub(read);
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
-    Ok(Box::new(ChunkStream::new(
-        bodies.pool.clone(),
-        body_id.to_string(),
-    )))
 }
 
 /// The message of a row James wrote (no `mailroom_body_id`): its `message_body`, followed,

@@ -548,27 +548,37 @@ impl Mailbox for DbMailbox {
             .ok_or_else(|| StoreError::NotFound(format!("message {}", index + 1)))?;
         let statement = format!(
             "SELECT mailroom_header, mailroom_body_id, \
-             CASE WHEN mailroom_body_id IS NULL THEN message_body END AS james_body \
+             CASE WHEN mailroom_body_id IS NULL THEN message_body END AS james_body, \
+             mailroom_size \
              FROM {} WHERE repository_name = $1 AND message_name = $2",
             self.table
         );
-        let row: Option<(Option<Vec<u8>>, Option<String>, Option<Vec<u8>>)> = on_pool!(&self.pool, p => {
+        type Row = (
+            Option<Vec<u8>>,
+            Option<String>,
+            Option<Vec<u8>>,
+            Option<i64>,
+        );
+        let row: Option<Row> = on_pool!(&self.pool, p => {
             let row = sqlx::query(sql(statement))
                 .bind(&self.user)
                 .bind(name)
                 .fetch_optional(p)
                 .await
                 .map_err(db_error)?;
-            row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
                 .transpose()
                 .map_err(db_error)?
         });
         match row {
-            Some((header, Some(body_id), _)) => Ok(Box::new(
-                std::io::Cursor::new(header.unwrap_or_default())
-                    .chain(body::open_stream(&self.bodies, &body_id).await?),
-            )),
-            Some((_, None, Some(whole))) => body::james_stream(&self.bodies, name, whole).await,
+            Some((header, Some(body_id), _, size)) => {
+                let header = header.unwrap_or_default();
+                let body_len = size.map(|s| (s.max(0) as u64).saturating_sub(header.len() as u64));
+                Ok(Box::new(std::io::Cursor::new(header).chain(
+                    body::open_stream(&self.bodies, &body_id, body_len).await?,
+                )))
+            }
+            Some((_, None, Some(whole), _)) => body::james_stream(&self.bodies, name, whole).await,
             _ => Err(StoreError::NotFound(format!("message {name}"))),
         }
     }
