@@ -60,7 +60,8 @@ pub trait SpoolRepository: MailRepository {
     fn next_attempt(&self, name: &str) -> Result<Option<SystemTime>>;
     /// See [`crate::SpoolRepository::make_due`].
     fn make_due(&self, name: &str) -> Result<bool>;
-    /// See [`crate::SpoolRepository::room_for`].
+    /// See [`crate::SpoolRepository::room_for`]. Called on the async caller's thread, as
+    /// `incoming` is: nothing slower than a `statvfs`.
     fn room_for(&self, _size: u64) -> Result<()> {
         Ok(())
     }
