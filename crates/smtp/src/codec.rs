@@ -245,6 +245,11 @@ fn parse_mail(args: &str, require_brackets: bool) -> Result<Command, CommandErro
         "Syntax: MAIL FROM:<address> [parameters]",
     ))?;
     let (path, params) = split_path(rest, require_brackets, MAIL_USAGE)?;
+    // RFC 6531 extends the path alone: 8-bit octets in the parameters are refused as in
+    // any other command (`500 5.5.2`), and never echoed back in a reply.
+    if !params.is_ascii() {
+        return Err(CommandError::EightBit);
+    }
     let sender = MailAddress::parse_path(&path).map_err(CommandError::BadSender)?;
     let mut parsed = MailParams::default();
     for (key, value) in parse_params(params)? {
@@ -319,6 +324,11 @@ fn parse_rcpt(args: &str, require_brackets: bool) -> Result<Command, CommandErro
         "Syntax: RCPT TO:<address> [parameters]",
     ))?;
     let (path, params) = split_path(rest, require_brackets, RCPT_USAGE)?;
+    // RFC 6531 extends the path alone: 8-bit octets in the parameters are refused as in
+    // any other command (`500 5.5.2`), and never echoed back in a reply.
+    if !params.is_ascii() {
+        return Err(CommandError::EightBit);
+    }
     let inner = &path[1..path.len() - 1];
     let recipient = if inner.eq_ignore_ascii_case("postmaster") {
         Recipient::Postmaster
@@ -616,6 +626,19 @@ mod tests {
             Err(CommandError::Syntax(_))
         ));
         assert_eq!(p("EHLO bücher.example"), Err(CommandError::EightBit));
+        // In the parameters too: only the path may be UTF-8.
+        assert_eq!(
+            p("MAIL FROM:<a@b.example> SMTPUTF8 X-Ü=1"),
+            Err(CommandError::EightBit)
+        );
+        assert_eq!(
+            p("MAIL FROM:<jörg@b.example> SMTPUTF8 ENVID=ü"),
+            Err(CommandError::EightBit)
+        );
+        assert_eq!(
+            p("RCPT TO:<a@b.example> NOTIFY=ÜBER"),
+            Err(CommandError::EightBit)
+        );
         assert_eq!(
             parse_command(b"MAIL FROM:<j\xf6rg@b.example> SMTPUTF8", true),
             Err(CommandError::EightBit)

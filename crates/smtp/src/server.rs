@@ -206,7 +206,10 @@ impl Handler for Driver {
     }
 
     async fn input(&mut self, connection: &mut Connection) -> io::Result<Flow> {
-        while !connection.input().is_empty() {
+        // Not `while` input is left: an answered check can start another with nothing left
+        // to read (MAIL FROM with SIZE= checks the room, then the identity), which only
+        // another call reports; with nothing pending the call says Continue.
+        loop {
             let (session, body) = (&mut self.session, &mut self.body);
             let before = connection.input().len();
             let outcome = connection.ingest(|input, out| session.ingest(input, out, body));

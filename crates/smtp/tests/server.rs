@@ -241,3 +241,78 @@ async fn idle_clients_time_out_with_421() {
     );
     shutdown.wait().await;
 }
+
+/// Accepts `alice`/`pw`; `sales@mx.test` is an alias of hers.
+struct Alice;
+
+#[async_trait::async_trait]
+impl mailroom_smtp::Authenticator for Alice {
+    async fn authenticate(&self, user: &str, password: &str) -> mailroom_smtp::AuthVerdict {
+        match (user, password) {
+            ("alice", "pw") => mailroom_smtp::AuthVerdict::Accepted("alice".into()),
+            _ => mailroom_smtp::AuthVerdict::Rejected,
+        }
+    }
+
+    async fn may_send_as(
+        &self,
+        _user: &str,
+        sender: &mailroom_mailet::MailAddress,
+    ) -> mailroom_smtp::SenderVerdict {
+        match sender.local_part() {
+            "sales" => mailroom_smtp::SenderVerdict::Own,
+            _ => mailroom_smtp::SenderVerdict::NotOwn,
+        }
+    }
+}
+
+/// A MAIL FROM with `SIZE=` (every client sends it) that also needs the identity check
+/// (`<verifyIdentity>`, an alias): both checks run and the MAIL is answered, also when the
+/// client waits for the reply before sending more.
+#[tokio::test]
+async fn a_sized_mail_from_needing_the_identity_check_is_answered() {
+    let settings = Arc::new(SmtpSettings {
+        hello_name: "mx.test".into(),
+        is_local_domain: Arc::new(|d| d == "mx.test"),
+        auth: mailroom_smtp::AuthPolicy::Announce,
+        authenticator: Some(Arc::new(Alice)),
+        require_tls_for_auth: false,
+        ..SmtpSettings::default()
+    });
+    let spool: Arc<dyn mailroom_store::SpoolRepository> =
+        Arc::new(Blocking::new(Handle(Arc::default())));
+    let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    tokio::spawn(mailroom_smtp::serve(
+        listener,
+        settings,
+        spool,
+        shutdown.watch(),
+    ));
+    let mut client = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    reply(&mut client).await;
+    assert!(cmd(&mut client, "EHLO client.test")
+        .await
+        .starts_with("250"));
+    // "\0alice\0pw"
+    assert!(cmd(&mut client, "AUTH PLAIN AGFsaWNlAHB3")
+        .await
+        .starts_with("235"));
+    assert_eq!(
+        cmd(&mut client, "MAIL FROM:<sales@mx.test> SIZE=100").await,
+        "250 2.1.0 Sender ok\r\n"
+    );
+    assert!(cmd(&mut client, "RSET").await.starts_with("250"));
+    assert!(cmd(&mut client, "MAIL FROM:<bob@mx.test> SIZE=100")
+        .await
+        .starts_with("553 5.7.1"));
+    shutdown.wait().await;
+}
+
+/// Sends one command line and reads its reply.
+async fn cmd(client: &mut BufReader<TcpStream>, line: &str) -> String {
+    let line = format!("{line}\r\n");
+    client.get_mut().write_all(line.as_bytes()).await.unwrap();
+    reply(client).await
+}
