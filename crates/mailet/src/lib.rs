@@ -80,13 +80,11 @@ pub use attribute::AttributeValue;
 pub use component::{Mailet, MailetConfig, MailetContext, Matcher, MatcherConfig, UserRecord};
 pub use dns::{DnsError, MxRecord};
 pub use error::{ErrorKind, MailetError};
-pub use mail::{Envelope, Mail};
+pub use mail::{Envelope, Mail, ATTR_DELIVERY_KEY};
 pub use message::{
     header_section_len, BodySource, MemoryBody, Message, MessageReader, MAX_HEADER_SECTION,
 };
-pub use name::{
-    derived_mail_name, is_valid_mail_name, new_mail_name, split_mail_name, MAX_MAIL_NAME,
-};
+pub use name::{derived_mail_name, is_valid_mail_name, new_mail_name, MAX_MAIL_NAME};
 
 /// The mail attribute holding the user name a client authenticated as with SMTP AUTH (a
 /// string), under James's name so that James matchers and configurations keep working.

@@ -62,6 +62,10 @@ impl Envelope {
     }
 }
 
+/// The attribute holding a mail's delivery key with the name it belongs to (see
+/// [`Mail::delivery_key`]).
+pub const ATTR_DELIVERY_KEY: &str = "mailroom.delivery-key";
+
 /// A mail as matchers and mailets see it.
 #[derive(Clone, Debug)]
 pub struct Mail {
@@ -135,6 +139,28 @@ impl Mail {
         copy.envelope.recipients = recipients;
         copy
     }
+
+    /// What an inbox that stores one message per delivery (a database's) recognises this
+    /// mail's deliveries by: its name, or the key [`Mail::set_delivery_key`] gave it under
+    /// this name. A mail made from this one under a new name (a forward, a bounce) has its
+    /// own name as its key.
+    pub fn delivery_key(&self) -> &str {
+        match self.attribute(ATTR_DELIVERY_KEY) {
+            Some(AttributeValue::String(held)) => match held.split_once(' ') {
+                Some((name, key)) if name == self.name() => key,
+                _ => self.name(),
+            },
+            _ => self.name(),
+        }
+    }
+
+    /// Names this mail's deliveries `key` while it keeps its present name (see
+    /// [`Mail::delivery_key`]): the SpoolManager's split copies, whose random names change at
+    /// every run of their parent, take a key made from the parent's and where it split.
+    pub fn set_delivery_key(&mut self, key: &str) {
+        let held = format!("{} {key}", self.name());
+        self.set_attribute(ATTR_DELIVERY_KEY, AttributeValue::String(held));
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -147,6 +173,21 @@ fn now_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A delivery key holds only under the name it was given for: a mail made from this
+    /// one under another name (a forward) delivers under its own name.
+    #[test]
+    fn a_delivery_key_belongs_to_its_name() {
+        let mut mail = Mail::new(
+            Envelope::new("Mail1-a", None, vec![]),
+            crate::Message::from_bytes(b"a: b\r\n\r\n"),
+        );
+        assert_eq!(mail.delivery_key(), "Mail1-a");
+        mail.set_delivery_key("Mail0-p root/2");
+        assert_eq!(mail.delivery_key(), "Mail0-p root/2");
+        let forward = mail.split_off("Mail1-a-f".into(), vec![]);
+        assert_eq!(forward.delivery_key(), "Mail1-a-f");
+    }
 
     #[test]
     fn envelope_round_trips_with_null_sender() {

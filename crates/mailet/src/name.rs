@@ -62,34 +62,6 @@ pub fn derived_mail_name(parent: &str) -> String {
     }
 }
 
-/// The name of the copy of mail `parent` that the SpoolManager splits off at `place` (its
-/// processor and step) for the recipients a matcher matched: the parent's name, `-s` and a
-/// digest of the place, the same at every run of the parent. A copy is processed in memory
-/// and may deliver before the parent's next state is stored; should that store fail (or the
-/// node crash), the parent runs again and splits again, and the same name lets a database
-/// inbox, which stores one message per name and user, recognise the delivery it has.
-///
-/// ```
-/// let copy = mailroom_mailet::split_mail_name("Mail1-2-ab", "transport/3");
-/// assert_eq!(copy, mailroom_mailet::split_mail_name("Mail1-2-ab", "transport/3"));
-/// assert_ne!(copy, mailroom_mailet::split_mail_name("Mail1-2-ab", "transport/4"));
-/// assert!(copy.starts_with("Mail1-2-ab-s"));
-/// ```
-pub fn split_mail_name(parent: &str, place: &str) -> String {
-    // FNV-1a: stable across processes and versions, unlike std's hasher.
-    let digest = |text: &str| {
-        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
-    };
-    let derived = format!("{parent}-s{:016x}", digest(place));
-    if is_valid_mail_name(&derived) {
-        derived
-    } else {
-        format!("Mail-s{:016x}{:016x}", digest(parent), digest(place))
-    }
-}
-
 /// Whether `name` can be a mail name: ASCII letters, digits, `-`, `_` and `.`, not starting
 /// with `.`, at most [`MAX_MAIL_NAME`] octets — so that it is a safe file name.
 pub fn is_valid_mail_name(name: &str) -> bool {

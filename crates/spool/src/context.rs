@@ -262,7 +262,7 @@ impl MailetContext for ServerContext {
         let delivery = self
             .wait(
                 self.inbox
-                    .deliver_once(mail.name(), user, trace_header, &mail.message),
+                    .deliver_once(mail.delivery_key(), user, trace_header, &mail.message),
             )
             .map_err(store_error)?;
         DELIVERIES.with(|d| d.borrow_mut().push(delivery));

@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use mailroom_mailet::derived_mail_name;
 use mailroom_mailet::outcome::{Outcome, Status};
-use mailroom_mailet::split_mail_name;
 use mailroom_mailet::{state, AttributeValue, Mail, MailAddress, MailetContext, MailetError};
 use mailroom_store::{Delivery, LeaseToken, Leased, SpoolRepository, StoreError};
 
@@ -566,8 +566,11 @@ impl SpoolManager {
                     .filter(|r| !taken.contains(r))
                     .cloned()
                     .collect();
-                let name = split_mail_name(mail.name(), &format!("{processor}/{step}"));
-                let mut copy = mail.split_off(name, matched);
+                let mut copy = mail.split_off(derived_mail_name(mail.name()), matched);
+                // The copy delivers before its parent's next state is stored: should that
+                // store fail (or the node crash), the parent runs again and splits again, and
+                // this key, the same at every run, lets a database inbox know the delivery.
+                copy.set_delivery_key(&format!("{} {processor}/{step}", mail.delivery_key()));
                 mail.set_recipients(rest);
                 let outcome = match service(current, &mut copy, &processor, ctx) {
                     Ok(()) => self.run(copy, processor.clone(), step, None),

@@ -245,8 +245,8 @@ fn a_mail_gone_under_its_lease_leaves_no_body_held() {
 
 /// A split copy delivered to an inbox made durable at the parent's processor hop, and then the
 /// hop's store of the parent fails (a crash there does the same): the parent runs again from
-/// its stored state and splits again. The copy has the same name at every run, so the
-/// database inbox, which stores one message per name and user, does not deliver it twice.
+/// its stored state and splits again. The copy has the same delivery key at every run, so the
+/// database inbox, which stores one message per key and user, does not deliver it twice.
 #[test]
 fn a_split_copy_delivered_before_a_failed_hop_is_not_delivered_again() {
     let f = fixture(

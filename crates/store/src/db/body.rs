@@ -3,7 +3,7 @@
 //! during a long SMTP DATA; the last, partial chunk goes in the transaction of the row that
 //! names the body, so a small body costs no commit of its own), read back one chunk per query.
 //! The row that names a body (`mailroom_body_id`) is written after it; a body no row names (a
-//! transfer cut off, a crash) is swept when its table is opened, and every hour after.
+//! transfer cut off, a crash) is swept when its table is opened, and every six hours after.
 //!
 //! [`Bodies`] says where a repository's bodies go: chunks in `mailroom_bodies` (`db://`) or
 //! files under the home ([`super::body_files`], `dbfile://`). Every repository reads either
@@ -178,7 +178,7 @@ pub(crate) async fn removed(bodies: &Bodies, ids: Vec<String>) {
 /// is when the table is opened): a body whose row's COMMIT failed without saying whether it
 /// committed (the database went away) is kept for the sweep, and not until the next start.
 #[cfg(not(test))]
-const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 #[cfg(test)]
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(300);
 
