@@ -144,6 +144,12 @@ fn is_atext(c: char) -> bool {
         || (!c.is_ascii() && !c.is_control())
 }
 
+/// A non-ASCII character of a domain label (RFC 6531's U-labels): no control character and no
+/// white space (a line or paragraph separator must not reach a header or a log line).
+fn is_utf8_label_char(c: char) -> bool {
+    !c.is_ascii() && !c.is_control() && !c.is_whitespace()
+}
+
 /// Position of the `@` that separates local part and domain, skipping a quoted local part.
 fn find_domain_at(text: &str) -> Option<usize> {
     if text.starts_with('"') {
@@ -251,7 +257,7 @@ pub fn check_domain(domain: &str) -> Result<(), AddressError> {
             && !l.starts_with('-')
             && !l.ends_with('-')
             && l.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || is_utf8_label_char(c))
     };
     if domain.split('.').all(label_ok) {
         Ok(())
@@ -305,6 +311,26 @@ mod tests {
             MailAddress::parse(" \ta@x.test\r\n").unwrap().local_part(),
             "a"
         );
+    }
+
+    /// UTF-8 domains (SMTPUTF8) take letters, not control characters or white space.
+    #[test]
+    fn utf8_domains_refuse_controls_and_separators() {
+        assert_eq!(
+            MailAddress::parse("a@bücher.example").unwrap().domain(),
+            "bücher.example"
+        );
+        for text in [
+            "a@b\u{85}c.example",
+            "a@b\u{2028}c.example",
+            "a@b\u{a0}c.example",
+        ] {
+            assert_eq!(
+                MailAddress::parse(text),
+                Err(AddressError::BadDomain),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
