@@ -904,7 +904,7 @@ fn starttls_when_the_peer_offers_it_and_require_tls() {
 }
 
 /// Sends a message in a transaction with SMTPUTF8 (RFC 6531), UTF-8 addresses allowed.
-fn send_utf8(server: &Server, from: &str, to: &str) {
+fn send_utf8(server: &Server, from: &str, to: &str, subject: &str) {
     let mut smtp = Smtp::connect(server.smtp_port);
     assert!(smtp.cmd("EHLO client.test").contains("SMTPUTF8"));
     let reply = smtp.cmd(&format!("MAIL FROM:<{from}> SMTPUTF8"));
@@ -913,15 +913,15 @@ fn send_utf8(server: &Server, from: &str, to: &str) {
     assert!(reply.starts_with("250"), "{reply}");
     assert!(smtp.cmd("DATA").starts_with("354"));
     let reply = smtp.cmd(&format!(
-        "From: {from}\r\nTo: {to}\r\nSubject: grüße\r\n\r\nHallo\r\n."
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nHallo\r\n."
     ));
     assert!(reply.starts_with("250"), "{reply}");
     smtp.cmd("QUIT");
 }
 
 /// RFC 6531: a mail that came with SMTPUTF8 goes on with it, UTF-8 addresses and all, to a
-/// server that offers it; to one that does not, a non-ASCII envelope bounces with 5.6.7 (no
-/// downgrade) and an ASCII one goes without the parameter.
+/// server that offers it; to one that does not, a non-ASCII envelope or a UTF-8 header
+/// bounces with 5.6.7 (no downgrade) and an ASCII mail goes without the parameter.
 #[test]
 fn smtputf8_is_passed_on_or_a_non_ascii_envelope_bounces() {
     let utf8 = Sink::offering(Offers {
@@ -929,7 +929,7 @@ fn smtputf8_is_passed_on_or_a_non_ascii_envelope_bounces() {
         ..Offers::default()
     });
     let server = start(&format!("<gateway>127.0.0.1:{}</gateway>", utf8.port), None);
-    send_utf8(&server, "jörg@localhost", "ünï@utf8.test");
+    send_utf8(&server, "jörg@localhost", "ünï@utf8.test", "grüße");
     let mail = utf8.wait_for("ünï@utf8.test");
     assert!(
         mail.from.starts_with("<jörg@localhost> SIZE="),
@@ -947,24 +947,36 @@ fn smtputf8_is_passed_on_or_a_non_ascii_envelope_bounces() {
         ),
         None,
     );
-    send_utf8(&server, "a@localhost", "ünï@utf8.test");
-    send_utf8(&server, "a@localhost", "ascii@utf8.test");
+    send_utf8(&server, "a@localhost", "ünï@utf8.test", "hello");
+    send_utf8(&server, "a@localhost", "utf8-header@utf8.test", "grüße");
+    send_utf8(&server, "a@localhost", "ascii@utf8.test", "hello");
     let mail = plain.wait_for("ascii@utf8.test");
     assert!(!mail.from.contains("SMTPUTF8"), "{}", mail.from);
-    wait_for("the bounce", || bounces(&server).len() == 1);
-    let bounce = &bounces(&server)[0];
-    assert_eq!(bounce["recipients"], serde_json::json!(["ünï@utf8.test"]));
-    assert!(
-        bounce["error_message"]
-            .as_str()
-            .unwrap()
-            .contains("does not offer SMTPUTF8"),
-        "{bounce}"
+    wait_for("the bounces", || bounces(&server).len() == 2);
+    let mut bounced = bounces(&server);
+    bounced.sort_by_key(|b| b["recipients"].to_string());
+    assert_eq!(
+        bounced[0]["recipients"],
+        serde_json::json!(["utf8-header@utf8.test"])
     );
     assert_eq!(
-        bounce["attributes"]["mailroom.delivery.status"]["value"],
-        "5.6.7"
+        bounced[1]["recipients"],
+        serde_json::json!(["ünï@utf8.test"])
     );
+    for (bounce, why) in bounced
+        .iter()
+        .zip(["the header is UTF-8", "non-ASCII addresses"])
+    {
+        let error = bounce["error_message"].as_str().unwrap();
+        assert!(
+            error.contains(why) && error.contains("does not offer SMTPUTF8"),
+            "{bounce}"
+        );
+        assert_eq!(
+            bounce["attributes"]["mailroom.delivery.status"]["value"],
+            "5.6.7"
+        );
+    }
     assert!(plain
         .received()
         .iter()

@@ -346,14 +346,22 @@ impl Session {
             );
             return Ok(vec![RcptResult::Permanent(reply); count]);
         }
+        // RFC 6531 §3.2: a mail that needs SMTPUTF8 (a non-ASCII address, or a UTF-8 header
+        // section in a mail that came with SMTPUTF8) is not sent to a server without it.
         let non_ascii = |a: &MailAddress| !a.local_part().is_ascii() || !a.domain().is_ascii();
         let utf8_envelope =
             envelope.sender.is_some_and(non_ascii) || envelope.recipients.iter().any(non_ascii);
+        let utf8_header = envelope.smtputf8 && !envelope.message.header_section().is_ascii();
         let smtputf8 = offers(&ehlo, "SMTPUTF8").is_some();
-        if utf8_envelope && !smtputf8 {
+        if (utf8_envelope || utf8_header) && !smtputf8 {
+            let what = if utf8_envelope {
+                "the envelope has non-ASCII addresses"
+            } else {
+                "the header is UTF-8 (SMTPUTF8)"
+            };
             let reply = Reply::local(
                 553,
-                "5.6.7 the envelope has non-ASCII addresses and the server does not offer SMTPUTF8",
+                &format!("5.6.7 {what} and the server does not offer SMTPUTF8"),
             );
             return Ok(vec![RcptResult::Permanent(reply); count]);
         }
