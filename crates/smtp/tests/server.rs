@@ -213,13 +213,8 @@ async fn accepts_a_mail_only_after_commit_and_says_421_on_shutdown() {
     );
 }
 
-#[tokio::test]
-async fn idle_clients_time_out_with_421() {
-    let settings = Arc::new(SmtpSettings {
-        hello_name: "mx.test".into(),
-        connection_timeout: Duration::from_millis(200),
-        ..SmtpSettings::default()
-    });
+/// A server with `settings` and an empty in-memory spool on a free loopback port.
+fn serve_on_loopback(settings: Arc<SmtpSettings>) -> (std::net::SocketAddr, Shutdown) {
     let spool: Arc<dyn mailroom_store::SpoolRepository> =
         Arc::new(Blocking::new(Handle(Arc::default())));
     let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -231,6 +226,17 @@ async fn idle_clients_time_out_with_421() {
         spool,
         shutdown.watch(),
     ));
+    (addr, shutdown)
+}
+
+#[tokio::test]
+async fn idle_clients_time_out_with_421() {
+    let settings = Arc::new(SmtpSettings {
+        hello_name: "mx.test".into(),
+        connection_timeout: Duration::from_millis(200),
+        ..SmtpSettings::default()
+    });
+    let (addr, shutdown) = serve_on_loopback(settings);
     let mut client = BufReader::new(TcpStream::connect(addr).await.unwrap());
     reply(&mut client).await;
     client.get_mut().write_all(b"NOOP\r\n").await.unwrap();
@@ -279,17 +285,7 @@ async fn a_sized_mail_from_needing_the_identity_check_is_answered() {
         require_tls_for_auth: false,
         ..SmtpSettings::default()
     });
-    let spool: Arc<dyn mailroom_store::SpoolRepository> =
-        Arc::new(Blocking::new(Handle(Arc::default())));
-    let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = Shutdown::new();
-    tokio::spawn(mailroom_smtp::serve(
-        listener,
-        settings,
-        spool,
-        shutdown.watch(),
-    ));
+    let (addr, shutdown) = serve_on_loopback(settings);
     let mut client = BufReader::new(TcpStream::connect(addr).await.unwrap());
     reply(&mut client).await;
     assert!(cmd(&mut client, "EHLO client.test")

@@ -65,6 +65,26 @@ struct Fixture {
     manager: Arc<SpoolManager>,
 }
 
+impl Fixture {
+    /// Leases and processes mail until the spool is empty (at most 30 s).
+    fn process_until_the_spool_is_empty(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.runtime.block_on(self.spool.list()).unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mails left in the spool"
+            );
+            if let Some(leased) = self
+                .runtime
+                .block_on(self.spool.lease(Duration::from_millis(200)))
+                .unwrap()
+            {
+                self.manager.process(leased);
+            }
+        }
+    }
+}
+
 fn fixture(processors: &str) -> Fixture {
     let home = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -191,19 +211,7 @@ fn a_storage_failure_lets_go_of_the_deliveries_it_staged() {
 
     runtime.block_on(execute(&pool, "DROP TRIGGER refuse_copies"));
     runtime.block_on(spool.make_due("split-parent")).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !runtime.block_on(spool.list()).unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "mails left in the spool"
-        );
-        if let Some(leased) = runtime
-            .block_on(spool.lease(Duration::from_millis(200)))
-            .unwrap()
-        {
-            f.manager.process(leased);
-        }
-    }
+    f.process_until_the_spool_is_empty();
     for user in ["alice", "bob", "carol"] {
         let mailbox = runtime.block_on(inbox.open_mailbox(user)).unwrap();
         assert_eq!(mailbox.messages().len(), 1, "{user}");
@@ -277,19 +285,7 @@ fn a_split_copy_delivered_before_a_failed_hop_is_not_delivered_again() {
 
     runtime.block_on(execute(&pool, "DROP TRIGGER refuse_hop"));
     runtime.block_on(spool.make_due("hop-parent")).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !runtime.block_on(spool.list()).unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "mails left in the spool"
-        );
-        if let Some(leased) = runtime
-            .block_on(spool.lease(Duration::from_millis(200)))
-            .unwrap()
-        {
-            f.manager.process(leased);
-        }
-    }
+    f.process_until_the_spool_is_empty();
     for user in ["alice", "bob"] {
         let mailbox = runtime.block_on(inbox.open_mailbox(user)).unwrap();
         assert_eq!(mailbox.messages().len(), 1, "{user}");

@@ -431,19 +431,23 @@ mod tests {
     use crate::db::{DataSourceSpec, DataSources};
     use crate::MailRepository;
 
-    /// After a failed write, a body is removed only if no row names it: a COMMIT that failed
-    /// may have committed all the same, and a row must keep its body (files and chunks alike).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_write_never_takes_a_named_body() {
-        let home = tempfile::tempdir().unwrap();
-        let spec = DataSourceSpec {
+    fn sqlite_spec() -> DataSourceSpec {
+        DataSourceSpec {
             name: "maildb".into(),
             url: "sqlite://var/mail.db".into(),
             user: None,
             password: None,
             max: 2,
             lease: crate::DEFAULT_LEASE,
-        };
+        }
+    }
+
+    /// After a failed write, a body is removed only if no row names it: a COMMIT that failed
+    /// may have committed all the same, and a row must keep its body (files and chunks alike).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_never_takes_a_named_body() {
+        let home = tempfile::tempdir().unwrap();
+        let spec = sqlite_spec();
         let plain = DataSources::open(&[spec], home.path()).await.unwrap();
         for sources in [plain.with_file_bodies(), plain.clone()] {
             let repo = sources
@@ -483,14 +487,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn orphans_are_swept_while_the_server_runs() {
         let home = tempfile::tempdir().unwrap();
-        let spec = DataSourceSpec {
-            name: "maildb".into(),
-            url: "sqlite://var/mail.db".into(),
-            user: None,
-            password: None,
-            max: 2,
-            lease: crate::DEFAULT_LEASE,
-        };
+        let spec = sqlite_spec();
         let sources = DataSources::open(&[spec], home.path())
             .await
             .unwrap()
