@@ -131,15 +131,18 @@ mod tests {
     use mailroom_store::file::LogSpool;
     use mailroom_store::Blocking;
 
+    /// A log spool in `dir` whose leases last `lease`.
+    fn spool_leasing_for(dir: &std::path::Path, lease: Duration) -> Arc<dyn SpoolRepository> {
+        Arc::new(Blocking::new(
+            LogSpool::open(dir).unwrap().with_lease_duration(lease),
+        ))
+    }
+
     #[tokio::test]
     async fn held_leases_outlive_their_first_expiry_and_dropped_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let lease = Duration::from_millis(600);
-        let spool: Arc<dyn SpoolRepository> = Arc::new(Blocking::new(
-            LogSpool::open(dir.path())
-                .unwrap()
-                .with_lease_duration(lease),
-        ));
+        let spool = spool_leasing_for(dir.path(), lease);
         for name in ["kept", "dropped"] {
             let mail = Mail::new(
                 Envelope::new(name, None, vec![]),
@@ -178,11 +181,7 @@ mod tests {
     async fn a_lease_held_twice_is_renewed_until_both_let_go() {
         let dir = tempfile::tempdir().unwrap();
         let lease = Duration::from_millis(600);
-        let spool: Arc<dyn SpoolRepository> = Arc::new(Blocking::new(
-            LogSpool::open(dir.path())
-                .unwrap()
-                .with_lease_duration(lease),
-        ));
+        let spool = spool_leasing_for(dir.path(), lease);
         let mail = Mail::new(
             Envelope::new("pending", None, vec![]),
             Message::from_bytes(b"\r\n"),
